@@ -1,0 +1,22 @@
+"""elt — Elastic Looped Transformers for visual generation.
+
+N unique transformer layers looped L times, trained with Intra-Loop Self Distillation so that one
+checkpoint samples at any loop count::
+
+    import elt
+    generator = elt.load("runs/fmnist_masked")          # either paradigm
+    images = generator.generate([0, 1, 2], loops=2)      # uint8 N×H×W×C
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "load"]
+
+
+def load(path, ema: bool = True, device: str = "cpu"):
+    """Load a trained generator (masked or diffusion) from a checkpoint or run directory."""
+    from elt.train.checkpoint import load_generator
+
+    return load_generator(path, ema=ema, device=device)

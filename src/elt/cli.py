@@ -1,0 +1,184 @@
+"""``elt`` command line: a thin layer over the Python API.
+
+    elt train CONFIG [key=value ...]      train (either paradigm, chosen by the config)
+    elt sample --ckpt DIR --loops 1,2,4   write .npz samples per loop count and a grid PNG
+    elt info CKPT                         what a checkpoint holds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from elt import __version__
+
+EPILOG = "Run 'elt COMMAND --help' for a command's options. Configs: YAML path or a shipped name (fmnist_masked)."
+
+# Extra subcommands register here: name -> (module, function adding the parser). Each module provides
+# ``add_parser(subparsers)`` which sets ``func`` on its parser. Keeps this file free of paradigm imports.
+EXTRA_COMMANDS: dict[str, str] = {}
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line, exit status 2."""
+
+
+def parse_loops(text: str) -> list[int]:
+    """``"1,2,4"`` or ``"1-4"`` or ``"1-4,6"`` → sorted unique loop counts ≥ 1."""
+    values: set[int] = set()
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-", 1))
+                values.update(range(lo, hi + 1))
+            elif part:
+                values.add(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid loop list {text!r}; use e.g. 1,2,4 or 1-4") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"invalid loop list {text!r}; loop counts are integers >= 1")
+    return sorted(values)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+# -- train ----------------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from elt.config import load_config
+    from elt.train.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    final = train(cfg, resume=args.resume, progress=not args.no_progress)
+    print(f"checkpoint: {final}")
+    print(f"sample grids: {final.parent.parent / 'samples'}")
+    return 0
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model from a YAML config",
+                       description="Train an ELT model. Every config field can be overridden as key=value "
+                                   "(e.g. model.loops=6 train.steps=500).")
+    p.add_argument("config", help="YAML config path or shipped name (fmnist_masked, fmnist_diffusion, ...)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    p.add_argument("--resume", default=None, metavar="auto|PATH",
+                   help="resume: 'auto' = newest checkpoint of the run directory, or a checkpoint path")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+# -- sample --------------------------------------------------------------------------------------------------
+def cmd_sample(args: argparse.Namespace) -> int:
+    import elt
+    from elt.sampling import sample_to_disk
+
+    generator = elt.load(args.ckpt, ema=not args.raw_weights, device=args.device)
+    loops = args.loops or list(range(1, generator.trained_loops + 1))
+    record = sample_to_disk(generator, loops, args.num, args.out, seed=args.seed, steps=args.steps,
+                            guidance=args.guidance, batch_size=args.batch_size, progress=not args.no_progress)
+    print(f"wrote {', '.join(record['files'].values())} and {record['grid']} to {args.out}")
+    return 0
+
+
+def add_sample(sub) -> None:
+    p = sub.add_parser("sample", help="generate samples at several loop counts",
+                       description="Generate class-balanced samples from a checkpoint at each loop count: "
+                                   "samples_L<L>.npz (arr_0 uint8 N×H×W×C, arr_1 labels) and grid.png.")
+    p.add_argument("--ckpt", required=True, help="checkpoint directory or run directory")
+    p.add_argument("--loops", type=parse_loops, default=None, help="loop counts, e.g. 1,2,4 or 1-6 (default 1..L_max)")
+    p.add_argument("--num", type=positive_int, default=100, help="samples per loop count (default 100)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the config's)")
+    p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the config's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--raw-weights", action="store_true", help="use raw weights instead of the EMA")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sample)
+
+
+# -- info -----------------------------------------------------------------------------------------------------
+def cmd_info(args: argparse.Namespace) -> int:
+    from elt.train.checkpoint import load_config_of, load_generator, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(args.ckpt)
+    cfg = load_config_of(ckpt)
+    generator = load_generator(ckpt)
+    backbone = generator.backbone
+    info = {
+        "checkpoint": str(ckpt),
+        "paradigm": cfg.paradigm,
+        "mode": cfg.ilsd.mode,
+        "unique_layers": backbone.unique_layers,
+        "trained_loops": backbone.loops,
+        "width": backbone.dim,
+        "parameters": sum(p.numel() for p in generator.parameters()),
+        "backbone_parameters": sum(p.numel() for p in backbone.parameters()),
+        "gflops_per_sample": {str(k): float(f"{generator.gflops_per_sample(loops=k):.6g}")
+                              for k in range(1, backbone.loops + 1)},
+    }
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def add_info(sub) -> None:
+    p = sub.add_parser("info", help="describe a checkpoint", description="Print what a checkpoint holds.")
+    p.add_argument("ckpt", help="checkpoint directory or run directory")
+    p.set_defaults(func=cmd_info)
+
+
+BUILTIN: list[Callable] = [add_train, add_sample, add_info]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="elt", description="Elastic Looped Transformers for visual "
+                                     "generation: train once, sample at any loop count.", epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"elt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in BUILTIN:
+        add(sub)
+    for module in EXTRA_COMMANDS.values():
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from elt.config import ConfigError
+    from elt.train.checkpoint import CheckpointError
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may follow options (elt train CFG --resume auto model.loops=6)
+        if getattr(args, "command", None) == "train" and all("=" in item and not item.startswith("-")
+                                                               for item in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, CheckpointError, UserError) as exc:
+        print(f"elt: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("elt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

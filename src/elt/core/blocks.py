@@ -1,0 +1,150 @@
+"""Transformer building blocks shared by both paradigms.
+
+One small class per concept: attention, MLP, the pre-norm block (optionally adaLN-Zero conditioned),
+the conditioning embedders, and fixed sin-cos positional embeddings for 1D/2D/3D token grids.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation: per-sample shift/scale broadcast over the token axis."""
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``scaled_dot_product_attention`` (flash/efficient kernels on GPU)."""
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block.
+
+    Without ``cond_dim`` it is a plain pre-LayerNorm block (masked models). With ``cond_dim`` the norms
+    lose their affine parameters and a zero-initialised linear map of the conditioning vector produces
+    shift/scale/gate for both branches (adaLN-Zero, as in DiT): at initialisation the block is the identity.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, cond_dim: int | None = None,
+                 qkv_bias: bool = True):
+        super().__init__()
+        self.adaptive = cond_dim is not None
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=not self.adaptive, eps=1e-6)
+        self.attn = Attention(dim, heads, qkv_bias=qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=not self.adaptive, eps=1e-6)
+        self.mlp = MLP(dim, int(dim * mlp_ratio))
+        if self.adaptive:
+            self.ada = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 6 * dim))
+            nn.init.zeros_(self.ada[1].weight)
+            nn.init.zeros_(self.ada[1].bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.adaptive:
+            x = x + self.attn(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+        if cond is None:
+            raise ValueError("an adaLN block needs a conditioning vector")
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(cond).chunk(6, dim=-1)
+        x = x + gate1.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift1, scale1))
+        return x + gate2.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class TimestepEmbedder(nn.Module):
+    """Continuous scalar (diffusion time or noise level) → vector, via sinusoidal features and an MLP."""
+
+    def __init__(self, dim: int, frequency_dim: int = 256, max_period: float = 10000.0):
+        super().__init__()
+        self.frequency_dim = frequency_dim
+        self.max_period = max_period
+        self.mlp = nn.Sequential(nn.Linear(frequency_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(sinusoidal_features(t, self.frequency_dim, self.max_period))
+
+
+def sinusoidal_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+class LabelEmbedder(nn.Module):
+    """Class label → vector, with one extra "null" class used for classifier-free guidance.
+
+    ``drop_prob`` replaces labels by the null class during training (the paper drops 10%).
+    Label ``-1`` (or ``num_classes``) at call time means "unconditional".
+    """
+
+    def __init__(self, num_classes: int, dim: int, drop_prob: float = 0.1):
+        super().__init__()
+        self.num_classes = num_classes
+        self.drop_prob = drop_prob
+        self.table = nn.Embedding(num_classes + 1, dim)
+        nn.init.normal_(self.table.weight, std=0.02)
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    def forward(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        labels = torch.where(labels < 0, torch.full_like(labels, self.null_class), labels)
+        if self.training and self.drop_prob > 0:
+            drop = torch.rand(labels.shape, device=labels.device, generator=generator) < self.drop_prob
+            labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
+        return self.table(labels)
+
+
+def sincos_embedding(grid: tuple[int, ...], dim: int) -> torch.Tensor:
+    """Fixed sin-cos positional embedding for a token grid of 1, 2 or 3 axes (T×H×W), shape (prod(grid), dim).
+
+    The width is split evenly over the axes (each axis gets an even number of channels; any remainder
+    is zero), so time and space get distinct, separable codes.
+    """
+    axes = len(grid)
+    per_axis = (dim // axes) // 2 * 2
+    if per_axis == 0:
+        raise ValueError(f"width {dim} is too small for a {axes}-axis positional embedding")
+    coords = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in grid], indexing="ij")
+    parts = []
+    for c in coords:
+        omega = 1.0 / 10000 ** (np.arange(per_axis // 2, dtype=np.float64) / (per_axis / 2))
+        out = c.reshape(-1)[:, None] * omega[None]
+        parts.append(np.concatenate([np.sin(out), np.cos(out)], axis=1))
+    emb = np.concatenate(parts, axis=1)
+    if emb.shape[1] < dim:
+        emb = np.concatenate([emb, np.zeros((emb.shape[0], dim - emb.shape[1]))], axis=1)
+    return torch.from_numpy(emb).float()

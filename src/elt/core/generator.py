@@ -1,0 +1,91 @@
+"""The contract every paradigm's generator fulfils, so that the trainer, ``elt sample``, ``elt eval`` and
+``elt.load`` work the same for masked and diffusion models."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from elt.core.ilsd import ILSDTerms
+from elt.core.looped import LoopedTransformer
+
+LoopSchedule = int | Sequence[int] | None
+
+
+class LoopedGenerator(nn.Module, ABC):
+    """A class-conditional generator whose backbone is a :class:`LoopedTransformer`.
+
+    Subclasses set ``self.backbone`` and ``self.config`` (the full run config) and implement the
+    three methods below.
+    """
+
+    backbone: LoopedTransformer
+    num_classes: int
+
+    @property
+    def trained_loops(self) -> int:
+        """L_max: the loop count the model was trained with (the default when sampling)."""
+        return self.backbone.loops
+
+    @abstractmethod
+    def training_loss(self, batch: Any, student_loops: int | None, lam: float) -> ILSDTerms:
+        """One forward pass of L_max loops on a training batch; ILSD terms when ``student_loops`` is given,
+        the teacher's ground-truth loss alone otherwise."""
+
+    @abstractmethod
+    def generate(self, class_labels: Sequence[int] | torch.Tensor, loops: LoopSchedule = None,
+                 steps: int | None = None, guidance: float | None = None, seed: int | None = None,
+                 progress: bool = False) -> np.ndarray:
+        """Sample one image per label; returns uint8 N×H×W×C (video: N×T×H×W×C).
+
+        ``loops`` is one loop count for every sampling step, or one per step (a loop schedule);
+        ``None`` uses L_max. ``steps``/``guidance`` default to the paradigm's configured values.
+        Same seed, same arguments → same images.
+        """
+
+    @abstractmethod
+    def gflops_per_sample(self, loops: LoopSchedule = None, steps: int | None = None,
+                          guidance: float | None = None) -> float:
+        """Forward GFLOPs (matmuls) to generate one sample, computed analytically."""
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+def loops_per_step(loops: LoopSchedule, steps: int, default: int) -> list[int]:
+    """Expand a loop count or a per-step loop schedule to one value per sampling step."""
+    if loops is None:
+        return [default] * steps
+    if isinstance(loops, int):
+        schedule = [loops] * steps
+    else:
+        schedule = [int(v) for v in loops]
+        if len(schedule) != steps:
+            raise ValueError(f"loop schedule has {len(schedule)} entries but sampling uses {steps} steps")
+    if min(schedule) < 1:
+        raise ValueError(f"loop counts must be >= 1, got {schedule}")
+    return schedule
+
+
+def labels_tensor(class_labels: Sequence[int] | torch.Tensor, num_classes: int,
+                  device: torch.device) -> torch.Tensor:
+    labels = torch.as_tensor(class_labels, dtype=torch.long, device=device).reshape(-1)
+    if labels.numel() and (labels.min() < -1 or labels.max() >= num_classes):
+        raise ValueError(f"class labels must lie in 0..{num_classes - 1} (or -1 for unconditional)")
+    return labels
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Model-space images in [-1, 1], channels first (N×C×H×W or N×C×T×H×W) → uint8 channels last."""
+    images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    order = (0, 2, 3, 1) if images.ndim == 4 else (0, 2, 3, 4, 1)
+    return images.permute(*order).cpu().numpy()

@@ -1,0 +1,1 @@
+"""Datasets: Fashion-MNIST, image folders, video."""

@@ -1,0 +1,1 @@
+"""Diffusion (DiT paradigm) on the looped core."""

@@ -1,0 +1,1 @@
+"""Masked-token generation (MaskGIT / MAGVIT paradigm) on the looped core."""

@@ -1,0 +1,1 @@
+"""Image/video tokenizers: small trainable FSQ tokenizers and adapters for pretrained ones."""

@@ -1,0 +1,1 @@
+"""Training: the loop over steps, EMA, checkpoints, distributed setup."""

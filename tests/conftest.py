@@ -1,0 +1,22 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture
+def toy_paradigm(monkeypatch):
+    """Register the tests' tiny paradigm as ``paradigm=toy``."""
+    from elt import registry
+
+    monkeypatch.setitem(registry.TASK_MODULES, "toy", "toy_task")
+    return "toy"
+
+
+TOY_OVERRIDES = [
+    "paradigm=toy", "model.width=32", "model.heads=2", "model.unique_layers=2", "model.loops=3",
+    "data.num_classes=4", "train.batch_size=16", "train.lr=0.003", "train.warmup_steps=5",
+    "train.log_every=5", "train.ema_decay=0.9",
+]

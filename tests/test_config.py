@@ -1,0 +1,65 @@
+"""Configs: presets, overrides, and clear errors for bad keys and values."""
+
+import pytest
+
+from elt.config import ConfigError, load_config
+from elt.presets import parse_preset
+from elt.registry import backbone_shape
+
+
+def test_defaults_and_overrides():
+    cfg = load_config(None, ["model.loops=6", "train.lr=0.001", "paradigm=diffusion"])
+    assert cfg.model.loops == 6 and cfg.train.lr == 0.001 and cfg.paradigm == "diffusion"
+
+
+def test_preset_sets_shape_and_explicit_keys_win():
+    cfg = load_config(None, ["model.preset=ELT-S-4x3"])
+    assert (cfg.model.width, cfg.model.heads, cfg.model.unique_layers, cfg.model.loops) == (384, 6, 4, 3)
+    cfg = load_config(None, ["model.preset=ELT-S-4x3", "model.loops=5"])
+    assert cfg.model.loops == 5
+    assert parse_preset("ELT-XL-7x4") == {"width": 1152, "heads": 18, "unique_layers": 7, "loops": 4}
+
+
+def test_unique_mode_unrolls_the_loops():
+    cfg = load_config(None, ["model.preset=ELT-S-4x3", "ilsd.mode=unique"])
+    assert backbone_shape(cfg) == (12, 1)
+    assert backbone_shape(load_config(None, ["model.preset=ELT-S-4x3"])) == (4, 3)
+
+
+def test_yaml_file_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  loops: 4\ntrain:\n  steps: 10\n")
+    cfg = load_config(path, ["train.steps=20"])
+    assert cfg.model.loops == 4 and cfg.train.steps == 20
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model.loop=3", "unknown config key 'model.loop' (did you mean 'model.loops'?)"),
+    ("modle.loops=3", "unknown config key 'modle.loops' (did you mean 'model.loops'?)"),
+    ("train.stepz=3", "did you mean 'train.steps'?"),
+    ("model.loops=abc", "model.loops"),
+    ("ilsd.mode=distill", "allowed: ilsd, vanilla, unique"),
+    ("paradigm=gan", "allowed: masked, diffusion"),
+    ("model.loops=0", "'model.loops' must be >= 1"),
+    ("model.preset=ELT-Q-4x3", "unknown model preset 'ELT-Q-4x3'"),
+    ("model.width=90", "divisible by model.heads"),
+    ("ilsd.min_student_loops=3", "must lie in 1..2"),
+    ("model.loops", "not of the form key=value"),
+])
+def test_bad_config_gives_one_clear_line(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_ilsd_with_a_single_loop_is_refused_with_a_hint():
+    with pytest.raises(ConfigError, match="ilsd.mode=vanilla"):
+        load_config(None, ["model.loops=1"])
+    assert load_config(None, ["model.loops=1", "ilsd.mode=vanilla"]).model.loops == 1
+
+
+def test_missing_config_file_names_shipped_ones():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("no_such_config.yaml")
