@@ -18,7 +18,7 @@ EPILOG = "Run 'elt COMMAND --help' for a command's options. Configs: YAML path o
 
 # Extra subcommands register here: name -> (module, function adding the parser). Each module provides
 # ``add_parser(subparsers)`` which sets ``func`` on its parser. Keeps this file free of paradigm imports.
-EXTRA_COMMANDS: dict[str, str] = {}
+EXTRA_COMMANDS: dict[str, str] = {"bench": "elt.bench"}
 
 
 class UserError(Exception):
@@ -56,10 +56,15 @@ def positive_int(text: str) -> int:
 # -- train ----------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from elt.config import load_config
+    from elt.train.signals import TrainingInterrupted
     from elt.train.trainer import train
 
     cfg = load_config(args.config, args.overrides)
-    final = train(cfg, resume=args.resume, progress=not args.no_progress)
+    try:
+        final = train(cfg, resume=args.resume, progress=not args.no_progress)
+    except TrainingInterrupted as stop:  # preempted: a checkpoint was written, exit 128 + signal number
+        print(f"elt: {stop}", file=sys.stderr)
+        return 128 + stop.signum
     print(f"checkpoint: {final}")
     print(f"sample grids: {final.parent.parent / 'samples'}")
     return 0
@@ -81,12 +86,15 @@ def add_train(sub) -> None:
 def cmd_sample(args: argparse.Namespace) -> int:
     import elt
     from elt.sampling import sample_to_disk
+    from elt.train.distributed import distributed_session
 
-    generator = elt.load(args.ckpt, ema=not args.raw_weights, device=args.device)
-    loops = args.loops or list(range(1, generator.trained_loops + 1))
-    record = sample_to_disk(generator, loops, args.num, args.out, seed=args.seed, steps=args.steps,
-                            guidance=args.guidance, batch_size=args.batch_size, progress=not args.no_progress)
-    print(f"wrote {', '.join(record['files'].values())} and {record['grid']} to {args.out}")
+    with distributed_session(args.device) as env:  # under torchrun: sampling sharded across ranks
+        generator = elt.load(args.ckpt, ema=not args.raw_weights, device=env.device)
+        loops = args.loops or list(range(1, generator.trained_loops + 1))
+        record = sample_to_disk(generator, loops, args.num, args.out, seed=args.seed, steps=args.steps,
+                                guidance=args.guidance, batch_size=args.batch_size, progress=not args.no_progress)
+    if env.is_main:
+        print(f"wrote {', '.join(record['files'].values())} and {record['grid']} to {args.out}")
     return 0
 
 
@@ -102,7 +110,7 @@ def add_sample(sub) -> None:
     p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the config's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (under torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--raw-weights", action="store_true", help="use raw weights instead of the EMA")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sample)

@@ -76,13 +76,22 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16
-    compile: bool = False
+    compile: bool = False  # torch.compile each looped block once (reused by every loop)
+    tf32: bool = True  # TF32 matmuls/convolutions for fp32 work on CUDA
+    distributed: str = "ddp"  # under torchrun: ddp | fsdp (FSDP2 fully_shard, for large widths)
+    find_unused_parameters: bool = False  # DDP: set if some parameters get no gradient in a step
     out_dir: str = "runs/default"
     log_every: int = 50
     sample_every: int = 0  # 0: only at the end
     checkpoint_every: int = 0  # 0: only at the end
     sample_loops: list[int] = field(default_factory=list)  # loop counts in the periodic grids ([] = 1..L_max)
     samples_per_class: int = 1
+    keep_checkpoints: int = 3  # newest checkpoints kept (0: all)
+    handle_signals: bool = True  # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop
+    tensorboard: bool = True  # RUN/tensorboard (if tensorboard is installed), besides RUN/log.jsonl
+    wandb: bool = False  # also log to Weights & Biases (if installed)
+    wandb_project: str = "elt"
+    peak_tflops: float = 0.0  # device peak for the MFU estimate (0: built-in table; n/a if unknown)
     threads: int = 0  # torch CPU threads (0: leave PyTorch's default)
 
 
@@ -154,6 +163,7 @@ def validate(cfg: DictConfig) -> None:
     _choice("ilsd.mode", cfg.ilsd.mode, MODES)
     _choice("ilsd.lambda_schedule", cfg.ilsd.lambda_schedule, LAMBDA_SCHEDULES)
     _choice("train.precision", cfg.train.precision, ("auto", "fp32", "bf16"))
+    _choice("train.distributed", cfg.train.distributed, ("ddp", "fsdp"))
     for key in ("model.width", "model.heads", "model.unique_layers", "model.loops", "train.steps",
                 "train.batch_size", "data.num_classes", "data.image_size", "data.channels"):
         if OmegaConf.select(cfg, key) < 1:

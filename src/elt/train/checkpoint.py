@@ -4,17 +4,23 @@
         config.yaml         the full run config: the checkpoint knows its architecture
         model.safetensors   raw weights
         ema.safetensors     EMA weights (sampling uses these by default)
-        state.pt            optimizer, schedules, step, RNG states (loaded with weights_only=True)
+        state.pt            optimizer, schedules, step, data position, RNG states (weights_only=True)
+        manifest.json       byte size of every file above, written last
     RUN/checkpoints/latest  name of the newest complete checkpoint
 
-A checkpoint is written to a temporary sibling directory and renamed into place, so a killed write
-never leaves a half-written checkpoint under a valid name.
+A checkpoint is written to a temporary sibling directory (``.tmp_step_*``), flushed to disk and renamed
+into place, so a write killed at any point (even ``kill -9``) never leaves a half-written checkpoint
+under a valid name: the previous one stays the newest valid checkpoint. ``resolve_checkpoint`` skips
+directories whose files do not match their manifest; stale temporary directories are removed by the
+next save.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +35,31 @@ CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 STATE_FILE = "state.pt"
+MANIFEST_FILE = "manifest.json"
+TMP_PREFIX = ".tmp_step_"
 
 
 class CheckpointError(FileNotFoundError):
     """No usable checkpoint where one was expected."""
 
 
-def _contiguous_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+def _contiguous_state(module: torch.nn.Module | dict) -> dict[str, torch.Tensor]:
+    state = module if isinstance(module, dict) else module.state_dict()
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
-def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torch.nn.Module,
-                    ema: torch.nn.Module | None = None, state: dict[str, Any] | None = None,
+def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torch.nn.Module | dict,
+                    ema: torch.nn.Module | dict | None = None, state: dict[str, Any] | None = None,
                     keep: int = 3) -> Path:
-    """Write ``RUN/checkpoints/step_<step>`` atomically and point ``latest`` at it."""
+    """Write ``RUN/checkpoints/step_<step>`` atomically and point ``latest`` at it.
+
+    ``model``/``ema`` are modules or already-gathered state dicts; ``keep`` > 0 keeps that many newest.
+    """
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(root)
     final = root / f"step_{step:07d}"
-    tmp = root / f".tmp_step_{step:07d}_{os.getpid()}"
+    tmp = root / f"{TMP_PREFIX}{step:07d}_{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -56,12 +69,15 @@ def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torc
         save_file(_contiguous_state(ema), str(tmp / EMA_FILE), metadata={"step": str(step)})
     if state is not None:
         torch.save(state, tmp / STATE_FILE)
+    sizes = {item.name: item.stat().st_size for item in sorted(tmp.iterdir())}
+    (tmp / MANIFEST_FILE).write_text(json.dumps({"step": step, "files": sizes}, indent=1))
     _fsync_dir(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     _write_atomic(root / "latest", final.name)
-    _prune(root, keep)
+    _fsync_path(root)
+    _prune(root, keep, final)
     return final
 
 
@@ -75,22 +91,68 @@ def _fsync_dir(path: Path) -> None:
     for item in path.iterdir():
         with open(item, "rb") as handle:
             os.fsync(handle.fileno())
+    _fsync_path(path)
 
 
-def _prune(root: Path, keep: int) -> None:
+def _fsync_path(path: Path) -> None:
+    """Flush a directory entry (a rename into it) to disk; not possible on every platform."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_tmp(root: Path) -> None:
+    """Temporary directories of writes that were killed (any process) are garbage."""
+    for stale in root.glob(f"{TMP_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _prune(root: Path, keep: int, current: Path) -> None:
+    """Keep ``current`` and the ``keep - 1`` newest before it. Higher-numbered checkpoints (left by a
+    run that was resumed from an earlier one) are never deleted automatically."""
     if keep <= 0:
         return
-    complete = sorted(p for p in root.glob("step_*") if is_complete(p))
-    for old in complete[:-keep]:
+    older = sorted(p for p in root.glob("step_*") if p.name < current.name and is_complete(p))
+    for old in older[:max(0, len(older) - (keep - 1))]:
         shutil.rmtree(old, ignore_errors=True)
 
 
 def is_complete(path: Path) -> bool:
-    return (path / CONFIG_FILE).is_file() and (path / MODEL_FILE).is_file()
+    """A finished checkpoint: config and weights present and, when it has a manifest (every checkpoint
+    written by this version), every listed file present with the recorded size."""
+    path = Path(path)
+    if not ((path / CONFIG_FILE).is_file() and (path / MODEL_FILE).is_file()):
+        return False
+    manifest = path / MANIFEST_FILE
+    if not manifest.is_file():
+        return True
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        return all((path / name).is_file() and (path / name).stat().st_size == size for name, size in files.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def checkpoints_newest_first(path: str | Path) -> list[Path]:
+    """Complete checkpoints of a run (or checkpoints) directory, newest first."""
+    path = Path(path)
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.glob("step_*") if is_complete(p)), reverse=True)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory, or a run directory (→ its newest complete checkpoint)."""
+    """A checkpoint directory, or a run directory (→ the checkpoint ``latest`` names, which is the last
+    one written — after resuming from an older checkpoint, newer-numbered ones may be a discarded
+    branch — else the highest-numbered complete one)."""
     path = Path(path)
     if is_complete(path):
         return path
@@ -98,11 +160,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
     latest = root / "latest"
     if latest.is_file() and is_complete(root / latest.read_text().strip()):
         return root / latest.read_text().strip()
-    complete = sorted(p for p in root.glob("step_*") if is_complete(p)) if root.is_dir() else []
+    complete = checkpoints_newest_first(root)
     if complete:
-        return complete[-1]
+        return complete[0]
     raise CheckpointError(f"no checkpoint at {str(path)!r}: expected a directory with {CONFIG_FILE} and "
                           f"{MODEL_FILE}, or a run directory with checkpoints/step_*")
+
+
+def warn(message: str) -> None:
+    print(f"elt: warning: {message}", file=sys.stderr)
 
 
 def load_config_of(path: str | Path) -> DictConfig:

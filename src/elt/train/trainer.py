@@ -1,15 +1,26 @@
-"""The training loop, shared by both paradigms.
+"""The training loop, shared by both paradigms, from one CPU process to many GPUs on many nodes.
 
-Per step: draw L_int (ILSD mode), compute λ, one forward of L_max loops through
-``generator.training_loss``, backward, clip, AdamW step, EMA update. Logs to ``RUN/log.jsonl``, writes
-sample grids (one row per loop count, from the EMA weights) and checkpoints.
+Per step: draw L_int (ILSD mode; the same on every rank), compute λ, one forward of L_max loops through
+``generator.training_loss`` on this rank's share of the global batch, backward (DDP/FSDP average the
+gradients over ranks), clip, AdamW step, EMA update. Rank 0 logs (``log.jsonl``, TensorBoard, W&B),
+writes sample grids (one row per loop count, from the EMA weights) and checkpoints.
+
+Launch: ``elt train CONFIG`` for one process; ``torchrun --nproc_per_node G -m elt.cli train CONFIG``
+for G processes per node (docs/distributed.md). Throughput defaults on CUDA: bf16 autocast, TF32,
+fused AdamW, attention through SDPA (flash kernels); options: ``train.compile`` (each looped block
+compiled once) and ``model.checkpoint_loops`` (per-loop activation checkpointing).
+
+A run is resumable exactly: the checkpoint holds model, EMA, optimizer, step (which fixes the LR and λ
+schedules), data position, and the RNG states of every rank and of the L_int sampler. SIGTERM/SIGINT
+write a checkpoint at the next step boundary (:class:`TrainingInterrupted`); a NaN/Inf loss stops the
+run naming the step (:class:`NonFiniteLossError`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -18,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -25,9 +37,25 @@ from elt import config as config_lib
 from elt import registry
 from elt.core.ilsd import StudentLoopSampler, ilsd_lambda
 from elt.sampling import sample_grid_rows
-from elt.train.checkpoint import load_training_state, resolve_checkpoint, save_checkpoint
+from elt.train import distributed as dist_lib
+from elt.train.checkpoint import (
+    EMA_FILE,
+    MODEL_FILE,
+    CheckpointError,
+    checkpoints_newest_first,
+    load_training_state,
+    resolve_checkpoint,
+    save_checkpoint,
+    warn,
+)
+from elt.train.distributed import DistEnv, ShardedSampler
 from elt.train.ema import EMA
+from elt.train.logger import RunLogger
+from elt.train.perf import FlopCounter, memory_record, mfu, peak_flops
+from elt.train.signals import GracefulStop, TrainingInterrupted
 from elt.visual import save_grid
+
+STATE_FORMAT = 2
 
 
 class NonFiniteLossError(RuntimeError):
@@ -35,18 +63,23 @@ class NonFiniteLossError(RuntimeError):
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("cpu")
-    return torch.device(name)
+    return dist_lib.resolve_device(name)
+
+
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
 def autocast_context(device: torch.device, precision: str):
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if use_bf16:
+    if uses_bf16(device, precision):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+def configure_backends(device: torch.device, tf32: bool) -> None:
+    """TF32 for fp32 matmuls on CUDA (the legacy switch, which torch.compile also reads)."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -71,21 +104,63 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class Trainer:
-    """Owns the model, EMA, optimizer and schedules of one run directory."""
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's global RNG states, in types ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"cpu": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
-    def __init__(self, cfg: DictConfig, run_dir: str | Path | None = None, progress: bool = True):
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def compile_blocks(generator: torch.nn.Module) -> None:
+    """``torch.compile`` each block of the looped core in place: one compiled graph serves all N blocks
+    (same code, parameters are graph inputs) and all L loops, instead of tracing the unrolled N×L stack."""
+    for block in generator.backbone.blocks:
+        block.compile()
+
+
+class Trainer:
+    """Owns the model, EMA, optimizer and schedules of one run directory (on one rank)."""
+
+    def __init__(self, cfg: DictConfig, run_dir: str | Path | None = None, progress: bool = True,
+                 env: DistEnv | None = None):
         self.cfg = cfg
+        self.env = env or dist_lib.current_env(cfg.train.device)
+        self.device = self.env.device
         self.run_dir = Path(run_dir or cfg.train.out_dir)
-        self.progress = progress
+        self.progress = progress and self.env.is_main
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
-        self.device = resolve_device(cfg.train.device)
-        seed_everything(cfg.train.seed)
+        configure_backends(self.device, cfg.train.tf32)
+        world = self.env.world_size
+        if cfg.train.batch_size % world:
+            raise config_lib.ConfigError(f"train.batch_size={cfg.train.batch_size} is the global batch and must "
+                                         f"be divisible by the number of processes ({world})")
+        seed_everything(cfg.train.seed)  # the same initial weights on every rank
         self.generator = registry.build_generator(cfg)
-        self.dataset = registry.prepare_data(cfg, self.generator, self.run_dir)
+        with dist_lib.main_process_first(self.env):  # rank 0 builds caches/tokenizers, the others reuse them
+            self.dataset = registry.prepare_data(cfg, self.generator, self.run_dir)
         self.generator.to(self.device)
         self.ema = EMA(self.generator, cfg.train.ema_decay)
+        if cfg.train.compile:
+            compile_blocks(self.generator)
+        self.model = dist_lib.wrap_for_training(self.generator, self.env, cfg.train.distributed,
+                                                cfg.train.find_unused_parameters)
+        self.sharded = self.env.enabled and cfg.train.distributed == "fsdp"
+        if self.sharded:
+            self.ema.track_sharded(self.generator)
+        seed_everything(dist_lib.rank_seed(cfg.train.seed, self.env.rank))  # noise/masks differ per rank
         self.optimizer = torch.optim.AdamW(
             self.generator.trainable_parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas),
             weight_decay=cfg.train.weight_decay,
@@ -95,91 +170,165 @@ class Trainer:
             StudentLoopSampler(cfg.model.loops, cfg.ilsd.min_student_loops, seed=cfg.train.seed + 1)
             if cfg.ilsd.mode == "ilsd" else None
         )
+        self.global_batch = min(cfg.train.batch_size, len(self.dataset) - len(self.dataset) % world)
+        if self.global_batch < world or self.global_batch % world:
+            raise config_lib.ConfigError(f"the dataset has {len(self.dataset)} items, too few for a global batch "
+                                         f"divisible by {world} processes")
+        self.sampler = ShardedSampler(len(self.dataset), self.env.rank, world, seed=cfg.train.seed)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
+        self.resumed_from: Path | None = None
         self.log_path = self.run_dir / "log.jsonl"
+        self._stop_agreed = False
+        self._flops = FlopCounter(self.generator.backbone)
+        self.flops_per_sample: float | None = None
+        self.tokens_per_sample: int | None = None
+        self.peak = peak_flops(self.device, uses_bf16(self.device, cfg.train.precision), cfg.train.peak_tflops)
 
     # -- data ---------------------------------------------------------------------------------------------
-    def _loader(self, epoch: int) -> DataLoader:
-        shuffle = torch.Generator().manual_seed(self.cfg.train.seed * 100003 + epoch)
-        batch_size = min(self.cfg.train.batch_size, len(self.dataset))
-        return DataLoader(self.dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                          generator=shuffle, num_workers=self.cfg.data.num_workers,
+    @property
+    def per_rank_batch(self) -> int:
+        return self.global_batch // self.env.world_size
+
+    def _loader(self, epoch: int, skip_batches: int) -> DataLoader:
+        self.sampler.set_position(epoch, skip_batches * self.per_rank_batch)
+        # the loader's own generator seeds worker processes; never the global RNG (that would make the
+        # random stream depend on when loaders are created, i.e. on resuming)
+        workers_seed = torch.Generator().manual_seed(dist_lib.rank_seed(self.cfg.train.seed, self.env.rank) + epoch)
+        return DataLoader(self.dataset, batch_size=self.per_rank_batch, sampler=self.sampler, drop_last=True,
+                          generator=workers_seed, num_workers=self.cfg.data.num_workers,
                           pin_memory=self.device.type == "cuda")
 
     def _batches(self):
         """Endless batches; the position (epoch, batch) is part of the training state so resume is exact."""
         while True:
-            for index, batch in enumerate(self._loader(self.epoch)):
-                if index < self.batch_in_epoch:
-                    continue
-                self.batch_in_epoch = index + 1
+            for batch in self._loader(self.epoch, self.batch_in_epoch):
+                self.batch_in_epoch += 1
                 yield batch
             self.epoch += 1
             self.batch_in_epoch = 0
 
     # -- state ----------------------------------------------------------------------------------------------
+    def lam_at(self, step: int) -> float:
+        ilsd = self.cfg.ilsd
+        return ilsd_lambda(step, self.cfg.train.steps, ilsd.lambda_schedule, ilsd.lambda_start, ilsd.lambda_end)
+
     def training_state(self) -> dict[str, Any]:
+        """The resumable state, gathered to full tensors (a collective: every rank calls it)."""
+        optimizer = dist_lib.gather_full(self.optimizer.state_dict())
+        rng = dist_lib.all_gather_object(rng_state(self.device), self.env)
         state = {
-            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-            "optimizer": self.optimizer.state_dict(), "ema": self.ema.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
+            "format": STATE_FORMAT, "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "world_size": self.env.world_size, "global_batch": self.global_batch,
+            "schedule": {"lr": lr_at(self.step, self.cfg), "lambda": self.lam_at(self.step),
+                         "total_steps": self.cfg.train.steps},
+            "optimizer": optimizer, "ema": self.ema.state_dict(), "rng": rng,
         }
-        if torch.cuda.is_available():
-            state["rng_cuda"] = torch.cuda.get_rng_state_all()
         if self.student_sampler is not None:
             state["student_sampler"] = self.student_sampler.state_dict()
         return state
 
-    def resume_from(self, path: str | Path) -> None:
-        from safetensors.torch import load_file
+    def resume_from(self, path: str | Path) -> Path:
+        """Restore everything a checkpoint holds; ``path`` is a checkpoint or a run directory (then the
+        newest checkpoint that loads is used, falling back to older ones if the newest is damaged)."""
+        path = Path(path)
+        candidates = [resolve_checkpoint(path)]
+        if not (path / MODEL_FILE).is_file():
+            candidates += [c for c in checkpoints_newest_first(path) if c != candidates[0]]
+        errors = []
+        for ckpt in candidates:
+            try:
+                self._load(ckpt)
+            except Exception as exc:  # a damaged file fails in many ways; the next candidate may load
+                errors.append(f"{ckpt.name}: {exc}".splitlines()[0])
+                if self.env.is_main:
+                    warn(f"cannot resume from {ckpt} ({errors[-1]}); trying an older checkpoint")
+                continue
+            self.resumed_from = ckpt
+            return ckpt
+        raise CheckpointError(f"no loadable checkpoint under {str(path)!r}: {'; '.join(errors)}")
 
-        ckpt = resolve_checkpoint(path)
+    def _load(self, ckpt: Path) -> None:
         state = load_training_state(ckpt)
         if state is None:
-            raise FileNotFoundError(f"{ckpt} has no training state (state.pt); cannot resume from it")
-        self.generator.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-        self.ema.shadow.load_state_dict(load_file(str(ckpt / "ema.safetensors")))
+            raise CheckpointError(f"{ckpt} has no training state (state.pt); cannot resume from it")
+        if state.get("format") != STATE_FORMAT:
+            raise CheckpointError(f"{ckpt}/state.pt is from another version of elt (format "
+                                  f"{state.get('format')}, expected {STATE_FORMAT})")
+        model = load_file(str(ckpt / MODEL_FILE))
+        ema = load_file(str(ckpt / EMA_FILE))
+        current = self.generator.state_dict()
+        self.generator.load_state_dict({k: dist_lib.shard_like(v, current[k]) for k, v in model.items()})
+        self.ema.load_weights(ema)
         self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        dist_lib.load_full_optimizer_state(self.optimizer, state["optimizer"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        torch.set_rng_state(state["rng_cpu"])
-        if "rng_cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        if self.student_sampler is not None:
+        if state["global_batch"] != self.global_batch and self.env.is_main:
+            warn(f"resuming with global batch {self.global_batch} (checkpoint: {state['global_batch']}); "
+                 "the data position is kept in batches, not items")
+        if state["schedule"]["total_steps"] != self.cfg.train.steps and self.env.is_main:
+            warn(f"train.steps changed from {state['schedule']['total_steps']} to {self.cfg.train.steps}: "
+                 "the λ schedule is stretched from the current step on")
+        if len(state["rng"]) == self.env.world_size:
+            set_rng_state(state["rng"][self.env.rank], self.device)
+        else:  # another process count: exact continuation is impossible, keep the streams distinct
+            if self.env.is_main:
+                warn(f"checkpoint was written by {len(state['rng'])} processes, this run has "
+                     f"{self.env.world_size}: random streams are re-seeded (not bit-exact)")
+            seed_everything(dist_lib.rank_seed(self.cfg.train.seed, self.env.rank) + self.step)
+        if self.student_sampler is not None and "student_sampler" in state:
             self.student_sampler.load_state_dict(state["student_sampler"])
 
     def save(self) -> Path:
-        return save_checkpoint(self.run_dir, self.step, self.cfg, self.generator, self.ema.shadow,
-                               self.training_state())
+        """Checkpoint the current step (every rank calls it; rank 0 writes)."""
+        model = dist_lib.gather_full(self.generator.state_dict())
+        ema = self.ema.materialize()
+        state = self.training_state()
+        path = self.run_dir / "checkpoints" / f"step_{self.step:07d}"
+        if self.env.is_main:
+            path = save_checkpoint(self.run_dir, self.step, self.cfg, model, ema, state,
+                                   keep=self.cfg.train.keep_checkpoints)
+        dist_lib.barrier(self.env)
+        return path
 
     # -- one step -----------------------------------------------------------------------------------------------
-    def train_step(self, batch: Any) -> dict[str, float]:
+    def train_step(self, batch: Any, stop_requested: bool = False) -> dict[str, float]:
+        """One optimizer step on this rank's share of the global batch. Returns the log record (losses
+        averaged over ranks). ``stop_requested`` is this rank's wish to stop; the ranks agree on it in
+        the same collective as the loss, so they all stop after the same step."""
         cfg = self.cfg
-        self.generator.train()
-        lam = ilsd_lambda(self.step, cfg.train.steps, cfg.ilsd.lambda_schedule, cfg.ilsd.lambda_start,
-                          cfg.ilsd.lambda_end)
+        self.model.train()
+        lam = self.lam_at(self.step)
         student_loops = self.student_sampler.sample() if self.student_sampler is not None else None
+        lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.step, cfg)
+            group["lr"] = lr
         with autocast_context(self.device, cfg.train.precision):
-            terms = self.generator.training_loss(to_device(batch, self.device), student_loops, lam)
-        loss_value = float(terms.total.detach())
+            terms = dist_lib.as_terms(self.model(to_device(batch, self.device), student_loops, lam))
+        world = self.env.world_size
+        loss_sum, stops = dist_lib.all_reduce_sum([float(terms.total.detach()), float(stop_requested)], self.env)
+        loss_value = loss_sum / world
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(f"loss is {loss_value} at step {self.step}; stopping (lower train.lr, "
                                      "or check the data)")
+        self._stop_agreed = stops > 0
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         grad_norm = float("nan")
         if cfg.train.grad_clip > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.generator.trainable_parameters(),
-                                                             cfg.train.grad_clip))
+            norm = torch.nn.utils.clip_grad_norm_(self.generator.trainable_parameters(), cfg.train.grad_clip)
+            grad_norm = float(norm.full_tensor() if dist_lib.is_sharded(norm) else norm)
         self.optimizer.step()
         self.ema.update(self.generator)
         self.step += 1
         record = terms.as_floats()
-        record.update(step=self.step, lr=self.optimizer.param_groups[0]["lr"], grad_norm=grad_norm)
+        if world > 1:  # rank means of the loss parts (the total was reduced above)
+            parts = [k for k in ("teacher_gt", "student_gt", "distill") if k in record]
+            for key, value in zip(parts, dist_lib.all_reduce_sum([record[k] for k in parts], self.env), strict=True):
+                record[key] = value / world
+        record["loss"] = loss_value
+        record.update(step=self.step, lr=lr, grad_norm=grad_norm)
         return record
 
     # -- outputs ------------------------------------------------------------------------------------------------
@@ -187,67 +336,88 @@ class Trainer:
         loops = list(self.cfg.train.sample_loops)
         return loops or list(range(1, self.generator.trained_loops + 1))
 
-    def write_grid(self) -> Path:
-        rows = sample_grid_rows(self.ema.shadow, self.sample_loops(), self.cfg.train.samples_per_class,
+    def write_grid(self) -> Path | None:
+        """A grid of EMA samples, one row per loop count (rank 0 draws it)."""
+        shadow = self.ema.materialize()
+        if not self.env.is_main:
+            return None
+        rows = sample_grid_rows(shadow, self.sample_loops(), self.cfg.train.samples_per_class,
                                 seed=self.cfg.train.seed)
         return save_grid(self.run_dir / "samples" / f"step_{self.step:07d}.png", rows,
                          [f"L={loops}" for loops in self.sample_loops()],
                          title=f"step {self.step}, rows: loop count")
 
+    def _perf_record(self, steps: int, elapsed: float) -> dict[str, float]:
+        samples_per_s = steps * self.global_batch / max(elapsed, 1e-9)
+        record = {"samples_per_s": samples_per_s, "step_s": elapsed / max(steps, 1)}
+        if self.tokens_per_sample:
+            record["tokens_per_s"] = samples_per_s * self.tokens_per_sample
+        utilisation = mfu(self.flops_per_sample, samples_per_s, self.env.world_size, self.peak)
+        if utilisation is not None:
+            record["mfu"] = utilisation
+        record.update(memory_record(self.device))
+        return record
+
     def fit(self, until: int | None = None) -> Path:
         """Train to ``train.steps`` (or stop early at step ``until``, e.g. to test resuming); returns the
-        checkpoint written at the end."""
+        checkpoint written at the end. Raises :class:`TrainingInterrupted` after checkpointing when a
+        SIGTERM/SIGINT arrives."""
         cfg = self.cfg
         stop = cfg.train.steps if until is None else min(until, cfg.train.steps)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(config_lib.to_yaml(cfg))
+        if self.env.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(config_lib.to_yaml(cfg))
         batches = self._batches()
         bar = tqdm(total=cfg.train.steps, initial=self.step, desc="train", disable=not self.progress,
                    dynamic_ncols=True)
-        window_start, window_items = time.perf_counter(), 0
-        with open(self.log_path, "a") as log:
+        resume_step = self.step if self.resumed_from is not None else None
+        logger = RunLogger(self.run_dir, cfg, enabled=self.env.is_main, resume_step=resume_step)
+        window_start, window_steps = time.perf_counter(), 0
+        with GracefulStop(cfg.train.handle_signals) as stopper, logger:
             while self.step < stop:
                 batch = next(batches)
-                record = self.train_step(batch)
-                window_items += _batch_len(batch)
+                record = self.train_step(batch, stop_requested=stopper.requested)
+                if self._flops is not None:  # counted on the first step only
+                    self.flops_per_sample = self._flops.flops_per_sample
+                    self.tokens_per_sample = self._flops.tokens_per_sample
+                    self._flops.detach()
+                    self._flops = None
+                window_steps += 1
                 bar.update(1)
-                if self.step % cfg.train.log_every == 0 or self.step == cfg.train.steps:
-                    elapsed = time.perf_counter() - window_start
-                    record["samples_per_s"] = window_items / max(elapsed, 1e-9)
-                    window_start, window_items = time.perf_counter(), 0
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
+                if self.step % cfg.train.log_every == 0 or self.step == cfg.train.steps or self._stop_agreed:
+                    record.update(self._perf_record(window_steps, time.perf_counter() - window_start))
+                    window_start, window_steps = time.perf_counter(), 0
+                    logger.log(record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lam=f"{record['lambda']:.2f}")
+                if self._stop_agreed:
+                    bar.close()
+                    checkpoint = self.save()
+                    raise TrainingInterrupted(stopper.signum or 15, self.step, checkpoint)
                 if cfg.train.sample_every and self.step % cfg.train.sample_every == 0:
                     self.write_grid()
                 if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
                     self.save()
-        bar.close()
-        final = self.save()
+            bar.close()
+            final = self.save()
         if self.step == cfg.train.steps:
             self.write_grid()
         return final
 
 
-def _batch_len(batch: Any) -> int:
-    if torch.is_tensor(batch):
-        return batch.shape[0]
-    if isinstance(batch, dict):
-        return _batch_len(next(iter(batch.values())))
-    return _batch_len(batch[0])
-
-
 def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> Path:
     """Train a run as ``cfg`` describes; returns the final checkpoint directory.
 
-    ``resume``: ``None`` (start fresh), ``"auto"`` (newest checkpoint in the run directory if any) or a path.
+    ``resume``: ``None`` (start fresh), ``"auto"`` (newest valid checkpoint of the run directory, if any)
+    or a checkpoint/run path. Under torchrun this initialises the process group (NCCL on CUDA, gloo on
+    CPU) and tears it down at the end.
     """
-    trainer = Trainer(cfg, progress=progress)
-    if resume == "auto":
-        try:
-            trainer.resume_from(trainer.run_dir)
-        except FileNotFoundError:
-            pass
-    elif resume:
-        trainer.resume_from(resume)
-    return trainer.fit()
+    with dist_lib.distributed_session(cfg.train.device) as env:
+        trainer = Trainer(cfg, progress=progress, env=env)
+        if resume == "auto":
+            if checkpoints_newest_first(trainer.run_dir):
+                ckpt = trainer.resume_from(trainer.run_dir)
+                if env.is_main:
+                    print(f"elt: resuming from {ckpt} (step {trainer.step})", file=sys.stderr)
+        elif resume:
+            trainer.resume_from(resume)
+        return trainer.fit()

@@ -1,0 +1,254 @@
+"""Multi-process training on PyTorch's own engine: ``torchrun`` starts the processes, this module reads
+the environment it sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``) and
+wraps the model in DDP (default) or FSDP2 (``fully_shard``, ``train.distributed=fsdp``).
+
+No process management of our own: a run started without torchrun is a single process, a run started by
+torchrun is one process per device. See docs/distributed.md for the launch commands.
+
+Global-batch semantics: ``train.batch_size`` is the batch of one optimizer step summed over all ranks;
+each rank loads ``batch_size / world_size`` items. :class:`ShardedSampler` deals every rank an
+interleaved slice of one global permutation, so the union of the ranks' batches at step s is exactly the
+batch a single process would draw at step s — the loss curve does not depend on the number of processes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import Sampler
+
+from elt.core.ilsd import ILSDTerms
+
+STRATEGIES = ("ddp", "fsdp")
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits: its rank among ``world_size`` processes and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` → CUDA if present, else CPU. Under torchrun every process takes ``cuda:LOCAL_RANK``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def current_env(device_name: str = "auto") -> DistEnv:
+    """The environment of this process, whether or not a process group is initialised yet."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if dist.is_available() and dist.is_initialized():
+        return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device)
+    return DistEnv(device=device)
+
+
+@contextmanager
+def distributed_session(device_name: str = "auto") -> Iterator[DistEnv]:
+    """Initialise the process group when launched by torchrun (NCCL on CUDA, gloo on CPU) and tear it
+    down on exit; a no-op for a single process or when the caller already initialised a group."""
+    created = False
+    if launched_by_torchrun() and not dist.is_initialized():
+        device = resolve_device(device_name, int(os.environ.get("LOCAL_RANK", "0")))
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        created = True
+    try:
+        yield current_env(device_name)
+    finally:
+        if created and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Per-rank seed for the global RNGs (noise, masks, dropout): rank 0 keeps ``seed``."""
+    return seed + 1_000_003 * rank
+
+
+def barrier(env: DistEnv) -> None:
+    if env.enabled:
+        dist.barrier()
+
+
+@contextmanager
+def main_process_first(env: DistEnv) -> Iterator[None]:
+    """Rank 0 runs the body first (e.g. builds a data cache or trains a tokenizer), the others follow
+    once it is done and find the result cached."""
+    if not env.is_main:
+        barrier(env)
+    yield
+    if env.is_main:
+        barrier(env)
+
+
+def _collective_device(env: DistEnv) -> torch.device:
+    return env.device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def all_reduce_sum(values: list[float], env: DistEnv) -> list[float]:
+    """Sum a few floats over all ranks (one collective); identity for a single process."""
+    if not env.enabled:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device(env))
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def all_gather_object(obj: Any, env: DistEnv) -> list[Any]:
+    if not env.enabled:
+        return [obj]
+    out: list[Any] = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+class ShardedSampler(Sampler[int]):
+    """One seeded permutation per epoch, dealt to the ranks interleaved (rank r takes positions r, r+W, …).
+
+    With a per-rank batch of B/W, the ranks' batches at step s together hold positions [s·B, (s+1)·B) of
+    the permutation: exactly a single process's batch s. ``skip`` resumes mid-epoch without loading (and
+    discarding) the items already trained on.
+    """
+
+    def __init__(self, size: int, rank: int = 0, world_size: int = 1, seed: int = 0):
+        if size < world_size:
+            raise ValueError(f"dataset of {size} items is smaller than the {world_size} processes")
+        self.size, self.rank, self.world_size, self.seed = size, rank, world_size, seed
+        self.epoch, self.skip = 0, 0
+
+    def set_position(self, epoch: int, skip: int = 0) -> None:
+        """Start epoch ``epoch`` after the first ``skip`` items of this rank's shard."""
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
+        usable = self.size - self.size % self.world_size
+        shard = order[self.rank:usable:self.world_size]
+        return iter(shard[self.skip:].tolist())
+
+    def __len__(self) -> int:
+        return max(0, self.size // self.world_size - self.skip)
+
+
+class TrainingForward(nn.Module):
+    """Routes ``forward`` to ``generator.training_loss``: DDP and FSDP do their work (gradient hooks,
+    parameter all-gathers) around ``forward``, which generators do not otherwise use for training.
+
+    Returns the ILSD terms as a dict so DDP can find the output tensors; :func:`as_terms` rebuilds them.
+    """
+
+    def __init__(self, generator: nn.Module):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, batch: Any, student_loops: int | None, lam: float) -> dict[str, Any]:
+        terms = self.generator.training_loss(batch, student_loops, lam)
+        return {f.name: getattr(terms, f.name) for f in fields(terms)}
+
+
+def as_terms(output: dict[str, Any] | ILSDTerms) -> ILSDTerms:
+    return output if isinstance(output, ILSDTerms) else ILSDTerms(**output)
+
+
+def wrap_for_training(generator: nn.Module, env: DistEnv, strategy: str = "ddp",
+                      find_unused_parameters: bool = False) -> nn.Module:
+    """The module the training step calls: plain (one process), DDP, or FSDP2.
+
+    FSDP2 shards the looped backbone as one unit (it runs L times per forward, so one all-gather serves
+    every loop) and the rest of the generator as the root unit. Parameters become DTensors in place:
+    build the optimizer after this call.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"train.distributed={strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    model = TrainingForward(generator)
+    if not env.enabled:
+        return model
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [env.device.index] if env.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids,
+                                       find_unused_parameters=find_unused_parameters)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    for tensor in generator.state_dict().values():  # FSDP does not broadcast: start every rank from rank 0
+        dist.broadcast(tensor, src=0)
+    mesh = init_device_mesh(env.device.type, (env.world_size,))
+    fully_shard(generator.backbone, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def is_sharded(tensor: Any) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
+def gather_full(obj: Any) -> Any:
+    """Replace every sharded tensor (DTensor) in a nested state by its full value on the CPU.
+
+    A collective under FSDP: every rank must call it. Plain tensors are only moved to the CPU.
+    """
+    if torch.is_tensor(obj):
+        if is_sharded(obj):
+            obj = obj.full_tensor()
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: gather_full(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(gather_full(v) for v in obj)
+    return obj
+
+
+def shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``full`` laid out like ``like``: sharded the same way if ``like`` is a DTensor, on its device."""
+    if is_sharded(like):
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(full.to(like.device, like.dtype), like.device_mesh, like.placements)
+    return full.to(like.device)
+
+
+def load_full_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a full (gathered) optimizer state: per-parameter tensors shaped like their parameter are
+    sharded like it first, so the same checkpoint resumes a single process, DDP or FSDP run."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if any(is_sharded(p) for p in params):
+        state = dict(state)
+        state["state"] = {
+            index: {name: shard_like(value, params[int(index)])
+                    if torch.is_tensor(value) and value.shape == params[int(index)].shape else value
+                    for name, value in per_param.items()}
+            for index, per_param in state["state"].items()
+        }
+    optimizer.load_state_dict(state)

@@ -1,0 +1,109 @@
+"""Run logging: ``RUN/log.jsonl`` always, TensorBoard (``RUN/tensorboard``) and Weights & Biases when asked.
+
+Only rank 0 logs. A record is one flat dict of numbers per logged step: loss parts (``teacher_gt``,
+``student_gt``, ``distill``), ``lambda``, ``student_loops`` (L_int), ``lr``, ``grad_norm``, throughput
+(``samples_per_s``, ``tokens_per_s``), ``mfu`` and memory. On resume from step s, records after s (from
+the interrupted run, past its last checkpoint) are dropped from the JSONL and purged from TensorBoard,
+so a resumed curve has no duplicate steps.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class RunLogger:
+    def __init__(self, run_dir: str | Path, cfg: DictConfig, enabled: bool = True, resume_step: int | None = None):
+        self.enabled = enabled
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "log.jsonl"
+        self._file = None
+        self._tb = None
+        self._wandb = None
+        if not enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:
+            self._truncate_after(resume_step)
+        self._file = open(self.path, "a")
+        if cfg.train.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                warnings.warn("train.tensorboard=true but tensorboard is not installed "
+                              "(pip install 'elt[logging]'); logging to log.jsonl only", stacklevel=2)
+            else:
+                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=resume_step)
+        if cfg.train.wandb:
+            self._wandb = _start_wandb(self.run_dir, cfg)
+
+    def _truncate_after(self, step: int) -> None:
+        if not self.path.is_file():
+            return
+        kept = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(self.path)
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        step = int(record["step"])
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        numbers = {k: v for k, v in record.items() if isinstance(v, int | float) and v == v and k != "step"}
+        if self._tb is not None:
+            for key, value in numbers.items():
+                self._tb.add_scalar(_tb_tag(key), value, step)
+        if self._wandb is not None:
+            self._wandb.log(numbers, step=step)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_TB_GROUPS = {"loss": "loss", "teacher_gt": "loss", "student_gt": "loss", "distill": "loss",
+              "lambda": "ilsd", "student_loops": "ilsd", "samples_per_s": "perf", "tokens_per_s": "perf",
+              "mfu": "perf", "step_s": "perf"}
+
+
+def _tb_tag(key: str) -> str:
+    group = _TB_GROUPS.get(key, "mem" if key.startswith(("mem_", "rss_")) else "train")
+    return f"{group}/{key}"
+
+
+def _start_wandb(run_dir: Path, cfg: DictConfig):
+    """W&B is optional: asked for but not installed → a warning, not an error. The run id is kept in
+    the run directory so a resumed run continues the same W&B run."""
+    try:
+        import wandb
+    except ImportError:
+        print("elt: train.wandb=true but wandb is not installed (pip install wandb); skipping W&B",
+              file=sys.stderr)
+        return None
+    id_file = run_dir / "wandb_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+    id_file.write_text(run_id)
+    return wandb.init(project=cfg.train.wandb_project, dir=str(run_dir), id=run_id, resume="allow",
+                      name=run_dir.name, config=OmegaConf.to_container(cfg, resolve=True))

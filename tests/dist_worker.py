@@ -1,0 +1,88 @@
+"""Test-only torchrun worker: trains (and samples) the toy paradigm in several processes.
+
+    torchrun --standalone --nproc_per_node 2 tests/dist_worker.py RUN_DIR [--resume-at K]
+        [--sample-ckpt CKPT --sample-out DIR] key=value ...
+
+Also a task module itself (``paradigm=toy_det``): the toy paradigm without input noise, so a step's loss
+depends only on which items are in the global batch, not on which rank drew the noise. That makes a
+1-process and a 2-process run comparable step by step.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import toy_task  # noqa: E402
+from elt.core.ilsd import ilsd_loss  # noqa: E402
+
+
+class NoiselessToy(toy_task.ToyGenerator):
+    def training_loss(self, batch, student_loops, lam):
+        images, labels = batch
+        out = self.backbone(self._tokens(labels, torch.zeros_like(images)),
+                            exit_loops=[student_loops] if student_loops else [])
+        teacher = self._image(out.final)
+        student = self._image(out.exits[student_loops]) if student_loops else None
+        return ilsd_loss(teacher, student, lambda p: (p - images).pow(2).mean(),
+                         lambda s, t: (s - t).pow(2).mean(), lam, student_loops)
+
+
+def build_generator(cfg):
+    return NoiselessToy(cfg)
+
+
+prepare_data = toy_task.prepare_data
+
+
+def register() -> None:
+    from elt import registry
+
+    registry.TASK_MODULES["toy"] = "toy_task"
+    registry.TASK_MODULES["toy_det"] = "dist_worker"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run_dir")
+    parser.add_argument("--resume-at", type=int, default=0, help="train to this step, then resume in a new Trainer")
+    parser.add_argument("--sample-ckpt")
+    parser.add_argument("--sample-out")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_intermixed_args()
+    register()
+    import elt
+    from elt.config import load_config
+    from elt.sampling import sample_to_disk
+    from elt.train.distributed import distributed_session, is_sharded
+    from elt.train.trainer import Trainer
+
+    cfg = load_config(None, [*args.overrides, f"train.out_dir={args.run_dir}"])
+    with distributed_session(cfg.train.device) as env:
+        first = Trainer(cfg, progress=False, env=env)
+        if args.resume_at:
+            first.fit(until=args.resume_at)
+            trainer = Trainer(cfg, progress=False, env=env)
+            trainer.resume_from(args.run_dir)
+        else:
+            trainer = first
+        trainer.fit()
+        seeds = {"rank": env.rank, "world_size": env.world_size, "initial_seed": torch.initial_seed(),
+                 "per_rank_batch": trainer.per_rank_batch,
+                 "sharded": any(is_sharded(p) for p in trainer.generator.parameters()),
+                 "resumed_from": trainer.resumed_from and trainer.resumed_from.name}
+        Path(args.run_dir, f"rank{env.rank}.json").write_text(json.dumps(seeds))
+        if args.sample_ckpt:
+            generator = elt.load(args.sample_ckpt)
+            sample_to_disk(generator, [1, 3], 10, args.sample_out, batch_size=3, progress=False)
+    if os.environ.get("RANK", "0") == "0":
+        print("worker done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
