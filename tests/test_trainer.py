@@ -125,3 +125,48 @@ def test_cli_errors_are_one_line_and_exit_2(toy_paradigm, tmp_path, capsys):
     assert not (tmp_path / "o").exists()  # nothing half-written
     with pytest.raises(SystemExit):
         main(["sample", "--ckpt", str(tmp_path), "--out", "o", "--loops", "0,1"])
+
+
+def test_compile_flag_compiles_one_block_graph_for_all_blocks_and_loops(toy_paradigm, tmp_path, monkeypatch):
+    """train.compile=true compiles each block in place; one graph serves both blocks and all 3 loops.
+    (The eager backend keeps this fast on CPUs; inductor is what runs on GPUs.)"""
+    import functools
+
+    import torch._dynamo
+
+    from elt.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "compile_blocks",
+                        functools.partial(trainer_module.compile_blocks, backend="eager"))
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    final = train(toy_cfg(tmp_path, "train.steps=3", "train.compile=true"), progress=False)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    assert not torch._dynamo.utils.counters["graph_break"]
+    assert load_file(str(final / "model.safetensors")).keys() == elt.load(final).state_dict().keys()
+    torch._dynamo.reset()
+
+
+def test_log_has_throughput_mfu_memory_and_tensorboard(toy_paradigm, tmp_path, capsys):
+    cfg = toy_cfg(tmp_path, "train.steps=4", "train.log_every=2", "train.peak_tflops=0.001", "train.wandb=true")
+    trainer = Trainer(cfg, progress=False)
+    trainer.fit()
+    assert "wandb is not installed" in capsys.readouterr().err  # asked for but missing: a warning, not a crash
+    log = read_log(tmp_path / "run")
+    assert [r["step"] for r in log] == [2, 4]
+    flops = 3 * trainer.generator.backbone.flops_per_token(16, 3) * 16  # 4×4 toy image = 16 tokens, 3 loops
+    assert trainer.flops_per_sample == pytest.approx(flops)
+    for r in log:
+        assert r["samples_per_s"] > 0 and r["rss_peak_mib"] > 0
+        assert r["tokens_per_s"] == pytest.approx(16 * r["samples_per_s"])
+        assert r["mfu"] == pytest.approx(flops * r["samples_per_s"] / 1e9)
+    # without a known peak (CPUs) MFU is absent rather than made up
+    assert Trainer(toy_cfg(tmp_path / "b"), progress=False).peak is None
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss/teacher_gt", "loss/distill", "ilsd/lambda", "ilsd/student_loops", "perf/samples_per_s",
+            "perf/mfu"} <= tags
+    assert [e.step for e in events.Scalars("loss/loss")] == [2, 4]

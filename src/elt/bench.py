@@ -5,7 +5,11 @@
     elt bench sampling   sampling throughput vs loop count and vs batch size; the cost of each loop
     elt bench memory     training memory of the looped stack vs the unique stack (and with per-loop
                          activation checkpointing)
-    elt bench all        the three above, one JSON file each in --out
+    elt bench trainer    the real Trainer (its bf16/TF32/fused-AdamW/compile defaults) on synthetic data:
+                         samples/s, tokens/s, MFU and memory from its own log
+    elt bench all        train, sampling and memory, one JSON file each in --out
+    elt bench suite      the GPU suite (benchmarks/gpu_suite.sh): environment + all of the above at the
+                         sizes of docs/benchmarks.md, eager and compiled, 7 JSON files
 
 The models are paradigm-shaped but synthetic (random data), so no dataset or checkpoint is needed:
 ``--kind masked`` is a token model like the masked paradigm (codebook ids in, a class token prefix,
@@ -35,7 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from elt import registry
 from elt.core.blocks import LabelEmbedder, TimestepEmbedder
+from elt.core.generator import LoopedGenerator, labels_tensor, loops_per_step, to_uint8
 from elt.core.ilsd import StudentLoopSampler, ilsd_lambda, ilsd_loss
 from elt.core.looped import LoopedTransformer, LoopOutput
 from elt.train.perf import device_name, peak_flops
@@ -118,7 +124,7 @@ def build_model(args: argparse.Namespace, mode: str, device: torch.device, check
                        checkpoint_loops=checkpoint_loops).to(device)
     if args.compile:
         for block in model.backbone.blocks:
-            block.compile()
+            block.compile(backend=args.compile_backend)
     return model
 
 
@@ -307,9 +313,10 @@ def bench_sampling(args: argparse.Namespace, device: torch.device) -> dict[str, 
     batch_rows = [{"batch": b, "loops": args.loops, "ms": 1000 * by_batch[str(b)],
                    "images_per_s": b / by_batch[str(b)]} for b in args.batches]
     intercept, slope = fit_line([float(L) for L in args.loops_list], [1000 * by_loops[str(L)] for L in args.loops_list])
+    longest = max(args.loops_list)
     return {"by_loops": loops_rows, "by_batch": batch_rows,
             "per_loop": {"ms_per_loop": slope, "fixed_ms": intercept,
-                         "loop_share_at_max": slope * max(args.loops_list) / (1000 * by_loops[str(max(args.loops_list))])},
+                         "loop_share_at_max": slope * longest / (1000 * by_loops[str(longest)])},
             "sampler": f"checkpoint {args.ckpt}" if generator is not None else
                        f"synthetic {args.kind}: {args.sample_steps or 8} forward passes per sample"}
 
@@ -325,12 +332,142 @@ def bench_memory(args: argparse.Namespace, device: torch.device) -> dict[str, An
     return {"rows": rows}
 
 
+# -- the real trainer on a synthetic paradigm -------------------------------------------------------------------
+SYNTHETIC = {"kind": "masked", "tokens": 64, "vocab": 1024}  # set by ``elt bench trainer`` before building
+
+
+class SyntheticGenerator(LoopedGenerator):
+    """A :class:`BenchModel` behind the paradigm contract, so the Trainer can run it on random data
+    (registered as ``paradigm=synthetic`` by ``elt bench trainer`` only)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.config = cfg
+        self.num_classes = cfg.data.num_classes
+        m = cfg.model
+        self.model = BenchModel(SYNTHETIC["kind"], m.width, *registry.backbone_shape(cfg), SYNTHETIC["tokens"],
+                                m.heads, vocab=SYNTHETIC["vocab"], num_classes=self.num_classes,
+                                checkpoint_loops=m.checkpoint_loops)
+
+    @property
+    def backbone(self) -> LoopedTransformer:  # registered once, under model.backbone
+        return self.model.backbone
+
+    def training_loss(self, batch, student_loops, lam):
+        data = batch
+        out = self.model.states(data, exit_loops=[student_loops] if student_loops else [])
+        teacher = self.model.head(out.final)
+        student = self.model.head(out.exits[student_loops]) if student_loops else None
+        return ilsd_loss(teacher, student, lambda p: self.model.gt_loss(p, data), self.model.distill_loss, lam,
+                         student_loops)
+
+    @torch.no_grad()
+    def generate(self, class_labels, loops=None, steps=None, guidance=None, seed=None, progress=False):
+        """One forward pass drawn as a square grey image of the tokens' mean output (a stand-in)."""
+        data = self.model.make_batch(len(class_labels), self.device, seed=seed or 0)
+        data["labels"] = labels_tensor(class_labels, self.num_classes, self.device)
+        values = self.model.head(self.model.states(data, loops=loops_per_step(loops, 1, self.trained_loops)[0])
+                                 .final).float().mean(-1)
+        side = int(self.model.tokens ** 0.5)
+        image = values[:, : side * side].reshape(-1, 1, side, side)
+        return to_uint8(torch.tanh(image - image.mean()))
+
+    def gflops_per_sample(self, loops=None, steps=None, guidance=None):
+        n = self.model.sequence_length
+        return self.backbone.flops_per_token(n, loops) * n / 1e9
+
+
+class SyntheticData(torch.utils.data.Dataset):
+    def __init__(self, model: BenchModel, size: int):
+        self.items = model.make_batch(size, torch.device("cpu"), seed=1)
+
+    def __len__(self) -> int:
+        return len(self.items["labels"])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {k: v[index] for k, v in self.items.items()}
+
+
+def build_generator(cfg):
+    return SyntheticGenerator(cfg)
+
+
+def prepare_data(cfg, generator, run_dir):
+    return SyntheticData(generator.model, cfg.data.limit or 4 * cfg.train.batch_size)
+
+
+def bench_trainer(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    import functools
+    import importlib
+    import tempfile
+
+    from elt.config import load_config
+    from elt.train import trainer as trainer_module
+    from elt.train.trainer import Trainer
+
+    registry.TASK_MODULES["synthetic"] = "elt.bench"
+    # the registry imports elt.bench by name (a second copy when this file runs as __main__)
+    importlib.import_module("elt.bench").SYNTHETIC.update(kind=args.kind, tokens=args.tokens, vocab=args.vocab)
+    steps = 2 * args.repeats  # a warm-up window (compilation, allocator), then the timed window
+    with tempfile.TemporaryDirectory() as run_dir:
+        cfg = load_config(None, [
+            "paradigm=synthetic", f"model.width={args.width}", f"model.heads={args.heads}",
+            f"model.unique_layers={args.unique_layers}", f"model.loops={args.loops}",
+            f"model.checkpoint_loops={args.checkpoint_loops}", "data.num_classes=1000",
+            f"data.limit={max(4 * args.batch, 64)}", f"train.batch_size={args.batch}", f"train.steps={steps}",
+            f"train.log_every={args.repeats}",
+            f"train.compile={args.compile}", f"train.device={device}", f"train.out_dir={run_dir}",
+            f"train.precision={args.precision}", "train.samples_per_class=1", "train.tensorboard=false",
+            "train.handle_signals=false", "train.checkpoint_every=0", f"train.threads={args.threads}"])
+        real_compile = trainer_module.compile_blocks
+        trainer_module.compile_blocks = functools.partial(real_compile, backend=args.compile_backend)
+        try:
+            trainer = Trainer(cfg, progress=False)
+            trainer.fit()
+        finally:
+            trainer_module.compile_blocks = real_compile
+        records = [json.loads(line) for line in (Path(run_dir) / "log.jsonl").read_text().splitlines()]
+    last = records[-1]  # the window after warm-up (compilation happens in the first)
+    keep = ("samples_per_s", "tokens_per_s", "step_s", "mfu", "mem_peak_gib", "mem_reserved_gib", "rss_peak_mib",
+            "loss")
+    return {"rows": [{"steps_timed": last["step"] - (records[-2]["step"] if len(records) > 1 else 0),
+                      **{k: last.get(k) for k in keep}, "flops_per_sample": trainer.flops_per_sample}],
+            "peak_tflops": trainer.peak / 1e12 if trainer.peak else None}
+
+
+def print_trainer(result: dict[str, Any]) -> None:
+    c, r = result["config"], result["rows"][0]
+    print(f"Trainer — {c['kind']} {c['unique_layers']}N×{c['loops']}L ILSD, width {c['width']}, {c['tokens']} tokens, "
+          f"batch {c['batch']}, {c['precision']}, compile={c['compile']}, {result['device']}")
+    memory = (f"{r['mem_peak_gib']:.2f} GiB" if r.get("mem_peak_gib") is not None
+              else f"RSS {fmt(r.get('rss_peak_mib'), '.0f')} MiB")
+    print(f"{r['samples_per_s']:.1f} samples/s, {r['tokens_per_s']:.0f} tokens/s, step {1000 * r['step_s']:.2f} ms, "
+          f"MFU {fmt(r['mfu'], '.1%')}, peak memory {memory} (last {r['steps_timed']} steps)")
+
+
 # -- output ------------------------------------------------------------------------------------------------------
-def provenance(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+def command_line(name: str, args: argparse.Namespace) -> str:
+    """The benchmark as one explicit command (every size spelled out), to rerun it exactly."""
+    parts = ["elt", "bench", name, "--kind", args.kind, "--width", args.width, "--heads", args.heads,
+             "--unique-layers", args.unique_layers, "--loops", args.loops, "--tokens", args.tokens,
+             "--batch", args.batch, "--precision", args.precision, "--device", args.device,
+             "--threads", torch.get_num_threads(), "--warmup", args.warmup, "--repeats", args.repeats]
+    if args.kind == "masked":
+        parts += ["--vocab", args.vocab]
+    if name == "sampling":
+        parts += ["--loops-list", ",".join(map(str, args.loops_list)), "--batches", ",".join(map(str, args.batches))]
+        parts += ["--sample-steps", args.sample_steps] + (["--ckpt", args.ckpt] if args.ckpt else [])
+    if args.compile:
+        parts += ["--compile", "--compile-backend", args.compile_backend]
+    if args.checkpoint_loops:
+        parts.append("--checkpoint-loops")
+    return " ".join(str(p) for p in parts)
+
+
+def provenance(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     return {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "python": platform.python_version(),
-            "command": " ".join(["elt bench" if sys.argv[1:2] == ["bench"] else "python -m elt.bench",
-                                 *sys.argv[2 if sys.argv[1:2] == ["bench"] else 1:]]),
+            "command": command_line(name, args),
             "config": {k: v for k, v in vars(args).items() if k != "func"}}
 
 
@@ -384,7 +521,8 @@ def print_memory(result: dict[str, Any]) -> None:
 
 
 BENCHMARKS = {"train": (bench_train, print_train), "sampling": (bench_sampling, print_sampling),
-              "memory": (bench_memory, print_memory)}
+              "memory": (bench_memory, print_memory), "trainer": (bench_trainer, print_trainer)}
+ALL = ("train", "sampling", "memory")
 
 
 def run_benchmark(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -394,7 +532,7 @@ def run_benchmark(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
     function, printer = BENCHMARKS[name]
-    result = {"benchmark": name, **provenance(args, device), **function(args, device)}
+    result = {"benchmark": name, **provenance(name, args, device), **function(args, device)}
     printer(result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -404,10 +542,82 @@ def run_benchmark(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.smoke:
-        for key, value in SMOKE.items():
-            setattr(args, key, value)
+# -- the GPU suite -----------------------------------------------------------------------------------------------
+SUITE_MODEL = {"width": 1024, "heads": 16, "unique_layers": 6, "loops": 4, "tokens": 256, "precision": "bf16",
+               "batch": 64, "kind": "masked"}
+SUITE = (  # (benchmark, tag, options)
+    ("train", "", {"warmup": 5, "repeats": 20}),
+    ("train", "compiled", {"warmup": 5, "repeats": 20, "compile": True}),
+    ("sampling", "", {"batch": 32, "loops_list": [1, 2, 3, 4, 6, 8], "batches": [1, 8, 32, 128], "sample_steps": 8,
+                      "warmup": 2, "repeats": 5}),
+    ("memory", "", {}),
+    ("trainer", "", {"repeats": 20}),
+    ("trainer", "compiled", {"repeats": 20, "compile": True}),
+)
+
+
+def environment_info(device: torch.device) -> dict[str, Any]:
+    """GPU, driver, versions, and whether SDPA takes the flash kernel for the suite's attention shape."""
+    import subprocess
+
+    info: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": device_name(device),
+                            "device_type": device.type, "threads": torch.get_num_threads()}
+    if device.type != "cuda":
+        return info
+    info["memory_gib"] = torch.cuda.get_device_properties(device).total_memory / 2**30
+    try:
+        info["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm",
+                                             "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+    except OSError as exc:
+        info["nvidia_smi"] = str(exc)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    heads = SUITE_MODEL["heads"]
+    q = torch.randn(8, heads, SUITE_MODEL["tokens"] + 1, SUITE_MODEL["width"] // heads, device=device,
+                    dtype=torch.bfloat16)
+    try:  # only the flash kernel allowed: succeeds iff the model's attention is flash-eligible
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            F.scaled_dot_product_attention(q, q, q)
+        info["sdpa_flash"] = True
+    except RuntimeError as exc:
+        info["sdpa_flash"] = f"not used: {str(exc).splitlines()[0]}"
+    return info
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    """Every benchmark of the suite in this process; a failing one is reported and the others still run."""
+    import copy
+    import traceback
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
+    info = environment_info(device)
+    (out / "env.json").write_text(json.dumps(info, indent=2))
+    print(json.dumps(info, indent=2))
+    failed = []
+    for name, tag, options in SUITE:
+        run_args = copy.copy(args)
+        if not args.smoke:
+            vars(run_args).update(SUITE_MODEL)
+            vars(run_args).update(options)
+        else:
+            run_args.compile = options.get("compile", False)
+        run_args.tag = tag
+        prepare_args(run_args)
+        started = time.perf_counter()
+        try:
+            run_benchmark(name, run_args)
+        except Exception:  # noqa: BLE001 - one broken benchmark must not cost the others
+            traceback.print_exc()
+            failed.append(f"{name}{'_' + tag if tag else ''}")
+        print(f"   ({time.perf_counter() - started:.0f} s)\n")
+    print(f"suite: {len(SUITE) + 1 - len(failed)} JSON files in {out}; failed: {', '.join(failed) or 'none'}")
+    return 1 if failed else 0
+
+
+def prepare_args(args: argparse.Namespace) -> None:
+    """Fill the defaults that depend on other options and check them."""
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.precision == "auto":
@@ -418,7 +628,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from elt.cli import UserError
 
         raise UserError(f"--width {args.width} must be divisible by --heads {args.heads}")
-    names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.smoke:
+        for key, value in SMOKE.items():
+            setattr(args, key, value)
+    if args.benchmark == "suite":
+        if args.device == "auto":
+            args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
+        return run_suite(args)
+    prepare_args(args)
+    names = list(ALL) if args.benchmark == "all" else [args.benchmark]
     for name in names:
         run_benchmark(name, args)
     return 0
@@ -431,7 +654,8 @@ def _loop_list(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("benchmark", choices=[*BENCHMARKS, "all"], help="which benchmark (all: every one)")
+    p.add_argument("benchmark", choices=[*BENCHMARKS, "all", "suite"],
+                   help="which benchmark (all: train, sampling, memory; suite: the GPU suite)")
     p.add_argument("--kind", choices=("masked", "diffusion"), default="masked",
                    help="paradigm-shaped synthetic model (default masked)")
     p.add_argument("--width", type=int, default=256)
@@ -443,6 +667,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 on CUDA")
     p.add_argument("--compile", action="store_true", help="torch.compile each block")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: check tracing only)")
     p.add_argument("--checkpoint-loops", action="store_true", help="per-loop activation checkpointing (train)")
     p.add_argument("--loops-list", type=_loop_list, default=[1, 2, 3, 4], help="sampling: loop counts (1-4, 1,2,4)")
     p.add_argument("--batches", type=_loop_list, default=[1, 8, 32], help="sampling: batch sizes")
@@ -450,7 +675,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "with --ckpt the config's)")
     p.add_argument("--ckpt", default=None, help="sampling: time this trained generator's sampler instead")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per variant (trainer: timed steps, after "
+                   "as many warm-up steps)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     p.add_argument("--out", default="benchmarks/results", help="folder for the JSON files")
@@ -460,7 +686,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", help="throughput, MFU and memory benchmarks",
-                              description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__.split("\n\n")[1],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     p.set_defaults(func=cmd_bench)
 

@@ -47,14 +47,23 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
-        decay = self.current_decay()
+        weight = 1.0 - self.current_decay()
         source = model.state_dict()
+        averages, targets = [], []
         for name, value in self._averages().items():
             new = source[name]
-            if value.dtype.is_floating_point:
-                value.lerp_(new.to(value.dtype), 1.0 - decay)
+            if value.dtype.is_floating_point and value.dtype == new.dtype:
+                averages.append(value)
+                targets.append(new)
+            elif value.dtype.is_floating_point:
+                value.lerp_(new.to(value.dtype), weight)
             else:
                 value.copy_(new)
+        if averages and self._sharded is None:
+            torch._foreach_lerp_(averages, targets, weight)  # one fused kernel launch per group, not per tensor
+        else:
+            for value, new in zip(averages, targets, strict=True):
+                value.lerp_(new, weight)
 
     @torch.no_grad()
     def materialize(self) -> nn.Module:

@@ -123,11 +123,12 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def compile_blocks(generator: torch.nn.Module) -> None:
+def compile_blocks(generator: torch.nn.Module, backend: str = "inductor") -> None:
     """``torch.compile`` each block of the looped core in place: one compiled graph serves all N blocks
-    (same code, parameters are graph inputs) and all L loops, instead of tracing the unrolled N×L stack."""
+    (same code; parameters are graph inputs) and all L loops, instead of tracing the unrolled N×L stack.
+    State-dict names are unchanged, so checkpoints load with or without compilation."""
     for block in generator.backbone.blocks:
-        block.compile()
+        block.compile(backend=backend)
 
 
 class Trainer:

@@ -1,0 +1,75 @@
+"""``elt bench`` and benchmarks/gpu_suite.sh at tiny sizes: they run, write JSON, and their accounting
+holds invariants (equal FLOPs for looped vs unique, parameters ×L for the unique stack, less memory)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from elt.bench import fit_line
+from elt.cli import main
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_bench_all_smoke_writes_json_with_consistent_accounting(tmp_path, capsys):
+    assert main(["bench", "all", "--smoke", "--threads", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "training step" in out and "cost of each loop" in out and "training memory" in out
+    train = json.loads((tmp_path / "train.json").read_text())
+    rows = {r["mode"]: r for r in train["rows"]}
+    assert set(rows) == {"vanilla", "ilsd", "unique"}
+    assert rows["vanilla"]["params"] == rows["ilsd"]["params"] < rows["unique"]["params"]
+    # equal FLOPs per sample: TFLOP/s ∝ samples/s with the same constant for every mode
+    per_sample = {m: r["tflops"] / r["samples_per_s"] for m, r in rows.items()}
+    assert per_sample["unique"] == pytest.approx(per_sample["vanilla"]) == pytest.approx(per_sample["ilsd"])
+    assert all(r["mfu"] is None for r in rows.values())  # no known peak for a CPU: n/a, not a guess
+    assert rows["vanilla"]["tokens_per_s"] == pytest.approx(17 * rows["vanilla"]["samples_per_s"])  # 16 + class
+    assert train["device_type"] == "cpu" and train["threads"] == 1
+    assert train["command"].startswith("elt bench train --kind masked --width 32")
+
+    sampling = json.loads((tmp_path / "sampling.json").read_text())
+    assert [r["loops"] for r in sampling["by_loops"]] == [1, 2, 3]
+    assert [r["batch"] for r in sampling["by_batch"]] == [1, 4]
+    assert {"ms_per_loop", "fixed_ms"} <= sampling["per_loop"].keys()
+
+    memory = {(r["mode"], r["checkpoint_loops"]): r for r in json.loads((tmp_path / "memory.json").read_text())["rows"]}
+    looped, unique, ckpt = memory["ilsd", False], memory["unique", False], memory["ilsd", True]
+    # the unique stack holds L× the block weights (and their grads and Adam moments) ...
+    assert unique["param_mib"] > 1.5 * looped["param_mib"]
+    # ... while activations are those of the same N·L layer applications (ILSD adds one head output)
+    assert looped["activation_mib"] == pytest.approx(unique["activation_mib"], rel=0.25)
+    assert ckpt["activation_mib"] < 0.7 * looped["activation_mib"]
+    assert looped["accounted_vs_unique"] < 1 and ckpt["accounted_vs_unique"] < looped["accounted_vs_unique"]
+
+
+def test_bench_trainer_runs_the_real_trainer(tmp_path):
+    assert main(["bench", "trainer", "--smoke", "--kind", "diffusion", "--threads", "1", "--out", str(tmp_path),
+                 "--tag", "t"]) == 0
+    row = json.loads((tmp_path / "trainer_t.json").read_text())["rows"][0]
+    assert row["steps_timed"] == 2 and row["samples_per_s"] > 0 and row["mfu"] is None
+    assert row["tokens_per_s"] == pytest.approx(16 * row["samples_per_s"])  # adaLN: no prefix token
+
+
+def test_bad_bench_options_are_one_line_errors(tmp_path, capsys):
+    assert main(["bench", "train", "--width", "30", "--heads", "4", "--out", str(tmp_path)]) == 2
+    assert "divisible" in capsys.readouterr().err
+
+
+def test_fit_line_recovers_cost_per_loop():
+    assert fit_line([1, 2, 3, 4], [3.0, 5.0, 7.0, 9.0]) == pytest.approx((1.0, 2.0))
+
+
+@pytest.mark.slow
+def test_gpu_suite_smoke_runs_on_cpu(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path), "--smoke"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["env.json", "memory.json", "sampling.json", "train.json", "train_compiled.json",
+                     "trainer.json", "trainer_compiled.json"]
+    assert json.loads((tmp_path / "train_compiled.json").read_text())["config"]["compile"] is True
