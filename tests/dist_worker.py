@@ -56,9 +56,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()
     register()
-    import elt
+    from elt.cli import main as cli_main
     from elt.config import load_config
-    from elt.sampling import sample_to_disk
     from elt.train.distributed import distributed_session, is_sharded
     from elt.train.trainer import Trainer
 
@@ -77,9 +76,10 @@ def main() -> None:
                  "sharded": any(is_sharded(p) for p in trainer.generator.parameters()),
                  "resumed_from": trainer.resumed_from and trainer.resumed_from.name}
         Path(args.run_dir, f"rank{env.rank}.json").write_text(json.dumps(seeds))
-        if args.sample_ckpt:
-            generator = elt.load(args.sample_ckpt)
-            sample_to_disk(generator, [1, 3], 10, args.sample_out, batch_size=3, progress=False)
+        if args.sample_ckpt:  # `elt sample` under torchrun: sharded over the ranks
+            status = cli_main(["sample", "--ckpt", args.sample_ckpt, "--loops", "1,3", "--num", "10", "--out",
+                               args.sample_out, "--batch-size", "3", "--no-progress"])
+            assert status == 0, status
     if os.environ.get("RANK", "0") == "0":
         print("worker done", flush=True)
 

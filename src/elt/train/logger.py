@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +35,8 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                warnings.warn("train.tensorboard=true but tensorboard is not installed "
-                              "(pip install 'elt[logging]'); logging to log.jsonl only", stacklevel=2)
+                print("elt: warning: train.tensorboard=true but tensorboard is not installed "
+                      "(pip install 'elt[logging]'); logging to log.jsonl only", file=sys.stderr)
             else:
                 self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=resume_step)
         if cfg.train.wandb:
@@ -99,7 +98,7 @@ def _start_wandb(run_dir: Path, cfg: DictConfig):
     try:
         import wandb
     except ImportError:
-        print("elt: train.wandb=true but wandb is not installed (pip install wandb); skipping W&B",
+        print("elt: warning: train.wandb=true but wandb is not installed (pip install wandb); skipping W&B",
               file=sys.stderr)
         return None
     id_file = run_dir / "wandb_id"
