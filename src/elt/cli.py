@@ -77,7 +77,8 @@ def add_train(sub) -> None:
     p.add_argument("config", help="YAML config path or shipped name (fmnist_masked, fmnist_diffusion, ...)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     p.add_argument("--resume", default=None, metavar="auto|PATH",
-                   help="resume: 'auto' = newest checkpoint of the run directory, or a checkpoint path")
+                   help="resume: 'auto' = newest valid checkpoint of the run directory (fresh start if none), or a "
+                        "checkpoint path")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 

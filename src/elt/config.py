@@ -66,7 +66,7 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     steps: int = 2000
-    batch_size: int = 128
+    batch_size: int = 128  # the global batch: all processes together (each loads batch_size / world_size)
     lr: float = 3e-4
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
