@@ -92,10 +92,10 @@ def test_real_vs_real_floor_is_far_below_a_corrupted_set():
 @pytest.mark.slow
 def test_classifier_training_is_reproducible_and_learns(tmp_path):
     fmnist_or_skip("train")
-    a = train_classifier(tmp_path / "a", epochs=1, limit=1024, progress=False)
-    b = train_classifier(tmp_path / "b", epochs=1, limit=1024, progress=False)
+    a = train_classifier(tmp_path / "a", epochs=1, batch_size=50, limit=2000, test_limit=1000, progress=False)
+    b = train_classifier(tmp_path / "b", epochs=1, batch_size=50, limit=2000, test_limit=1000, progress=False)
     assert a["sha256"] == b["sha256"]
-    assert a["test_accuracy"] > 0.55  # 1024 images, one epoch: far above chance (0.1)
+    assert a["test_accuracy"] > 0.6  # 2000 images, 40 steps: far above chance (0.1)
     assert json.loads((tmp_path / "a" / cls_mod.RECORD_NAME).read_text())["test_accuracy"] == a["test_accuracy"]
     assert load_classifier(tmp_path / "a" / cls_mod.WEIGHTS_NAME).digest == a["sha256"]
 
@@ -167,6 +167,7 @@ def random_inception_file(path, monkeypatch):
     return path
 
 
+@pytest.mark.slow
 def test_inception_features_on_random_weights(tmp_path, monkeypatch):
     pytest.importorskip("torch_fidelity", reason="torch-fidelity (and a torchvision matching torch) not importable")
     weights = random_inception_file(tmp_path / INCEPTION_FILE, monkeypatch)
@@ -174,15 +175,14 @@ def test_inception_features_on_random_weights(tmp_path, monkeypatch):
         InceptionFeatures(weights)
     extractor = InceptionFeatures(weights, sha256_prefix=None, batch_size=2)
     grey = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 1), dtype=np.uint8)
-    out = extractor(grey)
+    rgb = np.repeat(grey, 3, axis=-1)
+    suite = suites.InceptionSuite(extractor, suites.Reference("rgb", images=rgb), k=1)
+    values = suite.evaluate(grey)  # grey images are fed as repeated RGB: the same features as the reference
+    out = suite.reference_features()
     assert out.features.shape == (3, 2048) and out.logits.shape == (3, 1008)
     assert np.isfinite(out.features).all() and out.features.std() > 0
-    rgb = np.repeat(grey, 3, axis=-1)
-    np.testing.assert_allclose(extractor(rgb).features, out.features, rtol=1e-5)  # grey = repeated RGB
-    suite = suites.InceptionSuite(extractor, suites.Reference("rgb", images=rgb), k=1)
-    values = suite.evaluate(rgb)
-    assert values["fid"] == pytest.approx(0.0, abs=1e-2) and values["precision"] == 1.0
-    assert {"fid", "is", "is_std", "precision", "recall"} <= values.keys()
+    assert values["fid"] == pytest.approx(0.0, abs=1e-3) and values["precision"] == values["recall"] == 1.0
+    assert values["is"] >= 1.0 and values["is_std"] == 0.0
 
 
 # -- I3D (TorchScript) ----------------------------------------------------------------------------------------------
@@ -214,6 +214,7 @@ class PlainI3D(nn.Module):
         return self.fc(x.mean(dim=(2, 3, 4)))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 def test_i3d_torchscript_contracts(tmp_path):
     torch.manual_seed(0)
     videos = np.random.default_rng(0).integers(0, 256, (5, 4, 12, 12, 1), dtype=np.uint8)
@@ -231,6 +232,7 @@ def test_i3d_torchscript_contracts(tmp_path):
     np.testing.assert_allclose(extractor(videos).features, plain(x / 127.5 - 1).detach(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 def test_fvd_suite_and_missing_i3d(tmp_path, monkeypatch):
     torch.jit.script(TinyI3D()).save(str(tmp_path / "i3d.pt"))
     monkeypatch.setenv("ELT_I3D_WEIGHTS", str(tmp_path / "i3d.pt"))

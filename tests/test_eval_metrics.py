@@ -6,7 +6,7 @@ import scipy.linalg
 import torch
 
 from elt.eval.frechet import frechet_distance, frechet_distance_features, gaussian_stats, trace_sqrt_product
-from elt.eval.metrics import class_accuracy, inception_score, kid, prdc, precision_recall
+from elt.eval.metrics import class_accuracy, inception_score, kid, knn_radii, prdc, precision_recall
 
 
 def random_spd(d, rng, scale=1.0):
@@ -148,6 +148,8 @@ def test_prdc_matches_brute_force_and_is_independent_of_chunking():
         expected = brute_force_prdc(real, fake, k)
         got = prdc(real, fake, k=k)
         chunked = prdc(real, fake, k=k, chunk=7)
+        precomputed = prdc(real, fake, k=k, real_radii=knn_radii(torch.as_tensor(real), k))
+        assert precomputed == got
         for key in expected:
             assert got[key] == pytest.approx(expected[key], abs=1e-12), key
             assert chunked[key] == got[key], key

@@ -6,15 +6,21 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torch import nn
 
 import elt
 from conftest import TOY_OVERRIDES
 from elt.cli import main
 from elt.config import load_config
+from elt.core.blocks import LabelEmbedder
+from elt.core.generator import LoopedGenerator, labels_tensor, loops_per_step, to_uint8
+from elt.core.ilsd import ilsd_loss
 from elt.eval import suites
 from elt.eval.classifier import Features
 from elt.eval.sweep import PeakMemory, SweepModel, read_samples, run_sweep, write_outputs
+from elt.registry import build_backbone
 from elt.sampling import sample_to_disk
 from elt.train.trainer import train
 
@@ -129,8 +135,6 @@ def test_sweep_reads_elt_sample_output_identically(toy_runs, toy_paradigm, tmp_p
 
 
 def test_peak_memory_sees_a_large_allocation():
-    import torch
-
     with PeakMemory(torch.device("cpu")) as memory:
         block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
         block.add_(1)
@@ -151,8 +155,6 @@ def test_elt_eval_cli_end_to_end(toy_runs, toy_paradigm, tmp_path, monkeypatch, 
 
 
 def test_elt_eval_cli_errors_are_one_line(toy_runs, toy_paradigm, tmp_path, monkeypatch, capsys):
-    import torch
-
     monkeypatch.delenv("ELT_INCEPTION_WEIGHTS", raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     np.savez(tmp_path / "ref.npz", mu=np.zeros(2048), sigma=np.eye(2048))
@@ -166,3 +168,93 @@ def test_elt_eval_cli_errors_are_one_line(toy_runs, toy_paradigm, tmp_path, monk
     assert "--ckpt" in capsys.readouterr().err
     assert main(["eval", "--ckpt", str(tmp_path / "nothing")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+# -- a real end-to-end run: a tiny looped generator of 32×32 Fashion-MNIST images, the shipped classifier --------
+PATCH = 8
+
+
+class FMNISTPatchGenerator(LoopedGenerator):
+    """One-step regression from (label, noise) to a 32×32 image in 8×8 patches through the looped core: the
+    smallest generator of real-sized Fashion-MNIST images (blurry blobs after a few steps)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.config = cfg
+        self.num_classes = cfg.data.num_classes
+        width, tokens = cfg.model.width, (32 // PATCH) ** 2
+        self.backbone = build_backbone(cfg)
+        self.labels = LabelEmbedder(self.num_classes, width, drop_prob=0.0)
+        self.noise_in = nn.Linear(PATCH * PATCH, width)
+        self.pos = nn.Parameter(torch.randn(1, tokens, width) * 0.02)
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, PATCH * PATCH))
+
+    def _tokens(self, labels, noise):
+        patches = noise.unfold(2, PATCH, PATCH).unfold(3, PATCH, PATCH).reshape(len(noise), -1, PATCH * PATCH)
+        return self.noise_in(patches) + self.pos + self.labels(labels).unsqueeze(1)
+
+    def _image(self, h):
+        p = self.head(h).view(len(h), 32 // PATCH, 32 // PATCH, PATCH, PATCH)
+        return p.permute(0, 1, 3, 2, 4).reshape(len(h), 1, 32, 32)
+
+    def training_loss(self, batch, student_loops, lam):
+        images, labels = batch
+        out = self.backbone(self._tokens(labels, torch.randn_like(images)),
+                            exit_loops=[student_loops] if student_loops else [])
+        student = self._image(out.exits[student_loops]) if student_loops else None
+        return ilsd_loss(self._image(out.final), student, lambda p: (p - images).pow(2).mean(),
+                         lambda s, t: (s - t).pow(2).mean(), lam, student_loops)
+
+    @torch.no_grad()
+    def generate(self, class_labels, loops=None, steps=None, guidance=None, seed=None, progress=False):
+        labels = labels_tensor(class_labels, self.num_classes, self.device)
+        schedule = loops_per_step(loops, 1, self.trained_loops)
+        g = torch.Generator(device=self.device).manual_seed(seed or 0)
+        noise = torch.randn(len(labels), 1, 32, 32, generator=g, device=self.device)
+        return to_uint8(self._image(self.backbone(self._tokens(labels, noise), loops=schedule[0]).final))
+
+    def gflops_per_sample(self, loops=None, steps=None, guidance=None):
+        tokens = (32 // PATCH) ** 2
+        return self.backbone.flops_per_token(tokens, loops) * tokens / 1e9
+
+
+def build_generator(cfg):
+    return FMNISTPatchGenerator(cfg)
+
+
+def prepare_data(cfg, generator, run_dir):
+    from elt.data.fashion_mnist import FashionMNIST
+
+    return FashionMNIST(cfg.data.root, "train", image_size=32, limit=cfg.data.limit)
+
+
+@pytest.mark.slow
+def test_elt_eval_on_a_fashion_mnist_checkpoint_with_the_shipped_classifier(tmp_path, monkeypatch, capsys):
+    from elt import registry
+    from elt.data.fashion_mnist import DataNotFoundError, locate
+
+    try:
+        locate(None, "test")
+    except DataNotFoundError:
+        pytest.skip("Fashion-MNIST not installed (make data)")
+    monkeypatch.setitem(registry.TASK_MODULES, "fmnist_patch", "test_eval_sweep")
+    cfg = load_config(None, ["paradigm=fmnist_patch", "model.width=64", "model.heads=2", "model.unique_layers=2",
+                             "model.loops=3", "data.limit=2000", "train.steps=80", "train.batch_size=32",
+                             "train.lr=0.002", "train.warmup_steps=20", "train.ema_decay=0.95", "train.threads=1",
+                             f"train.out_dir={tmp_path / 'run'}"])
+    train(cfg, progress=False)
+    code = main(["eval", "--ckpt", str(tmp_path / "run"), "--loops", "1-3", "--num", "300", "--out",
+                 str(tmp_path / "ev"), "--no-progress"])
+    assert code == 0
+    data = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    from elt.eval.classifier import shipped_record
+
+    assert data["provenance"]["sha256"] == shipped_record()["sha256"]
+    assert data["provenance"]["reference"].startswith("Fashion-MNIST test split")
+    floor = data["floor"]
+    assert floor["n"] == 300 and floor["class_acc"] > 0.9
+    assert [r["loops"] for r in data["rows"]] == [1, 2, 3]
+    for row in data["rows"]:  # 80 training steps: blurry blobs, far from real data in the classifier's eyes
+        assert row["fd_cls"] > 10 * floor["fd_cls"] and row["coverage"] < floor["coverage"]
+        assert 0 <= row["class_acc"] <= 1 and row["gflops"] > 0 and row["latency_ms"] > 0
+    assert (tmp_path / "ev" / "eval.csv").is_file() and (tmp_path / "ev" / "eval.png").is_file()

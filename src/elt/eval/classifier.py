@@ -64,7 +64,7 @@ class FMNISTClassifier(nn.Module):
 
 def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 N×H×W, N×H×W×1 or N×1×H×W (28 or 32 px) → float N×1×32×32 in [-1, 1], zero(-1)-padded."""
-    x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
+    x = images if torch.is_tensor(images) else torch.from_numpy(np.array(images))  # copy: inputs may be read-only
     if x.dtype != torch.uint8:
         raise ValueError(f"expected uint8 images (as the generators write them), got {x.dtype}")
     if x.ndim == 4 and x.shape[-1] == 1:
@@ -157,9 +157,10 @@ def evaluate_accuracy(model: FMNISTClassifier, images: torch.Tensor, labels: tor
 
 def train_classifier(out_dir: str | Path = ASSETS, epochs: int = 5, batch_size: int = 128, lr: float = 2e-3,
                      seed: int = 0, threads: int = 1, data_root: str | Path | None = None,
-                     limit: int | None = None, progress: bool = True) -> dict:
+                     limit: int | None = None, test_limit: int | None = None, progress: bool = True) -> dict:
     """Train the classifier on the Fashion-MNIST training split and write ``fmnist_classifier.safetensors``
-    plus ``fmnist_classifier.json`` (test accuracy, SHA-256, settings) to ``out_dir``.
+    plus ``fmnist_classifier.json`` (test accuracy, SHA-256, settings) to ``out_dir``. ``limit`` and
+    ``test_limit`` use only the first images of each split (quick runs, tests).
 
     Reproducible: seeded initialisation and batch order, a fixed thread count (the reduction order of
     CPU kernels depends on it). AdamW with a one-cycle (warm-up, cosine decay) learning rate; random ±2 px
@@ -171,7 +172,7 @@ def train_classifier(out_dir: str | Path = ASSETS, epochs: int = 5, batch_size: 
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     train_set = FashionMNIST(data_root, "train", image_size=IMAGE_SIZE, limit=limit)
-    test_set = FashionMNIST(data_root, "test", image_size=IMAGE_SIZE)
+    test_set = FashionMNIST(data_root, "test", image_size=IMAGE_SIZE, limit=test_limit)
     model = FMNISTClassifier()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps_per_epoch = (len(train_set) + batch_size - 1) // batch_size
@@ -214,6 +215,7 @@ def train_classifier(out_dir: str | Path = ASSETS, epochs: int = 5, batch_size: 
         "input": "uint8 N×32×32(×1) (28×28 is padded), scaled to [-1, 1]",
         "test_accuracy": test_accuracy,
         "train_images": len(train_set),
+        "test_images": len(test_set),
         "settings": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "threads": threads,
                      "optimizer": "AdamW(wd=0.05), OneCycle", "augmentation": "random roll ±2 px",
                      "label_smoothing": 0.05},
@@ -222,5 +224,5 @@ def train_classifier(out_dir: str | Path = ASSETS, epochs: int = 5, batch_size: 
         "command": f"elt eval train-classifier --epochs {epochs} --seed {seed} --threads {threads}",
         "torch": torch.__version__,
     }
-    (out / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n")
+    (out / RECORD_NAME).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     return record

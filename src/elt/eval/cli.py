@@ -157,7 +157,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         if not args.no_floor:
             record["floor"] = compute_floor(load_classifier(out / record["weights"]), args.floor_num,
                                             args.data_root, not args.no_progress)
-            (out / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n")
+            (out / RECORD_NAME).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
             print("real-vs-real floor:", json.dumps(record["floor"]))
     except _user_errors() as exc:
         raise UserError(str(exc)) from exc

@@ -18,6 +18,7 @@ Protocol we recommend stating with any FVD: real clips from the UCF-101 train sp
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,10 @@ class I3DFeatures:
         self.weights_path = path
         self.digest = file_sha256(path)
         self.device = torch.device(device)
-        self.model = torch.jit.load(str(path), map_location=self.device).eval()
+        with warnings.catch_warnings():  # torch >= 2.14 deprecates TorchScript; the reference I3D file is one
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.model = torch.jit.load(str(path), map_location=self.device).eval()
         names = [a.name for a in self.model.forward.schema.arguments]
         self.stylegan_v_contract = {"rescale", "resize", "return_features"} <= set(names)
         self.batch_size = batch_size

@@ -69,19 +69,23 @@ def knn_radii(x: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:
     return torch.cat(radii)
 
 
-def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5, chunk: int = 1024,
-         dtype: torch.dtype = torch.float64) -> dict[str, float]:
+def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5, chunk: int = 1024, dtype: torch.dtype = torch.float64,
+         real_radii: torch.Tensor | None = None) -> dict[str, float]:
     """Precision, recall (Kynkäänniemi et al. 2019) and density, coverage (Naeem et al. 2020) from k-NN balls.
 
     precision: share of fakes inside some real k-NN ball; recall: share of reals inside some fake k-NN ball;
     density: fakes' count of real balls containing them / k, averaged (≈1 when fake ~ real, can exceed 1);
     coverage: share of real balls that contain at least one fake. Balls are closed (distance ≤ radius).
-    With k=3 precision/recall are the standard (ADM) ones.
+    With k=3 precision/recall are the standard (ADM) ones. ``real_radii`` (``knn_radii(real, k)``) may be
+    passed in when one real set is compared with many fake sets: it is a third of the work at equal sizes.
     """
     x, y = _tensor(real, dtype), _tensor(fake, dtype)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"feature sizes differ: {x.shape[1]} vs {y.shape[1]}")
-    real_r, fake_r = knn_radii(x, k, chunk), knn_radii(y, k, chunk)
+    real_r = knn_radii(x, k, chunk) if real_radii is None else real_radii.to(dtype)
+    if real_r.shape != (len(x),):
+        raise ValueError(f"real_radii has shape {tuple(real_r.shape)}, expected ({len(x)},)")
+    fake_r = knn_radii(y, k, chunk)
     inside_real = torch.zeros(len(y), dtype=torch.bool)
     density_counts = torch.zeros(len(y), dtype=dtype)
     nearest_fake = torch.full((len(x),), math.inf, dtype=dtype)

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from elt.eval.classifier import Features
 from elt.eval.frechet import frechet_distance, gaussian_stats
-from elt.eval.metrics import class_accuracy, inception_score, kid, prdc, precision_recall
+from elt.eval.metrics import class_accuracy, inception_score, kid, knn_radii, prdc, precision_recall
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -127,6 +128,7 @@ class DomainSuite(MetricSuite):
         self.kid_subsets = kid_subsets
         self.kid_subset_size = kid_subset_size
         self.seed = seed
+        self._real_radii = None
 
     @classmethod
     def fashion_mnist(cls, extractor=None, data_root=None, progress: bool = False, **kwargs) -> DomainSuite:
@@ -144,7 +146,9 @@ class DomainSuite(MetricSuite):
         real = self.reference_features()
         kid_mean, kid_std = kid(real.features, fake.features, self.kid_subsets, self.kid_subset_size, self.seed)
         values = {"fd_cls": self.frechet(fake.features), "kid": kid_mean, "kid_std": kid_std}
-        values.update(prdc(real.features, fake.features, k=self.k))
+        if self._real_radii is None:  # the reference's k-NN radii are the same for every evaluated set
+            self._real_radii = knn_radii(torch.as_tensor(real.features, dtype=torch.float64), self.k)
+        values.update(prdc(real.features, fake.features, k=self.k, real_radii=self._real_radii))
         if labels is not None and fake.logits is not None:
             values["class_acc"] = class_accuracy(fake.logits, labels)
         return values
