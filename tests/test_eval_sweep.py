@@ -152,6 +152,16 @@ def test_elt_eval_cli_end_to_end(toy_runs, toy_paradigm, tmp_path, monkeypatch, 
     data = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert {r["model"] for r in data["rows"]} == {"ilsd [ilsd]", "vanilla [vanilla]"}
     assert (tmp_path / "ev" / "eval.csv").is_file() and (tmp_path / "ev" / "eval.png").is_file()
+    # existing 'elt sample' output, paired with its checkpoint for GFLOPs and latency
+    assert main(["sample", "--ckpt", str(toy_runs / "ilsd"), "--loops", "1,3", "--num", "20", "--out",
+                 str(tmp_path / "s"), "--no-progress"]) == 0
+    assert main(["eval", "--samples", str(tmp_path / "s"), "--ckpt", str(toy_runs / "ilsd"), "--loops", "1,3",
+                 "--num", "20", "--name", "from-files", "--out", str(tmp_path / "ev2"), "--no-progress"]) == 0
+    rows = json.loads((tmp_path / "ev2" / "eval.json").read_text())["rows"]
+    assert [(r["model"], r["loops"], r["n"]) for r in rows] == [("from-files", 1, 20), ("from-files", 3, 20)]
+    assert all(r["samples"] == str(tmp_path / "s") and r["gflops"] > 0 and r["latency_ms"] > 0 for r in rows)
+    assert main(["eval", "--samples", str(tmp_path / "s"), "--out", str(tmp_path / "ev3")]) == 2  # no --loops
+    assert "--loops is required" in capsys.readouterr().err
 
 
 def test_elt_eval_cli_errors_are_one_line(toy_runs, toy_paradigm, tmp_path, monkeypatch, capsys):
@@ -168,6 +178,12 @@ def test_elt_eval_cli_errors_are_one_line(toy_runs, toy_paradigm, tmp_path, monk
     assert "--ckpt" in capsys.readouterr().err
     assert main(["eval", "--ckpt", str(tmp_path / "nothing")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+    # a checkpoint of 64 px RGB images is refused by the Fashion-MNIST metrics before any sampling
+    train(load_config(None, [*TOY_OVERRIDES, "train.steps=2", "data.image_size=64", "data.channels=3",
+                             f"train.out_dir={tmp_path / 'rgb'}"]), progress=False)
+    assert main(["eval", "--ckpt", str(tmp_path / "rgb"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "64×64×3" in err and "--metrics inception" in err
 
 
 # -- a real end-to-end run: a tiny looped generator of 32×32 Fashion-MNIST images, the shipped classifier --------

@@ -37,6 +37,10 @@ class ClassifierMissingError(FileNotFoundError):
     """The shipped classifier weights are not where they should be."""
 
 
+class ImageFormatError(ValueError):
+    """Images the classifier cannot take (not grey, not 28/32 px, not uint8)."""
+
+
 class FMNISTClassifier(nn.Module):
     """Three conv stages (32→16→8→4 px) and a 128-d embedding; ``features`` is the embedding (post-ReLU,
     like Inception's pool3), ``head`` maps it to 10 logits."""
@@ -66,17 +70,19 @@ def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 N×H×W, N×H×W×1 or N×1×H×W (28 or 32 px) → float N×1×32×32 in [-1, 1], zero(-1)-padded."""
     x = images if torch.is_tensor(images) else torch.from_numpy(np.array(images))  # copy: inputs may be read-only
     if x.dtype != torch.uint8:
-        raise ValueError(f"expected uint8 images (as the generators write them), got {x.dtype}")
+        raise ImageFormatError(f"expected uint8 images (as the generators write them), got {x.dtype}")
     if x.ndim == 4 and x.shape[-1] == 1:
         x = x[..., 0]
     elif x.ndim == 4 and x.shape[1] == 1:
         x = x[:, 0]
     if x.ndim != 3:
-        raise ValueError(f"expected grey images N×H×W(×1), got shape {tuple(x.shape)}")
+        raise ImageFormatError(f"the Fashion-MNIST classifier takes grey images N×H×W(×1), got shape "
+                               f"{tuple(x.shape)}")
     x = x.float().div(127.5).sub(1.0).unsqueeze(1)
     size = x.shape[-1]
     if x.shape[-2] != size or size not in (28, IMAGE_SIZE):
-        raise ValueError(f"the Fashion-MNIST classifier takes 28×28 or 32×32 images, got {tuple(x.shape[-2:])}")
+        raise ImageFormatError(f"the Fashion-MNIST classifier takes 28×28 or 32×32 images, got "
+                               f"{tuple(x.shape[-2:])}")
     if size == 28:
         x = F.pad(x, (2, 2, 2, 2), value=-1.0)
     return x

@@ -28,11 +28,12 @@ def parse_steps(text: str) -> list[int]:
 def _user_errors():
     """Exceptions that mean 'fix your input', turned into one-line UserErrors."""
     from elt.data.fashion_mnist import DataNotFoundError
-    from elt.eval.classifier import ClassifierMissingError
+    from elt.eval.classifier import ClassifierMissingError, ImageFormatError
     from elt.eval.inception import MissingDependencyError, WeightsHashError, WeightsNotFoundError
+    from elt.eval.sweep import SweepInputError
 
     return (DataNotFoundError, ClassifierMissingError, MissingDependencyError, WeightsHashError,
-            WeightsNotFoundError, FileNotFoundError)
+            WeightsNotFoundError, FileNotFoundError, ImageFormatError, SweepInputError)
 
 
 def build_suite(args: argparse.Namespace):
@@ -105,6 +106,22 @@ def build_models(args: argparse.Namespace):
     return models
 
 
+def check_domain_inputs(models) -> None:
+    """Fail before sampling when a checkpoint does not make the 32×32 grey images the classifier takes."""
+    from omegaconf import OmegaConf
+
+    for model in models:
+        cfg = getattr(model.generator, "config", None)
+        if cfg is None:
+            continue
+        size = OmegaConf.select(cfg, "data.image_size", default=None)
+        channels = OmegaConf.select(cfg, "data.channels", default=None)
+        if (size is not None and size not in (28, 32)) or (channels is not None and channels != 1):
+            raise UserError(f"--metrics domain uses the Fashion-MNIST classifier (grey 28 or 32 px), but "
+                            f"{model.name} makes {size}×{size}×{channels} images; use --metrics inception "
+                            "--reference REF (or fvd for video)")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -116,6 +133,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         suite = build_suite(args)  # first: missing weights or data fail before any sampling
         models = build_models(args)
+        if args.metrics == "domain":
+            check_domain_inputs(models)
         loops = args.loops or list(range(1, max(m.generator.trained_loops for m in models if m.generator) + 1))
         result = run_sweep(models, suite, loops, steps=args.steps or [None], num=args.num, seed=args.seed,
                            guidance=args.guidance, batch_size=args.batch_size, latency_batch=args.latency_batch,

@@ -39,6 +39,10 @@ from elt.sampling import balanced_labels, generate_batched
 LABEL_POLICY = "balanced: sample i is conditioned on class i mod num_classes"
 
 
+class SweepInputError(ValueError):
+    """The sweep was given something it cannot evaluate (a user-fixable problem)."""
+
+
 @dataclass
 class SweepModel:
     """One model on the plot: a generator, a folder of ``elt sample`` output, or both (quality read from
@@ -137,7 +141,7 @@ def read_samples(samples_dir: Path, loops: int, num: int | None = None) -> tuple
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if num is not None:
         if len(images) < num:
-            raise ValueError(f"{path} holds {len(images)} samples, fewer than --num {num}")
+            raise SweepInputError(f"{path} holds {len(images)} samples, fewer than --num {num}")
         images, labels = images[:num], (labels[:num] if labels is not None else None)
     return images, labels, meta
 
@@ -162,7 +166,7 @@ def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[int], steps: 
               progress: bool = True) -> dict:
     """Evaluate every model at every (steps, loops); returns the record ``write_outputs`` saves."""
     if not models:
-        raise ValueError("nothing to evaluate: give at least one checkpoint or samples folder")
+        raise SweepInputError("nothing to evaluate: give at least one checkpoint or samples folder")
     rows = []
     floor = suite.floor(num)
     combos = [(m, s, k) for m in models for s in steps for k in loops]
@@ -179,7 +183,7 @@ def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[int], steps: 
                              if "seconds" in meta and str(k) in meta["seconds"] and meta.get("num") else None)
         else:
             if gen is None:
-                raise ValueError(f"model {model.name!r} has neither a generator nor a samples folder")
+                raise SweepInputError(f"model {model.name!r} has neither a generator nor a samples folder")
             labels = balanced_labels(num, gen.num_classes)
             _sync(gen.device)
             start = time.perf_counter()
