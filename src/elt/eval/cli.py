@@ -102,6 +102,8 @@ def build_models(args: argparse.Namespace):
             raise UserError(f"samples folder {folder} not found")
         generator = elt.load(ckpt, ema=not args.raw_weights, device=args.device) if ckpt else None
         name = names[i] if names else (model_name(ckpt) if ckpt else folder.name)
+        if any(m.name == name for m in models):  # lines on the plot are grouped by name: keep them apart
+            name = f"{name} #{i + 1}"
         models.append(SweepModel(name, generator, folder, str(ckpt) if ckpt else None))
     return models
 
