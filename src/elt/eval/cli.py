@@ -1,0 +1,282 @@
+"""``elt eval``: the quality-vs-compute sweep, and the classifier behind the Fashion-MNIST metrics.
+
+    elt eval --ckpt A [--ckpt B ...] --loops 1-5 --num 1000 --out DIR     sweep → eval.json, eval.csv, eval.png
+    elt eval --samples DIR [--ckpt A] --loops 1-5 --out DIR               metrics of existing 'elt sample' output
+    elt eval train-classifier                                             (re)train the shipped classifier
+    elt eval floor                                                        real-vs-real floor of the domain metrics
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from elt.cli import UserError, parse_loops, positive_int
+
+
+def parse_steps(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid steps list {text!r}; use e.g. 8 or 8,16") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"invalid steps list {text!r}; steps are integers >= 1")
+    return values
+
+
+def _user_errors():
+    """Exceptions that mean 'fix your input', turned into one-line UserErrors."""
+    from elt.data.fashion_mnist import DataNotFoundError
+    from elt.eval.classifier import ClassifierMissingError, ImageFormatError
+    from elt.eval.inception import MissingDependencyError, WeightsHashError, WeightsNotFoundError
+    from elt.eval.sweep import SweepInputError
+
+    return (DataNotFoundError, ClassifierMissingError, MissingDependencyError, WeightsHashError,
+            WeightsNotFoundError, FileNotFoundError, ImageFormatError, SweepInputError)
+
+
+def build_suite(args: argparse.Namespace):
+    from elt.eval import suites
+
+    progress = not args.no_progress
+    if args.metrics == "domain":
+        from elt.eval.classifier import load_classifier
+
+        return suites.DomainSuite.fashion_mnist(load_classifier(args.classifier, device=args.device),
+                                                data_root=args.data_root, progress=progress, seed=args.seed)
+    if not args.reference:
+        raise UserError(f"--metrics {args.metrics} needs --reference (an .npz with mu/sigma or arr_0, or a folder "
+                        "of real images)")
+    try:
+        reference = suites.load_reference(args.reference)
+    except ValueError as exc:
+        raise UserError(f"bad --reference: {exc}") from exc
+    if args.metrics == "inception":
+        from elt.eval.inception import InceptionFeatures
+
+        return suites.InceptionSuite(InceptionFeatures(args.inception_weights, device=args.device),
+                                     reference, progress=progress)
+    from elt.eval.i3d import I3DFeatures
+
+    return suites.FVDSuite(I3DFeatures(args.i3d, device=args.device), reference, progress=progress)
+
+
+def model_name(ckpt: str) -> str:
+    """``<run dir> [<mode>]`` so that ELT / vanilla / unique runs stay apart on one plot."""
+    from elt.train.checkpoint import load_config_of, resolve_checkpoint
+
+    path = resolve_checkpoint(ckpt)
+    run = path.parent.parent if path.parent.name == "checkpoints" else path
+    return f"{run.name} [{load_config_of(path).ilsd.mode}]"
+
+
+def check_model_args(args: argparse.Namespace) -> None:
+    ckpts, samples, names = args.ckpt or [], args.samples or [], args.name or []
+    if not ckpts and not samples:
+        raise UserError("give --ckpt DIR (repeatable) and/or --samples DIR written by 'elt sample'")
+    if ckpts and samples and len(ckpts) != len(samples):
+        raise UserError(f"--samples pairs with --ckpt by position: got {len(ckpts)} --ckpt and {len(samples)} "
+                        "--samples")
+    if names and len(names) != max(len(ckpts), len(samples)):
+        raise UserError(f"--name given {len(names)} times for {max(len(ckpts), len(samples))} models")
+    if not ckpts and not args.loops:
+        raise UserError("--loops is required when only --samples folders are given")
+    from elt.train.checkpoint import resolve_checkpoint
+
+    for ckpt in ckpts:
+        resolve_checkpoint(ckpt)  # a CheckpointError (one line, exit 2) before any slow setup
+
+
+def build_models(args: argparse.Namespace):
+    import elt
+    from elt.eval.sweep import SweepModel
+
+    ckpts, samples, names = args.ckpt or [], args.samples or [], args.name or []
+    count = max(len(ckpts), len(samples))
+    models = []
+    for i in range(count):
+        ckpt = ckpts[i] if ckpts else None
+        folder = Path(samples[i]) if samples else None
+        if folder is not None and not folder.is_dir():
+            raise UserError(f"samples folder {folder} not found")
+        generator = elt.load(ckpt, ema=not args.raw_weights, device=args.device) if ckpt else None
+        name = names[i] if names else (model_name(ckpt) if ckpt else folder.name)
+        if any(m.name == name for m in models):  # lines on the plot are grouped by name: keep them apart
+            name = f"{name} #{i + 1}"
+        models.append(SweepModel(name, generator, folder, str(ckpt) if ckpt else None))
+    return models
+
+
+def check_domain_inputs(models) -> None:
+    """Fail before sampling when a checkpoint does not make the 32×32 grey images the classifier takes."""
+    from omegaconf import OmegaConf
+
+    for model in models:
+        cfg = getattr(model.generator, "config", None)
+        if cfg is None:
+            continue
+        size = OmegaConf.select(cfg, "data.image_size", default=None)
+        channels = OmegaConf.select(cfg, "data.channels", default=None)
+        if (size is not None and size not in (28, 32)) or (channels is not None and channels != 1):
+            raise UserError(f"--metrics domain uses the Fashion-MNIST classifier (grey 28 or 32 px), but "
+                            f"{model.name} makes {size}×{size}×{channels} images; use --metrics inception "
+                            "--reference REF (or fvd for video)")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from elt.eval.sweep import run_sweep, write_outputs
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    check_model_args(args)
+    try:
+        suite = build_suite(args)  # first: missing weights or data fail before any sampling
+        models = build_models(args)
+        if args.metrics == "domain":
+            check_domain_inputs(models)
+        loops = args.loops or list(range(1, max(m.generator.trained_loops for m in models if m.generator) + 1))
+        result = run_sweep(models, suite, loops, steps=args.steps or [None], num=args.num, seed=args.seed,
+                           guidance=args.guidance, batch_size=args.batch_size, latency_batch=args.latency_batch,
+                           latency_repeats=args.latency_repeats, measure=not args.no_latency,
+                           progress=not args.no_progress)
+    except _user_errors() as exc:
+        raise UserError(str(exc)) from exc
+    paths = write_outputs(result, args.out)
+    print_table(result)
+    print(f"wrote {paths['json']}, {paths['csv']} and {paths['png']}")
+    return 0
+
+
+def print_table(result: dict) -> None:
+    keys = [k for k, _ in result["plot_metrics"]]
+    extra = [k for k in ("kid", "precision", "recall", "density", "coverage", "is") if k not in keys]
+    columns = ["model", "steps", "loops", "gflops", "latency_ms", "peak_mem_mib", *keys, *extra]
+    columns = [c for c in columns if any(r.get(c) is not None for r in result["rows"])]
+
+    def fmt(v):
+        return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+    rows = result["rows"] + ([{"model": "real data", **result["floor"]}] if result.get("floor") else [])
+    table = [columns] + [[fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from elt.eval.classifier import ASSETS, RECORD_NAME, load_classifier, train_classifier
+
+    out = Path(args.out or ASSETS)
+    try:
+        record = train_classifier(out, epochs=args.epochs, seed=args.seed, threads=args.threads,
+                                  data_root=args.data_root, progress=not args.no_progress)
+        print(f"test accuracy {record['test_accuracy']:.4f}; weights {out / record['weights']} "
+              f"(sha256 {record['sha256'][:12]}…)")
+        if not args.no_floor:
+            record["floor"] = compute_floor(load_classifier(out / record["weights"]), args.floor_num,
+                                            args.data_root, not args.no_progress)
+            (out / RECORD_NAME).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+            print("real-vs-real floor:", json.dumps(record["floor"]))
+    except _user_errors() as exc:
+        raise UserError(str(exc)) from exc
+    return 0
+
+
+def compute_floor(extractor, num: int, data_root=None, progress: bool = True) -> dict:
+    from elt.eval.suites import DomainSuite
+
+    suite = DomainSuite.fashion_mnist(extractor, data_root=data_root, progress=progress)
+    floor = suite.floor(num)
+    floor["description"] = (f"{floor['n']} Fashion-MNIST training images (seeded random subset) vs the 10000 "
+                            "test images; class_acc = classifier accuracy on the test images")
+    return floor
+
+
+def cmd_floor(args: argparse.Namespace) -> int:
+    from elt.eval.classifier import load_classifier
+
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        floor = compute_floor(load_classifier(args.classifier), args.num, args.data_root, not args.no_progress)
+    except _user_errors() as exc:
+        raise UserError(str(exc)) from exc
+    print(json.dumps(floor, indent=2))
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="quality vs compute over loop counts (and the domain classifier)",
+        usage="elt eval --ckpt DIR [--ckpt DIR ...] [--samples DIR ...] [--loops 1-5] [--steps S,...] [--num N] "
+              "[--out DIR] [options]\n       elt eval train-classifier [options]\n       elt eval floor [options]",
+        description="Evaluate checkpoints at several loop counts: samples with balanced labels (or existing "
+                    "'elt sample' .npz files), metrics per loop count, GFLOPs per sample, latency and peak "
+                    "memory on this device. Writes eval.json (with provenance), eval.csv and eval.png "
+                    "(quality vs GFLOPs and vs latency, real-data floor dashed). Example: elt eval --ckpt "
+                    "runs/elt --ckpt runs/vanilla --loops 1-5 --num 1000 --out eval/",
+        epilog="Actions: 'elt eval train-classifier' retrains the shipped Fashion-MNIST classifier; "
+               "'elt eval floor' prints the real-vs-real floor.")
+    p.add_argument("--ckpt", action="append", help="checkpoint or run directory (repeat to compare models)")
+    p.add_argument("--samples", action="append",
+                   help="folder of 'elt sample' output (samples_L<L>.npz) to evaluate instead of sampling; "
+                        "pairs with --ckpt by position (which then gives GFLOPs/latency)")
+    p.add_argument("--name", action="append", help="legend name per model (default: run directory [mode])")
+    p.add_argument("--loops", type=parse_loops, default=None, help="loop counts, e.g. 1-5 or 1,2,4,6 "
+                   "(default 1..L_max)")
+    p.add_argument("--steps", type=parse_steps, default=None, help="sampling steps, e.g. 8 or 8,16 "
+                   "(default: the config's)")
+    p.add_argument("--num", type=positive_int, default=1000, help="samples per point (default 1000)")
+    p.add_argument("--out", default="eval", help="output directory (default ./eval)")
+    p.add_argument("--metrics", choices=["domain", "inception", "fvd"], default="domain",
+                   help="domain: Fashion-MNIST classifier (FD_cls, KID, PRDC, class accuracy; default); "
+                        "inception: FID/IS/precision-recall (needs --reference, Inception weights); "
+                        "fvd: FVD on I3D logits (needs --reference, --i3d)")
+    p.add_argument("--reference", default=None, help="real reference: .npz (mu/sigma and/or arr_0) or image folder")
+    p.add_argument("--classifier", default=None, help="classifier weights (default: the shipped ones)")
+    p.add_argument("--inception-weights", default=None,
+                   help="weights-inception-2015-12-05-6726825d.pth (else $ELT_INCEPTION_WEIGHTS, else torch.hub "
+                        "cache); never downloaded")
+    p.add_argument("--i3d", default=None, help="I3D TorchScript file (else $ELT_I3D_WEIGHTS)")
+    p.add_argument("--data-root", default=None, help="Fashion-MNIST folder (default: $ELT_DATA, Debian path)")
+    p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the config's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--latency-batch", type=positive_int, default=1, help="batch size of the latency runs")
+    p.add_argument("--latency-repeats", type=positive_int, default=3)
+    p.add_argument("--no-latency", action="store_true", help="skip latency/memory measurement")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
+    p.add_argument("--raw-weights", action="store_true", help="use raw weights instead of the EMA")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    actions = p.add_subparsers(dest="eval_action", metavar="ACTION")
+    t = actions.add_parser("train-classifier", help="train the Fashion-MNIST feature classifier",
+                           description="Train the domain classifier on the Fashion-MNIST training split "
+                                       "(seeded, reproducible), record its test accuracy and the real-vs-real "
+                                       "floor next to the weights (default: the package's assets folder).")
+    t.add_argument("--out", default=None, help="output folder (default: src/elt/assets)")
+    t.add_argument("--epochs", type=positive_int, default=5)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=1, help="torch CPU threads (fixed for reproducibility)")
+    t.add_argument("--data-root", default=None)
+    t.add_argument("--floor-num", type=positive_int, default=10000)
+    t.add_argument("--no-floor", action="store_true", help="skip the real-vs-real floor")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=cmd_train_classifier)
+
+    f = actions.add_parser("floor", help="real-vs-real floor of the domain metrics",
+                           description="FD_cls, KID, PRDC of N training images vs the test set, and the "
+                                       "classifier's test accuracy.")
+    f.add_argument("--num", type=positive_int, default=10000)
+    f.add_argument("--classifier", default=None)
+    f.add_argument("--data-root", default=None)
+    f.add_argument("--threads", type=int, default=0)
+    f.add_argument("--no-progress", action="store_true")
+    f.set_defaults(func=cmd_floor)

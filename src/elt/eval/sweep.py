@@ -1,0 +1,251 @@
+"""The quality-vs-compute sweep: one checkpoint evaluated at many loop counts (× sampling steps).
+
+ELT's claim is one model at many compute budgets, so evaluation is a curve, not a number. For every
+model (ELT, vanilla looped, unique stack, ...), steps value and loop count L the sweep records
+
+  * quality from a :class:`~elt.eval.suites.MetricSuite` (samples drawn with balanced labels and the same
+    seed at every L, or read from ``samples_L<L>.npz`` files written by ``elt sample``);
+  * GFLOPs per sample (``generator.gflops_per_sample``, analytic);
+  * latency: median wall time of ``generate`` on a batch of ``latency_batch`` after one warm-up call;
+  * peak memory during those calls (CUDA: ``max_memory_allocated``; CPU: growth of the process RSS,
+    sampled every 2 ms by a background thread);
+  * throughput of the bulk generation (ms per sample at ``batch_size``) when samples are generated here;
+
+and the suite's real-vs-real floor at the same N. ``write_outputs`` turns the result into JSON, CSV and a
+plot of quality against GFLOPs and latency.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from elt import __version__
+from elt.core.generator import LoopedGenerator
+from elt.sampling import balanced_labels, generate_batched
+
+LABEL_POLICY = "balanced: sample i is conditioned on class i mod num_classes"
+
+
+class SweepInputError(ValueError):
+    """The sweep was given something it cannot evaluate (a user-fixable problem)."""
+
+
+@dataclass
+class SweepModel:
+    """One model on the plot: a generator, a folder of ``elt sample`` output, or both (quality read from
+    the files; GFLOPs, latency and memory measured with the generator)."""
+
+    name: str
+    generator: LoopedGenerator | None = None
+    samples_dir: Path | None = None
+    checkpoint: str | None = None
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class PeakMemory:
+    """Peak memory of the code inside ``with``, in MiB: CUDA allocator peak, or CPU RSS growth."""
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+        self.peak_mib: float | None = None
+        self.kind = "cuda_max_allocated" if self.device.type == "cuda" else "cpu_rss_growth"
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        else:
+            self._base = _rss_bytes()
+            self._peak = self._base
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.wait(0.002):
+            self._peak = max(self._peak, _rss_bytes())
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self._peak = max(self._peak, _rss_bytes())
+            self.peak_mib = (self._peak - self._base) / 2**20
+        return False
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_latency(generator: LoopedGenerator, loops: int, steps: int | None, guidance: float | None,
+                    batch: int = 1, repeats: int = 3, seed: int = 0, min_seconds: float = 0.25,
+                    max_repeats: int = 50) -> dict:
+    """Median seconds of ``generate`` for ``batch`` samples, and peak memory. One warm-up call, then at least
+    ``repeats`` timed calls, more (up to ``max_repeats``) until ``min_seconds`` have passed, so sub-millisecond
+    models still get a stable median."""
+    device = generator.device
+    labels = balanced_labels(batch, generator.num_classes)
+    generator.generate(labels, loops=loops, steps=steps, guidance=guidance, seed=seed)  # warm-up
+    times: list[float] = []
+    with PeakMemory(device) as memory:
+        while len(times) < repeats or (sum(times) < min_seconds and len(times) < max_repeats):
+            _sync(device)
+            start = time.perf_counter()
+            generator.generate(labels, loops=loops, steps=steps, guidance=guidance, seed=seed + len(times))
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    return {"latency_ms": 1000 * statistics.median(times), "latency_batch": batch, "latency_calls": len(times),
+            "peak_mem_mib": memory.peak_mib, "peak_mem_kind": memory.kind}
+
+
+def read_samples(samples_dir: Path, loops: int, num: int | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Images and labels of ``samples_L<loops>.npz`` written by ``elt sample`` (first ``num`` of them)."""
+    path = Path(samples_dir) / f"samples_L{loops}.npz"
+    if not path.is_file():
+        have = sorted(p.name for p in Path(samples_dir).glob("samples_L*.npz"))
+        raise FileNotFoundError(f"{path} not found (have: {', '.join(have) or 'none'}); run 'elt sample "
+                                f"--loops {loops}' or drop L={loops} from --loops")
+    with np.load(path) as data:
+        images = data["arr_0"]
+        labels = data["arr_1"] if "arr_1" in data.files else None
+    meta_path = Path(samples_dir) / "samples.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if num is not None:
+        if len(images) < num:
+            raise SweepInputError(f"{path} holds {len(images)} samples, fewer than --num {num}")
+        images, labels = images[:num], (labels[:num] if labels is not None else None)
+    return images, labels, meta
+
+
+def configured_steps(generator: LoopedGenerator | None) -> int | None:
+    """The paradigm's default number of sampling steps from the checkpoint's config, if it has one."""
+    cfg = getattr(generator, "config", None)
+    if cfg is None:
+        return None
+    try:
+        from omegaconf import OmegaConf
+
+        value = OmegaConf.select(cfg, f"{cfg.paradigm}.steps", default=None)
+    except Exception:
+        return None
+    return int(value) if value is not None else None
+
+
+def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[int], steps: Sequence[int | None] = (None,),
+              num: int = 1000, seed: int = 0, guidance: float | None = None, batch_size: int = 256,
+              latency_batch: int = 1, latency_repeats: int = 3, measure: bool = True,
+              progress: bool = True) -> dict:
+    """Evaluate every model at every (steps, loops); returns the record ``write_outputs`` saves."""
+    if not models:
+        raise SweepInputError("nothing to evaluate: give at least one checkpoint or samples folder")
+    rows = []
+    floor = suite.floor(num)
+    combos = [(m, s, k) for m in models for s in steps for k in loops]
+    for model, step, k in tqdm(combos, desc="sweep", disable=not progress):
+        gen = model.generator
+        row = {"model": model.name, "checkpoint": model.checkpoint, "loops": k, "steps": step,
+               "config_steps": configured_steps(gen), "guidance": guidance, "n": num}
+        if model.samples_dir is not None:
+            images, labels, meta = read_samples(model.samples_dir, k, num)
+            row.update(samples=str(model.samples_dir), steps=meta.get("steps", step),
+                       guidance=meta.get("guidance", guidance), seed=meta.get("seed"),
+                       label_policy=meta.get("label_policy"))
+            ms_per_sample = (1000 * meta["seconds"][str(k)] / meta["num"]
+                             if "seconds" in meta and str(k) in meta["seconds"] and meta.get("num") else None)
+        else:
+            if gen is None:
+                raise SweepInputError(f"model {model.name!r} has neither a generator nor a samples folder")
+            labels = balanced_labels(num, gen.num_classes)
+            _sync(gen.device)
+            start = time.perf_counter()
+            images = generate_batched(gen, labels, k, batch_size=batch_size, seed=seed, steps=step,
+                                      guidance=guidance, progress=progress, desc=f"{model.name} L={k}")
+            _sync(gen.device)
+            ms_per_sample = 1000 * (time.perf_counter() - start) / num
+            row.update(seed=seed, label_policy="balanced")
+        row["ms_per_sample"] = ms_per_sample
+        if gen is not None:
+            row["gflops"] = float(gen.gflops_per_sample(loops=k, steps=row["steps"], guidance=row["guidance"]))
+            if measure:
+                row.update(measure_latency(gen, k, row["steps"], row["guidance"], latency_batch, latency_repeats,
+                                           seed))
+        row.update(suite.evaluate(images, labels))
+        rows.append(row)
+    device = next((m.generator.device for m in models if m.generator is not None), torch.device("cpu"))
+    provenance = {
+        **suite.provenance(),
+        "n": num, "label_policy": LABEL_POLICY, "seed": seed, "loops": list(loops),
+        "steps": [s for s in steps], "guidance": guidance, "batch_size": batch_size,
+        "latency": {"batch": latency_batch, "min_repeats": latency_repeats,
+                    "statistic": "median after 1 warm-up, repeated until >= 0.25 s"},
+        "device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "elt": __version__, "python": platform.python_version(),
+        "models": [{"name": m.name, "checkpoint": m.checkpoint,
+                    "samples": str(m.samples_dir) if m.samples_dir else None} for m in models],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return {"provenance": provenance, "floor": floor, "plot_metrics": [list(p) for p in suite.plot_metrics],
+            "rows": rows}
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def write_outputs(result: dict, out_dir: str | Path, stem: str = "eval") -> dict[str, Path]:
+    """``eval.json`` (everything), ``eval.csv`` (one row per model × steps × loops) and ``eval.png``."""
+    from elt.eval.plots import plot_sweep
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / f"{stem}.json", "csv": out / f"{stem}.csv", "png": out / f"{stem}.png"}
+    paths["json"].write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+    columns: list[str] = []
+    for row in result["rows"]:
+        columns += [c for c in row if c not in columns]
+    with open(paths["csv"], "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in result["rows"]:
+            writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns})
+    plot_sweep(result, paths["png"])
+    return paths
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")

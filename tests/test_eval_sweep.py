@@ -1,0 +1,276 @@
+"""The quality-vs-compute sweep and ``elt eval`` on a trained tiny checkpoint (the tests' toy paradigm), with
+an injected metric suite for its 4×4 images."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import elt
+from conftest import TOY_OVERRIDES
+from elt.cli import main
+from elt.config import load_config
+from elt.core.blocks import LabelEmbedder
+from elt.core.generator import LoopedGenerator, labels_tensor, loops_per_step, to_uint8
+from elt.core.ilsd import ilsd_loss
+from elt.eval import suites
+from elt.eval.classifier import Features
+from elt.eval.sweep import PeakMemory, SweepModel, read_samples, run_sweep, write_outputs
+from elt.registry import build_backbone
+from elt.sampling import sample_to_disk
+from elt.train.trainer import train
+
+NUM_CLASSES = 4
+
+
+class TemplateExtractor:
+    """Features = pixels; logits = minus the distance to each class template (a nearest-template classifier)."""
+
+    name = "toy-templates"
+
+    def __init__(self):
+        from toy_task import template_uint8
+
+        self.templates = template_uint8(NUM_CLASSES).reshape(NUM_CLASSES, -1).astype(np.float32)
+
+    def __call__(self, images, progress=False):
+        x = images.reshape(len(images), -1).astype(np.float32)
+        d = ((x[:, None] - self.templates[None]) ** 2).sum(-1)
+        return Features(x / 255.0, -d)
+
+    def provenance(self):
+        return {"extractor": self.name, "sha256": "0" * 64}
+
+
+def toy_suite(seed=0):
+    from toy_task import template_uint8
+
+    rng = np.random.default_rng(seed)
+
+    def noisy(n):
+        labels = np.arange(n) % NUM_CLASSES
+        images = template_uint8(NUM_CLASSES)[labels] + rng.normal(0, 6, (n, 4, 4, 1))
+        return np.clip(images, 0, 255).astype(np.uint8), labels
+
+    ref_images, ref_labels = noisy(400)
+    floor_images, _ = noisy(400)
+    return suites.DomainSuite(TemplateExtractor(), suites.Reference("toy templates + noise", ref_images, ref_labels),
+                              floor_images=floor_images, k=3, kid_subsets=5, kid_subset_size=100)
+
+
+@pytest.fixture(scope="module")
+def toy_runs(tmp_path_factory):
+    """An ILSD and a vanilla toy checkpoint (trained once for the module)."""
+    from elt import registry
+
+    root = tmp_path_factory.mktemp("runs")
+    saved = dict(registry.TASK_MODULES)
+    registry.TASK_MODULES["toy"] = "toy_task"
+    try:
+        for mode in ("ilsd", "vanilla"):
+            cfg = load_config(None, [*TOY_OVERRIDES, "train.steps=200", f"ilsd.mode={mode}",
+                                     f"train.out_dir={root / mode}"])
+            train(cfg, progress=False)
+        yield root
+    finally:
+        registry.TASK_MODULES.clear()
+        registry.TASK_MODULES.update(saved)
+
+
+def test_sweep_writes_json_csv_png_with_provenance(toy_runs, toy_paradigm, tmp_path):
+    models = [SweepModel("elt", elt.load(toy_runs / "ilsd"), checkpoint=str(toy_runs / "ilsd")),
+              SweepModel("vanilla", elt.load(toy_runs / "vanilla"), checkpoint=str(toy_runs / "vanilla"))]
+    result = run_sweep(models, toy_suite(), loops=[1, 2, 3], num=64, batch_size=16, latency_repeats=2,
+                       progress=False)
+    paths = write_outputs(result, tmp_path / "out")
+
+    data = json.loads(paths["json"].read_text())
+    prov = data["provenance"]
+    assert prov["extractor"] == "toy-templates" and prov["sha256"] == "0" * 64
+    assert prov["n"] == 64 and prov["loops"] == [1, 2, 3] and prov["seed"] == 0 and prov["steps"] == [None]
+    assert "balanced" in prov["label_policy"] and prov["threads"] >= 1
+    assert [(r["model"], r["loops"]) for r in data["rows"]] == [(m, k) for m in ("elt", "vanilla") for k in (1, 2, 3)]
+    for row in data["rows"]:
+        assert row["latency_ms"] > 0 and row["ms_per_sample"] > 0 and row["peak_mem_mib"] is not None
+        assert {"fd_cls", "kid", "precision", "recall", "density", "coverage", "class_acc"} <= row.keys()
+    gflops = [r["gflops"] for r in data["rows"][:3]]
+    assert gflops[0] < gflops[1] < gflops[2] and gflops[2] == pytest.approx(3 * gflops[0], rel=0.05)
+    assert data["floor"]["n"] == 64 and data["floor"]["fd_cls"] >= 0
+
+    # ILSD makes every loop count usable; vanilla looping is worse at L=1 than at L=L_max
+    by = {(r["model"], r["loops"]): r for r in data["rows"]}
+    assert all(by[("elt", k)]["class_acc"] >= 0.8 for k in (1, 2, 3))
+    assert by[("vanilla", 1)]["fd_cls"] > by[("vanilla", 3)]["fd_cls"]
+    assert by[("elt", 1)]["fd_cls"] < by[("vanilla", 1)]["fd_cls"]
+
+    with open(paths["csv"]) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6 and float(rows[0]["fd_cls"]) == pytest.approx(data["rows"][0]["fd_cls"])
+    image = Image.open(paths["png"])
+    image.verify()
+    assert image.size[0] > 600 and image.size[1] > 400
+
+
+def test_sweep_reads_elt_sample_output_identically(toy_runs, toy_paradigm, tmp_path):
+    generator = elt.load(toy_runs / "ilsd")
+    sample_to_disk(generator, [1, 3], 40, tmp_path / "samples", seed=5, batch_size=16, progress=False)
+    images, labels, meta = read_samples(tmp_path / "samples", 3)
+    assert images.shape == (40, 4, 4, 1) and meta["seed"] == 5
+    suite = toy_suite()
+    from_files = run_sweep([SweepModel("files", samples_dir=tmp_path / "samples")], suite, [1, 3], num=40,
+                           progress=False)
+    fresh = run_sweep([SweepModel("fresh", generator)], suite, [1, 3], num=40, seed=5, batch_size=16,
+                      measure=False, progress=False)
+    for a, b in zip(from_files["rows"], fresh["rows"], strict=True):
+        assert a["fd_cls"] == pytest.approx(b["fd_cls"], rel=1e-12) and a["class_acc"] == b["class_acc"]
+        assert a.get("gflops") is None and b["gflops"] > 0
+    with pytest.raises(FileNotFoundError, match="samples_L2.npz"):
+        read_samples(tmp_path / "samples", 2)
+    write_outputs(from_files, tmp_path / "quality_only")  # no GFLOPs/latency: the plot still renders
+    Image.open(tmp_path / "quality_only" / "eval.png").verify()
+
+
+def test_peak_memory_sees_a_large_allocation():
+    with PeakMemory(torch.device("cpu")) as memory:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        block.add_(1)
+        del block
+    assert memory.peak_mib > 32
+
+
+def test_elt_eval_cli_end_to_end(toy_runs, toy_paradigm, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("elt.eval.cli.build_suite", lambda args: toy_suite())
+    code = main(["eval", "--ckpt", str(toy_runs / "ilsd"), "--ckpt", str(toy_runs / "vanilla"), "--loops", "1-3",
+                 "--num", "32", "--out", str(tmp_path / "ev"), "--batch-size", "16", "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "real data" in out and "eval.png" in out
+    data = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert {r["model"] for r in data["rows"]} == {"ilsd [ilsd]", "vanilla [vanilla]"}
+    assert (tmp_path / "ev" / "eval.csv").is_file() and (tmp_path / "ev" / "eval.png").is_file()
+    # existing 'elt sample' output, paired with its checkpoint for GFLOPs and latency
+    assert main(["sample", "--ckpt", str(toy_runs / "ilsd"), "--loops", "1,3", "--num", "20", "--out",
+                 str(tmp_path / "s"), "--no-progress"]) == 0
+    assert main(["eval", "--samples", str(tmp_path / "s"), "--ckpt", str(toy_runs / "ilsd"), "--loops", "1,3",
+                 "--num", "20", "--name", "from-files", "--out", str(tmp_path / "ev2"), "--no-progress"]) == 0
+    rows = json.loads((tmp_path / "ev2" / "eval.json").read_text())["rows"]
+    assert [(r["model"], r["loops"], r["n"]) for r in rows] == [("from-files", 1, 20), ("from-files", 3, 20)]
+    assert all(r["samples"] == str(tmp_path / "s") and r["gflops"] > 0 and r["latency_ms"] > 0 for r in rows)
+    assert main(["eval", "--samples", str(tmp_path / "s"), "--out", str(tmp_path / "ev3")]) == 2  # no --loops
+    assert "--loops is required" in capsys.readouterr().err
+
+
+def test_elt_eval_cli_errors_are_one_line(toy_runs, toy_paradigm, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ELT_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    np.savez(tmp_path / "ref.npz", mu=np.zeros(2048), sigma=np.eye(2048))
+    code = main(["eval", "--ckpt", str(toy_runs / "ilsd"), "--metrics", "inception", "--reference",
+                 str(tmp_path / "ref.npz"), "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "weights-inception-2015-12-05-6726825d.pth" in err and len(err.splitlines()) == 1
+    assert main(["eval", "--ckpt", str(toy_runs / "ilsd"), "--metrics", "inception", "--out", "x"]) == 2
+    assert "--reference" in capsys.readouterr().err
+    assert main(["eval", "--out", str(tmp_path / "x")]) == 2
+    assert "--ckpt" in capsys.readouterr().err
+    assert main(["eval", "--ckpt", str(tmp_path / "nothing")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    # a checkpoint of 64 px RGB images is refused by the Fashion-MNIST metrics before any sampling
+    train(load_config(None, [*TOY_OVERRIDES, "train.steps=2", "data.image_size=64", "data.channels=3",
+                             f"train.out_dir={tmp_path / 'rgb'}"]), progress=False)
+    assert main(["eval", "--ckpt", str(tmp_path / "rgb"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "64×64×3" in err and "--metrics inception" in err
+
+
+# -- a real end-to-end run: a tiny looped generator of 32×32 Fashion-MNIST images, the shipped classifier --------
+PATCH = 8
+
+
+class FMNISTPatchGenerator(LoopedGenerator):
+    """One-step regression from (label, noise) to a 32×32 image in 8×8 patches through the looped core: the
+    smallest generator of real-sized Fashion-MNIST images (blurry blobs after a few steps)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.config = cfg
+        self.num_classes = cfg.data.num_classes
+        width, tokens = cfg.model.width, (32 // PATCH) ** 2
+        self.backbone = build_backbone(cfg)
+        self.labels = LabelEmbedder(self.num_classes, width, drop_prob=0.0)
+        self.noise_in = nn.Linear(PATCH * PATCH, width)
+        self.pos = nn.Parameter(torch.randn(1, tokens, width) * 0.02)
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, PATCH * PATCH))
+
+    def _tokens(self, labels, noise):
+        patches = noise.unfold(2, PATCH, PATCH).unfold(3, PATCH, PATCH).reshape(len(noise), -1, PATCH * PATCH)
+        return self.noise_in(patches) + self.pos + self.labels(labels).unsqueeze(1)
+
+    def _image(self, h):
+        p = self.head(h).view(len(h), 32 // PATCH, 32 // PATCH, PATCH, PATCH)
+        return p.permute(0, 1, 3, 2, 4).reshape(len(h), 1, 32, 32)
+
+    def training_loss(self, batch, student_loops, lam):
+        images, labels = batch
+        out = self.backbone(self._tokens(labels, torch.randn_like(images)),
+                            exit_loops=[student_loops] if student_loops else [])
+        student = self._image(out.exits[student_loops]) if student_loops else None
+        return ilsd_loss(self._image(out.final), student, lambda p: (p - images).pow(2).mean(),
+                         lambda s, t: (s - t).pow(2).mean(), lam, student_loops)
+
+    @torch.no_grad()
+    def generate(self, class_labels, loops=None, steps=None, guidance=None, seed=None, progress=False):
+        labels = labels_tensor(class_labels, self.num_classes, self.device)
+        schedule = loops_per_step(loops, 1, self.trained_loops)
+        g = torch.Generator(device=self.device).manual_seed(seed or 0)
+        noise = torch.randn(len(labels), 1, 32, 32, generator=g, device=self.device)
+        return to_uint8(self._image(self.backbone(self._tokens(labels, noise), loops=schedule[0]).final))
+
+    def gflops_per_sample(self, loops=None, steps=None, guidance=None):
+        tokens = (32 // PATCH) ** 2
+        return self.backbone.flops_per_token(tokens, loops) * tokens / 1e9
+
+
+def build_generator(cfg):
+    return FMNISTPatchGenerator(cfg)
+
+
+def prepare_data(cfg, generator, run_dir):
+    from elt.data.fashion_mnist import FashionMNIST
+
+    return FashionMNIST(cfg.data.root, "train", image_size=32, limit=cfg.data.limit)
+
+
+@pytest.mark.slow
+def test_elt_eval_on_a_fashion_mnist_checkpoint_with_the_shipped_classifier(tmp_path, monkeypatch, capsys):
+    from elt import registry
+    from elt.data.fashion_mnist import DataNotFoundError, locate
+
+    try:
+        locate(None, "test")
+    except DataNotFoundError:
+        pytest.skip("Fashion-MNIST not installed (make data)")
+    monkeypatch.setitem(registry.TASK_MODULES, "fmnist_patch", "test_eval_sweep")
+    cfg = load_config(None, ["paradigm=fmnist_patch", "model.width=64", "model.heads=2", "model.unique_layers=2",
+                             "model.loops=3", "data.limit=2000", "train.steps=80", "train.batch_size=32",
+                             "train.lr=0.002", "train.warmup_steps=20", "train.ema_decay=0.95", "train.threads=1",
+                             f"train.out_dir={tmp_path / 'run'}"])
+    train(cfg, progress=False)
+    code = main(["eval", "--ckpt", str(tmp_path / "run"), "--loops", "1-3", "--num", "200", "--out",
+                 str(tmp_path / "ev"), "--no-progress"])
+    assert code == 0
+    data = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    from elt.eval.classifier import shipped_record
+
+    assert data["provenance"]["sha256"] == shipped_record()["sha256"]
+    assert data["provenance"]["reference"].startswith("Fashion-MNIST test split")
+    floor = data["floor"]
+    assert floor["n"] == 200 and floor["class_acc"] > 0.9
+    assert [r["loops"] for r in data["rows"]] == [1, 2, 3]
+    for row in data["rows"]:  # 80 training steps: blurry blobs, far from real data in the classifier's eyes
+        assert row["fd_cls"] > 10 * floor["fd_cls"] and row["coverage"] < floor["coverage"]
+        assert 0 <= row["class_acc"] <= 1 and row["gflops"] > 0 and row["latency_ms"] > 0
+    assert (tmp_path / "ev" / "eval.csv").is_file() and (tmp_path / "ev" / "eval.png").is_file()
