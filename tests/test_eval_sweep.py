@@ -72,7 +72,7 @@ def toy_runs(tmp_path_factory):
     registry.TASK_MODULES["toy"] = "toy_task"
     try:
         for mode in ("ilsd", "vanilla"):
-            cfg = load_config(None, [*TOY_OVERRIDES, "train.steps=200", f"ilsd.mode={mode}",
+            cfg = load_config(None, [*TOY_OVERRIDES, "train.steps=300", f"ilsd.mode={mode}",
                                      f"train.out_dir={root / mode}"])
             train(cfg, progress=False)
         yield root
