@@ -18,7 +18,7 @@ EPILOG = "Run 'elt COMMAND --help' for a command's options. Configs: YAML path o
 
 # Extra subcommands register here: name -> (module, function adding the parser). Each module provides
 # ``add_parser(subparsers)`` which sets ``func`` on its parser. Keeps this file free of paradigm imports.
-EXTRA_COMMANDS: dict[str, str] = {}
+EXTRA_COMMANDS: dict[str, str] = {"tokenizer": "elt.tokenizers.cli"}
 
 
 class UserError(Exception):
