@@ -18,7 +18,12 @@ EPILOG = "Run 'elt COMMAND --help' for a command's options. Configs: YAML path o
 
 # Extra subcommands register here: name -> (module, function adding the parser). Each module provides
 # ``add_parser(subparsers)`` which sets ``func`` on its parser. Keeps this file free of paradigm imports.
-EXTRA_COMMANDS: dict[str, str] = {"eval": "elt.eval.cli", "bench": "elt.bench"}
+EXTRA_COMMANDS: dict[str, str] = {
+    "tokenizer": "elt.tokenizers.cli",
+    "eval": "elt.eval.cli",
+    "bench": "elt.bench",
+    "demo": "elt.demo",
+}
 
 
 class UserError(Exception):

@@ -1,0 +1,159 @@
+"""ImageNet-style image folders (one subfolder per class), and the dataset a config's ``data:`` section names.
+
+    ROOT/                      or   ROOT/train/<class>/...  and  ROOT/val/<class>/...
+      <class_a>/img001.jpg
+      <class_b>/...
+
+Images are resized and centre-cropped as ADM/guided-diffusion does (box-downsample by 2 while the short
+side is at least twice the target, bicubic resize of the short side to the target, centre crop), then
+scaled to [-1, 1]. A truncated or unreadable file never stops an epoch: it is skipped with a warning that
+counts how many were skipped so far (the plain dataset interface returns the next readable file instead;
+:meth:`ImageFolder.load` reports failure so encoders can drop the item).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jpe")
+LOAD_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+class UnreadableImageWarning(UserWarning):
+    """An image file could not be decoded and was skipped."""
+
+
+def center_crop_adm(image: Image.Image, size: int) -> Image.Image:
+    """ADM's centre crop: cheap box halving while large, bicubic to the target short side, then crop."""
+    while min(image.size) >= 2 * size:
+        image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
+    scale = size / min(image.size)
+    image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
+    array = np.asarray(image)
+    top, left = (array.shape[0] - size) // 2, (array.shape[1] - size) // 2
+    return Image.fromarray(array[top:top + size, left:left + size])
+
+
+def find_classes(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+class ImageFolder(Dataset):
+    """Labelled images from ``root/<class>/**/<file>``; classes are the sorted subfolder names.
+
+    Args:
+        root: the folder holding class subfolders, or one holding ``train/`` and ``val/`` (then ``split``
+            picks one).
+        image_size: output side length (square, ADM centre crop).
+        channels: 1 (greyscale) or 3 (RGB).
+        split: ``train``/``val``/``test`` when ``root`` has such subfolders; ``train`` uses ``root`` itself
+            when it has no ``train/`` subfolder, any other split needs its subfolder.
+        limit: keep only the first ``limit`` files (sorted order), for quick runs.
+    """
+
+    def __init__(self, root: str | Path, image_size: int = 64, channels: int = 3, split: str = "train",
+                 limit: int | None = None):
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder {str(root)!r} does not exist (set data.root to a folder of "
+                                    "class subfolders)")
+        if (root / split).is_dir():
+            root = root / split
+        elif split != "train":
+            raise FileNotFoundError(f"image folder {str(root)!r} has no {split!r} subfolder")
+        if channels not in (1, 3):
+            raise ValueError(f"data.channels must be 1 or 3 for image folders, got {channels}")
+        self.root = root
+        self.image_size = image_size
+        self.channels = channels
+        self.classes = find_classes(root)
+        if not self.classes:
+            raise FileNotFoundError(f"image folder {str(root)!r} has no class subfolders")
+        files: list[tuple[Path, int]] = []
+        for label, name in enumerate(self.classes):
+            for path in sorted((root / name).rglob("*")):
+                if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+                    files.append((path, label))
+        if not files:
+            raise FileNotFoundError(f"image folder {str(root)!r} has class subfolders but no image files "
+                                    f"({', '.join(IMAGE_EXTENSIONS)})")
+        if limit:
+            files = files[:limit]
+        self.files = files
+        self.labels = torch.tensor([label for _, label in files], dtype=torch.long)
+        self.skipped: set[int] = set()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: int) -> tuple[torch.Tensor, int] | None:
+        """Image ``index`` as C×S×S in [-1, 1] with its label, or ``None`` (and a counted warning) if the
+        file cannot be decoded."""
+        path, label = self.files[index]
+        try:
+            with Image.open(path) as handle:
+                image = handle.convert("L" if self.channels == 1 else "RGB")
+                image.load()
+        except LOAD_ERRORS as exc:
+            self._skip(index, exc)
+            return None
+        image = center_crop_adm(image, self.image_size)
+        array = np.asarray(image, dtype=np.float32)
+        if array.ndim == 2:
+            array = array[..., None]
+        tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).div(127.5).sub(1.0)
+        return tensor, label
+
+    def _skip(self, index: int, exc: Exception) -> None:
+        if index in self.skipped:
+            return
+        self.skipped.add(index)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        warnings.warn(f"skipped unreadable image {self.files[index][0]} ({reason}); "
+                      f"{len(self.skipped)} skipped so far", UnreadableImageWarning, stacklevel=3)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        for offset in range(len(self.files)):
+            item = self.load((index + offset) % len(self.files))
+            if item is not None:
+                return item
+        raise RuntimeError(f"no readable image in {self.root}")
+
+
+def build_dataset(data_cfg, split: str = "train") -> Dataset:
+    """The image dataset a config's ``data:`` section names (``fashion_mnist`` or ``folder``).
+
+    Items are (C×S×S float image in [-1, 1], int label). ``split`` is ``train`` or ``test``; a folder
+    without a ``val``/``test`` subfolder has no test split (``FileNotFoundError``).
+    """
+    name = data_cfg.name
+    if name == "fashion_mnist":
+        from elt.data.fashion_mnist import FashionMNIST
+
+        if data_cfg.channels != 1:
+            raise ValueError(f"Fashion-MNIST is greyscale: set data.channels=1 (got {data_cfg.channels})")
+        return FashionMNIST(data_cfg.root, split=split, image_size=data_cfg.image_size,
+                            limit=data_cfg.limit if split == "train" else None)
+    if name == "folder":
+        if not data_cfg.root:
+            raise ValueError("data.name=folder needs data.root=FOLDER (a folder of class subfolders)")
+        root = Path(data_cfg.root)
+        if split != "train":
+            split = next((s for s in (split, "val", "test") if (root / s).is_dir()), split)
+        dataset = ImageFolder(root, image_size=data_cfg.image_size, channels=data_cfg.channels, split=split,
+                              limit=data_cfg.limit if split == "train" else None)
+        if dataset.num_classes != data_cfg.num_classes:
+            raise ValueError(f"{dataset.root} has {dataset.num_classes} class folders but data.num_classes="
+                             f"{data_cfg.num_classes}; set data.num_classes={dataset.num_classes}")
+        return dataset
+    raise ValueError(f"unknown data.name {name!r}; allowed: fashion_mnist, folder")

@@ -1,0 +1,176 @@
+"""The masked-token ELT generator: a bidirectional looped transformer over tokenizer codes (MaskGIT).
+
+Inputs are token ids with a dedicated [MASK] id (= codebook size), embedded with learned token and
+position embeddings (positions start from a 2D sin-cos code); the class label enters as one prefix token
+(a :class:`LabelEmbedder` whose extra "null" class is used with probability ``model.class_dropout`` in
+training, which enables classifier-free guidance). One shared head (LayerNorm + linear) maps any loop
+state to codebook logits, so the student after L_int loops and the teacher after L_max loops are read the
+same way: that is Intra-Loop Self Distillation's single forward pass.
+
+The trained tokenizer is a frozen submodule (never trained here, always in eval mode), so a checkpoint
+holds everything needed to decode samples to pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from elt.core.blocks import LabelEmbedder, sincos_embedding
+from elt.core.generator import LoopedGenerator, LoopSchedule, labels_tensor, loops_per_step, to_uint8
+from elt.core.ilsd import ILSDTerms, ilsd_loss
+from elt.masked.masking import sample_training_mask
+from elt.masked.sampler import iterative_decode
+from elt.registry import build_backbone
+
+SAMPLE_PRECISIONS = ("fp32", "bf16")
+
+
+def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """−Σ_v p_teacher(v) · log p_student(v), averaged over positions (KL to the teacher up to a constant)."""
+    teacher = torch.softmax(teacher_logits.float(), dim=-1)
+    return -(teacher * torch.log_softmax(student_logits.float(), dim=-1)).sum(dim=-1).mean()
+
+
+class MaskedGenerator(LoopedGenerator):
+    """Class-conditional MaskGIT on the looped core; ``tokenizer`` maps images ↔ token grids."""
+
+    def __init__(self, cfg, tokenizer: nn.Module):
+        super().__init__()
+        self.config = cfg
+        self.num_classes = int(cfg.data.num_classes)
+        if cfg.masked.sample_precision not in SAMPLE_PRECISIONS:
+            raise ValueError(f"masked.sample_precision is {cfg.masked.sample_precision!r}; allowed: "
+                             f"{', '.join(SAMPLE_PRECISIONS)}")
+        self.tokenizer = tokenizer
+        self.tokenizer.requires_grad_(False)
+        self.tokenizer.eval()
+        self.codebook_size = int(tokenizer.codebook_size)
+        self.mask_id = self.codebook_size
+        self.grid = tuple(tokenizer.token_grid)
+        self.seq_len = self.grid[0] * self.grid[1]
+        width = cfg.model.width
+        self.backbone = build_backbone(cfg)
+        self.token_embed = nn.Embedding(self.codebook_size + 1, width)
+        self.pos_embed = nn.Parameter(sincos_embedding(self.grid, width).unsqueeze(0))
+        self.embed_norm = nn.LayerNorm(width, eps=1e-6)
+        self.class_embed = LabelEmbedder(self.num_classes, width, drop_prob=cfg.model.class_dropout)
+        self.head = nn.Sequential(nn.LayerNorm(width, eps=1e-6), nn.Linear(width, self.codebook_size))
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+        nn.init.normal_(self.head[1].weight, std=0.02)
+        nn.init.zeros_(self.head[1].bias)
+
+    def train(self, mode: bool = True) -> MaskedGenerator:
+        """The tokenizer stays in eval mode whatever the generator's mode."""
+        super().train(mode)
+        self.tokenizer.eval()
+        return self
+
+    # -- the network -----------------------------------------------------------------------------------------
+    def class_token(self, labels: torch.Tensor, allow_dropout: bool) -> torch.Tensor:
+        """B×1×D prefix token; label −1 is the null class. Label dropout only when training and allowed."""
+        if allow_dropout:
+            return self.class_embed(labels).unsqueeze(1)
+        null = torch.full_like(labels, self.class_embed.null_class)
+        return self.class_embed.table(torch.where(labels < 0, null, labels)).unsqueeze(1)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.embed_norm(self.token_embed(tokens) + self.pos_embed)
+
+    def logits(self, tokens: torch.Tensor, labels: torch.Tensor, loops: int | None = None) -> torch.Tensor:
+        """Codebook logits B×T×V for token ids B×T (``mask_id`` where masked), no label dropout."""
+        out = self.backbone(self.embed(tokens), loops=loops, prefix=self.class_token(labels, allow_dropout=False))
+        return self.head(out.final)
+
+    # -- training --------------------------------------------------------------------------------------------------
+    def training_loss(self, batch, student_loops: int | None, lam: float) -> ILSDTerms:
+        """Mask a cosine-scheduled fraction of each sequence; cross-entropy on masked positions for the
+        teacher (and student), soft-target cross-entropy from teacher to student (ILSD)."""
+        tokens, labels = batch
+        tokens = tokens.long().flatten(1)
+        if tokens.shape[1] != self.seq_len:
+            raise ValueError(f"expected {self.seq_len} tokens per item, got {tokens.shape[1]}")
+        labels = labels.long().to(tokens.device)
+        mask = sample_training_mask(tokens.shape[0], self.seq_len, device=tokens.device)
+        inputs = torch.where(mask, torch.full_like(tokens, self.mask_id), tokens)
+        exits = [student_loops] if student_loops else []
+        out = self.backbone(self.embed(inputs), exit_loops=exits, prefix=self.class_token(labels, allow_dropout=True))
+        target = tokens[mask]
+        teacher = self.head(out.final[mask])  # only masked positions are scored: saves most of the head
+        student = self.head(out.exits[student_loops][mask]) if student_loops else None
+        smoothing = float(self.config.masked.label_smoothing)
+
+        def gt_loss(logits: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
+
+        return ilsd_loss(teacher, student, gt_loss, soft_cross_entropy, lam, student_loops)
+
+    # -- sampling ---------------------------------------------------------------------------------------------------
+    def guided_logits(self, tokens: torch.Tensor, labels: torch.Tensor, loops: int, guidance: float) -> torch.Tensor:
+        """Classifier-free guidance on logits: cond + g·(cond − uncond); g = 0 is the conditional path alone."""
+        if guidance == 0:
+            return self.logits(tokens, labels, loops)
+        both = self.logits(torch.cat([tokens, tokens]), torch.cat([labels, torch.full_like(labels, -1)]), loops)
+        cond, uncond = both.chunk(2)
+        return cond + guidance * (cond - uncond)
+
+    @torch.no_grad()
+    def generate_tokens(self, class_labels: Sequence[int] | torch.Tensor, loops: LoopSchedule = None,
+                        steps: int | None = None, guidance: float | None = None, seed: int | None = None,
+                        progress: bool = False) -> torch.Tensor:
+        """Token grids B×h×w by iterative decoding (see :func:`elt.masked.sampler.iterative_decode`)."""
+        cfg = self.config.masked
+        steps = int(steps or cfg.sample_steps)
+        guidance = float(cfg.guidance if guidance is None else guidance)
+        schedule = loops_per_step(loops, steps, self.trained_loops)
+        labels = labels_tensor(class_labels, self.num_classes, self.device)
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)))
+        generator = torch.Generator(device=self.device).manual_seed(int(seed))
+
+        autocast = (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+                    if cfg.sample_precision == "bf16" else nullcontext())
+
+        def logits_fn(tokens: torch.Tensor, step: int) -> torch.Tensor:
+            with autocast:
+                return self.guided_logits(tokens, labels, schedule[step], guidance).float()
+
+        tokens = iterative_decode(logits_fn, len(labels), self.seq_len, self.mask_id, steps, generator=generator,
+                                  device=self.device, temperature_base=cfg.temperature_base,
+                                  temperature_range=cfg.temperature_range, token_temperature=cfg.token_temperature,
+                                  progress=progress)
+        return tokens.view(len(labels), *self.grid)
+
+    @torch.no_grad()
+    def generate(self, class_labels: Sequence[int] | torch.Tensor, loops: LoopSchedule = None,
+                 steps: int | None = None, guidance: float | None = None, seed: int | None = None,
+                 progress: bool = False) -> np.ndarray:
+        was_training = self.training
+        self.eval()
+        try:
+            tokens = self.generate_tokens(class_labels, loops, steps, guidance, seed, progress)
+            if tokens.shape[0] == 0:
+                size = self.tokenizer.image_size
+                return np.zeros((0, size, size, self.tokenizer.image_channels), np.uint8)
+            return to_uint8(self.tokenizer.decode(tokens))
+        finally:
+            self.train(was_training)
+
+    def gflops_per_sample(self, loops: LoopSchedule = None, steps: int | None = None,
+                          guidance: float | None = None) -> float:
+        """Transformer + head per decoding step (×2 with guidance), plus one tokenizer decode."""
+        cfg = self.config.masked
+        steps = int(steps or cfg.sample_steps)
+        guidance = float(cfg.guidance if guidance is None else guidance)
+        tokens = self.seq_len + 1  # + the class token
+        head = 2 * self.seq_len * self.head[1].in_features * self.codebook_size
+        total = 0.0
+        for loops_k in loops_per_step(loops, steps, self.trained_loops):
+            step = self.backbone.flops_per_token(tokens, loops_k) * tokens + head
+            total += step * (2 if guidance != 0 else 1)
+        return total / 1e9 + self.tokenizer.decode_gflops()

@@ -1,0 +1,192 @@
+"""The masked paradigm's entry points for the registry: build the generator, prepare token data.
+
+``prepare_data`` makes a run self-sufficient: it trains the FSQ tokenizer if ``tokenizer.path`` (default
+``RUN/tokenizer``) holds none, loads it into the generator, and encodes the training images once into a
+memory-mapped token cache keyed by the tokenizer's weight hash (so a retrained tokenizer never meets a
+stale cache). Training then reads tokens, not pixels. Several runs can share one tokenizer (and its cache)
+by pointing ``tokenizer.path`` at the same folder.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from elt.data.cache import cached_encode, state_dict_hash
+from elt.data.folders import ImageFolder, build_dataset
+from elt.masked.model import MaskedGenerator
+
+
+def build_tokenizer(cfg) -> torch.nn.Module:
+    """The tokenizer architecture a config names (weights are loaded by ``prepare_data`` or a checkpoint)."""
+    kind = cfg.tokenizer.kind
+    if kind == "fsq":
+        from elt.tokenizers.train import build_fsq
+
+        return build_fsq(cfg)
+    if kind == "pretrained_vq":
+        from elt.tokenizers.pretrained_vq import PretrainedVQTokenizer
+
+        if not cfg.tokenizer.pretrained_path:
+            raise ValueError("tokenizer.kind=pretrained_vq needs tokenizer.pretrained_path=FOLDER "
+                             "(a local diffusers VQModel folder)")
+        tokenizer = PretrainedVQTokenizer.from_folder(cfg.tokenizer.pretrained_path, cfg.data.image_size,
+                                                      weights=False)
+        if tokenizer.image_channels != cfg.data.channels:
+            raise ValueError(f"the VQ model takes {tokenizer.image_channels}-channel images but data.channels="
+                             f"{cfg.data.channels}")
+        return tokenizer
+    raise ValueError(f"unknown tokenizer.kind {kind!r}; allowed: fsq, pretrained_vq")
+
+
+def build_generator(cfg) -> MaskedGenerator:
+    return MaskedGenerator(cfg, build_tokenizer(cfg))
+
+
+def tokenizer_dir(cfg, run_dir: str | Path) -> Path:
+    return Path(cfg.tokenizer.path) if cfg.tokenizer.path else Path(run_dir) / "tokenizer"
+
+
+@contextmanager
+def preserved_rng():
+    """Tokenizer training and encoding must not shift the run's random streams: a run that finds its
+    tokenizer already trained draws the same masks as one that trains it first."""
+    torch_state, numpy_state, python_state = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(torch_state)
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+
+
+def load_trained_tokenizer(cfg, generator: MaskedGenerator, run_dir: str | Path, progress: bool = True) -> dict:
+    """Put trained weights into ``generator.tokenizer`` (training the FSQ tokenizer first if none is saved)."""
+    from elt.tokenizers import fsq
+
+    if cfg.tokenizer.kind == "pretrained_vq":
+        from elt.tokenizers.pretrained_vq import PretrainedVQTokenizer
+
+        source = PretrainedVQTokenizer.from_folder(cfg.tokenizer.pretrained_path, cfg.data.image_size)
+        generator.tokenizer.load_state_dict(source.state_dict())
+        return {"kind": "pretrained_vq", "path": cfg.tokenizer.pretrained_path}
+    folder = tokenizer_dir(cfg, run_dir)
+    if not fsq.is_saved(folder):
+        from elt.tokenizers.train import train_tokenizer
+
+        print(f"no tokenizer in {folder}: training one ({cfg.tokenizer.steps} steps)")
+        meta = train_tokenizer(cfg, folder, progress=progress)
+        metrics = meta.get("metrics")
+        if metrics:
+            print(f"tokenizer {metrics['split']} PSNR {metrics['psnr']:.2f} dB, MSE {metrics['mse']:.5f}")
+    return fsq.load_tokenizer(generator.tokenizer, folder)
+
+
+class _Loadable(Dataset):
+    """Wraps an image dataset so that an unreadable file yields ``ok=False`` instead of a substitute."""
+
+    def __init__(self, dataset: Dataset, shape: tuple[int, ...]):
+        self.dataset, self.shape = dataset, shape
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        if isinstance(self.dataset, ImageFolder):
+            item = self.dataset.load(index)
+            if item is None:
+                return torch.zeros(self.shape), -1, False
+            return item[0], item[1], True
+        image, label = self.dataset[index]
+        return image, int(label), True
+
+
+def encode_dataset(cfg, tokenizer: torch.nn.Module, cache_dir: str | Path, progress: bool = True) -> np.ndarray:
+    """Token cache of the training split: int array N × variants × (T + 1).
+
+    ``variants`` is 2 with ``data.hflip`` (the image and its mirror image), else 1. The last column is the
+    label, −1 for an image that could not be read (dropped by :class:`TokenDataset`).
+    """
+    dataset = build_dataset(cfg.data, "train")
+    tokenizer.eval()
+    device = next(tokenizer.parameters()).device
+    h, w = tokenizer.token_grid
+    seq_len = h * w
+    variants = 2 if cfg.data.hflip else 1
+    dtype = np.int16 if tokenizer.codebook_size < 2**15 else np.int32
+    shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    batch_size = cfg.tokenizer.encode_batch_size
+    key = {"tokenizer": state_dict_hash(tokenizer), "kind": cfg.tokenizer.kind, "data": cfg.data.name,
+           "root": str(Path(cfg.data.root).resolve()) if cfg.data.root else None,
+           "image_size": cfg.data.image_size, "channels": cfg.data.channels, "limit": cfg.data.limit,
+           "hflip": bool(cfg.data.hflip)}
+    loader = DataLoader(_Loadable(dataset, shape), batch_size=batch_size, shuffle=False,
+                        num_workers=cfg.data.num_workers)
+    batches = None
+
+    def encode(start: int, stop: int) -> np.ndarray:
+        nonlocal batches
+        if batches is None:
+            batches = iter(loader)
+        images, labels, ok = next(batches)
+        if len(labels) != stop - start:
+            raise RuntimeError(f"encoding out of step: got {len(labels)} items for {start}..{stop}")
+        out = np.full((stop - start, variants, seq_len + 1), -1, dtype=dtype)
+        if ok.any():
+            good = images[ok].to(device)
+            views = [good, good.flip(-1)][:variants]
+            for v, view in enumerate(views):
+                out[ok.numpy(), v, :seq_len] = tokenizer.encode(view).flatten(1).cpu().numpy()
+            out[ok.numpy(), :, seq_len] = labels[ok].numpy()[:, None]
+        return out
+
+    name = f"{cfg.data.name}_train_{cfg.data.image_size}px{'_hflip' if variants == 2 else ''}"
+    with torch.no_grad():
+        return cached_encode(Path(cache_dir) / name, key, len(dataset), (variants, seq_len + 1), dtype, encode,
+                             batch_size=batch_size, progress=progress)
+
+
+class TokenDataset(Dataset):
+    """(tokens LongTensor T, label) items read from a token cache; with two variants (hflip) each access
+    picks one at random."""
+
+    def __init__(self, cache: np.ndarray):
+        if cache.ndim != 3:
+            raise ValueError(f"token cache must be N × variants × (T + 1), got shape {cache.shape}")
+        self.cache = cache
+        labels = np.asarray(cache[:, 0, -1])
+        self.index = np.nonzero(labels >= 0)[0]
+        self.skipped = int(len(labels) - len(self.index))
+        if self.skipped:
+            warnings.warn(f"{self.skipped} unreadable images were skipped when encoding the training set",
+                          stacklevel=2)
+        if len(self.index) == 0:
+            raise ValueError("the token cache holds no readable images")
+        self.labels = torch.from_numpy(labels[self.index].astype(np.int64))
+
+    @property
+    def variants(self) -> int:
+        return self.cache.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        row = self.cache[self.index[i]]
+        v = int(torch.randint(self.variants, (1,))) if self.variants > 1 else 0
+        return torch.from_numpy(row[v, :-1].astype(np.int64)), self.labels[i]
+
+
+def prepare_data(cfg, generator: MaskedGenerator, run_dir: str | Path, progress: bool = True) -> TokenDataset:
+    """Trained tokenizer in the generator, training set encoded (or read from the cache) as tokens."""
+    with preserved_rng():
+        load_trained_tokenizer(cfg, generator, run_dir, progress=progress)
+        generator.tokenizer.eval()
+        cache = encode_dataset(cfg, generator.tokenizer, tokenizer_dir(cfg, run_dir) / "cache", progress=progress)
+    return TokenDataset(cache)

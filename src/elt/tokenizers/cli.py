@@ -1,0 +1,61 @@
+"""``elt tokenizer train CONFIG [key=value ...]``: train the image tokenizer on its own.
+
+``elt train`` trains the tokenizer itself when it finds none, so this command is for training one shared
+tokenizer ahead of several runs (point each run's ``tokenizer.path`` at it) or for tuning it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def tokenizer_dir(cfg, out: str | None = None) -> Path:
+    """Where a config's tokenizer lives: ``--out``, else ``tokenizer.path``, else ``RUN/tokenizer``."""
+    if out:
+        return Path(out)
+    if cfg.tokenizer.path:
+        return Path(cfg.tokenizer.path)
+    return Path(cfg.train.out_dir) / "tokenizer"
+
+
+def cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from elt.cli import UserError
+    from elt.config import load_config
+    from elt.tokenizers.fsq import is_saved
+    from elt.tokenizers.train import train_tokenizer
+
+    cfg = load_config(args.config, args.overrides)
+    if cfg.tokenizer.kind != "fsq":
+        raise UserError(f"tokenizer.kind={cfg.tokenizer.kind} is not trainable here; only fsq is "
+                        "(pretrained_vq loads from tokenizer.pretrained_path)")
+    out = tokenizer_dir(cfg, args.out)
+    if is_saved(out) and not args.force:
+        raise UserError(f"a tokenizer already exists in {out}; pass --force to retrain it or --out DIR")
+    try:
+        meta = train_tokenizer(cfg, out, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc).splitlines()[0]) from exc
+    metrics = meta.get("metrics")
+    if metrics:
+        print(f"tokenizer {meta['hash']}: {metrics['split']} PSNR {metrics['psnr']:.2f} dB, "
+              f"MSE {metrics['mse']:.5f} (images in [0,1], {metrics['items']} items)")
+    print(f"saved to {out}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    tokenizer = sub.add_parser("tokenizer", help="train an image tokenizer",
+                               description="Image tokenizer commands.")
+    commands = tokenizer.add_subparsers(dest="tokenizer_command", metavar="COMMAND")
+    p = commands.add_parser("train", help="train the FSQ tokenizer a config describes",
+                            description="Train the FSQ tokenizer of a config (tokenizer.* and data.* fields) "
+                                        "and report its test PSNR/MSE. Saved to --out, else tokenizer.path, "
+                                        "else TRAIN.OUT_DIR/tokenizer.")
+    p.add_argument("config", help="YAML config path or shipped name (fmnist_masked)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    p.add_argument("--out", default=None, help="output folder (default: tokenizer.path or RUN/tokenizer)")
+    p.add_argument("--force", action="store_true", help="retrain even if a tokenizer is already saved there")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_tokenizer_train)
+    tokenizer.set_defaults(func=lambda args: tokenizer.print_help() or 0)
