@@ -159,10 +159,19 @@ class DiffusionGenerator(LoopedGenerator):
         was_training = self.training
         self.eval()
         try:
-            return sample(lambda z, t, k: self.guided(z, t, labels, k, guidance), noise, self.process,
-                          integrator, schedule, generator=generator, clip=clip, progress=progress)
+            with self._autocast():
+                return sample(lambda z, t, k: self.guided(z, t, labels, k, guidance).float(), noise,
+                              self.process, integrator, schedule, generator=generator, clip=clip,
+                              progress=progress)
         finally:
             self.train(was_training)
+
+    def _autocast(self):
+        """The network runs in the precision it was trained in (``train.precision``: bf16 on CUDA by default,
+        or when set explicitly, also on CPUs with bf16 units); the sampler's arithmetic stays float32."""
+        from elt.train.trainer import autocast_context
+
+        return autocast_context(self.device, str(self.config.train.precision))
 
     @torch.no_grad()
     def generate(self, class_labels, loops: LoopSchedule = None, steps: int | None = None,
