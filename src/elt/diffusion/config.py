@@ -1,17 +1,38 @@
-"""Configuration of the diffusion (DiT) paradigm: the `diffusion:` section of a config."""
+"""Configuration of the diffusion (DiT) paradigm: the `diffusion:` section of a config.
+
+Two processes share one structure (path / prediction target / weighting / sampler, as in SiT):
+
+* ``process: ddpm`` — the paper's choice: variance-preserving DDPM with the shifted-cosine logSNR schedule,
+  x0-prediction and the sigmoid loss weighting of "Simpler Diffusion" (Hoogeboom et al.).
+* ``process: flow`` — rectified flow (linear path x_t = (1−t)·x0 + t·ε), usually with ``prediction: v``
+  (the velocity ε − x0) and ``weighting: v`` (plain velocity MSE). Deterministic sampling is Euler.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+PROCESSES = ("ddpm", "flow")
+PREDICTIONS = ("x0", "eps", "v")
+WEIGHTINGS = ("sigmoid", "x0", "eps", "v")
+SAMPLERS = ("ddim", "ddpm", "euler")
+SPACES = ("pixel", "latent")
+
 
 @dataclass
 class DiffusionConfig:
-    space: str = "pixel"  # pixel | latent
-    patch_size: int = 2
-    prediction: str = "x0"  # x0 (the paper) | eps | v
+    space: str = "pixel"  # pixel | latent (through a pretrained VAE, see vae_path)
+    patch_size: int = 2  # tokens are patch_size × patch_size patches of the (pixel or latent) image
+    process: str = "ddpm"  # ddpm (VP, shifted cosine: the paper) | flow (rectified flow)
+    prediction: str = "x0"  # what the network outputs: x0 (the paper) | eps | v (VP: α·ε − σ·x0; flow: ε − x0)
+    weighting: str = "sigmoid"  # loss weight on ‖x̂0 − x0‖²: sigmoid (the paper) | x0 | eps | v (= that plain MSE)
+    sigmoid_bias: float = -3.0  # b in the sigmoid weighting w = sigmoid(logSNR − b) (x0 space)
+    logsnr_shift: float = 0.0  # added to the schedule's logSNR(t); Simple Diffusion uses 2·log(64 / resolution)
     sample_steps: int = 50
-    sampler: str = "ddim"  # ddim | ddpm
-    guidance: float = 2.0  # classifier-free guidance scale (1 = conditional only)
+    sampler: str = "ddim"  # ddim (deterministic; Euler on the flow path) | ddpm (ancestral) | euler (= ddim)
+    ddim_eta: float = 0.0  # stochasticity of DDIM (1 = ancestral)
+    guidance: float = 2.0  # classifier-free guidance scale (1 = conditional only, 0 = unconditional)
+    clip_denoised: bool = True  # clamp x̂0 to [-1, 1] while sampling (pixel space only)
     vae_path: str | None = None  # local diffusers AutoencoderKL directory (latent space)
-    latent_scale: float = 0.18215
+    latent_scale: float | None = None  # None: the VAE config's scaling_factor (SD-VAE: 0.18215)
+    latent_cache: str | None = None  # folder of the encoded-dataset cache (None: RUN/cache)

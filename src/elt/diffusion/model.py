@@ -1,0 +1,198 @@
+"""The diffusion generator: a DiT whose adaLN-Zero blocks are the looped core.
+
+    z_t ──patchify──► linear ──+pos──► [ N adaLN-Zero blocks ] × L ──► final layer ──unpatchify──► prediction
+                                            ▲ cond = timestep embedding + class embedding
+
+Embedding happens once, the shared final layer reads the state after any loop count, so the teacher
+(L_max loops) and the ILSD student (L_int loops) come from one forward pass. The network is
+process-agnostic: what its output means (x0 / eps / v) and how samples move between noise levels live in
+``process.py`` and ``sampler.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from elt.core.blocks import LabelEmbedder, TimestepEmbedder, modulate, sincos_embedding
+from elt.core.generator import LoopedGenerator, LoopSchedule, labels_tensor, loops_per_step, to_uint8
+from elt.core.ilsd import ILSDTerms, ilsd_loss
+from elt.core.looped import LoopedTransformer
+from elt.diffusion.patches import patchify, token_grid, unpatchify
+from elt.diffusion.process import DiffusionProcess
+from elt.diffusion.sampler import build_sampler, sample
+
+TIME_SCALE = 1000.0  # t ∈ [0, 1] is embedded as t·1000, the range DiT's sinusoidal features were made for
+
+
+class FinalLayer(nn.Module):
+    """adaLN-modulated LayerNorm and a linear map to patch values; zero-initialised (DiT), so the model
+    predicts 0 at step 0."""
+
+    def __init__(self, width: int, out_dim: int, cond_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 2 * width))
+        self.linear = nn.Linear(width, out_dim)
+        for layer in (self.ada[1], self.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.ada(cond).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(h), shift, scale))
+
+
+class DiffusionGenerator(LoopedGenerator):
+    """Class-conditional DiT-style ELT over images (pixel or VAE-latent space).
+
+    Args:
+        cfg: the full run config (``model``, ``data``, ``diffusion`` sections are read).
+        backbone: the looped core, built with ``cond_dim = width`` (adaLN-Zero blocks).
+        process: the diffusion process (path, prediction target, weighting).
+        data_shape: C×H×W of what the network denoises (pixels, or latents in latent space).
+        vae: a :class:`elt.tokenizers.vae.PretrainedVAE` for latent space (decodes samples), else ``None``.
+    """
+
+    def __init__(self, cfg, backbone: LoopedTransformer, process: DiffusionProcess,
+                 data_shape: Sequence[int], vae=None):
+        super().__init__()
+        self.config = cfg
+        self.num_classes = int(cfg.data.num_classes)
+        self.process = process
+        self.data_shape = tuple(int(v) for v in data_shape)
+        self.vae = vae  # plain attribute: not a submodule, not in the state dict
+        self.output_channels = int(cfg.data.channels)
+        width = backbone.dim
+        spatial_axes = len(self.data_shape) - 1
+        self.patch = (int(cfg.diffusion.patch_size),) * spatial_axes
+        self.grid = token_grid(self.data_shape, self.patch)
+        self.tokens = math.prod(self.grid)
+        patch_dim = self.data_shape[0] * math.prod(self.patch)
+        self.patch_embed = nn.Linear(patch_dim, width)
+        self.register_buffer("pos_embed", sincos_embedding(self.grid, width).unsqueeze(0), persistent=False)
+        self.time_embed = TimestepEmbedder(width)
+        self.label_embed = LabelEmbedder(self.num_classes, width, drop_prob=float(cfg.model.class_dropout))
+        self.backbone = backbone
+        self.final = FinalLayer(width, patch_dim, width)
+        nn.init.xavier_uniform_(self.patch_embed.weight)
+        nn.init.zeros_(self.patch_embed.bias)
+        for layer in (self.time_embed.mlp[0], self.time_embed.mlp[2]):
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
+
+    # -- the network ---------------------------------------------------------------------------------------------
+    def condition(self, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Conditioning vector: timestep embedding + class embedding (labels −1 / null class = unconditional;
+        in training mode the label embedder drops labels with ``model.class_dropout``)."""
+        return self.time_embed(t * TIME_SCALE) + self.label_embed(labels)
+
+    def head(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Shared prediction head: tokens after any loop count → a prediction shaped like the data."""
+        return unpatchify(self.final(h, cond), self.patch, self.grid, self.data_shape[0])
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, loops: int | None = None,
+                exit_loops: Sequence[int] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Network output after ``loops`` loops, and after each of ``exit_loops`` (same forward pass)."""
+        cond = self.condition(t, labels)
+        tokens = self.patch_embed(patchify(z, self.patch)) + self.pos_embed
+        out = self.backbone(tokens, cond, loops=loops, exit_loops=exit_loops)
+        return self.head(out.final, cond), {k: self.head(h, cond) for k, h in out.exits.items()}
+
+    def guided(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, loops: int,
+               guidance: float) -> torch.Tensor:
+        """Classifier-free guided output ``u + g·(c − u)`` on every channel; conditional and unconditional
+        halves run as one batch with the same loop count. ``g = 1`` is the conditional output alone."""
+        if guidance == 1.0:
+            return self(z, t, labels, loops)[0]
+        null = torch.full_like(labels, self.label_embed.null_class)
+        both = self(torch.cat([z, z]), torch.cat([t, t]), torch.cat([labels, null]), loops)[0]
+        cond, uncond = both.chunk(2)
+        return uncond + guidance * (cond - uncond)
+
+    # -- the contract --------------------------------------------------------------------------------------------
+    def training_loss(self, batch, student_loops: int | None, lam: float) -> ILSDTerms:
+        """Noise the batch at t ~ U(0, 1) and score x̂0 after L_max loops (teacher) and after
+        ``student_loops`` (student) with w(t)·‖·‖²; see :func:`elt.core.ilsd.ilsd_loss`."""
+        x0, labels = batch
+        x0 = x0.float()
+        t = self.process.sample_time(x0.shape[0], x0.device)
+        noise = torch.randn_like(x0)
+        z = self.process.add_noise(x0, noise, t)
+        exits = [student_loops] if student_loops else []
+        teacher, students = self(z, t, labels, exit_loops=exits)
+
+        def x0_of(prediction: torch.Tensor) -> torch.Tensor:
+            return self.process.to_x0_eps(prediction.float(), z, t)[0]
+
+        return ilsd_loss(
+            teacher, students.get(student_loops) if student_loops else None,
+            gt_loss=lambda prediction: self.process.weighted_error(x0_of(prediction), x0, t),
+            distill_loss=lambda student, teacher_: self.process.weighted_error(x0_of(student), x0_of(teacher_), t),
+            lam=lam, student_loops=student_loops)
+
+    def _sampling_settings(self, steps: int | None, guidance: float | None) -> tuple[int, float]:
+        d = self.config.diffusion
+        steps = int(d.sample_steps if steps is None else steps)
+        guidance = float(d.guidance if guidance is None else guidance)
+        if steps < 1:
+            raise ValueError(f"sampling steps must be >= 1, got {steps}")
+        return steps, guidance
+
+    @torch.no_grad()
+    def sample_latents(self, class_labels: Sequence[int] | torch.Tensor, loops: LoopSchedule = None,
+                       steps: int | None = None, guidance: float | None = None, seed: int | None = None,
+                       progress: bool = False, sampler: str | None = None) -> torch.Tensor:
+        """Samples in the space the network works in (pixels in [-1, 1], or scaled VAE latents)."""
+        steps, guidance = self._sampling_settings(steps, guidance)
+        schedule = loops_per_step(loops, steps, self.trained_loops)
+        labels = labels_tensor(class_labels, self.num_classes, self.device)
+        generator = torch.Generator(device=self.device).manual_seed(0 if seed is None else int(seed))
+        noise = torch.randn((len(labels), *self.data_shape), generator=generator, device=self.device)
+        d = self.config.diffusion
+        integrator = build_sampler(sampler or d.sampler, float(d.ddim_eta))
+        clip = (-1.0, 1.0) if d.clip_denoised and self.vae is None else None
+        was_training = self.training
+        self.eval()
+        try:
+            with self._autocast():
+                return sample(lambda z, t, k: self.guided(z, t, labels, k, guidance).float(), noise,
+                              self.process, integrator, schedule, generator=generator, clip=clip,
+                              progress=progress)
+        finally:
+            self.train(was_training)
+
+    def _autocast(self):
+        """The network runs in the precision it was trained in (``train.precision``: bf16 on CUDA by default,
+        or when set explicitly, also on CPUs with bf16 units); the sampler's arithmetic stays float32."""
+        from elt.train.trainer import autocast_context
+
+        return autocast_context(self.device, str(self.config.train.precision))
+
+    @torch.no_grad()
+    def generate(self, class_labels, loops: LoopSchedule = None, steps: int | None = None,
+                 guidance: float | None = None, seed: int | None = None, progress: bool = False) -> np.ndarray:
+        samples = self.sample_latents(class_labels, loops, steps, guidance, seed, progress)
+        if self.vae is not None:
+            samples = self.vae.decode(samples, channels=self.output_channels)
+        return to_uint8(samples)
+
+    def gflops_per_sample(self, loops: LoopSchedule = None, steps: int | None = None,
+                          guidance: float | None = None) -> float:
+        """Transformer GFLOPs (matmuls, 2·MACs) per sample over all sampling steps, CFG counted twice
+        (the VAE decode, once per sample in latent space, is not included)."""
+        steps, guidance = self._sampling_settings(steps, guidance)
+        schedule = loops_per_step(loops, steps, self.trained_loops)
+        width, tokens = self.backbone.dim, self.tokens
+        patch_dim = self.patch_embed.in_features
+        per_call = (2 * tokens * patch_dim * width  # patch embedding
+                    + 2 * (self.time_embed.frequency_dim * width + width * width)  # timestep MLP
+                    + 2 * width * 2 * width + 2 * tokens * width * patch_dim)  # final adaLN + linear
+        per_loop = tokens * self.backbone.flops_per_token(tokens, 1)
+        per_loop += self.backbone.unique_layers * 2 * width * 6 * width  # adaLN-Zero modulation of each block
+        total = sum(per_call + k * per_loop for k in schedule)
+        return total * (1 if guidance == 1.0 else 2) / 1e9

@@ -1,0 +1,146 @@
+"""Registry entry of the diffusion paradigm: build the generator from a config, prepare its training data.
+
+Pixel space trains on images in [-1, 1]. Latent space encodes the dataset once through the pretrained
+VAE (``diffusion.vae_path``) into a memory-mapped cache keyed by the VAE's weight hash and the data
+settings (a changed VAE or dataset rebuilds it, never reuses it silently).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import Dataset
+
+from elt.config import ConfigError
+from elt.diffusion.config import PREDICTIONS, PROCESSES, SAMPLERS, SPACES, WEIGHTINGS
+from elt.diffusion.model import DiffusionGenerator
+from elt.diffusion.process import process_from_config
+from elt.registry import build_backbone
+
+
+def _choice(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"config key {key!r} is {value!r}; allowed: {', '.join(allowed)}")
+
+
+def validate(cfg: DictConfig) -> None:
+    d = cfg.diffusion
+    _choice("diffusion.space", d.space, SPACES)
+    _choice("diffusion.process", d.process, PROCESSES)
+    _choice("diffusion.prediction", d.prediction, PREDICTIONS)
+    _choice("diffusion.weighting", d.weighting, WEIGHTINGS)
+    _choice("diffusion.sampler", d.sampler, SAMPLERS)
+    if d.patch_size < 1:
+        raise ConfigError(f"config key 'diffusion.patch_size' must be >= 1, got {d.patch_size}")
+    if d.sample_steps < 1:
+        raise ConfigError(f"config key 'diffusion.sample_steps' must be >= 1, got {d.sample_steps}")
+    if not 0.0 <= d.ddim_eta <= 1.0:
+        raise ConfigError(f"config key 'diffusion.ddim_eta' must lie in [0, 1], got {d.ddim_eta}")
+    if d.space == "latent" and not d.vae_path:
+        raise ConfigError("diffusion.space=latent needs diffusion.vae_path (a local diffusers AutoencoderKL folder)")
+    if d.space == "latent" and cfg.data.hflip:
+        raise ConfigError("data.hflip is not supported with diffusion.space=latent (latents are cached unflipped)")
+
+
+def load_vae(cfg: DictConfig):
+    from elt.tokenizers.vae import PretrainedVAE, VAEError
+
+    try:
+        return PretrainedVAE.from_pretrained(cfg.diffusion.vae_path, scaling_factor=cfg.diffusion.latent_scale)
+    except VAEError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def build_generator(cfg: DictConfig) -> DiffusionGenerator:
+    validate(cfg)
+    vae = None
+    if cfg.diffusion.space == "latent":
+        vae = load_vae(cfg)
+        try:
+            data_shape = vae.latent_shape(cfg.data.image_size)
+        except ValueError as exc:
+            raise ConfigError(f"data.image_size: {exc}") from exc
+    else:
+        data_shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    if data_shape[1] % cfg.diffusion.patch_size:
+        raise ConfigError(f"diffusion.patch_size={cfg.diffusion.patch_size} must divide the "
+                          f"{'latent' if vae else 'image'} side {data_shape[1]}")
+    backbone = build_backbone(cfg, cond_dim=cfg.model.width)
+    return DiffusionGenerator(cfg, backbone, process_from_config(cfg.diffusion), data_shape, vae=vae)
+
+
+class _Flipped(Dataset):
+    """Random horizontal flips of an (image, label) dataset."""
+
+    def __init__(self, base: Dataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index):
+        image, label = self.base[index]
+        if torch.rand(()) < 0.5:
+            image = image.flip(-1)
+        return image, label
+
+
+class LatentDataset(Dataset):
+    """Cached latents (read-only memmap) with their labels."""
+
+    def __init__(self, latents: np.ndarray, labels: torch.Tensor):
+        self.latents = latents
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return torch.from_numpy(np.array(self.latents[index], dtype=np.float32)), self.labels[index]
+
+
+def image_dataset(cfg: DictConfig, split: str = "train") -> Dataset:
+    """(image in [-1, 1] C×S×S, label) items of the configured dataset."""
+    if cfg.data.name != "fashion_mnist":
+        raise ConfigError(f"data.name={cfg.data.name!r} is not available to the diffusion paradigm yet; "
+                          "allowed: fashion_mnist")
+    from elt.data.fashion_mnist import DataNotFoundError, FashionMNIST
+
+    try:
+        return FashionMNIST(cfg.data.root, split, image_size=cfg.data.image_size, limit=cfg.data.limit)
+    except DataNotFoundError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def prepare_data(cfg: DictConfig, generator: DiffusionGenerator, run_dir: str | Path) -> Dataset:
+    images = image_dataset(cfg)
+    if cfg.diffusion.space == "pixel":
+        if images[0][0].shape[0] != generator.data_shape[0]:
+            raise ConfigError(f"data.channels={cfg.data.channels} but the dataset has {images[0][0].shape[0]}")
+        return _Flipped(images) if cfg.data.hflip else images
+    return encode_latents(cfg, generator, images, run_dir)
+
+
+def encode_latents(cfg: DictConfig, generator: DiffusionGenerator, images: Dataset, run_dir: str | Path,
+                   progress: bool = True) -> LatentDataset:
+    """Encode ``images`` through the generator's VAE once; reuse the cache while its key matches."""
+    from elt.data.cache import cached_encode
+
+    vae = generator.vae
+    key = {"vae": vae.weights_hash(), "scaling_factor": vae.scaling_factor, "shift_factor": vae.shift_factor,
+           "dataset": cfg.data.name, "root": str(cfg.data.root), "split": "train",
+           "image_size": cfg.data.image_size, "limit": cfg.data.limit}
+    folder = Path(cfg.diffusion.latent_cache) if cfg.diffusion.latent_cache else Path(run_dir) / "cache"
+    name = f"latents_{cfg.data.name}_{cfg.data.image_size}_{key['vae']}"
+
+    def encode(start: int, stop: int) -> np.ndarray:
+        batch = torch.stack([images[i][0] for i in range(start, stop)])
+        return vae.encode(batch).cpu().numpy().astype(np.float32)
+
+    latents = cached_encode(folder / name, key, len(images), generator.data_shape, np.float32, encode,
+                            batch_size=64, progress=progress)
+    labels = torch.as_tensor([int(images[i][1]) for i in range(len(images))], dtype=torch.long)
+    return LatentDataset(latents, labels)
