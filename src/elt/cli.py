@@ -152,7 +152,27 @@ def add_info(sub) -> None:
     p.set_defaults(func=cmd_info)
 
 
-BUILTIN: list[Callable] = [add_train, add_sample, add_info]
+# -- export ---------------------------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from elt.train.checkpoint import export_inference
+
+    out = export_inference(args.ckpt, args.out, half=not args.fp32)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+    print(f"wrote inference checkpoint {out} ({size:.1f} MiB); load it with elt.load({str(out)!r})")
+    return 0
+
+
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="write an inference-only checkpoint (EMA weights, fp16)",
+                       description="Write config.yaml + EMA weights (fp16 unless --fp32) to OUT: what elt.load, "
+                                   "elt sample and elt eval need, without optimizer state.")
+    p.add_argument("--ckpt", required=True, help="checkpoint directory or run directory")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    p.set_defaults(func=cmd_export)
+
+
+BUILTIN: list[Callable] = [add_train, add_sample, add_info, add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:
