@@ -104,6 +104,9 @@ def test_generate_is_seeded_and_loop_count_matters():
     assert np.array_equal(a, generator.generate([0, 1, 2, 3], loops=[2, 2, 2, 2], seed=5))
     assert not np.array_equal(a, generator.generate([0, 1, 2, 3], loops=2, seed=6))
     assert not np.array_equal(a, generator.generate([0, 1, 2, 3], loops=1, seed=5))
+    ancestral = generator.generate([0, 1, 2, 3], loops=2, seed=5, sampler="ddpm")  # per-call sampler override
+    assert np.array_equal(ancestral, generator.generate([0, 1, 2, 3], loops=2, seed=5, sampler="ddpm"))
+    assert not np.array_equal(ancestral, a)
     with pytest.raises(ValueError, match="4 steps"):
         generator.generate([0], loops=[1, 2])
     with pytest.raises(ValueError, match="class labels"):

@@ -175,8 +175,11 @@ class DiffusionGenerator(LoopedGenerator):
 
     @torch.no_grad()
     def generate(self, class_labels, loops: LoopSchedule = None, steps: int | None = None,
-                 guidance: float | None = None, seed: int | None = None, progress: bool = False) -> np.ndarray:
-        samples = self.sample_latents(class_labels, loops, steps, guidance, seed, progress)
+                 guidance: float | None = None, seed: int | None = None, progress: bool = False,
+                 sampler: str | None = None) -> np.ndarray:
+        """See :meth:`LoopedGenerator.generate`; ``sampler`` (ddim | ddpm | euler) overrides ``diffusion.sampler``,
+        e.g. ``sampler="ddpm", steps=512`` for the paper's ancestral sampling."""
+        samples = self.sample_latents(class_labels, loops, steps, guidance, seed, progress, sampler)
         if self.vae is not None:
             samples = self.vae.decode(samples, channels=self.output_channels)
         return to_uint8(samples)
