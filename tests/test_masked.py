@@ -213,3 +213,30 @@ def test_tiny_end_to_end_train_then_sample(shared_tokenizer, tmp_path, capsys):
     generator = elt.load(run)  # self-contained: the tokenizer comes from the checkpoint
     images = generator.generate([0, 1], loops=2, seed=0)
     assert images.shape == (2, 32, 32, 1) and images.std() > 0
+
+
+def test_pretrained_vq_tokenizer_on_an_image_folder(tmp_path):
+    """ImageNet-style path: image folder + a diffusers VQModel from a local folder (random weights here)."""
+    pytest.importorskip("diffusers")
+    from elt.masked.task import prepare_data
+    from test_folders import write_tree
+    from test_tokenizer import tiny_vq_folder
+
+    vq_model, vq_folder = tiny_vq_folder(tmp_path)
+    write_tree(tmp_path / "images", broken=False)
+    cfg = load_config("fmnist_masked", [*TINY_MODEL, "data.name=folder", f"data.root={tmp_path / 'images'}",
+                                        "data.num_classes=2", "data.channels=3", "data.image_size=32",
+                                        "data.hflip=true", "tokenizer.kind=pretrained_vq",
+                                        f"tokenizer.pretrained_path={vq_folder}"])
+    generator = build_generator(cfg)
+    assert generator.codebook_size == 64 and generator.seq_len == 64
+    dataset = prepare_data(cfg, generator, tmp_path / "run", progress=False)
+    for name, value in vq_model.state_dict().items():
+        assert torch.equal(generator.tokenizer.vq.state_dict()[name], value), name
+    assert len(dataset) == 6 and dataset.variants == 2
+    terms = generator.training_loss(torch.utils.data.default_collate([dataset[i] for i in range(4)]), 1, 0.5)
+    assert torch.isfinite(terms.total)
+    assert generator.generate([0, 1], seed=0).shape == (2, 32, 32, 3)
+    with pytest.raises(ValueError, match="3-channel"):
+        build_generator(load_config("fmnist_masked", ["tokenizer.kind=pretrained_vq",
+                                                      f"tokenizer.pretrained_path={vq_folder}"]))
