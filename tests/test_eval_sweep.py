@@ -8,21 +8,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 import elt
 from conftest import TOY_OVERRIDES
 from elt.cli import main
 from elt.config import load_config
-from elt.core.blocks import LabelEmbedder
-from elt.core.generator import LoopedGenerator, labels_tensor, loops_per_step, to_uint8
-from elt.core.ilsd import ilsd_loss
 from elt.eval import suites
 from elt.eval.classifier import Features
 from elt.eval.sweep import PeakMemory, SweepModel, read_samples, run_sweep, write_outputs
-from elt.registry import build_backbone
 from elt.sampling import sample_to_disk
 from elt.train.trainer import train
+from toy_task import ToyGenerator
 
 NUM_CLASSES = 4
 
@@ -187,51 +183,12 @@ def test_elt_eval_cli_errors_are_one_line(toy_runs, toy_paradigm, tmp_path, monk
 
 
 # -- a real end-to-end run: a tiny looped generator of 32×32 Fashion-MNIST images, the shipped classifier --------
-PATCH = 8
+class FMNISTPatchGenerator(ToyGenerator):
+    """The toy generator at real Fashion-MNIST size: 32×32 images in 8×8 patches (blurry blobs after a few
+    steps; enough to exercise the sweep with the shipped classifier)."""
 
-
-class FMNISTPatchGenerator(LoopedGenerator):
-    """One-step regression from (label, noise) to a 32×32 image in 8×8 patches through the looped core: the
-    smallest generator of real-sized Fashion-MNIST images (blurry blobs after a few steps)."""
-
-    def __init__(self, cfg):
-        super().__init__()
-        self.config = cfg
-        self.num_classes = cfg.data.num_classes
-        width, tokens = cfg.model.width, (32 // PATCH) ** 2
-        self.backbone = build_backbone(cfg)
-        self.labels = LabelEmbedder(self.num_classes, width, drop_prob=0.0)
-        self.noise_in = nn.Linear(PATCH * PATCH, width)
-        self.pos = nn.Parameter(torch.randn(1, tokens, width) * 0.02)
-        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, PATCH * PATCH))
-
-    def _tokens(self, labels, noise):
-        patches = noise.unfold(2, PATCH, PATCH).unfold(3, PATCH, PATCH).reshape(len(noise), -1, PATCH * PATCH)
-        return self.noise_in(patches) + self.pos + self.labels(labels).unsqueeze(1)
-
-    def _image(self, h):
-        p = self.head(h).view(len(h), 32 // PATCH, 32 // PATCH, PATCH, PATCH)
-        return p.permute(0, 1, 3, 2, 4).reshape(len(h), 1, 32, 32)
-
-    def training_loss(self, batch, student_loops, lam):
-        images, labels = batch
-        out = self.backbone(self._tokens(labels, torch.randn_like(images)),
-                            exit_loops=[student_loops] if student_loops else [])
-        student = self._image(out.exits[student_loops]) if student_loops else None
-        return ilsd_loss(self._image(out.final), student, lambda p: (p - images).pow(2).mean(),
-                         lambda s, t: (s - t).pow(2).mean(), lam, student_loops)
-
-    @torch.no_grad()
-    def generate(self, class_labels, loops=None, steps=None, guidance=None, seed=None, progress=False):
-        labels = labels_tensor(class_labels, self.num_classes, self.device)
-        schedule = loops_per_step(loops, 1, self.trained_loops)
-        g = torch.Generator(device=self.device).manual_seed(seed or 0)
-        noise = torch.randn(len(labels), 1, 32, 32, generator=g, device=self.device)
-        return to_uint8(self._image(self.backbone(self._tokens(labels, noise), loops=schedule[0]).final))
-
-    def gflops_per_sample(self, loops=None, steps=None, guidance=None):
-        tokens = (32 // PATCH) ** 2
-        return self.backbone.flops_per_token(tokens, loops) * tokens / 1e9
+    size = 32
+    patch = 8
 
 
 def build_generator(cfg):

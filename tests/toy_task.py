@@ -23,22 +23,30 @@ def templates(num_classes):
 
 
 class ToyGenerator(LoopedGenerator):
+    """One-step regression from (label, noise) to a ``size``×``size`` image, in ``patch``×``patch`` tokens."""
+
+    size = SIZE
+    patch = 1
+
     def __init__(self, cfg):
         super().__init__()
         self.config = cfg
         self.num_classes = cfg.data.num_classes
-        width = cfg.model.width
+        width, tokens = cfg.model.width, (self.size // self.patch) ** 2
         self.backbone = build_backbone(cfg)
         self.labels = LabelEmbedder(self.num_classes, width, drop_prob=0.0)
-        self.noise_in = nn.Linear(1, width)
-        self.pos = nn.Parameter(torch.randn(1, SIZE * SIZE, width) * 0.02)
-        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 1))
+        self.noise_in = nn.Linear(self.patch ** 2, width)
+        self.pos = nn.Parameter(torch.randn(1, tokens, width) * 0.02)
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, self.patch ** 2))
 
     def _tokens(self, labels, noise):
-        return self.noise_in(noise.flatten(1).unsqueeze(-1)) + self.pos + self.labels(labels).unsqueeze(1)
+        p = self.patch
+        patches = noise.unfold(2, p, p).unfold(3, p, p).reshape(len(noise), -1, p * p)
+        return self.noise_in(patches) + self.pos + self.labels(labels).unsqueeze(1)
 
     def _image(self, h):
-        return self.head(h).squeeze(-1).view(-1, 1, SIZE, SIZE)
+        p, n = self.patch, self.size // self.patch
+        return self.head(h).view(len(h), n, n, p, p).permute(0, 1, 3, 2, 4).reshape(len(h), 1, self.size, self.size)
 
     def training_loss(self, batch, student_loops, lam):
         images, labels = batch
@@ -54,11 +62,12 @@ class ToyGenerator(LoopedGenerator):
         labels = labels_tensor(class_labels, self.num_classes, self.device)
         schedule = loops_per_step(loops, 1, self.trained_loops)
         g = torch.Generator(device=self.device).manual_seed(seed or 0)
-        noise = torch.randn(len(labels), 1, SIZE, SIZE, generator=g, device=self.device)
+        noise = torch.randn(len(labels), 1, self.size, self.size, generator=g, device=self.device)
         return to_uint8(self._image(self.backbone(self._tokens(labels, noise), loops=schedule[0]).final))
 
     def gflops_per_sample(self, loops=None, steps=None, guidance=None):
-        return self.backbone.flops_per_token(SIZE * SIZE, loops) * SIZE * SIZE / 1e9
+        tokens = (self.size // self.patch) ** 2
+        return self.backbone.flops_per_token(tokens, loops) * tokens / 1e9
 
 
 def build_generator(cfg):
