@@ -159,6 +159,29 @@ def test_elt_eval_cli_end_to_end(toy_runs, toy_paradigm, tmp_path, monkeypatch, 
     assert main(["eval", "--samples", str(tmp_path / "s"), "--out", str(tmp_path / "ev3")]) == 2  # no --loops
     assert "--loops is required" in capsys.readouterr().err
 
+    # two sweeps at different loop counts → one table and plot; parameters counted per model
+    assert main(["eval", "--ckpt", str(toy_runs / "ilsd"), "--loops", "5", "--num", "32", "--name", "beyond",
+                 "--out", str(tmp_path / "ev4"), "--batch-size", "16", "--no-latency", "--no-progress"]) == 0
+    assert main(["eval", "merge", str(tmp_path / "ev"), str(tmp_path / "ev4" / "eval.json"), "--out",
+                 str(tmp_path / "merged"), "--title", "toy study"]) == 0
+    merged = json.loads((tmp_path / "merged" / "eval.json").read_text())
+    assert [(r["model"], r["loops"]) for r in merged["rows"]] == [
+        *[(m, k) for m in ("ilsd [ilsd]", "vanilla [vanilla]") for k in (1, 2, 3)], ("beyond", 5)]
+    assert merged["provenance"]["loops"] == [1, 2, 3, 5] and len(merged["provenance"]["merged_from"]) == 2
+    n_params = sum(p.numel() for p in elt.load(toy_runs / "ilsd").trainable_parameters())
+    assert merged["rows"][0]["params_m"] == pytest.approx(n_params / 1e6)
+    table = (tmp_path / "merged" / "eval.md").read_text().splitlines()
+    assert table[0].startswith("| model | L |") and "params (M)" in table[0] and "class acc" in table[0]
+    assert len(table) == 2 + 7 + 1 and table[-1].startswith("| real data |")
+    acc = merged["rows"][0]["class_acc"]
+    assert f"{100 * acc:.1f}%" in table[2]
+    Image.open(tmp_path / "merged" / "eval.png").verify()
+    capsys.readouterr()
+    assert main(["eval", "merge", str(tmp_path / "ev"), str(tmp_path / "ev2"), "--out", str(tmp_path / "m2")]) == 2
+    assert "different sample counts per point: [20, 32]" in capsys.readouterr().err  # N=32 and N=20 don't mix
+    assert main(["eval", "merge", str(tmp_path / "nothing"), "--out", str(tmp_path / "m2")]) == 2
+    assert "no eval.json" in capsys.readouterr().err and not (tmp_path / "m2").exists()
+
 
 def test_elt_eval_cli_errors_are_one_line(toy_runs, toy_paradigm, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("ELT_INCEPTION_WEIGHTS", raising=False)

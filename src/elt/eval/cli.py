@@ -4,6 +4,7 @@
     elt eval --samples DIR [--ckpt A] --loops 1-5 --out DIR               metrics of existing 'elt sample' output
     elt eval train-classifier                                             (re)train the shipped classifier
     elt eval floor                                                        real-vs-real floor of the domain metrics
+    elt eval merge DIR_OR_JSON [...] --out DIR                            one table/plot from several sweeps
 """
 
 from __future__ import annotations
@@ -146,7 +147,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from exc
     paths = write_outputs(result, args.out)
     print_table(result)
-    print(f"wrote {paths['json']}, {paths['csv']} and {paths['png']}")
+    print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']} and {paths['png']}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Several ``elt eval`` outputs (e.g. models swept at different loop counts) → one table and one plot."""
+    from elt.eval.sweep import SweepInputError, merge_results, write_outputs
+
+    results = []
+    for source in args.sources:
+        path = Path(source) / "eval.json" if Path(source).is_dir() else Path(source)
+        if not path.is_file():
+            raise UserError(f"no eval.json at {source} (give a folder written by 'elt eval' or its eval.json)")
+        try:
+            results.append(json.loads(path.read_text()))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path} is not valid JSON: {exc}") from exc
+    try:
+        result = merge_results(results)
+    except SweepInputError as exc:
+        raise UserError(str(exc)) from exc
+    if args.title:
+        result["provenance"]["title"] = args.title
+    paths = write_outputs(result, args.out)
+    print_table(result)
+    print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']} and {paths['png']}")
     return 0
 
 
@@ -280,3 +306,12 @@ def add_parser(sub) -> None:
     f.add_argument("--threads", type=int, default=0)
     f.add_argument("--no-progress", action="store_true")
     f.set_defaults(func=cmd_floor)
+
+    m = actions.add_parser("merge", help="one table and plot from several 'elt eval' outputs",
+                           description="Concatenate the rows of several eval.json files measured with the same "
+                                       "metric suite and sample count (e.g. models evaluated at different loop "
+                                       "counts) and write eval.json, eval.csv, eval.md and eval.png to --out.")
+    m.add_argument("sources", nargs="+", help="folders written by 'elt eval' (or their eval.json files)")
+    m.add_argument("--out", required=True, help="output directory")
+    m.add_argument("--title", default=None, help="plot title")
+    m.set_defaults(func=cmd_merge)

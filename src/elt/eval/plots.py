@@ -64,7 +64,8 @@ def plot_sweep(result: dict, path: str | Path) -> Path:
             if i == 0 and j == 0:
                 ax.legend(fontsize=8)
     n = prov.get("n")
-    fig.suptitle(f"quality vs compute ({prov.get('extractor', prov.get('suite', ''))}, N={n} per point)",
+    title = prov.get("title") or "quality vs compute"
+    fig.suptitle(f"{title} ({prov.get('extractor', prov.get('suite', ''))}, N={n} per point)",
                  fontsize=10)
     fig.tight_layout()
     path = Path(path)

@@ -194,6 +194,7 @@ def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[int], steps: 
             row.update(seed=seed, label_policy="balanced")
         row["ms_per_sample"] = ms_per_sample
         if gen is not None:
+            row["params_m"] = sum(p.numel() for p in gen.trainable_parameters()) / 1e6
             row["gflops"] = float(gen.gflops_per_sample(loops=k, steps=row["steps"], guidance=row["guidance"]))
             if measure:
                 row.update(measure_latency(gen, k, row["steps"], row["guidance"], latency_batch, latency_repeats,
@@ -224,12 +225,14 @@ def _device_name(device: torch.device) -> str:
 
 
 def write_outputs(result: dict, out_dir: str | Path, stem: str = "eval") -> dict[str, Path]:
-    """``eval.json`` (everything), ``eval.csv`` (one row per model × steps × loops) and ``eval.png``."""
+    """``eval.json`` (everything), ``eval.csv`` (one row per model × steps × loops), ``eval.md`` (the same
+    table for a README) and ``eval.png``."""
     from elt.eval.plots import plot_sweep
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / f"{stem}.json", "csv": out / f"{stem}.csv", "png": out / f"{stem}.png"}
+    paths = {"json": out / f"{stem}.json", "csv": out / f"{stem}.csv", "md": out / f"{stem}.md",
+             "png": out / f"{stem}.png"}
     paths["json"].write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
     columns: list[str] = []
     for row in result["rows"]:
@@ -239,8 +242,55 @@ def write_outputs(result: dict, out_dir: str | Path, stem: str = "eval") -> dict
         writer.writeheader()
         for row in result["rows"]:
             writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns})
+    paths["md"].write_text(markdown_table(result))
     plot_sweep(result, paths["png"])
     return paths
+
+
+MARKDOWN_COLUMNS = [("model", "model"), ("loops", "L"), ("steps", "steps"), ("params_m", "params (M)"),
+                    ("gflops", "GFLOPs/sample"), ("fd_cls", "FD_cls ↓"), ("class_acc", "class acc ↑"),
+                    ("precision", "precision ↑"), ("recall", "recall ↑"), ("fid", "FID ↓"), ("fvd", "FVD ↓"),
+                    ("is", "IS ↑"), ("ms_per_sample", "ms/sample"), ("latency_ms", "latency (ms)")]
+
+
+def markdown_table(result: dict) -> str:
+    """The rows as a Markdown table (columns that no row has are left out), the real-data floor last."""
+    rows = result["rows"] + ([{"model": "real data", **result["floor"]}] if result.get("floor") else [])
+    columns = [(k, t) for k, t in MARKDOWN_COLUMNS if any(r.get(k) is not None for r in result["rows"])]
+
+    def fmt(key: str, value) -> str:
+        if value is None or value == "":
+            return "–"
+        if key == "class_acc" or key in ("precision", "recall"):
+            return f"{100 * value:.1f}%" if key == "class_acc" else f"{value:.3f}"
+        if key == "params_m":
+            return f"{value:.2f}"
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(t for _, t in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(k, r.get(k)) for k, _ in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def merge_results(results: Sequence[dict]) -> dict:
+    """One record from several sweeps measured with the same suite (e.g. models evaluated at different loop
+    counts): rows concatenated in order, the first floor kept, each source's provenance kept."""
+    if not results:
+        raise SweepInputError("nothing to merge")
+    suites = {json.dumps({k: r["provenance"].get(k) for k in ("suite", "extractor")}, sort_keys=True)
+              for r in results}
+    if len(suites) > 1:
+        raise SweepInputError(f"cannot merge sweeps measured with different metric suites: {sorted(suites)}")
+    sizes = {r["provenance"].get("n") for r in results}
+    if len(sizes) > 1:
+        raise SweepInputError(f"cannot merge sweeps with different sample counts per point: {sorted(sizes)}")
+    first = results[0]
+    provenance = {**first["provenance"], "merged_from": [r["provenance"] for r in results],
+                  "loops": sorted({k for r in results for k in r["provenance"].get("loops", [])})}
+    return {"provenance": provenance, "floor": first.get("floor"), "plot_metrics": first["plot_metrics"],
+            "rows": [row for r in results for row in r["rows"]]}
 
 
 def _json_default(value):
