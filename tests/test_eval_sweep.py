@@ -218,7 +218,7 @@ def build_generator(cfg):
     return FMNISTPatchGenerator(cfg)
 
 
-def prepare_data(cfg, generator, run_dir):
+def prepare_data(cfg, generator, run_dir, progress=True):
     from elt.data.fashion_mnist import FashionMNIST
 
     return FashionMNIST(cfg.data.root, "train", image_size=32, limit=cfg.data.limit)

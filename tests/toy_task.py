@@ -74,7 +74,7 @@ def build_generator(cfg):
     return ToyGenerator(cfg)
 
 
-def prepare_data(cfg, generator, run_dir):
+def prepare_data(cfg, generator, run_dir, progress=True):
     n = cfg.data.limit or 256
     labels = torch.arange(n) % cfg.data.num_classes
     return TensorDataset(templates(cfg.data.num_classes)[labels], labels)

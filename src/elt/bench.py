@@ -392,7 +392,7 @@ def build_generator(cfg):
     return SyntheticGenerator(cfg)
 
 
-def prepare_data(cfg, generator, run_dir):
+def prepare_data(cfg, generator, run_dir, progress=True):
     return SyntheticData(generator.model, cfg.data.limit or 4 * cfg.train.batch_size)
 
 

@@ -2,8 +2,9 @@
 
 Each paradigm package provides ``elt.<paradigm>.task`` with:
   * ``build_generator(cfg) -> LoopedGenerator`` — the architecture alone (used to load checkpoints);
-  * ``prepare_data(cfg, generator, run_dir) -> torch.utils.data.Dataset`` — training items that
-    ``generator.training_loss`` accepts once collated (may train and cache a tokenizer first).
+  * ``prepare_data(cfg, generator, run_dir, progress=True) -> torch.utils.data.Dataset`` — training items
+    that ``generator.training_loss`` accepts once collated (may train and cache a tokenizer first, with
+    progress bars unless ``progress`` is false).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ def build_generator(cfg: DictConfig) -> LoopedGenerator:
     return task_module(cfg.paradigm).build_generator(cfg)
 
 
-def prepare_data(cfg: DictConfig, generator: LoopedGenerator, run_dir: Path):
-    return task_module(cfg.paradigm).prepare_data(cfg, generator, run_dir)
+def prepare_data(cfg: DictConfig, generator: LoopedGenerator, run_dir: Path, progress: bool = True):
+    return task_module(cfg.paradigm).prepare_data(cfg, generator, run_dir, progress=progress)
 
 
 def backbone_shape(cfg: DictConfig) -> tuple[int, int]:

@@ -115,13 +115,14 @@ def image_dataset(cfg: DictConfig, split: str = "train") -> Dataset:
         raise ConfigError(str(exc)) from exc
 
 
-def prepare_data(cfg: DictConfig, generator: DiffusionGenerator, run_dir: str | Path) -> Dataset:
+def prepare_data(cfg: DictConfig, generator: DiffusionGenerator, run_dir: str | Path,
+                 progress: bool = True) -> Dataset:
     images = image_dataset(cfg)
     if cfg.diffusion.space == "pixel":
         if images[0][0].shape[0] != generator.data_shape[0]:
             raise ConfigError(f"data.channels={cfg.data.channels} but the dataset has {images[0][0].shape[0]}")
         return _Flipped(images) if cfg.data.hflip else images
-    return encode_latents(cfg, generator, images, run_dir)
+    return encode_latents(cfg, generator, images, run_dir, progress=progress)
 
 
 def encode_latents(cfg: DictConfig, generator: DiffusionGenerator, images: Dataset, run_dir: str | Path,

@@ -151,7 +151,7 @@ class Trainer:
         seed_everything(cfg.train.seed)  # the same initial weights on every rank
         self.generator = registry.build_generator(cfg)
         with dist_lib.main_process_first(self.env):  # rank 0 builds caches/tokenizers, the others reuse them
-            self.dataset = registry.prepare_data(cfg, self.generator, self.run_dir)
+            self.dataset = registry.prepare_data(cfg, self.generator, self.run_dir, progress=self.progress)
         self.generator.to(self.device)
         self.ema = EMA(self.generator, cfg.train.ema_decay)
         if cfg.train.compile:

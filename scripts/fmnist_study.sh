@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The Fashion-MNIST study behind docs/results.md: five models per paradigm, same width, data and seed,
+# each evaluated at its own loop counts with 1000 class-balanced samples, then merged into one table and plot.
+#
+#   scripts/fmnist_study.sh [RUNS] [OUT]        (defaults: runs/study and docs/results)
+#
+# Every step skips work whose output already exists, so an interrupted study resumes. One thread per
+# process (2-core CPU: run two copies of a step in parallel by hand if you like). CPU time on a 2-core
+# machine: about 30 min per masked model, 10 min per diffusion model, plus sampling (see docs/results.md).
+# To reproduce one row only, run the three commands of that model (train, sample, eval) by hand.
+set -euo pipefail
+RUNS=${1:-runs/study}
+OUT=${2:-docs/results}
+ELT=${ELT:-elt}
+export OMP_NUM_THREADS=1
+NUM=1000
+
+# model name → training overrides (on top of the shipped config) and the loop counts it is evaluated at
+declare -A OVERRIDES=(
+  [ilsd]=""                                              # ELT 3×4, ILSD
+  [vanilla]="ilsd.mode=vanilla"                          # same looped model, teacher loss only
+  [unique12]="ilsd.mode=unique"                          # 12 unique layers: same FLOPs, 4× the parameters
+  [unique3]="model.loops=1 ilsd.mode=vanilla"            # 3 unique layers, one pass: same parameters
+  [tiny1x12]="model.unique_layers=1 model.loops=12"      # too-small N: 1 layer looped 12 times, ILSD
+)
+declare -A LOOPS=([ilsd]="1,2,3,4,5 6" [vanilla]="1,2,3,4,5 6" [unique12]="1" [unique3]="1,2,3,4"
+                  [tiny1x12]="1,3,6,9,12,14")
+declare -A NAMES=([ilsd]="ELT 3x4 ILSD" [vanilla]="ELT 3x4 vanilla" [unique12]="unique 12 layers"
+                  [unique3]="unique 3 layers" [tiny1x12]="ELT 1x12 ILSD")
+MODELS="ilsd vanilla unique12 unique3 tiny1x12"
+
+for paradigm in masked diffusion; do
+  extra="train.threads=1"
+  [ "$paradigm" = masked ] && extra="$extra tokenizer.path=$RUNS/masked_tokenizer"   # one tokenizer for all
+  [ "$paradigm" = diffusion ] && extra="$extra train.precision=bf16"
+  sources=()
+  for model in $MODELS; do
+    run=$RUNS/${paradigm}_$model
+    [ -e "$run/checkpoints/latest" ] || \
+      $ELT train fmnist_$paradigm ${OVERRIDES[$model]} $extra train.out_dir=$run --no-progress
+    for loops in ${LOOPS[$model]}; do           # a space separates sample folders (added loop counts)
+      tag=${loops//,/_}
+      samples=$run/eval_samples; [ "$loops" != "${LOOPS[$model]%% *}" ] && samples=$run/eval_samples_L$tag
+      [ -e "$samples/samples.json" ] || \
+        $ELT sample --ckpt "$run" --loops "$loops" --num $NUM --batch-size 250 --out "$samples" --no-progress
+      dest=$OUT/$paradigm/runs/${model}_L$tag
+      [ -e "$dest/eval.json" ] || \
+        $ELT eval --ckpt "$run" --samples "$samples" --loops "$loops" --num $NUM --name "${NAMES[$model]}" \
+          --threads 1 --out "$dest" --no-progress
+      sources+=("$dest")
+    done
+  done
+  $ELT eval merge "${sources[@]}" --title "Fashion-MNIST, $paradigm paradigm" --out "$OUT/$paradigm"
+done
