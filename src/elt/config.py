@@ -203,7 +203,7 @@ def _validate_video(cfg: DictConfig) -> None:
     if data.frame_stride < 1:
         raise ConfigError(f"config key 'data.frame_stride' must be >= 1, got {data.frame_stride}")
     _choice("data.motion", data.motion, ("bounce", "linear"))
-    if not 1 <= data.sprite_size <= data.image_size:
+    if data.name == "moving_fmnist" and not 1 <= data.sprite_size <= data.image_size:
         raise ConfigError(f"data.sprite_size={data.sprite_size} must lie in 1..data.image_size={data.image_size}")
     if data.fold not in (1, 2, 3):
         raise ConfigError(f"data.fold={data.fold} must be 1, 2 or 3 (the official UCF-101 splits)")
