@@ -66,7 +66,7 @@ class DataConfig:
     motion: str = "bounce"  # moving_fmnist: bounce | linear
     sprite_size: int = 28  # moving_fmnist: side of the pasted garment (28 = native pixels)
     fold: int = 1  # ucf101: official train/test split 1..3
-    video_seed: int = 0  # moving_fmnist: which deterministic set of trajectories
+    video_seed: int = 0  # moving_fmnist: which set of trajectories; ucf101: training clips' start frames
 
 
 @dataclass

@@ -156,7 +156,8 @@ def build_dataset(data_cfg, split: str = "train") -> Dataset:
         if data_cfg.channels != 3:
             raise ValueError(f"UCF-101 is RGB: set data.channels=3 (got {data_cfg.channels})")
         dataset = UCF101(data_cfg.root, split=split, fold=data_cfg.fold, frames=data_cfg.frames,
-                         image_size=data_cfg.image_size, frame_stride=data_cfg.frame_stride, limit=limit)
+                         image_size=data_cfg.image_size, frame_stride=data_cfg.frame_stride, limit=limit,
+                         seed=data_cfg.video_seed)
         if dataset.num_classes != data_cfg.num_classes:
             raise ValueError(f"{data_cfg.root} has {dataset.num_classes} classes in classInd.txt but "
                              f"data.num_classes={data_cfg.num_classes}; set data.num_classes={dataset.num_classes}")
