@@ -53,7 +53,7 @@ class ILSDConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "fashion_mnist"  # fashion_mnist | folder
+    name: str = "fashion_mnist"  # fashion_mnist | folder | moving_fmnist | ucf101
     root: str | None = None  # None: $ELT_DATA, then the Debian dataset path
     image_size: int = 32
     channels: int = 1
@@ -61,6 +61,12 @@ class DataConfig:
     hflip: bool = False
     num_workers: int = 0
     limit: int | None = None  # use only the first N training items (quick runs, tests)
+    frames: int = 0  # 0: images; > 0: clips of this many frames (moving_fmnist, ucf101)
+    frame_stride: int = 1  # ucf101: take every k-th frame of the video
+    motion: str = "bounce"  # moving_fmnist: bounce | linear
+    sprite_size: int = 28  # moving_fmnist: side of the pasted garment (28 = native pixels)
+    fold: int = 1  # ucf101: official train/test split 1..3
+    video_seed: int = 0  # moving_fmnist: which set of trajectories; ucf101: training clips' start frames
 
 
 @dataclass
@@ -179,6 +185,41 @@ def validate(cfg: DictConfig) -> None:
                               f"1..{cfg.model.loops - 1} (model.loops - 1)")
     if not 0.0 <= cfg.model.class_dropout < 1.0:
         raise ConfigError(f"model.class_dropout={cfg.model.class_dropout} must lie in [0, 1)")
+    _validate_video(cfg)
+
+
+VIDEO_DATASETS = ("moving_fmnist", "ucf101")
+
+
+def _validate_video(cfg: DictConfig) -> None:
+    """Video data fields and the fsq3d tokenizer: only meaningful together, checked here once."""
+    data = cfg.data
+    if data.name in VIDEO_DATASETS:
+        if data.frames < 2:
+            raise ConfigError(f"data.name={data.name} is a video dataset: set data.frames >= 2 (got {data.frames})")
+    elif data.frames != 0:
+        raise ConfigError(f"data.frames={data.frames} needs a video dataset ({', '.join(VIDEO_DATASETS)}); "
+                          f"data.name={data.name} has images (data.frames=0)")
+    if data.frame_stride < 1:
+        raise ConfigError(f"config key 'data.frame_stride' must be >= 1, got {data.frame_stride}")
+    _choice("data.motion", data.motion, ("bounce", "linear"))
+    if data.name == "moving_fmnist" and not 1 <= data.sprite_size <= data.image_size:
+        raise ConfigError(f"data.sprite_size={data.sprite_size} must lie in 1..data.image_size={data.image_size}")
+    if data.fold not in (1, 2, 3):
+        raise ConfigError(f"data.fold={data.fold} must be 1, 2 or 3 (the official UCF-101 splits)")
+    if cfg.tokenizer.temporal_downsample < 1:
+        raise ConfigError(f"config key 'tokenizer.temporal_downsample' must be >= 1, got "
+                          f"{cfg.tokenizer.temporal_downsample}")
+    if cfg.tokenizer.kind == "fsq3d":
+        if data.frames < 2:
+            raise ConfigError(f"tokenizer.kind=fsq3d encodes videos: use a video dataset ({', '.join(VIDEO_DATASETS)})"
+                              f" with data.frames >= 2 (got data.name={data.name}, data.frames={data.frames})")
+        if data.frames % cfg.tokenizer.temporal_downsample:
+            raise ConfigError(f"data.frames={data.frames} is not divisible by tokenizer.temporal_downsample="
+                              f"{cfg.tokenizer.temporal_downsample}")
+    elif data.frames > 0 and cfg.tokenizer.kind in ("fsq", "pretrained_vq") and cfg.paradigm == "masked":
+        raise ConfigError(f"tokenizer.kind={cfg.tokenizer.kind} encodes images; video data (data.frames="
+                          f"{data.frames}) needs tokenizer.kind=fsq3d")
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -23,12 +23,12 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from elt.cli import UserError
     from elt.config import load_config
     from elt.tokenizers.fsq import is_saved
-    from elt.tokenizers.train import train_tokenizer
+    from elt.tokenizers.train import TRAINABLE_KINDS, train_tokenizer
 
     cfg = load_config(args.config, args.overrides)
-    if cfg.tokenizer.kind != "fsq":
-        raise UserError(f"tokenizer.kind={cfg.tokenizer.kind} is not trainable here; only fsq is "
-                        "(pretrained_vq loads from tokenizer.pretrained_path)")
+    if cfg.tokenizer.kind not in TRAINABLE_KINDS:
+        raise UserError(f"tokenizer.kind={cfg.tokenizer.kind} is not trainable here; only "
+                        f"{' and '.join(TRAINABLE_KINDS)} are (pretrained_vq loads from tokenizer.pretrained_path)")
     out = tokenizer_dir(cfg, args.out)
     if is_saved(out) and not args.force:
         raise UserError(f"a tokenizer already exists in {out}; pass --force to retrain it or --out DIR")
@@ -39,7 +39,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     metrics = meta.get("metrics")
     if metrics:
         print(f"tokenizer {meta['hash']}: {metrics['split']} PSNR {metrics['psnr']:.2f} dB, "
-              f"MSE {metrics['mse']:.5f} (images in [0,1], {metrics['items']} items)")
+              f"MSE {metrics['mse']:.5f} (pixels in [0,1], {metrics['items']} items)")
     print(f"saved to {out}")
     return 0
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 @dataclass
 class TokenizerConfig:
-    kind: str = "fsq"  # fsq (trainable here) | pretrained_vq (diffusers VQModel from a local path)
+    kind: str = "fsq"  # fsq (trainable here) | fsq3d (videos, trainable here) | pretrained_vq (diffusers VQModel)
     levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # FSQ levels: 1000 codes
     downsample: int = 4  # 32×32 images → 8×8 tokens
+    temporal_downsample: int = 4  # fsq3d: 16 frames → 4 latent frames
     channels: int = 64  # width of the FSQ encoder/decoder at the token grid (halved per upsampling stage)
     steps: int = 3000
     batch_size: int = 128
@@ -21,4 +22,4 @@ class TokenizerConfig:
     encode_batch_size: int = 256  # images per batch when encoding the dataset into the token cache
 
 
-TOKENIZER_KINDS = ("fsq", "pretrained_vq")
+TOKENIZER_KINDS = ("fsq", "fsq3d", "pretrained_vq")

@@ -1,8 +1,10 @@
-"""Train the FSQ tokenizer on a config's dataset and report its reconstruction quality.
+"""Train the FSQ tokenizer (images, ``fsq``) or the video FSQ tokenizer (clips, ``fsq3d``) on a config's
+dataset and report its reconstruction quality.
 
 The objective is plain pixel MSE: FSQ needs no codebook or commitment terms. The learning rate warms up
 linearly, then decays with a cosine to a tenth, which gives a noticeably better final PSNR than a constant
-rate in a short CPU budget. Quality is reported on the test split (PSNR over images scaled to [0, 1]).
+rate in a short CPU budget. Quality is reported on the test split (PSNR over images scaled to [0, 1]; for
+clips the MSE is taken over all frames).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from tqdm.auto import tqdm
 
 from elt.data.folders import build_dataset
 from elt.tokenizers.fsq import FSQTokenizer, save_tokenizer
+from elt.tokenizers.video_fsq import VideoFSQTokenizer
+
+TRAINABLE_KINDS = ("fsq", "fsq3d")
 
 
 def build_fsq(cfg: DictConfig) -> FSQTokenizer:
@@ -29,15 +34,37 @@ def build_fsq(cfg: DictConfig) -> FSQTokenizer:
                         downsample=t.downsample, channels=t.channels)
 
 
+def build_video_fsq(cfg: DictConfig) -> VideoFSQTokenizer:
+    """The video FSQ tokenizer a config describes (random weights): clips of ``data.frames`` frames."""
+    t = cfg.tokenizer
+    if cfg.data.frames < 2:
+        raise ValueError(f"tokenizer.kind=fsq3d needs video data (data.frames >= 2, got {cfg.data.frames})")
+    return VideoFSQTokenizer(frames=cfg.data.frames, image_size=cfg.data.image_size,
+                             image_channels=cfg.data.channels, levels=list(t.levels), downsample=t.downsample,
+                             temporal_downsample=t.temporal_downsample, channels=t.channels)
+
+
+def build_tokenizer_from_cfg(cfg: DictConfig) -> FSQTokenizer | VideoFSQTokenizer:
+    """The trainable tokenizer ``tokenizer.kind`` names (``fsq`` for images, ``fsq3d`` for clips)."""
+    kind = cfg.tokenizer.kind
+    if kind == "fsq":
+        return build_fsq(cfg)
+    if kind == "fsq3d":
+        return build_video_fsq(cfg)
+    raise ValueError(f"tokenizer.kind={kind!r} is not trainable here (trainable: {', '.join(TRAINABLE_KINDS)}); "
+                     "pretrained_vq loads from tokenizer.pretrained_path")
+
+
 def psnr_from_mse(mse: float) -> float:
     """PSNR in dB of images with peak 1, from an MSE measured in that [0, 1] range."""
     return float("inf") if mse <= 0 else 10.0 * math.log10(1.0 / mse)
 
 
 @torch.no_grad()
-def evaluate_reconstruction(tokenizer: FSQTokenizer, dataset: Dataset, batch_size: int = 256,
+def evaluate_reconstruction(tokenizer: FSQTokenizer | VideoFSQTokenizer, dataset: Dataset, batch_size: int = 256,
                             progress: bool = False) -> dict[str, float]:
-    """MSE (images in [0, 1]) and PSNR of encode → decode over ``dataset``; the PSNR is that of the mean MSE."""
+    """MSE (pixels in [0, 1]) and PSNR of encode → decode over ``dataset`` (images or clips, every frame
+    counted); the PSNR is that of the mean MSE."""
     tokenizer.eval()
     device = next(tokenizer.parameters()).device
     total, count = 0.0, 0
@@ -45,7 +72,7 @@ def evaluate_reconstruction(tokenizer: FSQTokenizer, dataset: Dataset, batch_siz
     for images, _ in tqdm(loader, desc="tokenizer eval", disable=not progress, leave=False):
         images = images.to(device)
         recon = tokenizer.decode(tokenizer.encode(images))
-        total += float(((recon - images) / 2).pow(2).mean(dim=(1, 2, 3)).sum())
+        total += float(((recon - images) / 2).pow(2).flatten(1).mean(dim=1).sum())
         count += len(images)
     mse = total / max(count, 1)
     return {"mse": mse, "psnr": psnr_from_mse(mse), "items": count}
@@ -74,22 +101,24 @@ def eval_split(cfg: DictConfig) -> tuple[Dataset, str]:
 
 
 def train_tokenizer(cfg: DictConfig, out_dir: str | Path, progress: bool = True) -> dict:
-    """Train an FSQ tokenizer as ``cfg.tokenizer`` describes on ``cfg.data``; save it in ``out_dir``.
+    """Train the FSQ tokenizer ``cfg.tokenizer`` describes (``fsq`` or ``fsq3d``) on ``cfg.data``; save it
+    in ``out_dir``.
 
     Returns the metadata written to ``out_dir/tokenizer.json`` (architecture, hash, metrics, timing).
     """
     from elt.train.trainer import resolve_device, seed_everything
     from elt.visual import save_grid
 
-    if cfg.tokenizer.kind != "fsq":
-        raise ValueError(f"only tokenizer.kind=fsq is trainable here (got {cfg.tokenizer.kind!r}); "
-                         "pretrained_vq loads from tokenizer.pretrained_path")
+    if cfg.tokenizer.kind not in TRAINABLE_KINDS:
+        raise ValueError(f"tokenizer.kind={cfg.tokenizer.kind!r} is not trainable here (trainable: "
+                         f"{', '.join(TRAINABLE_KINDS)}); pretrained_vq loads from tokenizer.pretrained_path")
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     out_dir = Path(out_dir)
-    tokenizer = build_fsq(cfg).to(device)
+    tokenizer = build_tokenizer_from_cfg(cfg).to(device)
+    video = isinstance(tokenizer, VideoFSQTokenizer)
     dataset = build_dataset(cfg.data, "train")
     batch_size = min(cfg.tokenizer.batch_size, len(dataset))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
@@ -122,16 +151,26 @@ def train_tokenizer(cfg: DictConfig, out_dir: str | Path, progress: bool = True)
     seconds = time.perf_counter() - start
     tokenizer.eval()
     info: dict = {"train_seconds": seconds, "steps": steps, "batch_size": batch_size,
-                  "data": {"name": cfg.data.name, "root": cfg.data.root, "image_size": cfg.data.image_size}}
+                  "data": {"name": cfg.data.name, "root": cfg.data.root, "image_size": cfg.data.image_size,
+                           **({"frames": cfg.data.frames} if video else {})}}
     if cfg.tokenizer.eval_items > 0:
         eval_set, split = eval_split(cfg)
-        metrics = evaluate_reconstruction(tokenizer, eval_set, progress=progress)
+        # clips are ~frames× bigger than images: keep the evaluation batch's memory about the same
+        eval_batch = max(1, 256 // cfg.data.frames) if video else 256
+        metrics = evaluate_reconstruction(tokenizer, eval_set, batch_size=eval_batch, progress=progress)
         info["metrics"] = {**metrics, "split": split}
-        images = torch.stack([eval_set[i][0] for i in range(min(16, len(eval_set)))]).to(device)
+        shown = min(4 if video else 16, len(eval_set))
+        images = torch.stack([eval_set[i][0] for i in range(shown)]).to(device)
         recon = tokenizer.decode(tokenizer.encode(images))
-        rows = [_uint8(images), _uint8(recon)]
-        save_grid(out_dir / "reconstructions.png", rows, ["input", "decoded"],
-                  title=f"FSQ tokenizer, {split} PSNR {metrics['psnr']:.2f} dB")
+        if video:  # one row of frames per clip: input, then decoded
+            rows, labels = [], []
+            for clip, decoded in zip(_uint8(images), _uint8(recon), strict=True):
+                rows += [clip, decoded]
+                labels += ["input", "decoded"]
+        else:
+            rows, labels = [_uint8(images), _uint8(recon)], ["input", "decoded"]
+        save_grid(out_dir / "reconstructions.png", rows, labels,
+                  title=f"{tokenizer.kind} tokenizer, {split} PSNR {metrics['psnr']:.2f} dB")
     save_tokenizer(tokenizer.cpu(), out_dir, info)
     (out_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     return json.loads((out_dir / "tokenizer.json").read_text())
