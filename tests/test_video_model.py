@@ -29,8 +29,9 @@ def video_cfg(*extra):
     """A masked config with video shapes. ``data.frames`` is set where the config knows it (after the
     video-data branch); the stub tokenizer carries the frame count either way."""
     try:
-        return load_config("fmnist_masked", [*TINY, "data.frames=4", *extra])
-    except Exception:
+        return load_config("fmnist_masked", [*TINY, "data.name=moving_fmnist", "data.frames=4", "data.sprite_size=8",
+                                             *extra])
+    except Exception:  # noqa: BLE001 - before the merge DataConfig has no video keys
         return load_config("fmnist_masked", [*TINY, *extra])
 
 
@@ -214,3 +215,14 @@ def test_tiny_video_train_then_sample(stubbed, tmp_path):
     record = json.loads((out / "samples.json").read_text())
     assert record["sample_shape"] == [4, 16, 16, 1] and "grid.gif" in record["animations"]
     assert elt.load(run).generate([1], loops=2, seed=0).shape == (1, 4, 16, 16, 1)
+
+
+def test_shipped_video_config_builds_a_256_token_model():
+    """Needs the video data/tokenizer branch (DataConfig.frames, fsq3d); skipped before it is merged."""
+    pytest.importorskip("elt.tokenizers.video_fsq")
+    from elt.registry import build_generator
+
+    generator = build_generator(load_config("fmnist_video_masked"))
+    assert generator.grid == (4, 8, 8) and generator.seq_len == 256 and generator.codebook_size == 1000
+    assert generator.trained_loops == 4 and generator.backbone.unique_layers == 2
+    assert generator.generate([3], loops=1, steps=2, seed=0).shape == (1, 16, 64, 64, 1)
