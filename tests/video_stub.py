@@ -113,3 +113,22 @@ class SquaresDataset(Dataset):
 
     def __getitem__(self, i: int):
         return self.videos[i], int(self.labels[i])
+
+
+def moving_garments(images: np.ndarray, frames: int = 8, size: int = 64, seed: int = 0,
+                    speed=(1.0, 3.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST images (uint8 n×28×28) bouncing on a black ``size``² canvas: uint8 n×T×S×S×1 and the
+    top-left positions n×T×2 (integers)."""
+    rng = np.random.default_rng(seed)
+    n, side = len(images), images.shape[1]
+    videos = np.zeros((n, frames, size, size, 1), np.uint8)
+    positions = np.zeros((n, frames, 2), np.int64)
+    for i in range(n):
+        angle, v = rng.uniform(0, 2 * math.pi), rng.uniform(*speed)
+        for axis, component in enumerate((math.sin(angle), math.cos(angle))):
+            start = rng.uniform(0, size - side)
+            positions[i, :, axis] = np.round(bounce(start, v * component, frames, 0, size - side))
+        for t in range(frames):
+            y, x = positions[i, t]
+            videos[i, t, y:y + side, x:x + side, 0] = images[i]
+    return videos, positions
