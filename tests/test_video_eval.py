@@ -165,7 +165,10 @@ def test_cli_writes_json_and_plot(fmnist, tmp_path, capsys):
     assert sorted(rows) == [1, 3]
     assert rows[1]["motion_fd"] > 10 * rows[3]["motion_fd"]  # the static "L=1" samples are caught
     assert rows[3]["video_acc"] > 0.8 and result["floor"]["consistency"] == 1.0
-    assert result["controls"]["shuffled"]["motion_fd"] > 10 * result["floor"]["motion_fd"]
+    controls = result["controls"]  # held-out real clips, made static / shuffled: right frames, wrong motion
+    assert controls["shuffled"]["motion_fd"] > 10 * result["floor"]["motion_fd"]
+    assert controls["static"]["motion_fd"] > 10 * result["floor"]["motion_fd"]
+    assert controls["static"]["fd_cls"] < 2 * result["floor"]["fd_cls"]
     assert (out / "video_eval.png").stat().st_size > 0
     assert "motion_fd" in capsys.readouterr().out
     assert main(["eval", "video", "--samples", str(samples), "--out", str(out)]) == 2
