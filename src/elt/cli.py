@@ -100,14 +100,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
         record = sample_to_disk(generator, loops, args.num, args.out, seed=args.seed, steps=args.steps,
                                 guidance=args.guidance, batch_size=args.batch_size, progress=not args.no_progress)
     if env.is_main:
-        print(f"wrote {', '.join(record['files'].values())} and {record['grid']} to {args.out}")
+        grids = ", ".join([record["grid"], *record.get("animations", [])])
+        print(f"wrote {', '.join(record['files'].values())} and {grids} to {args.out}")
     return 0
 
 
 def add_sample(sub) -> None:
     p = sub.add_parser("sample", help="generate samples at several loop counts",
                        description="Generate class-balanced samples from a checkpoint at each loop count: "
-                                   "samples_L<L>.npz (arr_0 uint8 N×H×W×C, arr_1 labels) and grid.png.")
+                                   "samples_L<L>.npz (arr_0 uint8 N×H×W×C, video N×T×H×W×C; arr_1 labels) and "
+                                   "grid.png (video: also grid.gif, and grid.mp4 with PyAV).")
     p.add_argument("--ckpt", required=True, help="checkpoint directory or run directory")
     p.add_argument("--loops", type=parse_loops, default=None, help="loop counts, e.g. 1,2,4 or 1-6 (default 1..L_max)")
     p.add_argument("--num", type=positive_int, default=100, help="samples per loop count (default 100)")

@@ -1,4 +1,9 @@
-"""Pictures for people: image grids with one labelled row per loop count."""
+"""Pictures for people: image grids with one labelled row per loop count, and their video versions.
+
+Video rows (each n×T×H×W×C) become an animated GIF (and an MP4 when PyAV is installed) whose frame t is the
+image grid of every sample's frame t, plus a still PNG with the first, middle and last frame of each row
+stacked as sub-rows, so a grid can be judged where animations don't play (papers, terminals, diffs).
+"""
 
 from __future__ import annotations
 
@@ -44,9 +49,106 @@ def grid_image(rows: Sequence[np.ndarray], row_labels: Sequence[str] | None = No
     return canvas
 
 
-def save_grid(path: str | Path, rows: Sequence[np.ndarray], row_labels: Sequence[str] | None = None,
-              title: str | None = None, scale: int = 0) -> Path:
+def is_video_rows(rows: Sequence[np.ndarray]) -> bool:
+    """True for rows of clips (n×T×H×W×C), False for rows of images (n×H×W×C)."""
+    if not rows:
+        raise ValueError("a grid needs at least one row")
+    dims = {r.ndim for r in rows}
+    if dims - {4, 5} or len(dims) > 1:
+        raise ValueError(f"grid rows must all be n×H×W×C images or all n×T×H×W×C videos, got ndims {sorted(dims)}")
+    return dims == {5}
+
+
+def key_frames(frames: int) -> list[int]:
+    """First, middle and last frame indices (fewer, without repeats, for very short clips)."""
+    return sorted({0, frames // 2, frames - 1})
+
+
+def video_still(rows: Sequence[np.ndarray], row_labels: Sequence[str] | None = None, scale: int = 0,
+                title: str | None = None) -> Image.Image:
+    """One picture of video rows: per row, sub-rows of its first / middle / last frames, labelled with t."""
+    frames = rows[0].shape[1]
+    picks = key_frames(frames)
+    still_rows, labels = [], []
+    for i, row in enumerate(rows):
+        for t in picks:
+            still_rows.append(row[:, t])
+            labels.append(f"{row_labels[i] if row_labels else ''} t={t}".strip())
+    return grid_image(still_rows, labels, scale=scale, title=title)
+
+
+def video_grid_frames(rows: Sequence[np.ndarray], row_labels: Sequence[str] | None = None, scale: int = 0,
+                      title: str | None = None) -> list[Image.Image]:
+    """Frame t of the animation = the image grid of every sample's frame t (rows keep their labels)."""
+    frames = rows[0].shape[1]
+    if any(r.shape[1] != frames for r in rows):
+        raise ValueError("all video rows must have the same number of frames")
+    return [grid_image([r[:, t] for r in rows], row_labels, scale=scale, title=title) for t in range(frames)]
+
+
+def save_gif(path: str | Path, frames: Sequence[Image.Image], fps: float = 8.0) -> Path:
+    """Looping animated GIF."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    first, *rest = [f.convert("RGB") for f in frames]
+    first.save(path, save_all=True, append_images=rest, duration=int(round(1000 / fps)), loop=0, optimize=False)
+    return path
+
+
+def mp4_available() -> bool:
+    """MP4 needs PyAV (the optional ``video`` extra)."""
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def save_mp4(path: str | Path, frames: Sequence[Image.Image], fps: int = 8) -> Path:
+    """H.264 (or MPEG-4 part 2 where libx264 is missing) MP4 via PyAV; frames are padded to even sizes
+    because 4:2:0 chroma subsampling needs them."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    width, height = frames[0].size
+    even_w, even_h = width + width % 2, height + height % 2
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=int(fps))
+        stream.width, stream.height, stream.pix_fmt = even_w, even_h, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "18"}
+        for frame in frames:
+            canvas = Image.new("RGB", (even_w, even_h), "white")
+            canvas.paste(frame.convert("RGB"), (0, 0))
+            for packet in stream.encode(av.VideoFrame.from_image(canvas)):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def save_video_grid(path: str | Path, rows: Sequence[np.ndarray], row_labels: Sequence[str] | None = None,
+                    title: str | None = None, scale: int = 0, fps: float = 8.0, mp4: bool = True) -> list[Path]:
+    """Write ``path`` (the still PNG), ``path.gif`` and, with PyAV, ``path.mp4`` (same stem); returns them."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    video_still(rows, row_labels, scale=scale, title=title).save(path)
+    frames = video_grid_frames(rows, row_labels, scale=scale, title=title)
+    written = [path, save_gif(path.with_suffix(".gif"), frames, fps=fps)]
+    if mp4 and mp4_available():
+        written.append(save_mp4(path.with_suffix(".mp4"), frames, fps=int(round(fps))))
+    return written
+
+
+def save_grid(path: str | Path, rows: Sequence[np.ndarray], row_labels: Sequence[str] | None = None,
+              title: str | None = None, scale: int = 0) -> Path:
+    """Save an image grid as ``path``; for video rows also the animation next to it (``save_video_grid``),
+    so the trainer's periodic grids work for both without knowing which it has."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if is_video_rows(rows):
+        return save_video_grid(path, rows, row_labels, title=title, scale=scale)[0]
     grid_image(rows, row_labels, scale=scale, title=title).save(path)
     return path

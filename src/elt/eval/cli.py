@@ -5,6 +5,7 @@
     elt eval train-classifier                                             (re)train the shipped classifier
     elt eval floor                                                        real-vs-real floor of the domain metrics
     elt eval merge DIR_OR_JSON [...] --out DIR                            one table/plot from several sweeps
+    elt eval video --samples DIR --real-data moving_fmnist                video metrics (elt.eval.video)
 """
 
 from __future__ import annotations
@@ -240,14 +241,15 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "eval", help="quality vs compute over loop counts (and the domain classifier)",
         usage="elt eval --ckpt DIR [--ckpt DIR ...] [--samples DIR ...] [--loops 1-5] [--steps S,...] [--num N] "
-              "[--out DIR] [options]\n       elt eval train-classifier [options]\n       elt eval floor [options]",
+              "[--out DIR] [options]\n       elt eval train-classifier [options]\n       elt eval floor [options]"
+              "\n       elt eval video --samples DIR (--real FILE | --real-data moving_fmnist) [options]",
         description="Evaluate checkpoints at several loop counts: samples with balanced labels (or existing "
                     "'elt sample' .npz files), metrics per loop count, GFLOPs per sample, latency and peak "
                     "memory on this device. Writes eval.json (with provenance), eval.csv and eval.png "
                     "(quality vs GFLOPs and vs latency, real-data floor dashed). Example: elt eval --ckpt "
                     "runs/elt --ckpt runs/vanilla --loops 1-5 --num 1000 --out eval/",
         epilog="Actions: 'elt eval train-classifier' retrains the shipped Fashion-MNIST classifier; "
-               "'elt eval floor' prints the real-vs-real floor.")
+               "'elt eval floor' prints the real-vs-real floor; 'elt eval video' evaluates video samples.")
     p.add_argument("--ckpt", action="append", help="checkpoint or run directory (repeat to compare models)")
     p.add_argument("--samples", action="append",
                    help="folder of 'elt sample' output (samples_L<L>.npz) to evaluate instead of sampling; "
@@ -315,3 +317,6 @@ def add_parser(sub) -> None:
     m.add_argument("--out", required=True, help="output directory")
     m.add_argument("--title", default=None, help="plot title")
     m.set_defaults(func=cmd_merge)
+    from elt.eval.video import add_video_parser
+
+    add_video_parser(actions)

@@ -1,7 +1,10 @@
 """The masked-token ELT generator: a bidirectional looped transformer over tokenizer codes (MaskGIT).
 
 Inputs are token ids with a dedicated [MASK] id (= codebook size), embedded with learned token and
-position embeddings (positions start from a 2D sin-cos code); the class label enters as one prefix token
+position embeddings. Positions start from a sin-cos code over the tokenizer's grid: 2 axes (h, w) for
+images, 3 axes (t, h, w) for video, where the width is split into one block of channels per axis so that
+time and space have separate, distinguishable codes (a flattened 2D code would confuse "next frame" with
+"next row"). The sequence is the grid flattened in (t,) h, w order; the class label enters as one prefix token
 (a :class:`LabelEmbedder` whose extra "null" class is used with probability ``model.class_dropout`` in
 training, which enables classifier-free guidance). One shared head (LayerNorm + linear) maps any loop
 state to codebook logits, so the student after L_int loops and the teacher after L_max loops are read the
@@ -13,6 +16,7 @@ holds everything needed to decode samples to pixels.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from contextlib import nullcontext
 
@@ -52,8 +56,10 @@ class MaskedGenerator(LoopedGenerator):
         self.tokenizer.eval()
         self.codebook_size = int(tokenizer.codebook_size)
         self.mask_id = self.codebook_size
-        self.grid = tuple(tokenizer.token_grid)
-        self.seq_len = self.grid[0] * self.grid[1]
+        self.grid = tuple(int(n) for n in tokenizer.token_grid)
+        if len(self.grid) not in (2, 3):
+            raise ValueError(f"tokenizer.token_grid must have 2 (h, w) or 3 (t, h, w) axes, got {self.grid}")
+        self.seq_len = math.prod(self.grid)
         width = cfg.model.width
         self.backbone = build_backbone(cfg)
         self.token_embed = nn.Embedding(self.codebook_size + 1, width)
@@ -64,6 +70,18 @@ class MaskedGenerator(LoopedGenerator):
         nn.init.normal_(self.token_embed.weight, std=0.02)
         nn.init.normal_(self.head[1].weight, std=0.02)
         nn.init.zeros_(self.head[1].bias)
+
+    @property
+    def is_video(self) -> bool:
+        """True when the tokenizer's grid has a time axis (samples are N×T×H×W×C)."""
+        return len(self.grid) == 3
+
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one decoded sample, channels last: H×W×C, or T×H×W×C for video."""
+        size, channels = int(self.tokenizer.image_size), int(self.tokenizer.image_channels)
+        if self.is_video:
+            return int(self.tokenizer.frames), size, size, channels
+        return size, size, channels
 
     def train(self, mode: bool = True) -> MaskedGenerator:
         """The tokenizer stays in eval mode whatever the generator's mode."""
@@ -83,7 +101,7 @@ class MaskedGenerator(LoopedGenerator):
         return self.embed_norm(self.token_embed(tokens) + self.pos_embed)
 
     def logits(self, tokens: torch.Tensor, labels: torch.Tensor, loops: int | None = None) -> torch.Tensor:
-        """Codebook logits B×T×V for token ids B×T (``mask_id`` where masked), no label dropout."""
+        """Codebook logits B×N×V for token ids B×N (``mask_id`` where masked), no label dropout."""
         out = self.backbone(self.embed(tokens), loops=loops, prefix=self.class_token(labels, allow_dropout=False))
         return self.head(out.final)
 
@@ -123,7 +141,8 @@ class MaskedGenerator(LoopedGenerator):
     def generate_tokens(self, class_labels: Sequence[int] | torch.Tensor, loops: LoopSchedule = None,
                         steps: int | None = None, guidance: float | None = None, seed: int | None = None,
                         progress: bool = False) -> torch.Tensor:
-        """Token grids B×h×w by iterative decoding (see :func:`elt.masked.sampler.iterative_decode`)."""
+        """Token grids B×h×w (video: B×t×h×w) by iterative decoding
+        (see :func:`elt.masked.sampler.iterative_decode`)."""
         cfg = self.config.masked
         steps = int(steps or cfg.sample_steps)
         guidance = float(cfg.guidance if guidance is None else guidance)
@@ -155,8 +174,7 @@ class MaskedGenerator(LoopedGenerator):
         try:
             tokens = self.generate_tokens(class_labels, loops, steps, guidance, seed, progress)
             if tokens.shape[0] == 0:
-                size = self.tokenizer.image_size
-                return np.zeros((0, size, size, self.tokenizer.image_channels), np.uint8)
+                return np.zeros((0, *self.sample_shape()), np.uint8)
             return to_uint8(self.tokenizer.decode(tokens))
         finally:
             self.train(was_training)

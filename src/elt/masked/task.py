@@ -5,10 +5,14 @@
 memory-mapped token cache keyed by the tokenizer's weight hash (so a retrained tokenizer never meets a
 stale cache). Training then reads tokens, not pixels. Several runs can share one tokenizer (and its cache)
 by pointing ``tokenizer.path`` at the same folder.
+
+Video (``data.frames > 0``, ``tokenizer.kind = fsq3d``) goes through the same path: items are C×T×H×W
+clips, the tokenizer maps them to t×h×w grids, and the cache stores the flattened t·h·w tokens.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import warnings
 from contextlib import contextmanager
@@ -16,20 +20,45 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from elt.data.cache import cached_encode, state_dict_hash
 from elt.data.folders import ImageFolder, build_dataset
 from elt.masked.model import MaskedGenerator
 
+TOKENIZER_BUILDERS = ("fsq", "fsq3d", "pretrained_vq")
+
+
+def data_frames(cfg) -> int:
+    """``data.frames`` (0 = images); configs from before video support have no such key."""
+    return int(OmegaConf.select(cfg, "data.frames", default=0) or 0)
+
+
+def build_video_fsq(cfg) -> torch.nn.Module:
+    """The 3D FSQ video tokenizer a config describes (random weights)."""
+    from elt.tokenizers.video_fsq import VideoFSQTokenizer
+
+    frames = data_frames(cfg)
+    if frames < 2:
+        raise ValueError(f"tokenizer.kind=fsq3d needs video data (data.frames >= 2), got data.frames={frames}")
+    t = cfg.tokenizer
+    return VideoFSQTokenizer(frames=frames, image_size=cfg.data.image_size, image_channels=cfg.data.channels,
+                             levels=list(t.levels), downsample=t.downsample,
+                             temporal_downsample=t.temporal_downsample, channels=t.channels)
+
 
 def build_tokenizer(cfg) -> torch.nn.Module:
     """The tokenizer architecture a config names (weights are loaded by ``prepare_data`` or a checkpoint)."""
     kind = cfg.tokenizer.kind
+    if kind != "fsq3d" and data_frames(cfg) > 0:
+        raise ValueError(f"video data (data.frames={data_frames(cfg)}) needs tokenizer.kind=fsq3d, got {kind!r}")
     if kind == "fsq":
         from elt.tokenizers.train import build_fsq
 
         return build_fsq(cfg)
+    if kind == "fsq3d":
+        return build_video_fsq(cfg)
     if kind == "pretrained_vq":
         from elt.tokenizers.pretrained_vq import PretrainedVQTokenizer
 
@@ -42,7 +71,7 @@ def build_tokenizer(cfg) -> torch.nn.Module:
             raise ValueError(f"the VQ model takes {tokenizer.image_channels}-channel images but data.channels="
                              f"{cfg.data.channels}")
         return tokenizer
-    raise ValueError(f"unknown tokenizer.kind {kind!r}; allowed: fsq, pretrained_vq")
+    raise ValueError(f"unknown tokenizer.kind {kind!r}; allowed: {', '.join(TOKENIZER_BUILDERS)}")
 
 
 def build_generator(cfg) -> MaskedGenerator:
@@ -89,7 +118,7 @@ def load_trained_tokenizer(cfg, generator: MaskedGenerator, run_dir: str | Path,
 
 
 class _Loadable(Dataset):
-    """Wraps an image dataset so that an unreadable file yields ``ok=False`` instead of a substitute."""
+    """Wraps an image (or video) dataset so that an unreadable file yields ``ok=False`` instead of a substitute."""
 
     def __init__(self, dataset: Dataset, shape: tuple[int, ...]):
         self.dataset, self.shape = dataset, shape
@@ -108,24 +137,28 @@ class _Loadable(Dataset):
 
 
 def encode_dataset(cfg, tokenizer: torch.nn.Module, cache_dir: str | Path, progress: bool = True) -> np.ndarray:
-    """Token cache of the training split: int array N × variants × (T + 1).
+    """Token cache of the training split: int array N × variants × (T + 1), T = tokens per item.
 
-    ``variants`` is 2 with ``data.hflip`` (the image and its mirror image), else 1. The last column is the
-    label, −1 for an image that could not be read (dropped by :class:`TokenDataset`).
+    ``variants`` is 2 with ``data.hflip`` (the image and its mirror image; for video every frame mirrored),
+    else 1. The last column is the label, −1 for an item that could not be read (dropped by
+    :class:`TokenDataset`). Video items (C×T×H×W) are encoded to t×h×w grids, stored flattened.
     """
     dataset = build_dataset(cfg.data, "train")
     tokenizer.eval()
     device = next(tokenizer.parameters()).device
-    h, w = tokenizer.token_grid
-    seq_len = h * w
+    seq_len = math.prod(tokenizer.token_grid)
     variants = 2 if cfg.data.hflip else 1
     dtype = np.int16 if tokenizer.codebook_size < 2**15 else np.int32
-    shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    frames = data_frames(cfg)
+    shape = (cfg.data.channels, *((frames,) if frames else ()), cfg.data.image_size, cfg.data.image_size)
     batch_size = cfg.tokenizer.encode_batch_size
     key = {"tokenizer": state_dict_hash(tokenizer), "kind": cfg.tokenizer.kind, "data": cfg.data.name,
            "root": str(Path(cfg.data.root).resolve()) if cfg.data.root else None,
            "image_size": cfg.data.image_size, "channels": cfg.data.channels, "limit": cfg.data.limit,
            "hflip": bool(cfg.data.hflip)}
+    if frames:  # every data setting that changes the clips (image caches keep their old key)
+        video = OmegaConf.to_container(cfg.data, resolve=True)
+        key["video"] = {k: v for k, v in sorted(video.items()) if k not in key and k not in ("num_workers",)}
     loader = DataLoader(_Loadable(dataset, shape), batch_size=batch_size, shuffle=False,
                         num_workers=cfg.data.num_workers)
     batches = None
@@ -146,7 +179,8 @@ def encode_dataset(cfg, tokenizer: torch.nn.Module, cache_dir: str | Path, progr
             out[ok.numpy(), :, seq_len] = labels[ok].numpy()[:, None]
         return out
 
-    name = f"{cfg.data.name}_train_{cfg.data.image_size}px{'_hflip' if variants == 2 else ''}"
+    clip = f"{frames}f_" if frames else ""
+    name = f"{cfg.data.name}_train_{clip}{cfg.data.image_size}px{'_hflip' if variants == 2 else ''}"
     with torch.no_grad():
         return cached_encode(Path(cache_dir) / name, key, len(dataset), (variants, seq_len + 1), dtype, encode,
                              batch_size=batch_size, progress=progress)
