@@ -116,8 +116,7 @@ def test_bad_token_grid_is_rejected():
 
 def test_fsq3d_dispatch_and_image_guard(monkeypatch):
     """kind=fsq3d builds elt.tokenizers.video_fsq.VideoFSQTokenizer with the contract's arguments."""
-    import sys
-    import types
+    import elt.tokenizers.train as tokenizer_train
 
     seen = {}
 
@@ -126,7 +125,7 @@ def test_fsq3d_dispatch_and_image_guard(monkeypatch):
             seen.update(kwargs)
             super().__init__(frames=kwargs["frames"], image_size=kwargs["image_size"])
 
-    monkeypatch.setitem(sys.modules, "elt.tokenizers.video_fsq", types.SimpleNamespace(VideoFSQTokenizer=Fake))
+    monkeypatch.setattr(tokenizer_train, "VideoFSQTokenizer", Fake)
     cfg = OmegaConf.create(OmegaConf.to_container(video_cfg()))  # plain: the keys exist before the merge too
     cfg.data.frames = 4
     cfg.tokenizer.kind = "fsq3d"
@@ -141,7 +140,7 @@ def test_fsq3d_dispatch_and_image_guard(monkeypatch):
         task.build_tokenizer(cfg)
     cfg.data.frames = 0
     cfg.tokenizer.kind = "fsq3d"
-    with pytest.raises(ValueError, match="data.frames >= 2"):
+    with pytest.raises(ValueError, match=r"data.frames >= 2"):
         task.build_tokenizer(cfg)
 
 

@@ -35,19 +35,6 @@ def data_frames(cfg) -> int:
     return int(OmegaConf.select(cfg, "data.frames", default=0) or 0)
 
 
-def build_video_fsq(cfg) -> torch.nn.Module:
-    """The 3D FSQ video tokenizer a config describes (random weights)."""
-    from elt.tokenizers.video_fsq import VideoFSQTokenizer
-
-    frames = data_frames(cfg)
-    if frames < 2:
-        raise ValueError(f"tokenizer.kind=fsq3d needs video data (data.frames >= 2), got data.frames={frames}")
-    t = cfg.tokenizer
-    return VideoFSQTokenizer(frames=frames, image_size=cfg.data.image_size, image_channels=cfg.data.channels,
-                             levels=list(t.levels), downsample=t.downsample,
-                             temporal_downsample=t.temporal_downsample, channels=t.channels)
-
-
 def build_tokenizer(cfg) -> torch.nn.Module:
     """The tokenizer architecture a config names (weights are loaded by ``prepare_data`` or a checkpoint)."""
     kind = cfg.tokenizer.kind
@@ -58,6 +45,8 @@ def build_tokenizer(cfg) -> torch.nn.Module:
 
         return build_fsq(cfg)
     if kind == "fsq3d":
+        from elt.tokenizers.train import build_video_fsq
+
         return build_video_fsq(cfg)
     if kind == "pretrained_vq":
         from elt.tokenizers.pretrained_vq import PretrainedVQTokenizer
