@@ -3,8 +3,10 @@
 # each evaluated at its own loop counts with 1000 class-balanced samples, then merged into one table and plot.
 #
 #   scripts/fmnist_study.sh [RUNS] [OUT]        (defaults: runs/study and docs/results)
+#   PARADIGMS=diffusion MODELS="ilsd unique3" scripts/fmnist_study.sh    (a subset)
 #
-# Every step skips work whose output already exists, so an interrupted study resumes. One thread per
+# Training resumes from the newest checkpoint (a finished run only re-saves it); sampling and evaluation
+# skip outputs that already exist, so an interrupted study picks up where it stopped. One thread per
 # process (2-core CPU: run two copies of a step in parallel by hand if you like). CPU time on a 2-core
 # machine: about 30 min per masked model, 10 min per diffusion model, plus sampling (see docs/results.md).
 # To reproduce one row only, run the three commands of that model (train, sample, eval) by hand.
@@ -27,17 +29,16 @@ declare -A LOOPS=([ilsd]="1,2,3,4,5 6" [vanilla]="1,2,3,4,5 6" [unique12]="1" [u
                   [tiny1x12]="1,3,6,9,12,14")
 declare -A NAMES=([ilsd]="ELT 3x4 ILSD" [vanilla]="ELT 3x4 vanilla" [unique12]="unique 12 layers"
                   [unique3]="unique 3 layers" [tiny1x12]="ELT 1x12 ILSD")
-MODELS="ilsd vanilla unique12 unique3 tiny1x12"
+MODELS=${MODELS:-ilsd vanilla unique12 unique3 tiny1x12}
 
-for paradigm in masked diffusion; do
+for paradigm in ${PARADIGMS:-masked diffusion}; do
   extra="train.threads=1"
   [ "$paradigm" = masked ] && extra="$extra tokenizer.path=$RUNS/masked_tokenizer"   # one tokenizer for all
   [ "$paradigm" = diffusion ] && extra="$extra train.precision=bf16"
   sources=()
   for model in $MODELS; do
     run=$RUNS/${paradigm}_$model
-    [ -e "$run/checkpoints/latest" ] || \
-      $ELT train fmnist_$paradigm ${OVERRIDES[$model]} $extra train.out_dir=$run --no-progress
+    $ELT train fmnist_$paradigm ${OVERRIDES[$model]} $extra train.out_dir=$run --resume auto --no-progress
     for loops in ${LOOPS[$model]}; do           # a space separates sample folders (added loop counts)
       tag=${loops//,/_}
       samples=$run/eval_samples; [ "$loops" != "${LOOPS[$model]%% *}" ] && samples=$run/eval_samples_L$tag
@@ -50,5 +51,6 @@ for paradigm in masked diffusion; do
       sources+=("$dest")
     done
   done
-  $ELT eval merge "${sources[@]}" --title "Fashion-MNIST, $paradigm paradigm" --out "$OUT/$paradigm"
+  [ -n "${NO_MERGE:-}" ] || \
+    $ELT eval merge "${sources[@]}" --title "Fashion-MNIST, $paradigm paradigm" --out "$OUT/$paradigm"
 done
