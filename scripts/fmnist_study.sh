@@ -5,8 +5,8 @@
 #   scripts/fmnist_study.sh [RUNS] [OUT]        (defaults: runs/study and docs/results)
 #   PARADIGMS=diffusion MODELS="ilsd unique3" scripts/fmnist_study.sh    (a subset)
 #
-# Training resumes from the newest checkpoint (a finished run only re-saves it); sampling and evaluation
-# skip outputs that already exist, so an interrupted study picks up where it stopped. One thread per
+# Training resumes from the newest checkpoint and marks a finished run with RUN/train.done; training,
+# sampling and evaluation skip work whose output exists, so an interrupted study picks up where it stopped. One thread per
 # process (2-core CPU: run two copies of a step in parallel by hand if you like). CPU time on a 2-core
 # machine: about 30 min per masked model, 10 min per diffusion model, plus sampling (see docs/results.md).
 # To reproduce one row only, run the three commands of that model (train, sample, eval) by hand.
@@ -38,7 +38,10 @@ for paradigm in ${PARADIGMS:-masked diffusion}; do
   sources=()
   for model in $MODELS; do
     run=$RUNS/${paradigm}_$model
-    $ELT train fmnist_$paradigm ${OVERRIDES[$model]} $extra train.out_dir=$run --resume auto --no-progress
+    if [ ! -e "$run/train.done" ]; then
+      $ELT train fmnist_$paradigm ${OVERRIDES[$model]} $extra train.out_dir=$run --resume auto --no-progress
+      touch "$run/train.done"
+    fi
     for loops in ${LOOPS[$model]}; do           # a space separates sample folders (added loop counts)
       tag=${loops//,/_}
       samples=$run/eval_samples; [ "$loops" != "${LOOPS[$model]%% *}" ] && samples=$run/eval_samples_L$tag
