@@ -284,7 +284,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    actions = p.add_subparsers(dest="eval_action", metavar="ACTION")
+    actions = p.add_subparsers(dest="eval_action", metavar="ACTION", prog="elt eval")
     t = actions.add_parser("train-classifier", help="train the Fashion-MNIST feature classifier",
                            description="Train the domain classifier on the Fashion-MNIST training split "
                                        "(seeded, reproducible), record its test accuracy and the real-vs-real "
