@@ -63,3 +63,23 @@ def test_ilsd_with_a_single_loop_is_refused_with_a_hint():
 def test_missing_config_file_names_shipped_ones():
     with pytest.raises(ConfigError, match="not found"):
         load_config("no_such_config.yaml")
+
+
+def test_a_saved_config_takes_sampling_overrides_only(tmp_path):
+    from elt.config import from_yaml_file, to_yaml
+
+    path = tmp_path / "config.yaml"
+    path.write_text(to_yaml(load_config("fmnist_masked")))
+    cfg = from_yaml_file(path, ["masked.temperature_base=4.5", "masked.temperature_range=0"])
+    assert cfg.masked.temperature_base == 4.5 and cfg.masked.temperature_range == 0.0
+    assert cfg.model == from_yaml_file(path).model  # the architecture is untouched
+    with pytest.raises(ConfigError, match="cannot set 'model.width=8' when sampling; allowed: .*masked.guidance"):
+        from_yaml_file(path, ["model.width=8"])
+    with pytest.raises(ConfigError, match="masked.guidance"):
+        from_yaml_file(path, ["masked.guidance=strong"])
+    path.write_text(to_yaml(load_config("fmnist_diffusion")))
+    assert from_yaml_file(path, ["diffusion.sampler=ddpm"]).diffusion.sampler == "ddpm"
+    from elt.registry import build_generator
+
+    with pytest.raises(ConfigError, match="diffusion.sampler.*allowed: ddim, ddpm, euler"):
+        build_generator(from_yaml_file(path, ["diffusion.sampler=heun"]))  # the paradigm checks its values

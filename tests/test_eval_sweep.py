@@ -150,7 +150,10 @@ def test_elt_eval_cli_end_to_end(toy_runs, toy_paradigm, tmp_path, monkeypatch, 
     assert (tmp_path / "ev" / "eval.csv").is_file() and (tmp_path / "ev" / "eval.png").is_file()
     # existing 'elt sample' output, paired with its checkpoint for GFLOPs and latency
     assert main(["sample", "--ckpt", str(toy_runs / "ilsd"), "--loops", "1,3", "--num", "20", "--out",
-                 str(tmp_path / "s"), "--no-progress"]) == 0
+                 str(tmp_path / "s"), "--no-progress", "masked.guidance=0.5"]) == 0  # a sampling override
+    assert main(["sample", "--ckpt", str(toy_runs / "ilsd"), "--num", "2", "--out", str(tmp_path / "bad"),
+                 "model.loops=2"]) == 2
+    assert "cannot set 'model.loops=2' when sampling" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert main(["eval", "--samples", str(tmp_path / "s"), "--ckpt", str(toy_runs / "ilsd"), "--loops", "1,3",
                  "--num", "20", "--name", "from-files", "--out", str(tmp_path / "ev2"), "--no-progress"]) == 0
     rows = json.loads((tmp_path / "ev2" / "eval.json").read_text())["rows"]

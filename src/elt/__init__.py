@@ -15,8 +15,9 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "load"]
 
 
-def load(path, ema: bool = True, device: str = "cpu"):
-    """Load a trained generator (masked or diffusion) from a checkpoint or run directory."""
+def load(path, ema: bool = True, device: str = "cpu", overrides=()):
+    """Load a trained generator (masked or diffusion) from a checkpoint or run directory; ``overrides``
+    (e.g. ``["masked.temperature_base=4.5"]``) change its sampling settings."""
     from elt.train.checkpoint import load_generator
 
-    return load_generator(path, ema=ema, device=device)
+    return load_generator(path, ema=ema, device=device, overrides=overrides)

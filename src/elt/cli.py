@@ -95,7 +95,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from elt.train.distributed import distributed_session
 
     with distributed_session(args.device) as env:  # under torchrun: sampling sharded across ranks
-        generator = elt.load(args.ckpt, ema=not args.raw_weights, device=env.device)
+        generator = elt.load(args.ckpt, ema=not args.raw_weights, device=env.device, overrides=args.overrides)
         loops = args.loops or list(range(1, generator.trained_loops + 1))
         record = sample_to_disk(generator, loops, args.num, args.out, seed=args.seed, steps=args.steps,
                                 guidance=args.guidance, batch_size=args.batch_size, progress=not args.no_progress)
@@ -121,6 +121,8 @@ def add_sample(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (under torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--raw-weights", action="store_true", help="use raw weights instead of the EMA")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="sampling settings, e.g. masked.temperature_base=4.5 or diffusion.sampler=ddpm")
     p.set_defaults(func=cmd_sample)
 
 
@@ -198,8 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides may follow options (elt train CFG --resume auto model.loops=6)
-        if getattr(args, "command", None) == "train" and all("=" in item and not item.startswith("-")
-                                                               for item in extra):
+        if getattr(args, "command", None) in ("train", "sample") and all("=" in item and not item.startswith("-")
+                                                                          for item in extra):
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

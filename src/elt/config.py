@@ -226,11 +226,33 @@ def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg)
 
 
-def from_yaml_file(path: str | Path) -> DictConfig:
-    """Load a config saved by :func:`to_yaml` (e.g. a checkpoint's ``config.yaml``), validated."""
+# Keys a trained checkpoint may be sampled with differently from how it was configured (nothing here
+# changes the architecture or the weights).
+SAMPLING_KEYS = (
+    "masked.sample_steps", "masked.guidance", "masked.temperature_base", "masked.temperature_range",
+    "masked.token_temperature", "masked.sample_precision",
+    "diffusion.sample_steps", "diffusion.sampler", "diffusion.ddim_eta", "diffusion.guidance",
+    "diffusion.clip_denoised",
+)
+
+
+def from_yaml_file(path: str | Path, sampling_overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Load a config saved by :func:`to_yaml` (e.g. a checkpoint's ``config.yaml``), validated, with optional
+    ``key=value`` overrides of the sampling settings (:data:`SAMPLING_KEYS`)."""
     layer = OmegaConf.load(path)
     _check_keys(OmegaConf.to_container(layer, resolve=False), Config, "")
-    cfg = OmegaConf.merge(OmegaConf.structured(Config), layer)
+    layers = [layer]
+    if sampling_overrides:
+        for item in sampling_overrides:
+            key = item.split("=", 1)[0]
+            if "=" not in item or key not in SAMPLING_KEYS:
+                raise ConfigError(f"cannot set {item!r} when sampling; allowed: key=value with key one of "
+                                  f"{', '.join(SAMPLING_KEYS)}")
+        layers.append(OmegaConf.from_dotlist(list(sampling_overrides)))
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), *layers)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"bad sampling override {list(sampling_overrides)}: {exc}".splitlines()[0]) from exc
     validate(cfg)
     return cfg
 

@@ -175,12 +175,15 @@ def load_config_of(path: str | Path) -> DictConfig:
     return config_lib.from_yaml_file(resolve_checkpoint(path) / CONFIG_FILE)
 
 
-def load_generator(path: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> LoopedGenerator:
-    """Rebuild the generator a checkpoint describes and load its (EMA by default) weights; eval mode."""
+def load_generator(path: str | Path, ema: bool = True, device: str | torch.device = "cpu",
+                   overrides: list[str] | tuple[str, ...] = ()) -> LoopedGenerator:
+    """Rebuild the generator a checkpoint describes and load its (EMA by default) weights; eval mode.
+    ``overrides`` (``"masked.temperature_base=4.5"``, ...) change sampling settings only
+    (:data:`elt.config.SAMPLING_KEYS`)."""
     from elt import registry  # the registry imports paradigms lazily
 
     ckpt = resolve_checkpoint(path)
-    cfg = config_lib.from_yaml_file(ckpt / CONFIG_FILE)
+    cfg = config_lib.from_yaml_file(ckpt / CONFIG_FILE, sampling_overrides=overrides)
     generator = registry.build_generator(cfg)
     weights = ckpt / EMA_FILE if ema and (ckpt / EMA_FILE).is_file() else ckpt / MODEL_FILE
     missing, unexpected = generator.load_state_dict(load_file(str(weights)), strict=False)
