@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 X_AXES = [("gflops", "GFLOPs per sample"), ("latency_ms", "latency (ms per batch)")]
+LOG_SCALE_METRICS = ("fd_cls", "fid", "fvd", "kid")
 
 
 def _series(rows: list[dict]) -> dict[str, list[dict]]:
@@ -50,6 +51,9 @@ def plot_sweep(result: dict, path: str | Path) -> Path:
                 for x, y, loops in pts:
                     ax.annotate(f"L={loops}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
                                 color=color)
+            values = [r[key] for r in rows if isinstance(r.get(key), int | float) and r[key] > 0]
+            if key in LOG_SCALE_METRICS and values and max(values) > 10 * min(values):
+                ax.set_yscale("log")  # one collapsed model must not flatten every other line
             if floor.get(key) is not None:
                 ax.axhline(floor[key], color="0.3", linestyle="--", linewidth=1,
                            label=f"real data (N={floor.get('n', prov.get('n'))})")
