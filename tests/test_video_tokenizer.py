@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from elt.config import load_config
-from elt.tokenizers.fsq import TokenizerMismatchError, is_saved, load_tokenizer, save_tokenizer
-from elt.tokenizers.video_fsq import VideoFSQTokenizer, count_gflops
+from elt.tokenizers.fsq import TokenizerMismatchError, count_gflops, is_saved, load_tokenizer, save_tokenizer
+from elt.tokenizers.video_fsq import VideoFSQTokenizer
 
 
 def small(**kwargs):

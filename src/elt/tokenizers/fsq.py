@@ -132,7 +132,54 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
-class FSQTokenizer(nn.Module):
+class FSQCodec(nn.Module):
+    """The path both FSQ tokenizers share: encoder → FSQ → decoder. Subclasses build ``encoder``,
+    ``decoder`` and ``quantizer``, and define ``token_grid`` and ``check_input`` (the pixel shape they take)."""
+
+    quantizer: FSQ
+    encoder: nn.Module
+    decoder: nn.Module
+    _decode_gflops: float | None = None
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    @property
+    def token_grid(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def check_input(self, pixels: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def check_indices(self, indices: torch.Tensor) -> None:
+        if indices.ndim != len(self.token_grid) + 1 or tuple(indices.shape[1:]) != tuple(self.token_grid):
+            raise ValueError(f"tokenizer decodes token grids B×{'×'.join(map(str, self.token_grid))}, "
+                             f"got {tuple(indices.shape)}")
+
+    def reconstruct(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Encode, quantise and decode with straight-through gradients (the training path)."""
+        self.check_input(pixels)
+        return self.decoder(self.quantizer.quantize(self.encoder(pixels)))
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        self.check_input(pixels)
+        return self.quantizer.codes_to_indices(self.quantizer.quantize(self.encoder(pixels)))
+
+    @torch.no_grad()
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        self.check_indices(indices)
+        return self.decoder(self.quantizer.indices_to_codes(indices)).clamp(-1, 1)
+
+    def decode_gflops(self) -> float:
+        """Forward GFLOPs of decoding one item (2 × multiply-accumulates of every layer), measured once."""
+        if self._decode_gflops is None:
+            self._decode_gflops = count_gflops(self.decoder, torch.zeros(1, self.quantizer.dim, *self.token_grid))
+        return self._decode_gflops
+
+
+class FSQTokenizer(FSQCodec):
     """Images (B×C×S×S in [-1, 1]) ↔ token grids (B×(S/downsample)×(S/downsample), ints < codebook_size)."""
 
     kind = "fsq"
@@ -152,42 +199,16 @@ class FSQTokenizer(nn.Module):
         self.quantizer = FSQ(levels)
         self.encoder = Encoder(image_channels, channels, stages, self.quantizer.dim)
         self.decoder = Decoder(image_channels, channels, stages, self.quantizer.dim)
-        self._decode_gflops: float | None = None
-
-    @property
-    def codebook_size(self) -> int:
-        return self.quantizer.codebook_size
 
     @property
     def token_grid(self) -> tuple[int, int]:
         side = self.image_size // self.downsample
         return side, side
 
-    def check_images(self, images: torch.Tensor) -> None:
+    def check_input(self, images: torch.Tensor) -> None:
         want = (self.image_channels, self.image_size, self.image_size)
         if images.ndim != 4 or tuple(images.shape[1:]) != want:
             raise ValueError(f"tokenizer expects images B×{want[0]}×{want[1]}×{want[2]}, got {tuple(images.shape)}")
-
-    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
-        """Encode, quantise and decode with straight-through gradients (the training path)."""
-        self.check_images(images)
-        return self.decoder(self.quantizer.quantize(self.encoder(images)))
-
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        self.check_images(images)
-        return self.quantizer.codes_to_indices(self.quantizer.quantize(self.encoder(images)))
-
-    @torch.no_grad()
-    def decode(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.quantizer.indices_to_codes(indices)).clamp(-1, 1)
-
-    def decode_gflops(self) -> float:
-        """Forward GFLOPs of decoding one image (convolution MACs × 2), measured once with hooks."""
-        if self._decode_gflops is None:
-            h, w = self.token_grid
-            self._decode_gflops = count_conv_gflops(self.decoder, torch.zeros(1, self.quantizer.dim, h, w))
-        return self._decode_gflops
 
     def architecture(self) -> dict:
         """What must match for saved weights to load (written next to the weights)."""
@@ -196,19 +217,27 @@ class FSQTokenizer(nn.Module):
                 "channels": self.channels}
 
 
-def count_conv_gflops(module: nn.Module, example: torch.Tensor) -> float:
-    """2 × multiply-accumulates of every Conv2d / Linear in one forward pass of ``example``."""
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+TRANSPOSED_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def count_gflops(module: nn.Module, example: torch.Tensor) -> float:
+    """2 × multiply-accumulates of every convolution (1D/2D/3D, plain or transposed) and Linear layer in
+    one forward pass of ``example``, per item of its batch."""
     total = 0
 
-    def hook(layer, _inputs, output):
+    def hook(layer, inputs, output):
         nonlocal total
-        if isinstance(layer, nn.Conv2d):
-            kernel = layer.kernel_size[0] * layer.kernel_size[1] * layer.in_channels // layer.groups
-            total += 2 * output.numel() * kernel
+        kernel = math.prod(layer.kernel_size) if hasattr(layer, "kernel_size") else 1
+        if isinstance(layer, CONV_TYPES):
+            total += 2 * output.numel() * kernel * layer.in_channels // layer.groups
+        elif isinstance(layer, TRANSPOSED_TYPES):  # every input value is spread over kernel × out channels
+            total += 2 * inputs[0].numel() * kernel * layer.out_channels // layer.groups
         elif isinstance(layer, nn.Linear):
             total += 2 * output.numel() * layer.in_features
 
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    counted = (*CONV_TYPES, *TRANSPOSED_TYPES, nn.Linear)
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, counted)]
     try:
         with torch.no_grad():
             module(example.to(next(module.parameters()).device))

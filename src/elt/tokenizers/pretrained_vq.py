@@ -103,7 +103,7 @@ class PretrainedVQTokenizer(nn.Module):
 
     def decode_gflops(self) -> float:
         if self._decode_gflops is None:
-            from elt.tokenizers.fsq import count_conv_gflops
+            from elt.tokenizers.fsq import count_gflops
 
             h, w = self.token_grid
 
@@ -115,5 +115,5 @@ class PretrainedVQTokenizer(nn.Module):
                 def forward(self, indices):
                     return self.tokenizer.decode(indices)
 
-            self._decode_gflops = count_conv_gflops(_Decode(self), torch.zeros(1, h, w, dtype=torch.long))
+            self._decode_gflops = count_gflops(_Decode(self), torch.zeros(1, h, w, dtype=torch.long))
         return self._decode_gflops

@@ -33,10 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from elt.tokenizers.fsq import FSQ, stage_widths
-
-CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-TRANSPOSED_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+from elt.tokenizers.fsq import FSQ, FSQCodec, stage_widths
 
 
 class ResBlock3d(nn.Module):
@@ -115,7 +112,7 @@ def _log2_exact(value: int, key: str) -> int:
     return stages
 
 
-class VideoFSQTokenizer(nn.Module):
+class VideoFSQTokenizer(FSQCodec):
     """Clips (B×C×T×S×S in [-1, 1]) ↔ token grids (B×t×h×w, ints < codebook_size).
 
     Args:
@@ -154,49 +151,17 @@ class VideoFSQTokenizer(nn.Module):
         self.quantizer = FSQ(levels)
         self.encoder = VideoEncoder(image_channels, channels, spatial_stages, temporal_stages, self.quantizer.dim)
         self.decoder = VideoDecoder(image_channels, channels, spatial_stages, temporal_stages, self.quantizer.dim)
-        self._decode_gflops: float | None = None
-
-    @property
-    def codebook_size(self) -> int:
-        return self.quantizer.codebook_size
 
     @property
     def token_grid(self) -> tuple[int, int, int]:
         side = self.image_size // self.downsample
         return self.frames // self.temporal_downsample, side, side
 
-    def check_videos(self, videos: torch.Tensor) -> None:
+    def check_input(self, videos: torch.Tensor) -> None:
         want = (self.image_channels, self.frames, self.image_size, self.image_size)
         if videos.ndim != 5 or tuple(videos.shape[1:]) != want:
             raise ValueError(f"tokenizer expects videos B×{'×'.join(map(str, want))} (B×C×T×H×W), "
                              f"got {tuple(videos.shape)}")
-
-    def check_indices(self, indices: torch.Tensor) -> None:
-        if indices.ndim != 4 or tuple(indices.shape[1:]) != self.token_grid:
-            raise ValueError(f"tokenizer decodes token grids B×{'×'.join(map(str, self.token_grid))}, "
-                             f"got {tuple(indices.shape)}")
-
-    def reconstruct(self, videos: torch.Tensor) -> torch.Tensor:
-        """Encode, quantise and decode with straight-through gradients (the training path)."""
-        self.check_videos(videos)
-        return self.decoder(self.quantizer.quantize(self.encoder(videos)))
-
-    @torch.no_grad()
-    def encode(self, videos: torch.Tensor) -> torch.Tensor:
-        self.check_videos(videos)
-        return self.quantizer.codes_to_indices(self.quantizer.quantize(self.encoder(videos)))
-
-    @torch.no_grad()
-    def decode(self, indices: torch.Tensor) -> torch.Tensor:
-        self.check_indices(indices)
-        return self.decoder(self.quantizer.indices_to_codes(indices)).clamp(-1, 1)
-
-    def decode_gflops(self) -> float:
-        """Forward GFLOPs of decoding one clip (2 × multiply-accumulates of every convolution), measured once."""
-        if self._decode_gflops is None:
-            example = torch.zeros(1, self.quantizer.dim, *self.token_grid)
-            self._decode_gflops = count_gflops(self.decoder, example)
-        return self._decode_gflops
 
     def architecture(self) -> dict:
         """What must match for saved weights to load (written next to the weights)."""
@@ -204,29 +169,3 @@ class VideoFSQTokenizer(nn.Module):
                 "image_channels": self.image_channels, "levels": list(self.quantizer.levels_list),
                 "downsample": self.downsample, "temporal_downsample": self.temporal_downsample,
                 "channels": self.channels}
-
-
-def count_gflops(module: nn.Module, example: torch.Tensor) -> float:
-    """2 × multiply-accumulates of every convolution (1D/2D/3D, plain or transposed) and Linear layer in
-    one forward pass of ``example``, per item of its batch."""
-    total = 0
-
-    def hook(layer, inputs, output):
-        nonlocal total
-        kernel = math.prod(layer.kernel_size) if hasattr(layer, "kernel_size") else 1
-        if isinstance(layer, CONV_TYPES):
-            total += 2 * output.numel() * kernel * layer.in_channels // layer.groups
-        elif isinstance(layer, TRANSPOSED_TYPES):  # every input value is spread over kernel × out channels
-            total += 2 * inputs[0].numel() * kernel * layer.out_channels // layer.groups
-        elif isinstance(layer, nn.Linear):
-            total += 2 * output.numel() * layer.in_features
-
-    counted = (*CONV_TYPES, *TRANSPOSED_TYPES, nn.Linear)
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, counted)]
-    try:
-        with torch.no_grad():
-            module(example.to(next(module.parameters()).device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total / example.shape[0] / 1e9
