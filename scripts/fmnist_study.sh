@@ -54,6 +54,13 @@ for paradigm in ${PARADIGMS:-masked diffusion}; do
       sources+=("$dest")
     done
   done
+  if [ "$paradigm" = masked ] && [[ " $MODELS " == *" ilsd "* ]]; then   # the same ILSD model with CFG 1.0
+    dest=$OUT/masked/runs/ilsd_cfg1_L1_2_3_4_5
+    [ -e "$dest/eval.json" ] || \
+      $ELT eval --ckpt "$RUNS/masked_ilsd" --loops 1-5 --guidance 1.0 --num $NUM --batch-size 250 \
+        --name "ELT 3x4 ILSD, CFG 1" --threads 1 --out "$dest" --no-progress
+    sources+=("$dest")
+  fi
   [ -n "${NO_MERGE:-}" ] || \
     $ELT eval merge "${sources[@]}" --title "Fashion-MNIST, $paradigm paradigm" --out "$OUT/$paradigm"
 done
