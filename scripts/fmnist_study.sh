@@ -30,6 +30,7 @@ declare -A LOOPS=([ilsd]="1,2,3,4,5 6" [vanilla]="1,2,3,4,5 6" [unique12]="1" [u
 declare -A NAMES=([ilsd]="ELT 3x4 ILSD" [vanilla]="ELT 3x4 vanilla" [unique12]="unique 12 layers"
                   [unique3]="unique 3 layers" [tiny1x12]="ELT 1x12 ILSD")
 MODELS=${MODELS:-ilsd vanilla unique12 unique3 tiny1x12}
+declare -A GUIDED=([masked]=1.0 [diffusion]=4.0)   # CFG of the extra ILSD rows (configs: masked 0, diffusion 2)
 
 for paradigm in ${PARADIGMS:-masked diffusion}; do
   extra="train.threads=1"
@@ -54,11 +55,12 @@ for paradigm in ${PARADIGMS:-masked diffusion}; do
       sources+=("$dest")
     done
   done
-  if [ "$paradigm" = masked ] && [[ " $MODELS " == *" ilsd "* ]]; then   # the same ILSD model with CFG 1.0
-    dest=$OUT/masked/runs/ilsd_cfg1_L1_2_3_4_5
+  if [[ " $MODELS " == *" ilsd "* ]]; then   # the ILSD model with stronger classifier-free guidance
+    cfg=${GUIDED[$paradigm]}
+    dest=$OUT/$paradigm/runs/ilsd_cfg${cfg%.0}_L1_2_3_4_5
     [ -e "$dest/eval.json" ] || \
-      $ELT eval --ckpt "$RUNS/masked_ilsd" --loops 1-5 --guidance 1.0 --num $NUM --batch-size 250 \
-        --name "ELT 3x4 ILSD, CFG 1" --threads 1 --out "$dest" --no-progress
+      $ELT eval --ckpt "$RUNS/${paradigm}_ilsd" --loops 1-5 --guidance "$cfg" --num $NUM --batch-size 250 \
+        --name "ELT 3x4 ILSD, CFG ${cfg%.0}" --threads 1 --out "$dest" --no-progress
     sources+=("$dest")
   fi
   [ -n "${NO_MERGE:-}" ] || \
