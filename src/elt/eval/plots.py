@@ -71,6 +71,11 @@ def plot_sweep(result: dict, path: str | Path) -> Path:
     title = prov.get("title") or "quality vs compute"
     fig.suptitle(f"{title} ({prov.get('extractor', prov.get('suite', ''))}, N={n} per point)",
                  fontsize=10)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close a figure; every plot of ``elt eval`` ends here."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -324,10 +324,7 @@ PLOT_METRICS = [("fd_cls", "per-frame FD_cls ↓"), ("video_acc", "video class a
 
 def plot_video_eval(result: dict, path: str | Path) -> Path:
     """One panel per metric against the loop count; the real floor dashed, the motion controls in red."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from elt.eval.plots import plt, save_figure  # pyplot on the Agg backend
 
     rows = result["rows"]
     metrics = [(k, label) for k, label in PLOT_METRICS if any(r.get(k) is not None for r in rows)]
@@ -350,12 +347,7 @@ def plot_video_eval(result: dict, path: str | Path) -> Path:
         ax.set_xticks(loops)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_video_eval(result: dict, out_dir: str | Path) -> dict[str, Path]:

@@ -26,20 +26,14 @@ from torch.utils.data import DataLoader, Dataset
 from elt.data.cache import cached_encode, state_dict_hash
 from elt.data.folders import ImageFolder, build_dataset
 from elt.masked.model import MaskedGenerator
-
-TOKENIZER_BUILDERS = ("fsq", "fsq3d", "pretrained_vq")
-
-
-def data_frames(cfg) -> int:
-    """``data.frames`` (0 = images); configs from before video support have no such key."""
-    return int(OmegaConf.select(cfg, "data.frames", default=0) or 0)
+from elt.tokenizers.config import TOKENIZER_KINDS
 
 
 def build_tokenizer(cfg) -> torch.nn.Module:
     """The tokenizer architecture a config names (weights are loaded by ``prepare_data`` or a checkpoint)."""
     kind = cfg.tokenizer.kind
-    if kind != "fsq3d" and data_frames(cfg) > 0:
-        raise ValueError(f"video data (data.frames={data_frames(cfg)}) needs tokenizer.kind=fsq3d, got {kind!r}")
+    if kind != "fsq3d" and cfg.data.frames > 0:
+        raise ValueError(f"video data (data.frames={cfg.data.frames}) needs tokenizer.kind=fsq3d, got {kind!r}")
     if kind == "fsq":
         from elt.tokenizers.train import build_fsq
 
@@ -60,7 +54,7 @@ def build_tokenizer(cfg) -> torch.nn.Module:
             raise ValueError(f"the VQ model takes {tokenizer.image_channels}-channel images but data.channels="
                              f"{cfg.data.channels}")
         return tokenizer
-    raise ValueError(f"unknown tokenizer.kind {kind!r}; allowed: {', '.join(TOKENIZER_BUILDERS)}")
+    raise ValueError(f"unknown tokenizer.kind {kind!r}; allowed: {', '.join(TOKENIZER_KINDS)}")
 
 
 def build_generator(cfg) -> MaskedGenerator:
@@ -138,7 +132,7 @@ def encode_dataset(cfg, tokenizer: torch.nn.Module, cache_dir: str | Path, progr
     seq_len = math.prod(tokenizer.token_grid)
     variants = 2 if cfg.data.hflip else 1
     dtype = np.int16 if tokenizer.codebook_size < 2**15 else np.int32
-    frames = data_frames(cfg)
+    frames = cfg.data.frames
     shape = (cfg.data.channels, *((frames,) if frames else ()), cfg.data.image_size, cfg.data.image_size)
     batch_size = cfg.tokenizer.encode_batch_size
     key = {"tokenizer": state_dict_hash(tokenizer), "kind": cfg.tokenizer.kind, "data": cfg.data.name,
