@@ -64,8 +64,32 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _reset_kernel_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS; False where /proc does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return _kernel_peak_bytes() is not None
+    except OSError:
+        return False
+
+
+def _kernel_peak_bytes() -> int | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class PeakMemory:
-    """Peak memory of the code inside ``with``, in MiB: CUDA allocator peak, or CPU RSS growth."""
+    """Peak memory of the code inside ``with``, in MiB: CUDA allocator peak, or CPU RSS growth.
+
+    On Linux the CPU peak is the kernel's own high-water mark (reset on entry through ``/proc/self/clear_refs``),
+    so no allocation is missed however short it lives. Elsewhere a thread polls the RSS every 2 ms."""
 
     def __init__(self, device: torch.device):
         self.device = torch.device(device)
@@ -77,9 +101,12 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
-        else:
-            self._base = _rss_bytes()
-            self._peak = self._base
+            return self
+        self._kernel = _reset_kernel_peak()
+        self._base = _rss_bytes()
+        self._peak = self._base
+        self._thread = None
+        if not self._kernel:
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._poll, daemon=True)
             self._thread.start()
@@ -93,11 +120,13 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20
-        else:
+            return False
+        if self._thread is not None:
             self._stop.set()
             self._thread.join()
-            self._peak = max(self._peak, _rss_bytes())
-            self.peak_mib = (self._peak - self._base) / 2**20
+        kernel_peak = _kernel_peak_bytes() if self._kernel else None
+        self._peak = max(self._peak, _rss_bytes(), kernel_peak or 0)
+        self.peak_mib = (self._peak - self._base) / 2**20
         return False
 
 
