@@ -12,6 +12,7 @@ from elt.eval.video import (
     VideoFormatError,
     VideoSuite,
     crop_frames,
+    real_data_geometry,
     shuffled_videos,
     sprite_centres,
     static_videos,
@@ -174,3 +175,18 @@ def test_cli_writes_json_and_plot(fmnist, tmp_path, capsys):
     assert main(["eval", "video", "--samples", str(samples), "--out", str(out)]) == 2
     assert main(["eval", "video", "--samples", str(samples), "--real", str(tmp_path / "real.npz"), "--loops", "2",
                  "--out", str(out), "--no-progress"]) == 2
+
+
+def test_real_data_geometry_follows_the_samples_training_data(tmp_path):
+    from argparse import Namespace
+
+    def geometry(**flags):
+        return real_data_geometry(Namespace(samples=str(tmp_path), **{"motion": None, "sprite_size": None, **flags}))
+
+    assert geometry() == ("bounce", 28)  # no samples.json: the defaults
+    (tmp_path / "samples.json").write_text(json.dumps({"data": {"name": "moving_fmnist", "sprite_size": 20,
+                                                                 "motion": "linear"}}))
+    assert geometry() == ("linear", 20)
+    assert geometry(sprite_size=14, motion="bounce") == ("bounce", 14)  # flags win
+    (tmp_path / "samples.json").write_text(json.dumps({"data": {"name": "ucf101", "sprite_size": 20}}))
+    assert geometry() == ("bounce", 28)  # other data sets say nothing about sprites

@@ -213,6 +213,8 @@ def test_tiny_video_train_then_sample(stubbed, tmp_path):
     assert (out / "grid.png").is_file()
     record = json.loads((out / "samples.json").read_text())
     assert record["sample_shape"] == [4, 16, 16, 1] and "grid.gif" in record["animations"]
+    assert record["data"] == {"name": "moving_fmnist", "frames": 4, "image_size": 16, "sprite_size": 8,
+                              "motion": "bounce"}  # what `elt eval video --real-data` rebuilds
     assert elt.load(run).generate([1], loops=2, seed=0).shape == (1, 4, 16, 16, 1)
 
 

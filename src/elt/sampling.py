@@ -69,6 +69,15 @@ def sample_grid_rows(generator: LoopedGenerator, loop_counts: Sequence[int], per
             for loops in loop_counts]
 
 
+def video_data_fields(generator: LoopedGenerator) -> dict:
+    """The training clips' geometry (what ``elt eval video --real-data`` must rebuild to compare against)."""
+    data = getattr(getattr(generator, "config", None), "data", None)
+    if data is None:
+        return {}
+    return {key: data.get(key) for key in ("name", "frames", "image_size", "sprite_size", "motion")
+            if data.get(key) is not None}
+
+
 def sample_to_disk(generator: LoopedGenerator, loop_counts: Sequence[int], num: int, out_dir: str | Path,
                    seed: int = 0, steps: int | None = None, guidance: float | None = None,
                    batch_size: int = 256, progress: bool = True) -> dict:
@@ -106,6 +115,7 @@ def sample_to_disk(generator: LoopedGenerator, loop_counts: Sequence[int], num: 
             written = save_video_grid(out / "grid.png", grid_rows, row_labels, title="rows: loop count")
             record["animations"] = [p.name for p in written[1:]]
             record["sample_shape"] = list(grid_rows[0].shape[1:])
+            record["data"] = video_data_fields(generator)
         elif grid_rows:
             save_grid(out / "grid.png", grid_rows, row_labels, title="rows: loop count")
         (out / "samples.json").write_text(json.dumps(record, indent=2))

@@ -374,8 +374,10 @@ def add_video_parser(actions) -> None:
     v.add_argument("--real-data", choices=["moving_fmnist"], default=None,
                    help="make the real clips: the moving Fashion-MNIST test split at the samples' shape")
     v.add_argument("--real-num", type=positive_int, default=1000, help="real clips with --real-data (default 1000)")
-    v.add_argument("--motion", choices=["bounce", "linear"], default="bounce", help="--real-data motion")
-    v.add_argument("--sprite-size", type=positive_int, default=28, help="--real-data sprite size")
+    v.add_argument("--motion", choices=["bounce", "linear"], default=None,
+                   help="--real-data motion (default: the samples' training data, as samples.json records, else bounce)")
+    v.add_argument("--sprite-size", type=positive_int, default=None,
+                   help="--real-data sprite side (default: the samples' training data, else 28)")
     v.add_argument("--data-root", default=None, help="Fashion-MNIST folder for --real-data")
     v.add_argument("--loops", type=parse_loops, default=None, help="loop counts to evaluate (default: all files)")
     v.add_argument("--classifier", default=None, help="classifier weights (default: the shipped ones)")
@@ -389,6 +391,20 @@ def add_video_parser(actions) -> None:
     v.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
     v.add_argument("--no-progress", action="store_true")
     v.set_defaults(func=cmd_video)
+
+
+def real_data_geometry(args) -> tuple[str, int]:
+    """(motion, sprite size) of the --real-data clips: the flags, else what ``elt sample`` recorded of the
+    samples' training data in ``samples.json``, else bounce / 28 px."""
+    recorded: dict = {}
+    meta = Path(args.samples) / "samples.json"
+    if meta.is_file():
+        data = json.loads(meta.read_text()).get("data") or {}
+        if data.get("name") == "moving_fmnist":
+            recorded = data
+    motion = args.motion or recorded.get("motion") or "bounce"
+    sprite_size = args.sprite_size or recorded.get("sprite_size") or 28
+    return motion, int(sprite_size)
 
 
 def cmd_video(args) -> int:
@@ -412,8 +428,9 @@ def cmd_video(args) -> int:
             real, real_labels = load_videos(args.real)
         else:
             try:
-                real, real_labels = moving_fmnist_reference(args.real_num, shape[1], shape[2], args.motion,
-                                                            args.sprite_size, root=args.data_root)
+                motion, sprite_size = real_data_geometry(args)
+                real, real_labels = moving_fmnist_reference(args.real_num, shape[1], shape[2], motion,
+                                                            sprite_size, root=args.data_root)
             except ImportError as exc:
                 raise UserError(f"--real-data moving_fmnist needs elt.data.moving_fmnist ({exc})") from exc
         extractor = None
@@ -432,7 +449,8 @@ def cmd_video(args) -> int:
     except (FileNotFoundError, VideoFormatError, ImageFormatError, ClassifierMissingError,
             WeightsNotFoundError) as exc:
         raise UserError(str(exc)) from exc
-    result["real"] = args.real or f"moving_fmnist test split, {len(real)} clips ({args.motion})"
+    result["real"] = args.real or (f"moving_fmnist test split, {len(real)} clips ({motion}, {sprite_size}-px "
+                                   "garments)")
     result["provenance"] = {"classifier": extractor.provenance() if extractor else None,
                             "i3d": i3d.provenance() if i3d else None, "frame_stride": args.frame_stride,
                             "crop": CROP_SIZE, "mass_threshold": MASS_THRESHOLD}
