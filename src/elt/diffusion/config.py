@@ -23,6 +23,7 @@ SPACES = ("pixel", "latent")
 class DiffusionConfig:
     space: str = "pixel"  # pixel | latent (through a pretrained VAE, see vae_path)
     patch_size: int = 2  # tokens are patch_size × patch_size patches of the (pixel or latent) image
+    temporal_patch_size: int = 1  # video (data.frames > 0): each token also spans this many frames
     process: str = "ddpm"  # ddpm (VP, shifted cosine: the paper) | flow (rectified flow)
     prediction: str = "x0"  # what the network outputs: x0 (the paper) | eps | v (VP: α·ε − σ·x0; flow: ε − x0)
     weighting: str = "sigmoid"  # loss weight on ‖x̂0 − x0‖²: sigmoid (the paper) | x0 | eps | v (= that plain MSE)

@@ -29,6 +29,12 @@ from elt.diffusion.sampler import build_sampler, sample
 TIME_SCALE = 1000.0  # t ∈ [0, 1] is embedded as t·1000, the range DiT's sinusoidal features were made for
 
 
+def patch_shape(diffusion_cfg, axes: int) -> tuple[int, ...]:
+    """Patch box over the data's trailing axes: (p, p) for images, (p_t, p, p) for video (C×T×H×W)."""
+    p = int(diffusion_cfg.patch_size)
+    return (int(diffusion_cfg.temporal_patch_size), p, p) if axes == 3 else (p,) * axes
+
+
 class FinalLayer(nn.Module):
     """adaLN-modulated LayerNorm and a linear map to patch values; zero-initialised (DiT), so the model
     predicts 0 at step 0."""
@@ -54,7 +60,8 @@ class DiffusionGenerator(LoopedGenerator):
         cfg: the full run config (``model``, ``data``, ``diffusion`` sections are read).
         backbone: the looped core, built with ``cond_dim = width`` (adaLN-Zero blocks).
         process: the diffusion process (path, prediction target, weighting).
-        data_shape: C×H×W of what the network denoises (pixels, or latents in latent space).
+        data_shape: C×H×W of what the network denoises (pixels, or latents in latent space), or C×T×H×W for
+            video (pixel space; 3D patches of ``temporal_patch_size × patch_size × patch_size``).
         vae: a :class:`elt.tokenizers.vae.PretrainedVAE` for latent space (decodes samples), else ``None``.
     """
 
@@ -68,8 +75,7 @@ class DiffusionGenerator(LoopedGenerator):
         self.vae = vae  # plain attribute: not a submodule, not in the state dict
         self.output_channels = int(cfg.data.channels)
         width = backbone.dim
-        spatial_axes = len(self.data_shape) - 1
-        self.patch = (int(cfg.diffusion.patch_size),) * spatial_axes
+        self.patch = patch_shape(cfg.diffusion, len(self.data_shape) - 1)
         self.grid = token_grid(self.data_shape, self.patch)
         self.tokens = math.prod(self.grid)
         patch_dim = self.data_shape[0] * math.prod(self.patch)

@@ -1,6 +1,6 @@
 """Registry entry of the diffusion paradigm: build the generator from a config, prepare its training data.
 
-Pixel space trains on images in [-1, 1]. Latent space encodes the dataset once through the pretrained
+Pixel space trains on images in [-1, 1], or on clips (``data.frames > 0``) cut into 3D patches. Latent space encodes the dataset once through the pretrained
 VAE (``diffusion.vae_path``) into a memory-mapped cache keyed by the VAE's weight hash and the data
 settings (a changed VAE or dataset rebuilds it, never reuses it silently).
 """
@@ -35,6 +35,14 @@ def validate(cfg: DictConfig) -> None:
     _choice("diffusion.sampler", d.sampler, SAMPLERS)
     if d.patch_size < 1:
         raise ConfigError(f"config key 'diffusion.patch_size' must be >= 1, got {d.patch_size}")
+    if d.temporal_patch_size < 1:
+        raise ConfigError(f"config key 'diffusion.temporal_patch_size' must be >= 1, got {d.temporal_patch_size}")
+    frames = cfg.data.frames
+    if frames and d.space != "pixel":
+        raise ConfigError(f"video (data.frames={frames}) is denoised in pixel space: set diffusion.space=pixel "
+                          f"(got {d.space}; the image VAEs do not encode clips)")
+    if frames and frames % d.temporal_patch_size:
+        raise ConfigError(f"diffusion.temporal_patch_size={d.temporal_patch_size} must divide data.frames={frames}")
     if d.sample_steps < 1:
         raise ConfigError(f"config key 'diffusion.sample_steps' must be >= 1, got {d.sample_steps}")
     if not 0.0 <= d.ddim_eta <= 1.0:
@@ -64,10 +72,11 @@ def build_generator(cfg: DictConfig) -> DiffusionGenerator:
         except ValueError as exc:
             raise ConfigError(f"data.image_size: {exc}") from exc
     else:
-        data_shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
-    if data_shape[1] % cfg.diffusion.patch_size:
+        frames = (cfg.data.frames,) if cfg.data.frames else ()
+        data_shape = (cfg.data.channels, *frames, cfg.data.image_size, cfg.data.image_size)
+    if data_shape[-1] % cfg.diffusion.patch_size:
         raise ConfigError(f"diffusion.patch_size={cfg.diffusion.patch_size} must divide the "
-                          f"{'latent' if vae else 'image'} side {data_shape[1]}")
+                          f"{'latent' if vae else 'image'} side {data_shape[-1]}")
     backbone = build_backbone(cfg, cond_dim=cfg.model.width)
     return DiffusionGenerator(cfg, backbone, process_from_config(cfg.diffusion), data_shape, vae=vae)
 
@@ -103,15 +112,13 @@ class LatentDataset(Dataset):
 
 
 def image_dataset(cfg: DictConfig, split: str = "train") -> Dataset:
-    """(image in [-1, 1] C×S×S, label) items of the configured dataset."""
-    if cfg.data.name != "fashion_mnist":
-        raise ConfigError(f"data.name={cfg.data.name!r} is not available to the diffusion paradigm yet; "
-                          "allowed: fashion_mnist")
-    from elt.data.fashion_mnist import DataNotFoundError, FashionMNIST
+    """(image in [-1, 1] C×S×S, or clip C×T×S×S, label) items of the configured dataset."""
+    from elt.data.fashion_mnist import DataNotFoundError
+    from elt.data.folders import build_dataset
 
     try:
-        return FashionMNIST(cfg.data.root, split, image_size=cfg.data.image_size, limit=cfg.data.limit)
-    except DataNotFoundError as exc:
+        return build_dataset(cfg.data, split)
+    except (DataNotFoundError, FileNotFoundError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
 
 
