@@ -26,13 +26,9 @@ TINY = ["model.width=48", "model.heads=2", "model.unique_layers=2", "model.loops
 
 
 def video_cfg(*extra):
-    """A masked config with video shapes. ``data.frames`` is set where the config knows it (after the
-    video-data branch); the stub tokenizer carries the frame count either way."""
-    try:
-        return load_config("fmnist_masked", [*TINY, "data.name=moving_fmnist", "data.frames=4", "data.sprite_size=8",
-                                             *extra])
-    except Exception:  # noqa: BLE001 - before the merge DataConfig has no video keys
-        return load_config("fmnist_masked", [*TINY, *extra])
+    """A masked config with video shapes (the stub tokenizer stands in for the fsq3d one)."""
+    return load_config("fmnist_masked", [*TINY, "data.name=moving_fmnist", "data.frames=4", "data.sprite_size=8",
+                                         "tokenizer.kind=fsq3d", *extra])
 
 
 @pytest.fixture
@@ -219,11 +215,9 @@ def test_tiny_video_train_then_sample(stubbed, tmp_path):
 
 
 def test_shipped_video_config_builds_a_256_token_model():
-    """Needs the video data/tokenizer branch (DataConfig.frames, fsq3d); skipped before it is merged."""
-    pytest.importorskip("elt.tokenizers.video_fsq")
     from elt.registry import build_generator
 
     generator = build_generator(load_config("fmnist_video_masked"))
     assert generator.grid == (4, 8, 8) and generator.seq_len == 256 and generator.codebook_size == 1000
     assert generator.trained_loops == 4 and generator.backbone.unique_layers == 2
-    assert generator.generate([3], loops=1, steps=2, seed=0).shape == (1, 16, 64, 64, 1)
+    assert generator.generate([3], loops=1, steps=2, seed=0).shape == (1, 16, 32, 32, 1)
