@@ -73,3 +73,16 @@ def test_gpu_suite_smoke_runs_on_cpu(tmp_path):
     assert names == ["env.json", "memory.json", "sampling.json", "train.json", "train_compiled.json",
                      "trainer.json", "trainer_compiled.json"]
     assert json.loads((tmp_path / "train_compiled.json").read_text())["config"]["compile"] is True
+
+
+def test_masked_memory_growth_benchmark_smoke(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("masked_memory_growth",
+                                                  Path(__file__).parents[1] / "benchmarks" / "masked_memory_growth.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "growth.json"
+    result = module.main(["--steps", "6", "--every", "2", "--width", "32", "--batch", "4", "--out", str(out)])
+    assert [r["step"] for r in result["rows"]] == [0, 2, 4, 6] and all(r["rss_mib"] > 0 for r in result["rows"])
+    assert json.loads(out.read_text())["seq_len"] == 256
