@@ -240,3 +240,20 @@ def test_pretrained_vq_tokenizer_on_an_image_folder(tmp_path):
     with pytest.raises(ValueError, match="3-channel"):
         build_generator(load_config("fmnist_masked", ["tokenizer.kind=pretrained_vq",
                                                       f"tokenizer.pretrained_path={vq_folder}"]))
+
+
+def test_masked_positions_pad_to_a_few_sizes_and_weight_only_the_masked_ones():
+    from elt.masked.model import masked_positions
+
+    sizes = set()
+    for seed in range(60):
+        g = torch.Generator().manual_seed(seed)
+        mask = torch.rand(8, 64, generator=g) < torch.rand(8, 1, generator=g)
+        index, weights = masked_positions(mask, buckets=16)
+        count = int(mask.sum())
+        assert sorted(index[:count].tolist()) == mask.flatten().nonzero().squeeze(1).tolist()
+        assert torch.all(weights[count:] == 0) and torch.all(index[count:] == 0)
+        assert weights.sum().item() == pytest.approx(1.0 if count else 0.0)
+        assert len(index) >= count and len(index) % 32 == 0  # 8·64 positions in 16 buckets of 32
+        sizes.add(len(index))
+    assert 4 < len(sizes) <= 16  # a handful of shapes, not one per step
