@@ -2,9 +2,10 @@
 
 A masked training step once scored only the masked positions (``logits[mask]``); the masked count changes
 every step, and tensors of a new size each step fragmented the CPU allocator's heap until a 4500-step video
-run held 8.6 GB. The loss now pads the masked positions to one of 16 sizes. This benchmark trains the shipped video config (at a
-smaller width by default) on random tokens and prints the process RSS every ``--every`` steps, then the
-growth per step over the second half of the run (after warm-up); it writes the rows as JSON.
+run held 8.6 GB. The loss now pads the masked positions to one of 16 sizes. This benchmark trains the
+shipped video config (at a smaller width by default) on random tokens and prints the process RSS every
+``--every`` steps, then the growth per step over the second half of the run (after warm-up); it writes
+the rows as JSON.
 
     python benchmarks/masked_memory_growth.py [--config fmnist_video_masked --steps 400 --width 64]
 

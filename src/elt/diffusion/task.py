@@ -1,8 +1,9 @@
 """Registry entry of the diffusion paradigm: build the generator from a config, prepare its training data.
 
-Pixel space trains on images in [-1, 1], or on clips (``data.frames > 0``) cut into 3D patches. Latent space encodes the dataset once through the pretrained
-VAE (``diffusion.vae_path``) into a memory-mapped cache keyed by the VAE's weight hash and the data
-settings (a changed VAE or dataset rebuilds it, never reuses it silently).
+Pixel space trains on images in [-1, 1], or on clips (``data.frames > 0``) cut into 3D patches. Latent
+space encodes the dataset once through the pretrained VAE (``diffusion.vae_path``) into a memory-mapped
+cache keyed by the VAE's weight hash and the data settings (a changed VAE or dataset rebuilds it, never
+reuses it silently).
 """
 
 from __future__ import annotations

@@ -375,7 +375,8 @@ def add_video_parser(actions) -> None:
                    help="make the real clips: the moving Fashion-MNIST test split at the samples' shape")
     v.add_argument("--real-num", type=positive_int, default=1000, help="real clips with --real-data (default 1000)")
     v.add_argument("--motion", choices=["bounce", "linear"], default=None,
-                   help="--real-data motion (default: the samples' training data, as samples.json records, else bounce)")
+                   help="--real-data motion (default: the samples' training data as samples.json records, else "
+                        "bounce)")
     v.add_argument("--sprite-size", type=positive_int, default=None,
                    help="--real-data sprite side (default: the samples' training data, else 28)")
     v.add_argument("--data-root", default=None, help="Fashion-MNIST folder for --real-data")

@@ -152,8 +152,8 @@ def train_tokenizer(cfg: DictConfig, out_dir: str | Path, progress: bool = True)
     tokenizer.eval()
     info: dict = {"train_seconds": seconds, "steps": steps, "batch_size": batch_size,
                   "data": {"name": cfg.data.name, "root": cfg.data.root, "image_size": cfg.data.image_size,
-                           **({"frames": cfg.data.frames, "sprite_size": cfg.data.sprite_size, "motion": cfg.data.motion}
-                              if video else {})}}
+                           **({"frames": cfg.data.frames, "sprite_size": cfg.data.sprite_size,
+                               "motion": cfg.data.motion} if video else {})}}
     if cfg.tokenizer.eval_items > 0:
         eval_set, split = eval_split(cfg)
         # clips are ~frames× bigger than images: keep the evaluation batch's memory about the same
