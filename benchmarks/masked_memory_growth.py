@@ -10,26 +10,21 @@ mislead). It writes the rows as JSON.
 
     python benchmarks/masked_memory_growth.py [--config fmnist_video_masked --steps 400 --width 64]
 
-Linux only (reads /proc/self/statm).
+Meaningful on Linux, where the current RSS is read (elsewhere ``rss_bytes`` gives the peak so far).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 from pathlib import Path
 
 import torch
 
 from elt.config import load_config
+from elt.eval.sweep import rss_bytes
 from elt.registry import build_generator
-
-
-def rss_mib() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def growth_per_step(rows: list[dict]) -> float:
@@ -67,7 +62,7 @@ def main(argv=None) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step % args.every == 0:
-            rows.append({"step": step, "rss_mib": rss_mib()})
+            rows.append({"step": step, "rss_mib": rss_bytes() / 2**20})
             print(f"step {step:5d}   RSS {rows[-1]['rss_mib']:8.0f} MiB", flush=True)
     growth = growth_per_step(rows)
     print(f"growth (least-squares slope after the first row): {growth:.2f} MiB/step "

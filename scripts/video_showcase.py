@@ -9,12 +9,11 @@ seeds; the real clips are the first test clips of each class.
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from elt.eval.video import load_videos, moving_fmnist_reference, sample_files
+from elt.eval.video import load_videos, moving_fmnist_reference, real_data_geometry, sample_files
 from elt.visual import save_video_grid
 
 
@@ -36,13 +35,10 @@ def main(argv=None) -> list[Path]:
     args = parser.parse_args(argv)
     loops = [int(v) for v in args.loops.split(",")] if args.loops else None
     files = sample_files(args.samples, loops)
-    meta = json.loads((Path(args.samples) / "samples.json").read_text())
-    data = meta.get("data") or {}
     first, labels = load_videos(next(iter(files.values())))
     classes = int(labels.max()) + 1
     frames, size = first.shape[1], first.shape[2]
-    real, real_labels = moving_fmnist_reference(50 * classes, frames, size, data.get("motion", "bounce"),
-                                                data.get("sprite_size", 28))
+    real, real_labels = moving_fmnist_reference(50 * classes, frames, size, *real_data_geometry(args.samples))
     rows = [first_of_each_class(real, real_labels, classes, args.per_class)]
     for path in files.values():
         videos, labels = load_videos(path)

@@ -178,10 +178,8 @@ def test_cli_writes_json_and_plot(fmnist, tmp_path, capsys):
 
 
 def test_real_data_geometry_follows_the_samples_training_data(tmp_path):
-    from argparse import Namespace
-
     def geometry(**flags):
-        return real_data_geometry(Namespace(samples=str(tmp_path), **{"motion": None, "sprite_size": None, **flags}))
+        return real_data_geometry(tmp_path, **flags)
 
     assert geometry() == ("bounce", 28)  # no samples.json: the defaults
     (tmp_path / "samples.json").write_text(json.dumps({"data": {"name": "moving_fmnist", "sprite_size": 20,

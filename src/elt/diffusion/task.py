@@ -114,12 +114,11 @@ class LatentDataset(Dataset):
 
 def image_dataset(cfg: DictConfig, split: str = "train") -> Dataset:
     """(image in [-1, 1] C×S×S, or clip C×T×S×S, label) items of the configured dataset."""
-    from elt.data.fashion_mnist import DataNotFoundError
     from elt.data.folders import build_dataset
 
     try:
         return build_dataset(cfg.data, split)
-    except (DataNotFoundError, FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # DataNotFoundError is a FileNotFoundError
         raise ConfigError(str(exc)) from exc
 
 

@@ -54,7 +54,8 @@ class SweepModel:
     checkpoint: str | None = None
 
 
-def _rss_bytes() -> int:
+def rss_bytes() -> int:
+    """This process's resident memory in bytes (Linux: /proc/self/statm; elsewhere the peak so far)."""
     try:
         with open("/proc/self/statm") as handle:
             return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -103,7 +104,7 @@ class PeakMemory:
             self._base = torch.cuda.memory_allocated(self.device)
             return self
         self._kernel = _reset_kernel_peak()
-        self._base = _rss_bytes()
+        self._base = rss_bytes()
         self._peak = self._base
         self._thread = None
         if not self._kernel:
@@ -114,7 +115,7 @@ class PeakMemory:
 
     def _poll(self):
         while not self._stop.wait(0.002):
-            self._peak = max(self._peak, _rss_bytes())
+            self._peak = max(self._peak, rss_bytes())
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
@@ -125,7 +126,7 @@ class PeakMemory:
             self._stop.set()
             self._thread.join()
         kernel_peak = _kernel_peak_bytes() if self._kernel else None
-        self._peak = max(self._peak, _rss_bytes(), kernel_peak or 0)
+        self._peak = max(self._peak, rss_bytes(), kernel_peak or 0)
         self.peak_mib = (self._peak - self._base) / 2**20
         return False
 

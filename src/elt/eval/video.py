@@ -394,17 +394,18 @@ def add_video_parser(actions) -> None:
     v.set_defaults(func=cmd_video)
 
 
-def real_data_geometry(args) -> tuple[str, int]:
-    """(motion, sprite size) of the --real-data clips: the flags, else what ``elt sample`` recorded of the
-    samples' training data in ``samples.json``, else bounce / 28 px."""
+def real_data_geometry(samples: str | Path, motion: str | None = None,
+                       sprite_size: int | None = None) -> tuple[str, int]:
+    """(motion, sprite size) of real moving Fashion-MNIST clips to compare ``samples`` with: the values given,
+    else what ``elt sample`` recorded of the samples' training data in ``samples.json``, else bounce / 28 px."""
     recorded: dict = {}
-    meta = Path(args.samples) / "samples.json"
+    meta = Path(samples) / "samples.json"
     if meta.is_file():
         data = json.loads(meta.read_text()).get("data") or {}
         if data.get("name") == "moving_fmnist":
             recorded = data
-    motion = args.motion or recorded.get("motion") or "bounce"
-    sprite_size = args.sprite_size or recorded.get("sprite_size") or 28
+    motion = motion or recorded.get("motion") or "bounce"
+    sprite_size = sprite_size or recorded.get("sprite_size") or 28
     return motion, int(sprite_size)
 
 
@@ -429,7 +430,7 @@ def cmd_video(args) -> int:
             real, real_labels = load_videos(args.real)
         else:
             try:
-                motion, sprite_size = real_data_geometry(args)
+                motion, sprite_size = real_data_geometry(args.samples, args.motion, args.sprite_size)
                 real, real_labels = moving_fmnist_reference(args.real_num, shape[1], shape[2], motion,
                                                             sprite_size, root=args.data_root)
             except ImportError as exc:

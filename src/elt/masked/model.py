@@ -37,8 +37,8 @@ SAMPLE_PRECISIONS = ("fp32", "bf16")
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                        weights: torch.Tensor | None = None) -> torch.Tensor:
-    """−Σ_v p_teacher(v) · log p_student(v): averaged over positions, or summed with ``weights`` (B×N, summing
-    to 1) when given (KL to the teacher up to a constant)."""
+    """−Σ_v p_teacher(v) · log p_student(v): averaged over positions, or summed with ``weights`` (one per
+    position, summing to 1) when given (KL to the teacher up to a constant)."""
     teacher = torch.softmax(teacher_logits.float(), dim=-1)
     per_position = -(teacher * torch.log_softmax(student_logits.float(), dim=-1)).sum(dim=-1)
     return per_position.mean() if weights is None else (per_position * weights).sum()
