@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from elt import __version__
+from elt.errors import UserError
 
 EPILOG = "Run 'elt COMMAND --help' for a command's options. Configs: YAML path or a shipped name (fmnist_masked)."
 
@@ -24,10 +25,6 @@ EXTRA_COMMANDS: dict[str, str] = {
     "bench": "elt.bench",
     "demo": "elt.demo",
 }
-
-
-class UserError(Exception):
-    """A problem the user can fix; printed as one line, exit status 2."""
 
 
 def parse_loops(text: str) -> list[int]:
@@ -194,9 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from elt.config import ConfigError
-    from elt.train.checkpoint import CheckpointError
-
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides may follow options (elt train CFG --resume auto model.loops=6)
@@ -210,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, CheckpointError, UserError) as exc:
+    except UserError as exc:
         print(f"elt: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

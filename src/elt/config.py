@@ -16,16 +16,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from elt.core.ilsd import LAMBDA_SCHEDULES, MODES
 from elt.diffusion.config import DiffusionConfig
+from elt.errors import ConfigError
 from elt.masked.config import MaskedConfig
 from elt.presets import parse_preset
 from elt.registry import TASK_MODULES
 from elt.tokenizers.config import TokenizerConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-
-
-class ConfigError(ValueError):
-    """A configuration problem a user can fix; the message is one line naming the key and what is allowed."""
 
 
 @dataclass

@@ -175,7 +175,7 @@ class DiffusionGenerator(LoopedGenerator):
     def _autocast(self):
         """The network runs in the precision it was trained in (``train.precision``: bf16 on CUDA by default,
         or when set explicitly, also on CPUs with bf16 units); the sampler's arithmetic stays float32."""
-        from elt.train.trainer import autocast_context
+        from elt.runtime import autocast_context
 
         return autocast_context(self.device, str(self.config.train.precision))
 

@@ -106,7 +106,7 @@ def train_tokenizer(cfg: DictConfig, out_dir: str | Path, progress: bool = True)
 
     Returns the metadata written to ``out_dir/tokenizer.json`` (architecture, hash, metrics, timing).
     """
-    from elt.train.trainer import resolve_device, seed_everything
+    from elt.runtime import resolve_device, seed_everything
     from elt.visual import save_grid
 
     if cfg.tokenizer.kind not in TRAINABLE_KINDS:

@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from elt import config as config_lib
 from elt.core.generator import LoopedGenerator
+from elt.errors import CheckpointError
 
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.safetensors"
@@ -37,10 +38,6 @@ EMA_FILE = "ema.safetensors"
 STATE_FILE = "state.pt"
 MANIFEST_FILE = "manifest.json"
 TMP_PREFIX = ".tmp_step_"
-
-
-class CheckpointError(FileNotFoundError):
-    """No usable checkpoint where one was expected."""
 
 
 def _contiguous_state(module: torch.nn.Module | dict) -> dict[str, torch.Tensor]:

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from elt.core.ilsd import ILSDTerms
+from elt.runtime import resolve_device
 
 STRATEGIES = ("ddp", "fsdp")
 
@@ -45,16 +46,6 @@ class DistEnv:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → CUDA if present, else CPU. Under torchrun every process takes ``cuda:LOCAL_RANK``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        device = torch.device("cuda", local_rank)
-    return device
 
 
 def launched_by_torchrun() -> bool:

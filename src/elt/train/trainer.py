@@ -22,7 +22,6 @@ import math
 import random
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +52,7 @@ from elt.train.ema import EMA
 from elt.train.logger import RunLogger
 from elt.train.perf import FlopCounter, memory_record, mfu, peak_flops
 from elt.train.signals import GracefulStop, TrainingInterrupted
+from elt.runtime import autocast_context, resolve_device, seed_everything, uses_bf16  # noqa: F401
 from elt.visual import save_grid
 
 STATE_FORMAT = 2
@@ -60,20 +60,6 @@ STATE_FORMAT = 2
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/Inf loss; stops the run instead of silently training on."""
-
-
-def resolve_device(name: str) -> torch.device:
-    return dist_lib.resolve_device(name)
-
-
-def uses_bf16(device: torch.device, precision: str) -> bool:
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
-
-
-def autocast_context(device: torch.device, precision: str):
-    if uses_bf16(device, precision):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def configure_backends(device: torch.device, tf32: bool) -> None:
@@ -96,12 +82,6 @@ def lr_at(step: int, cfg: DictConfig) -> float:
     """Linear warm-up, then constant (the λ schedule already changes the objective over training)."""
     warmup = cfg.train.warmup_steps
     return cfg.train.lr * min(1.0, (step + 1) / warmup) if warmup > 0 else cfg.train.lr
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
