@@ -13,8 +13,9 @@ from torch import nn
 
 from elt.core.ilsd import ILSDTerms
 from elt.core.looped import LoopedTransformer
+from elt.core.schedule import AdaptiveExit, LoopSchedule, loops_per_step, resolve
 
-LoopSchedule = int | Sequence[int] | None
+__all__ = ["LoopSchedule", "LoopedGenerator", "labels_tensor", "loop_counts", "loops_per_step", "resolve", "to_uint8"]
 
 
 class LoopedGenerator(nn.Module, ABC):
@@ -40,13 +41,26 @@ class LoopedGenerator(nn.Module, ABC):
     @abstractmethod
     def generate(self, class_labels: Sequence[int] | torch.Tensor, loops: LoopSchedule = None,
                  steps: int | None = None, guidance: float | None = None, seed: int | None = None,
-                 progress: bool = False) -> np.ndarray:
+                 progress: bool = False, *, seeds: Sequence[int] | None = None,
+                 return_loops: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Sample one image per label; returns uint8 N×H×W×C (video: N×T×H×W×C).
 
-        ``loops`` is one loop count for every sampling step, or one per step (a loop schedule);
-        ``None`` uses L_max. ``steps``/``guidance`` default to the paradigm's configured values.
-        Same seed, same arguments → same images.
+        ``loops`` is an operating point (:mod:`elt.core.schedule`): one loop count for every sampling
+        step, one per step (a list, ``"4:1"``, ``"1x6+4x6"``), or an adaptive exit (``"exit:0.05"``,
+        :class:`~elt.core.schedule.AdaptiveExit`); ``None`` uses the config's ``sampling.loops``, else L_max.
+        ``steps``/``guidance`` default to the paradigm's configured values. Same seed, same arguments →
+        same images. ``seeds`` (one per sample) gives every sample its own random stream, so it is the same
+        image in any batch. ``return_loops`` also returns the loops each sample used at each step (int N×steps).
         """
+
+    def default_loops(self) -> LoopSchedule:
+        """The config's ``sampling.loops`` when set, else None (L_max)."""
+        sampling = getattr(getattr(self, "config", None), "sampling", None)
+        return None if sampling is None else sampling.get("loops")
+
+    def resolve_loops(self, loops: LoopSchedule, steps: int):
+        """Per-step loop counts, or the adaptive rule with its maximum filled in."""
+        return resolve(self.default_loops() if loops is None else loops, steps, self.trained_loops)
 
     @abstractmethod
     def gflops_per_sample(self, loops: LoopSchedule = None, steps: int | None = None,
@@ -59,21 +73,6 @@ class LoopedGenerator(nn.Module, ABC):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
-
-
-def loops_per_step(loops: LoopSchedule, steps: int, default: int) -> list[int]:
-    """Expand a loop count or a per-step loop schedule to one value per sampling step."""
-    if loops is None:
-        return [default] * steps
-    if isinstance(loops, int):
-        schedule = [loops] * steps
-    else:
-        schedule = [int(v) for v in loops]
-        if len(schedule) != steps:
-            raise ValueError(f"loop schedule has {len(schedule)} entries but sampling uses {steps} steps")
-    if min(schedule) < 1:
-        raise ValueError(f"loop counts must be >= 1, got {schedule}")
-    return schedule
 
 
 def labels_tensor(class_labels: Sequence[int] | torch.Tensor, num_classes: int,
@@ -89,3 +88,16 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     order = (0, 2, 3, 1) if images.ndim == 4 else (0, 2, 3, 4, 1)
     return images.permute(*order).cpu().numpy()
+
+
+def loop_counts(plan: list[int] | AdaptiveExit, loops_used: np.ndarray | None, steps: int) -> np.ndarray:
+    """Loops per sample and step (N×steps) of a run: the given ones, or the fixed plan's (1×steps)."""
+    if loops_used is not None:
+        counts = np.asarray(loops_used, dtype=np.float64)
+        if counts.ndim != 2 or counts.shape[1] != steps:
+            raise ValueError(f"loops_used must be N×{steps} (samples × steps), got shape {counts.shape}")
+        return counts
+    if isinstance(plan, AdaptiveExit):
+        raise ValueError("GFLOPs of an adaptive exit depend on the loops it used: pass loops_used from "
+                         "generate(..., return_loops=True)")
+    return np.asarray([plan], dtype=np.float64)

@@ -19,8 +19,11 @@ import torch
 from torch import nn
 
 from elt.core.blocks import LabelEmbedder, TimestepEmbedder, modulate, sincos_embedding
-from elt.core.generator import LoopedGenerator, LoopSchedule, labels_tensor, loops_per_step, to_uint8
+from elt.core import rng
+from elt.core.adaptive import relative_change, run_adaptive
+from elt.core.generator import LoopedGenerator, LoopSchedule, labels_tensor, loop_counts, to_uint8
 from elt.core.ilsd import ILSDTerms, ilsd_loss
+from elt.core.schedule import AdaptiveExit
 from elt.core.looped import LoopedTransformer
 from elt.diffusion.patches import patchify, token_grid, unpatchify
 from elt.diffusion.process import DiffusionProcess
@@ -117,8 +120,35 @@ class DiffusionGenerator(LoopedGenerator):
             return self(z, t, labels, loops)[0]
         null = torch.full_like(labels, self.label_embed.null_class)
         both = self(torch.cat([z, z]), torch.cat([t, t]), torch.cat([labels, null]), loops)[0]
+        return self._combine(both, guidance)
+
+    @staticmethod
+    def _combine(both: torch.Tensor, guidance: float) -> torch.Tensor:
         cond, uncond = both.chunk(2)
         return uncond + guidance * (cond - uncond)
+
+    def adaptive(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, rule: AdaptiveExit, guidance: float,
+                 clip: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Guided output where each sample stops looping once its x̂0 changed by less than ``rule.threshold``
+        (relative L2) between two consecutive loops; returns (output, loops used per sample)."""
+        branches = 1 if guidance == 1.0 else 2
+        if branches == 2:
+            null = torch.full_like(labels, self.label_embed.null_class)
+            z2, t2, labels2 = torch.cat([z, z]), torch.cat([t, t]), torch.cat([labels, null])
+        else:
+            z2, t2, labels2 = z, t, labels
+        cond = self.condition(t2, labels2)
+        tokens = self.patch_embed(patchify(z2, self.patch)) + self.pos_embed
+
+        def readout(state: torch.Tensor, rows_cond: torch.Tensor) -> torch.Tensor:
+            out = self.head(state, rows_cond)
+            return out if branches == 1 else self._combine(out, guidance)
+
+        def to_x0(prediction: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+            x0 = self.process.to_x0_eps(prediction.float(), z[active], t[active])[0]
+            return x0.clamp(*clip) if clip is not None else x0
+
+        return run_adaptive(self.backbone, tokens, cond, branches, readout, relative_change(to_x0), rule)
 
     # -- the contract --------------------------------------------------------------------------------------------
     def training_loss(self, batch, student_loops: int | None, lam: float) -> ILSDTerms:
@@ -152,25 +182,41 @@ class DiffusionGenerator(LoopedGenerator):
     @torch.no_grad()
     def sample_latents(self, class_labels: Sequence[int] | torch.Tensor, loops: LoopSchedule = None,
                        steps: int | None = None, guidance: float | None = None, seed: int | None = None,
-                       progress: bool = False, sampler: str | None = None) -> torch.Tensor:
-        """Samples in the space the network works in (pixels in [-1, 1], or scaled VAE latents)."""
+                       progress: bool = False, sampler: str | None = None, *, seeds: Sequence[int] | None = None,
+                       return_loops: bool = False):
+        """Samples in the space the network works in (pixels in [-1, 1], or scaled VAE latents); with
+        ``return_loops`` also the loops each sample used at each step (int N×steps)."""
         steps, guidance = self._sampling_settings(steps, guidance)
-        schedule = loops_per_step(loops, steps, self.trained_loops)
+        plan = self.resolve_loops(loops, steps)
         labels = labels_tensor(class_labels, self.num_classes, self.device)
-        generator = torch.Generator(device=self.device).manual_seed(0 if seed is None else int(seed))
-        noise = torch.randn((len(labels), *self.data_shape), generator=generator, device=self.device)
+        generator = rng.make_streams(0 if seed is None else seed, seeds, len(labels), self.device)
+        noise = rng.randn((len(labels), *self.data_shape), generator, self.device)
         d = self.config.diffusion
         integrator = build_sampler(sampler or d.sampler, float(d.ddim_eta))
         clip = (-1.0, 1.0) if d.clip_denoised and self.vae is None else None
+        used = torch.zeros((len(labels), steps), dtype=torch.long)
+        calls = []
+
+        def denoise(z: torch.Tensor, t: torch.Tensor, k: int) -> torch.Tensor:
+            step = len(calls)
+            calls.append(k)
+            if isinstance(plan, AdaptiveExit):
+                out, loops_used = self.adaptive(z, t, labels, plan, guidance, clip)
+                used[:, step] = loops_used.cpu()
+                return out.float()
+            used[:, step] = k
+            return self.guided(z, t, labels, k, guidance).float()
+
+        schedule = [plan.max_loops] * steps if isinstance(plan, AdaptiveExit) else plan
         was_training = self.training
         self.eval()
         try:
             with self._autocast():
-                return sample(lambda z, t, k: self.guided(z, t, labels, k, guidance).float(), noise,
-                              self.process, integrator, schedule, generator=generator, clip=clip,
-                              progress=progress)
+                out = sample(denoise, noise, self.process, integrator, schedule, generator=generator, clip=clip,
+                             progress=progress)
         finally:
             self.train(was_training)
+        return (out, used.numpy()) if return_loops else out
 
     def _autocast(self):
         """The network runs in the precision it was trained in (``train.precision``: bf16 on CUDA by default,
@@ -182,26 +228,35 @@ class DiffusionGenerator(LoopedGenerator):
     @torch.no_grad()
     def generate(self, class_labels, loops: LoopSchedule = None, steps: int | None = None,
                  guidance: float | None = None, seed: int | None = None, progress: bool = False,
-                 sampler: str | None = None) -> np.ndarray:
+                 sampler: str | None = None, *, seeds: Sequence[int] | None = None, return_loops: bool = False):
         """See :meth:`LoopedGenerator.generate`; ``sampler`` (ddim | ddpm | euler) overrides ``diffusion.sampler``,
         e.g. ``sampler="ddpm", steps=512`` for the paper's ancestral sampling."""
-        samples = self.sample_latents(class_labels, loops, steps, guidance, seed, progress, sampler)
+        samples, used = self.sample_latents(class_labels, loops, steps, guidance, seed, progress, sampler,
+                                            seeds=seeds, return_loops=True)
         if self.vae is not None:
             samples = self.vae.decode(samples, channels=self.output_channels)
-        return to_uint8(samples)
+        images = to_uint8(samples)
+        return (images, used) if return_loops else images
 
     def gflops_per_sample(self, loops: LoopSchedule = None, steps: int | None = None,
-                          guidance: float | None = None) -> float:
+                          guidance: float | None = None, loops_used: np.ndarray | None = None) -> float:
         """Transformer GFLOPs (matmuls, 2·MACs) per sample over all sampling steps, CFG counted twice
-        (the VAE decode, once per sample in latent space, is not included)."""
+        (the VAE decode, once per sample in latent space, is not included). An adaptive exit needs
+        ``loops_used`` (N×steps from ``generate(..., return_loops=True)``): the mean over its samples, with the
+        final layer read after every loop it ran."""
         steps, guidance = self._sampling_settings(steps, guidance)
-        schedule = loops_per_step(loops, steps, self.trained_loops)
+        plan = self.resolve_loops(loops, steps)
+        adaptive = isinstance(plan, AdaptiveExit)
+        counts = loop_counts(plan, loops_used, steps)
         width, tokens = self.backbone.dim, self.tokens
         patch_dim = self.patch_embed.in_features
-        per_call = (2 * tokens * patch_dim * width  # patch embedding
-                    + 2 * (self.time_embed.frequency_dim * width + width * width)  # timestep MLP
-                    + 2 * width * 2 * width + 2 * tokens * width * patch_dim)  # final adaLN + linear
+        embed = (2 * tokens * patch_dim * width  # patch embedding
+                 + 2 * (self.time_embed.frequency_dim * width + width * width))  # timestep MLP
+        final = 2 * width * 2 * width + 2 * tokens * width * patch_dim  # final adaLN + linear
         per_loop = tokens * self.backbone.flops_per_token(tokens, 1)
         per_loop += self.backbone.unique_layers * 2 * width * 6 * width  # adaLN-Zero modulation of each block
-        total = sum(per_call + k * per_loop for k in schedule)
-        return total * (1 if guidance == 1.0 else 2) / 1e9
+        if adaptive:
+            per_sample = steps * embed + counts.sum(1) * (per_loop + final)
+        else:
+            per_sample = steps * (embed + final) + counts.sum(1) * per_loop
+        return float(per_sample.mean()) * (1 if guidance == 1.0 else 2) / 1e9

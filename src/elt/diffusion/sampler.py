@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from elt.core import rng
 from elt.diffusion.process import DiffusionProcess
 
 Denoise = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
@@ -65,7 +66,7 @@ class DDPMSampler(Sampler):
 
     def step(self, process, z, t, s, x0, eps, generator):
         c_z, c_x, var = posterior(process, t, s)
-        noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        noise = rng.randn(z.shape, generator, z.device, z.dtype)
         return c_z * z + c_x * x0 + var ** 0.5 * noise
 
 
@@ -85,7 +86,7 @@ class DDIMSampler(Sampler):
             return alpha_s * x0 + sigma_s * eps
         _, _, var = posterior(process, t, s)
         noise_var = self.eta ** 2 * var
-        noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        noise = rng.randn(z.shape, generator, z.device, z.dtype)
         return alpha_s * x0 + max(sigma_s ** 2 - noise_var, 0.0) ** 0.5 * eps + noise_var ** 0.5 * noise
 
 
@@ -100,12 +101,12 @@ def build_sampler(name: str, eta: float = 0.0) -> Sampler:
 
 @torch.no_grad()
 def sample(denoise: Denoise, noise: torch.Tensor, process: DiffusionProcess, sampler: Sampler,
-           loop_schedule: Sequence[int], generator: torch.Generator | None = None,
+           loop_schedule: Sequence[int], generator: rng.Streams = None,
            clip: tuple[float, float] | None = None, progress: bool = False) -> torch.Tensor:
     """Integrate from ``noise`` (z at t = 1) to data; step k calls ``denoise(z, t, loop_schedule[k])``.
 
     ``clip`` clamps x̂0 (pixel space) and re-derives ε̂ from the clamped x̂0 so the step stays on the path.
-    Returns the final x̂0.
+    Returns the final x̂0. ``generator`` may be one per sample (:mod:`elt.core.rng`).
     """
     steps = len(loop_schedule)
     grid = sampler.timesteps(steps)

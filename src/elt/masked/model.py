@@ -26,8 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from elt.core.blocks import LabelEmbedder, sincos_embedding
-from elt.core.generator import LoopedGenerator, LoopSchedule, labels_tensor, loops_per_step, to_uint8
+from elt.core import rng
+from elt.core.adaptive import run_adaptive, token_change
+from elt.core.generator import LoopedGenerator, LoopSchedule, labels_tensor, loop_counts, to_uint8
 from elt.core.ilsd import ILSDTerms, ilsd_loss
+from elt.core.schedule import AdaptiveExit
 from elt.masked.masking import sample_training_mask
 from elt.masked.sampler import iterative_decode
 from elt.registry import build_backbone
@@ -160,66 +163,99 @@ class MaskedGenerator(LoopedGenerator):
         return ilsd_loss(teacher, student, gt_loss, distill_loss, lam, student_loops)
 
     # -- sampling ---------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _combine(both: torch.Tensor, guidance: float) -> torch.Tensor:
+        cond, uncond = both.chunk(2)
+        return cond + guidance * (cond - uncond)
+
     def guided_logits(self, tokens: torch.Tensor, labels: torch.Tensor, loops: int, guidance: float) -> torch.Tensor:
         """Classifier-free guidance on logits: cond + g·(cond − uncond); g = 0 is the conditional path alone."""
         if guidance == 0:
             return self.logits(tokens, labels, loops)
         both = self.logits(torch.cat([tokens, tokens]), torch.cat([labels, torch.full_like(labels, -1)]), loops)
-        cond, uncond = both.chunk(2)
-        return cond + guidance * (cond - uncond)
+        return self._combine(both, guidance)
+
+    def adaptive_logits(self, tokens: torch.Tensor, labels: torch.Tensor, rule: AdaptiveExit,
+                        guidance: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Guided logits where each sample stops looping once the share of masked positions whose argmax token
+        changed between two consecutive loops is below ``rule.threshold``; returns (logits, loops used)."""
+        branches = 1 if guidance == 0 else 2
+        if branches == 2:
+            tokens, labels = torch.cat([tokens, tokens]), torch.cat([labels, torch.full_like(labels, -1)])
+        h = torch.cat([self.class_token(labels, allow_dropout=False), self.embed(tokens)], dim=1)
+
+        def readout(state: torch.Tensor, cond) -> torch.Tensor:
+            logits = self.head(state[:, 1:])
+            return logits if branches == 1 else self._combine(logits, guidance)
+
+        masked = (tokens[: len(tokens) // branches] == self.mask_id)
+        return run_adaptive(self.backbone, h, None, branches, readout, token_change(masked), rule)
 
     @torch.no_grad()
     def generate_tokens(self, class_labels: Sequence[int] | torch.Tensor, loops: LoopSchedule = None,
                         steps: int | None = None, guidance: float | None = None, seed: int | None = None,
-                        progress: bool = False) -> torch.Tensor:
+                        progress: bool = False, *, seeds: Sequence[int] | None = None,
+                        return_loops: bool = False):
         """Token grids B×h×w (video: B×t×h×w) by iterative decoding
-        (see :func:`elt.masked.sampler.iterative_decode`)."""
+        (see :func:`elt.masked.sampler.iterative_decode`); with ``return_loops`` also the loops used (B×steps)."""
         cfg = self.config.masked
         steps = int(steps or cfg.sample_steps)
         guidance = float(cfg.guidance if guidance is None else guidance)
-        schedule = loops_per_step(loops, steps, self.trained_loops)
+        plan = self.resolve_loops(loops, steps)
         labels = labels_tensor(class_labels, self.num_classes, self.device)
-        if seed is None:
-            seed = int(torch.randint(0, 2**62, (1,)))
-        generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        generator = rng.make_streams(seed, seeds, len(labels), self.device)
+        used = torch.zeros((len(labels), steps), dtype=torch.long)
 
         autocast = (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
                     if cfg.sample_precision == "bf16" else nullcontext())
 
         def logits_fn(tokens: torch.Tensor, step: int) -> torch.Tensor:
             with autocast:
-                return self.guided_logits(tokens, labels, schedule[step], guidance).float()
+                if isinstance(plan, AdaptiveExit):
+                    logits, loops_used = self.adaptive_logits(tokens, labels, plan, guidance)
+                    used[:, step] = loops_used.cpu()
+                    return logits.float()
+                used[:, step] = plan[step]
+                return self.guided_logits(tokens, labels, plan[step], guidance).float()
 
         tokens = iterative_decode(logits_fn, len(labels), self.seq_len, self.mask_id, steps, generator=generator,
                                   device=self.device, temperature_base=cfg.temperature_base,
                                   temperature_range=cfg.temperature_range, token_temperature=cfg.token_temperature,
                                   progress=progress)
-        return tokens.view(len(labels), *self.grid)
+        tokens = tokens.view(len(labels), *self.grid)
+        return (tokens, used.numpy()) if return_loops else tokens
 
     @torch.no_grad()
     def generate(self, class_labels: Sequence[int] | torch.Tensor, loops: LoopSchedule = None,
                  steps: int | None = None, guidance: float | None = None, seed: int | None = None,
-                 progress: bool = False) -> np.ndarray:
+                 progress: bool = False, *, seeds: Sequence[int] | None = None, return_loops: bool = False):
         was_training = self.training
         self.eval()
         try:
-            tokens = self.generate_tokens(class_labels, loops, steps, guidance, seed, progress)
+            tokens, used = self.generate_tokens(class_labels, loops, steps, guidance, seed, progress, seeds=seeds,
+                                                return_loops=True)
             if tokens.shape[0] == 0:
-                return np.zeros((0, *self.sample_shape()), np.uint8)
-            return to_uint8(self.tokenizer.decode(tokens))
+                images = np.zeros((0, *self.sample_shape()), np.uint8)
+            else:
+                images = to_uint8(self.tokenizer.decode(tokens))
+            return (images, used) if return_loops else images
         finally:
             self.train(was_training)
 
     def gflops_per_sample(self, loops: LoopSchedule = None, steps: int | None = None,
-                          guidance: float | None = None) -> float:
-        """Transformer + head per decoding step (×2 with guidance), plus one tokenizer decode."""
+                          guidance: float | None = None, loops_used: np.ndarray | None = None) -> float:
+        """Transformer + head per decoding step (×2 with guidance), plus one tokenizer decode. An adaptive exit
+        needs ``loops_used`` (N×steps, from ``generate(..., return_loops=True)``): the mean over its samples,
+        with the head read after every loop it ran."""
         cfg = self.config.masked
         steps = int(steps or cfg.sample_steps)
         guidance = float(cfg.guidance if guidance is None else guidance)
         tokens = self.seq_len + 1  # + the class token
         head = 2 * self.seq_len * self.head[1].in_features * self.codebook_size
-        total = 0.0
-        for loops_k in loops_per_step(loops, steps, self.trained_loops):
-            step = self.backbone.flops_per_token(tokens, loops_k) * tokens + head
-            total += step * (2 if guidance != 0 else 1)
-        return total / 1e9 + self.tokenizer.decode_gflops()
+        plan = self.resolve_loops(loops, steps)
+        adaptive = isinstance(plan, AdaptiveExit)
+        counts = loop_counts(plan, loops_used, steps)
+        loop_cost = self.backbone.flops_per_token(tokens, 1) * tokens + (head if adaptive else 0)
+        per_sample = counts.sum(1) * loop_cost + (0 if adaptive else head) * steps
+        return float(per_sample.mean()) * (2 if guidance != 0 else 1) / 1e9 + self.tokenizer.decode_gflops()
+

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from elt.core import rng
 from elt.masked.masking import masked_counts
 
 LogitsFn = Callable[[torch.Tensor, int], torch.Tensor]
@@ -26,14 +27,14 @@ def gumbel_temperature(step: int, steps: int, base: float = 0.5, spread: float =
     return base + spread * (1.0 - (step + 1) / steps)
 
 
-def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    u = torch.rand(shape, generator=generator, device=device).clamp_(1e-20, 1.0 - 1e-7)
+def gumbel_noise(shape: tuple[int, ...], generator: rng.Streams, device: torch.device) -> torch.Tensor:
+    u = rng.rand(shape, generator, device).clamp_(1e-20, 1.0 - 1e-7)
     return -torch.log(-torch.log(u))
 
 
 @torch.no_grad()
 def iterative_decode(logits_fn: LogitsFn, batch: int, seq_len: int, mask_id: int, steps: int,
-                     generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+                     generator: rng.Streams = None, device: torch.device | str = "cpu",
                      temperature_base: float = 0.5, temperature_range: float = 0.8,
                      token_temperature: float = 1.0, progress: bool = False,
                      on_step: StepHook | None = None) -> torch.Tensor:
@@ -41,7 +42,8 @@ def iterative_decode(logits_fn: LogitsFn, batch: int, seq_len: int, mask_id: int
 
     Args:
         logits_fn: ``(tokens B×T with mask_id at masked positions, step) → logits B×T×V`` over the codebook.
-        generator: all randomness (token draws, Gumbel noise) comes from it: same seed, same tokens.
+        generator: all randomness (token draws, Gumbel noise) comes from it: same seed, same tokens. A list of
+            generators (one per sample, :mod:`elt.core.rng`) makes each sample independent of the batch.
         token_temperature: softmax temperature of the token draws (1 = the model's distribution).
         on_step: called as ``on_step(step, tokens_before, tokens_after)`` (for tests and visualisation).
     """
@@ -54,8 +56,8 @@ def iterative_decode(logits_fn: LogitsFn, batch: int, seq_len: int, mask_id: int
         if logits.shape[:2] != (batch, seq_len):
             raise ValueError(f"logits_fn returned shape {tuple(logits.shape)}, expected ({batch}, {seq_len}, V)")
         log_probs = torch.log_softmax(logits / max(token_temperature, 1e-6), dim=-1)
-        drawn = torch.multinomial(log_probs.exp().view(-1, log_probs.shape[-1]), 1, generator=generator)
-        drawn = torch.where(masked, drawn.view(batch, seq_len), tokens)
+        drawn = rng.multinomial(log_probs.exp(), generator)
+        drawn = torch.where(masked, drawn, tokens)
         confidence = log_probs.gather(-1, drawn.unsqueeze(-1)).squeeze(-1)
         temperature = gumbel_temperature(step, steps, temperature_base, temperature_range)
         confidence = confidence + temperature * gumbel_noise(confidence.shape, generator, device)
