@@ -5,8 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from elt.core.schedule import (AdaptiveExit, Ramp, ScheduleError, Segments, as_point, loops_per_step,
-                               parse_loops, parse_point, point_label, resolve)
+from elt.core.schedule import (
+    AdaptiveExit,
+    Ramp,
+    ScheduleError,
+    Segments,
+    as_point,
+    loops_per_step,
+    parse_loops,
+    parse_point,
+    point_label,
+    resolve,
+)
 from elt.errors import UserError
 
 DEMO = {p: f"src/elt/assets/demo/{p}" for p in ("masked", "diffusion")}

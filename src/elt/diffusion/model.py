@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from elt.core.blocks import LabelEmbedder, TimestepEmbedder, modulate, sincos_embedding
 from elt.core import rng
 from elt.core.adaptive import relative_change, run_adaptive
+from elt.core.blocks import LabelEmbedder, TimestepEmbedder, modulate, sincos_embedding
 from elt.core.generator import LoopedGenerator, LoopSchedule, labels_tensor, loop_counts, to_uint8
 from elt.core.ilsd import ILSDTerms, ilsd_loss
-from elt.core.schedule import AdaptiveExit
 from elt.core.looped import LoopedTransformer
+from elt.core.schedule import AdaptiveExit
 from elt.diffusion.patches import patchify, token_grid, unpatchify
 from elt.diffusion.process import DiffusionProcess
 from elt.diffusion.sampler import build_sampler, sample

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from elt.core.blocks import LabelEmbedder, sincos_embedding
 from elt.core import rng
 from elt.core.adaptive import run_adaptive, token_change
+from elt.core.blocks import LabelEmbedder, sincos_embedding
 from elt.core.generator import LoopedGenerator, LoopSchedule, labels_tensor, loop_counts, to_uint8
 from elt.core.ilsd import ILSDTerms, ilsd_loss
 from elt.core.schedule import AdaptiveExit
