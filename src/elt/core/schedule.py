@@ -58,7 +58,7 @@ class Segments:
         total = sum(n for _, n in self.parts)
         if total != steps:
             raise ScheduleError(f"loop schedule {point_label(self)!r} covers {total} steps but sampling uses "
-                                f"{steps}; make the step counts add up to {steps}")
+                                f"{steps} steps; make the step counts add up to {steps}")
         return [loops for loops, n in self.parts for _ in range(n)]
 
 
