@@ -58,16 +58,18 @@ class ToyGenerator(LoopedGenerator):
                          lambda s, t: (s - t).pow(2).mean(), lam, student_loops)
 
     @torch.no_grad()
-    def generate(self, class_labels, loops=None, steps=None, guidance=None, seed=None, progress=False):
+    def generate(self, class_labels, loops=None, steps=None, guidance=None, seed=None, progress=False, *,
+                 seeds=None, return_loops=False):
         labels = labels_tensor(class_labels, self.num_classes, self.device)
         schedule = loops_per_step(loops, 1, self.trained_loops)
         g = torch.Generator(device=self.device).manual_seed(seed or 0)
         noise = torch.randn(len(labels), 1, self.size, self.size, generator=g, device=self.device)
-        return to_uint8(self._image(self.backbone(self._tokens(labels, noise), loops=schedule[0]).final))
+        images = to_uint8(self._image(self.backbone(self._tokens(labels, noise), loops=schedule[0]).final))
+        return (images, np.full((len(labels), 1), schedule[0])) if return_loops else images
 
-    def gflops_per_sample(self, loops=None, steps=None, guidance=None):
+    def gflops_per_sample(self, loops=None, steps=None, guidance=None, loops_used=None):
         tokens = (self.size // self.patch) ** 2
-        return self.backbone.flops_per_token(tokens, loops) * tokens / 1e9
+        return self.backbone.flops_per_token(tokens, loops_per_step(loops, 1, self.trained_loops)[0]) * tokens / 1e9
 
 
 def build_generator(cfg):

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from elt import __version__
+from elt.core.schedule import LOOPS_HELP  # noqa: F401  (the --loops grammar, documented once)
 from elt.errors import UserError
 
 EPILOG = "Run 'elt COMMAND --help' for a command's options. Configs: YAML path or a shipped name (fmnist_masked)."
@@ -24,25 +25,17 @@ EXTRA_COMMANDS: dict[str, str] = {
     "eval": "elt.eval.cli",
     "bench": "elt.bench",
     "demo": "elt.demo",
+    "calibrate": "elt.eval.calibrate",
 }
 
+def parse_loops(text: str | None):
+    """The ``--loops`` value → operating points (:func:`elt.core.schedule.parse_loops`); None stays None.
+    Called by the commands (not as an argparse type) so a bad value is one ``elt: error:`` line."""
+    if text is None:
+        return None
+    from elt.core.schedule import parse_loops as parse
 
-def parse_loops(text: str) -> list[int]:
-    """``"1,2,4"`` or ``"1-4"`` or ``"1-4,6"`` → sorted unique loop counts ≥ 1."""
-    values: set[int] = set()
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part:
-                lo, hi = (int(v) for v in part.split("-", 1))
-                values.update(range(lo, hi + 1))
-            elif part:
-                values.add(int(part))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid loop list {text!r}; use e.g. 1,2,4 or 1-4") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"invalid loop list {text!r}; loop counts are integers >= 1")
-    return sorted(values)
+    return parse(text)
 
 
 def positive_int(text: str) -> int:
@@ -91,14 +84,30 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from elt.sampling import sample_to_disk
     from elt.train.distributed import distributed_session
 
+    loops = parse_loops(args.loops)
+    if loops is not None and (args.budget_ms is not None or args.quality is not None):
+        raise UserError("give either --loops or a target (--budget-ms / --quality), not both")
     with distributed_session(args.device) as env:  # under torchrun: sampling sharded across ranks
         generator = elt.load(args.ckpt, ema=not args.raw_weights, device=env.device, overrides=args.overrides)
-        loops = args.loops or list(range(1, generator.trained_loops + 1))
+        if args.budget_ms is not None or args.quality is not None:
+            from elt.anytime import choose_point
+
+            point = choose_point(args.calibration or args.ckpt, budget_ms=args.budget_ms, fd_cls=args.quality)
+            if env.is_main:
+                print(f"picked {point['loops']}: {point.get('latency_ms', 0):.0f} ms latency, FD_cls "
+                      f"{point.get('fd_cls', float('nan')):.3g}, {point.get('gflops', 0):.3g} GFLOPs/sample "
+                      f"(from {point['calibration']})")
+            loops = [point["loops"]]
+        loops = loops or list(range(1, generator.trained_loops + 1))
         record = sample_to_disk(generator, loops, args.num, args.out, seed=args.seed, steps=args.steps,
                                 guidance=args.guidance, batch_size=args.batch_size, progress=not args.no_progress)
     if env.is_main:
         grids = ", ".join([record["grid"], *record.get("animations", [])])
         print(f"wrote {', '.join(record['files'].values())} and {grids} to {args.out}")
+        for label, used in record.get("loops_used", {}).items():
+            if used.get("mean") is not None:
+                print(f"  L={label}: {used['mean']:.2f} loops per sample and step on average, "
+                      f"{record['gflops'][label]:.3g} GFLOPs/sample")
     return 0
 
 
@@ -108,7 +117,14 @@ def add_sample(sub) -> None:
                                    "samples_L<L>.npz (arr_0 uint8 N×H×W×C, video N×T×H×W×C; arr_1 labels) and "
                                    "grid.png (video: also grid.gif, and grid.mp4 with PyAV).")
     p.add_argument("--ckpt", required=True, help="checkpoint directory or run directory")
-    p.add_argument("--loops", type=parse_loops, default=None, help="loop counts, e.g. 1,2,4 or 1-6 (default 1..L_max)")
+    p.add_argument("--loops", default=None, help=LOOPS_HELP + " (default 1..L_max)")
+    p.add_argument("--budget-ms", type=float, default=None,
+                   help="pick the best-quality calibrated point whose latency is at most this (calibration.json "
+                        "from 'elt calibrate')")
+    p.add_argument("--quality", type=float, default=None, metavar="FD_CLS",
+                   help="pick the cheapest calibrated point with FD_cls at most this")
+    p.add_argument("--calibration", default=None,
+                   help="calibration.json or the folder holding it (default: the run directory of --ckpt)")
     p.add_argument("--num", type=positive_int, default=100, help="samples per loop count (default 100)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the config's)")

@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from elt.core.ilsd import LAMBDA_SCHEDULES, MODES
 from elt.diffusion.config import DiffusionConfig
-from elt.errors import ConfigError
+from elt.errors import ConfigError, UserError
 from elt.masked.config import MaskedConfig
 from elt.presets import parse_preset
 from elt.registry import TASK_MODULES
@@ -99,6 +99,13 @@ class TrainConfig:
 
 
 @dataclass
+class SamplingConfig:
+    # default operating point when sampling (elt.core.schedule): an int, a schedule string ("4:1",
+    # "1x6+4x6"), a per-step list, or an adaptive exit ("exit:0.05"); null = L_max at every step
+    loops: Any = None
+
+
+@dataclass
 class Config:
     paradigm: str = "masked"  # masked | diffusion
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -108,6 +115,7 @@ class Config:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     masked: MaskedConfig = field(default_factory=MaskedConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
 
 def resolve_config_path(path: str | Path) -> Path:
@@ -180,9 +188,24 @@ def validate(cfg: DictConfig) -> None:
         if not 1 <= cfg.ilsd.min_student_loops < cfg.model.loops:
             raise ConfigError(f"ilsd.min_student_loops={cfg.ilsd.min_student_loops} must lie in "
                               f"1..{cfg.model.loops - 1} (model.loops - 1)")
+    _validate_sampling_loops(cfg)
     if not 0.0 <= cfg.model.class_dropout < 1.0:
         raise ConfigError(f"model.class_dropout={cfg.model.class_dropout} must lie in [0, 1)")
     _validate_video(cfg)
+
+
+def _validate_sampling_loops(cfg: DictConfig) -> None:
+    from elt.core.schedule import as_point
+
+    loops = OmegaConf.select(cfg, "sampling.loops", default=None)
+    if loops is None:
+        return
+    if OmegaConf.is_config(loops):
+        loops = OmegaConf.to_container(loops)
+    try:
+        as_point(loops)
+    except (UserError, ValueError, TypeError) as exc:
+        raise ConfigError(f"config key 'sampling.loops' is {loops!r}: {exc}") from None
 
 
 VIDEO_DATASETS = ("moving_fmnist", "ucf101")
@@ -229,7 +252,7 @@ SAMPLING_KEYS = (
     "masked.sample_steps", "masked.guidance", "masked.temperature_base", "masked.temperature_range",
     "masked.token_temperature", "masked.sample_precision",
     "diffusion.sample_steps", "diffusion.sampler", "diffusion.ddim_eta", "diffusion.guidance",
-    "diffusion.clip_denoised",
+    "diffusion.clip_denoised", "sampling.loops",
 )
 
 

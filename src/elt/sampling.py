@@ -20,6 +20,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from elt.core.generator import LoopedGenerator
+from elt.core.schedule import LoopSchedule, file_token, point_label
 from elt.visual import is_video_rows, save_grid, save_video_grid
 
 
@@ -35,10 +36,12 @@ def shard_info() -> tuple[int, int]:
     return 0, 1
 
 
-def generate_batched(generator: LoopedGenerator, labels: np.ndarray, loops: int | Sequence[int] | None,
+def generate_batched(generator: LoopedGenerator, labels: np.ndarray, loops: LoopSchedule,
                      batch_size: int = 256, seed: int = 0, steps: int | None = None,
-                     guidance: float | None = None, progress: bool = False, desc: str = "") -> np.ndarray | None:
+                     guidance: float | None = None, progress: bool = False, desc: str = "",
+                     return_loops: bool = False):
     """Generate for many labels in batches; batch b uses seed ``seed + b`` (reproducible, order-stable).
+    With ``return_loops`` also the loops each sample used at each step (N×steps).
 
     Under torchrun each rank generates every world_size-th batch and rank 0 returns all images in order;
     the other ranks return ``None``.
@@ -50,14 +53,19 @@ def generate_batched(generator: LoopedGenerator, labels: np.ndarray, loops: int 
     for b in tqdm(mine, desc=desc, disable=not progress or rank != 0, leave=False):
         start = starts[b]
         chunks[b] = generator.generate(labels[start:start + batch_size], loops=loops, steps=steps,
-                                       guidance=guidance, seed=seed + b)
+                                       guidance=guidance, seed=seed + b, return_loops=True)
     if world > 1:
         gathered: list[dict | None] | None = [None] * world if rank == 0 else None
         dist.gather_object(chunks, gathered, dst=0)
         if rank != 0:
             return None
         chunks = {b: images for part in gathered for b, images in part.items()}
-    return np.concatenate([chunks[b] for b in sorted(chunks)]) if chunks else np.zeros((0,), np.uint8)
+    if not chunks:
+        images, used = np.zeros((0,), np.uint8), np.zeros((0, 0), np.int64)
+    else:
+        images = np.concatenate([chunks[b][0] for b in sorted(chunks)])
+        used = np.concatenate([chunks[b][1] for b in sorted(chunks)])
+    return (images, used) if return_loops else images
 
 
 def sample_grid_rows(generator: LoopedGenerator, loop_counts: Sequence[int], per_class: int = 1,
@@ -78,12 +86,23 @@ def video_data_fields(generator: LoopedGenerator) -> dict:
             if data.get(key) is not None}
 
 
-def sample_to_disk(generator: LoopedGenerator, loop_counts: Sequence[int], num: int, out_dir: str | Path,
+def loops_summary(used: np.ndarray) -> dict:
+    """Mean loops per sample-step, overall and per step, of an N×steps array of loops used."""
+    used = np.asarray(used, dtype=np.float64)
+    if used.size == 0:
+        return {"mean": None, "per_step": []}
+    return {"mean": float(used.mean()), "per_step": [round(float(v), 4) for v in used.mean(0)],
+            "min": int(used.min()), "max": int(used.max())}
+
+
+def sample_to_disk(generator: LoopedGenerator, loop_counts: Sequence[LoopSchedule], num: int, out_dir: str | Path,
                    seed: int = 0, steps: int | None = None, guidance: float | None = None,
                    batch_size: int = 256, progress: bool = True) -> dict:
-    """Write ``samples_L{L}.npz`` (``arr_0`` uint8 images N×H×W×C or videos N×T×H×W×C, ``arr_1`` labels) per
-    loop count, a grid PNG with one row per loop count (video: also ``grid.gif`` / ``grid.mp4``), and
-    ``samples.json`` describing what was written.
+    """Write ``samples_L{point}.npz`` (``arr_0`` uint8 images N×H×W×C or videos N×T×H×W×C, ``arr_1`` labels,
+    ``loops`` the loops each sample used at each step, N×steps) per operating point (a loop count, a schedule
+    or an adaptive exit; ``:`` in its label becomes ``_`` in the file name), a grid PNG with one row per
+    point (video: also ``grid.gif`` / ``grid.mp4``), and ``samples.json`` describing what was written, with
+    the mean loops used per point (``loops_used``).
 
     Under torchrun every rank calls it with the same arguments; generation is sharded and rank 0 writes.
     """
@@ -93,24 +112,28 @@ def sample_to_disk(generator: LoopedGenerator, loop_counts: Sequence[int], num: 
         out.mkdir(parents=True, exist_ok=True)
     labels = balanced_labels(num, generator.num_classes)
     record = {"num": num, "seed": seed, "steps": steps, "guidance": guidance, "label_policy": "balanced",
-              "files": {}, "seconds": {}, "processes": world}
+              "files": {}, "seconds": {}, "loops_used": {}, "gflops": {}, "processes": world}
     grid_rows = []
     for loops in tqdm(loop_counts, desc="loop counts", disable=not progress or rank != 0):
+        label = point_label(loops)
         start = time.perf_counter()
-        images = generate_batched(generator, labels, loops, batch_size=batch_size, seed=seed, steps=steps,
-                                  guidance=guidance, progress=progress, desc=f"L={loops}")
-        record["seconds"][str(loops)] = time.perf_counter() - start
-        record["files"][str(loops)] = f"samples_L{loops}.npz"
-        if images is None:  # not rank 0
+        result = generate_batched(generator, labels, loops, batch_size=batch_size, seed=seed, steps=steps,
+                                  guidance=guidance, progress=progress, desc=f"L={label}", return_loops=True)
+        record["seconds"][label] = time.perf_counter() - start
+        record["files"][label] = f"samples_L{file_token(loops)}.npz"
+        if result is None:  # not rank 0
             continue
-        path = out / f"samples_L{loops}.npz"
-        np.savez(path, images, labels.astype(np.int64))
+        images, used = result
+        record["loops_used"][label] = loops_summary(used)
+        record["gflops"][label] = float(generator.gflops_per_sample(loops, steps, guidance, loops_used=used))
+        path = out / record["files"][label]
+        np.savez(path, images, labels.astype(np.int64), loops=used.astype(np.int16))
         per_row = min(len(images), 2 * generator.num_classes)
         order = np.argsort(labels[:per_row], kind="stable")
         grid_rows.append(images[:per_row][order])
     record["grid"] = "grid.png"
     if rank == 0:
-        row_labels = [f"L={loops}" for loops in loop_counts]
+        row_labels = [f"L={point_label(loops)}" for loops in loop_counts]
         if grid_rows and is_video_rows(grid_rows):
             written = save_video_grid(out / "grid.png", grid_rows, row_labels, title="rows: loop count")
             record["animations"] = [p.name for p in written[1:]]

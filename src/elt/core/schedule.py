@@ -35,6 +35,12 @@ GRAMMAR = ("L (fixed loop count, e.g. 2), A-B (the fixed counts A..B), A:B (line
            "exit:T[:MIN-MAX] (adaptive exit at change threshold T)")
 
 
+LOOPS_HELP = ("operating points, comma-separated: L (fixed, e.g. 2), A-B (fixed A..B), A:B (linear ramp from A loops "
+              "at the first step to B at the last), AxN+BxM (A loops for N steps, then B for M; the counts add up "
+              "to the steps), exit:T[:MIN-MAX] (adaptive exit: stop a sample's loops once its prediction changed by "
+              "less than T; MIN default 2, MAX default L_max)")
+
+
 @dataclass(frozen=True)
 class Ramp:
     """Linear ramp of the loop count from ``start`` (first step) to ``end`` (last step), rounded."""

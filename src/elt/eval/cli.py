@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from elt.cli import UserError, parse_loops, positive_int
+from elt.cli import LOOPS_HELP, UserError, parse_loops, positive_int
 
 
 def parse_steps(text: str) -> list[int]:
@@ -133,6 +133,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    args.loops = parse_loops(args.loops)
     check_model_args(args)
     try:
         suite = build_suite(args)  # first: missing weights or data fail before any sampling
@@ -255,8 +256,8 @@ def add_parser(sub) -> None:
                    help="folder of 'elt sample' output (samples_L<L>.npz) to evaluate instead of sampling; "
                         "pairs with --ckpt by position (which then gives GFLOPs/latency)")
     p.add_argument("--name", action="append", help="legend name per model (default: run directory [mode])")
-    p.add_argument("--loops", type=parse_loops, default=None, help="loop counts, e.g. 1-5 or 1,2,4,6 "
-                   "(default 1..L_max)")
+    p.add_argument("--loops", default=None, help="loop counts or other operating points, e.g. 1-5 or 1-4,4:1,"
+                   "exit:0.05 (" + LOOPS_HELP + "; default 1..L_max)")
     p.add_argument("--steps", type=parse_steps, default=None, help="sampling steps, e.g. 8 or 8,16 "
                    "(default: the config's)")
     p.add_argument("--num", type=positive_int, default=1000, help="samples per point (default 1000)")

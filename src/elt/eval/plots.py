@@ -21,7 +21,13 @@ def _series(rows: list[dict]) -> dict[str, list[dict]]:
     for row in rows:
         name = row["model"] + (f" ({row['steps']} steps)" if several_steps and row.get("steps") else "")
         groups.setdefault(name, []).append(row)
-    return {name: sorted(items, key=lambda r: r["loops"]) for name, items in groups.items()}
+    return {name: sorted(items, key=_order) for name, items in groups.items()}
+
+
+def _order(row: dict) -> tuple:
+    """Fixed loop counts by L, then schedules and adaptive exits by GFLOPs (their labels are strings)."""
+    loops = row["loops"]
+    return (0, loops, 0.0) if isinstance(loops, int) else (1, 0, row.get("gflops") or 0.0)
 
 
 def plot_sweep(result: dict, path: str | Path) -> Path:

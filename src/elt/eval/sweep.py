@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from elt import __version__
 from elt.core.generator import LoopedGenerator
+from elt.core.schedule import LoopSchedule, file_token, point_label
 from elt.sampling import balanced_labels, generate_batched
 
 LABEL_POLICY = "balanced: sample i is conditioned on class i mod num_classes"
@@ -136,7 +137,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_latency(generator: LoopedGenerator, loops: int, steps: int | None, guidance: float | None,
+def measure_latency(generator: LoopedGenerator, loops: LoopSchedule, steps: int | None, guidance: float | None,
                     batch: int = 1, repeats: int = 3, seed: int = 0, min_seconds: float = 0.25,
                     max_repeats: int = 50) -> dict:
     """Median seconds of ``generate`` for ``batch`` samples, and peak memory. One warm-up call, then at least
@@ -157,23 +158,27 @@ def measure_latency(generator: LoopedGenerator, loops: int, steps: int | None, g
             "peak_mem_mib": memory.peak_mib, "peak_mem_kind": memory.kind}
 
 
-def read_samples(samples_dir: Path, loops: int, num: int | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Images and labels of ``samples_L<loops>.npz`` written by ``elt sample`` (first ``num`` of them)."""
-    path = Path(samples_dir) / f"samples_L{loops}.npz"
+def read_samples(samples_dir: Path, loops: LoopSchedule, num: int | None = None,
+                 with_loops: bool = False):
+    """Images and labels of ``samples_L<loops>.npz`` written by ``elt sample`` (first ``num`` of them); with
+    ``with_loops`` also the loops used per sample and step (None in files written before they were stored)."""
+    path = Path(samples_dir) / f"samples_L{file_token(loops)}.npz"
     if not path.is_file():
         have = sorted(p.name for p in Path(samples_dir).glob("samples_L*.npz"))
         raise FileNotFoundError(f"{path} not found (have: {', '.join(have) or 'none'}); run 'elt sample "
-                                f"--loops {loops}' or drop L={loops} from --loops")
+                                f"--loops {point_label(loops)}' or drop L={point_label(loops)} from --loops")
     with np.load(path) as data:
         images = data["arr_0"]
         labels = data["arr_1"] if "arr_1" in data.files else None
+        used = data["loops"] if "loops" in data.files else None
     meta_path = Path(samples_dir) / "samples.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if num is not None:
         if len(images) < num:
             raise SweepInputError(f"{path} holds {len(images)} samples, fewer than --num {num}")
         images, labels = images[:num], (labels[:num] if labels is not None else None)
-    return images, labels, meta
+        used = used[:num] if used is not None else None
+    return (images, labels, meta, used) if with_loops else (images, labels, meta)
 
 
 def configured_steps(generator: LoopedGenerator | None) -> int | None:
@@ -190,7 +195,7 @@ def configured_steps(generator: LoopedGenerator | None) -> int | None:
     return int(value) if value is not None else None
 
 
-def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[int], steps: Sequence[int | None] = (None,),
+def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[LoopSchedule], steps: Sequence[int | None] = (None,),
               num: int = 1000, seed: int = 0, guidance: float | None = None, batch_size: int = 256,
               latency_batch: int = 1, latency_repeats: int = 3, measure: bool = True,
               progress: bool = True) -> dict:
@@ -202,39 +207,45 @@ def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[int], steps: 
     combos = [(m, s, k) for m in models for s in steps for k in loops]
     for model, step, k in tqdm(combos, desc="sweep", disable=not progress):
         gen = model.generator
-        row = {"model": model.name, "checkpoint": model.checkpoint, "loops": k, "steps": step,
+        label = k if isinstance(k, int) else point_label(k)
+        row = {"model": model.name, "checkpoint": model.checkpoint, "loops": label, "steps": step,
                "config_steps": configured_steps(gen), "guidance": guidance, "n": num}
         if model.samples_dir is not None:
-            images, labels, meta = read_samples(model.samples_dir, k, num)
+            images, labels, meta, used = read_samples(model.samples_dir, k, num, with_loops=True)
             row.update(samples=str(model.samples_dir), steps=meta.get("steps", step),
                        guidance=meta.get("guidance", guidance), seed=meta.get("seed"),
                        label_policy=meta.get("label_policy"))
-            ms_per_sample = (1000 * meta["seconds"][str(k)] / meta["num"]
-                             if "seconds" in meta and str(k) in meta["seconds"] and meta.get("num") else None)
+            ms_per_sample = (1000 * meta["seconds"][str(label)] / meta["num"]
+                             if "seconds" in meta and str(label) in meta["seconds"] and meta.get("num") else None)
         else:
             if gen is None:
                 raise SweepInputError(f"model {model.name!r} has neither a generator nor a samples folder")
             labels = balanced_labels(num, gen.num_classes)
             _sync(gen.device)
             start = time.perf_counter()
-            images = generate_batched(gen, labels, k, batch_size=batch_size, seed=seed, steps=step,
-                                      guidance=guidance, progress=progress, desc=f"{model.name} L={k}")
+            images, used = generate_batched(gen, labels, k, batch_size=batch_size, seed=seed, steps=step,
+                                            guidance=guidance, progress=progress, desc=f"{model.name} L={label}",
+                                            return_loops=True)
             _sync(gen.device)
             ms_per_sample = 1000 * (time.perf_counter() - start) / num
             row.update(seed=seed, label_policy="balanced")
         row["ms_per_sample"] = ms_per_sample
         if gen is not None:
             row["params_m"] = sum(p.numel() for p in gen.trainable_parameters()) / 1e6
-            row["gflops"] = float(gen.gflops_per_sample(loops=k, steps=row["steps"], guidance=row["guidance"]))
+            row["gflops"] = float(gen.gflops_per_sample(loops=k, steps=row["steps"], guidance=row["guidance"],
+                                                        loops_used=used))
             if measure:
                 row.update(measure_latency(gen, k, row["steps"], row["guidance"], latency_batch, latency_repeats,
                                            seed))
+        if used is not None:
+            row["mean_loops"] = float(np.mean(used))
         row.update(suite.evaluate(images, labels))
         rows.append(row)
     device = next((m.generator.device for m in models if m.generator is not None), torch.device("cpu"))
     provenance = {
         **suite.provenance(),
-        "n": num, "label_policy": LABEL_POLICY, "seed": seed, "loops": list(loops),
+        "n": num, "label_policy": LABEL_POLICY, "seed": seed,
+        "loops": [k if isinstance(k, int) else point_label(k) for k in loops],
         "steps": [s for s in steps], "guidance": guidance, "batch_size": batch_size,
         "latency": {"batch": latency_batch, "min_repeats": latency_repeats,
                     "statistic": "median after 1 warm-up, repeated until >= 0.25 s"},
@@ -318,7 +329,8 @@ def merge_results(results: Sequence[dict]) -> dict:
         raise SweepInputError(f"cannot merge sweeps with different sample counts per point: {sorted(sizes)}")
     first = results[0]
     provenance = {**first["provenance"], "merged_from": [r["provenance"] for r in results],
-                  "loops": sorted({k for r in results for k in r["provenance"].get("loops", [])})}
+                  "loops": sorted({k for r in results for k in r["provenance"].get("loops", [])},
+                                   key=lambda k: (isinstance(k, str), k if isinstance(k, int) else 0, str(k)))}
     return {"provenance": provenance, "floor": first.get("floor"), "plot_metrics": first["plot_metrics"],
             "rows": [row for r in results for row in r["rows"]]}
 
