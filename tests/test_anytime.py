@@ -160,3 +160,132 @@ def test_adaptive_gflops_need_the_loops_used(demo_models):
     low = g.gflops_per_sample(loops="exit:0.1", steps=3, loops_used=np.full((2, 3), 2))
     high = g.gflops_per_sample(loops="exit:0.1", steps=3, loops_used=np.full((2, 3), 4))
     assert low < high
+
+
+# -- picking a point from a calibration ---------------------------------------------------------------------------
+def _calibration():
+    from elt.eval.calibrate import pareto
+
+    points = [
+        {"loops": "1", "gflops": 2.0, "latency_ms": 100.0, "fd_cls": 30.0, "class_acc": 0.85},
+        {"loops": "2", "gflops": 4.0, "latency_ms": 190.0, "fd_cls": 20.0, "class_acc": 0.90},
+        {"loops": "4", "gflops": 8.0, "latency_ms": 380.0, "fd_cls": 18.0, "class_acc": 0.91},
+        {"loops": "exit:0.05", "gflops": 4.6, "latency_ms": 230.0, "fd_cls": 18.5, "class_acc": 0.91},
+        {"loops": "4:1", "gflops": 5.0, "latency_ms": 250.0, "fd_cls": 21.0, "class_acc": 0.90},
+    ]
+    assert pareto(points, "gflops") == [True, True, True, True, False]
+    return {"points": points, "path": "calibration.json"}
+
+
+def test_choose_point_for_budget_quality_and_both():
+    from elt.anytime import choose_loops
+
+    record = _calibration()
+    assert choose_loops(record, budget_ms=200) == "2"  # best FD_cls within 200 ms
+    assert choose_loops(record, budget_ms=240) == "exit:0.05"
+    assert choose_loops(record, fd_cls=19) == "exit:0.05"  # cheapest with FD_cls <= 19
+    assert choose_loops(record, fd_cls=25) == "2"
+    assert choose_loops(record, fd_cls=19, budget_ms=1000) == "exit:0.05"
+    for point in ("1", "2", "exit:0.05"):
+        assert parse_point(point) is not None  # what was picked is a valid --loops value
+
+
+@pytest.mark.parametrize("target, words", [
+    ({"fd_cls": 5.0}, "no calibrated point reaches FD_cls <= 5; the best is loops 4 (FD_cls 18"),
+    ({"budget_ms": 50}, "no calibrated point runs within 50 ms; the fastest is loops 1 (FD_cls 30"),
+    ({"budget_ms": 150, "fd_cls": 19}, "no calibrated point meets FD_cls <= 19 within 150 ms; the closest is loops 1"),
+    ({"budget_ms": -1}, "--budget-ms must be a positive number"),
+    ({}, "give a target"),
+])
+def test_unmeetable_or_bad_targets_are_one_line_errors(target, words):
+    from elt.anytime import TargetError, choose_point
+
+    with pytest.raises(TargetError) as info:
+        choose_point(_calibration(), **target)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_calibration_names_the_command(tmp_path):
+    from elt.anytime import TargetError, load_calibration
+
+    with pytest.raises(TargetError, match="run 'elt calibrate --ckpt"):
+        load_calibration(tmp_path)
+
+
+# -- config and CLI ----------------------------------------------------------------------------------------------
+def test_config_sampling_loops_is_the_default_point(demo_models, tmp_path):
+    import elt
+    from elt.errors import ConfigError
+
+    g = elt.load(DEMO["diffusion"], overrides=["sampling.loops=2:1"])
+    _, used = g.generate([0], steps=3, return_loops=True)
+    assert used.tolist() == [[2, 2, 1]]  # round-half-up ramp from 2 to 1 over 3 steps
+    _, used = g.generate([0], loops=3, steps=3, return_loops=True)  # an explicit argument wins
+    assert used.tolist() == [[3, 3, 3]]
+    with pytest.raises(ConfigError, match="sampling.loops"):
+        elt.load(DEMO["diffusion"], overrides=["sampling.loops=exit:-1"])
+
+
+def test_cli_bad_loops_and_targets_exit_2_with_one_line(tmp_path, capsys):
+    from elt.cli import main
+
+    for argv, words in [
+        (["sample", "--ckpt", DEMO["masked"], "--loops", "2:x", "--out", str(tmp_path / "a")], "invalid loops '2:x'"),
+        (["sample", "--ckpt", DEMO["masked"], "--loops", "1x5", "--out", str(tmp_path / "a")],
+         "covers 5 steps but sampling uses 12 steps"),
+        (["sample", "--ckpt", DEMO["masked"], "--budget-ms", "100", "--calibration", str(tmp_path), "--out",
+          str(tmp_path / "a")], "no calibration.json"),
+        (["sample", "--ckpt", DEMO["masked"], "--budget-ms", "100", "--loops", "2", "--out", str(tmp_path / "a")],
+         "either --loops or a target"),
+        (["calibrate", "--ckpt", DEMO["masked"], "--loops", "exit:0.1:1-4", "--out", str(tmp_path / "c")],
+         "min loops >= 2"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("elt: error:") and words in err and "\n" not in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_sample_writes_the_loops_used_beside_the_samples(tmp_path):
+    import json
+
+    from elt.cli import main
+
+    out = tmp_path / "s"
+    assert main(["sample", "--ckpt", DEMO["diffusion"], "--loops", "2,exit:0.05", "--num", "4", "--steps", "3",
+                 "--out", str(out), "--no-progress"]) == 0
+    record = json.loads((out / "samples.json").read_text())
+    assert record["files"] == {"2": "samples_L2.npz", "exit:0.05": "samples_Lexit_0.05.npz"}
+    with np.load(out / "samples_Lexit_0.05.npz") as data:
+        assert data["arr_0"].shape[0] == 4 and data["loops"].shape == (4, 3)
+        assert record["loops_used"]["exit:0.05"]["mean"] == pytest.approx(data["loops"].mean())
+    with np.load(out / "samples_L2.npz") as data:
+        assert (data["loops"] == 2).all()
+
+
+@pytest.mark.slow
+def test_calibrate_then_sample_for_a_target(tmp_path, capsys):
+    import json
+
+    from elt.cli import main
+    from elt.data.fashion_mnist import DataNotFoundError, locate
+
+    try:
+        locate(None, "test")
+    except DataNotFoundError:
+        pytest.skip("Fashion-MNIST not installed (make data)")
+    out = tmp_path / "cal"
+    assert main(["calibrate", "--ckpt", DEMO["diffusion"], "--out", str(out), "--loops", "1,2,exit:0.1",
+                 "--num", "20", "--batch-size", "10", "--steps", "3", "--threads", "1", "--no-progress"]) == 0
+    record = json.loads((out / "calibration.json").read_text())
+    assert [p["loops"] for p in record["points"]] == ["1", "2", "exit:0.1"]
+    for p in record["points"]:
+        assert p["gflops"] > 0 and p["latency_ms"] > 0 and 0 <= p["class_acc"] <= 1 and p["fd_cls"] > 0
+    assert record["points"][0]["gflops"] < record["points"][1]["gflops"]
+    assert all((out / name).is_file() for name in ("pareto.json", "pareto.csv", "pareto.png"))
+    best = min(record["points"], key=lambda p: p["fd_cls"])
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", DEMO["diffusion"], "--calibration", str(out), "--quality",
+                 str(best["fd_cls"] * 1.0001), "--num", "2", "--steps", "3", "--out", str(tmp_path / "s"),
+                 "--no-progress"]) == 0
+    assert f"picked {best['loops']}" in capsys.readouterr().out

@@ -144,7 +144,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value (e.g. model.loops=6)")
         try:
-            layers.append(OmegaConf.from_dotlist(list(overrides)))
+            layers.append(_from_dotlist(overrides))
         except Exception as exc:
             raise ConfigError(f"cannot parse overrides {list(overrides)}: {exc}".splitlines()[0]) from exc
     for layer in layers:
@@ -192,6 +192,20 @@ def validate(cfg: DictConfig) -> None:
     if not 0.0 <= cfg.model.class_dropout < 1.0:
         raise ConfigError(f"model.class_dropout={cfg.model.class_dropout} must lie in [0, 1)")
     _validate_video(cfg)
+
+
+RAW_STRING_KEYS = ("sampling.loops",)  # YAML would read a ramp "4:1" as the base-60 integer 241
+
+
+def _from_dotlist(items) -> DictConfig:
+    """``key=value`` overrides as a config layer; values of :data:`RAW_STRING_KEYS` stay the text given."""
+    items = list(items)
+    raw = [i for i in items if i.split("=", 1)[0] in RAW_STRING_KEYS]
+    layer = OmegaConf.from_dotlist([i for i in items if i not in raw])
+    for item in raw:
+        key, value = item.split("=", 1)
+        OmegaConf.update(layer, key, value, force_add=True)
+    return layer
 
 
 def _validate_sampling_loops(cfg: DictConfig) -> None:
@@ -268,7 +282,7 @@ def from_yaml_file(path: str | Path, sampling_overrides: list[str] | tuple[str, 
             if "=" not in item or key not in SAMPLING_KEYS:
                 raise ConfigError(f"cannot set {item!r} when sampling; allowed: key=value with key one of "
                                   f"{', '.join(SAMPLING_KEYS)}")
-        layers.append(OmegaConf.from_dotlist(list(sampling_overrides)))
+        layers.append(_from_dotlist(sampling_overrides))
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(Config), *layers)
     except OmegaConfBaseException as exc:

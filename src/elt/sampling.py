@@ -95,6 +95,19 @@ def loops_summary(used: np.ndarray) -> dict:
             "min": int(used.min()), "max": int(used.max())}
 
 
+def check_points(generator: LoopedGenerator, points: Sequence[LoopSchedule], steps: int | None = None) -> None:
+    """Fail (one line) before any sampling when a point does not fit the sampling steps."""
+    cfg = getattr(generator, "config", None)
+    if steps is None and cfg is not None:
+        from omegaconf import OmegaConf
+
+        steps = OmegaConf.select(cfg, f"{cfg.paradigm}.sample_steps", default=None)
+    if steps is None:
+        return
+    for point in points:
+        generator.resolve_loops(point, int(steps))
+
+
 def sample_to_disk(generator: LoopedGenerator, loop_counts: Sequence[LoopSchedule], num: int, out_dir: str | Path,
                    seed: int = 0, steps: int | None = None, guidance: float | None = None,
                    batch_size: int = 256, progress: bool = True) -> dict:
@@ -107,6 +120,7 @@ def sample_to_disk(generator: LoopedGenerator, loop_counts: Sequence[LoopSchedul
     Under torchrun every rank calls it with the same arguments; generation is sharded and rank 0 writes.
     """
     rank, world = shard_info()
+    check_points(generator, loop_counts, steps)
     out = Path(out_dir)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

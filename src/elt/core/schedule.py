@@ -114,7 +114,7 @@ def parse_point(text: str) -> OperatingPoint:
         return _positive(int(item), text)
     if match := _RAMP.match(item):
         return Ramp(_positive(int(match[1]), text), _positive(int(match[2]), text))
-    if "x" in item and not item.startswith("exit"):
+    if "x" in item and re.fullmatch(r"[\dx+ ]+", item):
         parts = []
         for piece in item.split("+"):
             seg = _SEGMENT.match(piece.strip())

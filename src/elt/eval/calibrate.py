@@ -225,7 +225,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     import torch
 
     import elt
-    from elt.core.schedule import parse_loops, resolve
+    from elt.core.schedule import parse_loops
+    from elt.sampling import check_points
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -236,10 +237,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     generator = elt.load(args.ckpt, device=args.device)
     points = points or default_points(generator)
     steps = args.steps
-    probe_steps = steps or (generator.config.masked.sample_steps if generator.config.paradigm == "masked"
-                            else generator.config.diffusion.sample_steps)
-    for point in points:  # every schedule must fit the steps before minutes of sampling
-        resolve(point, int(probe_steps), generator.trained_loops)
+    check_points(generator, points, steps)  # every schedule must fit the steps before minutes of sampling
     from elt.eval.cli import _user_errors
 
     try:
