@@ -55,16 +55,36 @@ def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class:
             results.append({"loops": k, "class_accuracy": accuracy, "ms_per_sample": 1000 * seconds / len(labels),
                             "gflops_per_sample": float(generator.gflops_per_sample(loops=k))})
             rows.append(images[: 2 * generator.num_classes])  # two samples of every class, in class order
+        adaptive, adaptive_images = adaptive_row(generator, paradigm, labels, classifier, seed)
+        rows.append(adaptive_images[: 2 * generator.num_classes])
         grid = save_grid(out / f"{paradigm}_grid.png", rows,
-                         [f"L={k}" + (" (trained)" if k == generator.trained_loops else "") for k in loops],
-                         title=f"{paradigm}: one checkpoint, rows = loop count")
+                         [f"L={k}" + (" (trained)" if k == generator.trained_loops else "") for k in loops]
+                         + [f"{adaptive['loops']} (mean L {adaptive['mean_loops']:.1f})"],
+                         title=f"{paradigm}: one checkpoint, rows = loop count; last row: adaptive exit")
         record["models"][paradigm] = {"checkpoint": str(models[paradigm]), "trained_loops": generator.trained_loops,
                                       "unique_layers": generator.backbone.unique_layers, "grid": grid.name,
-                                      "results": results}
+                                      "results": results, "adaptive": adaptive}
     plot = plot_quality(record, out / "quality_vs_loops.png")
     record["plot"] = plot.name
     (out / "demo.json").write_text(json.dumps(record, indent=2))
     return record
+
+
+# The adaptive-exit row: each sample stops looping at each step once its prediction stopped changing
+# (docs/anytime.md); thresholds from the calibration of the shipped models.
+DEMO_ADAPTIVE = {"masked": "exit:0.2", "diffusion": "exit:0.05"}
+
+
+def adaptive_row(generator, paradigm: str, labels: np.ndarray, classifier, seed: int) -> tuple[dict, np.ndarray]:
+    """Generate ``labels`` with the paradigm's adaptive exit; its scores, mean loops used and GFLOPs."""
+    point = DEMO_ADAPTIVE[paradigm]
+    start = time.perf_counter()
+    images, used = generator.generate(labels, loops=point, seed=seed, return_loops=True)
+    seconds = time.perf_counter() - start
+    accuracy = float((classifier(images).logits.argmax(1) == labels).mean())
+    return {"loops": point, "mean_loops": float(used.mean()), "class_accuracy": accuracy,
+            "ms_per_sample": 1000 * seconds / len(labels),
+            "gflops_per_sample": float(generator.gflops_per_sample(loops=point, loops_used=used))}, images
 
 
 def plot_quality(record: dict, path: Path) -> Path:
@@ -84,6 +104,12 @@ def plot_quality(record: dict, path: Path) -> Path:
         acc_ax.plot(loops, [100 * r["class_accuracy"] for r in info["results"]], "o-", label=paradigm)
         time_ax.plot(loops, [r["ms_per_sample"] for r in info["results"]], "o-", label=paradigm)
         acc_ax.axvline(info["trained_loops"], color="grey", lw=0.8, ls=":")
+        if info.get("adaptive"):  # drawn at its mean loop count
+            a = info["adaptive"]
+            color = [line for line in acc_ax.get_lines() if line.get_label() == paradigm][-1].get_color()
+            acc_ax.plot([a["mean_loops"]], [100 * a["class_accuracy"]], "*", ms=11, color=color,
+                        label=f"{paradigm} {a['loops']}")
+            time_ax.plot([a["mean_loops"]], [a["ms_per_sample"]], "*", ms=11, color=color)
     acc_ax.set(xlabel="loops L at sampling", ylabel="class accuracy (%)", ylim=(0, 100),
                title=f"quality vs loops ({record['per_class']} samples per class)")
     time_ax.set(xlabel="loops L at sampling", ylabel="ms per sample (this CPU)", title="cost vs loops")
@@ -106,6 +132,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         accs = ", ".join(f"L={r['loops']}: {100 * r['class_accuracy']:.0f}%" for r in info["results"])
         print(f"{paradigm} ({info['unique_layers']} unique layers, trained at L={info['trained_loops']}): "
               f"class accuracy {accs}")
+        if info.get("adaptive"):
+            a = info["adaptive"]
+            print(f"  adaptive {a['loops']}: class accuracy {100 * a['class_accuracy']:.0f}% with "
+                  f"{a['mean_loops']:.2f} loops per step on average")
         print(f"  grid: {out / info['grid']}")
     print(f"quality vs loops: {out / record['plot']}")
     print(f"record: {out / 'demo.json'}  ({time.perf_counter() - start:.0f} s)")
