@@ -1,0 +1,111 @@
+"""Is compute saved by adaptive exit also time saved? Adaptive exit vs a fixed schedule with the same mean loops.
+
+For each shipped demo model: one adaptive run at batch 64 (samples leave the batch when they exit, so later
+loops run on fewer rows) and, in the same process, interleaved with it, a fixed run whose per-step loop counts
+have the same total (``AxN+BxM`` with A = B + 1: the fixed schedule closest to the adaptive run's mean loop
+count), plus fixed L_max for reference. Wall-clock is the median of ``--repeats`` alternating calls. Target:
+adaptive ≤ 1.15× the matched fixed run. Prints a table and writes JSON.
+
+    python benchmarks/adaptive_vs_fixed.py [--batch 64 --repeats 3 --threads 1] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_POINTS = {"masked": "exit:0.2", "diffusion": "exit:0.05"}
+
+
+def matched_schedule(mean_loops: float, steps: int) -> str:
+    """A fixed per-step schedule of ``steps`` steps whose loops add up to round(mean × steps)."""
+    total = int(round(mean_loops * steps))
+    low = max(total // steps, 1)
+    high_steps = total - low * steps
+    if high_steps <= 0:
+        return str(low)
+    return f"{low + 1}x{high_steps}+{low}x{steps - high_steps}"
+
+
+def timed(generator, labels, loops, steps, seed) -> float:
+    start = time.perf_counter()
+    generator.generate(labels, loops=loops, steps=steps, seed=seed)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: each model's config)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--paradigm", choices=("both", "masked", "diffusion"), default="both")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "adaptive_vs_fixed.json"))
+    args = parser.parse_args()
+    if args.smoke:
+        args.batch, args.repeats, args.steps = 8, 1, 3
+    torch.set_num_threads(args.threads)
+
+    from elt.demo import shipped_models
+    from elt.train.checkpoint import load_generator
+
+    models = shipped_models()
+    paradigms = ("masked", "diffusion") if args.paradigm == "both" else (args.paradigm,)
+    rows = []
+    for paradigm in paradigms:
+        generator = load_generator(models[paradigm])
+        cfg = generator.config
+        steps = args.steps or int(cfg[paradigm].sample_steps)
+        labels = np.arange(args.batch) % generator.num_classes
+        point = DEFAULT_POINTS[paradigm]
+        _, used = generator.generate(labels, loops=point, steps=steps, seed=0, return_loops=True)  # warm-up
+        mean_loops = float(used.mean())
+        fixed = matched_schedule(mean_loops, steps)
+        top = generator.trained_loops
+        runs: dict[str, list[float]] = {point: [], fixed: [], str(top): []}
+        timed(generator, labels, fixed, steps, 0)  # warm-up
+        for r in range(args.repeats):  # alternate so that load changes on a shared machine hit all alike
+            for loops in runs:
+                runs[loops].append(timed(generator, labels, loops, steps, r))
+        seconds = {k: statistics.median(v) for k, v in runs.items()}
+        gflops = {point: generator.gflops_per_sample(point, steps, loops_used=used),
+                  fixed: generator.gflops_per_sample(fixed, steps), str(top): generator.gflops_per_sample(top, steps)}
+        rows.append({"model": paradigm, "steps": steps, "batch": args.batch, "adaptive": point,
+                     "adaptive_mean_loops": mean_loops, "matched_fixed": fixed,
+                     "seconds": seconds, "all_seconds": runs, "gflops_per_sample": gflops,
+                     "ratio_adaptive_to_matched": seconds[point] / seconds[fixed],
+                     "ratio_adaptive_to_lmax": seconds[point] / seconds[str(top)],
+                     "target": 1.15, "meets_target": seconds[point] / seconds[fixed] <= 1.15})
+    header = ["model", "adaptive", "mean L", "matched fixed", "s adaptive", "s matched", "s L_max", "ratio", "≤1.15"]
+    table = [header]
+    for r in rows:
+        s = r["seconds"]
+        table.append([r["model"], r["adaptive"], f"{r['adaptive_mean_loops']:.2f}", r["matched_fixed"],
+                      f"{s[r['adaptive']]:.2f}", f"{s[r['matched_fixed']]:.2f}",
+                      f"{list(s.values())[-1]:.2f}", f"{r['ratio_adaptive_to_matched']:.3f}",
+                      "yes" if r["meets_target"] else "NO"])
+    widths = [max(len(t[i]) for t in table) for i in range(len(header))]
+    for t in table:
+        print("  ".join(c.ljust(w) for c, w in zip(t, widths, strict=True)))
+    record = {"rows": rows, "threads": args.threads, "cpus": os.cpu_count(), "load_average": os.getloadavg(),
+              "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+              "smoke": args.smoke, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v)
+                              else str(v)) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
