@@ -30,6 +30,7 @@ from elt.anytime import CALIBRATION_FILE
 from elt.errors import UserError
 
 FRONT_STEM = "pareto"
+PARTIAL_FILE = "calibration.partial.json"  # the points measured so far, while a calibration runs
 
 
 def default_points(generator) -> list[str]:
@@ -79,8 +80,10 @@ class QualityProbe:
 
 def calibrate(generator, points: list, probe, num: int = 200, seed: int = 0, steps: int | None = None,
               guidance: float | None = None, batch_size: int = 64, latency_batch: int = 1, latency_repeats: int = 3,
-              measure_latency: bool = True, progress: bool = True) -> dict:
-    """Measure every point; returns the record written to ``calibration.json``."""
+              measure_latency: bool = True, progress: bool = True, on_point=None) -> dict:
+    """Measure every point; returns the record written to ``calibration.json``. ``on_point(rows)`` is called
+    after each point (``elt calibrate`` keeps a ``calibration.partial.json`` with it, so an interrupted
+    calibration keeps what it measured)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -110,6 +113,8 @@ def calibrate(generator, points: list, probe, num: int = 200, seed: int = 0, ste
             row.update(latency_ms=timing["latency_ms"], latency_batch=latency_batch,
                        latency_calls=timing["latency_calls"])
         rows.append(row)
+        if on_point is not None:
+            on_point(rows)
     for key, flag in (("gflops", "pareto_gflops"), ("latency_ms", "pareto_latency")):
         for row, on in zip(rows, pareto(rows, key), strict=True):
             row[flag] = on
@@ -240,15 +245,22 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     check_points(generator, points, steps)  # every schedule must fit the steps before minutes of sampling
     from elt.eval.cli import _user_errors
 
+    partial = out / PARTIAL_FILE
+
+    def keep(rows: list[dict]) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write(partial, (json.dumps({"checkpoint": str(args.ckpt), "points": rows}, indent=2) + "\n").encode())
+
     try:
         probe = QualityProbe(args.data_root, device=args.device)
         record = calibrate(generator, points, probe, num=args.num, seed=args.seed, steps=steps, guidance=args.guidance,
                            batch_size=args.batch_size, latency_batch=args.latency_batch,
                            latency_repeats=args.latency_repeats, measure_latency=not args.no_latency,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, on_point=keep)
     except _user_errors() as exc:
         raise UserError(str(exc)) from exc
     paths = write_calibration(record, out, str(args.ckpt))
+    partial.unlink(missing_ok=True)
     print_points(record)
     print(f"wrote {paths['calibration']}, {paths['json'].name}, {paths['csv'].name} and {paths['png'].name}")
     return 0
