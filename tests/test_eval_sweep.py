@@ -64,8 +64,7 @@ def toy_runs(tmp_path_factory):
     from elt import registry
 
     root = tmp_path_factory.mktemp("runs")
-    saved = dict(registry.TASK_MODULES)
-    registry.TASK_MODULES["toy"] = "toy_task"
+    registry.register_paradigm("toy", "toy_task")
     try:
         for mode in ("ilsd", "vanilla"):
             cfg = load_config(None, [*TOY_OVERRIDES, "train.steps=300", f"ilsd.mode={mode}",
@@ -73,8 +72,7 @@ def toy_runs(tmp_path_factory):
             train(cfg, progress=False)
         yield root
     finally:
-        registry.TASK_MODULES.clear()
-        registry.TASK_MODULES.update(saved)
+        registry.unregister_paradigm("toy")
 
 
 def test_sweep_writes_json_csv_png_with_provenance(toy_runs, toy_paradigm, tmp_path):
@@ -150,7 +148,7 @@ def test_elt_eval_cli_end_to_end(toy_runs, toy_paradigm, tmp_path, monkeypatch, 
     assert (tmp_path / "ev" / "eval.csv").is_file() and (tmp_path / "ev" / "eval.png").is_file()
     # existing 'elt sample' output, paired with its checkpoint for GFLOPs and latency
     assert main(["sample", "--ckpt", str(toy_runs / "ilsd"), "--loops", "1,3", "--num", "20", "--out",
-                 str(tmp_path / "s"), "--no-progress", "masked.guidance=0.5"]) == 0  # a sampling override
+                 str(tmp_path / "s"), "--no-progress", "masked.temperature_base=0.6"]) == 0  # a sampling override
     assert main(["sample", "--ckpt", str(toy_runs / "ilsd"), "--num", "2", "--out", str(tmp_path / "bad"),
                  "model.loops=2"]) == 2
     assert "cannot set 'model.loops=2' when sampling" in capsys.readouterr().err and not (tmp_path / "bad").exists()
@@ -236,7 +234,8 @@ def test_elt_eval_on_a_fashion_mnist_checkpoint_with_the_shipped_classifier(tmp_
         locate(None, "test")
     except DataNotFoundError:
         pytest.skip("Fashion-MNIST not installed (make data)")
-    monkeypatch.setitem(registry.TASK_MODULES, "fmnist_patch", "test_eval_sweep")
+    monkeypatch.setattr(registry, "_PARADIGMS", {**registry.paradigms()})  # restored after the test
+    registry.register_paradigm("fmnist_patch", "test_eval_sweep")
     cfg = load_config(None, ["paradigm=fmnist_patch", "model.width=64", "model.heads=2", "model.unique_layers=2",
                              "model.loops=3", "data.limit=2000", "train.steps=80", "train.batch_size=32",
                              "train.lr=0.002", "train.warmup_steps=20", "train.ema_decay=0.95", "train.threads=1",
