@@ -19,8 +19,15 @@ import torch
 from torch import nn
 
 from elt.core.blocks import LabelEmbedder, TimestepEmbedder, modulate, sincos_embedding
-from elt.core.generator import (LoopedGenerator, LoopSchedule, labels_tensor, loops_per_step, resolve_seed,
-                                sampling_setting, to_uint8)
+from elt.core.generator import (
+    LoopedGenerator,
+    LoopSchedule,
+    labels_tensor,
+    loops_per_step,
+    resolve_seed,
+    sampling_setting,
+    to_uint8,
+)
 from elt.core.ilsd import ILSDTerms, ilsd_loss
 from elt.core.looped import LoopedTransformer
 from elt.diffusion.config import SAMPLING_DEFAULTS

@@ -25,8 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from elt.core.blocks import LabelEmbedder, sincos_embedding
-from elt.core.generator import (LoopedGenerator, LoopSchedule, labels_tensor, loops_per_step, resolve_seed,
-                                sampling_setting, to_uint8)
+from elt.core.generator import (
+    LoopedGenerator,
+    LoopSchedule,
+    labels_tensor,
+    loops_per_step,
+    resolve_seed,
+    sampling_setting,
+    to_uint8,
+)
 from elt.core.ilsd import ILSDTerms, ilsd_loss
 from elt.masked.config import SAMPLING_DEFAULTS
 from elt.masked.masking import sample_training_mask

@@ -23,10 +23,10 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from elt.config import TOKENIZER_KINDS
 from elt.data.cache import cached_encode, state_dict_hash
 from elt.data.folders import ImageFolder, build_dataset
 from elt.masked.model import MaskedGenerator
-from elt.config import TOKENIZER_KINDS
 
 
 def build_tokenizer(cfg) -> torch.nn.Module:
