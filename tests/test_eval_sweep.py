@@ -137,7 +137,7 @@ def test_peak_memory_sees_a_large_allocation():
 
 
 def test_elt_eval_cli_end_to_end(toy_runs, toy_paradigm, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("elt.eval.cli.build_suite", lambda args: toy_suite())
+    monkeypatch.setattr("elt.cli.eval.build_suite", lambda args: toy_suite())
     code = main(["eval", "--ckpt", str(toy_runs / "ilsd"), "--ckpt", str(toy_runs / "vanilla"), "--loops", "1-3",
                  "--num", "32", "--out", str(tmp_path / "ev"), "--batch-size", "16", "--no-progress"])
     assert code == 0

@@ -112,7 +112,7 @@ class LatentDataset(Dataset):
 
 def image_dataset(cfg: DictConfig, split: str = "train") -> Dataset:
     """(image in [-1, 1] C×S×S, or clip C×T×S×S, label) items of the configured dataset."""
-    from elt.data.folders import build_dataset
+    from elt.data.datasets import build_dataset
 
     try:
         return build_dataset(cfg.data, split)

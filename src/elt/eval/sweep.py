@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from elt import __version__
 from elt.core.generator import LoopedGenerator
 from elt.sampling import balanced_labels, generate_batched
+from elt.version import __version__
 
 LABEL_POLICY = "balanced: sample i is conditioned on class i mod num_classes"
 

@@ -1,58 +1,12 @@
-"""``elt`` command line: a thin layer over the Python API.
-
-    elt train CONFIG [key=value ...]      train (either paradigm, chosen by the config)
-    elt sample --ckpt DIR --loops 1,2,4   write .npz samples per loop count and a grid PNG
-    elt info CKPT                         what a checkpoint holds
-"""
+"""``elt train``, ``elt sample``, ``elt info``, ``elt export``: training and what a checkpoint gives."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
 
-from elt import __version__
-from elt.errors import UserError
-
-EPILOG = "Run 'elt COMMAND --help' for a command's options. Configs: YAML path or a shipped name (fmnist_masked)."
-
-# Extra subcommands register here: name -> (module, function adding the parser). Each module provides
-# ``add_parser(subparsers)`` which sets ``func`` on its parser. Keeps this file free of paradigm imports.
-EXTRA_COMMANDS: dict[str, str] = {
-    "tokenizer": "elt.tokenizers.cli",
-    "eval": "elt.eval.cli",
-    "bench": "elt.bench",
-    "demo": "elt.demo",
-}
-
-
-def parse_loops(text: str) -> list[int]:
-    """``"1,2,4"`` or ``"1-4"`` or ``"1-4,6"`` → sorted unique loop counts ≥ 1."""
-    values: set[int] = set()
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part:
-                lo, hi = (int(v) for v in part.split("-", 1))
-                values.update(range(lo, hi + 1))
-            elif part:
-                values.add(int(part))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid loop list {text!r}; use e.g. 1,2,4 or 1-4") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"invalid loop list {text!r}; loop counts are integers >= 1")
-    return sorted(values)
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
+from elt.cli.args import parse_loops, positive_int
 
 
 # -- train ----------------------------------------------------------------------------------------------
@@ -173,44 +127,6 @@ def add_export(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
-BUILTIN: list[Callable] = [add_train, add_sample, add_info, add_export]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    import importlib
-
-    parser = argparse.ArgumentParser(prog="elt", description="Elastic Looped Transformers for visual "
-                                     "generation: train once, sample at any loop count.", epilog=EPILOG)
-    parser.add_argument("--version", action="version", version=f"elt {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in BUILTIN:
+def add_parsers(sub) -> None:
+    for add in (add_train, add_sample, add_info, add_export):
         add(sub)
-    for module in EXTRA_COMMANDS.values():
-        importlib.import_module(module).add_parser(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra:  # key=value overrides may follow options (elt train CFG --resume auto model.loops=6)
-        if getattr(args, "command", None) in ("train", "sample") and all("=" in item and not item.startswith("-")
-                                                                          for item in extra):
-            args.overrides = [*args.overrides, *extra]
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
-    try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"elt: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("elt: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
