@@ -248,7 +248,7 @@ def add_parsers(sub) -> None:
                    help="folder of 'elt sample' output (samples_L<L>.npz) to evaluate instead of sampling; "
                         "pairs with --ckpt by position (which then gives GFLOPs/latency)")
     p.add_argument("--name", action="append", help="legend name per model (default: run directory [mode])")
-    p.add_argument("--loops", type=parse_loops, default=None, help="loop counts, e.g. 1-5 or 1,2,4,6 "
+    p.add_argument("--loops", type=parse_loops, default=None, help="loop counts used for sampling, e.g. 1-5 or 1,2,4,6 "
                    "(default 1..L_max)")
     p.add_argument("--steps", type=parse_steps, default=None, help="sampling steps, e.g. 8 or 8,16 "
                    "(default: the config's)")
@@ -265,7 +265,9 @@ def add_parsers(sub) -> None:
                         "cache); never downloaded")
     p.add_argument("--i3d", default=None, help="I3D TorchScript file (else $ELT_I3D_WEIGHTS)")
     p.add_argument("--data-root", default=None, help="Fashion-MNIST folder (default: $ELT_DATA, Debian path)")
-    p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the config's)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale s: output = uncond + s·(cond − uncond), 1 = conditional only, "
+                        "0 = unconditional (default: the config's sampling.guidance)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--latency-batch", type=positive_int, default=1, help="batch size of the latency runs")

@@ -62,18 +62,23 @@ def add_sample(sub) -> None:
                                    "samples_L<L>.npz (arr_0 uint8 N×H×W×C, video N×T×H×W×C; arr_1 labels) and "
                                    "grid.png (video: also grid.gif, and grid.mp4 with PyAV).")
     p.add_argument("--ckpt", required=True, help="checkpoint directory or run directory")
-    p.add_argument("--loops", type=parse_loops, default=None, help="loop counts, e.g. 1,2,4 or 1-6 (default 1..L_max)")
+    p.add_argument("--loops", type=parse_loops, default=None,
+                   help="loop counts used for sampling, e.g. 1,2,4 or 1-6 (default 1..L_max)")
     p.add_argument("--num", type=positive_int, default=100, help="samples per loop count (default 100)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the config's)")
-    p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the config's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="sampling steps (default: the config's sampling.steps)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale s: output = uncond + s·(cond − uncond), 1 = conditional only, "
+                        "0 = unconditional (default: the config's sampling.guidance)")
+    p.add_argument("--seed", type=int, default=0, help="an int seed makes the samples deterministic (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (under torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--raw-weights", action="store_true", help="use raw weights instead of the EMA")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="sampling settings, e.g. masked.temperature_base=4.5 or diffusion.sampler=ddpm")
+                   help="sampling settings, e.g. sampling.precision=bf16, masked.temperature_base=4.5 or "
+                        "diffusion.sampler=ddpm (the diffusion solver: ddim | ddpm | euler)")
     p.set_defaults(func=cmd_sample)
 
 

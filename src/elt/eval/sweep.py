@@ -177,16 +177,13 @@ def read_samples(samples_dir: Path, loops: int, num: int | None = None) -> tuple
 
 
 def configured_steps(generator: LoopedGenerator | None) -> int | None:
-    """The paradigm's default number of sampling steps from the checkpoint's config, if it has one."""
+    """The number of sampling steps the checkpoint samples with by default (``sampling.steps``, else the
+    paradigm's default), if the generator says."""
+    settings = getattr(generator, "sampling_settings", None)
+    if callable(settings):
+        return int(settings(None, None)[0])
     cfg = getattr(generator, "config", None)
-    if cfg is None:
-        return None
-    try:
-        from omegaconf import OmegaConf
-
-        value = OmegaConf.select(cfg, f"{cfg.paradigm}.steps", default=None)
-    except Exception:
-        return None
+    value = cfg.get("sampling", {}).get("steps") if cfg is not None else None
     return int(value) if value is not None else None
 
 
