@@ -159,7 +159,7 @@ def print_trainer(result: dict[str, Any]) -> None:
 def command_line(name: str, args: argparse.Namespace) -> str:
     """The benchmark as one explicit command (every size spelled out), to rerun it exactly."""
     parts = ["elt", "bench", name, "--kind", args.kind, "--width", args.width, "--heads", args.heads,
-             "--unique-layers", args.unique_layers, "--loops", args.loops, "--tokens", args.tokens,
+             "--unique-layers", args.unique_layers, "--max-loops", args.loops, "--tokens", args.tokens,
              "--batch", args.batch, "--precision", args.precision, "--device", args.device,
              "--threads", torch.get_num_threads(), "--warmup", args.warmup, "--repeats", args.repeats]
     if args.kind == "masked":

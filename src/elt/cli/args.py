@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def parse_loops(text: str) -> list[int]:
@@ -31,6 +32,19 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be >= 1")
     return value
+
+
+class DeprecatedFlag(argparse.Action):
+    """A renamed option still accepted for one release: stores its value and prints one line naming the new
+    option (``p.add_argument("--old", action=DeprecatedFlag, new="--new", dest="new", ...)``)."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"elt: warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def parse_steps(text: str) -> list[int]:

@@ -7,7 +7,7 @@ import sys
 
 import elt.bench as bench_lib
 from elt.bench import suites
-from elt.cli.args import parse_loops
+from elt.cli.args import DeprecatedFlag, parse_loops
 from elt.errors import UserError
 
 
@@ -19,7 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--heads", type=int, default=None, help="default: width / 64")
     p.add_argument("--unique-layers", type=int, default=4, help="N, unique blocks")
-    p.add_argument("--loops", type=int, default=4, help="L_max (the unique stack has N·L layers, 1 loop)")
+    p.add_argument("--max-loops", dest="loops", type=int, default=4,
+                   help="L_max, the trained loop count (the unique stack has N·L layers, 1 loop)")
+    p.add_argument("--loops", dest="loops", type=int, action=DeprecatedFlag, new="--max-loops", help=argparse.SUPPRESS)
     p.add_argument("--tokens", type=int, default=64, help="tokens per sample (e.g. 256 = 16×16 latents)")
     p.add_argument("--vocab", type=int, default=1024, help="codebook size (masked)")
     p.add_argument("--batch", type=int, default=32)
@@ -27,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile each block")
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: check tracing only)")
     p.add_argument("--checkpoint-loops", action="store_true", help="per-loop activation checkpointing (train)")
-    p.add_argument("--loops-list", type=parse_loops, default=[1, 2, 3, 4], help="sampling: loop counts (1-4, 1,2,4)")
+    p.add_argument("--loops-list", type=parse_loops, default=[1, 2, 3, 4],
+                   help="sampling: loop counts used for sampling (1-4, 1,2,4)")
     p.add_argument("--batches", type=parse_loops, default=[1, 8, 32], help="sampling: batch sizes")
     p.add_argument("--sample-steps", type=int, default=0, help="sampling steps (synthetic default 8; "
                    "with --ckpt the config's)")

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from elt import config as config_lib
 from elt import registry
 from elt.core.ilsd import StudentLoopDraw, ilsd_lambda
-from elt.runtime import autocast_context, resolve_device, seed_everything, uses_bf16  # noqa: F401
+from elt.runtime import autocast_context, seed_everything, uses_bf16
 from elt.sampling import sample_grid_rows
 from elt.train import distributed as dist_lib
 from elt.train.checkpoint import (
