@@ -74,7 +74,9 @@ def _discover() -> None:
 def paradigms() -> dict[str, Paradigm]:
     """Every registered paradigm by name (the built-in ones and entry points are imported on first use)."""
     _discover()
-    return dict(_PARADIGMS)
+    builtin = [package.rpartition(".")[2] for package in BUILTIN_PACKAGES]
+    order = sorted(_PARADIGMS, key=lambda name: builtin.index(name) if name in builtin else len(builtin))
+    return {name: _PARADIGMS[name] for name in order}  # built-in ones first, the rest as registered
 
 
 def get_paradigm(name: str) -> Paradigm:
