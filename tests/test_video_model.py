@@ -112,7 +112,7 @@ def test_bad_token_grid_is_rejected():
 
 def test_fsq3d_dispatch_and_image_guard(monkeypatch):
     """kind=fsq3d builds elt.tokenizers.video_fsq.VideoFSQTokenizer with the contract's arguments."""
-    import elt.tokenizers.train as tokenizer_train
+    import elt.tokenizers.video_fsq as video_fsq
 
     seen = {}
 
@@ -121,7 +121,7 @@ def test_fsq3d_dispatch_and_image_guard(monkeypatch):
             seen.update(kwargs)
             super().__init__(frames=kwargs["frames"], image_size=kwargs["image_size"])
 
-    monkeypatch.setattr(tokenizer_train, "VideoFSQTokenizer", Fake)
+    monkeypatch.setattr(video_fsq, "VideoFSQTokenizer", Fake)  # what the tokenizer factory builds
     cfg = OmegaConf.create(OmegaConf.to_container(video_cfg()))  # plain: the keys exist before the merge too
     cfg.data.frames = 4
     cfg.tokenizer.kind = "fsq3d"
