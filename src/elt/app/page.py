@@ -1,0 +1,167 @@
+"""The Gradio page of ``elt app``. Imported only by ``elt app`` (Gradio is the optional ``app`` extra).
+
+Offline by construction: the page uses system fonts (no web-font theme), analytics are off, and Gradio
+serves its own bundled scripts and styles from the local server.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import traceback
+import uuid
+from pathlib import Path
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no telemetry, no version check
+
+import gradio as gr  # noqa: E402
+
+from elt.app.models import (  # noqa: E402
+    MAX_COMPARE_SAMPLES,
+    InputError,
+    Model,
+    Request,
+    check_request,
+    generate,
+    strip,
+    write_media,
+)
+
+SYSTEM_FONTS = [gr.themes.Font("system-ui"), gr.themes.Font("-apple-system"), gr.themes.Font("Segoe UI"),
+                gr.themes.Font("Helvetica"), gr.themes.Font("Arial"), "sans-serif"]
+MONO_FONTS = [gr.themes.Font("ui-monospace"), gr.themes.Font("Menlo"), gr.themes.Font("Consolas"), "monospace"]
+
+CSS = """
+#elt-image img, #elt-compare img { image-rendering: pixelated; }
+#elt-status { min-height: 1.5em; }
+#elt-status .elt-error { color: #b00020; font-weight: 600; }
+"""
+
+INTRO = """# ELT — one checkpoint, any compute
+An Elastic Looped Transformer applies its few unique layers **L times**. Trained with intra-loop self
+distillation, the same checkpoint samples at every loop count: move the **loops** slider and watch the image
+and its cost change. *Compare loop counts* shows one row per L for the same seed."""
+
+
+def theme() -> gr.themes.Base:
+    return gr.themes.Default(primary_hue="indigo", font=SYSTEM_FONTS, font_mono=MONO_FONTS)
+
+
+def error_html(message: str) -> str:
+    import html
+
+    return f'<p class="elt-error">⚠ {html.escape(message)}</p>'
+
+
+def build(models: dict[str, Model], media_dir: str | Path | None = None) -> gr.Blocks:
+    """The page for already loaded ``models`` (name → :class:`Model`)."""
+    media = Path(media_dir or tempfile.mkdtemp(prefix="elt-app-"))
+    first = next(iter(models.values()))
+
+    def controls_for(name):
+        model = models[name]
+        return (model.describe(),
+                gr.update(choices=model.class_names, value=model.class_names[0]),
+                gr.update(maximum=model.max_loops, value=min(model.trained_loops, model.max_loops),
+                          label=f"loops L (trained at L_max = {model.trained_loops})"),
+                gr.update(placeholder=f"model default: {model.default_steps}"),
+                gr.update(placeholder=f"model default: {model.default_guidance}"))
+
+    def run_one(request: Request, count: int, loops: int, progress_bar: bool):
+        result = generate(request, count=count, loops=loops, progress=progress_bar)
+        array = result.samples[0] if count == 1 else strip(result.samples)
+        path = write_media(array, media, f"{uuid.uuid4().hex}")
+        return result, str(path)
+
+    def on_generate(name, class_choice, seed, loops, steps, guidance, progress=gr.Progress(track_tqdm=True)):
+        try:
+            request = check_request(models, name, class_choice, seed, loops, steps, guidance)
+            progress(0, desc=f"sampling at L = {request.loops}")
+            result, path = run_one(request, 1, request.loops, progress_bar=True)
+        except InputError as exc:
+            return None, "", error_html(str(exc))
+        except Exception as exc:  # the page keeps serving; the terminal gets the traceback
+            traceback.print_exc()
+            return None, "", error_html(f"generation failed: {type(exc).__name__}: {exc}")
+        kind = "video" if result.is_video else "image"
+        return path, f"{result.caption()}  \n{kind} {_shape(result.samples[0])}, seed {request.seed}", ""
+
+    def on_compare(name, class_choice, seed, loops, steps, guidance, count,
+                   progress=gr.Progress(track_tqdm=False)):
+        try:
+            request = check_request(models, name, class_choice, seed, loops, steps, guidance)
+            count = int(count or 1)
+            if not 1 <= count <= MAX_COMPARE_SAMPLES:
+                raise InputError(f"samples per row must be between 1 and {MAX_COMPARE_SAMPLES}, got {count}")
+            rows = []
+            loop_counts = list(range(1, request.model.max_loops + 1))
+            for i, k in enumerate(loop_counts):
+                progress((i, len(loop_counts)), desc=f"L = {k}", unit="loop counts")
+                result, path = run_one(request, count, k, progress_bar=False)
+                trained = " (trained L_max)" if k == request.model.trained_loops else ""
+                rows.append((path, result.caption() + trained))
+        except InputError as exc:
+            return [], error_html(str(exc))
+        except Exception as exc:
+            traceback.print_exc()
+            return [], error_html(f"generation failed: {type(exc).__name__}: {exc}")
+        return rows, ""
+
+    with gr.Blocks(title="elt app — one checkpoint, any compute", analytics_enabled=False) as page:
+        gr.Markdown(INTRO)
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                model_box = gr.Dropdown(list(models), value=first.name, label="model", elem_id="elt-model")
+                info = gr.Markdown(first.describe(), elem_id="elt-model-info")
+                class_box = gr.Dropdown(first.class_names, value=first.class_names[0], label="class",
+                                        elem_id="elt-class")
+                seed_box = gr.Textbox("0", label="seed (a whole number)", elem_id="elt-seed", max_lines=1)
+                loops_box = gr.Slider(1, first.max_loops, value=first.trained_loops, step=1,
+                                      label=f"loops L (trained at L_max = {first.trained_loops})",
+                                      elem_id="elt-loops")
+                steps_box = gr.Textbox("", label="sampling steps", elem_id="elt-steps", max_lines=1,
+                                       placeholder=f"model default: {first.default_steps}")
+                guidance_box = gr.Textbox("", label="guidance", elem_id="elt-guidance", max_lines=1,
+                                          placeholder=f"model default: {first.default_guidance}")
+                # -- any-time inference: per-step loop schedules and adaptive exit go here, once generate()
+                # -- accepts them; they join `inputs` below and `check_request`.
+            with gr.Column(scale=2):
+                status = gr.HTML("", elem_id="elt-status")
+                with gr.Tab("Generate"):
+                    go = gr.Button("Generate", variant="primary", elem_id="elt-generate")
+                    image = gr.Image(label="sample", type="filepath", format="png", height=320, interactive=False,
+                                     elem_id="elt-image")
+                    cost = gr.Markdown("", elem_id="elt-cost")
+                with gr.Tab("Compare loop counts"):
+                    count_box = gr.Slider(1, MAX_COMPARE_SAMPLES, value=4, step=1, label="samples per row",
+                                          elem_id="elt-count")
+                    compare = gr.Button("Compare loop counts", variant="primary", elem_id="elt-compare-go")
+                    gallery = gr.Gallery(label="one row per loop count, same seed", columns=1, height="auto",
+                                         object_fit="contain", format="png", elem_id="elt-compare",
+                                         allow_preview=False)
+        inputs = [model_box, class_box, seed_box, loops_box, steps_box, guidance_box]
+        model_box.change(controls_for, model_box, [info, class_box, loops_box, steps_box, guidance_box],
+                         queue=False)
+        go.click(on_generate, inputs, [image, cost, status], concurrency_id="generate")
+        compare.click(on_compare, [*inputs, count_box], [gallery, status], concurrency_id="generate")
+    return page
+
+
+def _shape(sample) -> str:
+    dims = sample.shape
+    if len(dims) == 4:
+        return f"{dims[0]} frames × {dims[1]}×{dims[2]}"
+    return f"{dims[0]}×{dims[1]}"
+
+
+def serve(models: dict[str, Model], host: str, port: int | None, concurrency: int = 2) -> None:
+    """Build the page, serve it until interrupted; prints the local URL."""
+    page = build(models)
+    page.queue(default_concurrency_limit=concurrency)
+    _, url, _ = page.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
+                            show_error=True, ssr_mode=False, mcp_server=False, pwa=False, theme=theme(), css=CSS)
+    print(f"elt app: serving {len(models)} model(s) at {url}  (Ctrl+C stops)", flush=True)
+    try:
+        page.block_thread()
+    finally:
+        page.close()
