@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import traceback
 import uuid
 from pathlib import Path
@@ -22,7 +23,9 @@ from elt.app.models import (  # noqa: E402
     Model,
     Request,
     check_request,
+    encode,
     generate,
+    parse_int,
     strip,
     write_media,
 )
@@ -31,8 +34,16 @@ SYSTEM_FONTS = [gr.themes.Font("system-ui"), gr.themes.Font("-apple-system"), gr
                 gr.themes.Font("Helvetica"), gr.themes.Font("Arial"), "sans-serif"]
 MONO_FONTS = [gr.themes.Font("ui-monospace"), gr.themes.Font("Menlo"), gr.themes.Font("Consolas"), "monospace"]
 
+# Gradio fills these in per request: a progress bar fed by the samplers' tqdm bars, and one fed by hand
+TRACK_TQDM = gr.Progress(track_tqdm=True)
+PROGRESS = gr.Progress()
+
 CSS = """
 #elt-image img, #elt-compare img { image-rendering: pixelated; }
+#elt-image img { height: 256px !important; width: auto !important; max-width: 100%; object-fit: contain; }
+#elt-compare img { height: 112px; width: auto; display: block; }
+#elt-compare figure { margin: 0 0 12px 0; }
+#elt-compare figcaption { font-size: 0.9em; }
 #elt-status { min-height: 1.5em; }
 #elt-status .elt-error { color: #b00020; font-weight: 600; }
 """
@@ -67,17 +78,15 @@ def build(models: dict[str, Model], media_dir: str | Path | None = None) -> gr.B
                 gr.update(placeholder=f"model default: {model.default_steps}"),
                 gr.update(placeholder=f"model default: {model.default_guidance}"))
 
-    def run_one(request: Request, count: int, loops: int, progress_bar: bool):
-        result = generate(request, count=count, loops=loops, progress=progress_bar)
-        array = result.samples[0] if count == 1 else strip(result.samples)
-        path = write_media(array, media, f"{uuid.uuid4().hex}")
-        return result, str(path)
+    def run_one(request: Request):
+        result = generate(request, progress=True)  # tqdm steps → the page's progress bar
+        return result, str(write_media(result.samples[0], media, uuid.uuid4().hex))
 
-    def on_generate(name, class_choice, seed, loops, steps, guidance, progress=gr.Progress(track_tqdm=True)):
+    def on_generate(name, class_choice, seed, loops, steps, guidance, progress=TRACK_TQDM):
         try:
             request = check_request(models, name, class_choice, seed, loops, steps, guidance)
             progress(0, desc=f"sampling at L = {request.loops}")
-            result, path = run_one(request, 1, request.loops, progress_bar=True)
+            result, path = run_one(request)
         except InputError as exc:
             return None, "", error_html(str(exc))
         except Exception as exc:  # the page keeps serving; the terminal gets the traceback
@@ -87,25 +96,23 @@ def build(models: dict[str, Model], media_dir: str | Path | None = None) -> gr.B
         return path, f"{result.caption()}  \n{kind} {_shape(result.samples[0])}, seed {request.seed}", ""
 
     def on_compare(name, class_choice, seed, loops, steps, guidance, count,
-                   progress=gr.Progress(track_tqdm=False)):
+                   progress=PROGRESS):
         try:
             request = check_request(models, name, class_choice, seed, loops, steps, guidance)
-            count = int(count or 1)
-            if not 1 <= count <= MAX_COMPARE_SAMPLES:
-                raise InputError(f"samples per row must be between 1 and {MAX_COMPARE_SAMPLES}, got {count}")
+            count = parse_int(count, "samples per row", 1, MAX_COMPARE_SAMPLES, default=1)
             rows = []
             loop_counts = list(range(1, request.model.max_loops + 1))
             for i, k in enumerate(loop_counts):
                 progress((i, len(loop_counts)), desc=f"L = {k}", unit="loop counts")
-                result, path = run_one(request, count, k, progress_bar=False)
+                result = generate(request, count=count, loops=k)
                 trained = " (trained L_max)" if k == request.model.trained_loops else ""
-                rows.append((path, result.caption() + trained))
+                rows.append((strip(result.samples), result.caption() + trained))
         except InputError as exc:
-            return [], error_html(str(exc))
+            return "", error_html(str(exc))
         except Exception as exc:
             traceback.print_exc()
-            return [], error_html(f"generation failed: {type(exc).__name__}: {exc}")
-        return rows, ""
+            return "", error_html(f"generation failed: {type(exc).__name__}: {exc}")
+        return rows_html(rows, f"{request.model.class_names[request.label]}, seed {request.seed}"), ""
 
     with gr.Blocks(title="elt app — one checkpoint, any compute", analytics_enabled=False) as page:
         gr.Markdown(INTRO)
@@ -136,15 +143,30 @@ def build(models: dict[str, Model], media_dir: str | Path | None = None) -> gr.B
                     count_box = gr.Slider(1, MAX_COMPARE_SAMPLES, value=4, step=1, label="samples per row",
                                           elem_id="elt-count")
                     compare = gr.Button("Compare loop counts", variant="primary", elem_id="elt-compare-go")
-                    gallery = gr.Gallery(label="one row per loop count, same seed", columns=1, height="auto",
-                                         object_fit="contain", format="png", elem_id="elt-compare",
-                                         allow_preview=False)
+                    table = gr.HTML("", elem_id="elt-compare")
         inputs = [model_box, class_box, seed_box, loops_box, steps_box, guidance_box]
         model_box.change(controls_for, model_box, [info, class_box, loops_box, steps_box, guidance_box],
                          queue=False)
         go.click(on_generate, inputs, [image, cost, status], concurrency_id="generate")
-        compare.click(on_compare, [*inputs, count_box], [gallery, status], concurrency_id="generate")
+        compare.click(on_compare, [*inputs, count_box], [table, status], concurrency_id="generate")
     return page
+
+
+def rows_html(rows, title: str) -> str:
+    """One row per loop count: the samples side by side (inline PNG, or GIF for video) with the cost under them."""
+    import base64
+    import html
+
+    parts = [f'<p class="elt-rows-title">{html.escape(title)}, the same seed in every row</p>',
+             '<div class="elt-rows">']
+    for array, caption in rows:
+        data, suffix = encode(array)
+        mime = "image/gif" if suffix == ".gif" else "image/png"
+        parts.append(f'<figure class="elt-row"><img alt="{html.escape(caption)}" '
+                     f'src="data:{mime};base64,{base64.b64encode(data).decode()}">'
+                     f'<figcaption>{html.escape(caption)}</figcaption></figure>')
+    parts.append("</div>")
+    return "".join(parts)
 
 
 def _shape(sample) -> str:
@@ -154,6 +176,20 @@ def _shape(sample) -> str:
     return f"{dims[0]}×{dims[1]}"
 
 
+def warm_up(models: dict[str, Model]) -> None:
+    """Pay the one-off costs before the first click: the imports Gradio makes on its first event (matplotlib)
+    and each model's first small generation."""
+    try:
+        import matplotlib.pyplot  # noqa: F401
+    except ImportError:
+        pass
+    for name in models:
+        try:
+            generate(check_request(models, name, None, 0, 1, None, None))
+        except Exception:  # a warm-up never stops the server; a real request reports the problem
+            traceback.print_exc()
+
+
 def serve(models: dict[str, Model], host: str, port: int | None, concurrency: int = 2) -> None:
     """Build the page, serve it until interrupted; prints the local URL."""
     page = build(models)
@@ -161,6 +197,7 @@ def serve(models: dict[str, Model], host: str, port: int | None, concurrency: in
     _, url, _ = page.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
                             show_error=True, ssr_mode=False, mcp_server=False, pwa=False, theme=theme(), css=CSS)
     print(f"elt app: serving {len(models)} model(s) at {url}  (Ctrl+C stops)", flush=True)
+    threading.Thread(target=warm_up, args=(models,), daemon=True).start()
     try:
         page.block_thread()
     finally:
