@@ -206,9 +206,10 @@ class Result:
         return self.samples.ndim == 5
 
     def caption(self) -> str:
-        per = " per sample" if len(self.samples) > 1 else ""
+        count = len(self.samples)
+        per, measured = (" per sample", f" for {count} samples") if count > 1 else ("", "")
         return (f"L = {self.loops} loops · {self.gflops_per_sample:.3g} GFLOPs{per} · "
-                f"{1000 * self.seconds:.0f} ms measured")
+                f"{1000 * self.seconds:.0f} ms measured{measured}")
 
 
 def generate(request: Request, count: int = 1, loops: int | None = None, progress: bool = False) -> Result:
