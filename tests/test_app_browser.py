@@ -80,7 +80,24 @@ def timings():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, timings):
+def video_run(tmp_path_factory):
+    """A tiny video diffusion checkpoint (4 frames of 16×16), trained just enough that its frames differ."""
+    from elt.cli import main
+
+    _requirements()
+    run = tmp_path_factory.mktemp("video") / "run"
+    assert main(["train", "fmnist_diffusion", "--no-progress", "data.name=moving_fmnist", "data.frames=4",
+                 "data.image_size=16", "data.sprite_size=8", "data.limit=32", "diffusion.patch_size=4",
+                 "diffusion.temporal_patch_size=2", "model.width=32", "model.heads=2", "model.unique_layers=2",
+                 "model.loops=3", "diffusion.sample_steps=3", "train.threads=1", "train.precision=fp32",
+                 "train.steps=30", "train.lr=3e-3", "train.warmup_steps=3", "train.batch_size=8",
+                 "train.sample_every=0", "train.log_every=10",
+                 f"train.out_dir={run}"]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, timings, video_run):
     _requirements()
     port = _free_port()
     log = tmp_path_factory.mktemp("app") / "server.log"
@@ -90,7 +107,8 @@ def server(tmp_path_factory, timings):
     url = f"http://127.0.0.1:{port}/"
     with open(log, "w") as out:
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "elt.cli", "app", "--host", "127.0.0.1", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "elt.cli", "app", "--host", "127.0.0.1", "--port", str(port),
+                                 "--ckpt", "demo:masked", "--ckpt", "demo:diffusion", "--ckpt", str(video_run)],
                                 stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
             while not _served(url):
@@ -251,6 +269,8 @@ def test_compare_loop_counts_shows_one_row_per_loop_count(page, timings, request
     fill(page, "#elt-count input[type=number]", "4")
     page.click("#elt-compare-go")
     max_loops = int(page.locator("#elt-loops input[type=number]").get_attribute("max"))
+    trained = int(page.locator("#elt-model-info").inner_text().split("L_max = ")[1].split(",")[0])
+    assert max_loops == trained + 2  # the slider runs past L_max
     page.wait_for_function("(n) => document.querySelectorAll('#elt-compare img').length === n", arg=max_loops,
                            timeout=WAIT_MS)
     text = page.locator("#elt-compare").inner_text()
@@ -268,6 +288,19 @@ def test_compare_loop_counts_shows_one_row_per_loop_count(page, timings, request
     page.screenshot(path=str(shot), full_page=True)
     assert decode_png(shot.read_bytes()).size[0] >= 1000
     timings["screenshot"] = str(shot)
+
+
+def test_video_checkpoint_plays_as_an_animation(page, video_run):
+    from PIL import Image
+
+    choose(page, "elt-model", str(video_run))
+    page.wait_for_function("() => document.querySelector('#elt-loops input[type=number]').max === '5'")
+    fill(page, "#elt-loops input[type=number]", "2")
+    data, _ = generate(page)
+    assert data[:6] in (b"GIF87a", b"GIF89a")
+    clip = Image.open(io.BytesIO(data))
+    assert clip.is_animated and clip.n_frames == 4 and clip.size == (16, 16)
+    assert "4 frames × 16×16" in page.locator("#elt-cost").inner_text()
 
 
 def test_a_long_generation_does_not_block_the_page(page, browser, server):
