@@ -310,8 +310,8 @@ def test_a_long_generation_does_not_block_the_page(page, browser, server):
     fill(page, "#elt-steps input", "400")
     fill(page, "#elt-count input[type=number]", "8")
     page.click("#elt-compare-go")
-    page.wait_for_function("() => /loop counts|L = \\d/.test(document.querySelector('#elt-compare')"
-                           "?.parentElement?.innerText || '')", timeout=WAIT_MS)
+    page.wait_for_function("() => /\\d+\\/\\d+ loop counts/.test(document.querySelector("
+                           "'#elt-compare [data-testid=status-tracker]')?.innerText || '')", timeout=WAIT_MS)
 
     other = browser.new_context().new_page()
     other.goto(server[0])
