@@ -1,12 +1,14 @@
 """The Gradio page of ``elt app``. Imported only by ``elt app`` (Gradio is the optional ``app`` extra).
 
 Offline by construction: the page uses system fonts (no web-font theme), analytics are off, and Gradio
-serves its own bundled scripts and styles from the local server.
+serves its own bundled scripts and styles from the local server (checked with Gradio 6.31: the browser test
+fails if the page requests anything from outside 127.0.0.1).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import threading
 import traceback
@@ -64,9 +66,9 @@ def error_html(message: str) -> str:
     return f'<p class="elt-error">⚠ {html.escape(message)}</p>'
 
 
-def build(models: dict[str, Model], media_dir: str | Path | None = None) -> gr.Blocks:
-    """The page for already loaded ``models`` (name → :class:`Model`)."""
-    media = Path(media_dir or tempfile.mkdtemp(prefix="elt-app-"))
+def build(models: dict[str, Model], media_dir: str | Path) -> gr.Blocks:
+    """The page for already loaded ``models`` (name → :class:`Model`); generated files go to ``media_dir``."""
+    media = Path(media_dir)
     first = next(iter(models.values()))
 
     def controls_for(name):
@@ -114,7 +116,9 @@ def build(models: dict[str, Model], media_dir: str | Path | None = None) -> gr.B
             return "", error_html(f"generation failed: {type(exc).__name__}: {exc}")
         return rows_html(rows, f"{request.model.class_names[request.label]}, seed {request.seed}"), ""
 
-    with gr.Blocks(title="elt app — one checkpoint, any compute", analytics_enabled=False) as page:
+    # Gradio copies each result into its cache; files older than an hour are deleted every half hour
+    with gr.Blocks(title="elt app — one checkpoint, any compute", analytics_enabled=False,
+                   delete_cache=(1800, 3600)) as page:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
@@ -190,15 +194,21 @@ def warm_up(models: dict[str, Model]) -> None:
             traceback.print_exc()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def serve(models: dict[str, Model], host: str, port: int | None, concurrency: int = 2) -> None:
     """Build the page, serve it until interrupted; prints the local URL."""
-    page = build(models)
-    page.queue(default_concurrency_limit=concurrency)
-    _, url, _ = page.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
-                            show_error=True, ssr_mode=False, mcp_server=False, pwa=False, theme=theme(), css=CSS)
-    print(f"elt app: serving {len(models)} model(s) at {url}  (Ctrl+C stops)", flush=True)
-    threading.Thread(target=warm_up, args=(models,), daemon=True).start()
-    try:
-        page.block_thread()
-    finally:
-        page.close()
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated server cleans up as on Ctrl+C
+    with tempfile.TemporaryDirectory(prefix="elt-app-") as media:
+        page = build(models, media)
+        page.queue(default_concurrency_limit=concurrency)
+        _, url, _ = page.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
+                                show_error=True, ssr_mode=False, mcp_server=False, pwa=False, theme=theme(), css=CSS)
+        print(f"elt app: serving {len(models)} model(s) at {url}  (Ctrl+C stops)", flush=True)
+        threading.Thread(target=warm_up, args=(models,), daemon=True).start()
+        try:
+            page.block_thread()
+        finally:
+            page.close()
