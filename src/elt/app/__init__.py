@@ -56,7 +56,10 @@ def concurrency_limit(text: str) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("app", help="a local page: any checkpoint, any loop count, with its cost",
-                       description=__doc__.splitlines()[0].strip("`") + " Needs the 'app' extra (Gradio).")
+                       description="A local page to feel the compute dial: pick a model, a class, a seed and a loop "
+                                   "count, and see the sample with what it cost (loops, GFLOPs, measured time); "
+                                   "compare loop counts side by side. Prints the page's URL. Needs the 'app' "
+                                   "extra: pip install 'elt[app]'.")
     p.add_argument("--ckpt", action="append", default=None, metavar="RUN",
                    help="checkpoint or run directory, or demo:masked / demo:diffusion (repeatable; default: the "
                         "shipped demo models)")
