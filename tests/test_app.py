@@ -153,3 +153,11 @@ def test_core_and_demo_do_not_import_the_app_dependencies(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "demo.json").is_file()
+
+
+def test_without_gradio_the_command_says_which_extra_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio → ImportError
+    monkeypatch.delitem(sys.modules, "elt.app.page", raising=False)
+    assert main(["app", "--ckpt", "demo:masked"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'elt[app]'" in err and err.count("elt: error:") == 1
