@@ -44,6 +44,7 @@ from elt.core.blocks import LabelEmbedder, TimestepEmbedder
 from elt.core.generator import LoopedGenerator, labels_tensor, loops_per_step, to_uint8
 from elt.core.ilsd import StudentLoopSampler, ilsd_lambda, ilsd_loss
 from elt.core.looped import LoopedTransformer, LoopOutput
+from elt.runtime import resolve_device
 from elt.train.perf import device_name, peak_flops
 
 MODES = ("vanilla", "ilsd", "unique")
@@ -526,7 +527,7 @@ ALL = ("train", "sampling", "memory")
 
 
 def run_benchmark(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
@@ -591,7 +592,7 @@ def run_suite(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     info = environment_info(device)
     (out / "env.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info, indent=2))

@@ -207,6 +207,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"elt: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, read-only, a file where a folder belongs: one line, nothing half-written
+        from elt.fileio import user_fixable
+
+        if (line := user_fixable(exc)) is None:
+            raise
+        print(f"elt: error: {line}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("elt: interrupted", file=sys.stderr)
         return 130

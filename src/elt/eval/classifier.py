@@ -25,6 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from elt.runtime import resolve_device
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 WEIGHTS_NAME = "fmnist_classifier.safetensors"
 RECORD_NAME = "fmnist_classifier.json"
@@ -113,7 +115,7 @@ class ClassifierFeatures:
         self.digest = digest
         self.name = name
         self.batch_size = batch_size
-        self.device = torch.device(device)
+        self.device = resolve_device(str(device))
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray, progress: bool = False) -> Features:

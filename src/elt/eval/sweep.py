@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from elt import __version__
 from elt.core.generator import LoopedGenerator
+from elt.runtime import resolve_device
 from elt.sampling import balanced_labels, generate_batched
 
 LABEL_POLICY = "balanced: sample i is conditioned on class i mod num_classes"
@@ -93,7 +94,7 @@ class PeakMemory:
     so no allocation is missed however short it lives. Elsewhere a thread polls the RSS every 2 ms."""
 
     def __init__(self, device: torch.device):
-        self.device = torch.device(device)
+        self.device = resolve_device(str(device))
         self.peak_mib: float | None = None
         self.kind = "cuda_max_allocated" if self.device.type == "cuda" else "cpu_rss_growth"
 
