@@ -214,6 +214,21 @@ def check_guidance(value: float | None, name: str = "guidance") -> float | None:
     return value
 
 
+def check_options(at_least_one: dict[str, Any] | None = None, not_negative: dict[str, Any] | None = None,
+                  seeds: dict[str, Any] | None = None, finite: dict[str, Any] | None = None) -> None:
+    """Command-line numbers checked before any work: ``{"--num": 5}``-style maps per rule (``None`` skips)."""
+    for name, value in (at_least_one or {}).items():
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    for name, value in (not_negative or {}).items():
+        if value is not None and value < 0:
+            raise ConfigError(f"{name} must be >= 0, got {value}")
+    for name, value in (finite or {}).items():
+        check_guidance(value, name)
+    for name, value in (seeds or {}).items():
+        check_seed(value, name)
+
+
 def _validate_ranges(cfg: DictConfig) -> None:
     """Numbers whose type is right but whose value would silently do the wrong thing."""
     for key in AT_LEAST_ONE:
