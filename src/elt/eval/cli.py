@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from elt.cli import UserError, parse_loops, positive_int
-from elt.fileio import write_json
+from elt.fileio import check_output_dir, write_json
 
 
 def parse_steps(text: str) -> list[int]:
