@@ -224,14 +224,17 @@ _HELD: dict[str, list] = {}  # resolved lock path -> [open handle, depth]: re-en
 
 @contextmanager
 def exclusive_lock(directory: str | Path, name: str = ".lock", what: str = "run directory") -> Iterator[Path]:
-    """Hold an exclusive ``fcntl`` lock on ``DIRECTORY/NAME`` for the block (re-entrant in one process).
+    """Hold an exclusive ``fcntl.flock`` on ``DIRECTORY/NAME`` for the block (re-entrant in one process).
 
     The lock file records the holder (pid, host, start time) for the message another process gets. The
-    kernel releases the lock when its holder dies, so the lock file of a killed run is simply taken over.
+    kernel releases the lock when its holder dies (``kill -9``, a crash), so the lock file a dead run left
+    behind is simply taken over: stale locks recover by themselves. On release the lock file is removed,
+    and so is ``DIRECTORY`` if this call created it and nothing else was written there.
     """
     import fcntl
 
     directory = Path(directory)
+    created = not directory.exists()
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -245,26 +248,33 @@ def exclusive_lock(directory: str | Path, name: str = ".lock", what: str = "run 
         finally:
             _HELD[key][1] -= 1
         return
-    try:
-        handle = open(lock_path, "a+")
-    except OSError as exc:
-        raise output_error(lock_path, exc, "open the lock file") from exc
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        holder = handle.read().strip()
-        handle.close()
+    while True:
         try:
-            info = json.loads(holder)
-            who = (f"process {info.get('pid')} on host {info.get('host')} (started "
-                   f"{info.get('started')})")
-        except ValueError:
-            who = "another process"
-        error = LockedError(f"{what} {str(directory)!r} is in use by {who}; wait for it to finish, stop it, "
-                            "or choose another directory")
-        error.errno = errno.EBUSY
-        raise error from None
+            handle = open(lock_path, "a+")
+        except OSError as exc:
+            raise output_error(lock_path, exc, "open the lock file") from exc
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            try:
+                info = json.loads(holder)
+                who = f"process {info.get('pid')} on host {info.get('host')} (started {info.get('started')})"
+            except ValueError:
+                who = "another process"
+            error = LockedError(f"{what} {str(directory)!r} is in use by {who}; wait for it to finish, stop it, "
+                                "or choose another directory")
+            error.errno = errno.EBUSY
+            raise error from None
+        try:  # the holder may have removed the file between our open and flock: lock the current file
+            same = os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        handle.close()
     handle.seek(0)
     handle.truncate()
     handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
@@ -278,8 +288,9 @@ def exclusive_lock(directory: str | Path, name: str = ".lock", what: str = "run 
         if _HELD[key][1] == 0:
             del _HELD[key]
             try:
-                handle.seek(0)
-                handle.truncate()
+                lock_path.unlink(missing_ok=True)  # while still locked: no one can take a file being removed
+                if created and not any(directory.iterdir()):
+                    directory.rmdir()
             except OSError:
                 pass
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -234,12 +234,14 @@ class Trainer:
         if not (path / MODEL_FILE).is_file():
             candidates += [c for c in checkpoints_newest_first(path) if c != candidates[0]]
         errors = []
-        for ckpt in candidates:
+        for index, ckpt in enumerate(candidates):
             try:
                 self._load(ckpt)
             except Exception as exc:  # a damaged file fails in many ways; the next candidate may load
                 errors.append(f"{ckpt.name}: {exc}".splitlines()[0])
-                if self.env.is_main:
+                if len(candidates) == 1:
+                    raise CheckpointError(f"cannot resume from {str(ckpt)!r}: {exc}".splitlines()[0]) from None
+                if self.env.is_main and index + 1 < len(candidates):
                     warn(f"cannot resume from {ckpt} ({errors[-1]}); trying an older checkpoint")
                 continue
             self.resumed_from = ckpt
