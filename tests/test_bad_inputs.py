@@ -71,6 +71,10 @@ def wrong_width(toy_run, where):
     return ckpt
 
 
+def sample_damaged(name: str, how: str):
+    return lambda r, w: ["sample", "--ckpt", str(damage(name, how)(r, w)), "--out", str(w / "o"), "--num", "2"]
+
+
 def train_args(where, *overrides):
     yaml = where / "toy.yaml"
     yaml.write_text(TOY_YAML)
@@ -141,10 +145,8 @@ CASES = [
     ("sample-out-under-a-file", lambda r, w: ["sample", "--ckpt", str(r), "--out", str(existing_file(w) / "x")],
      "which is a file"),
     ("sample-no-checkpoint", lambda r, w: ["sample", "--ckpt", str(w), "--out", str(w / "o")], "no checkpoint"),
-    *[(f"sample-{how}-{name.split('.')[0]}", (lambda name, how: lambda r, w: [
-        "sample", "--ckpt", str(damage(name, how)(r, w)), "--out", str(w / "o"), "--num", "2"])(name, how),
-       "damaged")
-      for name in ("ema.safetensors",) for how in ("empty", "truncated", "random")],
+    *[(f"sample-{how}-ema", sample_damaged("ema.safetensors", how), "damaged")
+      for how in ("empty", "truncated", "random")],
     ("sample-raw-weights-random", lambda r, w: ["sample", "--ckpt", str(damage("model.safetensors", "random")(r, w)),
                                                 "--out", str(w / "o"), "--raw-weights"], "damaged"),
     ("sample-wrong-sizes", lambda r, w: ["sample", "--ckpt", str(wrong_width(r, w)), "--out", str(w / "o")],
