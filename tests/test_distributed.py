@@ -142,3 +142,21 @@ def test_two_gloo_processes_fsdp_with_resume(det_paradigm, tmp_path):
     for rank in (0, 1):
         info = json.loads((two / f"rank{rank}.json").read_text())
         assert info["sharded"] and info["resumed_from"] == "step_0000004"
+
+
+def test_keyed_draws_give_every_global_item_the_same_numbers_on_any_rank_count():
+    from elt.core import batch_random
+
+    global_batch, seed, step = 12, 3, 7
+    with batch_random.keyed_draws(seed, step, torch.arange(global_batch), global_batch):
+        single = (batch_random.rand(global_batch, 5), batch_random.randn(global_batch, 2, 3))
+    for world in (2, 3, 4):
+        for rank in range(world):
+            rows = torch.arange(global_batch // world) * world + rank
+            with batch_random.keyed_draws(seed, step, rows, global_batch):
+                mine = (batch_random.rand(len(rows), 5), batch_random.randn(len(rows), 2, 3))
+            for a, b in zip(single, mine, strict=True):
+                assert torch.equal(a[rows], b)
+    with batch_random.keyed_draws(seed, step + 1, torch.arange(global_batch), global_batch):
+        assert not torch.equal(batch_random.rand(global_batch, 5), single[0])  # a new step, new numbers
+    assert not batch_random.active()

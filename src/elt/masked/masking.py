@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from elt.core import batch_random
+
 
 def cosine_mask_ratio(progress: torch.Tensor | float) -> torch.Tensor | float:
     """Fraction of tokens still masked at ``progress`` ∈ [0, 1] of decoding (1 at the start, 0 at the end)."""
@@ -23,9 +25,13 @@ def cosine_mask_ratio(progress: torch.Tensor | float) -> torch.Tensor | float:
 def sample_training_mask(batch: int, seq_len: int, generator: torch.Generator | None = None,
                          device: torch.device | str = "cpu") -> torch.Tensor:
     """Boolean B×T mask (True = masked): per sample ⌈cos(π/2·u)·T⌉ positions, u ~ U[0, 1), chosen uniformly."""
-    u = torch.rand(batch, generator=generator, device=device)
+    if generator is None:  # inside a training step: keyed by the global sample index (elt.core.batch_random)
+        u = batch_random.rand(batch, device=device)
+        scores = batch_random.rand(batch, seq_len, device=device)
+    else:
+        u = torch.rand(batch, generator=generator, device=device)
+        scores = torch.rand(batch, seq_len, generator=generator, device=device)
     counts = torch.ceil(cosine_mask_ratio(u) * seq_len).long().clamp(1, seq_len)
-    scores = torch.rand(batch, seq_len, generator=generator, device=device)
     ranks = scores.argsort(dim=1).argsort(dim=1)
     return ranks < counts.unsqueeze(1)
 

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from elt import config as config_lib
 from elt import registry
+from elt.core import batch_random
 from elt.core.ilsd import StudentLoopSampler, ilsd_lambda
 from elt.errors import UserError
 from elt.fileio import check_output_dir, exclusive_lock, write_text
@@ -318,9 +319,13 @@ class Trainer:
         lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with autocast_context(self.device, cfg.train.precision):
+        # noise, masks, timesteps and label dropout keyed by the global sample index: W ranks draw what one
+        # process draws for the same items (rank r holds global positions r, r + W, ... of the step's batch)
+        world, rank = self.env.world_size, self.env.rank
+        rows = torch.arange(self.per_rank_batch) * world + rank
+        with autocast_context(self.device, cfg.train.precision), \
+                batch_random.keyed_draws(cfg.train.seed, self.step, rows, self.global_batch):
             terms = dist_lib.as_terms(self.model(to_device(batch, self.device), student_loops, lam))
-        world = self.env.world_size
         loss_sum, stops = dist_lib.all_reduce_sum([float(terms.total.detach()), float(stop_requested)], self.env)
         loss_value = loss_sum / world
         if not math.isfinite(loss_value):
