@@ -71,6 +71,29 @@ def _draw(kind: str, batch: int, shape: tuple[int, ...], device: torch.device | 
     return full[keyed.rows.to(device)]
 
 
+def rand_global(batch: int, *shape: int, device: torch.device | str = "cpu",
+                dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """U[0, 1) numbers for the whole global batch (global_batch × ``shape``) and the rows of this rank's
+    ``batch`` items in it; outside a step: ``batch`` rows and ``arange(batch)``. For quantities that need
+    the whole step's draws on every rank (e.g. the number of masked tokens of the global batch)."""
+    device = torch.device(device)
+    if not _ACTIVE:
+        return torch.rand((batch, *shape), device=device, dtype=dtype), torch.arange(batch, device=device)
+    keyed = _ACTIVE[-1]
+    if batch != len(keyed.rows):
+        raise ValueError(f"a keyed draw for {batch} items inside a step whose rank holds {len(keyed.rows)}")
+    full = torch.rand((keyed.global_batch, *shape), device=device, dtype=dtype, generator=keyed.generator(device))
+    return full, keyed.rows.to(device)
+
+
+def rank_share() -> float:
+    """This rank's share of the step's global batch (1 / world size; 1 outside a step). A loss normalised by
+    a global count is scaled by ``1 / rank_share()`` so that DDP's mean over ranks is the global mean."""
+    if not _ACTIVE:
+        return 1.0
+    return len(_ACTIVE[-1].rows) / _ACTIVE[-1].global_batch
+
+
 def rand(batch: int, *shape: int, device: torch.device | str = "cpu", dtype=torch.float32) -> torch.Tensor:
     """U[0, 1) numbers, ``batch`` × ``shape``: row i belongs to this rank's i-th item."""
     return _draw("rand", batch, tuple(shape), device, dtype)
