@@ -65,7 +65,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         final = train(cfg, resume=args.resume, progress=not args.no_progress)
     except TrainingInterrupted as stop:  # preempted: a checkpoint was written, exit 128 + signal number
-        print(f"elt: {stop}", file=sys.stderr)
+        if stop.announce:  # rank 0 only under torchrun
+            print(f"elt: {stop}", file=sys.stderr)
         return 128 + stop.signum
     print(f"checkpoint: {final}")
     print(f"sample grids: {final.parent.parent / 'samples'}")

@@ -418,7 +418,7 @@ class Trainer:
                 if self._stop_agreed:
                     bar.close()
                     checkpoint = self.save()
-                    raise TrainingInterrupted(stopper.signum or 15, self.step, checkpoint)
+                    raise TrainingInterrupted(stopper.signum or 15, self.step, checkpoint, announce=self.env.is_main)
                 if cfg.train.sample_every and self.step % cfg.train.sample_every == 0:
                     self.write_grid()
                 if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
