@@ -246,6 +246,10 @@ def load_generator(path: str | Path, ema: bool = True, device: str | torch.devic
         raise CheckpointError(f"{str(weights)!r} holds NaN/Inf weights ({bad}); sampling from it would give blank "
                               "images: use an earlier checkpoint of the run")
     load_state_into(generator, state, weights, ckpt / CONFIG_FILE)
+    if not isinstance(device, torch.device):
+        from elt.runtime import resolve_device
+
+        device = resolve_device(str(device))  # an unknown or missing device is one line, not a traceback
     return generator.to(device).eval()
 
 
