@@ -231,16 +231,19 @@ def check_options(at_least_one: dict[str, Any] | None = None, not_negative: dict
 
 def _validate_ranges(cfg: DictConfig) -> None:
     """Numbers whose type is right but whose value would silently do the wrong thing."""
+    # keys a config layout does not have (select → None) are skipped: the lists name every numeric key
     for key in AT_LEAST_ONE:
-        if OmegaConf.select(cfg, key) < 1:
-            raise ConfigError(f"config key {key!r} must be >= 1, got {OmegaConf.select(cfg, key)}")
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"config key {key!r} must be >= 1, got {value}")
     for key in FINITE:
         value = OmegaConf.select(cfg, key)
         if value is not None and not math.isfinite(value):
             raise ConfigError(f"config key {key!r} must be a finite number, got {value}")
     for key in NOT_NEGATIVE:
-        if OmegaConf.select(cfg, key) < 0:
-            raise ConfigError(f"config key {key!r} must be >= 0, got {OmegaConf.select(cfg, key)}")
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"config key {key!r} must be >= 0, got {value}")
     if not cfg.train.lr > 0:
         raise ConfigError(f"config key 'train.lr' must be > 0, got {cfg.train.lr}")
     if not 0.0 <= cfg.train.ema_decay < 1.0:
