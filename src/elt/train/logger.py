@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from elt.fileio import write_text
+from elt.fileio import output_error, write_text
 
 
 class RunLogger:
@@ -85,8 +85,11 @@ class RunLogger:
         if not self.enabled:
             return
         step = int(record["step"])
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as exc:  # disk full: one line naming the log (the checkpoints are unaffected)
+            raise output_error(self.path, exc) from exc
         numbers = {k: v for k, v in record.items() if isinstance(v, int | float) and v == v and k != "step"}
         if self._tb is not None:
             for key, value in numbers.items():
