@@ -7,13 +7,13 @@ writes a grid (rows = loop counts) plus a quality-vs-loops plot. Runs in under a
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from elt.errors import UserError
+from elt.fileio import write_json, write_via
 
 ASSETS = Path(__file__).parent / "assets" / "demo"
 PARADIGMS = ("masked", "diffusion")
@@ -63,7 +63,7 @@ def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class:
                                       "results": results}
     plot = plot_quality(record, out / "quality_vs_loops.png")
     record["plot"] = plot.name
-    (out / "demo.json").write_text(json.dumps(record, indent=2))
+    write_json(out / "demo.json", record)
     return record
 
 
@@ -92,6 +92,6 @@ def plot_quality(record: dict, path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_via(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
     return path

@@ -18,7 +18,8 @@ from elt import registry
 from elt.bench.models import MODES, BenchModel, SyntheticParadigm, build_model, make_train_step
 from elt.bench.timing import fit_line, memory_row, time_interleaved
 from elt.errors import UserError
-from elt.runtime import autocast_context
+from elt.fileio import write_json
+from elt.runtime import autocast_context, resolve_device
 from elt.train.perf import device_name, peak_flops
 
 SMOKE = {"width": 32, "heads": 2, "unique_layers": 2, "loops": 3, "tokens": 16, "batch": 4, "vocab": 64,
@@ -236,7 +237,7 @@ ALL = ("train", "sampling", "memory")
 
 
 def run_benchmark(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
@@ -247,7 +248,7 @@ def run_benchmark(name: str, args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}{('_' + args.tag) if args.tag else ''}.json"
-    path.write_text(json.dumps(result, indent=2))
+    write_json(path, result)
     print(f"wrote {path}\n")
     return result
 
@@ -301,9 +302,9 @@ def run_suite(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     info = environment_info(device)
-    (out / "env.json").write_text(json.dumps(info, indent=2))
+    write_json(out / "env.json", info)
     print(json.dumps(info, indent=2))
     failed = []
     for name, tag, options in SUITE:
@@ -332,6 +333,15 @@ def prepare_args(args: argparse.Namespace) -> None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.precision == "auto":
         args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
+    from elt.config import check_options
+    from elt.fileio import check_output_dir
+
+    check_options(at_least_one={"--width": args.width, "--heads": args.heads, "--unique-layers": args.unique_layers,
+                                "--max-loops": args.loops, "--tokens": args.tokens, "--vocab": args.vocab,
+                                "--batch": args.batch, "--repeats": args.repeats},
+                  not_negative={"--sample-steps": args.sample_steps, "--warmup": args.warmup,
+                                "--threads": args.threads})
+    check_output_dir(args.out, "--out")
     if args.heads is None:
         args.heads = max(1, args.width // 64)
     if args.width % args.heads:
@@ -344,6 +354,10 @@ def run(args: argparse.Namespace) -> int:
         for key, value in SMOKE.items():
             setattr(args, key, value)
     if args.benchmark == "suite":
+        from elt.fileio import check_output_dir
+
+        check_output_dir(args.out, "--out")
+        resolve_device(args.device)
         if args.device == "auto":
             args.device = "cuda" if torch.cuda.is_available() else "cpu"
         if args.threads > 0:

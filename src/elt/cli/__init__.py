@@ -7,6 +7,7 @@ One module per command group, each with ``add_parsers(subparsers)``:
     tokenizer.py  elt tokenizer train
     bench.py      elt bench
     demo.py       elt demo
+    app.py        elt app
     args.py       argument types (loop lists, positive integers)
 """
 
@@ -16,21 +17,28 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from elt.cli import bench, demo, eval, tokenizer, train
+from elt.cli import app, bench, demo, eval, tokenizer, train
 from elt.cli.args import parse_loops, positive_int
 from elt.errors import UserError
 from elt.version import __version__
 
 EPILOG = "Run 'elt COMMAND --help' for a command's options. Configs: YAML path or a shipped name (fmnist_masked)."
 
-COMMAND_GROUPS = (train, eval, tokenizer, bench, demo)
+COMMAND_GROUPS = (train, eval, tokenizer, bench, demo, app)
 
 __all__ = ["UserError", "build_parser", "main", "parse_loops", "positive_int"]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes as one line (``elt sample: error: ...``), exit status 2, like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="elt", description="Elastic Looped Transformers for visual "
-                                     "generation: train once, sample at any loop count.", epilog=EPILOG)
+    parser = OneLineParser(prog="elt", description="Elastic Looped Transformers for visual "
+                           "generation: train once, sample at any loop count.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"elt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in COMMAND_GROUPS:
@@ -54,6 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"elt: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only, a file where a folder belongs: one line, nothing half-written
+        from elt.fileio import user_fixable
+
+        if (line := user_fixable(exc)) is None:
+            raise
+        print(f"elt: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("elt: interrupted", file=sys.stderr)

@@ -10,6 +10,11 @@ from elt import demo as demo_lib
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from elt.config import check_options
+    from elt.fileio import check_output_dir
+
+    check_options(at_least_one={"--per-class": args.per_class}, seeds={"--seed": args.seed})
+    check_output_dir(args.out, "--out")
     paradigms = demo_lib.PARADIGMS if args.paradigm == "both" else (args.paradigm,)
     start = time.perf_counter()
     record = demo_lib.run_demo(args.out, paradigms, per_class=args.per_class, seed=args.seed,

@@ -19,7 +19,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         final = train(cfg, resume=args.resume, progress=not args.no_progress)
     except TrainingInterrupted as stop:  # preempted: a checkpoint was written, exit 128 + signal number
-        print(f"elt: {stop}", file=sys.stderr)
+        if stop.announce:  # rank 0 only under torchrun
+            print(f"elt: {stop}", file=sys.stderr)
         return 128 + stop.signum
     print(f"checkpoint: {final}")
     print(f"sample grids: {final.parent.parent / 'samples'}")
@@ -42,9 +43,13 @@ def add_train(sub) -> None:
 # -- sample --------------------------------------------------------------------------------------------------
 def cmd_sample(args: argparse.Namespace) -> int:
     import elt
-    from elt.sampling import sample_to_disk
+    from elt.fileio import check_output_dir
+    from elt.sampling import check_sampling_args, sample_to_disk
     from elt.train.distributed import distributed_session
 
+    check_sampling_args(num=args.num, seed=args.seed, steps=args.steps, guidance=args.guidance,
+                        batch_size=args.batch_size, loop_counts=args.loops or [1])
+    check_output_dir(args.out, "--out")
     with distributed_session(args.device) as env:  # under torchrun: sampling sharded across ranks
         generator = elt.load(args.ckpt, ema=not args.raw_weights, device=env.device, overrides=args.overrides)
         loops = args.loops or list(range(1, generator.trained_loops + 1))
