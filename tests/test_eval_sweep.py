@@ -128,12 +128,26 @@ def test_sweep_reads_elt_sample_output_identically(toy_runs, toy_paradigm, tmp_p
     Image.open(tmp_path / "quality_only" / "eval.png").verify()
 
 
+PEAK_SCRIPT = """
+import torch
+from elt.eval.sweep import PeakMemory
+with PeakMemory(torch.device("cpu")) as memory:
+    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    block.add_(1)
+    del block
+print(memory.peak_mib)
+"""
+
+
 def test_peak_memory_sees_a_large_allocation():
-    with PeakMemory(torch.device("cpu")) as memory:
-        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
-        block.add_(1)
-        del block
-    assert memory.peak_mib > 32
+    # A fresh process: in a long pytest process the allocator may serve the block from pages it already holds,
+    # and RSS (the CPU measure) then does not grow; the mechanism is what is tested here.
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.strip().splitlines()[-1]) > 32
 
 
 def test_elt_eval_cli_end_to_end(toy_runs, toy_paradigm, tmp_path, monkeypatch, capsys):
