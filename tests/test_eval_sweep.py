@@ -15,7 +15,7 @@ from elt.cli import main
 from elt.config import load_config
 from elt.eval import suites
 from elt.eval.classifier import Features
-from elt.eval.sweep import PeakMemory, SweepModel, read_samples, run_sweep, write_outputs
+from elt.eval.sweep import SweepModel, read_samples, run_sweep, write_outputs
 from elt.sampling import sample_to_disk
 from elt.train.trainer import train
 from toy_task import ToyGenerator
