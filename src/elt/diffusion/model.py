@@ -18,16 +18,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from elt.core import rng
+from elt.core import batch_random, rng
 from elt.core.adaptive import relative_change, run_adaptive
 from elt.core.blocks import LabelEmbedder, TimestepEmbedder, modulate, sincos_embedding
-from elt.core.generator import LoopedGenerator, LoopSchedule, labels_tensor, loop_counts, to_uint8
+from elt.core.generator import (
+    LoopedGenerator,
+    LoopSchedule,
+    labels_tensor,
+    loop_counts,
+    resolve_seed,
+    sampling_setting,
+    to_uint8,
+)
 from elt.core.ilsd import ILSDTerms, ilsd_loss
 from elt.core.looped import LoopedTransformer
 from elt.core.schedule import AdaptiveExit
+from elt.diffusion.config import SAMPLING_DEFAULTS
 from elt.diffusion.patches import patchify, token_grid, unpatchify
 from elt.diffusion.process import DiffusionProcess
 from elt.diffusion.sampler import build_sampler, sample
+from elt.runtime import autocast_context
 
 TIME_SCALE = 1000.0  # t ∈ [0, 1] is embedded as t·1000, the range DiT's sinusoidal features were made for
 
@@ -157,7 +167,7 @@ class DiffusionGenerator(LoopedGenerator):
         x0, labels = batch
         x0 = x0.float()
         t = self.process.sample_time(x0.shape[0], x0.device)
-        noise = torch.randn_like(x0)
+        noise = batch_random.randn_like(x0)  # keyed by the global sample index inside a training step
         z = self.process.add_noise(x0, noise, t)
         exits = [student_loops] if student_loops else []
         teacher, students = self(z, t, labels, exit_loops=exits)
@@ -171,10 +181,10 @@ class DiffusionGenerator(LoopedGenerator):
             distill_loss=lambda student, teacher_: self.process.weighted_error(x0_of(student), x0_of(teacher_), t),
             lam=lam, student_loops=student_loops)
 
-    def _sampling_settings(self, steps: int | None, guidance: float | None) -> tuple[int, float]:
-        d = self.config.diffusion
-        steps = int(d.sample_steps if steps is None else steps)
-        guidance = float(d.guidance if guidance is None else guidance)
+    def sampling_settings(self, steps: int | None, guidance: float | None) -> tuple[int, float]:
+        """(steps, guidance s): the arguments, else ``sampling.*``, else :data:`SAMPLING_DEFAULTS`."""
+        steps = int(sampling_setting(self.config, "steps", steps, SAMPLING_DEFAULTS))
+        guidance = float(sampling_setting(self.config, "guidance", guidance, SAMPLING_DEFAULTS))
         if steps < 1:
             raise ValueError(f"sampling steps must be >= 1, got {steps}")
         return steps, guidance
@@ -186,10 +196,11 @@ class DiffusionGenerator(LoopedGenerator):
                        return_loops: bool = False):
         """Samples in the space the network works in (pixels in [-1, 1], or scaled VAE latents); with
         ``return_loops`` also the loops each sample used at each step (int N×steps)."""
-        steps, guidance = self._sampling_settings(steps, guidance)
+        steps, guidance = self.sampling_settings(steps, guidance)
         plan = self.resolve_loops(loops, steps)
         labels = labels_tensor(class_labels, self.num_classes, self.device)
-        generator = rng.make_streams(0 if seed is None else seed, seeds, len(labels), self.device)
+        self.last_seed = resolve_seed(seed)
+        generator = rng.make_streams(self.last_seed, seeds, len(labels), self.device)
         noise = rng.randn((len(labels), *self.data_shape), generator, self.device)
         d = self.config.diffusion
         integrator = build_sampler(sampler or d.sampler, float(d.ddim_eta))
@@ -219,11 +230,10 @@ class DiffusionGenerator(LoopedGenerator):
         return (out, used.numpy()) if return_loops else out
 
     def _autocast(self):
-        """The network runs in the precision it was trained in (``train.precision``: bf16 on CUDA by default,
-        or when set explicitly, also on CPUs with bf16 units); the sampler's arithmetic stays float32."""
-        from elt.runtime import autocast_context
-
-        return autocast_context(self.device, str(self.config.train.precision))
+        """The network runs in ``sampling.precision``, by default the precision it was trained in
+        (``train.precision``: bf16 on CUDA by default); the sampler's arithmetic stays float32."""
+        precision = sampling_setting(self.config, "precision", None, SAMPLING_DEFAULTS)
+        return autocast_context(self.device, str(precision or self.config.train.precision))
 
     @torch.no_grad()
     def generate(self, class_labels, loops: LoopSchedule = None, steps: int | None = None,
@@ -244,7 +254,7 @@ class DiffusionGenerator(LoopedGenerator):
         (the VAE decode, once per sample in latent space, is not included). An adaptive exit needs
         ``loops_used`` (N×steps from ``generate(..., return_loops=True)``): the mean over its samples, with the
         final layer read after every loop it ran."""
-        steps, guidance = self._sampling_settings(steps, guidance)
+        steps, guidance = self.sampling_settings(steps, guidance)
         plan = self.resolve_loops(loops, steps)
         adaptive = isinstance(plan, AdaptiveExit)
         counts = loop_counts(plan, loops_used, steps)

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from elt.core import rng
+from elt.diffusion.config import SAMPLERS
 from elt.diffusion.process import DiffusionProcess
 
 Denoise = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
@@ -88,9 +89,6 @@ class DDIMSampler(Sampler):
         noise_var = self.eta ** 2 * var
         noise = rng.randn(z.shape, generator, z.device, z.dtype)
         return alpha_s * x0 + max(sigma_s ** 2 - noise_var, 0.0) ** 0.5 * eps + noise_var ** 0.5 * noise
-
-
-SAMPLERS = {"ddpm": DDPMSampler, "ddim": DDIMSampler, "euler": DDIMSampler}
 
 
 def build_sampler(name: str, eta: float = 0.0) -> Sampler:

@@ -16,7 +16,6 @@ separately: latency), and strictly better in one.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -27,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from elt.anytime import CALIBRATION_FILE
-from elt.errors import UserError
 
 FRONT_STEM = "pareto"
 PARTIAL_FILE = "calibration.partial.json"  # the points measured so far, while a calibration runs
@@ -226,46 +224,6 @@ def output_dir(ckpt: str, out: str | None) -> tuple[Path, str | None]:
     return fallback, f"{run} is not writable: writing to {fallback.resolve()}"
 
 
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    import torch
-
-    import elt
-    from elt.core.schedule import parse_loops
-    from elt.sampling import check_points
-
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    points = parse_loops(args.loops) if args.loops else None
-    out, note = output_dir(args.ckpt, args.out)
-    if note:
-        print(f"elt calibrate: {note}")
-    generator = elt.load(args.ckpt, device=args.device)
-    points = points or default_points(generator)
-    steps = args.steps
-    check_points(generator, points, steps)  # every schedule must fit the steps before minutes of sampling
-    from elt.eval.cli import _user_errors
-
-    partial = out / PARTIAL_FILE
-
-    def keep(rows: list[dict]) -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(partial, (json.dumps({"checkpoint": str(args.ckpt), "points": rows}, indent=2) + "\n").encode())
-
-    try:
-        probe = QualityProbe(args.data_root, device=args.device)
-        record = calibrate(generator, points, probe, num=args.num, seed=args.seed, steps=steps, guidance=args.guidance,
-                           batch_size=args.batch_size, latency_batch=args.latency_batch,
-                           latency_repeats=args.latency_repeats, measure_latency=not args.no_latency,
-                           progress=not args.no_progress, on_point=keep)
-    except _user_errors() as exc:
-        raise UserError(str(exc)) from exc
-    paths = write_calibration(record, out, str(args.ckpt))
-    partial.unlink(missing_ok=True)
-    print_points(record)
-    print(f"wrote {paths['calibration']}, {paths['json'].name}, {paths['csv'].name} and {paths['png'].name}")
-    return 0
-
-
 def print_points(record: dict) -> None:
     head = ["loops", "GFLOPs", "mean L", "latency ms", "ms/sample", "FD_cls", "class acc", "front"]
     lines = [head]
@@ -276,29 +234,3 @@ def print_points(record: dict) -> None:
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
     for r in lines:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-
-
-def add_parser(sub) -> None:
-    from elt.cli import positive_int
-    from elt.core.schedule import LOOPS_HELP
-
-    p = sub.add_parser("calibrate", help="measure operating points (fixed L, schedules, adaptive exits): "
-                       "quality, GFLOPs, latency; write the Pareto front and calibration.json",
-                       description=__doc__.splitlines()[0] + " Example: elt calibrate --ckpt runs/fmnist_diffusion")
-    p.add_argument("--ckpt", required=True, help="checkpoint or run directory")
-    p.add_argument("--out", default=None, help="output folder (default: the run directory when writable)")
-    p.add_argument("--loops", default=None, help=LOOPS_HELP + " (default: 1..L_max, L_max:1, 1:L_max and three "
-                   "adaptive thresholds)")
-    p.add_argument("--num", type=positive_int, default=200, help="samples per point for quality (default 200)")
-    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the config's)")
-    p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the config's)")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="batch of the bulk generation (default 64)")
-    p.add_argument("--latency-batch", type=positive_int, default=1, help="batch of the latency calls (default 1)")
-    p.add_argument("--latency-repeats", type=positive_int, default=3)
-    p.add_argument("--no-latency", action="store_true", help="skip latency (then --budget-ms cannot use it)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-root", default=None, help="Fashion-MNIST folder (default: $ELT_DATA, Debian path)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_calibrate)
