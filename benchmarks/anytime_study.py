@@ -64,7 +64,7 @@ def summarise(runs: dict[int, list[dict]], top: str) -> list[dict]:
 def _verdict(row: dict) -> str:
     if not row.get("meets_target"):
         return ""
-    return "meets" if not row["loops"].isdigit() else "meets (fixed L: quality flat over L)"
+    return "meets" if not row["loops"].isdigit() else "meets (fixed L)"
 
 
 def markdown(rows: list[dict]) -> str:
