@@ -18,8 +18,7 @@ import math
 from pathlib import Path
 
 from elt.errors import UserError
-
-CALIBRATION_FILE = "calibration.json"
+from elt.eval.calibrate import CALIBRATION_FILE
 
 
 class TargetError(UserError):

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elt.anytime import CALIBRATION_FILE
-
+CALIBRATION_FILE = "calibration.json"  # what elt.anytime.choose_point reads
 FRONT_STEM = "pareto"
 PARTIAL_FILE = "calibration.partial.json"  # the points measured so far, while a calibration runs
 
@@ -119,7 +118,7 @@ def calibrate(generator, points: list, probe, num: int = 200, seed: int = 0, ste
     cfg = generator.config
     import platform
 
-    from elt import __version__
+    from elt.version import __version__
 
     provenance = {
         **probe.provenance(), "n": num, "seed": seed, "steps": steps, "guidance": guidance,
