@@ -23,6 +23,7 @@ from elt.registry import TASK_MODULES
 from elt.tokenizers.config import TokenizerConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
 @dataclass
@@ -74,6 +75,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     warmup_steps: int = 100
+    lr_schedule: str = "constant"  # after warm-up: constant | cosine | linear (decay to min_lr_ratio·lr at train.steps)
+    min_lr_ratio: float = 0.0  # floor of the cosine/linear decay, as a fraction of train.lr
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (each rank loads batch_size / world / this)
+    micro_batch_size: int = 0  # per-rank micro-batch; > 0 derives grad_accum_steps = batch_size / (world · this)
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     seed: int = 0
@@ -167,6 +172,14 @@ def validate(cfg: DictConfig) -> None:
     _choice("ilsd.lambda_schedule", cfg.ilsd.lambda_schedule, LAMBDA_SCHEDULES)
     _choice("train.precision", cfg.train.precision, ("auto", "fp32", "bf16"))
     _choice("train.distributed", cfg.train.distributed, ("ddp", "fsdp"))
+    _choice("train.lr_schedule", cfg.train.lr_schedule, LR_SCHEDULES)
+    if not 0.0 <= cfg.train.min_lr_ratio <= 1.0:
+        raise ConfigError(f"train.min_lr_ratio={cfg.train.min_lr_ratio} must lie in [0, 1]")
+    if cfg.train.grad_accum_steps < 1:
+        raise ConfigError(f"config key 'train.grad_accum_steps' must be >= 1, got {cfg.train.grad_accum_steps}")
+    if cfg.train.micro_batch_size < 0:
+        raise ConfigError(f"config key 'train.micro_batch_size' must be >= 0 (0: derived), got "
+                          f"{cfg.train.micro_batch_size}")
     for key in ("model.width", "model.heads", "model.unique_layers", "model.loops", "train.steps",
                 "train.batch_size", "data.num_classes", "data.image_size", "data.channels"):
         if OmegaConf.select(cfg, key) < 1:

@@ -18,6 +18,7 @@ run naming the step (:class:`NonFiniteLossError`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import sys
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -35,6 +36,7 @@ from tqdm.auto import tqdm
 from elt import config as config_lib
 from elt import registry
 from elt.core.ilsd import StudentLoopSampler, ilsd_lambda
+from elt.runtime import autocast_context, resolve_device, seed_everything, uses_bf16  # noqa: F401
 from elt.sampling import sample_grid_rows
 from elt.train import distributed as dist_lib
 from elt.train.checkpoint import (
@@ -52,7 +54,6 @@ from elt.train.ema import EMA
 from elt.train.logger import RunLogger
 from elt.train.perf import FlopCounter, memory_record, mfu, peak_flops
 from elt.train.signals import GracefulStop, TrainingInterrupted
-from elt.runtime import autocast_context, resolve_device, seed_everything, uses_bf16  # noqa: F401
 from elt.visual import save_grid
 
 STATE_FORMAT = 2
@@ -79,9 +80,35 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 
 def lr_at(step: int, cfg: DictConfig) -> float:
-    """Linear warm-up, then constant (the λ schedule already changes the objective over training)."""
-    warmup = cfg.train.warmup_steps
-    return cfg.train.lr * min(1.0, (step + 1) / warmup) if warmup > 0 else cfg.train.lr
+    """Learning rate of optimizer step ``step`` (counted from 0): linear warm-up over ``train.warmup_steps``,
+    then ``train.lr_schedule``: constant (the default, and what configs saved without the key get), or a
+    cosine / linear decay that reaches ``train.min_lr_ratio · train.lr`` at the last step (``train.steps − 1``).
+    A function of the step alone, so a resumed run follows the same curve exactly."""
+    t = cfg.train
+    warmup = t.warmup_steps
+    if warmup > 0 and step < warmup:
+        return t.lr * (step + 1) / warmup
+    schedule = OmegaConf.select(cfg, "train.lr_schedule", default="constant")
+    if schedule == "constant":
+        return float(t.lr)
+    floor = t.lr * OmegaConf.select(cfg, "train.min_lr_ratio", default=0.0)
+    span = max(1, t.steps - 1 - max(warmup, 0))
+    progress = min(max((step - max(warmup, 0)) / span, 0.0), 1.0)
+    weight = 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+    return float(floor + (t.lr - floor) * weight)
+
+
+def accumulation_steps(cfg: DictConfig, world_size: int) -> int:
+    """Micro-batches per optimizer step: ``train.grad_accum_steps``, or derived from ``train.micro_batch_size``
+    (per rank) so that the global batch ``train.batch_size`` stays independent of memory."""
+    t = cfg.train
+    micro = OmegaConf.select(cfg, "train.micro_batch_size", default=0) or 0
+    if micro > 0:
+        if t.batch_size % (world_size * micro):
+            raise config_lib.ConfigError(f"train.batch_size={t.batch_size} is not divisible by {world_size} "
+                                         f"processes × train.micro_batch_size={micro}")
+        return t.batch_size // (world_size * micro)
+    return int(OmegaConf.select(cfg, "train.grad_accum_steps", default=1) or 1)
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
@@ -125,9 +152,11 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         configure_backends(self.device, cfg.train.tf32)
         world = self.env.world_size
-        if cfg.train.batch_size % world:
+        self.accum = accumulation_steps(cfg, world)
+        if cfg.train.batch_size % (world * self.accum):
             raise config_lib.ConfigError(f"train.batch_size={cfg.train.batch_size} is the global batch and must "
-                                         f"be divisible by the number of processes ({world})")
+                                         f"be divisible by the number of processes ({world}) × "
+                                         f"train.grad_accum_steps ({self.accum})")
         seed_everything(cfg.train.seed)  # the same initial weights on every rank
         self.generator = registry.build_generator(cfg)
         with dist_lib.main_process_first(self.env):  # rank 0 builds caches/tokenizers, the others reuse them
@@ -151,10 +180,11 @@ class Trainer:
             StudentLoopSampler(cfg.model.loops, cfg.ilsd.min_student_loops, seed=cfg.train.seed + 1)
             if cfg.ilsd.mode == "ilsd" else None
         )
-        self.global_batch = min(cfg.train.batch_size, len(self.dataset) - len(self.dataset) % world)
-        if self.global_batch < world or self.global_batch % world:
+        parts = world * self.accum  # the global batch splits into this many equal micro-batches
+        self.global_batch = min(cfg.train.batch_size, len(self.dataset) - len(self.dataset) % parts)
+        if self.global_batch < parts or self.global_batch % parts:
             raise config_lib.ConfigError(f"the dataset has {len(self.dataset)} items, too few for a global batch "
-                                         f"divisible by {world} processes")
+                                         f"divisible by {world} processes × {self.accum} micro-batches")
         self.sampler = ShardedSampler(len(self.dataset), self.env.rank, world, seed=cfg.train.seed)
         self.step = 0
         self.epoch = 0
@@ -170,7 +200,8 @@ class Trainer:
     # -- data ---------------------------------------------------------------------------------------------
     @property
     def per_rank_batch(self) -> int:
-        return self.global_batch // self.env.world_size
+        """Items one rank loads per micro-batch (= per step without gradient accumulation)."""
+        return self.global_batch // (self.env.world_size * self.accum)
 
     def _loader(self, epoch: int, skip_batches: int) -> DataLoader:
         self.sampler.set_position(epoch, skip_batches * self.per_rank_batch)
@@ -182,9 +213,13 @@ class Trainer:
                           pin_memory=self.device.type == "cuda")
 
     def _batches(self):
-        """Endless batches; the position (epoch, batch) is part of the training state so resume is exact."""
+        """Endless (micro-)batches; the position (epoch, batch) is part of the training state so resume is
+        exact. An epoch ends after its last whole optimizer step, so accumulated steps never straddle epochs."""
+        per_epoch = (len(self.dataset) // self.global_batch) * self.accum
         while True:
             for batch in self._loader(self.epoch, self.batch_in_epoch):
+                if self.batch_in_epoch >= per_epoch:
+                    break
                 self.batch_in_epoch += 1
                 yield batch
             self.epoch += 1
@@ -275,9 +310,24 @@ class Trainer:
 
     # -- one step -----------------------------------------------------------------------------------------------
     def train_step(self, batch: Any, stop_requested: bool = False) -> dict[str, float]:
-        """One optimizer step on this rank's share of the global batch. Returns the log record (losses
-        averaged over ranks). ``stop_requested`` is this rank's wish to stop; the ranks agree on it in
-        the same collective as the loss, so they all stop after the same step."""
+        """One optimizer step on one batch (this rank's share of the global batch, no accumulation)."""
+        return self.accumulated_step([batch], stop_requested)
+
+    def _gradient_sync(self, enabled: bool):
+        """DDP: ``no_sync`` on non-final micro-batches; FSDP2: skip the reduce-scatter the same way."""
+        if self.env.enabled and hasattr(self.model, "no_sync") and not enabled:
+            return self.model.no_sync()
+        if hasattr(self.model, "set_requires_gradient_sync"):
+            self.model.set_requires_gradient_sync(enabled)
+        return contextlib.nullcontext()
+
+    def accumulated_step(self, micro_batches: list[Any], stop_requested: bool = False) -> dict[str, float]:
+        """One optimizer step over ``micro_batches`` (this rank's share of the global batch, in equal parts):
+        the gradients of the parts' mean losses are averaged, which equals one step on the whole batch (up to
+        float rounding) for losses that are means over items. λ and the ILSD student loop count are drawn
+        once per step, so every micro-batch trains the same student. Returns the log record (losses
+        averaged over micro-batches and ranks). ``stop_requested`` is this rank's wish to stop; the ranks
+        agree on it in the same collective as the loss, so they all stop after the same step."""
         cfg = self.cfg
         self.model.train()
         lam = self.lam_at(self.step)
@@ -285,17 +335,30 @@ class Trainer:
         lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with autocast_context(self.device, cfg.train.precision):
-            terms = dist_lib.as_terms(self.model(to_device(batch, self.device), student_loops, lam))
+        parts = len(micro_batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for index, batch in enumerate(micro_batches):
+            final = index == parts - 1
+            with self._gradient_sync(final):
+                with autocast_context(self.device, cfg.train.precision):
+                    terms = dist_lib.as_terms(self.model(to_device(batch, self.device), student_loops, lam))
+                # a non-finite loss is caught after the step's collective below, before the optimizer step
+                (terms.total / parts).backward()
+            for key, value in terms.as_floats().items():
+                sums[key] = sums.get(key, 0.0) + value
+        record = {key: value / parts for key, value in sums.items()}
+        record["lambda"] = lam
+        if "student_loops" in record:
+            record["student_loops"] = student_loops
         world = self.env.world_size
-        loss_sum, stops = dist_lib.all_reduce_sum([float(terms.total.detach()), float(stop_requested)], self.env)
+        loss_sum, stops = dist_lib.all_reduce_sum([record["loss"], float(stop_requested)], self.env)
         loss_value = loss_sum / world
         if not math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(f"loss is {loss_value} at step {self.step}; stopping (lower train.lr, "
                                      "or check the data)")
         self._stop_agreed = stops > 0
-        self.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
         grad_norm = float("nan")
         if cfg.train.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.generator.trainable_parameters(), cfg.train.grad_clip)
@@ -303,10 +366,9 @@ class Trainer:
         self.optimizer.step()
         self.ema.update(self.generator)
         self.step += 1
-        record = terms.as_floats()
         if world > 1:  # rank means of the loss parts (the total was reduced above)
-            parts = [k for k in ("teacher_gt", "student_gt", "distill") if k in record]
-            for key, value in zip(parts, dist_lib.all_reduce_sum([record[k] for k in parts], self.env), strict=True):
+            keys = [k for k in ("teacher_gt", "student_gt", "distill") if k in record]
+            for key, value in zip(keys, dist_lib.all_reduce_sum([record[k] for k in keys], self.env), strict=True):
                 record[key] = value / world
         record["loss"] = loss_value
         record.update(step=self.step, lr=lr, grad_norm=grad_norm)
@@ -356,10 +418,10 @@ class Trainer:
         window_start, window_steps = time.perf_counter(), 0
         with GracefulStop(cfg.train.handle_signals) as stopper, logger:
             while self.step < stop:
-                batch = next(batches)
-                record = self.train_step(batch, stop_requested=stopper.requested)
-                if self._flops is not None:  # counted on the first step only
-                    self.flops_per_sample = self._flops.flops_per_sample
+                micro_batches = [next(batches) for _ in range(self.accum)]
+                record = self.accumulated_step(micro_batches, stop_requested=stopper.requested)
+                if self._flops is not None:  # counted on the first step only (all its micro-batches)
+                    self.flops_per_sample = self._flops.flops_per_sample / self.accum
                     self.tokens_per_sample = self._flops.tokens_per_sample
                     self._flops.detach()
                     self._flops = None
