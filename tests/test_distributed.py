@@ -142,3 +142,31 @@ def test_two_gloo_processes_fsdp_with_resume(det_paradigm, tmp_path):
     for rank in (0, 1):
         info = json.loads((two / f"rank{rank}.json").read_text())
         assert info["sharded"] and info["resumed_from"] == "step_0000004"
+        # per-block units (the default): each unique block, and the root
+        assert info["fsdp_units"] == ["", "generator.backbone.blocks.0", "generator.backbone.blocks.1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [["train.fsdp_reshard_after_forward=false", "train.grad_accum_steps=2"],
+                                   ["train.fsdp_unit=backbone", "train.micro_batch_size=4"]])
+def test_fsdp_units_with_gradient_accumulation_match_one_process(det_paradigm, tmp_path, extra):
+    """FSDP2 per block with one gather reused across loops, and the one-unit wrap, each accumulating two
+    micro-batches per rank without syncing the first: the 1-process curve (no accumulation), step by step."""
+    one = tmp_path / "one"
+    single_process_run(one)
+    two = tmp_path / "two"
+    torchrun([str(two), *DET_OVERRIDES, "train.distributed=fsdp", *extra])
+    assert_same_training(one, two)
+    info = json.loads((two / "rank1.json").read_text())
+    assert info["accum"] == 2 and info["per_rank_batch"] == 4
+    units = 3 if "train.fsdp_unit=backbone" not in extra else 2
+    assert len(info["fsdp_units"]) == units, info["fsdp_units"]
+
+
+@pytest.mark.slow
+def test_ddp_with_gradient_accumulation_matches_one_process(det_paradigm, tmp_path):
+    one = tmp_path / "one"
+    single_process_run(one)
+    two = tmp_path / "two"
+    torchrun([str(two), *DET_OVERRIDES, "train.grad_accum_steps=4"])
+    assert_same_training(one, two)

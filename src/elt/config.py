@@ -87,6 +87,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile each looped block once (reused by every loop)
     tf32: bool = True  # TF32 matmuls/convolutions for fp32 work on CUDA
     distributed: str = "ddp"  # under torchrun: ddp | fsdp (FSDP2 fully_shard, for large widths)
+    fsdp_unit: str = "block"  # fsdp: block (each unique block its own unit) | backbone (the looped core as one)
+    fsdp_reshard_after_forward: bool = True  # fsdp blocks: free each gather after every loop (False: reuse it)
     find_unused_parameters: bool = False  # DDP: set if some parameters get no gradient in a step
     out_dir: str = "runs/default"
     log_every: int = 50
@@ -172,6 +174,7 @@ def validate(cfg: DictConfig) -> None:
     _choice("ilsd.lambda_schedule", cfg.ilsd.lambda_schedule, LAMBDA_SCHEDULES)
     _choice("train.precision", cfg.train.precision, ("auto", "fp32", "bf16"))
     _choice("train.distributed", cfg.train.distributed, ("ddp", "fsdp"))
+    _choice("train.fsdp_unit", cfg.train.fsdp_unit, ("block", "backbone"))
     _choice("train.lr_schedule", cfg.train.lr_schedule, LR_SCHEDULES)
     if not 0.0 <= cfg.train.min_lr_ratio <= 1.0:
         raise ConfigError(f"train.min_lr_ratio={cfg.train.min_lr_ratio} must lie in [0, 1]")

@@ -165,8 +165,10 @@ class Trainer:
         self.ema = EMA(self.generator, cfg.train.ema_decay)
         if cfg.train.compile:
             compile_blocks(self.generator)
-        self.model = dist_lib.wrap_for_training(self.generator, self.env, cfg.train.distributed,
-                                                cfg.train.find_unused_parameters)
+        self.model = dist_lib.wrap_for_training(
+            self.generator, self.env, cfg.train.distributed, cfg.train.find_unused_parameters,
+            fsdp_unit=cfg.train.fsdp_unit, reshard_after_forward=cfg.train.fsdp_reshard_after_forward,
+            param_dtype=torch.bfloat16 if uses_bf16(self.device, cfg.train.precision) else None)
         self.sharded = self.env.enabled and cfg.train.distributed == "fsdp"
         if self.sharded:
             self.ema.track_sharded(self.generator)
