@@ -24,6 +24,7 @@ EXTRA_COMMANDS: dict[str, str] = {
     "eval": "elt.eval.cli",
     "bench": "elt.bench",
     "demo": "elt.demo",
+    "prepare": "elt.data.prepare",
 }
 
 
