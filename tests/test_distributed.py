@@ -170,3 +170,32 @@ def test_ddp_with_gradient_accumulation_matches_one_process(det_paradigm, tmp_pa
     two = tmp_path / "two"
     torchrun([str(two), *DET_OVERRIDES, "train.grad_accum_steps=4"])
     assert_same_training(one, two)
+
+
+@pytest.mark.slow
+def test_sharded_dcp_checkpoint_from_two_processes_resumes_in_one(det_paradigm, tmp_path):
+    """FSDP per block, train.checkpoint_format=dcp: 2 gloo processes write their shards at step 4 (and resume
+    from them); one process then resumes the same checkpoint (re-sharded on load) and ends where an
+    uninterrupted 1-process run ends."""
+    one = tmp_path / "one"
+    single_process_run(one)
+    two = tmp_path / "two"
+    torchrun([str(two), "--resume-at", "4", *DET_OVERRIDES, "train.distributed=fsdp", "train.checkpoint_format=dcp"])
+    assert_same_training(one, two)
+    ckpt = two / "checkpoints" / "step_0000004"
+    assert len(list((ckpt / "sharded").glob("*.distcp"))) == 2  # one shard file per rank
+    three = tmp_path / "three"
+    cfg = load_config(None, [*DET_OVERRIDES, f"train.out_dir={three}", "train.checkpoint_format=dcp"])
+    trainer = Trainer(cfg, progress=False)
+    trainer.resume_from(ckpt)
+    assert trainer.step == 4
+    trainer.fit()
+    log_one, log_three = read_log(one), read_log(three)
+    for a, b in zip(log_one[4:], log_three, strict=True):
+        assert a["step"] == b["step"] and a["student_loops"] == b["student_loops"]
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-7)
+    final_one = load_file(str(one / "checkpoints/step_0000008/ema.safetensors"))
+    final_three = load_file(str(three / "checkpoints/step_0000008/ema.safetensors"))
+    for key in final_one:
+        if ".attn.qkv." not in key:
+            torch.testing.assert_close(final_three[key], final_one[key], rtol=0, atol=1e-5, msg=key)

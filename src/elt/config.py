@@ -96,6 +96,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0: only at the end
     sample_loops: list[int] = field(default_factory=list)  # loop counts in the periodic grids ([] = 1..L_max)
     samples_per_class: int = 1
+    checkpoint_format: str = "full"  # full (gathered state.pt) | dcp (+ sharded/ via torch.distributed.checkpoint)
     keep_checkpoints: int = 3  # newest checkpoints kept (0: all)
     handle_signals: bool = True  # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop
     tensorboard: bool = True  # RUN/tensorboard (if tensorboard is installed), besides RUN/log.jsonl
@@ -174,6 +175,7 @@ def validate(cfg: DictConfig) -> None:
     _choice("ilsd.lambda_schedule", cfg.ilsd.lambda_schedule, LAMBDA_SCHEDULES)
     _choice("train.precision", cfg.train.precision, ("auto", "fp32", "bf16"))
     _choice("train.distributed", cfg.train.distributed, ("ddp", "fsdp"))
+    _choice("train.checkpoint_format", cfg.train.checkpoint_format, ("full", "dcp"))
     _choice("train.fsdp_unit", cfg.train.fsdp_unit, ("block", "backbone"))
     _choice("train.lr_schedule", cfg.train.lr_schedule, LR_SCHEDULES)
     if not 0.0 <= cfg.train.min_lr_ratio <= 1.0:

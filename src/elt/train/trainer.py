@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -232,9 +233,14 @@ class Trainer:
         ilsd = self.cfg.ilsd
         return ilsd_lambda(step, self.cfg.train.steps, ilsd.lambda_schedule, ilsd.lambda_start, ilsd.lambda_end)
 
+    @property
+    def dcp(self) -> bool:
+        return self.cfg.train.checkpoint_format == "dcp"
+
     def training_state(self) -> dict[str, Any]:
-        """The resumable state, gathered to full tensors (a collective: every rank calls it)."""
-        optimizer = dist_lib.gather_full(self.optimizer.state_dict())
+        """The resumable state, gathered to full tensors (a collective: every rank calls it). With
+        ``train.checkpoint_format=dcp`` the optimizer state stays sharded (``sharded/``) and is left out."""
+        optimizer = None if self.dcp else dist_lib.gather_full(self.optimizer.state_dict())
         rng = dist_lib.all_gather_object(rng_state(self.device), self.env)
         state = {
             "format": STATE_FORMAT, "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
@@ -242,6 +248,7 @@ class Trainer:
             "schedule": {"lr": lr_at(self.step, self.cfg), "lambda": self.lam_at(self.step),
                          "total_steps": self.cfg.train.steps},
             "optimizer": optimizer, "ema": self.ema.state_dict(), "rng": rng,
+            "checkpoint_format": self.cfg.train.checkpoint_format,
         }
         if self.student_sampler is not None:
             state["student_sampler"] = self.student_sampler.state_dict()
@@ -274,13 +281,18 @@ class Trainer:
         if state.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{ckpt}/state.pt is from another version of elt (format "
                                   f"{state.get('format')}, expected {STATE_FORMAT})")
-        model = load_file(str(ckpt / MODEL_FILE))
-        ema = load_file(str(ckpt / EMA_FILE))
-        current = self.generator.state_dict()
-        self.generator.load_state_dict({k: dist_lib.shard_like(v, current[k]) for k, v in model.items()})
-        self.ema.load_weights(ema)
+        if state.get("checkpoint_format") == "dcp":  # sharded weights, optimizer, EMA: any process count
+            from elt.train.dcp import SHARDED_DIR, load_sharded
+
+            load_sharded(ckpt / SHARDED_DIR, self.generator, self.optimizer, self.ema.averages())
+        else:
+            model = load_file(str(ckpt / MODEL_FILE))
+            ema = load_file(str(ckpt / EMA_FILE))
+            current = self.generator.state_dict()
+            self.generator.load_state_dict({k: dist_lib.shard_like(v, current[k]) for k, v in model.items()})
+            self.ema.load_weights(ema)
+            dist_lib.load_full_optimizer_state(self.optimizer, state["optimizer"])
         self.ema.load_state_dict(state["ema"])
-        dist_lib.load_full_optimizer_state(self.optimizer, state["optimizer"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         if state["global_batch"] != self.global_batch and self.env.is_main:
             warn(f"resuming with global batch {self.global_batch} (checkpoint: {state['global_batch']}); "
@@ -300,13 +312,25 @@ class Trainer:
 
     def save(self) -> Path:
         """Checkpoint the current step (every rank calls it; rank 0 writes)."""
+        extra = {}
+        if self.dcp:  # every rank writes its shards into a staging folder, moved into the checkpoint below
+            from elt.train.dcp import SHARDED_DIR, save_sharded
+
+            staging = self.run_dir / "checkpoints" / f".dcp_step_{self.step:07d}"
+            if self.env.is_main:  # staging folders of writes that were killed are garbage
+                for stale in staging.parent.glob(".dcp_step_*"):
+                    shutil.rmtree(stale, ignore_errors=True)
+            dist_lib.barrier(self.env)
+            save_sharded(staging, self.generator, self.optimizer, self.ema.averages())
+            dist_lib.barrier(self.env)
+            extra = {SHARDED_DIR: staging}
         model = dist_lib.gather_full(self.generator.state_dict())
         ema = self.ema.materialize()
         state = self.training_state()
         path = self.run_dir / "checkpoints" / f"step_{self.step:07d}"
         if self.env.is_main:
             path = save_checkpoint(self.run_dir, self.step, self.cfg, model, ema, state,
-                                   keep=self.cfg.train.keep_checkpoints)
+                                   keep=self.cfg.train.keep_checkpoints, extra_dirs=extra)
         dist_lib.barrier(self.env)
         return path
 
