@@ -127,3 +127,20 @@ def test_sharded_checkpoint_resumes_exactly_in_one_process(toy_paradigm, tmp_pat
     final = resumed.fit()
     assert_same_files(straight, final)
     assert [r["loss"] for r in read_log(tmp_path / "a")] == [r["loss"] for r in read_log(tmp_path / "b")]
+
+
+def test_resume_with_another_accumulation_keeps_the_data_position(det_paradigm, tmp_path):
+    """Steps 1-3 without accumulation, then 4-6 resumed with 4 micro-batches: the same items per step (the
+    position is kept in whole steps), so the curve is the uninterrupted one."""
+    base = [*DET, "train.steps=6"]
+    straight = load_config(None, [*base, f"train.out_dir={tmp_path / 'a'}"])
+    Trainer(straight, progress=False).fit()
+    first = load_config(None, [*base, f"train.out_dir={tmp_path / 'b'}"])
+    Trainer(first, progress=False).fit(until=3)
+    second = Trainer(load_config(None, [*base, f"train.out_dir={tmp_path / 'b'}", "train.grad_accum_steps=4"]),
+                     progress=False)
+    second.resume_from(tmp_path / "b")
+    assert second.batch_in_epoch == 4  # step 3 is the first of epoch 1 (2 steps per epoch), ×4 micro-batches
+    second.fit()
+    for a, b in zip(read_log(tmp_path / "a"), read_log(tmp_path / "b"), strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-7), a["step"]

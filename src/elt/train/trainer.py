@@ -244,7 +244,7 @@ class Trainer:
         rng = dist_lib.all_gather_object(rng_state(self.device), self.env)
         state = {
             "format": STATE_FORMAT, "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-            "world_size": self.env.world_size, "global_batch": self.global_batch,
+            "world_size": self.env.world_size, "global_batch": self.global_batch, "grad_accum_steps": self.accum,
             "schedule": {"lr": lr_at(self.step, self.cfg), "lambda": self.lam_at(self.step),
                          "total_steps": self.cfg.train.steps},
             "optimizer": optimizer, "ema": self.ema.state_dict(), "rng": rng,
@@ -293,7 +293,9 @@ class Trainer:
             self.ema.load_weights(ema)
             dist_lib.load_full_optimizer_state(self.optimizer, state["optimizer"])
         self.ema.load_state_dict(state["ema"])
-        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.step, self.epoch = state["step"], state["epoch"]
+        # the data position counts micro-batches: whole steps × this run's accumulation
+        self.batch_in_epoch = state["batch_in_epoch"] // state.get("grad_accum_steps", 1) * self.accum
         if state["global_batch"] != self.global_batch and self.env.is_main:
             warn(f"resuming with global batch {self.global_batch} (checkpoint: {state['global_batch']}); "
                  "the data position is kept in batches, not items")
