@@ -199,3 +199,24 @@ def test_sharded_dcp_checkpoint_from_two_processes_resumes_in_one(det_paradigm, 
     for key in final_one:
         if ".attn.qkv." not in key:
             torch.testing.assert_close(final_three[key], final_one[key], rtol=0, atol=1e-5, msg=key)
+
+
+@pytest.mark.slow
+def test_elt_eval_sharded_over_two_processes_matches_one(det_paradigm, tmp_path):
+    """`elt eval` under torchrun: the ranks generate their shares, rank 0 scores and writes the table one
+    process writes (the same samples: batch b has seed seed + b on whichever rank draws it)."""
+    one = tmp_path / "one"
+    single_process_run(one)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)]), "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"eval{nproc}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               str(TESTS / "eval_worker.py"), str(one), str(out)]
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[nproc] = json.loads((out / "eval.json").read_text())["rows"]
+    assert [r["loops"] for r in runs[2]] == [r["loops"] for r in runs[1]] == [1, 3]
+    for a, b in zip(runs[1], runs[2], strict=True):
+        for key in ("fd_cls", "class_acc", "kid"):
+            assert b[key] == pytest.approx(a[key], rel=1e-9, abs=1e-12), key
