@@ -144,9 +144,9 @@ def prepare(cfg, run_dir: str | Path | None = None, shard_size: int = DEFAULT_SH
             raise ValueError(f"paradigm {cfg.paradigm!r} has no cache to prepare")
         with dist_lib.main_process_first(env):  # rank 0 trains a missing FSQ tokenizer; the others load it
             spec = module.cache_spec(cfg, generator, run_dir, progress=progress and env.is_main)
-        tokenizer = getattr(generator, "tokenizer", None)
-        if tokenizer is not None:
-            tokenizer.to(env.device)
+        for encoder in (getattr(generator, "tokenizer", None), getattr(generator, "vae", None)):
+            if encoder is not None:  # each process encodes on its own device (cuda:LOCAL_RANK under torchrun)
+                encoder.to(env.device)
         shard_size = max(spec.batch_size, shard_size // spec.batch_size * spec.batch_size)
         started = time.perf_counter()
         done = read_cache(spec, warn_stale=env.is_main)
