@@ -155,3 +155,24 @@ def test_two_processes_and_a_real_kill(tiny, tmp_path):
     encoded = int(out.split(" encoded now")[0].rsplit(" ", 1)[1])
     assert 0 < encoded <= 302 - 2 * finished  # finished shards were kept
     np.testing.assert_array_equal(np.load(next(folder.glob("*.npy"))), reference)
+
+
+def test_prepare_latents_for_diffusion(tmp_path):
+    """Latent space: the SD-VAE-layout cache that diffusion training reads, built by elt prepare."""
+    pytest.importorskip("diffusers")
+    from elt.diffusion.task import build_generator as build_diffusion
+    from elt.diffusion.task import prepare_data as prepare_diffusion
+    from test_vae import save_random_vae
+
+    write_images(tmp_path / "images", per_class=5, broken=1)
+    cfg = load_config("fmnist_latent_diffusion", [
+        "data.name=folder", f"data.root={tmp_path / 'images'}", "data.num_classes=2", "data.channels=3",
+        "data.image_size=16", f"diffusion.vae_path={save_random_vae(tmp_path / 'vae')}",
+        f"diffusion.latent_cache={tmp_path / 'latents'}", f"train.out_dir={tmp_path / 'run'}", "train.device=cpu",
+        "model.width=32", "model.heads=2"])
+    result = prepare(cfg, shard_size=4, progress=False)
+    assert result["count"] == 11 and result["item_shape"] == [4, 4, 4] and result["skipped"] == 1
+    stamp = os.stat(result["path"]).st_mtime_ns
+    dataset = prepare_diffusion(cfg, build_diffusion(cfg), tmp_path / "run", progress=False)
+    assert len(dataset) == 11 and os.stat(result["path"]).st_mtime_ns == stamp  # read, not re-encoded
+    np.testing.assert_array_equal(dataset.latents, np.load(result["path"]))
