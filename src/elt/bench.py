@@ -44,6 +44,8 @@ from elt.core.blocks import LabelEmbedder, TimestepEmbedder
 from elt.core.generator import LoopedGenerator, labels_tensor, loops_per_step, to_uint8
 from elt.core.ilsd import StudentLoopSampler, ilsd_lambda, ilsd_loss
 from elt.core.looped import LoopedTransformer, LoopOutput
+from elt.fileio import write_json
+from elt.runtime import resolve_device
 from elt.train.perf import device_name, peak_flops
 
 MODES = ("vanilla", "ilsd", "unique")
@@ -526,7 +528,7 @@ ALL = ("train", "sampling", "memory")
 
 
 def run_benchmark(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
@@ -537,7 +539,7 @@ def run_benchmark(name: str, args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}{('_' + args.tag) if args.tag else ''}.json"
-    path.write_text(json.dumps(result, indent=2))
+    write_json(path, result)
     print(f"wrote {path}\n")
     return result
 
@@ -591,9 +593,9 @@ def run_suite(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     info = environment_info(device)
-    (out / "env.json").write_text(json.dumps(info, indent=2))
+    write_json(out / "env.json", info)
     print(json.dumps(info, indent=2))
     failed = []
     for name, tag, options in SUITE:
@@ -622,6 +624,15 @@ def prepare_args(args: argparse.Namespace) -> None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.precision == "auto":
         args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
+    from elt.config import check_options
+    from elt.fileio import check_output_dir
+
+    check_options(at_least_one={"--width": args.width, "--heads": args.heads, "--unique-layers": args.unique_layers,
+                                "--loops": args.loops, "--tokens": args.tokens, "--vocab": args.vocab,
+                                "--batch": args.batch, "--repeats": args.repeats},
+                  not_negative={"--sample-steps": args.sample_steps, "--warmup": args.warmup,
+                                "--threads": args.threads})
+    check_output_dir(args.out, "--out")
     if args.heads is None:
         args.heads = max(1, args.width // 64)
     if args.width % args.heads:
@@ -635,6 +646,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for key, value in SMOKE.items():
             setattr(args, key, value)
     if args.benchmark == "suite":
+        from elt.fileio import check_output_dir
+
+        check_output_dir(args.out, "--out")
+        resolve_device(args.device)
         if args.device == "auto":
             args.device = "cuda" if torch.cuda.is_available() else "cpu"
         if args.threads > 0:

@@ -25,6 +25,7 @@ EXTRA_COMMANDS: dict[str, str] = {
     "bench": "elt.bench",
     "demo": "elt.demo",
     "prepare": "elt.data.prepare",
+    "app": "elt.app",
 }
 
 
@@ -66,7 +67,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         final = train(cfg, resume=args.resume, progress=not args.no_progress)
     except TrainingInterrupted as stop:  # preempted: a checkpoint was written, exit 128 + signal number
-        print(f"elt: {stop}", file=sys.stderr)
+        if stop.announce:  # rank 0 only under torchrun
+            print(f"elt: {stop}", file=sys.stderr)
         return 128 + stop.signum
     print(f"checkpoint: {final}")
     print(f"sample grids: {final.parent.parent / 'samples'}")
@@ -89,9 +91,13 @@ def add_train(sub) -> None:
 # -- sample --------------------------------------------------------------------------------------------------
 def cmd_sample(args: argparse.Namespace) -> int:
     import elt
-    from elt.sampling import sample_to_disk
+    from elt.fileio import check_output_dir
+    from elt.sampling import check_sampling_args, sample_to_disk
     from elt.train.distributed import distributed_session
 
+    check_sampling_args(num=args.num, seed=args.seed, steps=args.steps, guidance=args.guidance,
+                        batch_size=args.batch_size, loop_counts=args.loops or [1])
+    check_output_dir(args.out, "--out")
     with distributed_session(args.device) as env:  # under torchrun: sampling sharded across ranks
         generator = elt.load(args.ckpt, ema=not args.raw_weights, device=env.device, overrides=args.overrides)
         loops = args.loops or list(range(1, generator.trained_loops + 1))
@@ -177,10 +183,17 @@ def add_export(sub) -> None:
 BUILTIN: list[Callable] = [add_train, add_sample, add_info, add_export]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes as one line (``elt sample: error: ...``), exit status 2, like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(prog="elt", description="Elastic Looped Transformers for visual "
+    parser = OneLineParser(prog="elt", description="Elastic Looped Transformers for visual "
                                      "generation: train once, sample at any loop count.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"elt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -207,6 +220,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"elt: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only, a file where a folder belongs: one line, nothing half-written
+        from elt.fileio import user_fixable
+
+        if (line := user_fixable(exc)) is None:
+            raise
+        print(f"elt: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("elt: interrupted", file=sys.stderr)

@@ -7,6 +7,7 @@ Unknown keys are errors that name the key and the closest valid one.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -200,7 +201,79 @@ def validate(cfg: DictConfig) -> None:
                               f"1..{cfg.model.loops - 1} (model.loops - 1)")
     if not 0.0 <= cfg.model.class_dropout < 1.0:
         raise ConfigError(f"model.class_dropout={cfg.model.class_dropout} must lie in [0, 1)")
+    _validate_ranges(cfg)
     _validate_video(cfg)
+
+
+AT_LEAST_ONE = ("train.log_every", "train.samples_per_class", "tokenizer.steps", "tokenizer.batch_size",
+                "tokenizer.encode_batch_size", "tokenizer.downsample", "tokenizer.channels", "masked.sample_steps",
+                "diffusion.sample_steps", "diffusion.patch_size", "diffusion.temporal_patch_size")
+NOT_NEGATIVE = ("train.checkpoint_every", "train.sample_every", "train.warmup_steps", "train.grad_clip",
+                "train.threads", "train.keep_checkpoints", "train.weight_decay", "train.peak_tflops",
+                "data.num_workers", "tokenizer.warmup_steps", "tokenizer.eval_items")
+FINITE = ("train.lr", "train.weight_decay", "train.grad_clip", "train.ema_decay", "train.peak_tflops",
+          "masked.guidance", "masked.temperature_base", "masked.temperature_range", "masked.token_temperature",
+          "masked.label_smoothing", "diffusion.guidance", "diffusion.ddim_eta", "diffusion.sigmoid_bias",
+          "diffusion.logsnr_shift", "tokenizer.lr", "model.mlp_ratio", "ilsd.lambda_start", "ilsd.lambda_end")
+MAX_SEED = 2**63 - 2**32  # room for per-batch and per-rank offsets below torch's 64-bit seed limit
+
+
+def check_seed(seed: int, name: str = "seed") -> int:
+    """Seeds are integers in 0..2**63-2**32 (torch's generators take 64-bit seeds; elt adds offsets)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{name}={seed!r} is out of range; allowed: an integer in 0..{MAX_SEED}")
+    return seed
+
+
+def check_guidance(value: float | None, name: str = "guidance") -> float | None:
+    """A classifier-free guidance scale is a finite number (``None``: the config's)."""
+    if value is not None and not math.isfinite(float(value)):
+        raise ConfigError(f"{name}={value} is not allowed; use a finite number (e.g. 0, 1.5, 3)")
+    return value
+
+
+def check_options(at_least_one: dict[str, Any] | None = None, not_negative: dict[str, Any] | None = None,
+                  seeds: dict[str, Any] | None = None, finite: dict[str, Any] | None = None) -> None:
+    """Command-line numbers checked before any work: ``{"--num": 5}``-style maps per rule (``None`` skips)."""
+    for name, value in (at_least_one or {}).items():
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    for name, value in (not_negative or {}).items():
+        if value is not None and value < 0:
+            raise ConfigError(f"{name} must be >= 0, got {value}")
+    for name, value in (finite or {}).items():
+        check_guidance(value, name)
+    for name, value in (seeds or {}).items():
+        check_seed(value, name)
+
+
+def _validate_ranges(cfg: DictConfig) -> None:
+    """Numbers whose type is right but whose value would silently do the wrong thing."""
+    # keys a config layout does not have (select → None) are skipped: the lists name every numeric key
+    for key in AT_LEAST_ONE:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"config key {key!r} must be >= 1, got {value}")
+    for key in FINITE:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"config key {key!r} must be a finite number, got {value}")
+    for key in NOT_NEGATIVE:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"config key {key!r} must be >= 0, got {value}")
+    if not cfg.train.lr > 0:
+        raise ConfigError(f"config key 'train.lr' must be > 0, got {cfg.train.lr}")
+    if not 0.0 <= cfg.train.ema_decay < 1.0:
+        raise ConfigError(f"config key 'train.ema_decay' must lie in [0, 1), got {cfg.train.ema_decay}")
+    if cfg.data.limit is not None and cfg.data.limit < 1:
+        raise ConfigError(f"config key 'data.limit' must be >= 1 (or null for the whole dataset), got "
+                          f"{cfg.data.limit}")
+    bad_loops = [v for v in cfg.train.sample_loops if v < 1]
+    if bad_loops:
+        raise ConfigError(f"config key 'train.sample_loops' holds {bad_loops}; loop counts are integers >= 1 "
+                          "([] = 1..model.loops)")
+    check_seed(cfg.train.seed, "train.seed")
 
 
 VIDEO_DATASETS = ("moving_fmnist", "ucf101")
@@ -238,7 +311,8 @@ def _validate_video(cfg: DictConfig) -> None:
 
 
 def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg)
+    """Plain values only (interpolations resolved): what a checkpoint stores and :func:`from_yaml_file` reads."""
+    return OmegaConf.to_yaml(cfg, resolve=True)
 
 
 # Keys a trained checkpoint may be sampled with differently from how it was configured (nothing here
@@ -253,23 +327,68 @@ SAMPLING_KEYS = (
 
 def from_yaml_file(path: str | Path, sampling_overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Load a config saved by :func:`to_yaml` (e.g. a checkpoint's ``config.yaml``), validated, with optional
-    ``key=value`` overrides of the sampling settings (:data:`SAMPLING_KEYS`)."""
-    layer = OmegaConf.load(path)
-    _check_keys(OmegaConf.to_container(layer, resolve=False), Config, "")
-    layers = [layer]
+    ``key=value`` overrides of the sampling settings (:data:`SAMPLING_KEYS`).
+
+    A checkpoint may come from anyone: its config must be plain values. Interpolations (``${oc.env:...}``,
+    ``${other.key}``) are refused, never resolved, and every error is one line naming the file."""
+    path = Path(path)
+    try:
+        layer = OmegaConf.load(path)
+    except Exception as exc:  # YAML syntax, unreadable file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{str(path)!r} is not a valid elt config (YAML error: {reason})") from None
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(f"{str(path)!r} is not a valid elt config (expected a mapping of sections)")
+    try:
+        data = OmegaConf.to_container(layer, resolve=False)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{str(path)!r} is not a valid elt config ({exc.__class__.__name__})") from None
+    interpolated = _first_interpolation(data, "")
+    if interpolated:
+        raise ConfigError(f"{str(path)!r} sets {interpolated} with an interpolation ('${{...}}'); a checkpoint's "
+                          "config must hold plain values (interpolations are not resolved)")
+    try:
+        _check_keys(data, Config, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{str(path)!r}: {exc}") from None
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), layer)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or ""
+        raise ConfigError(f"{str(path)!r} has an invalid value for {key!r}: "
+                          f"{exc.msg if hasattr(exc, 'msg') else exc}".splitlines()[0]) from None
     if sampling_overrides:
         for item in sampling_overrides:
             key = item.split("=", 1)[0]
             if "=" not in item or key not in SAMPLING_KEYS:
                 raise ConfigError(f"cannot set {item!r} when sampling; allowed: key=value with key one of "
                                   f"{', '.join(SAMPLING_KEYS)}")
-        layers.append(OmegaConf.from_dotlist(list(sampling_overrides)))
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), *layers)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"bad sampling override {list(sampling_overrides)}: {exc}".splitlines()[0]) from exc
+        try:
+            override = OmegaConf.from_dotlist(list(sampling_overrides))
+            if _first_interpolation(OmegaConf.to_container(override, resolve=False), ""):
+                raise ConfigError(f"sampling overrides {list(sampling_overrides)} must be plain values")
+            cfg = OmegaConf.merge(cfg, override)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"bad sampling override {list(sampling_overrides)}: {exc}".splitlines()[0]) from None
     validate(cfg)
     return cfg
+
+
+def _first_interpolation(data: Any, prefix: str) -> str | None:
+    """The dotted key of the first string value holding ``${``, or ``None``."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            found = _first_interpolation(value, f"{prefix}{key}.")
+            if found:
+                return found
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            found = _first_interpolation(value, f"{prefix}{index}.")
+            if found:
+                return found
+    elif isinstance(data, str) and "${" in data:
+        return prefix.rstrip(".")
+    return None
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -8,11 +8,12 @@ writes a grid (rows = loop counts) plus a quality-vs-loops plot. Runs in under a
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
+
+from elt.fileio import write_json, write_via
 
 ASSETS = Path(__file__).parent / "assets" / "demo"
 PARADIGMS = ("masked", "diffusion")
@@ -63,7 +64,7 @@ def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class:
                                       "results": results}
     plot = plot_quality(record, out / "quality_vs_loops.png")
     record["plot"] = plot.name
-    (out / "demo.json").write_text(json.dumps(record, indent=2))
+    write_json(out / "demo.json", record)
     return record
 
 
@@ -92,12 +93,17 @@ def plot_quality(record: dict, path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_via(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
     return path
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from elt.config import check_options
+    from elt.fileio import check_output_dir
+
+    check_options(at_least_one={"--per-class": args.per_class}, seeds={"--seed": args.seed})
+    check_output_dir(args.out, "--out")
     paradigms = PARADIGMS if args.paradigm == "both" else (args.paradigm,)
     start = time.perf_counter()
     record = run_demo(args.out, paradigms, per_class=args.per_class, seed=args.seed, progress=not args.no_progress)

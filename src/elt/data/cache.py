@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from elt.fileio import write_json
+
 
 def state_dict_hash(module: torch.nn.Module) -> str:
     """SHA-256 (first 16 hex digits) of a module's weights: identifies a tokenizer/VAE exactly."""
@@ -79,10 +81,7 @@ def read_cache(spec: CacheSpec, warn_stale: bool = True) -> np.ndarray | None:
 
 def write_manifest(spec: CacheSpec, **extra: Any) -> None:
     """NAME.json: the spec's manifest plus ``extra`` facts (e.g. skipped items), written atomically."""
-    meta_path = spec.path.with_suffix(".json")
-    tmp = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({**spec.meta(), **extra}, indent=2))
-    os.replace(tmp, meta_path)
+    write_json(spec.path.with_suffix(".json"), {**spec.meta(), **extra})
 
 
 def build_cache(spec: CacheSpec, progress: bool = True) -> np.ndarray:

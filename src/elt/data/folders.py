@@ -40,6 +40,35 @@ def center_crop_adm(image: Image.Image, size: int) -> Image.Image:
     return Image.fromarray(array[top:top + size, left:left + size])
 
 
+class UnsupportedImageError(ValueError):
+    """An image whose pixel values cannot be mapped to 8 bits without guessing (skipped with a warning)."""
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit (``I;16*``, ``I``) and float (``F``) images scaled to 8 bits; PIL's own ``convert`` would clip them
+    (all-white 16-bit PNGs, all-black float TIFFs). Float values must lie in [0, 1] or [0, 255]."""
+    mode = image.mode
+    if mode.startswith("I;16") or mode == "I":
+        array = np.asarray(image).astype(np.int64)
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise UnsupportedImageError(f"{mode} image with values in [{array.min()}, {array.max()}]; expected "
+                                        "0..65535")
+        scale = 257.0 if mode.startswith("I;16") or (array.size and array.max() > 255) else 1.0
+        return Image.fromarray(np.clip(np.rint(array / scale), 0, 255).astype(np.uint8), "L")
+    if mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        if array.size == 0 or not np.isfinite(array).all():
+            raise UnsupportedImageError("float image with NaN/Inf values")
+        low, high = float(array.min()), float(array.max())
+        if low >= 0.0 and high <= 1.0:
+            array = array * 255.0
+        elif not (low >= 0.0 and high <= 255.0):
+            raise UnsupportedImageError(f"float image with values in [{low:.4g}, {high:.4g}]; only [0, 1] or "
+                                        "[0, 255] are understood: convert it to 8-bit PNG/JPEG")
+        return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), "L")
+    return image
+
+
 def find_classes(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -102,8 +131,8 @@ class ImageFolder(Dataset):
         path, label = self.files[index]
         try:
             with Image.open(path) as handle:
-                image = handle.convert("L" if self.channels == 1 else "RGB")
-                image.load()
+                handle.load()
+                image = to_8bit(handle).convert("L" if self.channels == 1 else "RGB")
         except LOAD_ERRORS as exc:
             self._skip(index, exc)
             return None

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from elt.core import batch_random
 from elt.core.blocks import LabelEmbedder, TimestepEmbedder, modulate, sincos_embedding
 from elt.core.generator import LoopedGenerator, LoopSchedule, labels_tensor, loops_per_step, to_uint8
 from elt.core.ilsd import ILSDTerms, ilsd_loss
@@ -127,7 +128,7 @@ class DiffusionGenerator(LoopedGenerator):
         x0, labels = batch
         x0 = x0.float()
         t = self.process.sample_time(x0.shape[0], x0.device)
-        noise = torch.randn_like(x0)
+        noise = batch_random.randn_like(x0)  # keyed by the global sample index inside a training step
         z = self.process.add_noise(x0, noise, t)
         exits = [student_loops] if student_loops else []
         teacher, students = self(z, t, labels, exit_loops=exits)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from elt.core import batch_random
+
 INTERPOLANTS = ("vp", "linear")
 SCHEDULES = ("cosine", "linear")
 PREDICTIONS = ("x0", "eps", "v")
@@ -141,6 +143,8 @@ class DiffusionProcess:
     def sample_time(self, batch: int, device: torch.device, generator: torch.Generator | None = None
                     ) -> torch.Tensor:
         """Training times t ~ U(0, 1) (the schedule shapes the density of noise levels)."""
+        if generator is None:  # inside a training step: keyed by the global sample index
+            return batch_random.rand(batch, device=device)
         return torch.rand(batch, device=device, generator=generator)
 
 

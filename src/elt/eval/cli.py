@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from elt.cli import UserError, parse_loops, positive_int
+from elt.fileio import check_output_dir, write_json
 
 
 def parse_steps(text: str) -> list[int]:
@@ -129,8 +130,12 @@ def check_domain_inputs(models) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from elt.config import check_options
     from elt.eval.sweep import write_outputs
 
+    check_options(not_negative={"--threads": args.threads}, seeds={"--seed": args.seed},
+                  finite={"--guidance": args.guidance})
+    check_output_dir(args.out, "--out")  # before any sampling: a bad --out fails now, not after the sweep
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     check_model_args(args)
@@ -167,17 +172,23 @@ def _sweep(args: argparse.Namespace) -> dict:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     """Several ``elt eval`` outputs (e.g. models swept at different loop counts) → one table and one plot."""
-    from elt.eval.sweep import SweepInputError, merge_results, write_outputs
+    from elt.eval.sweep import SweepInputError, check_result_shape, merge_results, write_outputs
 
+    check_output_dir(args.out, "--out")
     results = []
     for source in args.sources:
         path = Path(source) / "eval.json" if Path(source).is_dir() else Path(source)
         if not path.is_file():
             raise UserError(f"no eval.json at {source} (give a folder written by 'elt eval' or its eval.json)")
         try:
-            results.append(json.loads(path.read_text()))
-        except json.JSONDecodeError as exc:
+            result = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise UserError(f"{path} is not valid JSON: {exc}") from exc
+        try:
+            check_result_shape(result)
+        except SweepInputError as exc:
+            raise UserError(f"{path}: {exc}") from exc
+        results.append(result)
     try:
         result = merge_results(results)
     except SweepInputError as exc:
@@ -207,9 +218,12 @@ def print_table(result: dict) -> None:
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from elt.config import check_options
     from elt.eval.classifier import ASSETS, RECORD_NAME, load_classifier, train_classifier
 
+    check_options(not_negative={"--threads": args.threads}, seeds={"--seed": args.seed})
     out = Path(args.out or ASSETS)
+    check_output_dir(out, "--out")
     try:
         record = train_classifier(out, epochs=args.epochs, seed=args.seed, threads=args.threads,
                                   data_root=args.data_root, progress=not args.no_progress)
@@ -218,7 +232,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         if not args.no_floor:
             record["floor"] = compute_floor(load_classifier(out / record["weights"]), args.floor_num,
                                             args.data_root, not args.no_progress)
-            (out / RECORD_NAME).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+            write_json(out / RECORD_NAME, record, ensure_ascii=False)
             print("real-vs-real floor:", json.dumps(record["floor"]))
     except _user_errors() as exc:
         raise UserError(str(exc)) from exc
@@ -236,8 +250,10 @@ def compute_floor(extractor, num: int, data_root=None, progress: bool = True) ->
 
 
 def cmd_floor(args: argparse.Namespace) -> int:
+    from elt.config import check_options
     from elt.eval.classifier import load_classifier
 
+    check_options(not_negative={"--threads": args.threads})
     if args.threads > 0:
         import torch
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from elt.eval.classifier import ImageFormatError
 from elt.eval.frechet import frechet_distance_features
+from elt.fileio import write_json
 
 CROP_SIZE = 32
 MASS_THRESHOLD = 0.1  # intensity (0..1) below which a pixel is background for the centre of mass
@@ -354,7 +355,7 @@ def write_video_eval(result: dict, out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "video_eval.json"
-    json_path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    write_json(json_path, result, ensure_ascii=False)
     return {"json": json_path, "png": plot_video_eval(result, out / "video_eval.png")}
 
 
@@ -415,9 +416,13 @@ def cmd_video(args) -> int:
     import torch
 
     from elt.cli import UserError
+    from elt.config import check_options
     from elt.eval.classifier import ClassifierMissingError
     from elt.eval.inception import WeightsNotFoundError
+    from elt.fileio import check_output_dir
 
+    check_options(not_negative={"--threads": args.threads})
+    check_output_dir(args.out, "--out")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if (args.real is None) == (args.real_data is None):

@@ -30,6 +30,9 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
         raise UserError(f"tokenizer.kind={cfg.tokenizer.kind} is not trainable here; only "
                         f"{' and '.join(TRAINABLE_KINDS)} are (pretrained_vq loads from tokenizer.pretrained_path)")
     out = tokenizer_dir(cfg, args.out)
+    from elt.fileio import check_output_dir
+
+    check_output_dir(out, "tokenizer output folder")
     if is_saved(out) and not args.force:
         raise UserError(f"a tokenizer already exists in {out}; pass --force to retrain it or --out DIR")
     try:

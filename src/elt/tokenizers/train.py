@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from elt.data.folders import build_dataset
+from elt.fileio import write_text
 from elt.tokenizers.fsq import FSQTokenizer, save_tokenizer
 from elt.tokenizers.video_fsq import VideoFSQTokenizer
 
@@ -173,7 +174,7 @@ def train_tokenizer(cfg: DictConfig, out_dir: str | Path, progress: bool = True)
         save_grid(out_dir / "reconstructions.png", rows, labels,
                   title=f"{tokenizer.kind} tokenizer, {split} PSNR {metrics['psnr']:.2f} dB")
     save_tokenizer(tokenizer.cpu(), out_dir, info)
-    (out_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    write_text(out_dir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
     return json.loads((out_dir / "tokenizer.json").read_text())
 
 

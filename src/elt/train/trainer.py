@@ -30,13 +30,15 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from elt import config as config_lib
 from elt import registry
+from elt.core import batch_random
 from elt.core.ilsd import StudentLoopSampler, ilsd_lambda
+from elt.errors import UserError
+from elt.fileio import check_output_dir, exclusive_lock, write_text
 from elt.runtime import autocast_context, resolve_device, seed_everything, uses_bf16  # noqa: F401
 from elt.sampling import sample_grid_rows
 from elt.train import distributed as dist_lib
@@ -44,8 +46,11 @@ from elt.train.checkpoint import (
     EMA_FILE,
     MODEL_FILE,
     CheckpointError,
+    NonFiniteWeightsError,
     checkpoints_newest_first,
+    first_non_finite,
     load_training_state,
+    load_weights,
     resolve_checkpoint,
     save_checkpoint,
     warn,
@@ -60,8 +65,18 @@ from elt.visual import save_grid
 STATE_FORMAT = 2
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/Inf loss; stops the run instead of silently training on."""
+class NonFiniteLossError(UserError, RuntimeError):
+    """Training produced a NaN/Inf loss; stops the run (one line naming the step) instead of training on."""
+
+
+def run_lock(run_dir: str | Path, env: DistEnv):
+    """The exclusive lock of a run directory, held by rank 0 while it trains there (a no-op elsewhere):
+    a second training on the same directory is refused with a message naming the holder."""
+    from contextlib import nullcontext
+
+    if not env.is_main:
+        return nullcontext()
+    return exclusive_lock(run_dir, ".lock", what="run directory")
 
 
 def configure_backends(device: torch.device, tf32: bool) -> None:
@@ -148,6 +163,8 @@ class Trainer:
         self.env = env or dist_lib.current_env(cfg.train.device)
         self.device = self.env.device
         self.run_dir = Path(run_dir or cfg.train.out_dir)
+        if self.env.is_main:  # before any work: an out_dir that cannot be written fails now, not at the end
+            check_output_dir(self.run_dir, "train.out_dir")
         self.progress = progress and self.env.is_main
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
@@ -262,12 +279,14 @@ class Trainer:
         if not (path / MODEL_FILE).is_file():
             candidates += [c for c in checkpoints_newest_first(path) if c != candidates[0]]
         errors = []
-        for ckpt in candidates:
+        for index, ckpt in enumerate(candidates):
             try:
                 self._load(ckpt)
             except Exception as exc:  # a damaged file fails in many ways; the next candidate may load
                 errors.append(f"{ckpt.name}: {exc}".splitlines()[0])
-                if self.env.is_main:
+                if len(candidates) == 1:
+                    raise CheckpointError(f"cannot resume from {str(ckpt)!r}: {exc}".splitlines()[0]) from None
+                if self.env.is_main and index + 1 < len(candidates):
                     warn(f"cannot resume from {ckpt} ({errors[-1]}); trying an older checkpoint")
                 continue
             self.resumed_from = ckpt
@@ -285,10 +304,22 @@ class Trainer:
             from elt.train.dcp import SHARDED_DIR, load_sharded
 
             load_sharded(ckpt / SHARDED_DIR, self.generator, self.optimizer, self.ema.averages())
+            for name, weights in (("weights", self.generator.state_dict()), ("EMA weights", self.ema.averages())):
+                bad = first_non_finite(dist_lib.gather_full(weights))
+                if bad is not None:
+                    raise CheckpointError(f"its {name} hold NaN/Inf ({bad})")
         else:
-            model = load_file(str(ckpt / MODEL_FILE))
-            ema = load_file(str(ckpt / EMA_FILE))
+            model = load_weights(ckpt / MODEL_FILE)
+            ema = load_weights(ckpt / EMA_FILE)
+            for name, weights in (("weights", model), ("EMA weights", ema)):
+                bad = first_non_finite(weights)
+                if bad is not None:
+                    raise CheckpointError(f"its {name} hold NaN/Inf ({bad})")
             current = self.generator.state_dict()
+            wrong = [k for k, v in model.items() if k not in current or tuple(v.shape) != tuple(current[k].shape)]
+            if wrong or set(current) - set(model):
+                raise CheckpointError(f"{ckpt / MODEL_FILE} does not match this config's architecture "
+                                      f"({(wrong or sorted(set(current) - set(model)))[:2]})")
             self.generator.load_state_dict({k: dist_lib.shard_like(v, current[k]) for k, v in model.items()})
             self.ema.load_weights(ema)
             dist_lib.load_full_optimizer_state(self.optimizer, state["optimizer"])
@@ -313,7 +344,18 @@ class Trainer:
             self.student_sampler.load_state_dict(state["student_sampler"])
 
     def save(self) -> Path:
-        """Checkpoint the current step (every rank calls it; rank 0 writes)."""
+        """Checkpoint the current step (every rank calls it; rank 0 writes). Non-finite weights are never
+        written: every rank sees the same full weights and stops with :class:`NonFiniteWeightsError`.
+        With ``train.checkpoint_format=dcp`` every rank also writes its shards of the weights, optimizer
+        state and EMA (``sharded/``)."""
+        model = dist_lib.gather_full(self.generator.state_dict())
+        ema = self.ema.materialize()
+        for label, weights in (("weights", model), ("EMA weights", ema.state_dict())):
+            bad = first_non_finite(weights)
+            if bad is not None:
+                raise NonFiniteWeightsError(f"the {label} hold NaN/Inf after step {self.step} ({bad}); no "
+                                            "checkpoint was written (lower train.lr or train.grad_clip, or check "
+                                            "the data; --resume auto continues from the last finite checkpoint)")
         extra = {}
         if self.dcp:  # every rank writes its shards into a staging folder, moved into the checkpoint below
             from elt.train.dcp import SHARDED_DIR, save_sharded
@@ -326,8 +368,6 @@ class Trainer:
             save_sharded(staging, self.generator, self.optimizer, self.ema.averages())
             dist_lib.barrier(self.env)
             extra = {SHARDED_DIR: staging}
-        model = dist_lib.gather_full(self.generator.state_dict())
-        ema = self.ema.materialize()
         state = self.training_state()
         path = self.run_dir / "checkpoints" / f"step_{self.step:07d}"
         if self.env.is_main:
@@ -366,10 +406,16 @@ class Trainer:
         parts = len(micro_batches)
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
+        world, rank = self.env.world_size, self.env.rank
         for index, batch in enumerate(micro_batches):
             final = index == parts - 1
+            # noise, masks, timesteps and label dropout keyed by the global sample index: W ranks (and k
+            # micro-batches) draw what one process draws for the same items. Rank r's micro-batch m holds
+            # global positions (m·b + i)·W + r, i < b, of the step's batch (b = per_rank_batch).
+            rows = (torch.arange(self.per_rank_batch) + index * self.per_rank_batch) * world + rank
             with self._gradient_sync(final):
-                with autocast_context(self.device, cfg.train.precision):
+                with autocast_context(self.device, cfg.train.precision), \
+                        batch_random.keyed_draws(cfg.train.seed, self.step, rows, self.global_batch):
                     terms = dist_lib.as_terms(self.model(to_device(batch, self.device), student_loops, lam))
                 # a non-finite loss is caught after the step's collective below, before the optimizer step
                 (terms.total / parts).backward()
@@ -379,7 +425,6 @@ class Trainer:
         record["lambda"] = lam
         if "student_loops" in record:
             record["student_loops"] = student_loops
-        world = self.env.world_size
         loss_sum, stops = dist_lib.all_reduce_sum([record["loss"], float(stop_requested)], self.env)
         loss_value = loss_sum / world
         if not math.isfinite(loss_value):
@@ -435,13 +480,20 @@ class Trainer:
         SIGTERM/SIGINT arrives."""
         cfg = self.cfg
         stop = cfg.train.steps if until is None else min(until, cfg.train.steps)
+        with run_lock(self.run_dir, self.env):
+            return self._fit(stop)
+
+    def _fit(self, stop: int) -> Path:
+        cfg = self.cfg
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(config_lib.to_yaml(cfg))
+            write_text(self.run_dir / "config.yaml", config_lib.to_yaml(cfg))
         batches = self._batches()
         bar = tqdm(total=cfg.train.steps, initial=self.step, desc="train", disable=not self.progress,
                    dynamic_ncols=True)
-        resume_step = self.step if self.resumed_from is not None else None
+        # a continuation (resumed, or this trainer already trained) keeps the log up to this step; a fresh
+        # start never appends to an earlier run's log (RunLogger rotates it)
+        resume_step = self.step if self.resumed_from is not None or self.step > 0 else None
         logger = RunLogger(self.run_dir, cfg, enabled=self.env.is_main, resume_step=resume_step)
         window_start, window_steps = time.perf_counter(), 0
         with GracefulStop(cfg.train.handle_signals) as stopper, logger:
@@ -463,7 +515,7 @@ class Trainer:
                 if self._stop_agreed:
                     bar.close()
                     checkpoint = self.save()
-                    raise TrainingInterrupted(stopper.signum or 15, self.step, checkpoint)
+                    raise TrainingInterrupted(stopper.signum or 15, self.step, checkpoint, announce=self.env.is_main)
                 if cfg.train.sample_every and self.step % cfg.train.sample_every == 0:
                     self.write_grid()
                 if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
@@ -483,12 +535,20 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     CPU) and tears it down at the end.
     """
     with dist_lib.distributed_session(cfg.train.device) as env:
-        trainer = Trainer(cfg, progress=progress, env=env)
-        if resume == "auto":
-            if checkpoints_newest_first(trainer.run_dir):
-                ckpt = trainer.resume_from(trainer.run_dir)
-                if env.is_main:
-                    print(f"elt: resuming from {ckpt} (step {trainer.step})", file=sys.stderr)
-        elif resume:
-            trainer.resume_from(resume)
-        return trainer.fit()
+        run_dir = Path(cfg.train.out_dir)
+        if env.is_main:
+            check_output_dir(run_dir, "train.out_dir")
+        with run_lock(run_dir, env):  # held from data preparation (tokenizer, caches) to the last checkpoint
+            trainer = Trainer(cfg, progress=progress, env=env)
+            if resume == "auto":
+                if checkpoints_newest_first(trainer.run_dir):
+                    ckpt = trainer.resume_from(trainer.run_dir)
+                    if env.is_main:
+                        print(f"elt: resuming from {ckpt} (step {trainer.step})", file=sys.stderr)
+            elif resume:
+                trainer.resume_from(resume)
+            elif env.is_main and checkpoints_newest_first(trainer.run_dir):
+                warn(f"starting step 0 in {trainer.run_dir}, which holds checkpoints up to "
+                     f"{checkpoints_newest_first(trainer.run_dir)[0].name}: they are kept beside the new ones "
+                     "(continue that run instead with --resume auto)")
+            return trainer.fit()
