@@ -144,3 +144,16 @@ def test_resume_with_another_accumulation_keeps_the_data_position(det_paradigm, 
     second.fit()
     for a, b in zip(read_log(tmp_path / "a"), read_log(tmp_path / "b"), strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-7), a["step"]
+
+
+def test_accumulation_keeps_each_items_noise(toy_paradigm, tmp_path):
+    """With input noise keyed by the global sample index, micro-batches draw each item's own noise: 4
+    micro-batches still train like the unsplit batch."""
+    logs = []
+    for name, extra in (("one", []), ("acc", ["train.grad_accum_steps=4"])):
+        cfg = load_config(None, [*TOY_OVERRIDES, "data.limit=40", "train.threads=1", "train.tensorboard=false",
+                                 "train.log_every=1", "train.steps=4", f"train.out_dir={tmp_path / name}", *extra])
+        Trainer(cfg, progress=False).fit()
+        logs.append(read_log(tmp_path / name))
+    for a, b in zip(*logs, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-7), a["step"]
