@@ -24,7 +24,7 @@ from PIL import Image
 
 from elt.config import load_config
 from elt.tokenizers import fsq
-from elt.tokenizers.train import build_fsq
+from elt.tokenizers.factory import build_tokenizer as build_fsq
 
 
 def overrides(work: Path) -> list[str]:

@@ -11,8 +11,9 @@ def toy_paradigm(monkeypatch):
     """Register the tests' tiny paradigm as ``paradigm=toy``."""
     from elt import registry
 
-    monkeypatch.setitem(registry.TASK_MODULES, "toy", "toy_task")
-    return "toy"
+    registry.register_paradigm("toy", "toy_task")
+    yield "toy"
+    registry.unregister_paradigm("toy")
 
 
 TOY_OVERRIDES = [

@@ -11,11 +11,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 def main() -> None:
     import dist_worker
-    import elt.eval.cli
+    import elt.cli.eval
     from test_eval_sweep import toy_suite
 
     dist_worker.register()
-    elt.eval.cli.build_suite = lambda args: toy_suite()
+    elt.cli.eval.build_suite = lambda args: toy_suite()
     from elt.cli import main as cli_main
 
     ckpt, out = sys.argv[1], sys.argv[2]

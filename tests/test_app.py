@@ -36,7 +36,7 @@ class FakeGenerator:
     def __init__(self, num_classes=3, loops=2, video=False):
         self.num_classes, self.trained_loops, self.video = num_classes, loops, video
         self.config = SimpleNamespace(paradigm="diffusion", data=SimpleNamespace(name="folder"),
-                                      diffusion=SimpleNamespace(sample_steps=5, guidance=2.0))
+                                      sampling=SimpleNamespace(steps=5, guidance=2.0))
 
     def gflops_per_sample(self, loops=None, steps=None, guidance=None):
         return 0.5 * (loops or self.trained_loops)

@@ -89,7 +89,7 @@ def video_run(tmp_path_factory):
     assert main(["train", "fmnist_diffusion", "--no-progress", "data.name=moving_fmnist", "data.frames=4",
                  "data.image_size=16", "data.sprite_size=8", "data.limit=32", "diffusion.patch_size=4",
                  "diffusion.temporal_patch_size=2", "model.width=32", "model.heads=2", "model.unique_layers=2",
-                 "model.loops=3", "diffusion.sample_steps=3", "train.threads=1", "train.precision=fp32",
+                 "model.loops=3", "sampling.steps=3", "train.threads=1", "train.precision=fp32",
                  "train.steps=30", "train.lr=3e-3", "train.warmup_steps=3", "train.batch_size=8",
                  "train.sample_every=0", "train.log_every=10",
                  f"train.out_dir={run}"]) == 0

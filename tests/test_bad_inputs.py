@@ -26,7 +26,7 @@ def toy_run(tmp_path_factory):
     from elt.config import load_config
     from elt.train.trainer import train
 
-    registry.TASK_MODULES["toy"] = "toy_task"
+    registry.register_paradigm("toy", "toy_task")
     run = tmp_path_factory.mktemp("toyrun") / "run"
     train(load_config(None, [*TOY_OVERRIDES, "train.steps=4", "train.tensorboard=false", f"train.out_dir={run}"]),
           progress=False)
@@ -102,8 +102,8 @@ CASES = [
     ("train-keep-negative", lambda r, w: train_args(w, "train.keep_checkpoints=-1"), "train.keep_checkpoints"),
     ("train-log-every-zero", lambda r, w: train_args(w, "train.log_every=0"), "train.log_every"),
     ("train-lr-nan", lambda r, w: train_args(w, "train.lr=nan"), "train.lr"),
-    ("train-masked-guidance-nan", lambda r, w: train_args(w, "masked.guidance=nan"), "masked.guidance"),
-    ("train-diffusion-guidance-inf", lambda r, w: train_args(w, "diffusion.guidance=inf"), "diffusion.guidance"),
+    ("train-guidance-nan", lambda r, w: train_args(w, "sampling.guidance=nan"), "sampling.guidance"),
+    ("train-guidance-inf", lambda r, w: train_args(w, "sampling.guidance=inf"), "sampling.guidance"),
     ("train-sample-loops-zero", lambda r, w: train_args(w, "train.sample_loops=[0,2]"), "train.sample_loops"),
     ("train-seed-too-large", lambda r, w: train_args(w, f"train.seed={2**64}"), "train.seed"),
     ("train-seed-negative", lambda r, w: train_args(w, "train.seed=-1"), "train.seed"),
@@ -161,7 +161,7 @@ CASES = [
         "paradigm: toy\ntrain:\n  out_dir: ${oc.env:ELT_TEST_SECRET}\n")(r, w)), "--out", str(w / "o")],
      "interpolation"),
     ("sample-override-wrong-type", lambda r, w: ["sample", "--ckpt", str(r), "--out", str(w / "o"),
-                                                 "masked.guidance=lots"], "sampling override"),
+                                                 "sampling.guidance=lots"], "sampling override"),
     ("sample-override-not-sampling", lambda r, w: ["sample", "--ckpt", str(r), "--out", str(w / "o"),
                                                    "model.width=8"], "cannot set"),
     # -- info / export ------------------------------------------------------------------------------------------
@@ -226,7 +226,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, toy_run, tmp_path
     if "cuda:7" in name or "missing-gpu" in name:
         if torch.cuda.device_count() > 7:
             pytest.skip("this machine has a cuda:7")
-    monkeypatch.setitem(__import__("elt.registry", fromlist=["x"]).TASK_MODULES, "toy", "toy_task")
+    __import__("elt.registry", fromlist=["x"]).register_paradigm("toy", "toy_task")
     monkeypatch.setenv("ELT_TEST_SECRET", "hunter2-secret-value")
     where = tmp_path / "case"
     where.mkdir()

@@ -43,8 +43,11 @@ def torchrun(args, nproc=2, timeout=120):
 def det_paradigm(monkeypatch):
     from elt import registry
 
-    monkeypatch.setitem(registry.TASK_MODULES, "toy", "toy_task")
-    monkeypatch.setitem(registry.TASK_MODULES, "toy_det", "dist_worker")
+    registry.register_paradigm("toy", "toy_task")
+    registry.register_paradigm("toy_det", "dist_worker")
+    yield
+    registry.unregister_paradigm("toy")
+    registry.unregister_paradigm("toy_det")
 
 
 def single_process_run(run_dir, *extra):

@@ -210,7 +210,7 @@ def test_disk_full_during_checkpoint_is_one_line_and_resume_works(toy_paradigm, 
     root = run / "checkpoints"
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step_0000002"]  # no partial, no temp folder
     monkeypatch.undo()  # space freed
-    monkeypatch.setitem(__import__("elt.registry", fromlist=["x"]).TASK_MODULES, "toy", "toy_task")
+    __import__("elt.registry", fromlist=["x"]).register_paradigm("toy", "toy_task")
     assert main([*args, "--resume", "auto"]) == 0
     assert resolve_checkpoint(run).name == "step_0000006"
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
@@ -239,7 +239,7 @@ def test_disk_full_during_sampling_leaves_no_truncated_file(toy_paradigm, tmp_pa
     assert sorted(p.name for p in out.iterdir()) == ["samples_L1.npz"]  # complete, and nothing partial
     assert np.load(out / "samples_L1.npz")["arr_0"].shape == (6, 4, 4, 1)
     monkeypatch.undo()
-    monkeypatch.setitem(__import__("elt.registry", fromlist=["x"]).TASK_MODULES, "toy", "toy_task")
+    __import__("elt.registry", fromlist=["x"]).register_paradigm("toy", "toy_task")
     assert main(argv) == 0
     assert {"samples_L1.npz", "samples_L3.npz", "grid.png", "samples.json"} <= {p.name for p in out.iterdir()}
 

@@ -19,7 +19,7 @@ from elt.config import load_config
 from elt.data.prepare import encode_shards, prepare, shards_dir, start_shards
 from elt.masked.task import build_generator, cache_spec, prepare_data
 from elt.tokenizers import fsq
-from elt.tokenizers.train import build_fsq
+from elt.tokenizers.factory import build_tokenizer as build_fsq
 
 TESTS = Path(__file__).parent
 SRC = TESTS.parent / "src"

@@ -93,15 +93,15 @@ def test_paper_settings_in_the_recipes():
     for name in recipe_names():
         cfg = load_recipe(name)
         if "diffusion" in name:
-            assert (cfg.train.steps, cfg.train.batch_size, cfg.diffusion.sample_steps) == (500_000, 512, 512)
+            assert (cfg.train.steps, cfg.train.batch_size, cfg.sampling.steps) == (500_000, 512, 512)
             assert (cfg.diffusion.process, cfg.diffusion.prediction, cfg.diffusion.weighting) == \
                    ("ddpm", "x0", "sigmoid")
-            assert cfg.diffusion.guidance == 3.0 and cfg.diffusion.space == "latent"
+            assert cfg.sampling.guidance == 3.0 and cfg.diffusion.space == "latent"
         elif name.startswith("ucf101"):
-            assert cfg.masked.sample_steps == 12 and cfg.masked.guidance == 0.0  # no CFG for video
+            assert cfg.sampling.steps == 12 and cfg.sampling.guidance == 1.0  # no CFG for video
             assert (cfg.data.frames, cfg.data.image_size) == (16, 128)
         else:
-            assert cfg.masked.sample_steps == 24
+            assert cfg.sampling.steps == 24
             assert cfg.train.steps == 270 * (1_281_167 // cfg.train.batch_size)  # 270 epochs of whole batches
         assert cfg.ilsd.mode == ("unique" if cfg.model.loops == 1 else "ilsd")
 

@@ -35,15 +35,15 @@ def assets(tmp_path_factory):
 def recipe_overrides(name, root, vq, vae, ucf, run):
     if name.startswith("imagenet256_masked"):
         data = [f"data.root={root / 'images'}", "data.num_classes=2", "data.image_size=32",
-                f"tokenizer.pretrained_path={vq}", f"tokenizer.path={root / 'vq_cache'}", "masked.sample_steps=3"]
+                f"tokenizer.pretrained_path={vq}", f"tokenizer.path={root / 'vq_cache'}", "sampling.steps=3"]
     elif name.startswith("imagenet256_diffusion"):
         data = [f"data.root={root / 'images'}", "data.num_classes=2", "data.image_size=32",
                 f"diffusion.vae_path={vae}", f"diffusion.latent_cache={root / 'latents'}",
-                "diffusion.sample_steps=3"]
+                "sampling.steps=3"]
     else:
         data = [f"data.root={ucf}", f"data.num_classes={len(UCF_CLASSES)}", "data.frames=4", "data.image_size=16",
                 "tokenizer.channels=8", "tokenizer.steps=2", "tokenizer.batch_size=2", "tokenizer.eval_items=0",
-                f"tokenizer.path={root / 'fsq3d'}", "tokenizer.warmup_steps=1", "masked.sample_steps=3"]
+                f"tokenizer.path={root / 'fsq3d'}", "tokenizer.warmup_steps=1", "sampling.steps=3"]
     return [*TINY, *data, f"train.out_dir={run}"]
 
 

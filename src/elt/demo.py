@@ -7,12 +7,12 @@ writes a grid (rows = loop counts) plus a quality-vs-loops plot. Runs in under a
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 
+from elt.errors import UserError
 from elt.fileio import write_json, write_via
 
 ASSETS = Path(__file__).parent / "assets" / "demo"
@@ -29,7 +29,6 @@ def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class:
     import torch
     from tqdm.auto import tqdm
 
-    from elt.cli import UserError
     from elt.eval.classifier import load_classifier
     from elt.train.checkpoint import load_generator
     from elt.visual import save_grid
@@ -96,35 +95,3 @@ def plot_quality(record: dict, path: Path) -> Path:
     write_via(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
     return path
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from elt.config import check_options
-    from elt.fileio import check_output_dir
-
-    check_options(at_least_one={"--per-class": args.per_class}, seeds={"--seed": args.seed})
-    check_output_dir(args.out, "--out")
-    paradigms = PARADIGMS if args.paradigm == "both" else (args.paradigm,)
-    start = time.perf_counter()
-    record = run_demo(args.out, paradigms, per_class=args.per_class, seed=args.seed, progress=not args.no_progress)
-    out = Path(args.out)
-    for paradigm, info in record["models"].items():
-        accs = ", ".join(f"L={r['loops']}: {100 * r['class_accuracy']:.0f}%" for r in info["results"])
-        print(f"{paradigm} ({info['unique_layers']} unique layers, trained at L={info['trained_loops']}): "
-              f"class accuracy {accs}")
-        print(f"  grid: {out / info['grid']}")
-    print(f"quality vs loops: {out / record['plot']}")
-    print(f"record: {out / 'demo.json'}  ({time.perf_counter() - start:.0f} s)")
-    return 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="sample the shipped demo models at every loop count (CPU, < 1 min)",
-                       description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="elt-demo", help="output directory (default ./elt-demo)")
-    p.add_argument("--paradigm", choices=("both", *PARADIGMS), default="both")
-    p.add_argument("--per-class", type=int, default=4,
-                   help="samples per class and loop count (default 4: quick, so accuracies are rough, ±8 points)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_demo)

@@ -80,11 +80,16 @@ def class_names_for(generator) -> list[str]:
 
 
 def _sampling_defaults(generator) -> tuple[str, int | None, float | None]:
+    """(paradigm, default steps, default guidance s): the generator's own resolution of ``sampling.*`` and the
+    paradigm's defaults where it has one, else the config's ``sampling:`` section."""
     config = getattr(generator, "config", None)
     paradigm = str(getattr(config, "paradigm", "") or type(generator).__name__)
-    section = getattr(config, paradigm, None) if config is not None else None
-    steps = getattr(section, "sample_steps", None)
-    guidance = getattr(section, "guidance", None)
+    settings = getattr(generator, "sampling_settings", None)
+    if callable(settings):
+        steps, guidance = settings(None, None)
+    else:
+        section = getattr(config, "sampling", None) if config is not None else None
+        steps, guidance = getattr(section, "steps", None), getattr(section, "guidance", None)
     return paradigm, (int(steps) if steps is not None else None), (float(guidance) if guidance is not None else None)
 
 

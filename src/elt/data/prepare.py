@@ -18,12 +18,18 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from elt.data.cache import CacheSpec, read_cache, write_manifest
+from elt.runtime import resolve_device
 
 DEFAULT_SHARD_SIZE = 4096
 
@@ -127,67 +133,81 @@ def join_shards(spec: CacheSpec, shard_size: int, processes: int, seconds: float
     return np.load(array_path, mmap_mode="r")
 
 
+@dataclass(frozen=True)
+class _Ranks:
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _barrier(ranks: _Ranks) -> None:
+    if ranks.world > 1:
+        dist.barrier()
+
+
+@contextmanager
+def _process_group(device_name: str) -> Iterator[_Ranks]:
+    """Under torchrun: a process group (NCCL on CUDA, gloo on CPU) for the shard barriers, torn down after."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    created = False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        created = True
+    try:
+        if dist.is_initialized():
+            yield _Ranks(dist.get_rank(), dist.get_world_size(), device)
+        else:
+            yield _Ranks(0, 1, device)
+    finally:
+        if created and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def prepare(cfg, run_dir: str | Path | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
             progress: bool = True) -> dict:
     """Build the training cache ``cfg`` describes; under torchrun every process encodes its shards.
     Returns the manifest (``NAME.json``) plus ``path`` and this run's ``encoded`` items."""
     from elt import registry
-    from elt.train import distributed as dist_lib
 
     if shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
     run_dir = Path(run_dir or cfg.train.out_dir)
-    with dist_lib.distributed_session(cfg.train.device) as env:
+    with _process_group(cfg.train.device) as ranks:
         generator = registry.build_generator(cfg)
         module = registry.task_module(cfg.paradigm)
         if not hasattr(module, "cache_spec"):
             raise ValueError(f"paradigm {cfg.paradigm!r} has no cache to prepare")
-        with dist_lib.main_process_first(env):  # rank 0 trains a missing FSQ tokenizer; the others load it
-            spec = module.cache_spec(cfg, generator, run_dir, progress=progress and env.is_main)
+        if not ranks.is_main:  # rank 0 trains a missing FSQ tokenizer first; the others then load it
+            _barrier(ranks)
+        spec = module.cache_spec(cfg, generator, run_dir, progress=progress and ranks.is_main)
+        if ranks.is_main:
+            _barrier(ranks)
         for encoder in (getattr(generator, "tokenizer", None), getattr(generator, "vae", None)):
             if encoder is not None:  # each process encodes on its own device (cuda:LOCAL_RANK under torchrun)
-                encoder.to(env.device)
+                encoder.to(ranks.device)
         shard_size = max(spec.batch_size, shard_size // spec.batch_size * spec.batch_size)
         started = time.perf_counter()
-        done = read_cache(spec, warn_stale=env.is_main)
+        done = read_cache(spec, warn_stale=ranks.is_main)
         stats = {"encoded": 0, "skipped": 0, "resumed": 0}
         if done is None:
-            start_shards(spec, env.is_main)
-            dist_lib.barrier(env)
-            stats = encode_shards(spec, env.rank, env.world_size, shard_size, progress=progress)
-            dist_lib.barrier(env)
-            if env.is_main:
-                join_shards(spec, shard_size, env.world_size, time.perf_counter() - started)
-            dist_lib.barrier(env)
-        encoded = dist_lib.all_reduce_sum([stats["encoded"]], env)[0]
+            start_shards(spec, ranks.is_main)
+            _barrier(ranks)
+            stats = encode_shards(spec, ranks.rank, ranks.world, shard_size, progress=progress)
+            _barrier(ranks)
+            if ranks.is_main:
+                join_shards(spec, shard_size, ranks.world, time.perf_counter() - started)
+            _barrier(ranks)
+        encoded = torch.tensor([float(stats["encoded"])], dtype=torch.float64)
+        if ranks.world > 1:
+            encoded = encoded.to(ranks.device if dist.get_backend() == "nccl" else "cpu")
+            dist.all_reduce(encoded)
         manifest = json.loads(spec.path.with_suffix(".json").read_text())
-        return {**manifest, "path": str(spec.path.with_suffix(".npy")), "encoded": int(encoded),
+        return {**manifest, "path": str(spec.path.with_suffix(".npy")), "encoded": int(encoded.item()),
                 "seconds": time.perf_counter() - started}
-
-
-def add_parser(sub) -> None:
-    """``elt prepare`` (registered in the CLI's EXTRA_COMMANDS)."""
-    p = sub.add_parser("prepare", help="encode a training set into the latent/token cache (torchrun: sharded)",
-                       description="Encode the training set a config names into the cache elt train reads "
-                                   "(VQ/FSQ tokens or VAE latents). Under torchrun every process encodes its "
-                                   "own shards; a rerun after a kill resumes from the finished shards.")
-    p.add_argument("config", help="YAML config path or shipped name (e.g. imagenet256_masked_elt_l_8x3)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
-    p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE,
-                   help=f"items per shard (rounded to the encode batch; default {DEFAULT_SHARD_SIZE})")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_prepare)
-
-
-def cmd_prepare(args) -> int:
-    from elt.config import load_config
-    from elt.errors import UserError
-
-    if args.shard_size < 1:
-        raise UserError(f"--shard-size must be >= 1, got {args.shard_size}")
-    cfg = load_config(args.config, args.overrides)
-    result = prepare(cfg, shard_size=args.shard_size, progress=not args.no_progress)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"cache: {result['path']} ({result['count']} items, {result.get('skipped', 0)} unreadable skipped, "
-              f"{result['encoded']} encoded now in {result['seconds']:.1f} s)")
-    return 0

@@ -26,11 +26,10 @@ from dataclasses import dataclass
 import torch
 
 from elt.core import batch_random
+from elt.diffusion.config import PREDICTIONS, PROCESSES, WEIGHTINGS
 
 INTERPOLANTS = ("vp", "linear")
 SCHEDULES = ("cosine", "linear")
-PREDICTIONS = ("x0", "eps", "v")
-WEIGHTINGS = ("sigmoid", "x0", "eps", "v")
 
 
 def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -150,7 +149,7 @@ class DiffusionProcess:
 
 def process_from_config(diffusion_cfg) -> DiffusionProcess:
     """``process: ddpm`` → VP + cosine schedule; ``process: flow`` → linear interpolant + linear schedule."""
-    _check("diffusion.process", diffusion_cfg.process, ("ddpm", "flow"))
+    _check("diffusion.process", diffusion_cfg.process, PROCESSES)
     interpolant, schedule = ("vp", "cosine") if diffusion_cfg.process == "ddpm" else ("linear", "linear")
     return DiffusionProcess(interpolant=interpolant, schedule=schedule, prediction=diffusion_cfg.prediction,
                             weighting=diffusion_cfg.weighting, sigmoid_bias=float(diffusion_cfg.sigmoid_bias),

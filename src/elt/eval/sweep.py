@@ -32,11 +32,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from elt import __version__
 from elt.core.generator import LoopedGenerator
 from elt.fileio import atomic_write, write_json, write_text
 from elt.runtime import resolve_device
 from elt.sampling import balanced_labels, generate_batched
+from elt.version import __version__
 
 LABEL_POLICY = "balanced: sample i is conditioned on class i mod num_classes"
 
@@ -179,16 +179,13 @@ def read_samples(samples_dir: Path, loops: int, num: int | None = None) -> tuple
 
 
 def configured_steps(generator: LoopedGenerator | None) -> int | None:
-    """The paradigm's default number of sampling steps from the checkpoint's config, if it has one."""
+    """The number of sampling steps the checkpoint samples with by default (``sampling.steps``, else the
+    paradigm's default), if the generator says."""
+    settings = getattr(generator, "sampling_settings", None)
+    if callable(settings):
+        return int(settings(None, None)[0])
     cfg = getattr(generator, "config", None)
-    if cfg is None:
-        return None
-    try:
-        from omegaconf import OmegaConf
-
-        value = OmegaConf.select(cfg, f"{cfg.paradigm}.steps", default=None)
-    except Exception:
-        return None
+    value = cfg.get("sampling", {}).get("steps") if cfg is not None else None
     return int(value) if value is not None else None
 
 

@@ -11,7 +11,7 @@ fused AdamW, attention through SDPA (flash kernels); options: ``train.compile`` 
 compiled once) and ``model.checkpoint_loops`` (per-loop activation checkpointing).
 
 A run is resumable exactly: the checkpoint holds model, EMA, optimizer, step (which fixes the LR and λ
-schedules), data position, and the RNG states of every rank and of the L_int sampler. SIGTERM/SIGINT
+schedules), data position, and the RNG states of every rank and of the L_int draws. SIGTERM/SIGINT
 write a checkpoint at the next step boundary (:class:`TrainingInterrupted`); a NaN/Inf loss stops the
 run naming the step (:class:`NonFiniteLossError`).
 """
@@ -36,10 +36,10 @@ from tqdm.auto import tqdm
 from elt import config as config_lib
 from elt import registry
 from elt.core import batch_random
-from elt.core.ilsd import StudentLoopSampler, ilsd_lambda
+from elt.core.ilsd import StudentLoopDraw, ilsd_lambda
 from elt.errors import UserError
 from elt.fileio import check_output_dir, exclusive_lock, write_text
-from elt.runtime import autocast_context, resolve_device, seed_everything, uses_bf16  # noqa: F401
+from elt.runtime import autocast_context, seed_everything, uses_bf16
 from elt.sampling import sample_grid_rows
 from elt.train import distributed as dist_lib
 from elt.train.checkpoint import (
@@ -158,7 +158,9 @@ class Trainer:
     """Owns the model, EMA, optimizer and schedules of one run directory (on one rank)."""
 
     def __init__(self, cfg: DictConfig, run_dir: str | Path | None = None, progress: bool = True,
-                 env: DistEnv | None = None):
+                 env: DistEnv | None = None, compile_backend: str = "inductor"):
+        """``compile_backend``: the torch.compile backend when ``train.compile`` is set (``eager`` checks
+        tracing only; ``elt bench trainer --compile-backend``)."""
         self.cfg = cfg
         self.env = env or dist_lib.current_env(cfg.train.device)
         self.device = self.env.device
@@ -182,7 +184,7 @@ class Trainer:
         self.generator.to(self.device)
         self.ema = EMA(self.generator, cfg.train.ema_decay)
         if cfg.train.compile:
-            compile_blocks(self.generator)
+            compile_blocks(self.generator, backend=compile_backend)
         self.model = dist_lib.wrap_for_training(
             self.generator, self.env, cfg.train.distributed, cfg.train.find_unused_parameters,
             fsdp_unit=cfg.train.fsdp_unit, reshard_after_forward=cfg.train.fsdp_reshard_after_forward,
@@ -196,8 +198,8 @@ class Trainer:
             weight_decay=cfg.train.weight_decay,
             **({"fused": True} if self.device.type == "cuda" else {}),
         )
-        self.student_sampler = (
-            StudentLoopSampler(cfg.model.loops, cfg.ilsd.min_student_loops, seed=cfg.train.seed + 1)
+        self.student_draw = (
+            StudentLoopDraw(cfg.model.loops, cfg.ilsd.min_student_loops, seed=cfg.train.seed + 1)
             if cfg.ilsd.mode == "ilsd" else None
         )
         parts = world * self.accum  # the global batch splits into this many equal micro-batches
@@ -267,8 +269,8 @@ class Trainer:
             "optimizer": optimizer, "ema": self.ema.state_dict(), "rng": rng,
             "checkpoint_format": self.cfg.train.checkpoint_format,
         }
-        if self.student_sampler is not None:
-            state["student_sampler"] = self.student_sampler.state_dict()
+        if self.student_draw is not None:
+            state["student_draw"] = self.student_draw.state_dict()
         return state
 
     def resume_from(self, path: str | Path) -> Path:
@@ -340,8 +342,9 @@ class Trainer:
                 warn(f"checkpoint was written by {len(state['rng'])} processes, this run has "
                      f"{self.env.world_size}: random streams are re-seeded (not bit-exact)")
             seed_everything(dist_lib.rank_seed(self.cfg.train.seed, self.env.rank) + self.step)
-        if self.student_sampler is not None and "student_sampler" in state:
-            self.student_sampler.load_state_dict(state["student_sampler"])
+        saved_draw = state.get("student_draw", state.get("student_sampler"))  # earlier checkpoints: student_sampler
+        if self.student_draw is not None and saved_draw is not None:
+            self.student_draw.load_state_dict(saved_draw)
 
     def save(self) -> Path:
         """Checkpoint the current step (every rank calls it; rank 0 writes). Non-finite weights are never
@@ -399,7 +402,7 @@ class Trainer:
         cfg = self.cfg
         self.model.train()
         lam = self.lam_at(self.step)
-        student_loops = self.student_sampler.sample() if self.student_sampler is not None else None
+        student_loops = self.student_draw.draw() if self.student_draw is not None else None
         lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from elt.errors import UserError
+
 
 def tokenizer_dir(cfg, out: str | None = None) -> Path:
     """Where a config's tokenizer lives: ``--out``, else ``tokenizer.path``, else ``RUN/tokenizer``."""
@@ -20,10 +22,10 @@ def tokenizer_dir(cfg, out: str | None = None) -> Path:
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
-    from elt.cli import UserError
     from elt.config import load_config
+    from elt.tokenizers.factory import TRAINABLE_KINDS
     from elt.tokenizers.fsq import is_saved
-    from elt.tokenizers.train import TRAINABLE_KINDS, train_tokenizer
+    from elt.tokenizers.train import train_tokenizer
 
     cfg = load_config(args.config, args.overrides)
     if cfg.tokenizer.kind not in TRAINABLE_KINDS:
@@ -47,7 +49,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
+def add_parsers(sub) -> None:
     tokenizer = sub.add_parser("tokenizer", help="train an image tokenizer",
                                description="Image tokenizer commands.")
     commands = tokenizer.add_subparsers(dest="tokenizer_command", metavar="COMMAND")

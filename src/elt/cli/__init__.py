@@ -1,0 +1,80 @@
+"""``elt`` command line: a thin layer over the Python API, the top layer (nothing in elt imports it).
+
+One module per command group, each with ``add_parsers(subparsers)``:
+
+    train.py      elt train | sample | info | export
+    eval.py       elt eval [train-classifier | floor | merge | video]
+    tokenizer.py  elt tokenizer train
+    bench.py      elt bench
+    demo.py       elt demo
+    app.py        elt app
+    prepare.py    elt prepare
+    args.py       argument types (loop lists, positive integers)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from elt.cli import app, bench, demo, eval, prepare, tokenizer, train
+from elt.cli.args import parse_loops, positive_int
+from elt.errors import UserError
+from elt.version import __version__
+
+EPILOG = "Run 'elt COMMAND --help' for a command's options. Configs: YAML path or a shipped name (fmnist_masked)."
+
+COMMAND_GROUPS = (train, eval, tokenizer, bench, demo, app, prepare)
+
+__all__ = ["UserError", "build_parser", "main", "parse_loops", "positive_int"]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes as one line (``elt sample: error: ...``), exit status 2, like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="elt", description="Elastic Looped Transformers for visual "
+                           "generation: train once, sample at any loop count.", epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"elt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may follow options (elt train CFG --resume auto model.loops=6)
+        if getattr(args, "command", None) in ("train", "sample") and all("=" in item and not item.startswith("-")
+                                                                          for item in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"elt: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only, a file where a folder belongs: one line, nothing half-written
+        from elt.fileio import user_fixable
+
+        if (line := user_fixable(exc)) is None:
+            raise
+        print(f"elt: error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("elt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
