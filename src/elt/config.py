@@ -95,7 +95,7 @@ class TrainConfig:
     wandb: bool = False  # also log to Weights & Biases (if installed)
     wandb_project: str = "elt"
     peak_tflops: float = 0.0  # device peak for the MFU estimate (0: built-in table; n/a if unknown)
-    threads: int = 0  # torch CPU threads (0: leave PyTorch's default)
+    threads: int = 0  # torch CPU threads (0: the global setting, see elt.runtime.set_threads)
 
 
 @dataclass

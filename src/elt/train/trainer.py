@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from elt import config as config_lib
 from elt import registry
 from elt.core.ilsd import StudentLoopSampler, ilsd_lambda
+from elt.runtime import autocast_context, resolve_device, seed_everything, set_threads, uses_bf16  # noqa: F401
 from elt.sampling import sample_grid_rows
 from elt.train import distributed as dist_lib
 from elt.train.checkpoint import (
@@ -52,7 +53,6 @@ from elt.train.ema import EMA
 from elt.train.logger import RunLogger
 from elt.train.perf import FlopCounter, memory_record, mfu, peak_flops
 from elt.train.signals import GracefulStop, TrainingInterrupted
-from elt.runtime import autocast_context, resolve_device, seed_everything, uses_bf16  # noqa: F401
 from elt.visual import save_grid
 
 STATE_FORMAT = 2
@@ -121,8 +121,7 @@ class Trainer:
         self.device = self.env.device
         self.run_dir = Path(run_dir or cfg.train.out_dir)
         self.progress = progress and self.env.is_main
-        if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
+        set_threads(config=cfg.train.threads)
         configure_backends(self.device, cfg.train.tf32)
         world = self.env.world_size
         if cfg.train.batch_size % world:
