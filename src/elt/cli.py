@@ -233,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    if hasattr(args, "no_progress") and not sys.stderr.isatty():
+        args.no_progress = True  # progress bars only on a terminal: in a log file they are carriage-return noise
     try:
         apply_threads(args)
         return int(args.func(args) or 0)

@@ -65,12 +65,16 @@ def loops_per_step(loops: LoopSchedule, steps: int, default: int) -> list[int]:
     """Expand a loop count or a per-step loop schedule to one value per sampling step."""
     if loops is None:
         return [default] * steps
-    if isinstance(loops, int):
-        schedule = [loops] * steps
-    else:
-        schedule = [int(v) for v in loops]
+    if isinstance(loops, (int, np.integer)) and not isinstance(loops, bool):
+        schedule = [int(loops)] * steps
+    elif isinstance(loops, (list, tuple, np.ndarray, torch.Tensor)):
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in np.asarray(loops).tolist()):
+            raise ValueError(f"a loop schedule holds integer loop counts >= 1, got {list(np.asarray(loops).tolist())}")
+        schedule = [int(v) for v in np.asarray(loops).tolist()]
         if len(schedule) != steps:
             raise ValueError(f"loop schedule has {len(schedule)} entries but sampling uses {steps} steps")
+    else:
+        raise ValueError(f"loops={loops!r}: give an integer loop count >= 1 or a list of them, one per sampling step")
     if min(schedule) < 1:
         raise ValueError(f"loop counts must be >= 1, got {schedule}")
     return schedule

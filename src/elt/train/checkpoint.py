@@ -38,6 +38,25 @@ EMA_FILE = "ema.safetensors"
 STATE_FILE = "state.pt"
 MANIFEST_FILE = "manifest.json"
 TMP_PREFIX = ".tmp_step_"
+DEMO_SCHEME = "demo:"
+DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
+
+
+def demo_models() -> dict[str, Path]:
+    """The models shipped in the package, by name: ``demo:NAME`` is accepted wherever a checkpoint is."""
+    if not DEMO_DIR.is_dir():
+        return {}
+    return {p.name: p for p in sorted(DEMO_DIR.iterdir()) if (p / CONFIG_FILE).is_file() and (p / MODEL_FILE).is_file()}
+
+
+def demo_checkpoint(name: str) -> Path:
+    """``demo:masked`` → the shipped model's directory; an unknown name lists the shipped ones."""
+    models = demo_models()
+    key = name[len(DEMO_SCHEME):] if name.startswith(DEMO_SCHEME) else name
+    if key not in models:
+        shipped = ", ".join(DEMO_SCHEME + n for n in models) or "none in this install"
+        raise CheckpointError(f"unknown demo model {name!r}; shipped: {shipped}")
+    return models[key]
 
 
 def _contiguous_state(module: torch.nn.Module | dict) -> dict[str, torch.Tensor]:
@@ -149,7 +168,9 @@ def checkpoints_newest_first(path: str | Path) -> list[Path]:
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory, or a run directory (→ the checkpoint ``latest`` names, which is the last
     one written — after resuming from an older checkpoint, newer-numbered ones may be a discarded
-    branch — else the highest-numbered complete one)."""
+    branch — else the highest-numbered complete one), or a shipped model's name (``demo:masked``)."""
+    if isinstance(path, str) and path.startswith(DEMO_SCHEME):
+        return demo_checkpoint(path)
     path = Path(path)
     if is_complete(path):
         return path
