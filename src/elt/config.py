@@ -91,7 +91,7 @@ class TrainConfig:
     samples_per_class: int = 1
     keep_checkpoints: int = 3  # newest checkpoints kept (0: all)
     handle_signals: bool = True  # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop
-    tensorboard: bool = True  # RUN/tensorboard (if tensorboard is installed), besides RUN/log.jsonl
+    tensorboard: bool = True  # RUN/tensorboard if tensorboard is installed (else skipped); RUN/log.jsonl always
     wandb: bool = False  # also log to Weights & Biases (if installed)
     wandb_project: str = "elt"
     peak_tflops: float = 0.0  # device peak for the MFU estimate (0: built-in table; n/a if unknown)

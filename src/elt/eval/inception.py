@@ -13,7 +13,7 @@ and their SHA-256 must start with ``6726825d`` (the hash torch.hub encodes in th
 file is one error naming it and where to get it.
 
 torch-fidelity imports torchvision at package import, so it needs a torchvision build matching the
-installed torch (``pip install 'elt[metrics]'`` with a matching pair, e.g. torch 2.14.1 + torchvision 0.29.1).
+installed torch (``pip install 'elt-looped[metrics]'`` with a matching pair, e.g. torch 2.14.1 + torchvision 0.29.1).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def fidelity_inception_class():
     except ImportError as exc:
         raise MissingDependencyError(
             f"Inception metrics need torch-fidelity and a torchvision that matches torch {torch.__version__} "
-            f"(pip install 'elt[metrics]' torchvision==<matching version>); import failed: {exc}") from exc
+            f"(pip install 'elt-looped[metrics]' torchvision==<matching version>); import failed: {exc}") from exc
     return FeatureExtractorInceptionV3
 
 
