@@ -11,6 +11,7 @@ INCEPTION_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 TEST_EXTRAS ?= dev,latent,video,logging
 FMNIST := /usr/share/datasets/fashion-mnist
 PIP_FLAGS := -q --no-compile
+DEMO_FLAGS ?=
 
 VENV := .venv
 TEST_VENV := .venv-test
@@ -67,10 +68,11 @@ lint: setup-test
 	$(TEST_VENV)/bin/ruff check .
 
 demo: setup
-	$(VENV)/bin/elt demo
+	$(VENV)/bin/elt demo $(DEMO_FLAGS)
 
+# results go to runs/ (untracked): benchmarks/results/ holds the recorded figures the docs quote
 bench: setup
-	$(PY) benchmarks/ilsd_overhead.py
+	$(PY) benchmarks/ilsd_overhead.py --out runs/bench/ilsd_overhead.json
 
 clean:
 	rm -rf $(VENV) $(TEST_VENV) $(INCEPTION_VENV) .pytest_cache .ruff_cache

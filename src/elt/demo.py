@@ -41,8 +41,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class: int = DEFAULT_PER_CLASS,
-             seed: int = 0, extra_loops: int = 1, progress: bool = True, vanilla: bool = True) -> dict:
-    """Sample, score and draw the shipped models; returns the record also written to ``demo.json``."""
+             seed: int = 0, extra_loops: int = 1, progress: bool = True, vanilla: bool | None = None) -> dict:
+    """Sample, score and draw the shipped models; returns the record also written to ``demo.json``.
+    ``vanilla``: also the vanilla-looped models (``None``: where this install ships them)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -51,6 +52,8 @@ def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class:
     from elt.train.checkpoint import load_generator
 
     models = shipped_models()
+    if vanilla is None:
+        vanilla = all(p + VARIANTS[1] in models for p in paradigms)
     names = [p + v for p in paradigms for v in (VARIANTS if vanilla else VARIANTS[:1])]
     missing = [n for n in names if n not in models]
     if missing:
@@ -59,7 +62,8 @@ def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     classifier = load_classifier()
-    record: dict = {"threads": torch.get_num_threads(), "per_class": per_class, "seed": seed, "models": {}}
+    record: dict = {"threads": torch.get_num_threads(), "per_class": per_class, "seed": seed, "vanilla": vanilla,
+                    "models": {}}
     rows_of: dict[str, list[np.ndarray]] = {}
     for name in names:
         generator = load_generator(models[name])
@@ -180,8 +184,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     paradigms = PARADIGMS if args.paradigm == "both" else (args.paradigm,)
     start = time.perf_counter()
     record = run_demo(args.out, paradigms, per_class=args.per_class, seed=args.seed, progress=not args.no_progress,
-                      vanilla=not args.no_vanilla)
+                      vanilla=False if args.no_vanilla else None)
     out = Path(args.out)
+    if not record["vanilla"] and not args.no_vanilla:
+        print("(this install ships no vanilla-looped demo models: ILSD models only)")
     for name, info in record["models"].items():
         accs = ", ".join(f"L={r['loops']}: {100 * r['class_accuracy']:.0f}%" for r in info["results"])
         print(f"demo:{name} ({info['unique_layers']} unique layers, {info['mode']}, trained at "
