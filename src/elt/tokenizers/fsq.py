@@ -270,6 +270,9 @@ def save_tokenizer(tokenizer: FSQTokenizer, folder: str | Path, info: dict | Non
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{WEIGHTS_FILE}.tmp"
     save_file({k: v.detach().contiguous().cpu() for k, v in tokenizer.state_dict().items()}, str(tmp))
+    mask = os.umask(0)  # safetensors writes 0600: give the file open()'s mode (0666 less the umask)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     os.replace(tmp, folder / WEIGHTS_FILE)
     meta = {"architecture": tokenizer.architecture(), "hash": state_dict_hash(tokenizer), **(info or {})}
     (folder / META_FILE).write_text(json.dumps(meta, indent=2))

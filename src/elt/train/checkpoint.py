@@ -59,6 +59,14 @@ def demo_checkpoint(name: str) -> Path:
     return models[key]
 
 
+def ordinary_mode(path: str | Path) -> None:
+    """Give a file the mode ``open()`` would (0666 less the umask): safetensors writes 0600, which hides
+    checkpoints from the other users of a shared run directory."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def _contiguous_state(module: torch.nn.Module | dict) -> dict[str, torch.Tensor]:
     state = module if isinstance(module, dict) else module.state_dict()
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
@@ -85,6 +93,8 @@ def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torc
         save_file(_contiguous_state(ema), str(tmp / EMA_FILE), metadata={"step": str(step)})
     if state is not None:
         torch.save(state, tmp / STATE_FILE)
+    for item in tmp.iterdir():
+        ordinary_mode(item)
     sizes = {item.name: item.stat().st_size for item in sorted(tmp.iterdir())}
     (tmp / MANIFEST_FILE).write_text(json.dumps({"step": step, "files": sizes}, indent=1))
     _fsync_dir(tmp)
@@ -223,6 +233,7 @@ def export_inference(path: str | Path, out_dir: str | Path, half: bool = True) -
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_FILE).write_text((ckpt / CONFIG_FILE).read_text())
     save_file(state, str(out / MODEL_FILE), metadata={"exported_from": str(ckpt), "weights": weights.name})
+    ordinary_mode(out / MODEL_FILE)
     return out
 
 
