@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,10 @@ def locate(root: str | Path | None = None, split: str = "train") -> tuple[Path, 
     for folder in searched:
         images, labels = _find_file(folder, images_stem), _find_file(folder, labels_stem)
         if images and labels:
+            env = os.environ.get("ELT_DATA", "").strip()
+            if env and folder == DEBIAN_PATH and not root:  # ELT_DATA was set but holds no Fashion-MNIST
+                warnings.warn(f"ELT_DATA={env} holds no Fashion-MNIST {split} files (looked in "
+                              f"{', '.join(str(d) for d in searched[:-1])}); using {DEBIAN_PATH}", stacklevel=2)
             return images, labels
     downloaded = _torchvision_download(root)
     if downloaded is not None:

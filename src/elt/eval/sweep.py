@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from elt import __version__
 from elt.core.generator import LoopedGenerator
-from elt.sampling import balanced_labels, generate_batched
+from elt.sampling import balanced_labels, generate_batched, sampling_settings
 
 LABEL_POLICY = "balanced: sample i is conditioned on class i mod num_classes"
 
@@ -184,7 +184,7 @@ def configured_steps(generator: LoopedGenerator | None) -> int | None:
     try:
         from omegaconf import OmegaConf
 
-        value = OmegaConf.select(cfg, f"{cfg.paradigm}.steps", default=None)
+        value = OmegaConf.select(cfg, f"{cfg.paradigm}.sample_steps", default=None)
     except Exception:
         return None
     return int(value) if value is not None else None
@@ -202,13 +202,15 @@ def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[int], steps: 
     combos = [(m, s, k) for m in models for s in steps for k in loops]
     for model, step, k in tqdm(combos, desc="sweep", disable=not progress):
         gen = model.generator
-        row = {"model": model.name, "checkpoint": model.checkpoint, "loops": k, "steps": step,
-               "config_steps": configured_steps(gen), "guidance": guidance, "n": num}
+        used_steps, used_guidance = sampling_settings(gen, step, guidance) if gen is not None else (step, guidance)
+        row = {"model": model.name, "checkpoint": model.checkpoint, "loops": k, "steps": used_steps,
+               "config_steps": configured_steps(gen), "guidance": used_guidance, "n": num}
         if model.samples_dir is not None:
             images, labels, meta = read_samples(model.samples_dir, k, num)
-            row.update(samples=str(model.samples_dir), steps=meta.get("steps", step),
-                       guidance=meta.get("guidance", guidance), seed=meta.get("seed"),
-                       label_policy=meta.get("label_policy"))
+            row.update(samples=str(model.samples_dir),  # older samples.json files recorded null for defaults
+                       steps=used_steps if meta.get("steps") is None else meta["steps"],
+                       guidance=used_guidance if meta.get("guidance") is None else meta["guidance"],
+                       seed=meta.get("seed"), label_policy=meta.get("label_policy"))
             ms_per_sample = (1000 * meta["seconds"][str(k)] / meta["num"]
                              if "seconds" in meta and str(k) in meta["seconds"] and meta.get("num") else None)
         else:
@@ -217,8 +219,8 @@ def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[int], steps: 
             labels = balanced_labels(num, gen.num_classes)
             _sync(gen.device)
             start = time.perf_counter()
-            images = generate_batched(gen, labels, k, batch_size=batch_size, seed=seed, steps=step,
-                                      guidance=guidance, progress=progress, desc=f"{model.name} L={k}")
+            images = generate_batched(gen, labels, k, batch_size=batch_size, seed=seed, steps=used_steps,
+                                      guidance=used_guidance, progress=progress, desc=f"{model.name} L={k}")
             _sync(gen.device)
             ms_per_sample = 1000 * (time.perf_counter() - start) / num
             row.update(seed=seed, label_policy="balanced")
