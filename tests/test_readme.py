@@ -66,3 +66,17 @@ def test_non_integer_loops_are_a_value_error_naming_them(bad):
     generator = elt.load("demo:masked")
     with pytest.raises(ValueError, match="loop"):
         generator.generate([0], loops=bad, steps=2)
+
+
+def test_eval_samples_checks_files_and_counts_before_any_feature_work(tmp_path, monkeypatch, capsys):
+    from elt.eval import cli as eval_cli
+
+    out = tmp_path / "samples"
+    assert main(["sample", "--ckpt", "demo:masked", "--loops", "1", "--num", "3", "--steps", "2",
+                 "--out", str(out), "--no-progress"]) == 0
+    monkeypatch.setattr(eval_cli, "build_suite", lambda args: pytest.fail("feature work before the input checks"))
+    for extra, message in ((["--num", "5", "--loops", "1"], "fewer than --num 5"),
+                           (["--num", "3", "--loops", "1,2"], "samples_L2.npz not found")):
+        assert main(["eval", "--samples", str(out), "--ckpt", "demo:masked", "--out", str(tmp_path / "e"),
+                     *extra]) == 2
+        assert message in capsys.readouterr().err

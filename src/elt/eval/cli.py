@@ -129,17 +129,20 @@ def check_domain_inputs(models) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from elt.eval.sweep import run_sweep, write_outputs
+    from elt.eval.sweep import check_samples, run_sweep, write_outputs
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     check_model_args(args)
     try:
-        suite = build_suite(args)  # first: missing weights or data fail before any sampling
         models = build_models(args)
         if args.metrics == "domain":
             check_domain_inputs(models)
         loops = args.loops or list(range(1, max(m.generator.trained_loops for m in models if m.generator) + 1))
+        for model in models:  # missing loop files or too few samples: before the reference features are computed
+            if model.samples_dir is not None:
+                check_samples(model.samples_dir, loops, args.num)
+        suite = build_suite(args)  # before any sampling: missing weights or data fail first
         result = run_sweep(models, suite, loops, steps=args.steps or [None], num=args.num, seed=args.seed,
                            guidance=args.guidance, batch_size=args.batch_size, latency_batch=args.latency_batch,
                            latency_repeats=args.latency_repeats, measure=not args.no_latency,

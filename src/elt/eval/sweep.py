@@ -176,6 +176,30 @@ def read_samples(samples_dir: Path, loops: int, num: int | None = None) -> tuple
     return images, labels, meta
 
 
+def check_samples(samples_dir: Path, loops: Sequence[int], num: int | None = None) -> None:
+    """Before any feature work: every ``samples_L<L>.npz`` is there and holds at least ``num`` samples
+    (read from the .npy headers, not the arrays)."""
+    import zipfile
+
+    for k in loops:
+        path = Path(samples_dir) / f"samples_L{k}.npz"
+        if not path.is_file():
+            have = sorted(p.name for p in Path(samples_dir).glob("samples_L*.npz"))
+            raise SweepInputError(f"{path} not found (have: {', '.join(have) or 'none'}); run 'elt sample "
+                                  f"--loops {k}' or drop L={k} from --loops")
+        if num is None:
+            continue
+        try:
+            with zipfile.ZipFile(path) as archive, archive.open("arr_0.npy") as member:
+                major, _ = np.lib.format.read_magic(member)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape = read_header(member)[0]
+        except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+            raise SweepInputError(f"{path} is not a samples file written by 'elt sample' ({exc})") from exc
+        if shape[0] < num:
+            raise SweepInputError(f"{path} holds {shape[0]} samples, fewer than --num {num}")
+
+
 def configured_steps(generator: LoopedGenerator | None) -> int | None:
     """The paradigm's default number of sampling steps from the checkpoint's config, if it has one."""
     cfg = getattr(generator, "config", None)
