@@ -127,8 +127,8 @@ def draw_grid(record: dict, panels: dict[str, list[np.ndarray]], path: Path, par
                             f"{100 * r['class_accuracy']:.0f}%" for r in results], fontsize=7)
         ax.tick_params(length=0)
         ax.set_xlabel(f"demo:{name} — {_label(record, name)}", fontsize=8)
-    fig.suptitle(f"{paradigm}: one checkpoint each, rows = loops L at sampling (* trained L; % = class accuracy "
-                 f"of {record['per_class']} samples per class)", fontsize=8)
+    fig.suptitle(f"{paradigm}: one checkpoint each, rows = loops L at sampling\n(* = trained L; % = class accuracy "
+                 f"of {10 * record['per_class']} samples)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
