@@ -107,7 +107,7 @@ def add_sample(sub) -> None:
                        description="Generate class-balanced samples from a checkpoint at each loop count: "
                                    "samples_L<L>.npz (arr_0 uint8 N×H×W×C, video N×T×H×W×C; arr_1 labels) and "
                                    "grid.png (video: also grid.gif, and grid.mp4 with PyAV).")
-    p.add_argument("--ckpt", required=True, help="checkpoint directory or run directory")
+    p.add_argument("--ckpt", required=True, help="checkpoint or run directory, or a shipped model (demo:masked, ...)")
     p.add_argument("--loops", type=parse_loops, default=None, help="loop counts, e.g. 1,2,4 or 1-6 (default 1..L_max)")
     p.add_argument("--num", type=positive_int, default=100, help="samples per loop count (default 100)")
     p.add_argument("--out", required=True, help="output directory")
@@ -149,7 +149,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def add_info(sub) -> None:
     p = sub.add_parser("info", help="describe a checkpoint", description="Print what a checkpoint holds.")
-    p.add_argument("ckpt", help="checkpoint directory or run directory")
+    p.add_argument("ckpt", help="checkpoint or run directory, or a shipped model (demo:masked, ...)")
     p.set_defaults(func=cmd_info)
 
 
@@ -167,7 +167,7 @@ def add_export(sub) -> None:
     p = sub.add_parser("export", help="write an inference-only checkpoint (EMA weights, fp16)",
                        description="Write config.yaml + EMA weights (fp16 unless --fp32) to OUT: what elt.load, "
                                    "elt sample and elt eval need, without optimizer state.")
-    p.add_argument("--ckpt", required=True, help="checkpoint directory or run directory")
+    p.add_argument("--ckpt", required=True, help="checkpoint or run directory, or a shipped model (demo:masked, ...)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
     p.set_defaults(func=cmd_export)

@@ -201,7 +201,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="the shipped ILSD and vanilla models at every loop count (CPU, < 1 min)",
-                       description=__doc__.splitlines()[0])
+                       description=__doc__.splitlines()[0].replace("``", ""))
     p.add_argument("--out", default="elt-demo", help="output directory (default ./elt-demo)")
     p.add_argument("--paradigm", choices=("both", *PARADIGMS), default="both")
     p.add_argument("--per-class", type=int, default=DEFAULT_PER_CLASS,

@@ -253,7 +253,8 @@ def add_parser(sub) -> None:
                     "runs/elt --ckpt runs/vanilla --loops 1-5 --num 1000 --out eval/",
         epilog="Actions: 'elt eval train-classifier' retrains the shipped Fashion-MNIST classifier; "
                "'elt eval floor' prints the real-vs-real floor; 'elt eval video' evaluates video samples.")
-    p.add_argument("--ckpt", action="append", help="checkpoint or run directory (repeat to compare models)")
+    p.add_argument("--ckpt", action="append",
+                   help="checkpoint or run directory, or demo:NAME (repeat to compare models)")
     p.add_argument("--samples", action="append",
                    help="folder of 'elt sample' output (samples_L<L>.npz) to evaluate instead of sampling; "
                         "pairs with --ckpt by position (which then gives GFLOPs/latency)")
