@@ -84,13 +84,16 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=None, help="passed to elt demo (default: its own)")
     parser.add_argument("--out", default="runs/bench/demo_time.json")
     args = parser.parse_args()
-    rows = [run_case(t, int(n), args.fresh_clone, args.per_class)
-            for n in args.load.split(",") for t in args.threads.split(",")]
     print(f"demo wall time — {platform.processor() or platform.machine()}, {cpus()} CPUs, "
           f"{'fresh clone + make demo' if args.fresh_clone else 'elt demo'}")
-    print(f"{'threads':>8} {'extra load':>10} {'seconds':>8} {'loadavg':>8}")
-    for r in rows:
-        print(f"{r['threads']:>8} {r['extra_load']:>10} {r['seconds']:>8.1f} {r['loadavg_at_start']:>8.2f}")
+    print(f"{'threads':>8} {'extra load':>10} {'seconds':>8} {'loadavg':>8}", flush=True)
+    rows = []
+    for n in args.load.split(","):
+        for t in args.threads.split(","):
+            r = run_case(t, int(n), args.fresh_clone, args.per_class)
+            rows.append(r)
+            print(f"{r['threads']:>8} {r['extra_load']:>10} {r['seconds']:>8.1f} {r['loadavg_at_start']:>8.2f}",
+                  flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.platform(), "cpus": cpus(), "python": platform.python_version(),
