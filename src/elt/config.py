@@ -252,7 +252,7 @@ def from_yaml_file(path: str | Path, sampling_overrides: list[str] | tuple[str, 
         raise ConfigError(f"bad sampling override {list(sampling_overrides)}: {exc}".splitlines()[0]) from exc
     for item in sampling_overrides:  # a setting of the other paradigm would be ignored: say so instead
         section = item.split("=", 1)[0].split(".", 1)[0]
-        if section in ("masked", "diffusion") and section != cfg.paradigm:
+        if cfg.paradigm in ("masked", "diffusion") and section in ("masked", "diffusion") and section != cfg.paradigm:
             own = ", ".join(k for k in SAMPLING_KEYS if k.startswith(f"{cfg.paradigm}."))
             raise ConfigError(f"{item!r} is a {section} setting but this checkpoint is {cfg.paradigm}; "
                               f"its sampling keys: {own}")
