@@ -4,7 +4,7 @@
 #
 #   benchmarks/gpu_suite.sh [OUT_DIR] [--smoke]     (--smoke: tiny sizes, runs anywhere, CPU included)
 #
-# It runs `python -m elt.bench suite` (sizes in SUITE_MODEL / SUITE of src/elt/bench.py). What it measures
+# It runs `python -m elt.bench suite` (sizes in SUITE_MODEL / SUITE of src/elt/bench/suites.py). What it measures
 # (an ELT of width 1024, 16 heads, 6 unique layers × 4 loops, 256 tokens + a class token, batch 64, bf16):
 #   env.json               GPU, driver, torch, and whether SDPA takes the flash kernel for our attention
 #   train.json             ILSD vs vanilla vs unique stack (24×1) of equal FLOPs: step time, tokens/s, MFU, memory

@@ -5,7 +5,7 @@
 
 import sys
 
-from elt.bench import main
+from elt.cli.bench import main
 
 if __name__ == "__main__":
     sys.exit(main(["trainer", *sys.argv[1:]]))

@@ -30,7 +30,8 @@ declare -A LOOPS=([ilsd]="1,2,3,4,5 6" [vanilla]="1,2,3,4,5 6" [unique12]="1" [u
 declare -A NAMES=([ilsd]="ELT 3x4 ILSD" [vanilla]="ELT 3x4 vanilla" [unique12]="unique 12 layers"
                   [unique3]="unique 3 layers" [tiny1x12]="ELT 1x12 ILSD")
 MODELS=${MODELS:-ilsd vanilla unique12 unique3 tiny1x12}
-declare -A GUIDED=([masked]=1.0 [diffusion]=4.0)   # CFG of the extra ILSD rows (configs: masked 0, diffusion 2)
+declare -A GUIDED=([masked]=2.0 [diffusion]=4.0)   # guidance s of the extra ILSD rows (configs: masked 1, diffusion 2;
+# docs/results.md was measured with masked g = 1 under the earlier masked convention, the same as s = 2)
 
 for paradigm in ${PARADIGMS:-masked diffusion}; do
   extra="train.threads=1"

@@ -11,8 +11,9 @@ def toy_paradigm(monkeypatch):
     """Register the tests' tiny paradigm as ``paradigm=toy``."""
     from elt import registry
 
-    monkeypatch.setitem(registry.TASK_MODULES, "toy", "toy_task")
-    return "toy"
+    registry.register_paradigm("toy", "toy_task")
+    yield "toy"
+    registry.unregister_paradigm("toy")
 
 
 TOY_OVERRIDES = [
@@ -20,3 +21,9 @@ TOY_OVERRIDES = [
     "data.num_classes=4", "train.batch_size=16", "train.lr=0.003", "train.warmup_steps=5",
     "train.log_every=5", "train.ema_decay=0.9",
 ]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--app-screenshot", default=None, metavar="PATH",
+                     help="where the browser test saves its screenshot of `elt app` (default: a temporary dir), "
+                          "e.g. docs/app.png")

@@ -43,8 +43,8 @@ prepare_data = toy_task.prepare_data
 def register() -> None:
     from elt import registry
 
-    registry.TASK_MODULES["toy"] = "toy_task"
-    registry.TASK_MODULES["toy_det"] = "dist_worker"
+    registry.register_paradigm("toy", "toy_task")
+    registry.register_paradigm("toy_det", "dist_worker")
 
 
 def main() -> None:

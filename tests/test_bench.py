@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from elt.bench import fit_line
+from elt.bench.timing import fit_line
 from elt.cli import main
 
 ROOT = Path(__file__).parent.parent

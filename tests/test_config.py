@@ -73,13 +73,44 @@ def test_a_saved_config_takes_sampling_overrides_only(tmp_path):
     cfg = from_yaml_file(path, ["masked.temperature_base=4.5", "masked.temperature_range=0"])
     assert cfg.masked.temperature_base == 4.5 and cfg.masked.temperature_range == 0.0
     assert cfg.model == from_yaml_file(path).model  # the architecture is untouched
-    with pytest.raises(ConfigError, match="cannot set 'model.width=8' when sampling; allowed: .*masked.guidance"):
+    with pytest.raises(ConfigError, match="cannot set 'model.width=8' when sampling; allowed: .*sampling.guidance"):
         from_yaml_file(path, ["model.width=8"])
-    with pytest.raises(ConfigError, match="masked.guidance"):
-        from_yaml_file(path, ["masked.guidance=strong"])
+    with pytest.raises(ConfigError, match="sampling.guidance"):
+        from_yaml_file(path, ["sampling.guidance=strong"])
     path.write_text(to_yaml(load_config("fmnist_diffusion")))
     assert from_yaml_file(path, ["diffusion.sampler=ddpm"]).diffusion.sampler == "ddpm"
     from elt.registry import build_generator
 
     with pytest.raises(ConfigError, match="diffusion.sampler.*allowed: ddim, ddpm, euler"):
         build_generator(from_yaml_file(path, ["diffusion.sampler=heun"]))  # the paradigm checks its values
+
+
+def test_renamed_sampling_keys_still_work_with_one_deprecation_line(tmp_path, capsys):
+    # masked.guidance was g in cond + g·(cond − uncond); sampling.guidance is s = g + 1 (same logits)
+    cfg = load_config("fmnist_masked", ["masked.guidance=0.5", "masked.sample_steps=7",
+                                        "masked.sample_precision=fp32"])
+    assert (cfg.sampling.guidance, cfg.sampling.steps, cfg.sampling.precision) == (1.5, 7, "fp32")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and any("'masked.guidance' is deprecated; use 'sampling.guidance'" in line for line in err)
+    cfg = load_config("fmnist_diffusion", ["diffusion.guidance=3.0", "diffusion.sample_steps=9"])
+    assert (cfg.sampling.guidance, cfg.sampling.steps) == (3.0, 9)  # diffusion already used s
+    assert "'diffusion.sample_steps' is deprecated; use 'sampling.steps'" in capsys.readouterr().err
+    old = tmp_path / "old.yaml"
+    old.write_text("paradigm: masked\nmasked:\n  guidance: 1.0\n  sample_steps: 8\n")
+    assert load_config(old).sampling.guidance == 2.0
+
+
+def test_a_checkpoint_config_with_old_keys_is_migrated_silently(tmp_path, capsys):
+    from elt.config import from_yaml_file, to_yaml
+
+    cfg = load_config("fmnist_masked")
+    text = to_yaml(cfg).replace("sampling:\n  steps: 12\n  guidance: 1.0\n  precision: bf16\n", "")
+    assert "sampling:" not in text
+    text = text.replace("masked:\n", "masked:\n  sample_steps: 12\n  guidance: 0.5\n  sample_precision: bf16\n")
+    (tmp_path / "config.yaml").write_text(text)
+    migrated = from_yaml_file(tmp_path / "config.yaml")
+    assert (migrated.sampling.steps, migrated.sampling.guidance, migrated.sampling.precision) == (12, 1.5, "bf16")
+    assert capsys.readouterr().err == ""
+    # an old key given as a sampling override is accepted with the deprecation line
+    assert from_yaml_file(tmp_path / "config.yaml", ["masked.guidance=0"]).sampling.guidance == 1.0
+    assert "deprecated; use 'sampling.guidance'" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from elt.diffusion.patches import patchify, token_grid, unpatchify
 from elt.diffusion.task import build_generator
 
 TINY = ["paradigm=diffusion", "model.width=32", "model.heads=2", "model.unique_layers=2", "model.loops=3",
-        "data.num_classes=4", "data.image_size=8", "diffusion.patch_size=2", "diffusion.sample_steps=4"]
+        "data.num_classes=4", "data.image_size=8", "diffusion.patch_size=2", "sampling.steps=4"]
 
 
 def tiny(*extra, perturb=True):

@@ -14,7 +14,7 @@ from elt.train.trainer import train
 
 TINY = ["model.width=32", "model.heads=2", "model.unique_layers=2", "model.loops=3", "train.batch_size=32",
         "train.warmup_steps=10", "train.lr=2e-3", "train.log_every=5", "train.threads=1", "train.ema_decay=0.9",
-        "train.sample_loops=[1,3]", "data.limit=256", "diffusion.sample_steps=3"]
+        "train.sample_loops=[1,3]", "data.limit=256", "sampling.steps=3"]
 
 
 def read_log(run_dir):
@@ -64,7 +64,7 @@ def _save_vae(folder, **layout):
 def latent_overrides(tmp_path, vae_dir):
     return ["diffusion.space=latent", f"diffusion.vae_path={vae_dir}", "diffusion.patch_size=1",
             "data.image_size=32", "data.limit=12", "train.batch_size=4", "train.steps=3",
-            f"train.out_dir={tmp_path / 'run'}", "diffusion.sample_steps=2", "model.width=32",
+            f"train.out_dir={tmp_path / 'run'}", "sampling.steps=2", "model.width=32",
             "model.heads=2", "model.unique_layers=1", "model.loops=2", "train.sample_loops=[1]", "train.threads=1"]
 
 

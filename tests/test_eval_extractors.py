@@ -12,7 +12,7 @@ from torch import nn
 
 from elt.eval import classifier as cls_mod
 from elt.eval import inception, suites
-from elt.eval.classifier import FMNISTClassifier, load_classifier, to_model_input, train_classifier
+from elt.eval.classifier import FMNISTClassifier, file_sha256, load_classifier, to_model_input, train_classifier
 from elt.eval.i3d import I3DFeatures
 from elt.eval.inception import (
     INCEPTION_FILE,
@@ -20,7 +20,7 @@ from elt.eval.inception import (
     InceptionFeatures,
     WeightsHashError,
     WeightsNotFoundError,
-    check_sha256_prefix,
+    check_sha256,
     resolve_inception_weights,
 )
 
@@ -145,13 +145,15 @@ def test_inception_weights_resolution_order(no_inception_weights, monkeypatch):
         resolve_inception_weights()
 
 
-def test_sha256_prefix_check(tmp_path):
+def test_full_sha256_check(tmp_path):
     path = tmp_path / "w.pth"
     path.write_bytes(b"some weights")
     digest = hashlib.sha256(b"some weights").hexdigest()
-    assert check_sha256_prefix(path, digest[:8]) == digest
+    assert check_sha256(path, digest) == digest
     with pytest.raises(WeightsHashError, match="6726825d"):
-        check_sha256_prefix(path, inception.INCEPTION_SHA256_PREFIX)
+        check_sha256(path, inception.INCEPTION_SHA256)
+    with pytest.raises(ValueError, match="full SHA-256"):  # a prefix is not enough
+        check_sha256(path, digest[:8])
 
 
 def random_inception_file(path, monkeypatch):
@@ -175,7 +177,7 @@ def test_inception_features_on_random_weights(tmp_path, monkeypatch):
     weights = random_inception_file(tmp_path / INCEPTION_FILE, monkeypatch)
     with pytest.raises(WeightsHashError):  # random weights are not the real file
         InceptionFeatures(weights)
-    extractor = InceptionFeatures(weights, sha256_prefix=None, batch_size=2)
+    extractor = InceptionFeatures(weights, sha256=None, batch_size=2)
     grey = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 1), dtype=np.uint8)
     rgb = np.repeat(grey, 3, axis=-1)
     suite = suites.InceptionSuite(extractor, suites.Reference("rgb", images=rgb), k=1)
@@ -223,13 +225,15 @@ def test_i3d_torchscript_contracts(tmp_path):
     x = torch.from_numpy(videos).permute(0, 4, 1, 2, 3).float().expand(-1, 3, -1, -1, -1)
     tiny = torch.jit.script(TinyI3D())
     tiny.save(str(tmp_path / "i3d.pt"))
-    out = I3DFeatures(tmp_path / "i3d.pt", batch_size=2)(videos)
+    with pytest.raises(WeightsHashError):  # not StyleGAN-V's file: refused before loading
+        I3DFeatures(tmp_path / "i3d.pt")
+    out = I3DFeatures(tmp_path / "i3d.pt", batch_size=2, sha256=file_sha256(tmp_path / "i3d.pt"))(videos)
     assert out.features.shape == (5, 400)
     np.testing.assert_allclose(out.features, tiny(x, rescale=True, resize=True, return_features=True).detach(),
                                rtol=1e-5, atol=1e-6)
     plain = torch.jit.script(PlainI3D())
     plain.save(str(tmp_path / "plain.pt"))
-    extractor = I3DFeatures(tmp_path / "plain.pt")
+    extractor = I3DFeatures(tmp_path / "plain.pt", sha256=file_sha256(tmp_path / "plain.pt"))
     assert not extractor.stylegan_v_contract
     np.testing.assert_allclose(extractor(videos).features, plain(x / 127.5 - 1).detach(), rtol=1e-5, atol=1e-6)
 
@@ -238,6 +242,7 @@ def test_i3d_torchscript_contracts(tmp_path):
 def test_fvd_suite_and_missing_i3d(tmp_path, monkeypatch):
     torch.jit.script(TinyI3D()).save(str(tmp_path / "i3d.pt"))
     monkeypatch.setenv("ELT_I3D_WEIGHTS", str(tmp_path / "i3d.pt"))
+    monkeypatch.setenv("ELT_I3D_SHA256", file_sha256(tmp_path / "i3d.pt"))  # a deliberately pinned other file
     rng = np.random.default_rng(1)
     real = rng.integers(0, 256, (40, 4, 12, 12, 3), dtype=np.uint8)
     suite = suites.FVDSuite(I3DFeatures(), suites.Reference("real", images=real))

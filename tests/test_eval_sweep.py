@@ -15,7 +15,7 @@ from elt.cli import main
 from elt.config import load_config
 from elt.eval import suites
 from elt.eval.classifier import Features
-from elt.eval.sweep import PeakMemory, SweepModel, read_samples, run_sweep, write_outputs
+from elt.eval.sweep import SweepModel, read_samples, run_sweep, write_outputs
 from elt.sampling import sample_to_disk
 from elt.train.trainer import train
 from toy_task import ToyGenerator
@@ -64,8 +64,7 @@ def toy_runs(tmp_path_factory):
     from elt import registry
 
     root = tmp_path_factory.mktemp("runs")
-    saved = dict(registry.TASK_MODULES)
-    registry.TASK_MODULES["toy"] = "toy_task"
+    registry.register_paradigm("toy", "toy_task")
     try:
         for mode in ("ilsd", "vanilla"):
             cfg = load_config(None, [*TOY_OVERRIDES, "train.steps=300", f"ilsd.mode={mode}",
@@ -73,8 +72,7 @@ def toy_runs(tmp_path_factory):
             train(cfg, progress=False)
         yield root
     finally:
-        registry.TASK_MODULES.clear()
-        registry.TASK_MODULES.update(saved)
+        registry.unregister_paradigm("toy")
 
 
 def test_sweep_writes_json_csv_png_with_provenance(toy_runs, toy_paradigm, tmp_path):
@@ -130,16 +128,30 @@ def test_sweep_reads_elt_sample_output_identically(toy_runs, toy_paradigm, tmp_p
     Image.open(tmp_path / "quality_only" / "eval.png").verify()
 
 
+PEAK_SCRIPT = """
+import torch
+from elt.eval.sweep import PeakMemory
+with PeakMemory(torch.device("cpu")) as memory:
+    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    block.add_(1)
+    del block
+print(memory.peak_mib)
+"""
+
+
 def test_peak_memory_sees_a_large_allocation():
-    with PeakMemory(torch.device("cpu")) as memory:
-        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
-        block.add_(1)
-        del block
-    assert memory.peak_mib > 32
+    # A fresh process: in a long pytest process the allocator may serve the block from pages it already holds,
+    # and RSS (the CPU measure) then does not grow; the mechanism is what is tested here.
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.strip().splitlines()[-1]) > 32
 
 
 def test_elt_eval_cli_end_to_end(toy_runs, toy_paradigm, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("elt.eval.cli.build_suite", lambda args: toy_suite())
+    monkeypatch.setattr("elt.cli.eval.build_suite", lambda args: toy_suite())
     code = main(["eval", "--ckpt", str(toy_runs / "ilsd"), "--ckpt", str(toy_runs / "vanilla"), "--loops", "1-3",
                  "--num", "32", "--out", str(tmp_path / "ev"), "--batch-size", "16", "--no-progress"])
     assert code == 0
@@ -150,7 +162,7 @@ def test_elt_eval_cli_end_to_end(toy_runs, toy_paradigm, tmp_path, monkeypatch, 
     assert (tmp_path / "ev" / "eval.csv").is_file() and (tmp_path / "ev" / "eval.png").is_file()
     # existing 'elt sample' output, paired with its checkpoint for GFLOPs and latency
     assert main(["sample", "--ckpt", str(toy_runs / "ilsd"), "--loops", "1,3", "--num", "20", "--out",
-                 str(tmp_path / "s"), "--no-progress", "masked.guidance=0.5"]) == 0  # a sampling override
+                 str(tmp_path / "s"), "--no-progress", "masked.temperature_base=0.6"]) == 0  # a sampling override
     assert main(["sample", "--ckpt", str(toy_runs / "ilsd"), "--num", "2", "--out", str(tmp_path / "bad"),
                  "model.loops=2"]) == 2
     assert "cannot set 'model.loops=2' when sampling" in capsys.readouterr().err and not (tmp_path / "bad").exists()
@@ -236,7 +248,8 @@ def test_elt_eval_on_a_fashion_mnist_checkpoint_with_the_shipped_classifier(tmp_
         locate(None, "test")
     except DataNotFoundError:
         pytest.skip("Fashion-MNIST not installed (make data)")
-    monkeypatch.setitem(registry.TASK_MODULES, "fmnist_patch", "test_eval_sweep")
+    monkeypatch.setattr(registry, "_PARADIGMS", {**registry.paradigms()})  # restored after the test
+    registry.register_paradigm("fmnist_patch", "test_eval_sweep")
     cfg = load_config(None, ["paradigm=fmnist_patch", "model.width=64", "model.heads=2", "model.unique_layers=2",
                              "model.loops=3", "data.limit=2000", "train.steps=80", "train.batch_size=32",
                              "train.lr=0.002", "train.warmup_steps=20", "train.ema_decay=0.95", "train.threads=1",

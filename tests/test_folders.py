@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from elt.config import load_config
-from elt.data.folders import ImageFolder, UnreadableImageWarning, build_dataset, center_crop_adm
+from elt.data.datasets import build_dataset
+from elt.data.folders import ImageFolder, UnreadableImageWarning, center_crop_adm
 
 
 def write_tree(root, broken=True):

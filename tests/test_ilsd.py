@@ -5,7 +5,7 @@ import collections
 import pytest
 import torch
 
-from elt.core.ilsd import StudentLoopSampler, ilsd_lambda, ilsd_loss
+from elt.core.ilsd import StudentLoopDraw, ilsd_lambda, ilsd_loss
 from elt.core.looped import LoopedTransformer
 
 
@@ -81,24 +81,24 @@ def test_lambda_schedules():
 
 @pytest.mark.parametrize("min_loops,max_loops", [(1, 4), (2, 6), (1, 2)])
 def test_student_loops_cover_exactly_the_range(min_loops, max_loops):
-    sampler = StudentLoopSampler(max_loops, min_loops, seed=3)
-    counts = collections.Counter(sampler.sample() for _ in range(4000))
+    draws = StudentLoopDraw(max_loops, min_loops, seed=3)
+    counts = collections.Counter(draws.draw() for _ in range(4000))
     assert set(counts) == set(range(min_loops, max_loops))
     expected = 4000 / (max_loops - min_loops)
     assert all(abs(c - expected) < 0.15 * expected for c in counts.values())  # roughly uniform
 
 
 def test_student_loop_draws_are_seeded_and_resumable():
-    a = StudentLoopSampler(6, seed=11)
-    first = [a.sample() for _ in range(5)]
+    a = StudentLoopDraw(6, seed=11)
+    first = [a.draw() for _ in range(5)]
     state = a.state_dict()
-    rest = [a.sample() for _ in range(5)]
-    b = StudentLoopSampler(6, seed=11)
-    assert [b.sample() for _ in range(5)] == first
-    c = StudentLoopSampler(6, seed=0)
+    rest = [a.draw() for _ in range(5)]
+    b = StudentLoopDraw(6, seed=11)
+    assert [b.draw() for _ in range(5)] == first
+    c = StudentLoopDraw(6, seed=0)
     c.load_state_dict(state)
-    assert [c.sample() for _ in range(5)] == rest
+    assert [c.draw() for _ in range(5)] == rest
     with pytest.raises(ValueError, match="loops >= 2"):
-        StudentLoopSampler(1)
+        StudentLoopDraw(1)
     with pytest.raises(ValueError, match="min_student_loops"):
-        StudentLoopSampler(4, min_loops=4)
+        StudentLoopDraw(4, min_loops=4)

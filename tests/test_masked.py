@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import elt
 from elt.cli import main
 from elt.config import load_config
+from elt.errors import ConfigError
 from elt.masked.masking import sample_training_mask
 from elt.masked.model import soft_cross_entropy
 from elt.masked.sampler import iterative_decode
@@ -19,7 +20,7 @@ from elt.registry import build_generator
 TINY_TOKENIZER = ["tokenizer.channels=16", "tokenizer.levels=[5,5,5]", "tokenizer.steps=20",
                   "tokenizer.batch_size=32", "tokenizer.lr=0.003", "tokenizer.warmup_steps=2",
                   "tokenizer.eval_items=64"]
-TINY_MODEL = ["model.width=64", "model.heads=2", "model.unique_layers=2", "model.loops=3", "masked.sample_steps=6",
+TINY_MODEL = ["model.width=64", "model.heads=2", "model.unique_layers=2", "model.loops=3", "sampling.steps=6",
               "train.threads=1", "train.precision=fp32"]
 
 
@@ -82,9 +83,9 @@ def test_generate_is_deterministic_and_decodes_pixels(generator):
     assert generator.generate([], seed=0).shape == (0, 32, 32, 1)
 
 
-def test_cfg_zero_is_the_conditional_path(generator):
+def test_guidance_one_is_the_conditional_path(generator):
     labels = torch.tensor([1, 4, 7])
-    steps = generator.config.masked.sample_steps
+    steps = generator.config.sampling.steps
     cfg = generator.config.masked
 
     def conditional(tokens, step):
@@ -93,7 +94,7 @@ def test_cfg_zero_is_the_conditional_path(generator):
     expected = iterative_decode(conditional, 3, generator.seq_len, generator.mask_id, steps,
                                 generator=torch.Generator().manual_seed(9), temperature_base=cfg.temperature_base,
                                 temperature_range=cfg.temperature_range)
-    got = generator.generate_tokens(labels, loops=2, guidance=0.0, seed=9)
+    got = generator.generate_tokens(labels, loops=2, guidance=1.0, seed=9)
     assert torch.equal(got.flatten(1), expected)
     guided = generator.generate_tokens(labels, loops=2, guidance=3.0, seed=9)
     assert not torch.equal(guided, got)
@@ -106,11 +107,11 @@ def test_guidance_uses_the_null_class(generator):
         cond = generator.logits(tokens, labels, 3)
         uncond = generator.logits(tokens, torch.tensor([-1, -1]), 3)
         guided = generator.guided_logits(tokens, labels, 3, 2.0)
-    assert torch.allclose(guided, cond + 2.0 * (cond - uncond), atol=1e-5)
+    assert torch.allclose(guided, uncond + 2.0 * (cond - uncond), atol=1e-5)  # s = 2, as in diffusion
 
 
 def test_loop_schedules(generator):
-    steps = generator.config.masked.sample_steps
+    steps = generator.config.sampling.steps
     same = generator.generate([0, 1], loops=[2] * steps, seed=1)
     assert np.array_equal(same, generator.generate([0, 1], loops=2, seed=1))
     mixed = generator.generate([0, 1], loops=[1, 1, 2, 2, 3, 3], seed=1)
@@ -126,18 +127,18 @@ def test_gflops_grow_with_loops_and_guidance(generator):
     decode = generator.tokenizer.decode_gflops()
     assert 0 < decode < g[1] < g[2] < g[3]
     assert g[3] - g[2] == pytest.approx(g[2] - g[1])  # linear in the loop count
-    assert generator.gflops_per_sample(loops=2, guidance=1.0) - decode == pytest.approx(2 * (g[2] - decode))
+    assert generator.gflops_per_sample(loops=2, guidance=2.0) - decode == pytest.approx(2 * (g[2] - decode))
     assert generator.gflops_per_sample(loops=[1, 1, 1, 3, 3, 3]) == pytest.approx((g[1] + g[3]) / 2)
 
 
 def test_bf16_sampling_is_deterministic(generator):
     from omegaconf import OmegaConf
 
-    OmegaConf.update(generator.config, "masked.sample_precision", "bf16")
+    OmegaConf.update(generator.config, "sampling.precision", "bf16")
     a = generator.generate([0, 5], seed=2)
     assert np.array_equal(a, generator.generate([0, 5], seed=2))
-    with pytest.raises(ValueError, match="sample_precision"):
-        build_generator(tiny_cfg("masked.sample_precision=fp16"))
+    with pytest.raises(ConfigError, match="sampling.precision"):
+        tiny_cfg("sampling.precision=fp16")
 
 
 @pytest.fixture(scope="module")

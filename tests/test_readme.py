@@ -82,7 +82,3 @@ def test_eval_samples_checks_files_and_counts_before_any_feature_work(tmp_path, 
         assert message in capsys.readouterr().err
 
 
-def test_sampling_key_of_the_other_paradigm_is_refused_by_name(capsys):
-    with pytest.raises(ValueError, match="diffusion setting but this checkpoint is masked"):
-        elt.load("demo:masked", overrides=["diffusion.sampler=ddpm"])
-    assert elt.load("demo:masked", overrides=["masked.sample_steps=3"]).config.masked.sample_steps == 3

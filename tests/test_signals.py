@@ -33,6 +33,43 @@ sys.exit(main(["train", "--no-progress", *{args!r}]))
 """
 
 
+def test_repeated_sigterm_keeps_the_one_stop_request():
+    """torchrun's agent sends its workers SIGTERM more than once: the stop (and its checkpoint) must survive."""
+    with GracefulStop() as stop:
+        for _ in range(3):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+        assert stop.requested and stop.signum == signal.SIGTERM
+
+
+@pytest.mark.slow
+def test_sigterm_under_the_launcher_checkpoints_and_prints_one_stop_message(tmp_path):
+    """``python -m elt.train.launch`` (torchrun) with 2 gloo workers; SIGTERM to the launcher, as a scheduler
+    sends it: one stop message, a checkpoint, exit 143, no traceback."""
+    run = tmp_path / "run"
+    config_file = tmp_path / "toy.yaml"
+    config_file.write_text("paradigm: toy\n")
+    script = tmp_path / "worker.py"
+    script.write_text(CLI.format(tests=str(TESTS), args=[str(config_file), *OVERRIDES, "train.device=cpu",
+                                                          f"train.out_dir={run}"]))
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "elt.train.launch", "--standalone", "--nproc_per_node", "2",
+                             str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = run / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and len(log.read_text().splitlines()) >= 3):
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    stops = [line for line in err.splitlines() if "stopped by SIGTERM" in line]
+    assert len(stops) == 1, err
+    assert resolve_checkpoint(run).name in stops[0]
+
+
 def test_graceful_stop_turns_the_first_signal_into_a_flag():
     with GracefulStop() as stop:
         assert not stop.requested

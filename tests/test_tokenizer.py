@@ -69,11 +69,12 @@ TINY = ["data.limit=256", "tokenizer.channels=16", "tokenizer.levels=[5,5,5]", "
 
 
 def test_training_improves_reconstruction_and_reports_psnr(tmp_path):
-    from elt.tokenizers.train import build_fsq, eval_split, evaluate_reconstruction, train_tokenizer
+    from elt.tokenizers.factory import build_tokenizer
+    from elt.tokenizers.train import eval_split, evaluate_reconstruction, train_tokenizer
 
     cfg = load_config("fmnist_masked", [*TINY, "tokenizer.steps=60"])
     torch.manual_seed(0)
-    untrained = evaluate_reconstruction(build_fsq(cfg), eval_split(cfg)[0])
+    untrained = evaluate_reconstruction(build_tokenizer(cfg), eval_split(cfg)[0])
     meta = train_tokenizer(cfg, tmp_path / "tok", progress=False)
     metrics = meta["metrics"]
     assert metrics["split"] == "test" and metrics["items"] == 128
@@ -82,7 +83,7 @@ def test_training_improves_reconstruction_and_reports_psnr(tmp_path):
     assert json.loads((tmp_path / "tok" / "tokenizer.json").read_text())["hash"] == meta["hash"]
     assert (tmp_path / "tok" / "reconstructions.png").is_file()
     # the saved weights reproduce the reported figure
-    reloaded = build_fsq(cfg)
+    reloaded = build_tokenizer(cfg)
     load_tokenizer(reloaded, tmp_path / "tok")
     again = evaluate_reconstruction(reloaded, eval_split(cfg)[0])
     assert again["mse"] == pytest.approx(metrics["mse"], rel=1e-4)

@@ -98,7 +98,7 @@ def test_resized_sprite_and_errors():
 
 
 def test_config_fields_and_build_dataset():
-    from elt.data.folders import build_dataset
+    from elt.data.datasets import build_dataset
 
     cfg = load_config(None, ["data.name=moving_fmnist", "data.frames=8", "data.image_size=32", "data.limit=10",
                              "data.motion=linear", "data.video_seed=3", "tokenizer.kind=fsq3d"])
@@ -239,7 +239,7 @@ def test_corrupt_video_is_skipped_with_a_counted_warning(ucf_root):
 
 def test_resize_centre_crop_and_build_dataset(ucf_root):
     from elt.config import load_config
-    from elt.data.folders import build_dataset
+    from elt.data.datasets import build_dataset
 
     cfg = load_config(None, [f"data.root={ucf_root}", "data.name=ucf101", "data.channels=3", "data.num_classes=3",
                              "data.frames=4", "data.image_size=32", "data.frame_stride=2", "tokenizer.kind=fsq3d"])

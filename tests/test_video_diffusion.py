@@ -15,7 +15,7 @@ from elt.diffusion.task import build_generator, image_dataset
 
 VIDEO = ["data.name=moving_fmnist", "data.frames=4", "data.image_size=16", "data.sprite_size=8", "data.limit=256",
          "diffusion.patch_size=4", "diffusion.temporal_patch_size=2", "model.width=32", "model.heads=2",
-         "model.unique_layers=2", "model.loops=3", "diffusion.sample_steps=3", "train.threads=1",
+         "model.unique_layers=2", "model.loops=3", "sampling.steps=3", "train.threads=1",
          "train.precision=fp32"]
 
 

@@ -20,7 +20,7 @@ from elt.masked import task
 from elt.masked.model import MaskedGenerator
 from video_stub import SquaresDataset, StubVideoTokenizer
 
-TINY = ["model.width=48", "model.heads=2", "model.unique_layers=2", "model.loops=3", "masked.sample_steps=6",
+TINY = ["model.width=48", "model.heads=2", "model.unique_layers=2", "model.loops=3", "sampling.steps=6",
         "train.threads=1", "train.precision=fp32", "data.num_classes=2", "data.image_size=16",
         "model.class_dropout=0.0"]
 
@@ -88,7 +88,7 @@ def test_generate_returns_uint8_videos(generator):
     assert videos.shape == (3, 4, 16, 16, 1) and videos.dtype == np.uint8
     assert np.array_equal(videos, generator.generate([0, 1, 1], seed=3))
     assert generator.generate([], seed=0).shape == (0, 4, 16, 16, 1)
-    steps = generator.config.masked.sample_steps
+    steps = generator.config.sampling.steps
     assert generator.generate([0], loops=[1, 1, 2, 2, 3, 3], seed=1).shape == (1, 4, 16, 16, 1)
     with pytest.raises(ValueError, match=f"{steps} steps"):
         generator.generate([0], loops=[1, 2], seed=0)
@@ -112,7 +112,7 @@ def test_bad_token_grid_is_rejected():
 
 def test_fsq3d_dispatch_and_image_guard(monkeypatch):
     """kind=fsq3d builds elt.tokenizers.video_fsq.VideoFSQTokenizer with the contract's arguments."""
-    import elt.tokenizers.train as tokenizer_train
+    import elt.tokenizers.video_fsq as video_fsq
 
     seen = {}
 
@@ -121,7 +121,7 @@ def test_fsq3d_dispatch_and_image_guard(monkeypatch):
             seen.update(kwargs)
             super().__init__(frames=kwargs["frames"], image_size=kwargs["image_size"])
 
-    monkeypatch.setattr(tokenizer_train, "VideoFSQTokenizer", Fake)
+    monkeypatch.setattr(video_fsq, "VideoFSQTokenizer", Fake)  # what the tokenizer factory builds
     cfg = OmegaConf.create(OmegaConf.to_container(video_cfg()))  # plain: the keys exist before the merge too
     cfg.data.frames = 4
     cfg.tokenizer.kind = "fsq3d"

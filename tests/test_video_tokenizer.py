@@ -118,20 +118,21 @@ TINY = ["data.name=moving_fmnist", "data.frames=8", "data.image_size=32", "data.
 
 
 def test_build_from_config_and_a_few_steps_lower_the_error(tmp_path):
-    from elt.tokenizers.train import build_tokenizer_from_cfg, eval_split, evaluate_reconstruction, train_tokenizer
+    from elt.tokenizers.factory import build_tokenizer
+    from elt.tokenizers.train import eval_split, evaluate_reconstruction, train_tokenizer
 
     cfg = load_config(None, [*TINY, "tokenizer.steps=40"])
-    tok = build_tokenizer_from_cfg(cfg)
+    tok = build_tokenizer(cfg)
     assert isinstance(tok, VideoFSQTokenizer) and tok.token_grid == (2, 4, 4)
     torch.manual_seed(0)
-    untrained = evaluate_reconstruction(build_tokenizer_from_cfg(cfg), eval_split(cfg)[0])
+    untrained = evaluate_reconstruction(build_tokenizer(cfg), eval_split(cfg)[0])
     meta = train_tokenizer(cfg, tmp_path / "tok", progress=False)
     metrics = meta["metrics"]
     assert metrics["split"] == "test" and metrics["items"] == 16
     assert metrics["mse"] < 0.5 * untrained["mse"]
     assert meta["architecture"]["kind"] == "fsq3d" and meta["data"]["frames"] == 8
     assert (tmp_path / "tok" / "reconstructions.png").is_file()
-    reloaded = build_tokenizer_from_cfg(cfg)
+    reloaded = build_tokenizer(cfg)
     load_tokenizer(reloaded, tmp_path / "tok")
     again = evaluate_reconstruction(reloaded, eval_split(cfg)[0])
     assert again["mse"] == pytest.approx(metrics["mse"], rel=1e-4)

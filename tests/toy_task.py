@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from elt.core import batch_random
 from elt.core.blocks import LabelEmbedder
 from elt.core.generator import LoopedGenerator, labels_tensor, loops_per_step, to_uint8
 from elt.core.ilsd import ilsd_loss
@@ -50,7 +51,7 @@ class ToyGenerator(LoopedGenerator):
 
     def training_loss(self, batch, student_loops, lam):
         images, labels = batch
-        noise = torch.randn_like(images)
+        noise = batch_random.randn_like(images)
         out = self.backbone(self._tokens(labels, noise), exit_loops=[student_loops] if student_loops else [])
         teacher = self._image(out.final)
         student = self._image(out.exits[student_loops]) if student_loops else None

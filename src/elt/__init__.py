@@ -10,7 +10,7 @@ checkpoint samples at any loop count::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from elt.version import __version__
 
 __all__ = ["__version__", "load"]
 

@@ -2,25 +2,31 @@
 
 Precedence (later wins): dataclass defaults ← ``model.preset`` ← YAML file ← ``key=value`` overrides.
 Unknown keys are errors that name the key and the closest valid one.
+
+This module owns the sections every paradigm shares (``model``, ``ilsd``, ``data``, ``train``, ``tokenizer``,
+``sampling``); each paradigm adds its own section (``masked:``, ``diffusion:``, ...) by registering it in
+:mod:`elt.registry`, so the config knows no paradigm by name. Keys renamed in a release keep working for one
+more, with a one-line deprecation message naming the new key (:data:`DEPRECATED_KEYS`); configs stored in
+checkpoints are migrated silently.
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field, fields, is_dataclass
+import math
+import sys
+from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from elt import registry
 from elt.core.ilsd import LAMBDA_SCHEDULES, MODES
-from elt.diffusion.config import DiffusionConfig
 from elt.errors import ConfigError
-from elt.masked.config import MaskedConfig
 from elt.presets import parse_preset
-from elt.registry import TASK_MODULES
-from elt.tokenizers.config import TokenizerConfig
+from elt.runtime import PRECISIONS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -99,15 +105,109 @@ class TrainConfig:
 
 
 @dataclass
-class Config:
-    paradigm: str = "masked"  # masked | diffusion
+class TokenizerConfig:
+    kind: str = "fsq"  # fsq (trainable here) | fsq3d (videos, trainable here) | pretrained_vq (diffusers VQModel)
+    levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # FSQ levels: 1000 codes
+    downsample: int = 4  # 32×32 images → 8×8 tokens
+    temporal_downsample: int = 4  # fsq3d: 16 frames → 4 latent frames
+    channels: int = 64  # width of the FSQ encoder/decoder at the token grid (halved per upsampling stage)
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup_steps: int = 100  # then cosine decay to lr/10
+    eval_items: int = 10000  # test images used for the reported PSNR/MSE (0: skip the report)
+    path: str | None = None  # where the trained tokenizer is saved / looked for (None: RUN/tokenizer)
+    pretrained_path: str | None = None  # kind=pretrained_vq: local diffusers VQModel folder (config.json + weights)
+    encode_batch_size: int = 256  # images per batch when encoding the dataset into the token cache
+
+
+TOKENIZER_KINDS = ("fsq", "fsq3d", "pretrained_vq")
+
+
+@dataclass
+class SamplingConfig:
+    """How a trained model samples, the same words in every paradigm (``null``: the paradigm's default)."""
+
+    steps: int | None = None  # sampling steps (masked: decoding steps, default 12; diffusion: denoising, 50)
+    # classifier-free guidance scale s: output = uncond + s·(cond − uncond); 1 = conditional only (no
+    # unconditional pass), 0 = unconditional (defaults: masked 1.0, diffusion 2.0)
+    guidance: float | None = None
+    precision: str | None = None  # fp32 | bf16 | auto (bf16 on CUDA); null: masked fp32, diffusion train.precision
+
+
+@dataclass
+class BaseConfig:
+    paradigm: str = "masked"  # a registered paradigm: masked | diffusion | ...
     model: ModelConfig = field(default_factory=ModelConfig)
     ilsd: ILSDConfig = field(default_factory=ILSDConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    masked: MaskedConfig = field(default_factory=MaskedConfig)
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+
+_SCHEMAS: dict[tuple, type] = {}
+
+
+def config_schema() -> type:
+    """The full config dataclass: the shared sections plus one section per registered paradigm."""
+    sections = tuple((name, p.config) for name, p in registry.paradigms().items() if p.config is not None)
+    if sections not in _SCHEMAS:
+        _SCHEMAS[sections] = make_dataclass(
+            "Config", [(name, section, field(default_factory=section)) for name, section in sections],
+            bases=(BaseConfig,))
+    return _SCHEMAS[sections]
+
+
+# Renamed keys: old key -> (new key, conversion of the value or None). The old keys work for one release.
+# masked.guidance was g in logits = cond + g·(cond − uncond); sampling.guidance is s = g + 1 (same images).
+DEPRECATED_KEYS = {
+    "masked.sample_steps": ("sampling.steps", None),
+    "masked.guidance": ("sampling.guidance", lambda g: float(g) + 1.0),
+    "masked.sample_precision": ("sampling.precision", None),
+    "diffusion.sample_steps": ("sampling.steps", None),
+    "diffusion.guidance": ("sampling.guidance", None),
+}
+
+
+def _deprecation_note(old: str, new: str) -> str:
+    extra = " (value + 1: guidance now means uncond + s·(cond − uncond))" if old == "masked.guidance" else ""
+    return f"elt: warning: config key {old!r} is deprecated; use {new!r}{extra}"
+
+
+def _paradigm_of(layers: list[dict]) -> str:
+    paradigm = "masked"
+    for layer in layers:
+        if isinstance(layer, dict) and "paradigm" in layer:
+            paradigm = str(layer["paradigm"])
+    return paradigm
+
+
+def migrate_layers(layers: list[dict], warn: bool) -> list[dict]:
+    """Move deprecated keys of plain-dict config layers to their new names (in place, returned).
+
+    Only the active paradigm's old keys move (a full config dump holds every paradigm's section); the others
+    are dropped. A new key set in the same layer wins over its old name. ``warn`` prints one line per old key
+    (user YAML files and overrides); configs stored in checkpoints are migrated silently."""
+    paradigm = _paradigm_of(layers)
+    for layer in layers:
+        if not isinstance(layer, dict):
+            continue
+        for old, (new, convert) in DEPRECATED_KEYS.items():
+            section, key = old.split(".")
+            values = layer.get(section)
+            if not isinstance(values, dict) or key not in values:
+                continue
+            value = values.pop(key)
+            if warn:
+                print(_deprecation_note(old, new), file=sys.stderr)
+            if section != paradigm:
+                continue
+            new_section, new_key = new.split(".")
+            target = layer.setdefault(new_section, {})
+            if target.get(new_key) is None and value is not None:
+                target[new_key] = convert(value) if convert else value
+    return layers
 
 
 def resolve_config_path(path: str | Path) -> Path:
@@ -139,12 +239,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             layers.append(OmegaConf.from_dotlist(list(overrides)))
         except Exception as exc:
             raise ConfigError(f"cannot parse overrides {list(overrides)}: {exc}".splitlines()[0]) from exc
-    for layer in layers:
-        _check_keys(OmegaConf.to_container(layer, resolve=False), Config, "")
+    schema = config_schema()
+    plain = migrate_layers([OmegaConf.to_container(layer, resolve=False) for layer in layers], warn=True)
+    layers = [OmegaConf.create(layer) for layer in plain]
+    for layer in plain:
+        _check_keys(layer, schema, "")
     preset_name = None
     for layer in layers:
         preset_name = OmegaConf.select(layer, "model.preset", default=preset_name)
-    base = OmegaConf.structured(Config)
+    base = OmegaConf.structured(schema)
     if preset_name:
         try:
             layers.insert(0, OmegaConf.create({"model": parse_preset(str(preset_name))}))
@@ -162,11 +265,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 def validate(cfg: DictConfig) -> None:
     """Choices and ranges the type system cannot express."""
-    _choice("paradigm", cfg.paradigm, tuple(TASK_MODULES))
+    _choice("paradigm", cfg.paradigm, tuple(registry.paradigms()))
     _choice("ilsd.mode", cfg.ilsd.mode, MODES)
     _choice("ilsd.lambda_schedule", cfg.ilsd.lambda_schedule, LAMBDA_SCHEDULES)
     _choice("train.precision", cfg.train.precision, ("auto", "fp32", "bf16"))
     _choice("train.distributed", cfg.train.distributed, ("ddp", "fsdp"))
+    if cfg.sampling.precision is not None:
+        _choice("sampling.precision", cfg.sampling.precision, PRECISIONS)
     for key in ("model.width", "model.heads", "model.unique_layers", "model.loops", "train.steps",
                 "train.batch_size", "data.num_classes", "data.image_size", "data.channels"):
         if OmegaConf.select(cfg, key) < 1:
@@ -182,7 +287,79 @@ def validate(cfg: DictConfig) -> None:
                               f"1..{cfg.model.loops - 1} (model.loops - 1)")
     if not 0.0 <= cfg.model.class_dropout < 1.0:
         raise ConfigError(f"model.class_dropout={cfg.model.class_dropout} must lie in [0, 1)")
+    _validate_ranges(cfg)
     _validate_video(cfg)
+
+
+AT_LEAST_ONE = ("train.log_every", "train.samples_per_class", "tokenizer.steps", "tokenizer.batch_size",
+                "tokenizer.encode_batch_size", "tokenizer.downsample", "tokenizer.channels", "sampling.steps",
+                "diffusion.patch_size", "diffusion.temporal_patch_size")
+NOT_NEGATIVE = ("train.checkpoint_every", "train.sample_every", "train.warmup_steps", "train.grad_clip",
+                "train.threads", "train.keep_checkpoints", "train.weight_decay", "train.peak_tflops",
+                "data.num_workers", "tokenizer.warmup_steps", "tokenizer.eval_items")
+FINITE = ("train.lr", "train.weight_decay", "train.grad_clip", "train.ema_decay", "train.peak_tflops",
+          "sampling.guidance", "masked.temperature_base", "masked.temperature_range", "masked.token_temperature",
+          "masked.label_smoothing", "diffusion.ddim_eta", "diffusion.sigmoid_bias",
+          "diffusion.logsnr_shift", "tokenizer.lr", "model.mlp_ratio", "ilsd.lambda_start", "ilsd.lambda_end")
+MAX_SEED = 2**63 - 2**32  # room for per-batch and per-rank offsets below torch's 64-bit seed limit
+
+
+def check_seed(seed: int, name: str = "seed") -> int:
+    """Seeds are integers in 0..2**63-2**32 (torch's generators take 64-bit seeds; elt adds offsets)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{name}={seed!r} is out of range; allowed: an integer in 0..{MAX_SEED}")
+    return seed
+
+
+def check_guidance(value: float | None, name: str = "guidance") -> float | None:
+    """A classifier-free guidance scale is a finite number (``None``: the config's)."""
+    if value is not None and not math.isfinite(float(value)):
+        raise ConfigError(f"{name}={value} is not allowed; use a finite number (e.g. 0, 1.5, 3)")
+    return value
+
+
+def check_options(at_least_one: dict[str, Any] | None = None, not_negative: dict[str, Any] | None = None,
+                  seeds: dict[str, Any] | None = None, finite: dict[str, Any] | None = None) -> None:
+    """Command-line numbers checked before any work: ``{"--num": 5}``-style maps per rule (``None`` skips)."""
+    for name, value in (at_least_one or {}).items():
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    for name, value in (not_negative or {}).items():
+        if value is not None and value < 0:
+            raise ConfigError(f"{name} must be >= 0, got {value}")
+    for name, value in (finite or {}).items():
+        check_guidance(value, name)
+    for name, value in (seeds or {}).items():
+        check_seed(value, name)
+
+
+def _validate_ranges(cfg: DictConfig) -> None:
+    """Numbers whose type is right but whose value would silently do the wrong thing."""
+    # keys a config layout does not have (select → None) are skipped: the lists name every numeric key
+    for key in AT_LEAST_ONE:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"config key {key!r} must be >= 1, got {value}")
+    for key in FINITE:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"config key {key!r} must be a finite number, got {value}")
+    for key in NOT_NEGATIVE:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"config key {key!r} must be >= 0, got {value}")
+    if not cfg.train.lr > 0:
+        raise ConfigError(f"config key 'train.lr' must be > 0, got {cfg.train.lr}")
+    if not 0.0 <= cfg.train.ema_decay < 1.0:
+        raise ConfigError(f"config key 'train.ema_decay' must lie in [0, 1), got {cfg.train.ema_decay}")
+    if cfg.data.limit is not None and cfg.data.limit < 1:
+        raise ConfigError(f"config key 'data.limit' must be >= 1 (or null for the whole dataset), got "
+                          f"{cfg.data.limit}")
+    bad_loops = [v for v in cfg.train.sample_loops if v < 1]
+    if bad_loops:
+        raise ConfigError(f"config key 'train.sample_loops' holds {bad_loops}; loop counts are integers >= 1 "
+                          "([] = 1..model.loops)")
+    check_seed(cfg.train.seed, "train.seed")
 
 
 VIDEO_DATASETS = ("moving_fmnist", "ucf101")
@@ -220,44 +397,87 @@ def _validate_video(cfg: DictConfig) -> None:
 
 
 def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg)
+    """Plain values only (interpolations resolved): what a checkpoint stores and :func:`from_yaml_file` reads."""
+    return OmegaConf.to_yaml(cfg, resolve=True)
 
 
 # Keys a trained checkpoint may be sampled with differently from how it was configured (nothing here
 # changes the architecture or the weights).
 SAMPLING_KEYS = (
-    "masked.sample_steps", "masked.guidance", "masked.temperature_base", "masked.temperature_range",
-    "masked.token_temperature", "masked.sample_precision",
-    "diffusion.sample_steps", "diffusion.sampler", "diffusion.ddim_eta", "diffusion.guidance",
-    "diffusion.clip_denoised",
+    "sampling.steps", "sampling.guidance", "sampling.precision",
+    "masked.temperature_base", "masked.temperature_range", "masked.token_temperature",
+    "diffusion.sampler", "diffusion.ddim_eta", "diffusion.clip_denoised",
 )
 
 
 def from_yaml_file(path: str | Path, sampling_overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Load a config saved by :func:`to_yaml` (e.g. a checkpoint's ``config.yaml``), validated, with optional
-    ``key=value`` overrides of the sampling settings (:data:`SAMPLING_KEYS`)."""
-    layer = OmegaConf.load(path)
-    _check_keys(OmegaConf.to_container(layer, resolve=False), Config, "")
-    layers = [layer]
+    ``key=value`` overrides of the sampling settings (:data:`SAMPLING_KEYS`). Keys renamed since the file was
+    written are migrated silently (:data:`DEPRECATED_KEYS`).
+
+    A checkpoint may come from anyone: its config must be plain values. Interpolations (``${oc.env:...}``,
+    ``${other.key}``) are refused, never resolved, and every error is one line naming the file."""
+    path = Path(path)
+    schema = config_schema()
+    try:
+        layer = OmegaConf.load(path)
+    except Exception as exc:  # YAML syntax, unreadable file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{str(path)!r} is not a valid elt config (YAML error: {reason})") from None
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(f"{str(path)!r} is not a valid elt config (expected a mapping of sections)")
+    try:
+        data = OmegaConf.to_container(layer, resolve=False)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{str(path)!r} is not a valid elt config ({exc.__class__.__name__})") from None
+    interpolated = _first_interpolation(data, "")
+    if interpolated:
+        raise ConfigError(f"{str(path)!r} sets {interpolated} with an interpolation ('${{...}}'); a checkpoint's "
+                          "config must hold plain values (interpolations are not resolved)")
+    data = migrate_layers([data], warn=False)[0]
+    try:
+        _check_keys(data, schema, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{str(path)!r}: {exc}") from None
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(data))
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or ""
+        raise ConfigError(f"{str(path)!r} has an invalid value for {key!r}: "
+                          f"{exc.msg if hasattr(exc, 'msg') else exc}".splitlines()[0]) from None
     if sampling_overrides:
         for item in sampling_overrides:
             key = item.split("=", 1)[0]
-            if "=" not in item or key not in SAMPLING_KEYS:
+            if "=" not in item or (key not in SAMPLING_KEYS and key not in DEPRECATED_KEYS):
                 raise ConfigError(f"cannot set {item!r} when sampling; allowed: key=value with key one of "
                                   f"{', '.join(SAMPLING_KEYS)}")
-        layers.append(OmegaConf.from_dotlist(list(sampling_overrides)))
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), *layers)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"bad sampling override {list(sampling_overrides)}: {exc}".splitlines()[0]) from exc
-    for item in sampling_overrides:  # a setting of the other paradigm would be ignored: say so instead
-        section = item.split("=", 1)[0].split(".", 1)[0]
-        if cfg.paradigm in ("masked", "diffusion") and section in ("masked", "diffusion") and section != cfg.paradigm:
-            own = ", ".join(k for k in SAMPLING_KEYS if k.startswith(f"{cfg.paradigm}."))
-            raise ConfigError(f"{item!r} is a {section} setting but this checkpoint is {cfg.paradigm}; "
-                              f"its sampling keys: {own}")
+        try:
+            override = OmegaConf.to_container(OmegaConf.from_dotlist(list(sampling_overrides)), resolve=False)
+            if _first_interpolation(override, ""):
+                raise ConfigError(f"sampling overrides {list(sampling_overrides)} must be plain values")
+            override.setdefault("paradigm", data.get("paradigm", "masked"))
+            cfg = OmegaConf.merge(cfg, OmegaConf.create(migrate_layers([override], warn=True)[0]))
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"bad sampling override {list(sampling_overrides)}: {exc}".splitlines()[0]) from None
     validate(cfg)
     return cfg
+
+
+def _first_interpolation(data: Any, prefix: str) -> str | None:
+    """The dotted key of the first string value holding ``${``, or ``None``."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            found = _first_interpolation(value, f"{prefix}{key}.")
+            if found:
+                return found
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            found = _first_interpolation(value, f"{prefix}{index}.")
+            if found:
+                return found
+    elif isinstance(data, str) and "${" in data:
+        return prefix.rstrip(".")
+    return None
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -10,14 +10,16 @@ paradigm (ILSD beside vanilla, rows = loop counts, columns = classes) and a qual
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
 from pathlib import Path
 
 import numpy as np
 
+from elt.errors import UserError
+from elt.fileio import write_json, write_via
+
+ASSETS = Path(__file__).parent / "assets" / "demo"
 PARADIGMS = ("masked", "diffusion")
 VARIANTS = ("", "-vanilla")  # demo:<paradigm><variant>
 DEFAULT_PER_CLASS = 5
@@ -47,7 +49,6 @@ def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class:
     import torch
     from tqdm.auto import tqdm
 
-    from elt.errors import UserError
     from elt.eval.classifier import load_classifier
     from elt.train.checkpoint import load_generator
 
@@ -92,7 +93,7 @@ def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class:
             record["models"][name]["grid"] = grid.name
     plot = plot_quality(record, out / "quality_vs_loops.png")
     record["plot"] = plot.name
-    (out / "demo.json").write_text(json.dumps(record, indent=2))
+    write_json(out / "demo.json", record)
     return record
 
 
@@ -175,38 +176,6 @@ def plot_quality(record: dict, path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_via(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
     return path
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    paradigms = PARADIGMS if args.paradigm == "both" else (args.paradigm,)
-    start = time.perf_counter()
-    record = run_demo(args.out, paradigms, per_class=args.per_class, seed=args.seed, progress=not args.no_progress,
-                      vanilla=False if args.no_vanilla else None)
-    out = Path(args.out)
-    if not record["vanilla"] and not args.no_vanilla:
-        print("(this install ships no vanilla-looped demo models: ILSD models only)")
-    for name, info in record["models"].items():
-        accs = ", ".join(f"L={r['loops']}: {100 * r['class_accuracy']:.0f}%" for r in info["results"])
-        print(f"demo:{name} ({info['unique_layers']} unique layers, {info['mode']}, trained at "
-              f"L={info['trained_loops']}): class accuracy {accs}")
-    for paradigm in paradigms:
-        print(f"grid: {out / f'{paradigm}_grid.png'}")
-    print(f"quality vs loops: {out / record['plot']}")
-    print(f"record: {out / 'demo.json'}  ({time.perf_counter() - start:.0f} s, {record['threads']} thread(s))")
-    return 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="the shipped ILSD and vanilla models at every loop count (CPU, < 1 min)",
-                       description=__doc__.splitlines()[0].replace("``", ""))
-    p.add_argument("--out", default="elt-demo", help="output directory (default ./elt-demo)")
-    p.add_argument("--paradigm", choices=("both", *PARADIGMS), default="both")
-    p.add_argument("--per-class", type=int, default=DEFAULT_PER_CLASS,
-                   help=f"samples per class, model and loop count (default {DEFAULT_PER_CLASS})")
-    p.add_argument("--no-vanilla", action="store_true", help="only the ILSD models (half the time)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_demo)

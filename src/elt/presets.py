@@ -26,9 +26,3 @@ def parse_preset(name: str) -> dict[str, int]:
     if unique_layers < 1 or loops < 1:
         raise ValueError(f"model preset {name!r} needs N >= 1 and L >= 1")
     return {"width": width, "heads": max(2, width // 64), "unique_layers": unique_layers, "loops": loops}
-
-
-def preset_names() -> list[str]:
-    """A few representative names (any N×L is accepted)."""
-    return ["ELT-T-2x2", "ELT-S-4x3", "ELT-S-4x4", "ELT-B-6x4", "ELT-L-8x3", "ELT-L-12x2", "ELT-XL-7x4",
-            "ELT-H-8x4"]

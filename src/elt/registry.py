@@ -1,30 +1,94 @@
-"""Maps a config's ``paradigm`` to the module that builds it, imported lazily so the paradigms stay apart.
+"""The paradigm registry: paradigms register themselves here, and the config, trainer, checkpoints and
+sampling reach them only through it, so the lower layers never import a paradigm.
 
-Each paradigm package provides ``elt.<paradigm>.task`` with:
-  * ``build_generator(cfg) -> LoopedGenerator`` — the architecture alone (used to load checkpoints);
-  * ``prepare_data(cfg, generator, run_dir, progress=True) -> torch.utils.data.Dataset`` — training items
-    that ``generator.training_loss`` accepts once collated (may train and cache a tokenizer first, with
-    progress bars unless ``progress`` is false).
+A paradigm is one package that calls :func:`register_paradigm` when imported, naming
+
+  * its config section (a dataclass; the section is named after the paradigm, e.g. ``masked:``),
+  * its task module (imported only when a model is built), which provides
+      - ``build_generator(cfg) -> LoopedGenerator`` — the architecture alone (used to load checkpoints);
+      - ``prepare_data(cfg, generator, run_dir, progress=True) -> torch.utils.data.Dataset`` — training items
+        that ``generator.training_loss`` accepts once collated (may train and cache a tokenizer first, with
+        progress bars unless ``progress`` is false).
+
+The built-in paradigms (``elt.masked``, ``elt.diffusion``) are found by package name; other packages are
+found through the ``elt.paradigms`` entry-point group (value: the package that registers itself), or by
+calling :func:`register_paradigm` directly.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from omegaconf import DictConfig
 
 from elt.core.generator import LoopedGenerator
 from elt.core.looped import LoopedTransformer
+from elt.errors import ConfigError
 
-TASK_MODULES = {"masked": "elt.masked.task", "diffusion": "elt.diffusion.task"}
+BUILTIN_PACKAGES = ("elt.masked", "elt.diffusion")
+ENTRY_POINT_GROUP = "elt.paradigms"
 
 
-def task_module(paradigm: str) -> ModuleType:
-    if paradigm not in TASK_MODULES:
-        raise ValueError(f"unknown paradigm {paradigm!r}; allowed: {', '.join(TASK_MODULES)}")
-    return importlib.import_module(TASK_MODULES[paradigm])
+@dataclass(frozen=True)
+class Paradigm:
+    name: str
+    task: str | ModuleType | Any  # module path (imported lazily), or an object with build_generator/prepare_data
+    config: type | None = None  # dataclass of the paradigm's config section (None: no section)
+
+    def task_module(self):
+        return importlib.import_module(self.task) if isinstance(self.task, str) else self.task
+
+
+_PARADIGMS: dict[str, Paradigm] = {}
+_discovered = False
+
+
+def register_paradigm(name: str, task: str | ModuleType | Any, config: type | None = None) -> Paradigm:
+    """Make ``paradigm: name`` known to configs, the trainer, checkpoints and sampling (replaces an
+    earlier registration of the same name)."""
+    paradigm = Paradigm(name, task, config)
+    _PARADIGMS[name] = paradigm
+    return paradigm
+
+
+def unregister_paradigm(name: str) -> None:
+    _PARADIGMS.pop(name, None)
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for package in BUILTIN_PACKAGES:
+        importlib.import_module(package)
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        importlib.import_module(entry.value.split(":")[0])
+
+
+def paradigms() -> dict[str, Paradigm]:
+    """Every registered paradigm by name (the built-in ones and entry points are imported on first use)."""
+    _discover()
+    builtin = [package.rpartition(".")[2] for package in BUILTIN_PACKAGES]
+    order = sorted(_PARADIGMS, key=lambda name: builtin.index(name) if name in builtin else len(builtin))
+    return {name: _PARADIGMS[name] for name in order}  # built-in ones first, the rest as registered
+
+
+def get_paradigm(name: str) -> Paradigm:
+    known = paradigms()
+    if name not in known:
+        raise ConfigError(f"unknown paradigm {name!r}; allowed: {', '.join(known)}")
+    return known[name]
+
+
+def task_module(paradigm: str):
+    return get_paradigm(paradigm).task_module()
 
 
 def build_generator(cfg: DictConfig) -> LoopedGenerator:
@@ -33,6 +97,31 @@ def build_generator(cfg: DictConfig) -> LoopedGenerator:
 
 def prepare_data(cfg: DictConfig, generator: LoopedGenerator, run_dir: Path, progress: bool = True):
     return task_module(cfg.paradigm).prepare_data(cfg, generator, run_dir, progress=progress)
+
+
+class _TaskModules(MutableMapping):
+    """``TASK_MODULES[name] = "module"``: the registry's earlier interface (name → task module path), kept for
+    one release as a view over :func:`register_paradigm` / :func:`unregister_paradigm`; use those instead."""
+
+    def __getitem__(self, name: str):
+        return paradigms()[name].task
+
+    def __setitem__(self, name: str, task) -> None:
+        register_paradigm(name, task, _PARADIGMS[name].config if name in _PARADIGMS else None)
+
+    def __delitem__(self, name: str) -> None:
+        if name not in _PARADIGMS:
+            raise KeyError(name)
+        unregister_paradigm(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(paradigms())
+
+    def __len__(self) -> int:
+        return len(paradigms())
+
+
+TASK_MODULES = _TaskModules()
 
 
 def backbone_shape(cfg: DictConfig) -> tuple[int, int]:

@@ -1,5 +1,5 @@
 """Where and how tensors run: device choice, CPU threads, precision (autocast), seeding. The bottom layer:
-imports nothing from elt but :mod:`elt.errors`.
+imports only elt.errors.
 
 One precision vocabulary everywhere: ``fp32`` | ``bf16`` | ``auto`` (bf16 on CUDA, fp32 elsewhere).
 
@@ -19,7 +19,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from elt.errors import ConfigError
+from elt.errors import ConfigError, UserError  # the very bottom (imports nothing): runtime stays bottom-layer
 
 PRECISIONS = ("fp32", "bf16", "auto")
 THREADS_ENV = "ELT_THREADS"
@@ -70,11 +70,35 @@ def set_threads(requested: int | None = None, config: int | None = None) -> int:
     return threads
 
 
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
+
+
+class DeviceError(UserError, ValueError):
+    """An unknown or unavailable device name (the CLI prints it as one line, exit 2)."""
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → CUDA if present, else CPU. Under torchrun every process takes ``cuda:LOCAL_RANK``."""
+    """``auto`` → CUDA if present, else CPU. Under torchrun every process takes ``cuda:LOCAL_RANK``.
+
+    An unknown name, or a device this machine does not have, is a :class:`DeviceError` naming it."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(str(name))
+    except (RuntimeError, ValueError):
+        raise DeviceError(f"unknown device {name!r}; allowed: {DEVICE_CHOICES}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {name!r} is not available: this machine has no CUDA GPU usable by torch "
+                              "(use cpu or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {name!r} is not available: this machine has {torch.cuda.device_count()} "
+                              f"CUDA device(s) (cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    elif device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise DeviceError(f"device {name!r} is not available on this machine (use cpu or auto)")
+    elif device.type != "cpu":
+        raise DeviceError(f"device {name!r} is not supported; allowed: {DEVICE_CHOICES}")
     if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         device = torch.device("cuda", local_rank)
     return device

@@ -10,7 +10,6 @@ order — the same images as one process would make, in the same order, written 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,23 +18,25 @@ import numpy as np
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from elt.config import check_guidance, check_seed
 from elt.core.generator import LoopedGenerator
+from elt.fileio import check_output_dir, save_npz, write_json
 from elt.visual import is_video_rows, save_grid, save_video_grid
 
 
 def sampling_settings(generator: LoopedGenerator, steps: int | None = None,
                       guidance: float | None = None) -> tuple[int | None, float | None]:
     """The ``(steps, guidance)`` that ``generate`` runs with these arguments: the given values, else the
-    checkpoint config's (``<paradigm>.sample_steps`` / ``<paradigm>.guidance``) — what records should say."""
+    checkpoint config's (``sampling.steps`` / ``sampling.guidance``) — what records should say."""
     from omegaconf import OmegaConf
 
     cfg = getattr(generator, "config", None)
     if cfg is not None and "paradigm" in cfg:
         if steps is None:
-            value = OmegaConf.select(cfg, f"{cfg.paradigm}.sample_steps", default=None)
+            value = OmegaConf.select(cfg, "sampling.steps", default=None)
             steps = int(value) if value is not None else None
         if guidance is None:
-            value = OmegaConf.select(cfg, f"{cfg.paradigm}.guidance", default=None)
+            value = OmegaConf.select(cfg, "sampling.guidance", default=None)
             guidance = float(value) if value is not None else None
     return steps, guidance
 
@@ -86,6 +87,22 @@ def sample_grid_rows(generator: LoopedGenerator, loop_counts: Sequence[int], per
             for loops in loop_counts]
 
 
+def check_sampling_args(num: int = 1, seed: int = 0, steps: int | None = None, guidance: float | None = None,
+                        batch_size: int = 1, loop_counts: Sequence[int] = (1,)) -> None:
+    """Out-of-range sampling arguments as one-line :class:`~elt.errors.ConfigError` before any work."""
+    from elt.errors import ConfigError
+
+    for name, value in (("num", num), ("batch size", batch_size)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    if steps is not None and steps < 1:
+        raise ConfigError(f"steps must be >= 1, got {steps}")
+    if not loop_counts or min(loop_counts) < 1:
+        raise ConfigError(f"loop counts must be integers >= 1, got {list(loop_counts)}")
+    check_guidance(guidance)
+    check_seed(seed)
+
+
 def video_data_fields(generator: LoopedGenerator) -> dict:
     """The training clips' geometry (what ``elt eval video --real-data`` must rebuild to compare against)."""
     data = getattr(getattr(generator, "config", None), "data", None)
@@ -103,10 +120,15 @@ def sample_to_disk(generator: LoopedGenerator, loop_counts: Sequence[int], num: 
     ``samples.json`` describing what was written.
 
     Under torchrun every rank calls it with the same arguments; generation is sharded and rank 0 writes.
+    Every file is written under a temporary name and renamed (a full disk leaves no truncated file); the
+    arguments and ``out_dir`` are checked before any sampling.
     """
     rank, world = shard_info()
     out = Path(out_dir)
+    check_sampling_args(num=num, seed=seed, steps=steps, guidance=guidance, batch_size=batch_size,
+                        loop_counts=loop_counts)
     if rank == 0:
+        check_output_dir(out, "--out")
         out.mkdir(parents=True, exist_ok=True)
     labels = balanced_labels(num, generator.num_classes)
     used_steps, used_guidance = sampling_settings(generator, steps, guidance)
@@ -122,7 +144,7 @@ def sample_to_disk(generator: LoopedGenerator, loop_counts: Sequence[int], num: 
         if images is None:  # not rank 0
             continue
         path = out / f"samples_L{loops}.npz"
-        np.savez(path, images, labels.astype(np.int64))
+        save_npz(path, images, labels.astype(np.int64))
         per_row = min(len(images), 2 * generator.num_classes)
         order = np.argsort(labels[:per_row], kind="stable")
         grid_rows.append(images[:per_row][order])
@@ -136,7 +158,7 @@ def sample_to_disk(generator: LoopedGenerator, loop_counts: Sequence[int], num: 
             record["data"] = video_data_fields(generator)
         elif grid_rows:
             save_grid(out / "grid.png", grid_rows, row_labels, title="rows: loop count")
-        (out / "samples.json").write_text(json.dumps(record, indent=2))
+        write_json(out / "samples.json", record)
     if world > 1:
         dist.barrier()  # the files exist for every rank once this returns
     return record

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from elt.fileio import write_via
+
 
 def grid_image(rows: Sequence[np.ndarray], row_labels: Sequence[str] | None = None, scale: int = 0,
                pad: int = 2, title: str | None = None) -> Image.Image:
@@ -91,8 +93,8 @@ def save_gif(path: str | Path, frames: Sequence[Image.Image], fps: float = 8.0) 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     first, *rest = [f.convert("RGB") for f in frames]
-    first.save(path, save_all=True, append_images=rest, duration=int(round(1000 / fps)), loop=0, optimize=False)
-    return path
+    return write_via(path, lambda tmp: first.save(tmp, save_all=True, append_images=rest,
+                                                  duration=int(round(1000 / fps)), loop=0, optimize=False))
 
 
 def mp4_available() -> bool:
@@ -114,6 +116,12 @@ def save_mp4(path: str | Path, frames: Sequence[Image.Image], fps: int = 8) -> P
     width, height = frames[0].size
     even_w, even_h = width + width % 2, height + height % 2
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    return write_via(path, lambda tmp: _encode_mp4(tmp, frames, codec, even_w, even_h, fps))
+
+
+def _encode_mp4(path: Path, frames: Sequence[Image.Image], codec: str, even_w: int, even_h: int, fps: int) -> None:
+    import av
+
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=int(fps))
         stream.width, stream.height, stream.pix_fmt = even_w, even_h, "yuv420p"
@@ -126,7 +134,6 @@ def save_mp4(path: str | Path, frames: Sequence[Image.Image], fps: int = 8) -> P
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    return path
 
 
 def save_video_grid(path: str | Path, rows: Sequence[np.ndarray], row_labels: Sequence[str] | None = None,
@@ -134,7 +141,8 @@ def save_video_grid(path: str | Path, rows: Sequence[np.ndarray], row_labels: Se
     """Write ``path`` (the still PNG), ``path.gif`` and, with PyAV, ``path.mp4`` (same stem); returns them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    video_still(rows, row_labels, scale=scale, title=title).save(path)
+    still = video_still(rows, row_labels, scale=scale, title=title)
+    write_via(path, still.save)
     frames = video_grid_frames(rows, row_labels, scale=scale, title=title)
     written = [path, save_gif(path.with_suffix(".gif"), frames, fps=fps)]
     if mp4 and mp4_available():
@@ -150,5 +158,4 @@ def save_grid(path: str | Path, rows: Sequence[np.ndarray], row_labels: Sequence
     path.parent.mkdir(parents=True, exist_ok=True)
     if is_video_rows(rows):
         return save_video_grid(path, rows, row_labels, title=title, scale=scale)[0]
-    grid_image(rows, row_labels, scale=scale, title=title).save(path)
-    return path
+    return write_via(path, grid_image(rows, row_labels, scale=scale, title=title).save)

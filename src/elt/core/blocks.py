@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from elt.core import batch_random
+
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN modulation: per-sample shift/scale broadcast over the token axis."""
@@ -123,7 +125,11 @@ class LabelEmbedder(nn.Module):
     def forward(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         labels = torch.where(labels < 0, torch.full_like(labels, self.null_class), labels)
         if self.training and self.drop_prob > 0:
-            drop = torch.rand(labels.shape, device=labels.device, generator=generator) < self.drop_prob
+            if generator is None:  # inside a training step: keyed by the global sample index
+                draw = batch_random.rand(labels.shape[0], *labels.shape[1:], device=labels.device)
+            else:
+                draw = torch.rand(labels.shape, device=labels.device, generator=generator)
+            drop = draw < self.drop_prob
             labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
         return self.table(labels)
 

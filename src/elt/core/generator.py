@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -43,9 +44,13 @@ class LoopedGenerator(nn.Module, ABC):
                  progress: bool = False) -> np.ndarray:
         """Sample one image per label; returns uint8 N×H×W×C (video: N×T×H×W×C).
 
-        ``loops`` is one loop count for every sampling step, or one per step (a loop schedule);
-        ``None`` uses L_max. ``steps``/``guidance`` default to the paradigm's configured values.
-        Same seed, same arguments → same images.
+        ``loops`` is the loop count used for sampling: one for every sampling step, or one per step (a loop
+        schedule); ``None`` uses L_max. ``steps``/``guidance`` default to the config's ``sampling`` section,
+        then to the paradigm's defaults. ``guidance`` is the classifier-free guidance scale s in
+        output = uncond + s·(cond − uncond): 1 is the conditional model alone (no unconditional pass),
+        0 the unconditional one. Seed rule: an int seed makes the samples deterministic (same seed, same
+        arguments → same images), and ``seed=None`` draws a fresh seed from OS entropy and records it in
+        ``self.last_seed``.
         """
 
     @abstractmethod
@@ -59,6 +64,20 @@ class LoopedGenerator(nn.Module, ABC):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The seed rule of every generator: an int is used as given; ``None`` draws a fresh one from OS entropy."""
+    return int.from_bytes(os.urandom(8), "little") >> 2 if seed is None else int(seed)
+
+
+def sampling_setting(config: Any, name: str, value: Any, defaults: dict[str, Any]) -> Any:
+    """``value`` if given, else the config's ``sampling.<name>``, else the paradigm's default."""
+    if value is not None:
+        return value
+    section = getattr(config, "sampling", None) if config is not None else None
+    configured = section.get(name) if section is not None else None
+    return defaults.get(name) if configured is None else configured
 
 
 def loops_per_step(loops: LoopSchedule, steps: int, default: int) -> list[int]:

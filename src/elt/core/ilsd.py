@@ -87,7 +87,7 @@ def ilsd_lambda(step: int, total_steps: int, schedule: str = "linear", start: fl
     return float(end + (start - end) * weight)
 
 
-class StudentLoopSampler:
+class StudentLoopDraw:
     """Draws L_int ~ Uniform{min_loops, …, max_loops − 1} once per training step, from its own seeded
     generator (so resuming reproduces the draws, and data-loading randomness does not shift them)."""
 
@@ -100,7 +100,7 @@ class StudentLoopSampler:
         self.max_loops = max_loops
         self.generator = torch.Generator().manual_seed(seed)
 
-    def sample(self) -> int:
+    def draw(self) -> int:
         return int(torch.randint(self.min_loops, self.max_loops, (1,), generator=self.generator))
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from elt.fileio import write_json
+
 
 def state_dict_hash(module: torch.nn.Module) -> str:
     """SHA-256 (first 16 hex digits) of a module's weights: identifies a tokenizer/VAE exactly."""
@@ -52,5 +54,5 @@ def cached_encode(path: str | Path, key: dict[str, Any], count: int, item_shape:
     out.flush()
     del out
     os.replace(tmp, array_path)
-    meta_path.write_text(json.dumps(meta, indent=2))
+    write_json(meta_path, meta)
     return np.load(array_path, mmap_mode="r")

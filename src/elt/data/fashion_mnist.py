@@ -1,9 +1,11 @@
 """Fashion-MNIST from its IDX files (60k train / 10k test, 28×28 grey, 10 classes).
 
-Looked for, in order: an explicit ``root``; ``$ELT_DATA`` (the folder itself or ``$ELT_DATA/fashion-mnist``);
-Debian's ``dataset-fashion-mnist`` package (/usr/share/datasets/fashion-mnist); torchvision's download
-when torchvision is installed and the machine is online. Nothing found → one error saying where it
-looked and how to get the files.
+Looked for in an explicit ``root`` if one is given, else in ``$ELT_DATA`` (the folder itself or
+``$ELT_DATA/fashion-mnist``) if that is set, else in Debian's ``dataset-fashion-mnist`` package
+(/usr/share/datasets/fashion-mnist); then torchvision's download when torchvision is installed and the
+machine is online. A ``root`` or ``$ELT_DATA`` that does not exist, or holds no Fashion-MNIST files, is an
+error: never a silent fall-back to another copy. Nothing found → one error saying where it looked and how
+to get the files.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+
+from elt.errors import UserError
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
            "Ankle boot")
@@ -28,7 +31,7 @@ FILES = {
 }
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(UserError, FileNotFoundError):
     """The dataset files are not where we looked."""
 
 
@@ -57,14 +60,17 @@ def _find_file(folder: Path, stem: str) -> Path | None:
 
 
 def candidate_dirs(root: str | Path | None = None) -> list[Path]:
-    dirs = []
-    if root:
-        dirs += [Path(root), Path(root) / "fashion-mnist", Path(root) / "FashionMNIST" / "raw"]
+    """Where to look: inside ``root`` when given, else inside ``$ELT_DATA`` when set, else the Debian path.
+    A given ``root`` / ``$ELT_DATA`` that is not a directory is a :class:`DataNotFoundError`."""
     env = os.environ.get("ELT_DATA")
-    if env:
-        dirs += [Path(env), Path(env) / "fashion-mnist", Path(env) / "FashionMNIST" / "raw"]
-    dirs.append(DEBIAN_PATH)
-    return dirs
+    for name, base in (("data.root", root), ("ELT_DATA", env)):
+        if base:
+            if not Path(base).is_dir():
+                raise DataNotFoundError(f"{name}={str(base)!r} is not a directory; point it at the folder holding "
+                                        "the Fashion-MNIST IDX files, or unset it (then ELT_DATA, then Debian's "
+                                        "dataset-fashion-mnist package are used)")
+            return [Path(base), Path(base) / "fashion-mnist", Path(base) / "FashionMNIST" / "raw"]
+    return [DEBIAN_PATH]
 
 
 def locate(root: str | Path | None = None, split: str = "train") -> tuple[Path, Path]:
@@ -76,12 +82,8 @@ def locate(root: str | Path | None = None, split: str = "train") -> tuple[Path, 
     for folder in searched:
         images, labels = _find_file(folder, images_stem), _find_file(folder, labels_stem)
         if images and labels:
-            env = os.environ.get("ELT_DATA", "").strip()
-            if env and folder == DEBIAN_PATH and not root:  # ELT_DATA was set but holds no Fashion-MNIST
-                warnings.warn(f"ELT_DATA={env} holds no Fashion-MNIST {split} files (looked in "
-                              f"{', '.join(str(d) for d in searched[:-1])}); using {DEBIAN_PATH}", stacklevel=2)
             return images, labels
-    downloaded = _torchvision_download(root)
+    downloaded = _torchvision_download(root or os.environ.get("ELT_DATA"))
     if downloaded is not None:
         return _find_file(downloaded, images_stem), _find_file(downloaded, labels_stem)
     raise DataNotFoundError(

@@ -40,6 +40,35 @@ def center_crop_adm(image: Image.Image, size: int) -> Image.Image:
     return Image.fromarray(array[top:top + size, left:left + size])
 
 
+class UnsupportedImageError(ValueError):
+    """An image whose pixel values cannot be mapped to 8 bits without guessing (skipped with a warning)."""
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit (``I;16*``, ``I``) and float (``F``) images scaled to 8 bits; PIL's own ``convert`` would clip them
+    (all-white 16-bit PNGs, all-black float TIFFs). Float values must lie in [0, 1] or [0, 255]."""
+    mode = image.mode
+    if mode.startswith("I;16") or mode == "I":
+        array = np.asarray(image).astype(np.int64)
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise UnsupportedImageError(f"{mode} image with values in [{array.min()}, {array.max()}]; expected "
+                                        "0..65535")
+        scale = 257.0 if mode.startswith("I;16") or (array.size and array.max() > 255) else 1.0
+        return Image.fromarray(np.clip(np.rint(array / scale), 0, 255).astype(np.uint8), "L")
+    if mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        if array.size == 0 or not np.isfinite(array).all():
+            raise UnsupportedImageError("float image with NaN/Inf values")
+        low, high = float(array.min()), float(array.max())
+        if low >= 0.0 and high <= 1.0:
+            array = array * 255.0
+        elif not (low >= 0.0 and high <= 255.0):
+            raise UnsupportedImageError(f"float image with values in [{low:.4g}, {high:.4g}]; only [0, 1] or "
+                                        "[0, 255] are understood: convert it to 8-bit PNG/JPEG")
+        return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), "L")
+    return image
+
+
 def find_classes(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -102,8 +131,8 @@ class ImageFolder(Dataset):
         path, label = self.files[index]
         try:
             with Image.open(path) as handle:
-                image = handle.convert("L" if self.channels == 1 else "RGB")
-                image.load()
+                handle.load()
+                image = to_8bit(handle).convert("L" if self.channels == 1 else "RGB")
         except LOAD_ERRORS as exc:
             self._skip(index, exc)
             return None
@@ -128,57 +157,3 @@ class ImageFolder(Dataset):
             if item is not None:
                 return item
         raise RuntimeError(f"no readable image in {self.root}")
-
-
-def build_dataset(data_cfg, split: str = "train") -> Dataset:
-    """The dataset a config's ``data:`` section names (``fashion_mnist``, ``folder``, ``moving_fmnist``,
-    ``ucf101``).
-
-    Items are (C×S×S float image in [-1, 1], int label), or (C×T×S×S clip, label) for the video datasets.
-    ``split`` is ``train`` or ``test``; a folder without a ``val``/``test`` subfolder has no test split
-    (``FileNotFoundError``).
-    """
-    name = data_cfg.name
-    limit = data_cfg.limit if split == "train" else None
-    if name == "moving_fmnist":
-        from elt.data.moving_fmnist import MovingFashionMNIST
-
-        if data_cfg.channels != 1:
-            raise ValueError(f"moving_fmnist is greyscale: set data.channels=1 (got {data_cfg.channels})")
-        return MovingFashionMNIST(data_cfg.root, split=split, frames=data_cfg.frames,
-                                  image_size=data_cfg.image_size, sprite_size=data_cfg.sprite_size,
-                                  motion=data_cfg.motion, seed=data_cfg.video_seed, limit=limit)
-    if name == "ucf101":
-        from elt.data.ucf101 import UCF101
-
-        if not data_cfg.root:
-            raise ValueError("data.name=ucf101 needs data.root=FOLDER (holding ucfTrainTestlist/ and the videos)")
-        if data_cfg.channels != 3:
-            raise ValueError(f"UCF-101 is RGB: set data.channels=3 (got {data_cfg.channels})")
-        dataset = UCF101(data_cfg.root, split=split, fold=data_cfg.fold, frames=data_cfg.frames,
-                         image_size=data_cfg.image_size, frame_stride=data_cfg.frame_stride, limit=limit,
-                         seed=data_cfg.video_seed)
-        if dataset.num_classes != data_cfg.num_classes:
-            raise ValueError(f"{data_cfg.root} has {dataset.num_classes} classes in classInd.txt but "
-                             f"data.num_classes={data_cfg.num_classes}; set data.num_classes={dataset.num_classes}")
-        return dataset
-    if name == "fashion_mnist":
-        from elt.data.fashion_mnist import FashionMNIST
-
-        if data_cfg.channels != 1:
-            raise ValueError(f"Fashion-MNIST is greyscale: set data.channels=1 (got {data_cfg.channels})")
-        return FashionMNIST(data_cfg.root, split=split, image_size=data_cfg.image_size,
-                            limit=data_cfg.limit if split == "train" else None)
-    if name == "folder":
-        if not data_cfg.root:
-            raise ValueError("data.name=folder needs data.root=FOLDER (a folder of class subfolders)")
-        root = Path(data_cfg.root)
-        if split != "train":
-            split = next((s for s in (split, "val", "test") if (root / s).is_dir()), split)
-        dataset = ImageFolder(root, image_size=data_cfg.image_size, channels=data_cfg.channels, split=split,
-                              limit=data_cfg.limit if split == "train" else None)
-        if dataset.num_classes != data_cfg.num_classes:
-            raise ValueError(f"{dataset.root} has {dataset.num_classes} class folders but data.num_classes="
-                             f"{data_cfg.num_classes}; set data.num_classes={dataset.num_classes}")
-        return dataset
-    raise ValueError(f"unknown data.name {name!r}; allowed: fashion_mnist, folder, moving_fmnist, ucf101")

@@ -18,6 +18,10 @@ WEIGHTINGS = ("sigmoid", "x0", "eps", "v")
 SAMPLERS = ("ddim", "ddpm", "euler")
 SPACES = ("pixel", "latent")
 
+# sampling.* defaults for diffusion models where the shared ``sampling:`` section leaves them null: 50
+# denoising steps, guidance s = 2.0; precision null = the network samples in its ``train.precision``.
+SAMPLING_DEFAULTS = {"steps": 50, "guidance": 2.0, "precision": None}
+
 
 @dataclass
 class DiffusionConfig:
@@ -29,10 +33,8 @@ class DiffusionConfig:
     weighting: str = "sigmoid"  # loss weight on ‖x̂0 − x0‖²: sigmoid (the paper) | x0 | eps | v (= that plain MSE)
     sigmoid_bias: float = -3.0  # b in the sigmoid weighting w = sigmoid(logSNR − b) (x0 space)
     logsnr_shift: float = 0.0  # added to the schedule's logSNR(t); Simple Diffusion uses 2·log(64 / resolution)
-    sample_steps: int = 50
     sampler: str = "ddim"  # ddim (deterministic; Euler on the flow path) | ddpm (ancestral) | euler (= ddim)
     ddim_eta: float = 0.0  # stochasticity of DDIM (1 = ancestral)
-    guidance: float = 2.0  # classifier-free guidance scale (1 = conditional only, 0 = unconditional)
     clip_denoised: bool = True  # clamp x̂0 to [-1, 1] while sampling (pixel space only)
     vae_path: str | None = None  # local diffusers AutoencoderKL directory (latent space)
     latent_scale: float | None = None  # None: the VAE config's scaling_factor (SD-VAE: 0.18215)

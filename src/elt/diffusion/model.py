@@ -18,13 +18,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from elt.core import batch_random
 from elt.core.blocks import LabelEmbedder, TimestepEmbedder, modulate, sincos_embedding
-from elt.core.generator import LoopedGenerator, LoopSchedule, labels_tensor, loops_per_step, to_uint8
+from elt.core.generator import (
+    LoopedGenerator,
+    LoopSchedule,
+    labels_tensor,
+    loops_per_step,
+    resolve_seed,
+    sampling_setting,
+    to_uint8,
+)
 from elt.core.ilsd import ILSDTerms, ilsd_loss
 from elt.core.looped import LoopedTransformer
+from elt.diffusion.config import SAMPLING_DEFAULTS
 from elt.diffusion.patches import patchify, token_grid, unpatchify
 from elt.diffusion.process import DiffusionProcess
 from elt.diffusion.sampler import build_sampler, sample
+from elt.runtime import autocast_context
 
 TIME_SCALE = 1000.0  # t ∈ [0, 1] is embedded as t·1000, the range DiT's sinusoidal features were made for
 
@@ -127,7 +138,7 @@ class DiffusionGenerator(LoopedGenerator):
         x0, labels = batch
         x0 = x0.float()
         t = self.process.sample_time(x0.shape[0], x0.device)
-        noise = torch.randn_like(x0)
+        noise = batch_random.randn_like(x0)  # keyed by the global sample index inside a training step
         z = self.process.add_noise(x0, noise, t)
         exits = [student_loops] if student_loops else []
         teacher, students = self(z, t, labels, exit_loops=exits)
@@ -141,10 +152,10 @@ class DiffusionGenerator(LoopedGenerator):
             distill_loss=lambda student, teacher_: self.process.weighted_error(x0_of(student), x0_of(teacher_), t),
             lam=lam, student_loops=student_loops)
 
-    def _sampling_settings(self, steps: int | None, guidance: float | None) -> tuple[int, float]:
-        d = self.config.diffusion
-        steps = int(d.sample_steps if steps is None else steps)
-        guidance = float(d.guidance if guidance is None else guidance)
+    def sampling_settings(self, steps: int | None, guidance: float | None) -> tuple[int, float]:
+        """(steps, guidance s): the arguments, else ``sampling.*``, else :data:`SAMPLING_DEFAULTS`."""
+        steps = int(sampling_setting(self.config, "steps", steps, SAMPLING_DEFAULTS))
+        guidance = float(sampling_setting(self.config, "guidance", guidance, SAMPLING_DEFAULTS))
         if steps < 1:
             raise ValueError(f"sampling steps must be >= 1, got {steps}")
         return steps, guidance
@@ -154,10 +165,11 @@ class DiffusionGenerator(LoopedGenerator):
                        steps: int | None = None, guidance: float | None = None, seed: int | None = None,
                        progress: bool = False, sampler: str | None = None) -> torch.Tensor:
         """Samples in the space the network works in (pixels in [-1, 1], or scaled VAE latents)."""
-        steps, guidance = self._sampling_settings(steps, guidance)
+        steps, guidance = self.sampling_settings(steps, guidance)
         schedule = loops_per_step(loops, steps, self.trained_loops)
         labels = labels_tensor(class_labels, self.num_classes, self.device)
-        generator = torch.Generator(device=self.device).manual_seed(0 if seed is None else int(seed))
+        self.last_seed = resolve_seed(seed)
+        generator = torch.Generator(device=self.device).manual_seed(self.last_seed)
         noise = torch.randn((len(labels), *self.data_shape), generator=generator, device=self.device)
         d = self.config.diffusion
         integrator = build_sampler(sampler or d.sampler, float(d.ddim_eta))
@@ -173,11 +185,10 @@ class DiffusionGenerator(LoopedGenerator):
             self.train(was_training)
 
     def _autocast(self):
-        """The network runs in the precision it was trained in (``train.precision``: bf16 on CUDA by default,
-        or when set explicitly, also on CPUs with bf16 units); the sampler's arithmetic stays float32."""
-        from elt.runtime import autocast_context
-
-        return autocast_context(self.device, str(self.config.train.precision))
+        """The network runs in ``sampling.precision``, by default the precision it was trained in
+        (``train.precision``: bf16 on CUDA by default); the sampler's arithmetic stays float32."""
+        precision = sampling_setting(self.config, "precision", None, SAMPLING_DEFAULTS)
+        return autocast_context(self.device, str(precision or self.config.train.precision))
 
     @torch.no_grad()
     def generate(self, class_labels, loops: LoopSchedule = None, steps: int | None = None,
@@ -194,7 +205,7 @@ class DiffusionGenerator(LoopedGenerator):
                           guidance: float | None = None) -> float:
         """Transformer GFLOPs (matmuls, 2·MACs) per sample over all sampling steps, CFG counted twice
         (the VAE decode, once per sample in latent space, is not included)."""
-        steps, guidance = self._sampling_settings(steps, guidance)
+        steps, guidance = self.sampling_settings(steps, guidance)
         schedule = loops_per_step(loops, steps, self.trained_loops)
         width, tokens = self.backbone.dim, self.tokens
         patch_dim = self.patch_embed.in_features

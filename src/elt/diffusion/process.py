@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 import torch
 
+from elt.core import batch_random
+from elt.diffusion.config import PREDICTIONS, PROCESSES, WEIGHTINGS
+
 INTERPOLANTS = ("vp", "linear")
 SCHEDULES = ("cosine", "linear")
-PREDICTIONS = ("x0", "eps", "v")
-WEIGHTINGS = ("sigmoid", "x0", "eps", "v")
 
 
 def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -141,12 +142,14 @@ class DiffusionProcess:
     def sample_time(self, batch: int, device: torch.device, generator: torch.Generator | None = None
                     ) -> torch.Tensor:
         """Training times t ~ U(0, 1) (the schedule shapes the density of noise levels)."""
+        if generator is None:  # inside a training step: keyed by the global sample index
+            return batch_random.rand(batch, device=device)
         return torch.rand(batch, device=device, generator=generator)
 
 
 def process_from_config(diffusion_cfg) -> DiffusionProcess:
     """``process: ddpm`` → VP + cosine schedule; ``process: flow`` → linear interpolant + linear schedule."""
-    _check("diffusion.process", diffusion_cfg.process, ("ddpm", "flow"))
+    _check("diffusion.process", diffusion_cfg.process, PROCESSES)
     interpolant, schedule = ("vp", "cosine") if diffusion_cfg.process == "ddpm" else ("linear", "linear")
     return DiffusionProcess(interpolant=interpolant, schedule=schedule, prediction=diffusion_cfg.prediction,
                             weighting=diffusion_cfg.weighting, sigmoid_bias=float(diffusion_cfg.sigmoid_bias),

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from elt.diffusion.config import SAMPLERS
 from elt.diffusion.process import DiffusionProcess
 
 Denoise = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
@@ -87,9 +88,6 @@ class DDIMSampler(Sampler):
         noise_var = self.eta ** 2 * var
         noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
         return alpha_s * x0 + max(sigma_s ** 2 - noise_var, 0.0) ** 0.5 * eps + noise_var ** 0.5 * noise
-
-
-SAMPLERS = {"ddpm": DDPMSampler, "ddim": DDIMSampler, "euler": DDIMSampler}
 
 
 def build_sampler(name: str, eta: float = 0.0) -> Sampler:

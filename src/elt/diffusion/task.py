@@ -44,8 +44,6 @@ def validate(cfg: DictConfig) -> None:
                           f"(got {d.space}; the image VAEs do not encode clips)")
     if frames and frames % d.temporal_patch_size:
         raise ConfigError(f"diffusion.temporal_patch_size={d.temporal_patch_size} must divide data.frames={frames}")
-    if d.sample_steps < 1:
-        raise ConfigError(f"config key 'diffusion.sample_steps' must be >= 1, got {d.sample_steps}")
     if not 0.0 <= d.ddim_eta <= 1.0:
         raise ConfigError(f"config key 'diffusion.ddim_eta' must lie in [0, 1], got {d.ddim_eta}")
     if d.space == "latent" and not d.vae_path:
@@ -114,7 +112,7 @@ class LatentDataset(Dataset):
 
 def image_dataset(cfg: DictConfig, split: str = "train") -> Dataset:
     """(image in [-1, 1] C×S×S, or clip C×T×S×S, label) items of the configured dataset."""
-    from elt.data.folders import build_dataset
+    from elt.data.datasets import build_dataset
 
     try:
         return build_dataset(cfg.data, split)

@@ -25,6 +25,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from elt.fileio import write_json, write_via
+from elt.runtime import resolve_device
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 WEIGHTS_NAME = "fmnist_classifier.safetensors"
 RECORD_NAME = "fmnist_classifier.json"
@@ -113,7 +116,7 @@ class ClassifierFeatures:
         self.digest = digest
         self.name = name
         self.batch_size = batch_size
-        self.device = torch.device(device)
+        self.device = resolve_device(str(device))
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray, progress: bool = False) -> Features:
@@ -211,7 +214,8 @@ def train_classifier(out_dir: str | Path = ASSETS, epochs: int = 5, batch_size: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     weights = out / WEIGHTS_NAME
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    write_via(weights, lambda tmp: save_file(state, str(tmp)))
     record = {
         "name": "fmnist-classifier",
         "weights": WEIGHTS_NAME,
@@ -230,5 +234,5 @@ def train_classifier(out_dir: str | Path = ASSETS, epochs: int = 5, batch_size: 
         "command": f"elt eval train-classifier --epochs {epochs} --seed {seed} --threads {threads}",
         "torch": torch.__version__,
     }
-    (out / RECORD_NAME).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    write_json(out / RECORD_NAME, record, ensure_ascii=False)
     return record

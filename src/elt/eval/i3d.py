@@ -9,7 +9,9 @@ model of the original FVD code). Its contract, which we follow:
 A TorchScript module whose ``forward`` takes only the videos is called with float N×3×T×H×W in [-1, 1]
 (I3D's native range) at the size given. FVD is the Fréchet distance between Gaussians fitted to these
 400-d outputs (logits before the softmax). The weights path comes from ``--i3d`` or ``$ELT_I3D_WEIGHTS``;
-nothing is downloaded.
+nothing is downloaded. The file's full SHA-256 must be :data:`I3D_SHA256` (StyleGAN-V's file, 51,235,320
+bytes) before it is loaded; another TorchScript file is accepted only when ``$ELT_I3D_SHA256`` names its
+SHA-256 (a deliberate choice, recorded in the results' provenance).
 
 Protocol we recommend stating with any FVD: real clips from the UCF-101 train split, 16 frames at stride 1,
 128×128 (resized to 224 inside I3D), 2048 generated vs 2048 real clips (StyleGAN-V's protocol).
@@ -25,12 +27,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from elt.eval.classifier import Features, file_sha256
-from elt.eval.inception import WeightsNotFoundError
+from elt.eval.classifier import Features
+from elt.eval.inception import WeightsNotFoundError, check_sha256
+from elt.runtime import resolve_device
 
 I3D_ENV = "ELT_I3D_WEIGHTS"
 I3D_FILE = "i3d_torchscript.pt"
 I3D_SOURCE = "StyleGAN-V's i3d_torchscript.pt (see its FVD metric code)"
+I3D_SHA256 = "bec6519f66ea534e953026b4ae2c65553c17bf105611c746d904657e5860a5e2"
+I3D_SHA256_ENV = "ELT_I3D_SHA256"
 
 
 def resolve_i3d_weights(path: str | Path | None = None) -> Path:
@@ -60,11 +65,13 @@ class I3DFeatures:
 
     name = "i3d-torchscript"
 
-    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu", batch_size: int = 16):
+    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu", batch_size: int = 16,
+                 sha256: str | None = None):
+        """``sha256``: the expected full SHA-256 (default ``$ELT_I3D_SHA256``, else :data:`I3D_SHA256`)."""
         path = resolve_i3d_weights(weights)
         self.weights_path = path
-        self.digest = file_sha256(path)
-        self.device = torch.device(device)
+        self.digest = check_sha256(path, sha256 or os.environ.get(I3D_SHA256_ENV) or I3D_SHA256)
+        self.device = resolve_device(str(device))
         with warnings.catch_warnings():  # torch >= 2.14 deprecates TorchScript; the reference I3D file is one
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)

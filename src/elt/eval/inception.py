@@ -9,8 +9,9 @@ TF1 bilinear resize to 299×299, so its pool3 features and logits match the Tens
   3. else the torch.hub cache file ``<torch.hub.get_dir()>/checkpoints/weights-inception-2015-12-05-6726825d.pth``
      (where torch-fidelity itself would have put it),
 
-and their SHA-256 must start with ``6726825d`` (the hash torch.hub encodes in the file name). A missing
-file is one error naming it and where to get it.
+and their full SHA-256 must be :data:`INCEPTION_SHA256` (its first 8 digits are the ``6726825d`` torch.hub
+encodes in the file name) before torch-fidelity unpickles them. A missing file is one error naming it and
+where to get it.
 
 torch-fidelity imports torchvision at package import, so it needs a torchvision build matching the
 installed torch (``pip install 'elt-looped[metrics]'`` with a matching pair, e.g. torch 2.14.1 + torchvision 0.29.1).
@@ -26,10 +27,11 @@ import torch
 from tqdm.auto import tqdm
 
 from elt.eval.classifier import Features, file_sha256
+from elt.runtime import resolve_device
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
-INCEPTION_SHA256_PREFIX = "6726825d"
+INCEPTION_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"  # 95,628,359 bytes
 INCEPTION_ENV = "ELT_INCEPTION_WEIGHTS"
 
 
@@ -38,7 +40,7 @@ class WeightsNotFoundError(FileNotFoundError):
 
 
 class WeightsHashError(ValueError):
-    """A weights file is not the expected one (SHA-256 prefix mismatch)."""
+    """A weights file is not the expected one (SHA-256 mismatch)."""
 
 
 class MissingDependencyError(ImportError):
@@ -65,12 +67,14 @@ def resolve_inception_weights(path: str | Path | None = None) -> Path:
                                f"{INCEPTION_ENV}, nothing at {hub_cache_path()}); {how_to}")
 
 
-def check_sha256_prefix(path: str | Path, prefix: str) -> str:
-    """The file's SHA-256, after checking that it starts with ``prefix``."""
+def check_sha256(path: str | Path, expected: str) -> str:
+    """The file's SHA-256, after checking that it equals ``expected`` (all 64 hex digits)."""
+    if len(expected) != 64:
+        raise ValueError(f"expected a full SHA-256 (64 hex digits), got {expected!r}")
     digest = file_sha256(path)
-    if not digest.startswith(prefix.lower()):
-        raise WeightsHashError(f"{path} has SHA-256 {digest[:16]}…, expected a hash starting with {prefix}: "
-                               "not the expected weights file (corrupt or a different conversion)")
+    if digest != expected.lower():
+        raise WeightsHashError(f"{path} has SHA-256 {digest[:16]}…, expected {expected[:16]}…: not the expected "
+                               "weights file (corrupt, truncated or a different conversion); it is not loaded")
     return digest
 
 
@@ -103,17 +107,17 @@ class InceptionFeatures:
 
     name = "inception-v3-tf-2015 (torch-fidelity)"
 
-    def __init__(self, weights: str | Path | None = None, sha256_prefix: str | None = INCEPTION_SHA256_PREFIX,
+    def __init__(self, weights: str | Path | None = None, sha256: str | None = INCEPTION_SHA256,
                  device: str | torch.device = "cpu", batch_size: int = 100):
-        """``sha256_prefix=None`` skips the hash check (only for tests with random weights of the same layout)."""
+        """``sha256=None`` skips the hash check (only for tests with random weights of the same layout)."""
         path = resolve_inception_weights(weights)
-        self.digest = check_sha256_prefix(path, sha256_prefix) if sha256_prefix else file_sha256(path)
+        self.digest = check_sha256(path, sha256) if sha256 else file_sha256(path)
         cls = fidelity_inception_class()
         self.weights_path = path
         # The hash is verified above, so torch-fidelity's own (full-pickle) torch.load reads a known file.
+        self.device = resolve_device(str(device))
         self.model = cls("inception-v3-compat", ["2048", "logits_unbiased"],
-                         feature_extractor_weights_path=str(path)).to(device).eval()
-        self.device = torch.device(device)
+                         feature_extractor_weights_path=str(path)).to(self.device).eval()
         self.batch_size = batch_size
 
     @torch.no_grad()

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from elt.fileio import write_via  # noqa: E402
+
 X_AXES = [("gflops", "GFLOPs per sample"), ("latency_ms", "latency (ms per batch)")]
 LOG_SCALE_METRICS = ("fd_cls", "fid", "fvd", "kid")
 
@@ -79,6 +81,8 @@ def save_figure(fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        write_via(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    finally:
+        plt.close(fig)
     return path

@@ -32,9 +32,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from elt import __version__
 from elt.core.generator import LoopedGenerator
+from elt.fileio import atomic_write, write_json, write_text
+from elt.runtime import resolve_device
 from elt.sampling import balanced_labels, generate_batched, sampling_settings
+from elt.version import __version__
 
 LABEL_POLICY = "balanced: sample i is conditioned on class i mod num_classes"
 
@@ -93,7 +95,7 @@ class PeakMemory:
     so no allocation is missed however short it lives. Elsewhere a thread polls the RSS every 2 ms."""
 
     def __init__(self, device: torch.device):
-        self.device = torch.device(device)
+        self.device = resolve_device(str(device))
         self.peak_mib: float | None = None
         self.kind = "cuda_max_allocated" if self.device.type == "cuda" else "cpu_rss_growth"
 
@@ -201,16 +203,13 @@ def check_samples(samples_dir: Path, loops: Sequence[int], num: int | None = Non
 
 
 def configured_steps(generator: LoopedGenerator | None) -> int | None:
-    """The paradigm's default number of sampling steps from the checkpoint's config, if it has one."""
+    """The number of sampling steps the checkpoint samples with by default (``sampling.steps``, else the
+    paradigm's default), if the generator says."""
+    settings = getattr(generator, "sampling_settings", None)
+    if callable(settings):
+        return int(settings(None, None)[0])
     cfg = getattr(generator, "config", None)
-    if cfg is None:
-        return None
-    try:
-        from omegaconf import OmegaConf
-
-        value = OmegaConf.select(cfg, f"{cfg.paradigm}.sample_steps", default=None)
-    except Exception:
-        return None
+    value = cfg.get("sampling", {}).get("steps") if cfg is not None else None
     return int(value) if value is not None else None
 
 
@@ -289,16 +288,16 @@ def write_outputs(result: dict, out_dir: str | Path, stem: str = "eval") -> dict
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / f"{stem}.json", "csv": out / f"{stem}.csv", "md": out / f"{stem}.md",
              "png": out / f"{stem}.png"}
-    paths["json"].write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+    write_json(paths["json"], result, default=_json_default)
     columns: list[str] = []
     for row in result["rows"]:
         columns += [c for c in row if c not in columns]
-    with open(paths["csv"], "w", newline="") as handle:
+    with atomic_write(paths["csv"], "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in result["rows"]:
             writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns})
-    paths["md"].write_text(markdown_table(result))
+    write_text(paths["md"], markdown_table(result))
     plot_sweep(result, paths["png"])
     return paths
 
@@ -330,11 +329,29 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_result_shape(result) -> None:
+    """What :func:`merge_results` reads from an ``eval.json``: a :class:`SweepInputError` naming what is wrong."""
+    if not isinstance(result, dict):
+        raise SweepInputError(f"expected an 'elt eval' record (a JSON object), got {type(result).__name__}")
+    for key, kind in (("provenance", dict), ("rows", list), ("plot_metrics", list)):
+        if not isinstance(result.get(key), kind):
+            raise SweepInputError(f"not an 'elt eval' record: {key!r} must be a JSON "
+                                  f"{'object' if kind is dict else 'list'}")
+    if not all(isinstance(row, dict) for row in result["rows"]):
+        raise SweepInputError("not an 'elt eval' record: every entry of 'rows' must be a JSON object")
+    if not all(isinstance(item, list) and len(item) == 2 for item in result["plot_metrics"]):
+        raise SweepInputError("not an 'elt eval' record: 'plot_metrics' must hold [key, label] pairs")
+    if not isinstance(result["provenance"].get("loops", []), list):
+        raise SweepInputError("not an 'elt eval' record: 'provenance.loops' must be a list")
+
+
 def merge_results(results: Sequence[dict]) -> dict:
     """One record from several sweeps measured with the same suite (e.g. models evaluated at different loop
     counts): rows concatenated in order, the first floor kept, each source's provenance kept."""
     if not results:
         raise SweepInputError("nothing to merge")
+    for result in results:
+        check_result_shape(result)
     suites = {json.dumps({k: r["provenance"].get(k) for k in ("suite", "extractor")}, sort_keys=True)
               for r in results}
     if len(suites) > 1:

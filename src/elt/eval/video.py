@@ -32,6 +32,7 @@ import numpy as np
 
 from elt.eval.classifier import ImageFormatError
 from elt.eval.frechet import frechet_distance_features
+from elt.fileio import write_json
 
 CROP_SIZE = 32
 MASS_THRESHOLD = 0.1  # intensity (0..1) below which a pixel is background for the centre of mass
@@ -354,44 +355,8 @@ def write_video_eval(result: dict, out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "video_eval.json"
-    json_path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    write_json(json_path, result, ensure_ascii=False)
     return {"json": json_path, "png": plot_video_eval(result, out / "video_eval.png")}
-
-
-# -- `elt eval video` ------------------------------------------------------------------------------------------------
-def add_video_parser(actions) -> None:
-    """Register ``elt eval video`` on the ``elt eval`` action subparsers."""
-    from elt.cli import parse_loops, positive_int
-
-    v = actions.add_parser(
-        "video", help="video metrics of 'elt sample' output (per-frame FD_cls, accuracy, motion, FVD)",
-        description="Evaluate samples_L<L>.npz videos (uint8 N×T×H×W×C) against real clips: per-frame FD_cls, "
-                    "frame/video class accuracy and class consistency from the Fashion-MNIST classifier on 32×32 "
-                    "crops centred on the sprite, the motion FD of trajectory descriptors, and FVD with --i3d. "
-                    "Writes video_eval.json and video_eval.png (metrics vs loop count, real floor dashed).")
-    v.add_argument("--samples", required=True, help="folder written by 'elt sample' (samples_L<L>.npz)")
-    v.add_argument("--real", default=None, help=".npz of real clips (arr_0 uint8 N×T×H×W×C, optional arr_1 labels)")
-    v.add_argument("--real-data", choices=["moving_fmnist"], default=None,
-                   help="make the real clips: the moving Fashion-MNIST test split at the samples' shape")
-    v.add_argument("--real-num", type=positive_int, default=1000, help="real clips with --real-data (default 1000)")
-    v.add_argument("--motion", choices=["bounce", "linear"], default=None,
-                   help="--real-data motion (default: the samples' training data as samples.json records, else "
-                        "bounce)")
-    v.add_argument("--sprite-size", type=positive_int, default=None,
-                   help="--real-data sprite side (default: the samples' training data, else 28)")
-    v.add_argument("--data-root", default=None, help="Fashion-MNIST folder for --real-data")
-    v.add_argument("--loops", type=parse_loops, default=None, help="loop counts to evaluate (default: all files)")
-    v.add_argument("--classifier", default=None, help="classifier weights (default: the shipped ones)")
-    v.add_argument("--no-classifier", action="store_true", help="motion (and FVD) only, e.g. for colour video")
-    v.add_argument("--i3d", default=None, help="I3D TorchScript file for FVD (else $ELT_I3D_WEIGHTS; none: no FVD)")
-    v.add_argument("--frame-stride", type=positive_int, default=1, help="classify every k-th frame (default 1)")
-    v.add_argument("--controls", action="store_true",
-                   help="also score static and frame-shuffled real clips (what no / wrong motion scores)")
-    v.add_argument("--out", default="eval_video", help="output directory (default ./eval_video)")
-    v.add_argument("--device", default="cpu")
-    v.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
-    v.add_argument("--no-progress", action="store_true")
-    v.set_defaults(func=cmd_video)
 
 
 def real_data_geometry(samples: str | Path, motion: str | None = None,
@@ -407,63 +372,3 @@ def real_data_geometry(samples: str | Path, motion: str | None = None,
     motion = motion or recorded.get("motion") or "bounce"
     sprite_size = sprite_size or recorded.get("sprite_size") or 28
     return motion, int(sprite_size)
-
-
-def cmd_video(args) -> int:
-    import os
-
-    import torch
-
-    from elt.cli import UserError
-    from elt.eval.classifier import ClassifierMissingError
-    from elt.eval.inception import WeightsNotFoundError
-
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    if (args.real is None) == (args.real_data is None):
-        raise UserError("give exactly one real reference: --real FILE.npz or --real-data moving_fmnist")
-    progress = not args.no_progress
-    try:
-        files = sample_files(args.samples, args.loops)
-        shape = load_videos(next(iter(files.values())))[0].shape
-        if args.real:
-            real, real_labels = load_videos(args.real)
-        else:
-            try:
-                motion, sprite_size = real_data_geometry(args.samples, args.motion, args.sprite_size)
-                real, real_labels = moving_fmnist_reference(args.real_num, shape[1], shape[2], motion,
-                                                            sprite_size, root=args.data_root)
-            except ImportError as exc:
-                raise UserError(f"--real-data moving_fmnist needs elt.data.moving_fmnist ({exc})") from exc
-        extractor = None
-        if not args.no_classifier:
-            from elt.eval.classifier import load_classifier
-
-            extractor = load_classifier(args.classifier, device=args.device)
-        i3d = None
-        if args.i3d or os.environ.get("ELT_I3D_WEIGHTS"):
-            from elt.eval.i3d import I3DFeatures
-
-            i3d = I3DFeatures(args.i3d, device=args.device)
-        suite = VideoSuite(real, extractor, i3d, frame_stride=args.frame_stride, progress=progress)
-        result = evaluate_folder(suite, args.samples, list(files), real_labels, controls=args.controls,
-                                 progress=progress)
-    except (FileNotFoundError, VideoFormatError, ImageFormatError, ClassifierMissingError,
-            WeightsNotFoundError) as exc:
-        raise UserError(str(exc)) from exc
-    result["real"] = args.real or (f"moving_fmnist test split, {len(real)} clips ({motion}, {sprite_size}-px "
-                                   "garments)")
-    result["provenance"] = {"classifier": extractor.provenance() if extractor else None,
-                            "i3d": i3d.provenance() if i3d else None, "frame_stride": args.frame_stride,
-                            "crop": CROP_SIZE, "mass_threshold": MASS_THRESHOLD}
-    paths = write_video_eval(result, args.out)
-    keys = ["loops", "fd_cls", "video_acc", "consistency", "motion_fd", "fvd", "mean_speed"]
-    rows = [*result["rows"], {"loops": "real", **result["floor"]},
-            *({"loops": name, **vals} for name, vals in result.get("controls", {}).items())]
-    keys = [k for k in keys if any(r.get(k) is not None for r in rows)]
-    print("  ".join(f"{k:>11}" for k in keys))
-    for row in rows:
-        print("  ".join(f"{row.get(k):>11.4g}" if isinstance(row.get(k), float) else f"{row.get(k, '-')!s:>11}"
-                        for k in keys))
-    print(f"wrote {paths['json']} and {paths['png']}")
-    return 0

@@ -1,16 +1,21 @@
-"""Configuration of the masked-token (MaskGIT) paradigm: the `masked:` section of a config."""
+"""Configuration of the masked-token (MaskGIT) paradigm: the `masked:` section of a config.
+
+Steps, guidance and precision of sampling live in the shared ``sampling:`` section; the defaults this
+paradigm uses where that section leaves them null are :data:`SAMPLING_DEFAULTS`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+# sampling.* defaults for masked models: K = 12 decoding steps (the paper: 24 for ImageNet images, 12 for
+# video), no guidance (s = 1: the conditional pass alone), fp32 matmuls while decoding.
+SAMPLING_DEFAULTS = {"steps": 12, "guidance": 1.0, "precision": "fp32"}
+
 
 @dataclass
 class MaskedConfig:
-    sample_steps: int = 12  # K decoding steps (the paper: 24 for ImageNet images, 12 for video)
-    guidance: float = 0.0  # classifier-free guidance: logits = cond + g·(cond − uncond) (0 = conditional only)
     temperature_base: float = 0.5  # Gumbel temperature at step k of K: base + range·(1 − (k+1)/K)
     temperature_range: float = 0.8
     token_temperature: float = 1.0  # softmax temperature of the token draws (1 = the model's distribution)
     label_smoothing: float = 0.0
-    sample_precision: str = "fp32"  # fp32 | bf16 (autocast matmuls while decoding: ~3x faster on bf16-capable CPUs)

@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from elt.core import batch_random
+
 
 def cosine_mask_ratio(progress: torch.Tensor | float) -> torch.Tensor | float:
     """Fraction of tokens still masked at ``progress`` ∈ [0, 1] of decoding (1 at the start, 0 at the end)."""
@@ -21,11 +23,26 @@ def cosine_mask_ratio(progress: torch.Tensor | float) -> torch.Tensor | float:
 
 
 def sample_training_mask(batch: int, seq_len: int, generator: torch.Generator | None = None,
-                         device: torch.device | str = "cpu") -> torch.Tensor:
-    """Boolean B×T mask (True = masked): per sample ⌈cos(π/2·u)·T⌉ positions, u ~ U[0, 1), chosen uniformly."""
+                         device: torch.device | str = "cpu", with_global_count: bool = False):
+    """Boolean B×T mask (True = masked): per sample ⌈cos(π/2·u)·T⌉ positions, u ~ U[0, 1), chosen uniformly.
+
+    Without ``generator``, inside a training step the draws are keyed by the global sample index
+    (:mod:`elt.core.batch_random`); ``with_global_count`` then also returns the number of masked tokens
+    of the whole global batch (every rank knows it without communicating)."""
+    if generator is None:
+        u, rows = batch_random.rand_global(batch, device=device)
+        scores, _ = batch_random.rand_global(batch, seq_len, device=device)
+        full = _mask(u, scores, seq_len)
+        mask = full[rows]
+        return (mask, int(full.sum())) if with_global_count else mask
     u = torch.rand(batch, generator=generator, device=device)
-    counts = torch.ceil(cosine_mask_ratio(u) * seq_len).long().clamp(1, seq_len)
     scores = torch.rand(batch, seq_len, generator=generator, device=device)
+    mask = _mask(u, scores, seq_len)
+    return (mask, int(mask.sum())) if with_global_count else mask
+
+
+def _mask(u: torch.Tensor, scores: torch.Tensor, seq_len: int) -> torch.Tensor:
+    counts = torch.ceil(cosine_mask_ratio(u) * seq_len).long().clamp(1, seq_len)
     ranks = scores.argsort(dim=1).argsort(dim=1)
     return ranks < counts.unsqueeze(1)
 

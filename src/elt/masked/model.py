@@ -18,21 +18,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from elt.core import batch_random
 from elt.core.blocks import LabelEmbedder, sincos_embedding
-from elt.core.generator import LoopedGenerator, LoopSchedule, labels_tensor, loops_per_step, to_uint8
+from elt.core.generator import (
+    LoopedGenerator,
+    LoopSchedule,
+    labels_tensor,
+    loops_per_step,
+    resolve_seed,
+    sampling_setting,
+    to_uint8,
+)
 from elt.core.ilsd import ILSDTerms, ilsd_loss
+from elt.masked.config import SAMPLING_DEFAULTS
 from elt.masked.masking import sample_training_mask
 from elt.masked.sampler import iterative_decode
 from elt.registry import build_backbone
-
-SAMPLE_PRECISIONS = ("fp32", "bf16")
+from elt.runtime import autocast_context
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -47,9 +55,10 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
 MASK_BUCKETS = 16
 
 
-def masked_positions(mask: torch.Tensor, buckets: int = MASK_BUCKETS) -> tuple[torch.Tensor, torch.Tensor]:
+def masked_positions(mask: torch.Tensor, buckets: int = MASK_BUCKETS,
+                     normaliser: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat indices of the masked positions of a B×N ``mask``, padded to one of ``buckets`` fixed sizes, and
-    their loss weights (1 / #masked; 0 for the padding, which repeats index 0).
+    their loss weights (1 / ``normaliser``, default #masked; 0 for the padding, which repeats index 0).
 
     Scoring exactly the masked positions (``logits[mask]``) gives tensors of a new size every step, and on
     CPU that fragments the allocator's heap: resident memory grew by ~4 MB/step, to 8.6 GB in a 4500-step
@@ -63,7 +72,7 @@ def masked_positions(mask: torch.Tensor, buckets: int = MASK_BUCKETS) -> tuple[t
     step = -(-flat.numel() // buckets)
     size = min(flat.numel(), max(step, -(-count // step) * step))
     weights = torch.zeros(size, device=mask.device)
-    weights[:count] = 1.0 / max(count, 1)
+    weights[:count] = 1.0 / max(normaliser if normaliser is not None else count, 1)
     return torch.cat([index, index.new_zeros(size - count)]), weights
 
 
@@ -74,9 +83,6 @@ class MaskedGenerator(LoopedGenerator):
         super().__init__()
         self.config = cfg
         self.num_classes = int(cfg.data.num_classes)
-        if cfg.masked.sample_precision not in SAMPLE_PRECISIONS:
-            raise ValueError(f"masked.sample_precision is {cfg.masked.sample_precision!r}; allowed: "
-                             f"{', '.join(SAMPLE_PRECISIONS)}")
         self.tokenizer = tokenizer
         self.tokenizer.requires_grad_(False)
         self.tokenizer.eval()
@@ -140,11 +146,14 @@ class MaskedGenerator(LoopedGenerator):
         if tokens.shape[1] != self.seq_len:
             raise ValueError(f"expected {self.seq_len} tokens per item, got {tokens.shape[1]}")
         labels = labels.long().to(tokens.device)
-        mask = sample_training_mask(tokens.shape[0], self.seq_len, device=tokens.device)
+        # per-token mean over the masked tokens of the whole global batch: each rank divides its sum by
+        # (global count × its share), so DDP's mean over ranks equals the single-process loss
+        mask, global_masked = sample_training_mask(tokens.shape[0], self.seq_len, device=tokens.device,
+                                                   with_global_count=True)
         inputs = torch.where(mask, torch.full_like(tokens, self.mask_id), tokens)
         exits = [student_loops] if student_loops else []
         out = self.backbone(self.embed(inputs), exit_loops=exits, prefix=self.class_token(labels, allow_dropout=True))
-        index, weights = masked_positions(mask)
+        index, weights = masked_positions(mask, normaliser=global_masked * batch_random.rank_share())
         target = tokens.flatten()[index]
         teacher = self.head(out.final.flatten(0, 1)[index])  # the head runs on (about) the masked positions only
         student = self.head(out.exits[student_loops].flatten(0, 1)[index]) if student_loops else None
@@ -161,12 +170,20 @@ class MaskedGenerator(LoopedGenerator):
 
     # -- sampling ---------------------------------------------------------------------------------------------------
     def guided_logits(self, tokens: torch.Tensor, labels: torch.Tensor, loops: int, guidance: float) -> torch.Tensor:
-        """Classifier-free guidance on logits: cond + g·(cond − uncond); g = 0 is the conditional path alone."""
-        if guidance == 0:
+        """Classifier-free guidance on logits with scale s: uncond + s·(cond − uncond), computed as
+        cond + (s − 1)·(cond − uncond) (the same value; this form keeps results bit-identical to models sampled
+        with the earlier masked convention g = s − 1). s = 1 is the conditional path alone."""
+        if guidance == 1:
             return self.logits(tokens, labels, loops)
         both = self.logits(torch.cat([tokens, tokens]), torch.cat([labels, torch.full_like(labels, -1)]), loops)
         cond, uncond = both.chunk(2)
-        return cond + guidance * (cond - uncond)
+        return cond + (guidance - 1) * (cond - uncond)
+
+    def sampling_settings(self, steps: int | None, guidance: float | None) -> tuple[int, float]:
+        """(steps, guidance s): the arguments, else ``sampling.*``, else :data:`SAMPLING_DEFAULTS`."""
+        steps = int(sampling_setting(self.config, "steps", steps or None, SAMPLING_DEFAULTS))
+        guidance = float(sampling_setting(self.config, "guidance", guidance, SAMPLING_DEFAULTS))
+        return steps, guidance
 
     @torch.no_grad()
     def generate_tokens(self, class_labels: Sequence[int] | torch.Tensor, loops: LoopSchedule = None,
@@ -175,16 +192,13 @@ class MaskedGenerator(LoopedGenerator):
         """Token grids B×h×w (video: B×t×h×w) by iterative decoding
         (see :func:`elt.masked.sampler.iterative_decode`)."""
         cfg = self.config.masked
-        steps = int(steps or cfg.sample_steps)
-        guidance = float(cfg.guidance if guidance is None else guidance)
+        steps, guidance = self.sampling_settings(steps, guidance)
         schedule = loops_per_step(loops, steps, self.trained_loops)
         labels = labels_tensor(class_labels, self.num_classes, self.device)
-        if seed is None:
-            seed = int(torch.randint(0, 2**62, (1,)))
-        generator = torch.Generator(device=self.device).manual_seed(int(seed))
-
-        autocast = (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-                    if cfg.sample_precision == "bf16" else nullcontext())
+        self.last_seed = resolve_seed(seed)
+        generator = torch.Generator(device=self.device).manual_seed(self.last_seed)
+        precision = sampling_setting(self.config, "precision", None, SAMPLING_DEFAULTS)
+        autocast = autocast_context(self.device, str(precision))
 
         def logits_fn(tokens: torch.Tensor, step: int) -> torch.Tensor:
             with autocast:
@@ -212,14 +226,12 @@ class MaskedGenerator(LoopedGenerator):
 
     def gflops_per_sample(self, loops: LoopSchedule = None, steps: int | None = None,
                           guidance: float | None = None) -> float:
-        """Transformer + head per decoding step (×2 with guidance), plus one tokenizer decode."""
-        cfg = self.config.masked
-        steps = int(steps or cfg.sample_steps)
-        guidance = float(cfg.guidance if guidance is None else guidance)
+        """Transformer + head per decoding step (×2 with guidance s ≠ 1), plus one tokenizer decode."""
+        steps, guidance = self.sampling_settings(steps, guidance)
         tokens = self.seq_len + 1  # + the class token
         head = 2 * self.seq_len * self.head[1].in_features * self.codebook_size
         total = 0.0
         for loops_k in loops_per_step(loops, steps, self.trained_loops):
             step = self.backbone.flops_per_token(tokens, loops_k) * tokens + head
-            total += step * (2 if guidance != 0 else 1)
+            total += step * (2 if guidance != 1 else 1)
         return total / 1e9 + self.tokenizer.decode_gflops()

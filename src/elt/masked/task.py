@@ -24,37 +24,10 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from elt.data.cache import cached_encode, state_dict_hash
-from elt.data.folders import ImageFolder, build_dataset
+from elt.data.datasets import build_dataset
+from elt.data.folders import ImageFolder
 from elt.masked.model import MaskedGenerator
-from elt.tokenizers.config import TOKENIZER_KINDS
-
-
-def build_tokenizer(cfg) -> torch.nn.Module:
-    """The tokenizer architecture a config names (weights are loaded by ``prepare_data`` or a checkpoint)."""
-    kind = cfg.tokenizer.kind
-    if kind != "fsq3d" and cfg.data.frames > 0:
-        raise ValueError(f"video data (data.frames={cfg.data.frames}) needs tokenizer.kind=fsq3d, got {kind!r}")
-    if kind == "fsq":
-        from elt.tokenizers.train import build_fsq
-
-        return build_fsq(cfg)
-    if kind == "fsq3d":
-        from elt.tokenizers.train import build_video_fsq
-
-        return build_video_fsq(cfg)
-    if kind == "pretrained_vq":
-        from elt.tokenizers.pretrained_vq import PretrainedVQTokenizer
-
-        if not cfg.tokenizer.pretrained_path:
-            raise ValueError("tokenizer.kind=pretrained_vq needs tokenizer.pretrained_path=FOLDER "
-                             "(a local diffusers VQModel folder)")
-        tokenizer = PretrainedVQTokenizer.from_folder(cfg.tokenizer.pretrained_path, cfg.data.image_size,
-                                                      weights=False)
-        if tokenizer.image_channels != cfg.data.channels:
-            raise ValueError(f"the VQ model takes {tokenizer.image_channels}-channel images but data.channels="
-                             f"{cfg.data.channels}")
-        return tokenizer
-    raise ValueError(f"unknown tokenizer.kind {kind!r}; allowed: {', '.join(TOKENIZER_KINDS)}")
+from elt.tokenizers.factory import build_tokenizer
 
 
 def build_generator(cfg) -> MaskedGenerator:

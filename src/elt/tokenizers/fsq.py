@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -265,17 +264,14 @@ def save_tokenizer(tokenizer: FSQTokenizer, folder: str | Path, info: dict | Non
     from safetensors.torch import save_file
 
     from elt.data.cache import state_dict_hash
+    from elt.fileio import write_json, write_via
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{WEIGHTS_FILE}.tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in tokenizer.state_dict().items()}, str(tmp))
-    mask = os.umask(0)  # safetensors writes 0600: give the file open()'s mode (0666 less the umask)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-    os.replace(tmp, folder / WEIGHTS_FILE)
+    state = {k: v.detach().contiguous().cpu() for k, v in tokenizer.state_dict().items()}
+    write_via(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
     meta = {"architecture": tokenizer.architecture(), "hash": state_dict_hash(tokenizer), **(info or {})}
-    (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+    write_json(folder / META_FILE, meta)
     return folder
 
 

@@ -20,39 +20,11 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from elt.data.folders import build_dataset
+from elt.data.datasets import build_dataset
+from elt.fileio import write_text
+from elt.tokenizers.factory import build_trainable_tokenizer
 from elt.tokenizers.fsq import FSQTokenizer, save_tokenizer
 from elt.tokenizers.video_fsq import VideoFSQTokenizer
-
-TRAINABLE_KINDS = ("fsq", "fsq3d")
-
-
-def build_fsq(cfg: DictConfig) -> FSQTokenizer:
-    """The FSQ tokenizer a config describes (random weights)."""
-    t = cfg.tokenizer
-    return FSQTokenizer(image_size=cfg.data.image_size, image_channels=cfg.data.channels, levels=list(t.levels),
-                        downsample=t.downsample, channels=t.channels)
-
-
-def build_video_fsq(cfg: DictConfig) -> VideoFSQTokenizer:
-    """The video FSQ tokenizer a config describes (random weights): clips of ``data.frames`` frames."""
-    t = cfg.tokenizer
-    if cfg.data.frames < 2:
-        raise ValueError(f"tokenizer.kind=fsq3d needs video data (data.frames >= 2, got {cfg.data.frames})")
-    return VideoFSQTokenizer(frames=cfg.data.frames, image_size=cfg.data.image_size,
-                             image_channels=cfg.data.channels, levels=list(t.levels), downsample=t.downsample,
-                             temporal_downsample=t.temporal_downsample, channels=t.channels)
-
-
-def build_tokenizer_from_cfg(cfg: DictConfig) -> FSQTokenizer | VideoFSQTokenizer:
-    """The trainable tokenizer ``tokenizer.kind`` names (``fsq`` for images, ``fsq3d`` for clips)."""
-    kind = cfg.tokenizer.kind
-    if kind == "fsq":
-        return build_fsq(cfg)
-    if kind == "fsq3d":
-        return build_video_fsq(cfg)
-    raise ValueError(f"tokenizer.kind={kind!r} is not trainable here (trainable: {', '.join(TRAINABLE_KINDS)}); "
-                     "pretrained_vq loads from tokenizer.pretrained_path")
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -109,14 +81,11 @@ def train_tokenizer(cfg: DictConfig, out_dir: str | Path, progress: bool = True)
     from elt.runtime import resolve_device, seed_everything, set_threads
     from elt.visual import save_grid
 
-    if cfg.tokenizer.kind not in TRAINABLE_KINDS:
-        raise ValueError(f"tokenizer.kind={cfg.tokenizer.kind!r} is not trainable here (trainable: "
-                         f"{', '.join(TRAINABLE_KINDS)}); pretrained_vq loads from tokenizer.pretrained_path")
     set_threads(config=cfg.train.threads)
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     out_dir = Path(out_dir)
-    tokenizer = build_tokenizer_from_cfg(cfg).to(device)
+    tokenizer = build_trainable_tokenizer(cfg).to(device)
     video = isinstance(tokenizer, VideoFSQTokenizer)
     dataset = build_dataset(cfg.data, "train")
     batch_size = min(cfg.tokenizer.batch_size, len(dataset))
@@ -172,7 +141,7 @@ def train_tokenizer(cfg: DictConfig, out_dir: str | Path, progress: bool = True)
         save_grid(out_dir / "reconstructions.png", rows, labels,
                   title=f"{tokenizer.kind} tokenizer, {split} PSNR {metrics['psnr']:.2f} dB")
     save_tokenizer(tokenizer.cpu(), out_dir, info)
-    (out_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    write_text(out_dir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
     return json.loads((out_dir / "tokenizer.json").read_text())
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -30,7 +31,8 @@ from safetensors.torch import load_file, save_file
 
 from elt import config as config_lib
 from elt.core.generator import LoopedGenerator
-from elt.errors import CheckpointError
+from elt.errors import CheckpointError, UserError
+from elt.fileio import OutputError, atomic_dir, describe, fsync_dir, write_text
 
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.safetensors"
@@ -67,6 +69,22 @@ def ordinary_mode(path: str | Path) -> None:
     os.chmod(path, 0o666 & ~mask)
 
 
+STEP_NAME = re.compile(r"step_\d{7,}")
+
+
+class NonFiniteWeightsError(UserError):
+    """Weights hold NaN/Inf: never written as a checkpoint, never loaded as one."""
+
+
+def first_non_finite(state: dict[str, torch.Tensor]) -> str | None:
+    """Name of the first floating-point tensor holding NaN/Inf, or ``None`` (one pass over the weights,
+    a fraction of a training step)."""
+    for name, tensor in state.items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
 def _contiguous_state(module: torch.nn.Module | dict) -> dict[str, torch.Tensor]:
     state = module if isinstance(module, dict) else module.state_dict()
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
@@ -79,59 +97,54 @@ def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torc
 
     ``model``/``ema`` are modules or already-gathered state dicts; ``keep`` > 0 keeps that many newest.
     """
+    model_state, ema_state = _contiguous_state(model), _contiguous_state(ema) if ema is not None else None
+    for label, weights in (("weights", model_state), ("EMA weights", ema_state or {})):
+        bad = first_non_finite(weights)
+        if bad is not None:
+            raise NonFiniteWeightsError(f"the {label} hold NaN/Inf at step {step} ({bad}); no checkpoint was "
+                                        "written (lower train.lr or train.grad_clip, or check the data; resume "
+                                        "with --resume auto from the last finite checkpoint)")
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp(root)
     final = root / f"step_{step:07d}"
     tmp = root / f"{TMP_PREFIX}{step:07d}_{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    (tmp / CONFIG_FILE).write_text(config_lib.to_yaml(cfg))
-    save_file(_contiguous_state(model), str(tmp / MODEL_FILE), metadata={"step": str(step)})
-    if ema is not None:
-        save_file(_contiguous_state(ema), str(tmp / EMA_FILE), metadata={"step": str(step)})
-    if state is not None:
-        torch.save(state, tmp / STATE_FILE)
-    for item in tmp.iterdir():
-        ordinary_mode(item)
-    sizes = {item.name: item.stat().st_size for item in sorted(tmp.iterdir())}
-    (tmp / MANIFEST_FILE).write_text(json.dumps({"step": step, "files": sizes}, indent=1))
-    _fsync_dir(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _write_atomic(root / "latest", final.name)
-    _fsync_path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale_tmp(root)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        (tmp / CONFIG_FILE).write_text(config_lib.to_yaml(cfg))
+        save_file(model_state, str(tmp / MODEL_FILE), metadata={"step": str(step)})
+        if ema_state is not None:
+            save_file(ema_state, str(tmp / EMA_FILE), metadata={"step": str(step)})
+        if state is not None:
+            torch.save(state, tmp / STATE_FILE)
+        for item in tmp.iterdir():
+            ordinary_mode(item)
+        sizes = {item.name: item.stat().st_size for item in sorted(tmp.iterdir())}
+        (tmp / MANIFEST_FILE).write_text(json.dumps({"step": step, "files": sizes}, indent=1))
+        _fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        write_text(root / "latest", final.name)
+        fsync_dir(root)
+    except OSError as exc:  # disk full, ...: nothing under a final name, the previous checkpoint stays newest
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(f"cannot write the checkpoint of step {step} to {str(final)!r}: "
+                          f"{describe(exc)}; the previous checkpoint is kept "
+                          "(continue with --resume auto)") from exc
     _prune(root, keep, final)
     return final
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _fsync_dir(path: Path) -> None:
     for item in path.iterdir():
         with open(item, "rb") as handle:
             os.fsync(handle.fileno())
-    _fsync_path(path)
-
-
-def _fsync_path(path: Path) -> None:
-    """Flush a directory entry (a rename into it) to disk; not possible on every platform."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(path)
 
 
 def _remove_stale_tmp(root: Path) -> None:
@@ -185,14 +198,32 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if is_complete(path):
         return path
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    latest = root / "latest"
-    if latest.is_file() and is_complete(root / latest.read_text().strip()):
-        return root / latest.read_text().strip()
+    pointed = read_latest(root)
+    if pointed is not None:
+        return pointed
     complete = checkpoints_newest_first(root)
     if complete:
         return complete[0]
     raise CheckpointError(f"no checkpoint at {str(path)!r}: expected a directory with {CONFIG_FILE} and "
                           f"{MODEL_FILE}, or a run directory with checkpoints/step_*")
+
+
+def read_latest(root: Path) -> Path | None:
+    """The complete checkpoint ``root/latest`` names, or ``None``. The pointer must be a bare
+    ``step_NNNNNNN`` name inside ``root`` (an untrusted run directory cannot point elsewhere)."""
+    latest = root / "latest"
+    try:
+        name = latest.read_text().strip() if latest.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not STEP_NAME.fullmatch(name):
+        if name:
+            warn(f"ignoring {latest}: it must name a step_NNNNNNN folder next to it")
+        return None
+    target = root / name
+    if target.is_symlink() or not is_complete(target):
+        return None
+    return target
 
 
 def warn(message: str) -> None:
@@ -203,40 +234,129 @@ def load_config_of(path: str | Path) -> DictConfig:
     return config_lib.from_yaml_file(resolve_checkpoint(path) / CONFIG_FILE)
 
 
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file as a state dict; a damaged file is a one-line :class:`CheckpointError`."""
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error type for empty/truncated/garbage files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{str(path)!r} is damaged or not a safetensors weights file ({reason}); use "
+                              "another checkpoint") from None
+
+
+def load_state_into(module: torch.nn.Module, state: dict[str, torch.Tensor], weights: Path, config: Path,
+                    strict: bool = False) -> None:
+    """``module.load_state_dict`` with size mismatches and missing keys as one-line errors."""
+    current = module.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(current[k].shape)}" for k, v in state.items()
+             if k in current and torch.is_tensor(v) and tuple(v.shape) != tuple(current[k].shape)]
+    missing = [k for k in current if k not in state]
+    unexpected = [k for k in state if k not in current]
+    if wrong or unexpected or (strict and missing) or (missing and not state):
+        detail = (f"wrong sizes {wrong[:2]}" if wrong else
+                  f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise CheckpointError(f"{str(weights)!r} does not match the architecture in {str(config)!r}: {detail}")
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        raise CheckpointError(f"{str(weights)!r} does not match the architecture in {str(config)!r}: "
+                              f"missing {result.missing_keys[:3]}")
+
+
 def load_generator(path: str | Path, ema: bool = True, device: str | torch.device = "cpu",
                    overrides: list[str] | tuple[str, ...] = ()) -> LoopedGenerator:
     """Rebuild the generator a checkpoint describes and load its (EMA by default) weights; eval mode.
     ``overrides`` (``"masked.temperature_base=4.5"``, ...) change sampling settings only
-    (:data:`elt.config.SAMPLING_KEYS`)."""
+    (:data:`elt.config.SAMPLING_KEYS`). Damaged, mis-sized or non-finite weights are a one-line error."""
     from elt import registry  # the registry imports paradigms lazily
 
     ckpt = resolve_checkpoint(path)
     cfg = config_lib.from_yaml_file(ckpt / CONFIG_FILE, sampling_overrides=overrides)
     generator = registry.build_generator(cfg)
     weights = ckpt / EMA_FILE if ema and (ckpt / EMA_FILE).is_file() else ckpt / MODEL_FILE
-    missing, unexpected = generator.load_state_dict(load_file(str(weights)), strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{weights} does not match the architecture in {ckpt / CONFIG_FILE}: "
-                              f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+    state = load_weights(weights)
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise CheckpointError(f"{str(weights)!r} holds NaN/Inf weights ({bad}); sampling from it would give blank "
+                              "images: use an earlier checkpoint of the run")
+    load_state_into(generator, state, weights, ckpt / CONFIG_FILE)
+    if not isinstance(device, torch.device):
+        from elt.runtime import resolve_device
+
+        device = resolve_device(str(device))  # an unknown or missing device is one line, not a traceback
     return generator.to(device).eval()
+
+
+def is_export(path: Path) -> bool:
+    """A folder written by :func:`export_inference` (config + weights, no training state)."""
+    if not ((path / CONFIG_FILE).is_file() and (path / MODEL_FILE).is_file()):
+        return False
+    if (path / STATE_FILE).exists() or (path / MANIFEST_FILE).exists():
+        return False
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path / MODEL_FILE), "pt") as handle:
+            return "exported_from" in (handle.metadata() or {})
+    except Exception:
+        return False
+
+
+def check_export_target(ckpt: Path, out: Path) -> None:
+    """Export never writes into its source, into another checkpoint or run, or over a non-empty folder
+    (a previous export may be replaced)."""
+    source, target = ckpt.resolve(), out.resolve()
+    run = source.parent.parent if source.parent.name == "checkpoints" else source
+    if target == source or source.is_relative_to(target) or target.is_relative_to(source) or \
+            target.is_relative_to(run / "checkpoints"):
+        raise CheckpointError(f"--out {str(out)!r} is the checkpoint being exported (or inside/around it); "
+                              "export writes a new folder: choose another --out")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {str(out)!r} is an existing file, not a directory; choose another path")
+    if out.is_dir() and any(out.iterdir()) and not is_export(out):
+        kind = ("a checkpoint" if is_complete(out) or (out / "checkpoints").is_dir() or (out / STATE_FILE).exists()
+                else "a folder that is not empty")
+        raise CheckpointError(f"--out {str(out)!r} is {kind}; export only writes a new folder or replaces an "
+                              "earlier export: choose another --out")
 
 
 def export_inference(path: str | Path, out_dir: str | Path, half: bool = True) -> Path:
     """Write an inference-only checkpoint: ``config.yaml`` and the EMA weights (fp16 when ``half``) as
-    ``model.safetensors`` — what ``elt.load`` needs, at a fraction of a training checkpoint's size."""
+    ``model.safetensors`` — what ``elt.load`` needs, at a fraction of a training checkpoint's size.
+
+    The folder is built under a temporary name and renamed; ``out_dir`` must not be the source checkpoint,
+    another checkpoint or a non-empty folder (an earlier export is replaced)."""
+    from elt.fileio import check_output_dir
+
     ckpt = resolve_checkpoint(path)
+    out = Path(out_dir)
+    check_export_target(ckpt, out)
+    check_output_dir(out, "--out")
+    config_lib.from_yaml_file(ckpt / CONFIG_FILE)  # a valid, plain config (no interpolations)
     weights = ckpt / EMA_FILE if (ckpt / EMA_FILE).is_file() else ckpt / MODEL_FILE
-    state = load_file(str(weights))
+    state = load_weights(weights)
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise CheckpointError(f"{str(weights)!r} holds NaN/Inf weights ({bad}); export an earlier checkpoint")
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text((ckpt / CONFIG_FILE).read_text())
-    save_file(state, str(out / MODEL_FILE), metadata={"exported_from": str(ckpt), "weights": weights.name})
-    ordinary_mode(out / MODEL_FILE)
+    config_text = (ckpt / CONFIG_FILE).read_text()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out, replace=True) as tmp:
+        (tmp / CONFIG_FILE).write_text(config_text)
+        save_file(state, str(tmp / MODEL_FILE), metadata={"exported_from": str(ckpt), "weights": weights.name})
+        ordinary_mode(tmp / MODEL_FILE)
     return out
 
 
 def load_training_state(ckpt: str | Path) -> dict[str, Any] | None:
+    """``state.pt`` loaded with ``weights_only=True``; a damaged or foreign file is a one-line error (never the
+    advice to load it unsafely)."""
     state = Path(ckpt) / STATE_FILE
-    return torch.load(state, map_location="cpu", weights_only=True) if state.is_file() else None
+    if not state.is_file():
+        return None
+    try:
+        return torch.load(state, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        kind = "empty" if state.stat().st_size == 0 else "damaged or not an elt training state"
+        raise CheckpointError(f"{str(state)!r} is {kind} ({type(exc).__name__}); resume from another "
+                              "checkpoint") from None

@@ -4,7 +4,10 @@ Only rank 0 logs. A record is one flat dict of numbers per logged step: loss par
 ``student_gt``, ``distill``), ``lambda``, ``student_loops`` (L_int), ``lr``, ``grad_norm``, throughput
 (``samples_per_s``, ``tokens_per_s``), ``mfu`` and memory. On resume from step s, records after s (from
 the interrupted run, past its last checkpoint) are dropped from the JSONL and purged from TensorBoard,
-so a resumed curve has no duplicate steps.
+so a resumed curve has no duplicate steps; a partial last line (a run killed mid-write) is dropped. A fresh
+start (step 0) in a directory that already has a ``log.jsonl`` never appends to it: the old log is kept
+as ``log.1.jsonl`` (``log.2.jsonl``, ... for earlier ones) and a new one begins. TensorBoard event files of
+the earlier run stay in ``RUN/tensorboard``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from elt.fileio import output_error, write_text
 
 
 class RunLogger:
@@ -30,6 +35,8 @@ class RunLogger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume_step is not None:
             self._truncate_after(resume_step)
+        else:
+            self._rotate()
         self._file = open(self.path, "a")
         if cfg.train.tensorboard:
             try:
@@ -41,21 +48,47 @@ class RunLogger:
         if cfg.train.wandb:
             self._wandb = _start_wandb(self.run_dir, cfg)
 
+    def _rotate(self) -> None:
+        """Keep an earlier run's log as ``log.N.jsonl`` (N = 1 for the newest) instead of appending to it."""
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return
+        number = 1
+        while self.path.with_name(f"log.{number}.jsonl").exists():
+            number += 1
+        for index in range(number, 1, -1):  # shift older ones up: log.1 is always the previous run
+            self.path.with_name(f"log.{index - 1}.jsonl").rename(self.path.with_name(f"log.{index}.jsonl"))
+        self.path.rename(self.path.with_name("log.1.jsonl"))
+        print(f"elt: warning: {self.run_dir} already had a log.jsonl (a run started from step 0 before); kept "
+              "it as log.1.jsonl", file=sys.stderr)
+
     def _truncate_after(self, step: int) -> None:
         if not self.path.is_file():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(self.path)
+        kept, dropped = [], 0
+        for line in self.path.read_text(errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:  # a partial line of a killed run
+                dropped += 1
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                kept.append(line)
+        if dropped:
+            print(f"elt: warning: dropped {dropped} unreadable line(s) of {self.path} (a partial write of an "
+                  "interrupted run)", file=sys.stderr)
+        write_text(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         step = int(record["step"])
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as exc:  # disk full: one line naming the log (the checkpoints are unaffected)
+            raise output_error(self.path, exc) from exc
         numbers = {k: v for k, v in record.items() if isinstance(v, int | float) and v == v and k != "step"}
         if self._tb is not None:
             for key, value in numbers.items():
@@ -102,6 +135,6 @@ def _start_wandb(run_dir: Path, cfg: DictConfig):
         return None
     id_file = run_dir / "wandb_id"
     run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
-    id_file.write_text(run_id)
+    write_text(id_file, run_id)
     return wandb.init(project=cfg.train.wandb_project, dir=str(run_dir), id=run_id, resume="allow",
                       name=run_dir.name, config=OmegaConf.to_container(cfg, resolve=True))

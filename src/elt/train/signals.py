@@ -1,8 +1,10 @@
 """Preemption: SIGTERM (cluster schedulers, torchrun shutting down) and SIGINT (Ctrl-C) become a request
 to stop that the training loop honours at the next step boundary, after writing a checkpoint.
 
-The handler only sets a flag, so a signal never interrupts a checkpoint being written. A second signal
-of the same kind restores the default behaviour and re-raises it: pressing Ctrl-C twice aborts at once.
+The handler only sets a flag, so a signal never interrupts a checkpoint being written. A second SIGINT
+restores the default behaviour and re-raises it: pressing Ctrl-C twice aborts at once. Repeated SIGTERMs
+keep the one request (torchrun's agent sends its workers SIGTERM more than once while shutting down;
+it kills them with SIGKILL only after its grace period).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ class TrainingInterrupted(Exception):
     """Training stopped early on a signal, after writing a checkpoint at ``step``; resume with
     ``--resume auto``. The CLI turns it into exit status 128 + signal number (143 for SIGTERM)."""
 
-    def __init__(self, signum: int, step: int, checkpoint):
+    def __init__(self, signum: int, step: int, checkpoint, announce: bool = True):
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        self.announce = announce  # False on ranks other than 0: one stop message per run, not per process
         name = signal.Signals(signum).name
         super().__init__(f"stopped by {name} at step {step}; checkpoint {checkpoint} "
                          "(continue with --resume auto)")
@@ -41,7 +44,7 @@ class GracefulStop:
         return self.signum is not None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum == signum:  # second time: the user insists
+        if self.signum == signum and signum == signal.SIGINT:  # Ctrl-C twice: the user insists
             signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
             signal.raise_signal(signum)
             return

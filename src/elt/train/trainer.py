@@ -11,7 +11,7 @@ fused AdamW, attention through SDPA (flash kernels); options: ``train.compile`` 
 compiled once) and ``model.checkpoint_loops`` (per-loop activation checkpointing).
 
 A run is resumable exactly: the checkpoint holds model, EMA, optimizer, step (which fixes the LR and λ
-schedules), data position, and the RNG states of every rank and of the L_int sampler. SIGTERM/SIGINT
+schedules), data position, and the RNG states of every rank and of the L_int draws. SIGTERM/SIGINT
 write a checkpoint at the next step boundary (:class:`TrainingInterrupted`); a NaN/Inf loss stops the
 run naming the step (:class:`NonFiniteLossError`).
 """
@@ -28,22 +28,27 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from elt import config as config_lib
 from elt import registry
-from elt.core.ilsd import StudentLoopSampler, ilsd_lambda
-from elt.runtime import autocast_context, resolve_device, seed_everything, set_threads, uses_bf16  # noqa: F401
+from elt.core import batch_random
+from elt.core.ilsd import StudentLoopDraw, ilsd_lambda
+from elt.errors import UserError
+from elt.fileio import check_output_dir, exclusive_lock, write_text
+from elt.runtime import autocast_context, seed_everything, set_threads, uses_bf16
 from elt.sampling import sample_grid_rows
 from elt.train import distributed as dist_lib
 from elt.train.checkpoint import (
     EMA_FILE,
     MODEL_FILE,
     CheckpointError,
+    NonFiniteWeightsError,
     checkpoints_newest_first,
+    first_non_finite,
     load_training_state,
+    load_weights,
     resolve_checkpoint,
     save_checkpoint,
     warn,
@@ -58,8 +63,18 @@ from elt.visual import save_grid
 STATE_FORMAT = 2
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/Inf loss; stops the run instead of silently training on."""
+class NonFiniteLossError(UserError, RuntimeError):
+    """Training produced a NaN/Inf loss; stops the run (one line naming the step) instead of training on."""
+
+
+def run_lock(run_dir: str | Path, env: DistEnv):
+    """The exclusive lock of a run directory, held by rank 0 while it trains there (a no-op elsewhere):
+    a second training on the same directory is refused with a message naming the holder."""
+    from contextlib import nullcontext
+
+    if not env.is_main:
+        return nullcontext()
+    return exclusive_lock(run_dir, ".lock", what="run directory")
 
 
 def configure_backends(device: torch.device, tf32: bool) -> None:
@@ -115,11 +130,15 @@ class Trainer:
     """Owns the model, EMA, optimizer and schedules of one run directory (on one rank)."""
 
     def __init__(self, cfg: DictConfig, run_dir: str | Path | None = None, progress: bool = True,
-                 env: DistEnv | None = None):
+                 env: DistEnv | None = None, compile_backend: str = "inductor"):
+        """``compile_backend``: the torch.compile backend when ``train.compile`` is set (``eager`` checks
+        tracing only; ``elt bench trainer --compile-backend``)."""
         self.cfg = cfg
         self.env = env or dist_lib.current_env(cfg.train.device)
         self.device = self.env.device
         self.run_dir = Path(run_dir or cfg.train.out_dir)
+        if self.env.is_main:  # before any work: an out_dir that cannot be written fails now, not at the end
+            check_output_dir(self.run_dir, "train.out_dir")
         self.progress = progress and self.env.is_main
         set_threads(config=cfg.train.threads)
         configure_backends(self.device, cfg.train.tf32)
@@ -134,7 +153,7 @@ class Trainer:
         self.generator.to(self.device)
         self.ema = EMA(self.generator, cfg.train.ema_decay)
         if cfg.train.compile:
-            compile_blocks(self.generator)
+            compile_blocks(self.generator, backend=compile_backend)
         self.model = dist_lib.wrap_for_training(self.generator, self.env, cfg.train.distributed,
                                                 cfg.train.find_unused_parameters)
         self.sharded = self.env.enabled and cfg.train.distributed == "fsdp"
@@ -146,8 +165,8 @@ class Trainer:
             weight_decay=cfg.train.weight_decay,
             **({"fused": True} if self.device.type == "cuda" else {}),
         )
-        self.student_sampler = (
-            StudentLoopSampler(cfg.model.loops, cfg.ilsd.min_student_loops, seed=cfg.train.seed + 1)
+        self.student_draw = (
+            StudentLoopDraw(cfg.model.loops, cfg.ilsd.min_student_loops, seed=cfg.train.seed + 1)
             if cfg.ilsd.mode == "ilsd" else None
         )
         self.global_batch = min(cfg.train.batch_size, len(self.dataset) - len(self.dataset) % world)
@@ -205,8 +224,8 @@ class Trainer:
                          "total_steps": self.cfg.train.steps},
             "optimizer": optimizer, "ema": self.ema.state_dict(), "rng": rng,
         }
-        if self.student_sampler is not None:
-            state["student_sampler"] = self.student_sampler.state_dict()
+        if self.student_draw is not None:
+            state["student_draw"] = self.student_draw.state_dict()
         return state
 
     def resume_from(self, path: str | Path) -> Path:
@@ -217,12 +236,14 @@ class Trainer:
         if not (path / MODEL_FILE).is_file():
             candidates += [c for c in checkpoints_newest_first(path) if c != candidates[0]]
         errors = []
-        for ckpt in candidates:
+        for index, ckpt in enumerate(candidates):
             try:
                 self._load(ckpt)
             except Exception as exc:  # a damaged file fails in many ways; the next candidate may load
                 errors.append(f"{ckpt.name}: {exc}".splitlines()[0])
-                if self.env.is_main:
+                if len(candidates) == 1:
+                    raise CheckpointError(f"cannot resume from {str(ckpt)!r}: {exc}".splitlines()[0]) from None
+                if self.env.is_main and index + 1 < len(candidates):
                     warn(f"cannot resume from {ckpt} ({errors[-1]}); trying an older checkpoint")
                 continue
             self.resumed_from = ckpt
@@ -236,9 +257,17 @@ class Trainer:
         if state.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{ckpt}/state.pt is from another version of elt (format "
                                   f"{state.get('format')}, expected {STATE_FORMAT})")
-        model = load_file(str(ckpt / MODEL_FILE))
-        ema = load_file(str(ckpt / EMA_FILE))
+        model = load_weights(ckpt / MODEL_FILE)
+        ema = load_weights(ckpt / EMA_FILE)
+        for name, weights in (("weights", model), ("EMA weights", ema)):
+            bad = first_non_finite(weights)
+            if bad is not None:
+                raise CheckpointError(f"its {name} hold NaN/Inf ({bad})")
         current = self.generator.state_dict()
+        wrong = [k for k, v in model.items() if k not in current or tuple(v.shape) != tuple(current[k].shape)]
+        if wrong or set(current) - set(model):
+            raise CheckpointError(f"{ckpt / MODEL_FILE} does not match this config's architecture "
+                                  f"({(wrong or sorted(set(current) - set(model)))[:2]})")
         self.generator.load_state_dict({k: dist_lib.shard_like(v, current[k]) for k, v in model.items()})
         self.ema.load_weights(ema)
         self.ema.load_state_dict(state["ema"])
@@ -257,13 +286,21 @@ class Trainer:
                 warn(f"checkpoint was written by {len(state['rng'])} processes, this run has "
                      f"{self.env.world_size}: random streams are re-seeded (not bit-exact)")
             seed_everything(dist_lib.rank_seed(self.cfg.train.seed, self.env.rank) + self.step)
-        if self.student_sampler is not None and "student_sampler" in state:
-            self.student_sampler.load_state_dict(state["student_sampler"])
+        saved_draw = state.get("student_draw", state.get("student_sampler"))  # earlier checkpoints: student_sampler
+        if self.student_draw is not None and saved_draw is not None:
+            self.student_draw.load_state_dict(saved_draw)
 
     def save(self) -> Path:
-        """Checkpoint the current step (every rank calls it; rank 0 writes)."""
+        """Checkpoint the current step (every rank calls it; rank 0 writes). Non-finite weights are never
+        written: every rank sees the same full weights and stops with :class:`NonFiniteWeightsError`."""
         model = dist_lib.gather_full(self.generator.state_dict())
         ema = self.ema.materialize()
+        for label, weights in (("weights", model), ("EMA weights", ema.state_dict())):
+            bad = first_non_finite(weights)
+            if bad is not None:
+                raise NonFiniteWeightsError(f"the {label} hold NaN/Inf after step {self.step} ({bad}); no "
+                                            "checkpoint was written (lower train.lr or train.grad_clip, or check "
+                                            "the data; --resume auto continues from the last finite checkpoint)")
         state = self.training_state()
         path = self.run_dir / "checkpoints" / f"step_{self.step:07d}"
         if self.env.is_main:
@@ -280,13 +317,17 @@ class Trainer:
         cfg = self.cfg
         self.model.train()
         lam = self.lam_at(self.step)
-        student_loops = self.student_sampler.sample() if self.student_sampler is not None else None
+        student_loops = self.student_draw.draw() if self.student_draw is not None else None
         lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with autocast_context(self.device, cfg.train.precision):
+        # noise, masks, timesteps and label dropout keyed by the global sample index: W ranks draw what one
+        # process draws for the same items (rank r holds global positions r, r + W, ... of the step's batch)
+        world, rank = self.env.world_size, self.env.rank
+        rows = torch.arange(self.per_rank_batch) * world + rank
+        with autocast_context(self.device, cfg.train.precision), \
+                batch_random.keyed_draws(cfg.train.seed, self.step, rows, self.global_batch):
             terms = dist_lib.as_terms(self.model(to_device(batch, self.device), student_loops, lam))
-        world = self.env.world_size
         loss_sum, stops = dist_lib.all_reduce_sum([float(terms.total.detach()), float(stop_requested)], self.env)
         loss_value = loss_sum / world
         if not math.isfinite(loss_value):
@@ -344,13 +385,20 @@ class Trainer:
         SIGTERM/SIGINT arrives."""
         cfg = self.cfg
         stop = cfg.train.steps if until is None else min(until, cfg.train.steps)
+        with run_lock(self.run_dir, self.env):
+            return self._fit(stop)
+
+    def _fit(self, stop: int) -> Path:
+        cfg = self.cfg
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(config_lib.to_yaml(cfg))
+            write_text(self.run_dir / "config.yaml", config_lib.to_yaml(cfg))
         batches = self._batches()
         bar = tqdm(total=cfg.train.steps, initial=self.step, desc="train", disable=not self.progress,
                    dynamic_ncols=True)
-        resume_step = self.step if self.resumed_from is not None else None
+        # a continuation (resumed, or this trainer already trained) keeps the log up to this step; a fresh
+        # start never appends to an earlier run's log (RunLogger rotates it)
+        resume_step = self.step if self.resumed_from is not None or self.step > 0 else None
         logger = RunLogger(self.run_dir, cfg, enabled=self.env.is_main, resume_step=resume_step)
         window_start, window_steps = time.perf_counter(), 0
         with GracefulStop(cfg.train.handle_signals) as stopper, logger:
@@ -372,7 +420,7 @@ class Trainer:
                 if self._stop_agreed:
                     bar.close()
                     checkpoint = self.save()
-                    raise TrainingInterrupted(stopper.signum or 15, self.step, checkpoint)
+                    raise TrainingInterrupted(stopper.signum or 15, self.step, checkpoint, announce=self.env.is_main)
                 if cfg.train.sample_every and self.step % cfg.train.sample_every == 0:
                     self.write_grid()
                 if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
@@ -392,12 +440,20 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     CPU) and tears it down at the end.
     """
     with dist_lib.distributed_session(cfg.train.device) as env:
-        trainer = Trainer(cfg, progress=progress, env=env)
-        if resume == "auto":
-            if checkpoints_newest_first(trainer.run_dir):
-                ckpt = trainer.resume_from(trainer.run_dir)
-                if env.is_main:
-                    print(f"elt: resuming from {ckpt} (step {trainer.step})", file=sys.stderr)
-        elif resume:
-            trainer.resume_from(resume)
-        return trainer.fit()
+        run_dir = Path(cfg.train.out_dir)
+        if env.is_main:
+            check_output_dir(run_dir, "train.out_dir")
+        with run_lock(run_dir, env):  # held from data preparation (tokenizer, caches) to the last checkpoint
+            trainer = Trainer(cfg, progress=progress, env=env)
+            if resume == "auto":
+                if checkpoints_newest_first(trainer.run_dir):
+                    ckpt = trainer.resume_from(trainer.run_dir)
+                    if env.is_main:
+                        print(f"elt: resuming from {ckpt} (step {trainer.step})", file=sys.stderr)
+            elif resume:
+                trainer.resume_from(resume)
+            elif env.is_main and checkpoints_newest_first(trainer.run_dir):
+                warn(f"starting step 0 in {trainer.run_dir}, which holds checkpoints up to "
+                     f"{checkpoints_newest_first(trainer.run_dir)[0].name}: they are kept beside the new ones "
+                     "(continue that run instead with --resume auto)")
+            return trainer.fit()

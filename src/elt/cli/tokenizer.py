@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from elt.errors import UserError
+
 
 def tokenizer_dir(cfg, out: str | None = None) -> Path:
     """Where a config's tokenizer lives: ``--out``, else ``tokenizer.path``, else ``RUN/tokenizer``."""
@@ -21,15 +23,18 @@ def tokenizer_dir(cfg, out: str | None = None) -> Path:
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from elt.config import load_config
-    from elt.errors import UserError
+    from elt.tokenizers.factory import TRAINABLE_KINDS
     from elt.tokenizers.fsq import is_saved
-    from elt.tokenizers.train import TRAINABLE_KINDS, train_tokenizer
+    from elt.tokenizers.train import train_tokenizer
 
     cfg = load_config(args.config, args.overrides)
     if cfg.tokenizer.kind not in TRAINABLE_KINDS:
         raise UserError(f"tokenizer.kind={cfg.tokenizer.kind} is not trainable here; only "
                         f"{' and '.join(TRAINABLE_KINDS)} are (pretrained_vq loads from tokenizer.pretrained_path)")
     out = tokenizer_dir(cfg, args.out)
+    from elt.fileio import check_output_dir
+
+    check_output_dir(out, "tokenizer output folder")
     if is_saved(out) and not args.force:
         raise UserError(f"a tokenizer already exists in {out}; pass --force to retrain it or --out DIR")
     try:
@@ -44,7 +49,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
+def add_parsers(sub) -> None:
     tokenizer = sub.add_parser("tokenizer", help="train an image or video tokenizer",
                                description="Tokenizer commands (images: tokenizer.kind=fsq; video: fsq3d).")
     commands = tokenizer.add_subparsers(dest="tokenizer_command", metavar="COMMAND")

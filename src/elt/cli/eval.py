@@ -6,6 +6,8 @@
     elt eval floor                                                        real-vs-real floor of the domain metrics
     elt eval merge DIR_OR_JSON [...] --out DIR                            one table/plot from several sweeps
     elt eval video --samples DIR --real-data moving_fmnist                video metrics (elt.eval.video)
+
+The argparse glue and input checks; the metrics, sweeps and suites live in :mod:`elt.eval`.
 """
 
 from __future__ import annotations
@@ -14,17 +16,9 @@ import argparse
 import json
 from pathlib import Path
 
-from elt.cli import UserError, parse_loops, positive_int
-
-
-def parse_steps(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid steps list {text!r}; use e.g. 8 or 8,16") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"invalid steps list {text!r}; steps are integers >= 1")
-    return values
+from elt.cli.args import parse_loops, parse_steps, positive_int
+from elt.errors import UserError
+from elt.fileio import check_output_dir, write_json
 
 
 def _user_errors():
@@ -129,8 +123,12 @@ def check_domain_inputs(models) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from elt.config import check_options
     from elt.eval.sweep import check_samples, run_sweep, write_outputs
 
+    check_options(not_negative={"--threads": args.threads}, seeds={"--seed": args.seed},
+                  finite={"--guidance": args.guidance})
+    check_output_dir(args.out, "--out")  # before any sampling: a bad --out fails now, not after the sweep
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     check_model_args(args)
@@ -157,17 +155,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     """Several ``elt eval`` outputs (e.g. models swept at different loop counts) → one table and one plot."""
-    from elt.eval.sweep import SweepInputError, merge_results, write_outputs
+    from elt.eval.sweep import SweepInputError, check_result_shape, merge_results, write_outputs
 
+    check_output_dir(args.out, "--out")
     results = []
     for source in args.sources:
         path = Path(source) / "eval.json" if Path(source).is_dir() else Path(source)
         if not path.is_file():
             raise UserError(f"no eval.json at {source} (give a folder written by 'elt eval' or its eval.json)")
         try:
-            results.append(json.loads(path.read_text()))
-        except json.JSONDecodeError as exc:
+            result = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise UserError(f"{path} is not valid JSON: {exc}") from exc
+        try:
+            check_result_shape(result)
+        except SweepInputError as exc:
+            raise UserError(f"{path}: {exc}") from exc
+        results.append(result)
     try:
         result = merge_results(results)
     except SweepInputError as exc:
@@ -197,9 +201,12 @@ def print_table(result: dict) -> None:
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from elt.config import check_options
     from elt.eval.classifier import ASSETS, RECORD_NAME, load_classifier, train_classifier
 
+    check_options(not_negative={"--threads": args.threads}, seeds={"--seed": args.seed})
     out = Path(args.out or ASSETS)
+    check_output_dir(out, "--out")
     try:
         record = train_classifier(out, epochs=args.epochs, seed=args.seed, threads=args.threads,
                                   data_root=args.data_root, progress=not args.no_progress)
@@ -208,7 +215,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         if not args.no_floor:
             record["floor"] = compute_floor(load_classifier(out / record["weights"]), args.floor_num,
                                             args.data_root, not args.no_progress)
-            (out / RECORD_NAME).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+            write_json(out / RECORD_NAME, record, ensure_ascii=False)
             print("real-vs-real floor:", json.dumps(record["floor"]))
     except _user_errors() as exc:
         raise UserError(str(exc)) from exc
@@ -226,8 +233,10 @@ def compute_floor(extractor, num: int, data_root=None, progress: bool = True) ->
 
 
 def cmd_floor(args: argparse.Namespace) -> int:
+    from elt.config import check_options
     from elt.eval.classifier import load_classifier
 
+    check_options(not_negative={"--threads": args.threads})
     if args.threads > 0:
         import torch
 
@@ -240,7 +249,7 @@ def cmd_floor(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser(
         "eval", help="quality vs compute over loop counts (and the domain classifier)",
         usage="elt eval --ckpt DIR [--ckpt DIR ...] [--samples DIR ...] [--loops 1-5] [--steps S,...] [--num N] "
@@ -259,7 +268,7 @@ def add_parser(sub) -> None:
                    help="folder of 'elt sample' output (samples_L<L>.npz) to evaluate instead of sampling; "
                         "pairs with --ckpt by position (which then gives GFLOPs/latency)")
     p.add_argument("--name", action="append", help="legend name per model (default: run directory [mode])")
-    p.add_argument("--loops", type=parse_loops, default=None, help="loop counts, e.g. 1-5 or 1,2,4,6 "
+    p.add_argument("--loops", type=parse_loops, default=None, help="loop counts used for sampling, e.g. 1-5 or 1,2,4,6 "
                    "(default 1..L_max)")
     p.add_argument("--steps", type=parse_steps, default=None, help="sampling steps, e.g. 8 or 8,16 "
                    "(default: the config's)")
@@ -276,7 +285,9 @@ def add_parser(sub) -> None:
                         "cache); never downloaded")
     p.add_argument("--i3d", default=None, help="I3D TorchScript file (else $ELT_I3D_WEIGHTS)")
     p.add_argument("--data-root", default=None, help="Fashion-MNIST folder (default: $ELT_DATA, Debian path)")
-    p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the config's)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale s: output = uncond + s·(cond − uncond), 1 = conditional only, "
+                        "0 = unconditional (default: the config's sampling.guidance)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--latency-batch", type=positive_int, default=1, help="batch size of the latency runs")
@@ -321,6 +332,112 @@ def add_parser(sub) -> None:
     m.add_argument("--out", required=True, help="output directory")
     m.add_argument("--title", default=None, help="plot title")
     m.set_defaults(func=cmd_merge)
-    from elt.eval.video import add_video_parser
-
     add_video_parser(actions)
+
+
+# -- `elt eval video` ------------------------------------------------------------------------------------------------
+def add_video_parser(actions) -> None:
+    """Register ``elt eval video`` on the ``elt eval`` action subparsers."""
+    v = actions.add_parser(
+        "video", help="video metrics of 'elt sample' output (per-frame FD_cls, accuracy, motion, FVD)",
+        description="Evaluate samples_L<L>.npz videos (uint8 N×T×H×W×C) against real clips: per-frame FD_cls, "
+                    "frame/video class accuracy and class consistency from the Fashion-MNIST classifier on 32×32 "
+                    "crops centred on the sprite, the motion FD of trajectory descriptors, and FVD with --i3d. "
+                    "Writes video_eval.json and video_eval.png (metrics vs loop count, real floor dashed).")
+    v.add_argument("--samples", required=True, help="folder written by 'elt sample' (samples_L<L>.npz)")
+    v.add_argument("--real", default=None, help=".npz of real clips (arr_0 uint8 N×T×H×W×C, optional arr_1 labels)")
+    v.add_argument("--real-data", choices=["moving_fmnist"], default=None,
+                   help="make the real clips: the moving Fashion-MNIST test split at the samples' shape")
+    v.add_argument("--real-num", type=positive_int, default=1000, help="real clips with --real-data (default 1000)")
+    v.add_argument("--motion", choices=["bounce", "linear"], default=None,
+                   help="--real-data motion (default: the samples' training data as samples.json records, else "
+                        "bounce)")
+    v.add_argument("--sprite-size", type=positive_int, default=None,
+                   help="--real-data sprite side (default: the samples' training data, else 28)")
+    v.add_argument("--data-root", default=None, help="Fashion-MNIST folder for --real-data")
+    v.add_argument("--loops", type=parse_loops, default=None, help="loop counts to evaluate (default: all files)")
+    v.add_argument("--classifier", default=None, help="classifier weights (default: the shipped ones)")
+    v.add_argument("--no-classifier", action="store_true", help="motion (and FVD) only, e.g. for colour video")
+    v.add_argument("--i3d", default=None, help="I3D TorchScript file for FVD (else $ELT_I3D_WEIGHTS; none: no FVD)")
+    v.add_argument("--frame-stride", type=positive_int, default=1, help="classify every k-th frame (default 1)")
+    v.add_argument("--controls", action="store_true",
+                   help="also score static and frame-shuffled real clips (what no / wrong motion scores)")
+    v.add_argument("--out", default="eval_video", help="output directory (default ./eval_video)")
+    v.add_argument("--device", default="cpu")
+    v.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
+    v.add_argument("--no-progress", action="store_true")
+    v.set_defaults(func=cmd_video)
+
+
+def cmd_video(args) -> int:
+    import os
+
+    import torch
+
+    from elt.config import check_options
+    from elt.eval.classifier import ClassifierMissingError, ImageFormatError
+    from elt.eval.inception import WeightsNotFoundError
+    from elt.eval.video import (
+        CROP_SIZE,
+        MASS_THRESHOLD,
+        VideoFormatError,
+        VideoSuite,
+        evaluate_folder,
+        load_videos,
+        moving_fmnist_reference,
+        real_data_geometry,
+        sample_files,
+        write_video_eval,
+    )
+
+    check_options(not_negative={"--threads": args.threads})
+    check_output_dir(args.out, "--out")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if (args.real is None) == (args.real_data is None):
+        raise UserError("give exactly one real reference: --real FILE.npz or --real-data moving_fmnist")
+    progress = not args.no_progress
+    try:
+        files = sample_files(args.samples, args.loops)
+        shape = load_videos(next(iter(files.values())))[0].shape
+        if args.real:
+            real, real_labels = load_videos(args.real)
+        else:
+            try:
+                motion, sprite_size = real_data_geometry(args.samples, args.motion, args.sprite_size)
+                real, real_labels = moving_fmnist_reference(args.real_num, shape[1], shape[2], motion,
+                                                            sprite_size, root=args.data_root)
+            except ImportError as exc:
+                raise UserError(f"--real-data moving_fmnist needs elt.data.moving_fmnist ({exc})") from exc
+        extractor = None
+        if not args.no_classifier:
+            from elt.eval.classifier import load_classifier
+
+            extractor = load_classifier(args.classifier, device=args.device)
+        i3d = None
+        if args.i3d or os.environ.get("ELT_I3D_WEIGHTS"):
+            from elt.eval.i3d import I3DFeatures
+
+            i3d = I3DFeatures(args.i3d, device=args.device)
+        suite = VideoSuite(real, extractor, i3d, frame_stride=args.frame_stride, progress=progress)
+        result = evaluate_folder(suite, args.samples, list(files), real_labels, controls=args.controls,
+                                 progress=progress)
+    except (FileNotFoundError, VideoFormatError, ImageFormatError, ClassifierMissingError,
+            WeightsNotFoundError) as exc:
+        raise UserError(str(exc)) from exc
+    result["real"] = args.real or (f"moving_fmnist test split, {len(real)} clips ({motion}, {sprite_size}-px "
+                                   "garments)")
+    result["provenance"] = {"classifier": extractor.provenance() if extractor else None,
+                            "i3d": i3d.provenance() if i3d else None, "frame_stride": args.frame_stride,
+                            "crop": CROP_SIZE, "mass_threshold": MASS_THRESHOLD}
+    paths = write_video_eval(result, args.out)
+    keys = ["loops", "fd_cls", "video_acc", "consistency", "motion_fd", "fvd", "mean_speed"]
+    rows = [*result["rows"], {"loops": "real", **result["floor"]},
+            *({"loops": name, **vals} for name, vals in result.get("controls", {}).items())]
+    keys = [k for k in keys if any(r.get(k) is not None for r in rows)]
+    print("  ".join(f"{k:>11}" for k in keys))
+    for row in rows:
+        print("  ".join(f"{row.get(k):>11.4g}" if isinstance(row.get(k), float) else f"{row.get(k, '-')!s:>11}"
+                        for k in keys))
+    print(f"wrote {paths['json']} and {paths['png']}")
+    return 0

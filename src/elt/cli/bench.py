@@ -1,0 +1,65 @@
+"""``elt bench`` (also ``python -m elt.bench``): the options; the benchmarks are :mod:`elt.bench`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import elt.bench as bench_lib
+from elt.bench import suites
+from elt.cli.args import DeprecatedFlag, parse_loops
+from elt.errors import UserError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("benchmark", choices=[*suites.BENCHMARKS, "all", "suite"],
+                   help="which benchmark (all: train, sampling, memory; suite: the GPU suite)")
+    p.add_argument("--kind", choices=("masked", "diffusion"), default="masked",
+                   help="paradigm-shaped synthetic model (default masked)")
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--heads", type=int, default=None, help="default: width / 64")
+    p.add_argument("--unique-layers", type=int, default=4, help="N, unique blocks")
+    p.add_argument("--max-loops", dest="loops", type=int, default=4,
+                   help="L_max, the trained loop count (the unique stack has N·L layers, 1 loop)")
+    p.add_argument("--loops", dest="loops", type=int, action=DeprecatedFlag, new="--max-loops", help=argparse.SUPPRESS)
+    p.add_argument("--tokens", type=int, default=64, help="tokens per sample (e.g. 256 = 16×16 latents)")
+    p.add_argument("--vocab", type=int, default=1024, help="codebook size (masked)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 on CUDA")
+    p.add_argument("--compile", action="store_true", help="torch.compile each block")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: check tracing only)")
+    p.add_argument("--checkpoint-loops", action="store_true", help="per-loop activation checkpointing (train)")
+    p.add_argument("--loops-list", type=parse_loops, default=[1, 2, 3, 4],
+                   help="sampling: loop counts used for sampling (1-4, 1,2,4)")
+    p.add_argument("--batches", type=parse_loops, default=[1, 8, 32], help="sampling: batch sizes")
+    p.add_argument("--sample-steps", type=int, default=0, help="sampling steps (synthetic default 8; "
+                   "with --ckpt the config's)")
+    p.add_argument("--ckpt", default=None, help="sampling: time this trained generator's sampler instead")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per variant (trainer: timed steps, after "
+                   "as many warm-up steps)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+    p.add_argument("--out", default="benchmarks/results", help="folder for the JSON files")
+    p.add_argument("--tag", default="", help="suffix of the JSON file name (train_TAG.json)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: checks that everything runs")
+
+
+def add_parsers(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="throughput, MFU and memory benchmarks",
+                              description=bench_lib.__doc__.split("\n\n")[1],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=suites.run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m elt.bench", description=bench_lib.__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    try:
+        return suites.run(parser.parse_args(argv))
+    except UserError as exc:
+        print(f"elt: error: {exc}", file=sys.stderr)
+        return 2
+
