@@ -56,11 +56,11 @@ def test_samples_json_records_the_steps_and_guidance_used(tmp_path):
     generator = elt.load("demo:masked")
     record = sample_to_disk(generator, [1], 2, tmp_path, progress=False)
     saved = json.loads((tmp_path / "samples.json").read_text())
-    assert record["steps"] == saved["steps"] == generator.config.masked.sample_steps
-    assert saved["guidance"] == generator.config.masked.guidance
-    sample_to_disk(generator, [1], 2, tmp_path / "b", steps=3, guidance=0.5, progress=False)
+    assert record["steps"] == saved["steps"] == generator.config.sampling.steps
+    assert saved["guidance"] == generator.config.sampling.guidance
+    sample_to_disk(generator, [1], 2, tmp_path / "b", steps=3, guidance=2.0, progress=False)
     saved = json.loads((tmp_path / "b" / "samples.json").read_text())
-    assert (saved["steps"], saved["guidance"]) == (3, 0.5)
+    assert (saved["steps"], saved["guidance"]) == (3, 2.0)
 
 
 @pytest.mark.slow

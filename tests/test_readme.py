@@ -69,7 +69,7 @@ def test_non_integer_loops_are_a_value_error_naming_them(bad):
 
 
 def test_eval_samples_checks_files_and_counts_before_any_feature_work(tmp_path, monkeypatch, capsys):
-    from elt.eval import cli as eval_cli
+    from elt.cli import eval as eval_cli
 
     out = tmp_path / "samples"
     assert main(["sample", "--ckpt", "demo:masked", "--loops", "1", "--num", "3", "--steps", "2",
