@@ -40,6 +40,12 @@ def build_generator(cfg):
 prepare_data = toy_task.prepare_data
 
 
+def fsdp_units(model) -> list[str]:
+    from torch.distributed.fsdp import FSDPModule
+
+    return [name for name, module in model.named_modules() if isinstance(module, FSDPModule)]
+
+
 def register() -> None:
     from elt import registry
 
@@ -74,7 +80,8 @@ def main() -> None:
         seeds = {"rank": env.rank, "world_size": env.world_size, "initial_seed": torch.initial_seed(),
                  "per_rank_batch": trainer.per_rank_batch,
                  "sharded": any(is_sharded(p) for p in trainer.generator.parameters()),
-                 "resumed_from": trainer.resumed_from and trainer.resumed_from.name}
+                 "resumed_from": trainer.resumed_from and trainer.resumed_from.name,
+                 "fsdp_units": fsdp_units(trainer.model), "accum": trainer.accum}
         Path(args.run_dir, f"rank{env.rank}.json").write_text(json.dumps(seeds))
         if args.sample_ckpt:  # `elt sample` under torchrun: sharded over the ranks
             status = cli_main(["sample", "--ckpt", args.sample_ckpt, "--loops", "1,3", "--num", "10", "--out",

@@ -145,6 +145,84 @@ def test_two_gloo_processes_fsdp_with_resume(det_paradigm, tmp_path):
     for rank in (0, 1):
         info = json.loads((two / f"rank{rank}.json").read_text())
         assert info["sharded"] and info["resumed_from"] == "step_0000004"
+        # per-block units (the default): each unique block, and the root
+        assert info["fsdp_units"] == ["", "generator.backbone.blocks.0", "generator.backbone.blocks.1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [["train.fsdp_reshard_after_forward=false", "train.grad_accum_steps=2"],
+                                   ["train.fsdp_unit=backbone", "train.micro_batch_size=4"]])
+def test_fsdp_units_with_gradient_accumulation_match_one_process(det_paradigm, tmp_path, extra):
+    """FSDP2 per block with one gather reused across loops, and the one-unit wrap, each accumulating two
+    micro-batches per rank without syncing the first: the 1-process curve (no accumulation), step by step."""
+    one = tmp_path / "one"
+    single_process_run(one)
+    two = tmp_path / "two"
+    torchrun([str(two), *DET_OVERRIDES, "train.distributed=fsdp", *extra])
+    assert_same_training(one, two)
+    info = json.loads((two / "rank1.json").read_text())
+    assert info["accum"] == 2 and info["per_rank_batch"] == 4
+    units = 3 if "train.fsdp_unit=backbone" not in extra else 2
+    assert len(info["fsdp_units"]) == units, info["fsdp_units"]
+
+
+@pytest.mark.slow
+def test_ddp_with_gradient_accumulation_matches_one_process(det_paradigm, tmp_path):
+    one = tmp_path / "one"
+    single_process_run(one)
+    two = tmp_path / "two"
+    torchrun([str(two), *DET_OVERRIDES, "train.grad_accum_steps=4"])
+    assert_same_training(one, two)
+
+
+@pytest.mark.slow
+def test_sharded_dcp_checkpoint_from_two_processes_resumes_in_one(det_paradigm, tmp_path):
+    """FSDP per block, train.checkpoint_format=dcp: 2 gloo processes write their shards at step 4 (and resume
+    from them); one process then resumes the same checkpoint (re-sharded on load) and ends where an
+    uninterrupted 1-process run ends."""
+    one = tmp_path / "one"
+    single_process_run(one)
+    two = tmp_path / "two"
+    torchrun([str(two), "--resume-at", "4", *DET_OVERRIDES, "train.distributed=fsdp", "train.checkpoint_format=dcp"])
+    assert_same_training(one, two)
+    ckpt = two / "checkpoints" / "step_0000004"
+    assert len(list((ckpt / "sharded").glob("*.distcp"))) == 2  # one shard file per rank
+    three = tmp_path / "three"
+    cfg = load_config(None, [*DET_OVERRIDES, f"train.out_dir={three}", "train.checkpoint_format=dcp"])
+    trainer = Trainer(cfg, progress=False)
+    trainer.resume_from(ckpt)
+    assert trainer.step == 4
+    trainer.fit()
+    log_one, log_three = read_log(one), read_log(three)
+    for a, b in zip(log_one[4:], log_three, strict=True):
+        assert a["step"] == b["step"] and a["student_loops"] == b["student_loops"]
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-7)
+    final_one = load_file(str(one / "checkpoints/step_0000008/ema.safetensors"))
+    final_three = load_file(str(three / "checkpoints/step_0000008/ema.safetensors"))
+    for key in final_one:
+        if ".attn.qkv." not in key:
+            torch.testing.assert_close(final_three[key], final_one[key], rtol=0, atol=1e-5, msg=key)
+
+
+@pytest.mark.slow
+def test_elt_eval_sharded_over_two_processes_matches_one(det_paradigm, tmp_path):
+    """`elt eval` under torchrun: the ranks generate their shares, rank 0 scores and writes the table one
+    process writes (the same samples: batch b has seed seed + b on whichever rank draws it)."""
+    one = tmp_path / "one"
+    single_process_run(one)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)]), "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"eval{nproc}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               str(TESTS / "eval_worker.py"), str(one), str(out)]
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[nproc] = json.loads((out / "eval.json").read_text())["rows"]
+    assert [r["loops"] for r in runs[2]] == [r["loops"] for r in runs[1]] == [1, 3]
+    for a, b in zip(runs[1], runs[2], strict=True):
+        for key in ("fd_cls", "class_acc", "kid"):
+            assert b[key] == pytest.approx(a[key], rel=1e-9, abs=1e-12), key
 
 
 def test_keyed_draws_give_every_global_item_the_same_numbers_on_any_rank_count():

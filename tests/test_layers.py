@@ -18,7 +18,7 @@ LAYERS = [
     ("data", ["elt.data"]),
     ("tokenizers", ["elt.tokenizers"]),
     ("paradigms", ["elt.masked", "elt.diffusion"]),
-    ("application", ["elt.sampling", "elt.train", "elt.eval", "elt.bench", "elt.demo"]),
+    ("application", ["elt.sampling", "elt.train", "elt.eval", "elt.bench", "elt.demo", "elt.recipes"]),
     ("api", ["elt"]),  # the package itself: elt.load
     ("cli", ["elt.cli"]),
 ]

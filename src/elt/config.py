@@ -29,6 +29,7 @@ from elt.presets import parse_preset
 from elt.runtime import PRECISIONS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
 @dataclass
@@ -80,6 +81,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     warmup_steps: int = 100
+    lr_schedule: str = "constant"  # after warm-up: constant | cosine | linear (decay to min_lr_ratio·lr at train.steps)
+    min_lr_ratio: float = 0.0  # floor of the cosine/linear decay, as a fraction of train.lr
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (each rank loads batch_size / world / this)
+    micro_batch_size: int = 0  # per-rank micro-batch; > 0 derives grad_accum_steps = batch_size / (world · this)
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     seed: int = 0
@@ -88,6 +93,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile each looped block once (reused by every loop)
     tf32: bool = True  # TF32 matmuls/convolutions for fp32 work on CUDA
     distributed: str = "ddp"  # under torchrun: ddp | fsdp (FSDP2 fully_shard, for large widths)
+    fsdp_unit: str = "block"  # fsdp: block (each unique block its own unit) | backbone (the looped core as one)
+    fsdp_reshard_after_forward: bool = True  # fsdp blocks: free each gather after every loop (False: reuse it)
     find_unused_parameters: bool = False  # DDP: set if some parameters get no gradient in a step
     out_dir: str = "runs/default"
     log_every: int = 50
@@ -95,6 +102,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0: only at the end
     sample_loops: list[int] = field(default_factory=list)  # loop counts in the periodic grids ([] = 1..L_max)
     samples_per_class: int = 1
+    checkpoint_format: str = "full"  # full (gathered state.pt) | dcp (+ sharded/ via torch.distributed.checkpoint)
     keep_checkpoints: int = 3  # newest checkpoints kept (0: all)
     handle_signals: bool = True  # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop
     tensorboard: bool = True  # RUN/tensorboard if tensorboard is installed (else skipped); RUN/log.jsonl always
@@ -270,6 +278,16 @@ def validate(cfg: DictConfig) -> None:
     _choice("ilsd.lambda_schedule", cfg.ilsd.lambda_schedule, LAMBDA_SCHEDULES)
     _choice("train.precision", cfg.train.precision, ("auto", "fp32", "bf16"))
     _choice("train.distributed", cfg.train.distributed, ("ddp", "fsdp"))
+    _choice("train.checkpoint_format", cfg.train.checkpoint_format, ("full", "dcp"))
+    _choice("train.fsdp_unit", cfg.train.fsdp_unit, ("block", "backbone"))
+    _choice("train.lr_schedule", cfg.train.lr_schedule, LR_SCHEDULES)
+    if not 0.0 <= cfg.train.min_lr_ratio <= 1.0:
+        raise ConfigError(f"train.min_lr_ratio={cfg.train.min_lr_ratio} must lie in [0, 1]")
+    if cfg.train.grad_accum_steps < 1:
+        raise ConfigError(f"config key 'train.grad_accum_steps' must be >= 1, got {cfg.train.grad_accum_steps}")
+    if cfg.train.micro_batch_size < 0:
+        raise ConfigError(f"config key 'train.micro_batch_size' must be >= 0 (0: derived), got "
+                          f"{cfg.train.micro_batch_size}")
     if cfg.sampling.precision is not None:
         _choice("sampling.precision", cfg.sampling.precision, PRECISIONS)
     for key in ("model.width", "model.heads", "model.unique_layers", "model.loops", "train.steps",

@@ -8,6 +8,7 @@ One module per command group, each with ``add_parsers(subparsers)``:
     bench.py      elt bench
     demo.py       elt demo
     app.py        elt app
+    prepare.py    elt prepare
     args.py       argument types (loop lists, positive integers)
 """
 
@@ -17,14 +18,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from elt.cli import app, bench, demo, eval, tokenizer, train
+from elt.cli import app, bench, demo, eval, prepare, tokenizer, train
 from elt.cli.args import parse_loops, positive_int
 from elt.errors import UserError
 from elt.version import __version__
 
 EPILOG = "Run 'elt COMMAND --help' for a command's options. Configs: YAML path or a shipped name (fmnist_masked)."
 
-COMMAND_GROUPS = (train, eval, tokenizer, bench, demo, app)
+COMMAND_GROUPS = (train, eval, tokenizer, bench, demo, app, prepare)
 
 __all__ = ["UserError", "build_parser", "main", "parse_loops", "positive_int"]
 

@@ -124,7 +124,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from elt.config import check_options
-    from elt.eval.sweep import check_samples, run_sweep, write_outputs
+    from elt.eval.sweep import write_outputs
 
     check_options(not_negative={"--threads": args.threads}, seeds={"--seed": args.seed},
                   finite={"--guidance": args.guidance})
@@ -132,6 +132,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     check_model_args(args)
+    from elt.train.distributed import distributed_session
+
+    # under torchrun: every rank generates its share of each sample set, rank 0 computes metrics and writes
+    with distributed_session(args.device) as env:
+        result = _sweep(args)
+        if not env.is_main:
+            return 0
+    paths = write_outputs(result, args.out)
+    print_table(result)
+    print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']} and {paths['png']}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> dict:
+    from elt.eval.sweep import check_samples, run_sweep
+
     try:
         models = build_models(args)
         if args.metrics == "domain":
@@ -147,10 +163,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                            progress=not args.no_progress)
     except _user_errors() as exc:
         raise UserError(str(exc)) from exc
-    paths = write_outputs(result, args.out)
-    print_table(result)
-    print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']} and {paths['png']}")
-    return 0
+    return result
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

@@ -117,6 +117,8 @@ class LoopedTransformer(nn.Module):
 
 def _init_linear(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):
+        if module.weight.is_meta:  # shape-only build (memory/FLOP accounts): nothing to initialise
+            return
         if module.weight.abs().sum() == 0:  # deliberately zero-initialised (adaLN-Zero, loop codes)
             return
         nn.init.xavier_uniform_(module.weight)

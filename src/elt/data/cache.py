@@ -3,7 +3,9 @@
 The cache file ``NAME.npy`` sits beside ``NAME.json``, which records a key (e.g. the tokenizer's hash,
 the dataset, the image size). A cache whose key differs from the requested one is rebuilt, never used
 silently. Writing goes to a temporary file renamed into place, so an interrupted encode leaves no
-half-written cache under the final name.
+half-written cache under the final name. ``NAME.json`` is the cache's manifest: besides the key it records
+the count, item shape and dtype (all checked before a cache is used) and how many unreadable items were
+skipped. ``elt prepare`` (:mod:`elt.data.prepare`) builds the same files with several processes.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,28 +35,83 @@ def state_dict_hash(module: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+CORE_FIELDS = ("key", "count", "item_shape", "dtype")
+
+
+@dataclass
+class CacheSpec:
+    """What a cache holds and how to build it: ``encode(start, stop)`` returns items ``start..stop`` (random
+    access, so ranges can be encoded by several processes: ``elt prepare``); ``skipped(array)`` counts the
+    unreadable items an encoded block marks (optional)."""
+
+    path: Path  # without suffix: NAME.npy (the array) and NAME.json (its manifest)
+    key: dict[str, Any]
+    count: int
+    item_shape: tuple[int, ...]
+    dtype: Any
+    encode: Callable[[int, int], np.ndarray]
+    batch_size: int = 256
+    skipped: Callable[[np.ndarray], int] | None = None
+
+    def meta(self) -> dict[str, Any]:
+        return {"key": self.key, "count": self.count, "item_shape": list(self.item_shape),
+                "dtype": np.dtype(self.dtype).str}
+
+
+def read_cache(spec: CacheSpec, warn_stale: bool = True) -> np.ndarray | None:
+    """The cache's read-only memmap if its manifest matches ``spec`` (the producer's hash, the data, count,
+    shapes, dtype), else ``None``; a cache built by something else is named in a warning, never used."""
+    array_path, meta_path = spec.path.with_suffix(".npy"), spec.path.with_suffix(".json")
+    if not (array_path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        found = json.loads(meta_path.read_text())
+        if {k: found.get(k) for k in CORE_FIELDS} == spec.meta():
+            array = np.load(array_path, mmap_mode="r")
+            if array.shape == (spec.count, *spec.item_shape):
+                return array
+    except (json.JSONDecodeError, ValueError, OSError):
+        found = None
+    if warn_stale:
+        differs = [k for k in CORE_FIELDS if not isinstance(found, dict) or found.get(k) != spec.meta()[k]]
+        warnings.warn(f"the cache {array_path} was built with other settings ({', '.join(differs) or 'shape'} "
+                      "differ); it is rebuilt", stacklevel=2)
+    return None
+
+
+def write_manifest(spec: CacheSpec, **extra: Any) -> None:
+    """NAME.json: the spec's manifest plus ``extra`` facts (e.g. skipped items), written atomically."""
+    write_json(spec.path.with_suffix(".json"), {**spec.meta(), **extra})
+
+
+def build_cache(spec: CacheSpec, progress: bool = True) -> np.ndarray:
+    """Return the cache ``spec`` describes, encoding it in one process if it is missing or stale."""
+    found = read_cache(spec)
+    if found is not None:
+        return found
+    array_path = spec.path.with_suffix(".npy")
+    array_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = array_path.with_name(f".{array_path.stem}.{os.getpid()}.tmp.npy")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=spec.dtype, shape=(spec.count, *spec.item_shape))
+    skipped = 0
+    for start in tqdm(range(0, spec.count, spec.batch_size), desc=f"encoding {spec.path.name}",
+                      disable=not progress):
+        stop = min(start + spec.batch_size, spec.count)
+        block = spec.encode(start, stop)
+        out[start:stop] = block
+        if spec.skipped is not None:
+            skipped += spec.skipped(block)
+    out.flush()
+    del out
+    os.replace(tmp, array_path)
+    write_manifest(spec, skipped=skipped, processes=1)
+    return np.load(array_path, mmap_mode="r")
+
+
 def cached_encode(path: str | Path, key: dict[str, Any], count: int, item_shape: tuple[int, ...], dtype,
                   encode: Callable[[int, int], np.ndarray], batch_size: int = 256,
                   progress: bool = True) -> np.ndarray:
     """Return a read-only memmap of ``count`` encoded items, building it with ``encode(start, stop)`` if the
     cache at ``path`` (without suffix) is missing or was built with a different ``key``."""
-    path = Path(path)
-    array_path, meta_path = path.with_suffix(".npy"), path.with_suffix(".json")
-    meta = {"key": key, "count": count, "item_shape": list(item_shape), "dtype": np.dtype(dtype).str}
-    if array_path.is_file() and meta_path.is_file():
-        try:
-            if json.loads(meta_path.read_text()) == meta:
-                return np.load(array_path, mmap_mode="r")
-        except (json.JSONDecodeError, ValueError):
-            pass
-    array_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = array_path.with_name(f".{array_path.stem}.{os.getpid()}.tmp.npy")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(count, *item_shape))
-    for start in tqdm(range(0, count, batch_size), desc=f"encoding {path.name}", disable=not progress):
-        stop = min(start + batch_size, count)
-        out[start:stop] = encode(start, stop)
-    out.flush()
-    del out
-    os.replace(tmp, array_path)
-    write_json(meta_path, meta)
-    return np.load(array_path, mmap_mode="r")
+    spec = CacheSpec(Path(path), key, count, tuple(item_shape), dtype, encode, batch_size)
+    return build_cache(spec, progress=progress)

@@ -130,10 +130,10 @@ def prepare_data(cfg: DictConfig, generator: DiffusionGenerator, run_dir: str | 
     return encode_latents(cfg, generator, images, run_dir, progress=progress)
 
 
-def encode_latents(cfg: DictConfig, generator: DiffusionGenerator, images: Dataset, run_dir: str | Path,
-                   progress: bool = True) -> LatentDataset:
-    """Encode ``images`` through the generator's VAE once; reuse the cache while its key matches."""
-    from elt.data.cache import cached_encode
+def latent_cache_spec(cfg: DictConfig, generator: DiffusionGenerator, images: Dataset, run_dir: str | Path):
+    """The latent cache of ``images`` through the generator's VAE (keyed by its weight hash and the data).
+    An unreadable file is replaced by the next readable one (as in training from pixels) and counted."""
+    from elt.data.cache import CacheSpec
 
     vae = generator.vae
     key = {"vae": vae.weights_hash(), "scaling_factor": vae.scaling_factor, "shift_factor": vae.shift_factor,
@@ -141,12 +141,42 @@ def encode_latents(cfg: DictConfig, generator: DiffusionGenerator, images: Datas
            "image_size": cfg.data.image_size, "limit": cfg.data.limit}
     folder = Path(cfg.diffusion.latent_cache) if cfg.diffusion.latent_cache else Path(run_dir) / "cache"
     name = f"latents_{cfg.data.name}_{cfg.data.image_size}_{key['vae']}"
+    substituted = getattr(images, "skipped", None)
 
     def encode(start: int, stop: int) -> np.ndarray:
         batch = torch.stack([images[i][0] for i in range(start, stop)])
-        return vae.encode(batch).cpu().numpy().astype(np.float32)
+        with torch.no_grad():
+            return vae.encode(batch).cpu().numpy().astype(np.float32)
 
-    latents = cached_encode(folder / name, key, len(images), generator.data_shape, np.float32, encode,
-                            batch_size=64, progress=progress)
-    labels = torch.as_tensor([int(images[i][1]) for i in range(len(images))], dtype=torch.long)
-    return LatentDataset(latents, labels)
+    seen = {"count": 0}
+
+    def skipped(block: np.ndarray) -> int:  # files found unreadable since the previous block
+        new, seen["count"] = len(substituted) - seen["count"], len(substituted)
+        return new
+
+    return CacheSpec(folder / name, key, len(images), generator.data_shape, np.float32, encode, batch_size=64,
+                     skipped=skipped if substituted is not None else None)
+
+
+def dataset_labels(images: Dataset) -> torch.Tensor:
+    """Labels of every item: from the folder listing when there is one (no image is decoded)."""
+    labels = getattr(images, "labels", None)
+    if torch.is_tensor(labels) and len(labels) == len(images):
+        return labels.long()
+    return torch.as_tensor([int(images[i][1]) for i in range(len(images))], dtype=torch.long)
+
+
+def cache_spec(cfg: DictConfig, generator: DiffusionGenerator, run_dir: str | Path, progress: bool = True):
+    """For ``elt prepare``: the latent cache of the training images (latent space only)."""
+    if cfg.diffusion.space != "latent":
+        raise ConfigError("elt prepare encodes latents: diffusion.space=pixel trains on the images themselves")
+    return latent_cache_spec(cfg, generator, image_dataset(cfg), run_dir)
+
+
+def encode_latents(cfg: DictConfig, generator: DiffusionGenerator, images: Dataset, run_dir: str | Path,
+                   progress: bool = True) -> LatentDataset:
+    """Encode ``images`` through the generator's VAE once; reuse the cache while its manifest matches."""
+    from elt.data.cache import build_cache
+
+    latents = build_cache(latent_cache_spec(cfg, generator, images, run_dir), progress=progress)
+    return LatentDataset(latents, dataset_labels(images))

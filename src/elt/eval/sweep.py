@@ -247,6 +247,8 @@ def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[int], steps: 
             _sync(gen.device)
             ms_per_sample = 1000 * (time.perf_counter() - start) / num
             row.update(seed=seed, label_policy="balanced")
+            if images is None:  # under torchrun: this rank generated its share; rank 0 evaluates
+                continue
         row["ms_per_sample"] = ms_per_sample
         if gen is not None:
             row["params_m"] = sum(p.numel() for p in gen.trainable_parameters()) / 1e6

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from elt.data.cache import cached_encode, state_dict_hash
+from elt.data.cache import CacheSpec, build_cache, state_dict_hash
 from elt.data.datasets import build_dataset
 from elt.data.folders import ImageFolder
 from elt.masked.model import MaskedGenerator
@@ -97,16 +97,16 @@ class _Loadable(Dataset):
         return image, int(label), True
 
 
-def encode_dataset(cfg, tokenizer: torch.nn.Module, cache_dir: str | Path, progress: bool = True) -> np.ndarray:
-    """Token cache of the training split: int array N × variants × (T + 1), T = tokens per item.
+def token_cache_spec(cfg, tokenizer: torch.nn.Module, cache_dir: str | Path) -> CacheSpec:
+    """The token cache of the training split: int array N × variants × (T + 1), T = tokens per item.
 
     ``variants`` is 2 with ``data.hflip`` (the image and its mirror image; for video every frame mirrored),
     else 1. The last column is the label, −1 for an item that could not be read (dropped by
-    :class:`TokenDataset`). Video items (C×T×H×W) are encoded to t×h×w grids, stored flattened.
+    :class:`TokenDataset`). Video items (C×T×H×W) are encoded to t×h×w grids, stored flattened. Ranges are
+    encoded in any order (``elt prepare`` gives each process its own shards).
     """
     dataset = build_dataset(cfg.data, "train")
     tokenizer.eval()
-    device = next(tokenizer.parameters()).device
     seq_len = math.prod(tokenizer.token_grid)
     variants = 2 if cfg.data.hflip else 1
     dtype = np.int16 if tokenizer.codebook_size < 2**15 else np.int32
@@ -120,31 +120,39 @@ def encode_dataset(cfg, tokenizer: torch.nn.Module, cache_dir: str | Path, progr
     if frames:  # every data setting that changes the clips (image caches keep their old key)
         video = OmegaConf.to_container(cfg.data, resolve=True)
         key["video"] = {k: v for k, v in sorted(video.items()) if k not in key and k not in ("num_workers",)}
-    loader = DataLoader(_Loadable(dataset, shape), batch_size=batch_size, shuffle=False,
-                        num_workers=cfg.data.num_workers)
-    batches = None
+    loadable = _Loadable(dataset, shape)
+    position = {"next": None, "batches": None}
 
     def encode(start: int, stop: int) -> np.ndarray:
-        nonlocal batches
-        if batches is None:
-            batches = iter(loader)
-        images, labels, ok = next(batches)
+        if position["next"] != start:  # a new range: one loader from here on (workers read ahead)
+            position["batches"] = iter(DataLoader(Subset(loadable, range(start, len(dataset))),
+                                                  batch_size=batch_size, shuffle=False,
+                                                  num_workers=cfg.data.num_workers))
+        images, labels, ok = next(position["batches"])
         if len(labels) != stop - start:
             raise RuntimeError(f"encoding out of step: got {len(labels)} items for {start}..{stop}")
+        position["next"] = stop
+        device = next(tokenizer.parameters()).device
         out = np.full((stop - start, variants, seq_len + 1), -1, dtype=dtype)
         if ok.any():
             good = images[ok].to(device)
             views = [good, good.flip(-1)][:variants]
-            for v, view in enumerate(views):
-                out[ok.numpy(), v, :seq_len] = tokenizer.encode(view).flatten(1).cpu().numpy()
+            with torch.no_grad():
+                for v, view in enumerate(views):
+                    out[ok.numpy(), v, :seq_len] = tokenizer.encode(view).flatten(1).cpu().numpy()
             out[ok.numpy(), :, seq_len] = labels[ok].numpy()[:, None]
         return out
 
     clip = f"{frames}f_" if frames else ""
     name = f"{cfg.data.name}_train_{clip}{cfg.data.image_size}px{'_hflip' if variants == 2 else ''}"
+    return CacheSpec(Path(cache_dir) / name, key, len(dataset), (variants, seq_len + 1), dtype, encode,
+                     batch_size=batch_size, skipped=lambda block: int((block[:, 0, -1] < 0).sum()))
+
+
+def encode_dataset(cfg, tokenizer: torch.nn.Module, cache_dir: str | Path, progress: bool = True) -> np.ndarray:
+    """The token cache (:func:`token_cache_spec`), read if its manifest matches, else encoded here."""
     with torch.no_grad():
-        return cached_encode(Path(cache_dir) / name, key, len(dataset), (variants, seq_len + 1), dtype, encode,
-                             batch_size=batch_size, progress=progress)
+        return build_cache(token_cache_spec(cfg, tokenizer, cache_dir), progress=progress)
 
 
 class TokenDataset(Dataset):
@@ -176,6 +184,14 @@ class TokenDataset(Dataset):
         row = self.cache[self.index[i]]
         v = int(torch.randint(self.variants, (1,))) if self.variants > 1 else 0
         return torch.from_numpy(row[v, :-1].astype(np.int64)), self.labels[i]
+
+
+def cache_spec(cfg, generator: MaskedGenerator, run_dir: str | Path, progress: bool = True) -> CacheSpec:
+    """For ``elt prepare``: the trained tokenizer in the generator and the spec of the token cache."""
+    with preserved_rng():
+        load_trained_tokenizer(cfg, generator, run_dir, progress=progress)
+    generator.tokenizer.eval()
+    return token_cache_spec(cfg, generator.tokenizer, tokenizer_dir(cfg, run_dir) / "cache")
 
 
 def prepare_data(cfg, generator: MaskedGenerator, run_dir: str | Path, progress: bool = True) -> TokenDataset:

@@ -92,8 +92,9 @@ def _contiguous_state(module: torch.nn.Module | dict) -> dict[str, torch.Tensor]
 
 def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torch.nn.Module | dict,
                     ema: torch.nn.Module | dict | None = None, state: dict[str, Any] | None = None,
-                    keep: int = 3) -> Path:
-    """Write ``RUN/checkpoints/step_<step>`` atomically and point ``latest`` at it.
+                    keep: int = 3, extra_dirs: dict[str, Path] | None = None) -> Path:
+    """Write ``RUN/checkpoints/step_<step>`` atomically and point ``latest`` at it. ``extra_dirs`` (name →
+    finished directory, e.g. DCP shards) are moved into the checkpoint before its manifest is written.
 
     ``model``/``ema`` are modules or already-gathered state dicts; ``keep`` > 0 keeps that many newest.
     """
@@ -119,9 +120,13 @@ def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torc
             save_file(ema_state, str(tmp / EMA_FILE), metadata={"step": str(step)})
         if state is not None:
             torch.save(state, tmp / STATE_FILE)
-        for item in tmp.iterdir():
-            ordinary_mode(item)
-        sizes = {item.name: item.stat().st_size for item in sorted(tmp.iterdir())}
+        for name, folder in (extra_dirs or {}).items():
+            os.replace(folder, tmp / name)
+        for item in tmp.rglob("*"):
+            if item.is_file():
+                ordinary_mode(item)
+        sizes = {str(item.relative_to(tmp)): item.stat().st_size for item in sorted(tmp.rglob("*"))
+                 if item.is_file()}
         (tmp / MANIFEST_FILE).write_text(json.dumps({"step": step, "files": sizes}, indent=1))
         _fsync_dir(tmp)
         if final.exists():
@@ -142,6 +147,9 @@ def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torc
 
 def _fsync_dir(path: Path) -> None:
     for item in path.iterdir():
+        if item.is_dir():
+            _fsync_dir(item)
+            continue
         with open(item, "rb") as handle:
             os.fsync(handle.fileno())
     fsync_dir(path)

@@ -169,16 +169,33 @@ def as_terms(output: dict[str, Any] | ILSDTerms) -> ILSDTerms:
     return output if isinstance(output, ILSDTerms) else ILSDTerms(**output)
 
 
+FSDP_UNITS = ("block", "backbone")
+
+
 def wrap_for_training(generator: nn.Module, env: DistEnv, strategy: str = "ddp",
-                      find_unused_parameters: bool = False) -> nn.Module:
+                      find_unused_parameters: bool = False, fsdp_unit: str = "block",
+                      reshard_after_forward: bool = True, param_dtype: torch.dtype | None = None) -> nn.Module:
     """The module the training step calls: plain (one process), DDP, or FSDP2.
 
-    FSDP2 shards the looped backbone as one unit (it runs L times per forward, so one all-gather serves
-    every loop) and the rest of the generator as the root unit. Parameters become DTensors in place:
-    build the optimizer after this call.
+    FSDP2 (``fully_shard``) units, ``fsdp_unit``:
+
+    * ``block`` (default): every unique block of the looped core is its own unit, the rest of the generator
+      (embeddings, head) the root unit. Only the blocks in use are gathered, so the gathered weights and
+      their unsharded gradients scale with one block instead of the whole model. A block runs once per
+      loop: with ``reshard_after_forward`` (default) its gather is freed after every use and redone at the
+      next loop (least memory, 2·L all-gathers per block and step); without it, one gather per block is
+      reused across all L loops of the forward and by the backward (one all-gather per block and step,
+      weights of all blocks resident like the one-unit wrap, gradients still reduce-scattered per block).
+    * ``backbone``: the whole looped core as one unit (one gather serves every loop and block).
+
+    ``param_dtype`` (e.g. bf16) is FSDP's mixed-precision policy: weights gathered and computed in that
+    dtype, gradients reduced and kept in fp32 (the sharded master weights stay fp32). Parameters become
+    DTensors in place: build the optimizer after this call.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"train.distributed={strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    if fsdp_unit not in FSDP_UNITS:
+        raise ValueError(f"train.fsdp_unit={fsdp_unit!r}; allowed: {', '.join(FSDP_UNITS)}")
     model = TrainingForward(generator)
     if not env.enabled:
         return model
@@ -189,13 +206,18 @@ def wrap_for_training(generator: nn.Module, env: DistEnv, strategy: str = "ddp",
         return DistributedDataParallel(model, device_ids=device_ids,
                                        find_unused_parameters=find_unused_parameters)
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     for tensor in generator.state_dict().values():  # FSDP does not broadcast: start every rank from rank 0
         dist.broadcast(tensor, src=0)
     mesh = init_device_mesh(env.device.type, (env.world_size,))
-    fully_shard(generator.backbone, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
+    if fsdp_unit == "block":
+        for block in generator.backbone.blocks:
+            fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+    else:
+        fully_shard(generator.backbone, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
     return model
 
 

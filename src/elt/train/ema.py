@@ -41,6 +41,11 @@ class EMA:
     def _averages(self) -> dict[str, torch.Tensor]:
         return self._sharded if self._sharded is not None else self.shadow.state_dict()
 
+    def averages(self) -> dict[str, torch.Tensor]:
+        """The live running averages (sharded like the model under FSDP); loading into them in place
+        restores the EMA (sharded checkpoints)."""
+        return self._averages()
+
     def current_decay(self) -> float:
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
 

@@ -18,8 +18,10 @@ run naming the step (:class:`NonFiniteLossError`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -94,9 +96,35 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 
 def lr_at(step: int, cfg: DictConfig) -> float:
-    """Linear warm-up, then constant (the λ schedule already changes the objective over training)."""
-    warmup = cfg.train.warmup_steps
-    return cfg.train.lr * min(1.0, (step + 1) / warmup) if warmup > 0 else cfg.train.lr
+    """Learning rate of optimizer step ``step`` (counted from 0): linear warm-up over ``train.warmup_steps``,
+    then ``train.lr_schedule``: constant (the default, and what configs saved without the key get), or a
+    cosine / linear decay that reaches ``train.min_lr_ratio · train.lr`` at the last step (``train.steps − 1``).
+    A function of the step alone, so a resumed run follows the same curve exactly."""
+    t = cfg.train
+    warmup = t.warmup_steps
+    if warmup > 0 and step < warmup:
+        return t.lr * (step + 1) / warmup
+    schedule = OmegaConf.select(cfg, "train.lr_schedule", default="constant")
+    if schedule == "constant":
+        return float(t.lr)
+    floor = t.lr * OmegaConf.select(cfg, "train.min_lr_ratio", default=0.0)
+    span = max(1, t.steps - 1 - max(warmup, 0))
+    progress = min(max((step - max(warmup, 0)) / span, 0.0), 1.0)
+    weight = 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+    return float(floor + (t.lr - floor) * weight)
+
+
+def accumulation_steps(cfg: DictConfig, world_size: int) -> int:
+    """Micro-batches per optimizer step: ``train.grad_accum_steps``, or derived from ``train.micro_batch_size``
+    (per rank) so that the global batch ``train.batch_size`` stays independent of memory."""
+    t = cfg.train
+    micro = OmegaConf.select(cfg, "train.micro_batch_size", default=0) or 0
+    if micro > 0:
+        if t.batch_size % (world_size * micro):
+            raise config_lib.ConfigError(f"train.batch_size={t.batch_size} is not divisible by {world_size} "
+                                         f"processes × train.micro_batch_size={micro}")
+        return t.batch_size // (world_size * micro)
+    return int(OmegaConf.select(cfg, "train.grad_accum_steps", default=1) or 1)
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
@@ -143,9 +171,11 @@ class Trainer:
         set_threads(config=cfg.train.threads)
         configure_backends(self.device, cfg.train.tf32)
         world = self.env.world_size
-        if cfg.train.batch_size % world:
+        self.accum = accumulation_steps(cfg, world)
+        if cfg.train.batch_size % (world * self.accum):
             raise config_lib.ConfigError(f"train.batch_size={cfg.train.batch_size} is the global batch and must "
-                                         f"be divisible by the number of processes ({world})")
+                                         f"be divisible by the number of processes ({world}) × "
+                                         f"train.grad_accum_steps ({self.accum})")
         seed_everything(cfg.train.seed)  # the same initial weights on every rank
         self.generator = registry.build_generator(cfg)
         with dist_lib.main_process_first(self.env):  # rank 0 builds caches/tokenizers, the others reuse them
@@ -154,8 +184,10 @@ class Trainer:
         self.ema = EMA(self.generator, cfg.train.ema_decay)
         if cfg.train.compile:
             compile_blocks(self.generator, backend=compile_backend)
-        self.model = dist_lib.wrap_for_training(self.generator, self.env, cfg.train.distributed,
-                                                cfg.train.find_unused_parameters)
+        self.model = dist_lib.wrap_for_training(
+            self.generator, self.env, cfg.train.distributed, cfg.train.find_unused_parameters,
+            fsdp_unit=cfg.train.fsdp_unit, reshard_after_forward=cfg.train.fsdp_reshard_after_forward,
+            param_dtype=torch.bfloat16 if uses_bf16(self.device, cfg.train.precision) else None)
         self.sharded = self.env.enabled and cfg.train.distributed == "fsdp"
         if self.sharded:
             self.ema.track_sharded(self.generator)
@@ -169,10 +201,11 @@ class Trainer:
             StudentLoopDraw(cfg.model.loops, cfg.ilsd.min_student_loops, seed=cfg.train.seed + 1)
             if cfg.ilsd.mode == "ilsd" else None
         )
-        self.global_batch = min(cfg.train.batch_size, len(self.dataset) - len(self.dataset) % world)
-        if self.global_batch < world or self.global_batch % world:
+        parts = world * self.accum  # the global batch splits into this many equal micro-batches
+        self.global_batch = min(cfg.train.batch_size, len(self.dataset) - len(self.dataset) % parts)
+        if self.global_batch < parts or self.global_batch % parts:
             raise config_lib.ConfigError(f"the dataset has {len(self.dataset)} items, too few for a global batch "
-                                         f"divisible by {world} processes")
+                                         f"divisible by {world} processes × {self.accum} micro-batches")
         self.sampler = ShardedSampler(len(self.dataset), self.env.rank, world, seed=cfg.train.seed)
         self.step = 0
         self.epoch = 0
@@ -188,7 +221,8 @@ class Trainer:
     # -- data ---------------------------------------------------------------------------------------------
     @property
     def per_rank_batch(self) -> int:
-        return self.global_batch // self.env.world_size
+        """Items one rank loads per micro-batch (= per step without gradient accumulation)."""
+        return self.global_batch // (self.env.world_size * self.accum)
 
     def _loader(self, epoch: int, skip_batches: int) -> DataLoader:
         self.sampler.set_position(epoch, skip_batches * self.per_rank_batch)
@@ -200,9 +234,13 @@ class Trainer:
                           pin_memory=self.device.type == "cuda")
 
     def _batches(self):
-        """Endless batches; the position (epoch, batch) is part of the training state so resume is exact."""
+        """Endless (micro-)batches; the position (epoch, batch) is part of the training state so resume is
+        exact. An epoch ends after its last whole optimizer step, so accumulated steps never straddle epochs."""
+        per_epoch = (len(self.dataset) // self.global_batch) * self.accum
         while True:
             for batch in self._loader(self.epoch, self.batch_in_epoch):
+                if self.batch_in_epoch >= per_epoch:
+                    break
                 self.batch_in_epoch += 1
                 yield batch
             self.epoch += 1
@@ -213,16 +251,22 @@ class Trainer:
         ilsd = self.cfg.ilsd
         return ilsd_lambda(step, self.cfg.train.steps, ilsd.lambda_schedule, ilsd.lambda_start, ilsd.lambda_end)
 
+    @property
+    def dcp(self) -> bool:
+        return self.cfg.train.checkpoint_format == "dcp"
+
     def training_state(self) -> dict[str, Any]:
-        """The resumable state, gathered to full tensors (a collective: every rank calls it)."""
-        optimizer = dist_lib.gather_full(self.optimizer.state_dict())
+        """The resumable state, gathered to full tensors (a collective: every rank calls it). With
+        ``train.checkpoint_format=dcp`` the optimizer state stays sharded (``sharded/``) and is left out."""
+        optimizer = None if self.dcp else dist_lib.gather_full(self.optimizer.state_dict())
         rng = dist_lib.all_gather_object(rng_state(self.device), self.env)
         state = {
             "format": STATE_FORMAT, "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-            "world_size": self.env.world_size, "global_batch": self.global_batch,
+            "world_size": self.env.world_size, "global_batch": self.global_batch, "grad_accum_steps": self.accum,
             "schedule": {"lr": lr_at(self.step, self.cfg), "lambda": self.lam_at(self.step),
                          "total_steps": self.cfg.train.steps},
             "optimizer": optimizer, "ema": self.ema.state_dict(), "rng": rng,
+            "checkpoint_format": self.cfg.train.checkpoint_format,
         }
         if self.student_draw is not None:
             state["student_draw"] = self.student_draw.state_dict()
@@ -257,22 +301,33 @@ class Trainer:
         if state.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{ckpt}/state.pt is from another version of elt (format "
                                   f"{state.get('format')}, expected {STATE_FORMAT})")
-        model = load_weights(ckpt / MODEL_FILE)
-        ema = load_weights(ckpt / EMA_FILE)
-        for name, weights in (("weights", model), ("EMA weights", ema)):
-            bad = first_non_finite(weights)
-            if bad is not None:
-                raise CheckpointError(f"its {name} hold NaN/Inf ({bad})")
-        current = self.generator.state_dict()
-        wrong = [k for k, v in model.items() if k not in current or tuple(v.shape) != tuple(current[k].shape)]
-        if wrong or set(current) - set(model):
-            raise CheckpointError(f"{ckpt / MODEL_FILE} does not match this config's architecture "
-                                  f"({(wrong or sorted(set(current) - set(model)))[:2]})")
-        self.generator.load_state_dict({k: dist_lib.shard_like(v, current[k]) for k, v in model.items()})
-        self.ema.load_weights(ema)
+        if state.get("checkpoint_format") == "dcp":  # sharded weights, optimizer, EMA: any process count
+            from elt.train.dcp import SHARDED_DIR, load_sharded
+
+            load_sharded(ckpt / SHARDED_DIR, self.generator, self.optimizer, self.ema.averages())
+            for name, weights in (("weights", self.generator.state_dict()), ("EMA weights", self.ema.averages())):
+                bad = first_non_finite(dist_lib.gather_full(weights))
+                if bad is not None:
+                    raise CheckpointError(f"its {name} hold NaN/Inf ({bad})")
+        else:
+            model = load_weights(ckpt / MODEL_FILE)
+            ema = load_weights(ckpt / EMA_FILE)
+            for name, weights in (("weights", model), ("EMA weights", ema)):
+                bad = first_non_finite(weights)
+                if bad is not None:
+                    raise CheckpointError(f"its {name} hold NaN/Inf ({bad})")
+            current = self.generator.state_dict()
+            wrong = [k for k, v in model.items() if k not in current or tuple(v.shape) != tuple(current[k].shape)]
+            if wrong or set(current) - set(model):
+                raise CheckpointError(f"{ckpt / MODEL_FILE} does not match this config's architecture "
+                                      f"({(wrong or sorted(set(current) - set(model)))[:2]})")
+            self.generator.load_state_dict({k: dist_lib.shard_like(v, current[k]) for k, v in model.items()})
+            self.ema.load_weights(ema)
+            dist_lib.load_full_optimizer_state(self.optimizer, state["optimizer"])
         self.ema.load_state_dict(state["ema"])
-        dist_lib.load_full_optimizer_state(self.optimizer, state["optimizer"])
-        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.step, self.epoch = state["step"], state["epoch"]
+        # the data position counts micro-batches: whole steps × this run's accumulation
+        self.batch_in_epoch = state["batch_in_epoch"] // state.get("grad_accum_steps", 1) * self.accum
         if state["global_batch"] != self.global_batch and self.env.is_main:
             warn(f"resuming with global batch {self.global_batch} (checkpoint: {state['global_batch']}); "
                  "the data position is kept in batches, not items")
@@ -292,7 +347,9 @@ class Trainer:
 
     def save(self) -> Path:
         """Checkpoint the current step (every rank calls it; rank 0 writes). Non-finite weights are never
-        written: every rank sees the same full weights and stops with :class:`NonFiniteWeightsError`."""
+        written: every rank sees the same full weights and stops with :class:`NonFiniteWeightsError`.
+        With ``train.checkpoint_format=dcp`` every rank also writes its shards of the weights, optimizer
+        state and EMA (``sharded/``)."""
         model = dist_lib.gather_full(self.generator.state_dict())
         ema = self.ema.materialize()
         for label, weights in (("weights", model), ("EMA weights", ema.state_dict())):
@@ -301,19 +358,46 @@ class Trainer:
                 raise NonFiniteWeightsError(f"the {label} hold NaN/Inf after step {self.step} ({bad}); no "
                                             "checkpoint was written (lower train.lr or train.grad_clip, or check "
                                             "the data; --resume auto continues from the last finite checkpoint)")
+        extra = {}
+        if self.dcp:  # every rank writes its shards into a staging folder, moved into the checkpoint below
+            from elt.train.dcp import SHARDED_DIR, save_sharded
+
+            staging = self.run_dir / "checkpoints" / f".dcp_step_{self.step:07d}"
+            if self.env.is_main:  # staging folders of writes that were killed are garbage
+                for stale in staging.parent.glob(".dcp_step_*"):
+                    shutil.rmtree(stale, ignore_errors=True)
+            dist_lib.barrier(self.env)
+            save_sharded(staging, self.generator, self.optimizer, self.ema.averages())
+            dist_lib.barrier(self.env)
+            extra = {SHARDED_DIR: staging}
         state = self.training_state()
         path = self.run_dir / "checkpoints" / f"step_{self.step:07d}"
         if self.env.is_main:
             path = save_checkpoint(self.run_dir, self.step, self.cfg, model, ema, state,
-                                   keep=self.cfg.train.keep_checkpoints)
+                                   keep=self.cfg.train.keep_checkpoints, extra_dirs=extra)
         dist_lib.barrier(self.env)
         return path
 
     # -- one step -----------------------------------------------------------------------------------------------
     def train_step(self, batch: Any, stop_requested: bool = False) -> dict[str, float]:
-        """One optimizer step on this rank's share of the global batch. Returns the log record (losses
-        averaged over ranks). ``stop_requested`` is this rank's wish to stop; the ranks agree on it in
-        the same collective as the loss, so they all stop after the same step."""
+        """One optimizer step on one batch (this rank's share of the global batch, no accumulation)."""
+        return self.accumulated_step([batch], stop_requested)
+
+    def _gradient_sync(self, enabled: bool):
+        """DDP: ``no_sync`` on non-final micro-batches; FSDP2: skip the reduce-scatter the same way."""
+        if self.env.enabled and hasattr(self.model, "no_sync") and not enabled:
+            return self.model.no_sync()
+        if hasattr(self.model, "set_requires_gradient_sync"):
+            self.model.set_requires_gradient_sync(enabled)
+        return contextlib.nullcontext()
+
+    def accumulated_step(self, micro_batches: list[Any], stop_requested: bool = False) -> dict[str, float]:
+        """One optimizer step over ``micro_batches`` (this rank's share of the global batch, in equal parts):
+        the gradients of the parts' mean losses are averaged, which equals one step on the whole batch (up to
+        float rounding) for losses that are means over items. λ and the ILSD student loop count are drawn
+        once per step, so every micro-batch trains the same student. Returns the log record (losses
+        averaged over micro-batches and ranks). ``stop_requested`` is this rank's wish to stop; the ranks
+        agree on it in the same collective as the loss, so they all stop after the same step."""
         cfg = self.cfg
         self.model.train()
         lam = self.lam_at(self.step)
@@ -321,21 +405,35 @@ class Trainer:
         lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        # noise, masks, timesteps and label dropout keyed by the global sample index: W ranks draw what one
-        # process draws for the same items (rank r holds global positions r, r + W, ... of the step's batch)
+        parts = len(micro_batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
         world, rank = self.env.world_size, self.env.rank
-        rows = torch.arange(self.per_rank_batch) * world + rank
-        with autocast_context(self.device, cfg.train.precision), \
-                batch_random.keyed_draws(cfg.train.seed, self.step, rows, self.global_batch):
-            terms = dist_lib.as_terms(self.model(to_device(batch, self.device), student_loops, lam))
-        loss_sum, stops = dist_lib.all_reduce_sum([float(terms.total.detach()), float(stop_requested)], self.env)
+        for index, batch in enumerate(micro_batches):
+            final = index == parts - 1
+            # noise, masks, timesteps and label dropout keyed by the global sample index: W ranks (and k
+            # micro-batches) draw what one process draws for the same items. Rank r's micro-batch m holds
+            # global positions (m·b + i)·W + r, i < b, of the step's batch (b = per_rank_batch).
+            rows = (torch.arange(self.per_rank_batch) + index * self.per_rank_batch) * world + rank
+            with self._gradient_sync(final):
+                with autocast_context(self.device, cfg.train.precision), \
+                        batch_random.keyed_draws(cfg.train.seed, self.step, rows, self.global_batch):
+                    terms = dist_lib.as_terms(self.model(to_device(batch, self.device), student_loops, lam))
+                # a non-finite loss is caught after the step's collective below, before the optimizer step
+                (terms.total / parts).backward()
+            for key, value in terms.as_floats().items():
+                sums[key] = sums.get(key, 0.0) + value
+        record = {key: value / parts for key, value in sums.items()}
+        record["lambda"] = lam
+        if "student_loops" in record:
+            record["student_loops"] = student_loops
+        loss_sum, stops = dist_lib.all_reduce_sum([record["loss"], float(stop_requested)], self.env)
         loss_value = loss_sum / world
         if not math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(f"loss is {loss_value} at step {self.step}; stopping (lower train.lr, "
                                      "or check the data)")
         self._stop_agreed = stops > 0
-        self.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
         grad_norm = float("nan")
         if cfg.train.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.generator.trainable_parameters(), cfg.train.grad_clip)
@@ -343,10 +441,9 @@ class Trainer:
         self.optimizer.step()
         self.ema.update(self.generator)
         self.step += 1
-        record = terms.as_floats()
         if world > 1:  # rank means of the loss parts (the total was reduced above)
-            parts = [k for k in ("teacher_gt", "student_gt", "distill") if k in record]
-            for key, value in zip(parts, dist_lib.all_reduce_sum([record[k] for k in parts], self.env), strict=True):
+            keys = [k for k in ("teacher_gt", "student_gt", "distill") if k in record]
+            for key, value in zip(keys, dist_lib.all_reduce_sum([record[k] for k in keys], self.env), strict=True):
                 record[key] = value / world
         record["loss"] = loss_value
         record.update(step=self.step, lr=lr, grad_norm=grad_norm)
@@ -403,10 +500,10 @@ class Trainer:
         window_start, window_steps = time.perf_counter(), 0
         with GracefulStop(cfg.train.handle_signals) as stopper, logger:
             while self.step < stop:
-                batch = next(batches)
-                record = self.train_step(batch, stop_requested=stopper.requested)
-                if self._flops is not None:  # counted on the first step only
-                    self.flops_per_sample = self._flops.flops_per_sample
+                micro_batches = [next(batches) for _ in range(self.accum)]
+                record = self.accumulated_step(micro_batches, stop_requested=stopper.requested)
+                if self._flops is not None:  # counted on the first step only (all its micro-batches)
+                    self.flops_per_sample = self._flops.flops_per_sample / self.accum
                     self.tokens_per_sample = self._flops.tokens_per_sample
                     self._flops.detach()
                     self._flops = None

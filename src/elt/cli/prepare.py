@@ -1,0 +1,37 @@
+"""``elt prepare``: the options; the sharded, resumable cache build is :mod:`elt.data.prepare`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from elt.errors import UserError
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from elt.config import load_config
+    from elt.data.prepare import prepare
+
+    if args.shard_size < 1:
+        raise UserError(f"--shard-size must be >= 1, got {args.shard_size}")
+    cfg = load_config(args.config, args.overrides)
+    result = prepare(cfg, shard_size=args.shard_size, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"cache: {result['path']} ({result['count']} items, {result.get('skipped', 0)} unreadable skipped, "
+              f"{result['encoded']} encoded now in {result['seconds']:.1f} s)")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    from elt.data.prepare import DEFAULT_SHARD_SIZE
+
+    p = sub.add_parser("prepare", help="encode a training set into the latent/token cache (torchrun: sharded)",
+                       description="Encode the training set a config names into the cache elt train reads "
+                                   "(VQ/FSQ tokens or VAE latents). Under torchrun every process encodes its "
+                                   "own shards; a rerun after a kill resumes from the finished shards.")
+    p.add_argument("config", help="YAML config path or shipped name (e.g. imagenet256_masked_elt_l_8x3)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE,
+                   help=f"items per shard (rounded to the encode batch; default {DEFAULT_SHARD_SIZE})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare)

@@ -1,0 +1,178 @@
+"""``elt prepare``: the sharded, resumable cache build gives the cache training reads, skips and counts
+unreadable images, resumes after a kill from the finished shards, and agrees across process counts."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from elt.cli import main as cli_main
+from elt.config import load_config
+from elt.data.prepare import encode_shards, prepare, shards_dir, start_shards
+from elt.masked.task import build_generator, cache_spec, prepare_data
+from elt.tokenizers import fsq
+from elt.tokenizers.factory import build_tokenizer as build_fsq
+
+TESTS = Path(__file__).parent
+SRC = TESTS.parent / "src"
+
+
+def write_images(root: Path, per_class: int, broken: int = 0, size: int = 20) -> None:
+    rng = np.random.default_rng(0)
+    for label in range(2):
+        folder = root / f"class{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:05d}.png")
+    for i in range(broken):
+        (root / "class0" / f"broken{i}.jpg").write_bytes(b"not a jpeg at all")
+
+
+def overrides(tmp_path, *extra):
+    return ["data.name=folder", f"data.root={tmp_path / 'images'}", "data.num_classes=2", "data.channels=3",
+            "data.image_size=16", "data.hflip=true", "tokenizer.levels=[4,4]", "tokenizer.downsample=4",
+            "tokenizer.channels=8", "tokenizer.encode_batch_size=4", f"tokenizer.path={tmp_path / 'tok'}",
+            f"train.out_dir={tmp_path / 'run'}", "train.device=cpu", "model.width=32", "model.heads=2",
+            "model.unique_layers=1", "model.loops=2", *extra]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A tiny generated image folder (2 unreadable files) and a saved random-weight FSQ tokenizer."""
+    write_images(tmp_path / "images", per_class=15, broken=2)
+    cfg = load_config("fmnist_masked", overrides(tmp_path))
+    torch.manual_seed(0)
+    fsq.save_tokenizer(build_fsq(cfg), tmp_path / "tok")
+    return cfg
+
+
+def reference_cache(cfg, tmp_path):
+    """The cache one process builds the way training always did (sequentially), in its own folder."""
+    generator = build_generator(cfg)
+    spec = cache_spec(cfg, generator, tmp_path / "run", progress=False)
+    spec.path = tmp_path / "reference" / spec.path.name
+    from elt.data.cache import build_cache
+
+    return np.asarray(build_cache(spec, progress=False))
+
+
+def test_prepare_builds_the_cache_training_reads(tiny, tmp_path):
+    result = prepare(tiny, shard_size=8, progress=False)
+    assert result["count"] == 32 and result["skipped"] == 2 and result["encoded"] == 32
+    assert result["created_by"] == "elt prepare" and result["item_shape"] == [2, 17]
+    assert len(result["key"]["tokenizer"]) == 16  # the tokenizer's weight hash
+    cache = np.load(result["path"])
+    np.testing.assert_array_equal(cache, reference_cache(tiny, tmp_path))
+    assert not shards_dir_of(result).exists()
+    # training finds the prepared cache and uses it as it is (no re-encoding)
+    stamp = os.stat(result["path"]).st_mtime_ns
+    dataset = prepare_data(tiny, build_generator(tiny), tmp_path / "run", progress=False)
+    assert len(dataset) == 30 and dataset.skipped == 2
+    assert os.stat(result["path"]).st_mtime_ns == stamp
+    # a manifest from another tokenizer is never used: named, then rebuilt
+    manifest = Path(result["path"]).with_suffix(".json")
+    meta = json.loads(manifest.read_text())
+    meta["key"]["tokenizer"] = "0" * 16
+    manifest.write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="other settings"):
+        prepare_data(tiny, build_generator(tiny), tmp_path / "run", progress=False)
+
+
+def shards_dir_of(result):
+    path = Path(result["path"])
+    return path.with_name(path.stem + ".shards")
+
+
+def test_prepare_resumes_from_finished_shards(tiny, tmp_path):
+    generator = build_generator(tiny)
+    spec = cache_spec(tiny, generator, tmp_path / "run", progress=False)
+    start_shards(spec, is_main=True)
+    first = encode_shards(spec, rank=0, world=2, shard_size=8, progress=False)  # shards 0 and 2, then "killed"
+    assert first["encoded"] == 16
+    folder = shards_dir(spec)
+    (folder / ".shard_000001.999.tmp.npy").write_bytes(b"half a shard")  # the shard in progress at the kill
+    result = prepare(tiny, shard_size=8, progress=False)
+    assert result["encoded"] == 16  # only shards 1 and 3
+    np.testing.assert_array_equal(np.load(result["path"]), reference_cache(tiny, tmp_path))
+    # shards from another tokenizer are discarded, not mixed in
+    start_shards(spec, is_main=True)
+    encode_shards(spec, rank=0, world=1, shard_size=8, progress=False)
+    spec.key = {**spec.key, "tokenizer": "f" * 16}
+    start_shards(spec, is_main=True)
+    assert sorted(p.name for p in shards_dir(spec).iterdir()) == ["key.json"]
+
+
+def test_prepare_command_line(tiny, tmp_path, capsys):
+    assert cli_main(["prepare", "fmnist_masked", *overrides(tmp_path), "--shard-size", "8", "--no-progress"]) == 0
+    assert "32 items, 2 unreadable skipped" in capsys.readouterr().out
+    assert cli_main(["prepare", "fmnist_masked", *overrides(tmp_path), "--shard-size", "0"]) == 2
+
+
+def run_cli(args, nproc=1, **kwargs):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)]), "OMP_NUM_THREADS": "1"}
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "elt.cli"] \
+        if nproc > 1 else ["-m", "elt.cli"]
+    return subprocess.Popen([sys.executable, *launcher, "prepare", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.slow
+def test_two_processes_and_a_real_kill(tiny, tmp_path):
+    """torchrun with 2 gloo processes writes the 1-process cache; SIGKILL mid-run, then a rerun, too."""
+    write_images(tmp_path / "images", per_class=150)  # 302 files: enough shards to be killed mid-run
+    args = ["fmnist_masked", *overrides(tmp_path), "tokenizer.encode_batch_size=2", "--shard-size", "2",
+            "--no-progress"]
+    reference = reference_cache(tiny, tmp_path)
+    assert len(reference) == 302
+    proc = run_cli(args, nproc=2)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[:3000]
+    manifest = json.loads(next((tmp_path / "tok" / "cache").glob("*.json")).read_text())
+    assert manifest["processes"] == 2 and manifest["skipped"] == 2
+    np.testing.assert_array_equal(np.load(next((tmp_path / "tok" / "cache").glob("*.npy"))), reference)
+    for path in (tmp_path / "tok" / "cache").iterdir():
+        (path.unlink() if path.is_file() else None)
+    proc = run_cli(args)
+    folder = tmp_path / "tok" / "cache"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(folder.glob("*.shards/shard_000003.npy")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(list(folder.glob("*.shards/shard_*.npy")))
+    assert finished >= 4
+    proc = run_cli(args)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[-2000:]
+    encoded = int(out.split(" encoded now")[0].rsplit(" ", 1)[1])
+    assert 0 < encoded <= 302 - 2 * finished  # finished shards were kept
+    np.testing.assert_array_equal(np.load(next(folder.glob("*.npy"))), reference)
+
+
+def test_prepare_latents_for_diffusion(tmp_path):
+    """Latent space: the SD-VAE-layout cache that diffusion training reads, built by elt prepare."""
+    pytest.importorskip("diffusers")
+    from elt.diffusion.task import build_generator as build_diffusion
+    from elt.diffusion.task import prepare_data as prepare_diffusion
+    from test_vae import save_random_vae
+
+    write_images(tmp_path / "images", per_class=5, broken=1)
+    cfg = load_config("fmnist_latent_diffusion", [
+        "data.name=folder", f"data.root={tmp_path / 'images'}", "data.num_classes=2", "data.channels=3",
+        "data.image_size=16", f"diffusion.vae_path={save_random_vae(tmp_path / 'vae')}",
+        f"diffusion.latent_cache={tmp_path / 'latents'}", f"train.out_dir={tmp_path / 'run'}", "train.device=cpu",
+        "model.width=32", "model.heads=2"])
+    result = prepare(cfg, shard_size=4, progress=False)
+    assert result["count"] == 11 and result["item_shape"] == [4, 4, 4] and result["skipped"] == 1
+    stamp = os.stat(result["path"]).st_mtime_ns
+    dataset = prepare_diffusion(cfg, build_diffusion(cfg), tmp_path / "run", progress=False)
+    assert len(dataset) == 11 and os.stat(result["path"]).st_mtime_ns == stamp  # read, not re-encoded
+    np.testing.assert_array_equal(dataset.latents, np.load(result["path"]))
