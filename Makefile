@@ -1,6 +1,7 @@
 # Everything sets itself up from nothing: `make demo` and `make test` create their virtualenv on first use.
 #   .venv            core install, CPU torch TORCH_SPEC                      -> make demo, make bench
 #   .venv-test       every extra but torch-fidelity, the SAME CPU torch      -> make test, make lint
+#                    (browser tests of elt app drive Debian's chromium: make browser installs it)
 #   .venv-inception  torch + torchvision pair and torch-fidelity             -> make test-inception (Inception tests)
 # torch-fidelity imports torchvision, and no torchvision build loads beside the CPU torch wheel (PyPI's
 # torchvision links libtorch_cuda), so only the tests marked `inception` run on the second torch.
@@ -8,7 +9,7 @@
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 INCEPTION_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-TEST_EXTRAS ?= dev,latent,video,logging
+TEST_EXTRAS ?= dev,latent,video,logging,app
 FMNIST := /usr/share/datasets/fashion-mnist
 PIP_FLAGS := -q --no-compile
 DEMO_FLAGS ?=
@@ -20,7 +21,7 @@ PY := $(VENV)/bin/python
 TEST_PY := $(TEST_VENV)/bin/python
 INCEPTION_PY := $(INCEPTION_VENV)/bin/python
 
-.PHONY: setup setup-test setup-inception data test test-fast test-inception test-all lint demo bench clean
+.PHONY: setup setup-test setup-inception data browser test test-fast test-inception test-all lint demo bench clean
 
 setup: $(VENV)/.installed
 setup-test: $(TEST_VENV)/.installed
@@ -52,8 +53,16 @@ data:
 	  else echo "Fashion-MNIST not found: run 'sudo apt-get install dataset-fashion-mnist' or set ELT_DATA"; fi; \
 	fi
 
+# Debian's Chromium for the browser tests of elt app (Playwright drives it; nothing downloads a browser)
+browser:
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -qq chromium fonts-dejavu-core || (apt-get update -qq && apt-get install -y -qq chromium fonts-dejavu-core)); \
+	  else echo "chromium not found: run 'sudo apt-get install chromium' (browser tests skip without it)"; fi; \
+	fi
+
 # every test on the demo's CPU torch; the Inception ones skip there with their reason (make test-inception)
-test: setup-test data
+test: setup-test data browser
 	$(TEST_PY) -m pytest -q
 
 test-inception: setup-inception
