@@ -296,18 +296,22 @@ def test_compare_loop_counts_shows_one_row_per_loop_count(page, timings, request
     choose(page, "elt-model", "demo:diffusion")
     page.wait_for_function("() => document.querySelector('#elt-model-info').innerText.includes('diffusion')")
     choose(page, "elt-class", "1: Trouser")
-    page.get_by_role("tab", name="Compare loop counts").click()
-    fill(page, "#elt-count input[type=number]", "4")
-    page.click("#elt-compare-go")
     max_loops = int(page.locator("#elt-loops input[type=number]").get_attribute("max"))
     trained = int(page.locator("#elt-model-info").inner_text().split("L_max = ")[1].split(",")[0])
     assert max_loops == trained + 2  # the slider runs past L_max
-    page.wait_for_function("(n) => document.querySelectorAll('#elt-compare img').length === n", arg=max_loops,
+    page.locator("#elt-loops-mode label", has_text="adaptive exit").click()  # adds a row for the adaptive exit
+    page.wait_for_function("() => document.querySelector('#elt-exit-threshold input, #elt-exit-threshold "
+                           "textarea')?.value === '0.05'")  # the diffusion model's starting threshold
+    page.get_by_role("tab", name="Compare loop counts").click()
+    fill(page, "#elt-count input[type=number]", "4")
+    page.click("#elt-compare-go")
+    page.wait_for_function("(n) => document.querySelectorAll('#elt-compare img').length === n", arg=max_loops + 1,
                            timeout=WAIT_MS)
     text = page.locator("#elt-compare").inner_text()
     for k in range(1, max_loops + 1):
         assert f"L = {k} loops" in text
     assert "trained L_max" in text
+    assert f"loops exit:0.05:2-{trained}: mean " in text
     first_row = page.locator("#elt-compare img").first.get_attribute("src")
     assert first_row.startswith("data:image/png;base64,")
     strip = decode_png(base64.b64decode(first_row.split(",", 1)[1]))
