@@ -57,7 +57,7 @@ An Elastic Looped Transformer applies its few unique layers **L times**. Trained
 distillation, the same checkpoint samples at every loop count: move the **loops** slider and watch the image
 and its cost change, or give each sampling step its own loop count (*schedule*, e.g. `4:1` or `3x6+2x6`) or let
 every sample stop looping once its prediction settles (*adaptive exit*). *Compare loop counts* shows one row per
-L for the same seed."""
+L for the same seed, and one for the schedule or adaptive exit when that is chosen."""
 
 
 def theme() -> gr.themes.Base:
