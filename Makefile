@@ -1,35 +1,48 @@
 # Everything sets itself up from nothing: `make demo` and `make test` create their virtualenv on first use.
-#   .venv       core install (CPU torch wheel)            -> make demo, make bench
-#   .venv-test  every extra, torch + torchvision pair     -> make test, make lint (all paths tested, Inception too)
-# TORCH_SPEC / TEST_TORCH_SPEC pin torch for this machine and CI without pinning users (pyproject keeps ranges).
+#   .venv            core install, CPU torch TORCH_SPEC                      -> make demo, make bench
+#   .venv-test       every extra but torch-fidelity, the SAME CPU torch      -> make test, make lint
+#                    (browser tests of elt app drive Debian's chromium: make browser installs it)
+#   .venv-inception  torch + torchvision pair and torch-fidelity             -> make test-inception (Inception tests)
+# torch-fidelity imports torchvision, and no torchvision build loads beside the CPU torch wheel (PyPI's
+# torchvision links libtorch_cuda), so only the tests marked `inception` run on the second torch.
+# TORCH_SPEC / INCEPTION_TORCH_SPEC pin torch for this machine and CI without pinning users (pyproject keeps ranges).
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
-TEST_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-TEST_EXTRAS ?= dev,metrics,latent,video,logging
+INCEPTION_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+TEST_EXTRAS ?= dev,latent,video,logging,app
 FMNIST := /usr/share/datasets/fashion-mnist
+PIP_FLAGS := -q --no-compile
+DEMO_FLAGS ?=
 
 VENV := .venv
 TEST_VENV := .venv-test
+INCEPTION_VENV := .venv-inception
 PY := $(VENV)/bin/python
 TEST_PY := $(TEST_VENV)/bin/python
+INCEPTION_PY := $(INCEPTION_VENV)/bin/python
 
-.PHONY: setup setup-test data test test-fast lint demo bench clean
+.PHONY: setup setup-test setup-inception data browser test test-fast test-inception test-all lint demo bench clean
 
 setup: $(VENV)/.installed
 setup-test: $(TEST_VENV)/.installed
+setup-inception: $(INCEPTION_VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e . $(TORCH_SPEC)
+	$(PY) -m pip install $(PIP_FLAGS) $(TORCH_SPEC)
+	$(PY) -m pip install $(PIP_FLAGS) -e . $(TORCH_SPEC)
 	touch $@
 
 $(TEST_VENV)/.installed: pyproject.toml
 	test -x $(TEST_PY) || $(PYTHON) -m venv $(TEST_VENV)
-	$(TEST_PY) -m pip install -q --upgrade pip
-	$(TEST_PY) -m pip install -q $(TEST_TORCH_SPEC)
-	$(TEST_PY) -m pip install -q -e ".[$(TEST_EXTRAS)]" $(TEST_TORCH_SPEC)
+	$(TEST_PY) -m pip install $(PIP_FLAGS) $(TORCH_SPEC)
+	$(TEST_PY) -m pip install $(PIP_FLAGS) -e ".[$(TEST_EXTRAS)]" $(TORCH_SPEC)
+	touch $@
+
+$(INCEPTION_VENV)/.installed: pyproject.toml
+	test -x $(INCEPTION_PY) || $(PYTHON) -m venv $(INCEPTION_VENV)
+	$(INCEPTION_PY) -m pip install $(PIP_FLAGS) $(INCEPTION_TORCH_SPEC)
+	$(INCEPTION_PY) -m pip install $(PIP_FLAGS) -e ".[dev,metrics]" $(INCEPTION_TORCH_SPEC)
 	touch $@
 
 # Real data offline: Debian's dataset-fashion-mnist package (root + apt), else set ELT_DATA.
@@ -40,8 +53,22 @@ data:
 	  else echo "Fashion-MNIST not found: run 'sudo apt-get install dataset-fashion-mnist' or set ELT_DATA"; fi; \
 	fi
 
-test: setup-test data
+# Debian's Chromium for the browser tests of elt app (Playwright drives it; nothing downloads a browser)
+browser:
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -qq chromium fonts-dejavu-core || (apt-get update -qq && apt-get install -y -qq chromium fonts-dejavu-core)); \
+	  else echo "chromium not found: run 'sudo apt-get install chromium' (browser tests skip without it)"; fi; \
+	fi
+
+# every test on the demo's CPU torch; the Inception ones skip there with their reason (make test-inception)
+test: setup-test data browser
 	$(TEST_PY) -m pytest -q
+
+test-inception: setup-inception
+	$(INCEPTION_PY) -m pytest -q -m inception
+
+test-all: test test-inception
 
 test-fast: setup-test
 	$(TEST_PY) -m pytest -q -m "not slow"
@@ -50,10 +77,11 @@ lint: setup-test
 	$(TEST_VENV)/bin/ruff check .
 
 demo: setup
-	$(VENV)/bin/elt demo
+	$(VENV)/bin/elt demo $(DEMO_FLAGS)
 
+# results go to runs/ (untracked): benchmarks/results/ holds the recorded figures the docs quote
 bench: setup
-	$(PY) benchmarks/ilsd_overhead.py
+	$(PY) benchmarks/ilsd_overhead.py --out runs/bench/ilsd_overhead.json
 
 clean:
-	rm -rf $(VENV) $(TEST_VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TEST_VENV) $(INCEPTION_VENV) .pytest_cache .ruff_cache

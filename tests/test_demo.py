@@ -1,6 +1,8 @@
 """The shipped demo models and `elt demo`; inference-only export."""
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from conftest import TOY_OVERRIDES
 from elt.cli import main
 from elt.config import load_config
 from elt.demo import shipped_models
+from elt.sampling import sample_to_disk
 from elt.train.checkpoint import export_inference
 from elt.train.trainer import train
 
@@ -26,9 +29,38 @@ def test_export_is_small_and_samples_like_the_ema(toy_paradigm, tmp_path):
 
 def test_both_paradigms_ship_a_small_demo_model():
     models = shipped_models()
-    assert set(models) == {"masked", "diffusion"}
+    assert {"masked", "diffusion"} <= set(models) <= {"masked", "diffusion", "masked-vanilla", "diffusion-vanilla"}
     total = sum(f.stat().st_size for d in models.values() for f in d.iterdir())
-    assert total <= 20 * 2**20
+    assert total <= 5 * 2**20 * len(models)
+    for name, folder in models.items():  # shipped configs name no folder of the machine they were trained on
+        text = (folder / "config.yaml").read_text()
+        assert "/work/" not in text and "\n  out_dir: /" not in text, name
+        if name.endswith("-vanilla"):
+            assert elt.load(f"demo:{name}").config.ilsd.mode == "vanilla"
+
+
+def test_export_and_checkpoint_files_get_the_umask_mode(toy_paradigm, tmp_path):
+    old = os.umask(0o022)
+    try:
+        train(load_config(None, [*TOY_OVERRIDES, "train.steps=2", f"train.out_dir={tmp_path / 'run'}"]),
+              progress=False)
+        out = export_inference(tmp_path / "run", tmp_path / "export")
+    finally:
+        os.umask(old)
+    ckpt = next((tmp_path / "run" / "checkpoints").glob("step_*"))
+    for path in [*ckpt.iterdir(), *out.iterdir()]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_samples_json_records_the_steps_and_guidance_used(tmp_path):
+    generator = elt.load("demo:masked")
+    record = sample_to_disk(generator, [1], 2, tmp_path, progress=False)
+    saved = json.loads((tmp_path / "samples.json").read_text())
+    assert record["steps"] == saved["steps"] == generator.config.sampling.steps
+    assert saved["guidance"] == generator.config.sampling.guidance
+    sample_to_disk(generator, [1], 2, tmp_path / "b", steps=3, guidance=2.0, progress=False)
+    saved = json.loads((tmp_path / "b" / "samples.json").read_text())
+    assert (saved["steps"], saved["guidance"]) == (3, 2.0)
 
 
 @pytest.mark.slow
@@ -41,5 +73,12 @@ def test_demo_writes_grids_plot_and_scores(tmp_path, capsys):
         trained = info["results"][info["trained_loops"] - 1]
         assert trained["class_accuracy"] >= 0.6  # recognisable classes (chance is 0.1)
         assert (tmp_path / info["grid"]).is_file()
+        ci = [r["ci95"] for r in info["results"]]
+        assert all(lo <= r["class_accuracy"] <= hi for (lo, hi), r in zip(ci, info["results"], strict=True))
     assert (tmp_path / "quality_vs_loops.png").is_file()
     assert "quality vs loops" in capsys.readouterr().out
+    vanilla = [n for n in record["models"] if n.endswith("-vanilla")]
+    assert record["vanilla"] == bool(vanilla)
+    for name in vanilla:
+        assert record["models"][name]["mode"] == "vanilla"
+        assert record["models"][name]["grid"] == record["models"][name.split("-")[0]]["grid"]  # drawn side by side

@@ -170,8 +170,10 @@ def random_inception_file(path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.inception
 def test_inception_features_on_random_weights(tmp_path, monkeypatch):
-    pytest.importorskip("torch_fidelity", reason="torch-fidelity (and a torchvision matching torch) not importable")
+    pytest.importorskip("torch_fidelity", reason="torch-fidelity needs torchvision, which has no build for the CPU "
+                        "torch wheel: run 'make test-inception' (the torch + torchvision pair)")
     weights = random_inception_file(tmp_path / INCEPTION_FILE, monkeypatch)
     with pytest.raises(WeightsHashError):  # random weights are not the real file
         InceptionFeatures(weights)

@@ -105,11 +105,11 @@ class TrainConfig:
     checkpoint_format: str = "full"  # full (gathered state.pt) | dcp (+ sharded/ via torch.distributed.checkpoint)
     keep_checkpoints: int = 3  # newest checkpoints kept (0: all)
     handle_signals: bool = True  # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop
-    tensorboard: bool = True  # RUN/tensorboard (if tensorboard is installed), besides RUN/log.jsonl
+    tensorboard: bool = True  # RUN/tensorboard if tensorboard is installed (else skipped); RUN/log.jsonl always
     wandb: bool = False  # also log to Weights & Biases (if installed)
     wandb_project: str = "elt"
     peak_tflops: float = 0.0  # device peak for the MFU estimate (0: built-in table; n/a if unknown)
-    threads: int = 0  # torch CPU threads (0: leave PyTorch's default)
+    threads: int = 0  # torch CPU threads (0: the global setting, see elt.runtime.set_threads)
 
 
 @dataclass

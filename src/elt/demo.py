@@ -1,12 +1,16 @@
-"""``elt demo``: the shipped small Fashion-MNIST models sampled at every loop count, measured on the spot.
+"""``elt demo``: what ILSD buys, measured on the spot with the small Fashion-MNIST models shipped in the package.
 
-For each shipped model (masked and diffusion) it generates a class-balanced set at L = 1 … L_max + 1 from
-one checkpoint, scores it with the shipped Fashion-MNIST classifier (class accuracy), times it, and
-writes a grid (rows = loop counts) plus a quality-vs-loops plot. Runs in under a minute on 2 CPU cores.
+For each paradigm (masked tokens and diffusion) two shipped models of the same architecture and budget
+(3 unique layers × 4 loops): one trained with ILSD (``demo:masked``, ``demo:diffusion``) and one with plain
+("vanilla") looping (``demo:masked-vanilla``, ``demo:diffusion-vanilla``). Each samples a class-balanced
+set at L = 1 … L_max + 1 from its single checkpoint; the shipped Fashion-MNIST classifier scores the class
+accuracy (95 % Wilson intervals as error bars) and every loop count is timed. It writes one grid per
+paradigm (ILSD beside vanilla, rows = loop counts, columns = classes) and a quality-vs-loops plot.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -17,53 +21,80 @@ from elt.fileio import write_json, write_via
 
 ASSETS = Path(__file__).parent / "assets" / "demo"
 PARADIGMS = ("masked", "diffusion")
+VARIANTS = ("", "-vanilla")  # demo:<paradigm><variant>
+DEFAULT_PER_CLASS = 5
 
 
 def shipped_models() -> dict[str, Path]:
-    return {p: ASSETS / p for p in PARADIGMS if (ASSETS / p / "config.yaml").is_file()}
+    """Shipped demo models by name (``masked``, ``masked-vanilla``, ...)."""
+    from elt.train.checkpoint import demo_models
+
+    return demo_models()
 
 
-def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class: int = 4, seed: int = 0,
-             extra_loops: int = 1, progress: bool = True) -> dict:
-    """Sample, score and draw every shipped model; returns the record also written to ``demo.json``."""
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a binomial proportion (stays inside [0, 1], sane at 0 and n)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class: int = DEFAULT_PER_CLASS,
+             seed: int = 0, extra_loops: int = 1, progress: bool = True, vanilla: bool | None = None) -> dict:
+    """Sample, score and draw the shipped models; returns the record also written to ``demo.json``.
+    ``vanilla``: also the vanilla-looped models (``None``: where this install ships them)."""
     import torch
     from tqdm.auto import tqdm
 
     from elt.eval.classifier import load_classifier
     from elt.train.checkpoint import load_generator
-    from elt.visual import save_grid
 
     models = shipped_models()
-    missing = [p for p in paradigms if p not in models]
+    if vanilla is None:
+        vanilla = all(p + VARIANTS[1] in models for p in paradigms)
+    names = [p + v for p in paradigms for v in (VARIANTS if vanilla else VARIANTS[:1])]
+    missing = [n for n in names if n not in models]
     if missing:
-        raise UserError(f"no shipped demo model for {', '.join(missing)} (looked in {ASSETS})")
+        raise UserError(f"no shipped demo model {', '.join('demo:' + n for n in missing)} "
+                        f"(shipped: {', '.join('demo:' + n for n in models) or 'none'})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     classifier = load_classifier()
-    record: dict = {"threads": torch.get_num_threads(), "per_class": per_class, "seed": seed, "models": {}}
-    for paradigm in paradigms:
-        generator = load_generator(models[paradigm])
+    record: dict = {"threads": torch.get_num_threads(), "per_class": per_class, "seed": seed, "vanilla": vanilla,
+                    "models": {}}
+    rows_of: dict[str, list[np.ndarray]] = {}
+    for name in names:
+        generator = load_generator(models[name])
+        cfg = generator.config
         loops = list(range(1, generator.trained_loops + 1 + extra_loops))
         labels = np.tile(np.arange(generator.num_classes), per_class)
         rows, results = [], []
-        for k in tqdm(loops, desc=f"{paradigm}: loop counts", disable=not progress):
+        for k in tqdm(loops, desc=f"demo:{name}: loop counts", disable=not progress, leave=False):
             start = time.perf_counter()
             images = generator.generate(labels, loops=k, seed=seed)
             seconds = time.perf_counter() - start
-            logits = classifier(images).logits
-            accuracy = float((logits.argmax(1) == labels).mean())
-            results.append({"loops": k, "class_accuracy": accuracy, "ms_per_sample": 1000 * seconds / len(labels),
+            correct = int((classifier(images).logits.argmax(1) == labels).sum())
+            low, high = wilson_interval(correct, len(labels))
+            results.append({"loops": k, "class_accuracy": correct / len(labels), "ci95": [low, high],
+                            "n": len(labels), "ms_per_sample": 1000 * seconds / len(labels),
                             "gflops_per_sample": float(generator.gflops_per_sample(loops=k))})
-            rows.append(images[: 2 * generator.num_classes])  # two samples of every class, in class order
-        adaptive, adaptive_images = adaptive_row(generator, paradigm, labels, classifier, seed)
-        rows.append(adaptive_images[: 2 * generator.num_classes])
-        grid = save_grid(out / f"{paradigm}_grid.png", rows,
-                         [f"L={k}" + (" (trained)" if k == generator.trained_loops else "") for k in loops]
-                         + [f"{adaptive['loops']} (mean L {adaptive['mean_loops']:.1f})"],
-                         title=f"{paradigm}: one checkpoint, rows = loop count; last row: adaptive exit")
-        record["models"][paradigm] = {"checkpoint": str(models[paradigm]), "trained_loops": generator.trained_loops,
-                                      "unique_layers": generator.backbone.unique_layers, "grid": grid.name,
-                                      "results": results, "adaptive": adaptive}
+            rows.append(images[: generator.num_classes])  # the first sample of every class, in class order
+        record["models"][name] = {"checkpoint": f"demo:{name}", "paradigm": cfg.paradigm, "mode": cfg.ilsd.mode,
+                                  "trained_loops": generator.trained_loops,
+                                  "unique_layers": generator.backbone.unique_layers, "results": results}
+        if cfg.ilsd.mode == "ilsd":  # the any-time row: each sample picks its own loops per step
+            adaptive, adaptive_images = adaptive_row(generator, cfg.paradigm, labels, classifier, seed)
+            rows.append(adaptive_images[: generator.num_classes])
+            record["models"][name]["adaptive"] = adaptive
+        rows_of[name] = rows
+    for paradigm in paradigms:
+        panels = {n: rows_of[n] for n in names if record["models"][n]["paradigm"] == paradigm}
+        grid = draw_grid(record, panels, out / f"{paradigm}_grid.png", paradigm)
+        for name in panels:
+            record["models"][name]["grid"] = grid.name
     plot = plot_quality(record, out / "quality_vs_loops.png")
     record["plot"] = plot.name
     write_json(out / "demo.json", record)
@@ -81,10 +112,54 @@ def adaptive_row(generator, paradigm: str, labels: np.ndarray, classifier, seed:
     start = time.perf_counter()
     images, used = generator.generate(labels, loops=point, seed=seed, return_loops=True)
     seconds = time.perf_counter() - start
-    accuracy = float((classifier(images).logits.argmax(1) == labels).mean())
-    return {"loops": point, "mean_loops": float(used.mean()), "class_accuracy": accuracy,
+    correct = int((classifier(images).logits.argmax(1) == labels).sum())
+    return {"loops": point, "mean_loops": float(used.mean()), "class_accuracy": correct / len(labels),
+            "ci95": list(wilson_interval(correct, len(labels))), "n": len(labels),
             "ms_per_sample": 1000 * seconds / len(labels),
             "gflops_per_sample": float(generator.gflops_per_sample(loops=point, loops_used=used))}, images
+
+
+def _label(record: dict, name: str) -> str:
+    info = record["models"][name]
+    return f"{'ILSD' if info['mode'] == 'ilsd' else info['mode']} (trained at L = {info['trained_loops']})"
+
+
+def draw_grid(record: dict, panels: dict[str, list[np.ndarray]], path: Path, paradigm: str) -> Path:
+    """Panels side by side (ILSD, vanilla), rows = loop counts, one column per class, class names on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from elt.data.fashion_mnist import CLASSES
+
+    rows0 = next(iter(panels.values()))
+    height = 4.6 * len(rows0) / rows0[0].shape[0] + 1.5
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), height), squeeze=False)
+    for ax, (name, rows) in zip(axes[0], panels.items(), strict=True):
+        info = record["models"][name]
+        tiles = np.concatenate([np.concatenate(list(row[..., 0]), axis=1) for row in rows], axis=0)
+        ax.imshow(tiles, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        size = rows[0].shape[1]
+        ax.set_xticks([size * (i + 0.5) for i in range(rows[0].shape[0])])
+        ax.set_xticklabels([CLASSES[i] for i in range(rows[0].shape[0])], rotation=60, ha="left", fontsize=7)
+        ax.xaxis.tick_top()
+        ax.set_yticks([size * (i + 0.5) for i in range(len(rows))])
+        results = info["results"]
+        labels = [f"L={r['loops']}{' *' if r['loops'] == info['trained_loops'] else ''}\n"
+                  f"{100 * r['class_accuracy']:.0f}%" for r in results]
+        if info.get("adaptive"):
+            a = info["adaptive"]
+            labels.append(f"{a['loops']}\nmean L {a['mean_loops']:.1f}\n{100 * a['class_accuracy']:.0f}%")
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.tick_params(length=0)
+        ax.set_xlabel(f"demo:{name} — {_label(record, name)}", fontsize=8)
+    fig.suptitle(f"{paradigm}: one checkpoint each, rows = loops L at sampling\n(* = trained L; % = class accuracy "
+                 f"of {10 * record['per_class']} samples)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_quality(record: dict, path: Path) -> Path:
@@ -95,28 +170,43 @@ def plot_quality(record: dict, path: Path) -> Path:
 
     from elt.eval.classifier import shipped_record
 
-    fig, (acc_ax, time_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    paradigms = list(dict.fromkeys(info["paradigm"] for info in record["models"].values()))
+    fig, axes = plt.subplots(1, len(paradigms) + 1, figsize=(4.4 * (len(paradigms) + 1), 3.8), squeeze=False)
     real = (shipped_record() or {}).get("test_accuracy")
-    if real:
-        acc_ax.axhline(100 * real, color="black", ls="--", lw=1, label="real test images")
-    for paradigm, info in record["models"].items():
-        loops = [r["loops"] for r in info["results"]]
-        acc_ax.plot(loops, [100 * r["class_accuracy"] for r in info["results"]], "o-", label=paradigm)
-        time_ax.plot(loops, [r["ms_per_sample"] for r in info["results"]], "o-", label=paradigm)
-        acc_ax.axvline(info["trained_loops"], color="grey", lw=0.8, ls=":")
-        if info.get("adaptive"):  # drawn at its mean loop count
-            a = info["adaptive"]
-            color = [line for line in acc_ax.get_lines() if line.get_label() == paradigm][-1].get_color()
-            acc_ax.plot([a["mean_loops"]], [100 * a["class_accuracy"]], "*", ms=11, color=color,
-                        label=f"{paradigm} {a['loops']}")
-            time_ax.plot([a["mean_loops"]], [a["ms_per_sample"]], "*", ms=11, color=color)
-    acc_ax.set(xlabel="loops L at sampling", ylabel="class accuracy (%)", ylim=(0, 100),
-               title=f"quality vs loops ({record['per_class']} samples per class)")
+    time_ax = axes[0][-1]
+    for ax, paradigm in zip(axes[0], paradigms, strict=False):
+        if real:
+            ax.axhline(100 * real, color="black", ls="--", lw=1, label="real test images")
+        trained = set()
+        for name, info in record["models"].items():
+            if info["paradigm"] != paradigm:
+                continue
+            res = info["results"]
+            loops = [r["loops"] for r in res]
+            acc = np.array([100 * r["class_accuracy"] for r in res])
+            err = np.array([[100 * (r["class_accuracy"] - r["ci95"][0]), 100 * (r["ci95"][1] - r["class_accuracy"])]
+                            for r in res]).T
+            style = "o-" if info["mode"] == "ilsd" else "s--"
+            shift = -0.06 if info["mode"] == "ilsd" else 0.06  # keep the two models' error bars apart
+            ax.errorbar([k + shift for k in loops], acc, yerr=err, fmt=style, capsize=3, label=_label(record, name))
+            line = time_ax.plot(loops, [r["ms_per_sample"] for r in res], style, label=f"{paradigm} {info['mode']}")
+            if info.get("adaptive"):  # drawn at its mean loop count
+                a = info["adaptive"]
+                color = line[0].get_color()
+                ax.plot([a["mean_loops"]], [100 * a["class_accuracy"]], "*", ms=11, color="black",
+                        label=f"ILSD {a['loops']} (mean L {a['mean_loops']:.1f})")
+                time_ax.plot([a["mean_loops"]], [a["ms_per_sample"]], "*", ms=11, color=color)
+            trained.add(info["trained_loops"])
+        for t in sorted(trained):
+            ax.axvline(t, color="grey", lw=0.8, ls=":", label=f"trained L = {t}")
+        n = record["per_class"] * 10
+        ax.set(xlabel="loops L at sampling", ylabel="class accuracy (%)", ylim=(0, 100),
+               title=f"{paradigm} ({n} samples per L, 95% CI)")
     time_ax.set(xlabel="loops L at sampling", ylabel="ms per sample (this CPU)", title="cost vs loops")
-    for ax in (acc_ax, time_ax):
+    for ax in axes[0]:
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     write_via(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)

@@ -103,6 +103,9 @@ def write_via(path: str | Path, writer: Callable[[Path], Any]) -> Path:
     tmp = path.with_name(f".{path.stem}{TMP_MARK}{os.getpid()}{path.suffix}")
     try:
         writer(tmp)
+        mask = os.umask(0)  # some writers (safetensors) create 0600 files: give open()'s mode, 0666 less the umask
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -1,7 +1,13 @@
-"""Where and how tensors run: device choice, precision (autocast), seeding. The bottom layer: imports only
-elt.errors.
+"""Where and how tensors run: device choice, CPU threads, precision (autocast), seeding. The bottom layer:
+imports only elt.errors.
 
 One precision vocabulary everywhere: ``fp32`` | ``bf16`` | ``auto`` (bf16 on CUDA, fp32 elsewhere).
+
+One thread setting for every command (:func:`set_threads`): ``elt --threads N`` (which sets ``ELT_THREADS``
+for the process and its children) > ``ELT_THREADS`` > a config's ``train.threads`` > ``OMP_NUM_THREADS`` >
+the default, half the CPUs this process may use (at least 1). The default leaves room for one other job:
+PyTorch's own default (every core) collapses when another CPU-bound process runs, because its OpenMP
+threads wait for each other at every operation.
 """
 
 from __future__ import annotations
@@ -13,9 +19,55 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from elt.errors import UserError  # the very bottom (imports nothing): runtime stays a bottom-layer module
+from elt.errors import ConfigError, UserError  # the very bottom (imports nothing): runtime stays bottom-layer
 
 PRECISIONS = ("fp32", "bf16", "auto")
+THREADS_ENV = "ELT_THREADS"
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """Half the available CPUs, at least 1: near full speed alone, and no collapse beside one other job."""
+    return max(1, available_cpus() // 2)
+
+
+def resolve_threads(requested: int | None = None, config: int | None = None) -> tuple[int, str]:
+    """``(threads, where the number came from)``; ``requested``/``config`` of ``None`` or 0 mean unset."""
+    if requested:
+        if requested < 1:
+            raise ConfigError(f"threads={requested} must be >= 1")
+        return int(requested), "--threads"
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ConfigError(f"{THREADS_ENV}={env!r} must be an integer >= 1")
+        return value, THREADS_ENV
+    if config:
+        if config < 0:
+            raise ConfigError(f"train.threads={config} must be >= 0 (0: the default)")
+        return int(config), "train.threads"
+    if os.environ.get("OMP_NUM_THREADS", "").strip():
+        return torch.get_num_threads(), "OMP_NUM_THREADS"
+    return default_threads(), "default"
+
+
+def set_threads(requested: int | None = None, config: int | None = None) -> int:
+    """Apply the thread setting (see the module docstring for the order) to PyTorch; returns the count."""
+    threads, _ = resolve_threads(requested, config)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
 
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"

@@ -25,6 +25,23 @@ from elt.fileio import check_output_dir, save_npz, write_json
 from elt.visual import is_video_rows, save_grid, save_video_grid
 
 
+def sampling_settings(generator: LoopedGenerator, steps: int | None = None,
+                      guidance: float | None = None) -> tuple[int | None, float | None]:
+    """The ``(steps, guidance)`` that ``generate`` runs with these arguments: the given values, else the
+    checkpoint config's (``sampling.steps`` / ``sampling.guidance``) — what records should say."""
+    from omegaconf import OmegaConf
+
+    cfg = getattr(generator, "config", None)
+    if cfg is not None and "paradigm" in cfg:
+        if steps is None:
+            value = OmegaConf.select(cfg, "sampling.steps", default=None)
+            steps = int(value) if value is not None else None
+        if guidance is None:
+            value = OmegaConf.select(cfg, "sampling.guidance", default=None)
+            guidance = float(value) if value is not None else None
+    return steps, guidance
+
+
 def balanced_labels(num: int, num_classes: int) -> np.ndarray:
     """``num`` labels cycling over the classes (each class within one of every other)."""
     return np.arange(num) % num_classes
@@ -146,7 +163,8 @@ def sample_to_disk(generator: LoopedGenerator, loop_counts: Sequence[LoopSchedul
         check_output_dir(out, "--out")
         out.mkdir(parents=True, exist_ok=True)
     labels = balanced_labels(num, generator.num_classes)
-    record = {"num": num, "seed": seed, "steps": steps, "guidance": guidance, "label_policy": "balanced",
+    used_steps, used_guidance = sampling_settings(generator, steps, guidance)
+    record = {"num": num, "seed": seed, "steps": used_steps, "guidance": used_guidance, "label_policy": "balanced",
               "files": {}, "seconds": {}, "loops_used": {}, "gflops": {}, "processes": world}
     grid_rows = []
     for loops in tqdm(loop_counts, desc="loop counts", disable=not progress or rank != 0):

@@ -38,14 +38,45 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+THREADS_HELP = ("CPU threads for PyTorch (default: $ELT_THREADS, else the config's train.threads, else half the "
+                "CPUs, at least 1: full cores collapse when another job runs)")
+
+
+def _add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N`` on every (sub)command that has none of its own; one destination, never defaulted by a
+    subcommand, so ``elt --threads 1 demo`` and ``elt demo --threads 1`` mean the same."""
+    if "--threads" not in parser._option_string_actions:
+        parser.add_argument("--threads", dest="global_threads", type=positive_int, default=argparse.SUPPRESS,
+                            metavar="N", help=THREADS_HELP)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_threads_option(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="elt", description="Elastic Looped Transformers for visual "
                            "generation: train once, sample at any loop count.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"elt {__version__}")
+    parser.add_argument("--threads", dest="global_threads", type=positive_int, default=None, metavar="N",
+                        help=THREADS_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in COMMAND_GROUPS:
         group.add_parsers(sub)
+    _add_threads_option(parser)
     return parser
+
+
+def apply_threads(args: argparse.Namespace) -> int:
+    """``--threads`` becomes ``ELT_THREADS`` (so workers and subprocesses inherit it), then is applied."""
+    import os
+
+    from elt.runtime import THREADS_ENV, set_threads
+
+    threads = getattr(args, "global_threads", None)
+    if threads:
+        os.environ[THREADS_ENV] = str(threads)
+    return set_threads()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,7 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    if hasattr(args, "no_progress") and not sys.stderr.isatty():
+        args.no_progress = True  # progress bars only on a terminal: in a log file they are carriage-return noise
     try:
+        apply_threads(args)
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"elt: error: {exc}", file=sys.stderr)

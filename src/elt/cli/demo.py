@@ -18,29 +18,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     paradigms = demo_lib.PARADIGMS if args.paradigm == "both" else (args.paradigm,)
     start = time.perf_counter()
     record = demo_lib.run_demo(args.out, paradigms, per_class=args.per_class, seed=args.seed,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, vanilla=False if args.no_vanilla else None)
     out = Path(args.out)
-    for paradigm, info in record["models"].items():
+    if not record["vanilla"] and not args.no_vanilla:
+        print("(this install ships no vanilla-looped demo models: ILSD models only)")
+    for name, info in record["models"].items():
         accs = ", ".join(f"L={r['loops']}: {100 * r['class_accuracy']:.0f}%" for r in info["results"])
-        print(f"{paradigm} ({info['unique_layers']} unique layers, trained at L={info['trained_loops']}): "
-              f"class accuracy {accs}")
+        print(f"demo:{name} ({info['unique_layers']} unique layers, {info['mode']}, trained at "
+              f"L={info['trained_loops']}): class accuracy {accs}")
         if info.get("adaptive"):
             a = info["adaptive"]
             print(f"  adaptive {a['loops']}: class accuracy {100 * a['class_accuracy']:.0f}% with "
                   f"{a['mean_loops']:.2f} loops per step on average")
-        print(f"  grid: {out / info['grid']}")
+    for paradigm in paradigms:
+        print(f"grid: {out / f'{paradigm}_grid.png'}")
     print(f"quality vs loops: {out / record['plot']}")
-    print(f"record: {out / 'demo.json'}  ({time.perf_counter() - start:.0f} s)")
+    print(f"record: {out / 'demo.json'}  ({time.perf_counter() - start:.0f} s, {record['threads']} thread(s))")
     return 0
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("demo", help="sample the shipped demo models at every loop count (CPU, < 1 min)",
-                       description=demo_lib.__doc__.splitlines()[0])
+    p = sub.add_parser("demo", help="the shipped ILSD and vanilla models at every loop count (CPU, < 1 min)",
+                       description=demo_lib.__doc__.splitlines()[0].replace("``", ""))
     p.add_argument("--out", default="elt-demo", help="output directory (default ./elt-demo)")
     p.add_argument("--paradigm", choices=("both", *demo_lib.PARADIGMS), default="both")
-    p.add_argument("--per-class", type=int, default=4,
-                   help="samples per class and loop count (default 4: quick, so accuracies are rough, ±8 points)")
+    p.add_argument("--per-class", type=int, default=demo_lib.DEFAULT_PER_CLASS,
+                   help=f"samples per class, model and loop count (default {demo_lib.DEFAULT_PER_CLASS})")
+    p.add_argument("--no-vanilla", action="store_true", help="only the ILSD models (half the time)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)

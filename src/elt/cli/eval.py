@@ -146,14 +146,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> dict:
-    from elt.eval.sweep import run_sweep
+    from elt.eval.sweep import check_samples, run_sweep
 
     try:
-        suite = build_suite(args)  # first: missing weights or data fail before any sampling
         models = build_models(args)
         if args.metrics == "domain":
             check_domain_inputs(models)
         loops = args.loops or list(range(1, max(m.generator.trained_loops for m in models if m.generator) + 1))
+        for model in models:  # missing loop files or too few samples: before the reference features are computed
+            if model.samples_dir is not None:
+                check_samples(model.samples_dir, loops, args.num)
+        suite = build_suite(args)  # before any sampling: missing weights or data fail first
         result = run_sweep(models, suite, loops, steps=args.steps or [None], num=args.num, seed=args.seed,
                            guidance=args.guidance, batch_size=args.batch_size, latency_batch=args.latency_batch,
                            latency_repeats=args.latency_repeats, measure=not args.no_latency,
@@ -272,7 +275,8 @@ def add_parsers(sub) -> None:
                     "runs/elt --ckpt runs/vanilla --loops 1-5 --num 1000 --out eval/",
         epilog="Actions: 'elt eval train-classifier' retrains the shipped Fashion-MNIST classifier; "
                "'elt eval floor' prints the real-vs-real floor; 'elt eval video' evaluates video samples.")
-    p.add_argument("--ckpt", action="append", help="checkpoint or run directory (repeat to compare models)")
+    p.add_argument("--ckpt", action="append",
+                   help="checkpoint or run directory, or demo:NAME (repeat to compare models)")
     p.add_argument("--samples", action="append",
                    help="folder of 'elt sample' output (samples_L<L>.npz) to evaluate instead of sampling; "
                         "pairs with --ckpt by position (which then gives GFLOPs/latency)")

@@ -1,4 +1,4 @@
-"""``elt tokenizer train CONFIG [key=value ...]``: train the image tokenizer on its own.
+"""``elt tokenizer train CONFIG [key=value ...]``: train the image or video tokenizer on its own.
 
 ``elt train`` trains the tokenizer itself when it finds none, so this command is for training one shared
 tokenizer ahead of several runs (point each run's ``tokenizer.path`` at it) or for tuning it.
@@ -50,11 +50,12 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    tokenizer = sub.add_parser("tokenizer", help="train an image tokenizer",
-                               description="Image tokenizer commands.")
+    tokenizer = sub.add_parser("tokenizer", help="train an image or video tokenizer",
+                               description="Tokenizer commands (images: tokenizer.kind=fsq; video: fsq3d).")
     commands = tokenizer.add_subparsers(dest="tokenizer_command", metavar="COMMAND")
-    p = commands.add_parser("train", help="train the FSQ tokenizer a config describes",
-                            description="Train the FSQ tokenizer of a config (tokenizer.* and data.* fields) "
+    p = commands.add_parser("train", help="train the FSQ tokenizer (image or video) a config describes",
+                            description="Train the FSQ tokenizer of a config (tokenizer.* and data.* fields; "
+                                        "tokenizer.kind=fsq for images, fsq3d for video clips) "
                                         "and report its test PSNR/MSE. Saved to --out, else tokenizer.path, "
                                         "else TRAIN.OUT_DIR/tokenizer.")
     p.add_argument("config", help="YAML config path or shipped name (fmnist_masked)")

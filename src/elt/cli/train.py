@@ -83,7 +83,7 @@ def add_sample(sub) -> None:
                        description="Generate class-balanced samples from a checkpoint at each loop count: "
                                    "samples_L<L>.npz (arr_0 uint8 N×H×W×C, video N×T×H×W×C; arr_1 labels) and "
                                    "grid.png (video: also grid.gif, and grid.mp4 with PyAV).")
-    p.add_argument("--ckpt", required=True, help="checkpoint directory or run directory")
+    p.add_argument("--ckpt", required=True, help="checkpoint or run directory, or a shipped model (demo:masked, ...)")
     p.add_argument("--loops", type=parse_loops, default=None, help=LOOPS_HELP + " (default 1..L_max)")
     p.add_argument("--budget-ms", type=float, default=None,
                    help="pick the best-quality calibrated point whose latency is at most this (calibration.json "
@@ -136,7 +136,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def add_info(sub) -> None:
     p = sub.add_parser("info", help="describe a checkpoint", description="Print what a checkpoint holds.")
-    p.add_argument("ckpt", help="checkpoint directory or run directory")
+    p.add_argument("ckpt", help="checkpoint or run directory, or a shipped model (demo:masked, ...)")
     p.set_defaults(func=cmd_info)
 
 
@@ -154,7 +154,7 @@ def add_export(sub) -> None:
     p = sub.add_parser("export", help="write an inference-only checkpoint (EMA weights, fp16)",
                        description="Write config.yaml + EMA weights (fp16 unless --fp32) to OUT: what elt.load, "
                                    "elt sample and elt eval need, without optimizer state.")
-    p.add_argument("--ckpt", required=True, help="checkpoint directory or run directory")
+    p.add_argument("--ckpt", required=True, help="checkpoint or run directory, or a shipped model (demo:masked, ...)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
     p.set_defaults(func=cmd_export)

@@ -23,6 +23,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import torch
+
 from elt.errors import UserError
 
 
@@ -174,7 +177,13 @@ def as_point(loops: LoopSchedule) -> OperatingPoint | None:
         if len(points) != 1:
             raise ScheduleError(f"loops {loops!r} names {len(points)} operating points; sampling takes one")
         return points[0]
-    values = [int(v) for v in loops]
+    if not isinstance(loops, Sequence | np.ndarray | torch.Tensor):
+        raise ScheduleError(f"loops={loops!r}: give an integer loop count >= 1, a list of them (one per sampling "
+                            f"step) or a schedule string ({GRAMMAR})")
+    raw = np.asarray(loops).reshape(-1).tolist()
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
+        raise ScheduleError(f"a loop schedule holds integer loop counts >= 1, got {raw}")
+    values = [int(v) for v in raw]
     if not values:
         raise ScheduleError("an empty loop schedule; give one loop count per sampling step")
     for v in values:

@@ -17,7 +17,7 @@ warning that counts them (the dataset then returns the next readable video, as
 A clip is ``frames`` frames taken every ``frame_stride`` frames. The test split takes the centred window;
 the train split a window starting at a position drawn from ``(seed, index)``, so the same item is the same
 clip every epoch (a token cache built from it stays valid). Videos shorter than the window repeat their
-last frame. Frames are decoded with PyAV (``pip install 'elt[video]'``), resized so the short side is
+last frame. Frames are decoded with PyAV (``pip install 'elt-looped[video]'``), resized so the short side is
 ``image_size`` and centre-cropped (ADM's resize, as for image folders). Items are (3×T×S×S float in
 [-1, 1], int label).
 """
@@ -46,7 +46,7 @@ def _import_av():
     try:
         import av
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("data.name=ucf101 decodes videos with PyAV: pip install 'elt[video]' (or av)") from exc
+        raise ImportError("data.name=ucf101 decodes videos with PyAV: pip install 'elt-looped[video]' (or av)") from exc
     return av
 
 

@@ -14,7 +14,7 @@ encodes in the file name) before torch-fidelity unpickles them. A missing file i
 where to get it.
 
 torch-fidelity imports torchvision at package import, so it needs a torchvision build matching the
-installed torch (``pip install 'elt[metrics]'`` with a matching pair, e.g. torch 2.14.1 + torchvision 0.29.1).
+installed torch (``pip install 'elt-looped[metrics]'`` with a matching pair, e.g. torch 2.14.1 + torchvision 0.29.1).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def fidelity_inception_class():
     except ImportError as exc:
         raise MissingDependencyError(
             f"Inception metrics need torch-fidelity and a torchvision that matches torch {torch.__version__} "
-            f"(pip install 'elt[metrics]' torchvision==<matching version>); import failed: {exc}") from exc
+            f"(pip install 'elt-looped[metrics]' torchvision==<matching version>); import failed: {exc}") from exc
     return FeatureExtractorInceptionV3
 
 

@@ -36,7 +36,7 @@ from elt.core.generator import LoopedGenerator
 from elt.core.schedule import LoopSchedule, file_token, point_label
 from elt.fileio import atomic_write, write_json, write_text
 from elt.runtime import resolve_device
-from elt.sampling import balanced_labels, generate_batched
+from elt.sampling import balanced_labels, generate_batched, sampling_settings
 from elt.version import __version__
 
 LABEL_POLICY = "balanced: sample i is conditioned on class i mod num_classes"
@@ -183,6 +183,30 @@ def read_samples(samples_dir: Path, loops: LoopSchedule, num: int | None = None,
     return (images, labels, meta, used) if with_loops else (images, labels, meta)
 
 
+def check_samples(samples_dir: Path, loops: Sequence[int], num: int | None = None) -> None:
+    """Before any feature work: every ``samples_L<L>.npz`` is there and holds at least ``num`` samples
+    (read from the .npy headers, not the arrays)."""
+    import zipfile
+
+    for k in loops:
+        path = Path(samples_dir) / f"samples_L{k}.npz"
+        if not path.is_file():
+            have = sorted(p.name for p in Path(samples_dir).glob("samples_L*.npz"))
+            raise SweepInputError(f"{path} not found (have: {', '.join(have) or 'none'}); run 'elt sample "
+                                  f"--loops {k}' or drop L={k} from --loops")
+        if num is None:
+            continue
+        try:
+            with zipfile.ZipFile(path) as archive, archive.open("arr_0.npy") as member:
+                major, _ = np.lib.format.read_magic(member)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape = read_header(member)[0]
+        except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+            raise SweepInputError(f"{path} is not a samples file written by 'elt sample' ({exc})") from exc
+        if shape[0] < num:
+            raise SweepInputError(f"{path} holds {shape[0]} samples, fewer than --num {num}")
+
+
 def configured_steps(generator: LoopedGenerator | None) -> int | None:
     """The number of sampling steps the checkpoint samples with by default (``sampling.steps``, else the
     paradigm's default), if the generator says."""
@@ -207,13 +231,15 @@ def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[LoopSchedule]
     for model, step, k in tqdm(combos, desc="sweep", disable=not progress):
         gen = model.generator
         label = k if isinstance(k, int) else point_label(k)
-        row = {"model": model.name, "checkpoint": model.checkpoint, "loops": label, "steps": step,
-               "config_steps": configured_steps(gen), "guidance": guidance, "n": num}
+        used_steps, used_guidance = sampling_settings(gen, step, guidance) if gen is not None else (step, guidance)
+        row = {"model": model.name, "checkpoint": model.checkpoint, "loops": label, "steps": used_steps,
+               "config_steps": configured_steps(gen), "guidance": used_guidance, "n": num}
         if model.samples_dir is not None:
             images, labels, meta, used = read_samples(model.samples_dir, k, num, with_loops=True)
-            row.update(samples=str(model.samples_dir), steps=meta.get("steps", step),
-                       guidance=meta.get("guidance", guidance), seed=meta.get("seed"),
-                       label_policy=meta.get("label_policy"))
+            row.update(samples=str(model.samples_dir),  # older samples.json files recorded null for defaults
+                       steps=used_steps if meta.get("steps") is None else meta["steps"],
+                       guidance=used_guidance if meta.get("guidance") is None else meta["guidance"],
+                       seed=meta.get("seed"), label_policy=meta.get("label_policy"))
             ms_per_sample = (1000 * meta["seconds"][str(label)] / meta["num"]
                              if "seconds" in meta and str(label) in meta["seconds"] and meta.get("num") else None)
         else:
@@ -222,8 +248,8 @@ def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[LoopSchedule]
             labels = balanced_labels(num, gen.num_classes)
             _sync(gen.device)
             start = time.perf_counter()
-            images, used = generate_batched(gen, labels, k, batch_size=batch_size, seed=seed, steps=step,
-                                            guidance=guidance, progress=progress, desc=f"{model.name} L={label}",
+            images, used = generate_batched(gen, labels, k, batch_size=batch_size, seed=seed, steps=used_steps,
+                                            guidance=used_guidance, progress=progress, desc=f"{model.name} L={label}",
                                             return_loops=True)
             _sync(gen.device)
             ms_per_sample = 1000 * (time.perf_counter() - start) / num

@@ -4,7 +4,7 @@ For ImageNet-scale work the masked generator should run on a strong pretrained t
 small FSQ one. Hub downloads are not assumed: the folder is a local path (``tokenizer.pretrained_path``).
 The adapter gives the :mod:`elt.tokenizers` interface: ``encode`` maps each latent position to the index
 of its nearest codebook vector, ``decode`` looks the vectors up and runs diffusers' post-quant conv and
-decoder. Needs the ``latent`` extra (``pip install elt[latent]``, i.e. diffusers).
+decoder. Needs the ``latent`` extra (``pip install 'elt-looped[latent]'``, i.e. diffusers).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def _vq_model_class():
     try:
         from diffusers import VQModel
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("tokenizer.kind=pretrained_vq needs diffusers: pip install 'elt[latent]'") from exc
+        raise ImportError("tokenizer.kind=pretrained_vq needs diffusers: pip install 'elt-looped[latent]'") from exc
     return VQModel
 
 

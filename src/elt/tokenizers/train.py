@@ -78,11 +78,10 @@ def train_tokenizer(cfg: DictConfig, out_dir: str | Path, progress: bool = True)
 
     Returns the metadata written to ``out_dir/tokenizer.json`` (architecture, hash, metrics, timing).
     """
-    from elt.runtime import resolve_device, seed_everything
+    from elt.runtime import resolve_device, seed_everything, set_threads
     from elt.visual import save_grid
 
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
+    set_threads(config=cfg.train.threads)
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     out_dir = Path(out_dir)

@@ -22,7 +22,7 @@ def _import_autoencoder_kl():
     try:
         from diffusers import AutoencoderKL
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise VAEError("the latent space needs diffusers: pip install 'elt[latent]'") from exc
+        raise VAEError("the latent space needs diffusers: pip install 'elt-looped[latent]'") from exc
     return AutoencoderKL
 
 

@@ -40,6 +40,35 @@ EMA_FILE = "ema.safetensors"
 STATE_FILE = "state.pt"
 MANIFEST_FILE = "manifest.json"
 TMP_PREFIX = ".tmp_step_"
+DEMO_SCHEME = "demo:"
+DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
+
+
+def demo_models() -> dict[str, Path]:
+    """The models shipped in the package, by name: ``demo:NAME`` is accepted wherever a checkpoint is."""
+    if not DEMO_DIR.is_dir():
+        return {}
+    return {p.name: p for p in sorted(DEMO_DIR.iterdir()) if (p / CONFIG_FILE).is_file() and (p / MODEL_FILE).is_file()}
+
+
+def demo_checkpoint(name: str) -> Path:
+    """``demo:masked`` → the shipped model's directory; an unknown name lists the shipped ones."""
+    models = demo_models()
+    key = name[len(DEMO_SCHEME):] if name.startswith(DEMO_SCHEME) else name
+    if key not in models:
+        shipped = ", ".join(DEMO_SCHEME + n for n in models) or "none in this install"
+        raise CheckpointError(f"unknown demo model {name!r}; shipped: {shipped}")
+    return models[key]
+
+
+def ordinary_mode(path: str | Path) -> None:
+    """Give a file the mode ``open()`` would (0666 less the umask): safetensors writes 0600, which hides
+    checkpoints from the other users of a shared run directory."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 STEP_NAME = re.compile(r"step_\d{7,}")
 
 
@@ -93,6 +122,9 @@ def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torc
             torch.save(state, tmp / STATE_FILE)
         for name, folder in (extra_dirs or {}).items():
             os.replace(folder, tmp / name)
+        for item in tmp.rglob("*"):
+            if item.is_file():
+                ordinary_mode(item)
         sizes = {str(item.relative_to(tmp)): item.stat().st_size for item in sorted(tmp.rglob("*"))
                  if item.is_file()}
         (tmp / MANIFEST_FILE).write_text(json.dumps({"step": step, "files": sizes}, indent=1))
@@ -167,7 +199,9 @@ def checkpoints_newest_first(path: str | Path) -> list[Path]:
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory, or a run directory (→ the checkpoint ``latest`` names, which is the last
     one written — after resuming from an older checkpoint, newer-numbered ones may be a discarded
-    branch — else the highest-numbered complete one)."""
+    branch — else the highest-numbered complete one), or a shipped model's name (``demo:masked``)."""
+    if isinstance(path, str) and path.startswith(DEMO_SCHEME):
+        return demo_checkpoint(path)
     path = Path(path)
     if is_complete(path):
         return path
@@ -318,6 +352,7 @@ def export_inference(path: str | Path, out_dir: str | Path, half: bool = True) -
     with atomic_dir(out, replace=True) as tmp:
         (tmp / CONFIG_FILE).write_text(config_text)
         save_file(state, str(tmp / MODEL_FILE), metadata={"exported_from": str(ckpt), "weights": weights.name})
+        ordinary_mode(tmp / MODEL_FILE)
     return out
 
 

@@ -41,9 +41,8 @@ class RunLogger:
         if cfg.train.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                print("elt: warning: train.tensorboard=true but tensorboard is not installed "
-                      "(pip install 'elt[logging]'); logging to log.jsonl only", file=sys.stderr)
+            except ImportError:  # the core install has no tensorboard: log.jsonl only, no warning on every run
+                pass
             else:
                 self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=resume_step)
         if cfg.train.wandb:

@@ -39,7 +39,7 @@ from elt.core import batch_random
 from elt.core.ilsd import StudentLoopDraw, ilsd_lambda
 from elt.errors import UserError
 from elt.fileio import check_output_dir, exclusive_lock, write_text
-from elt.runtime import autocast_context, seed_everything, uses_bf16
+from elt.runtime import autocast_context, seed_everything, set_threads, uses_bf16
 from elt.sampling import sample_grid_rows
 from elt.train import distributed as dist_lib
 from elt.train.checkpoint import (
@@ -168,8 +168,7 @@ class Trainer:
         if self.env.is_main:  # before any work: an out_dir that cannot be written fails now, not at the end
             check_output_dir(self.run_dir, "train.out_dir")
         self.progress = progress and self.env.is_main
-        if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
+        set_threads(config=cfg.train.threads)
         configure_backends(self.device, cfg.train.tf32)
         world = self.env.world_size
         self.accum = accumulation_steps(cfg, world)

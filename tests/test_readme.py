@@ -1,0 +1,84 @@
+"""The README's Python example runs as written, and the shipped models answer to their ``demo:`` names in the
+API and in every command that takes a checkpoint."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import elt
+from elt.cli import main
+from elt.train.checkpoint import demo_models, resolve_checkpoint
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_readme_python_examples_run_as_written(tmp_path, monkeypatch):
+    blocks = python_blocks(README.read_text())
+    assert blocks, "the README has no ```python example"
+    monkeypatch.chdir(tmp_path)  # a fresh clone's working directory holds no runs/
+    for block in blocks:
+        namespace: dict = {}
+        exec(compile(block, str(README), "exec"), namespace)  # noqa: S102 - the README's own example
+        images = namespace.get("images")
+        if images is not None:
+            assert images.dtype == np.uint8 and images.ndim == 4
+
+
+def test_every_shipped_model_loads_by_name():
+    names = set(demo_models())
+    assert {"masked", "diffusion"} <= names
+    for name in names:
+        generator = elt.load(f"demo:{name}")
+        assert generator.trained_loops >= 1
+        assert resolve_checkpoint(f"demo:{name}") == demo_models()[name]
+
+
+def test_unknown_demo_name_is_one_line_listing_the_shipped_ones(capsys):
+    assert main(["info", "demo:nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "demo:nope" in err and "demo:masked" in err
+
+
+def test_demo_names_in_info_export_and_sample(tmp_path, capsys):
+    assert main(["info", "demo:masked"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["paradigm"] == "masked" and info["trained_loops"] == 4
+    assert main(["export", "--ckpt", "demo:diffusion", "--out", str(tmp_path / "export")]) == 0
+    capsys.readouterr()
+    exported = elt.load(tmp_path / "export").generate([3], loops=1, steps=2, seed=0)
+    shipped = elt.load("demo:diffusion").generate([3], loops=1, steps=2, seed=0)
+    assert np.array_equal(exported, shipped)  # the shipped weights are fp16 already: export is lossless
+    out = tmp_path / "samples"
+    assert main(["sample", "--ckpt", "demo:masked", "--loops", "1", "--num", "2", "--steps", "2",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert (out / "samples_L1.npz").is_file()
+
+
+@pytest.mark.parametrize("bad", [2.5, [1, 2.5], "2.5", True])
+def test_non_integer_loops_are_a_value_error_naming_them(bad):
+    generator = elt.load("demo:masked")
+    with pytest.raises(ValueError, match="loop"):
+        generator.generate([0], loops=bad, steps=2)
+
+
+def test_eval_samples_checks_files_and_counts_before_any_feature_work(tmp_path, monkeypatch, capsys):
+    from elt.cli import eval as eval_cli
+
+    out = tmp_path / "samples"
+    assert main(["sample", "--ckpt", "demo:masked", "--loops", "1", "--num", "3", "--steps", "2",
+                 "--out", str(out), "--no-progress"]) == 0
+    monkeypatch.setattr(eval_cli, "build_suite", lambda args: pytest.fail("feature work before the input checks"))
+    for extra, message in ((["--num", "5", "--loops", "1"], "fewer than --num 5"),
+                           (["--num", "3", "--loops", "1,2"], "samples_L2.npz not found")):
+        assert main(["eval", "--samples", str(out), "--ckpt", "demo:masked", "--out", str(tmp_path / "e"),
+                     *extra]) == 2
+        assert message in capsys.readouterr().err
+
+
