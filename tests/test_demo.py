@@ -78,7 +78,7 @@ def test_demo_writes_grids_plot_and_scores(tmp_path, capsys):
     assert (tmp_path / "quality_vs_loops.png").is_file()
     assert "quality vs loops" in capsys.readouterr().out
     vanilla = [n for n in record["models"] if n.endswith("-vanilla")]
-    assert record["vanilla"] == bool(vanilla)
+    assert record["vanilla"] == vanilla
     for name in vanilla:
         assert record["models"][name]["mode"] == "vanilla"
         assert record["models"][name]["grid"] == record["models"][name.split("-")[0]]["grid"]  # drawn side by side

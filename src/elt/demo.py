@@ -45,7 +45,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class: int = DEFAULT_PER_CLASS,
              seed: int = 0, extra_loops: int = 1, progress: bool = True, vanilla: bool | None = None) -> dict:
     """Sample, score and draw the shipped models; returns the record also written to ``demo.json``.
-    ``vanilla``: also the vanilla-looped models (``None``: where this install ships them)."""
+    ``vanilla``: also the vanilla-looped models (``None``: those this install ships). The record's ``vanilla``
+    lists the vanilla models shown."""
     import torch
     from tqdm.auto import tqdm
 
@@ -53,9 +54,10 @@ def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class:
     from elt.train.checkpoint import load_generator
 
     models = shipped_models()
-    if vanilla is None:
-        vanilla = all(p + VARIANTS[1] in models for p in paradigms)
-    names = [p + v for p in paradigms for v in (VARIANTS if vanilla else VARIANTS[:1])]
+    # vanilla=None: a paradigm's vanilla model where this install ships it; True: required for every paradigm
+    names = [p + v for p in paradigms for v in VARIANTS
+             if not v or vanilla or (vanilla is None and p + v in models)]
+    vanilla = [n for n in names if n.endswith(VARIANTS[1])]
     missing = [n for n in names if n not in models]
     if missing:
         raise UserError(f"no shipped demo model {', '.join('demo:' + n for n in missing)} "

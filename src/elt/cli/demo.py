@@ -20,8 +20,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     record = demo_lib.run_demo(args.out, paradigms, per_class=args.per_class, seed=args.seed,
                                progress=not args.no_progress, vanilla=False if args.no_vanilla else None)
     out = Path(args.out)
-    if not record["vanilla"] and not args.no_vanilla:
-        print("(this install ships no vanilla-looped demo models: ILSD models only)")
+    if not args.no_vanilla:
+        without = [p for p in paradigms if f"{p}-vanilla" not in record["vanilla"]]
+        if without:
+            print(f"(this install ships no vanilla-looped demo model for {', '.join(without)}: ILSD only there)")
     for name, info in record["models"].items():
         accs = ", ".join(f"L={r['loops']}: {100 * r['class_accuracy']:.0f}%" for r in info["results"])
         print(f"demo:{name} ({info['unique_layers']} unique layers, {info['mode']}, trained at "
