@@ -26,6 +26,7 @@ from elt.app.models import (
     write_media,
 )
 from elt.cli import main
+from elt.core.schedule import AdaptiveExit, Ramp, resolve
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -38,13 +39,15 @@ class FakeGenerator:
         self.config = SimpleNamespace(paradigm="diffusion", data=SimpleNamespace(name="folder"),
                                       sampling=SimpleNamespace(steps=5, guidance=2.0))
 
-    def gflops_per_sample(self, loops=None, steps=None, guidance=None):
-        return 0.5 * (loops or self.trained_loops)
+    def gflops_per_sample(self, loops=None, steps=None, guidance=None, loops_used=None):
+        return 0.5 * float(np.mean(loops_used))
 
-    def generate(self, labels, loops=None, steps=None, guidance=None, seed=None, progress=False):
-        rng = np.random.default_rng([seed, loops, *labels])
+    def generate(self, labels, loops=None, steps=None, guidance=None, seed=None, progress=False, return_loops=False):
+        plan = resolve(loops, steps or 5, self.trained_loops)
+        rng = np.random.default_rng([seed, *plan, *labels])
         shape = (len(labels), 4, 8, 6, 3) if self.video else (len(labels), 8, 6, 1)
-        return rng.integers(0, 256, shape, dtype=np.uint8)
+        images = rng.integers(0, 256, shape, dtype=np.uint8)
+        return (images, np.tile(plan, (len(labels), 1))) if return_loops else images
 
 
 def fake_models(tmp_path, **kwargs):
@@ -75,6 +78,66 @@ def test_typed_values_are_checked_with_readable_messages(tmp_path):
         with pytest.raises(InputError, match=message.replace("(", r"\(").replace(".", r"\.")):
             check_request(models, values["model"], values["class_choice"], values["seed"], values["loops"],
                           values["steps"], values["guidance"])
+
+
+def test_loop_modes_are_read_by_the_core_parser(tmp_path):
+    models = fake_models(tmp_path)  # L_max 2, the page allows up to 4 loops; 5 sampling steps by default
+    name = str(tmp_path)
+
+    def check(mode, loops=2, schedule="", threshold="0.1", low=2, high=3, steps=""):
+        return check_request(models, name, None, "0", loops, steps, "", mode, schedule, threshold, low, high)
+
+    assert check("fixed L", loops=3).loops == 3
+    assert check("schedule", schedule=" 4:1 ").loops == Ramp(4, 1)
+    assert check("schedule", schedule="exit:0.2").loops == AdaptiveExit(0.2, 2, 2)  # MAX filled in: L_max
+    assert check("adaptive exit", threshold="inf", low=3, high=4).loops == AdaptiveExit(float("inf"), 3, 4)
+    assert check("schedule", schedule="1x2+2x8", steps="10").loops.parts == ((1, 2), (2, 8))
+    cases = [
+        (dict(mode="schedule", schedule="1x2+2x2"), "loop schedule '1x2+2x2' covers 4 steps but sampling uses 5 "
+                                                    "steps; make the step counts add up to 5"),
+        (dict(mode="schedule", schedule="fast"), "invalid loops 'fast'; allowed: L (fixed loop count"),
+        (dict(mode="schedule", schedule="1,2"), "invalid loops '1,2'"),
+        (dict(mode="schedule", schedule=""), "loop schedule is empty"),
+        (dict(mode="schedule", schedule="9:1"), "loop schedule '9:1' runs 9 loops at a step; this page allows at "
+                                                "most 4"),
+        (dict(mode="adaptive exit", threshold="soon"), "bad exit threshold 'soon' in 'exit:soon:2-3'"),
+        (dict(mode="adaptive exit", threshold="-1"), "exit threshold must be >= 0"),
+        (dict(mode="adaptive exit", threshold=""), "exit threshold is empty"),
+        (dict(mode="adaptive exit", low=4, high=3), "adaptive exit max loops 3 is below min loops 4"),
+        (dict(mode="adaptive exit", high=5), "exit max loops must be between 2 and 4, got 5"),
+        (dict(mode="sometimes"), "unknown loops mode 'sometimes'"),
+    ]
+    for change, message in cases:
+        with pytest.raises(InputError) as caught:
+            check(**change)
+        assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+    # a schedule's cost line: the loops each step ran, their mean, GFLOPs from them
+    result = generate(check("schedule", schedule="3:1"))
+    assert result.loops_used.tolist() == [[3, 3, 2, 2, 1]]
+    assert result.caption().startswith("loops 3:1: mean 2.20 loops per step (per step: 3×2 2×2 1) · 1.1 GFLOPs")
+
+
+def test_adaptive_exit_on_the_shipped_model_reports_the_loops_it_ran():
+    models = load_models(["demo:masked"])
+    generator = models["demo:masked"].generator
+
+    def run(mode, loops=None, threshold="0.2", low=2, high=4, count=2):
+        request = check_request(models, "demo:masked", "7: Sneaker", "5", loops, "", "", mode, "", threshold, low,
+                                high)
+        return generate(request, count=count)
+
+    adaptive = run("adaptive exit")
+    used = adaptive.loops_used
+    assert used.shape == (2, 12) and used.min() >= 2 and used.max() <= 4 and 2 < used.mean() < 4  # exits vary
+    assert adaptive.gflops_per_sample == pytest.approx(
+        generator.gflops_per_sample(AdaptiveExit(0.2, 2, 4), loops_used=used))
+    assert run("fixed L", 2).gflops_per_sample < adaptive.gflops_per_sample < run("fixed L", 4).gflops_per_sample
+    assert f"mean {used.mean():.2f} loops per step" in adaptive.caption()
+    # threshold 0 never exits early: the images of fixed L = max, every step at max loops
+    never = run("adaptive exit", threshold="0", high=3, count=1)
+    np.testing.assert_array_equal(never.samples, run("fixed L", 3, count=1).samples)
+    assert (never.loops_used == 3).all()
 
 
 def test_missing_or_broken_checkpoint_is_one_line_before_serving(tmp_path, capsys):
@@ -135,7 +198,7 @@ def test_shipped_model_same_seed_same_image_other_loops_other_image():
     assert not np.array_equal(first.samples, deeper.samples)
     assert deeper.gflops_per_sample > 2 * first.gflops_per_sample
     assert first.samples.shape[0] == 1 and first.seconds > 0
-    assert first.caption().startswith("L = 1 loops · ")
+    assert first.caption().startswith(f"L = 1 loops at each of {model.default_steps} steps · ")
 
 
 @pytest.mark.slow

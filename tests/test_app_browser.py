@@ -241,6 +241,37 @@ def test_generate_at_two_loop_counts(page, shipped_size, timings):
 
 
 
+def test_adaptive_exit_and_schedules_show_the_loops_they_ran(page, server, shipped_size):
+    choose(page, "elt-class", "7: Sneaker")
+    fill(page, "#elt-seed input", "3")
+    page.locator("#elt-loops-mode label", has_text="adaptive exit").click()
+    page.locator("#elt-exit-threshold input, #elt-exit-threshold textarea").wait_for(timeout=WAIT_MS)
+    assert not page.locator("#elt-loops").is_visible()  # the fixed slider makes way
+    fill(page, "#elt-exit-threshold input, #elt-exit-threshold textarea", "0.2")
+    fill(page, "#elt-exit-min input[type=number]", "2")
+    fill(page, "#elt-exit-max input[type=number]", "4")
+    data, _ = generate(page)
+    assert decode_png(data).size == shipped_size
+    cost = page.locator("#elt-cost").inner_text()
+    assert "loops exit:0.2:2-4: mean " in cost and "GFLOPs" in cost and "ms measured" in cost
+    mean = float(cost.split(": mean ")[1].split(" loops per step")[0])
+    per_step = cost.split("(per step: ")[1].split(")")[0].split()
+    assert 2 <= mean <= 4 and sum(int(p.split("×")[1]) if "×" in p else 1 for p in per_step) == 12  # 12 steps
+
+    page.locator("#elt-loops-mode label", has_text="schedule").click()
+    fill(page, "#elt-schedule input, #elt-schedule textarea", "1x5")
+    page.click("#elt-generate")
+    page.wait_for_function("() => (document.querySelector('#elt-status')?.innerText || '')"
+                           ".includes(\"loop schedule '1x5' covers 5 steps but sampling uses 12 steps\")",
+                           timeout=WAIT_MS)
+    fill(page, "#elt-schedule input, #elt-schedule textarea", "4:1")
+    data, _ = generate(page)
+    assert decode_png(data).size == shipped_size
+    assert "loops 4:1: mean 2.50 loops per step (per step: 4×2 3×4 2×4 1×2)" in page.locator("#elt-cost").inner_text()
+    assert page.locator("#elt-status").inner_text().strip() == ""
+    assert server[1].poll() is None
+
+
 def test_bad_input_is_a_message_and_the_server_keeps_serving(page, server, shipped_size):
     set_request(page, "0: T-shirt/top", loops=2, seed="twelve")
     page.click("#elt-generate")
@@ -265,18 +296,22 @@ def test_compare_loop_counts_shows_one_row_per_loop_count(page, timings, request
     choose(page, "elt-model", "demo:diffusion")
     page.wait_for_function("() => document.querySelector('#elt-model-info').innerText.includes('diffusion')")
     choose(page, "elt-class", "1: Trouser")
-    page.get_by_role("tab", name="Compare loop counts").click()
-    fill(page, "#elt-count input[type=number]", "4")
-    page.click("#elt-compare-go")
     max_loops = int(page.locator("#elt-loops input[type=number]").get_attribute("max"))
     trained = int(page.locator("#elt-model-info").inner_text().split("L_max = ")[1].split(",")[0])
     assert max_loops == trained + 2  # the slider runs past L_max
-    page.wait_for_function("(n) => document.querySelectorAll('#elt-compare img').length === n", arg=max_loops,
+    page.locator("#elt-loops-mode label", has_text="adaptive exit").click()  # adds a row for the adaptive exit
+    page.wait_for_function("() => document.querySelector('#elt-exit-threshold input, #elt-exit-threshold "
+                           "textarea')?.value === '0.05'")  # the diffusion model's starting threshold
+    page.get_by_role("tab", name="Compare loop counts").click()
+    fill(page, "#elt-count input[type=number]", "4")
+    page.click("#elt-compare-go")
+    page.wait_for_function("(n) => document.querySelectorAll('#elt-compare img').length === n", arg=max_loops + 1,
                            timeout=WAIT_MS)
     text = page.locator("#elt-compare").inner_text()
     for k in range(1, max_loops + 1):
         assert f"L = {k} loops" in text
     assert "trained L_max" in text
+    assert f"loops exit:0.05:2-{trained}: mean " in text
     first_row = page.locator("#elt-compare img").first.get_attribute("src")
     assert first_row.startswith("data:image/png;base64,")
     strip = decode_png(base64.b64decode(first_row.split(",", 1)[1]))

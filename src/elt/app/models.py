@@ -2,7 +2,8 @@
 checking of what a user typed, generation with its measured cost, and the encoding of images and videos.
 
 Only elt's public API is used (``elt.load``, ``generate``, ``gflops_per_sample``, ``trained_loops``,
-``num_classes``), so the page works for every checkpoint ``elt sample`` works for.
+``num_classes``) and the loop grammar of :mod:`elt.core.schedule`, so the page works for every checkpoint
+``elt sample`` works for.
 """
 
 from __future__ import annotations
@@ -15,6 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from elt.core.schedule import (
+    AdaptiveExit,
+    OperatingPoint,
+    Ramp,
+    ScheduleError,
+    parse_point,
+    point_label,
+    resolve,
+)
 from elt.errors import CheckpointError, UserError
 
 MAX_STEPS = 1000
@@ -23,6 +33,10 @@ MAX_SEED = 2**62
 MAX_COMPARE_SAMPLES = 8
 EXTRA_LOOPS = 2  # the loop slider runs past L_max by this much: the model still samples there
 GIF_FRAME_MS = 125
+# how the loops are chosen on the page: one count at every step, a per-step schedule, or an adaptive exit
+LOOP_MODES = ("fixed L", "schedule", "adaptive exit")
+# starting exit threshold per paradigm: the points docs/anytime.md found to keep quality on the demo models
+DEFAULT_EXIT = {"masked": 0.2, "diffusion": 0.05}
 
 
 class InputError(UserError):
@@ -48,6 +62,10 @@ class Model:
     @property
     def max_loops(self) -> int:
         return self.trained_loops + EXTRA_LOOPS
+
+    @property
+    def default_exit(self) -> float:
+        return DEFAULT_EXIT.get(self.paradigm, 0.05)
 
     def describe(self) -> str:
         steps = "?" if self.default_steps is None else self.default_steps
@@ -170,17 +188,63 @@ def parse_float(value, name: str, low: float, high: float) -> float | None:
 
 @dataclass
 class Request:
-    """A checked request: every field is valid for the chosen model."""
+    """A checked request: every field is valid for the chosen model. ``loops`` is an operating point of
+    :mod:`elt.core.schedule`: a loop count, a per-step schedule (``Ramp``/``Segments``) or an ``AdaptiveExit``."""
 
     model: Model
     label: int
     seed: int
-    loops: int
+    loops: OperatingPoint
     steps: int | None
     guidance: float | None
 
 
-def check_request(models: dict[str, Model], model_name, class_choice, seed, loops, steps, guidance) -> Request:
+def _exit_point(threshold, min_loops, max_loops, model: Model) -> AdaptiveExit:
+    """The adaptive exit from its three boxes, written as ``exit:T:MIN-MAX`` and read by the core parser."""
+    text = _text(threshold)
+    if not text:
+        raise InputError(f"exit threshold is empty; a number >= 0 or inf, e.g. {model.default_exit:g}")
+    low = parse_int(min_loops, "exit min loops", 2, model.max_loops, default=2)
+    high = parse_int(max_loops, "exit max loops", 2, model.max_loops, default=model.trained_loops)
+    return parse_point(f"exit:{text}:{low}-{high}")
+
+
+def parse_loop_point(model: Model, mode, loops, schedule="", threshold="", min_loops=None, max_loops=None,
+                     steps: int | None = None) -> OperatingPoint:
+    """What the loop controls ask for, checked for ``model``: a schedule is read by the core parser (its one-line
+    message is the page's) and must fit the sampling steps; no step may run more than the page's loop limit."""
+    mode = _text(mode) or LOOP_MODES[0]
+    if mode not in LOOP_MODES:
+        raise InputError(f"unknown loops mode {mode!r}; choose one of: {', '.join(LOOP_MODES)}")
+    try:
+        if mode == "fixed L":
+            return parse_int(loops, "loop count L", 1, model.max_loops, default=model.trained_loops)
+        if mode == "adaptive exit":
+            return _exit_point(threshold, min_loops, max_loops, model)
+        text = _text(schedule)
+        if not text:
+            raise InputError("loop schedule is empty; write e.g. 4:1 (a ramp) or 3x6+2x6 (segments)")
+        point = parse_point(text)  # any point of the grammar, exit:T[:MIN-MAX] included
+        if isinstance(point, AdaptiveExit):
+            point = point.resolved(model.trained_loops)
+            top = point.max_loops
+        elif isinstance(point, Ramp):
+            top = max(point.start, point.end)
+        else:  # a fixed count or segments
+            top = point if isinstance(point, int) else max(loops for loops, _ in point.parts)
+        step_count = steps if steps is not None else model.default_steps
+        if step_count and not isinstance(point, AdaptiveExit):
+            resolve(point, step_count, model.trained_loops)  # segments must cover the sampling steps
+    except ScheduleError as exc:
+        raise InputError(str(exc)) from None
+    if top > model.max_loops:
+        raise InputError(f"loop schedule {point_label(point)!r} runs {top} loops at a step; this page allows at most "
+                         f"{model.max_loops} (L_max + {EXTRA_LOOPS})")
+    return point
+
+
+def check_request(models: dict[str, Model], model_name, class_choice, seed, loops, steps, guidance,
+                  mode="fixed L", schedule="", threshold="", min_loops=None, max_loops=None) -> Request:
     if model_name not in models:
         raise InputError(f"unknown model {model_name!r}; choose one of: {', '.join(models)}")
     model = models[model_name]
@@ -188,45 +252,78 @@ def check_request(models: dict[str, Model], model_name, class_choice, seed, loop
         label = model.class_names.index(class_choice)
     else:
         label = parse_int(class_choice, "class", 0, len(model.class_names) - 1, default=0)
-    return Request(
-        model=model,
-        label=label,
-        seed=parse_int(seed, "seed", 0, MAX_SEED, default=0),
-        loops=parse_int(loops, "loop count L", 1, model.max_loops, default=model.trained_loops),
-        steps=parse_int(steps, "sampling steps", 1, MAX_STEPS),
-        guidance=parse_float(guidance, "guidance", 0.0, MAX_GUIDANCE),
-    )
+    seed = parse_int(seed, "seed", 0, MAX_SEED, default=0)
+    steps = parse_int(steps, "sampling steps", 1, MAX_STEPS)
+    point = parse_loop_point(model, mode, loops, schedule, threshold, min_loops, max_loops, steps)
+    return Request(model=model, label=label, seed=seed, loops=point, steps=steps,
+                   guidance=parse_float(guidance, "guidance", 0.0, MAX_GUIDANCE))
 
 
 # -- generation and its cost -----------------------------------------------------------------------------------
+def _runs(values) -> str:
+    """Per-step loops compactly: equal neighbours as ``value×count`` (``3×2 2×10``); means to 2 digits."""
+    parts: list[list] = []
+    for v in values:
+        text = f"{v:.2g}" if float(v) != int(v) else str(int(v))
+        if parts and parts[-1][0] == text:
+            parts[-1][1] += 1
+        else:
+            parts.append([text, 1])
+    return " ".join(text if n == 1 else f"{text}×{n}" for text, n in parts)
+
+
 @dataclass
 class Result:
     samples: np.ndarray  # uint8 N×H×W×C or N×T×H×W×C
-    loops: int
+    loops: OperatingPoint
     gflops_per_sample: float
     seconds: float
+    loops_used: np.ndarray | None = None  # int N×steps: the loops each sample ran at each sampling step
 
     @property
     def is_video(self) -> bool:
         return self.samples.ndim == 5
 
+    @property
+    def mean_loops(self) -> float:
+        """Loops per sampling step, mean over samples and steps (the fixed count where nothing was recorded)."""
+        if self.loops_used is None or not self.loops_used.size:
+            return float(self.loops) if isinstance(self.loops, int) else float("nan")
+        return float(np.mean(self.loops_used))
+
+    def loops_text(self) -> str:
+        """``L = 3 loops at each of 12 steps`` for a fixed count; otherwise the point, the mean loops used per
+        step and the loops per step (means over the samples)."""
+        steps = None if self.loops_used is None else self.loops_used.shape[1]
+        if isinstance(self.loops, int):
+            return f"L = {self.loops} loops" + (f" at each of {steps} steps" if steps else "")
+        text = f"loops {point_label(self.loops)}: mean {self.mean_loops:.2f} loops per step"
+        if steps:
+            text += f" (per step: {_runs(self.loops_used.mean(0))})"
+        return text
+
     def caption(self) -> str:
         count = len(self.samples)
         per, measured = (" per sample", f" for {count} samples") if count > 1 else ("", "")
-        return (f"L = {self.loops} loops · {self.gflops_per_sample:.3g} GFLOPs{per} · "
+        return (f"{self.loops_text()} · {self.gflops_per_sample:.3g} GFLOPs{per} · "
                 f"{1000 * self.seconds:.0f} ms measured{measured}")
 
 
-def generate(request: Request, count: int = 1, loops: int | None = None, progress: bool = False) -> Result:
-    """``count`` samples of the request's class, all from its seed; cost measured around ``generate`` alone."""
+def generate(request: Request, count: int = 1, loops: OperatingPoint | None = None,
+             progress: bool = False) -> Result:
+    """``count`` samples of the request's class, all from its seed; cost measured around ``generate`` alone,
+    GFLOPs counted from the loops each sample actually ran (an adaptive exit's differ per sample and step)."""
     model, loops = request.model, request.loops if loops is None else loops
     labels = [request.label] * count
-    gflops = float(model.generator.gflops_per_sample(loops=loops, steps=request.steps, guidance=request.guidance))
     start = time.perf_counter()
-    samples = model.generator.generate(labels, loops=loops, steps=request.steps, guidance=request.guidance,
-                                       seed=request.seed, progress=progress)
-    return Result(samples=np.asarray(samples), loops=loops, gflops_per_sample=gflops,
-                  seconds=time.perf_counter() - start)
+    samples, used = model.generator.generate(labels, loops=loops, steps=request.steps, guidance=request.guidance,
+                                             seed=request.seed, progress=progress, return_loops=True)
+    seconds = time.perf_counter() - start
+    used = np.asarray(used)
+    gflops = float(model.generator.gflops_per_sample(loops=loops, steps=request.steps, guidance=request.guidance,
+                                                     loops_used=used))
+    return Result(samples=np.asarray(samples), loops=loops, gflops_per_sample=gflops, seconds=seconds,
+                  loops_used=used)
 
 
 # -- encoding -------------------------------------------------------------------------------------------------------

@@ -20,17 +20,19 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: n
 import gradio as gr  # noqa: E402
 
 from elt.app.models import (  # noqa: E402
+    LOOP_MODES,
     MAX_COMPARE_SAMPLES,
-    InputError,
     Model,
     Request,
     check_request,
     encode,
     generate,
     parse_int,
+    point_label,
     strip,
     write_media,
 )
+from elt.errors import UserError  # noqa: E402
 
 SYSTEM_FONTS = [gr.themes.Font("system-ui"), gr.themes.Font("-apple-system"), gr.themes.Font("Segoe UI"),
                 gr.themes.Font("Helvetica"), gr.themes.Font("Arial"), "sans-serif"]
@@ -53,7 +55,9 @@ CSS = """
 INTRO = """# ELT — one checkpoint, any compute
 An Elastic Looped Transformer applies its few unique layers **L times**. Trained with intra-loop self
 distillation, the same checkpoint samples at every loop count: move the **loops** slider and watch the image
-and its cost change. *Compare loop counts* shows one row per L for the same seed."""
+and its cost change, or give each sampling step its own loop count (*schedule*, e.g. `4:1` or `3x6+2x6`) or let
+every sample stop looping once its prediction settles (*adaptive exit*). *Compare loop counts* shows one row per
+L for the same seed, and one for the schedule or adaptive exit when that is chosen."""
 
 
 def theme() -> gr.themes.Base:
@@ -78,18 +82,25 @@ def build(models: dict[str, Model], media_dir: str | Path) -> gr.Blocks:
                 gr.update(maximum=model.max_loops, value=min(model.trained_loops, model.max_loops),
                           label=f"loops L (trained at L_max = {model.trained_loops})"),
                 gr.update(placeholder=f"model default: {model.default_steps}"),
-                gr.update(placeholder=f"model default: {model.default_guidance}"))
+                gr.update(placeholder=f"model default: {model.default_guidance}"),
+                gr.update(value=f"{model.default_exit:g}"),
+                gr.update(maximum=model.max_loops, value=2),
+                gr.update(maximum=model.max_loops, value=min(model.trained_loops, model.max_loops)))
+
+    def show_mode(mode):
+        return (gr.update(visible=mode == "fixed L"), gr.update(visible=mode == "schedule"),
+                gr.update(visible=mode == "adaptive exit"))
 
     def run_one(request: Request):
         result = generate(request, progress=True)  # tqdm steps → the page's progress bar
         return result, str(write_media(result.samples[0], media, uuid.uuid4().hex))
 
-    def on_generate(name, class_choice, seed, loops, steps, guidance, progress=TRACK_TQDM):
+    def on_generate(name, class_choice, seed, loops, steps, guidance, *loop_controls, progress=TRACK_TQDM):
         try:
-            request = check_request(models, name, class_choice, seed, loops, steps, guidance)
-            progress(0, desc=f"sampling at L = {request.loops}")
+            request = check_request(models, name, class_choice, seed, loops, steps, guidance, *loop_controls)
+            progress(0, desc=f"sampling at loops {point_label(request.loops)}")
             result, path = run_one(request)
-        except InputError as exc:
+        except UserError as exc:  # a typed value, or a schedule the sampler refuses: its one-line message
             return None, "", error_html(str(exc))
         except Exception as exc:  # the page keeps serving; the terminal gets the traceback
             traceback.print_exc()
@@ -97,19 +108,22 @@ def build(models: dict[str, Model], media_dir: str | Path) -> gr.Blocks:
         kind = "video" if result.is_video else "image"
         return path, f"{result.caption()}  \n{kind} {_shape(result.samples[0])}, seed {request.seed}", ""
 
-    def on_compare(name, class_choice, seed, loops, steps, guidance, count,
-                   progress=PROGRESS):
+    def on_compare(name, class_choice, seed, loops, steps, guidance, *loop_controls, progress=PROGRESS):
+        *loop_controls, count = loop_controls
         try:
-            request = check_request(models, name, class_choice, seed, loops, steps, guidance)
+            request = check_request(models, name, class_choice, seed, loops, steps, guidance, *loop_controls)
             count = parse_int(count, "samples per row", 1, MAX_COMPARE_SAMPLES, default=1)
             rows = []
-            loop_counts = list(range(1, request.model.max_loops + 1))
-            for i, k in enumerate(loop_counts):
-                progress((i, len(loop_counts)), desc=f"L = {k}", unit="loop counts")
+            # one row per loop count, then the chosen schedule or adaptive exit (if that is the mode)
+            points = list(range(1, request.model.max_loops + 1))
+            if not isinstance(request.loops, int):
+                points.append(request.loops)
+            for i, k in enumerate(points):
+                progress((i, len(points)), desc=f"L = {point_label(k)}", unit="loop counts")
                 result = generate(request, count=count, loops=k)
                 trained = " (trained L_max)" if k == request.model.trained_loops else ""
                 rows.append((strip(result.samples), result.caption() + trained))
-        except InputError as exc:
+        except UserError as exc:
             return "", error_html(str(exc))
         except Exception as exc:
             traceback.print_exc()
@@ -134,8 +148,23 @@ def build(models: dict[str, Model], media_dir: str | Path) -> gr.Blocks:
                                        placeholder=f"model default: {first.default_steps}")
                 guidance_box = gr.Textbox("", label="guidance", elem_id="elt-guidance", max_lines=1,
                                           placeholder=f"model default: {first.default_guidance}")
-                # -- any-time inference: per-step loop schedules and adaptive exit go here, once generate()
-                # -- accepts them; they join `inputs` below and `check_request`.
+                # any-time inference: the loops of each sampling step, fixed, scheduled or adaptive
+                mode_box = gr.Radio(list(LOOP_MODES), value=LOOP_MODES[0], label="loops per sampling step",
+                                    elem_id="elt-loops-mode")
+                with gr.Group(visible=False) as schedule_group:
+                    schedule_box = gr.Textbox("", label="loop schedule", elem_id="elt-schedule", max_lines=1,
+                                              placeholder="4:1 (ramp) · 3x6+2x6 (segments) · exit:0.1:2-4",
+                                              info="A:B ramps from A loops at the first step to B at the last; "
+                                                   "AxN+BxM runs A loops for N steps, then B for M")
+                with gr.Group(visible=False) as exit_group:
+                    threshold_box = gr.Textbox(f"{first.default_exit:g}", label="exit threshold T",
+                                               elem_id="elt-exit-threshold", max_lines=1,
+                                               info="a sample stops looping at a step once its prediction changed "
+                                                    "by less than T between two loops")
+                    min_box = gr.Slider(2, first.max_loops, value=2, step=1, label="min loops",
+                                        elem_id="elt-exit-min")
+                    max_box = gr.Slider(2, first.max_loops, value=min(first.trained_loops, first.max_loops),
+                                        step=1, label="max loops", elem_id="elt-exit-max")
             with gr.Column(scale=2):
                 status = gr.HTML("", elem_id="elt-status")
                 with gr.Tab("Generate"):
@@ -148,9 +177,11 @@ def build(models: dict[str, Model], media_dir: str | Path) -> gr.Blocks:
                                           elem_id="elt-count")
                     compare = gr.Button("Compare loop counts", variant="primary", elem_id="elt-compare-go")
                     table = gr.HTML("", elem_id="elt-compare")
-        inputs = [model_box, class_box, seed_box, loops_box, steps_box, guidance_box]
-        model_box.change(controls_for, model_box, [info, class_box, loops_box, steps_box, guidance_box],
-                         queue=False)
+        inputs = [model_box, class_box, seed_box, loops_box, steps_box, guidance_box,
+                  mode_box, schedule_box, threshold_box, min_box, max_box]
+        model_box.change(controls_for, model_box, [info, class_box, loops_box, steps_box, guidance_box,
+                                                   threshold_box, min_box, max_box], queue=False)
+        mode_box.change(show_mode, mode_box, [loops_box, schedule_group, exit_group], queue=False)
         go.click(on_generate, inputs, [image, cost, status], concurrency_id="generate")
         compare.click(on_compare, [*inputs, count_box], [table, status], concurrency_id="generate")
     return page
