@@ -223,4 +223,4 @@ def test_without_gradio_the_command_says_which_extra_to_install(monkeypatch, cap
     monkeypatch.delitem(sys.modules, "elt.app.page", raising=False)
     assert main(["app", "--ckpt", "demo:masked"]) == 2
     err = capsys.readouterr().err
-    assert "pip install 'elt[app]'" in err and err.count("elt: error:") == 1
+    assert "pip install 'elt-looped[app]'" in err and err.count("elt: error:") == 1

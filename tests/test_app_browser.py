@@ -37,7 +37,8 @@ def _missing(reason: str):
 
 
 def _requirements():
-    for module, extra in (("gradio", "pip install 'elt[app]'"), ("playwright.sync_api", "pip install playwright")):
+    for module, extra in (("gradio", "pip install 'elt-looped[app]'"),
+                          ("playwright.sync_api", "pip install playwright")):
         try:
             __import__(module)
         except ImportError:

@@ -18,7 +18,7 @@ def cmd_app(args: argparse.Namespace) -> int:
         from elt.app import page
     except ImportError as exc:
         if getattr(exc, "name", None) in (None, "gradio") or "gradio" in str(exc):
-            raise UserError("elt app needs Gradio: pip install 'elt[app]'") from None
+            raise UserError("elt app needs Gradio: pip install 'elt-looped[app]'") from None
         raise
     print(f"elt app: loaded {', '.join(models)} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     try:
@@ -53,7 +53,7 @@ def add_parsers(sub) -> None:
                        description="A local page to feel the compute dial: pick a model, a class, a seed and a loop "
                                    "count, and see the sample with what it cost (loops, GFLOPs, measured time); "
                                    "compare loop counts side by side. Prints the page's URL. Needs the 'app' "
-                                   "extra: pip install 'elt[app]'.")
+                                   "extra: pip install 'elt-looped[app]'.")
     p.add_argument("--ckpt", action="append", default=None, metavar="RUN",
                    help="checkpoint or run directory, or demo:masked / demo:diffusion (repeatable; default: the "
                         "shipped demo models)")

@@ -248,14 +248,15 @@ def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[LoopSchedule]
             labels = balanced_labels(num, gen.num_classes)
             _sync(gen.device)
             start = time.perf_counter()
-            images, used = generate_batched(gen, labels, k, batch_size=batch_size, seed=seed, steps=used_steps,
-                                            guidance=used_guidance, progress=progress, desc=f"{model.name} L={label}",
-                                            return_loops=True)
+            result = generate_batched(gen, labels, k, batch_size=batch_size, seed=seed, steps=used_steps,
+                                      guidance=used_guidance, progress=progress, desc=f"{model.name} L={label}",
+                                      return_loops=True)
             _sync(gen.device)
             ms_per_sample = 1000 * (time.perf_counter() - start) / num
             row.update(seed=seed, label_policy="balanced")
-            if images is None:  # under torchrun: this rank generated its share; rank 0 evaluates
+            if result is None:  # under torchrun: this rank generated its share; rank 0 evaluates
                 continue
+            images, used = result
         row["ms_per_sample"] = ms_per_sample
         if gen is not None:
             row["params_m"] = sum(p.numel() for p in gen.trainable_parameters()) / 1e6
