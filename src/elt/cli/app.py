@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from elt.cli.args import positive_int
 from elt.errors import UserError
 
 
@@ -38,16 +39,6 @@ def port_number(text: str) -> int:
     return value
 
 
-def concurrency_limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
 def add_parsers(sub) -> None:
     p = sub.add_parser("app", help="a local page: any checkpoint, any loop count, with its cost",
                        description="A local page to feel the compute dial: pick a model, a class, a seed and a loop "
@@ -60,6 +51,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=port_number, default=None, help="port (default: the first free one from 7860)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    p.add_argument("--concurrency", type=concurrency_limit, default=2,
+    p.add_argument("--concurrency", type=positive_int, default=2,
                    help="generations run at once; more requests wait in a queue (default 2)")
     p.set_defaults(func=cmd_app)
