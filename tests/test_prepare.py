@@ -113,7 +113,10 @@ def test_prepare_resumes_from_finished_shards(tiny, tmp_path):
 def test_prepare_command_line(tiny, tmp_path, capsys):
     assert cli_main(["prepare", "fmnist_masked", *overrides(tmp_path), "--shard-size", "8", "--no-progress"]) == 0
     assert "32 items, 2 unreadable skipped" in capsys.readouterr().out
-    assert cli_main(["prepare", "fmnist_masked", *overrides(tmp_path), "--shard-size", "0"]) == 2
+    with pytest.raises(SystemExit) as exc:  # argparse's usage error, before any work
+        cli_main(["prepare", "fmnist_masked", *overrides(tmp_path), "--shard-size", "0"])
+    assert exc.value.code == 2
+    assert "--shard-size: 0 must be >= 1" in capsys.readouterr().err
 
 
 def run_cli(args, nproc=1, **kwargs):

@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from elt.errors import UserError
+from elt.cli.args import positive_int
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from elt.config import load_config
     from elt.data.prepare import prepare
 
-    if args.shard_size < 1:
-        raise UserError(f"--shard-size must be >= 1, got {args.shard_size}")
     cfg = load_config(args.config, args.overrides)
     result = prepare(cfg, shard_size=args.shard_size, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -31,7 +29,7 @@ def add_parsers(sub) -> None:
                                    "own shards; a rerun after a kill resumes from the finished shards.")
     p.add_argument("config", help="YAML config path or shipped name (e.g. imagenet256_masked_elt_l_8x3)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
-    p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE,
+    p.add_argument("--shard-size", type=positive_int, default=DEFAULT_SHARD_SIZE,
                    help=f"items per shard (rounded to the encode batch; default {DEFAULT_SHARD_SIZE})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare)
