@@ -75,37 +75,11 @@ def _remove(path: Path) -> None:
 
 
 @contextmanager
-def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO]:
-    """``with atomic_write(path, "w") as handle: ...`` — the file appears under ``path`` only once the
-    block finished without an exception and the data reached the disk."""
-    path = Path(path)
-    if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
-    tmp = temporary_name(path)
+def _commit(tmp: Path, path: Path) -> Iterator[None]:
+    """The block writes ``tmp``; on success ``tmp`` is flushed to disk and renamed to ``path``. On any failure
+    ``tmp`` is removed and an ``OSError`` becomes a one-line :class:`OutputError` naming ``path``."""
     try:
-        with open(tmp, mode, **open_kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        _remove(tmp)
-        raise exc if isinstance(exc, OutputError) else output_error(path, exc) from exc
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def write_via(path: str | Path, writer: Callable[[Path], Any]) -> Path:
-    """Let ``writer(tmp_path)`` (a library's save function that wants a file name) write a temporary file,
-    then rename it to ``path``. The temporary name keeps ``path``'s suffix, so format detection works."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}{TMP_MARK}{os.getpid()}{path.suffix}")
-    try:
-        writer(tmp)
-        mask = os.umask(0)  # some writers (safetensors) create 0600 files: give open()'s mode, 0666 less the umask
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
+        yield
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -115,6 +89,30 @@ def write_via(path: str | Path, writer: Callable[[Path], Any]) -> Path:
     except BaseException:
         _remove(tmp)
         raise
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO]:
+    """``with atomic_write(path, "w") as handle: ...`` — the file appears under ``path`` only once the
+    block finished without an exception and the data reached the disk."""
+    path = Path(path)
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
+    tmp = temporary_name(path)
+    with _commit(tmp, path), open(tmp, mode, **open_kwargs) as handle:
+        yield handle
+
+
+def write_via(path: str | Path, writer: Callable[[Path], Any]) -> Path:
+    """Let ``writer(tmp_path)`` (a library's save function that wants a file name) write a temporary file,
+    then rename it to ``path``. The temporary name keeps ``path``'s suffix, so format detection works."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}{TMP_MARK}{os.getpid()}{path.suffix}")
+    with _commit(tmp, path):
+        writer(tmp)
+        mask = os.umask(0)  # some writers (safetensors) create 0600 files: give open()'s mode, 0666 less the umask
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
     return path
 
 
