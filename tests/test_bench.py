@@ -89,3 +89,25 @@ def test_masked_memory_growth_benchmark_smoke(tmp_path):
     result = module.main(["--steps", "6", "--every", "2", "--width", "32", "--batch", "4", "--out", str(out)])
     assert [r["step"] for r in result["rows"]] == [0, 2, 4, 6] and all(r["rss_mib"] > 0 for r in result["rows"])
     assert json.loads(out.read_text())["seq_len"] == 256
+
+
+def test_bench_sampling_describes_the_checkpoint_not_the_cli_defaults(tmp_path, capsys):
+    import yaml
+
+    from elt.train.checkpoint import CONFIG_FILE, resolve_checkpoint
+
+    assert main(["bench", "sampling", "--ckpt", "demo:masked", "--threads", "1", "--warmup", "0", "--repeats", "1",
+                 "--loops-list", "1,2", "--batches", "1", "--batch", "1", "--sample-steps", "1",
+                 "--out", str(tmp_path)]) == 0
+    cfg = yaml.safe_load((resolve_checkpoint("demo:masked") / CONFIG_FILE).read_text())
+    result = json.loads((tmp_path / "sampling.json").read_text())
+    model = result["model"]
+    assert (model["paradigm"], model["mode"]) == (cfg["paradigm"], cfg["ilsd"]["mode"])
+    assert [model[k] for k in ("width", "heads", "unique_layers", "loops")] == \
+        [cfg["model"][k] for k in ("width", "heads", "unique_layers", "loops")]
+    assert cfg["model"]["width"] != 256  # the CLI's default width: the check below can tell them apart
+    assert "width" not in result["config"] and "--width" not in result["command"]
+    assert [r["loops"] for r in result["by_batch"]] == [cfg["model"]["loops"]]  # the batch table at its L_max
+    header = capsys.readouterr().out.splitlines()[0]
+    assert (f"{cfg['paradigm']} {cfg['model']['unique_layers']}N×{cfg['model']['loops']}L" in header
+            and f"width {cfg['model']['width']}," in header)

@@ -71,32 +71,48 @@ def checkpoint_sampling_fn(generator, batch: int, loops: int, steps: int | None)
     return lambda: generator.generate(labels, loops=loops, steps=steps, seed=0)
 
 
+MODEL_FLAGS = ("kind", "width", "heads", "unique_layers", "loops", "tokens", "vocab")  # the synthetic model's
+
+
+def checkpoint_model(generator, path: str) -> dict[str, Any]:
+    """What a checkpoint is, from its own config: the model the sampling table describes."""
+    cfg, model = generator.config, generator.config.model
+    return {"source": f"checkpoint {path}", "paradigm": cfg.paradigm, "mode": cfg.ilsd.mode,
+            "width": model.width, "heads": model.heads, "unique_layers": model.unique_layers,
+            "loops": generator.trained_loops, "params": sum(p.numel() for p in generator.parameters())}
+
+
 def bench_sampling(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     generator = None
     if args.ckpt:
         from elt.train.checkpoint import load_generator
 
         generator = load_generator(args.ckpt, device=device)
+        described = checkpoint_model(generator, args.ckpt)
     else:
         model = build_model(args, "vanilla", device).eval()
+        described = {"source": "synthetic", "paradigm": args.kind, "mode": "vanilla", "width": args.width,
+                     "heads": args.heads, "unique_layers": args.unique_layers, "loops": args.loops,
+                     "params": sum(p.numel() for p in model.parameters())}
 
     def runner(batch: int, loops: int) -> Callable[[], None]:
         if generator is not None:
             return checkpoint_sampling_fn(generator, batch, loops, args.sample_steps if args.sample_steps else None)
         return synthetic_sampling_fn(model, batch, loops, args.sample_steps or 8, device, args.precision)
 
+    trained = described["loops"]  # the batch table's L: the model's L_max
     by_loops = time_interleaved({str(L): runner(args.batch, L) for L in args.loops_list}, device,
                                 args.warmup, args.repeats)
-    by_batch = time_interleaved({str(b): runner(b, args.loops) for b in args.batches}, device,
+    by_batch = time_interleaved({str(b): runner(b, trained) for b in args.batches}, device,
                                 args.warmup, args.repeats)
     loops_rows = [{"loops": L, "batch": args.batch, "ms": 1000 * by_loops[str(L)],
                    "images_per_s": args.batch / by_loops[str(L)],
                    "ratio_vs_first": by_loops[str(L)] / by_loops[str(args.loops_list[0])]} for L in args.loops_list]
-    batch_rows = [{"batch": b, "loops": args.loops, "ms": 1000 * by_batch[str(b)],
+    batch_rows = [{"batch": b, "loops": trained, "ms": 1000 * by_batch[str(b)],
                    "images_per_s": b / by_batch[str(b)]} for b in args.batches]
     intercept, slope = fit_line([float(L) for L in args.loops_list], [1000 * by_loops[str(L)] for L in args.loops_list])
     longest = max(args.loops_list)
-    return {"by_loops": loops_rows, "by_batch": batch_rows,
+    return {"model": described, "by_loops": loops_rows, "by_batch": batch_rows,
             "per_loop": {"ms_per_loop": slope, "fixed_ms": intercept,
                          "loop_share_at_max": slope * longest / (1000 * by_loops[str(longest)])},
             "sampler": f"checkpoint {args.ckpt}" if generator is not None else
@@ -159,12 +175,14 @@ def print_trainer(result: dict[str, Any]) -> None:
 # -- output ------------------------------------------------------------------------------------------------------
 def command_line(name: str, args: argparse.Namespace) -> str:
     """The benchmark as one explicit command (every size spelled out), to rerun it exactly."""
-    parts = ["elt", "bench", name, "--kind", args.kind, "--width", args.width, "--heads", args.heads,
-             "--unique-layers", args.unique_layers, "--max-loops", args.loops, "--tokens", args.tokens,
-             "--batch", args.batch, "--precision", args.precision, "--device", args.device,
-             "--threads", torch.get_num_threads(), "--warmup", args.warmup, "--repeats", args.repeats]
-    if args.kind == "masked":
-        parts += ["--vocab", args.vocab]
+    parts: list[Any] = ["elt", "bench", name]
+    if not (name == "sampling" and args.ckpt):  # with a checkpoint, it is the model: no synthetic model's flags
+        parts += ["--kind", args.kind, "--width", args.width, "--heads", args.heads, "--unique-layers",
+                  args.unique_layers, "--max-loops", args.loops, "--tokens", args.tokens]
+        if args.kind == "masked":
+            parts += ["--vocab", args.vocab]
+    parts += ["--batch", args.batch, "--precision", args.precision, "--device", args.device,
+              "--threads", torch.get_num_threads(), "--warmup", args.warmup, "--repeats", args.repeats]
     if name == "sampling":
         parts += ["--loops-list", ",".join(map(str, args.loops_list)), "--batches", ",".join(map(str, args.batches))]
         parts += ["--sample-steps", args.sample_steps] + (["--ckpt", args.ckpt] if args.ckpt else [])
@@ -176,10 +194,11 @@ def command_line(name: str, args: argparse.Namespace) -> str:
 
 
 def provenance(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    skip = {"func", *(MODEL_FLAGS if name == "sampling" and args.ckpt else ())}
     return {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "python": platform.python_version(),
             "command": command_line(name, args),
-            "config": {k: v for k, v in vars(args).items() if k != "func"}}
+            "config": {k: v for k, v in vars(args).items() if k not in skip}}
 
 
 def fmt(value: Any, spec: str) -> str:
@@ -204,9 +223,9 @@ def print_train(result: dict[str, Any]) -> None:
 
 
 def print_sampling(result: dict[str, Any]) -> None:
-    c = result["config"]
-    print(f"sampling — {result['sampler']}, width {c['width']}, {c['unique_layers']}N, {result['device']}, "
-          f"threads {result['threads']}")
+    c, m = result["config"], result["model"]
+    print(f"sampling — {result['sampler']}, {m['paradigm']} {m['unique_layers']}N×{m['loops']}L {m['mode']}, "
+          f"width {m['width']}, {m['params']:,} parameters, {result['device']}, threads {result['threads']}")
     print(f"{'loops':>5} {'batch':>5} {'ms':>9} {'images/s':>9} {'vs L=' + str(c['loops_list'][0]):>8}")
     for r in result["by_loops"]:
         print(f"{r['loops']:>5} {r['batch']:>5} {r['ms']:>9.2f} {r['images_per_s']:>9.1f} {r['ratio_vs_first']:>7.2f}x")
