@@ -63,6 +63,21 @@ def test_fit_line_recovers_cost_per_loop():
     assert fit_line([1, 2, 3, 4], [3.0, 5.0, 7.0, 9.0]) == pytest.approx((1.0, 2.0))
 
 
+def test_a_negative_fixed_cost_is_printed_as_a_caveat_not_a_number():
+    from elt.bench.suites import NEGATIVE_FIXED, format_per_loop, per_loop_fit
+
+    ms = [1.0, 5.0, 6.0]  # noisy smoke timings at L = 1, 2, 3: the line crosses zero below L = 1
+    fixed, per_loop = fit_line([1, 2, 3], ms)
+    assert fixed < 0
+    fit = per_loop_fit(fixed, per_loop, 3, ms[-1])
+    assert fit["note"] == NEGATIVE_FIXED and fit["loop_share_at_max"] is None  # the JSON says so too
+    line = format_per_loop(fit)
+    assert NEGATIVE_FIXED in line and f"{fixed:.2f}" not in line and "%" not in line
+    fixed, per_loop = fit_line([1, 2, 3], [3.0, 5.0, 7.0])  # a real fixed cost is still printed
+    line = format_per_loop(per_loop_fit(fixed, per_loop, 3, 7.0))
+    assert "fixed 1.00 ms" in line and "86% of the time at L=3" in line and "note" not in per_loop_fit(1, 2, 3, 7)
+
+
 @pytest.mark.slow
 def test_gpu_suite_smoke_runs_on_cpu(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}

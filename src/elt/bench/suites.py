@@ -113,10 +113,29 @@ def bench_sampling(args: argparse.Namespace, device: torch.device) -> dict[str, 
     intercept, slope = fit_line([float(L) for L in args.loops_list], [1000 * by_loops[str(L)] for L in args.loops_list])
     longest = max(args.loops_list)
     return {"model": described, "by_loops": loops_rows, "by_batch": batch_rows,
-            "per_loop": {"ms_per_loop": slope, "fixed_ms": intercept,
-                         "loop_share_at_max": slope * longest / (1000 * by_loops[str(longest)])},
+            "per_loop": per_loop_fit(intercept, slope, longest, 1000 * by_loops[str(longest)]),
             "sampler": f"checkpoint {args.ckpt}" if generator is not None else
                        f"synthetic {args.kind}: {args.sample_steps or 8} forward passes per sample"}
+
+
+NEGATIVE_FIXED = "fixed cost < 0: noise at this size, not a real figure"
+
+
+def per_loop_fit(fixed_ms: float, ms_per_loop: float, longest: int, ms_at_longest: float) -> dict[str, Any]:
+    """The line fit of sampling time vs loops; a negative fixed cost (timing noise at smoke sizes) gets a
+    caveat, and the loops' share of the time (over 100% then) is left out."""
+    fit = {"ms_per_loop": ms_per_loop, "fixed_ms": fixed_ms, "loop_share_at_max": ms_per_loop * longest / ms_at_longest,
+           "longest": longest}
+    if fixed_ms < 0:
+        fit.update(loop_share_at_max=None, note=NEGATIVE_FIXED)
+    return fit
+
+
+def format_per_loop(fit: dict[str, Any]) -> str:
+    if fit["fixed_ms"] < 0:
+        return f"cost of each loop: {fit['ms_per_loop']:.2f} ms ({NEGATIVE_FIXED})"
+    return (f"cost of each loop: {fit['ms_per_loop']:.2f} ms (fixed {fit['fixed_ms']:.2f} ms; loops are "
+            f"{fit['loop_share_at_max']:.0%} of the time at L={fit['longest']})")
 
 
 def bench_memory(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -232,9 +251,7 @@ def print_sampling(result: dict[str, Any]) -> None:
     print(f"{'batch':>5} {'loops':>5} {'ms':>9} {'images/s':>9}")
     for r in result["by_batch"]:
         print(f"{r['batch']:>5} {r['loops']:>5} {r['ms']:>9.2f} {r['images_per_s']:>9.1f}")
-    p = result["per_loop"]
-    print(f"cost of each loop: {p['ms_per_loop']:.2f} ms (fixed {p['fixed_ms']:.2f} ms; loops are "
-          f"{p['loop_share_at_max']:.0%} of the time at L={max(c['loops_list'])})")
+    print(format_per_loop(result["per_loop"]))
 
 
 def print_memory(result: dict[str, Any]) -> None:
