@@ -32,7 +32,7 @@ def test_bench_all_smoke_writes_json_with_consistent_accounting(tmp_path, capsys
     assert train["command"].startswith("elt bench train --kind masked --width 32")
 
     sampling = json.loads((tmp_path / "sampling.json").read_text())
-    assert [r["loops"] for r in sampling["by_loops"]] == [1, 2, 3]
+    assert [(r["batch"], r["loops"]) for r in sampling["by_loops"]] == [(b, L) for b in (1, 4) for L in (1, 2, 3)]
     assert [r["batch"] for r in sampling["by_batch"]] == [1, 4]
     assert {"ms_per_loop", "fixed_ms"} <= sampling["per_loop"].keys()
 
@@ -69,13 +69,13 @@ def test_a_negative_fixed_cost_is_printed_as_a_caveat_not_a_number():
     ms = [1.0, 5.0, 6.0]  # noisy smoke timings at L = 1, 2, 3: the line crosses zero below L = 1
     fixed, per_loop = fit_line([1, 2, 3], ms)
     assert fixed < 0
-    fit = per_loop_fit(fixed, per_loop, 3, ms[-1])
+    fit = per_loop_fit(fixed, per_loop, 3, ms[-1], 4)
     assert fit["note"] == NEGATIVE_FIXED and fit["loop_share_at_max"] is None  # the JSON says so too
     line = format_per_loop(fit)
     assert NEGATIVE_FIXED in line and f"{fixed:.2f}" not in line and "%" not in line
     fixed, per_loop = fit_line([1, 2, 3], [3.0, 5.0, 7.0])  # a real fixed cost is still printed
-    line = format_per_loop(per_loop_fit(fixed, per_loop, 3, 7.0))
-    assert "fixed 1.00 ms" in line and "86% of the time at L=3" in line and "note" not in per_loop_fit(1, 2, 3, 7)
+    line = format_per_loop(per_loop_fit(fixed, per_loop, 3, 7.0, 4))
+    assert "fixed 1.00 ms" in line and "86% of the time at L=3" in line and "note" not in per_loop_fit(1, 2, 3, 7, 4)
 
 
 @pytest.mark.slow
@@ -126,3 +126,29 @@ def test_bench_sampling_describes_the_checkpoint_not_the_cli_defaults(tmp_path, 
     header = capsys.readouterr().out.splitlines()[0]
     assert (f"{cfg['paradigm']} {cfg['model']['unique_layers']}N×{cfg['model']['loops']}L" in header
             and f"width {cfg['model']['width']}," in header)
+
+
+def test_bench_sampling_times_the_loop_table_at_every_batch_size_of_batches(tmp_path, monkeypatch):
+    from collections import Counter
+
+    from elt.bench.models import BenchModel
+
+    calls = Counter()  # (batch, loops) of every forward pass of the tiny model
+    states = BenchModel.states
+
+    def counting(self, data, loops=None, exit_loops=()):
+        calls[data["inputs"].shape[0], loops] += 1
+        return states(self, data, loops=loops, exit_loops=exit_loops)
+
+    monkeypatch.setattr(BenchModel, "states", counting)
+    assert main(["bench", "sampling", "--width", "16", "--heads", "1", "--unique-layers", "1", "--max-loops", "3",
+                 "--tokens", "4", "--vocab", "8", "--sample-steps", "1", "--warmup", "1", "--repeats", "2",
+                 "--loops-list", "1,2", "--batches", "2,3", "--batch", "5", "--threads", "1",
+                 "--out", str(tmp_path)]) == 0
+    # every (batch, loops) point: 1 warm-up + 2 timed calls; the loop table at batches 2 and 3, the batch table
+    # at L_max = 3; --batch (5) plays no part
+    assert calls == {(b, L): 3 for b in (2, 3) for L in (1, 2, 3)}
+    result = json.loads((tmp_path / "sampling.json").read_text())
+    assert [(r["batch"], r["loops"]) for r in result["by_loops"]] == [(2, 1), (2, 2), (3, 1), (3, 2)]
+    assert [(r["batch"], r["loops"]) for r in result["by_batch"]] == [(2, 3), (3, 3)]
+    assert result["per_loop"]["batch"] == 3 and "--batches 2,3" in result["command"]

@@ -101,19 +101,20 @@ def bench_sampling(args: argparse.Namespace, device: torch.device) -> dict[str, 
         return synthetic_sampling_fn(model, batch, loops, args.sample_steps or 8, device, args.precision)
 
     trained = described["loops"]  # the batch table's L: the model's L_max
-    by_loops = time_interleaved({str(L): runner(args.batch, L) for L in args.loops_list}, device,
-                                args.warmup, args.repeats)
-    by_batch = time_interleaved({str(b): runner(b, trained) for b in args.batches}, device,
-                                args.warmup, args.repeats)
-    loops_rows = [{"loops": L, "batch": args.batch, "ms": 1000 * by_loops[str(L)],
-                   "images_per_s": args.batch / by_loops[str(L)],
-                   "ratio_vs_first": by_loops[str(L)] / by_loops[str(args.loops_list[0])]} for L in args.loops_list]
-    batch_rows = [{"batch": b, "loops": trained, "ms": 1000 * by_batch[str(b)],
-                   "images_per_s": b / by_batch[str(b)]} for b in args.batches]
-    intercept, slope = fit_line([float(L) for L in args.loops_list], [1000 * by_loops[str(L)] for L in args.loops_list])
-    longest = max(args.loops_list)
+    batches = list(dict.fromkeys(args.batches))
+    points = [(b, L) for b in batches for L in args.loops_list]  # the loop table at every batch size of --batches
+    points += [(b, trained) for b in batches if (b, trained) not in points]  # the batch table
+    seconds = time_interleaved({f"{b}x{L}": runner(b, L) for b, L in points}, device, args.warmup, args.repeats)
+    ms = {(b, L): 1000 * seconds[f"{b}x{L}"] for b, L in points}
+    first = args.loops_list[0]
+    loops_rows = [{"loops": L, "batch": b, "ms": ms[b, L], "images_per_s": 1000 * b / ms[b, L],
+                   "ratio_vs_first": ms[b, L] / ms[b, first]} for b in batches for L in args.loops_list]
+    batch_rows = [{"batch": b, "loops": trained, "ms": ms[b, trained], "images_per_s": 1000 * b / ms[b, trained]}
+                  for b in batches]
+    largest, longest = max(batches), max(args.loops_list)  # the fit at the largest batch: the least noisy
+    intercept, slope = fit_line([float(L) for L in args.loops_list], [ms[largest, L] for L in args.loops_list])
     return {"model": described, "by_loops": loops_rows, "by_batch": batch_rows,
-            "per_loop": per_loop_fit(intercept, slope, longest, 1000 * by_loops[str(longest)]),
+            "per_loop": per_loop_fit(intercept, slope, longest, ms[largest, longest], largest),
             "sampler": f"checkpoint {args.ckpt}" if generator is not None else
                        f"synthetic {args.kind}: {args.sample_steps or 8} forward passes per sample"}
 
@@ -121,11 +122,12 @@ def bench_sampling(args: argparse.Namespace, device: torch.device) -> dict[str, 
 NEGATIVE_FIXED = "fixed cost < 0: noise at this size, not a real figure"
 
 
-def per_loop_fit(fixed_ms: float, ms_per_loop: float, longest: int, ms_at_longest: float) -> dict[str, Any]:
-    """The line fit of sampling time vs loops; a negative fixed cost (timing noise at smoke sizes) gets a
-    caveat, and the loops' share of the time (over 100% then) is left out."""
+def per_loop_fit(fixed_ms: float, ms_per_loop: float, longest: int, ms_at_longest: float,
+                 batch: int) -> dict[str, Any]:
+    """The line fit of sampling time vs loops (per batch of ``batch``); a negative fixed cost (timing noise at
+    smoke sizes) gets a caveat, and the loops' share of the time (over 100% then) is left out."""
     fit = {"ms_per_loop": ms_per_loop, "fixed_ms": fixed_ms, "loop_share_at_max": ms_per_loop * longest / ms_at_longest,
-           "longest": longest}
+           "longest": longest, "batch": batch}
     if fixed_ms < 0:
         fit.update(loop_share_at_max=None, note=NEGATIVE_FIXED)
     return fit
@@ -133,8 +135,9 @@ def per_loop_fit(fixed_ms: float, ms_per_loop: float, longest: int, ms_at_longes
 
 def format_per_loop(fit: dict[str, Any]) -> str:
     if fit["fixed_ms"] < 0:
-        return f"cost of each loop: {fit['ms_per_loop']:.2f} ms ({NEGATIVE_FIXED})"
-    return (f"cost of each loop: {fit['ms_per_loop']:.2f} ms (fixed {fit['fixed_ms']:.2f} ms; loops are "
+        return f"cost of each loop at batch {fit['batch']}: {fit['ms_per_loop']:.2f} ms ({NEGATIVE_FIXED})"
+    return (f"cost of each loop at batch {fit['batch']}: {fit['ms_per_loop']:.2f} ms (fixed {fit['fixed_ms']:.2f} ms; "
+            "loops are "
             f"{fit['loop_share_at_max']:.0%} of the time at L={fit['longest']})")
 
 
@@ -200,7 +203,8 @@ def command_line(name: str, args: argparse.Namespace) -> str:
                   args.unique_layers, "--max-loops", args.loops, "--tokens", args.tokens]
         if args.kind == "masked":
             parts += ["--vocab", args.vocab]
-    parts += ["--batch", args.batch, "--precision", args.precision, "--device", args.device,
+    parts += [] if name == "sampling" else ["--batch", args.batch]  # sampling: the sizes of --batches
+    parts += ["--precision", args.precision, "--device", args.device,
               "--threads", torch.get_num_threads(), "--warmup", args.warmup, "--repeats", args.repeats]
     if name == "sampling":
         parts += ["--loops-list", ",".join(map(str, args.loops_list)), "--batches", ",".join(map(str, args.batches))]

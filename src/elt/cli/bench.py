@@ -24,14 +24,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loops", dest="loops", type=int, action=DeprecatedFlag, new="--max-loops", help=argparse.SUPPRESS)
     p.add_argument("--tokens", type=int, default=64, help="tokens per sample (e.g. 256 = 16×16 latents)")
     p.add_argument("--vocab", type=int, default=1024, help="codebook size (masked)")
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch", type=int, default=32, help="train, memory, trainer (sampling: --batches)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 on CUDA")
     p.add_argument("--compile", action="store_true", help="torch.compile each block")
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: check tracing only)")
     p.add_argument("--checkpoint-loops", action="store_true", help="per-loop activation checkpointing (train)")
     p.add_argument("--loops-list", type=parse_loops, default=[1, 2, 3, 4],
                    help="sampling: loop counts used for sampling (1-4, 1,2,4)")
-    p.add_argument("--batches", type=parse_loops, default=[1, 8, 32], help="sampling: batch sizes")
+    p.add_argument("--batches", type=parse_loops, default=[1, 8, 32],
+                   help="sampling: batch sizes (every loop count of --loops-list is timed at each)")
     p.add_argument("--sample-steps", type=int, default=0, help="sampling steps (synthetic default 8; "
                    "with --ckpt the config's)")
     p.add_argument("--ckpt", default=None, help="sampling: time this trained generator's sampler instead")
