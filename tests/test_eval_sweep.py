@@ -89,7 +89,8 @@ def test_sweep_writes_json_csv_png_with_provenance(toy_runs, toy_paradigm, tmp_p
     assert "balanced" in prov["label_policy"] and prov["threads"] >= 1
     assert [(r["model"], r["loops"]) for r in data["rows"]] == [(m, k) for m in ("elt", "vanilla") for k in (1, 2, 3)]
     for row in data["rows"]:
-        assert row["latency_ms"] > 0 and row["ms_per_sample"] > 0 and row["peak_mem_mib"] is not None
+        assert row["latency_ms"] > 0 and row["ms_per_sample"] > 0 and row["peak_mem_kind"] == "cpu_rss_growth"
+        assert row["peak_mem_mib"] is None or row["peak_mem_mib"] > 0  # not measured, never "0 MiB"
         assert {"fd_cls", "kid", "precision", "recall", "density", "coverage", "class_acc"} <= row.keys()
     gflops = [r["gflops"] for r in data["rows"][:3]]
     assert gflops[0] < gflops[1] < gflops[2] and gflops[2] == pytest.approx(3 * gflops[0], rel=0.05)
@@ -148,6 +149,42 @@ def test_peak_memory_sees_a_large_allocation():
     result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert float(result.stdout.strip().splitlines()[-1]) > 32
+
+
+RESIDENT_SCRIPT = """
+import torch
+from elt.eval.sweep import PeakMemory
+block = torch.ones(64 * 2**20 // 4)  # 64 MiB, resident before the window (like a warm-up's working set)
+block.add_(1)  # the warm-up call (the first op sets up torch's CPU kernels)
+with PeakMemory(torch.device("cpu")) as memory:
+    block.add_(1)  # in place: the RSS cannot grow, so there is nothing to measure
+print(memory.peak_mib)
+"""
+
+
+def test_cpu_peak_memory_is_none_not_zero_where_the_rss_did_not_grow():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", RESIDENT_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "None"
+
+
+def test_unmeasured_peak_memory_is_n_a_in_the_table_and_null_in_json(tmp_path, capsys):
+    from elt.cli.eval import print_table
+
+    rows = [{"model": "a", "loops": 1, "fd_cls": 2.0, "peak_mem_mib": None, "peak_mem_kind": "cpu_rss_growth"},
+            {"model": "a", "loops": 2, "fd_cls": 1.0, "peak_mem_mib": 12.5, "peak_mem_kind": "cpu_rss_growth"},
+            {"model": "files", "loops": 1, "fd_cls": 3.0}]  # read from samples: no memory measurement at all
+    result = {"provenance": {"n": 8}, "floor": None, "plot_metrics": [["fd_cls", "FD_cls"]], "rows": rows}
+    print_table(result)
+    table = [line.split() for line in capsys.readouterr().out.splitlines()]
+    column = table[0].index("peak_mem_mib")
+    assert [line[column] for line in table[1:]] == ["n/a", "12.5", "-"]
+    assert not any(cell in ("0", "0.0") for line in table for cell in line)
+    write_outputs({**result, "floor": {}}, tmp_path)
+    assert json.loads((tmp_path / "eval.json").read_text())["rows"][0]["peak_mem_mib"] is None
 
 
 def test_elt_eval_cli_end_to_end(toy_runs, toy_paradigm, tmp_path, monkeypatch, capsys):

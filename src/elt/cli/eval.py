@@ -201,13 +201,17 @@ def print_table(result: dict) -> None:
     keys = [k for k, _ in result["plot_metrics"]]
     extra = [k for k in ("kid", "precision", "recall", "density", "coverage", "is") if k not in keys]
     columns = ["model", "steps", "loops", "gflops", "latency_ms", "peak_mem_mib", *keys, *extra]
-    columns = [c for c in columns if any(r.get(c) is not None for r in result["rows"])]
+    measured = {"peak_mem_mib": "peak_mem_kind"}  # a column attempted in a row but not measured there: "n/a"
+    columns = [c for c in columns if any(r.get(c) is not None or measured.get(c) in r for r in result["rows"])]
 
-    def fmt(v):
-        return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+    def fmt(row, c):
+        v = row.get(c)
+        if v is None:
+            return "n/a" if measured.get(c) in row else "-"
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
 
     rows = result["rows"] + ([{"model": "real data", **result["floor"]}] if result.get("floor") else [])
-    table = [columns] + [[fmt(r.get(c)) for c in columns] for r in rows]
+    table = [columns] + [[fmt(r, c) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))

@@ -90,7 +90,8 @@ def _kernel_peak_bytes() -> int | None:
 
 
 class PeakMemory:
-    """Peak memory of the code inside ``with``, in MiB: CUDA allocator peak, or CPU RSS growth.
+    """Peak memory of the code inside ``with``, in MiB: CUDA allocator peak, or CPU RSS growth (None where the
+    RSS did not grow: not measured).
 
     On Linux the CPU peak is the kernel's own high-water mark (reset on entry through ``/proc/self/clear_refs``),
     so no allocation is missed however short it lives. Elsewhere a thread polls the RSS every 2 ms."""
@@ -130,7 +131,9 @@ class PeakMemory:
             self._thread.join()
         kernel_peak = _kernel_peak_bytes() if self._kernel else None
         self._peak = max(self._peak, rss_bytes(), kernel_peak or 0)
-        self.peak_mib = (self._peak - self._base) / 2**20
+        # no growth: the working set was resident before the window (the warm-up, an earlier bulk run), so the
+        # RSS cannot tell what the calls need — not measured (None, "n/a" in tables), never "0 MiB"
+        self.peak_mib = (self._peak - self._base) / 2**20 if self._peak > self._base else None
         return False
 
 
