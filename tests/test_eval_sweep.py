@@ -307,3 +307,38 @@ def test_elt_eval_on_a_fashion_mnist_checkpoint_with_the_shipped_classifier(tmp_
         assert row["fd_cls"] > 10 * floor["fd_cls"] and row["coverage"] < floor["coverage"]
         assert 0 <= row["class_acc"] <= 1 and row["gflops"] > 0 and row["latency_ms"] > 0
     assert (tmp_path / "ev" / "eval.csv").is_file() and (tmp_path / "ev" / "eval.png").is_file()
+
+
+def test_a_floor_worse_than_a_model_warns_with_the_n_it_would_need(tmp_path, capsys):
+    import math
+
+    from elt.eval.sweep import floor_warning
+
+    rows = [{"model": "elt", "loops": 1, "fd_cls": 12.0}, {"model": "elt", "loops": 3, "fd_cls": 6.0}]
+    line = floor_warning({"n": 64, "fd_cls": 9.0, "class_acc": 0.9}, rows)
+    assert line is not None and "\n" not in line
+    assert "floor at N=64 is unreliable" in line and "elt L=3" in line
+    assert f"at least N={math.ceil(64 * 9.0 / 6.0)} samples" in line
+    assert floor_warning({"n": 64, "fd_cls": 5.0}, rows) is None  # a floor below every model: no warning
+    assert floor_warning(None, rows) is None
+
+    # the command line prints it as one warning line (here through 'elt eval merge' of a saved record)
+    record = {"provenance": {"n": 64, "loops": [1, 3]}, "floor": {"n": 64, "fd_cls": 9.0},
+              "plot_metrics": [["fd_cls", "FD_cls"]], "rows": rows}
+    (tmp_path / "eval.json").write_text(json.dumps(record))
+    assert main(["eval", "merge", str(tmp_path / "eval.json"), "--out", str(tmp_path / "merged")]) == 0
+    warnings = [w for w in capsys.readouterr().err.splitlines() if w.startswith("elt: warning:")]
+    assert warnings == [f"elt: warning: {line}"]
+    assert json.loads((tmp_path / "merged" / "eval.json").read_text())["floor_warning"] == line
+
+
+def test_a_real_vs_real_frechet_floor_falls_as_one_over_n():
+    """The premise of the warning's estimate: between two samples of one distribution the Fréchet distance is
+    estimation bias, ∝ 1/N."""
+    from elt.eval.frechet import frechet_distance_features
+
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal((20000, 8))
+    floors = {n: np.mean([frechet_distance_features(rng.standard_normal((n, 8)), reference) for _ in range(5)])
+              for n in (250, 2000)}
+    assert floors[250] / floors[2000] == pytest.approx(8, rel=0.35)

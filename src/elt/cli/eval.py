@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from elt.cli.args import LOOPS_HELP, parse_loops, parse_steps, positive_int
@@ -215,6 +216,8 @@ def print_table(result: dict) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    if result.get("floor_warning"):
+        print(f"elt: warning: {result['floor_warning']}", file=sys.stderr)
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
