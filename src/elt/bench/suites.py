@@ -137,8 +137,7 @@ def format_per_loop(fit: dict[str, Any]) -> str:
     if fit["fixed_ms"] < 0:
         return f"cost of each loop at batch {fit['batch']}: {fit['ms_per_loop']:.2f} ms ({NEGATIVE_FIXED})"
     return (f"cost of each loop at batch {fit['batch']}: {fit['ms_per_loop']:.2f} ms (fixed {fit['fixed_ms']:.2f} ms; "
-            "loops are "
-            f"{fit['loop_share_at_max']:.0%} of the time at L={fit['longest']})")
+            f"loops are {fit['loop_share_at_max']:.0%} of the time at L={fit['longest']})")
 
 
 def bench_memory(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import platform
 import statistics
@@ -308,7 +309,7 @@ def floor_warning(floor: dict | None, rows: Sequence[dict]) -> str | None:
         best = min(scored, key=lambda r: r[key])
         if floor[key] <= best[key]:
             continue
-        needed = f"at least N={-(-n * floor[key] // best[key]):.0f}" if best[key] > 0 else "a much larger N"
+        needed = f"at least N={math.ceil(n * floor[key] / best[key])}" if best[key] > 0 else "a much larger N"
         return (f"the real-data floor at N={n} is unreliable: its {key} {floor[key]:.3g} is worse than "
                 f"{best.get('model', 'a model')} L={best.get('loops')} ({best[key]:.3g}); a Fréchet floor falls as "
                 f"1/N, so {needed} samples (--num) would be needed for it to be a floor")
