@@ -162,6 +162,23 @@ def test_adaptive_gflops_need_the_loops_used(demo_models):
     assert low < high
 
 
+def test_masked_adaptive_gflops_follow_the_operations_run(demo_models):
+    """The analytic count of an adaptive exit (head read after every loop, on the still-masked positions only)
+    tracks PyTorch's FLOP counter as closely as the count of a fixed loop count does."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    g = demo_models["masked"]
+    labels = list(range(6))
+    ratios = {}
+    for loops in (2, "exit:0.2", "exit:0:2-4"):
+        with FlopCounterMode(display=False) as counter:
+            _, used = g.generate(labels, loops=loops, steps=6, seed=0, return_loops=True)
+        counted = counter.get_total_flops() / len(labels) / 1e9
+        ratios[loops] = g.gflops_per_sample(loops=loops, steps=6, loops_used=used) / counted
+    assert ratios["exit:0.2"] == pytest.approx(ratios[2], rel=0.01)
+    assert ratios["exit:0:2-4"] == pytest.approx(ratios[2], rel=0.01)
+
+
 # -- picking a point from a calibration ---------------------------------------------------------------------------
 def _calibration():
     from elt.eval.calibrate import pareto

@@ -42,16 +42,28 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+# Denoising / decoding steps of the demo (each model's config default: masked 12, diffusion 25). Fewer steps keep
+# the whole demo near a minute on 2 CPU cores; at these counts the shipped models' class accuracy is within the
+# demo's own error bars of the defaults (docs/benchmarks.md). `elt sample`/`elt eval` use the config's.
+DEMO_STEPS = {"masked": 8, "diffusion": 10}
+
+
+def default_jobs() -> int:
+    """Worker processes: 2 where there are 2 CPUs or more (single-threaded processes do not stall each other on
+    a shared machine, unlike threads of one process), else 1."""
+    from elt.runtime import available_cpus
+
+    return 2 if available_cpus() >= 2 else 1
+
+
 def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class: int = DEFAULT_PER_CLASS,
-             seed: int = 0, extra_loops: int = 1, progress: bool = True, vanilla: bool | None = None) -> dict:
+             seed: int = 0, extra_loops: int = 1, progress: bool = True, vanilla: bool | None = None,
+             jobs: int | None = None) -> dict:
     """Sample, score and draw the shipped models; returns the record also written to ``demo.json``.
     ``vanilla``: also the vanilla-looped models (``None``: those this install ships). The record's ``vanilla``
-    lists the vanilla models shown."""
+    lists the vanilla models shown. ``jobs``: processes sampling side by side (``None``: :func:`default_jobs`);
+    every model is seeded on its own, so the images do not depend on it."""
     import torch
-    from tqdm.auto import tqdm
-
-    from elt.eval.classifier import load_classifier
-    from elt.train.checkpoint import load_generator
 
     models = shipped_models()
     # vanilla=None: a paradigm's vanilla model where this install ships it; True: required for every paradigm
@@ -62,36 +74,19 @@ def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class:
     if missing:
         raise UserError(f"no shipped demo model {', '.join('demo:' + n for n in missing)} "
                         f"(shipped: {', '.join('demo:' + n for n in models) or 'none'})")
+    jobs = default_jobs() if jobs is None else jobs
+    if jobs < 1:
+        raise UserError(f"jobs={jobs} must be >= 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    classifier = load_classifier()
-    record: dict = {"threads": torch.get_num_threads(), "per_class": per_class, "seed": seed, "vanilla": vanilla,
-                    "models": {}}
+    threads = torch.get_num_threads()
+    record: dict = {"threads": threads, "jobs": min(jobs, len(names)), "per_class": per_class, "seed": seed,
+                    "steps": {p: DEMO_STEPS[p] for p in paradigms}, "vanilla": vanilla, "models": {}}
+    groups = [names[i::jobs] for i in range(min(jobs, len(names)))]  # ILSD models and vanilla ones apart
+    sampled = _sample_groups(groups, per_class, seed, extra_loops, threads, progress)
     rows_of: dict[str, list[np.ndarray]] = {}
     for name in names:
-        generator = load_generator(models[name])
-        cfg = generator.config
-        loops = list(range(1, generator.trained_loops + 1 + extra_loops))
-        labels = np.tile(np.arange(generator.num_classes), per_class)
-        rows, results = [], []
-        for k in tqdm(loops, desc=f"demo:{name}: loop counts", disable=not progress, leave=False):
-            start = time.perf_counter()
-            images = generator.generate(labels, loops=k, seed=seed)
-            seconds = time.perf_counter() - start
-            correct = int((classifier(images).logits.argmax(1) == labels).sum())
-            low, high = wilson_interval(correct, len(labels))
-            results.append({"loops": k, "class_accuracy": correct / len(labels), "ci95": [low, high],
-                            "n": len(labels), "ms_per_sample": 1000 * seconds / len(labels),
-                            "gflops_per_sample": float(generator.gflops_per_sample(loops=k))})
-            rows.append(images[: generator.num_classes])  # the first sample of every class, in class order
-        record["models"][name] = {"checkpoint": f"demo:{name}", "paradigm": cfg.paradigm, "mode": cfg.ilsd.mode,
-                                  "trained_loops": generator.trained_loops,
-                                  "unique_layers": generator.backbone.unique_layers, "results": results}
-        if cfg.ilsd.mode == "ilsd":  # the any-time row: each sample picks its own loops per step
-            adaptive, adaptive_images = adaptive_row(generator, cfg.paradigm, labels, classifier, seed)
-            rows.append(adaptive_images[: generator.num_classes])
-            record["models"][name]["adaptive"] = adaptive
-        rows_of[name] = rows
+        record["models"][name], rows_of[name] = sampled[name]
     for paradigm in paradigms:
         panels = {n: rows_of[n] for n in names if record["models"][n]["paradigm"] == paradigm}
         grid = draw_grid(record, panels, out / f"{paradigm}_grid.png", paradigm)
@@ -103,22 +98,85 @@ def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class:
     return record
 
 
+def _sample_groups(groups: list[list[str]], per_class: int, seed: int, extra_loops: int, threads: int,
+                   progress: bool) -> dict:
+    """The first group in this process (with progress bars), the others each in a spawned worker process."""
+    if len(groups) == 1:
+        return sample_models(groups[0], per_class, seed, extra_loops, threads, progress)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(len(groups) - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(sample_models, g, per_class, seed, extra_loops, threads, False) for g in groups[1:]]
+        sampled = sample_models(groups[0], per_class, seed, extra_loops, threads, progress)
+        if progress and not all(f.done() for f in futures):
+            print(f"waiting for {', '.join('demo:' + n for g in groups[1:] for n in g)} (sampled in "
+                  f"{len(futures)} other process{'es' if len(futures) > 1 else ''})", flush=True)
+        for future in futures:
+            sampled.update(future.result())
+    return sampled
+
+
+def sample_models(names: list[str], per_class: int, seed: int, extra_loops: int, threads: int,
+                  progress: bool) -> dict[str, tuple[dict, list[np.ndarray]]]:
+    """Each named shipped model at L = 1 … L_max + extra_loops (and its adaptive row if ILSD-trained):
+    ``{name: (record entry, grid rows)}``. Runs in a worker process as well as in the caller's."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from elt.eval.classifier import load_classifier
+    from elt.train.checkpoint import load_generator
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    models = shipped_models()
+    classifier = load_classifier()
+    sampled = {}
+    for name in names:
+        generator = load_generator(models[name])
+        cfg = generator.config
+        steps = DEMO_STEPS[cfg.paradigm]
+        loops = list(range(1, generator.trained_loops + 1 + extra_loops))
+        labels = np.tile(np.arange(generator.num_classes), per_class)
+        rows, results = [], []
+        for k in tqdm(loops, desc=f"demo:{name}: loop counts", disable=not progress, leave=False):
+            start = time.perf_counter()
+            images = generator.generate(labels, loops=k, steps=steps, seed=seed)
+            seconds = time.perf_counter() - start
+            correct = int((classifier(images).logits.argmax(1) == labels).sum())
+            low, high = wilson_interval(correct, len(labels))
+            results.append({"loops": k, "class_accuracy": correct / len(labels), "ci95": [low, high],
+                            "n": len(labels), "ms_per_sample": 1000 * seconds / len(labels),
+                            "gflops_per_sample": float(generator.gflops_per_sample(loops=k, steps=steps))})
+            rows.append(images[: generator.num_classes])  # the first sample of every class, in class order
+        entry = {"checkpoint": f"demo:{name}", "paradigm": cfg.paradigm, "mode": cfg.ilsd.mode, "steps": steps,
+                 "trained_loops": generator.trained_loops, "unique_layers": generator.backbone.unique_layers,
+                 "results": results}
+        if cfg.ilsd.mode == "ilsd":  # the any-time row: each sample picks its own loops per step
+            adaptive, adaptive_images = adaptive_row(generator, cfg.paradigm, labels, classifier, seed, steps)
+            rows.append(adaptive_images[: generator.num_classes])
+            entry["adaptive"] = adaptive
+        sampled[name] = (entry, rows)
+    return sampled
+
+
 # The adaptive-exit row: each sample stops looping at each step once its prediction stopped changing
 # (docs/anytime.md); thresholds from the calibration of the shipped models.
 DEMO_ADAPTIVE = {"masked": "exit:0.2", "diffusion": "exit:0.05"}
 
 
-def adaptive_row(generator, paradigm: str, labels: np.ndarray, classifier, seed: int) -> tuple[dict, np.ndarray]:
+def adaptive_row(generator, paradigm: str, labels: np.ndarray, classifier, seed: int,
+                 steps: int | None = None) -> tuple[dict, np.ndarray]:
     """Generate ``labels`` with the paradigm's adaptive exit; its scores, mean loops used and GFLOPs."""
     point = DEMO_ADAPTIVE[paradigm]
     start = time.perf_counter()
-    images, used = generator.generate(labels, loops=point, seed=seed, return_loops=True)
+    images, used = generator.generate(labels, loops=point, steps=steps, seed=seed, return_loops=True)
     seconds = time.perf_counter() - start
     correct = int((classifier(images).logits.argmax(1) == labels).sum())
     return {"loops": point, "mean_loops": float(used.mean()), "class_accuracy": correct / len(labels),
             "ci95": list(wilson_interval(correct, len(labels))), "n": len(labels),
             "ms_per_sample": 1000 * seconds / len(labels),
-            "gflops_per_sample": float(generator.gflops_per_sample(loops=point, loops_used=used))}, images
+            "gflops_per_sample": float(generator.gflops_per_sample(loops=point, loops_used=used, steps=steps))}, images
 
 
 def _label(record: dict, name: str) -> str:
@@ -156,8 +214,8 @@ def draw_grid(record: dict, panels: dict[str, list[np.ndarray]], path: Path, par
         ax.set_yticklabels(labels, fontsize=7)
         ax.tick_params(length=0)
         ax.set_xlabel(f"demo:{name} — {_label(record, name)}", fontsize=8)
-    fig.suptitle(f"{paradigm}: one checkpoint each, rows = loops L at sampling\n(* = trained L; % = class accuracy "
-                 f"of {10 * record['per_class']} samples)", fontsize=8)
+    fig.suptitle(f"{paradigm}: one checkpoint each, rows = loops L at sampling, {record['steps'][paradigm]} "
+                 f"steps\n(* = trained L; % = class accuracy of {10 * record['per_class']} samples)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -11,13 +11,9 @@ from elt.fileio import write_json
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    import torch
-
     import elt
     from elt.sampling import check_points
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     points = args.loops
     out, note = calibrate_lib.output_dir(args.ckpt, args.out)
     if note:
@@ -71,6 +67,5 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", default=None, help="Fashion-MNIST folder (default: $ELT_DATA, Debian path)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_calibrate)

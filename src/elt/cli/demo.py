@@ -13,12 +13,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from elt.config import check_options
     from elt.fileio import check_output_dir
 
-    check_options(at_least_one={"--per-class": args.per_class}, seeds={"--seed": args.seed})
+    check_options(at_least_one={"--per-class": args.per_class, "--jobs": args.jobs}, seeds={"--seed": args.seed})
     check_output_dir(args.out, "--out")
     paradigms = demo_lib.PARADIGMS if args.paradigm == "both" else (args.paradigm,)
     start = time.perf_counter()
     record = demo_lib.run_demo(args.out, paradigms, per_class=args.per_class, seed=args.seed,
-                               progress=not args.no_progress, vanilla=False if args.no_vanilla else None)
+                               progress=not args.no_progress, vanilla=False if args.no_vanilla else None,
+                               jobs=args.jobs)
     out = Path(args.out)
     if not args.no_vanilla:
         without = [p for p in paradigms if f"{p}-vanilla" not in record["vanilla"]]
@@ -35,7 +36,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for paradigm in paradigms:
         print(f"grid: {out / f'{paradigm}_grid.png'}")
     print(f"quality vs loops: {out / record['plot']}")
-    print(f"record: {out / 'demo.json'}  ({time.perf_counter() - start:.0f} s, {record['threads']} thread(s))")
+    print(f"record: {out / 'demo.json'}  ({time.perf_counter() - start:.0f} s, {record['jobs']} process(es) of "
+          f"{record['threads']} thread(s))")
     return 0
 
 
@@ -48,5 +50,8 @@ def add_parsers(sub) -> None:
                    help=f"samples per class, model and loop count (default {demo_lib.DEFAULT_PER_CLASS})")
     p.add_argument("--no-vanilla", action="store_true", help="only the ILSD models (half the time)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="processes sampling side by side, each with --threads threads (default: 2 where there are "
+                        "2 CPUs or more, else 1; the images do not depend on it)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)

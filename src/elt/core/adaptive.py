@@ -22,7 +22,7 @@ import torch
 from elt.core.looped import LoopedTransformer
 from elt.core.schedule import AdaptiveExit
 
-Readout = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+Readout = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]
 Change = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -32,7 +32,8 @@ def run_adaptive(backbone: LoopedTransformer, h: torch.Tensor, cond: torch.Tenso
     until every sample exits.
 
     Args:
-        readout: ``(state rows of the active samples, their cond rows) → prediction`` A×… (branches combined).
+        readout: ``(state rows of the active samples, their cond rows, active sample indices) → prediction``
+            A×… (branches combined).
         change: ``(previous prediction, new prediction, active sample indices) → A`` change scores.
         rule: threshold, min and max loops (``max_loops`` must be set: see :meth:`AdaptiveExit.resolved`).
 
@@ -49,7 +50,7 @@ def run_adaptive(backbone: LoopedTransformer, h: torch.Tensor, cond: torch.Tenso
     always = math.isinf(rule.threshold)
     for k in range(1, rule.max_loops + 1):
         h = backbone.loop_once(h, cond, k - 1)
-        prediction = readout(h, cond)
+        prediction = readout(h, cond, active)
         if out is None:
             out = prediction.new_empty((batch, *prediction.shape[1:]))
         if k == rule.max_loops or (k >= rule.min_loops and always):

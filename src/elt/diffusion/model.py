@@ -150,7 +150,7 @@ class DiffusionGenerator(LoopedGenerator):
         cond = self.condition(t2, labels2)
         tokens = self.patch_embed(patchify(z2, self.patch)) + self.pos_embed
 
-        def readout(state: torch.Tensor, rows_cond: torch.Tensor) -> torch.Tensor:
+        def readout(state: torch.Tensor, rows_cond: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
             out = self.head(state, rows_cond)
             return out if branches == 1 else self._combine(out, guidance)
 

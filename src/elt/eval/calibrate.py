@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from elt.fileio import write_json, write_text
 
 CALIBRATION_FILE = "calibration.json"  # what elt.anytime.choose_point reads
 FRONT_STEM = "pareto"
@@ -132,12 +133,6 @@ def calibrate(generator, points: list, probe, num: int = 200, seed: int = 0, ste
     return {"provenance": provenance, "points": rows}
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 CSV_COLUMNS = ["loops", "gflops", "mean_loops", "latency_ms", "latency_batch", "ms_per_sample", "samples_per_s",
                "fd_cls", "class_acc", "n", "pareto_gflops", "pareto_latency"]
 
@@ -157,12 +152,10 @@ def write_calibration(record: dict, out: Path, checkpoint: str) -> dict[str, Pat
     writer.writeheader()
     for row in record["points"]:
         writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in CSV_COLUMNS})
-    png_tmp = out / f".{FRONT_STEM}.tmp{os.getpid()}.png"
-    plot_front(record, png_tmp)
-    os.replace(png_tmp, paths["png"])
-    _atomic_write(paths["csv"], buffer.getvalue().encode())
-    _atomic_write(paths["json"], (json.dumps(front, indent=2) + "\n").encode())
-    _atomic_write(paths["calibration"], (json.dumps(record, indent=2) + "\n").encode())
+    plot_front(record, paths["png"])
+    write_text(paths["csv"], buffer.getvalue())
+    write_json(paths["json"], front)
+    write_json(paths["calibration"], record)
     return paths
 
 

@@ -39,7 +39,7 @@ from elt.core.generator import (
 from elt.core.ilsd import ILSDTerms, ilsd_loss
 from elt.core.schedule import AdaptiveExit
 from elt.masked.config import SAMPLING_DEFAULTS
-from elt.masked.masking import sample_training_mask
+from elt.masked.masking import masked_counts, sample_training_mask
 from elt.masked.sampler import iterative_decode
 from elt.registry import build_backbone
 from elt.runtime import autocast_context
@@ -199,18 +199,30 @@ class MaskedGenerator(LoopedGenerator):
     def adaptive_logits(self, tokens: torch.Tensor, labels: torch.Tensor, rule: AdaptiveExit,
                         guidance: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Guided logits where each sample stops looping once the share of masked positions whose argmax token
-        changed between two consecutive loops is below ``rule.threshold``; returns (logits, loops used)."""
+        changed between two consecutive loops is below ``rule.threshold``; returns (logits, loops used).
+
+        The head is read after every loop, so it runs on the masked positions only (the decoder draws nothing
+        at the others): their logits are exactly the full head's, and positions already fixed get logits 0."""
+        batch = len(tokens)
+        masked = tokens == self.mask_id
+        # the masked positions first, in order; rows with fewer masked positions pad with fixed ones (ignored)
+        width = max(int(masked.sum(1).max()), 1)
+        order = masked.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :width]
+        where = masked.gather(1, order)
         branches = 1 if guidance == 1 else 2
         if branches == 2:
             tokens, labels = torch.cat([tokens, tokens]), torch.cat([labels, torch.full_like(labels, -1)])
         h = torch.cat([self.class_token(labels, allow_dropout=False), self.embed(tokens)], dim=1)
 
-        def readout(state: torch.Tensor, cond) -> torch.Tensor:
-            logits = self.head(state[:, 1:])
+        def readout(state: torch.Tensor, cond, active: torch.Tensor) -> torch.Tensor:
+            rows = order[active].repeat(branches, 1)
+            picked = state[:, 1:].gather(1, rows.unsqueeze(-1).expand(-1, -1, state.shape[-1]))
+            logits = self.head(picked)
             return logits if branches == 1 else self._combine(logits, guidance)
 
-        masked = (tokens[: len(tokens) // branches] == self.mask_id)
-        return run_adaptive(self.backbone, h, None, branches, readout, token_change(masked), rule)
+        picked, used = run_adaptive(self.backbone, h, None, branches, readout, token_change(where), rule)
+        logits = picked.new_zeros((batch, self.seq_len, picked.shape[-1]))
+        return logits.scatter_(1, order.unsqueeze(-1).expand(-1, -1, picked.shape[-1]), picked), used
 
     @torch.no_grad()
     def generate_tokens(self, class_labels: Sequence[int] | torch.Tensor, loops: LoopSchedule = None,
@@ -266,14 +278,17 @@ class MaskedGenerator(LoopedGenerator):
                           guidance: float | None = None, loops_used: np.ndarray | None = None) -> float:
         """Transformer + head per decoding step (×2 with guidance s ≠ 1), plus one tokenizer decode. An adaptive
         exit needs ``loops_used`` (N×steps, from ``generate(..., return_loops=True)``): the mean over its
-        samples, with the head read after every loop it ran."""
+        samples, with the head read after every loop it ran, on the positions still masked at that step."""
         steps, guidance = self.sampling_settings(steps, guidance)
         tokens = self.seq_len + 1  # + the class token
-        head = 2 * self.seq_len * self.head[1].in_features * self.codebook_size
+        head_per_position = 2 * self.head[1].in_features * self.codebook_size
         plan = self.resolve_loops(loops, steps)
-        adaptive = isinstance(plan, AdaptiveExit)
         counts = loop_counts(plan, loops_used, steps)
-        loop_cost = self.backbone.flops_per_token(tokens, 1) * tokens + (head if adaptive else 0)
-        per_sample = counts.sum(1) * loop_cost + (0 if adaptive else head) * steps
+        per_sample = counts.sum(1) * self.backbone.flops_per_token(tokens, 1) * tokens
+        if isinstance(plan, AdaptiveExit):
+            masked_before = np.array([self.seq_len, *masked_counts(self.seq_len, steps)[:-1]])
+            per_sample = per_sample + (counts * masked_before).sum(1) * head_per_position
+        else:
+            per_sample = per_sample + self.seq_len * head_per_position * steps
         return float(per_sample.mean()) * (2 if guidance != 1 else 1) / 1e9 + self.tokenizer.decode_gflops()
 
