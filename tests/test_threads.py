@@ -69,6 +69,16 @@ def test_every_command_accepts_threads():
         assert getattr(args, "global_threads", None) == 3 or getattr(args, "threads", None) == 3, argv
 
 
+def test_threads_means_the_same_setting_in_every_command():
+    """Only the classifier training pins its own thread count (its figures are reproducible at 1); every other
+    command's --threads is the one global setting, so ELT_THREADS and the default apply to all of them alike."""
+    parser = build_parser()
+    for argv in (["eval", "--ckpt", "x", "--out", "o"], ["eval", "floor"], ["eval", "video", "--samples", "s"],
+                 ["calibrate", "--ckpt", "x"], ["bench", "sampling"], ["demo"], ["sample", "--ckpt", "x", "--out", "y"]):
+        args, _ = parser.parse_known_args([*argv, "--threads", "3"])
+        assert args.global_threads == 3 and not hasattr(args, "threads"), argv
+
+
 def test_train_threads_applies_without_flag_or_env():
     assert set_threads(config=1) == 1 and torch.get_num_threads() == 1
 

@@ -168,7 +168,7 @@ def bench_trainer(args: argparse.Namespace, device: torch.device) -> dict[str, A
             f"train.log_every={args.repeats}",
             f"train.compile={args.compile}", f"train.device={device}", f"train.out_dir={run_dir}",
             f"train.precision={args.precision}", "train.samples_per_class=1", "train.tensorboard=false",
-            "train.handle_signals=false", "train.checkpoint_every=0", f"train.threads={args.threads}"])
+            "train.handle_signals=false", "train.checkpoint_every=0", f"train.threads={torch.get_num_threads()}"])
         try:
             trainer = Trainer(cfg, progress=False, compile_backend=args.compile_backend)
             trainer.fit()
@@ -277,8 +277,6 @@ ALL = ("train", "sampling", "memory")
 
 def run_benchmark(name: str, args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
     function, printer = BENCHMARKS[name]
@@ -378,8 +376,7 @@ def prepare_args(args: argparse.Namespace) -> None:
     check_options(at_least_one={"--width": args.width, "--heads": args.heads, "--unique-layers": args.unique_layers,
                                 "--max-loops": args.loops, "--tokens": args.tokens, "--vocab": args.vocab,
                                 "--batch": args.batch, "--repeats": args.repeats},
-                  not_negative={"--sample-steps": args.sample_steps, "--warmup": args.warmup,
-                                "--threads": args.threads})
+                  not_negative={"--sample-steps": args.sample_steps, "--warmup": args.warmup})
     check_output_dir(args.out, "--out")
     if args.heads is None:
         args.heads = max(1, args.width // 64)
@@ -399,8 +396,6 @@ def run(args: argparse.Namespace) -> int:
         resolve_device(args.device)
         if args.device == "auto":
             args.device = "cuda" if torch.cuda.is_available() else "cpu"
-        if args.threads > 0:
-            torch.set_num_threads(args.threads)
         return run_suite(args)
     prepare_args(args)
     names = list(ALL) if args.benchmark == "all" else [args.benchmark]

@@ -40,7 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=10, help="timed calls per variant (trainer: timed steps, after "
                    "as many warm-up steps)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     p.add_argument("--out", default="benchmarks/results", help="folder for the JSON files")
     p.add_argument("--tag", default="", help="suffix of the JSON file name (train_TAG.json)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks that everything runs")

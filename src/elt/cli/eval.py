@@ -122,16 +122,12 @@ def check_domain_inputs(models) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
 
     from elt.config import check_options
     from elt.eval.sweep import write_outputs
 
-    check_options(not_negative={"--threads": args.threads}, seeds={"--seed": args.seed},
-                  finite={"--guidance": args.guidance})
+    check_options(seeds={"--seed": args.seed}, finite={"--guidance": args.guidance})
     check_output_dir(args.out, "--out")  # before any sampling: a bad --out fails now, not after the sweep
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     check_model_args(args)
     from elt.train.distributed import distributed_session
 
@@ -253,14 +249,8 @@ def compute_floor(extractor, num: int, data_root=None, progress: bool = True) ->
 
 
 def cmd_floor(args: argparse.Namespace) -> int:
-    from elt.config import check_options
     from elt.eval.classifier import load_classifier
 
-    check_options(not_negative={"--threads": args.threads})
-    if args.threads > 0:
-        import torch
-
-        torch.set_num_threads(args.threads)
     try:
         floor = compute_floor(load_classifier(args.classifier), args.num, args.data_root, not args.no_progress)
     except _user_errors() as exc:
@@ -314,7 +304,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--latency-repeats", type=positive_int, default=3)
     p.add_argument("--no-latency", action="store_true", help="skip latency/memory measurement")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
     p.add_argument("--raw-weights", action="store_true", help="use raw weights instead of the EMA")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
@@ -340,7 +329,6 @@ def add_parsers(sub) -> None:
     f.add_argument("--num", type=positive_int, default=10000)
     f.add_argument("--classifier", default=None)
     f.add_argument("--data-root", default=None)
-    f.add_argument("--threads", type=int, default=0)
     f.add_argument("--no-progress", action="store_true")
     f.set_defaults(func=cmd_floor)
 
@@ -384,7 +372,6 @@ def add_video_parser(actions) -> None:
                    help="also score static and frame-shuffled real clips (what no / wrong motion scores)")
     v.add_argument("--out", default="eval_video", help="output directory (default ./eval_video)")
     v.add_argument("--device", default="cpu")
-    v.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
     v.add_argument("--no-progress", action="store_true")
     v.set_defaults(func=cmd_video)
 
@@ -392,9 +379,6 @@ def add_video_parser(actions) -> None:
 def cmd_video(args) -> int:
     import os
 
-    import torch
-
-    from elt.config import check_options
     from elt.eval.classifier import ClassifierMissingError, ImageFormatError
     from elt.eval.inception import WeightsNotFoundError
     from elt.eval.video import (
@@ -410,10 +394,7 @@ def cmd_video(args) -> int:
         write_video_eval,
     )
 
-    check_options(not_negative={"--threads": args.threads})
     check_output_dir(args.out, "--out")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     if (args.real is None) == (args.real_data is None):
         raise UserError("give exactly one real reference: --real FILE.npz or --real-data moving_fmnist")
     progress = not args.no_progress
