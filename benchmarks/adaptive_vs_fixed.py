@@ -66,8 +66,7 @@ def main() -> None:
     rows = []
     for paradigm in paradigms:
         generator = load_generator(models[paradigm])
-        cfg = generator.config
-        steps = args.steps or int(cfg[paradigm].sample_steps)
+        steps = args.steps or generator.sampling_settings(None, None)[0]
         labels = np.arange(args.batch) % generator.num_classes
         point = DEFAULT_POINTS[paradigm]
         _, used = generator.generate(labels, loops=point, steps=steps, seed=0, return_loops=True)  # warm-up
