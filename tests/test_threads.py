@@ -74,7 +74,8 @@ def test_threads_means_the_same_setting_in_every_command():
     command's --threads is the one global setting, so ELT_THREADS and the default apply to all of them alike."""
     parser = build_parser()
     for argv in (["eval", "--ckpt", "x", "--out", "o"], ["eval", "floor"], ["eval", "video", "--samples", "s"],
-                 ["calibrate", "--ckpt", "x"], ["bench", "sampling"], ["demo"], ["sample", "--ckpt", "x", "--out", "y"]):
+                 ["calibrate", "--ckpt", "x"], ["bench", "sampling"], ["demo"],
+                 ["sample", "--ckpt", "x", "--out", "y"]):
         args, _ = parser.parse_known_args([*argv, "--threads", "3"])
         assert args.global_threads == 3 and not hasattr(args, "threads"), argv
 

@@ -24,18 +24,22 @@ from elt.core.schedule import AdaptiveExit
 
 Readout = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]
 Change = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Summary = Callable[[torch.Tensor], torch.Tensor]
 
 
 def run_adaptive(backbone: LoopedTransformer, h: torch.Tensor, cond: torch.Tensor | None, branches: int,
-                 readout: Readout, change: Change, rule: AdaptiveExit) -> tuple[torch.Tensor, torch.Tensor]:
+                 readout: Readout, change: Change, rule: AdaptiveExit,
+                 summarise: Summary | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Loop ``h`` (``branches``·B rows: branch 0 rows 0..B-1, branch 1 rows B..2B-1, prefix tokens included)
     until every sample exits.
 
     Args:
         readout: ``(state rows of the active samples, their cond rows, active sample indices) → prediction``
             A×… (branches combined).
-        change: ``(previous prediction, new prediction, active sample indices) → A`` change scores.
+        change: ``(previous summary, new summary, active sample indices) → A`` change scores.
         rule: threshold, min and max loops (``max_loops`` must be set: see :meth:`AdaptiveExit.resolved`).
+        summarise: ``prediction → summary`` (A×…), what ``change`` compares; kept from one loop to the next
+            instead of the prediction, so it is computed once per loop (default: the prediction itself).
 
     Returns the prediction of every sample at its exit (B×…) and the loops it used (B, int64).
     """
@@ -53,10 +57,12 @@ def run_adaptive(backbone: LoopedTransformer, h: torch.Tensor, cond: torch.Tenso
         prediction = readout(h, cond, active)
         if out is None:
             out = prediction.new_empty((batch, *prediction.shape[1:]))
-        if k == rule.max_loops or (k >= rule.min_loops and always):
+        last = k == rule.max_loops or (k >= rule.min_loops and always)
+        summary = prediction if summarise is None or last else summarise(prediction)  # unused after the last
+        if last:
             done = torch.ones(len(active), dtype=torch.bool, device=device)
         elif k >= rule.min_loops:
-            done = change(previous, prediction, active) < rule.threshold
+            done = change(previous, summary, active) < rule.threshold
         else:
             done = torch.zeros(len(active), dtype=torch.bool, device=device)
         if bool(done.any()):
@@ -70,17 +76,24 @@ def run_adaptive(backbone: LoopedTransformer, h: torch.Tensor, cond: torch.Tenso
             rows = keep.repeat(branches)
             h = h[rows]
             cond = cond[rows] if cond is not None else None
-            prediction = prediction[keep]
-        previous = prediction
+            summary = summary[keep]
+        previous = summary
     return out, used
 
 
+def argmax_tokens(logits: torch.Tensor) -> torch.Tensor:
+    """The summary :func:`token_change` compares: the top token of every position (``max(-1).indices``, which
+    on a CPU is 2-3× faster than ``argmax`` on bfloat16 logits)."""
+    return logits.max(-1).indices
+
+
 def token_change(masked: torch.Tensor) -> Change:
-    """Masked paradigm: share of the masked positions (``masked`` B×T) whose argmax token changed."""
+    """Masked paradigm: share of the masked positions (``masked`` B×T) whose argmax token changed; compares
+    the summaries of :func:`argmax_tokens`."""
 
     def change(previous: torch.Tensor, new: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         where = masked[active]
-        flipped = (previous.argmax(-1) != new.argmax(-1)) & where
+        flipped = (previous != new) & where
         return flipped.sum(1).float() / where.sum(1).clamp(min=1).float()
 
     return change

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from elt.core import batch_random, rng
-from elt.core.adaptive import run_adaptive, token_change
+from elt.core.adaptive import argmax_tokens, run_adaptive, token_change
 from elt.core.blocks import LabelEmbedder, sincos_embedding
 from elt.core.generator import (
     LoopedGenerator,
@@ -220,7 +220,8 @@ class MaskedGenerator(LoopedGenerator):
             logits = self.head(picked)
             return logits if branches == 1 else self._combine(logits, guidance)
 
-        picked, used = run_adaptive(self.backbone, h, None, branches, readout, token_change(where), rule)
+        picked, used = run_adaptive(self.backbone, h, None, branches, readout, token_change(where), rule,
+                                    summarise=argmax_tokens)
         logits = picked.new_zeros((batch, self.seq_len, picked.shape[-1]))
         return logits.scatter_(1, order.unsqueeze(-1).expand(-1, -1, picked.shape[-1]), picked), used
 
