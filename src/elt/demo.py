@@ -45,7 +45,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 # Denoising / decoding steps of the demo (each model's config default: masked 12, diffusion 25). Fewer steps keep
 # the whole demo near a minute on 2 CPU cores; at these counts the shipped models' class accuracy is within the
 # demo's own error bars of the defaults (docs/benchmarks.md). `elt sample`/`elt eval` use the config's.
-DEMO_STEPS = {"masked": 8, "diffusion": 10}
+DEMO_STEPS = {"masked": 6, "diffusion": 8}
 
 
 def default_jobs() -> int:
