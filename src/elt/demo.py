@@ -139,7 +139,7 @@ def sample_models(names: list[str], per_class: int, seed: int, extra_loops: int,
         loops = list(range(1, generator.trained_loops + 1 + extra_loops))
         labels = np.tile(np.arange(generator.num_classes), per_class)
         rows, results = [], []
-        generator.generate(labels[:2], loops=1, steps=1, seed=seed)  # warm-up: the first call's set-up is not timed
+        generator.generate(labels, loops=1, steps=1, seed=seed)  # warm-up: the first call's set-up is not timed
         for k in tqdm(loops, desc=f"demo:{name}: loop counts", disable=not progress, leave=False):
             start = time.perf_counter()
             images = generator.generate(labels, loops=k, steps=steps, seed=seed)
