@@ -71,14 +71,21 @@ def test_sigterm_under_the_launcher_checkpoints_and_prints_one_stop_message(tmp_
 
 
 def test_graceful_stop_turns_the_first_signal_into_a_flag():
+    def wait_for(condition=lambda: False, seconds=5.0):
+        # the handler runs in the main thread at its next bytecode; a signal that another thread (a BLAS or
+        # worker-pool thread) received reaches it only then, so poll instead of one short sleep
+        deadline = time.monotonic() + seconds
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     with GracefulStop() as stop:
         assert not stop.requested
         os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.01)
+        wait_for(lambda: stop.requested)
         assert stop.requested and stop.signum == signal.SIGINT
-        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C aborts at once
+        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C aborts (within the 5 s this waits)
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.01)
+            wait_for()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
