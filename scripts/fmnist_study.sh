@@ -4,6 +4,8 @@
 #
 #   scripts/fmnist_study.sh [RUNS] [OUT]        (defaults: runs/study and docs/results)
 #   PARADIGMS=diffusion MODELS="ilsd unique3" scripts/fmnist_study.sh    (a subset)
+#   PARADIGMS=diffusion MODELS="ilsd unique12 inject cosine" NO_CFG_ROW=1 NO_MERGE=1 \
+#     scripts/fmnist_study.sh runs/ablations docs/results/ablations      (the ablations; merge by hand)
 #
 # Training resumes from the newest checkpoint and marks a finished run with RUN/train.done; training,
 # sampling and evaluation skip work whose output exists, so an interrupted study picks up where it stopped. One thread per
@@ -24,11 +26,28 @@ declare -A OVERRIDES=(
   [unique12]="ilsd.mode=unique"                          # 12 unique layers: same FLOPs, 4× the parameters
   [unique3]="model.loops=1 ilsd.mode=vanilla"            # 3 unique layers, one pass: same parameters
   [tiny1x12]="model.unique_layers=1 model.loops=12"      # too-small N: 1 layer looped 12 times, ILSD
+  # ablations of the looped model (docs/results.md, "What closes the gap"): one change each
+  [inject]="model.input_injection=true"                  # re-inject the input embedding at every loop
+  [loopemb]="model.loop_embedding=true"                  # loop-index code added at every loop
+  [cosine]="train.lr_schedule=cosine train.min_lr_ratio=0.1"  # LR decay after warm-up
+  [long2]="train.steps=8000"                             # twice the training steps
+  [unique12_long2]="ilsd.mode=unique train.steps=8000"
+  [n6x2]="model.unique_layers=6 model.loops=2"           # N at fixed N×L
+  [ilsd_w96]="model.width=96"                            # width ladder (192: ilsd / unique12)
+  [unique12_w96]="model.width=96 ilsd.mode=unique"
+  [ilsd_w288]="model.width=288"
+  [unique12_w288]="model.width=288 ilsd.mode=unique"
 )
 declare -A LOOPS=([ilsd]="1,2,3,4,5 6" [vanilla]="1,2,3,4,5 6" [unique12]="1" [unique3]="1,2,3,4"
-                  [tiny1x12]="1,3,6,9,12,14")
+                  [tiny1x12]="1,3,6,9,12,14" [inject]="1,2,3,4,5" [loopemb]="1,2,3,4,5" [cosine]="1,2,3,4,5"
+                  [long2]="1,2,3,4,5" [unique12_long2]="1" [n6x2]="1,2,3" [ilsd_w96]="1,2,3,4,5"
+                  [unique12_w96]="1" [ilsd_w288]="1,2,3,4,5" [unique12_w288]="1")
 declare -A NAMES=([ilsd]="ELT 3x4 ILSD" [vanilla]="ELT 3x4 vanilla" [unique12]="unique 12 layers"
-                  [unique3]="unique 3 layers" [tiny1x12]="ELT 1x12 ILSD")
+                  [unique3]="unique 3 layers" [tiny1x12]="ELT 1x12 ILSD" [inject]="ELT 3x4 ILSD, input injection"
+                  [loopemb]="ELT 3x4 ILSD, loop embedding" [cosine]="ELT 3x4 ILSD, cosine LR"
+                  [long2]="ELT 3x4 ILSD, 2x steps" [unique12_long2]="unique 12 layers, 2x steps"
+                  [n6x2]="ELT 6x2 ILSD" [ilsd_w96]="ELT 3x4 ILSD, width 96" [unique12_w96]="unique 12 layers, width 96"
+                  [ilsd_w288]="ELT 3x4 ILSD, width 288" [unique12_w288]="unique 12 layers, width 288")
 MODELS=${MODELS:-ilsd vanilla unique12 unique3 tiny1x12}
 declare -A GUIDED=([masked]=2.0 [diffusion]=4.0)   # guidance s of the extra ILSD rows (configs: masked 1, diffusion 2;
 # docs/results.md was measured with masked g = 1 under the earlier masked convention, the same as s = 2)
@@ -56,7 +75,7 @@ for paradigm in ${PARADIGMS:-masked diffusion}; do
       sources+=("$dest")
     done
   done
-  if [[ " $MODELS " == *" ilsd "* ]]; then   # the ILSD model with stronger classifier-free guidance
+  if [[ " $MODELS " == *" ilsd "* && -z "${NO_CFG_ROW:-}" ]]; then   # the ILSD model, stronger guidance
     cfg=${GUIDED[$paradigm]}
     dest=$OUT/$paradigm/runs/ilsd_cfg${cfg%.0}_L1_2_3_4_5
     [ -e "$dest/eval.json" ] || \

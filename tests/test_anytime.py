@@ -142,6 +142,33 @@ def test_per_sample_exits_match_each_sample_alone(demo_models, paradigm):
         assert np.abs(alone[0].astype(int) - batch[i].astype(int)).max() <= 1
 
 
+@pytest.mark.parametrize("paradigm", ["masked", "diffusion"])
+def test_adaptive_exit_reinjects_the_input_of_the_samples_still_looping(demo_models, paradigm):
+    """With input injection, each sample's loop input follows it through the active-row compaction."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    g = copy.deepcopy(demo_models[paradigm])
+    torch.manual_seed(0)
+    g.backbone.inject = nn.Linear(g.backbone.dim, g.backbone.dim)
+    nn.init.normal_(g.backbone.inject.weight, std=0.02)
+    plain = demo_models[paradigm]
+    labels, seeds, steps = [0, 1, 2, 3, 4, 5], [10, 11, 12, 13, 14, 15], 3
+    fixed = g.generate(labels, loops=4, steps=steps, seeds=seeds)
+    assert not np.array_equal(fixed, plain.generate(labels, loops=4, steps=steps, seeds=seeds))
+    np.testing.assert_array_equal(g.generate(labels, loops="exit:0:2-4", steps=steps, seeds=seeds), fixed)
+    threshold = {"masked": 0.08, "diffusion": 0.05}[paradigm]
+    batch, used = g.generate(labels, loops=f"exit:{threshold}:2-6", steps=steps, seeds=seeds, return_loops=True)
+    assert len(np.unique(used)) > 1, "the threshold should make samples exit at different loops"
+    for i in (0, 3, 5):
+        alone, used_alone = g.generate([labels[i]], loops=f"exit:{threshold}:2-6", steps=steps, seeds=[seeds[i]],
+                                       return_loops=True)
+        np.testing.assert_array_equal(used_alone[0], used[i])
+        assert np.abs(alone[0].astype(int) - batch[i].astype(int)).max() <= 1
+
+
 def test_per_sample_seeds_leave_batch_seed_path_alone(demo_models):
     """The default (one stream per batch) is unchanged by the per-sample option; per-sample streams make a
     sample independent of its batch."""

@@ -125,3 +125,23 @@ def test_optional_loop_embedding_and_norm_change_the_function():
 def test_flops_scale_linearly_with_loops():
     model = LoopedTransformer(64, 2, 4, 4)
     assert model.flops_per_token(16, loops=4) == pytest.approx(4 * model.flops_per_token(16, loops=1))
+
+
+def test_input_injection_starts_as_the_plain_loop_and_feeds_the_input_to_every_loop():
+    x = torch.randn(2, 5, 32, dtype=torch.float64)
+    base = make()
+    inj = make(input_injection=True)
+    inj.load_state_dict(base.state_dict(), strict=False)
+    torch.testing.assert_close(inj(x).final, base(x).final)  # zero-initialised: identical at the start
+    nn.init.normal_(inj.inject.weight, std=0.1)
+    # reference: add W·x before every loop, by hand from the blocks
+    h = x
+    for _ in range(inj.loops):
+        h = h + inj.inject(x)
+        for block in inj.blocks:
+            h = block(h, None)
+    torch.testing.assert_close(inj(x).final, h)
+    assert not torch.allclose(h, base(x).final)
+    with pytest.raises(ValueError, match="re-injects its input"):
+        inj.loop_once(x, None, 0)
+    assert inj.flops_per_token(5, 2) == pytest.approx(base.flops_per_token(5, 2) + 2 * 2 * 32 * 32)

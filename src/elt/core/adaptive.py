@@ -52,8 +52,9 @@ def run_adaptive(backbone: LoopedTransformer, h: torch.Tensor, cond: torch.Tenso
     out: torch.Tensor | None = None
     previous: torch.Tensor | None = None
     always = math.isinf(rule.threshold)
+    x0 = h if backbone.inject is not None else None  # the loop input, re-injected by such models
     for k in range(1, rule.max_loops + 1):
-        h = backbone.loop_once(h, cond, k - 1)
+        h = backbone.loop_once(h, cond, k - 1, x0)
         prediction = readout(h, cond, active)
         if out is None:
             out = prediction.new_empty((batch, *prediction.shape[1:]))
@@ -75,6 +76,7 @@ def run_adaptive(backbone: LoopedTransformer, h: torch.Tensor, cond: torch.Tenso
             active = active[keep]
             rows = keep.repeat(branches)
             h = h[rows]
+            x0 = x0[rows] if x0 is not None else None
             cond = cond[rows] if cond is not None else None
             summary = summary[keep]
         previous = summary

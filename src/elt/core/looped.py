@@ -39,13 +39,16 @@ class LoopedTransformer(nn.Module):
         loop_embedding: add a sinusoidal code of the loop index to the state at the start of each loop
             (not in the paper; off by default).
         loop_norm: LayerNorm the state between loops (not in the paper; off by default).
+        input_injection: add a learned projection of the loop's input ``x`` to the state at the start of
+            every loop, as recurrent-depth models re-inject their input embedding (not in the paper; off by
+            default; zero-initialised, so training starts from the plain loop).
         checkpoint_loops: recompute each loop in the backward pass instead of storing its activations,
             so training memory stays flat in L.
     """
 
     def __init__(self, dim: int, unique_layers: int, loops: int, heads: int, mlp_ratio: float = 4.0,
                  cond_dim: int | None = None, qkv_bias: bool = True, loop_embedding: bool = False,
-                 loop_norm: bool = False, checkpoint_loops: bool = False):
+                 loop_norm: bool = False, checkpoint_loops: bool = False, input_injection: bool = False):
         super().__init__()
         if unique_layers < 1:
             raise ValueError(f"unique_layers must be >= 1, got {unique_layers}")
@@ -59,14 +62,25 @@ class LoopedTransformer(nn.Module):
             [Block(dim, heads, mlp_ratio, cond_dim=cond_dim, qkv_bias=qkv_bias) for _ in range(unique_layers)]
         )
         self.loop_embed = nn.Linear(dim, dim) if loop_embedding else None
-        if self.loop_embed is not None:
-            nn.init.zeros_(self.loop_embed.weight)
-            nn.init.zeros_(self.loop_embed.bias)
         self.loop_norm = nn.LayerNorm(dim, eps=1e-6) if loop_norm else None
+        self.inject = nn.Linear(dim, dim) if input_injection else None
+        for extra in (self.loop_embed, self.inject):  # zero: training starts from the plain loop
+            if extra is not None:
+                nn.init.zeros_(extra.weight)
+                nn.init.zeros_(extra.bias)
         self.apply(_init_linear)
 
-    def loop_once(self, h: torch.Tensor, cond: torch.Tensor | None, index: int) -> torch.Tensor:
-        """One application of the block stack g (loop number ``index``, counted from 0)."""
+    def loop_once(self, h: torch.Tensor, cond: torch.Tensor | None, index: int,
+                  x: torch.Tensor | None = None) -> torch.Tensor:
+        """One application of the block stack g (loop number ``index``, counted from 0).
+
+        ``x`` is the input of loop 0 (prefix tokens included, rows matching ``h``); it is needed, and only
+        used, when the model re-injects its input (``input_injection``).
+        """
+        if self.inject is not None:
+            if x is None:
+                raise ValueError("this model re-injects its input at every loop: pass x, the input of loop 0")
+            h = h + self.inject(x)
         if self.loop_embed is not None:
             code = sinusoidal_features(torch.full((1,), float(index), device=h.device), self.dim)
             h = h + self.loop_embed(code.to(h.dtype)).unsqueeze(1)
@@ -96,23 +110,26 @@ class LoopedTransformer(nn.Module):
             n_prefix = prefix.shape[1]
             h = torch.cat([prefix, x], dim=1)
         exits: dict[int, torch.Tensor] = {}
+        x0 = h if self.inject is not None else None
         for index in range(loops):
             if self.checkpoint_loops and self.training and torch.is_grad_enabled():
-                h = checkpoint(self.loop_once, h, cond, index, use_reentrant=False)
+                h = checkpoint(self.loop_once, h, cond, index, x0, use_reentrant=False)
             else:
-                h = self.loop_once(h, cond, index)
+                h = self.loop_once(h, cond, index, x0)
             if index + 1 in wanted:
                 exits[index + 1] = h[:, n_prefix:]
         return LoopOutput(final=h[:, n_prefix:], exits=exits)
 
     def flops_per_token(self, tokens: int, loops: int | None = None) -> float:
-        """Forward FLOPs per token of the loop (matmuls only: 2·MACs), for ``tokens`` tokens in the sequence."""
+        """Forward FLOPs per token of the loop (matmuls only: 2·MACs), for ``tokens`` tokens in the sequence
+        (input re-injection included: one width×width projection per loop)."""
         loops = self.loops if loops is None else loops
         block = self.blocks[0]
         hidden = block.mlp.fc1.out_features
         d = self.dim
         per_layer = 2 * (4 * d * d + 2 * d * hidden) + 2 * 2 * tokens * d
-        return float(per_layer * self.unique_layers * loops)
+        inject = 2 * d * d if self.inject is not None else 0
+        return float((per_layer * self.unique_layers + inject) * loops)
 
 
 def _init_linear(module: nn.Module) -> None:
