@@ -1,0 +1,123 @@
+"""Summarise the Fashion-MNIST ablations and width ladder (docs/results.md, "What closes the gap").
+
+Reads the ``eval.json`` files that ``scripts/fmnist_study.sh`` writes under OUT/<paradigm>/runs/ and prints two
+markdown tables: each looped model at every evaluated L beside the 12-layer unique stack trained the same way,
+and the width ladder (FD_cls of ELT 3x4 at L_max over that of the iso-FLOP unique stack, per width). Writes the
+figures to OUT/<paradigm>/ablations.json and the ladder plot to OUT/<paradigm>/width_ladder.png.
+
+    python scripts/fmnist_ablation_table.py docs/results/ablations --paradigm diffusion
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+# model key → (the unique stack it is compared with, its L_max)
+ABLATIONS = {
+    "ilsd": ("unique12", 4), "inject": ("unique12", 4), "loopemb": ("unique12", 4), "cosine": ("unique12", 4),
+    "n6x2": ("unique12", 2), "long2": ("unique12_long2", 4),
+}
+LADDER = {96: ("ilsd_w96", "unique12_w96"), 192: ("ilsd", "unique12"), 288: ("ilsd_w288", "unique12_w288")}
+
+
+def load_rows(runs: Path) -> dict[str, list[dict]]:
+    """model key → its evaluated rows (one per L), from every ``<key>_L...`` folder."""
+    found: dict[str, list[dict]] = {}
+    for path in sorted(runs.glob("*/eval.json")):
+        key = path.parent.name.rsplit("_L", 1)[0]
+        found.setdefault(key, []).extend(json.loads(path.read_text())["rows"])
+    return {k: sorted(v, key=lambda r: r["loops"]) for k, v in found.items()}
+
+
+def at(rows: list[dict], loops: int) -> dict | None:
+    return next((r for r in rows if r["loops"] == loops), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="the study's OUT folder (holds <paradigm>/runs/)")
+    parser.add_argument("--paradigm", default="diffusion", choices=["masked", "diffusion"])
+    args = parser.parse_args(argv)
+    runs = args.out / args.paradigm / "runs"
+    if not runs.is_dir():
+        print(f"error: no evaluated runs under {runs}: run scripts/fmnist_study.sh first", file=sys.stderr)
+        return 2
+    rows = load_rows(runs)
+    summary: dict = {"ablations": {}, "ladder": {}}
+
+    print("| model | params (M) | L_max | FD_cls at L = 1, 2, …, L_max+1 | class acc at L_max "
+          "| FD_cls / unique stack at L_max |")
+    print("|---|---|---|---|---|---|")
+    for key, (ref_key, lmax) in ABLATIONS.items():
+        if key not in rows or ref_key not in rows:
+            continue
+        ref, top = rows[ref_key][0], at(rows[key], lmax)
+        if top is None:
+            continue
+        curve = [r for r in rows[key] if r["loops"] <= lmax + 1]
+        ratio = top["fd_cls"] / ref["fd_cls"]
+        summary["ablations"][key] = {"name": top["model"], "params_m": top["params_m"], "lmax": lmax,
+                                     "fd_cls": {r["loops"]: r["fd_cls"] for r in curve},
+                                     "class_acc": {r["loops"]: r["class_acc"] for r in curve},
+                                     "reference": ref["model"], "reference_fd_cls": ref["fd_cls"],
+                                     "reference_class_acc": ref["class_acc"], "ratio_at_lmax": ratio}
+        fds = " / ".join(f"{r['fd_cls']:.1f}" for r in curve)
+        print(f"| {top['model']} | {top['params_m']:.2f} | {lmax} | {fds} "
+              f"| {100 * top['class_acc']:.1f} % "
+              f"| {ratio:.2f} (unique: {ref['fd_cls']:.1f}, {100 * ref['class_acc']:.1f} %) |")
+
+    print()
+    print("| width | ELT 3x4 params (M) | ELT 3x4 at L=4 | unique 12 params (M) | unique 12 "
+          "| FD_cls ratio ELT / unique |")
+    print("|---|---|---|---|---|---|")
+    points = []
+    for width, (elt_key, uniq_key) in LADDER.items():
+        elt_row = at(rows.get(elt_key, []), 4)
+        uniq_row = at(rows.get(uniq_key, []), 1)
+        if elt_row is None or uniq_row is None:
+            continue
+        ratio = elt_row["fd_cls"] / uniq_row["fd_cls"]
+        points.append((elt_row["params_m"], ratio, width))
+        summary["ladder"][width] = {"elt_params_m": elt_row["params_m"], "elt_fd_cls": elt_row["fd_cls"],
+                                    "elt_class_acc": elt_row["class_acc"], "unique_params_m": uniq_row["params_m"],
+                                    "unique_fd_cls": uniq_row["fd_cls"], "unique_class_acc": uniq_row["class_acc"],
+                                    "ratio": ratio}
+        print(f"| {width} | {elt_row['params_m']:.2f} | {elt_row['fd_cls']:.1f} / {100 * elt_row['class_acc']:.1f} % "
+              f"| {uniq_row['params_m']:.2f} | {uniq_row['fd_cls']:.1f} / {100 * uniq_row['class_acc']:.1f} % "
+              f"| {ratio:.2f} |")
+
+    dest = args.out / args.paradigm
+    tmp = dest / "ablations.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1) + "\n")
+    os.replace(tmp, dest / "ablations.json")
+    if points:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        xs, ys, ws = zip(*points, strict=True)
+        ax.plot(xs, ys, "o-")
+        for x, y, w in points:
+            ax.annotate(f"width {w}", (x, y), textcoords="offset points", xytext=(4, 6), fontsize=8)
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        ax.axhline(1.15, color="grey", lw=0.8, ls=":", label="target: within 15 %")
+        ax.set_xscale("log")
+        ax.set_xlabel("ELT 3x4 parameters (M)")
+        ax.set_ylabel("FD_cls ratio, ELT 3x4 L=4 / unique 12")
+        ax.set_title(f"Fashion-MNIST {args.paradigm}: iso-FLOP gap against width", fontsize=9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        tmp_png = dest / "width_ladder.tmp.png"
+        fig.savefig(tmp_png, dpi=120)
+        os.replace(tmp_png, dest / "width_ladder.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
