@@ -35,19 +35,26 @@ declare -A OVERRIDES=(
   [n6x2]="model.unique_layers=6 model.loops=2"           # N at fixed N×L
   [ilsd_w96]="model.width=96"                            # width ladder (192: ilsd / unique12)
   [unique12_w96]="model.width=96 ilsd.mode=unique"
+  [inject_w96]="model.width=96 model.input_injection=true"
+  [ilsd_s1]="train.seed=1"                               # a second seed of the three that matter most
+  [inject_s1]="model.input_injection=true train.seed=1"
+  [unique12_s1]="ilsd.mode=unique train.seed=1"
   [ilsd_w288]="model.width=288"
   [unique12_w288]="model.width=288 ilsd.mode=unique"
 )
 declare -A LOOPS=([ilsd]="1,2,3,4,5 6" [vanilla]="1,2,3,4,5 6" [unique12]="1" [unique3]="1,2,3,4"
                   [tiny1x12]="1,3,6,9,12,14" [inject]="1,2,3,4,5" [loopemb]="1,2,3,4,5" [cosine]="1,2,3,4,5"
                   [long2]="1,2,3,4,5" [unique12_long2]="1" [n6x2]="1,2,3" [ilsd_w96]="1,2,3,4,5"
-                  [unique12_w96]="1" [ilsd_w288]="1,2,3,4,5" [unique12_w288]="1")
+                  [unique12_w96]="1" [ilsd_w288]="1,2,3,4,5" [unique12_w288]="1"
+                  [inject_w96]="1,2,3,4,5" [ilsd_s1]="1,2,3,4,5" [inject_s1]="1,2,3,4,5" [unique12_s1]="1")
 declare -A NAMES=([ilsd]="ELT 3x4 ILSD" [vanilla]="ELT 3x4 vanilla" [unique12]="unique 12 layers"
                   [unique3]="unique 3 layers" [tiny1x12]="ELT 1x12 ILSD" [inject]="ELT 3x4 ILSD, input injection"
                   [loopemb]="ELT 3x4 ILSD, loop embedding" [cosine]="ELT 3x4 ILSD, cosine LR"
                   [long2]="ELT 3x4 ILSD, 2x steps" [unique12_long2]="unique 12 layers, 2x steps"
                   [n6x2]="ELT 6x2 ILSD" [ilsd_w96]="ELT 3x4 ILSD, width 96" [unique12_w96]="unique 12 layers, width 96"
-                  [ilsd_w288]="ELT 3x4 ILSD, width 288" [unique12_w288]="unique 12 layers, width 288")
+                  [ilsd_w288]="ELT 3x4 ILSD, width 288" [unique12_w288]="unique 12 layers, width 288"
+                  [inject_w96]="ELT 3x4 ILSD, input injection, width 96" [ilsd_s1]="ELT 3x4 ILSD, seed 1"
+                  [inject_s1]="ELT 3x4 ILSD, input injection, seed 1" [unique12_s1]="unique 12 layers, seed 1")
 MODELS=${MODELS:-ilsd vanilla unique12 unique3 tiny1x12}
 declare -A GUIDED=([masked]=2.0 [diffusion]=4.0)   # guidance s of the extra ILSD rows (configs: masked 1, diffusion 2;
 # docs/results.md was measured with masked g = 1 under the earlier masked convention, the same as s = 2)
