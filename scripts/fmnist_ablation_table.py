@@ -20,8 +20,12 @@ from pathlib import Path
 ABLATIONS = {
     "ilsd": ("unique12", 4), "inject": ("unique12", 4), "loopemb": ("unique12", 4), "cosine": ("unique12", 4),
     "n6x2": ("unique12", 2), "long2": ("unique12_long2", 4),
+    "ilsd_s1": ("unique12_s1", 4), "inject_s1": ("unique12_s1", 4),
 }
-LADDER = {96: ("ilsd_w96", "unique12_w96"), 192: ("ilsd", "unique12"), 288: ("ilsd_w288", "unique12_w288")}
+# width → (unique stack, {series: ELT 3x4 model key})
+LADDER = {96: ("unique12_w96", {"ELT 3x4 ILSD": "ilsd_w96", "with input injection": "inject_w96"}),
+          192: ("unique12", {"ELT 3x4 ILSD": "ilsd", "with input injection": "inject"}),
+          288: ("unique12_w288", {"ELT 3x4 ILSD": "ilsd_w288", "with input injection": "inject_w288"})}
 
 
 def load_rows(runs: Path) -> dict[str, list[dict]]:
@@ -71,40 +75,42 @@ def main(argv: list[str] | None = None) -> int:
               f"| {ratio:.2f} (unique: {ref['fd_cls']:.1f}, {100 * ref['class_acc']:.1f} %) |")
 
     print()
-    print("| width | ELT 3x4 params (M) | ELT 3x4 at L=4 | unique 12 params (M) | unique 12 "
+    print("| width | model | params (M) | FD_cls / class acc at L=4 | unique 12: params (M) | unique 12 "
           "| FD_cls ratio ELT / unique |")
-    print("|---|---|---|---|---|---|")
-    points = []
-    for width, (elt_key, uniq_key) in LADDER.items():
-        elt_row = at(rows.get(elt_key, []), 4)
+    print("|---|---|---|---|---|---|---|")
+    series: dict[str, list[tuple[float, float, int]]] = {}
+    for width, (uniq_key, elt_keys) in LADDER.items():
         uniq_row = at(rows.get(uniq_key, []), 1)
-        if elt_row is None or uniq_row is None:
-            continue
-        ratio = elt_row["fd_cls"] / uniq_row["fd_cls"]
-        points.append((elt_row["params_m"], ratio, width))
-        summary["ladder"][width] = {"elt_params_m": elt_row["params_m"], "elt_fd_cls": elt_row["fd_cls"],
-                                    "elt_class_acc": elt_row["class_acc"], "unique_params_m": uniq_row["params_m"],
-                                    "unique_fd_cls": uniq_row["fd_cls"], "unique_class_acc": uniq_row["class_acc"],
-                                    "ratio": ratio}
-        print(f"| {width} | {elt_row['params_m']:.2f} | {elt_row['fd_cls']:.1f} / {100 * elt_row['class_acc']:.1f} % "
-              f"| {uniq_row['params_m']:.2f} | {uniq_row['fd_cls']:.1f} / {100 * uniq_row['class_acc']:.1f} % "
-              f"| {ratio:.2f} |")
+        for label, elt_key in elt_keys.items():
+            elt_row = at(rows.get(elt_key, []), 4)
+            if elt_row is None or uniq_row is None:
+                continue
+            ratio = elt_row["fd_cls"] / uniq_row["fd_cls"]
+            series.setdefault(label, []).append((elt_row["params_m"], ratio, width))
+            summary["ladder"].setdefault(width, {})[label] = {
+                "elt_params_m": elt_row["params_m"], "elt_fd_cls": elt_row["fd_cls"],
+                "elt_class_acc": elt_row["class_acc"], "unique_params_m": uniq_row["params_m"],
+                "unique_fd_cls": uniq_row["fd_cls"], "unique_class_acc": uniq_row["class_acc"], "ratio": ratio}
+            print(f"| {width} | {label} | {elt_row['params_m']:.2f} "
+                  f"| {elt_row['fd_cls']:.1f} / {100 * elt_row['class_acc']:.1f} % | {uniq_row['params_m']:.2f} "
+                  f"| {uniq_row['fd_cls']:.1f} / {100 * uniq_row['class_acc']:.1f} % | {ratio:.2f} |")
 
     dest = args.out / args.paradigm
     tmp = dest / "ablations.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1) + "\n")
     os.replace(tmp, dest / "ablations.json")
-    if points:
+    if series:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(5, 3.4))
-        xs, ys, ws = zip(*points, strict=True)
-        ax.plot(xs, ys, "o-")
-        for x, y, w in points:
-            ax.annotate(f"width {w}", (x, y), textcoords="offset points", xytext=(4, 6), fontsize=8)
+        for label, points in series.items():
+            xs, ys, _ = zip(*points, strict=True)
+            ax.plot(xs, ys, "o-", label=label)
+            for x, y, w in points:
+                ax.annotate(f"width {w}", (x, y), textcoords="offset points", xytext=(4, 6), fontsize=7)
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
         ax.axhline(1.15, color="grey", lw=0.8, ls=":", label="target: within 15 %")
         ax.set_xscale("log")
