@@ -42,7 +42,7 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     loop_embedding: bool = False  # not in the paper
     loop_norm: bool = False  # not in the paper
-    input_injection: bool = False  # re-inject the input embedding at every loop (recurrent-depth models; not in the paper)
+    input_injection: bool = False  # re-inject the loop input at every loop (recurrent-depth models; not in the paper)
     checkpoint_loops: bool = False  # activation checkpointing per loop (memory flat in L)
     class_dropout: float = 0.1  # label dropout for classifier-free guidance
 
