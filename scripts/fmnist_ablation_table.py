@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+from elt.fileio import write_json, write_via
 
 # model key → (the unique stack it is compared with, its L_max)
 ABLATIONS = {
@@ -25,7 +26,7 @@ ABLATIONS = {
 # width → (unique stack, {series: ELT 3x4 model key})
 LADDER = {96: ("unique12_w96", {"ELT 3x4 ILSD": "ilsd_w96", "with input injection": "inject_w96"}),
           192: ("unique12", {"ELT 3x4 ILSD": "ilsd", "with input injection": "inject"}),
-          288: ("unique12_w288", {"ELT 3x4 ILSD": "ilsd_w288", "with input injection": "inject_w288"})}
+          288: ("unique12_w288", {"ELT 3x4 ILSD": "ilsd_w288"})}
 
 
 def load_rows(runs: Path) -> dict[str, list[dict]]:
@@ -96,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"| {uniq_row['fd_cls']:.1f} / {100 * uniq_row['class_acc']:.1f} % | {ratio:.2f} |")
 
     dest = args.out / args.paradigm
-    tmp = dest / "ablations.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1) + "\n")
-    os.replace(tmp, dest / "ablations.json")
+    write_json(dest / "ablations.json", summary, indent=1)
     if series:
         import matplotlib
 
@@ -119,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         ax.set_title(f"Fashion-MNIST {args.paradigm}: iso-FLOP gap against width", fontsize=9)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        tmp_png = dest / "width_ladder.tmp.png"
-        fig.savefig(tmp_png, dpi=120)
-        os.replace(tmp_png, dest / "width_ladder.png")
+        write_via(dest / "width_ladder.png", lambda path: fig.savefig(path, dpi=120))
     return 0
 
 

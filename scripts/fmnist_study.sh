@@ -42,11 +42,10 @@ declare -A OVERRIDES=(
   [ilsd_w288]="model.width=288"
   [unique12_w288]="model.width=288 ilsd.mode=unique"
 )
+# loop counts each model is evaluated at (a space separates sample folders); unlisted: L = 1…5
 declare -A LOOPS=([ilsd]="1,2,3,4,5 6" [vanilla]="1,2,3,4,5 6" [unique12]="1" [unique3]="1,2,3,4"
-                  [tiny1x12]="1,3,6,9,12,14" [inject]="1,2,3,4,5" [loopemb]="1,2,3,4,5" [cosine]="1,2,3,4,5"
-                  [long2]="1,2,3,4,5" [unique12_long2]="1" [n6x2]="1,2,3" [ilsd_w96]="1,2,3,4,5"
-                  [unique12_w96]="1" [ilsd_w288]="1,2,3,4,5" [unique12_w288]="1"
-                  [inject_w96]="1,2,3,4,5" [ilsd_s1]="1,2,3,4,5" [inject_s1]="1,2,3,4,5" [unique12_s1]="1")
+                  [tiny1x12]="1,3,6,9,12,14" [n6x2]="1,2,3" [unique12_long2]="1" [unique12_w96]="1"
+                  [unique12_w288]="1" [unique12_s1]="1")
 declare -A NAMES=([ilsd]="ELT 3x4 ILSD" [vanilla]="ELT 3x4 vanilla" [unique12]="unique 12 layers"
                   [unique3]="unique 3 layers" [tiny1x12]="ELT 1x12 ILSD" [inject]="ELT 3x4 ILSD, input injection"
                   [loopemb]="ELT 3x4 ILSD, loop embedding" [cosine]="ELT 3x4 ILSD, cosine LR"
@@ -65,6 +64,8 @@ for paradigm in ${PARADIGMS:-masked diffusion}; do
   [ "$paradigm" = diffusion ] && extra="$extra train.precision=bf16"
   sources=()
   for model in $MODELS; do
+    [ -n "${OVERRIDES[$model]+set}" ] || { echo "unknown model '$model'; known: ${!OVERRIDES[*]}" >&2; exit 2; }
+    [ -n "${LOOPS[$model]:-}" ] || LOOPS[$model]="1,2,3,4,5"
     run=$RUNS/${paradigm}_$model
     if [ ! -e "$run/train.done" ]; then
       $ELT train fmnist_$paradigm ${OVERRIDES[$model]} $extra train.out_dir=$run --resume auto --no-progress
