@@ -110,6 +110,21 @@ def test_prepare_resumes_from_finished_shards(tiny, tmp_path):
     assert sorted(p.name for p in shards_dir(spec).iterdir()) == ["key.json"]
 
 
+def test_a_shard_without_a_readable_skip_count_is_encoded_again(tiny, tmp_path):
+    """A kill while the unreadable-item count was written once left a complete shard beside an empty marker;
+    resume must re-encode that shard, not count it finished and then fail to read the marker."""
+    generator = build_generator(tiny)
+    spec = cache_spec(tiny, generator, tmp_path / "run", progress=False)
+    start_shards(spec, is_main=True)
+    encode_shards(spec, rank=0, world=1, shard_size=8, progress=False)  # all 4 shards, then "killed" before join
+    folder = shards_dir(spec)
+    (folder / "shard_000000.skipped").write_text("")  # shard 0 holds both broken files
+    (folder / "shard_000003.skipped").unlink()
+    result = prepare(tiny, shard_size=8, progress=False)
+    assert result["encoded"] == 16 and result["skipped"] == 2  # shards 0 and 3 again, counts from the markers
+    np.testing.assert_array_equal(np.load(result["path"]), reference_cache(tiny, tmp_path))
+
+
 def test_prepare_command_line(tiny, tmp_path, capsys):
     assert cli_main(["prepare", "fmnist_masked", *overrides(tmp_path), "--shard-size", "8", "--no-progress"]) == 0
     assert "32 items, 2 unreadable skipped" in capsys.readouterr().out

@@ -46,9 +46,22 @@ def _shard_path(folder: Path, index: int) -> Path:
     return folder / f"shard_{index:06d}.npy"
 
 
+def _marker_path(folder: Path, index: int) -> Path:
+    return folder / f"shard_{index:06d}.skipped"
+
+
+def _read_marker(path: Path) -> int | None:
+    """The unreadable-item count a shard's marker holds, or None when it is missing or unreadable."""
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _finished(path: Path, rows: int, spec: CacheSpec) -> bool:
-    """A shard file that loads with the expected shape and dtype (renamed into place only when complete)."""
-    if not path.is_file():
+    """A shard file that loads with the expected shape and dtype (renamed into place only when complete) and
+    whose skipped-count marker reads as a number (renamed into place before the shard)."""
+    if not path.is_file() or _read_marker(path.with_suffix(".skipped")) is None:
         return False
     try:
         array = np.load(path, mmap_mode="r")
@@ -99,10 +112,14 @@ def encode_shards(spec: CacheSpec, rank: int, world: int, shard_size: int, progr
                 if spec.skipped is not None:
                     skipped += spec.skipped(block)
                 bar.update(end - begin)
+            # the marker first, both under temporary names: a kill between the renames leaves a marker
+            # without its shard (re-encoded on resume), never a shard without a readable marker
+            marker_tmp = folder / f".shard_{index:06d}.{os.getpid()}.tmp.skipped"
+            marker_tmp.write_text(str(skipped))
+            os.replace(marker_tmp, _marker_path(folder, index))
             tmp = folder / f".shard_{index:06d}.{os.getpid()}.tmp.npy"
             np.save(tmp, out)
             os.replace(tmp, _shard_path(folder, index))
-            (folder / f"shard_{index:06d}.skipped").write_text(str(skipped))
             stats["encoded"] += stop - start
             stats["skipped"] += skipped
     return stats
@@ -122,8 +139,7 @@ def join_shards(spec: CacheSpec, shard_size: int, processes: int, seconds: float
     skipped = 0
     for index, (start, stop) in enumerate(ranges):
         out[start:stop] = np.load(_shard_path(folder, index))
-        marker = folder / f"shard_{index:06d}.skipped"
-        skipped += int(marker.read_text()) if marker.is_file() else 0
+        skipped += _read_marker(_marker_path(folder, index))  # _finished checked that it reads
     out.flush()
     del out
     os.replace(tmp, array_path)
