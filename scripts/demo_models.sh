@@ -12,7 +12,8 @@
 #   scripts/demo_models.sh eval  [RUNS [NAME...]]  evaluate the shipped models (1000 class-balanced samples at
 #                                                  each L = 1..5, their default sampling settings) into
 #                                                  docs/results/shipped/, merged per paradigm, and draw the
-#                                                  README's grids (L = 1..5, two samples per class)
+#                                                  README's grids docs/<paradigm>_<ilsd|vanilla>_grid.png
+#                                                  (L = 1..5, two samples per class)
 #
 # RUNS defaults to runs/demo. Diffusion trains in bf16 (about 3x faster on CPUs with AVX512-BF16). CPU time on a
 # 2-core AMD EPYC: about 12 min per diffusion model, 40 min per masked model, 55 min in all.
@@ -80,9 +81,10 @@ eval)
     dest=$OUT/$paradigm/runs/$name
     [ -e "$dest/eval.json" ] || "$PY" -m elt.cli --threads 1 eval --ckpt "demo:$name" --loops 1-5 --num 1000 \
       --batch-size 250 --name "demo:$name (ELT 3x4 $mode, input injection)" --out "$dest" --no-progress
-    grids=$OUT/$paradigm/grids/$name
+    grids=$RUNS/grids/$name
     [ -e "$grids/grid.png" ] || "$PY" -m elt.cli --threads 1 sample --ckpt "demo:$name" --loops 1,2,3,4,5 --num 20 \
       --out "$grids" --no-progress
+    cp "$grids/grid.png" "docs/${paradigm}_${mode,,}_grid.png"
   done
   for paradigm in masked diffusion; do
     [ -e "$OUT/$paradigm/runs/$paradigm/eval.json" ] && [ -e "$OUT/$paradigm/runs/$paradigm-vanilla/eval.json" ] &&
