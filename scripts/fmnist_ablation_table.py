@@ -26,7 +26,7 @@ ABLATIONS = {
 # width → (unique stack, {series: ELT 3x4 model key})
 LADDER = {96: ("unique12_w96", {"ELT 3x4 ILSD": "ilsd_w96", "with input injection": "inject_w96"}),
           192: ("unique12", {"ELT 3x4 ILSD": "ilsd", "with input injection": "inject"}),
-          288: ("unique12_w288", {"ELT 3x4 ILSD": "ilsd_w288"})}
+          288: ("unique12_w288", {"ELT 3x4 ILSD": "ilsd_w288", "with input injection": "inject_w288"})}
 
 
 def load_rows(runs: Path) -> dict[str, list[dict]]:

@@ -43,6 +43,7 @@ declare -A OVERRIDES=(
   [unique12_s1]="ilsd.mode=unique train.seed=1"
   [ilsd_w288]="model.width=288"
   [unique12_w288]="model.width=288 ilsd.mode=unique"
+  [inject_w288]="model.width=288 model.input_injection=true"
 )
 # loop counts each model is evaluated at (a space separates sample folders); unlisted: L = 1…5
 declare -A LOOPS=([ilsd]="1,2,3,4,5 6" [vanilla]="1,2,3,4,5 6" [unique12]="1" [unique3]="1,2,3,4"
@@ -54,6 +55,7 @@ declare -A NAMES=([ilsd]="ELT 3x4 ILSD" [vanilla]="ELT 3x4 vanilla" [unique12]="
                   [long2]="ELT 3x4 ILSD, 2x steps" [unique12_long2]="unique 12 layers, 2x steps"
                   [n6x2]="ELT 6x2 ILSD" [ilsd_w96]="ELT 3x4 ILSD, width 96" [unique12_w96]="unique 12 layers, width 96"
                   [ilsd_w288]="ELT 3x4 ILSD, width 288" [unique12_w288]="unique 12 layers, width 288"
+                  [inject_w288]="ELT 3x4 ILSD, input injection, width 288"
                   [inject_w96]="ELT 3x4 ILSD, input injection, width 96" [ilsd_s1]="ELT 3x4 ILSD, seed 1"
                   [inject_s1]="ELT 3x4 ILSD, input injection, seed 1" [unique12_s1]="unique 12 layers, seed 1")
 MODELS=${MODELS:-ilsd vanilla unique12 unique3 tiny1x12}
