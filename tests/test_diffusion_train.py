@@ -27,7 +27,9 @@ def read_log(run_dir):
     ["diffusion.process=flow", "diffusion.prediction=v", "diffusion.weighting=v"],
 ])
 def test_tiny_cpu_run_loss_falls(tmp_path, objective):
-    cfg = load_config("fmnist_diffusion", [*TINY, *objective, "train.steps=80", f"train.out_dir={tmp_path / 'run'}"])
+    # 120 steps: the flow objective's v-loss has a large irreducible part and at 80 steps fell to 0.68x (the
+    # paper's loop) and 0.70x (the config's input injection), on the bar; at 120 steps 0.63x
+    cfg = load_config("fmnist_diffusion", [*TINY, *objective, "train.steps=120", f"train.out_dir={tmp_path / 'run'}"])
     train(cfg, progress=False)
     log = read_log(tmp_path / "run")
     first, last = np.mean([r["teacher_gt"] for r in log[:2]]), np.mean([r["teacher_gt"] for r in log[-4:]])
