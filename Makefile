@@ -11,6 +11,8 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 INCEPTION_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 TEST_EXTRAS ?= dev,latent,video,logging,app
+# extras as variables: a literal comma would split the arguments of $(call install,...)
+INCEPTION_EXTRAS ?= dev,metrics
 FMNIST := /usr/share/datasets/fashion-mnist
 PIP_FLAGS := -q --no-compile
 DEMO_FLAGS ?=
@@ -32,7 +34,7 @@ setup-inception: $(INCEPTION_VENV)/.installed
 # `pip --python`), the venv is made without pip and that pip installs pip itself with everything else in one
 # call (ensurepip's separate install costs about 3 s more); otherwise the venv's own pip does it.
 define install
-	@if $(PYTHON) -m pip --python $(PYTHON) --version >/dev/null 2>&1; then \
+	@if $(PYTHON) -m pip --python "$$($(PYTHON) -c 'import sys; print(sys.executable)')" --version >/dev/null 2>&1; then \
 	  test -x $(1)/bin/python || $(PYTHON) -m venv --without-pip $(1); \
 	  echo "$(PYTHON) -m pip --python $(1)/bin/python install $(PIP_FLAGS) pip $(2)"; \
 	  $(PYTHON) -m pip --python $(1)/bin/python install $(PIP_FLAGS) pip $(2); \
@@ -52,7 +54,7 @@ $(TEST_VENV)/.installed: pyproject.toml
 	touch $@
 
 $(INCEPTION_VENV)/.installed: pyproject.toml
-	$(call install,$(INCEPTION_VENV),-e ".[dev,metrics]" $(INCEPTION_TORCH_SPEC))
+	$(call install,$(INCEPTION_VENV),-e ".[$(INCEPTION_EXTRAS)]" $(INCEPTION_TORCH_SPEC))
 	touch $@
 
 # Real data offline: Debian's dataset-fashion-mnist package (root + apt), else set ELT_DATA.
