@@ -118,10 +118,12 @@ def test_a_shard_without_a_readable_skip_count_is_encoded_again(tiny, tmp_path):
     start_shards(spec, is_main=True)
     encode_shards(spec, rank=0, world=1, shard_size=8, progress=False)  # all 4 shards, then "killed" before join
     folder = shards_dir(spec)
-    (folder / "shard_000000.skipped").write_text("")  # shard 0 holds both broken files
-    (folder / "shard_000003.skipped").unlink()
+    # shards 1 and 2 hold one broken file each: their counts come back only if they are encoded again
+    assert [(folder / f"shard_00000{i}.skipped").read_text() for i in range(4)] == ["0", "1", "1", "0"]
+    (folder / "shard_000001.skipped").write_text("")
+    (folder / "shard_000002.skipped").unlink()
     result = prepare(tiny, shard_size=8, progress=False)
-    assert result["encoded"] == 16 and result["skipped"] == 2  # shards 0 and 3 again, counts from the markers
+    assert result["encoded"] == 16 and result["skipped"] == 2  # shards 1 and 2 again, counts from the markers
     np.testing.assert_array_equal(np.load(result["path"]), reference_cache(tiny, tmp_path))
 
 

@@ -46,8 +46,9 @@ def _shard_path(folder: Path, index: int) -> Path:
     return folder / f"shard_{index:06d}.npy"
 
 
-def _marker_path(folder: Path, index: int) -> Path:
-    return folder / f"shard_{index:06d}.skipped"
+def _marker_path(shard: Path) -> Path:
+    """Where the unreadable-item count of ``shard`` is kept, beside it."""
+    return shard.with_suffix(".skipped")
 
 
 def _read_marker(path: Path) -> int | None:
@@ -61,7 +62,7 @@ def _read_marker(path: Path) -> int | None:
 def _finished(path: Path, rows: int, spec: CacheSpec) -> bool:
     """A shard file that loads with the expected shape and dtype (renamed into place only when complete) and
     whose skipped-count marker reads as a number (renamed into place before the shard)."""
-    if not path.is_file() or _read_marker(path.with_suffix(".skipped")) is None:
+    if not path.is_file() or _read_marker(_marker_path(path)) is None:
         return False
     try:
         array = np.load(path, mmap_mode="r")
@@ -114,12 +115,12 @@ def encode_shards(spec: CacheSpec, rank: int, world: int, shard_size: int, progr
                 bar.update(end - begin)
             # the marker first, both under temporary names: a kill between the renames leaves a marker
             # without its shard (re-encoded on resume), never a shard without a readable marker
-            marker_tmp = folder / f".shard_{index:06d}.{os.getpid()}.tmp.skipped"
-            marker_tmp.write_text(str(skipped))
-            os.replace(marker_tmp, _marker_path(folder, index))
+            shard = _shard_path(folder, index)
             tmp = folder / f".shard_{index:06d}.{os.getpid()}.tmp.npy"
+            _marker_path(tmp).write_text(str(skipped))
+            os.replace(_marker_path(tmp), _marker_path(shard))
             np.save(tmp, out)
-            os.replace(tmp, _shard_path(folder, index))
+            os.replace(tmp, shard)
             stats["encoded"] += stop - start
             stats["skipped"] += skipped
     return stats
@@ -138,8 +139,9 @@ def join_shards(spec: CacheSpec, shard_size: int, processes: int, seconds: float
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=spec.dtype, shape=(spec.count, *spec.item_shape))
     skipped = 0
     for index, (start, stop) in enumerate(ranges):
-        out[start:stop] = np.load(_shard_path(folder, index))
-        skipped += _read_marker(_marker_path(folder, index))  # _finished checked that it reads
+        shard = _shard_path(folder, index)
+        out[start:stop] = np.load(shard)
+        skipped += _read_marker(_marker_path(shard))  # _finished checked that it reads
     out.flush()
     del out
     os.replace(tmp, array_path)
