@@ -16,7 +16,7 @@
 #                                                  (L = 1..5, two samples per class)
 #
 # RUNS defaults to runs/demo. Diffusion trains in bf16 (about 3x faster on CPUs with AVX512-BF16). CPU time on a
-# 2-core AMD EPYC: about 12 min per diffusion model, 40 min per masked model, 55 min in all.
+# 2-core AMD EPYC: about 12 min per diffusion model, 40 min per masked model, about an hour in all (two lanes).
 set -euo pipefail
 ACTION=${1:?usage: $0 train|ship|eval [RUNS [NAME...]]}
 RUNS=${2:-runs/demo}
