@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# The four shipped demo models: demo:masked and demo:diffusion (ELT 3x4, ILSD) and demo:masked-vanilla and
-# demo:diffusion-vanilla (the same configs with ilsd.mode=vanilla, teacher loss only). All four are the shipped
-# Fashion-MNIST configs with model.input_injection=true (the setting that closed the iso-FLOP gap in
-# docs/results.md), same steps, batch, seed and data. The masked models reuse the tokenizer of the shipped
-# demo:masked (taken out of its checkpoint; trained by `elt tokenizer train fmnist_masked`), so all masked models
-# see the same tokens and a retrain costs no tokenizer run.
+# The shipped demo models: demo:masked and demo:diffusion (ELT 3x4, ILSD) and demo:masked-vanilla and
+# demo:diffusion-vanilla (the same configs with ilsd.mode=vanilla, teacher loss only), and the video pair
+# demo:video / demo:video-vanilla (fmnist_video_masked, ELT 2x4 on 16-frame moving Fashion-MNIST clips). All are
+# the shipped Fashion-MNIST configs with model.input_injection=true (the setting that closed the iso-FLOP gap in
+# docs/results.md), same steps, batch, seed and data within a pair. The image masked models reuse the tokenizer
+# of the shipped demo:masked (taken out of its checkpoint; trained by `elt tokenizer train fmnist_masked`), so all
+# masked models see the same tokens and a retrain costs no tokenizer run; the video pair shares one fsq3d
+# tokenizer, trained first when RUNS has none (`elt tokenizer train fmnist_video_tokenizer`, ~10 min).
 #
-#   scripts/demo_models.sh train [RUNS]           train the four (one thread each, two at a time; resumable)
-#   scripts/demo_models.sh ship  [RUNS [NAME...]]  export them (or the NAMEs) as fp16 inference checkpoints
-#                                                  into the package
-#   scripts/demo_models.sh eval  [RUNS [NAME...]]  evaluate the shipped models (1000 class-balanced samples at
-#                                                  each L = 1..5, their default sampling settings) into
-#                                                  docs/results/shipped/, merged per paradigm, and draw the
-#                                                  README's grids docs/<paradigm>_<ilsd|vanilla>_grid.png
-#                                                  (L = 1..5, two samples per class)
+#   scripts/demo_models.sh train [RUNS [NAME...]]  train them (one thread each, two lanes; resumable)
+#   scripts/demo_models.sh ship  [RUNS [NAME...]]  export them as fp16 inference checkpoints into the package
+#   scripts/demo_models.sh eval  [RUNS [NAME...]]  evaluate the shipped models at their default sampling settings:
+#                                                  images, 1000 class-balanced samples at each L = 1..5 into
+#                                                  docs/results/shipped/, merged per paradigm, and the README's
+#                                                  grids docs/<paradigm>_<ilsd|vanilla>_grid.png (L = 1..5, two
+#                                                  samples per class); video, 500 clips at each L = 1..5 against
+#                                                  1000 real test clips into docs/video/<ilsd|vanilla>/
 #
 # RUNS defaults to runs/demo. Diffusion trains in bf16 (about 3x faster on CPUs with AVX512-BF16). CPU time on a
-# 2-core AMD EPYC: about 12 min per diffusion model, 40 min per masked model, about an hour in all (two lanes).
+# 2-core AMD EPYC, one thread per model: about 12 min per diffusion model, 40 min per image masked model, an hour
+# per video model.
 set -euo pipefail
 ACTION=${1:?usage: $0 train|ship|eval [RUNS [NAME...]]}
 RUNS=${2:-runs/demo}
@@ -25,7 +28,7 @@ ASSETS=src/elt/assets/demo
 COMMON="model.input_injection=true train.threads=1"
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 NAMES=${*:3}
-NAMES=${NAMES:-masked masked-vanilla diffusion diffusion-vanilla}
+NAMES=${NAMES:-masked diffusion diffusion-vanilla masked-vanilla video video-vanilla}
 mkdir -p "$RUNS"
 
 train() {  # train NAME CONFIG OVERRIDES...: one run, skipped when RUNS/NAME/train.done exists
@@ -37,9 +40,22 @@ train() {  # train NAME CONFIG OVERRIDES...: one run, skipped when RUNS/NAME/tra
   touch "$RUNS/$name/train.done"
 }
 
+train_named() {  # train_named NAME: the recipe of a shipped model
+  local masked="tokenizer.path=$RUNS/tokenizer" video="tokenizer.path=$RUNS/video_tokenizer"
+  case $1 in
+  masked) train masked fmnist_masked "$masked" ;;
+  masked-vanilla) train masked-vanilla fmnist_masked ilsd.mode=vanilla "$masked" ;;
+  diffusion) train diffusion fmnist_diffusion train.precision=bf16 ;;
+  diffusion-vanilla) train diffusion-vanilla fmnist_diffusion ilsd.mode=vanilla train.precision=bf16 ;;
+  video) train video fmnist_video_masked "$video" ;;
+  video-vanilla) train video-vanilla fmnist_video_masked ilsd.mode=vanilla "$video" ;;
+  *) echo "unknown demo model $1 (masked, diffusion, video, each also -vanilla)" >&2; return 2 ;;
+  esac
+}
+
 case "$ACTION" in
 train)
-  if [ ! -f "$RUNS/tokenizer/tokenizer.json" ]; then
+  if [[ " $NAMES " == *" masked"* ]] && [ ! -f "$RUNS/tokenizer/tokenizer.json" ]; then
     "$PY" - "$RUNS/tokenizer" <<'PYEOF'
 import sys
 import elt
@@ -48,11 +64,15 @@ tokenizer = elt.load("demo:masked").tokenizer.float()
 fsq.save_tokenizer(tokenizer, sys.argv[1], info={"source": "demo:masked (fp16 export of the ILSD demo model)"})
 PYEOF
   fi
-  masked="tokenizer.path=$RUNS/tokenizer"
-  train masked fmnist_masked "$masked" &
-  { train diffusion fmnist_diffusion train.precision=bf16
-    train diffusion-vanilla fmnist_diffusion ilsd.mode=vanilla train.precision=bf16
-    train masked-vanilla fmnist_masked ilsd.mode=vanilla "$masked"; } &
+  if [[ " $NAMES " == *" video"* ]] && [ ! -f "$RUNS/video_tokenizer/tokenizer.json" ]; then
+    "$PY" -m elt.cli tokenizer train fmnist_video_tokenizer --out "$RUNS/video_tokenizer" --threads 1 --no-progress \
+      > "$RUNS/video_tokenizer.log" 2>&1
+  fi
+  read -ra names <<< "$NAMES"
+  lane() {  # every other name from index $1 (the default order balances the two lanes' CPU time)
+    for ((i = $1; i < ${#names[@]}; i += 2)); do train_named "${names[$i]}"; done
+  }
+  lane 0 & lane 1 &
   wait
   ;;
 ship)
@@ -65,7 +85,7 @@ ship)
     rm -rf "$stage"
     "$PY" -m elt.cli export --ckpt "$RUNS/$name" --out "$stage"
     # the run's folders as relative paths (sampling never reads them), not this machine's
-    sed -i "s#^  out_dir: .*#  out_dir: runs/$name#; s#^  path: .*tokenizer.*#  path: runs/masked_tokenizer#" \
+    sed -i "s#^  out_dir: .*#  out_dir: runs/$name#; s#^  path: .*tokenizer.*#  path: runs/${name%-vanilla}_tokenizer#" \
       "$stage/config.yaml"
     rm -rf "$out.old"
     [ -e "$out" ] && mv "$out" "$out.old"
@@ -78,6 +98,14 @@ eval)
   for name in $NAMES; do
     paradigm=${name%-vanilla}
     mode=ILSD; [ "$name" != "$paradigm" ] && mode=vanilla
+    if [ "$paradigm" = video ]; then
+      clips=$RUNS/clips/$name
+      [ -e "$clips/samples.json" ] || "$PY" -m elt.cli --threads 1 sample --ckpt "demo:$name" --loops 1,2,3,4,5 \
+        --num 500 --batch-size 100 --out "$clips" --no-progress
+      [ -e "docs/video/${mode,,}/video_eval.json" ] || "$PY" -m elt.cli --threads 1 eval video --samples "$clips" \
+        --real-data moving_fmnist --controls --out "docs/video/${mode,,}" --no-progress
+      continue
+    fi
     dest=$OUT/$paradigm/runs/$name
     [ -e "$dest/eval.json" ] || "$PY" -m elt.cli --threads 1 eval --ckpt "demo:$name" --loops 1-5 --num 1000 \
       --batch-size 250 --name "demo:$name (ELT 3x4 $mode, input injection)" --out "$dest" --no-progress

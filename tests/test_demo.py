@@ -6,12 +6,13 @@ import stat
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import elt
 from conftest import TOY_OVERRIDES
 from elt.cli import main
 from elt.config import load_config
-from elt.demo import shipped_models
+from elt.demo import demo_names, draw_video_grid, shipped_models
 from elt.sampling import sample_to_disk
 from elt.train.checkpoint import export_inference
 from elt.train.trainer import train
@@ -29,7 +30,8 @@ def test_export_is_small_and_samples_like_the_ema(toy_paradigm, tmp_path):
 
 def test_both_paradigms_ship_a_small_demo_model():
     models = shipped_models()
-    assert {"masked", "diffusion"} <= set(models) <= {"masked", "diffusion", "masked-vanilla", "diffusion-vanilla"}
+    assert {"masked", "diffusion"} <= set(models) <= {f"{p}{v}" for p in ("masked", "diffusion", "video")
+                                                      for v in ("", "-vanilla")}
     total = sum(f.stat().st_size for d in models.values() for f in d.iterdir())
     assert total <= 5 * 2**20 * len(models)
     for name, folder in models.items():  # shipped configs name no folder of the machine they were trained on
@@ -82,3 +84,41 @@ def test_demo_writes_grids_plot_and_scores(tmp_path, capsys):
     for name in vanilla:
         assert record["models"][name]["mode"] == "vanilla"
         assert record["models"][name]["grid"] == record["models"][name.split("-")[0]]["grid"]  # drawn side by side
+    if "video" in shipped_models():  # one clip per class at every loop count, animated
+        info = record["models"]["video"]
+        assert info["panel"] == "video" and info["paradigm"] == "masked"
+        assert [r["n"] for r in info["results"]] == [10] * (info["trained_loops"] + 1)
+        assert info["results"][info["trained_loops"] - 1]["class_accuracy"] >= 0.3  # chance is 0.1
+        with Image.open(tmp_path / "video_grid.gif") as gif:
+            assert gif.n_frames == elt.load("demo:video").config.data.frames
+
+
+def test_demo_names_follow_what_is_shipped_and_the_flags():
+    shipped = {n: None for n in ("masked", "masked-vanilla", "diffusion", "video", "video-vanilla")}
+    both = ("masked", "diffusion")
+    assert demo_names(shipped, both, None, None) == ["masked", "masked-vanilla", "diffusion", "video",
+                                                     "video-vanilla"]
+    assert demo_names(shipped, both, False, None) == ["masked", "diffusion", "video"]
+    assert demo_names(shipped, both, None, False) == ["masked", "masked-vanilla", "diffusion"]
+    assert demo_names(shipped, ("diffusion",), None, None) == ["diffusion"]  # video is a masked model
+    assert demo_names({"masked": None}, ("masked",), True, True) == ["masked", "masked-vanilla", "video",
+                                                                     "video-vanilla"]  # required: reported missing
+    assert demo_names({"masked": None}, ("masked",), None, None) == ["masked"]
+
+
+def test_video_grid_animates_every_loop_count_of_every_model(tmp_path):
+    rng = np.random.default_rng(0)
+    clips = {name: [rng.integers(0, 256, (10, 8, 32, 32, 1), dtype=np.uint8) for _ in range(3)]
+             for name in ("video", "video-vanilla")}
+    results = [{"loops": k, "class_accuracy": k / 10} for k in (1, 2, 3)]
+    record = {"steps": {"video": 6}, "models": {
+        "video": {"mode": "ilsd", "trained_loops": 2, "results": results},
+        "video-vanilla": {"mode": "vanilla", "trained_loops": 2, "results": results}}}
+    still = draw_video_grid(record, clips, tmp_path / "video_grid.png")
+    with Image.open(still.with_suffix(".gif")) as gif:
+        assert gif.n_frames == 8
+        gif.seek(5)
+        frame = np.asarray(gif.convert("L"))
+    assert frame.shape[0] > 6 * 64  # six rows of clips (3 loop counts × 2 models), upscaled 2× (32 px)
+    with Image.open(still) as png:  # the still: first / middle / last frame of every row
+        assert png.size[1] > 18 * 64

@@ -6,6 +6,10 @@ For each paradigm (masked tokens and diffusion) two shipped models of the same a
 set at L = 1 … L_max + 1 from its single checkpoint; the shipped Fashion-MNIST classifier scores the class
 accuracy (95 % Wilson intervals as error bars) and every loop count is timed. It writes one grid per
 paradigm (ILSD beside vanilla, rows = loop counts, columns = classes) and a quality-vs-loops plot.
+
+Where the install ships it, ``demo:video`` (and ``demo:video-vanilla``), a masked model of 16-frame moving
+Fashion-MNIST clips, adds an animated grid (``video_grid.gif``, a still ``video_grid.png``): one clip per
+class at every loop count, classified frame by frame on the sprite's crop (:mod:`elt.eval.video`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from elt.fileio import write_json, write_via
 ASSETS = Path(__file__).parent / "assets" / "demo"
 PARADIGMS = ("masked", "diffusion")
 VARIANTS = ("", "-vanilla")  # demo:<paradigm><variant>
+VIDEO = "video"  # demo:video<variant>: the masked paradigm on moving Fashion-MNIST clips
 DEFAULT_PER_CLASS = 5
+VIDEO_PER_CLASS = 1  # a clip costs ~16 images' worth of tokens: one per class keeps the demo near a minute
 
 
 def shipped_models() -> dict[str, Path]:
@@ -45,7 +51,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 # Denoising / decoding steps of the demo (each model's config default: masked 12, diffusion 25). Fewer steps keep
 # the whole demo near a minute on 2 CPU cores; at these counts the shipped models' class accuracy is within the
 # demo's own error bars of the defaults (docs/benchmarks.md). `elt sample`/`elt eval` use the config's.
-DEMO_STEPS = {"masked": 6, "diffusion": 8}
+DEMO_STEPS = {"masked": 6, "diffusion": 8, VIDEO: 6}
 
 
 def default_jobs() -> int:
@@ -56,19 +62,28 @@ def default_jobs() -> int:
     return 2 if available_cpus() >= 2 else 1
 
 
+def demo_names(models: dict, paradigms: tuple[str, ...], vanilla: bool | None, video: bool | None) -> list[str]:
+    """The demo models to show, ILSD before vanilla per panel. ``vanilla``/``video``: None = where this install
+    ships them, True = required (a missing one is reported by the caller), False = left out. Video is a
+    masked-paradigm model, so it comes with ``masked`` only."""
+    panels = list(paradigms)
+    if "masked" in paradigms and (video or (video is None and VIDEO in models)):
+        panels.append(VIDEO)
+    return [p + v for p in panels for v in VARIANTS if not v or vanilla or (vanilla is None and p + v in models)]
+
+
 def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class: int = DEFAULT_PER_CLASS,
              seed: int = 0, extra_loops: int = 1, progress: bool = True, vanilla: bool | None = None,
-             jobs: int | None = None) -> dict:
+             jobs: int | None = None, video: bool | None = None) -> dict:
     """Sample, score and draw the shipped models; returns the record also written to ``demo.json``.
     ``vanilla``: also the vanilla-looped models (``None``: those this install ships). The record's ``vanilla``
-    lists the vanilla models shown. ``jobs``: processes sampling side by side (``None``: :func:`default_jobs`);
-    every model is seeded on its own, so the images do not depend on it."""
+    lists the vanilla models shown. ``video``: the video models too (``None``: where shipped; with ``masked``
+    only). ``jobs``: processes sampling side by side (``None``: :func:`default_jobs`); every model is seeded
+    on its own, so the images do not depend on it."""
     import torch
 
     models = shipped_models()
-    # vanilla=None: a paradigm's vanilla model where this install ships it; True: required for every paradigm
-    names = [p + v for p in paradigms for v in VARIANTS
-             if not v or vanilla or (vanilla is None and p + v in models)]
+    names = demo_names(models, paradigms, vanilla, video)
     vanilla = [n for n in names if n.endswith(VARIANTS[1])]
     missing = [n for n in names if n not in models]
     if missing:
@@ -80,17 +95,19 @@ def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
+    panels = list(dict.fromkeys(n.removesuffix(VARIANTS[1]) for n in names))
     record: dict = {"threads": threads, "jobs": min(jobs, len(names)), "per_class": per_class, "seed": seed,
-                    "steps": {p: DEMO_STEPS[p] for p in paradigms}, "vanilla": vanilla, "models": {}}
+                    "steps": {p: DEMO_STEPS[p] for p in panels}, "vanilla": vanilla, "models": {}}
     groups = [names[i::jobs] for i in range(min(jobs, len(names)))]  # ILSD models and vanilla ones apart
     sampled = _sample_groups(groups, per_class, seed, extra_loops, threads, progress)
     rows_of: dict[str, list[np.ndarray]] = {}
     for name in names:
         record["models"][name], rows_of[name] = sampled[name]
-    for paradigm in paradigms:
-        panels = {n: rows_of[n] for n in names if record["models"][n]["paradigm"] == paradigm}
-        grid = draw_grid(record, panels, out / f"{paradigm}_grid.png", paradigm)
-        for name in panels:
+    for panel in panels:
+        shown = {n: rows_of[n] for n in names if record["models"][n]["panel"] == panel}
+        draw = draw_video_grid if panel == VIDEO else draw_grid
+        grid = draw(record, shown, out / f"{panel}_grid.png", panel)
+        for name in shown:
             record["models"][name]["grid"] = grid.name
     plot = plot_quality(record, out / "quality_vs_loops.png")
     record["plot"] = plot.name
@@ -135,30 +152,43 @@ def sample_models(names: list[str], per_class: int, seed: int, extra_loops: int,
     for name in names:
         generator = load_generator(models[name])
         cfg = generator.config
-        steps = DEMO_STEPS[cfg.paradigm]
+        video = bool(cfg.data.get("frames"))
+        panel = VIDEO if video else cfg.paradigm
+        steps = DEMO_STEPS[panel]
         loops = list(range(1, generator.trained_loops + 1 + extra_loops))
-        labels = np.tile(np.arange(generator.num_classes), per_class)
+        labels = np.tile(np.arange(generator.num_classes), VIDEO_PER_CLASS if video else per_class)
         rows, results = [], []
         generator.generate(labels, loops=1, steps=1, seed=seed)  # warm-up: the first call's set-up is not timed
         for k in tqdm(loops, desc=f"demo:{name}: loop counts", disable=not progress, leave=False):
             start = time.perf_counter()
             images = generator.generate(labels, loops=k, steps=steps, seed=seed)
             seconds = time.perf_counter() - start
-            correct = int((classifier(images).logits.argmax(1) == labels).sum())
+            correct = int((predicted_classes(images, classifier) == labels).sum())
             low, high = wilson_interval(correct, len(labels))
             results.append({"loops": k, "class_accuracy": correct / len(labels), "ci95": [low, high],
                             "n": len(labels), "ms_per_sample": 1000 * seconds / len(labels),
                             "gflops_per_sample": float(generator.gflops_per_sample(loops=k, steps=steps))})
             rows.append(images[: generator.num_classes])  # the first sample of every class, in class order
-        entry = {"checkpoint": f"demo:{name}", "paradigm": cfg.paradigm, "mode": cfg.ilsd.mode, "steps": steps,
+        entry = {"checkpoint": f"demo:{name}", "paradigm": cfg.paradigm, "panel": panel, "mode": cfg.ilsd.mode,
+                 "steps": steps,
                  "trained_loops": generator.trained_loops, "unique_layers": generator.backbone.unique_layers,
                  "results": results}
-        if cfg.ilsd.mode == "ilsd":  # the any-time row: each sample picks its own loops per step
+        if cfg.ilsd.mode == "ilsd" and not video:  # the any-time row: each sample picks its own loops per step
             adaptive, adaptive_images = adaptive_row(generator, cfg.paradigm, labels, classifier, seed, steps)
             rows.append(adaptive_images[: generator.num_classes])
             entry["adaptive"] = adaptive
         sampled[name] = (entry, rows)
     return sampled
+
+
+def predicted_classes(samples: np.ndarray, classifier) -> np.ndarray:
+    """The classifier's class per image (N×H×W×C) or per clip (N×T×H×W×C: its frames' mean logits on the
+    sprite crops, as ``elt eval video`` scores video accuracy)."""
+    if samples.ndim == 5:
+        from elt.eval.video import classify_frames
+
+        return classify_frames(samples, classifier)[1].mean(axis=1).argmax(-1)
+    return classifier(samples).logits.argmax(1)
 
 
 # The adaptive-exit row: each sample stops looping at each step once its prediction stopped changing
@@ -223,6 +253,25 @@ def draw_grid(record: dict, panels: dict[str, list[np.ndarray]], path: Path, par
     return path
 
 
+def draw_video_grid(record: dict, panels: dict[str, list[np.ndarray]], path: Path, panel: str = VIDEO) -> Path:
+    """The video models' clips as one animated grid (``path`` with ``.gif``; ``path`` itself is the still of
+    first / middle / last frames): per model, one row per loop count, one clip per class."""
+    from elt.visual import save_video_grid
+
+    rows, labels = [], []
+    for name, model_rows in panels.items():
+        info = record["models"][name]
+        tag = "ILSD" if info["mode"] == "ilsd" else info["mode"]
+        for row, r in zip(model_rows, info["results"], strict=True):
+            rows.append(row)
+            labels.append(f"{tag} L={r['loops']}{'*' if r['loops'] == info['trained_loops'] else ''} "
+                          f"{100 * r['class_accuracy']:.0f}%")
+    title = (f"{', '.join('demo:' + n for n in panels)}: one clip per class, {record['steps'][panel]} steps "
+             "(* = trained L, % = clips recognised)")
+    save_video_grid(path, rows, labels, title=title, mp4=False)
+    return path
+
+
 def plot_quality(record: dict, path: Path) -> Path:
     import matplotlib
 
@@ -231,17 +280,18 @@ def plot_quality(record: dict, path: Path) -> Path:
 
     from elt.eval.classifier import shipped_record
 
-    paradigms = list(dict.fromkeys(info["paradigm"] for info in record["models"].values()))
+    paradigms = list(dict.fromkeys(info["panel"] for info in record["models"].values()))  # one plot per panel
     fig, axes = plt.subplots(1, len(paradigms) + 1, figsize=(4.4 * (len(paradigms) + 1), 3.8), squeeze=False)
     real = (shipped_record() or {}).get("test_accuracy")
     time_ax = axes[0][-1]
     for ax, paradigm in zip(axes[0], paradigms, strict=False):
-        if real:
+        if real and paradigm != VIDEO:  # (real 20-px clips score lower: docs/results.md, video)
             ax.axhline(100 * real, color="black", ls="--", lw=1, label="real test images")
         trained = set()
         for name, info in record["models"].items():
-            if info["paradigm"] != paradigm:
+            if info["panel"] != paradigm:
                 continue
+            n = info["results"][0]["n"]
             res = info["results"]
             loops = [r["loops"] for r in res]
             acc = np.array([100 * r["class_accuracy"] for r in res])
@@ -260,10 +310,9 @@ def plot_quality(record: dict, path: Path) -> Path:
             trained.add(info["trained_loops"])
         for t in sorted(trained):
             ax.axvline(t, color="grey", lw=0.8, ls=":", label=f"trained L = {t}")
-        n = record["per_class"] * 10
         ax.set(xlabel="loops L at sampling", ylabel="class accuracy (%)", ylim=(0, 100),
                title=f"{paradigm} ({n} samples per L, 95% CI)")
-    time_ax.set(xlabel="loops L at sampling", ylabel="ms per sample (this CPU)", title="cost vs loops")
+    time_ax.set(xlabel="loops L at sampling", ylabel="ms per sample or clip (this CPU)", title="cost vs loops")
     for ax in axes[0]:
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)

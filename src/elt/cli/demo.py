@@ -19,7 +19,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     record = demo_lib.run_demo(args.out, paradigms, per_class=args.per_class, seed=args.seed,
                                progress=not args.no_progress, vanilla=False if args.no_vanilla else None,
-                               jobs=args.jobs)
+                               jobs=args.jobs, video=False if args.no_video else None)
     out = Path(args.out)
     if not args.no_vanilla:
         without = [p for p in paradigms if f"{p}-vanilla" not in record["vanilla"]]
@@ -33,8 +33,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             a = info["adaptive"]
             print(f"  adaptive {a['loops']}: class accuracy {100 * a['class_accuracy']:.0f}% with "
                   f"{a['mean_loops']:.2f} loops per step on average")
-    for paradigm in paradigms:
-        print(f"grid: {out / f'{paradigm}_grid.png'}")
+    for panel in record["steps"]:
+        grid = out / f"{panel}_grid.png"
+        print(f"grid: {grid}" + (f" (animated: {grid.with_suffix('.gif')})" if panel == demo_lib.VIDEO else ""))
     print(f"quality vs loops: {out / record['plot']}")
     print(f"record: {out / 'demo.json'}  ({time.perf_counter() - start:.0f} s, {record['jobs']} process(es) of "
           f"{record['threads']} thread(s))")
@@ -45,10 +46,14 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("demo", help="the shipped ILSD and vanilla models at every loop count (CPU, < 1 min)",
                        description=demo_lib.__doc__.splitlines()[0].replace("``", ""))
     p.add_argument("--out", default="elt-demo", help="output directory (default ./elt-demo)")
-    p.add_argument("--paradigm", choices=("both", *demo_lib.PARADIGMS), default="both")
+    p.add_argument("--paradigm", choices=("both", *demo_lib.PARADIGMS), default="both",
+                   help="image paradigms to show (default both); the video models are masked ones, shown with "
+                        "both and masked")
     p.add_argument("--per-class", type=int, default=demo_lib.DEFAULT_PER_CLASS,
                    help=f"samples per class, model and loop count (default {demo_lib.DEFAULT_PER_CLASS})")
     p.add_argument("--no-vanilla", action="store_true", help="only the ILSD models (half the time)")
+    p.add_argument("--no-video", action="store_true",
+                   help="leave out the video models (shown with the masked paradigm where the install ships them)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="processes sampling side by side, each with --threads threads (default: 2 where there are "

@@ -103,6 +103,18 @@ def crop_frames(videos: np.ndarray, centres: np.ndarray | None = None, size: int
     return crops.reshape(n, t, size, size)
 
 
+def classify_frames(videos: np.ndarray, extractor, centres: np.ndarray | None = None, frame_stride: int = 1,
+                    progress: bool = False):
+    """The classifier on every ``frame_stride``-th frame's sprite crop: (its ``Features`` over all those
+    frames, their logits N×T'×K). A video's class is the argmax of its frames' mean logits."""
+    if centres is None:
+        centres = sprite_centres(check_videos(videos))
+    crops = crop_frames(videos[:, ::frame_stride], centres[:, ::frame_stride])
+    n, t = crops.shape[:2]
+    result = extractor(crops.reshape(-1, CROP_SIZE, CROP_SIZE), progress=progress)
+    return result, result.logits.reshape(n, t, -1)
+
+
 # -- motion -------------------------------------------------------------------------------------------------------
 def trajectory_descriptors(centres: np.ndarray) -> np.ndarray:
     """Per-video motion descriptor N×7 from centres N×T×2 (names in ``DESCRIPTOR_NAMES``), in pixels/frame."""
@@ -196,11 +208,8 @@ class VideoSuite:
         return out
 
     def _frame_metrics(self, fake: np.ndarray, centres: np.ndarray, labels: np.ndarray | None) -> dict:
-        sub = fake[:, ::self.frame_stride]
-        crops = crop_frames(sub, centres[:, ::self.frame_stride])
-        n, t = crops.shape[:2]
-        result = self.extractor(crops.reshape(-1, CROP_SIZE, CROP_SIZE), progress=self.progress)
-        logits = result.logits.reshape(n, t, -1)
+        result, logits = classify_frames(fake, self.extractor, centres, self.frame_stride, self.progress)
+        n = len(fake)
         frame_class = logits.argmax(-1)
         video_class = logits.mean(axis=1).argmax(-1)
         out = {"fd_cls": frechet_distance_features(result.features, self._real.features),
