@@ -15,7 +15,8 @@
 #                                                  docs/results/shipped/, merged per paradigm, and the README's
 #                                                  grids docs/<paradigm>_<ilsd|vanilla>_grid.png (L = 1..5, two
 #                                                  samples per class); video, 500 clips at each L = 1..5 against
-#                                                  1000 real test clips into docs/video/<ilsd|vanilla>/
+#                                                  1000 real test clips into docs/video/<ilsd|vanilla>/, with the
+#                                                  README's clip grid samples.gif there (real, L = 1, 2, 4, 5)
 #
 # RUNS defaults to runs/demo. Diffusion trains in bf16 (about 3x faster on CPUs with AVX512-BF16). CPU time on a
 # 2-core AMD EPYC, one thread per model: about 12 min per diffusion model, 40 min per image masked model, an hour
@@ -104,6 +105,7 @@ eval)
         --num 500 --batch-size 100 --out "$clips" --no-progress
       [ -e "docs/video/${mode,,}/video_eval.json" ] || "$PY" -m elt.cli --threads 1 eval video --samples "$clips" \
         --real-data moving_fmnist --controls --out "docs/video/${mode,,}" --no-progress
+      "$PY" scripts/video_showcase.py "$clips" "docs/video/${mode,,}/samples.png" --loops 1,2,4,5
       continue
     fi
     dest=$OUT/$paradigm/runs/$name
@@ -115,6 +117,7 @@ eval)
     cp "$grids/grid.png" "docs/${paradigm}_${mode,,}_grid.png"
   done
   for paradigm in masked diffusion; do
+    [[ " $NAMES " == *" $paradigm"* ]] || continue  # merge only what this call evaluated
     [ -e "$OUT/$paradigm/runs/$paradigm/eval.json" ] && [ -e "$OUT/$paradigm/runs/$paradigm-vanilla/eval.json" ] &&
       "$PY" -m elt.cli eval merge "$OUT/$paradigm/runs/$paradigm" "$OUT/$paradigm/runs/$paradigm-vanilla" \
         --title "Shipped demo models, $paradigm paradigm" --out "$OUT/$paradigm"

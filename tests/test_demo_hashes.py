@@ -20,6 +20,7 @@ SEED = 1234
 CASES = [
     ("masked", 1, None), ("masked", 4, None), ("masked", 1, 2.5), ("masked", 4, 2.5),
     ("diffusion", 1, None), ("diffusion", 4, None), ("diffusion", 4, 1.0),
+    ("video", 2, None), ("video", 4, 1.0),
 ]
 
 
