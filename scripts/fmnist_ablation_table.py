@@ -20,7 +20,7 @@ from elt.fileio import write_json, write_via
 # model key → (the unique stack it is compared with, its L_max)
 ABLATIONS = {
     "ilsd": ("unique12", 4), "inject": ("unique12", 4), "loopemb": ("unique12", 4), "cosine": ("unique12", 4),
-    "n6x2": ("unique12", 2), "long2": ("unique12_long2", 4),
+    "n6x2": ("unique12", 2), "long2": ("unique12_long2", 4), "inject_long2": ("unique12_long2", 4),
     "ilsd_s1": ("unique12_s1", 4), "inject_s1": ("unique12_s1", 4),
 }
 # width → (unique stack, {series: ELT 3x4 model key})

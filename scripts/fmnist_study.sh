@@ -33,6 +33,7 @@ declare -A OVERRIDES=(
   [loopemb]="model.loop_embedding=true"                  # loop-index code added at every loop
   [cosine]="train.lr_schedule=cosine train.min_lr_ratio=0.1"  # LR decay after warm-up
   [long2]="train.steps=8000"                             # twice the training steps
+  [inject_long2]="model.input_injection=true train.steps=8000"  # the shipped setting, twice the steps
   [unique12_long2]="ilsd.mode=unique train.steps=8000"
   [n6x2]="model.unique_layers=6 model.loops=2"           # N at fixed N×L
   [ilsd_w96]="model.width=96"                            # width ladder (192: ilsd / unique12)
@@ -52,7 +53,7 @@ declare -A LOOPS=([ilsd]="1,2,3,4,5 6" [vanilla]="1,2,3,4,5 6" [unique12]="1" [u
 declare -A NAMES=([ilsd]="ELT 3x4 ILSD" [vanilla]="ELT 3x4 vanilla" [unique12]="unique 12 layers"
                   [unique3]="unique 3 layers" [tiny1x12]="ELT 1x12 ILSD" [inject]="ELT 3x4 ILSD, input injection"
                   [loopemb]="ELT 3x4 ILSD, loop embedding" [cosine]="ELT 3x4 ILSD, cosine LR"
-                  [long2]="ELT 3x4 ILSD, 2x steps" [unique12_long2]="unique 12 layers, 2x steps"
+                  [long2]="ELT 3x4 ILSD, 2x steps" [inject_long2]="ELT 3x4 ILSD, input injection, 2x steps" [unique12_long2]="unique 12 layers, 2x steps"
                   [n6x2]="ELT 6x2 ILSD" [ilsd_w96]="ELT 3x4 ILSD, width 96" [unique12_w96]="unique 12 layers, width 96"
                   [ilsd_w288]="ELT 3x4 ILSD, width 288" [unique12_w288]="unique 12 layers, width 288"
                   [inject_w288]="ELT 3x4 ILSD, input injection, width 288"
