@@ -62,6 +62,11 @@ def default_jobs() -> int:
     return 2 if available_cpus() >= 2 else 1
 
 
+def panel_of(name: str) -> str:
+    """The demo panel a shipped model is drawn in: its name without the variant (masked, diffusion, video)."""
+    return name.removesuffix(VARIANTS[1])
+
+
 def demo_names(models: dict, paradigms: tuple[str, ...], vanilla: bool | None, video: bool | None) -> list[str]:
     """The demo models to show, ILSD before vanilla per panel. ``vanilla``/``video``: None = where this install
     ships them, True = required (a missing one is reported by the caller), False = left out. Video is a
@@ -95,7 +100,7 @@ def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
-    panels = list(dict.fromkeys(n.removesuffix(VARIANTS[1]) for n in names))
+    panels = list(dict.fromkeys(panel_of(n) for n in names))
     record: dict = {"threads": threads, "jobs": min(jobs, len(names)), "per_class": per_class, "seed": seed,
                     "steps": {p: DEMO_STEPS[p] for p in panels}, "vanilla": vanilla, "models": {}}
     groups = [names[i::jobs] for i in range(min(jobs, len(names)))]  # ILSD models and vanilla ones apart
@@ -152,8 +157,8 @@ def sample_models(names: list[str], per_class: int, seed: int, extra_loops: int,
     for name in names:
         generator = load_generator(models[name])
         cfg = generator.config
-        video = bool(cfg.data.get("frames"))
-        panel = VIDEO if video else cfg.paradigm
+        panel = panel_of(name)
+        video = panel == VIDEO
         steps = DEMO_STEPS[panel]
         loops = list(range(1, generator.trained_loops + 1 + extra_loops))
         labels = np.tile(np.arange(generator.num_classes), VIDEO_PER_CLASS if video else per_class)
@@ -291,8 +296,8 @@ def plot_quality(record: dict, path: Path) -> Path:
         for name, info in record["models"].items():
             if info["panel"] != paradigm:
                 continue
-            n = info["results"][0]["n"]
             res = info["results"]
+            n = res[0]["n"]
             loops = [r["loops"] for r in res]
             acc = np.array([100 * r["class_accuracy"] for r in res])
             err = np.array([[100 * (r["class_accuracy"] - r["ci95"][0]), 100 * (r["ci95"][1] - r["class_accuracy"])]

@@ -179,8 +179,7 @@ class VideoSuite:
         centres = sprite_centres(videos)
         features = None
         if self.extractor is not None:
-            crops = crop_frames(videos[:, ::self.frame_stride], centres[:, ::self.frame_stride])
-            features = self.extractor(crops.reshape(-1, CROP_SIZE, CROP_SIZE), progress=self.progress).features
+            features = classify_frames(videos, self.extractor, centres, self.frame_stride, self.progress)[0].features
         return _RealFeatures(features, trajectory_descriptors(centres))
 
     def check_shape(self, fake: np.ndarray) -> np.ndarray:
