@@ -86,6 +86,7 @@ def test_sweep_writes_json_csv_png_with_provenance(toy_runs, toy_paradigm, tmp_p
     prov = data["provenance"]
     assert prov["extractor"] == "toy-templates" and prov["sha256"] == "0" * 64
     assert prov["n"] == 64 and prov["loops"] == [1, 2, 3] and prov["seed"] == 0 and prov["steps"] == [None]
+    assert prov["steps_used"] == []  # the toy samples in one step and configures none
     assert "balanced" in prov["label_policy"] and prov["threads"] >= 1
     assert [(r["model"], r["loops"]) for r in data["rows"]] == [(m, k) for m in ("elt", "vanilla") for k in (1, 2, 3)]
     for row in data["rows"]:
@@ -108,6 +109,23 @@ def test_sweep_writes_json_csv_png_with_provenance(toy_runs, toy_paradigm, tmp_p
     image = Image.open(paths["png"])
     image.verify()
     assert image.size[0] > 600 and image.size[1] > 400
+
+
+def test_provenance_says_which_steps_a_default_request_used(toy_runs, toy_paradigm):
+    """``steps`` in the provenance is the request (null: each checkpoint's default); ``steps_used`` is what the
+    rows ran with, resolved from the checkpoint's ``sampling.steps``."""
+    from omegaconf import OmegaConf
+
+    gen = elt.load(toy_runs / "ilsd")
+    OmegaConf.update(gen.config, "sampling.steps", 7, force_add=True)
+    result = run_sweep([SweepModel("elt", gen)], toy_suite(), loops=[1, 2], num=16, batch_size=16, measure=False,
+                       progress=False)
+    prov = result["provenance"]
+    assert prov["steps"] == [None] and prov["steps_used"] == [7]
+    assert [r["steps"] for r in result["rows"]] == [7, 7]
+    explicit = run_sweep([SweepModel("elt", gen)], toy_suite(), loops=[1], steps=[3], num=16, batch_size=16,
+                         measure=False, progress=False)["provenance"]
+    assert explicit["steps"] == [3] and explicit["steps_used"] == [3]
 
 
 def test_sweep_reads_elt_sample_output_identically(toy_runs, toy_paradigm, tmp_path):

@@ -278,7 +278,10 @@ def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[LoopSchedule]
         **suite.provenance(),
         "n": num, "label_policy": LABEL_POLICY, "seed": seed,
         "loops": [k if isinstance(k, int) else point_label(k) for k in loops],
+        # as requested (null: each model's configured default) and as used (what the rows carry)
         "steps": [s for s in steps], "guidance": guidance, "batch_size": batch_size,
+        "steps_used": sorted({r["steps"] for r in rows if r.get("steps") is not None}),
+        "guidance_used": sorted({r["guidance"] for r in rows if r.get("guidance") is not None}),
         "latency": {"batch": latency_batch, "min_repeats": latency_repeats,
                     "statistic": "median after 1 warm-up, repeated until >= 0.25 s"},
         "device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
