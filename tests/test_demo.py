@@ -28,6 +28,26 @@ def test_export_is_small_and_samples_like_the_ema(toy_paradigm, tmp_path):
     assert np.abs(full - half).max() <= 2  # fp16 weights: same images up to rounding
 
 
+def test_export_sets_default_sampling_settings_and_refuses_other_keys(tmp_path, capsys):
+    out = tmp_path / "hot"
+    assert main(["export", "--ckpt", "demo:masked", "--out", str(out), "sampling.guidance=3",
+                 "masked.temperature_base=2.5"]) == 0
+    shipped, hot = elt.load("demo:masked"), elt.load(out)
+    assert hot.config.sampling.guidance == 3.0 and hot.config.masked.temperature_base == 2.5
+    assert hot.config.model == shipped.config.model  # the architecture and weights are the shipped ones
+    labels = [0, 1, 2, 3]  # the export samples as the shipped model does with those settings given at load
+    overridden = elt.load("demo:masked", overrides=["sampling.guidance=3", "masked.temperature_base=2.5"])
+    assert np.array_equal(hot.generate(labels, loops=1, steps=4, seed=0),
+                          overridden.generate(labels, loops=1, steps=4, seed=0))
+    assert not np.array_equal(hot.generate(labels, loops=1, steps=4, seed=0),
+                              shipped.generate(labels, loops=1, steps=4, seed=0))
+    capsys.readouterr()
+    assert main(["export", "--ckpt", "demo:masked", "--out", str(tmp_path / "bad"), "model.width=64"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model.width=64" in err and "sampling.guidance" in err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_both_paradigms_ship_a_small_demo_model():
     models = shipped_models()
     assert {"masked", "diffusion"} <= set(models) <= {f"{p}{v}" for p in ("masked", "diffusion", "video")

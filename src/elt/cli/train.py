@@ -144,7 +144,7 @@ def add_info(sub) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from elt.train.checkpoint import export_inference
 
-    out = export_inference(args.ckpt, args.out, half=not args.fp32)
+    out = export_inference(args.ckpt, args.out, half=not args.fp32, sampling_overrides=args.overrides)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"wrote inference checkpoint {out} ({size:.1f} MiB); load it with elt.load({str(out)!r})")
     return 0
@@ -153,10 +153,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 def add_export(sub) -> None:
     p = sub.add_parser("export", help="write an inference-only checkpoint (EMA weights, fp16)",
                        description="Write config.yaml + EMA weights (fp16 unless --fp32) to OUT: what elt.load, "
-                                   "elt sample and elt eval need, without optimizer state.")
+                                   "elt sample and elt eval need, without optimizer state; key=value sampling "
+                                   "settings become the export's defaults.")
     p.add_argument("--ckpt", required=True, help="checkpoint or run directory, or a shipped model (demo:masked, ...)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="the export's default sampling settings (sampling.guidance=2, masked.temperature_base=1.5, "
+                        "...; sampling keys only)")
     p.set_defaults(func=cmd_export)
 
 

@@ -327,9 +327,12 @@ def check_export_target(ckpt: Path, out: Path) -> None:
                               "earlier export: choose another --out")
 
 
-def export_inference(path: str | Path, out_dir: str | Path, half: bool = True) -> Path:
+def export_inference(path: str | Path, out_dir: str | Path, half: bool = True,
+                     sampling_overrides: list[str] | tuple[str, ...] = ()) -> Path:
     """Write an inference-only checkpoint: ``config.yaml`` and the EMA weights (fp16 when ``half``) as
     ``model.safetensors`` — what ``elt.load`` needs, at a fraction of a training checkpoint's size.
+    ``sampling_overrides`` (``"sampling.guidance=2"``, ...; :data:`elt.config.SAMPLING_KEYS` only) become the
+    export's default sampling settings.
 
     The folder is built under a temporary name and renamed; ``out_dir`` must not be the source checkpoint,
     another checkpoint or a non-empty folder (an earlier export is replaced)."""
@@ -339,7 +342,7 @@ def export_inference(path: str | Path, out_dir: str | Path, half: bool = True) -
     out = Path(out_dir)
     check_export_target(ckpt, out)
     check_output_dir(out, "--out")
-    config_lib.from_yaml_file(ckpt / CONFIG_FILE)  # a valid, plain config (no interpolations)
+    cfg = config_lib.from_yaml_file(ckpt / CONFIG_FILE, sampling_overrides)  # valid, plain (no interpolations)
     weights = ckpt / EMA_FILE if (ckpt / EMA_FILE).is_file() else ckpt / MODEL_FILE
     state = load_weights(weights)
     bad = first_non_finite(state)
@@ -347,7 +350,7 @@ def export_inference(path: str | Path, out_dir: str | Path, half: bool = True) -
         raise CheckpointError(f"{str(weights)!r} holds NaN/Inf weights ({bad}); export an earlier checkpoint")
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    config_text = (ckpt / CONFIG_FILE).read_text()
+    config_text = config_lib.to_yaml(cfg) if sampling_overrides else (ckpt / CONFIG_FILE).read_text()
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out, replace=True) as tmp:
         (tmp / CONFIG_FILE).write_text(config_text)
