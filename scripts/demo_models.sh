@@ -84,7 +84,9 @@ ship)
     out="$ASSETS/$name"
     stage="$ASSETS/.$name.new"
     rm -rf "$stage"
-    "$PY" -m elt.cli export --ckpt "$RUNS/$name" --out "$stage"
+    sampling=()  # the masked image pair samples with CFG 2 and hotter confidence ranking (docs/results.md)
+    [[ $name == masked* ]] && sampling=(sampling.guidance=2.0 masked.temperature_base=1.5 masked.temperature_range=2.4)
+    "$PY" -m elt.cli export --ckpt "$RUNS/$name" --out "$stage" "${sampling[@]}"
     # the run's folders as relative paths (sampling never reads them), not this machine's
     sed -i "s#^  out_dir: .*#  out_dir: runs/$name#; s#^  path: .*tokenizer.*#  path: runs/${name%-vanilla}_tokenizer#" \
       "$stage/config.yaml"
