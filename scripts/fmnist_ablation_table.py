@@ -22,7 +22,8 @@ ABLATIONS = {
     "ilsd": ("unique12", 4), "inject": ("unique12", 4), "loopemb": ("unique12", 4), "cosine": ("unique12", 4),
     "n6x2": ("unique12", 2), "long2": ("unique12_long2", 4), "inject_long2": ("unique12_long2", 4),
     "ilsd_s1": ("unique12_s1", 4), "inject_s1": ("unique12_s1", 4),
-    "inject_lam1": ("unique12", 4), "inject_min2": ("unique12", 4),
+    "inject_lam1": ("unique12", 4), "inject_min2": ("unique12", 4), "inject_lamcos": ("unique12", 4),
+    "inject_lam1_s1": ("unique12_s1", 4),
 }
 # width → (unique stack, {series: ELT 3x4 model key})
 LADDER = {96: ("unique12_w96", {"ELT 3x4 ILSD": "ilsd_w96", "with input injection": "inject_w96"}),

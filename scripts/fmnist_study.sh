@@ -37,6 +37,8 @@ declare -A OVERRIDES=(
   [unique12_long2]="ilsd.mode=unique train.steps=8000"
   [inject_lam1]="model.input_injection=true ilsd.lambda_schedule=constant ilsd.lambda_start=1.0"  # no distillation term
   [inject_min2]="model.input_injection=true ilsd.min_student_loops=2"  # students drawn from L = 2, 3 only
+  [inject_lamcos]="model.input_injection=true ilsd.lambda_schedule=cosine"  # lambda 1 -> 0 along a cosine
+  [inject_lam1_s1]="model.input_injection=true ilsd.lambda_schedule=constant ilsd.lambda_start=1.0 train.seed=1"
   [n6x2]="model.unique_layers=6 model.loops=2"           # N at fixed N×L
   [ilsd_w96]="model.width=96"                            # width ladder (192: ilsd / unique12)
   [unique12_w96]="model.width=96 ilsd.mode=unique"
@@ -58,6 +60,8 @@ declare -A NAMES=([ilsd]="ELT 3x4 ILSD" [vanilla]="ELT 3x4 vanilla" [unique12]="
                   [long2]="ELT 3x4 ILSD, 2x steps" [inject_long2]="ELT 3x4 ILSD, input injection, 2x steps" [unique12_long2]="unique 12 layers, 2x steps"
                   [inject_lam1]="ELT 3x4 ILSD, input injection, lambda = 1 (no distillation)"
                   [inject_min2]="ELT 3x4 ILSD, input injection, students L >= 2"
+                  [inject_lamcos]="ELT 3x4 ILSD, input injection, cosine lambda"
+                  [inject_lam1_s1]="ELT 3x4 ILSD, input injection, lambda = 1, seed 1"
                   [n6x2]="ELT 6x2 ILSD" [ilsd_w96]="ELT 3x4 ILSD, width 96" [unique12_w96]="unique 12 layers, width 96"
                   [ilsd_w288]="ELT 3x4 ILSD, width 288" [unique12_w288]="unique 12 layers, width 288"
                   [inject_w288]="ELT 3x4 ILSD, input injection, width 288"
