@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     dest = args.out / args.paradigm
     write_json(dest / "ablations.json", summary, indent=1)
-    if series:
+    if any(len(points) > 1 for points in series.values()):   # a ladder needs two widths at least
         import matplotlib
 
         matplotlib.use("Agg")
