@@ -25,6 +25,9 @@ ABLATIONS = {
     "inject_lam1": ("unique12", 4), "inject_min2": ("unique12", 4), "inject_lamcos": ("unique12", 4),
     "inject_lam1_s1": ("unique12_s1", 4),
 }
+# rows of trained models sampled with other settings (fmnist_study.sh SAMPLING=... SUFFIX=...): compared with the
+# unique stack sampled the same way
+SAMPLING_SUFFIXES = ("_guided",)
 # width → (unique stack, {series: ELT 3x4 model key})
 LADDER = {96: ("unique12_w96", {"ELT 3x4 ILSD": "ilsd_w96", "with input injection": "inject_w96"}),
           192: ("unique12", {"ELT 3x4 ILSD": "ilsd", "with input injection": "inject"}),
@@ -59,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | params (M) | L_max | FD_cls at L = 1, 2, …, L_max+1 | class acc at L_max "
           "| FD_cls / unique stack at L_max |")
     print("|---|---|---|---|---|---|")
-    for key, (ref_key, lmax) in ABLATIONS.items():
+    compared = dict(ABLATIONS)
+    for suffix in SAMPLING_SUFFIXES:
+        compared.update({key + suffix: (ref + suffix, lmax) for key, (ref, lmax) in ABLATIONS.items()})
+    for key, (ref_key, lmax) in compared.items():
         if key not in rows or ref_key not in rows:
             continue
         ref, top = rows[ref_key][0], at(rows[key], lmax)

@@ -6,6 +6,10 @@
 #   PARADIGMS=diffusion MODELS="ilsd unique3" scripts/fmnist_study.sh    (a subset)
 #   PARADIGMS=diffusion MODELS="ilsd unique12 inject cosine" NO_CFG_ROW=1 NO_MERGE=1 \
 #     scripts/fmnist_study.sh runs/ablations docs/results/ablations      (the ablations; merge by hand)
+#   SAMPLING="sampling.guidance=2.0 masked.temperature_base=1.5" SUFFIX=_guided PARADIGMS=masked MODELS=... \
+#     scripts/fmnist_study.sh runs/ablations docs/results/ablations      (trained models, other sampling settings:
+#     each is exported with them as defaults, so GFLOPs and latency count what that sampling costs; the rows are
+#     <model>$SUFFIX_L..., named with ", $SAMPLING" added)
 #
 # Training resumes from the newest checkpoint and marks a finished run with RUN/train.done; training,
 # sampling and evaluation skip work whose output exists, so an interrupted study picks up where it stopped. One thread per
@@ -68,6 +72,9 @@ declare -A NAMES=([ilsd]="ELT 3x4 ILSD" [vanilla]="ELT 3x4 vanilla" [unique12]="
                   [inject_w96]="ELT 3x4 ILSD, input injection, width 96" [ilsd_s1]="ELT 3x4 ILSD, seed 1"
                   [inject_s1]="ELT 3x4 ILSD, input injection, seed 1" [unique12_s1]="unique 12 layers, seed 1")
 MODELS=${MODELS:-ilsd vanilla unique12 unique3 tiny1x12}
+SAMPLING=${SAMPLING:-}
+SUFFIX=${SUFFIX:-}
+[ -z "$SAMPLING" ] || [ -n "$SUFFIX" ] || { echo "SAMPLING needs a SUFFIX for its rows (e.g. SUFFIX=_guided)" >&2; exit 2; }
 declare -A GUIDED=([masked]=2.0 [diffusion]=4.0)   # guidance s of the extra ILSD rows (configs: masked 1, diffusion 2;
 # docs/results.md was measured with masked g = 1 under the earlier masked convention, the same as s = 2)
 
@@ -84,14 +91,20 @@ for paradigm in ${PARADIGMS:-masked diffusion}; do
       $ELT train fmnist_$paradigm model.input_injection=false ${OVERRIDES[$model]} $extra train.out_dir=$run --resume auto --no-progress
       touch "$run/train.done"
     fi
+    ckpt=$run name=${NAMES[$model]}
+    if [ -n "$SAMPLING" ]; then                 # other sampling settings: an fp32 export that defaults to them
+      ckpt=$run/export$SUFFIX name="$name, $SAMPLING"
+      # shellcheck disable=SC2086  # SAMPLING is a list of key=value words
+      [ -e "$ckpt/config.yaml" ] || $ELT export --ckpt "$run" --out "$ckpt" --fp32 $SAMPLING
+    fi
     for loops in ${LOOPS[$model]}; do           # a space separates sample folders (added loop counts)
       tag=${loops//,/_}
-      samples=$run/eval_samples; [ "$loops" != "${LOOPS[$model]%% *}" ] && samples=$run/eval_samples_L$tag
+      samples=$run/eval_samples$SUFFIX; [ "$loops" != "${LOOPS[$model]%% *}" ] && samples=$run/eval_samples${SUFFIX}_L$tag
       [ -e "$samples/samples.json" ] || \
-        $ELT sample --ckpt "$run" --loops "$loops" --num $NUM --batch-size 250 --out "$samples" --no-progress
-      dest=$OUT/$paradigm/runs/${model}_L$tag
+        $ELT sample --ckpt "$ckpt" --loops "$loops" --num $NUM --batch-size 250 --out "$samples" --no-progress
+      dest=$OUT/$paradigm/runs/${model}${SUFFIX}_L$tag
       [ -e "$dest/eval.json" ] || \
-        $ELT eval --ckpt "$run" --samples "$samples" --loops "$loops" --num $NUM --name "${NAMES[$model]}" \
+        $ELT eval --ckpt "$ckpt" --samples "$samples" --loops "$loops" --num $NUM --name "$name" \
           --threads 1 --out "$dest" --no-progress
       sources+=("$dest")
     done
