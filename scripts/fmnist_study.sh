@@ -9,7 +9,7 @@
 #   SAMPLING="sampling.guidance=2.0 masked.temperature_base=1.5" SUFFIX=_guided PARADIGMS=masked MODELS=... \
 #     scripts/fmnist_study.sh runs/ablations docs/results/ablations      (trained models, other sampling settings:
 #     each is exported with them as defaults, so GFLOPs and latency count what that sampling costs; the rows are
-#     <model>$SUFFIX_L..., named with ", $SAMPLING" added)
+#     <model>$SUFFIX_L..., named with ", $LABEL" added; LABEL defaults to $SAMPLING)
 #
 # Training resumes from the newest checkpoint and marks a finished run with RUN/train.done; training,
 # sampling and evaluation skip work whose output exists, so an interrupted study picks up where it stopped. One thread per
@@ -93,7 +93,7 @@ for paradigm in ${PARADIGMS:-masked diffusion}; do
     fi
     ckpt=$run name=${NAMES[$model]}
     if [ -n "$SAMPLING" ]; then                 # other sampling settings: an fp32 export that defaults to them
-      ckpt=$run/export$SUFFIX name="$name, $SAMPLING"
+      ckpt=$run/export$SUFFIX name="$name, ${LABEL:-$SAMPLING}"
       # shellcheck disable=SC2086  # SAMPLING is a list of key=value words
       [ -e "$ckpt/config.yaml" ] || $ELT export --ckpt "$run" --out "$ckpt" --fp32 $SAMPLING
     fi
