@@ -25,9 +25,6 @@ ABLATIONS = {
     "inject_lam1": ("unique12", 4), "inject_min2": ("unique12", 4), "inject_lamcos": ("unique12", 4),
     "inject_lam1_s1": ("unique12_s1", 4),
 }
-# rows of trained models sampled with other settings (fmnist_study.sh SAMPLING=... SUFFIX=...): compared with the
-# unique stack sampled the same way
-SAMPLING_SUFFIXES = ("_guided",)
 # width → (unique stack, {series: ELT 3x4 model key})
 LADDER = {96: ("unique12_w96", {"ELT 3x4 ILSD": "ilsd_w96", "with input injection": "inject_w96"}),
           192: ("unique12", {"ELT 3x4 ILSD": "ilsd", "with input injection": "inject"}),
@@ -51,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="the study's OUT folder (holds <paradigm>/runs/)")
     parser.add_argument("--paradigm", default="diffusion", choices=["masked", "diffusion"])
+    parser.add_argument("--suffix", action="append", default=None,
+                        help="SUFFIX of rows that fmnist_study.sh scored with other sampling settings (SAMPLING=...), "
+                             "compared with the unique stack sampled the same way; repeatable (default: _guided)")
     args = parser.parse_args(argv)
     runs = args.out / args.paradigm / "runs"
     if not runs.is_dir():
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
           "| FD_cls / unique stack at L_max |")
     print("|---|---|---|---|---|---|")
     compared = dict(ABLATIONS)
-    for suffix in SAMPLING_SUFFIXES:
+    for suffix in args.suffix or ["_guided"]:
         compared.update({key + suffix: (ref + suffix, lmax) for key, (ref, lmax) in ABLATIONS.items()})
     for key, (ref_key, lmax) in compared.items():
         if key not in rows or ref_key not in rows:

@@ -9,7 +9,7 @@
 #   SAMPLING="sampling.guidance=2.0 masked.temperature_base=1.5" SUFFIX=_guided PARADIGMS=masked MODELS=... \
 #     scripts/fmnist_study.sh runs/ablations docs/results/ablations      (trained models, other sampling settings:
 #     each is exported with them as defaults, so GFLOPs and latency count what that sampling costs; the rows are
-#     <model>$SUFFIX_L..., named with ", $LABEL" added; LABEL defaults to $SAMPLING)
+#     <model>$SUFFIX_L..., named with ", $LABEL" added; LABEL defaults to $SAMPLING; fmnist_ablation_table.py --suffix pairs them)
 #
 # Training resumes from the newest checkpoint and marks a finished run with RUN/train.done; training,
 # sampling and evaluation skip work whose output exists, so an interrupted study picks up where it stopped. One thread per

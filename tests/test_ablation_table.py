@@ -45,6 +45,16 @@ def test_masked_table_ratio_curve_and_no_single_width_ladder(tmp_path, capsys):
     assert "| ELT inject | 2.20 | 4 | 30.0 / 25.0 / 24.0 / 22.0 / 23.0 | 88.0 % | 1.10" in capsys.readouterr().out
 
 
+def test_other_sampling_suffix_pairs_with_the_stack_sampled_the_same_way(tmp_path):
+    runs = tmp_path / "masked" / "runs"
+    write_eval(runs / "unique12_L1", "unique 12 layers", [(1, 20.0, 0.9)], 8.0)
+    write_eval(runs / "unique12_cfg3_L1", "unique 12 layers, CFG 3", [(1, 16.0, 0.95)], 8.0)
+    write_eval(runs / "ilsd_cfg3_L1_2_3_4_5", "ELT, CFG 3", [(4, 18.0, 0.9)], 2.2)
+    assert load_script().main([str(tmp_path), "--paradigm", "masked", "--suffix", "_cfg3"]) == 0
+    summary = json.loads((tmp_path / "masked" / "ablations.json").read_text())
+    assert summary["ablations"]["ilsd_cfg3"]["ratio_at_lmax"] == 18.0 / 16.0
+
+
 def test_missing_runs_folder_is_a_one_line_error(tmp_path, capsys):
     assert load_script().main([str(tmp_path), "--paradigm", "masked"]) == 2
     err = capsys.readouterr().err.strip()
