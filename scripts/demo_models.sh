@@ -6,9 +6,9 @@
 # video re-add the loop input at every loop (model.input_injection: true, what closed the diffusion iso-FLOP gap in
 # docs/results.md), the masked image pair loops as the paper does (false: level or better in the masked
 # ablations). The image masked models reuse the tokenizer of the shipped demo:masked (taken out of its checkpoint;
-# trained by `elt tokenizer train fmnist_masked`), so all
-# masked models see the same tokens and a retrain costs no tokenizer run; the video pair shares one fsq3d
-# tokenizer, trained first when RUNS has none (`elt tokenizer train fmnist_video_tokenizer`, ~10 min).
+# trained by `elt tokenizer train fmnist_masked`), so all masked models see the same tokens and a retrain costs no
+# tokenizer run; the video pair shares one fsq3d tokenizer, trained first when RUNS has none
+# (`elt tokenizer train fmnist_video_tokenizer`, ~10 min).
 #
 #   scripts/demo_models.sh train [RUNS [NAME...]]  train them (one thread each, two lanes; resumable)
 #   scripts/demo_models.sh ship  [RUNS [NAME...]]  export them as fp16 inference checkpoints into the package
@@ -113,7 +113,8 @@ eval)
       continue
     fi
     dest=$OUT/$paradigm/runs/$name
-    loop="ELT 3x4 $mode"; [ "$paradigm" = diffusion ] && loop="$loop, input injection"
+    loop="ELT 3x4 $mode"  # the label says what the shipped config says
+    grep -q "^  input_injection: true" "$ASSETS/$name/config.yaml" && loop="$loop, input injection"
     [ -e "$dest/eval.json" ] || "$PY" -m elt.cli --threads 1 eval --ckpt "demo:$name" --loops 1-5 --num 1000 \
       --batch-size 250 --name "demo:$name ($loop)" --out "$dest" --no-progress
     grids=$RUNS/grids/$name
