@@ -36,9 +36,9 @@ declare -A OVERRIDES=(
   [inject]="model.input_injection=true"                  # re-inject the input embedding at every loop
   [loopemb]="model.loop_embedding=true"                  # loop-index code added at every loop
   [cosine]="train.lr_schedule=cosine train.min_lr_ratio=0.1"  # LR decay after warm-up
-  [long2]="train.steps=8000"                             # twice the training steps
-  [inject_long2]="model.input_injection=true train.steps=8000"  # the shipped setting, twice the steps
-  [unique12_long2]="ilsd.mode=unique train.steps=8000"
+  [long2]="train.steps=@2xSTEPS@"                        # twice the config's training steps
+  [inject_long2]="model.input_injection=true train.steps=@2xSTEPS@"  # the shipped setting, twice the steps
+  [unique12_long2]="ilsd.mode=unique train.steps=@2xSTEPS@"
   [inject_lam1]="model.input_injection=true ilsd.lambda_schedule=constant ilsd.lambda_start=1.0"  # no distillation term
   [inject_min2]="model.input_injection=true ilsd.min_student_loops=2"  # students drawn from L = 2, 3 only
   [inject_lamcos]="model.input_injection=true ilsd.lambda_schedule=cosine"  # lambda 1 -> 0 along a cosine
@@ -82,13 +82,15 @@ for paradigm in ${PARADIGMS:-masked diffusion}; do
   extra="train.threads=1"
   [ "$paradigm" = masked ] && extra="$extra tokenizer.path=$RUNS/masked_tokenizer"   # one tokenizer for all
   [ "$paradigm" = diffusion ] && extra="$extra train.precision=bf16"
+  # @2xSTEPS@ in an override: twice the paradigm config's train.steps (diffusion 8000, masked 3000)
+  steps2=$((2 * $(python -c "from elt.config import load_config; print(load_config('fmnist_$paradigm').train.steps)")))
   sources=()
   for model in $MODELS; do
     [ -n "${OVERRIDES[$model]+set}" ] || { echo "unknown model '$model'; known: ${!OVERRIDES[*]}" >&2; exit 2; }
     [ -n "${LOOPS[$model]:-}" ] || LOOPS[$model]="1,2,3,4,5"
     run=$RUNS/${paradigm}_$model
     if [ ! -e "$run/train.done" ]; then
-      $ELT train fmnist_$paradigm model.input_injection=false ${OVERRIDES[$model]} $extra train.out_dir=$run --resume auto --no-progress
+      $ELT train fmnist_$paradigm model.input_injection=false ${OVERRIDES[$model]//@2xSTEPS@/$steps2} $extra train.out_dir=$run --resume auto --no-progress
       touch "$run/train.done"
     fi
     ckpt=$run name=${NAMES[$model]}
