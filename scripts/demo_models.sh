@@ -113,8 +113,9 @@ eval)
       continue
     fi
     dest=$OUT/$paradigm/runs/$name
-    loop="ELT 3x4 $mode"  # the label says what the shipped config says
-    grep -q "^  input_injection: true" "$ASSETS/$name/config.yaml" && loop="$loop, input injection"
+    loop="ELT 3x4 $mode"  # the label says what the shipped config says (parsed, not grepped)
+    [ "$("$PY" -c 'import sys; from omegaconf import OmegaConf; print(OmegaConf.load(sys.argv[1]).model.input_injection)' \
+      "$ASSETS/$name/config.yaml")" = True ] && loop="$loop, input injection"
     [ -e "$dest/eval.json" ] || "$PY" -m elt.cli --threads 1 eval --ckpt "demo:$name" --loops 1-5 --num 1000 \
       --batch-size 250 --name "demo:$name ($loop)" --out "$dest" --no-progress
     grids=$RUNS/grids/$name
