@@ -127,3 +127,33 @@ def test_tutorial_image_folder(tmp_path, monkeypatch):
         data = np.load(tmp_path / "runs/my-elt/samples" / f"samples_L{loops}.npz")
         assert data["arr_0"].shape == (16, 32, 32, 3) and sorted(set(data["arr_1"].tolist())) == [0, 1]
     assert namespace["images"].shape == (2, 32, 32, 3) and namespace["generator"].trained_loops == 4
+
+
+# -- tutorial (b): any-time inference in a service -----------------------------------------------------------------
+@pytest.mark.slow
+def test_tutorial_anytime_service(tmp_path, monkeypatch):
+    from elt.data.fashion_mnist import DataNotFoundError, locate
+
+    try:
+        locate(None, "test")
+    except DataNotFoundError:
+        pytest.skip("Fashion-MNIST not installed (make data): elt calibrate scores against its test set")
+    monkeypatch.chdir(tmp_path)
+
+    def extra(args):
+        if args[0] == "calibrate":  # four points, 20 samples, 2 steps: the same grid format, seconds not minutes
+            return ["--loops", "1,2,4,exit:0.05", "--num", "20", "--steps", "2", "--latency-repeats", "1",
+                    "--no-progress"]
+        if args[0] == "sample":
+            return ["--steps", "2", "--no-progress"]
+        return []
+
+    namespace: dict = {}
+    ran = run_tutorial(TUTORIALS / "anytime-service.md", extra, namespace)
+    assert [args[0] for args in ran] == ["calibrate", "sample", "sample"]
+    assert (tmp_path / "calibration/diffusion/calibration.json").is_file()
+    for folder in ("samples/budget", "samples/quality"):
+        assert len(list((tmp_path / folder).glob("samples_L*.npz"))) == 1
+    assert namespace["images"].shape == (2, 32, 32, 1)
+    points = {"1", "2", "4", "exit:0.05"}
+    assert namespace["fast"] in points and namespace["best"] in points
