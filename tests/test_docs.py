@@ -157,3 +157,49 @@ def test_tutorial_anytime_service(tmp_path, monkeypatch):
     assert namespace["images"].shape == (2, 32, 32, 1)
     points = {"1", "2", "4", "exit:0.05"}
     assert namespace["fast"] in points and namespace["best"] in points
+
+
+# -- tutorial (c): a paper row on a GPU node -----------------------------------------------------------------------
+@pytest.mark.slow
+def test_tutorial_paper_row_at_tiny_size_on_cpu(tmp_path, monkeypatch):
+    """prepare, train and sample run on a CPU (paths to generated data, tiny sizes appended); the FID command
+    is parsed only: it needs torch-fidelity, the Inception weights and ADM's reference batch."""
+    pytest.importorskip("diffusers")
+    from elt.cli import build_parser
+    from test_prepare import write_images
+    from test_tokenizer import tiny_vq_folder
+
+    _, vq = tiny_vq_folder(tmp_path)
+    write_images(tmp_path / "images", per_class=4, broken=0, size=40)
+    monkeypatch.chdir(tmp_path)
+    tiny = ["model.width=32", "model.heads=2", "train.steps=2", "train.batch_size=4", "train.warmup_steps=1",
+            "train.device=cpu", "train.precision=fp32", "train.threads=1", "train.tensorboard=false",
+            "train.log_every=1", "train.samples_per_class=1", "data.num_workers=0", "data.num_classes=2",
+            "data.image_size=32", f"data.root={tmp_path / 'images'}", f"tokenizer.pretrained_path={vq}",
+            "sampling.steps=2", "--no-progress"]
+    parsed = []
+
+    def extra(args):
+        if args[0] in ("prepare", "train"):
+            return tiny
+        if args[0] == "sample":
+            return ["--num", "4", "--batch-size", "2", "--device", "cpu", "--steps", "2", "--no-progress"]
+        return []
+
+    page = TUTORIALS / "paper-row.md"
+    blocks = [body for lang, body in fenced_blocks(page.read_text()) if lang == "bash"]
+    for body in blocks:
+        for argv in shell_commands(body):
+            args = elt_argv(argv)
+            if args[0] == "eval":
+                namespace = build_parser().parse_args(args)
+                assert namespace.metrics == "inception" and namespace.num == 50000
+                parsed.append(args[0])
+                continue
+            assert main([*args, *extra(args)]) == 0, shlex.join(argv)
+            parsed.append(args[0])
+    assert parsed == ["prepare", "train", "sample", "eval"]
+    run = tmp_path / "runs/imagenet256_masked_elt_l_8x3"
+    assert (run / "checkpoints" / "step_0000002").is_dir()
+    for loops in (1, 2, 3):
+        assert np.load(tmp_path / "samples/elt_l_8x3" / f"samples_L{loops}.npz")["arr_0"].shape == (4, 32, 32, 3)
