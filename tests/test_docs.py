@@ -203,3 +203,15 @@ def test_tutorial_paper_row_at_tiny_size_on_cpu(tmp_path, monkeypatch):
     assert (run / "checkpoints" / "step_0000002").is_dir()
     for loops in (1, 2, 3):
         assert np.load(tmp_path / "samples/elt_l_8x3" / f"samples_L{loops}.npz")["arr_0"].shape == (4, 32, 32, 3)
+
+
+def test_docs_assets_map_names_pictures_the_pages_show():
+    """scripts/docs_assets.sh copies regenerated pictures from results/ into docs/assets/: every target it names
+    exists and is shown by a page, and every source lies under results/ (where the scripts write)."""
+    script = (ROOT / "scripts" / "docs_assets.sh").read_text()
+    mapping = re.search(r"<<'MAP'\n(.*?)\nMAP", script, flags=re.S).group(1).splitlines()
+    pages = "\n".join(p.read_text() for p in DOCS.rglob("*.md"))
+    for line in mapping:
+        source, target = line.split()
+        assert source.startswith("results/") and source.endswith(".png"), source
+        assert (DOCS / "assets" / target).is_file() and f"assets/{target}" in pages, target
