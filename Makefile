@@ -1,7 +1,7 @@
 # Everything sets itself up from nothing: `make demo` and `make test` create their virtualenv on first use,
 # each with one pip call (torch pinned in the same resolution: 8 s faster than installing torch first).
 #   .venv            core install, CPU torch TORCH_SPEC                      -> make demo, make bench
-#   .venv-test       every extra but torch-fidelity, the SAME CPU torch      -> make test, make lint
+#   .venv-test       every extra but torch-fidelity, the SAME CPU torch      -> make test, make lint, make docs
 #                    (browser tests of elt app drive Debian's chromium: make browser installs it)
 #   .venv-inception  torch + torchvision pair and torch-fidelity             -> make test-inception (Inception tests)
 # torch-fidelity imports torchvision, and no torchvision build loads beside the CPU torch wheel (PyPI's
@@ -10,7 +10,7 @@
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 INCEPTION_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-TEST_EXTRAS ?= dev,latent,video,logging,app
+TEST_EXTRAS ?= dev,latent,video,logging,app,docs
 # extras as variables: a literal comma would split the arguments of $(call install,...)
 INCEPTION_EXTRAS ?= dev,metrics
 FMNIST := /usr/share/datasets/fashion-mnist
@@ -24,7 +24,7 @@ PY := $(VENV)/bin/python
 TEST_PY := $(TEST_VENV)/bin/python
 INCEPTION_PY := $(INCEPTION_VENV)/bin/python
 
-.PHONY: setup setup-test setup-inception data browser test test-fast test-inception test-all lint demo bench clean
+.PHONY: setup setup-test setup-inception data browser test test-fast test-inception test-all lint docs demo bench clean
 
 setup: $(VENV)/.installed
 setup-test: $(TEST_VENV)/.installed
@@ -88,6 +88,10 @@ test-fast: setup-test
 lint: setup-test
 	$(TEST_VENV)/bin/ruff check .
 
+# the documentation site, offline, into site/ (mkdocs.yml; --strict: a broken link or API reference fails)
+docs: setup-test
+	NO_MKDOCS_2_WARNING=1 $(TEST_VENV)/bin/mkdocs build --strict --site-dir site
+
 demo: setup
 	$(VENV)/bin/elt demo $(DEMO_FLAGS)
 
@@ -96,4 +100,4 @@ bench: setup
 	$(PY) benchmarks/ilsd_overhead.py --out runs/bench/ilsd_overhead.json
 
 clean:
-	rm -rf $(VENV) $(TEST_VENV) $(INCEPTION_VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TEST_VENV) $(INCEPTION_VENV) .pytest_cache .ruff_cache site

@@ -6,7 +6,7 @@ the spread over seeds where several were run), checks the target (a schedule or 
 L_max's FD_cls and 1 point of its class accuracy at ≤ 60 % of its GFLOPs), draws both fronts into one PNG
 and writes the summary as JSON.
 
-    python benchmarks/anytime_study.py --runs DIR --png docs/anytime_fronts.png \
+    python benchmarks/anytime_study.py --runs DIR --png docs/assets/anytime_fronts.png \
         --out benchmarks/results/anytime_study.json
 """
 

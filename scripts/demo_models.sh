@@ -14,11 +14,12 @@
 #   scripts/demo_models.sh ship  [RUNS [NAME...]]  export them as fp16 inference checkpoints into the package
 #   scripts/demo_models.sh eval  [RUNS [NAME...]]  evaluate the shipped models at their default sampling settings:
 #                                                  images, 1000 class-balanced samples at each L = 1..5 into
-#                                                  docs/results/shipped/, merged per paradigm, and the README's
-#                                                  grids docs/<paradigm>_<ilsd|vanilla>_grid.png (L = 1..5, two
+#                                                  results/shipped/, merged per paradigm, and the docs'
+#                                                  grids docs/assets/<paradigm>_<ilsd|vanilla>_grid.png (L = 1..5, two
 #                                                  samples per class); video, 500 clips at each L = 1..5 against
-#                                                  1000 real test clips into docs/video/<ilsd|vanilla>/, with the
-#                                                  README's clip grid samples.gif there (real, L = 1, 2, 4, 5)
+#                                                  1000 real test clips into results/video/<ilsd|vanilla>/, with the
+#                                                  clip grid samples.png/.gif there (real, L = 1, 2, 4, 5),
+#                                                  the GIF copied to docs/assets/video_<ilsd|vanilla>_samples.gif
 #
 # RUNS defaults to runs/demo. Diffusion trains in bf16 (about 3x faster on CPUs with AVX512-BF16). CPU time on a
 # 2-core AMD EPYC, one thread per model: about 30 min per diffusion model (8000 steps), 40 min per image masked model, an hour
@@ -99,7 +100,7 @@ ship)
   done
   ;;
 eval)
-  OUT=docs/results/shipped
+  OUT=results/shipped
   for name in $NAMES; do
     paradigm=${name%-vanilla}
     mode=ILSD; [ "$name" != "$paradigm" ] && mode=vanilla
@@ -107,9 +108,10 @@ eval)
       clips=$RUNS/clips/$name
       [ -e "$clips/samples.json" ] || "$PY" -m elt.cli --threads 1 sample --ckpt "demo:$name" --loops 1,2,3,4,5 \
         --num 500 --batch-size 100 --out "$clips" --no-progress
-      [ -e "docs/video/${mode,,}/video_eval.json" ] || "$PY" -m elt.cli --threads 1 eval video --samples "$clips" \
-        --real-data moving_fmnist --controls --out "docs/video/${mode,,}" --no-progress
-      "$PY" scripts/video_showcase.py "$clips" "docs/video/${mode,,}/samples.png" --loops 1,2,4,5
+      [ -e "results/video/${mode,,}/video_eval.json" ] || "$PY" -m elt.cli --threads 1 eval video --samples "$clips" \
+        --real-data moving_fmnist --controls --out "results/video/${mode,,}" --no-progress
+      "$PY" scripts/video_showcase.py "$clips" "results/video/${mode,,}/samples.png" --loops 1,2,4,5
+      cp "results/video/${mode,,}/samples.gif" "docs/assets/video_${mode,,}_samples.gif"
       continue
     fi
     dest=$OUT/$paradigm/runs/$name
@@ -121,7 +123,7 @@ eval)
     grids=$RUNS/grids/$name
     [ -e "$grids/grid.png" ] || "$PY" -m elt.cli --threads 1 sample --ckpt "demo:$name" --loops 1,2,3,4,5 --num 20 \
       --out "$grids" --no-progress
-    cp "$grids/grid.png" "docs/${paradigm}_${mode,,}_grid.png"
+    cp "$grids/grid.png" "docs/assets/${paradigm}_${mode,,}_grid.png"
   done
   for paradigm in masked diffusion; do
     [[ " $NAMES " == *" $paradigm"* ]] || continue  # merge only what this call evaluated

@@ -5,7 +5,7 @@ markdown tables: each looped model at every evaluated L beside the 12-layer uniq
 and the width ladder (FD_cls of ELT 3x4 at L_max over that of the iso-FLOP unique stack, per width). Writes the
 figures to OUT/<paradigm>/ablations.json and the ladder plot to OUT/<paradigm>/width_ladder.png.
 
-    python scripts/fmnist_ablation_table.py docs/results/ablations --paradigm diffusion
+    python scripts/fmnist_ablation_table.py results/ablations --paradigm diffusion
 """
 
 from __future__ import annotations

@@ -2,12 +2,12 @@
 # The Fashion-MNIST study behind docs/results.md: five models per paradigm, same width, data and seed,
 # each evaluated at its own loop counts with 1000 class-balanced samples, then merged into one table and plot.
 #
-#   scripts/fmnist_study.sh [RUNS] [OUT]        (defaults: runs/study and docs/results)
+#   scripts/fmnist_study.sh [RUNS] [OUT]        (defaults: runs/study and results)
 #   PARADIGMS=diffusion MODELS="ilsd unique3" scripts/fmnist_study.sh    (a subset)
 #   PARADIGMS=diffusion MODELS="ilsd unique12 inject cosine" NO_CFG_ROW=1 NO_MERGE=1 \
-#     scripts/fmnist_study.sh runs/ablations docs/results/ablations      (the ablations; merge by hand)
+#     scripts/fmnist_study.sh runs/ablations results/ablations      (the ablations; merge by hand)
 #   SAMPLING="sampling.guidance=2.0 masked.temperature_base=1.5" SUFFIX=_guided PARADIGMS=masked MODELS=... \
-#     scripts/fmnist_study.sh runs/ablations docs/results/ablations      (trained models, other sampling settings:
+#     scripts/fmnist_study.sh runs/ablations results/ablations      (trained models, other sampling settings:
 #     each is exported with them as defaults, so GFLOPs and latency count what that sampling costs; the rows are
 #     <model>$SUFFIX_L..., named with ", $LABEL" added; LABEL defaults to $SAMPLING; fmnist_ablation_table.py --suffix pairs them)
 #
@@ -18,7 +18,7 @@
 # To reproduce one row only, run the three commands of that model (train, sample, eval) by hand.
 set -euo pipefail
 RUNS=${1:-runs/study}
-OUT=${2:-docs/results}
+OUT=${2:-results}
 ELT=${ELT:-elt}
 export OMP_NUM_THREADS=1
 NUM=1000

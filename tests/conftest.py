@@ -26,4 +26,4 @@ TOY_OVERRIDES = [
 def pytest_addoption(parser):
     parser.addoption("--app-screenshot", default=None, metavar="PATH",
                      help="where the browser test saves its screenshot of `elt app` (default: a temporary dir), "
-                          "e.g. docs/app.png")
+                          "e.g. docs/assets/app.png")

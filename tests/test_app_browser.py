@@ -3,7 +3,7 @@
 The server runs as a subprocess (``python -m elt.cli app``) on a free loopback port. Locally these tests skip
 when Gradio, Playwright or Chromium is missing; under CI (``CI`` set) a missing piece is a failure.
 ``pytest -m browser -s`` prints the two timings (page served after start, image after pressing Generate at
-L = 1); ``--app-screenshot docs/app.png`` also writes the page's screenshot there (default: a temporary dir).
+L = 1); ``--app-screenshot docs/assets/app.png`` also writes the page's screenshot there (default: a temporary dir).
 """
 
 from __future__ import annotations

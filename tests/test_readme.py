@@ -19,6 +19,43 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
+def prose_paragraphs(text: str) -> list[str]:
+    """Paragraphs of running text: code blocks, tables, headings and lists left out."""
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text):
+        lines = [line for line in block.splitlines() if line.strip()]
+        if lines and not lines[0].lstrip().startswith(("|", "#", "-", "*", "![", "<")):
+            paragraphs.append(" ".join(lines))
+    return paragraphs
+
+
+def test_readme_is_short_with_short_paragraphs():
+    text = README.read_text()
+    assert len(text.splitlines()) <= 200
+    longest = max(prose_paragraphs(text), key=lambda p: len(p.split()))
+    assert len(longest.split()) <= 80, longest
+
+
+def test_readme_first_screen_has_the_two_commands():
+    first_screen = "\n".join(README.read_text().splitlines()[:25])
+    assert "make demo" in first_screen and "make test" in first_screen
+
+
+def test_readme_links_point_to_files_that_exist():
+    text = re.sub(r"```.*?```", "", README.read_text(), flags=re.S)
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text) + re.findall(r'<img src="([^"]+)"', text)
+    local = [t for t in targets if not t.startswith(("http://", "https://"))]
+    assert local, "no local links found: the pattern is wrong"
+    missing = [t for t in local if not (README.parent / t).exists()]
+    assert not missing, missing
+
+
+def test_the_paragraph_splitter_skips_code_and_tables():
+    text = "one two three\nfour\n\n```bash\nmake demo\n```\n\n| a | b |\n| --- | --- |\n\n# heading\n\nfive six"
+    assert prose_paragraphs(text) == ["one two three four", "five six"]
+
+
 def test_readme_python_examples_run_as_written(tmp_path, monkeypatch):
     blocks = python_blocks(README.read_text())
     assert blocks, "the README has no ```python example"

@@ -244,6 +244,3 @@ def loops_per_step(loops: LoopSchedule, steps: int, default: int) -> list[int]:
         raise ScheduleError(f"loop schedule has {len(plan)} entries but sampling uses {steps} steps")
     return plan
 
-
-def is_adaptive(loops: LoopSchedule) -> bool:
-    return isinstance(as_point(loops), AdaptiveExit)

@@ -70,12 +70,13 @@ class DiffusionGenerator(LoopedGenerator):
     """Class-conditional DiT-style ELT over images (pixel or VAE-latent space).
 
     Args:
-        cfg: the full run config (``model``, ``data``, ``diffusion`` sections are read).
+        cfg (DictConfig): the full run config (``model``, ``data``, ``diffusion`` sections are read).
         backbone: the looped core, built with ``cond_dim = width`` (adaLN-Zero blocks).
         process: the diffusion process (path, prediction target, weighting).
         data_shape: C×H×W of what the network denoises (pixels, or latents in latent space), or C×T×H×W for
             video (pixel space; 3D patches of ``temporal_patch_size × patch_size × patch_size``).
-        vae: a :class:`elt.tokenizers.vae.PretrainedVAE` for latent space (decodes samples), else ``None``.
+        vae (PretrainedVAE | None): a :class:`elt.tokenizers.vae.PretrainedVAE` for latent space (decodes
+            samples), else ``None``.
     """
 
     def __init__(self, cfg, backbone: LoopedTransformer, process: DiffusionProcess,

@@ -171,11 +171,6 @@ class MaskedGenerator(LoopedGenerator):
         return ilsd_loss(teacher, student, gt_loss, distill_loss, lam, student_loops)
 
     # -- sampling ---------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _combine(both: torch.Tensor, guidance: float) -> torch.Tensor:
-        cond, uncond = both.chunk(2)
-        return cond + guidance * (cond - uncond)
-
     def guided_logits(self, tokens: torch.Tensor, labels: torch.Tensor, loops: int, guidance: float) -> torch.Tensor:
         """Classifier-free guidance on logits with scale s: uncond + s·(cond − uncond), computed as
         cond + (s − 1)·(cond − uncond) (the same value; this form keeps results bit-identical to models sampled

@@ -379,10 +379,6 @@ class Trainer:
         return path
 
     # -- one step -----------------------------------------------------------------------------------------------
-    def train_step(self, batch: Any, stop_requested: bool = False) -> dict[str, float]:
-        """One optimizer step on one batch (this rank's share of the global batch, no accumulation)."""
-        return self.accumulated_step([batch], stop_requested)
-
     def _gradient_sync(self, enabled: bool):
         """DDP: ``no_sync`` on non-final micro-batches; FSDP2: skip the reduce-scatter the same way."""
         if self.env.enabled and hasattr(self.model, "no_sync") and not enabled:
