@@ -246,6 +246,21 @@ def test_block_dropout_is_training_only_and_zero_is_the_plain_block():
         assert torch.equal(plain.train()(x, c), plain.eval()(x, c))  # dropout 0: no random draw anywhere
     generator = registry.build_generator(tiny_masked("model.dropout=0.1", "model.attention_dropout=0.2"))
     assert {(b.dropout, b.attn.dropout) for b in generator.backbone.blocks} == {(0.1, 0.2)}
+    # the masked model's input embeddings (tokens and the class token) are dropped at the same rate, as in
+    # MaskGIT's Embed module: in training only, each element zeroed or scaled by 1/(1 − p)
+    tokens, labels = torch.randint(0, generator.codebook_size, (64, generator.seq_len)), torch.arange(64) % 10
+    generator.eval()
+    clean = generator.embed(tokens), generator.class_token(labels, allow_dropout=True)
+    generator.train()
+    torch.manual_seed(0)
+    noisy = generator.embed(tokens), generator.class_token(labels, allow_dropout=True)
+    for a, b in zip(clean, noisy, strict=True):
+        kept = b != 0
+        assert 0.85 < float(kept.float().mean()) < 0.95
+        if b is noisy[0]:
+            torch.testing.assert_close(b[kept], a[kept] / 0.9)
+    plain = registry.build_generator(tiny_masked()).train()
+    assert torch.equal(plain.embed(tokens), plain.eval().embed(tokens))
     with pytest.raises(ConfigError, match="model.dropout"):
         tiny_masked("model.dropout=1.0")
 
