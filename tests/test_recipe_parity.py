@@ -278,3 +278,20 @@ def test_weight_decay_groups_under_two_fsdp_processes_match_one_process(det_para
     # and the exemption matters here: the same run with decay on everything ends elsewhere
     single_process_run(tmp_path / "all", "train.weight_decay=0.5")
     assert read_log(tmp_path / "all")[-1]["loss"] != read_log(tmp_path / "one")[-1]["loss"]
+
+
+def test_ema_decay_zero_samples_the_trained_weights_exactly():
+    """MAGVIT keeps no EMA of its transformer (the UCF-101 recipes: train.ema_decay=0): the "EMA" weights
+    used for sampling are then the trained weights, bit for bit, after every update."""
+    from elt.train.ema import EMA
+
+    torch.manual_seed(0)
+    model = Block(16, 2)
+    ema = EMA(model, 0.0)
+    for _ in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        ema.update(model)
+        for (name, a), b in zip(model.state_dict().items(), ema.materialize().state_dict().values(), strict=True):
+            assert torch.equal(a, b), name
