@@ -1,5 +1,6 @@
 """Training-recipe parity with the anchors' loops: LR decay after warm-up (exact under resume), gradient
-accumulation (k micro-batches = one big batch), per-sample label dropout for classifier-free guidance."""
+accumulation (k micro-batches = one big batch), per-sample label dropout for classifier-free guidance,
+MAGVIT's weight-decay exemptions, MaskGIT/MAGVIT's transformer dropout."""
 
 import math
 
@@ -7,8 +8,10 @@ import pytest
 import torch
 
 from conftest import TOY_OVERRIDES
+from elt import registry
 from elt.config import ConfigError, load_config
-from elt.core.blocks import LabelEmbedder
+from elt.core.blocks import Block, LabelEmbedder
+from elt.train.optim import build_optimizer
 from elt.train.trainer import Trainer, accumulation_steps, lr_at, train
 from test_resume import assert_same_files, assert_same_optimizer, cfg_for, read_log
 
@@ -157,3 +160,138 @@ def test_accumulation_keeps_each_items_noise(toy_paradigm, tmp_path):
         logs.append(read_log(tmp_path / name))
     for a, b in zip(*logs, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-7), a["step"]
+
+
+def tiny_masked(*extra):
+    return load_config("fmnist_masked", ["model.width=32", "model.heads=2", "model.unique_layers=2", "model.loops=2",
+                                         "train.device=cpu", *extra])
+
+
+def test_weight_decay_exemption_spares_biases_norms_and_embeddings():
+    """MAGVIT (maskgvt_train_lib.py get_optimizer) decays weight matrices only. With zero gradients one AdamW
+    step multiplies a decayed parameter by exactly 1 − lr·wd and leaves an exempt one unchanged."""
+    lr, wd = 0.1, 0.5
+    exempt = {"bias", "norm", "embedding"}
+    for groups in ([], ["bias"], sorted(exempt)):
+        cfg = tiny_masked(f"train.lr={lr}", f"train.weight_decay={wd}",
+                          f"train.weight_decay_exempt=[{','.join(groups)}]")
+        torch.manual_seed(0)
+        generator = registry.build_generator(cfg)
+        params = generator.trainable_parameters()
+        optimizer = build_optimizer(generator, params, cfg, torch.device("cpu"))
+        assert len(optimizer.param_groups) == (1 if not groups else 2)
+        before = {n: p.detach().clone() for n, p in generator.named_parameters() if p.requires_grad}
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        optimizer.step()
+        spared = {
+            "bias": ["backbone.blocks.0.attn.qkv.bias", "head.1.bias", "embed_norm.bias"],
+            "norm": ["backbone.blocks.1.norm2.weight", "embed_norm.weight", "head.0.weight"],
+            "embedding": ["token_embed.weight", "class_embed.table.weight", "pos_embed"],
+        }
+        decayed = ["backbone.blocks.0.attn.qkv.weight", "backbone.blocks.1.mlp.fc2.weight", "head.1.weight"]
+        after = dict(generator.named_parameters())
+        for kind, names in spared.items():
+            for name in names:
+                factor = 1.0 if kind in groups or (name.endswith(".bias") and "bias" in groups) else 1 - lr * wd
+                torch.testing.assert_close(after[name].detach(), before[name] * factor, rtol=0, atol=0, msg=name)
+        for name in decayed:
+            torch.testing.assert_close(after[name].detach(), before[name] * (1 - lr * wd), rtol=0, atol=0, msg=name)
+    with pytest.raises(ConfigError, match="weight_decay_exempt"):
+        tiny_masked("train.weight_decay_exempt=[weights]")
+
+
+def test_trainer_resumes_exactly_with_dropout_and_exemptions(toy_paradigm, tmp_path):
+    """Two optimizer groups and dropout drawn from the saved RNG state: resuming at step 5 gives the
+    uninterrupted run bit for bit; dropout changes the run (it is applied)."""
+    extra = ("train.steps=10", "model.dropout=0.2", "model.attention_dropout=0.2", "train.weight_decay=0.1",
+             "train.weight_decay_exempt=[bias,norm,embedding]")
+    straight = train(cfg_for(tmp_path / "a", *extra), progress=False)
+    cfg = cfg_for(tmp_path / "b", *extra)
+    first = Trainer(cfg, progress=False)
+    assert [g["weight_decay"] for g in first.optimizer.param_groups] == [0.1, 0.0]
+    first.fit(until=5)
+    resumed = Trainer(cfg, progress=False)
+    resumed.resume_from(tmp_path / "b")
+    final = resumed.fit()
+    assert_same_files(straight, final)
+    assert_same_optimizer(straight, final)
+    assert [r["loss"] for r in read_log(tmp_path / "a")] == [r["loss"] for r in read_log(tmp_path / "b")]
+    train(cfg_for(tmp_path / "c", *extra[:1], *extra[3:]), progress=False)
+    assert [r["loss"] for r in read_log(tmp_path / "c")][1:] != [r["loss"] for r in read_log(tmp_path / "a")][1:]
+
+
+def test_block_dropout_is_training_only_and_zero_is_the_plain_block():
+    """MaskGIT/MAGVIT's hidden and attention-probability dropout: off in eval (the same function as a block
+    without it), random in training, reproducible from the RNG; at 0 training equals eval exactly."""
+    x = torch.randn(3, 5, 16)
+    cond = torch.randn(3, 16)
+    for cond_dim in (None, 16):
+        torch.manual_seed(0)
+        plain = Block(16, 2, cond_dim=cond_dim)
+        if cond_dim:  # adaLN-Zero starts as the identity: give the branches weight
+            torch.nn.init.normal_(plain.ada[1].weight, std=0.5)
+        c = cond if cond_dim else None
+        for dropout, attention in ((0.5, 0.0), (0.0, 0.5), (0.3, 0.3)):
+            block = Block(16, 2, cond_dim=cond_dim, dropout=dropout, attention_dropout=attention)
+            block.load_state_dict(plain.state_dict())
+            ref = plain.eval()(x, c)
+            assert torch.equal(block.eval()(x, c), ref)
+            block.train()
+            torch.manual_seed(1)
+            a = block(x, c)
+            torch.manual_seed(1)
+            assert torch.equal(block(x, c), a)  # drawn from the RNG
+            assert not torch.allclose(a, ref), (cond_dim, dropout, attention)
+        assert torch.equal(plain.train()(x, c), plain.eval()(x, c))  # dropout 0: no random draw anywhere
+    generator = registry.build_generator(tiny_masked("model.dropout=0.1", "model.attention_dropout=0.2"))
+    assert {(b.dropout, b.attn.dropout) for b in generator.backbone.blocks} == {(0.1, 0.2)}
+    # the masked model's input embeddings (tokens and the class token) are dropped at the same rate, as in
+    # MaskGIT's Embed module: in training only, each element zeroed or scaled by 1/(1 − p)
+    tokens, labels = torch.randint(0, generator.codebook_size, (64, generator.seq_len)), torch.arange(64) % 10
+    generator.eval()
+    clean = generator.embed(tokens), generator.class_token(labels, allow_dropout=True)
+    generator.train()
+    torch.manual_seed(0)
+    noisy = generator.embed(tokens), generator.class_token(labels, allow_dropout=True)
+    for a, b in zip(clean, noisy, strict=True):
+        kept = b != 0
+        assert 0.85 < float(kept.float().mean()) < 0.95
+        if b is noisy[0]:
+            torch.testing.assert_close(b[kept], a[kept] / 0.9)
+    plain = registry.build_generator(tiny_masked()).train()
+    assert torch.equal(plain.embed(tokens), plain.eval().embed(tokens))
+    with pytest.raises(ConfigError, match="model.dropout"):
+        tiny_masked("model.dropout=1.0")
+
+
+@pytest.mark.slow
+def test_weight_decay_groups_under_two_fsdp_processes_match_one_process(det_paradigm, tmp_path):
+    """MAGVIT's exemptions as optimizer groups over FSDP2-sharded parameters: 2 gloo processes train like 1."""
+    from test_distributed import DET_OVERRIDES as DIST
+    from test_distributed import assert_same_training, single_process_run, torchrun
+
+    extra = ["train.weight_decay=0.5", "train.weight_decay_exempt=[bias,norm,embedding]"]
+    single_process_run(tmp_path / "one", *extra)
+    torchrun([str(tmp_path / "two"), *DIST, "train.distributed=fsdp", *extra])
+    assert_same_training(tmp_path / "one", tmp_path / "two")
+    # and the exemption matters here: the same run with decay on everything ends elsewhere
+    single_process_run(tmp_path / "all", "train.weight_decay=0.5")
+    assert read_log(tmp_path / "all")[-1]["loss"] != read_log(tmp_path / "one")[-1]["loss"]
+
+
+def test_ema_decay_zero_samples_the_trained_weights_exactly():
+    """MAGVIT keeps no EMA of its transformer (the UCF-101 recipes: train.ema_decay=0): the "EMA" weights
+    used for sampling are then the trained weights, bit for bit, after every update."""
+    from elt.train.ema import EMA
+
+    torch.manual_seed(0)
+    model = Block(16, 2)
+    ema = EMA(model, 0.0)
+    for _ in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        ema.update(model)
+        for (name, a), b in zip(model.state_dict().items(), ema.materialize().state_dict().values(), strict=True):
+            assert torch.equal(a, b), name

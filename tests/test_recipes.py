@@ -3,11 +3,28 @@ transformer parameter counts match the paper's tables and their forward FLOPs ma
 count; baselines are the iso-FLOP stacks of their ELT rows."""
 
 
+import re
 from functools import cache
+from pathlib import Path
 
 import pytest
+import yaml
+from omegaconf import OmegaConf
 
+from elt.config import CONFIG_DIR
 from elt.recipes import build_on_meta, forward_flops, load_recipe, recipe_names, transformer_parameters
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
+TABLE_HEADING = "### Every recipe setting against its source"
+# YAML keys that place files, size loaders or schedule logging/checkpoints, not the training recipe
+LOGISTICS = {"paradigm", "data.root", "data.num_workers", "tokenizer.pretrained_path", "tokenizer.path",
+             "tokenizer.encode_batch_size", "tokenizer.eval_items", "diffusion.vae_path", "diffusion.latent_cache",
+             "train.out_dir", "train.log_every", "train.sample_every", "train.checkpoint_every",
+             "train.keep_checkpoints", "train.sample_loops", "train.distributed",
+             # elt's own fsq3d tokenizer training (no anchor: MAGVIT's tokenizer is not loadable; a table row says so)
+             "tokenizer.channels", "tokenizer.steps", "tokenizer.batch_size", "tokenizer.lr", "tokenizer.warmup_steps"}
+# settings the YAML files may leave at their defaults, which the table must still cover
+ALWAYS_IN_TABLE = ("model.mlp_ratio", "model.dropout", "model.attention_dropout", "train.weight_decay_exempt")
 
 # The paper's parameter counts (docs: shared/docs/paper.md §4), as printed, and the unit of the last digit
 PAPER_PARAMS = {
@@ -85,7 +102,7 @@ def test_recipe_on_meta_matches_the_paper_and_the_analytic_flops(name):
     # within 2%, or (for figures printed with 2 significant digits, e.g. "1.1B") within their rounding
     assert abs(params - stated) <= max(0.02 * stated, last_digit / 2), (name, params / 1e6)
     assert measured == pytest.approx(analytic_forward_flops(cfg), rel=1e-9), name
-    assert cfg.train.lr_schedule == "cosine" and cfg.train.precision == "bf16"
+    assert cfg.train.precision == "bf16"
     assert cfg.model.class_dropout == pytest.approx(0.1)
 
 
@@ -114,3 +131,77 @@ def test_baselines_are_the_iso_flop_stacks():
     elt = built("imagenet256_masked_elt_l_8x3")[1]
     per_loop = forward_flops(elt, loops=2) - forward_flops(elt, loops=1)
     assert forward_flops(elt, loops=4) - forward_flops(elt, loops=1) == pytest.approx(3 * per_loop, rel=1e-12)
+
+
+def test_anchor_settings_in_the_recipes():
+    """The settings the anchors' own files give (docs/recipes.md has the file of each)."""
+    for name in recipe_names():
+        cfg = load_recipe(name)
+        t, m = cfg.train, cfg.model
+        if "diffusion" in name:  # DiT train.py: constant lr 1e-4, no warm-up, no clipping, EMA 0.9999, no dropout
+            assert (t.lr_schedule, t.warmup_steps, t.grad_clip, t.ema_decay) == ("constant", 0, 0.0, 0.9999), name
+            assert (m.dropout, m.attention_dropout, t.weight_decay) == (0.0, 0.0, 0.0), name
+        elif name.startswith("ucf101"):  # MAGVIT maskgvt_ucf101_config.py, maskgvt_train_lib.py, maskgvt_trainer.py
+            assert (t.lr_schedule, t.min_lr_ratio, t.warmup_steps, t.grad_clip) == ("cosine", 0.0, 5000, 1.0), name
+            assert t.steps == 2000 * (9_537 // t.batch_size) and t.ema_decay == 0.0, name
+            assert list(t.weight_decay_exempt) == ["bias", "norm", "embedding"], name
+            assert cfg.masked.label_smoothing == pytest.approx(1e-4) and (m.dropout, m.attention_dropout) == (0.1, 0.1)
+        else:  # MaskGIT maskgit_class_cond_config.py / base_config.py
+            assert (t.lr_schedule, t.warmup_steps, t.ema_decay) == ("constant", 5000, 0.999), name
+            assert cfg.masked.label_smoothing == pytest.approx(0.1) and (m.dropout, m.attention_dropout) == (0.1, 0.1)
+        # the recipe's dropout reaches every block it builds
+        blocks = built(name)[1].backbone.blocks
+        assert {(b.dropout, b.attn.dropout) for b in blocks} == {(m.dropout, m.attention_dropout)}, name
+
+
+def recipe_table() -> list[dict]:
+    """The rows of docs/recipes.md's table of every recipe setting against its source."""
+    text = DOC.read_text(encoding="utf-8")
+    assert TABLE_HEADING in text, f"{DOC} lost its section {TABLE_HEADING!r}"
+    lines = text.split(TABLE_HEADING, 1)[1].splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("| setting |"))
+    rows = []
+    for line in lines[first + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        assert len(cells) == 6, line
+        setting, recipes, ours, anchor, source, status = cells
+        key = re.fullmatch(r"`([a-z_]+\.[a-z_]+)`", setting)
+        value = re.fullmatch(r"`([^`]*)`", ours)
+        rows.append({"line": line, "key": key.group(1) if key else None,
+                     "prefixes": re.findall(r"`([a-z0-9_]+)`", recipes),
+                     "value": yaml.safe_load(value.group(1)) if value else None, "checked": bool(value),
+                     "status": status})
+    return rows
+
+
+def rows_for(name: str, rows: list[dict]) -> list[dict]:
+    return [r for r in rows if any(name.startswith(p) for p in r["prefixes"])]
+
+
+def test_recipe_table_in_the_docs_matches_the_yaml():
+    """Every row naming a config key states the value each matching recipe has (so the table cannot drift),
+    every row names recipes that exist, and every training setting of every recipe has a row."""
+    rows = recipe_table()
+    names = recipe_names()
+    for row in rows:
+        assert row["prefixes"] and all(any(n.startswith(p) for n in names) for p in row["prefixes"]), row["line"]
+        assert row["status"].split(" ")[0].strip("*:") in {"match", "paper", "fixed", "deviation", "assumption"}, \
+            row["line"]
+        if row["key"] is None or not row["checked"]:
+            continue
+        for name in names:
+            if any(name.startswith(p) for p in row["prefixes"]):
+                ours = OmegaConf.select(load_recipe(name), row["key"])
+                ours = OmegaConf.to_container(ours) if OmegaConf.is_config(ours) else ours
+                if isinstance(ours, float) or isinstance(row["value"], float):
+                    assert ours == pytest.approx(row["value"], rel=1e-12), (name, row["line"])
+                else:
+                    assert ours == row["value"], (name, row["line"])
+    for name in names:
+        mine = {r["key"] for r in rows_for(name, rows) if r["key"]}
+        raw = yaml.safe_load((Path(CONFIG_DIR) / f"{name}.yaml").read_text(encoding="utf-8"))
+        keys = {f"{section}.{key}" for section, values in raw.items() if isinstance(values, dict) for key in values}
+        missing = sorted((keys - LOGISTICS) - mine) + [k for k in ALWAYS_IN_TABLE if k not in mine]
+        assert not missing, f"docs/recipes.md has no row for {missing} of {name}"

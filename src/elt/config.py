@@ -30,6 +30,7 @@ from elt.runtime import PRECISIONS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 LR_SCHEDULES = ("constant", "cosine", "linear")
+WEIGHT_DECAY_GROUPS = ("bias", "norm", "embedding")  # train.weight_decay_exempt (elt.train.optim)
 
 
 @dataclass
@@ -45,6 +46,8 @@ class ModelConfig:
     input_injection: bool = False  # re-inject the loop input at every loop (recurrent-depth models; not in the paper)
     checkpoint_loops: bool = False  # activation checkpointing per loop (memory flat in L)
     class_dropout: float = 0.1  # label dropout for classifier-free guidance
+    dropout: float = 0.0  # training dropout of each block's residual branches (MaskGIT/MAGVIT: 0.1; not in the paper)
+    attention_dropout: float = 0.0  # training dropout of attention probabilities (MaskGIT/MAGVIT: 0.1)
 
 
 @dataclass
@@ -86,6 +89,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0  # floor of the cosine/linear decay, as a fraction of train.lr
     grad_accum_steps: int = 1  # micro-batches per optimizer step (each rank loads batch_size / world / this)
     micro_batch_size: int = 0  # per-rank micro-batch; > 0 derives grad_accum_steps = batch_size / (world · this)
+    weight_decay_exempt: list[str] = field(default_factory=list)  # of bias | norm | embedding: no decay (MAGVIT)
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     seed: int = 0
@@ -308,8 +312,11 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"ilsd.min_student_loops={cfg.ilsd.min_student_loops} must lie in "
                               f"1..{cfg.model.loops - 1} (model.loops - 1)")
     _validate_sampling_loops(cfg)
-    if not 0.0 <= cfg.model.class_dropout < 1.0:
-        raise ConfigError(f"model.class_dropout={cfg.model.class_dropout} must lie in [0, 1)")
+    for key in ("model.class_dropout", "model.dropout", "model.attention_dropout"):
+        if not 0.0 <= OmegaConf.select(cfg, key) < 1.0:
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} must lie in [0, 1)")
+    for group in cfg.train.weight_decay_exempt:
+        _choice("train.weight_decay_exempt", group, WEIGHT_DECAY_GROUPS)
     _validate_ranges(cfg)
     _validate_video(cfg)
 

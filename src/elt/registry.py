@@ -138,4 +138,5 @@ def build_backbone(cfg: DictConfig, cond_dim: int | None = None) -> LoopedTransf
     return LoopedTransformer(dim=m.width, unique_layers=unique_layers, loops=loops, heads=m.heads,
                              mlp_ratio=m.mlp_ratio, cond_dim=cond_dim, loop_embedding=m.loop_embedding,
                              loop_norm=m.loop_norm, checkpoint_loops=m.checkpoint_loops,
-                             input_injection=m.input_injection)
+                             input_injection=m.input_injection, dropout=m.dropout,
+                             attention_dropout=m.attention_dropout)

@@ -22,20 +22,29 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention through ``scaled_dot_product_attention`` (flash/efficient kernels on GPU)."""
+    """Multi-head self-attention through ``scaled_dot_product_attention`` (flash/efficient kernels on GPU).
 
-    def __init__(self, dim: int, heads: int, qkv_bias: bool = True):
+    ``dropout`` drops attention probabilities in training (MaskGIT/MAGVIT's ``attention_probs_dropout``);
+    0 (the default) calls the kernel exactly as without the option."""
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, dropout: float = 0.0):
         super().__init__()
         if dim % heads:
             raise ValueError(f"width {dim} is not divisible by heads {heads}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"attention dropout must lie in [0, 1), got {dropout}")
         self.heads = heads
+        self.dropout = float(dropout)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)
+        if self.dropout and self.training:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -55,14 +64,22 @@ class Block(nn.Module):
     Without ``cond_dim`` it is a plain pre-LayerNorm block (masked models). With ``cond_dim`` the norms
     lose their affine parameters and a zero-initialised linear map of the conditioning vector produces
     shift/scale/gate for both branches (adaLN-Zero, as in DiT): at initialisation the block is the identity.
+
+    ``dropout`` drops the output of each residual branch (attention projection, MLP) in training, where
+    MaskGIT/MAGVIT apply their ``hidden_dropout``; ``attention_dropout`` drops attention probabilities. Both
+    draw from the device's RNG (not keyed by the sample index), so with dropout a multi-process run is not
+    bit-identical to one process. At 0 (the default) the forward pass is exactly the one without them.
     """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, cond_dim: int | None = None,
-                 qkv_bias: bool = True):
+                 qkv_bias: bool = True, dropout: float = 0.0, attention_dropout: float = 0.0):
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         self.adaptive = cond_dim is not None
+        self.dropout = float(dropout)
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=not self.adaptive, eps=1e-6)
-        self.attn = Attention(dim, heads, qkv_bias=qkv_bias)
+        self.attn = Attention(dim, heads, qkv_bias=qkv_bias, dropout=attention_dropout)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=not self.adaptive, eps=1e-6)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
         if self.adaptive:
@@ -70,15 +87,18 @@ class Block(nn.Module):
             nn.init.zeros_(self.ada[1].weight)
             nn.init.zeros_(self.ada[1].bias)
 
+    def _drop(self, branch: torch.Tensor) -> torch.Tensor:
+        return F.dropout(branch, self.dropout, training=True) if self.dropout and self.training else branch
+
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         if not self.adaptive:
-            x = x + self.attn(self.norm1(x))
-            return x + self.mlp(self.norm2(x))
+            x = x + self._drop(self.attn(self.norm1(x)))
+            return x + self._drop(self.mlp(self.norm2(x)))
         if cond is None:
             raise ValueError("an adaLN block needs a conditioning vector")
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(cond).chunk(6, dim=-1)
-        x = x + gate1.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift1, scale1))
-        return x + gate2.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        x = x + gate1.unsqueeze(1) * self._drop(self.attn(modulate(self.norm1(x), shift1, scale1)))
+        return x + gate2.unsqueeze(1) * self._drop(self.mlp(modulate(self.norm2(x), shift2, scale2)))
 
 
 class TimestepEmbedder(nn.Module):

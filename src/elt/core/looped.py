@@ -44,11 +44,14 @@ class LoopedTransformer(nn.Module):
             default; zero-initialised, so training starts from the plain loop).
         checkpoint_loops: recompute each loop in the backward pass instead of storing its activations,
             so training memory stays flat in L.
+        dropout, attention_dropout: training-time dropout of each block's residual branches and attention
+            probabilities (:class:`~elt.core.blocks.Block`; 0 by default, the paper states none).
     """
 
     def __init__(self, dim: int, unique_layers: int, loops: int, heads: int, mlp_ratio: float = 4.0,
                  cond_dim: int | None = None, qkv_bias: bool = True, loop_embedding: bool = False,
-                 loop_norm: bool = False, checkpoint_loops: bool = False, input_injection: bool = False):
+                 loop_norm: bool = False, checkpoint_loops: bool = False, input_injection: bool = False,
+                 dropout: float = 0.0, attention_dropout: float = 0.0):
         super().__init__()
         if unique_layers < 1:
             raise ValueError(f"unique_layers must be >= 1, got {unique_layers}")
@@ -59,7 +62,8 @@ class LoopedTransformer(nn.Module):
         self.loops = loops
         self.checkpoint_loops = checkpoint_loops
         self.blocks = nn.ModuleList(
-            [Block(dim, heads, mlp_ratio, cond_dim=cond_dim, qkv_bias=qkv_bias) for _ in range(unique_layers)]
+            [Block(dim, heads, mlp_ratio, cond_dim=cond_dim, qkv_bias=qkv_bias, dropout=dropout,
+                   attention_dropout=attention_dropout) for _ in range(unique_layers)]
         )
         self.loop_embed = nn.Linear(dim, dim) if loop_embedding else None
         self.loop_norm = nn.LayerNorm(dim, eps=1e-6) if loop_norm else None

@@ -101,6 +101,8 @@ class MaskedGenerator(LoopedGenerator):
         self.embed_norm = nn.LayerNorm(width, eps=1e-6)
         self.class_embed = LabelEmbedder(self.num_classes, width, drop_prob=cfg.model.class_dropout)
         self.head = nn.Sequential(nn.LayerNorm(width, eps=1e-6), nn.Linear(width, self.codebook_size))
+        # MaskGIT/MAGVIT drop the input embeddings at the transformer's hidden dropout rate (training only)
+        self.embed_dropout = float(cfg.model.get("dropout", 0.0) or 0.0)
         nn.init.normal_(self.token_embed.weight, std=0.02)
         nn.init.normal_(self.head[1].weight, std=0.02)
         nn.init.zeros_(self.head[1].bias)
@@ -127,12 +129,15 @@ class MaskedGenerator(LoopedGenerator):
     def class_token(self, labels: torch.Tensor, allow_dropout: bool) -> torch.Tensor:
         """B×1×D prefix token; label −1 is the null class. Label dropout only when training and allowed."""
         if allow_dropout:
-            return self.class_embed(labels).unsqueeze(1)
+            return self._drop(self.class_embed(labels).unsqueeze(1))
         null = torch.full_like(labels, self.class_embed.null_class)
         return self.class_embed.table(torch.where(labels < 0, null, labels)).unsqueeze(1)
 
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, self.embed_dropout, training=True) if self.embed_dropout and self.training else x
+
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.embed_norm(self.token_embed(tokens) + self.pos_embed)
+        return self._drop(self.embed_norm(self.token_embed(tokens) + self.pos_embed))
 
     def logits(self, tokens: torch.Tensor, labels: torch.Tensor, loops: int | None = None) -> torch.Tensor:
         """Codebook logits B×N×V for token ids B×N (``mask_id`` where masked), no label dropout."""

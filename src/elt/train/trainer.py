@@ -58,6 +58,7 @@ from elt.train.checkpoint import (
 from elt.train.distributed import DistEnv, ShardedSampler
 from elt.train.ema import EMA
 from elt.train.logger import RunLogger
+from elt.train.optim import build_optimizer
 from elt.train.perf import FlopCounter, memory_record, mfu, peak_flops
 from elt.train.signals import GracefulStop, TrainingInterrupted
 from elt.visual import save_grid
@@ -192,11 +193,7 @@ class Trainer:
         if self.sharded:
             self.ema.track_sharded(self.generator)
         seed_everything(dist_lib.rank_seed(cfg.train.seed, self.env.rank))  # noise/masks differ per rank
-        self.optimizer = torch.optim.AdamW(
-            self.generator.trainable_parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas),
-            weight_decay=cfg.train.weight_decay,
-            **({"fused": True} if self.device.type == "cuda" else {}),
-        )
+        self.optimizer = build_optimizer(self.generator, self.generator.trainable_parameters(), cfg, self.device)
         self.student_draw = (
             StudentLoopDraw(cfg.model.loops, cfg.ilsd.min_student_loops, seed=cfg.train.seed + 1)
             if cfg.ilsd.mode == "ilsd" else None
