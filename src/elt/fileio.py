@@ -45,7 +45,7 @@ def describe(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-_OS_CODE = re.compile(r"(?:code: |errno |Errno )(\d+)")
+_OS_CODE = re.compile(r"(?:code: |errno |Errno |os error )(\d+)")
 
 
 def write_failure(exc: BaseException) -> str | None:

@@ -231,9 +231,9 @@ def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torc
         reason = write_failure(exc)
         if reason is None:
             raise
-        raise OutputError(f"cannot write the checkpoint of step {step} to {str(final)!r}: "
-                          f"{reason}; the previous checkpoint is kept "
-                          "(continue with --resume auto)") from exc
+        kept = ("the previous checkpoint is kept (continue with --resume auto)" if read_latest(root) is not None
+                else "no checkpoint was written")
+        raise OutputError(f"cannot write the checkpoint of step {step} to {str(final)!r}: {reason}; {kept}") from exc
     _prune(root, keep, final)
     return final
 
