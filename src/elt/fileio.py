@@ -1,4 +1,4 @@
-"""Writing outputs so that nothing half-written ever sits under a final name. The bottom layer: no elt imports.
+"""Writing outputs so that nothing half-written ever sits under a final name. The bottom layer: imports only elt.errors.
 
 Every file elt writes (samples, grids, JSON, CSV, weights, checkpoints, exports, eval outputs) goes through
 :func:`atomic_write` (one file) or :func:`atomic_dir` (a directory of files): the data is written under a
@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from elt.errors import UserError
 
 TMP_MARK = ".tmp-"
 
@@ -325,7 +327,7 @@ def check_output_dir(path: str | Path, what: str = "output directory") -> Path:
 
 
 USER_FIXABLE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
-                       errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG)
+                       errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EFBIG, errno.ELOOP)
 
 
 def user_fixable(exc: BaseException) -> str | None:
@@ -480,3 +482,66 @@ def run_dir_lock(path: str | Path) -> Iterator[Path | None]:
         return
     with exclusive_lock(run, ".lock", what="run directory"):
         yield run
+
+
+# -- untrusted input files: one line, never a pickle ------------------------------------------------------------
+class InputFileError(UserError, ValueError):
+    """An input file that is damaged, of another format, or holds what elt never loads (pickled objects)."""
+
+
+def _kind_of(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return ""
+    if head.startswith(b"\x80") or head.startswith(b"PK\x03\x04"):
+        return " (it looks like a pickle or a torch.save file, which elt never loads)"
+    return ""
+
+
+def load_npz(path: str | Path, what: str = "file", keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The arrays of an ``.npz`` (``keys`` only, when given), read at once with ``allow_pickle=False``. A file
+    that is not an ``.npz``, is truncated, or holds object arrays (pickles) is a one-line
+    :class:`InputFileError` naming it."""
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise InputFileError(f"{what} {str(path)!r} is a single .npy array, not an .npz archive")
+            return {key: np.asarray(data[key]) for key in data.files if keys is None or key in keys}
+    except InputFileError:
+        raise
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            raise InputFileError(f"{what} {str(path)!r} holds object arrays (pickled Python objects), which elt "
+                                 "never loads; save plain numeric arrays (np.savez with uint8/int arrays)") from None
+        raise InputFileError(f"{what} {str(path)!r} is not a readable .npz ({_first_line(exc)})") from None
+    except (zipfile.BadZipFile, EOFError, KeyError, OSError, RuntimeError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise InputFileError(f"{what} {str(path)!r} not found") from None
+        raise InputFileError(f"{what} {str(path)!r} is damaged or not an .npz ({_first_line(exc)})") from None
+
+
+def load_safetensors(path: str | Path, what: str = "weights file") -> dict[str, Any]:
+    """A safetensors file as a dict of tensors; anything else (a pickle, a truncated or empty file) is a
+    one-line :class:`InputFileError`."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{what} {str(path)!r} not found")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error type for empty/truncated/garbage files
+        raise InputFileError(f"{what} {str(path)!r} is damaged or not a safetensors file{_kind_of(path)} "
+                             f"({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."

@@ -156,4 +156,7 @@ class ImageFolder(Dataset):
             item = self.load((index + offset) % len(self.files))
             if item is not None:
                 return item
-        raise RuntimeError(f"no readable image in {self.root}")
+        from elt.errors import UserError
+
+        raise UserError(f"no readable image in {self.root}: every one of its {len(self.files)} image files is "
+                        "damaged or not an image")
