@@ -303,9 +303,9 @@ def _looks_like_checkpoint(path: Path) -> bool:
     return any((path / name).exists() or (path / name).is_symlink() for name in CHECKPOINT_FILES)
 
 
-def _step_folders(root: Path) -> list[Path]:
-    """``step_N`` folders of a checkpoints directory, newest first; symbolic links are skipped with a warning
-    (a step folder of an untrusted run must not lead outside it)."""
+def _step_folders(root: Path, links: list[Path] | None = None) -> list[Path]:
+    """``step_N`` folders of a checkpoints directory, newest first; symbolic links are skipped (a step folder
+    of an untrusted run must not lead outside it) and listed in ``links``."""
     if not root.is_dir():
         return []
     folders = []
@@ -313,7 +313,8 @@ def _step_folders(root: Path) -> list[Path]:
         if not STEP_NAME.fullmatch(p.name):
             continue
         if p.is_symlink():
-            warn_once(f"ignoring {p}: a step folder must not be a symbolic link")
+            if links is not None:
+                links.append(p)
             continue
         if p.is_dir():
             folders.append(p)
@@ -338,7 +339,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return demo_checkpoint(path)
     path = Path(path)
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    folders = _step_folders(root)
+    links: list[Path] = []
+    folders = _step_folders(root, links)
     if not folders and _looks_like_checkpoint(path):
         why = damage_of(path)
         if why is not None:
@@ -346,9 +348,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return path
     newest = _latest_name(root)
     newest = root / newest if newest and (root / newest) in folders else (folders[0] if folders else None)
+    ignored = f" ({', '.join(p.name for p in links[:3])}: symbolic links, not followed)" if links else ""
     if newest is None:
-        raise CheckpointError(f"no checkpoint at {str(path)!r}: expected a directory with {CONFIG_FILE} and "
-                              f"{MODEL_FILE}, or a run directory with checkpoints/step_*")
+        raise CheckpointError(f"no checkpoint at {str(path)!r}{ignored}: expected a directory with {CONFIG_FILE} "
+                              f"and {MODEL_FILE}, or a run directory with checkpoints/step_*")
+    if links:
+        warn_once(f"ignoring {', '.join(str(p) for p in links[:3])}: a step folder must not be a symbolic link")
     why = damage_of(newest)
     if why is None:
         return newest
