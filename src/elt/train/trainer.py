@@ -38,7 +38,7 @@ from elt import registry
 from elt.core import batch_random
 from elt.core.ilsd import StudentLoopDraw, ilsd_lambda
 from elt.errors import UserError
-from elt.fileio import check_output_dir, exclusive_lock, write_text
+from elt.fileio import check_output_dir, exclusive_lock, refuse_symlink, write_text
 from elt.runtime import autocast_context, seed_everything, set_threads, uses_bf16
 from elt.sampling import sample_grid_rows
 from elt.train import distributed as dist_lib
@@ -546,6 +546,8 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
         if env.is_main:
             check_output_dir(run_dir, "train.out_dir")
         with run_lock(run_dir, env):  # held from data preparation (tokenizer, caches) to the last checkpoint
+            for name in ("config.yaml", "log.jsonl", "wandb_id", "checkpoints", "checkpoints/latest"):
+                refuse_symlink(run_dir / name, "run file")  # planted links are refused before any work
             earlier = sorted((run_dir / "checkpoints").glob("step_*"), reverse=True) \
                 if (run_dir / "checkpoints").is_dir() else []
             if not resume and earlier:
