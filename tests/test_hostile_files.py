@@ -550,3 +550,23 @@ MALFORMED = [
 @pytest.mark.parametrize("case", MALFORMED, ids=[c[0] for c in MALFORMED])
 def test_malformed_inputs(case, toy_run, tmp_path, capsys, monkeypatch):
     run_case(case, toy_run, tmp_path, capsys, monkeypatch)
+
+
+def test_no_write_into_a_run_another_process_holds(toy_run, tmp_path):
+    """Commands that do not take the lock themselves (eval, bench, ...) still never write into a run while a
+    training holds it: every atomic write checks the lock of the run it lands in."""
+    from elt.fileio import LockedError, write_json
+
+    run = copy_run(toy_run, tmp_path)
+    hold_lock(run)
+    try:
+        before = tree(run)
+        with pytest.raises(LockedError, match="in use"):
+            write_json(run / "eval" / "eval.json", {"x": 1})
+        assert tree(run) == before
+    finally:
+        while _HELD:
+            _HELD.pop().close()
+    (run / ".lock").unlink()
+    write_json(run / "eval.json", {"x": 1})  # once the training is over
+    assert json.loads((run / "eval.json").read_text()) == {"x": 1}

@@ -214,6 +214,7 @@ def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs: Any) -> Iter
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
     check_not_in_package(path)
+    check_run_not_busy(path)
     tmp = temporary_name(path)
     _sweep_once(path.parent)
     _fresh_temporary(tmp)
@@ -226,6 +227,7 @@ def write_via(path: str | Path, writer: Callable[[Path], Any]) -> Path:
     then rename it to ``path``. The temporary name keeps ``path``'s suffix, so format detection works."""
     path = Path(path)
     check_not_in_package(path)
+    check_run_not_busy(path)
     tmp = path.with_name(f".{path.stem}{TMP_MARK}{os.getpid()}{path.suffix}")
     _sweep_once(path.parent)
     _fresh_temporary(tmp)
@@ -272,6 +274,7 @@ def atomic_dir(path: str | Path, replace: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     check_not_in_package(path)
+    check_run_not_busy(path)
     tmp = temporary_name(path)
     _sweep_once(path.parent)
     _remove(tmp)
@@ -545,3 +548,39 @@ def load_safetensors(path: str | Path, what: str = "weights file") -> dict[str, 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+def check_run_not_busy(path: str | Path) -> None:
+    """Refuse to write ``path`` when it lies in a run directory whose lock another process holds (a training
+    in progress): every elt command that writes there, not only those that take the lock themselves. The
+    lock's holder (this process) writes freely."""
+    import fcntl
+
+    run = enclosing_run(Path(path).parent)
+    if run is None:
+        return
+    lock = run / ".lock"
+    if lock.is_symlink():
+        refuse_symlink(lock, "lock file")
+    if not lock.is_file() or str(lock.resolve()) in _HELD:
+        return
+    try:
+        fd = os.open(lock, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 4096).decode("utf-8", "replace").strip()
+        os.close(fd)
+        try:
+            info = json.loads(holder)
+            who = f"process {info.get('pid')} on host {info.get('host')} (started {info.get('started')})"
+        except ValueError:
+            who = "another process"
+        error = LockedError(f"run directory {str(run)!r} is in use by {who}; {str(path)!r} is not written there: "
+                            "wait for it to finish, or choose another output folder")
+        error.errno = errno.EBUSY
+        raise error from None
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
