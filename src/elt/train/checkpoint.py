@@ -190,7 +190,9 @@ def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torc
     if final.is_symlink() or final.exists():
         owner = run_id_of(final)
         if final.is_symlink() or owner != run_id:
-            raise CheckpointError(f"{str(final)!r} belongs to another run (run {owner or 'of an earlier version'}); "
+            shown = owner if re.fullmatch(r"[0-9a-f]{1,32}", owner) else "of an earlier version" if not owner \
+                else "with an unreadable id"
+            raise CheckpointError(f"{str(final)!r} belongs to another run (run {shown}); "
                                   "it is not replaced: continue that run with --resume auto, or choose a new "
                                   "train.out_dir")
     try:
