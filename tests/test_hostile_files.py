@@ -92,6 +92,14 @@ def train_args(where: Path, *overrides: str) -> list[str]:
     return ["train", str(yaml), "--no-progress", *TOY_OVERRIDES, "train.tensorboard=false", *overrides]
 
 
+def other_run(toy_run: Path, where: Path) -> Path:
+    """A copy of the toy run as if another run had written it (another run id in its manifests)."""
+    run = copy_run(toy_run, where, "other")
+    for manifest in (run / "checkpoints").glob("step_*/manifest.json"):
+        manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "run": "0123456789abcdef"}))
+    return run
+
+
 def hold_lock(run: Path) -> None:
     """Hold ``RUN/.lock`` as a training does (another open file description: a conflict even in-process)."""
     handle = open(run / ".lock", "a+")
@@ -265,6 +273,9 @@ DATA_LOSS = [
     ("sample-into-the-package", lambda r, w, o: ["sample", "--ckpt", str(r), "--out",
                                                  str(PACKAGE_DIR / "_hostile_test_out"), "--num", "2"],
      2, ["installed elt package"], 1, None),
+    ("resume-another-runs-checkpoint-over-this-run", lambda r, w, o: [
+        *train_args(w, "train.steps=4", "train.checkpoint_every=2", f"train.out_dir={copy_run(r, w)}"), "--resume",
+        str(other_run(r, w) / "checkpoints" / "step_0000002")], 2, ["another run", "train.out_dir"], 1, None),
     ("info-checks-the-training-state", lambda r, w, o: ["info", str(damaged_state(r, w))], 2, ["state.pt"], 1, None),
     ("info-names-a-damaged-newest-step", lambda r, w, o: ["info", str(damaged_newest(r, w))], 0,
      ["warning"], 1, newest_used("step_0000002")),

@@ -205,9 +205,13 @@ def check_samples(samples_dir: Path, loops: Sequence[int], num: int | None = Non
             with zipfile.ZipFile(path) as archive, archive.open("arr_0.npy") as member:
                 major, _ = np.lib.format.read_magic(member)
                 read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                shape = read_header(member)[0]
-        except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-            raise SweepInputError(f"{path} is not a samples file written by 'elt sample' ({exc})") from exc
+                shape, _, dtype = read_header(member)
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
+            raise SweepInputError(f"{path} is not a samples file written by 'elt sample' "
+                                  f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
+        if dtype.hasobject:
+            raise SweepInputError(f"samples file {str(path)!r} holds object arrays (pickled Python objects), which "
+                                  "elt never loads; 'elt sample' writes uint8 arrays")
         if shape[0] < num:
             raise SweepInputError(f"{path} holds {shape[0]} samples, fewer than --num {num}")
 

@@ -568,7 +568,15 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
             elif resume:
                 trainer.resume_from(resume)
             if trainer.resumed_from is not None:
-                ckpt_lib.continue_run(trainer.run_dir, trainer.resumed_from)
+                run_id = ckpt_lib.continue_run(trainer.run_dir, trainer.resumed_from)
+                # resuming another run's checkpoint into this folder: its saves must not land on this folder's
+                # own later steps (refused now, not after training up to them)
+                foreign = [p for p in earlier if p.name > f"step_{trainer.step:07d}" and
+                           ckpt_lib.run_id_of(p) != run_id]
+                if foreign:
+                    raise CheckpointError(f"train.out_dir {str(run_dir)!r} holds {foreign[-1].name} of another run, "
+                                          f"which resuming from {trainer.resumed_from} would replace; choose a new "
+                                          "train.out_dir")
             else:
                 ckpt_lib.start_run(trainer.run_dir)
             return trainer.fit()
