@@ -474,6 +474,9 @@ PLANTED = [
     ("config-reads-the-environment", lambda r, w, o: train_args(
         w, "train.steps=1", "train.wandb_project=${oc.env:ELT_TEST_SECRET}", f"train.out_dir={w / 'new'}"),
      2, ["train.wandb_project", "environment"], 1, None),
+    ("tokenizer-config-reads-the-environment", lambda r, w, o: [
+        "tokenizer", "train", "fmnist_masked", "data.root=${oc.env:ELT_TEST_SECRET}", *FOLDER_TOKENIZER, "--out",
+        str(w / "t")], 2, ["data.root", "environment"], 1, None),
     ("nested-config-reads-the-environment", lambda r, w, o: train_args(
         w, "train.steps=1", "data.root=/x/${oc.env:ELT_TEST_SECRET}", f"train.out_dir={w / 'new'}"),
      2, ["data.root", "environment"], 1, None),

@@ -28,6 +28,9 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from elt.tokenizers.train import train_tokenizer
 
     cfg = load_config(args.config, args.overrides)
+    from elt.train.checkpoint import refuse_environment_reads
+
+    refuse_environment_reads(cfg)  # tokenizer.json stores the data settings: no environment value ends up there
     if cfg.tokenizer.kind not in TRAINABLE_KINDS:
         raise UserError(f"tokenizer.kind={cfg.tokenizer.kind} is not trainable here; only "
                         f"{' and '.join(TRAINABLE_KINDS)} are (pretrained_vq loads from tokenizer.pretrained_path)")
