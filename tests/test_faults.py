@@ -25,7 +25,7 @@ import elt
 from conftest import TOY_OVERRIDES
 from elt.cli import main
 from elt.config import load_config
-from elt.errors import CheckpointError
+from elt.errors import CheckpointError, UserError
 from elt.fileio import LockedError, OutputError, atomic_write, exclusive_lock, save_npz
 from elt.train.checkpoint import NonFiniteWeightsError, resolve_checkpoint
 from elt.train.trainer import Trainer, train
@@ -264,11 +264,14 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
 def test_fresh_start_rotates_the_log_and_partial_lines_do_not_break_resume(toy_paradigm, tmp_path, capsys):
     run = tmp_path / "run"
     cfg = toy_cfg(run, "train.steps=4", "train.log_every=1", "train.checkpoint_every=2")
-    train(cfg, progress=False)
-    train(cfg, progress=False)  # a fresh start into the same directory: the old log is kept aside
+    (run).mkdir()
+    (run / "log.jsonl").write_text('{"step": 9}\n')  # a log without checkpoints (a run stopped before its first)
+    train(cfg, progress=False)  # a fresh start into that directory: the old log is kept aside
     assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
-    assert [json.loads(line)["step"] for line in (run / "log.1.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert [json.loads(line)["step"] for line in (run / "log.1.jsonl").read_text().splitlines()] == [9]
     assert "log.1.jsonl" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--resume auto"):  # a run with checkpoints is never restarted over
+        train(cfg, progress=False)
     with open(run / "log.jsonl", "a") as handle:  # killed in the middle of a log write
         handle.write('{"step": 5, "loss": 0.')
     cfg8 = toy_cfg(run, "train.steps=6", "train.log_every=1", "train.checkpoint_every=2")
@@ -297,10 +300,11 @@ def test_checkpoint_configs_are_not_interpolated_and_latest_stays_inside(toy_par
     for pointer in ("../../elsewhere", str(elsewhere), "step_0000002/../../../elsewhere"):
         (root / "latest").write_text(pointer)
         assert resolve_checkpoint(tmp_path / "run") == final
-    # a saved config holds plain values: interpolations in a user's config are resolved when saving
+    # environment variables are never resolved into a run's saved config: refused before any file is written
     cfg = toy_cfg(tmp_path / "run2", "train.steps=1", "train.wandb_project=${oc.env:ELT_TEST_SECRET}")
-    saved = train(cfg, progress=False)
-    assert "wandb_project: hunter2" in (saved / "config.yaml").read_text()
+    with pytest.raises(UserError, match="train.wandb_project") as info:
+        train(cfg, progress=False)
+    assert "hunter2" not in str(info.value) and not (tmp_path / "run2").exists()
 
 
 def test_device_names_are_validated():

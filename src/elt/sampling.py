@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from elt.config import check_guidance, check_seed
 from elt.core.generator import LoopedGenerator
 from elt.core.schedule import LoopSchedule, as_point, file_token, point_label
-from elt.fileio import check_output_dir, save_npz, write_json
+from elt.fileio import check_output_dir, remove_stale_temporaries, run_dir_lock, save_npz, write_json
 from elt.visual import is_video_rows, save_grid, save_video_grid
 
 
@@ -161,7 +161,16 @@ def sample_to_disk(generator: LoopedGenerator, loop_counts: Sequence[LoopSchedul
     check_points(generator, loop_counts, steps)
     if rank == 0:
         check_output_dir(out, "--out")
-        out.mkdir(parents=True, exist_ok=True)
+        with run_dir_lock(out):  # into a run directory: never while a training holds it
+            out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(out)  # .samples_L1.npz.tmp-PID of a killed earlier run
+            return _sample_to_disk(generator, loop_counts, num, out, seed, steps, guidance, batch_size, progress)
+    return _sample_to_disk(generator, loop_counts, num, out, seed, steps, guidance, batch_size, progress)
+
+
+def _sample_to_disk(generator: LoopedGenerator, loop_counts: Sequence[LoopSchedule], num: int, out: Path, seed: int,
+                    steps: int | None, guidance: float | None, batch_size: int, progress: bool) -> dict:
+    rank, world = shard_info()
     labels = balanced_labels(num, generator.num_classes)
     used_steps, used_guidance = sampling_settings(generator, steps, guidance)
     record = {"num": num, "seed": seed, "steps": used_steps, "guidance": used_guidance, "label_policy": "balanced",

@@ -3,21 +3,45 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from elt.cli.args import LOOPS_HELP, parse_loops, positive_int
 from elt.errors import UserError
 from elt.eval import calibrate as calibrate_lib
-from elt.fileio import write_json
+from elt.fileio import run_dir_lock, write_json
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    points = args.loops
+    out, note = default_output(args.ckpt, args.out)
+    if note:
+        print(f"elt calibrate: {note}")
+    with run_dir_lock(out):  # calibrating into a run directory: never while a training holds it
+        return _calibrate(args, out, points)
+
+
+def default_output(ckpt: str, out: str | None) -> tuple[Path, str | None]:
+    """``--out``, else the run directory when writable; a shipped model (``demo:NAME``) or any checkpoint
+    inside the installed package gets ``./calibration-NAME`` instead (nothing is written into the package)."""
+    from elt.fileio import PACKAGE_DIR, check_output_dir
+    from elt.train.checkpoint import resolve_checkpoint
+
+    if out is None:
+        source = resolve_checkpoint(ckpt).resolve()
+        if source.is_relative_to(PACKAGE_DIR):
+            folder = Path(f"calibration-{source.name}")
+            check_output_dir(folder, "--out")
+            return folder, (f"{ckpt} is a model shipped inside the elt package, which is never written to: "
+                            f"writing to {folder.resolve()} (choose another folder with --out)")
+    folder, note = calibrate_lib.output_dir(ckpt, out)
+    check_output_dir(folder, "--out")
+    return folder, note
+
+
+def _calibrate(args: argparse.Namespace, out: Path, points) -> int:
     import elt
     from elt.sampling import check_points
 
-    points = args.loops
-    out, note = calibrate_lib.output_dir(args.ckpt, args.out)
-    if note:
-        print(f"elt calibrate: {note}")
     generator = elt.load(args.ckpt, device=args.device)
     points = points or calibrate_lib.default_points(generator)
     steps = args.steps
@@ -54,7 +78,8 @@ def add_parsers(sub) -> None:
                        description=calibrate_lib.__doc__.splitlines()[0]
                        + " Example: elt calibrate --ckpt runs/fmnist_diffusion")
     p.add_argument("--ckpt", required=True, help="checkpoint or run directory")
-    p.add_argument("--out", default=None, help="output folder (default: the run directory when writable)")
+    p.add_argument("--out", default=None, help="output folder (default: the run directory when writable; for a "
+                   "shipped demo:NAME model ./calibration-NAME)")
     p.add_argument("--loops", type=parse_loops, default=None,
                    help=LOOPS_HELP + " (default: 1..L_max, L_max:1, 1:L_max and three adaptive thresholds)")
     p.add_argument("--num", type=positive_int, default=200, help="samples per point for quality (default 200)")

@@ -28,19 +28,28 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from elt.tokenizers.train import train_tokenizer
 
     cfg = load_config(args.config, args.overrides)
+    from elt.train.checkpoint import refuse_environment_reads
+
+    refuse_environment_reads(cfg)  # tokenizer.json stores the data settings: no environment value ends up there
     if cfg.tokenizer.kind not in TRAINABLE_KINDS:
         raise UserError(f"tokenizer.kind={cfg.tokenizer.kind} is not trainable here; only "
                         f"{' and '.join(TRAINABLE_KINDS)} are (pretrained_vq loads from tokenizer.pretrained_path)")
     out = tokenizer_dir(cfg, args.out)
-    from elt.fileio import check_output_dir
+    from contextlib import nullcontext
+
+    from elt.fileio import check_output_dir, enclosing_run, exclusive_lock
 
     check_output_dir(out, "tokenizer output folder")
-    if is_saved(out) and not args.force:
-        raise UserError(f"a tokenizer already exists in {out}; pass --force to retrain it or --out DIR")
-    try:
-        meta = train_tokenizer(cfg, out, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as exc:
-        raise UserError(str(exc).splitlines()[0]) from exc
+    # a tokenizer written into a run directory (RUN/tokenizer by default) holds that run's lock: never while a
+    # training there uses it
+    run = Path(cfg.train.out_dir) if out == Path(cfg.train.out_dir) / "tokenizer" else enclosing_run(out)
+    with exclusive_lock(run, ".lock", what="run directory") if run is not None else nullcontext():
+        if is_saved(out) and not args.force:
+            raise UserError(f"a tokenizer already exists in {out}; pass --force to retrain it or --out DIR")
+        try:
+            meta = train_tokenizer(cfg, out, progress=not args.no_progress)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UserError(str(exc).splitlines()[0]) from exc
     metrics = meta.get("metrics")
     if metrics:
         print(f"tokenizer {meta['hash']}: {metrics['split']} PSNR {metrics['psnr']:.2f} dB, "

@@ -112,9 +112,10 @@ def add_sample(sub) -> None:
 
 # -- info -----------------------------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
-    from elt.train.checkpoint import load_config_of, load_generator, resolve_checkpoint
+    from elt.train.checkpoint import load_config_of, load_generator, resolve_checkpoint, verify_checkpoint
 
     ckpt = resolve_checkpoint(args.ckpt)
+    verify_checkpoint(ckpt)  # every file it reports on: sizes, weights, training state
     cfg = load_config_of(ckpt)
     generator = load_generator(ckpt)
     backbone = generator.backbone

@@ -152,8 +152,18 @@ class ImageFolder(Dataset):
                       f"{len(self.skipped)} skipped so far", UnreadableImageWarning, stacklevel=3)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        for offset in range(len(self.files)):
-            item = self.load((index + offset) % len(self.files))
-            if item is not None:
-                return item
-        raise RuntimeError(f"no readable image in {self.root}")
+        item = None
+        with warnings.catch_warnings(record=True) as skipped:  # shown once a readable image is found
+            warnings.simplefilter("always", UnreadableImageWarning)
+            for offset in range(len(self.files)):
+                item = self.load((index + offset) % len(self.files))
+                if item is not None:
+                    break
+        if item is not None:
+            for record in skipped:
+                warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
+            return item
+        from elt.errors import UserError
+
+        raise UserError(f"no readable image in {self.root}: every one of its {len(self.files)} image files is "
+                        "damaged or not an image")

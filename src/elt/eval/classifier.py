@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from elt.fileio import write_json, write_via
+from elt.errors import UserError
+from elt.fileio import InputFileError, load_safetensors, write_json, write_via
 from elt.runtime import resolve_device
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -36,11 +37,11 @@ FEATURE_DIM = 128
 NUM_CLASSES = 10
 
 
-class ClassifierMissingError(FileNotFoundError):
+class ClassifierMissingError(UserError, FileNotFoundError):
     """The shipped classifier weights are not where they should be."""
 
 
-class ImageFormatError(ValueError):
+class ImageFormatError(UserError, ValueError):
     """Images the classifier cannot take (not grey, not 28/32 px, not uint8)."""
 
 
@@ -142,7 +143,13 @@ def load_classifier(path: str | Path | None = None, device: str | torch.device =
         raise ClassifierMissingError(f"classifier weights {weights} not found; recreate them with "
                                      "'elt eval train-classifier' (a few minutes on a CPU)")
     model = FMNISTClassifier()
-    model.load_state_dict(load_file(str(weights)))
+    state = load_safetensors(weights, "classifier weights")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputFileError(f"classifier weights {str(weights)!r} do not fit the Fashion-MNIST classifier "
+                             f"({str(exc).splitlines()[0][:160]}); use weights from 'elt eval train-classifier'") \
+            from None
     return ClassifierFeatures(model, file_sha256(weights), device=device)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from elt.errors import UserError
 from elt.eval.classifier import Features, file_sha256
 from elt.runtime import resolve_device
 
@@ -35,15 +36,15 @@ INCEPTION_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb91
 INCEPTION_ENV = "ELT_INCEPTION_WEIGHTS"
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(UserError, FileNotFoundError):
     """Pretrained feature-extractor weights are not on this machine (we never download them)."""
 
 
-class WeightsHashError(ValueError):
+class WeightsHashError(UserError, ValueError):
     """A weights file is not the expected one (SHA-256 mismatch)."""
 
 
-class MissingDependencyError(ImportError):
+class MissingDependencyError(UserError, ImportError):
     """An optional package needed by a metric is not importable."""
 
 

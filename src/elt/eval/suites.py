@@ -17,6 +17,7 @@ import torch
 from elt.eval.classifier import Features
 from elt.eval.frechet import frechet_distance, gaussian_stats
 from elt.eval.metrics import class_accuracy, inception_score, kid, knn_radii, prdc, precision_recall
+from elt.fileio import InputFileError, load_npz
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -43,7 +44,21 @@ def load_reference(path: str | Path) -> Reference:
             raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}")
         from PIL import Image
 
-        arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+        arrays, unreadable = [], []
+        for f in files:
+            try:
+                with Image.open(f) as handle:
+                    arrays.append(np.asarray(handle.convert("RGB")))
+            except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for damaged or foreign files
+                unreadable.append((f, exc))
+        if not arrays:
+            raise InputFileError(f"none of the {len(files)} image files in {path} is readable (e.g. "
+                                 f"{unreadable[0][0].name}: {str(unreadable[0][1]).splitlines()[0][:120]})")
+        if unreadable:
+            import warnings
+
+            warnings.warn(f"skipped {len(unreadable)} unreadable image file(s) in {path} (e.g. "
+                          f"{unreadable[0][0].name})", stacklevel=2)
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
             raise ValueError(f"images in {path} differ in size ({sorted(shapes)[:3]}…); resize them to one size")
@@ -51,12 +66,9 @@ def load_reference(path: str | Path) -> Reference:
     if not path.is_file():
         raise FileNotFoundError(f"reference {path} not found (expected an .npz with mu/sigma or arr_0, or a folder "
                                 "of images)")
-    with np.load(path) as data:
-        keys = set(data.files)
-        mu = data["mu"] if "mu" in keys else None
-        sigma = data["sigma"] if "sigma" in keys else None
-        images = data["arr_0"] if "arr_0" in keys else None
-        labels = data["arr_1"] if "arr_1" in keys else None
+    data = load_npz(path, "reference")
+    keys = set(data)
+    mu, sigma, images, labels = (data.get(key) for key in ("mu", "sigma", "arr_0", "arr_1"))
     if (mu is None or sigma is None) and images is None:
         raise ValueError(f"{path} has neither mu/sigma nor arr_0 images (keys: {', '.join(sorted(keys))})")
     if images is not None and images.dtype != np.uint8:

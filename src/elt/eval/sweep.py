@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 
 from elt.core.generator import LoopedGenerator
 from elt.core.schedule import LoopSchedule, file_token, point_label
-from elt.fileio import atomic_write, write_json, write_text
+from elt.errors import UserError
+from elt.fileio import atomic_write, load_npz, write_json, write_text
 from elt.runtime import resolve_device
 from elt.sampling import balanced_labels, generate_batched, sampling_settings
 from elt.version import __version__
@@ -43,7 +44,7 @@ from elt.version import __version__
 LABEL_POLICY = "balanced: sample i is conditioned on class i mod num_classes"
 
 
-class SweepInputError(ValueError):
+class SweepInputError(UserError, ValueError):
     """The sweep was given something it cannot evaluate (a user-fixable problem)."""
 
 
@@ -173,10 +174,10 @@ def read_samples(samples_dir: Path, loops: LoopSchedule, num: int | None = None,
         have = sorted(p.name for p in Path(samples_dir).glob("samples_L*.npz"))
         raise FileNotFoundError(f"{path} not found (have: {', '.join(have) or 'none'}); run 'elt sample "
                                 f"--loops {point_label(loops)}' or drop L={point_label(loops)} from --loops")
-    with np.load(path) as data:
-        images = data["arr_0"]
-        labels = data["arr_1"] if "arr_1" in data.files else None
-        used = data["loops"] if "loops" in data.files else None
+    data = load_npz(path, "samples file", keys=("arr_0", "arr_1", "loops"))
+    if "arr_0" not in data:
+        raise SweepInputError(f"{path} has no arr_0 (the uint8 samples 'elt sample' writes)")
+    images, labels, used = data["arr_0"], data.get("arr_1"), data.get("loops")
     meta_path = Path(samples_dir) / "samples.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if num is not None:
@@ -204,9 +205,13 @@ def check_samples(samples_dir: Path, loops: Sequence[int], num: int | None = Non
             with zipfile.ZipFile(path) as archive, archive.open("arr_0.npy") as member:
                 major, _ = np.lib.format.read_magic(member)
                 read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                shape = read_header(member)[0]
-        except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-            raise SweepInputError(f"{path} is not a samples file written by 'elt sample' ({exc})") from exc
+                shape, _, dtype = read_header(member)
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
+            raise SweepInputError(f"{path} is not a samples file written by 'elt sample' "
+                                  f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
+        if dtype.hasobject:
+            raise SweepInputError(f"samples file {str(path)!r} holds object arrays (pickled Python objects), which "
+                                  "elt never loads; 'elt sample' writes uint8 arrays")
         if shape[0] < num:
             raise SweepInputError(f"{path} holds {shape[0]} samples, fewer than --num {num}")
 

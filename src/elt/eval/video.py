@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from elt.errors import UserError
 from elt.eval.classifier import ImageFormatError
 from elt.eval.frechet import frechet_distance_features
-from elt.fileio import write_json
+from elt.fileio import load_npz, write_json
 
 CROP_SIZE = 32
 MASS_THRESHOLD = 0.1  # intensity (0..1) below which a pixel is background for the centre of mass
@@ -40,7 +41,7 @@ DESCRIPTOR_NAMES = ("mean_speed", "speed_std", "median_accel", "mean_accel", "st
                     "mean_abs_vx")
 
 
-class VideoFormatError(ValueError):
+class VideoFormatError(UserError, ValueError):
     """Arrays that are not uint8 videos N×T×H×W×C."""
 
 
@@ -268,11 +269,11 @@ def load_videos(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
-    with np.load(path) as data:
-        if "arr_0" not in data.files:
-            raise VideoFormatError(f"{path} has no arr_0 (uint8 videos N×T×H×W×C)")
-        videos = check_videos(data["arr_0"], str(path))
-        labels = data["arr_1"] if "arr_1" in data.files else None
+    data = load_npz(path, "videos file", keys=("arr_0", "arr_1"))
+    if "arr_0" not in data:
+        raise VideoFormatError(f"{path} has no arr_0 (uint8 videos N×T×H×W×C)")
+    videos = check_videos(data["arr_0"], str(path))
+    labels = data.get("arr_1")
     return videos, labels
 
 

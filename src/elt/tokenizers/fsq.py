@@ -278,7 +278,7 @@ def save_tokenizer(tokenizer: FSQTokenizer, folder: str | Path, info: dict | Non
 def load_tokenizer(tokenizer: FSQTokenizer, folder: str | Path) -> dict:
     """Load saved weights into ``tokenizer`` after checking they were trained with the same architecture;
     returns the saved metadata (metrics, hash, ...)."""
-    from safetensors.torch import load_file
+    from elt.fileio import load_safetensors
 
     folder = Path(folder)
     meta = json.loads((folder / META_FILE).read_text())
@@ -287,5 +287,5 @@ def load_tokenizer(tokenizer: FSQTokenizer, folder: str | Path) -> dict:
     if diffs:
         raise TokenizerMismatchError(f"tokenizer at {folder} was trained with {', '.join(diffs)}; use a matching "
                                      "config or another tokenizer.path")
-    tokenizer.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+    tokenizer.load_state_dict(load_safetensors(folder / WEIGHTS_FILE, "tokenizer weights"))
     return meta

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +24,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from elt.data.datasets import build_dataset
-from elt.fileio import write_text
+from elt.fileio import OutputError, _remove, check_not_in_package, output_error, temporary_name, write_text
 from elt.tokenizers.factory import build_trainable_tokenizer
-from elt.tokenizers.fsq import FSQTokenizer, save_tokenizer
+from elt.tokenizers.fsq import META_FILE, FSQTokenizer, save_tokenizer
 from elt.tokenizers.video_fsq import VideoFSQTokenizer
 
 
@@ -79,12 +82,12 @@ def train_tokenizer(cfg: DictConfig, out_dir: str | Path, progress: bool = True)
     Returns the metadata written to ``out_dir/tokenizer.json`` (architecture, hash, metrics, timing).
     """
     from elt.runtime import resolve_device, seed_everything, set_threads
-    from elt.visual import save_grid
 
     set_threads(config=cfg.train.threads)
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     out_dir = Path(out_dir)
+    check_not_in_package(out_dir)
     tokenizer = build_trainable_tokenizer(cfg).to(device)
     video = isinstance(tokenizer, VideoFSQTokenizer)
     dataset = build_dataset(cfg.data, "train")
@@ -122,6 +125,38 @@ def train_tokenizer(cfg: DictConfig, out_dir: str | Path, progress: bool = True)
                   "data": {"name": cfg.data.name, "root": cfg.data.root, "image_size": cfg.data.image_size,
                            **({"frames": cfg.data.frames, "sprite_size": cfg.data.sprite_size,
                                "motion": cfg.data.motion} if video else {})}}
+    with _staged(out_dir) as stage:
+        _write_outputs(cfg, tokenizer, info, log, stage, video, progress)
+    return json.loads((out_dir / "tokenizer.json").read_text())
+
+
+@contextmanager
+def _staged(out_dir: Path) -> Iterator[Path]:
+    """Write the tokenizer's files in a temporary sibling folder, then move them into ``out_dir``: a write that
+    fails (disk full, file-size limit) leaves neither a partial tokenizer nor the temporary folder behind."""
+    stage = temporary_name(out_dir)
+    _remove(stage)
+    try:
+        stage.mkdir(parents=True)
+        yield stage
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for item in sorted(stage.iterdir(), key=lambda p: p.name == META_FILE):  # tokenizer.json (is_saved) last
+            os.replace(item, out_dir / item.name)
+    except OutputError as exc:  # name the final folder, not the temporary one
+        error = OutputError(str(exc).replace(str(stage), str(out_dir)))
+        error.errno = exc.errno
+        raise error from exc
+    except OSError as exc:
+        raise output_error(out_dir, exc) from exc
+    finally:
+        _remove(stage)
+
+
+def _write_outputs(cfg: DictConfig, tokenizer, info: dict, log: list, out_dir: Path, video: bool,
+                   progress: bool) -> None:
+    from elt.visual import save_grid
+
+    device = next(tokenizer.parameters()).device
     if cfg.tokenizer.eval_items > 0:
         eval_set, split = eval_split(cfg)
         # clips are ~frames× bigger than images: keep the evaluation batch's memory about the same
@@ -142,7 +177,6 @@ def train_tokenizer(cfg: DictConfig, out_dir: str | Path, progress: bool = True)
                   title=f"{tokenizer.kind} tokenizer, {split} PSNR {metrics['psnr']:.2f} dB")
     save_tokenizer(tokenizer.cpu(), out_dir, info)
     write_text(out_dir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
-    return json.loads((out_dir / "tokenizer.json").read_text())
 
 
 def _uint8(images: torch.Tensor) -> np.ndarray:

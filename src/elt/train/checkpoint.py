@@ -10,9 +10,14 @@
 
 A checkpoint is written to a temporary sibling directory (``.tmp_step_*``), flushed to disk and renamed
 into place, so a write killed at any point (even ``kill -9``) never leaves a half-written checkpoint
-under a valid name: the previous one stays the newest valid checkpoint. ``resolve_checkpoint`` skips
-directories whose files do not match their manifest; stale temporary directories are removed by the
-next save.
+under a valid name: the previous one stays the newest valid checkpoint. A write that fails (disk full,
+file-size limit) removes its temporary directory and is one line. ``resolve_checkpoint`` skips directories
+whose files do not match their manifest, with a warning naming the damaged step and the one used; stale
+temporary directories are removed by the next save.
+
+Every manifest records the run that wrote it (a random id, kept across resumes): a save never replaces a
+step folder of another run (a fresh start in a finished run's folder), and symbolic links inside a run
+(step folders, checkpoint files) are never followed.
 """
 
 from __future__ import annotations
@@ -32,7 +37,14 @@ from safetensors.torch import load_file, save_file
 from elt import config as config_lib
 from elt.core.generator import LoopedGenerator
 from elt.errors import CheckpointError, UserError
-from elt.fileio import OutputError, atomic_dir, describe, fsync_dir, write_text
+from elt.fileio import (
+    OutputError,
+    atomic_dir,
+    check_not_in_package,
+    fsync_dir,
+    write_failure,
+    write_text,
+)
 
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.safetensors"
@@ -85,6 +97,70 @@ def first_non_finite(state: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
+# -- which run wrote a checkpoint ---------------------------------------------------------------------------------
+_RUN_IDS: dict[str, str] = {}  # resolved run directory -> the id of the run this process writes there
+_WARNED: set[str] = set()
+
+
+def _run_key(run_dir: str | Path) -> str:
+    return str(Path(run_dir).resolve())
+
+
+def start_run(run_dir: str | Path) -> str:
+    """A fresh run in ``run_dir``: a new id, recorded in every checkpoint this process saves there."""
+    import uuid
+
+    run_id = uuid.uuid4().hex[:16]
+    _RUN_IDS[_run_key(run_dir)] = run_id
+    return run_id
+
+
+def continue_run(run_dir: str | Path, ckpt: str | Path) -> str:
+    """Saves into ``run_dir`` continue the run that wrote ``ckpt`` (its id; ``""`` for a checkpoint of a
+    version that recorded none)."""
+    run_id = run_id_of(ckpt)
+    _RUN_IDS[_run_key(run_dir)] = run_id
+    return run_id
+
+
+def run_id_of(ckpt: str | Path) -> str:
+    """The id of the run that wrote ``ckpt`` (from its manifest); ``""`` when it has none or it is unreadable."""
+    try:
+        value = json.loads((Path(ckpt) / MANIFEST_FILE).read_text()).get("run", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""
+
+
+def environment_reads(cfg: DictConfig) -> str | None:
+    """The first config key whose value reads an environment variable (``${oc.env:...}``), or ``None``.
+    elt never resolves such a value into a run's stored config (a secret would end up in every checkpoint)."""
+    from omegaconf import OmegaConf
+
+    def scan(data: Any, prefix: str) -> str | None:
+        if isinstance(data, dict):
+            items = data.items()
+        elif isinstance(data, list):
+            items = enumerate(data)
+        else:
+            return prefix.rstrip(".") if isinstance(data, str) and "oc.env" in data and "${" in data else None
+        for key, value in items:
+            found = scan(value, f"{prefix}{key}.")
+            if found:
+                return found
+        return None
+
+    return scan(OmegaConf.to_container(cfg, resolve=False), "")
+
+
+def refuse_environment_reads(cfg: DictConfig) -> None:
+    key = environment_reads(cfg)
+    if key:
+        raise UserError(f"config key {key!r} reads an environment variable (${{oc.env:...}}); elt does not resolve "
+                        "environment variables into a run's saved config: give the value itself (e.g. "
+                        f"{key}=\"$VARIABLE\" expanded by the shell)")
+
+
 def _contiguous_state(module: torch.nn.Module | dict) -> dict[str, torch.Tensor]:
     state = module if isinstance(module, dict) else module.state_dict()
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
@@ -105,9 +181,20 @@ def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torc
             raise NonFiniteWeightsError(f"the {label} hold NaN/Inf at step {step} ({bad}); no checkpoint was "
                                         "written (lower train.lr or train.grad_clip, or check the data; resume "
                                         "with --resume auto from the last finite checkpoint)")
+    refuse_environment_reads(cfg)
     root = Path(run_dir) / "checkpoints"
+    check_not_in_package(root)
     final = root / f"step_{step:07d}"
     tmp = root / f"{TMP_PREFIX}{step:07d}_{os.getpid()}"
+    run_id = _RUN_IDS.get(_run_key(run_dir)) or start_run(run_dir)
+    if final.is_symlink() or final.exists():
+        owner = run_id_of(final)
+        if final.is_symlink() or owner != run_id:
+            shown = owner if re.fullmatch(r"[0-9a-f]{1,32}", owner) else "of an earlier version" if not owner \
+                else "with an unreadable id"
+            raise CheckpointError(f"{str(final)!r} belongs to another run (run {shown}); "
+                                  "it is not replaced: continue that run with --resume auto, or choose a new "
+                                  "train.out_dir")
     try:
         root.mkdir(parents=True, exist_ok=True)
         _remove_stale_tmp(root)
@@ -127,20 +214,28 @@ def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torc
                 ordinary_mode(item)
         sizes = {str(item.relative_to(tmp)): item.stat().st_size for item in sorted(tmp.rglob("*"))
                  if item.is_file()}
-        (tmp / MANIFEST_FILE).write_text(json.dumps({"step": step, "files": sizes}, indent=1))
+        (tmp / MANIFEST_FILE).write_text(json.dumps({"step": step, "run": run_id, "files": sizes}, indent=1))
         _fsync_dir(tmp)
-        if final.exists():
-            shutil.rmtree(final)
+        old = None
+        if final.exists():  # a re-save of this run's step: swapped out once the new folder is in place
+            old = root / f".old_{final.name}_{os.getpid()}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
         os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         write_text(root / "latest", final.name)
         fsync_dir(root)
-    except OSError as exc:  # disk full, ...: nothing under a final name, the previous checkpoint stays newest
+    except Exception as exc:  # disk full, ...: nothing under a final name, the previous checkpoint stays newest
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OutputError):
             raise
-        raise OutputError(f"cannot write the checkpoint of step {step} to {str(final)!r}: "
-                          f"{describe(exc)}; the previous checkpoint is kept "
-                          "(continue with --resume auto)") from exc
+        reason = write_failure(exc)
+        if reason is None:
+            raise
+        kept = ("the previous checkpoint is kept (continue with --resume auto)" if read_latest(root) is not None
+                else "no checkpoint was written")
+        raise OutputError(f"cannot write the checkpoint of step {step} to {str(final)!r}: {reason}; {kept}") from exc
     _prune(root, keep, final)
     return final
 
@@ -157,7 +252,7 @@ def _fsync_dir(path: Path) -> None:
 
 def _remove_stale_tmp(root: Path) -> None:
     """Temporary directories of writes that were killed (any process) are garbage."""
-    for stale in root.glob(f"{TMP_PREFIX}*"):
+    for stale in [*root.glob(f"{TMP_PREFIX}*"), *root.glob(".old_step_*")]:
         shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -174,64 +269,138 @@ def _prune(root: Path, keep: int, current: Path) -> None:
 def is_complete(path: Path) -> bool:
     """A finished checkpoint: config and weights present and, when it has a manifest (every checkpoint
     written by this version), every listed file present with the recorded size."""
+    return damage_of(path) is None
+
+
+CHECKPOINT_FILES = (CONFIG_FILE, MODEL_FILE, EMA_FILE, STATE_FILE, MANIFEST_FILE)
+
+
+def damage_of(path: Path) -> str | None:
+    """What is wrong with a checkpoint folder (one phrase), or ``None`` when it is complete: a file missing,
+    a size that differs from its manifest, an unreadable manifest, a symbolic link among its files."""
     path = Path(path)
-    if not ((path / CONFIG_FILE).is_file() and (path / MODEL_FILE).is_file()):
-        return False
+    for name in CHECKPOINT_FILES:
+        if (path / name).is_symlink():
+            return f"{name} is a symbolic link"
+    for name in (CONFIG_FILE, MODEL_FILE):
+        if not (path / name).is_file():
+            return f"{name} is missing"
     manifest = path / MANIFEST_FILE
     if not manifest.is_file():
-        return True
+        return None
     try:
         files = json.loads(manifest.read_text())["files"]
-        return all((path / name).is_file() and (path / name).stat().st_size == size for name, size in files.items())
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+        for name, size in files.items():
+            item = path / name
+            if not item.is_file():
+                return f"{name} is missing"
+            if item.stat().st_size != size:
+                return f"{name} has {item.stat().st_size} bytes, its manifest records {size}"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"{MANIFEST_FILE} is unreadable"
+    return None
+
+
+def _looks_like_checkpoint(path: Path) -> bool:
+    return any((path / name).exists() or (path / name).is_symlink() for name in CHECKPOINT_FILES)
+
+
+def _step_folders(root: Path, links: list[Path] | None = None) -> list[Path]:
+    """``step_N`` folders of a checkpoints directory, newest first; symbolic links are skipped (a step folder
+    of an untrusted run must not lead outside it) and listed in ``links``."""
+    if not root.is_dir():
+        return []
+    folders = []
+    for p in sorted(root.glob("step_*"), reverse=True):
+        if not STEP_NAME.fullmatch(p.name):
+            continue
+        if p.is_symlink():
+            if links is not None:
+                links.append(p)
+            continue
+        if p.is_dir():
+            folders.append(p)
+    return folders
 
 
 def checkpoints_newest_first(path: str | Path) -> list[Path]:
-    """Complete checkpoints of a run (or checkpoints) directory, newest first."""
+    """Complete checkpoints of a run (or checkpoints) directory, newest first (no symbolic links)."""
     path = Path(path)
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    if not root.is_dir():
-        return []
-    return sorted((p for p in root.glob("step_*") if is_complete(p)), reverse=True)
+    return [p for p in _step_folders(root) if is_complete(p)]
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory, or a run directory (→ the checkpoint ``latest`` names, which is the last
     one written — after resuming from an older checkpoint, newer-numbered ones may be a discarded
-    branch — else the highest-numbered complete one), or a shipped model's name (``demo:masked``)."""
+    branch — else the highest-numbered complete one), or a shipped model's name (``demo:masked``).
+
+    When that newest checkpoint is damaged, the newest complete one before it is used with a warning naming
+    both; a damaged checkpoint folder given by name is a one-line :class:`CheckpointError`."""
     if isinstance(path, str) and path.startswith(DEMO_SCHEME):
         return demo_checkpoint(path)
     path = Path(path)
-    if is_complete(path):
-        return path
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    pointed = read_latest(root)
-    if pointed is not None:
-        return pointed
-    complete = checkpoints_newest_first(root)
-    if complete:
-        return complete[0]
-    raise CheckpointError(f"no checkpoint at {str(path)!r}: expected a directory with {CONFIG_FILE} and "
-                          f"{MODEL_FILE}, or a run directory with checkpoints/step_*")
+    links: list[Path] = []
+    folders = _step_folders(root, links)
+    if not folders and _looks_like_checkpoint(path):
+        why = damage_of(path)
+        if why is not None:
+            raise CheckpointError(f"checkpoint {str(path)!r} is damaged ({why}); use another checkpoint")
+        return path
+    newest = _latest_name(root)
+    newest = root / newest if newest and (root / newest) in folders else (folders[0] if folders else None)
+    ignored = f" ({', '.join(p.name for p in links[:3])}: symbolic links, not followed)" if links else ""
+    if newest is None:
+        raise CheckpointError(f"no checkpoint at {str(path)!r}{ignored}: expected a directory with {CONFIG_FILE} "
+                              f"and {MODEL_FILE}, or a run directory with checkpoints/step_*")
+    if links:
+        warn_once(f"ignoring {', '.join(str(p) for p in links[:3])}: a step folder must not be a symbolic link")
+    why = damage_of(newest)
+    if why is None:
+        return newest
+    older = [p for p in folders if p.name < newest.name and is_complete(p)]
+    if not older:
+        raise CheckpointError(f"the newest checkpoint {str(newest)!r} is damaged ({why}) and no complete one "
+                              "precedes it")
+    warn_once(f"checkpoint {newest} is damaged ({why}); using {older[0].name} instead")
+    return older[0]
 
 
-def read_latest(root: Path) -> Path | None:
-    """The complete checkpoint ``root/latest`` names, or ``None``. The pointer must be a bare
-    ``step_NNNNNNN`` name inside ``root`` (an untrusted run directory cannot point elsewhere)."""
+def _latest_name(root: Path) -> str | None:
+    """The bare ``step_NNNNNNN`` name ``root/latest`` holds, or ``None`` (missing, unreadable, a link, or a
+    name that leads elsewhere: an untrusted run directory cannot point outside it)."""
     latest = root / "latest"
+    if latest.is_symlink():
+        warn_once(f"ignoring {latest}: it is a symbolic link")
+        return None
     try:
         name = latest.read_text().strip() if latest.is_file() else ""
     except (OSError, UnicodeDecodeError):
         return None
     if not STEP_NAME.fullmatch(name):
         if name:
-            warn(f"ignoring {latest}: it must name a step_NNNNNNN folder next to it")
+            warn_once(f"ignoring {latest}: it must name a step_NNNNNNN folder next to it")
+        return None
+    return name
+
+
+def read_latest(root: Path) -> Path | None:
+    """The complete checkpoint ``root/latest`` names, or ``None``. The pointer must be a bare
+    ``step_NNNNNNN`` name inside ``root`` (an untrusted run directory cannot point elsewhere)."""
+    name = _latest_name(root)
+    if name is None:
         return None
     target = root / name
     if target.is_symlink() or not is_complete(target):
         return None
     return target
+
+
+def warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warn(message)
 
 
 def warn(message: str) -> None:
@@ -365,9 +534,27 @@ def load_training_state(ckpt: str | Path) -> dict[str, Any] | None:
     state = Path(ckpt) / STATE_FILE
     if not state.is_file():
         return None
+    if state.is_symlink():
+        raise CheckpointError(f"{str(state)!r} is a symbolic link; elt does not follow links inside a checkpoint")
     try:
-        return torch.load(state, map_location="cpu", weights_only=True)
+        loaded = torch.load(state, map_location="cpu", weights_only=True)
     except Exception as exc:
         kind = "empty" if state.stat().st_size == 0 else "damaged or not an elt training state"
         raise CheckpointError(f"{str(state)!r} is {kind} ({type(exc).__name__}); resume from another "
                               "checkpoint") from None
+    if Path(ckpt).parent.name == "checkpoints":  # saves into that run continue the run that wrote it
+        continue_run(Path(ckpt).parent.parent, ckpt)
+    return loaded
+
+
+def verify_checkpoint(ckpt: str | Path) -> None:
+    """Check every file of a checkpoint (what ``elt info`` reports on): sizes against the manifest, each
+    safetensors file's header and tensors, the training state. A damaged file is a one-line error."""
+    ckpt = Path(ckpt)
+    why = damage_of(ckpt)
+    if why is not None:
+        raise CheckpointError(f"checkpoint {str(ckpt)!r} is damaged ({why}); use another checkpoint")
+    for name in (MODEL_FILE, EMA_FILE):
+        if (ckpt / name).is_file():
+            load_weights(ckpt / name)
+    load_training_state(ckpt)

@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from elt.fileio import output_error, write_text
+from elt.fileio import open_no_follow, output_error, refuse_symlink, write_text
 
 
 class RunLogger:
@@ -33,11 +33,12 @@ class RunLogger:
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        refuse_symlink(self.path, "run log")  # a planted link is never read, renamed or written through
         if resume_step is not None:
             self._truncate_after(resume_step)
         else:
             self._rotate()
-        self._file = open(self.path, "a")
+        self._file = open_no_follow(self.path, "a", "run log")
         if cfg.train.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -134,6 +135,7 @@ def _start_wandb(run_dir: Path, cfg: DictConfig):
               file=sys.stderr)
         return None
     id_file = run_dir / "wandb_id"
+    refuse_symlink(id_file, "W&B id file")
     run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
     write_text(id_file, run_id)
     return wandb.init(project=cfg.train.wandb_project, dir=str(run_dir), id=run_id, resume="allow",

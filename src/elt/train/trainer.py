@@ -38,7 +38,7 @@ from elt import registry
 from elt.core import batch_random
 from elt.core.ilsd import StudentLoopDraw, ilsd_lambda
 from elt.errors import UserError
-from elt.fileio import check_output_dir, exclusive_lock, write_text
+from elt.fileio import check_output_dir, exclusive_lock, refuse_symlink, write_text
 from elt.runtime import autocast_context, seed_everything, set_threads, uses_bf16
 from elt.sampling import sample_grid_rows
 from elt.train import distributed as dist_lib
@@ -526,24 +526,50 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     """Train a run as ``cfg`` describes; returns the final checkpoint directory.
 
     ``resume``: ``None`` (start fresh), ``"auto"`` (newest valid checkpoint of the run directory, if any)
-    or a checkpoint/run path. Under torchrun this initialises the process group (NCCL on CUDA, gloo on
-    CPU) and tears it down at the end.
+    or a checkpoint/run path. A fresh start in a folder that already holds checkpoints is refused (one line
+    naming ``--resume auto`` and a new ``train.out_dir``): one run's checkpoints are never replaced by
+    another's. Under torchrun this initialises the process group (NCCL on CUDA, gloo on CPU) and tears it
+    down at the end.
     """
+    from elt.train import checkpoint as ckpt_lib
+
+    ckpt_lib.refuse_environment_reads(cfg)
     with dist_lib.distributed_session(cfg.train.device) as env:
         run_dir = Path(cfg.train.out_dir)
         if env.is_main:
             check_output_dir(run_dir, "train.out_dir")
         with run_lock(run_dir, env):  # held from data preparation (tokenizer, caches) to the last checkpoint
+            for name in ("config.yaml", "log.jsonl", "wandb_id", "checkpoints", "checkpoints/latest"):
+                refuse_symlink(run_dir / name, "run file")  # planted links are refused before any work
+            earlier = sorted((run_dir / "checkpoints").glob("step_*"), reverse=True) \
+                if (run_dir / "checkpoints").is_dir() else []
+            if not resume and earlier:
+                raise UserError(f"train.out_dir {str(run_dir)!r} already holds the checkpoints of a run (up to "
+                                f"{earlier[0].name}); continue it with --resume auto, or start a new run in "
+                                "another train.out_dir")
             trainer = Trainer(cfg, progress=progress, env=env)
             if resume == "auto":
                 if checkpoints_newest_first(trainer.run_dir):
                     ckpt = trainer.resume_from(trainer.run_dir)
                     if env.is_main:
                         print(f"elt: resuming from {ckpt} (step {trainer.step})", file=sys.stderr)
+                elif earlier:
+                    raise CheckpointError(f"train.out_dir {str(run_dir)!r} holds no complete checkpoint "
+                                          f"({earlier[0].name} is damaged: "
+                                          f"{ckpt_lib.damage_of(earlier[0]) or 'unreadable'}); it is not "
+                                          "overwritten: start a new run in another train.out_dir")
             elif resume:
                 trainer.resume_from(resume)
-            elif env.is_main and checkpoints_newest_first(trainer.run_dir):
-                warn(f"starting step 0 in {trainer.run_dir}, which holds checkpoints up to "
-                     f"{checkpoints_newest_first(trainer.run_dir)[0].name}: they are kept beside the new ones "
-                     "(continue that run instead with --resume auto)")
+            if trainer.resumed_from is not None:
+                run_id = ckpt_lib.continue_run(trainer.run_dir, trainer.resumed_from)
+                # resuming another run's checkpoint into this folder: its saves must not land on this folder's
+                # own later steps (refused now, not after training up to them)
+                foreign = [p for p in earlier if p.name > f"step_{trainer.step:07d}" and
+                           ckpt_lib.run_id_of(p) != run_id]
+                if foreign:
+                    raise CheckpointError(f"train.out_dir {str(run_dir)!r} holds {foreign[-1].name} of another run, "
+                                          f"which resuming from {trainer.resumed_from} would replace; choose a new "
+                                          "train.out_dir")
+            else:
+                ckpt_lib.start_run(trainer.run_dir)
             return trainer.fit()
