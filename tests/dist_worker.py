@@ -109,7 +109,7 @@ def main() -> None:
                  "sharded": any(is_sharded(p) for p in trainer.generator.parameters()),
                  "resumed_from": trainer.resumed_from and trainer.resumed_from.name,
                  "fsdp_units": fsdp_units(trainer.model), "accum": trainer.accum, "init": init,
-                 "checkpoint_format": trainer.checkpoint_format,
+                 "checkpoint_format": getattr(trainer, "checkpoint_format", None),
                  "target_dtypes": sorted(seen["target"]), "loss_dtypes": sorted(seen["loss"])}
         Path(args.run_dir, f"rank{env.rank}.json").write_text(json.dumps(seeds))
         if args.sample_ckpt:  # `elt sample` under torchrun: sharded over the ranks
