@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 import toy_task  # noqa: E402
 from elt.core.ilsd import ilsd_loss  # noqa: E402
 
-
 SEEN = {"target": set(), "loss": set()}  # dtypes of the regression target and of the loss, as the loss sees them
 
 

@@ -88,6 +88,7 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        self.release()  # a shadow gathered for a grid is stale from now on: free it (FSDP)
         self.updates += 1
         weight = 1.0 - self.current_decay()
         source = model.state_dict()
