@@ -46,7 +46,8 @@ def main() -> None:
 
     recipes = []
     print(f"\nEvery recipe at its global batch over {world} ranks, as configured (GiB per GPU, bf16)")
-    print(f"{'recipe':<32} {'params':>8} {'micro':>5} {'wrap':>9} {'peak':>7} {'ckpt peak':>9} {'1-unit peak':>11}")
+    print(f"{'recipe':<32} {'params':>8} {'micro':>5} {'wrap':>9} {'peak':>7} {'ckpt peak':>9} {'1-unit peak':>11} "
+          f"{'grid':>6}")
     for name in recipe_names():
         cfg = load_recipe(name)
         generator = build_on_meta(cfg)
@@ -58,7 +59,7 @@ def main() -> None:
         recipes.append({"recipe": name, "micro_batch": micro, "wrap": unit, "account": plain.as_dict(),
                         "account_checkpoint_loops": ckpt.as_dict(), "one_unit": one.as_dict()})
         print(f"{name:<32} {plain.params / 1e6:>7.0f}M {micro:>5} {unit:>9} {plain.peak / GIB:>7.1f} "
-              f"{ckpt.peak / GIB:>9.1f} {one.peak / GIB:>11.1f}")
+              f"{ckpt.peak / GIB:>9.1f} {one.peak / GIB:>11.1f} {plain.grid / GIB:>6.1f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

@@ -135,16 +135,17 @@ def test_two_gloo_processes_match_one_process_ddp(det_paradigm, tmp_path):
 
 @pytest.mark.slow
 def test_two_gloo_processes_fsdp_with_resume(det_paradigm, tmp_path):
-    """FSDP2 (fully_shard) on gloo: same curve as one process, and a sharded checkpoint written at step 4
-    (gathered to full tensors) resumes to the same end point."""
+    """FSDP2 (fully_shard) on gloo: same curve as one process, and a checkpoint written at step 4 in the
+    gathered format (train.checkpoint_format=full; the FSDP default, dcp, is tested below) resumes to the same
+    end point."""
     one = tmp_path / "one"
     single_process_run(one)
     two = tmp_path / "two"
-    torchrun([str(two), "--resume-at", "4", *DET_OVERRIDES, "train.distributed=fsdp"])
+    torchrun([str(two), "--resume-at", "4", *DET_OVERRIDES, "train.distributed=fsdp", "train.checkpoint_format=full"])
     assert_same_training(one, two)
     for rank in (0, 1):
         info = json.loads((two / f"rank{rank}.json").read_text())
-        assert info["sharded"] and info["resumed_from"] == "step_0000004"
+        assert info["sharded"] and info["resumed_from"] == "step_0000004" and info["checkpoint_format"] == "full"
         # per-block units (the default): each unique block, and the root
         assert info["fsdp_units"] == ["", "generator.backbone.blocks.0", "generator.backbone.blocks.1"]
 

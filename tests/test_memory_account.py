@@ -40,3 +40,16 @@ def test_per_block_wrap_gathers_less_than_the_one_unit_wrap():
     assert one.activations == block.activations
     assert fsdp_account(xl, 8, "block", micro_batch=4, checkpoint_loops=True).activations < block.activations
     assert fsdp_account(xl, 16, "block", micro_batch=4).sharded_state == block.sharded_state / 2
+
+
+def test_the_grid_gathers_the_whole_fp32_ema_on_top_of_the_sharded_state():
+    """The trainer keeps the EMA sharded (20 bytes per parameter / ranks, EMA included) and gathers it whole
+    only to draw a grid: the account's peak is the larger of that moment and the training step."""
+
+    generator = build_on_meta(load_recipe("imagenet256_diffusion_dit_32"))
+    account = fsdp_account(generator, 8, "block", micro_batch=64)
+    params = sum(p.numel() for p in generator.parameters())
+    assert account.grid == account.sharded_state + 4 * params
+    assert account.peak == max(account.training, account.grid) == account.training
+    small = fsdp_account(generator, 8, "block", micro_batch=1, checkpoint_loops=True)
+    assert small.peak >= small.grid > small.sharded_state

@@ -107,7 +107,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0: only at the end
     sample_loops: list[int] = field(default_factory=list)  # loop counts in the periodic grids ([] = 1..L_max)
     samples_per_class: int = 1
-    checkpoint_format: str = "full"  # full (gathered state.pt) | dcp (+ sharded/ via torch.distributed.checkpoint)
+    # auto: dcp under FSDP, full otherwise | full (gathered optimizer in state.pt) | dcp (every rank writes its
+    # shards of weights, optimizer, EMA to sharded/ via torch.distributed.checkpoint; resumes on any process count)
+    checkpoint_format: str = "auto"
     keep_checkpoints: int = 3  # newest checkpoints kept (0: all)
     handle_signals: bool = True  # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop
     tensorboard: bool = True  # RUN/tensorboard if tensorboard is installed (else skipped); RUN/log.jsonl always
@@ -163,6 +165,15 @@ class BaseConfig:
 
 
 _SCHEMAS: dict[tuple, type] = {}
+
+
+CHECKPOINT_FORMATS = ("auto", "full", "dcp")
+
+
+def resolved_checkpoint_format(cfg: DictConfig, sharded: bool) -> str:
+    """``train.checkpoint_format`` with ``auto`` decided: ``dcp`` for a sharded (FSDP) run, else ``full``."""
+    chosen = str(OmegaConf.select(cfg, "train.checkpoint_format", default="auto"))
+    return ("dcp" if sharded else "full") if chosen == "auto" else chosen
 
 
 def config_schema() -> type:
@@ -286,7 +297,7 @@ def validate(cfg: DictConfig) -> None:
     _choice("ilsd.lambda_schedule", cfg.ilsd.lambda_schedule, LAMBDA_SCHEDULES)
     _choice("train.precision", cfg.train.precision, ("auto", "fp32", "bf16"))
     _choice("train.distributed", cfg.train.distributed, ("ddp", "fsdp"))
-    _choice("train.checkpoint_format", cfg.train.checkpoint_format, ("full", "dcp"))
+    _choice("train.checkpoint_format", cfg.train.checkpoint_format, CHECKPOINT_FORMATS)
     _choice("train.fsdp_unit", cfg.train.fsdp_unit, ("block", "backbone"))
     _choice("train.lr_schedule", cfg.train.lr_schedule, LR_SCHEDULES)
     if not 0.0 <= cfg.train.min_lr_ratio <= 1.0:

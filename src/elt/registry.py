@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
 from elt.core.generator import LoopedGenerator
@@ -131,8 +134,28 @@ def backbone_shape(cfg: DictConfig) -> tuple[int, int]:
     return cfg.model.unique_layers, cfg.model.loops
 
 
+_BACKBONE_DEVICE: ContextVar[str | None] = ContextVar("backbone_device", default=None)
+
+
+@contextmanager
+def backbone_on(device: str | None) -> Iterator[None]:
+    """Build the looped cores made inside this block on ``device`` (``"meta"``: shapes only, no memory and no
+    random draws; FSDP materialises them shard by shard). The rest of a generator (embeddings, head, frozen
+    tokenizer or VAE) is built as usual."""
+    token = _BACKBONE_DEVICE.set(device)
+    try:
+        yield
+    finally:
+        _BACKBONE_DEVICE.reset(token)
+
+
 def build_backbone(cfg: DictConfig, cond_dim: int | None = None) -> LoopedTransformer:
-    """The looped core as a config describes it (both paradigms build theirs here)."""
+    """The looped core as a config describes it (both paradigms build theirs here); on the device
+    :func:`backbone_on` names, if any."""
+    device = _BACKBONE_DEVICE.get()
+    if device is not None:
+        with torch.device(device), backbone_on(None):
+            return build_backbone(cfg, cond_dim)
     unique_layers, loops = backbone_shape(cfg)
     m = cfg.model
     return LoopedTransformer(dim=m.width, unique_layers=unique_layers, loops=loops, heads=m.heads,

@@ -21,6 +21,21 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
 
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` whose affine parameters follow the input's dtype: under FSDP's bf16 parameter policy
+    the weights arrive in bf16 while the residual stream stays fp32, as in the unsharded (DDP) path. CUDA's
+    autocast runs layer norms in fp32 anyway; CPU's autocast does not cast them, so this does. With weights
+    already in the input's dtype (every unsharded run) it is ``nn.LayerNorm`` exactly."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.weight, self.bias
+        if weight is not None and weight.dtype != x.dtype:
+            weight = weight.to(x.dtype)
+        if bias is not None and bias.dtype != x.dtype:
+            bias = bias.to(x.dtype)
+        return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention through ``scaled_dot_product_attention`` (flash/efficient kernels on GPU).
 
@@ -78,9 +93,9 @@ class Block(nn.Module):
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         self.adaptive = cond_dim is not None
         self.dropout = float(dropout)
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=not self.adaptive, eps=1e-6)
+        self.norm1 = LayerNorm(dim, elementwise_affine=not self.adaptive, eps=1e-6)
         self.attn = Attention(dim, heads, qkv_bias=qkv_bias, dropout=attention_dropout)
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=not self.adaptive, eps=1e-6)
+        self.norm2 = LayerNorm(dim, elementwise_affine=not self.adaptive, eps=1e-6)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
         if self.adaptive:
             self.ada = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 6 * dim))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from elt.core.blocks import Block, sinusoidal_features
+from elt.core.blocks import Block, LayerNorm, sinusoidal_features
 
 
 @dataclass
@@ -66,7 +66,7 @@ class LoopedTransformer(nn.Module):
                    attention_dropout=attention_dropout) for _ in range(unique_layers)]
         )
         self.loop_embed = nn.Linear(dim, dim) if loop_embedding else None
-        self.loop_norm = nn.LayerNorm(dim, eps=1e-6) if loop_norm else None
+        self.loop_norm = LayerNorm(dim, eps=1e-6) if loop_norm else None
         self.inject = nn.Linear(dim, dim) if input_injection else None
         for extra in (self.loop_embed, self.inject):  # zero: training starts from the plain loop
             if extra is not None:

@@ -166,15 +166,19 @@ def _contiguous_state(module: torch.nn.Module | dict) -> dict[str, torch.Tensor]
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
-def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torch.nn.Module | dict,
-                    ema: torch.nn.Module | dict | None = None, state: dict[str, Any] | None = None,
+def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torch.nn.Module | dict | Path,
+                    ema: torch.nn.Module | dict | Path | None = None, state: dict[str, Any] | None = None,
                     keep: int = 3, extra_dirs: dict[str, Path] | None = None) -> Path:
     """Write ``RUN/checkpoints/step_<step>`` atomically and point ``latest`` at it. ``extra_dirs`` (name →
     finished directory, e.g. DCP shards) are moved into the checkpoint before its manifest is written.
 
-    ``model``/``ema`` are modules or already-gathered state dicts; ``keep`` > 0 keeps that many newest.
+    ``model``/``ema`` are modules, already-gathered state dicts, or safetensors files already written (and
+    checked finite) elsewhere on the same filesystem, which are moved in (FSDP streams them from the shards);
+    ``keep`` > 0 keeps that many newest.
     """
-    model_state, ema_state = _contiguous_state(model), _contiguous_state(ema) if ema is not None else None
+    written = {name: source for name, source in ((MODEL_FILE, model), (EMA_FILE, ema)) if isinstance(source, Path)}
+    model_state = _contiguous_state(model) if MODEL_FILE not in written else {}
+    ema_state = _contiguous_state(ema) if ema is not None and EMA_FILE not in written else None
     for label, weights in (("weights", model_state), ("EMA weights", ema_state or {})):
         bad = first_non_finite(weights)
         if bad is not None:
@@ -202,7 +206,10 @@ def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torc
             shutil.rmtree(tmp)
         tmp.mkdir()
         (tmp / CONFIG_FILE).write_text(config_lib.to_yaml(cfg))
-        save_file(model_state, str(tmp / MODEL_FILE), metadata={"step": str(step)})
+        for name, source in written.items():
+            os.replace(source, tmp / name)
+        if MODEL_FILE not in written:
+            save_file(model_state, str(tmp / MODEL_FILE), metadata={"step": str(step)})
         if ema_state is not None:
             save_file(ema_state, str(tmp / EMA_FILE), metadata={"step": str(step)})
         if state is not None:

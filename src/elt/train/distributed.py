@@ -172,9 +172,56 @@ def as_terms(output: dict[str, Any] | ILSDTerms) -> ILSDTerms:
 FSDP_UNITS = ("block", "backbone")
 
 
+def mixed_precision_policies(param_dtype: torch.dtype | None) -> tuple[Any, Any]:
+    """FSDP2 policies of the looped units (blocks, or the backbone) and of the root unit.
+
+    Never a cast of forward inputs (``cast_forward_inputs=False``): the batch — the fp32 regression targets
+    (latents, pixels) — reaches the loss in fp32, and the residual stream between blocks stays fp32, as in
+    the DDP path. Low precision comes from autocast in both paths (the same autocast the trainer opens for
+    DDP); the blocks' weights are gathered in ``param_dtype`` (bf16: half the all-gather traffic and memory,
+    the values autocast would compute with anyway), gradients reduced in fp32. The root unit (embeddings,
+    head, loop extras) is small and gathered in fp32, so no op outside autocast's lists sees a bf16 weight."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    looped = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None,
+                                  cast_forward_inputs=False)
+    root = MixedPrecisionPolicy(reduce_dtype=torch.float32 if param_dtype else None, cast_forward_inputs=False)
+    return looped, root
+
+
+def move_to_device(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module.to(device)`` for every tensor that holds data; tensors on the meta device (a backbone built
+    for FSDP to materialise shard by shard) stay there."""
+    return module._apply(lambda t: t if t.is_meta else t.to(device))
+
+
+def has_meta(module: nn.Module) -> bool:
+    return any(t.is_meta for t in (*module.parameters(), *module.buffers()))
+
+
+def _materialize_from_rank0(generator: nn.Module, full_state: dict[str, torch.Tensor] | None, env: DistEnv) -> None:
+    """Give every meta tensor of the (already sharded) ``generator`` storage for its shard only, then fill
+    every rank's shards from rank 0's full state, one tensor at a time (``broadcast_from_rank0``): no rank
+    but rank 0 ever holds a full weight, and rank 0 holds the full model only in host memory."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if env.is_main and full_state is None:
+        raise ValueError("rank 0 must pass the full initial state to materialise a meta-device model")
+    for module in generator.modules():
+        local = (*module.parameters(recurse=False), *module.buffers(recurse=False))
+        if any(t.is_meta for t in local):
+            module.to_empty(device=env.device, recurse=False)
+    set_model_state_dict(generator, dict(full_state) if env.is_main else {},
+                         options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    left = [name for name, t in (*generator.named_parameters(), *generator.named_buffers()) if t.is_meta]
+    if left:
+        raise RuntimeError(f"FSDP materialisation left tensors on the meta device: {left[:3]}")
+
+
 def wrap_for_training(generator: nn.Module, env: DistEnv, strategy: str = "ddp",
                       find_unused_parameters: bool = False, fsdp_unit: str = "block",
-                      reshard_after_forward: bool = True, param_dtype: torch.dtype | None = None) -> nn.Module:
+                      reshard_after_forward: bool = True, param_dtype: torch.dtype | None = None,
+                      full_state: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """The module the training step calls: plain (one process), DDP, or FSDP2.
 
     FSDP2 (``fully_shard``) units, ``fsdp_unit``:
@@ -188,9 +235,14 @@ def wrap_for_training(generator: nn.Module, env: DistEnv, strategy: str = "ddp",
       weights of all blocks resident like the one-unit wrap, gradients still reduce-scattered per block).
     * ``backbone``: the whole looped core as one unit (one gather serves every loop and block).
 
-    ``param_dtype`` (e.g. bf16) is FSDP's mixed-precision policy: weights gathered and computed in that
-    dtype, gradients reduced and kept in fp32 (the sharded master weights stay fp32). Parameters become
-    DTensors in place: build the optimizer after this call.
+    ``param_dtype`` (e.g. bf16): the looped units' weights are gathered in that dtype; see
+    :func:`mixed_precision_policies` (inputs and targets are never cast). Parameters become DTensors in
+    place: build the optimizer after this call.
+
+    Meta-device initialisation: when ``generator`` holds meta tensors (its backbone built under
+    ``registry.backbone_on("meta")``), they get storage for this rank's shards only after sharding, and
+    rank 0's ``full_state`` (the seeded full build: the weights one process would start from) fills them
+    tensor by tensor. Without meta tensors every rank's full weights are overwritten by rank 0's first.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"train.distributed={strategy!r}; allowed: {', '.join(STRATEGIES)}")
@@ -206,18 +258,22 @@ def wrap_for_training(generator: nn.Module, env: DistEnv, strategy: str = "ddp",
         return DistributedDataParallel(model, device_ids=device_ids,
                                        find_unused_parameters=find_unused_parameters)
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import fully_shard
 
-    for tensor in generator.state_dict().values():  # FSDP does not broadcast: start every rank from rank 0
-        dist.broadcast(tensor, src=0)
+    meta = has_meta(generator)
+    if not meta:  # FSDP does not broadcast: start every rank from rank 0
+        for tensor in generator.state_dict().values():
+            dist.broadcast(tensor, src=0)
     mesh = init_device_mesh(env.device.type, (env.world_size,))
-    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
+    looped, root = mixed_precision_policies(param_dtype)
     if fsdp_unit == "block":
         for block in generator.backbone.blocks:
-            fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+            fully_shard(block, mesh=mesh, mp_policy=looped, reshard_after_forward=reshard_after_forward)
     else:
-        fully_shard(generator.backbone, mesh=mesh, mp_policy=policy)
-    fully_shard(model, mesh=mesh, mp_policy=policy)
+        fully_shard(generator.backbone, mesh=mesh, mp_policy=looped)
+    fully_shard(model, mesh=mesh, mp_policy=root)
+    if meta:
+        _materialize_from_rank0(generator, full_state, env)
     return model
 
 
@@ -265,3 +321,20 @@ def load_full_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> 
             for index, per_param in state["state"].items()
         }
     optimizer.load_state_dict(state)
+
+
+def first_non_finite_anywhere(state: dict[str, Any], env: DistEnv) -> str | None:
+    """Name of the first floating-point tensor of ``state`` holding NaN/Inf on any rank, read from each rank's
+    own shards (no gather); the same answer on every rank (a collective under torchrun)."""
+    bad = None
+    for name, tensor in state.items():
+        if not torch.is_tensor(tensor) or not tensor.is_floating_point():
+            continue
+        local = tensor.to_local() if is_sharded(tensor) else tensor
+        if not bool(torch.isfinite(local).all()):
+            bad = name
+            break
+    if not env.enabled:
+        return bad
+    names = [n for n in all_gather_object(bad, env) if n is not None]
+    return min(names, key=list(state).index) if names else None

@@ -1,10 +1,13 @@
 """Per-GPU training memory of a looped generator under FSDP2, counted from its shapes (a meta-device build).
 
-The account, in bytes per GPU, for ``world`` ranks, AdamW, bf16 mixed precision (FSDP ``param_dtype=bf16``,
-``reduce_dtype=fp32``) and the EMA kept sharded like the weights:
+The account, in bytes per GPU, for ``world`` ranks, AdamW, bf16 mixed precision (the looped units gathered
+in bf16, the small root unit in fp32, gradients reduced in fp32) and the EMA as the trainer keeps it:
 
 * sharded state (every parameter P, divided over the ranks): fp32 weights 4P, fp32 gradients 4P, Adam's two
-  moments 8P, EMA 4P → 20·P / world;
+  moments 8P, EMA 4P → 20·P / world. The trainer shards the EMA's running averages like the parameters
+  (``elt.train.ema.EMA.track_sharded``: no full copy on any rank) and builds the model on the meta device,
+  so no GPU ever holds the whole model during training (rank 0 holds the seeded initial weights in *host*
+  memory until they are sharded);
 * gathered units: while a unit of U parameters computes, its bf16 weights (2U) are whole on every rank, and
   in its backward also its bf16 gradients (2U) and the fp32 reduce-scatter input (4U): 8U at the moment of
   the reduce-scatter. The root unit (embeddings, head) stays gathered for the step. ``fsdp_unit=backbone``
@@ -16,6 +19,13 @@ The account, in bytes per GPU, for ``world`` ranks, AdamW, bf16 mixed precision 
   (modulated inputs and gated branch outputs); N·L applications per forward, or with per-loop activation
   checkpointing the L loop inputs plus one loop being recomputed; the masked head's logits (teacher and
   student exits: bf16 logits, fp32 log-softmax and softmax) on every position (an upper bound).
+
+* sample grids: the EMA is gathered into a full fp32 module (4P on every rank) while a grid is drawn, the
+  training activations being free by then; it is dropped at the next EMA update. ``grid`` is that moment
+  (sharded state + 4P), and ``peak`` the larger of it and the training step. Checkpoints stream the
+  weights and the EMA to safetensors one tensor at a time (not counted: one tensor).
+
+DDP (``unit="ddp"``) replicates everything, the EMA included: 24·P (+4P of gradient buckets), no grid term.
 
 Not counted: the CUDA context and allocator fragmentation (~1–3 GiB in practice), the frozen tokenizer/VAE,
 optimizer-step temporaries, communication buffers beyond the reduce-scatter input. It is an estimate to
@@ -29,6 +39,7 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 STATE_BYTES = 20  # fp32 weights + fp32 grads + Adam m, v + EMA, per parameter, sharded
+GRID_SHADOW_BYTES = 4  # the fp32 EMA gathered whole on every rank while a sample grid is drawn (FSDP)
 GATHER_BYTES = 2  # bf16 gathered weights
 UNIT_BACKWARD_BYTES = 2 + 2 + 4  # bf16 weights + bf16 unsharded grads + fp32 reduce-scatter input
 
@@ -43,6 +54,7 @@ class MemoryAccount:
     sharded_state: float
     gathered: float
     activations: float
+    grid_shadow: float = 0.0
 
     @property
     def model_memory(self) -> float:
@@ -50,11 +62,23 @@ class MemoryAccount:
         return self.sharded_state + self.gathered
 
     @property
-    def peak(self) -> float:
+    def training(self) -> float:
+        """A training step's peak: model memory and the activations kept for the backward."""
         return self.model_memory + self.activations
 
+    @property
+    def grid(self) -> float:
+        """While a sample grid is drawn: the sharded state and the EMA gathered whole (sampling activations,
+        a forward without autograd, are not counted)."""
+        return self.sharded_state + self.grid_shadow
+
+    @property
+    def peak(self) -> float:
+        return max(self.training, self.grid)
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "model_memory": self.model_memory, "peak": self.peak}
+        return {**asdict(self), "model_memory": self.model_memory, "training": self.training, "grid": self.grid,
+                "peak": self.peak}
 
 
 def _count(module: nn.Module) -> int:
@@ -106,5 +130,7 @@ def fsdp_account(generator: nn.Module, world: int, unit: str = "block", reshard_
     else:
         raise ValueError(f"unknown unit {unit!r}; allowed: block, backbone, ddp")
     gathered += GATHER_BYTES * root
+    every = sum(p.numel() for p in generator.parameters())  # the EMA also averages frozen weights
     return MemoryAccount(unit, world, micro_batch, checkpoint_loops, total, STATE_BYTES * total / world,
-                         float(gathered), activation_bytes(generator, micro_batch, checkpoint_loops))
+                         float(gathered), activation_bytes(generator, micro_batch, checkpoint_loops),
+                         float(GRID_SHADOW_BYTES * every))

@@ -177,21 +177,32 @@ class Trainer:
             raise config_lib.ConfigError(f"train.batch_size={cfg.train.batch_size} is the global batch and must "
                                          f"be divisible by the number of processes ({world}) × "
                                          f"train.grad_accum_steps ({self.accum})")
+        self.sharded = self.env.enabled and cfg.train.distributed == "fsdp"
         seed_everything(cfg.train.seed)  # the same initial weights on every rank
-        self.generator = registry.build_generator(cfg)
+        # FSDP: only rank 0 builds the looped core in full (host memory, the seeded weights one process starts
+        # from); the other ranks build it on the meta device, and every rank materialises its shards only
+        meta_backbone = self.sharded and not self.env.is_main
+        with registry.backbone_on("meta" if meta_backbone else None):
+            self.generator = registry.build_generator(cfg)
         with dist_lib.main_process_first(self.env):  # rank 0 builds caches/tokenizers, the others reuse them
             self.dataset = registry.prepare_data(cfg, self.generator, self.run_dir, progress=self.progress)
-        self.generator.to(self.device)
-        self.ema = EMA(self.generator, cfg.train.ema_decay)
+        full_state = None
+        if self.sharded:
+            full_state = self.generator.state_dict() if self.env.is_main else None  # references, no copy
+            self.generator.backbone.to("meta")  # rank 0 too: its full weights live on in full_state only
+        dist_lib.move_to_device(self.generator, self.device)
+        self.ema = EMA(self.generator, cfg.train.ema_decay, keep_shadow=not self.sharded)
         if cfg.train.compile:
             compile_blocks(self.generator, backend=compile_backend)
         self.model = dist_lib.wrap_for_training(
             self.generator, self.env, cfg.train.distributed, cfg.train.find_unused_parameters,
             fsdp_unit=cfg.train.fsdp_unit, reshard_after_forward=cfg.train.fsdp_reshard_after_forward,
-            param_dtype=torch.bfloat16 if uses_bf16(self.device, cfg.train.precision) else None)
-        self.sharded = self.env.enabled and cfg.train.distributed == "fsdp"
+            param_dtype=torch.bfloat16 if uses_bf16(self.device, cfg.train.precision) else None,
+            full_state=full_state)
+        del full_state
         if self.sharded:
-            self.ema.track_sharded(self.generator)
+            self.ema.track_sharded(self.generator)  # the averages: this rank's shards, like the parameters
+        self.checkpoint_format = config_lib.resolved_checkpoint_format(cfg, self.sharded)
         seed_everything(dist_lib.rank_seed(cfg.train.seed, self.env.rank))  # noise/masks differ per rank
         self.optimizer = build_optimizer(self.generator, self.generator.trainable_parameters(), cfg, self.device)
         self.student_draw = (
@@ -250,11 +261,13 @@ class Trainer:
 
     @property
     def dcp(self) -> bool:
-        return self.cfg.train.checkpoint_format == "dcp"
+        """Sharded checkpoints: ``train.checkpoint_format=dcp``, or ``auto`` (the default) under FSDP."""
+        return self.checkpoint_format == "dcp"
 
     def training_state(self) -> dict[str, Any]:
-        """The resumable state, gathered to full tensors (a collective: every rank calls it). With
-        ``train.checkpoint_format=dcp`` the optimizer state stays sharded (``sharded/``) and is left out."""
+        """The resumable state (a collective: every rank calls it). With DCP checkpoints (the default under
+        FSDP) the optimizer state stays sharded (``sharded/``) and is left out; with ``full`` it is gathered
+        to full tensors here."""
         optimizer = None if self.dcp else dist_lib.gather_full(self.optimizer.state_dict())
         rng = dist_lib.all_gather_object(rng_state(self.device), self.env)
         state = {
@@ -263,7 +276,7 @@ class Trainer:
             "schedule": {"lr": lr_at(self.step, self.cfg), "lambda": self.lam_at(self.step),
                          "total_steps": self.cfg.train.steps},
             "optimizer": optimizer, "ema": self.ema.state_dict(), "rng": rng,
-            "checkpoint_format": self.cfg.train.checkpoint_format,
+            "checkpoint_format": self.checkpoint_format,
         }
         if self.student_draw is not None:
             state["student_draw"] = self.student_draw.state_dict()
@@ -303,7 +316,7 @@ class Trainer:
 
             load_sharded(ckpt / SHARDED_DIR, self.generator, self.optimizer, self.ema.averages())
             for name, weights in (("weights", self.generator.state_dict()), ("EMA weights", self.ema.averages())):
-                bad = first_non_finite(dist_lib.gather_full(weights))
+                bad = dist_lib.first_non_finite_anywhere(weights, self.env)  # each rank reads its own shards
                 if bad is not None:
                     raise CheckpointError(f"its {name} hold NaN/Inf ({bad})")
         else:
@@ -344,36 +357,63 @@ class Trainer:
 
     def save(self) -> Path:
         """Checkpoint the current step (every rank calls it; rank 0 writes). Non-finite weights are never
-        written: every rank sees the same full weights and stops with :class:`NonFiniteWeightsError`.
-        With ``train.checkpoint_format=dcp`` every rank also writes its shards of the weights, optimizer
-        state and EMA (``sharded/``)."""
-        model = dist_lib.gather_full(self.generator.state_dict())
-        ema = self.ema.materialize()
-        for label, weights in (("weights", model), ("EMA weights", ema.state_dict())):
-            bad = first_non_finite(weights)
-            if bad is not None:
-                raise NonFiniteWeightsError(f"the {label} hold NaN/Inf after step {self.step} ({bad}); no "
-                                            "checkpoint was written (lower train.lr or train.grad_clip, or check "
-                                            "the data; --resume auto continues from the last finite checkpoint)")
+        written: every rank stops with :class:`NonFiniteWeightsError`. With DCP (the default under FSDP) every
+        rank also writes its shards of the weights, optimizer state and EMA (``sharded/``).
+
+        Under FSDP nothing is gathered whole: ``model.safetensors`` and ``ema.safetensors`` (what ``elt sample``
+        and ``elt.load`` read) are streamed from the shards one tensor at a time and written by rank 0."""
+        checkpoints = self.run_dir / "checkpoints"
+        if self.env.is_main:  # staging folders of writes that were killed are garbage
+            for stale in (*checkpoints.glob(".dcp_step_*"), *checkpoints.glob(".weights_step_*")):
+                shutil.rmtree(stale, ignore_errors=True)
+        if self.sharded:
+            model, ema = self._stream_weights(checkpoints / f".weights_step_{self.step:07d}")
+        else:
+            model = dist_lib.gather_full(self.generator.state_dict())
+            ema = self.ema.materialize()
+            for label, weights in (("weights", model), ("EMA weights", ema.state_dict())):
+                self._refuse_non_finite(label, first_non_finite(weights))
         extra = {}
         if self.dcp:  # every rank writes its shards into a staging folder, moved into the checkpoint below
             from elt.train.dcp import SHARDED_DIR, save_sharded
 
-            staging = self.run_dir / "checkpoints" / f".dcp_step_{self.step:07d}"
-            if self.env.is_main:  # staging folders of writes that were killed are garbage
-                for stale in staging.parent.glob(".dcp_step_*"):
-                    shutil.rmtree(stale, ignore_errors=True)
+            staging = checkpoints / f".dcp_step_{self.step:07d}"
             dist_lib.barrier(self.env)
             save_sharded(staging, self.generator, self.optimizer, self.ema.averages())
             dist_lib.barrier(self.env)
             extra = {SHARDED_DIR: staging}
         state = self.training_state()
-        path = self.run_dir / "checkpoints" / f"step_{self.step:07d}"
+        path = checkpoints / f"step_{self.step:07d}"
         if self.env.is_main:
             path = save_checkpoint(self.run_dir, self.step, self.cfg, model, ema, state,
                                    keep=self.cfg.train.keep_checkpoints, extra_dirs=extra)
+            if self.sharded:
+                shutil.rmtree(checkpoints / f".weights_step_{self.step:07d}", ignore_errors=True)
         dist_lib.barrier(self.env)
         return path
+
+    def _refuse_non_finite(self, label: str, bad: str | None) -> None:
+        if bad is not None:
+            raise NonFiniteWeightsError(f"the {label} hold NaN/Inf after step {self.step} ({bad}); no "
+                                        "checkpoint was written (lower train.lr or train.grad_clip, or check "
+                                        "the data; --resume auto continues from the last finite checkpoint)")
+
+    def _stream_weights(self, staging: Path) -> tuple[Path, Path]:
+        """FSDP: write the weights and the EMA as safetensors into ``staging`` (rank 0) from the shards, one
+        gathered tensor at a time (every rank takes part in each gather)."""
+        from elt.train.dcp import stream_safetensors
+
+        if self.env.is_main:
+            staging.mkdir(parents=True, exist_ok=True)
+        files = staging / MODEL_FILE, staging / EMA_FILE
+        metadata = {"step": str(self.step)}
+        for label, state, target in (("weights", self.generator.state_dict(), files[0]),
+                                     ("EMA weights", self.ema.averages(), files[1])):
+            bad = stream_safetensors(target if self.env.is_main else None, state, metadata)
+            if bad is not None and self.env.is_main:
+                shutil.rmtree(staging, ignore_errors=True)
+            self._refuse_non_finite(label, bad)
+        return files
 
     # -- one step -----------------------------------------------------------------------------------------------
     def _gradient_sync(self, enabled: bool):
