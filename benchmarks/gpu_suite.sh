@@ -109,7 +109,8 @@ if [ -n "$MISSING" ]; then
   fi
   MISSING="$(missing)"
   if [ -n "$MISSING" ]; then  # no wheel carried: the index, if this machine reaches one (bounded)
-    timeout 120 "$PY" -m pip install -q --no-deps --target "$SITE" "${DISTS[@]}" >/dev/null 2>&1 || true
+    timeout 60 "$PY" -m pip install -q --no-deps --timeout 10 --retries 1 --target "$SITE" "${DISTS[@]}" \
+      >/dev/null 2>&1 || true
     MISSING="$(missing)"
   fi
 fi
