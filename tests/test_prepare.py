@@ -301,3 +301,24 @@ def test_default_workers_and_bad_options(tiny, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli_main(["prepare", "fmnist_masked", *overrides(tmp_path), "--precision", "fp16"])
     assert exc.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+def test_bf16_tokenizer_rounds_in_fp32_and_keeps_the_cache_key(tiny, tmp_path):
+    """--precision bf16 (the CUDA default): the FSQ encoder runs under bf16 autocast, its rounding in fp32, so
+    nearly every token matches fp32; the key (weight hash) is the same and the manifest says which ran."""
+    fp32 = prepare(tiny, shard_size=8, progress=False, workers=0, precision="fp32")
+    tokens = np.load(fp32["path"])
+    for path in Path(fp32["path"]).parent.iterdir():
+        path.unlink()
+    bf16 = prepare(tiny, shard_size=8, progress=False, workers=0, precision="bf16")
+    assert bf16["encode_precision"] == "bf16" and bf16["key"] == fp32["key"]
+    other = np.load(bf16["path"])
+    np.testing.assert_array_equal(other[:, :, -1], tokens[:, :, -1])  # labels and skipped items alike
+    assert (other[:, :, :-1] == tokens[:, :, :-1]).mean() > 0.97
+    tokenizer = build_generator(tiny).tokenizer
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = tokenizer.encode(x)
+        latent = tokenizer.encoder(x)
+    expected = tokenizer.quantizer.codes_to_indices(tokenizer.quantizer.quantize(latent.float()))
+    assert torch.equal(under_autocast, expected)  # the rounding saw fp32 values, not bf16 arithmetic
