@@ -188,7 +188,8 @@ def vae_cache_spec(cfg: DictConfig, vae, data_shape, images: Dataset, run_dir: s
     def encode_batch(collated) -> np.ndarray:
         batch, substituted = collated
         last["substituted"] = int(substituted.sum())
-        return vae.encode(batch, bf16=bf16).cpu().numpy().astype(np.float32)
+        latents = vae.encode(batch, bf16=True) if bf16 else vae.encode(batch)
+        return latents.cpu().numpy().astype(np.float32)
 
     def encode(start: int, stop: int) -> np.ndarray:  # one range, decoded here (encode_blocks uses workers)
         from torch.utils.data import default_collate
