@@ -158,21 +158,27 @@ def main() -> int:
     steps, warmup, batch = (2, 1, 2) if args.smoke else (args.steps, args.warmup, args.batch)
     pairs = {k: v for k, v in PAIRS.items() if k in SMOKE_PAIRS} if args.smoke else PAIRS
     names = sorted(set(pairs) | set(pairs.values())) if args.smoke else recipe_names()  # smoke: one per family
-    # the inference comparison first (short), then training with what is left of the budget
+    # the inference comparison first (short: at most a third of the budget), then training with what is left;
+    # a model not started before its share of the budget is gone is listed as skipped
     infer, skipped = [], []
+    minimum = 0.0 if args.smoke else 15.0  # the least time worth starting a model with
+    infer_until = started + args.budget_s / 3
     for name in sorted(set(pairs) | set(pairs.values())):
+        if time.perf_counter() >= infer_until:
+            skipped.append(f"{name} (inference: time budget)")
+            continue
         infer.append(inference_rate(name, device, 2 if args.smoke else 8, 2 if args.smoke else 20, args.smoke))
     rates = {row["recipe"]: row for row in infer}
     comparison = [{"elt": elt, "baseline": base, "elt_samples_per_s": rates[elt]["samples_per_s"],
                    "baseline_samples_per_s": rates[base]["samples_per_s"],
                    "speedup": rates[elt]["samples_per_s"] / rates[base]["samples_per_s"],
                    "flop_ratio": rates[elt]["gflops_per_sample"] / rates[base]["gflops_per_sample"]}
-                  for elt, base in pairs.items()]
+                  for elt, base in pairs.items() if elt in rates and base in rates]
     train = []
     for index, name in enumerate(names):
         left = args.budget_s - (time.perf_counter() - started)
         share = left / (len(names) - index)
-        if left < 15 and not args.smoke:
+        if left <= minimum:
             skipped.append(name)
             continue
         try:

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -85,12 +86,44 @@ def test_gpu_suite_smoke_runs_on_cpu(tmp_path):
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["env.json", "memory.json", "recipes.json", "sampling.json", "train.json",
+    assert names == ["env.json", "gpu_suite.json", "memory.json", "recipes.json", "sampling.json", "train.json",
                      "train_compiled.json", "trainer.json", "trainer_compiled.json"]
+    status = json.loads((tmp_path / "gpu_suite.json").read_text())
+    assert [(s["stage"], s["status"]) for s in status["stages"]] == [("suite", "ok"), ("recipes", "ok")]
     recipes = json.loads((tmp_path / "recipes.json").read_text())
     assert len(recipes["train"]) == 6 and all(r["steps"] == 2 and r["tokens_per_s"] > 0 for r in recipes["train"])
     assert all(c["flop_ratio"] == pytest.approx(1.0) for c in recipes["comparison"])  # iso-FLOP pairs
     assert json.loads((tmp_path / "train_compiled.json").read_text())["config"]["compile"] is True
+
+
+def test_gpu_suite_help_prints_usage_and_runs_nothing(tmp_path):
+    for flag in ("--help", "-h"):
+        result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), flag], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert "--fetch-wheels" in result.stdout and "GPU_SUITE_BUDGET_S" in result.stdout
+        assert "set -uo pipefail" not in result.stdout  # the header comment only
+    assert not (ROOT / "--help").exists() and not list(tmp_path.iterdir())  # no folder named --help
+    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), "--bogus"], capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2 and "unknown option --bogus" in result.stderr
+
+
+def test_gpu_suite_deadline_stops_a_stage_and_records_it(tmp_path):
+    """A budget too small for the suite: its stage is stopped at the deadline (not run to the end), the
+    recipes get what is left or are skipped, and gpu_suite.json says so; exit status 124."""
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "GPU_SUITE_BUDGET_S": "9"}
+    started = time.monotonic()
+    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path), "--smoke"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    seconds = time.monotonic() - started
+    assert result.returncode == 124, result.stdout[-2000:] + result.stderr[-2000:]
+    status = json.loads((tmp_path / "gpu_suite.json").read_text())
+    stages = {s["stage"]: s["status"] for s in status["stages"]}
+    assert status["budget_s"] == 9 and stages["suite"] in ("timed_out", "skipped"), (stages, seconds)
+    assert stages["recipes"] in ("skipped", "timed_out", "ok")
+    assert seconds < 9 + 10 + 30, stages  # the budget, timeout's kill grace, start-ups on a loaded machine
+    assert not (tmp_path / "trainer_compiled.json").exists()  # the suite's last benchmark never ran
 
 
 def test_masked_memory_growth_benchmark_smoke(tmp_path):

@@ -196,3 +196,129 @@ def test_prepare_latents_for_diffusion(tmp_path):
     dataset = prepare_diffusion(cfg, build_diffusion(cfg), tmp_path / "run", progress=False)
     assert len(dataset) == 11 and os.stat(result["path"]).st_mtime_ns == stamp  # read, not re-encoded
     np.testing.assert_array_equal(dataset.latents, np.load(result["path"]))
+
+
+# -- issue 29 item 8: workers, only the encoder, bf16, the parallel join ----------------------------------------
+def no_backbone(monkeypatch):
+    """The transformer (the looped backbone) must never be built by elt prepare."""
+    from elt.core.looped import LoopedTransformer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("elt prepare built the transformer")
+
+    monkeypatch.setattr(LoopedTransformer, "__init__", refuse)
+
+
+def test_prepare_builds_only_the_tokenizer_and_workers_give_the_same_cache(tiny, tmp_path, monkeypatch):
+    reference = reference_cache(tiny, tmp_path)  # the generator is built here, before the refusal below
+    no_backbone(monkeypatch)
+    serial = prepare(tiny, shard_size=8, progress=False, workers=0)
+    assert serial["workers"] == 0 and serial["encode_precision"] == "fp32" and serial["skipped"] == 2
+    np.testing.assert_array_equal(np.load(serial["path"]), reference)
+    for path in Path(serial["path"]).parent.iterdir():
+        path.unlink()
+    parallel = prepare(tiny, shard_size=8, progress=False, workers=2)  # 2 DataLoader worker processes
+    assert parallel["workers"] == 2 and parallel["skipped"] == 2 and parallel["encoded"] == 32
+    np.testing.assert_array_equal(np.load(parallel["path"]), reference)
+
+
+def diffusion_cfg(tmp_path, *extra):
+    from test_vae import save_random_vae
+
+    return load_config("fmnist_latent_diffusion", [
+        "data.name=folder", f"data.root={tmp_path / 'images'}", "data.num_classes=2", "data.channels=3",
+        "data.image_size=16", f"diffusion.vae_path={save_random_vae(tmp_path / 'vae')}",
+        f"diffusion.latent_cache={tmp_path / 'latents'}", f"train.out_dir={tmp_path / 'run'}", "train.device=cpu",
+        "model.width=32", "model.heads=2", *extra])
+
+
+def test_prepare_latents_builds_only_the_vae_with_workers_and_bf16(tmp_path, monkeypatch):
+    pytest.importorskip("diffusers")
+    from elt.data.cache import build_cache
+    from elt.diffusion.task import build_generator as build_diffusion
+    from elt.diffusion.task import cache_spec as diffusion_spec
+
+    write_images(tmp_path / "images", per_class=5, broken=1)
+    cfg = diffusion_cfg(tmp_path)
+    spec = diffusion_spec(cfg, build_diffusion(cfg), tmp_path / "run")  # the serial path training takes
+    spec.path = tmp_path / "reference" / spec.path.name
+    reference = np.asarray(build_cache(spec, progress=False))
+    no_backbone(monkeypatch)
+    fp32 = prepare(cfg, shard_size=4, progress=False, workers=2)
+    assert fp32["skipped"] == 1 and fp32["encode_precision"] == "fp32"  # counted across worker processes
+    np.testing.assert_array_equal(np.load(fp32["path"]), reference)
+    for path in (tmp_path / "latents").iterdir():
+        path.unlink()
+    bf16 = prepare(cfg, shard_size=4, progress=False, workers=0, precision="bf16")
+    assert bf16["encode_precision"] == "bf16" and bf16["key"] == fp32["key"]  # one cache, either precision
+    latents = np.load(bf16["path"])
+    assert latents.dtype == np.float32 and not np.array_equal(latents, reference)  # bf16 did run
+    np.testing.assert_allclose(latents, reference, rtol=0, atol=0.05 * np.abs(reference).max())
+    assert np.linalg.norm(latents - reference) / np.linalg.norm(reference) < 0.02
+
+
+def test_each_rank_joins_only_its_own_shards(tiny, tmp_path, monkeypatch):
+    """The join is split over the ranks: rank r copies shards r, r+W, ... into the joined file; the file is
+    complete only when every rank has copied its part."""
+    from elt.data import prepare as prep
+
+    generator = build_generator(tiny)
+    spec = cache_spec(tiny, generator, tmp_path / "run", progress=False)
+    start_shards(spec, is_main=True)
+    for rank in (0, 1):
+        encode_shards(spec, rank=rank, world=2, shard_size=8, progress=False)
+    read = []
+    real_load = np.load
+
+    def recording_load(path, *args, **kwargs):
+        read.append(Path(path).name)
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(np, "load", recording_load)
+    prep.start_join(spec, shard_size=8)
+    read.clear()
+    assert prep.fill_join(spec, rank=0, world=2, shard_size=8) == 16
+    assert [name for name in read if name.startswith("shard_")] == ["shard_000000.npy", "shard_000002.npy"]
+    partial = real_load(prep._joining_path(spec))
+    assert not partial[8:16].any() and partial[:8].any()  # rank 1's shards are not there yet
+    read.clear()
+    assert prep.fill_join(spec, rank=1, world=2, shard_size=8) == 16
+    assert [name for name in read if name.startswith("shard_")] == ["shard_000001.npy", "shard_000003.npy"]
+    joined = prep.finish_join(spec, shard_size=8, processes=2, seconds=1.0)
+    np.testing.assert_array_equal(joined, reference_cache(tiny, tmp_path))
+    assert json.loads(spec.path.with_suffix(".json").read_text())["skipped"] == 2
+    assert not shards_dir(spec).exists() and not prep._joining_path(spec).exists()
+
+
+def test_default_workers_and_bad_options(tiny, tmp_path, capsys):
+    from elt.data.prepare import default_workers
+
+    assert [default_workers(p, cpus=2) for p in (1, 2)] == [1, 0]
+    assert default_workers(8, cpus=128) == 15 and default_workers(1, cpus=64) == 16
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["prepare", "fmnist_masked", *overrides(tmp_path), "--workers", "-1"])
+    assert exc.value.code == 2 and "--workers: -1 must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["prepare", "fmnist_masked", *overrides(tmp_path), "--precision", "fp16"])
+    assert exc.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+def test_bf16_tokenizer_rounds_in_fp32_and_keeps_the_cache_key(tiny, tmp_path):
+    """--precision bf16 (the CUDA default): the FSQ encoder runs under bf16 autocast, its rounding in fp32, so
+    nearly every token matches fp32; the key (weight hash) is the same and the manifest says which ran."""
+    fp32 = prepare(tiny, shard_size=8, progress=False, workers=0, precision="fp32")
+    tokens = np.load(fp32["path"])
+    for path in Path(fp32["path"]).parent.iterdir():
+        path.unlink()
+    bf16 = prepare(tiny, shard_size=8, progress=False, workers=0, precision="bf16")
+    assert bf16["encode_precision"] == "bf16" and bf16["key"] == fp32["key"]
+    other = np.load(bf16["path"])
+    np.testing.assert_array_equal(other[:, :, -1], tokens[:, :, -1])  # labels and skipped items alike
+    assert (other[:, :, :-1] == tokens[:, :, :-1]).mean() > 0.97
+    tokenizer = build_generator(tiny).tokenizer
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = tokenizer.encode(x)
+        latent = tokenizer.encoder(x)
+    expected = tokenizer.quantizer.codes_to_indices(tokenizer.quantizer.quantize(latent.float()))
+    assert torch.equal(under_autocast, expected)  # the rounding saw fp32 values, not bf16 arithmetic

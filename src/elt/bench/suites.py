@@ -332,8 +332,25 @@ def environment_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
+DEADLINE_ENV = "ELT_SUITE_DEADLINE"  # seconds since the epoch: benchmarks that would start later are skipped
+
+
+def suite_deadline() -> float | None:
+    """The wall-clock deadline benchmarks/gpu_suite.sh gives the suite (``$ELT_SUITE_DEADLINE``), if any."""
+    import os
+
+    value = os.environ.get(DEADLINE_ENV)
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise UserError(f"${DEADLINE_ENV} must be seconds since the epoch, got {value!r}") from None
+
+
 def run_suite(args: argparse.Namespace) -> int:
-    """Every benchmark of the suite in this process; a failing one is reported and the others still run."""
+    """Every benchmark of the suite in this process; a failing one is reported and the others still run.
+    Past ``$ELT_SUITE_DEADLINE`` the remaining ones are skipped (listed; exit status 124)."""
     import copy
     import traceback
 
@@ -343,8 +360,11 @@ def run_suite(args: argparse.Namespace) -> int:
     info = environment_info(device)
     write_json(out / "env.json", info)
     print(json.dumps(info, indent=2))
-    failed = []
+    failed, skipped, deadline = [], [], suite_deadline()
     for name, tag, options in SUITE:
+        if deadline is not None and time.time() >= deadline:
+            skipped.append(f"{name}{'_' + tag if tag else ''}")
+            continue
         run_args = copy.copy(args)
         if not args.smoke:
             vars(run_args).update(SUITE_MODEL)
@@ -360,8 +380,9 @@ def run_suite(args: argparse.Namespace) -> int:
             traceback.print_exc()
             failed.append(f"{name}{'_' + tag if tag else ''}")
         print(f"   ({time.perf_counter() - started:.0f} s)\n")
-    print(f"suite: {len(SUITE) + 1 - len(failed)} JSON files in {out}; failed: {', '.join(failed) or 'none'}")
-    return 1 if failed else 0
+    print(f"suite: {len(SUITE) + 1 - len(failed) - len(skipped)} JSON files in {out}; failed: "
+          f"{', '.join(failed) or 'none'}; skipped at the deadline: {', '.join(skipped) or 'none'}")
+    return 1 if failed else (124 if skipped else 0)
 
 
 def prepare_args(args: argparse.Namespace) -> None:

@@ -14,8 +14,8 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,13 @@ CORE_FIELDS = ("key", "count", "item_shape", "dtype")
 class CacheSpec:
     """What a cache holds and how to build it: ``encode(start, stop)`` returns items ``start..stop`` (random
     access, so ranges can be encoded by several processes: ``elt prepare``); ``skipped(array)`` counts the
-    unreadable items an encoded block marks (optional)."""
+    unreadable items an encoded block marks (optional).
+
+    A spec may also name its raw ``items`` (a dataset whose items a DataLoader collates) and
+    ``encode_batch(collated) -> block``: then :func:`encode_blocks` decodes the items in ``num_workers``
+    DataLoader worker processes while this process encodes, and ``encode`` is not needed for that path.
+    ``info`` holds facts written into the manifest that do not key the cache (e.g. the encoder's precision).
+    """
 
     path: Path  # without suffix: NAME.npy (the array) and NAME.json (its manifest)
     key: dict[str, Any]
@@ -52,6 +58,10 @@ class CacheSpec:
     encode: Callable[[int, int], np.ndarray]
     batch_size: int = 256
     skipped: Callable[[np.ndarray], int] | None = None
+    items: Any = None  # torch Dataset of raw items, decoded in DataLoader workers (with encode_batch)
+    encode_batch: Callable[[Any], np.ndarray] | None = None
+    num_workers: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
 
     def meta(self) -> dict[str, Any]:
         return {"key": self.key, "count": self.count, "item_shape": list(self.item_shape),
@@ -80,8 +90,31 @@ def read_cache(spec: CacheSpec, warn_stale: bool = True) -> np.ndarray | None:
 
 
 def write_manifest(spec: CacheSpec, **extra: Any) -> None:
-    """NAME.json: the spec's manifest plus ``extra`` facts (e.g. skipped items), written atomically."""
-    write_json(spec.path.with_suffix(".json"), {**spec.meta(), **extra})
+    """NAME.json: the spec's manifest plus its ``info`` and ``extra`` facts (e.g. skipped items), atomically."""
+    write_json(spec.path.with_suffix(".json"), {**spec.meta(), **spec.info, **extra})
+
+
+def encode_blocks(spec: CacheSpec, ranges: Sequence[tuple[int, int]]) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(start, stop, block)`` for every batch of the item ranges, in order, no batch crossing a range's end.
+
+    With ``spec.items`` and ``spec.encode_batch``, one DataLoader reads every range (``spec.num_workers``
+    worker processes decode ahead while this process encodes); otherwise ``spec.encode`` is called per batch.
+    """
+    batches = [(begin, min(begin + spec.batch_size, stop)) for start, stop in ranges
+               for begin in range(start, stop, spec.batch_size)]
+    if not batches:
+        return
+    if spec.items is None or spec.encode_batch is None:
+        for begin, end in batches:
+            yield begin, end, spec.encode(begin, end)
+        return
+    from torch.utils.data import DataLoader
+
+    workers = max(0, int(spec.num_workers))
+    loader = DataLoader(spec.items, batch_sampler=[list(range(b, e)) for b, e in batches], num_workers=workers,
+                        **({"prefetch_factor": 4, "persistent_workers": False} if workers else {}))
+    for (begin, end), collated in zip(batches, loader, strict=True):
+        yield begin, end, spec.encode_batch(collated)
 
 
 def build_cache(spec: CacheSpec, progress: bool = True) -> np.ndarray:
@@ -94,13 +127,12 @@ def build_cache(spec: CacheSpec, progress: bool = True) -> np.ndarray:
     tmp = array_path.with_name(f".{array_path.stem}.{os.getpid()}.tmp.npy")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=spec.dtype, shape=(spec.count, *spec.item_shape))
     skipped = 0
-    for start in tqdm(range(0, spec.count, spec.batch_size), desc=f"encoding {spec.path.name}",
-                      disable=not progress):
-        stop = min(start + spec.batch_size, spec.count)
-        block = spec.encode(start, stop)
-        out[start:stop] = block
-        if spec.skipped is not None:
-            skipped += spec.skipped(block)
+    with tqdm(total=spec.count, desc=f"encoding {spec.path.name}", disable=not progress) as bar:
+        for start, stop, block in encode_blocks(spec, [(0, spec.count)]):
+            out[start:stop] = block
+            if spec.skipped is not None:
+                skipped += spec.skipped(block)
+            bar.update(stop - start)
     out.flush()
     del out
     os.replace(tmp, array_path)

@@ -7,9 +7,15 @@ trainer reads, with several processes under torchrun, resumable after a kill.
 The cache is cut into shards of ``--shard-size`` items; process r of W encodes shards r, r+W, r+2W, ...
 Each finished shard is written under a temporary name and renamed into ``NAME.shards/``, so a kill loses
 at most the shards in progress (one per process); a rerun skips the finished ones. When every shard is
-there, rank 0 joins them into ``NAME.npy`` and writes the manifest ``NAME.json`` (producer hash, count,
-shapes, dtype, unreadable items skipped) that ``elt train`` checks before it uses the cache. Shards of
+there, every process copies its own shards into one file at their offsets (the join costs each 1/W), rank 0
+renames it ``NAME.npy`` and writes the manifest ``NAME.json`` (producer hash, count, shapes, dtype,
+unreadable items skipped, encoder precision) that ``elt train`` checks before it uses the cache. Shards of
 another tokenizer/VAE or data setting are discarded, never mixed in.
+
+Only the encoder is built (the task module's ``prepare_spec``: the tokenizer or the VAE, never the
+transformer). Images are decoded in DataLoader worker processes (``--workers``, else ``data.num_workers``,
+else the CPUs per process less one) while the process encodes; on CUDA the encoder runs in bf16 autocast
+(``--precision``; the FSQ rounding and the VQ nearest-code search stay fp32, latents are stored in fp32).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from elt.data.cache import CacheSpec, read_cache, write_manifest
+from elt.data.cache import CacheSpec, encode_blocks, read_cache, write_manifest
 from elt.runtime import resolve_device
 
 DEFAULT_SHARD_SIZE = 4096
@@ -92,7 +98,8 @@ def start_shards(spec: CacheSpec, is_main: bool) -> Path:
 
 
 def encode_shards(spec: CacheSpec, rank: int, world: int, shard_size: int, progress: bool = True) -> dict:
-    """Encode this rank's unfinished shards. Returns {"encoded": items, "skipped": unreadable, "resumed": shards
+    """Encode this rank's unfinished shards (one DataLoader over all of them: ``spec.num_workers`` workers
+    decode ahead across shard boundaries). Returns {"encoded": items, "skipped": unreadable, "resumed": shards
     found finished}."""
     folder = shards_dir(spec)
     ranges = shard_ranges(spec.count, shard_size)
@@ -100,55 +107,104 @@ def encode_shards(spec: CacheSpec, rank: int, world: int, shard_size: int, progr
     todo = [i for i in mine if not _finished(_shard_path(folder, i), ranges[i][1] - ranges[i][0], spec)]
     stats = {"encoded": 0, "skipped": 0, "resumed": len(mine) - len(todo)}
     total = sum(ranges[i][1] - ranges[i][0] for i in todo)
+    shard_of = {ranges[i][0]: i for i in todo}
+    out, index, skipped = None, -1, 0
     with tqdm(total=total, desc=f"prepare {spec.path.name} [rank {rank}]", disable=not progress, unit="item",
               dynamic_ncols=True) as bar:
-        for index in todo:
+        for begin, end, block in encode_blocks(spec, [ranges[i] for i in todo]):
+            if begin in shard_of:  # the first batch of a shard
+                index, skipped = shard_of[begin], 0
+                out = np.empty((ranges[index][1] - begin, *spec.item_shape), dtype=spec.dtype)
             start, stop = ranges[index]
-            out = np.empty((stop - start, *spec.item_shape), dtype=spec.dtype)
-            skipped = 0
-            for begin in range(start, stop, spec.batch_size):
-                end = min(begin + spec.batch_size, stop)
-                block = spec.encode(begin, end)
-                out[begin - start:end - start] = block
-                if spec.skipped is not None:
-                    skipped += spec.skipped(block)
-                bar.update(end - begin)
-            # the marker first, both under temporary names: a kill between the renames leaves a marker
-            # without its shard (re-encoded on resume), never a shard without a readable marker
-            shard = _shard_path(folder, index)
-            tmp = folder / f".shard_{index:06d}.{os.getpid()}.tmp.npy"
-            _marker_path(tmp).write_text(str(skipped))
-            os.replace(_marker_path(tmp), _marker_path(shard))
-            np.save(tmp, out)
-            os.replace(tmp, shard)
-            stats["encoded"] += stop - start
-            stats["skipped"] += skipped
+            out[begin - start:end - start] = block
+            if spec.skipped is not None:
+                skipped += spec.skipped(block)
+            bar.update(end - begin)
+            if end == stop:
+                _save_shard(folder, index, out, skipped)
+                stats["encoded"] += stop - start
+                stats["skipped"] += skipped
     return stats
 
 
-def join_shards(spec: CacheSpec, shard_size: int, processes: int, seconds: float) -> np.ndarray:
-    """Rank 0: the shards → ``NAME.npy`` (temporary name, renamed) and its manifest; the shards are removed."""
+def _save_shard(folder: Path, index: int, out: np.ndarray, skipped: int) -> None:
+    """The marker first, both under temporary names: a kill between the renames leaves a marker without its
+    shard (re-encoded on resume), never a shard without a readable marker."""
+    shard = _shard_path(folder, index)
+    tmp = folder / f".shard_{index:06d}.{os.getpid()}.tmp.npy"
+    _marker_path(tmp).write_text(str(skipped))
+    os.replace(_marker_path(tmp), _marker_path(shard))
+    np.save(tmp, out)
+    os.replace(tmp, shard)
+
+
+def _joining_path(spec: CacheSpec) -> Path:
+    """The joined array while it is being filled (one name every rank knows; renamed when complete)."""
+    return spec.path.with_name(f".{spec.path.name}.joining.npy")
+
+
+def check_shards(spec: CacheSpec, shard_size: int) -> None:
     folder = shards_dir(spec)
     ranges = shard_ranges(spec.count, shard_size)
     missing = [i for i, (a, b) in enumerate(ranges) if not _finished(_shard_path(folder, i), b - a, spec)]
     if missing:
         raise RuntimeError(f"{len(missing)} shards of {spec.path.name} are missing (first: {missing[0]}); "
                            "rerun elt prepare to encode them")
-    array_path = spec.path.with_suffix(".npy")
-    tmp = array_path.with_name(f".{array_path.stem}.{os.getpid()}.tmp.npy")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=spec.dtype, shape=(spec.count, *spec.item_shape))
-    skipped = 0
-    for index, (start, stop) in enumerate(ranges):
-        shard = _shard_path(folder, index)
-        out[start:stop] = np.load(shard)
-        skipped += _read_marker(_marker_path(shard))  # _finished checked that it reads
-    out.flush()
+
+
+def start_join(spec: CacheSpec, shard_size: int) -> None:
+    """Rank 0, after every shard is written: check them all, create the (sparse) joined file, header and size
+    only. Then a barrier, :func:`fill_join` on every rank, a barrier, :func:`finish_join` on rank 0."""
+    check_shards(spec, shard_size)
+    out = np.lib.format.open_memmap(_joining_path(spec), mode="w+", dtype=spec.dtype,
+                                    shape=(spec.count, *spec.item_shape))
     del out
-    os.replace(tmp, array_path)
+
+
+def fill_join(spec: CacheSpec, rank: int, world: int, shard_size: int) -> int:
+    """Copy this rank's shards (r, r+W, ...) into the joined file at their offsets; returns the items copied.
+    Every rank copies its own, so the join costs each 1/W of the cache; positional writes touch only the
+    shard's bytes (safe beside other ranks' writes to the same file, also on a shared filesystem)."""
+    path = _joining_path(spec)
+    offset = np.load(path, mmap_mode="r").offset
+    row = int(np.prod(spec.item_shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+    ranges = shard_ranges(spec.count, shard_size)
+    copied = 0
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for index in range(rank, len(ranges), world):
+            start, stop = ranges[index]
+            data = memoryview(np.ascontiguousarray(np.load(_shard_path(shards_dir(spec), index)))).cast("B")
+            position = offset + start * row
+            while len(data):
+                written = os.pwrite(fd, data, position)
+                data, position = data[written:], position + written
+            copied += stop - start
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return copied
+
+
+def finish_join(spec: CacheSpec, shard_size: int, processes: int, seconds: float) -> np.ndarray:
+    """Rank 0, once every rank filled its part: rename the joined file into place, write the manifest (with
+    the unreadable-item counts of the shards' markers), remove the shards."""
+    folder = shards_dir(spec)
+    ranges = shard_ranges(spec.count, shard_size)
+    skipped = sum(_read_marker(_marker_path(_shard_path(folder, i))) for i in range(len(ranges)))
+    array_path = spec.path.with_suffix(".npy")
+    os.replace(_joining_path(spec), array_path)
     write_manifest(spec, skipped=skipped, processes=processes, shard_size=shard_size, created_by="elt prepare",
                    encode_seconds=round(seconds, 3))
     shutil.rmtree(folder, ignore_errors=True)
     return np.load(array_path, mmap_mode="r")
+
+
+def join_shards(spec: CacheSpec, shard_size: int, processes: int, seconds: float) -> np.ndarray:
+    """One process: the shards → ``NAME.npy`` and its manifest; the shards are removed."""
+    start_join(spec, shard_size)
+    fill_join(spec, 0, 1, shard_size)
+    return finish_join(spec, shard_size, processes, seconds)
 
 
 @dataclass(frozen=True)
@@ -188,28 +244,63 @@ def _process_group(device_name: str) -> Iterator[_Ranks]:
             dist.destroy_process_group()
 
 
+def default_workers(local_processes: int, cpus: int | None = None) -> int:
+    """DataLoader workers per process when neither ``--workers`` nor ``data.num_workers`` names a number: the
+    CPUs this node gives each process, less the one that process encodes on, at most 16 (2 CPUs and 1 process:
+    1 worker; 2 CPUs and 2 processes: none, each process decodes and encodes on its own core)."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(16, cpus // max(1, local_processes) - 1))
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _spec_for(cfg, module, run_dir: Path, ranks: _Ranks, precision: str, progress: bool) -> CacheSpec:
+    """The cache spec with only the encoder built (the task's ``prepare_spec``); a paradigm without one gets
+    its whole generator built and ``cache_spec`` asked."""
+    if hasattr(module, "prepare_spec"):
+        return module.prepare_spec(cfg, run_dir, ranks.device, precision=precision, progress=progress)
+    from elt import registry
+
+    generator = registry.build_generator(cfg)
+    spec = module.cache_spec(cfg, generator, run_dir, progress=progress)
+    for encoder in (getattr(generator, "tokenizer", None), getattr(generator, "vae", None)):
+        if encoder is not None:  # each process encodes on its own device (cuda:LOCAL_RANK under torchrun)
+            encoder.to(ranks.device)
+    return spec
+
+
 def prepare(cfg, run_dir: str | Path | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
-            progress: bool = True) -> dict:
+            progress: bool = True, workers: int | None = None, precision: str = "auto") -> dict:
     """Build the training cache ``cfg`` describes; under torchrun every process encodes its shards.
-    Returns the manifest (``NAME.json``) plus ``path`` and this run's ``encoded`` items."""
+
+    Only the encoder (tokenizer or VAE) is built. ``workers``: DataLoader workers decoding images per process
+    (default: ``data.num_workers`` when set, else :func:`default_workers`). ``precision``: the encoder's
+    (``auto``: bf16 autocast on CUDA, fp32 on CPU). Returns the manifest (``NAME.json``) plus ``path`` and
+    this run's ``encoded`` items."""
     from elt import registry
 
     if shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+    if workers is not None and workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {workers}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     run_dir = Path(run_dir or cfg.train.out_dir)
     with _process_group(cfg.train.device) as ranks:
-        generator = registry.build_generator(cfg)
         module = registry.task_module(cfg.paradigm)
-        if not hasattr(module, "cache_spec"):
+        if not hasattr(module, "prepare_spec") and not hasattr(module, "cache_spec"):
             raise ValueError(f"paradigm {cfg.paradigm!r} has no cache to prepare")
         if not ranks.is_main:  # rank 0 trains a missing FSQ tokenizer first; the others then load it
             _barrier(ranks)
-        spec = module.cache_spec(cfg, generator, run_dir, progress=progress and ranks.is_main)
+        spec = _spec_for(cfg, module, run_dir, ranks, precision, progress and ranks.is_main)
         if ranks.is_main:
             _barrier(ranks)
-        for encoder in (getattr(generator, "tokenizer", None), getattr(generator, "vae", None)):
-            if encoder is not None:  # each process encodes on its own device (cuda:LOCAL_RANK under torchrun)
-                encoder.to(ranks.device)
+        if workers is None:
+            workers = cfg.data.num_workers or default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world)))
+        spec.num_workers = workers
+        spec.info = {**spec.info, "workers": workers}
         shard_size = max(spec.batch_size, shard_size // spec.batch_size * spec.batch_size)
         started = time.perf_counter()
         done = read_cache(spec, warn_stale=ranks.is_main)
@@ -219,8 +310,13 @@ def prepare(cfg, run_dir: str | Path | None = None, shard_size: int = DEFAULT_SH
             _barrier(ranks)
             stats = encode_shards(spec, ranks.rank, ranks.world, shard_size, progress=progress)
             _barrier(ranks)
+            if ranks.is_main:  # the join: each rank copies its own shards into one file (rank 0 renames it)
+                start_join(spec, shard_size)
+            _barrier(ranks)
+            fill_join(spec, ranks.rank, ranks.world, shard_size)
+            _barrier(ranks)
             if ranks.is_main:
-                join_shards(spec, shard_size, ranks.world, time.perf_counter() - started)
+                finish_join(spec, shard_size, ranks.world, time.perf_counter() - started)
             _barrier(ranks)
         encoded = torch.tensor([float(stats["encoded"])], dtype=torch.float64)
         if ranks.world > 1:

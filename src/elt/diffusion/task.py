@@ -61,21 +61,32 @@ def load_vae(cfg: DictConfig):
         raise ConfigError(str(exc)) from exc
 
 
+def latent_data_shape(cfg: DictConfig, vae) -> tuple[int, int, int]:
+    """The latent shape the VAE gives the configured images (checked against the patch size)."""
+    try:
+        data_shape = vae.latent_shape(cfg.data.image_size)
+    except ValueError as exc:
+        raise ConfigError(f"data.image_size: {exc}") from exc
+    check_patch(cfg, data_shape, "latent")
+    return data_shape
+
+
+def check_patch(cfg: DictConfig, data_shape, what: str) -> None:
+    if data_shape[-1] % cfg.diffusion.patch_size:
+        raise ConfigError(f"diffusion.patch_size={cfg.diffusion.patch_size} must divide the "
+                          f"{what} side {data_shape[-1]}")
+
+
 def build_generator(cfg: DictConfig) -> DiffusionGenerator:
     validate(cfg)
     vae = None
     if cfg.diffusion.space == "latent":
         vae = load_vae(cfg)
-        try:
-            data_shape = vae.latent_shape(cfg.data.image_size)
-        except ValueError as exc:
-            raise ConfigError(f"data.image_size: {exc}") from exc
+        data_shape = latent_data_shape(cfg, vae)
     else:
         frames = (cfg.data.frames,) if cfg.data.frames else ()
         data_shape = (cfg.data.channels, *frames, cfg.data.image_size, cfg.data.image_size)
-    if data_shape[-1] % cfg.diffusion.patch_size:
-        raise ConfigError(f"diffusion.patch_size={cfg.diffusion.patch_size} must divide the "
-                          f"{'latent' if vae else 'image'} side {data_shape[-1]}")
+        check_patch(cfg, data_shape, "image")
     backbone = build_backbone(cfg, cond_dim=cfg.model.width)
     return DiffusionGenerator(cfg, backbone, process_from_config(cfg.diffusion), data_shape, vae=vae)
 
@@ -130,32 +141,64 @@ def prepare_data(cfg: DictConfig, generator: DiffusionGenerator, run_dir: str | 
     return encode_latents(cfg, generator, images, run_dir, progress=progress)
 
 
-def latent_cache_spec(cfg: DictConfig, generator: DiffusionGenerator, images: Dataset, run_dir: str | Path):
-    """The latent cache of ``images`` through the generator's VAE (keyed by its weight hash and the data).
-    An unreadable file is replaced by the next readable one (as in training from pixels) and counted."""
-    from elt.data.cache import CacheSpec
+class _Substituted(Dataset):
+    """(image, substituted) items for encoding: an unreadable file of an image folder is replaced by the next
+    readable one (as in training from pixels) and flagged, so that the count survives DataLoader workers."""
 
-    vae = generator.vae
+    def __init__(self, images: Dataset):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        from elt.data.folders import ImageFolder
+
+        if isinstance(self.images, ImageFolder):
+            item = self.images.load(index)
+            if item is None:
+                return self.images[index][0], True
+            return item[0], False
+        return self.images[index][0], False
+
+
+def latent_cache_spec(cfg: DictConfig, generator: DiffusionGenerator, images: Dataset, run_dir: str | Path,
+                      precision: str = "auto"):
+    """The latent cache of ``images`` through the generator's VAE (keyed by its weight hash and the data)."""
+    return vae_cache_spec(cfg, generator.vae, generator.data_shape, images, run_dir, precision)
+
+
+def vae_cache_spec(cfg: DictConfig, vae, data_shape, images: Dataset, run_dir: str | Path, precision: str = "auto"):
+    """The latent cache of ``images`` through ``vae`` (keyed by its weight hash and the data). An unreadable
+    file is replaced by the next readable one (as in training from pixels) and counted. Images are decoded in
+    ``data.num_workers`` DataLoader workers; the VAE encodes on its device, in bf16 autocast where
+    ``precision`` asks for it (``auto``: on CUDA; the latents are stored in fp32 either way)."""
+    from elt.data.cache import CacheSpec
+    from elt.runtime import uses_bf16
+
     key = {"vae": vae.weights_hash(), "scaling_factor": vae.scaling_factor, "shift_factor": vae.shift_factor,
            "dataset": cfg.data.name, "root": str(cfg.data.root), "split": "train",
            "image_size": cfg.data.image_size, "limit": cfg.data.limit}
     folder = Path(cfg.diffusion.latent_cache) if cfg.diffusion.latent_cache else Path(run_dir) / "cache"
     name = f"latents_{cfg.data.name}_{cfg.data.image_size}_{key['vae']}"
-    substituted = getattr(images, "skipped", None)
+    items = _Substituted(images)
+    bf16 = uses_bf16(vae.device, precision)
+    last = {"substituted": 0}
 
-    def encode(start: int, stop: int) -> np.ndarray:
-        batch = torch.stack([images[i][0] for i in range(start, stop)])
-        with torch.no_grad():
-            return vae.encode(batch).cpu().numpy().astype(np.float32)
+    def encode_batch(collated) -> np.ndarray:
+        batch, substituted = collated
+        last["substituted"] = int(substituted.sum())
+        latents = vae.encode(batch, bf16=True) if bf16 else vae.encode(batch)
+        return latents.cpu().numpy().astype(np.float32)
 
-    seen = {"count": 0}
+    def encode(start: int, stop: int) -> np.ndarray:  # one range, decoded here (encode_blocks uses workers)
+        from torch.utils.data import default_collate
 
-    def skipped(block: np.ndarray) -> int:  # files found unreadable since the previous block
-        new, seen["count"] = len(substituted) - seen["count"], len(substituted)
-        return new
+        return encode_batch(default_collate([items[i] for i in range(start, stop)]))
 
-    return CacheSpec(folder / name, key, len(images), generator.data_shape, np.float32, encode, batch_size=64,
-                     skipped=skipped if substituted is not None else None)
+    return CacheSpec(folder / name, key, len(images), tuple(data_shape), np.float32, encode, batch_size=64,
+                     skipped=lambda block: last["substituted"], items=items, encode_batch=encode_batch,
+                     num_workers=cfg.data.num_workers, info={"encode_precision": "bf16" if bf16 else "fp32"})
 
 
 def dataset_labels(images: Dataset) -> torch.Tensor:
@@ -167,10 +210,22 @@ def dataset_labels(images: Dataset) -> torch.Tensor:
 
 
 def cache_spec(cfg: DictConfig, generator: DiffusionGenerator, run_dir: str | Path, progress: bool = True):
-    """For ``elt prepare``: the latent cache of the training images (latent space only)."""
+    """The latent cache of the training images (latent space only)."""
     if cfg.diffusion.space != "latent":
         raise ConfigError("elt prepare encodes latents: diffusion.space=pixel trains on the images themselves")
     return latent_cache_spec(cfg, generator, image_dataset(cfg), run_dir)
+
+
+def prepare_spec(cfg: DictConfig, run_dir: str | Path, device: torch.device, precision: str = "auto",
+                 progress: bool = True):
+    """For ``elt prepare``: the latent cache's spec with only the VAE loaded (no transformer), on ``device``."""
+    validate(cfg)
+    if cfg.diffusion.space != "latent":
+        raise ConfigError("elt prepare encodes latents: diffusion.space=pixel trains on the images themselves")
+    vae = load_vae(cfg)
+    data_shape = latent_data_shape(cfg, vae)
+    vae.to(device)
+    return vae_cache_spec(cfg, vae, data_shape, image_dataset(cfg), run_dir, precision)
 
 
 def encode_latents(cfg: DictConfig, generator: DiffusionGenerator, images: Dataset, run_dir: str | Path,

@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, default_collate
 
 from elt.data.cache import CacheSpec, build_cache, state_dict_hash
 from elt.data.datasets import build_dataset
 from elt.data.folders import ImageFolder
 from elt.masked.model import MaskedGenerator
+from elt.runtime import autocast_context, uses_bf16
 from elt.tokenizers.factory import build_tokenizer
 
 
@@ -53,13 +54,18 @@ def preserved_rng():
 
 def load_trained_tokenizer(cfg, generator: MaskedGenerator, run_dir: str | Path, progress: bool = True) -> dict:
     """Put trained weights into ``generator.tokenizer`` (training the FSQ tokenizer first if none is saved)."""
+    return load_tokenizer_weights(cfg, generator.tokenizer, run_dir, progress=progress)
+
+
+def load_tokenizer_weights(cfg, tokenizer: torch.nn.Module, run_dir: str | Path, progress: bool = True) -> dict:
+    """Put trained weights into ``tokenizer`` (training the FSQ tokenizer first if none is saved)."""
     from elt.tokenizers import fsq
 
     if cfg.tokenizer.kind == "pretrained_vq":
         from elt.tokenizers.pretrained_vq import PretrainedVQTokenizer
 
         source = PretrainedVQTokenizer.from_folder(cfg.tokenizer.pretrained_path, cfg.data.image_size)
-        generator.tokenizer.load_state_dict(source.state_dict())
+        tokenizer.load_state_dict(source.state_dict())
         return {"kind": "pretrained_vq", "path": cfg.tokenizer.pretrained_path}
     folder = tokenizer_dir(cfg, run_dir)
     if not fsq.is_saved(folder):
@@ -75,7 +81,7 @@ def load_trained_tokenizer(cfg, generator: MaskedGenerator, run_dir: str | Path,
         metrics = meta.get("metrics")
         if metrics:
             print(f"tokenizer {metrics['split']} PSNR {metrics['psnr']:.2f} dB, MSE {metrics['mse']:.5f}")
-    return fsq.load_tokenizer(generator.tokenizer, folder)
+    return fsq.load_tokenizer(tokenizer, folder)
 
 
 class _Loadable(Dataset):
@@ -97,13 +103,15 @@ class _Loadable(Dataset):
         return image, int(label), True
 
 
-def token_cache_spec(cfg, tokenizer: torch.nn.Module, cache_dir: str | Path) -> CacheSpec:
+def token_cache_spec(cfg, tokenizer: torch.nn.Module, cache_dir: str | Path, precision: str = "auto") -> CacheSpec:
     """The token cache of the training split: int array N × variants × (T + 1), T = tokens per item.
 
     ``variants`` is 2 with ``data.hflip`` (the image and its mirror image; for video every frame mirrored),
     else 1. The last column is the label, −1 for an item that could not be read (dropped by
     :class:`TokenDataset`). Video items (C×T×H×W) are encoded to t×h×w grids, stored flattened. Ranges are
-    encoded in any order (``elt prepare`` gives each process its own shards).
+    encoded in any order (``elt prepare`` gives each process its own shards). Items are decoded in
+    ``data.num_workers`` DataLoader workers; the tokenizer encodes on its device, in bf16 autocast where
+    ``precision`` asks for it (``auto``: on CUDA), its rounding / nearest-code search in fp32.
     """
     dataset = build_dataset(cfg.data, "train")
     tokenizer.eval()
@@ -121,32 +129,30 @@ def token_cache_spec(cfg, tokenizer: torch.nn.Module, cache_dir: str | Path) -> 
         video = OmegaConf.to_container(cfg.data, resolve=True)
         key["video"] = {k: v for k, v in sorted(video.items()) if k not in key and k not in ("num_workers",)}
     loadable = _Loadable(dataset, shape)
-    position = {"next": None, "batches": None}
+    device = next(tokenizer.parameters()).device
+    bf16 = uses_bf16(device, precision)
 
-    def encode(start: int, stop: int) -> np.ndarray:
-        if position["next"] != start:  # a new range: one loader from here on (workers read ahead)
-            position["batches"] = iter(DataLoader(Subset(loadable, range(start, len(dataset))),
-                                                  batch_size=batch_size, shuffle=False,
-                                                  num_workers=cfg.data.num_workers))
-        images, labels, ok = next(position["batches"])
-        if len(labels) != stop - start:
-            raise RuntimeError(f"encoding out of step: got {len(labels)} items for {start}..{stop}")
-        position["next"] = stop
-        device = next(tokenizer.parameters()).device
-        out = np.full((stop - start, variants, seq_len + 1), -1, dtype=dtype)
+    def encode_batch(collated) -> np.ndarray:
+        images, labels, ok = collated
+        out = np.full((len(labels), variants, seq_len + 1), -1, dtype=dtype)
         if ok.any():
             good = images[ok].to(device)
             views = [good, good.flip(-1)][:variants]
-            with torch.no_grad():
-                for v, view in enumerate(views):
+            with torch.no_grad(), autocast_context(device, "bf16" if bf16 else "fp32"):
+                for v, view in enumerate(views):  # the tokenizers round/argmin in fp32 under autocast
                     out[ok.numpy(), v, :seq_len] = tokenizer.encode(view).flatten(1).cpu().numpy()
             out[ok.numpy(), :, seq_len] = labels[ok].numpy()[:, None]
         return out
 
+    def encode(start: int, stop: int) -> np.ndarray:  # one range, decoded here (encode_blocks uses workers)
+        return encode_batch(default_collate([loadable[i] for i in range(start, stop)]))
+
     clip = f"{frames}f_" if frames else ""
     name = f"{cfg.data.name}_train_{clip}{cfg.data.image_size}px{'_hflip' if variants == 2 else ''}"
     return CacheSpec(Path(cache_dir) / name, key, len(dataset), (variants, seq_len + 1), dtype, encode,
-                     batch_size=batch_size, skipped=lambda block: int((block[:, 0, -1] < 0).sum()))
+                     batch_size=batch_size, skipped=lambda block: int((block[:, 0, -1] < 0).sum()),
+                     items=loadable, encode_batch=encode_batch, num_workers=cfg.data.num_workers,
+                     info={"encode_precision": "bf16" if bf16 else "fp32"})
 
 
 def encode_dataset(cfg, tokenizer: torch.nn.Module, cache_dir: str | Path, progress: bool = True) -> np.ndarray:
@@ -187,11 +193,22 @@ class TokenDataset(Dataset):
 
 
 def cache_spec(cfg, generator: MaskedGenerator, run_dir: str | Path, progress: bool = True) -> CacheSpec:
-    """For ``elt prepare``: the trained tokenizer in the generator and the spec of the token cache."""
+    """The trained tokenizer in the generator and the spec of the token cache."""
     with preserved_rng():
         load_trained_tokenizer(cfg, generator, run_dir, progress=progress)
     generator.tokenizer.eval()
     return token_cache_spec(cfg, generator.tokenizer, tokenizer_dir(cfg, run_dir) / "cache")
+
+
+def prepare_spec(cfg, run_dir: str | Path, device: torch.device, precision: str = "auto",
+                 progress: bool = True) -> CacheSpec:
+    """For ``elt prepare``: the token cache's spec with only the tokenizer built (trained first if none is
+    saved; no transformer), moved to ``device``."""
+    tokenizer = build_tokenizer(cfg)
+    with preserved_rng():
+        load_tokenizer_weights(cfg, tokenizer, run_dir, progress=progress)
+    tokenizer.eval().requires_grad_(False).to(device)
+    return token_cache_spec(cfg, tokenizer, tokenizer_dir(cfg, run_dir) / "cache", precision=precision)
 
 
 def prepare_data(cfg, generator: MaskedGenerator, run_dir: str | Path, progress: bool = True) -> TokenDataset:

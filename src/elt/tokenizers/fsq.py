@@ -163,8 +163,11 @@ class FSQCodec(nn.Module):
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels → token indices; under bf16 autocast the encoder runs in bf16 and the rounding in fp32."""
         self.check_input(pixels)
-        return self.quantizer.codes_to_indices(self.quantizer.quantize(self.encoder(pixels)))
+        latent = self.encoder(pixels)
+        with torch.autocast(latent.device.type, enabled=False):
+            return self.quantizer.codes_to_indices(self.quantizer.quantize(latent.float()))
 
     @torch.no_grad()
     def decode(self, indices: torch.Tensor) -> torch.Tensor:

@@ -82,12 +82,13 @@ class PretrainedVQTokenizer(nn.Module):
         """Images B×C×S×S in [-1, 1] → nearest-codebook indices B×h×w."""
         if images.ndim != 4 or images.shape[1] != self.image_channels:
             raise ValueError(f"the VQ model expects B×{self.image_channels}×H×W images, got {tuple(images.shape)}")
-        latents = self.vq.encode(images).latents  # B×D×h×w, after quant_conv
+        latents = self.vq.encode(images).latents  # B×D×h×w, after quant_conv (bf16 under autocast)
         b, d, h, w = latents.shape
-        flat = latents.permute(0, 2, 3, 1).reshape(-1, d).float()
-        codebook = self.codebook.float()
-        distances = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codebook.t() + codebook.pow(2).sum(1)[None]
-        return distances.argmin(dim=1).view(b, h, w)
+        with torch.autocast(latents.device.type, enabled=False):  # the nearest code: distances in fp32
+            flat = latents.permute(0, 2, 3, 1).reshape(-1, d).float()
+            codebook = self.codebook.float()
+            distances = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codebook.t() + codebook.pow(2).sum(1)[None]
+            return distances.argmin(dim=1).view(b, h, w)
 
     def quantized(self, indices: torch.Tensor) -> torch.Tensor:
         if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
