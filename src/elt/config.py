@@ -32,6 +32,7 @@ from elt.limits import (
     MAX_IMAGE_SIZE,
     MAX_LOOPS,
     MAX_SAMPLING_STEPS,
+    MAX_SEED,
     MAX_TRAIN_STEPS,
     MAX_WIDTH,
     Any_,
@@ -416,8 +417,8 @@ def validate(cfg: DictConfig) -> None:
     check_seed(cfg.train.seed, "train.seed")
     check_seed(cfg.data.video_seed, "data.video_seed")
     if not re.fullmatch(DEVICE_PATTERN, str(cfg.train.device)):
-        raise ConfigError(f"config key 'train.device' is {str(cfg.train.device)[:40]!r}; allowed: auto, cpu, cuda, "
-                          "cuda:N, mps")
+        raise ConfigError(f"config key 'train.device': unknown device {str(cfg.train.device)[:40]!r}; allowed: auto, "
+                          "cpu, cuda, cuda:N, mps")
     if cfg.model.width % cfg.model.heads:
         raise ConfigError(f"model.width={cfg.model.width} must be divisible by model.heads={cfg.model.heads}")
     if cfg.ilsd.mode == "ilsd":
@@ -482,7 +483,7 @@ def _from_dotlist(items) -> DictConfig:
 
 
 def _validate_sampling_loops(cfg: DictConfig) -> None:
-    from elt.core.schedule import as_point
+    from elt.core.schedule import max_loops
 
     loops = OmegaConf.select(cfg, "sampling.loops", default=None)
     if loops is None:
@@ -490,12 +491,14 @@ def _validate_sampling_loops(cfg: DictConfig) -> None:
     if OmegaConf.is_config(loops):
         loops = OmegaConf.to_container(loops)
     try:
-        as_point(loops)
+        top = max_loops(loops)
     except (UserError, ValueError, TypeError) as exc:
-        raise ConfigError(f"config key 'sampling.loops' is {loops!r}: {exc}") from None
+        raise ConfigError(f"config key 'sampling.loops' is {str(loops)[:40]!r}: {exc}") from None
+    if top is not None and top > loop_ceiling(cfg.model.loops):
+        raise ConfigError(f"config key 'sampling.loops' is {str(loops)[:40]!r}: {top} loops per step; allowed: at "
+                          f"most {loop_ceiling(cfg.model.loops)} (4·model.loops, at least 8)")
 
 
-MAX_SEED = 2**63 - 2**32  # room for per-batch and per-rank offsets below torch's 64-bit seed limit
 
 
 def check_seed(seed: int, name: str = "seed") -> int:

@@ -41,6 +41,7 @@ MAX_IMAGE_SIZE = 4096  # pixels per side
 MAX_FRAMES = 1024  # frames per clip
 MAX_WIDTH = 2**24  # model width, a type ceiling: the memory estimate refuses far smaller widths
 MAX_BATCH = 2**20  # samples in one batch
+MAX_SEED = 2**63 - 2**32  # room for per-batch and per-rank offsets below torch's 64-bit seed limit
 
 
 def loop_ceiling(trained_loops: int) -> int:
@@ -48,13 +49,14 @@ def loop_ceiling(trained_loops: int) -> int:
     return max(LOOP_CEILING_FACTOR * int(trained_loops), LOOP_CEILING_MIN)
 
 
-def check_loops(value: int, trained_loops: int | None = None, what: str = "loops") -> int:
+def check_loops(value: int, trained_loops: int | None = None, what: str | None = None) -> int:
     """A loop count within :func:`loop_ceiling` (or :data:`MAX_LOOPS` when no model is known yet)."""
     limit = MAX_LOOPS if trained_loops is None else loop_ceiling(trained_loops)
     if value > limit:
-        why = (f"the ceiling for a model trained at L_max={trained_loops} is {LOOP_CEILING_FACTOR}·L_max "
-               f"(at least {LOOP_CEILING_MIN})" if trained_loops is not None else "the ceiling of any model")
-        raise LimitError(f"{what}={value} is too many loops; allowed: at most {limit} ({why})")
+        why = (f"{LOOP_CEILING_FACTOR}·L_max, at least {LOOP_CEILING_MIN}, for a model trained at L_max="
+               f"{trained_loops}" if trained_loops is not None else "for any model")
+        subject = what or f"loops={value}"
+        raise LimitError(f"{subject} asks for {value} loops per step; allowed: at most {limit} ({why})")
     return value
 
 

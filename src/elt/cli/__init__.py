@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from elt.cli import app, bench, calibrate, demo, eval, prepare, tokenizer, train
-from elt.cli.args import parse_loops, positive_int
+from elt.cli.args import out_dir, parse_loops, positive_int
 from elt.errors import UserError
 from elt.version import __version__
 
@@ -91,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    if isinstance(getattr(args, "out", None), str):  # every command's --out: one check (elt.cli.args.out_dir)
+        try:
+            out_dir(args.out)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"argument --out: {exc}")
     if hasattr(args, "no_progress") and not sys.stderr.isatty():
         args.no_progress = True  # progress bars only on a terminal: in a log file they are carriage-return noise
     try:

@@ -249,13 +249,13 @@ def resolve(loops: LoopSchedule, steps: int, default: int) -> list[int] | Adapti
         point = default
     if isinstance(point, AdaptiveExit):
         plan = point.resolved(default)
-        check_loops(plan.max_loops, default, f"{point_label(point)} (max loops)")
+        check_loops(plan.max_loops, default, f"loops {point_label(point)!r}")
         return plan
     if isinstance(point, int):
         check_loops(point, default)
         return [point] * steps
     plan = point.expand(steps)
-    check_loops(max(plan), default, f"loops {point_label(point)!r} (max per step)")
+    check_loops(max(plan), default, f"loops {point_label(point)!r}")
     return plan
 
 
@@ -269,6 +269,18 @@ def loops_per_step(loops: LoopSchedule, steps: int, default: int) -> list[int]:
     if len(plan) != steps:
         raise ScheduleError(f"loop schedule has {len(plan)} entries but sampling uses {steps} steps")
     return plan
+
+
+def max_loops(loops: LoopSchedule) -> int | None:
+    """The most loops per step a point asks for (an adaptive exit: its MAX, else its MIN; None: the default)."""
+    point = as_point(loops)
+    if point is None or isinstance(point, int):
+        return point
+    if isinstance(point, Ramp):
+        return max(point.start, point.end)
+    if isinstance(point, Segments):
+        return max(count for count, _ in point.parts)
+    return point.max_loops if point.max_loops is not None else point.min_loops
 
 
 def is_adaptive(loops: LoopSchedule) -> bool:
