@@ -46,13 +46,27 @@ def _user_errors():
             WeightsNotFoundError, FileNotFoundError, ImageFormatError, SweepInputError)
 
 
+def load_classifier(path, device="cpu"):
+    """:func:`elt.eval.classifier.load_classifier`, with a file that is not the classifier's weights (damaged,
+    another format, other tensors) as one line naming it."""
+    from elt.eval.classifier import ClassifierMissingError
+    from elt.eval.classifier import load_classifier as load
+
+    try:
+        return load(path, device=device)
+    except (ClassifierMissingError, UserError):
+        raise
+    except Exception as exc:  # safetensors' header errors, missing/unexpected tensors, unreadable files
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"--classifier {str(path)[:200]!r} is not the domain classifier's weights (a .safetensors "
+                        f"file written by 'elt eval train-classifier'): {reason}") from None
+
+
 def build_suite(args: argparse.Namespace):
     from elt.eval import suites
 
     progress = not args.no_progress
     if args.metrics == "domain":
-        from elt.eval.classifier import load_classifier
-
         return suites.DomainSuite.fashion_mnist(load_classifier(args.classifier, device=args.device),
                                                 data_root=args.data_root, progress=progress, seed=args.seed)
     if not args.reference:
@@ -253,7 +267,7 @@ def print_table(result: dict) -> None:
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     from elt.config import check_options
-    from elt.eval.classifier import ASSETS, RECORD_NAME, load_classifier, train_classifier
+    from elt.eval.classifier import ASSETS, RECORD_NAME, train_classifier
 
     check_options(not_negative={"--threads": args.threads}, seeds={"--seed": args.seed})
     if not args.no_floor:
@@ -286,8 +300,6 @@ def compute_floor(extractor, num: int, data_root=None, progress: bool = True) ->
 
 
 def cmd_floor(args: argparse.Namespace) -> int:
-    from elt.eval.classifier import load_classifier
-
     check_num(args.num)
     try:
         floor = compute_floor(load_classifier(args.classifier), args.num, args.data_root, not args.no_progress)
@@ -452,8 +464,6 @@ def cmd_video(args) -> int:
                 raise UserError(f"--real-data moving_fmnist needs elt.data.moving_fmnist ({exc})") from exc
         extractor = None
         if not args.no_classifier:
-            from elt.eval.classifier import load_classifier
-
             extractor = load_classifier(args.classifier, device=args.device)
         i3d = None
         if args.i3d or os.environ.get("ELT_I3D_WEIGHTS"):

@@ -63,17 +63,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
                         batch_size=args.batch_size, loop_counts=args.loops or [1])
     check_output_dir(args.out, "--out")
     check_sampling_request(args.ckpt, args.num, args.batch_size, args.loops)  # config.yaml: before the weights
-    loops = args.loops
+    loops, point = args.loops, None
+    if args.budget_ms is not None or args.quality is not None:  # a bad calibration.json fails before the load
+        from elt.anytime import choose_point
+
+        point = choose_point(args.calibration or args.ckpt, budget_ms=args.budget_ms, fd_cls=args.quality)
+        check_sampling_request(args.ckpt, args.num, args.batch_size, [point["loops"]])
     with distributed_session(args.device) as env:  # under torchrun: sampling sharded across ranks
         generator = elt.load(args.ckpt, ema=not args.raw_weights, device=env.device, overrides=args.overrides)
-        if args.budget_ms is not None or args.quality is not None:
-            from elt.anytime import choose_point
-
-            point = choose_point(args.calibration or args.ckpt, budget_ms=args.budget_ms, fd_cls=args.quality)
+        if point is not None:
             if env.is_main:
-                print(f"picked {point['loops']}: {point.get('latency_ms', 0):.0f} ms latency, FD_cls "
-                      f"{point.get('fd_cls', float('nan')):.3g}, {point.get('gflops', 0):.3g} GFLOPs/sample "
-                      f"(from {point['calibration']})")
+                def num(key: str, spec: str) -> str:  # figures may be null in a calibration.json
+                    return "n/a" if point.get(key) is None else format(point[key], spec)
+
+                print(f"picked {point['loops']}: {num('latency_ms', '.0f')} ms latency, FD_cls {num('fd_cls', '.3g')}, "
+                      f"{num('gflops', '.3g')} GFLOPs/sample (from {point['calibration']})")
             loops = [point["loops"]]
         loops = loops or list(range(1, generator.trained_loops + 1))
         record = sample_to_disk(generator, loops, args.num, args.out, seed=args.seed, steps=args.steps,
