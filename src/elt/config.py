@@ -298,6 +298,16 @@ def config_schema() -> type:
     return _SCHEMAS[sections]
 
 
+_STRUCTURED: dict[type, DictConfig] = {}
+
+
+def _structured(schema: type) -> DictConfig:
+    """The schema's defaults as a typed config, built once (OmegaConf.merge copies it, never changes it)."""
+    if schema not in _STRUCTURED:
+        _STRUCTURED[schema] = OmegaConf.structured(schema)
+    return _STRUCTURED[schema]
+
+
 # Renamed keys: old key -> (new key, conversion of the value or None). The old keys work for one release.
 # masked.guidance was g in logits = cond + g·(cond − uncond); sampling.guidance is s = g + 1 (same images).
 DEPRECATED_KEYS = {
@@ -390,7 +400,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     preset_name = None
     for layer in layers:
         preset_name = OmegaConf.select(layer, "model.preset", default=preset_name)
-    base = OmegaConf.structured(schema)
+    base = _structured(schema)
     if preset_name:
         try:
             layers.insert(0, OmegaConf.create({"model": parse_preset(str(preset_name))}))
@@ -608,7 +618,7 @@ def from_yaml_file(path: str | Path, sampling_overrides: list[str] | tuple[str, 
     except ConfigError as exc:
         raise ConfigError(f"{str(path)!r}: {exc}") from None
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(data))
+        cfg = OmegaConf.merge(_structured(schema), OmegaConf.create(data))
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or ""
         raise ConfigError(f"{str(path)!r} has an invalid value for {key!r}: "
@@ -627,7 +637,10 @@ def from_yaml_file(path: str | Path, sampling_overrides: list[str] | tuple[str, 
             cfg = OmegaConf.merge(cfg, OmegaConf.create(migrate_layers([override], warn=True)[0]))
         except OmegaConfBaseException as exc:
             raise ConfigError(f"bad sampling override {list(sampling_overrides)}: {exc}".splitlines()[0]) from None
-    validate(cfg)
+    try:
+        validate(cfg)
+    except UserError as exc:  # name the file: a checkpoint's config may come from anyone
+        raise ConfigError(f"{str(path)!r}: {exc}") from None
     return cfg
 
 

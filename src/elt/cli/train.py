@@ -156,8 +156,14 @@ def add_info(sub) -> None:
 
 # -- export ---------------------------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from elt.train.checkpoint import export_inference
 
+    here = Path.cwd().resolve()
+    if Path(args.out).resolve() == here and not any(here.iterdir()):  # (a full one is refused as not empty)
+        raise UserError(f"--out {args.out!r} is the current folder; export writes a folder of its own: give a new "
+                        "name, e.g. --out exported")
     out = export_inference(args.ckpt, args.out, half=not args.fp32, sampling_overrides=args.overrides)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"wrote inference checkpoint {out} ({size:.1f} MiB); load it with elt.load({str(out)!r})")
