@@ -555,3 +555,71 @@ def test_empty_elt_data_folder_is_an_error_not_a_fallback(tmp_path, monkeypatch)
     monkeypatch.delenv("ELT_DATA")
     with pytest.raises(DataNotFoundError, match="data.root=.*missing"):
         load_arrays(tmp_path / "missing")
+
+
+def test_every_config_field_has_a_rule_and_a_bad_value_case():
+    """A field added to any section (shared or a paradigm's) without a check fails here."""
+    from elt.config import _all_keys, config_rules, config_schema
+    from elt.limits import Any_
+
+    rules = config_rules()
+    assert set(_all_keys(config_schema(), "")) == set(rules)
+    checked_elsewhere = {key for key, rule in rules.items() if isinstance(rule, Any_)}
+    assert checked_elsewhere == {"paradigm", "model.preset", "train.seed", "train.device", "train.sample_loops",
+                                 "sampling.loops"}
+    generated = {case[2] for case in CONFIG_CASES if case[0].startswith("config-") and case[2] in rules}
+    assert generated | checked_elsewhere == set(rules)
+
+
+def toy_train(where: Path, *overrides) -> list[str]:
+    return train_args(where, f"train.out_dir={where / 'run'}", *overrides)
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["train.warmup_steps=50"], "train.warmup_steps=50 is not shorter than the run"),
+    (["data.limit=8", "train.warmup_steps=0"], "train.batch_size=16 is larger than the data (8 items)"),
+    (["data.limit=1", "train.batch_size=1", "train.warmup_steps=0"], "data.limit=1 keeps fewer training items"),
+])
+def test_advice_is_one_warning_line_and_the_run_goes_on(overrides, expected, tmp_path, capsys):
+    __import__("elt.registry", fromlist=["x"]).register_paradigm("toy", "toy_task")
+    capsys.readouterr()
+    assert main(toy_train(tmp_path, *overrides)) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("elt: warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"elt: warning: {expected}"), warnings
+    assert (tmp_path / "run" / "checkpoints" / "step_0000002").is_dir()
+
+
+def test_a_sound_run_gets_no_advice(tmp_path, capsys):
+    __import__("elt.registry", fromlist=["x"]).register_paradigm("toy", "toy_task")
+    capsys.readouterr()
+    assert main(toy_train(tmp_path, "train.warmup_steps=1", "train.steps=6")) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_diverging_run_is_warned_once_naming_the_step(tmp_path, capsys):
+    """train.lr=30 on the toy task: the loss jumps from 1.4 to ~1e7 at step 2 and stays there (no NaN, exit 0
+    before): one warning naming that step, and the run goes on."""
+    __import__("elt.registry", fromlist=["x"]).register_paradigm("toy", "toy_task")
+    capsys.readouterr()
+    status = main(toy_train(tmp_path, "train.lr=30", "train.warmup_steps=0", "train.grad_clip=0", "train.steps=6",
+                            "train.log_every=1"))
+    err = [line for line in capsys.readouterr().err.splitlines() if "diverging" in line]
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert status == 0
+    first_past = next(i for i, loss in enumerate(losses, start=1) if loss > 100 * losses[0])
+    assert len(err) == 1 and f"at step {first_past} " in err[0] and "train.lr" in err[0], err
+
+
+def test_divergence_watch_bound_and_once():
+    from elt.train.advice import DivergenceWatch
+
+    watch = DivergenceWatch()
+    assert watch.update(1, 1.4) is None  # the reference
+    assert watch.update(2, 139.0) is None  # below 100 x 1.4
+    assert watch.update(3, float("nan")) is None  # non-finite losses are the trainer's error, not a warning
+    message = watch.update(4, 2e21, lr=1e9)
+    assert "at step 4" in message and "140" in message
+    assert watch.update(5, 3e21) is None  # once
+    tiny = DivergenceWatch()
+    tiny.update(1, 1e-6)
+    assert tiny.update(2, 0.5) is None and tiny.update(3, 1.5) is not None  # a tiny first loss counts as 0.01

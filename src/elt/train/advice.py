@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 DIVERGENCE_FACTOR = 100.0  # a healthy run's loss stays far below 100x its first value (ILSD, MSE, CE alike)
@@ -60,9 +61,10 @@ class DivergenceWatch:
         if self.warned or not self.enabled:
             return None
         if self.first is None:
-            self.first = (step, float(loss))
+            if math.isfinite(loss):
+                self.first = (step, float(loss))
             return None
-        if float(loss) <= self.bound():  # NaN compares False: non-finite losses are stopped by the trainer
+        if not float(loss) > self.bound():  # NaN too: non-finite losses are the trainer's error, not a warning
             return None
         self.warned = True
         first_step, first_loss = self.first
