@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from elt import registry
 from elt.core.ilsd import LAMBDA_SCHEDULES, MODES
@@ -412,7 +412,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         key = getattr(exc, "full_key", None) or ""
         raise ConfigError(f"invalid value for config key {key!r}: {exc.msg if hasattr(exc, 'msg') else exc}"
                           .splitlines()[0]) from exc
-    validate(cfg)
+    try:
+        validate(cfg)
+    except InterpolationResolutionError as exc:  # a ${...} that resolves to no valid value: never echo what it gave
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"config key {key!r} holds an interpolation ('${{...}}') that does not resolve to a valid "
+                          "value; give the value itself") from None
     return cfg
 
 
