@@ -576,7 +576,7 @@ def toy_train(where: Path, *overrides) -> list[str]:
 
 
 @pytest.mark.parametrize("overrides,expected", [
-    (["train.warmup_steps=50"], "train.warmup_steps=50 is not shorter than the run"),
+    (["train.warmup_steps=50"], "train.warmup_steps=50 is longer than the run"),
     (["data.limit=8", "train.warmup_steps=0"], "train.batch_size=16 is larger than the data (8 items)"),
     (["data.limit=1", "train.batch_size=1", "train.warmup_steps=0"], "data.limit=1 keeps fewer training items"),
 ])

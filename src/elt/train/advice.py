@@ -23,9 +23,9 @@ def fit_advice(cfg, data_items: int | None, global_batch: int | None, step: int 
     """The warnings for a run about to train from ``step`` (empty: nothing looks wrong)."""
     lines = []
     train = cfg.train
-    if train.warmup_steps >= train.steps and step < train.steps:
-        lines.append(f"train.warmup_steps={train.warmup_steps} is not shorter than the run (train.steps="
-                     f"{train.steps}): the learning rate never reaches train.lr={train.lr:g}")
+    if train.warmup_steps > train.steps and step < train.steps:
+        lines.append(f"train.warmup_steps={train.warmup_steps} is longer than the run (train.steps={train.steps}): "
+                     f"the learning rate never reaches train.lr={train.lr:g}")
     if data_items is not None and train.batch_size > data_items:
         lines.append(f"train.batch_size={train.batch_size} is larger than the data ({data_items} items): every step "
                      f"uses a global batch of {global_batch}")
