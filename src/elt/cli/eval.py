@@ -174,8 +174,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_options(seeds={"--seed": args.seed}, finite={"--guidance": args.guidance})
     check_output_dir(args.out, "--out")  # before any sampling: a bad --out fails now, not after the sweep
     check_model_args(args)
-    check_num(args.num, args.metrics)
-    if not args.samples:
+    if not args.samples:  # (with --samples: after their files and counts are checked, see _sweep)
+        check_num(args.num, args.metrics)
         for ckpt in args.ckpt or []:
             check_sampling_request(ckpt, args.num, args.batch_size, args.loops)
     from elt.train.distributed import distributed_session
@@ -202,6 +202,7 @@ def _sweep(args: argparse.Namespace) -> dict:
         for model in models:  # missing loop files or too few samples: before the reference features are computed
             if model.samples_dir is not None:
                 check_samples(model.samples_dir, loops, args.num)
+        check_num(args.num, args.metrics)
         suite = build_suite(args)  # before any sampling: missing weights or data fail first
         result = run_sweep(models, suite, loops, steps=args.steps or [None], num=args.num, seed=args.seed,
                            guidance=args.guidance, batch_size=args.batch_size, latency_batch=args.latency_batch,
