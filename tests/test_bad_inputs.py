@@ -623,3 +623,15 @@ def test_divergence_watch_bound_and_once():
     tiny = DivergenceWatch()
     tiny.update(1, 1e-6)
     assert tiny.update(2, 0.5) is None and tiny.update(3, 1.5) is not None  # a tiny first loss counts as 0.01
+
+
+@pytest.mark.parametrize("loops", [10**8, "exit:0:2-99", "1:50", [1, 2, 40]])
+def test_the_api_refuses_loops_past_the_ceiling_before_sampling(loops):
+    """elt.load(...).generate: the loop ceiling (4·L_max, at least 8) holds for every caller, not only the CLI."""
+    import elt
+    from elt.errors import UserError
+
+    generator = elt.load("demo:masked")
+    ceiling = 1024 if loops == 10**8 else max(4 * generator.trained_loops, 8)  # any model's, then this one's
+    with pytest.raises(UserError, match=f"at most {ceiling} "):
+        generator.generate([0], loops=loops, steps=3)

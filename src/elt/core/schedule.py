@@ -248,15 +248,16 @@ def resolve(loops: LoopSchedule, steps: int, default: int) -> list[int] | Adapti
     if point is None:
         point = default
     if isinstance(point, AdaptiveExit):
-        plan = point.resolved(default)
-        check_loops(plan.max_loops, default, f"loops {point_label(point)!r}")
-        return plan
+        return point.resolved(default)
     if isinstance(point, int):
-        check_loops(point, default)
         return [point] * steps
-    plan = point.expand(steps)
-    check_loops(max(plan), default, f"loops {point_label(point)!r}")
-    return plan
+    return point.expand(steps)
+
+
+def check_ceiling(plan: list[int] | AdaptiveExit, trained_loops: int, loops: LoopSchedule = None) -> None:
+    """A resolved plan within the model's loop ceiling (:func:`elt.limits.loop_ceiling`, 4·L_max, at least 8)."""
+    top = plan.max_loops if isinstance(plan, AdaptiveExit) else max(plan, default=0)
+    check_loops(top, trained_loops, f"loops {point_label(loops if loops is not None else top)!r}")
 
 
 def loops_per_step(loops: LoopSchedule, steps: int, default: int) -> list[int]:
