@@ -12,7 +12,8 @@ PACKAGE = SRC / "elt"
 
 # (layer name, module prefixes), bottom first. A module belongs to the layer of its longest matching prefix.
 LAYERS = [
-    ("foundation", ["elt.errors", "elt.runtime", "elt.version", "elt.presets", "elt.visual", "elt.fileio"]),
+    ("foundation", ["elt.errors", "elt.runtime", "elt.version", "elt.presets", "elt.visual", "elt.fileio",
+                    "elt.limits"]),
     ("core", ["elt.core"]),
     ("config", ["elt.config", "elt.registry"]),
     ("data", ["elt.data"]),

@@ -77,7 +77,7 @@ def test_resume_mid_epoch_is_bit_exact(toy_paradigm, tmp_path):
 
 
 def test_checkpoint_holds_the_whole_training_state(toy_paradigm, tmp_path):
-    final = train(cfg_for(tmp_path / "r", "train.steps=3"), progress=False)
+    final = train(cfg_for(tmp_path / "r", "train.steps=3", "train.warmup_steps=5"), progress=False)  # mid warm-up
     state = torch.load(final / STATE_FILE, map_location="cpu", weights_only=True)  # no arbitrary unpickling
     assert {"step", "epoch", "batch_in_epoch", "optimizer", "ema", "rng", "student_draw", "schedule",
             "world_size", "global_batch"} <= state.keys()

@@ -44,12 +44,42 @@ def load_calibration(source: str | Path) -> dict:
     path = calibration_path(source)
     try:
         record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TargetError(f"cannot read {path}: {exc}".splitlines()[0]) from exc
-    if not record.get("points"):
-        raise TargetError(f"{path} holds no calibrated points")
+    check_record(record, path)
     record["path"] = str(path)
     return record
+
+
+NUMBER_FIELDS = ("fd_cls", "latency_ms", "gflops", "class_acc")
+
+
+def check_record(record, path) -> None:
+    """The shape ``elt calibrate`` writes: ``{"points": [{"loops": POINT, "fd_cls": x, ...}, ...]}`` with every
+    ``loops`` a valid operating point and every figure a number or null; anything else is one line."""
+    from elt.core.schedule import as_point
+
+    if not isinstance(record, dict):
+        raise TargetError(f"{path} is not a calibration (expected a JSON object with 'points', got "
+                          f"{type(record).__name__})")
+    points = record.get("points")
+    if not points:
+        raise TargetError(f"{path} holds no calibrated points")
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        raise TargetError(f"{path}: 'points' must be a list of objects (one per calibrated point)")
+    for i, point in enumerate(points):
+        loops = point.get("loops")
+        if not isinstance(loops, (int, str)) or isinstance(loops, bool):
+            raise TargetError(f"{path}: point {i} has no valid 'loops' (got {str(loops)[:40]!r})")
+        try:
+            as_point(loops)
+        except UserError as exc:
+            raise TargetError(f"{path}: point {i}: {exc}") from None
+        for key in NUMBER_FIELDS:
+            value = point.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise TargetError(f"{path}: point {i} has {key}={str(value)[:40]!r}; expected a finite number or null")
 
 
 def _describe(point: dict) -> str:
@@ -70,6 +100,8 @@ def choose_point(source: str | Path | dict, budget_ms: float | None = None, fd_c
     if budget_ms is None and fd_cls is None:
         raise TargetError("give a target: budget_ms (latency) and/or fd_cls (quality)")
     points = [p for p in record["points"] if p.get("fd_cls") is not None]
+    if not points:
+        raise TargetError(f"{record.get('path', 'the calibration')} has no point with an FD_cls figure; recalibrate")
     if budget_ms is not None and any(p.get("latency_ms") is None for p in points):
         raise TargetError(f"{record.get('path', 'the calibration')} has no latency figures; recalibrate without "
                           "--no-latency")

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from elt.cli import app, bench, calibrate, demo, eval, prepare, tokenizer, train
-from elt.cli.args import parse_loops, positive_int
+from elt.cli.args import bounded_int, out_dir, parse_loops, positive_int
 from elt.errors import UserError
 from elt.version import __version__
 
@@ -38,6 +38,7 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+THREADS = bounded_int(1, 4096)
 THREADS_HELP = ("CPU threads for PyTorch (default: $ELT_THREADS, else the config's train.threads, else half the "
                 "CPUs, at least 1: full cores collapse when another job runs)")
 
@@ -46,7 +47,7 @@ def _add_threads_option(parser: argparse.ArgumentParser) -> None:
     """``--threads N`` on every (sub)command that has none of its own; one destination, never defaulted by a
     subcommand, so ``elt --threads 1 demo`` and ``elt demo --threads 1`` mean the same."""
     if "--threads" not in parser._option_string_actions:
-        parser.add_argument("--threads", dest="global_threads", type=positive_int, default=argparse.SUPPRESS,
+        parser.add_argument("--threads", dest="global_threads", type=THREADS, default=argparse.SUPPRESS,
                             metavar="N", help=THREADS_HELP)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="elt", description="Elastic Looped Transformers for visual "
                            "generation: train once, sample at any loop count.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"elt {__version__}")
-    parser.add_argument("--threads", dest="global_threads", type=positive_int, default=None, metavar="N",
+    parser.add_argument("--threads", dest="global_threads", type=THREADS, default=None, metavar="N",
                         help=THREADS_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in COMMAND_GROUPS:
@@ -91,6 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    if isinstance(getattr(args, "out", None), str):  # every command's --out: one check (elt.cli.args.out_dir)
+        try:
+            out_dir(args.out)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"argument --out: {exc}")
     if hasattr(args, "no_progress") and not sys.stderr.isatty():
         args.no_progress = True  # progress bars only on a terminal: in a log file they are carriage-return noise
     try:

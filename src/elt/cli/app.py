@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from elt.cli.args import positive_int
+from elt.cli.args import bounded_int
 from elt.errors import UserError
 
 
@@ -51,6 +51,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=port_number, default=None, help="port (default: the first free one from 7860)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    p.add_argument("--concurrency", type=positive_int, default=2,
+    p.add_argument("--concurrency", type=bounded_int(1, 64), default=2,
                    help="generations run at once; more requests wait in a queue (default 2)")
     p.set_defaults(func=cmd_app)

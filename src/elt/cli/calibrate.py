@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from elt.cli.args import LOOPS_HELP, parse_loops, positive_int
+from elt.cli.args import (
+    LOOPS_HELP,
+    batch_size,
+    bounded_int,
+    check_sampling_request,
+    count,
+    finite_float,
+    parse_loops,
+    seed,
+    steps_int,
+)
 from elt.errors import UserError
 from elt.eval import calibrate as calibrate_lib
 from elt.fileio import run_dir_lock, write_json
@@ -13,6 +23,7 @@ from elt.fileio import run_dir_lock, write_json
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     points = args.loops
+    check_sampling_request(args.ckpt, args.num, args.batch_size, points)  # config.yaml: before the weights
     out, note = default_output(args.ckpt, args.out)
     if note:
         print(f"elt calibrate: {note}")
@@ -82,14 +93,14 @@ def add_parsers(sub) -> None:
                    "shipped demo:NAME model ./calibration-NAME)")
     p.add_argument("--loops", type=parse_loops, default=None,
                    help=LOOPS_HELP + " (default: 1..L_max, L_max:1, 1:L_max and three adaptive thresholds)")
-    p.add_argument("--num", type=positive_int, default=200, help="samples per point for quality (default 200)")
-    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the config's)")
-    p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the config's)")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="batch of the bulk generation (default 64)")
-    p.add_argument("--latency-batch", type=positive_int, default=1, help="batch of the latency calls (default 1)")
-    p.add_argument("--latency-repeats", type=positive_int, default=3)
+    p.add_argument("--num", type=count, default=200, help="samples per point for quality (default 200)")
+    p.add_argument("--steps", type=steps_int, default=None, help="sampling steps (default: the config's)")
+    p.add_argument("--guidance", type=finite_float, default=None, help="CFG scale (default: the config's)")
+    p.add_argument("--batch-size", type=batch_size, default=64, help="batch of the bulk generation (default 64)")
+    p.add_argument("--latency-batch", type=batch_size, default=1, help="batch of the latency calls (default 1)")
+    p.add_argument("--latency-repeats", type=bounded_int(1, 10_000), default=3)
     p.add_argument("--no-latency", action="store_true", help="skip latency (then --budget-ms cannot use it)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--data-root", default=None, help="Fashion-MNIST folder (default: $ELT_DATA, Debian path)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")

@@ -7,6 +7,9 @@ import time
 from pathlib import Path
 
 from elt import demo as demo_lib
+from elt.cli.args import bounded_int, seed
+
+MAX_PER_CLASS = 1000  # 10 000 samples per model and loop count: minutes on a CPU already
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -49,13 +52,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--paradigm", choices=("both", *demo_lib.PARADIGMS), default="both",
                    help="image paradigms to show (default both); the video models are masked ones, shown with "
                         "both and masked")
-    p.add_argument("--per-class", type=int, default=demo_lib.DEFAULT_PER_CLASS,
+    p.add_argument("--per-class", type=bounded_int(1, MAX_PER_CLASS), default=demo_lib.DEFAULT_PER_CLASS,
                    help=f"samples per class, model and loop count (default {demo_lib.DEFAULT_PER_CLASS})")
     p.add_argument("--no-vanilla", action="store_true", help="only the ILSD models (half the time)")
     p.add_argument("--no-video", action="store_true",
                    help="leave out the video models (shown with the masked paradigm where the install ships them)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=None, metavar="N",
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--jobs", type=bounded_int(1, 256), default=None, metavar="N",
                    help="processes sampling side by side, each with --threads threads (default: 2 where there are "
                         "2 CPUs or more, else 1; the images do not depend on it)")
     p.add_argument("--no-progress", action="store_true")

@@ -17,9 +17,22 @@ import json
 import sys
 from pathlib import Path
 
-from elt.cli.args import LOOPS_HELP, parse_loops, parse_steps, positive_int
+from elt.cli.args import (
+    LOOPS_HELP,
+    batch_size,
+    bounded_int,
+    check_sampling_request,
+    count,
+    finite_float,
+    parse_loops,
+    parse_steps,
+    seed,
+)
 from elt.errors import UserError
 from elt.fileio import check_output_dir, write_json
+
+FMNIST_TRAIN = 60_000  # the floor draws its real images from the Fashion-MNIST training split
+FMNIST_WHY = " (the Fashion-MNIST training images)"
 
 
 def _user_errors():
@@ -33,13 +46,27 @@ def _user_errors():
             WeightsNotFoundError, FileNotFoundError, ImageFormatError, SweepInputError)
 
 
+def load_classifier(path, device="cpu"):
+    """:func:`elt.eval.classifier.load_classifier`, with a file that is not the classifier's weights (damaged,
+    another format, other tensors) as one line naming it."""
+    from elt.eval.classifier import ClassifierMissingError
+    from elt.eval.classifier import load_classifier as load
+
+    try:
+        return load(path, device=device)
+    except (ClassifierMissingError, UserError):
+        raise
+    except Exception as exc:  # safetensors' header errors, missing/unexpected tensors, unreadable files
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"--classifier {str(path)[:200]!r} is not the domain classifier's weights (a .safetensors "
+                        f"file written by 'elt eval train-classifier'): {reason}") from None
+
+
 def build_suite(args: argparse.Namespace):
     from elt.eval import suites
 
     progress = not args.no_progress
     if args.metrics == "domain":
-        from elt.eval.classifier import load_classifier
-
         return suites.DomainSuite.fashion_mnist(load_classifier(args.classifier, device=args.device),
                                                 data_root=args.data_root, progress=progress, seed=args.seed)
     if not args.reference:
@@ -121,6 +148,24 @@ def check_domain_inputs(models) -> None:
                             "--reference REF (or fvd for video)")
 
 
+def knn_k(metrics: str) -> int:
+    """The k of the suite's k-NN metrics (PRDC for domain, precision/recall for inception; 0: none)."""
+    import inspect
+
+    from elt.eval import suites
+
+    suite = {"domain": suites.DomainSuite, "inception": suites.InceptionSuite}.get(metrics)
+    return int(inspect.signature(suite.__init__).parameters["k"].default) if suite else 0
+
+
+def check_num(num: int, metrics: str = "domain", what: str = "--num") -> None:
+    """Enough samples for the suite's statistics: more than k for the k-NN radii, at least 2 for a covariance."""
+    need = max(knn_k(metrics) + 1, 2)
+    if num < need:
+        raise UserError(f"{what} {num} is too few samples for the {metrics} metrics (k-NN radii with k="
+                        f"{knn_k(metrics)} need more than k points); allowed: {what} {need} or more")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
 
     from elt.config import check_options
@@ -129,6 +174,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_options(seeds={"--seed": args.seed}, finite={"--guidance": args.guidance})
     check_output_dir(args.out, "--out")  # before any sampling: a bad --out fails now, not after the sweep
     check_model_args(args)
+    if not args.samples:  # (with --samples: after their files and counts are checked, see _sweep)
+        check_num(args.num, args.metrics)
+        for ckpt in args.ckpt or []:
+            check_sampling_request(ckpt, args.num, args.batch_size, args.loops)
     from elt.train.distributed import distributed_session
 
     # under torchrun: every rank generates its share of each sample set, rank 0 computes metrics and writes
@@ -153,6 +202,7 @@ def _sweep(args: argparse.Namespace) -> dict:
         for model in models:  # missing loop files or too few samples: before the reference features are computed
             if model.samples_dir is not None:
                 check_samples(model.samples_dir, loops, args.num)
+        check_num(args.num, args.metrics)
         suite = build_suite(args)  # before any sampling: missing weights or data fail first
         result = run_sweep(models, suite, loops, steps=args.steps or [None], num=args.num, seed=args.seed,
                            guidance=args.guidance, batch_size=args.batch_size, latency_batch=args.latency_batch,
@@ -218,9 +268,11 @@ def print_table(result: dict) -> None:
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     from elt.config import check_options
-    from elt.eval.classifier import ASSETS, RECORD_NAME, load_classifier, train_classifier
+    from elt.eval.classifier import ASSETS, RECORD_NAME, train_classifier
 
     check_options(not_negative={"--threads": args.threads}, seeds={"--seed": args.seed})
+    if not args.no_floor:
+        check_num(args.floor_num, what="--floor-num")
     out = Path(args.out or ASSETS)
     check_output_dir(out, "--out")
     try:
@@ -249,8 +301,7 @@ def compute_floor(extractor, num: int, data_root=None, progress: bool = True) ->
 
 
 def cmd_floor(args: argparse.Namespace) -> int:
-    from elt.eval.classifier import load_classifier
-
+    check_num(args.num)
     try:
         floor = compute_floor(load_classifier(args.classifier), args.num, args.data_root, not args.no_progress)
     except _user_errors() as exc:
@@ -282,7 +333,7 @@ def add_parsers(sub) -> None:
                    "1-4,4:1,exit:0.05 (" + LOOPS_HELP + "; default 1..L_max)")
     p.add_argument("--steps", type=parse_steps, default=None, help="sampling steps, e.g. 8 or 8,16 "
                    "(default: the config's)")
-    p.add_argument("--num", type=positive_int, default=1000, help="samples per point (default 1000)")
+    p.add_argument("--num", type=count, default=1000, help="samples per point (default 1000)")
     p.add_argument("--out", default="eval", help="output directory (default ./eval)")
     p.add_argument("--metrics", choices=["domain", "inception", "fvd"], default="domain",
                    help="domain: Fashion-MNIST classifier (FD_cls, KID, PRDC, class accuracy; default); "
@@ -295,13 +346,13 @@ def add_parsers(sub) -> None:
                         "cache); never downloaded")
     p.add_argument("--i3d", default=None, help="I3D TorchScript file (else $ELT_I3D_WEIGHTS)")
     p.add_argument("--data-root", default=None, help="Fashion-MNIST folder (default: $ELT_DATA, Debian path)")
-    p.add_argument("--guidance", type=float, default=None,
+    p.add_argument("--guidance", type=finite_float, default=None,
                    help="classifier-free guidance scale s: output = uncond + s·(cond − uncond), 1 = conditional only, "
                         "0 = unconditional (default: the config's sampling.guidance)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--latency-batch", type=positive_int, default=1, help="batch size of the latency runs")
-    p.add_argument("--latency-repeats", type=positive_int, default=3)
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--batch-size", type=batch_size, default=256)
+    p.add_argument("--latency-batch", type=batch_size, default=1, help="batch size of the latency runs")
+    p.add_argument("--latency-repeats", type=bounded_int(1, 10_000), default=3)
     p.add_argument("--no-latency", action="store_true", help="skip latency/memory measurement")
     p.add_argument("--device", default="cpu")
     p.add_argument("--raw-weights", action="store_true", help="use raw weights instead of the EMA")
@@ -314,11 +365,12 @@ def add_parsers(sub) -> None:
                                        "(seeded, reproducible), record its test accuracy and the real-vs-real "
                                        "floor next to the weights (default: the package's assets folder).")
     t.add_argument("--out", default=None, help="output folder (default: src/elt/assets)")
-    t.add_argument("--epochs", type=positive_int, default=5)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=1, help="torch CPU threads (fixed for reproducibility)")
+    t.add_argument("--epochs", type=bounded_int(1, 1000), default=5)
+    t.add_argument("--seed", type=seed, default=0)
+    t.add_argument("--threads", type=bounded_int(0, 4096), default=1,
+                   help="torch CPU threads (fixed for reproducibility)")
     t.add_argument("--data-root", default=None)
-    t.add_argument("--floor-num", type=positive_int, default=10000)
+    t.add_argument("--floor-num", type=bounded_int(1, FMNIST_TRAIN, FMNIST_WHY), default=10000)
     t.add_argument("--no-floor", action="store_true", help="skip the real-vs-real floor")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train_classifier)
@@ -326,7 +378,7 @@ def add_parsers(sub) -> None:
     f = actions.add_parser("floor", help="real-vs-real floor of the domain metrics",
                            description="FD_cls, KID, PRDC of N training images vs the test set, and the "
                                        "classifier's test accuracy.")
-    f.add_argument("--num", type=positive_int, default=10000)
+    f.add_argument("--num", type=bounded_int(1, FMNIST_TRAIN, FMNIST_WHY), default=10000)
     f.add_argument("--classifier", default=None)
     f.add_argument("--data-root", default=None)
     f.add_argument("--no-progress", action="store_true")
@@ -356,18 +408,19 @@ def add_video_parser(actions) -> None:
     v.add_argument("--real", default=None, help=".npz of real clips (arr_0 uint8 N×T×H×W×C, optional arr_1 labels)")
     v.add_argument("--real-data", choices=["moving_fmnist"], default=None,
                    help="make the real clips: the moving Fashion-MNIST test split at the samples' shape")
-    v.add_argument("--real-num", type=positive_int, default=1000, help="real clips with --real-data (default 1000)")
+    v.add_argument("--real-num", type=bounded_int(1, 100_000), default=1000,
+                   help="real clips with --real-data (default 1000)")
     v.add_argument("--motion", choices=["bounce", "linear"], default=None,
                    help="--real-data motion (default: the samples' training data as samples.json records, else "
                         "bounce)")
-    v.add_argument("--sprite-size", type=positive_int, default=None,
+    v.add_argument("--sprite-size", type=bounded_int(1, 4096), default=None,
                    help="--real-data sprite side (default: the samples' training data, else 28)")
     v.add_argument("--data-root", default=None, help="Fashion-MNIST folder for --real-data")
     v.add_argument("--loops", type=parse_loops, default=None, help="loop counts to evaluate (default: all files)")
     v.add_argument("--classifier", default=None, help="classifier weights (default: the shipped ones)")
     v.add_argument("--no-classifier", action="store_true", help="motion (and FVD) only, e.g. for colour video")
     v.add_argument("--i3d", default=None, help="I3D TorchScript file for FVD (else $ELT_I3D_WEIGHTS; none: no FVD)")
-    v.add_argument("--frame-stride", type=positive_int, default=1, help="classify every k-th frame (default 1)")
+    v.add_argument("--frame-stride", type=bounded_int(1, 1024), default=1, help="classify every k-th frame (default 1)")
     v.add_argument("--controls", action="store_true",
                    help="also score static and frame-shuffled real clips (what no / wrong motion scores)")
     v.add_argument("--out", default="eval_video", help="output directory (default ./eval_video)")
@@ -412,8 +465,6 @@ def cmd_video(args) -> int:
                 raise UserError(f"--real-data moving_fmnist needs elt.data.moving_fmnist ({exc})") from exc
         extractor = None
         if not args.no_classifier:
-            from elt.eval.classifier import load_classifier
-
             extractor = load_classifier(args.classifier, device=args.device)
         i3d = None
         if args.i3d or os.environ.get("ELT_I3D_WEIGHTS"):

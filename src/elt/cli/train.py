@@ -6,7 +6,16 @@ import argparse
 import json
 import sys
 
-from elt.cli.args import LOOPS_HELP, parse_loops, positive_int
+from elt.cli.args import (
+    LOOPS_HELP,
+    batch_size,
+    check_sampling_request,
+    count,
+    finite_float,
+    parse_loops,
+    seed,
+    steps_int,
+)
 from elt.errors import UserError
 
 
@@ -53,17 +62,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_sampling_args(num=args.num, seed=args.seed, steps=args.steps, guidance=args.guidance,
                         batch_size=args.batch_size, loop_counts=args.loops or [1])
     check_output_dir(args.out, "--out")
-    loops = args.loops
+    check_sampling_request(args.ckpt, args.num, args.batch_size, args.loops)  # config.yaml: before the weights
+    loops, point = args.loops, None
+    if args.budget_ms is not None or args.quality is not None:  # a bad calibration.json fails before the load
+        from elt.anytime import choose_point
+
+        point = choose_point(args.calibration or args.ckpt, budget_ms=args.budget_ms, fd_cls=args.quality)
+        check_sampling_request(args.ckpt, args.num, args.batch_size, [point["loops"]])
     with distributed_session(args.device) as env:  # under torchrun: sampling sharded across ranks
         generator = elt.load(args.ckpt, ema=not args.raw_weights, device=env.device, overrides=args.overrides)
-        if args.budget_ms is not None or args.quality is not None:
-            from elt.anytime import choose_point
-
-            point = choose_point(args.calibration or args.ckpt, budget_ms=args.budget_ms, fd_cls=args.quality)
+        if point is not None:
             if env.is_main:
-                print(f"picked {point['loops']}: {point.get('latency_ms', 0):.0f} ms latency, FD_cls "
-                      f"{point.get('fd_cls', float('nan')):.3g}, {point.get('gflops', 0):.3g} GFLOPs/sample "
-                      f"(from {point['calibration']})")
+                def num(key: str, spec: str) -> str:  # figures may be null in a calibration.json
+                    return "n/a" if point.get(key) is None else format(point[key], spec)
+
+                print(f"picked {point['loops']}: {num('latency_ms', '.0f')} ms latency, FD_cls {num('fd_cls', '.3g')}, "
+                      f"{num('gflops', '.3g')} GFLOPs/sample (from {point['calibration']})")
             loops = [point["loops"]]
         loops = loops or list(range(1, generator.trained_loops + 1))
         record = sample_to_disk(generator, loops, args.num, args.out, seed=args.seed, steps=args.steps,
@@ -85,22 +99,22 @@ def add_sample(sub) -> None:
                                    "grid.png (video: also grid.gif, and grid.mp4 with PyAV).")
     p.add_argument("--ckpt", required=True, help="checkpoint or run directory, or a shipped model (demo:masked, ...)")
     p.add_argument("--loops", type=parse_loops, default=None, help=LOOPS_HELP + " (default 1..L_max)")
-    p.add_argument("--budget-ms", type=float, default=None,
+    p.add_argument("--budget-ms", type=finite_float, default=None,
                    help="pick the best-quality calibrated point whose latency is at most this (calibration.json "
                         "from 'elt calibrate')")
-    p.add_argument("--quality", type=float, default=None, metavar="FD_CLS",
+    p.add_argument("--quality", type=finite_float, default=None, metavar="FD_CLS",
                    help="pick the cheapest calibrated point with FD_cls at most this")
     p.add_argument("--calibration", default=None,
                    help="calibration.json or the folder holding it (default: the run directory of --ckpt)")
-    p.add_argument("--num", type=positive_int, default=100, help="samples per loop count (default 100)")
+    p.add_argument("--num", type=count, default=100, help="samples per loop count (default 100)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--steps", type=positive_int, default=None,
+    p.add_argument("--steps", type=steps_int, default=None,
                    help="sampling steps (default: the config's sampling.steps)")
-    p.add_argument("--guidance", type=float, default=None,
+    p.add_argument("--guidance", type=finite_float, default=None,
                    help="classifier-free guidance scale s: output = uncond + s·(cond − uncond), 1 = conditional only, "
                         "0 = unconditional (default: the config's sampling.guidance)")
-    p.add_argument("--seed", type=int, default=0, help="an int seed makes the samples deterministic (default 0)")
-    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--seed", type=seed, default=0, help="an int seed makes the samples deterministic (default 0)")
+    p.add_argument("--batch-size", type=batch_size, default=256)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (under torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--raw-weights", action="store_true", help="use raw weights instead of the EMA")
     p.add_argument("--no-progress", action="store_true")
@@ -143,8 +157,14 @@ def add_info(sub) -> None:
 
 # -- export ---------------------------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from elt.train.checkpoint import export_inference
 
+    here = Path.cwd().resolve()
+    if Path(args.out).resolve() == here and not any(here.iterdir()):  # (a full one is refused as not empty)
+        raise UserError(f"--out {args.out!r} is the current folder; export writes a folder of its own: give a new "
+                        "name, e.g. --out exported")
     out = export_inference(args.ckpt, args.out, half=not args.fp32, sampling_overrides=args.overrides)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"wrote inference checkpoint {out} ({size:.1f} MiB); load it with elt.load({str(out)!r})")

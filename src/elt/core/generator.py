@@ -14,7 +14,7 @@ from torch import nn
 
 from elt.core.ilsd import ILSDTerms
 from elt.core.looped import LoopedTransformer
-from elt.core.schedule import AdaptiveExit, LoopSchedule, loops_per_step, resolve
+from elt.core.schedule import AdaptiveExit, LoopSchedule, check_ceiling, loops_per_step, resolve
 
 __all__ = ["LoopSchedule", "LoopedGenerator", "labels_tensor", "loop_counts", "loops_per_step", "resolve", "to_uint8"]
 
@@ -64,8 +64,12 @@ class LoopedGenerator(nn.Module, ABC):
         return None if sampling is None else sampling.get("loops")
 
     def resolve_loops(self, loops: LoopSchedule, steps: int):
-        """Per-step loop counts, or the adaptive rule with its maximum filled in."""
-        return resolve(self.default_loops() if loops is None else loops, steps, self.trained_loops)
+        """Per-step loop counts, or the adaptive rule with its maximum filled in; at most the loop ceiling
+        (:func:`elt.limits.loop_ceiling`: 4·L_max, at least 8) per step."""
+        point = self.default_loops() if loops is None else loops
+        plan = resolve(point, steps, self.trained_loops)
+        check_ceiling(plan, self.trained_loops, point)
+        return plan
 
     @abstractmethod
     def gflops_per_sample(self, loops: LoopSchedule = None, steps: int | None = None,

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from elt.errors import UserError
+from elt.limits import MAX_LOOPS, MAX_POINTS, MAX_SAMPLING_STEPS, check_loops
 
 
 class ScheduleError(UserError, ValueError):
@@ -107,7 +108,16 @@ _EXIT = re.compile(r"^exit:([^:]+)(?::(\d+)-(\d*))?$")
 def _positive(value: int, text: str) -> int:
     if value < 1:
         raise ScheduleError(f"loop counts must be >= 1, got {text!r}; allowed: {GRAMMAR}")
+    if value > MAX_LOOPS:  # a model's own ceiling (elt.limits.loop_ceiling) is checked once it is known
+        raise ScheduleError(f"loops {text!r} asks for {value} loops; allowed: at most {MAX_LOOPS} (and at most "
+                            "4·L_max for a given model)")
     return value
+
+
+def _steps(count: int, text: str) -> int:
+    if count > MAX_SAMPLING_STEPS:
+        raise ScheduleError(f"loop schedule {text!r} covers {count} steps; allowed: at most {MAX_SAMPLING_STEPS}")
+    return count
 
 
 def parse_point(text: str) -> OperatingPoint:
@@ -124,7 +134,7 @@ def parse_point(text: str) -> OperatingPoint:
             if not seg:
                 raise ScheduleError(f"bad loop schedule segment {piece!r} in {text!r}; write LOOPSxSTEPS joined "
                                     "by +, e.g. 1x12+4x13")
-            loops, count = _positive(int(seg[1]), text), int(seg[2])
+            loops, count = _positive(int(seg[1]), text), _steps(int(seg[2]), text)
             if count < 1:
                 raise ScheduleError(f"segment {piece!r} in {text!r} covers no steps; step counts must be >= 1")
             parts.append((loops, count))
@@ -137,7 +147,10 @@ def parse_point(text: str) -> OperatingPoint:
                                 "exit:0.05") from None
         if match[2] is None:
             return AdaptiveExit(threshold)
-        return AdaptiveExit(threshold, int(match[2]), int(match[3]) if match[3] else None)
+        bottom = int(match[2])
+        if bottom > MAX_LOOPS:
+            _positive(bottom, text)
+        return AdaptiveExit(threshold, bottom, _positive(int(match[3]), text) if match[3] else None)
     raise ScheduleError(f"invalid loops {text!r}; allowed: {GRAMMAR}")
 
 
@@ -146,6 +159,7 @@ def parse_loops(text: str | Sequence[str]) -> list[OperatingPoint]:
     points. Duplicates are dropped, order kept."""
     items = [text] if isinstance(text, str) else list(text)
     points: list[OperatingPoint] = []
+    seen: set = set()
     for chunk in items:
         for part in str(chunk).split(","):
             part = part.strip()
@@ -155,10 +169,17 @@ def parse_loops(text: str | Sequence[str]) -> list[OperatingPoint]:
                 lo, hi = _positive(int(match[1]), part), int(match[2])
                 if hi < lo:
                     raise ScheduleError(f"empty loop range {part!r}; write LOW-HIGH, e.g. 1-4")
-                new = list(range(lo, hi + 1))
+                _positive(hi, part)
+                new = range(lo, hi + 1)
             else:
                 new = [parse_point(part)]
-            points += [p for p in new if p not in points]
+            for p in new:
+                if p not in seen:
+                    seen.add(p)
+                    points.append(p)
+            if len(points) > MAX_POINTS:
+                raise ScheduleError(f"--loops {str(text)[:40]!r} names more than {MAX_POINTS} operating points; "
+                                    f"allowed: at most {MAX_POINTS}")
     if not points:
         raise ScheduleError(f"no loop counts in {text!r}; allowed: {GRAMMAR}")
     return points
@@ -233,6 +254,12 @@ def resolve(loops: LoopSchedule, steps: int, default: int) -> list[int] | Adapti
     return point.expand(steps)
 
 
+def check_ceiling(plan: list[int] | AdaptiveExit, trained_loops: int, loops: LoopSchedule = None) -> None:
+    """A resolved plan within the model's loop ceiling (:func:`elt.limits.loop_ceiling`, 4·L_max, at least 8)."""
+    top = plan.max_loops if isinstance(plan, AdaptiveExit) else max(plan, default=0)
+    check_loops(top, trained_loops, f"loops {point_label(loops if loops is not None else top)!r}")
+
+
 def loops_per_step(loops: LoopSchedule, steps: int, default: int) -> list[int]:
     """Expand a fixed loop count or a schedule to one value per sampling step (adaptive exits are refused:
     their loops are only known after sampling)."""
@@ -243,4 +270,16 @@ def loops_per_step(loops: LoopSchedule, steps: int, default: int) -> list[int]:
     if len(plan) != steps:
         raise ScheduleError(f"loop schedule has {len(plan)} entries but sampling uses {steps} steps")
     return plan
+
+
+def max_loops(loops: LoopSchedule) -> int | None:
+    """The most loops per step a point asks for (an adaptive exit: its MAX, else its MIN; None: the default)."""
+    point = as_point(loops)
+    if point is None or isinstance(point, int):
+        return point
+    if isinstance(point, Ramp):
+        return max(point.start, point.end)
+    if isinstance(point, Segments):
+        return max(count for count, _ in point.parts)
+    return point.max_loops if point.max_loops is not None else point.min_loops
 

@@ -11,6 +11,9 @@ Two processes share one structure (path / prediction target / weighting / sample
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
+
+from elt.limits import MAX_FRAMES, MAX_IMAGE_SIZE, Choice, Flag, Int, Range, Text
 
 PROCESSES = ("ddpm", "flow")
 PREDICTIONS = ("x0", "eps", "v")
@@ -39,3 +42,21 @@ class DiffusionConfig:
     vae_path: str | None = None  # local diffusers AutoencoderKL directory (latent space)
     latent_scale: float | None = None  # None: the VAE config's scaling_factor (SD-VAE: 0.18215)
     latent_cache: str | None = None  # folder of the encoded-dataset cache (None: RUN/cache)
+
+    # one check per field, run when a config is loaded (elt.config.validate); relations in task.validate
+    RULES: ClassVar[dict] = {
+        "space": Choice(*SPACES),
+        "patch_size": Int(1, MAX_IMAGE_SIZE),
+        "temporal_patch_size": Int(1, MAX_FRAMES),
+        "process": Choice(*PROCESSES),
+        "prediction": Choice(*PREDICTIONS),
+        "weighting": Choice(*WEIGHTINGS),
+        "sigmoid_bias": Range(-100, 100),
+        "logsnr_shift": Range(-100, 100),
+        "sampler": Choice(*SAMPLERS),
+        "ddim_eta": Range(0, 1),
+        "clip_denoised": Flag(),
+        "vae_path": Text(),
+        "latent_scale": Range(0, 1e6, lo_open=True),
+        "latent_cache": Text(),
+    }

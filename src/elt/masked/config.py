@@ -7,6 +7,9 @@ paradigm uses where that section leaves them null are :data:`SAMPLING_DEFAULTS`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
+
+from elt.limits import Range
 
 # sampling.* defaults for masked models: K = 12 decoding steps (the paper: 24 for ImageNet images, 12 for
 # video), no guidance (s = 1: the conditional pass alone), fp32 matmuls while decoding.
@@ -19,3 +22,11 @@ class MaskedConfig:
     temperature_range: float = 0.8
     token_temperature: float = 1.0  # softmax temperature of the token draws (1 = the model's distribution)
     label_smoothing: float = 0.0
+
+    # one check per field, run when a config is loaded (elt.config.validate)
+    RULES: ClassVar[dict] = {
+        "temperature_base": Range(0, 1000),
+        "temperature_range": Range(-1000, 1000),
+        "token_temperature": Range(0, 1000, lo_open=True),
+        "label_smoothing": Range(0, 1, hi_open=True),
+    }

@@ -41,6 +41,7 @@ from elt.errors import UserError
 from elt.fileio import check_output_dir, exclusive_lock, refuse_symlink, write_text
 from elt.runtime import autocast_context, seed_everything, set_threads, uses_bf16
 from elt.sampling import sample_grid_rows
+from elt.train import advice
 from elt.train import distributed as dist_lib
 from elt.train.checkpoint import (
     EMA_FILE,
@@ -531,10 +532,13 @@ class Trainer:
         resume_step = self.step if self.resumed_from is not None or self.step > 0 else None
         logger = RunLogger(self.run_dir, cfg, enabled=self.env.is_main, resume_step=resume_step)
         window_start, window_steps = time.perf_counter(), 0
+        advice.before_fit(self)  # legal but surely mistaken settings: one warning line each
+        watch = advice.DivergenceWatch(enabled=self.env.is_main)
         with GracefulStop(cfg.train.handle_signals) as stopper, logger:
             while self.step < stop:
                 micro_batches = [next(batches) for _ in range(self.accum)]
                 record = self.accumulated_step(micro_batches, stop_requested=stopper.requested)
+                watch.update(self.step, record["loss"], cfg.train.lr)
                 if self._flops is not None:  # counted on the first step only (all its micro-batches)
                     self.flops_per_sample = self._flops.flops_per_sample / self.accum
                     self.tokens_per_sample = self._flops.tokens_per_sample
