@@ -105,6 +105,8 @@ CASES = [
     ("train-data-limit-negative", lambda r, w: train_args(w, "data.limit=-3"), "data.limit"),
     ("train-tokenizer-steps-zero", lambda r, w: train_args(w, "tokenizer.steps=0"), "tokenizer.steps"),
     ("train-grad-clip-negative", lambda r, w: train_args(w, "train.grad_clip=-1"), "train.grad_clip"),
+    ("train-weight-decay-exempt-unknown", lambda r, w: train_args(w, "train.weight_decay_exempt=[bias,oops]"),
+     "train.weight_decay_exempt"),
     ("train-warmup-negative", lambda r, w: train_args(w, "train.warmup_steps=-2"), "train.warmup_steps"),
     ("train-threads-negative", lambda r, w: train_args(w, "train.threads=-1"), "train.threads"),
     ("train-keep-negative", lambda r, w: train_args(w, "train.keep_checkpoints=-1"), "train.keep_checkpoints"),
@@ -566,7 +568,7 @@ def test_every_config_field_has_a_rule_and_a_bad_value_case():
     assert set(_all_keys(config_schema(), "")) == set(rules)
     checked_elsewhere = {key for key, rule in rules.items() if isinstance(rule, Any_)}
     assert checked_elsewhere == {"paradigm", "model.preset", "train.seed", "train.device", "train.sample_loops",
-                                 "sampling.loops"}
+                                 "sampling.loops", "train.weight_decay_exempt"}
     generated = {case[2] for case in CONFIG_CASES if case[0].startswith("config-") and case[2] in rules}
     assert generated | checked_elsewhere == set(rules)
 

@@ -54,8 +54,10 @@ def load_classifier(path, device="cpu"):
 
     try:
         return load(path, device=device)
-    except (ClassifierMissingError, UserError):
+    except ClassifierMissingError:
         raise
+    except UserError as exc:  # a damaged or foreign file, named by the loader: say which option gave it
+        raise UserError(f"--classifier: {exc}") from None
     except Exception as exc:  # safetensors' header errors, missing/unexpected tensors, unreadable files
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise UserError(f"--classifier {str(path)[:200]!r} is not the domain classifier's weights (a .safetensors "
@@ -268,12 +270,12 @@ def print_table(result: dict) -> None:
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     from elt.config import check_options
-    from elt.eval.classifier import ASSETS, RECORD_NAME, train_classifier
+    from elt.eval.classifier import RECORD_NAME, train_classifier
 
     check_options(not_negative={"--threads": args.threads}, seeds={"--seed": args.seed})
     if not args.no_floor:
         check_num(args.floor_num, what="--floor-num")
-    out = Path(args.out or ASSETS)
+    out = Path(args.out or "fmnist-classifier")  # never the package's shipped copy (elt.fileio refuses that)
     check_output_dir(out, "--out")
     try:
         record = train_classifier(out, epochs=args.epochs, seed=args.seed, threads=args.threads,
@@ -364,7 +366,8 @@ def add_parsers(sub) -> None:
                            description="Train the domain classifier on the Fashion-MNIST training split "
                                        "(seeded, reproducible), record its test accuracy and the real-vs-real "
                                        "floor next to the weights (default: the package's assets folder).")
-    t.add_argument("--out", default=None, help="output folder (default: src/elt/assets)")
+    t.add_argument("--out", default=None, help="output folder (default ./fmnist-classifier; the shipped copy in "
+                   "the package is replaced only by scripts that set ELT_ALLOW_PACKAGE_WRITES=1)")
     t.add_argument("--epochs", type=bounded_int(1, 1000), default=5)
     t.add_argument("--seed", type=seed, default=0)
     t.add_argument("--threads", type=bounded_int(0, 4096), default=1,
