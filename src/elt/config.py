@@ -103,6 +103,8 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0: only at the end
     sample_loops: list[int] = field(default_factory=list)  # loop counts in the periodic grids ([] = 1..L_max)
     samples_per_class: int = 1
+    grid_classes: int = 16  # classes in the periodic grids, evenly spaced (0: all; every rank draws a share)
+    dist_timeout_s: float = 600.0  # under torchrun: how long a collective may wait before the run fails
     checkpoint_format: str = "full"  # full (gathered state.pt) | dcp (+ sharded/ via torch.distributed.checkpoint)
     keep_checkpoints: int = 3  # newest checkpoints kept (0: all)
     handle_signals: bool = True  # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop
@@ -347,11 +349,12 @@ AT_LEAST_ONE = ("train.log_every", "train.samples_per_class", "tokenizer.steps",
                 "diffusion.patch_size", "diffusion.temporal_patch_size")
 NOT_NEGATIVE = ("train.checkpoint_every", "train.sample_every", "train.warmup_steps", "train.grad_clip",
                 "train.threads", "train.keep_checkpoints", "train.weight_decay", "train.peak_tflops",
-                "data.num_workers", "tokenizer.warmup_steps", "tokenizer.eval_items")
+                "data.num_workers", "tokenizer.warmup_steps", "tokenizer.eval_items", "train.grid_classes")
 FINITE = ("train.lr", "train.weight_decay", "train.grad_clip", "train.ema_decay", "train.peak_tflops",
           "sampling.guidance", "masked.temperature_base", "masked.temperature_range", "masked.token_temperature",
           "masked.label_smoothing", "diffusion.ddim_eta", "diffusion.sigmoid_bias",
-          "diffusion.logsnr_shift", "tokenizer.lr", "model.mlp_ratio", "ilsd.lambda_start", "ilsd.lambda_end")
+          "diffusion.logsnr_shift", "tokenizer.lr", "model.mlp_ratio", "ilsd.lambda_start", "ilsd.lambda_end",
+          "train.dist_timeout_s")
 MAX_SEED = 2**63 - 2**32  # room for per-batch and per-rank offsets below torch's 64-bit seed limit
 
 
@@ -401,6 +404,9 @@ def _validate_ranges(cfg: DictConfig) -> None:
             raise ConfigError(f"config key {key!r} must be >= 0, got {value}")
     if not cfg.train.lr > 0:
         raise ConfigError(f"config key 'train.lr' must be > 0, got {cfg.train.lr}")
+    timeout = OmegaConf.select(cfg, "train.dist_timeout_s")
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(f"config key 'train.dist_timeout_s' must be > 0 (seconds), got {timeout}")
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ConfigError(f"config key 'train.ema_decay' must lie in [0, 1), got {cfg.train.ema_decay}")
     if cfg.data.limit is not None and cfg.data.limit < 1:

@@ -86,13 +86,42 @@ def generate_batched(generator: LoopedGenerator, labels: np.ndarray, loops: Loop
     return (images, used) if return_loops else images
 
 
+def grid_classes(num_classes: int, limit: int = 0) -> np.ndarray:
+    """The classes a training grid shows: all of them when ``limit`` is 0 or at least ``num_classes``, else
+    ``limit`` evenly spaced ones (always class 0 and the last), so a 1000-class grid stays small."""
+    if limit <= 0 or limit >= num_classes:
+        return np.arange(num_classes)
+    return np.unique(np.round(np.linspace(0, num_classes - 1, limit)).astype(np.int64))
+
+
 def sample_grid_rows(generator: LoopedGenerator, loop_counts: Sequence[int], per_class: int = 1,
-                     seed: int = 0, steps: int | None = None, guidance: float | None = None) -> list[np.ndarray]:
-    """One row per loop count, every class ``per_class`` times, with the same seed in every row so rows
-    differ only by the loop count."""
-    labels = np.repeat(np.arange(generator.num_classes), per_class)
-    return [generator.generate(labels, loops=loops, steps=steps, guidance=guidance, seed=seed)
-            for loops in loop_counts]
+                     seed: int = 0, steps: int | None = None, guidance: float | None = None,
+                     classes: Sequence[int] | None = None) -> list[np.ndarray] | None:
+    """One row per loop count, every class of ``classes`` (default: all) ``per_class`` times. Sample i has seed
+    ``seed + i`` in every row, so rows differ only by the loop count.
+
+    Under torchrun every rank calls it and draws every world_size-th sample (per-sample seeds: the same images
+    as one process); rank 0 gathers and returns the rows, the other ranks ``None``."""
+    chosen = np.arange(generator.num_classes) if classes is None else np.asarray(classes, dtype=np.int64)
+    labels = np.repeat(chosen, per_class)
+    rank, world = shard_info()
+    mine = np.arange(rank, len(labels), world)
+    parts = [generator.generate(labels[mine], loops=loops, steps=steps, guidance=guidance,
+                                seeds=[seed + int(i) for i in mine]) for loops in loop_counts]
+    if world == 1:
+        return parts
+    gathered: list | None = [None] * world if rank == 0 else None
+    dist.gather_object(parts, gathered, dst=0)
+    if rank != 0:
+        return None
+    rows = []
+    for row in range(len(loop_counts)):
+        shape = next(p[row].shape[1:] for p in gathered if len(p[row]))
+        images = np.zeros((len(labels), *shape), dtype=gathered[0][row].dtype)
+        for r, part in enumerate(gathered):
+            images[r::world] = part[row]
+        rows.append(images)
+    return rows
 
 
 def check_sampling_args(num: int = 1, seed: int = 0, steps: int | None = None, guidance: float | None = None,

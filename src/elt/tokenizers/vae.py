@@ -75,6 +75,14 @@ class PretrainedVAE:
         self.model.to(device)
         return self
 
+    def _autocast(self):
+        """bf16 autocast on CUDA (the VAE's convolutions at tensor-core speed, half the activation memory),
+        fp32 elsewhere; inputs and outputs stay fp32."""
+        from contextlib import nullcontext
+
+        device = self.device
+        return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
     def latent_shape(self, image_size: int) -> tuple[int, int, int]:
         if image_size % self.downsample:
             raise VAEError(f"image size {image_size} is not divisible by the VAE's downsampling factor "
@@ -91,14 +99,16 @@ class PretrainedVAE:
             if images.shape[1] != 1:
                 raise VAEError(f"images have {images.shape[1]} channels but the VAE expects {self.image_channels}")
             images = images.expand(-1, self.image_channels, -1, -1)
-        mean = self.model.encode(images).latent_dist.mean
-        return (mean - self.shift_factor) * self.scaling_factor
+        with self._autocast():
+            mean = self.model.encode(images).latent_dist.mean
+        return (mean.float() - self.shift_factor) * self.scaling_factor
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, channels: int | None = None) -> torch.Tensor:
         """Scaled latents → images in [-1, 1] (averaged to one channel when ``channels == 1``)."""
         latents = latents.to(self.device, torch.float32)
-        images = self.model.decode(latents / self.scaling_factor + self.shift_factor).sample
+        with self._autocast():
+            images = self.model.decode(latents / self.scaling_factor + self.shift_factor).sample.float()
         if channels == 1 and images.shape[1] != 1:
             images = images.mean(1, keepdim=True)
         return images.clamp(-1, 1)
