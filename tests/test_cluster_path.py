@@ -177,3 +177,18 @@ def test_two_gloo_ranks_grid_shared_check_and_timeout(tmp_path):
     for out in (zero, one):
         assert out["unshared"] and "rank 1 on" in out["unshared"] and "shared by every node" in out["unshared"]
     assert zero["barrier"] != "returned" and zero["waited"] < 5.5
+
+
+def test_every_rank_resolves_its_own_gpu_without_being_told(monkeypatch):
+    """``elt eval``/``elt sample`` under torchrun load the model with ``resolve_device(args.device)``: every rank
+    must take cuda:LOCAL_RANK, not cuda:0 (8 processes on one GPU)."""
+    from elt.runtime import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_RANK", "5")
+    assert resolve_device("auto") == torch.device("cuda", 5) and resolve_device("cuda") == torch.device("cuda", 5)
+    assert resolve_device("cuda", 2) == torch.device("cuda", 2)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert resolve_device("cuda") == torch.device("cuda")

@@ -77,8 +77,10 @@ class DeviceError(UserError, ValueError):
     """An unknown or unavailable device name (the CLI prints it as one line, exit 2)."""
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → CUDA if present, else CPU. Under torchrun every process takes ``cuda:LOCAL_RANK``.
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``auto`` → CUDA if present, else CPU. Under torchrun every process takes ``cuda:LOCAL_RANK`` (``local_rank``
+    defaults to the ``LOCAL_RANK`` torchrun sets, so callers that do not pass it — ``elt.load``, the metric
+    extractors — do not put every rank on GPU 0).
 
     An unknown name, or a device this machine does not have, is a :class:`DeviceError` naming it."""
     if name == "auto":
@@ -100,7 +102,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     elif device.type != "cpu":
         raise DeviceError(f"device {name!r} is not supported; allowed: {DEVICE_CHOICES}")
     if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if local_rank is None else local_rank)
     return device
 
 

@@ -86,6 +86,47 @@ def generate_batched(generator: LoopedGenerator, labels: np.ndarray, loops: Loop
     return (images, used) if return_loops else images
 
 
+def _concat_features(parts: list):
+    """Concatenate per-batch feature records (a dataclass of arrays, e.g. ``Features``, or a bare array)."""
+    import dataclasses
+
+    if not parts:
+        return None
+    first = parts[0]
+    if dataclasses.is_dataclass(first):
+        return type(first)(**{f.name: None if getattr(first, f.name) is None
+                              else np.concatenate([getattr(p, f.name) for p in parts])
+                              for f in dataclasses.fields(first)})
+    return np.concatenate(parts)
+
+
+def generate_features(generator: LoopedGenerator, labels: np.ndarray, loops: LoopSchedule, features,
+                      batch_size: int = 256, seed: int = 0, steps: int | None = None, guidance: float | None = None,
+                      progress: bool = False, desc: str = ""):
+    """:func:`generate_batched` for metrics: every rank turns its own batches into ``features(images)`` (the metric
+    suite's extractor) and only those are gathered, so no rank ships every image to rank 0 and rank 0 does not
+    extract features for all of them alone while the others wait. Returns ``(features, loops used)`` in label
+    order on rank 0 (batch b: seed ``seed + b``, the same samples as one process), ``None`` on the other ranks."""
+    rank, world = shard_info()
+    starts = list(range(0, len(labels), batch_size))
+    chunks = {}
+    for b in tqdm([b for b in range(len(starts)) if b % world == rank], desc=desc,
+                  disable=not progress or rank != 0, leave=False):
+        start = starts[b]
+        images, used = generator.generate(labels[start:start + batch_size], loops=loops, steps=steps,
+                                          guidance=guidance, seed=seed + b, return_loops=True)
+        chunks[b] = (features(images), used)
+    if world > 1:
+        gathered: list[dict | None] | None = [None] * world if rank == 0 else None
+        dist.gather_object(chunks, gathered, dst=0)
+        if rank != 0:
+            return None
+        chunks = {b: part for shard in gathered for b, part in shard.items()}
+    order = sorted(chunks)
+    used = np.concatenate([chunks[b][1] for b in order]) if order else np.zeros((0, 0), np.int64)
+    return _concat_features([chunks[b][0] for b in order]), used
+
+
 def grid_classes(num_classes: int, limit: int = 0) -> np.ndarray:
     """The classes a training grid shows: all of them when ``limit`` is 0 or at least ``num_classes``, else
     ``limit`` evenly spaced ones (always class 0 and the last), so a 1000-class grid stays small."""
