@@ -192,3 +192,44 @@ def test_every_rank_resolves_its_own_gpu_without_being_told(monkeypatch):
     assert resolve_device("cuda", 2) == torch.device("cuda", 2)
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert resolve_device("cuda") == torch.device("cuda")
+
+
+def _train_without_cache(rank, port, tmp, overrides, results):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=20))
+    from elt.train.trainer import Trainer
+
+    try:
+        Trainer(load_config("imagenet256_diffusion_elt_8x4", overrides), progress=False, env=DistEnv(rank, 2))
+        results[rank] = "trained"
+    except UserError as exc:
+        results[rank] = f"{type(exc).__name__}: {exc}"
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_refuse_to_build_a_missing_cache_and_one_process_builds_it(tmp_path):
+    """Under torchrun a missing latent cache used to be encoded by rank 0 alone while the other ranks waited in a
+    barrier (at ImageNet size far past any timeout): now every rank stops with the same line naming elt prepare,
+    and nothing is written; a single process still builds the cache itself."""
+    pytest.importorskip("diffusers")
+    from test_prepare import write_images
+    from test_vae import save_random_vae
+
+    write_images(tmp_path / "images", per_class=4, size=32)
+    overrides = ["model.width=32", "model.heads=2", "data.num_classes=2", "data.image_size=32",
+                 f"data.root={tmp_path / 'images'}", f"diffusion.vae_path={save_random_vae(tmp_path / 'vae')}",
+                 f"diffusion.latent_cache={tmp_path / 'latents'}", "train.batch_size=4", "train.device=cpu",
+                 f"train.out_dir={tmp_path / 'run'}", "data.num_workers=0"]
+    results = mp.Manager().dict()
+    mp.spawn(_train_without_cache, args=(_free_port(), tmp_path, overrides, results), nprocs=2, join=True)
+    for rank in (0, 1):
+        assert results[rank].startswith("SoloBuildRefused") and "elt.cli prepare" in results[rank], results[rank]
+        assert "latents" in results[rank] and "--nproc_per_node 2" in results[rank]
+    assert not list((tmp_path / "latents").glob("*.npy")) if (tmp_path / "latents").exists() else True
+    from elt.train.trainer import Trainer
+
+    trainer = Trainer(load_config("imagenet256_diffusion_elt_8x4", overrides), progress=False)  # one process
+    assert len(trainer.dataset) == 8 and list((tmp_path / "latents").glob("*.npy"))

@@ -10,6 +10,7 @@ order — the same images as one process would make, in the same order, written 
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -147,8 +148,12 @@ def sample_grid_rows(generator: LoopedGenerator, loop_counts: Sequence[int], per
     labels = np.repeat(chosen, per_class)
     rank, world = shard_info()
     mine = np.arange(rank, len(labels), world)
-    parts = [generator.generate(labels[mine], loops=loops, steps=steps, guidance=guidance,
-                                seeds=[seed + int(i) for i in mine]) for loops in loop_counts]
+    if "seeds" in inspect.signature(generator.generate).parameters:
+        draw = {"seeds": [seed + int(i) for i in mine]}
+    else:  # a generator without per-sample seeds: one seed per rank's share (the grid then depends on the ranks)
+        draw = {"seed": seed + rank}
+    parts = [generator.generate(labels[mine], loops=loops, steps=steps, guidance=guidance, **draw)
+             if len(mine) else None for loops in loop_counts]  # more ranks than samples: some draw nothing
     if world == 1:
         return parts
     gathered: list | None = [None] * world if rank == 0 else None
@@ -157,10 +162,10 @@ def sample_grid_rows(generator: LoopedGenerator, loop_counts: Sequence[int], per
         return None
     rows = []
     for row in range(len(loop_counts)):
-        shape = next(p[row].shape[1:] for p in gathered if len(p[row]))
-        images = np.zeros((len(labels), *shape), dtype=gathered[0][row].dtype)
-        for r, part in enumerate(gathered):
-            images[r::world] = part[row]
+        drawn = [(r, part[row]) for r, part in enumerate(gathered) if part[row] is not None]
+        images = np.zeros((len(labels), *drawn[0][1].shape[1:]), dtype=drawn[0][1].dtype)
+        for r, part in drawn:
+            images[r::world] = part
         rows.append(images)
     return rows
 
