@@ -133,8 +133,7 @@ def family_overrides(family: str, assets: Path, steps: int, sample_every: int) -
     else:
         data = [f"data.root={assets / 'ucf'}", f"data.num_classes={len(UCF_CLASSES)}", "data.frames=4",
                 "data.image_size=16", "tokenizer.channels=8", "tokenizer.steps=3", "tokenizer.batch_size=2",
-                "tokenizer.eval_items=0", f"tokenizer.path={assets / 'fsq3d'}", "tokenizer.warmup_steps=1",
-                "train.batch_size=6"]
+                "tokenizer.eval_items=0", f"tokenizer.path={assets / 'fsq3d'}", "tokenizer.warmup_steps=1"]
     return [*common, *data]
 
 
@@ -192,8 +191,9 @@ def run_phase(name: str, cmd: list[str], env: dict[str, str], log_dir: Path, exp
               "ranks": ranks, "max_wait_s": max((r["max_wait_s"] for r in ranks), default=0.0),
               "max_wait_op": max(ranks, key=lambda r: r["max_wait_s"])["max_op"] if ranks else None,
               "peak_rss_mb": [r["peak_rss_mb"] for r in ranks]}
-    if not record["ok"]:
-        record["stderr_tail"] = err[-3000:]
+    if not record["ok"]:  # the workers' own lines, without torchrun's warnings and its launcher traceback
+        lines = [line for line in err.splitlines() if line.strip() and line[:2] not in ("W1", "I1", "E1")]
+        record["stderr_tail"] = "\n".join(lines[-60:])[-4000:]
     return record
 
 
