@@ -11,8 +11,9 @@ through overrides only, with P gloo processes (``python -m elt.train.launch``, i
 4. ``elt train`` with P processes, grids every few steps, until SIGTERM reaches the launcher: exit 143 and a
    checkpoint;
 5. ``--resume auto`` on P' ≠ P processes to the last step;
-6. ``elt eval`` with P processes (domain metrics: the images are 32 px grey) — for video ``elt sample`` with P
-   processes (the same sharded generation; the video metrics need I3D weights this machine does not have).
+6. ``elt eval`` with P processes (domain metrics: the images are 32 px grey; one batch per rank and loop count,
+   so the ranks have equal work) — for video ``elt sample`` with P processes (the same sharded generation; the
+   video metrics need I3D weights this machine does not have).
 
 Every process group runs with ``ELT_DIST_TIMEOUT_S`` (30 s by default) and ``ELT_COLLECTIVE_LOG``: each rank
 records the longest time it spent inside one ``torch.distributed`` collective (waiting for the slowest rank
@@ -230,12 +231,13 @@ def rehearse(family: str, work: Path, procs: int, resume_procs: int, steps: int,
     phase("resume", launcher(resume_procs, "train", "--no-progress", "--resume", "auto", config, *overrides,
                              f"train.out_dir={run}"), resume_procs)
     out = work / family / "eval"
+    per_rank = str(max(1, eval_num // procs))
     if family == "masked_video":
         phase("sample", launcher(procs, "sample", "--ckpt", str(run), "--loops", "1,2", "--num", str(eval_num),
-                                 "--batch-size", "2", "--out", str(out), "--no-progress"), procs)
+                                 "--batch-size", per_rank, "--out", str(out), "--no-progress"), procs)
     else:
         phase("eval", launcher(procs, "eval", "--ckpt", str(run), "--loops", "1,2", "--num", str(eval_num),
-                               "--batch-size", "4", "--metrics", "domain", "--no-latency", "--no-progress",
+                               "--batch-size", per_rank, "--metrics", "domain", "--no-latency", "--no-progress",
                                "--out", str(out)), procs)
     grids = sorted(p.name for p in (run / "samples").glob("step_*.png")) if (run / "samples").is_dir() else []
     checkpoints = sorted(p.name for p in (run / "checkpoints").glob("step_*")) if (run / "checkpoints").is_dir() else []
