@@ -279,19 +279,21 @@ def print_table(results: list[dict], timeout_s: float) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--procs", type=int, default=4)
+    parser.add_argument("--procs", type=int, default=None, help="processes (default 4, --smoke 2)")
     parser.add_argument("--resume-procs", type=int, default=None, help="default: procs / 2")
     parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated: {', '.join(FAMILIES)}")
-    parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--stop-at", type=int, default=6, help="SIGTERM once the log has this many steps")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default 16, --smoke 10)")
+    parser.add_argument("--stop-at", type=int, default=None,
+                        help="SIGTERM once the log has this many steps (default 6, --smoke 4)")
     parser.add_argument("--timeout", type=float, default=30.0, help="process-group timeout (s)")
     parser.add_argument("--num", type=int, default=8, help="samples per loop count in elt eval / sample")
     parser.add_argument("--smoke", action="store_true", help="2 processes, resume on 1, 10 steps")
     parser.add_argument("--work", default=None, help="working folder (default: a temporary one, removed)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cluster_rehearsal.json"))
     args = parser.parse_args(argv)
-    if args.smoke:
-        args.procs, args.steps, args.stop_at = 2, 10, 4
+    defaults = (2, 10, 4) if args.smoke else (4, 16, 6)
+    args.procs, args.steps, args.stop_at = (given if given is not None else default for given, default in
+                                            zip((args.procs, args.steps, args.stop_at), defaults, strict=True))
     resume = args.resume_procs or max(1, args.procs // 2)
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     bad = [f for f in families if f not in FAMILIES]
