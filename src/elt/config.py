@@ -130,6 +130,8 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0: only at the end
     sample_loops: list[int] = field(default_factory=list)  # loop counts in the periodic grids ([] = 1..L_max)
     samples_per_class: int = 1
+    grid_classes: int = 16  # classes in the periodic grids, evenly spaced (0: all; every rank draws a share)
+    dist_timeout_s: float = 600.0  # under torchrun: how long a collective may wait before the run fails
     # auto: dcp under FSDP, full otherwise | full (gathered optimizer in state.pt) | dcp (every rank writes its
     # shards of weights, optimizer, EMA to sharded/ via torch.distributed.checkpoint; resumes on any process count)
     checkpoint_format: str = "auto"
@@ -256,6 +258,8 @@ RULES = {
     "train.checkpoint_every": Int(0, MAX_TRAIN_STEPS),
     "train.sample_loops": Any_("validate: 1..the loop ceiling of model.loops"),
     "train.samples_per_class": Int(1, 1000),
+    "train.grid_classes": Int(0, MAX_CLASSES),
+    "train.dist_timeout_s": Range(0, 7 * 24 * 3600, lo_open=True),
     "train.checkpoint_format": Choice("auto", "full", "dcp"),
     "train.keep_checkpoints": Int(0, 1_000_000),
     "train.handle_signals": Flag(),

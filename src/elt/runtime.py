@@ -77,8 +77,10 @@ class DeviceError(UserError, ValueError):
     """An unknown or unavailable device name (the CLI prints it as one line, exit 2)."""
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → CUDA if present, else CPU. Under torchrun every process takes ``cuda:LOCAL_RANK``.
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``auto`` → CUDA if present, else CPU. Under torchrun every process takes ``cuda:LOCAL_RANK`` (``local_rank``
+    defaults to the ``LOCAL_RANK`` torchrun sets, so callers that do not pass it — ``elt.load``, the metric
+    extractors — do not put every rank on GPU 0).
 
     An unknown name, or a device this machine does not have, is a :class:`DeviceError` naming it."""
     if name == "auto":
@@ -100,7 +102,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     elif device.type != "cpu":
         raise DeviceError(f"device {name!r} is not supported; allowed: {DEVICE_CHOICES}")
     if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if local_rank is None else local_rank)
     return device
 
 
@@ -119,3 +121,110 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+# -- process groups: timeout and collective timing ----------------------------------------------------------------
+DIST_TIMEOUT_ENV = "ELT_DIST_TIMEOUT_S"
+DEFAULT_DIST_TIMEOUT_S = 600.0  # PyTorch's own NCCL default (10 minutes)
+COLLECTIVE_LOG_ENV = "ELT_COLLECTIVE_LOG"
+TIMED_COLLECTIVES = ("barrier", "all_reduce", "all_gather", "all_gather_object", "gather", "gather_object",
+                     "broadcast", "broadcast_object_list", "reduce", "reduce_scatter", "scatter_object_list")
+
+
+def dist_timeout_seconds(configured: float | None = None) -> float:
+    """The process-group timeout: ``ELT_DIST_TIMEOUT_S`` if set, else ``configured`` (``train.dist_timeout_s``),
+    else 600 s. A collective that waits longer fails the run (every rank) instead of hanging it."""
+    import math
+
+    raw = os.environ.get(DIST_TIMEOUT_ENV)
+    source = DIST_TIMEOUT_ENV if raw else "train.dist_timeout_s"
+    try:
+        value = float(raw) if raw else float(DEFAULT_DIST_TIMEOUT_S if configured is None else configured)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{source}={raw if raw else configured!r} is not allowed; use a number of seconds > 0")
+    return value
+
+
+class CollectiveTimer:
+    """Wall time this process spends inside each ``torch.distributed`` collective (waiting for the slowest
+    rank plus the transfer): the longest single call, its name, the count and the total. Installed by
+    :func:`init_process_group` when ``ELT_COLLECTIVE_LOG`` names a folder; at exit the record (with this
+    process's peak RSS) is written there as ``collectives_rank{R}_pid{P}.json`` (the cluster rehearsal reads it)."""
+
+    def __init__(self) -> None:
+        self.max_s, self.max_op, self.calls, self.total_s = 0.0, None, 0, 0.0
+        self.installed = False
+
+    def wrap(self, name: str, function):
+        import functools
+        import time
+
+        @functools.wraps(function)
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - start
+                self.calls += 1
+                self.total_s += elapsed
+                if elapsed > self.max_s:
+                    self.max_s, self.max_op = elapsed, name
+
+        timed.__elt_timed__ = True
+        return timed
+
+    def install(self, folder: str) -> None:
+        import atexit
+
+        import torch.distributed as dist
+
+        if self.installed:
+            return
+        for name in TIMED_COLLECTIVES:
+            function = getattr(dist, name, None)
+            if function is not None and not getattr(function, "__elt_timed__", False):
+                setattr(dist, name, self.wrap(name, function))
+        self.installed = True
+        atexit.register(self.write, folder)
+
+    def record(self) -> dict:
+        import resource
+        import sys
+
+        return {"rank": int(os.environ.get("RANK", "0")), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+                "pid": os.getpid(), "argv": sys.argv[1:4], "max_wait_s": round(self.max_s, 4),
+                "max_op": self.max_op, "calls": self.calls, "total_wait_s": round(self.total_s, 4),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+    def write(self, folder: str) -> None:
+        import json
+
+        path = os.path.join(folder, f"collectives_rank{os.environ.get('RANK', '0')}_pid{os.getpid()}.json")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with open(path + ".tmp", "w") as handle:
+                json.dump(self.record(), handle)
+            os.replace(path + ".tmp", path)
+        except OSError:
+            pass
+
+
+COLLECTIVE_TIMER = CollectiveTimer()
+
+
+def init_process_group(device: torch.device, timeout_s: float | None = None) -> None:
+    """``torch.distributed.init_process_group`` for this device (NCCL on CUDA, gloo elsewhere) with the timeout of
+    :func:`dist_timeout_seconds`; times the collectives when ``ELT_COLLECTIVE_LOG`` is set."""
+    import datetime
+
+    import torch.distributed as dist
+
+    timeout = datetime.timedelta(seconds=dist_timeout_seconds(timeout_s))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    if os.environ.get(COLLECTIVE_LOG_ENV):
+        COLLECTIVE_TIMER.install(os.environ[COLLECTIVE_LOG_ENV])

@@ -10,6 +10,7 @@ order — the same images as one process would make, in the same order, written 
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,13 +87,87 @@ def generate_batched(generator: LoopedGenerator, labels: np.ndarray, loops: Loop
     return (images, used) if return_loops else images
 
 
+def _concat_features(parts: list):
+    """Concatenate per-batch feature records (a dataclass of arrays, e.g. ``Features``, or a bare array)."""
+    import dataclasses
+
+    if not parts:
+        return None
+    first = parts[0]
+    if dataclasses.is_dataclass(first):
+        return type(first)(**{f.name: None if getattr(first, f.name) is None
+                              else np.concatenate([getattr(p, f.name) for p in parts])
+                              for f in dataclasses.fields(first)})
+    return np.concatenate(parts)
+
+
+def generate_features(generator: LoopedGenerator, labels: np.ndarray, loops: LoopSchedule, features,
+                      batch_size: int = 256, seed: int = 0, steps: int | None = None, guidance: float | None = None,
+                      progress: bool = False, desc: str = ""):
+    """:func:`generate_batched` for metrics: every rank turns its own batches into ``features(images)`` (the metric
+    suite's extractor) and only those are gathered, so no rank ships every image to rank 0 and rank 0 does not
+    extract features for all of them alone while the others wait. Returns ``(features, loops used)`` in label
+    order on rank 0 (batch b: seed ``seed + b``, the same samples as one process), ``None`` on the other ranks."""
+    rank, world = shard_info()
+    starts = list(range(0, len(labels), batch_size))
+    chunks = {}
+    for b in tqdm([b for b in range(len(starts)) if b % world == rank], desc=desc,
+                  disable=not progress or rank != 0, leave=False):
+        start = starts[b]
+        images, used = generator.generate(labels[start:start + batch_size], loops=loops, steps=steps,
+                                          guidance=guidance, seed=seed + b, return_loops=True)
+        chunks[b] = (features(images), used)
+    if world > 1:
+        gathered: list[dict | None] | None = [None] * world if rank == 0 else None
+        dist.gather_object(chunks, gathered, dst=0)
+        if rank != 0:
+            return None
+        chunks = {b: part for shard in gathered for b, part in shard.items()}
+    order = sorted(chunks)
+    used = np.concatenate([chunks[b][1] for b in order]) if order else np.zeros((0, 0), np.int64)
+    return _concat_features([chunks[b][0] for b in order]), used
+
+
+def grid_classes(num_classes: int, limit: int = 0) -> np.ndarray:
+    """The classes a training grid shows: all of them when ``limit`` is 0 or at least ``num_classes``, else
+    ``limit`` evenly spaced ones (always class 0 and the last), so a 1000-class grid stays small."""
+    if limit <= 0 or limit >= num_classes:
+        return np.arange(num_classes)
+    return np.unique(np.round(np.linspace(0, num_classes - 1, limit)).astype(np.int64))
+
+
 def sample_grid_rows(generator: LoopedGenerator, loop_counts: Sequence[int], per_class: int = 1,
-                     seed: int = 0, steps: int | None = None, guidance: float | None = None) -> list[np.ndarray]:
-    """One row per loop count, every class ``per_class`` times, with the same seed in every row so rows
-    differ only by the loop count."""
-    labels = np.repeat(np.arange(generator.num_classes), per_class)
-    return [generator.generate(labels, loops=loops, steps=steps, guidance=guidance, seed=seed)
-            for loops in loop_counts]
+                     seed: int = 0, steps: int | None = None, guidance: float | None = None,
+                     classes: Sequence[int] | None = None) -> list[np.ndarray] | None:
+    """One row per loop count, every class of ``classes`` (default: all) ``per_class`` times. Sample i has seed
+    ``seed + i`` in every row, so rows differ only by the loop count.
+
+    Under torchrun every rank calls it and draws every world_size-th sample (per-sample seeds: the same images
+    as one process); rank 0 gathers and returns the rows, the other ranks ``None``."""
+    chosen = np.arange(generator.num_classes) if classes is None else np.asarray(classes, dtype=np.int64)
+    labels = np.repeat(chosen, per_class)
+    rank, world = shard_info()
+    mine = np.arange(rank, len(labels), world)
+    if "seeds" in inspect.signature(generator.generate).parameters:
+        draw = {"seeds": [seed + int(i) for i in mine]}
+    else:  # a generator without per-sample seeds: one seed per rank's share (the grid then depends on the ranks)
+        draw = {"seed": seed + rank}
+    parts = [generator.generate(labels[mine], loops=loops, steps=steps, guidance=guidance, **draw)
+             if len(mine) else None for loops in loop_counts]  # more ranks than samples: some draw nothing
+    if world == 1:
+        return parts
+    gathered: list | None = [None] * world if rank == 0 else None
+    dist.gather_object(parts, gathered, dst=0)
+    if rank != 0:
+        return None
+    rows = []
+    for row in range(len(loop_counts)):
+        drawn = [(r, part[row]) for r, part in enumerate(gathered) if part[row] is not None]
+        images = np.zeros((len(labels), *drawn[0][1].shape[1:]), dtype=drawn[0][1].dtype)
+        for r, part in drawn:
+            images[r::world] = part
+        rows.append(images)
+    return rows
 
 
 def check_sampling_args(num: int = 1, seed: int = 0, steps: int | None = None, guidance: float | None = None,

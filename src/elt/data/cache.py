@@ -10,11 +10,13 @@ skipped. ``elt prepare`` (:mod:`elt.data.prepare`) builds the same files with se
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,34 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from elt.errors import UserError
 from elt.fileio import write_json
+
+_SOLO_BUILDS_REFUSED: contextvars.ContextVar[str | None] = contextvars.ContextVar("elt_solo_builds", default=None)
+
+
+class SoloBuildRefused(UserError):
+    """A cache (or tokenizer) is missing where building it would leave one process working alone while the
+    others wait inside a collective (``elt train`` under torchrun): build it first with ``elt prepare``."""
+
+
+@contextmanager
+def refuse_solo_builds(advice: str) -> Iterator[None]:
+    """Inside this context a missing or stale cache is not built by :func:`build_cache` (nor a missing
+    tokenizer trained) but refused with one line ending in ``advice`` (what to run instead)."""
+    token = _SOLO_BUILDS_REFUSED.set(advice)
+    try:
+        yield
+    finally:
+        _SOLO_BUILDS_REFUSED.reset(token)
+
+
+def check_solo_build(what: str) -> None:
+    """Raise :class:`SoloBuildRefused` for ``what`` (e.g. "the cache X is missing") inside
+    :func:`refuse_solo_builds`; nothing otherwise."""
+    advice = _SOLO_BUILDS_REFUSED.get()
+    if advice is not None:
+        raise SoloBuildRefused(f"{what}; {advice}")
 
 
 def state_dict_hash(module: torch.nn.Module) -> str:
@@ -119,10 +148,11 @@ def encode_blocks(spec: CacheSpec, ranges: Sequence[tuple[int, int]]) -> Iterato
 
 def build_cache(spec: CacheSpec, progress: bool = True) -> np.ndarray:
     """Return the cache ``spec`` describes, encoding it in one process if it is missing or stale."""
-    found = read_cache(spec)
+    found = read_cache(spec, warn_stale=_SOLO_BUILDS_REFUSED.get() is None)
     if found is not None:
         return found
     array_path = spec.path.with_suffix(".npy")
+    check_solo_build(f"the cache {array_path} is missing or was built with other settings")
     array_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = array_path.with_name(f".{array_path.stem}.{os.getpid()}.tmp.npy")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=spec.dtype, shape=(spec.count, *spec.item_shape))

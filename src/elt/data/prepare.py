@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from elt.data.cache import CacheSpec, encode_blocks, read_cache, write_manifest
-from elt.runtime import resolve_device
+from elt.runtime import init_process_group, resolve_device
 
 DEFAULT_SHARD_SIZE = 4096
 
@@ -224,15 +225,13 @@ def _barrier(ranks: _Ranks) -> None:
 
 
 @contextmanager
-def _process_group(device_name: str) -> Iterator[_Ranks]:
+def _process_group(device_name: str, timeout_s: float | None = None) -> Iterator[_Ranks]:
     """Under torchrun: a process group (NCCL on CUDA, gloo on CPU) for the shard barriers, torn down after."""
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name, local_rank)
     created = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        init_process_group(device, timeout_s)  # ELT_DIST_TIMEOUT_S / train.dist_timeout_s; collective timing
         created = True
     try:
         if dist.is_initialized():
@@ -288,7 +287,7 @@ def prepare(cfg, run_dir: str | Path | None = None, shard_size: int = DEFAULT_SH
     if precision not in PRECISIONS:
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     run_dir = Path(run_dir or cfg.train.out_dir)
-    with _process_group(cfg.train.device) as ranks:
+    with _process_group(cfg.train.device, OmegaConf.select(cfg, "train.dist_timeout_s", default=None)) as ranks:
         module = registry.task_module(cfg.paradigm)
         if not hasattr(module, "prepare_spec") and not hasattr(module, "cache_spec"):
             raise ValueError(f"paradigm {cfg.paradigm!r} has no cache to prepare")

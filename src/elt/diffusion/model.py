@@ -86,7 +86,7 @@ class DiffusionGenerator(LoopedGenerator):
         self.num_classes = int(cfg.data.num_classes)
         self.process = process
         self.data_shape = tuple(int(v) for v in data_shape)
-        self.vae = vae  # plain attribute: not a submodule, not in the state dict
+        self.vae = vae  # plain attribute: not a submodule, not in the state dict (it follows the device: _apply)
         self.output_channels = int(cfg.data.channels)
         width = backbone.dim
         self.patch = patch_shape(cfg.diffusion, len(self.data_shape) - 1)
@@ -104,6 +104,16 @@ class DiffusionGenerator(LoopedGenerator):
         for layer in (self.time_embed.mlp[0], self.time_embed.mlp[2]):
             nn.init.normal_(layer.weight, std=0.02)
             nn.init.zeros_(layer.bias)
+
+    def _apply(self, fn, *args, **kwargs):
+        """``.to(device)``, ``.cuda()``, ``.float()``…: the VAE (not a submodule, so outside the state dict, the
+        optimizer, the EMA copy and FSDP's units) follows the generator's device, keeping its own dtype."""
+        result = super()._apply(fn, *args, **kwargs)
+        if self.vae is not None:
+            device = next(self.parameters()).device
+            if self.vae.device != device:
+                self.vae.to(device)
+        return result
 
     # -- the network ---------------------------------------------------------------------------------------------
     def condition(self, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -205,7 +205,10 @@ class InceptionSuite(MetricSuite):
         self.k = k
 
     def evaluate(self, images: np.ndarray, labels: np.ndarray | None = None) -> dict[str, float]:
-        fake = self.features(images)
+        return self.compare(self.features(images), labels)
+
+    def compare(self, fake: Features, labels: np.ndarray | None = None) -> dict[str, float]:
+        """The metrics of already extracted features (``elt eval`` under torchrun extracts them on every rank)."""
         is_mean, is_std = inception_score(fake.logits, self.is_split_size)
         values = {"fid": self.frechet(fake.features), "is": is_mean, "is_std": is_std}
         real = self.reference_features()
@@ -226,4 +229,7 @@ class FVDSuite(MetricSuite):
     plot_metrics = [("fvd", "FVD (lower is better)")]
 
     def evaluate(self, images: np.ndarray, labels: np.ndarray | None = None) -> dict[str, float]:
-        return {"fvd": self.frechet(self.features(images).features)}
+        return self.compare(self.features(images), labels)
+
+    def compare(self, fake: Features, labels: np.ndarray | None = None) -> dict[str, float]:
+        return {"fvd": self.frechet(fake.features)}

@@ -38,7 +38,7 @@ from elt.core.schedule import LoopSchedule, file_token, point_label
 from elt.errors import UserError
 from elt.fileio import atomic_write, load_npz, write_json, write_text
 from elt.runtime import resolve_device
-from elt.sampling import balanced_labels, generate_batched, sampling_settings
+from elt.sampling import balanced_labels, generate_batched, generate_features, sampling_settings, shard_info
 from elt.version import __version__
 
 LABEL_POLICY = "balanced: sample i is conditioned on class i mod num_classes"
@@ -236,6 +236,11 @@ def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[LoopSchedule]
         raise SweepInputError("nothing to evaluate: give at least one checkpoint or samples folder")
     rows = []
     floor = suite.floor(num)
+    # under torchrun: metric features are extracted by every rank for its own samples (generate_features), and the
+    # reference features are computed now by every rank, not later by rank 0 alone while the others wait
+    split_metrics = shard_info()[1] > 1 and callable(getattr(suite, "compare", None))
+    if split_metrics and hasattr(suite, "reference_features"):
+        suite.reference_features()
     combos = [(m, s, k) for m in models for s in steps for k in loops]
     for model, step, k in tqdm(combos, desc="sweep", disable=not progress):
         gen = model.generator
@@ -257,9 +262,14 @@ def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[LoopSchedule]
             labels = balanced_labels(num, gen.num_classes)
             _sync(gen.device)
             start = time.perf_counter()
-            result = generate_batched(gen, labels, k, batch_size=batch_size, seed=seed, steps=used_steps,
-                                      guidance=used_guidance, progress=progress, desc=f"{model.name} L={label}",
-                                      return_loops=True)
+            if split_metrics:  # every rank extracts the features of its own samples; rank 0 gets features only
+                result = generate_features(gen, labels, k, suite.features, batch_size=batch_size, seed=seed,
+                                           steps=used_steps, guidance=used_guidance, progress=progress,
+                                           desc=f"{model.name} L={label}")
+            else:
+                result = generate_batched(gen, labels, k, batch_size=batch_size, seed=seed, steps=used_steps,
+                                          guidance=used_guidance, progress=progress, desc=f"{model.name} L={label}",
+                                          return_loops=True)
             _sync(gen.device)
             ms_per_sample = 1000 * (time.perf_counter() - start) / num
             row.update(seed=seed, label_policy="balanced")
@@ -276,7 +286,8 @@ def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[LoopSchedule]
                                            seed))
         if used is not None:
             row["mean_loops"] = float(np.mean(used))
-        row.update(suite.evaluate(images, labels))
+        row.update(suite.compare(images, labels) if split_metrics and model.samples_dir is None
+                   else suite.evaluate(images, labels))
         rows.append(row)
     device = next((m.generator.device for m in models if m.generator is not None), torch.device("cpu"))
     provenance = {

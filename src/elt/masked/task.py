@@ -69,7 +69,10 @@ def load_tokenizer_weights(cfg, tokenizer: torch.nn.Module, run_dir: str | Path,
         return {"kind": "pretrained_vq", "path": cfg.tokenizer.pretrained_path}
     folder = tokenizer_dir(cfg, run_dir)
     if not fsq.is_saved(folder):
+        from elt.data.cache import check_solo_build
         from elt.tokenizers.train import train_tokenizer
+
+        check_solo_build(f"no trained tokenizer in {folder}")
 
         print(f"elt: no tokenizer in {folder}: training the {cfg.tokenizer.kind} tokenizer first "
               f"({cfg.tokenizer.steps} steps of batch {cfg.tokenizer.batch_size}; the shipped Fashion-MNIST one took "

@@ -75,6 +75,14 @@ class PretrainedVAE:
         self.model.to(device)
         return self
 
+    def _autocast(self):
+        """bf16 autocast on CUDA (the VAE's convolutions at tensor-core speed, half the activation memory),
+        fp32 elsewhere; inputs and outputs stay fp32."""
+        from contextlib import nullcontext
+
+        device = self.device
+        return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
     def latent_shape(self, image_size: int) -> tuple[int, int, int]:
         if image_size % self.downsample:
             raise VAEError(f"image size {image_size} is not divisible by the VAE's downsampling factor "
@@ -83,16 +91,17 @@ class PretrainedVAE:
         return self.latent_channels, side, side
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+    def encode(self, images: torch.Tensor, bf16: bool | None = None) -> torch.Tensor:
         """Images N×C×H×W in [-1, 1] → scaled fp32 latents (posterior mean). Grey images are repeated to the
-        VAE's input channels. ``bf16``: the network runs under bf16 autocast (weights stay fp32, so the weight
-        hash is unchanged; about 2× faster on a GPU, latents within bf16 rounding of the fp32 ones)."""
+        VAE's input channels. ``bf16``: the network runs under bf16 autocast (None: on CUDA only; weights stay
+        fp32, so the weight hash is unchanged; about 2× faster on a GPU, latents within bf16 rounding of fp32)."""
         images = images.to(self.device, torch.float32)
         if images.shape[1] != self.image_channels:
             if images.shape[1] != 1:
                 raise VAEError(f"images have {images.shape[1]} channels but the VAE expects {self.image_channels}")
             images = images.expand(-1, self.image_channels, -1, -1)
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+        use_bf16 = self.device.type == "cuda" if bf16 is None else bf16
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             mean = self.model.encode(images).latent_dist.mean
         return (mean.float() - self.shift_factor) * self.scaling_factor
 
@@ -100,7 +109,8 @@ class PretrainedVAE:
     def decode(self, latents: torch.Tensor, channels: int | None = None) -> torch.Tensor:
         """Scaled latents → images in [-1, 1] (averaged to one channel when ``channels == 1``)."""
         latents = latents.to(self.device, torch.float32)
-        images = self.model.decode(latents / self.scaling_factor + self.shift_factor).sample
+        with self._autocast():
+            images = self.model.decode(latents / self.scaling_factor + self.shift_factor).sample.float()
         if channels == 1 and images.shape[1] != 1:
             images = images.mean(1, keepdim=True)
         return images.clamp(-1, 1)

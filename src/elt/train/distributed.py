@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from elt.core.ilsd import ILSDTerms
-from elt.runtime import resolve_device
+from elt.runtime import init_process_group, resolve_device
 
 STRATEGIES = ("ddp", "fsdp")
 
@@ -62,15 +62,15 @@ def current_env(device_name: str = "auto") -> DistEnv:
 
 
 @contextmanager
-def distributed_session(device_name: str = "auto") -> Iterator[DistEnv]:
+def distributed_session(device_name: str = "auto", timeout_s: float | None = None) -> Iterator[DistEnv]:
     """Initialise the process group when launched by torchrun (NCCL on CUDA, gloo on CPU) and tear it
-    down on exit; a no-op for a single process or when the caller already initialised a group."""
+    down on exit; a no-op for a single process or when the caller already initialised a group.
+    ``timeout_s``: how long any collective may wait (``train.dist_timeout_s``; ``ELT_DIST_TIMEOUT_S``
+    overrides; default 600 s), so a rank that never arrives fails the run instead of hanging it."""
     created = False
     if launched_by_torchrun() and not dist.is_initialized():
         device = resolve_device(device_name, int(os.environ.get("LOCAL_RANK", "0")))
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        init_process_group(device, timeout_s)
         created = True
     try:
         yield current_env(device_name)
@@ -87,6 +87,53 @@ def rank_seed(seed: int, rank: int) -> int:
 def barrier(env: DistEnv) -> None:
     if env.enabled:
         dist.barrier()
+
+
+SHARED_TOKEN = ".elt_shared_fs_check"
+
+
+def check_shared_paths(env: DistEnv, paths: dict[str, Any]) -> None:
+    """Multi-process runs need every rank to see the same run directory and cache folders (a shared
+    filesystem across nodes). Rank 0 writes a fresh token into each folder; every rank reads it back. A rank
+    that cannot fails the run with one line naming the folder and the host (on every rank, so nobody hangs)."""
+    if not env.enabled:
+        return
+    import socket
+    import uuid
+    from pathlib import Path
+
+    from elt.errors import UserError
+    from elt.fileio import write_text
+
+    token = uuid.uuid4().hex if env.is_main else None
+    holder = [token]
+    dist.broadcast_object_list(holder, src=0)
+    token = holder[0]
+    folders = {label: Path(p) for label, p in paths.items() if p}
+    if env.is_main:
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+            write_text(folder / SHARED_TOKEN, token)
+    barrier(env)
+    missing = []
+    for label, folder in folders.items():
+        try:
+            seen = (folder / SHARED_TOKEN).read_text().strip()
+        except OSError:
+            seen = None
+        if seen != token:
+            missing.append(f"{label} {str(folder)!r}")
+    problems = all_gather_object((socket.gethostname(), env.rank, missing), env)
+    barrier(env)
+    if env.is_main:
+        for folder in folders.values():
+            (folder / SHARED_TOKEN).unlink(missing_ok=True)
+    bad = [(host, rank, where) for host, rank, where in problems if where]
+    if bad:
+        host, rank, where = bad[0]
+        raise UserError(f"rank {rank} on {host} does not see what rank 0 wrote to {where[0]} ({len(bad)} of "
+                        f"{env.world_size} ranks affected): multi-node runs need the run directory and caches on a "
+                        "filesystem shared by every node (absolute paths on it); see docs/distributed.md")
 
 
 @contextmanager

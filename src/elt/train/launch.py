@@ -28,7 +28,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    args = get_args_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    parser = get_args_parser()
+    # the worker's own options follow the script (``-m elt.cli eval ... --num 8``): without this, argparse reads
+    # ``--num`` as an abbreviation of torchrun's ``--numa-binding`` and fails before starting anything
+    parser.allow_abbrev = False
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         run(args)
     except SignalException as exc:  # torchrun forwarded the signal and waited for the workers, whose rank 0

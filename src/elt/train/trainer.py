@@ -40,7 +40,7 @@ from elt.core.ilsd import StudentLoopDraw, ilsd_lambda
 from elt.errors import UserError
 from elt.fileio import check_output_dir, exclusive_lock, refuse_symlink, write_text
 from elt.runtime import autocast_context, seed_everything, set_threads, uses_bf16
-from elt.sampling import sample_grid_rows
+from elt.sampling import grid_classes, sample_grid_rows
 from elt.train import advice
 from elt.train import distributed as dist_lib
 from elt.train.checkpoint import (
@@ -185,13 +185,14 @@ class Trainer:
         meta_backbone = self.sharded and not self.env.is_main
         with registry.backbone_on("meta" if meta_backbone else None):
             self.generator = registry.build_generator(cfg)
-        with dist_lib.main_process_first(self.env):  # rank 0 builds caches/tokenizers, the others reuse them
-            self.dataset = registry.prepare_data(cfg, self.generator, self.run_dir, progress=self.progress)
+        if not self.sharded:  # before the data: the tokenizer / VAE follow it, so a cache is encoded on the device
+            self.generator.to(self.device)  # (under torchrun no rank encodes: prepare_data only reads caches)
+        self.dataset = self.prepare_data()
         full_state = None
         if self.sharded:
             full_state = self.generator.state_dict() if self.env.is_main else None  # references, no copy
             self.generator.backbone.to("meta")  # rank 0 too: its full weights live on in full_state only
-        dist_lib.move_to_device(self.generator, self.device)
+            dist_lib.move_to_device(self.generator, self.device)
         self.ema = EMA(self.generator, cfg.train.ema_decay, keep_shadow=not self.sharded)
         if cfg.train.compile:
             compile_blocks(self.generator, backend=compile_backend)
@@ -228,6 +229,45 @@ class Trainer:
         self.peak = peak_flops(self.device, uses_bf16(self.device, cfg.train.precision), cfg.train.peak_tflops)
 
     # -- data ---------------------------------------------------------------------------------------------
+    def shared_paths(self) -> dict[str, Any]:
+        """Folders every rank must see (the shared-filesystem check of multi-node runs)."""
+        paths = {"train.out_dir": self.run_dir}
+        for key in ("tokenizer.path", "diffusion.latent_cache"):
+            value = OmegaConf.select(self.cfg, key, default=None)
+            if value:
+                paths[key] = value
+        return paths
+
+    def prepare_data(self):
+        """The training set (caches read, tokenizer loaded). One process builds a missing cache or tokenizer
+        itself; under torchrun every rank reads in parallel and a missing one is refused (one line pointing to
+        ``elt prepare``, which encodes with every rank), never built by rank 0 while the others wait inside a
+        collective. The ranks agree on failure, so none is left waiting for one that stopped."""
+        from elt.data.cache import refuse_solo_builds
+
+        if not self.env.enabled:
+            return registry.prepare_data(self.cfg, self.generator, self.run_dir, progress=self.progress)
+        dist_lib.check_shared_paths(self.env, self.shared_paths())
+        world = self.env.world_size
+        hint = (f"elt train with {world} processes does not build it (one rank would work alone while the others "
+                f"wait): build it first with every process, torchrun --nproc_per_node {world} -m elt.cli prepare "
+                "CONFIG (the same overrides), then train")
+        dataset, error = None, None
+        try:
+            with refuse_solo_builds(hint):
+                dataset = registry.prepare_data(self.cfg, self.generator, self.run_dir, progress=self.progress)
+        except Exception as exc:  # every rank hears of it below, so none waits in the next collective
+            error = exc
+        failures = [(rank, message) for rank, message in
+                    enumerate(dist_lib.all_gather_object(None if error is None else str(error), self.env))
+                    if message is not None]
+        if error is not None:
+            raise error
+        if failures:
+            rank, message = failures[0]
+            raise UserError(f"rank {rank} could not prepare the data: {message}".splitlines()[0])
+        return dataset
+
     @property
     def per_rank_batch(self) -> int:
         """Items one rank loads per micro-batch (= per step without gradient accumulation)."""
@@ -489,12 +529,18 @@ class Trainer:
         return loops or list(range(1, self.generator.trained_loops + 1))
 
     def write_grid(self) -> Path | None:
-        """A grid of EMA samples, one row per loop count (rank 0 draws it)."""
+        """A grid of EMA samples, one row per loop count, over ``train.grid_classes`` evenly spaced classes (0:
+        all). Every rank draws its share of the samples (each has its own seed, so the grid does not depend on
+        the process count); rank 0 writes it."""
         shadow = self.ema.materialize()
-        if not self.env.is_main:
+        try:
+            classes = grid_classes(shadow.num_classes, OmegaConf.select(self.cfg, "train.grid_classes", default=0))
+            rows = sample_grid_rows(shadow, self.sample_loops(), self.cfg.train.samples_per_class,
+                                    seed=self.cfg.train.seed, classes=classes)
+        finally:
+            self.ema.release()  # FSDP: the gathered full EMA is freed now, not at the next update
+        if rows is None:  # not rank 0
             return None
-        rows = sample_grid_rows(shadow, self.sample_loops(), self.cfg.train.samples_per_class,
-                                seed=self.cfg.train.seed)
         return save_grid(self.run_dir / "samples" / f"step_{self.step:07d}.png", rows,
                          [f"L={loops}" for loops in self.sample_loops()],
                          title=f"step {self.step}, rows: loop count")
@@ -578,7 +624,8 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     from elt.train import checkpoint as ckpt_lib
 
     ckpt_lib.refuse_environment_reads(cfg)
-    with dist_lib.distributed_session(cfg.train.device) as env:
+    timeout = OmegaConf.select(cfg, "train.dist_timeout_s", default=None)
+    with dist_lib.distributed_session(cfg.train.device, timeout_s=timeout) as env:
         run_dir = Path(cfg.train.out_dir)
         if env.is_main:
             check_output_dir(run_dir, "train.out_dir")
