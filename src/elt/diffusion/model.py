@@ -207,6 +207,7 @@ class DiffusionGenerator(LoopedGenerator):
         clip = (-1.0, 1.0) if d.clip_denoised and self.vae is None else None
         used = torch.zeros((len(labels), steps), dtype=torch.long)
         calls = []
+        compiled = self.sampling_compiled()
 
         def denoise(z: torch.Tensor, t: torch.Tensor, k: int) -> torch.Tensor:
             step = len(calls)
@@ -216,6 +217,8 @@ class DiffusionGenerator(LoopedGenerator):
                 used[:, step] = loops_used.cpu()
                 return out.float()
             used[:, step] = k
+            if compiled:
+                return self.compiled_step("guided", self.guided, loops=k, guidance=guidance)(z, t, labels).float()
             return self.guided(z, t, labels, k, guidance).float()
 
         schedule = [plan.max_loops] * steps if isinstance(plan, AdaptiveExit) else plan

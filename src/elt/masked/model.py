@@ -241,6 +241,7 @@ class MaskedGenerator(LoopedGenerator):
         used = torch.zeros((len(labels), steps), dtype=torch.long)
         precision = sampling_setting(self.config, "precision", None, SAMPLING_DEFAULTS)
         autocast = autocast_context(self.device, str(precision))
+        compiled = self.sampling_compiled()
 
         def logits_fn(tokens: torch.Tensor, step: int) -> torch.Tensor:
             with autocast:
@@ -249,6 +250,10 @@ class MaskedGenerator(LoopedGenerator):
                     used[:, step] = loops_used.cpu()
                     return logits.float()
                 used[:, step] = plan[step]
+                if compiled:
+                    step_fn = self.compiled_step("guided_logits", self.guided_logits, loops=plan[step],
+                                                 guidance=guidance)
+                    return step_fn(tokens, labels).float()
                 return self.guided_logits(tokens, labels, plan[step], guidance).float()
 
         tokens = iterative_decode(logits_fn, len(labels), self.seq_len, self.mask_id, steps, generator=generator,
