@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU benchmark suite, in one go (under 10 minutes on one H100/H200): writes 8 JSON files into
+# The GPU benchmark suite, in one go (under 10 minutes on one H100/H200): writes 9 JSON files into
 # OUT_DIR (argument, else $OUT, else benchmarks/results/gpu) and prints every table.
 #
 #   benchmarks/gpu_suite.sh [OUT_DIR] [--smoke]     (--smoke: tiny sizes, runs anywhere, CPU included)
@@ -13,10 +13,13 @@
 #   memory.json            training memory of looped vs unique (and with per-loop activation checkpointing)
 #   trainer.json           the real Trainer (bf16, TF32, fused AdamW) on synthetic data: samples/s, MFU
 #   trainer_compiled.json  the same with train.compile=true
+#   peers.json             elt vs diffusers' DiTTransformer2DModel and a plain nn.TransformerEncoder with copied
+#                          weights at the ImageNet recipes' widths (elt bench peers): time ratios, % of torch.mm
 #   recipes.json           every shipped ImageNet/UCF recipe at real width on synthetic data: step time,
 #                          tokens/s, MFU, peak memory; ELT vs its iso-FLOP baseline at batch 8 (inference)
 #
-# Needs python3 with a CUDA PyTorch plus omegaconf, safetensors, numpy, tqdm, pillow, matplotlib. On a
+# Needs python3 with a CUDA PyTorch plus omegaconf, safetensors, numpy, tqdm, pillow, matplotlib (and diffusers
+# for the DiT peer: without it peers.json skips the diffusion rows). On a
 # machine without a package index, bring omegaconf as a wheel in benchmarks/wheels/ (prepare it where pip
 # works: pip download omegaconf --no-deps -d benchmarks/wheels); this script installs it from there.
 set -euo pipefail

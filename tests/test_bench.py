@@ -85,7 +85,7 @@ def test_gpu_suite_smoke_runs_on_cpu(tmp_path):
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["env.json", "memory.json", "recipes.json", "sampling.json", "train.json",
+    assert names == ["env.json", "memory.json", "peers.json", "recipes.json", "sampling.json", "train.json",
                      "train_compiled.json", "trainer.json", "trainer_compiled.json"]
     recipes = json.loads((tmp_path / "recipes.json").read_text())
     assert len(recipes["train"]) == 6 and all(r["steps"] == 2 and r["tokens_per_s"] > 0 for r in recipes["train"])

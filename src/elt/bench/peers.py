@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,6 +39,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from elt.bench.timing import time_interleaved
+from elt.fileio import write_json
 from elt.runtime import autocast_context
 
 DEFAULT_CONFIGS = ("fmnist_diffusion", "fmnist_masked")
@@ -419,11 +422,17 @@ def masked_workloads(generator, peer: TorchMaskGIT, batch: int, precision: str, 
 def bench_peers(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     overrides = list(SMOKE_OVERRIDES) if args.smoke else []
     batches = list(dict.fromkeys(args.batches))
-    rows, checks, models = [], [], []
+    rows, checks, models, skipped = [], [], [], []
+    partial = Path(args.out) / f"peers{('_' + args.tag) if args.tag else ''}.partial.json"  # rows so far
+    partial.parent.mkdir(parents=True, exist_ok=True)
     gemm_records: dict = {}
     for name in args.peer_configs:
         cfg = load_peer_config(name, overrides)
         paradigm = cfg.paradigm
+        if paradigm == "diffusion" and importlib.util.find_spec("diffusers") is None:
+            skipped.append({"config": name, "reason": "diffusers is not installed (pip install 'elt[latent]')"})
+            print(f"{name}: skipped, {skipped[-1]['reason']}")
+            continue
         if paradigm == "diffusion":
             generator = build_elt_diffusion(cfg, device)
             peer = dit_from_elt(generator)
@@ -486,7 +495,9 @@ def bench_peers(args: argparse.Namespace, device: torch.device) -> dict[str, Any
                             row[f"{side}_roofline_share"] = mm_s / seconds[side] if mm_s else None
                         rows.append(row)
                         print_row(row)
-    return {"models": models, "checks": checks, "rows": rows, "load": load_average(),
+                        write_json(partial, {"partial": True, "models": models, "checks": checks, "rows": rows})
+    partial.unlink(missing_ok=True)  # the full JSON replaces it
+    return {"models": models, "checks": checks, "rows": rows, "skipped": skipped, "load": load_average(),
             "note": "peer_over_elt = peer time / elt time (> 1: elt faster); roofline_share = time torch.mm/bmm "
                     "take for the workload's own GEMMs (same shapes, dtype, threads, run) / the workload's time"}
 
@@ -520,6 +531,8 @@ def print_peers(result: dict[str, Any]) -> None:
     for m in result["models"]:
         print(f"  {m['config']}: {m['unique_layers']}N×{m['loops']}L width {m['width']} heads {m['heads']} vs "
               f"{m['peer']}: max |difference| {m['max_abs_difference_fp32']:.2e}")
+    for s in result.get("skipped", []):
+        print(f"  {s['config']}: skipped, {s['reason']}")
     for c in result["checks"]:
         print(f"  {c['config']}: {c['check']}: {c['ok']}")
     print(HEADER)

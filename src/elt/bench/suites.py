@@ -309,6 +309,10 @@ SUITE = (  # (benchmark, tag, options)
     ("memory", "", {}),
     ("trainer", "", {"repeats": 20}),
     ("trainer", "compiled", {"repeats": 20, "compile": True}),
+    # elt vs diffusers' DiT and a plain nn.TransformerEncoder at the ImageNet recipes' real widths (peers.json)
+    ("peers", "", {"peer_configs": ["imagenet256_diffusion_elt_8x4", "imagenet256_masked_elt_l_8x3"],
+                   "batches": [1, 8, 64], "precisions": ["bf16"], "modes": ["eager", "compiled"], "sample_steps": 4,
+                   "warmup": 2, "repeats": 5}),
 )
 
 
@@ -359,6 +363,10 @@ def run_suite(args: argparse.Namespace) -> int:
             vars(run_args).update(options)
         else:
             run_args.compile = options.get("compile", False)
+            if name == "peers":  # tiny fmnist shapes, eager only: checks that it runs
+                run_args.modes, run_args.precisions = ["eager"], ["fp32"]
+        if name == "peers" and run_args.batches is None:
+            run_args.batches = [1, 8, 64]
         run_args.tag = tag
         prepare_args(run_args)
         started = time.perf_counter()
