@@ -1,12 +1,13 @@
 """Is compute saved by adaptive exit also time saved? Adaptive exit vs a fixed schedule with the same mean loops.
 
-For each shipped demo model: one adaptive run at batch 64 (samples leave the batch when they exit, so later
-loops run on fewer rows) and, in the same process, interleaved with it, a fixed run whose per-step loop counts
+For each shipped demo model and batch size (1, 8 and 64: small batches are where the per-loop decision costs
+most): one adaptive run (samples leave the batch when they exit, so later loops run on fewer rows) and, in
+the same process, interleaved with it, a fixed run whose per-step loop counts
 have the same total (``AxN+BxM`` with A = B + 1: the fixed schedule closest to the adaptive run's mean loop
 count), plus fixed L_max for reference. Wall-clock is the median of ``--repeats`` alternating calls. Target:
 adaptive ≤ 1.15× the matched fixed run. Prints a table and writes JSON.
 
-    python benchmarks/adaptive_vs_fixed.py [--batch 64 --repeats 3 --threads 1] [--smoke]
+    python benchmarks/adaptive_vs_fixed.py [--batches 1,8,64 --repeats 5 --threads 1] [--smoke]
 """
 
 from __future__ import annotations
@@ -44,18 +45,51 @@ def timed(generator, labels, loops, steps, seed) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu
 
 
+def measure(generator, paradigm: str, batch: int, args) -> dict:
+    """One row: the adaptive point, the fixed schedule of the same total loops and L_max, interleaved."""
+    steps = args.steps or generator.sampling_settings(None, None)[0]
+    labels = np.arange(batch) % generator.num_classes
+    point = DEFAULT_POINTS[paradigm]
+    _, used = generator.generate(labels, loops=point, steps=steps, seed=0, return_loops=True)  # warm-up
+    mean_loops = float(used.mean())
+    fixed = matched_schedule(mean_loops, steps)
+    top = generator.trained_loops
+    runs: dict[str, list[float]] = {point: [], fixed: [], str(top): []}
+    cpu_runs: dict[str, list[float]] = {k: [] for k in runs}
+    timed(generator, labels, fixed, steps, 0)  # warm-up
+    for r in range(args.repeats):  # alternate so that load changes on a shared machine hit all alike
+        for loops in runs:
+            wall, cpu = timed(generator, labels, loops, steps, r)
+            runs[loops].append(wall)
+            cpu_runs[loops].append(cpu)
+    seconds = {k: statistics.median(v) for k, v in runs.items()}
+    cpu_seconds = {k: statistics.median(v) for k, v in cpu_runs.items()}
+    gflops = {point: generator.gflops_per_sample(point, steps, loops_used=used),
+              fixed: generator.gflops_per_sample(fixed, steps), str(top): generator.gflops_per_sample(top, steps)}
+    return {"model": paradigm, "steps": steps, "batch": batch, "adaptive": point,
+            "adaptive_mean_loops": mean_loops, "matched_fixed": fixed,
+            "seconds": seconds, "all_seconds": runs, "cpu_seconds": cpu_seconds, "all_cpu_seconds": cpu_runs,
+            "gflops_per_sample": gflops,
+            "cpu_ratio_adaptive_to_matched": cpu_seconds[point] / cpu_seconds[fixed],
+            "ratio_adaptive_to_matched": seconds[point] / seconds[fixed],
+            "ratio_adaptive_to_lmax": seconds[point] / seconds[str(top)],
+            "target": 1.15, "meets_target": seconds[point] / seconds[fixed] <= 1.15}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batches", default="1,8,64", help="comma-separated batch sizes")
+    parser.add_argument("--batch", type=int, default=None, help="one batch size (overrides --batches)")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: each model's config)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--paradigm", choices=("both", "masked", "diffusion"), default="both")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "adaptive_vs_fixed.json"))
     args = parser.parse_args()
+    batches = [args.batch] if args.batch else [int(b) for b in args.batches.split(",")]
     if args.smoke:
-        args.batch, args.repeats, args.steps = 8, 1, 3
+        batches, args.repeats, args.steps = [1, 8], 1, 3
     torch.set_num_threads(args.threads)
 
     from elt.demo import shipped_models
@@ -66,39 +100,14 @@ def main() -> None:
     rows = []
     for paradigm in paradigms:
         generator = load_generator(models[paradigm])
-        steps = args.steps or generator.sampling_settings(None, None)[0]
-        labels = np.arange(args.batch) % generator.num_classes
-        point = DEFAULT_POINTS[paradigm]
-        _, used = generator.generate(labels, loops=point, steps=steps, seed=0, return_loops=True)  # warm-up
-        mean_loops = float(used.mean())
-        fixed = matched_schedule(mean_loops, steps)
-        top = generator.trained_loops
-        runs: dict[str, list[float]] = {point: [], fixed: [], str(top): []}
-        cpu_runs: dict[str, list[float]] = {k: [] for k in runs}
-        timed(generator, labels, fixed, steps, 0)  # warm-up
-        for r in range(args.repeats):  # alternate so that load changes on a shared machine hit all alike
-            for loops in runs:
-                wall, cpu = timed(generator, labels, loops, steps, r)
-                runs[loops].append(wall)
-                cpu_runs[loops].append(cpu)
-        seconds = {k: statistics.median(v) for k, v in runs.items()}
-        cpu_seconds = {k: statistics.median(v) for k, v in cpu_runs.items()}
-        gflops = {point: generator.gflops_per_sample(point, steps, loops_used=used),
-                  fixed: generator.gflops_per_sample(fixed, steps), str(top): generator.gflops_per_sample(top, steps)}
-        rows.append({"model": paradigm, "steps": steps, "batch": args.batch, "adaptive": point,
-                     "adaptive_mean_loops": mean_loops, "matched_fixed": fixed,
-                     "seconds": seconds, "all_seconds": runs, "cpu_seconds": cpu_seconds, "all_cpu_seconds": cpu_runs,
-                     "gflops_per_sample": gflops,
-                     "cpu_ratio_adaptive_to_matched": cpu_seconds[point] / cpu_seconds[fixed],
-                     "ratio_adaptive_to_matched": seconds[point] / seconds[fixed],
-                     "ratio_adaptive_to_lmax": seconds[point] / seconds[str(top)],
-                     "target": 1.15, "meets_target": seconds[point] / seconds[fixed] <= 1.15})
-    header = ["model", "adaptive", "mean L", "matched fixed", "s adaptive", "s matched", "s L_max", "ratio",
+        for batch in batches:
+            rows.append(measure(generator, paradigm, batch, args))
+    header = ["model", "batch", "adaptive", "mean L", "matched fixed", "s adaptive", "s matched", "s L_max", "ratio",
               "≤1.15", "CPU ratio"]
     table = [header]
     for r in rows:
         s = r["seconds"]
-        table.append([r["model"], r["adaptive"], f"{r['adaptive_mean_loops']:.2f}", r["matched_fixed"],
+        table.append([r["model"], str(r["batch"]), r["adaptive"], f"{r['adaptive_mean_loops']:.2f}", r["matched_fixed"],
                       f"{s[r['adaptive']]:.2f}", f"{s[r['matched_fixed']]:.2f}",
                       f"{list(s.values())[-1]:.2f}", f"{r['ratio_adaptive_to_matched']:.3f}",
                       "yes" if r["meets_target"] else "NO", f"{r['cpu_ratio_adaptive_to_matched']:.3f}"])

@@ -23,6 +23,9 @@
 #     memory.json            training memory of looped vs unique (and with per-loop activation checkpointing)
 #     trainer.json           the real Trainer (bf16, TF32, fused AdamW) on synthetic data: samples/s, MFU
 #     trainer_compiled.json  the same with train.compile=true
+#     peers.json             elt vs diffusers' DiTTransformer2DModel and a plain nn.TransformerEncoder with copied
+#                            weights at the ImageNet recipes' widths (elt bench peers): time ratios, % of torch.mm
+#                            (without diffusers the DiT rows are skipped)
 #   recipes  benchmarks/recipe_throughput.py: every shipped ImageNet/UCF recipe at real width on synthetic data
 #            (step time, tokens/s, MFU, peak memory) and ELT vs its iso-FLOP baseline at batch 8 (inference),
 #            both within the stage's budget (recipes.json lists what did not fit as skipped)

@@ -86,7 +86,8 @@ def test_gpu_suite_smoke_runs_on_cpu(tmp_path):
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["env.json", "gpu_suite.json", "memory.json", "recipes.json", "sampling.json", "train.json",
+    assert names == ["env.json", "gpu_suite.json", "memory.json", "peers.json", "recipes.json", "sampling.json",
+                     "train.json",
                      "train_compiled.json", "trainer.json", "trainer_compiled.json"]
     status = json.loads((tmp_path / "gpu_suite.json").read_text())
     assert [(s["stage"], s["status"]) for s in status["stages"]] == [("suite", "ok"), ("recipes", "ok")]

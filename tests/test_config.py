@@ -104,7 +104,8 @@ def test_a_checkpoint_config_with_old_keys_is_migrated_silently(tmp_path, capsys
     from elt.config import from_yaml_file, to_yaml
 
     cfg = load_config("fmnist_masked")
-    text = to_yaml(cfg).replace("sampling:\n  steps: 12\n  guidance: 1.0\n  precision: bf16\n  loops: null\n", "")
+    text = to_yaml(cfg).replace("sampling:\n  steps: 12\n  guidance: 1.0\n  precision: bf16\n  compile: false\n"
+                                "  loops: null\n", "")
     assert "sampling:" not in text
     text = text.replace("masked:\n", "masked:\n  sample_steps: 12\n  guidance: 0.5\n  sample_precision: bf16\n")
     (tmp_path / "config.yaml").write_text(text)

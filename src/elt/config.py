@@ -173,6 +173,7 @@ class SamplingConfig:
     # unconditional pass), 0 = unconditional (defaults: masked 1.0, diffusion 2.0)
     guidance: float | None = None
     precision: str | None = None  # fp32 | bf16 | auto (bf16 on CUDA); null: masked fp32, diffusion train.precision
+    compile: bool = False  # torch.compile each fixed-loop sampling step, once per batch and loop count
     # default operating point (elt.core.schedule): an int, a schedule string ("4:1", "1x6+4x6"), a per-step
     # list, or an adaptive exit ("exit:0.05"); null = L_max at every step
     loops: Any = None
@@ -611,7 +612,7 @@ def to_yaml(cfg: DictConfig) -> str:
 # Keys a trained checkpoint may be sampled with differently from how it was configured (nothing here
 # changes the architecture or the weights).
 SAMPLING_KEYS = (
-    "sampling.steps", "sampling.guidance", "sampling.precision", "sampling.loops",
+    "sampling.steps", "sampling.guidance", "sampling.precision", "sampling.loops", "sampling.compile",
     "masked.temperature_base", "masked.temperature_range", "masked.token_temperature",
     "diffusion.sampler", "diffusion.ddim_eta", "diffusion.clip_denoised",
 )

@@ -7,6 +7,8 @@
                          activation checkpointing)
     elt bench trainer    the real Trainer (its bf16/TF32/fused-AdamW/compile defaults) on synthetic data:
                          samples/s, tokens/s, MFU and memory from its own log
+    elt bench peers      elt against diffusers' DiT and a plain nn.TransformerEncoder with copied weights (same
+                         function, checked): forward, sampling, training step; % of the torch.mm roofline
     elt bench all        train, sampling and memory, one JSON file each in --out
     elt bench suite      the GPU suite (benchmarks/gpu_suite.sh): environment + all of the above at the
                          sizes of docs/benchmarks.md, eager and compiled, 7 JSON files

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from elt import registry
 from elt.bench.models import MODES, BenchModel, SyntheticParadigm, build_model, make_train_step
+from elt.bench.peers import bench_peers, print_peers
 from elt.bench.timing import fit_line, memory_row, time_interleaved
 from elt.errors import UserError
 from elt.fileio import write_json
@@ -197,6 +198,12 @@ def print_trainer(result: dict[str, Any]) -> None:
 def command_line(name: str, args: argparse.Namespace) -> str:
     """The benchmark as one explicit command (every size spelled out), to rerun it exactly."""
     parts: list[Any] = ["elt", "bench", name]
+    if name == "peers":
+        parts += ["--peer-configs", ",".join(args.peer_configs), "--batches", ",".join(map(str, args.batches)),
+                  "--precisions", ",".join(args.precisions), "--modes", ",".join(args.modes),
+                  "--sample-steps", args.sample_steps, "--device", args.device, "--threads", torch.get_num_threads(),
+                  "--warmup", args.warmup, "--repeats", args.repeats] + (["--smoke"] if args.smoke else [])
+        return " ".join(str(p) for p in parts)
     if not (name == "sampling" and args.ckpt):  # with a checkpoint, it is the model: no synthetic model's flags
         parts += ["--kind", args.kind, "--width", args.width, "--heads", args.heads, "--unique-layers",
                   args.unique_layers, "--max-loops", args.loops, "--tokens", args.tokens]
@@ -271,7 +278,8 @@ def print_memory(result: dict[str, Any]) -> None:
 
 
 BENCHMARKS = {"train": (bench_train, print_train), "sampling": (bench_sampling, print_sampling),
-              "memory": (bench_memory, print_memory), "trainer": (bench_trainer, print_trainer)}
+              "memory": (bench_memory, print_memory), "trainer": (bench_trainer, print_trainer),
+              "peers": (bench_peers, print_peers)}
 ALL = ("train", "sampling", "memory")
 
 
@@ -301,6 +309,10 @@ SUITE = (  # (benchmark, tag, options)
     ("memory", "", {}),
     ("trainer", "", {"repeats": 20}),
     ("trainer", "compiled", {"repeats": 20, "compile": True}),
+    # elt vs diffusers' DiT and a plain nn.TransformerEncoder at the ImageNet recipes' real widths (peers.json)
+    ("peers", "", {"peer_configs": ["imagenet256_diffusion_elt_8x4", "imagenet256_masked_elt_l_8x3"],
+                   "batches": [1, 8, 64], "precisions": ["bf16"], "modes": ["eager", "compiled"], "sample_steps": 4,
+                   "warmup": 2, "repeats": 5}),
 )
 
 
@@ -371,6 +383,10 @@ def run_suite(args: argparse.Namespace) -> int:
             vars(run_args).update(options)
         else:
             run_args.compile = options.get("compile", False)
+            if name == "peers":  # tiny fmnist shapes, eager only: checks that it runs
+                run_args.modes, run_args.precisions = ["eager"], ["fp32"]
+        if name == "peers" and run_args.batches is None:
+            run_args.batches = [1, 8, 64]
         run_args.tag = tag
         prepare_args(run_args)
         started = time.perf_counter()
@@ -383,6 +399,16 @@ def run_suite(args: argparse.Namespace) -> int:
     print(f"suite: {len(SUITE) + 1 - len(failed) - len(skipped)} JSON files in {out}; failed: "
           f"{', '.join(failed) or 'none'}; skipped at the deadline: {', '.join(skipped) or 'none'}")
     return 1 if failed else (124 if skipped else 0)
+
+
+def check_peer_args(args: argparse.Namespace) -> None:
+    for option, values, allowed in (("--precisions", args.precisions, ("fp32", "bf16")),
+                                    ("--modes", args.modes, ("eager", "compiled"))):
+        for value in values:
+            if value not in allowed:
+                raise UserError(f"{option}: {value!r} is not one of {', '.join(allowed)}")
+    if min(args.batches) < 1:
+        raise UserError(f"--batches must be >= 1, got {args.batches}")
 
 
 def prepare_args(args: argparse.Namespace) -> None:
@@ -418,6 +444,10 @@ def run(args: argparse.Namespace) -> int:
         if args.device == "auto":
             args.device = "cuda" if torch.cuda.is_available() else "cpu"
         return run_suite(args)
+    if args.batches is None:
+        args.batches = [1, 8, 64] if args.benchmark == "peers" else [1, 8, 32]
+    if args.benchmark == "peers":
+        check_peer_args(args)
     prepare_args(args)
     names = list(ALL) if args.benchmark == "all" else [args.benchmark]
     for name in names:

@@ -6,12 +6,19 @@ import argparse
 import sys
 
 import elt.bench as bench_lib
-from elt.bench import suites
+from elt.bench import peers, suites
 from elt.cli.args import DeprecatedFlag, batch_size, bounded_int, int_list, parse_loops
 from elt.errors import UserError
 from elt.limits import MAX_BATCH, MAX_LOOPS, MAX_SAMPLING_STEPS, MAX_WIDTH
 
 LOOPS_TYPE = bounded_int(1, MAX_LOOPS)
+
+
+def comma_list(text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,8 +43,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-loops", action="store_true", help="per-loop activation checkpointing (train)")
     p.add_argument("--loops-list", type=parse_loops, default=[1, 2, 3, 4],
                    help="sampling: loop counts used for sampling (1-4, 1,2,4)")
-    p.add_argument("--batches", type=int_list(MAX_BATCH, "batch sizes"), default=[1, 8, 32],
-                   help="sampling: batch sizes (every loop count of --loops-list is timed at each)")
+    p.add_argument("--batches", type=int_list(MAX_BATCH, "batch sizes"), default=None,
+                   help="sampling: batch sizes (every loop count of --loops-list is timed at each; default 1,8,32); "
+                        "peers: default 1,8,64")
+    p.add_argument("--peer-configs", type=comma_list, default=list(peers.DEFAULT_CONFIGS),
+                   help="peers: shipped configs (or YAML paths) whose model shapes are compared "
+                        f"(default {','.join(peers.DEFAULT_CONFIGS)})")
+    p.add_argument("--precisions", type=comma_list, default=["fp32", "bf16"], help="peers: fp32,bf16 (default both)")
+    p.add_argument("--modes", type=comma_list, default=["eager", "compiled"],
+                   help="peers: eager,compiled (default both; compiled = torch.compile of both sides)")
     p.add_argument("--sample-steps", type=bounded_int(0, MAX_SAMPLING_STEPS), default=0,
                    help="sampling steps (synthetic default 8; with --ckpt the config's)")
     p.add_argument("--ckpt", default=None, help="sampling: time this trained generator's sampler instead")

@@ -70,7 +70,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         point = choose_point(args.calibration or args.ckpt, budget_ms=args.budget_ms, fd_cls=args.quality)
         check_sampling_request(args.ckpt, args.num, args.batch_size, [point["loops"]])
     with distributed_session(args.device) as env:  # under torchrun: sampling sharded across ranks
-        generator = elt.load(args.ckpt, ema=not args.raw_weights, device=env.device, overrides=args.overrides)
+        overrides = [*args.overrides, *(["sampling.compile=true"] if args.compile else [])]
+        generator = elt.load(args.ckpt, ema=not args.raw_weights, device=env.device, overrides=overrides)
         if point is not None:
             if env.is_main:
                 def num(key: str, spec: str) -> str:  # figures may be null in a calibration.json
@@ -117,6 +118,9 @@ def add_sample(sub) -> None:
     p.add_argument("--batch-size", type=batch_size, default=256)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (under torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--raw-weights", action="store_true", help="use raw weights instead of the EMA")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the fixed-loop sampling steps (sampling.compile=true): inductor on a CPU, "
+                        "CUDA graphs on a GPU; compiled once per batch size and loop count")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="sampling settings, e.g. sampling.precision=bf16, masked.temperature_base=4.5 or "

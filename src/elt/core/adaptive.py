@@ -10,12 +10,23 @@ on the guided prediction.
 With ``threshold = 0`` no sample exits before ``max_loops`` and the result is bit-identical to a fixed run
 of ``max_loops`` loops (same operations on the same rows); with ``threshold = inf`` every sample exits after
 ``min_loops``, identical to a fixed run of ``min_loops``.
+
+Per-loop cost at small batch. What a loop adds to the fixed schedule's work is the readout and the change score,
+and at batch 1 or 8 their cost is the number of operations, not arithmetic. So the driver reads the prediction
+only from loop ``min_loops − 1`` on (earlier ones are never compared); what depends only on the set of active
+samples (their condition rows, masks, ODE coefficients, the head's modulation) is computed once per set, in the
+callbacks, keyed on the ``active`` tensor, which is a new object exactly when samples left; and the summary of
+the previous loop is kept, so each prediction is summarised once. The network's rows, and so the samples, are
+those of a run that recomputes everything: only the decision's bookkeeping is shared. The decision needs one
+host synchronisation per loop (``done.any()``), which on a CPU costs nothing and on a GPU one round trip next to
+the loop's N blocks of kernels.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -24,7 +35,7 @@ from elt.core.schedule import AdaptiveExit
 
 Readout = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]
 Change = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-Summary = Callable[[torch.Tensor], torch.Tensor]
+Summary = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def run_adaptive(backbone: LoopedTransformer, h: torch.Tensor, cond: torch.Tensor | None, branches: int,
@@ -38,8 +49,9 @@ def run_adaptive(backbone: LoopedTransformer, h: torch.Tensor, cond: torch.Tenso
             A×… (branches combined).
         change: ``(previous summary, new summary, active sample indices) → A`` change scores.
         rule: threshold, min and max loops (``max_loops`` must be set: see :meth:`AdaptiveExit.resolved`).
-        summarise: ``prediction → summary`` (A×…), what ``change`` compares; kept from one loop to the next
-            instead of the prediction, so it is computed once per loop (default: the prediction itself).
+        summarise: ``(prediction, active sample indices) → summary`` (A×…), what ``change`` compares; kept from
+            one loop to the next instead of the prediction, so it is computed once per loop (default: the
+            prediction itself).
 
     Returns the prediction of every sample at its exit (B×…) and the loops it used (B, int64).
     """
@@ -55,11 +67,13 @@ def run_adaptive(backbone: LoopedTransformer, h: torch.Tensor, cond: torch.Tenso
     x0 = h if backbone.inject is not None else None  # the loop input, re-injected by such models
     for k in range(1, rule.max_loops + 1):
         h = backbone.loop_once(h, cond, k - 1, x0)
+        last = k == rule.max_loops or (k >= rule.min_loops and always)
+        if k < rule.min_loops - 1 and not last:  # no exit yet, and the next loop does not compare with this one
+            continue
         prediction = readout(h, cond, active)
         if out is None:
             out = prediction.new_empty((batch, *prediction.shape[1:]))
-        last = k == rule.max_loops or (k >= rule.min_loops and always)
-        summary = prediction if summarise is None or last else summarise(prediction)  # unused after the last
+        summary = prediction if summarise is None or last else summarise(prediction, active)  # unused after last
         if last:
             done = torch.ones(len(active), dtype=torch.bool, device=device)
         elif k >= rule.min_loops:
@@ -83,7 +97,20 @@ def run_adaptive(backbone: LoopedTransformer, h: torch.Tensor, cond: torch.Tenso
     return out, used
 
 
-def argmax_tokens(logits: torch.Tensor) -> torch.Tensor:
+def per_active(compute: Callable[[torch.Tensor], Any]) -> Callable[[torch.Tensor], Any]:
+    """``compute(active)`` cached for the current set of active samples: :func:`run_adaptive` makes a new
+    ``active`` tensor exactly when samples left, so identity is the key (one entry: sets never come back)."""
+    cache: list = [None, None]
+
+    def get(active: torch.Tensor) -> Any:
+        if cache[0] is not active:
+            cache[0], cache[1] = active, compute(active)
+        return cache[1]
+
+    return get
+
+
+def argmax_tokens(logits: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
     """The summary :func:`token_change` compares: the top token of every position (``max(-1).indices``, which
     on a CPU is 2-3× faster than ``argmax`` on bfloat16 logits)."""
     return logits.max(-1).indices
@@ -93,20 +120,28 @@ def token_change(masked: torch.Tensor) -> Change:
     """Masked paradigm: share of the masked positions (``masked`` B×T) whose argmax token changed; compares
     the summaries of :func:`argmax_tokens`."""
 
-    def change(previous: torch.Tensor, new: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    @per_active
+    def rows(active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         where = masked[active]
+        return where, where.sum(1).clamp(min=1).float()
+
+    def change(previous: torch.Tensor, new: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        where, count = rows(active)
         flipped = (previous != new) & where
-        return flipped.sum(1).float() / where.sum(1).clamp(min=1).float()
+        return flipped.sum(1).float() / count
 
     return change
 
 
-def relative_change(to_x0: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Change:
-    """Diffusion: ‖x̂0_k − x̂0_{k−1}‖ / ‖x̂0_{k−1}‖ per sample; ``to_x0(prediction, active)`` converts the
-    network output of the active samples to x̂0."""
+def relative_change(to_x0: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> Change:
+    """Diffusion: ‖x̂0_k − x̂0_{k−1}‖ / ‖x̂0_{k−1}‖ per sample. With ``to_x0(prediction, active)`` (the network
+    output of the active samples → x̂0) it compares predictions; without, it compares summaries that already
+    are x̂0 (``summarise=to_x0`` in :func:`run_adaptive`: each prediction converted once, not twice)."""
 
     def change(previous: torch.Tensor, new: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-        old, cur = to_x0(previous, active).flatten(1), to_x0(new, active).flatten(1)
+        if to_x0 is not None:
+            previous, new = to_x0(previous, active), to_x0(new, active)
+        old, cur = previous.flatten(1), new.flatten(1)
         return (cur - old).norm(dim=1) / old.norm(dim=1).clamp(min=1e-8)
 
     return change

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,57 @@ class LoopedGenerator(nn.Module, ABC):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    # -- compiled sampling ---------------------------------------------------------------------------------------
+    def sampling_compiled(self) -> bool:
+        """Whether fixed-loop sampling steps run compiled (``sampling.compile``, default false)."""
+        sampling = getattr(getattr(self, "config", None), "sampling", None)
+        return bool(sampling.get("compile", False)) if sampling is not None else False
+
+    def compiled_step(self, name: str, function: Callable, **constants: Any) -> Callable:
+        """``function(*tensors, **constants)`` compiled with ``torch.compile``, once per (name, constants) and
+        input shapes, cached on the generator and reused by every sampling step (see :func:`compile_step`).
+
+        The cache is dropped when a parameter changed since it was filled (an optimizer step, a
+        ``load_state_dict``, a move to another device): on a CPU the weights are frozen into the compiled code."""
+        state = parameter_state(self)
+        cache = self.__dict__.setdefault("_compiled_steps", {})
+        if cache.get("state") != state:
+            cache.clear()
+            cache["state"] = state
+        key = (name, tuple(sorted(constants.items())))
+        if key not in cache:
+            cache[key] = compile_step(functools.partial(function, **constants), self.device)
+        return cache[key]
+
+
+def parameter_state(module: nn.Module) -> tuple:
+    """Identity and in-place version of every parameter: changes when the weights change."""
+    return tuple((id(p), p._version) for p in module.parameters())
+
+
+COMPILE_RECOMPILE_LIMIT = 64  # compiled sampling steps per generator: loop counts × guidance × batch shapes
+
+
+def compile_step(function: Callable, device: torch.device) -> Callable:
+    """One sampling step compiled for ``device``: on CUDA ``mode="reduce-overhead"`` (CUDA graphs: the step's
+    launches replayed as one graph; outputs are cloned, since the next replay overwrites them), elsewhere
+    inductor with the weights frozen into the code (``freezing``: constant-folded, matmul weights pre-packed),
+    which is what makes small batches faster on a CPU. Shapes are static: each (batch, loops) compiles once.
+    Dynamo's limit of recompilations per function is raised to :data:`COMPILE_RECOMPILE_LIMIT` while it
+    compiles (every loop count and batch shape is one entry of the same code)."""
+    if device.type == "cuda":
+        compiled = torch.compile(function, mode="reduce-overhead", dynamic=False)
+    else:
+        compiled = torch.compile(function, dynamic=False, options={"freezing": True})
+
+    def run(*args: torch.Tensor) -> torch.Tensor:
+        limit = max(torch._dynamo.config.recompile_limit, COMPILE_RECOMPILE_LIMIT)
+        with torch._dynamo.config.patch(recompile_limit=limit):
+            out = compiled(*args)
+        return out.clone() if device.type == "cuda" else out
+
+    return run
 
 
 def resolve_seed(seed: int | None) -> int:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from elt.core import batch_random, rng
-from elt.core.adaptive import relative_change, run_adaptive
+from elt.core.adaptive import per_active, relative_change, run_adaptive
 from elt.core.blocks import LabelEmbedder, TimestepEmbedder, modulate, sincos_embedding
 from elt.core.generator import (
     LoopedGenerator,
@@ -46,6 +46,17 @@ def patch_shape(diffusion_cfg, axes: int) -> tuple[int, ...]:
     """Patch box over the data's trailing axes: (p, p) for images, (p_t, p, p) for video (C×T×H×W)."""
     p = int(diffusion_cfg.patch_size)
     return (int(diffusion_cfg.temporal_patch_size), p, p) if axes == 3 else (p,) * axes
+
+
+def x0_from(prediction_type: str, prediction: torch.Tensor, z: torch.Tensor, alpha: torch.Tensor,
+            sigma: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x̂0 of :meth:`DiffusionProcess.to_x0_eps` from coefficients computed beforehand (``_coefficients``):
+    the adaptive exit converts every loop's prediction, and the coefficients change only with the rows."""
+    if prediction_type == "x0":
+        return prediction
+    if prediction_type == "eps":
+        return (z - sigma * prediction) / alpha
+    return (a * z - sigma * prediction) / (alpha * a + sigma * b)
 
 
 class FinalLayer(nn.Module):
@@ -161,15 +172,28 @@ class DiffusionGenerator(LoopedGenerator):
         cond = self.condition(t2, labels2)
         tokens = self.patch_embed(patchify(z2, self.patch)) + self.pos_embed
 
+        final = self.final
+        modulation: list = [None, None]  # the final layer's (shift, scale) of the current condition rows
+
         def readout(state: torch.Tensor, rows_cond: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-            out = self.head(state, rows_cond)
+            if modulation[0] is not rows_cond:  # new rows only when samples left: computed once per set
+                modulation[0], modulation[1] = rows_cond, final.ada(rows_cond).chunk(2, dim=-1)
+            shift, scale = modulation[1]
+            patches = final.linear(modulate(final.norm(state), shift, scale))  # = self.head(state, rows_cond)
+            out = unpatchify(patches, self.patch, self.grid, self.data_shape[0])
             return out if branches == 1 else self._combine(out, guidance)
 
+        @per_active
+        def coefficients(active: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return z[active], self.process._coefficients(t[active], z)
+
         def to_x0(prediction: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-            x0 = self.process.to_x0_eps(prediction.float(), z[active], t[active])[0]
+            rows, (alpha, sigma, a, b) = coefficients(active)
+            x0 = x0_from(self.process.prediction, prediction.float(), rows, alpha, sigma, a, b)
             return x0.clamp(*clip) if clip is not None else x0
 
-        return run_adaptive(self.backbone, tokens, cond, branches, readout, relative_change(to_x0), rule)
+        return run_adaptive(self.backbone, tokens, cond, branches, readout, relative_change(), rule,
+                            summarise=to_x0)
 
     # -- the contract --------------------------------------------------------------------------------------------
     def training_loss(self, batch, student_loops: int | None, lam: float) -> ILSDTerms:
@@ -218,6 +242,7 @@ class DiffusionGenerator(LoopedGenerator):
         clip = (-1.0, 1.0) if d.clip_denoised and self.vae is None else None
         used = torch.zeros((len(labels), steps), dtype=torch.long)
         calls = []
+        compiled = self.sampling_compiled()
 
         def denoise(z: torch.Tensor, t: torch.Tensor, k: int) -> torch.Tensor:
             step = len(calls)
@@ -227,6 +252,8 @@ class DiffusionGenerator(LoopedGenerator):
                 used[:, step] = loops_used.cpu()
                 return out.float()
             used[:, step] = k
+            if compiled:
+                return self.compiled_step("guided", self.guided, loops=k, guidance=guidance)(z, t, labels).float()
             return self.guided(z, t, labels, k, guidance).float()
 
         schedule = [plan.max_loops] * steps if isinstance(plan, AdaptiveExit) else plan

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from elt.core import batch_random, rng
-from elt.core.adaptive import argmax_tokens, run_adaptive, token_change
+from elt.core.adaptive import argmax_tokens, per_active, run_adaptive, token_change
 from elt.core.blocks import LabelEmbedder, sincos_embedding
 from elt.core.generator import (
     LoopedGenerator,
@@ -214,9 +214,12 @@ class MaskedGenerator(LoopedGenerator):
             tokens, labels = torch.cat([tokens, tokens]), torch.cat([labels, torch.full_like(labels, -1)])
         h = torch.cat([self.class_token(labels, allow_dropout=False), self.embed(tokens)], dim=1)
 
+        @per_active
+        def positions(active: torch.Tensor) -> torch.Tensor:  # once per set of active samples
+            return order[active].repeat(branches, 1).unsqueeze(-1).expand(-1, -1, h.shape[-1])
+
         def readout(state: torch.Tensor, cond, active: torch.Tensor) -> torch.Tensor:
-            rows = order[active].repeat(branches, 1)
-            picked = state[:, 1:].gather(1, rows.unsqueeze(-1).expand(-1, -1, state.shape[-1]))
+            picked = state[:, 1:].gather(1, positions(active))
             logits = self.head(picked)
             return logits if branches == 1 else self._combine(logits, guidance)
 
@@ -241,6 +244,7 @@ class MaskedGenerator(LoopedGenerator):
         used = torch.zeros((len(labels), steps), dtype=torch.long)
         precision = sampling_setting(self.config, "precision", None, SAMPLING_DEFAULTS)
         autocast = autocast_context(self.device, str(precision))
+        compiled = self.sampling_compiled()
 
         def logits_fn(tokens: torch.Tensor, step: int) -> torch.Tensor:
             with autocast:
@@ -249,6 +253,10 @@ class MaskedGenerator(LoopedGenerator):
                     used[:, step] = loops_used.cpu()
                     return logits.float()
                 used[:, step] = plan[step]
+                if compiled:
+                    step_fn = self.compiled_step("guided_logits", self.guided_logits, loops=plan[step],
+                                                 guidance=guidance)
+                    return step_fn(tokens, labels).float()
                 return self.guided_logits(tokens, labels, plan[step], guidance).float()
 
         tokens = iterative_decode(logits_fn, len(labels), self.seq_len, self.mask_id, steps, generator=generator,
