@@ -122,9 +122,10 @@ def family_overrides(family: str, assets: Path, steps: int, sample_every: int) -
               "train.tensorboard=false", "train.log_every=1", "train.samples_per_class=1", "data.num_workers=0",
               "train.distributed=ddp", f"train.sample_every={sample_every}", "train.grid_classes=2",
               "train.sample_loops=[1,2]", "sampling.steps=3", "train.keep_checkpoints=2",
-              # a random flip per access is drawn from the rank's RNG, so with it the loss curve depends on the
-              # process count (see the report); off here so the curves compare like for like
-              "data.hflip=false"]
+              # a random flip per access and the dropout masks (the MaskGIT/MAGVIT recipes' 0.1) are drawn from
+              # the rank's RNG, not keyed by the global sample index, so with them the loss curve depends on the
+              # process count; off here so the curves compare like for like
+              "data.hflip=false", "model.dropout=0", "model.attention_dropout=0"]
     if family == "masked_image":
         data = [f"data.root={assets / 'images'}", "data.num_classes=2", "data.image_size=32", "data.channels=1",
                 f"tokenizer.pretrained_path={assets / 'vq'}", f"tokenizer.path={assets / 'vq_cache'}"]

@@ -83,7 +83,7 @@ def main() -> None:
     cfg = load_config(None, [*args.overrides, f"train.out_dir={args.run_dir}"])
     with distributed_session(cfg.train.device) as env:
         first = Trainer(cfg, progress=False, env=env)
-        init = {"built_on": first.generator.built_on, "ema_shadow": first.ema.shadow is not None,
+        init = {"built_on": getattr(first.generator, "built_on", None), "ema_shadow": first.ema.shadow is not None,
                 "ema_local": sum((v.to_local() if is_sharded(v) else v).numel() for v in first.ema.averages().values()),
                 "ema_full": sum(v.numel() for v in first.ema.averages().values()),
                 "ema_sharded": all(is_sharded(v) for v in first.ema.averages().values())}

@@ -285,6 +285,7 @@ RULES = {
     "sampling.steps": Int(1, MAX_SAMPLING_STEPS),
     "sampling.guidance": Range(),
     "sampling.precision": Choice(*PRECISIONS),
+    "sampling.compile": Flag(),
     "sampling.loops": Any_("validate: an operating point within the loop ceiling"),
 }
 

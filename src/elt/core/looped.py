@@ -44,8 +44,9 @@ class LoopedTransformer(nn.Module):
             default; zero-initialised, so training starts from the plain loop).
         checkpoint_loops: recompute each loop in the backward pass instead of storing its activations,
             so training memory stays flat in L.
-        dropout, attention_dropout: training-time dropout of each block's residual branches and attention
-            probabilities (:class:`~elt.core.blocks.Block`; 0 by default, the paper states none).
+        dropout: training-time dropout of each block's residual branches (:class:`~elt.core.blocks.Block`;
+            0 by default, the paper states none).
+        attention_dropout: training-time dropout of the attention probabilities (0 by default).
     """
 
     def __init__(self, dim: int, unique_layers: int, loops: int, heads: int, mlp_ratio: float = 4.0,
