@@ -322,3 +322,29 @@ def test_bf16_tokenizer_rounds_in_fp32_and_keeps_the_cache_key(tiny, tmp_path):
         latent = tokenizer.encoder(x)
     expected = tokenizer.quantizer.codes_to_indices(tokenizer.quantizer.quantize(latent.float()))
     assert torch.equal(under_autocast, expected)  # the rounding saw fp32 values, not bf16 arithmetic
+
+
+def test_only_a_missing_tokenizer_makes_rank_zero_build_first(tmp_path):
+    """elt prepare serialises the ranks (rank 0 first, the others waiting in a barrier) only where something is
+    built once: a missing FSQ tokenizer. A pretrained VQ, a saved FSQ tokenizer or a VAE: every rank at once."""
+    from types import SimpleNamespace
+
+    from elt.config import load_config
+    from elt.data.prepare import _builds_first
+    from elt.diffusion import task as diffusion_task
+    from elt.masked import task as masked_task
+    from elt.tokenizers import fsq
+
+    one = SimpleNamespace(world=1, rank=0, is_main=True)
+    cfg = load_config("fmnist_masked", [f"tokenizer.path={tmp_path / 'tok'}"])
+    assert _builds_first(cfg, masked_task, tmp_path, one)  # no tokenizer saved: rank 0 trains it first
+    (tmp_path / "tok").mkdir()  # a saved tokenizer: its weights and meta files
+    (tmp_path / "tok" / fsq.WEIGHTS_FILE).write_bytes(b"")
+    (tmp_path / "tok" / fsq.META_FILE).write_text("{}")
+    assert not _builds_first(cfg, masked_task, tmp_path, one)
+    vq = load_config("fmnist_masked", ["tokenizer.kind=pretrained_vq", f"tokenizer.pretrained_path={tmp_path}"])
+    assert not _builds_first(vq, masked_task, tmp_path, one)
+    latent = load_config("fmnist_latent_diffusion", [])
+    assert not _builds_first(latent, diffusion_task, tmp_path, one)
+    plugin = SimpleNamespace(cache_spec=lambda *a, **k: None)  # a task without the hook: rank 0 first, as before
+    assert _builds_first(latent, plugin, tmp_path, one)

@@ -255,6 +255,19 @@ def default_workers(local_processes: int, cpus: int | None = None) -> int:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def _builds_first(cfg, module, run_dir: Path, ranks: _Ranks) -> bool:
+    """Whether rank 0 builds the spec before the others (the task's ``prepare_builds_first``; a task without it:
+    yes). The ranks agree (any rank's yes counts) before any of them builds, so none skips a barrier another
+    waits in."""
+    check = getattr(module, "prepare_builds_first", None)
+    first = True if check is None or not hasattr(module, "prepare_spec") else bool(check(cfg, run_dir))
+    if ranks.world > 1:
+        flag = torch.tensor([float(first)], device=ranks.device if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        first = bool(flag.item())
+    return first
+
+
 def _spec_for(cfg, module, run_dir: Path, ranks: _Ranks, precision: str, progress: bool) -> CacheSpec:
     """The cache spec with only the encoder built (the task's ``prepare_spec``); a paradigm without one gets
     its whole generator built and ``cache_spec`` asked."""
@@ -291,10 +304,13 @@ def prepare(cfg, run_dir: str | Path | None = None, shard_size: int = DEFAULT_SH
         module = registry.task_module(cfg.paradigm)
         if not hasattr(module, "prepare_spec") and not hasattr(module, "cache_spec"):
             raise ValueError(f"paradigm {cfg.paradigm!r} has no cache to prepare")
-        if not ranks.is_main:  # rank 0 trains a missing FSQ tokenizer first; the others then load it
+        # rank 0 first only where something must be built once (a missing FSQ tokenizer, which the others then
+        # load); else every rank reads its encoder and lists the data at once, none waiting on another
+        first = _builds_first(cfg, module, run_dir, ranks)
+        if first and not ranks.is_main:
             _barrier(ranks)
         spec = _spec_for(cfg, module, run_dir, ranks, precision, progress and ranks.is_main)
-        if ranks.is_main:
+        if first and ranks.is_main:
             _barrier(ranks)
         if workers is None:
             workers = cfg.data.num_workers or default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world)))

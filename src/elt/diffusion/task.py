@@ -216,6 +216,12 @@ def cache_spec(cfg: DictConfig, generator: DiffusionGenerator, run_dir: str | Pa
     return latent_cache_spec(cfg, generator, image_dataset(cfg), run_dir)
 
 
+def prepare_builds_first(cfg: DictConfig, run_dir: str | Path) -> bool:
+    """For ``elt prepare``: nothing is built before encoding (the VAE is read from its folder), so every process
+    builds its spec at the same time."""
+    return False
+
+
 def prepare_spec(cfg: DictConfig, run_dir: str | Path, device: torch.device, precision: str = "auto",
                  progress: bool = True):
     """For ``elt prepare``: the latent cache's spec with only the VAE loaded (no transformer), on ``device``."""

@@ -203,6 +203,14 @@ def cache_spec(cfg, generator: MaskedGenerator, run_dir: str | Path, progress: b
     return token_cache_spec(cfg, generator.tokenizer, tokenizer_dir(cfg, run_dir) / "cache")
 
 
+def prepare_builds_first(cfg, run_dir: str | Path) -> bool:
+    """For ``elt prepare``: whether one process must build something before the others can read it (a missing
+    FSQ tokenizer is trained once); otherwise every process builds its spec at the same time."""
+    from elt.tokenizers import fsq
+
+    return cfg.tokenizer.kind != "pretrained_vq" and not fsq.is_saved(tokenizer_dir(cfg, run_dir))
+
+
 def prepare_spec(cfg, run_dir: str | Path, device: torch.device, precision: str = "auto",
                  progress: bool = True) -> CacheSpec:
     """For ``elt prepare``: the token cache's spec with only the tokenizer built (trained first if none is
