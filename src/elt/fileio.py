@@ -388,6 +388,15 @@ class LockedError(OutputError):
 _HELD: dict[str, list] = {}  # resolved lock path -> [open handle, depth]: re-entrant within one process
 
 
+def _lock_holder(record: str) -> str:
+    """Who holds a lock, from the JSON record its holder wrote (pid, host, start time)."""
+    try:
+        info = json.loads(record.strip())
+        return f"process {info.get('pid')} on host {info.get('host')} (started {info.get('started')})"
+    except (ValueError, AttributeError):
+        return "another process"
+
+
 @contextmanager
 def exclusive_lock(directory: str | Path, name: str = ".lock", what: str = "run directory") -> Iterator[Path]:
     """Hold an exclusive ``fcntl.flock`` on ``DIRECTORY/NAME`` for the block (re-entrant in one process).
@@ -422,13 +431,8 @@ def exclusive_lock(directory: str | Path, name: str = ".lock", what: str = "run 
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.seek(0)
-            holder = handle.read().strip()
+            who = _lock_holder(handle.read())
             handle.close()
-            try:
-                info = json.loads(holder)
-                who = f"process {info.get('pid')} on host {info.get('host')} (started {info.get('started')})"
-            except ValueError:
-                who = "another process"
             error = LockedError(f"{what} {str(directory)!r} is in use by {who}; wait for it to finish, stop it, "
                                 "or choose another directory")
             error.errno = errno.EBUSY
@@ -571,13 +575,8 @@ def check_run_not_busy(path: str | Path) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
-        holder = os.read(fd, 4096).decode("utf-8", "replace").strip()
+        who = _lock_holder(os.read(fd, 4096).decode("utf-8", "replace"))
         os.close(fd)
-        try:
-            info = json.loads(holder)
-            who = f"process {info.get('pid')} on host {info.get('host')} (started {info.get('started')})"
-        except ValueError:
-            who = "another process"
         error = LockedError(f"run directory {str(run)!r} is in use by {who}; {str(path)!r} is not written there: "
                             "wait for it to finish, or choose another output folder")
         error.errno = errno.EBUSY
