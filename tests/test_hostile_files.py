@@ -584,3 +584,20 @@ def test_no_write_into_a_run_another_process_holds(toy_run, tmp_path):
     (run / ".lock").unlink()
     write_json(run / "eval.json", {"x": 1})  # once the training is over
     assert json.loads((run / "eval.json").read_text()) == {"x": 1}
+
+
+def test_a_closed_pipe_on_stdout_is_no_traceback():
+    """elt info RUN | head: the reader may be gone before elt writes; elt stops quietly (141, nothing on stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe now fails with EPIPE
+    try:
+        result = subprocess.run([sys.executable, "-m", "elt.cli", "info", "demo:masked"], stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141, result.stderr
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr

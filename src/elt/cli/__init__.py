@@ -105,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"elt: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (elt info RUN | head): stop quietly, as a shell tool would
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 128 + 13  # killed by SIGPIPE, by the shell's convention
     except OSError as exc:  # disk full, read-only, a file where a folder belongs: one line, nothing half-written
         from elt.fileio import user_fixable
 
