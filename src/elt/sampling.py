@@ -55,6 +55,29 @@ def shard_info() -> tuple[int, int]:
     return 0, 1
 
 
+def _batches_on_rank0(generator: LoopedGenerator, labels: np.ndarray, loops: LoopSchedule, batch_size: int,
+                      seed: int, steps: int | None, guidance: float | None, progress: bool, desc: str, keep):
+    """``{b: (keep(images), loops used)}`` for every batch b of ``labels`` (seed ``seed + b``): each rank generates
+    every world_size-th batch and only what ``keep`` returns is gathered; rank 0 gets every batch, the other
+    ranks ``None``."""
+    rank, world = shard_info()
+    starts = list(range(0, len(labels), batch_size))
+    chunks = {}
+    for b in tqdm([b for b in range(len(starts)) if b % world == rank], desc=desc,
+                  disable=not progress or rank != 0, leave=False):
+        start = starts[b]
+        images, used = generator.generate(labels[start:start + batch_size], loops=loops, steps=steps,
+                                          guidance=guidance, seed=seed + b, return_loops=True)
+        chunks[b] = (keep(images), used)
+    if world > 1:
+        gathered: list[dict | None] | None = [None] * world if rank == 0 else None
+        dist.gather_object(chunks, gathered, dst=0)
+        if rank != 0:
+            return None
+        chunks = {b: part for shard in gathered for b, part in shard.items()}
+    return chunks
+
+
 def generate_batched(generator: LoopedGenerator, labels: np.ndarray, loops: LoopSchedule,
                      batch_size: int = 256, seed: int = 0, steps: int | None = None,
                      guidance: float | None = None, progress: bool = False, desc: str = "",
@@ -65,20 +88,10 @@ def generate_batched(generator: LoopedGenerator, labels: np.ndarray, loops: Loop
     Under torchrun each rank generates every world_size-th batch and rank 0 returns all images in order;
     the other ranks return ``None``.
     """
-    rank, world = shard_info()
-    chunks = {}
-    starts = list(range(0, len(labels), batch_size))
-    mine = [b for b in range(len(starts)) if b % world == rank]
-    for b in tqdm(mine, desc=desc, disable=not progress or rank != 0, leave=False):
-        start = starts[b]
-        chunks[b] = generator.generate(labels[start:start + batch_size], loops=loops, steps=steps,
-                                       guidance=guidance, seed=seed + b, return_loops=True)
-    if world > 1:
-        gathered: list[dict | None] | None = [None] * world if rank == 0 else None
-        dist.gather_object(chunks, gathered, dst=0)
-        if rank != 0:
-            return None
-        chunks = {b: images for part in gathered for b, images in part.items()}
+    chunks = _batches_on_rank0(generator, labels, loops, batch_size, seed, steps, guidance, progress, desc,
+                               lambda images: images)
+    if chunks is None:
+        return None
     if not chunks:
         images, used = np.zeros((0,), np.uint8), np.zeros((0, 0), np.int64)
     else:
@@ -108,21 +121,10 @@ def generate_features(generator: LoopedGenerator, labels: np.ndarray, loops: Loo
     suite's extractor) and only those are gathered, so no rank ships every image to rank 0 and rank 0 does not
     extract features for all of them alone while the others wait. Returns ``(features, loops used)`` in label
     order on rank 0 (batch b: seed ``seed + b``, the same samples as one process), ``None`` on the other ranks."""
-    rank, world = shard_info()
-    starts = list(range(0, len(labels), batch_size))
-    chunks = {}
-    for b in tqdm([b for b in range(len(starts)) if b % world == rank], desc=desc,
-                  disable=not progress or rank != 0, leave=False):
-        start = starts[b]
-        images, used = generator.generate(labels[start:start + batch_size], loops=loops, steps=steps,
-                                          guidance=guidance, seed=seed + b, return_loops=True)
-        chunks[b] = (features(images), used)
-    if world > 1:
-        gathered: list[dict | None] | None = [None] * world if rank == 0 else None
-        dist.gather_object(chunks, gathered, dst=0)
-        if rank != 0:
-            return None
-        chunks = {b: part for shard in gathered for b, part in shard.items()}
+    chunks = _batches_on_rank0(generator, labels, loops, batch_size, seed, steps, guidance, progress, desc,
+                               features)
+    if chunks is None:
+        return None
     order = sorted(chunks)
     used = np.concatenate([chunks[b][1] for b in order]) if order else np.zeros((0, 0), np.int64)
     return _concat_features([chunks[b][0] for b in order]), used
