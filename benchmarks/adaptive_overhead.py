@@ -31,7 +31,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="sampling steps per call")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "adaptive_overhead.json"))
+    parser.add_argument(
+        "--out", default=str(Path(__file__).parent / "results" / "adaptive_overhead.json")
+    )
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     if args.smoke:
@@ -61,18 +63,35 @@ def main() -> None:
                     cpu[name].append(time.process_time() - start_cpu)
             w = {k: statistics.median(v) for k, v in wall.items()}
             c = {k: statistics.median(v) for k, v in cpu.items()}
-            row = {"model": paradigm, "batch": batch, "loops": top, "steps": args.steps,
-                   "fixed_ms": 1000 * w["fixed"], "exit0_ms": 1000 * w["exit:0"],
-                   "ratio": w["exit:0"] / w["fixed"], "cpu_ratio": c["exit:0"] / c["fixed"],
-                   "overhead_per_loop_ms": 1000 * (w["exit:0"] - w["fixed"]) / (args.steps * top)}
+            row = {
+                "model": paradigm,
+                "batch": batch,
+                "loops": top,
+                "steps": args.steps,
+                "fixed_ms": 1000 * w["fixed"],
+                "exit0_ms": 1000 * w["exit:0"],
+                "ratio": w["exit:0"] / w["fixed"],
+                "cpu_ratio": c["exit:0"] / c["fixed"],
+                "overhead_per_loop_ms": 1000 * (w["exit:0"] - w["fixed"]) / (args.steps * top),
+            }
             rows.append(row)
-            print(f"{paradigm:<9} batch {batch:>3}: fixed L={top} {row['fixed_ms']:8.1f} ms  exit:0:2-{top} "
-                  f"{row['exit0_ms']:8.1f} ms  ratio {row['ratio']:.3f} (CPU time {row['cpu_ratio']:.3f})", flush=True)
-    record = {"rows": rows, "elt": str(Path(elt.__file__).parent), "threads": args.threads, "cpus": os.cpu_count(),
-              "load_average": os.getloadavg(), "machine": platform.processor() or platform.machine(),
-              "torch": torch.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "command": f"python benchmarks/adaptive_overhead.py --batches {args.batches} --repeats {args.repeats} "
-                         f"--steps {args.steps} --threads {args.threads}"}
+            print(
+                f"{paradigm:<9} batch {batch:>3}: fixed L={top} {row['fixed_ms']:8.1f} ms  exit:0:2-{top} "
+                f"{row['exit0_ms']:8.1f} ms  ratio {row['ratio']:.3f} (CPU time {row['cpu_ratio']:.3f})",
+                flush=True,
+            )
+    record = {
+        "rows": rows,
+        "elt": str(Path(elt.__file__).parent),
+        "threads": args.threads,
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": f"python benchmarks/adaptive_overhead.py --batches {args.batches} --repeats {args.repeats} "
+        f"--steps {args.steps} --threads {args.threads}",
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")

@@ -50,42 +50,67 @@ def measure(generator, paradigm: str, batch: int, args) -> dict:
     steps = args.steps or generator.sampling_settings(None, None)[0]
     labels = np.arange(batch) % generator.num_classes
     point = DEFAULT_POINTS[paradigm]
-    _, used = generator.generate(labels, loops=point, steps=steps, seed=0, return_loops=True)  # warm-up
+    _, used = generator.generate(
+        labels, loops=point, steps=steps, seed=0, return_loops=True
+    )  # warm-up
     mean_loops = float(used.mean())
     fixed = matched_schedule(mean_loops, steps)
     top = generator.trained_loops
     runs: dict[str, list[float]] = {point: [], fixed: [], str(top): []}
     cpu_runs: dict[str, list[float]] = {k: [] for k in runs}
     timed(generator, labels, fixed, steps, 0)  # warm-up
-    for r in range(args.repeats):  # alternate so that load changes on a shared machine hit all alike
+    for r in range(
+        args.repeats
+    ):  # alternate so that load changes on a shared machine hit all alike
         for loops in runs:
             wall, cpu = timed(generator, labels, loops, steps, r)
             runs[loops].append(wall)
             cpu_runs[loops].append(cpu)
     seconds = {k: statistics.median(v) for k, v in runs.items()}
     cpu_seconds = {k: statistics.median(v) for k, v in cpu_runs.items()}
-    gflops = {point: generator.gflops_per_sample(point, steps, loops_used=used),
-              fixed: generator.gflops_per_sample(fixed, steps), str(top): generator.gflops_per_sample(top, steps)}
-    return {"model": paradigm, "steps": steps, "batch": batch, "adaptive": point,
-            "adaptive_mean_loops": mean_loops, "matched_fixed": fixed,
-            "seconds": seconds, "all_seconds": runs, "cpu_seconds": cpu_seconds, "all_cpu_seconds": cpu_runs,
-            "gflops_per_sample": gflops,
-            "cpu_ratio_adaptive_to_matched": cpu_seconds[point] / cpu_seconds[fixed],
-            "ratio_adaptive_to_matched": seconds[point] / seconds[fixed],
-            "ratio_adaptive_to_lmax": seconds[point] / seconds[str(top)],
-            "target": 1.15, "meets_target": seconds[point] / seconds[fixed] <= 1.15}
+    gflops = {
+        point: generator.gflops_per_sample(point, steps, loops_used=used),
+        fixed: generator.gflops_per_sample(fixed, steps),
+        str(top): generator.gflops_per_sample(top, steps),
+    }
+    return {
+        "model": paradigm,
+        "steps": steps,
+        "batch": batch,
+        "adaptive": point,
+        "adaptive_mean_loops": mean_loops,
+        "matched_fixed": fixed,
+        "seconds": seconds,
+        "all_seconds": runs,
+        "cpu_seconds": cpu_seconds,
+        "all_cpu_seconds": cpu_runs,
+        "gflops_per_sample": gflops,
+        "cpu_ratio_adaptive_to_matched": cpu_seconds[point] / cpu_seconds[fixed],
+        "ratio_adaptive_to_matched": seconds[point] / seconds[fixed],
+        "ratio_adaptive_to_lmax": seconds[point] / seconds[str(top)],
+        "target": 1.15,
+        "meets_target": seconds[point] / seconds[fixed] <= 1.15,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="1,8,64", help="comma-separated batch sizes")
-    parser.add_argument("--batch", type=int, default=None, help="one batch size (overrides --batches)")
+    parser.add_argument(
+        "--batch", type=int, default=None, help="one batch size (overrides --batches)"
+    )
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: each model's config)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="sampling steps (default: each model's config)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--paradigm", choices=("both", "masked", "diffusion"), default="both")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "adaptive_vs_fixed.json"))
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: checks that the script runs"
+    )
+    parser.add_argument(
+        "--out", default=str(Path(__file__).parent / "results" / "adaptive_vs_fixed.json")
+    )
     args = parser.parse_args()
     batches = [args.batch] if args.batch else [int(b) for b in args.batches.split(",")]
     if args.smoke:
@@ -102,25 +127,60 @@ def main() -> None:
         generator = load_generator(models[paradigm])
         for batch in batches:
             rows.append(measure(generator, paradigm, batch, args))
-    header = ["model", "batch", "adaptive", "mean L", "matched fixed", "s adaptive", "s matched", "s L_max", "ratio",
-              "≤1.15", "CPU ratio"]
+    header = [
+        "model",
+        "batch",
+        "adaptive",
+        "mean L",
+        "matched fixed",
+        "s adaptive",
+        "s matched",
+        "s L_max",
+        "ratio",
+        "≤1.15",
+        "CPU ratio",
+    ]
     table = [header]
     for r in rows:
         s = r["seconds"]
-        table.append([r["model"], str(r["batch"]), r["adaptive"], f"{r['adaptive_mean_loops']:.2f}", r["matched_fixed"],
-                      f"{s[r['adaptive']]:.2f}", f"{s[r['matched_fixed']]:.2f}",
-                      f"{list(s.values())[-1]:.2f}", f"{r['ratio_adaptive_to_matched']:.3f}",
-                      "yes" if r["meets_target"] else "NO", f"{r['cpu_ratio_adaptive_to_matched']:.3f}"])
+        table.append(
+            [
+                r["model"],
+                str(r["batch"]),
+                r["adaptive"],
+                f"{r['adaptive_mean_loops']:.2f}",
+                r["matched_fixed"],
+                f"{s[r['adaptive']]:.2f}",
+                f"{s[r['matched_fixed']]:.2f}",
+                f"{list(s.values())[-1]:.2f}",
+                f"{r['ratio_adaptive_to_matched']:.3f}",
+                "yes" if r["meets_target"] else "NO",
+                f"{r['cpu_ratio_adaptive_to_matched']:.3f}",
+            ]
+        )
     widths = [max(len(t[i]) for t in table) for i in range(len(header))]
     for t in table:
         print("  ".join(c.ljust(w) for c, w in zip(t, widths, strict=True)))
-    record = {"rows": rows, "threads": args.threads, "cpus": os.cpu_count(), "load_average": os.getloadavg(),
-              "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-              "smoke": args.smoke, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record = {
+        "rows": rows,
+        "threads": args.threads,
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "smoke": args.smoke,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v)
-                              else str(v)) + "\n")
+    out.write_text(
+        json.dumps(
+            record,
+            indent=2,
+            default=lambda v: None if isinstance(v, float) and math.isnan(v) else str(v),
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

@@ -44,11 +44,19 @@ def cpus() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", default="demo:diffusion")
-    parser.add_argument("--threads", type=int, default=None, help="passed to elt (default: elt's own default)")
-    parser.add_argument("--num", type=int, default=200, help="samples per point for quality (elt calibrate --num)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="passed to elt (default: elt's own default)"
+    )
+    parser.add_argument(
+        "--num", type=int, default=200, help="samples per point for quality (elt calibrate --num)"
+    )
     parser.add_argument("--loops", default=None, help="points (default: elt calibrate's grid)")
-    parser.add_argument("--margin", type=float, default=0.05, help="budget = front latency × (1 + margin)")
-    parser.add_argument("--smoke", action="store_true", help="3 points, 20 samples, 3 steps: checks the script runs")
+    parser.add_argument(
+        "--margin", type=float, default=0.05, help="budget = front latency × (1 + margin)"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="3 points, 20 samples, 3 steps: checks the script runs"
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     name = args.ckpt.replace("demo:", "").replace("/", "_").strip("_")
@@ -56,11 +64,24 @@ def main() -> None:
     env = dict(os.environ)
     if args.threads:
         env["ELT_THREADS"] = str(args.threads)
-    extra = ["--loops", "1,2,exit:0.1", "--num", "20", "--batch-size", "10", "--steps", "3"] if args.smoke else \
-        [*(["--loops", args.loops] if args.loops else []), "--num", str(args.num)]
+    extra = (
+        ["--loops", "1,2,exit:0.1", "--num", "20", "--batch-size", "10", "--steps", "3"]
+        if args.smoke
+        else [*(["--loops", args.loops] if args.loops else []), "--num", str(args.num)]
+    )
     with tempfile.TemporaryDirectory(prefix="elt-calibrate-budget-") as tmp:
-        command = [sys.executable, "-m", "elt.cli", "calibrate", "--ckpt", args.ckpt, "--out", tmp, "--no-progress",
-                   *extra]
+        command = [
+            sys.executable,
+            "-m",
+            "elt.cli",
+            "calibrate",
+            "--ckpt",
+            args.ckpt,
+            "--out",
+            tmp,
+            "--no-progress",
+            *extra,
+        ]
         start = time.perf_counter()
         proc = subprocess.run(command, env=env, capture_output=True, text=True)
         calibrate_s = time.perf_counter() - start
@@ -70,36 +91,71 @@ def main() -> None:
     from elt.anytime import choose_point
 
     prov = record["provenance"]
-    front = sorted((p for p in record["points"] if p.get("pareto_latency")), key=lambda p: p["latency_ms"])
-    print(f"elt calibrate --ckpt {args.ckpt}: {len(record['points'])} points, {prov['n']} samples each, "
-          f"{calibrate_s:.0f} s wall ({prov['threads']} thread(s), {cpus()} CPUs, {prov['machine']})")
-    print(f"{'budget ms':>10} {'picked':>12} {'calibrated':>11} {'fresh':>8} {'fresh/budget':>13} "
-          f"{'fresh/calib':>12}", flush=True)
+    front = sorted(
+        (p for p in record["points"] if p.get("pareto_latency")), key=lambda p: p["latency_ms"]
+    )
+    print(
+        f"elt calibrate --ckpt {args.ckpt}: {len(record['points'])} points, {prov['n']} samples each, "
+        f"{calibrate_s:.0f} s wall ({prov['threads']} thread(s), {cpus()} CPUs, {prov['machine']})"
+    )
+    print(
+        f"{'budget ms':>10} {'picked':>12} {'calibrated':>11} {'fresh':>8} {'fresh/budget':>13} "
+        f"{'fresh/calib':>12}",
+        flush=True,
+    )
     rows = []
     for point in front:
         budget = point["latency_ms"] * (1 + args.margin)
         picked = choose_point(record, budget_ms=budget)
-        spec = [args.ckpt, picked["loops"], prov["steps"], prov["guidance"], prov["latency"]["batch"],
-                prov["latency"]["min_repeats"], prov["seed"]]
-        fresh = subprocess.run([sys.executable, "-c", FRESH, json.dumps(spec)], env=env, capture_output=True,
-                               text=True)
+        spec = [
+            args.ckpt,
+            picked["loops"],
+            prov["steps"],
+            prov["guidance"],
+            prov["latency"]["batch"],
+            prov["latency"]["min_repeats"],
+            prov["seed"],
+        ]
+        fresh = subprocess.run(
+            [sys.executable, "-c", FRESH, json.dumps(spec)], env=env, capture_output=True, text=True
+        )
         if fresh.returncode != 0:
             raise SystemExit(f"fresh measurement failed:\n{fresh.stderr[-2000:]}")
         measured = json.loads(fresh.stdout.strip().splitlines()[-1])["latency_ms"]
-        row = {"budget_ms": budget, "picked": picked["loops"], "calibrated_ms": picked["latency_ms"],
-               "fresh_ms": measured, "fresh_over_budget": measured / budget,
-               "fresh_over_calibrated": measured / picked["latency_ms"]}
+        row = {
+            "budget_ms": budget,
+            "picked": picked["loops"],
+            "calibrated_ms": picked["latency_ms"],
+            "fresh_ms": measured,
+            "fresh_over_budget": measured / budget,
+            "fresh_over_calibrated": measured / picked["latency_ms"],
+        }
         rows.append(row)
-        print(f"{budget:>10.1f} {row['picked']:>12} {row['calibrated_ms']:>11.1f} {measured:>8.1f} "
-              f"{row['fresh_over_budget']:>13.2f} {row['fresh_over_calibrated']:>12.2f}", flush=True)
+        print(
+            f"{budget:>10.1f} {row['picked']:>12} {row['calibrated_ms']:>11.1f} {measured:>8.1f} "
+            f"{row['fresh_over_budget']:>13.2f} {row['fresh_over_calibrated']:>12.2f}",
+            flush=True,
+        )
     worst = max((r["fresh_over_budget"] for r in rows), default=float("nan"))
-    print(f"worst fresh/budget: {worst:.2f} (within 15 %: {'yes' if worst <= 1.15 else 'no'}); "
-          f"calibration {calibrate_s / 60:.1f} min")
+    print(
+        f"worst fresh/budget: {worst:.2f} (within 15 %: {'yes' if worst <= 1.15 else 'no'}); "
+        f"calibration {calibrate_s / 60:.1f} min"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"ckpt": args.ckpt, "smoke": args.smoke, "calibrate_seconds": calibrate_s, "points": len(record["points"]),
-              "n": prov["n"], "threads": prov["threads"], "cpus": cpus(), "machine": prov["machine"],
-              "platform": platform.platform(), "loadavg_at_end": os.getloadavg()[0], "rows": rows,
-              "worst_fresh_over_budget": worst}
+    result = {
+        "ckpt": args.ckpt,
+        "smoke": args.smoke,
+        "calibrate_seconds": calibrate_s,
+        "points": len(record["points"]),
+        "n": prov["n"],
+        "threads": prov["threads"],
+        "cpus": cpus(),
+        "machine": prov["machine"],
+        "platform": platform.platform(),
+        "loadavg_at_end": os.getloadavg()[0],
+        "rows": rows,
+        "worst_fresh_over_budget": worst,
+    }
     tmp_out = out.with_name(f".{out.name}.tmp")
     tmp_out.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(tmp_out, out)

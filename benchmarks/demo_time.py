@@ -59,8 +59,16 @@ def run_case(threads: str, load: int, fresh_clone: bool, per_class: int | None) 
             flags = f"--no-progress {' '.join(extra)}".strip()
             command = ["make", "-C", str(workdir / "elt"), "demo", f"DEMO_FLAGS={flags}"]
         else:
-            command = [sys.executable, "-m", "elt.cli", "demo", "--out", str(workdir / "out"), "--no-progress",
-                       *extra]
+            command = [
+                sys.executable,
+                "-m",
+                "elt.cli",
+                "demo",
+                "--out",
+                str(workdir / "out"),
+                "--no-progress",
+                *extra,
+            ]
         start = time.perf_counter()
         proc = subprocess.run(command, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - start
@@ -70,34 +78,61 @@ def run_case(threads: str, load: int, fresh_clone: bool, per_class: int | None) 
             p.join(timeout=5)
         shutil.rmtree(workdir, ignore_errors=True)
     if proc.returncode != 0:
-        raise SystemExit(f"demo failed ({threads=}, {load=}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        raise SystemExit(
+            f"demo failed ({threads=}, {load=}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        )
     used = next((line for line in proc.stdout.splitlines() if "thread(s)" in line), "")
-    return {"threads": threads, "extra_load": load, "fresh_clone": fresh_clone, "seconds": round(seconds, 1),
-            "loadavg_at_start": round(loadavg, 2), "demo_line": used.strip()}
+    return {
+        "threads": threads,
+        "extra_load": load,
+        "fresh_clone": fresh_clone,
+        "seconds": round(seconds, 1),
+        "loadavg_at_start": round(loadavg, 2),
+        "demo_line": used.strip(),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", default="default,all", help="comma list: default, all, or a number")
+    parser.add_argument(
+        "--threads", default="default,all", help="comma list: default, all, or a number"
+    )
     parser.add_argument("--load", default="0,1", help="comma list of extra CPU-bound processes")
-    parser.add_argument("--fresh-clone", action="store_true", help="time `git clone` + `make demo` (setup included)")
-    parser.add_argument("--per-class", type=int, default=None, help="passed to elt demo (default: its own)")
+    parser.add_argument(
+        "--fresh-clone", action="store_true", help="time `git clone` + `make demo` (setup included)"
+    )
+    parser.add_argument(
+        "--per-class", type=int, default=None, help="passed to elt demo (default: its own)"
+    )
     parser.add_argument("--out", default="runs/bench/demo_time.json")
     args = parser.parse_args()
-    print(f"demo wall time — {platform.processor() or platform.machine()}, {cpus()} CPUs, "
-          f"{'fresh clone + make demo' if args.fresh_clone else 'elt demo'}")
+    print(
+        f"demo wall time — {platform.processor() or platform.machine()}, {cpus()} CPUs, "
+        f"{'fresh clone + make demo' if args.fresh_clone else 'elt demo'}"
+    )
     print(f"{'threads':>8} {'extra load':>10} {'seconds':>8} {'loadavg':>8}", flush=True)
     rows = []
     for n in args.load.split(","):
         for t in args.threads.split(","):
             r = run_case(t, int(n), args.fresh_clone, args.per_class)
             rows.append(r)
-            print(f"{r['threads']:>8} {r['extra_load']:>10} {r['seconds']:>8.1f} {r['loadavg_at_start']:>8.2f}",
-                  flush=True)
+            print(
+                f"{r['threads']:>8} {r['extra_load']:>10} {r['seconds']:>8.1f} {r['loadavg_at_start']:>8.2f}",
+                flush=True,
+            )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": platform.platform(), "cpus": cpus(), "python": platform.python_version(),
-                               "rows": rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": platform.platform(),
+                "cpus": cpus(),
+                "python": platform.python_version(),
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

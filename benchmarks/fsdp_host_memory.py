@@ -73,18 +73,36 @@ def _generator_class():
         def training_loss(self, batch, student_loops, lam):
             images, labels = batch
             tokens = self.pixel_in(torch.zeros_like(images).reshape(len(images), -1, 1)) + self.pos
-            out = self.backbone(tokens + self.labels(labels).unsqueeze(1),
-                                exit_loops=[student_loops] if student_loops else [])
+            out = self.backbone(
+                tokens + self.labels(labels).unsqueeze(1),
+                exit_loops=[student_loops] if student_loops else [],
+            )
 
             def image(h):
                 return self.head(h).reshape(images.shape)
 
             student = image(out.exits[student_loops]) if student_loops else None
-            return ilsd_loss(image(out.final), student, lambda p: (p - images).pow(2).mean(),
-                             lambda s, t: (s - t).pow(2).mean(), lam, student_loops)
+            return ilsd_loss(
+                image(out.final),
+                student,
+                lambda p: (p - images).pow(2).mean(),
+                lambda s, t: (s - t).pow(2).mean(),
+                lam,
+                student_loops,
+            )
 
-        def generate(self, class_labels, loops=None, steps=None, guidance=None, seed=None, progress=False, *,
-                     seeds=None, return_loops=False):
+        def generate(
+            self,
+            class_labels,
+            loops=None,
+            steps=None,
+            guidance=None,
+            seed=None,
+            progress=False,
+            *,
+            seeds=None,
+            return_loops=False,
+        ):
             raise NotImplementedError("a memory benchmark model: no sampling")
 
         def gflops_per_sample(self, loops=None, steps=None, guidance=None, loops_used=None):
@@ -106,11 +124,26 @@ def prepare_data(cfg, generator, run_dir, progress=True):
 
 def overrides(smoke: bool, run_dir: Path, fsdp: bool) -> list[str]:
     width, layers, heads = (128, 4, 4) if smoke else (1024, 16, 16)
-    return [f"paradigm={PARADIGM}", f"model.width={width}", f"model.heads={heads}", f"model.unique_layers={layers}",
-            "model.loops=2", "data.num_classes=4", "data.limit=16", "train.batch_size=4", "train.steps=3",
-            "train.log_every=1", "train.sample_every=0", "train.checkpoint_every=0", "train.device=cpu",
-            "train.threads=1", "train.tensorboard=false", "train.precision=fp32", f"train.out_dir={run_dir}",
-            *(["train.distributed=fsdp"] if fsdp else [])]
+    return [
+        f"paradigm={PARADIGM}",
+        f"model.width={width}",
+        f"model.heads={heads}",
+        f"model.unique_layers={layers}",
+        "model.loops=2",
+        "data.num_classes=4",
+        "data.limit=16",
+        "train.batch_size=4",
+        "train.steps=3",
+        "train.log_every=1",
+        "train.sample_every=0",
+        "train.checkpoint_every=0",
+        "train.device=cpu",
+        "train.threads=1",
+        "train.tensorboard=false",
+        "train.precision=fp32",
+        f"train.out_dir={run_dir}",
+        *(["train.distributed=fsdp"] if fsdp else []),
+    ]
 
 
 def worker(args) -> None:
@@ -143,9 +176,16 @@ def worker(args) -> None:
         resumed = Trainer(cfg, progress=False, env=env)
         resumed.resume_from(checkpoint)
         phases["load"], times["load"] = peak_rss_mib(), time.perf_counter() - start
-        record = {"rank": env.rank, "world": env.world_size, "params": params, "checkpoint_format": fmt,
-                  "peak_mib_after": phases, "seconds": times, "peak_mib": peak_rss_mib(),
-                  "resumed_step": resumed.step}
+        record = {
+            "rank": env.rank,
+            "world": env.world_size,
+            "params": params,
+            "checkpoint_format": fmt,
+            "peak_mib_after": phases,
+            "seconds": times,
+            "peak_mib": peak_rss_mib(),
+            "resumed_step": resumed.step,
+        }
     Path(args.run_dir, f"memory_rank{record['rank']}.json").write_text(json.dumps(record))
 
 
@@ -153,20 +193,38 @@ MMAP_THRESHOLD = "1048576"
 
 
 def run(ranks: int, smoke: bool, folder: Path, glibc_default: bool = False) -> list[dict]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(HERE)]),
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(HERE)]),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
     if not glibc_default:
         env["MALLOC_MMAP_THRESHOLD_"] = MMAP_THRESHOLD
     run_dir = folder / f"ranks{ranks}"
-    tail = [str(Path(__file__).resolve()), "--worker", "--run-dir", str(run_dir), *(["--smoke"] if smoke else [])]
+    tail = [
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--run-dir",
+        str(run_dir),
+        *(["--smoke"] if smoke else []),
+    ]
     if ranks == 1:
         cmd = [sys.executable, *tail]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", *tail,
-               "--fsdp"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={ranks}",
+            *tail,
+            "--fsdp",
+        ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if result.returncode:
-        raise SystemExit(f"the {ranks}-process run failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        raise SystemExit(
+            f"the {ranks}-process run failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        )
     return [json.loads((run_dir / f"memory_rank{r}.json").read_text()) for r in range(ranks)]
 
 
@@ -175,8 +233,11 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, default=4)
     parser.add_argument("--smoke", action="store_true", help="a width-128 model (seconds)")
     parser.add_argument("--out", default=str(HERE / "results" / "fsdp_host_memory.json"))
-    parser.add_argument("--glibc-default", action="store_true",
-                        help="keep glibc's dynamic mmap threshold (peaks then include freed, cached heap blocks)")
+    parser.add_argument(
+        "--glibc-default",
+        action="store_true",
+        help="keep glibc's dynamic mmap threshold (peaks then include freed, cached heap blocks)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--fsdp", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", help=argparse.SUPPRESS)
@@ -188,25 +249,51 @@ def main() -> None:
         single = run(1, args.smoke, Path(tmp), args.glibc_default)[0]
         sharded = run(args.ranks, args.smoke, Path(tmp), args.glibc_default)
     phases = list(single["peak_mib_after"])
-    allocator = "glibc default" if args.glibc_default else f"MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}"
-    print(f"Peak host RSS (MiB, ru_maxrss) after each phase; {single['params'] / 1e6:.1f} M parameters, fp32, "
-          f"AdamW + EMA, gloo/CPU, {allocator}")
-    print(f"{'process':<22} {'format':>6} " + " ".join(f"{p:>8}" for p in phases) + f" {'peak':>8} {'ratio':>6}")
-    rows = [("1 process", single), *((f"rank {r['rank']} of {r['world']} (fsdp)", r) for r in sharded)]
+    allocator = (
+        "glibc default" if args.glibc_default else f"MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}"
+    )
+    print(
+        f"Peak host RSS (MiB, ru_maxrss) after each phase; {single['params'] / 1e6:.1f} M parameters, fp32, "
+        f"AdamW + EMA, gloo/CPU, {allocator}"
+    )
+    print(
+        f"{'process':<22} {'format':>6} "
+        + " ".join(f"{p:>8}" for p in phases)
+        + f" {'peak':>8} {'ratio':>6}"
+    )
+    rows = [
+        ("1 process", single),
+        *((f"rank {r['rank']} of {r['world']} (fsdp)", r) for r in sharded),
+    ]
     for label, record in rows:
         ratio = record["peak_mib"] / single["peak_mib"]
-        print(f"{label:<22} {record['checkpoint_format']:>6} "
-              + " ".join(f"{record['peak_mib_after'][p]:>8.0f}" for p in phases)
-              + f" {record['peak_mib']:>8.0f} {ratio:>6.3f}")
+        print(
+            f"{label:<22} {record['checkpoint_format']:>6} "
+            + " ".join(f"{record['peak_mib_after'][p]:>8.0f}" for p in phases)
+            + f" {record['peak_mib']:>8.0f} {ratio:>6.3f}"
+        )
     worst = max(r["peak_mib"] for r in sharded)
     ratio = worst / single["peak_mib"]
-    print(f"largest rank peak / 1-process peak = {worst:.0f} / {single['peak_mib']:.0f} MiB = {ratio:.3f} "
-          f"(target <= 0.35 at 4 ranks: {'met' if ratio <= 0.35 else 'NOT met'})")
+    print(
+        f"largest rank peak / 1-process peak = {worst:.0f} / {single['peak_mib']:.0f} MiB = {ratio:.3f} "
+        f"(target <= 0.35 at 4 ranks: {'met' if ratio <= 0.35 else 'NOT met'})"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"ranks": args.ranks, "smoke": args.smoke, "params": single["params"], "single": single,
-              "sharded": sharded, "worst_rank_peak_mib": worst, "ratio": ratio, "target": 0.35, "allocator": allocator,
-              "torch": torch.__version__, "machine": os.uname().machine, "cpus": os.cpu_count()}
+    result = {
+        "ranks": args.ranks,
+        "smoke": args.smoke,
+        "params": single["params"],
+        "single": single,
+        "sharded": sharded,
+        "worst_rank_peak_mib": worst,
+        "ratio": ratio,
+        "target": 0.35,
+        "allocator": allocator,
+        "torch": torch.__version__,
+        "machine": os.uname().machine,
+        "cpus": os.cpu_count(),
+    }
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(out)

@@ -50,14 +50,19 @@ def make_step(mode, args, device):
 
     def step():
         student_loops = sampler.sample() if sampler else None
-        out = model.backbone(model.embed(tokens) + model.pos, exit_loops=[student_loops] if student_loops else [])
+        out = model.backbone(
+            model.embed(tokens) + model.pos, exit_loops=[student_loops] if student_loops else []
+        )
         teacher = model.logits(out.final)
         student = model.logits(out.exits[student_loops]) if student_loops else None
         terms = ilsd_loss(
-            teacher, student,
+            teacher,
+            student,
             lambda z: F.cross_entropy(z.flatten(0, 1), tokens.flatten()),
             lambda s, t: -(t.softmax(-1) * s.log_softmax(-1)).sum(-1).mean(),
-            ilsd_lambda(step_index[0], 1000), student_loops)
+            ilsd_lambda(step_index[0], 1000),
+            student_loops,
+        )
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         optimizer.step()
@@ -95,18 +100,43 @@ def main():
             steps[mode]()
             times[mode].append(time.perf_counter() - start)
     median = {mode: statistics.median(t) for mode, t in times.items()}
-    rows = [{"mode": m, "params": params[m], "median_step_s": median[m],
-             "ratio_vs_vanilla": median[m] / median["vanilla"]} for m in modes]
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    print(f"ILSD overhead — {args.unique_layers}N×{args.loops}L, width {args.width}, {args.tokens} tokens, "
-          f"batch {args.batch}, device {device_name}, threads {torch.get_num_threads()}")
+    rows = [
+        {
+            "mode": m,
+            "params": params[m],
+            "median_step_s": median[m],
+            "ratio_vs_vanilla": median[m] / median["vanilla"],
+        }
+        for m in modes
+    ]
+    device_name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu"
+    )
+    print(
+        f"ILSD overhead — {args.unique_layers}N×{args.loops}L, width {args.width}, {args.tokens} tokens, "
+        f"batch {args.batch}, device {device_name}, threads {torch.get_num_threads()}"
+    )
     print(f"{'mode':<8} {'params':>10} {'step (ms)':>10} {'vs vanilla':>11}")
     for r in rows:
-        print(f"{r['mode']:<8} {r['params']:>10,} {1000 * r['median_step_s']:>10.1f} {r['ratio_vs_vanilla']:>10.3f}x")
+        print(
+            f"{r['mode']:<8} {r['params']:>10,} {1000 * r['median_step_s']:>10.1f} {r['ratio_vs_vanilla']:>10.3f}x"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"config": vars(args), "device": device_name, "torch": torch.__version__,
-                               "threads": torch.get_num_threads(), "rows": rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "config": vars(args),
+                "device": device_name,
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

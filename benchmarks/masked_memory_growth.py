@@ -57,7 +57,9 @@ def main(argv=None) -> dict:
         tokens = torch.randint(0, generator.codebook_size, (args.batch, generator.seq_len))
         labels = torch.randint(0, generator.num_classes, (args.batch,))
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            terms = generator.training_loss((tokens, labels), student_loops=1 + step % (loops - 1), lam=0.5)
+            terms = generator.training_loss(
+                (tokens, labels), student_loops=1 + step % (loops - 1), lam=0.5
+            )
         terms.total.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -65,11 +67,21 @@ def main(argv=None) -> dict:
             rows.append({"step": step, "rss_mib": rss_bytes() / 2**20})
             print(f"step {step:5d}   RSS {rows[-1]['rss_mib']:8.0f} MiB", flush=True)
     growth = growth_per_step(rows)
-    print(f"growth (least-squares slope after the first row): {growth:.2f} MiB/step "
-          "(the old logits[mask] loss: ~4 MiB/step at these settings)")
-    result = {"config": args.config, "width": args.width, "batch": args.batch, "threads": args.threads,
-              "seq_len": generator.seq_len, "rows": rows, "growth_mib_per_step": growth,
-              "machine": platform.processor() or platform.machine(), "torch": torch.__version__}
+    print(
+        f"growth (least-squares slope after the first row): {growth:.2f} MiB/step "
+        "(the old logits[mask] loss: ~4 MiB/step at these settings)"
+    )
+    result = {
+        "config": args.config,
+        "width": args.width,
+        "batch": args.batch,
+        "threads": args.threads,
+        "seq_len": generator.seq_len,
+        "rows": rows,
+        "growth_mib_per_step": growth,
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

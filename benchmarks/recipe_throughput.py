@@ -36,7 +36,11 @@ PAIRS = {  # ELT recipe → its iso-FLOP baseline
     "ucf101_masked_elt_l_6x4": "ucf101_masked_magvit_l",
 }
 SMOKE = ["model.width=32", "model.heads=2", "train.precision=fp32"]
-SMOKE_PAIRS = ("imagenet256_masked_elt_xl_7x4", "imagenet256_diffusion_elt_4x8", "ucf101_masked_elt_l_6x4")
+SMOKE_PAIRS = (
+    "imagenet256_masked_elt_xl_7x4",
+    "imagenet256_diffusion_elt_4x8",
+    "ucf101_masked_elt_l_6x4",
+)
 
 
 def smoke_overrides(name: str) -> list[str]:
@@ -66,7 +70,9 @@ def materialize(name: str, device: torch.device, smoke: bool):
 def synthetic_batch(generator, batch: int, device: torch.device):
     labels = torch.randint(0, generator.num_classes, (batch,), device=device)
     if hasattr(generator, "seq_len"):
-        return torch.randint(0, generator.codebook_size, (batch, generator.seq_len), device=device), labels
+        return torch.randint(
+            0, generator.codebook_size, (batch, generator.seq_len), device=device
+        ), labels
     return torch.randn(batch, *generator.data_shape, device=device), labels
 
 
@@ -75,12 +81,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_recipe(name: str, device: torch.device, batch: int, steps: int, warmup: int, smoke: bool,
-                 deadline: float) -> dict:
+def train_recipe(
+    name: str,
+    device: torch.device,
+    batch: int,
+    steps: int,
+    warmup: int,
+    smoke: bool,
+    deadline: float,
+) -> dict:
     cfg, generator, flops = materialize(name, device, smoke)
     precision = "fp32" if smoke else "bf16"
     params = [p for p in generator.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-5, **({"fused": True} if device.type == "cuda" else {}))
+    optimizer = torch.optim.AdamW(
+        params, lr=1e-5, **({"fused": True} if device.type == "cuda" else {})
+    )
     data = synthetic_batch(generator, batch, device)
     loops = cfg.model.loops
     student = max(1, loops - 1) if cfg.ilsd.mode == "ilsd" else None
@@ -109,10 +124,20 @@ def train_recipe(name: str, device: torch.device, batch: int, steps: int, warmup
     step_s = elapsed / done
     tokens = int(generator.seq_len) + 1 if hasattr(generator, "seq_len") else int(generator.tokens)
     peak = peak_flops(device, precision == "bf16")
-    row = {"recipe": name, "params": sum(p.numel() for p in params), "batch": batch, "steps": done,
-           "step_s": step_s, "samples_per_s": batch / step_s, "tokens_per_s": batch * tokens / step_s,
-           "train_flops_per_sample": 3 * flops, "mfu": (3 * flops * batch / step_s / peak) if peak else None,
-           "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+    row = {
+        "recipe": name,
+        "params": sum(p.numel() for p in params),
+        "batch": batch,
+        "steps": done,
+        "step_s": step_s,
+        "samples_per_s": batch / step_s,
+        "tokens_per_s": batch * tokens / step_s,
+        "train_flops_per_sample": 3 * flops,
+        "mfu": (3 * flops * batch / step_s / peak) if peak else None,
+        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30
+        if device.type == "cuda"
+        else None,
+    }
     return row  # the model and optimizer are freed with this frame (empty_cache in main)
 
 
@@ -138,8 +163,13 @@ def inference_rate(name: str, device: torch.device, batch: int, repeats: int, sm
         call()
     sync(device)
     seconds = (time.perf_counter() - started) / repeats
-    return {"recipe": name, "batch": batch, "ms_per_call": seconds * 1e3, "samples_per_s": batch / seconds,
-            "gflops_per_sample": flops / 1e9}
+    return {
+        "recipe": name,
+        "batch": batch,
+        "ms_per_call": seconds * 1e3,
+        "samples_per_s": batch / seconds,
+        "gflops_per_sample": flops / 1e9,
+    }
 
 
 def main() -> int:
@@ -148,7 +178,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16, help="training samples per step")
-    parser.add_argument("--budget-s", type=float, default=300.0, help="wall-clock bound for the whole script")
+    parser.add_argument(
+        "--budget-s", type=float, default=300.0, help="wall-clock bound for the whole script"
+    )
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -157,7 +189,9 @@ def main() -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
     steps, warmup, batch = (2, 1, 2) if args.smoke else (args.steps, args.warmup, args.batch)
     pairs = {k: v for k, v in PAIRS.items() if k in SMOKE_PAIRS} if args.smoke else PAIRS
-    names = sorted(set(pairs) | set(pairs.values())) if args.smoke else recipe_names()  # smoke: one per family
+    names = (
+        sorted(set(pairs) | set(pairs.values())) if args.smoke else recipe_names()
+    )  # smoke: one per family
     # the inference comparison first (short: at most a third of the budget), then training with what is left;
     # a model not started before its share of the budget is gone is listed as skipped
     infer, skipped = [], []
@@ -167,13 +201,24 @@ def main() -> int:
         if time.perf_counter() >= infer_until:
             skipped.append(f"{name} (inference: time budget)")
             continue
-        infer.append(inference_rate(name, device, 2 if args.smoke else 8, 2 if args.smoke else 20, args.smoke))
+        infer.append(
+            inference_rate(
+                name, device, 2 if args.smoke else 8, 2 if args.smoke else 20, args.smoke
+            )
+        )
     rates = {row["recipe"]: row for row in infer}
-    comparison = [{"elt": elt, "baseline": base, "elt_samples_per_s": rates[elt]["samples_per_s"],
-                   "baseline_samples_per_s": rates[base]["samples_per_s"],
-                   "speedup": rates[elt]["samples_per_s"] / rates[base]["samples_per_s"],
-                   "flop_ratio": rates[elt]["gflops_per_sample"] / rates[base]["gflops_per_sample"]}
-                  for elt, base in pairs.items() if elt in rates and base in rates]
+    comparison = [
+        {
+            "elt": elt,
+            "baseline": base,
+            "elt_samples_per_s": rates[elt]["samples_per_s"],
+            "baseline_samples_per_s": rates[base]["samples_per_s"],
+            "speedup": rates[elt]["samples_per_s"] / rates[base]["samples_per_s"],
+            "flop_ratio": rates[elt]["gflops_per_sample"] / rates[base]["gflops_per_sample"],
+        }
+        for elt, base in pairs.items()
+        if elt in rates and base in rates
+    ]
     train = []
     for index, name in enumerate(names):
         left = args.budget_s - (time.perf_counter() - started)
@@ -182,33 +227,62 @@ def main() -> int:
             skipped.append(name)
             continue
         try:
-            train.append(train_recipe(name, device, batch, steps, warmup, args.smoke,
-                                      deadline=time.perf_counter() + 0.7 * share))
+            train.append(
+                train_recipe(
+                    name,
+                    device,
+                    batch,
+                    steps,
+                    warmup,
+                    args.smoke,
+                    deadline=time.perf_counter() + 0.7 * share,
+                )
+            )
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         except torch.OutOfMemoryError:
             skipped.append(f"{name} (out of memory at batch {batch})")
             torch.cuda.empty_cache()
-    print(f"recipes at real width, synthetic data, {device_name(device)}, batch {batch}, "
-          f"{'fp32' if args.smoke else 'bf16'}")
-    print(f"{'recipe':<32} {'params':>8} {'steps':>5} {'step ms':>8} {'tokens/s':>10} {'MFU':>6} {'peak GiB':>8}")
+    print(
+        f"recipes at real width, synthetic data, {device_name(device)}, batch {batch}, "
+        f"{'fp32' if args.smoke else 'bf16'}"
+    )
+    print(
+        f"{'recipe':<32} {'params':>8} {'steps':>5} {'step ms':>8} {'tokens/s':>10} {'MFU':>6} {'peak GiB':>8}"
+    )
     for r in train:
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
         mem = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] is not None else "n/a"
-        print(f"{r['recipe']:<32} {r['params'] / 1e6:>7.0f}M {r['steps']:>5} {r['step_s'] * 1e3:>8.1f} "
-              f"{r['tokens_per_s']:>10.0f} {mfu:>6} {mem:>8}")
+        print(
+            f"{r['recipe']:<32} {r['params'] / 1e6:>7.0f}M {r['steps']:>5} {r['step_s'] * 1e3:>8.1f} "
+            f"{r['tokens_per_s']:>10.0f} {mfu:>6} {mem:>8}"
+        )
     if skipped:
         print(f"skipped (time budget or memory): {', '.join(skipped)}")
-    print(f"\nELT vs its iso-FLOP baseline, one network evaluation at batch {2 if args.smoke else 8}")
-    print(f"{'ELT':<32} {'baseline':<30} {'ELT/s':>8} {'base/s':>8} {'speed-up':>8} {'FLOP ratio':>10}")
+    print(
+        f"\nELT vs its iso-FLOP baseline, one network evaluation at batch {2 if args.smoke else 8}"
+    )
+    print(
+        f"{'ELT':<32} {'baseline':<30} {'ELT/s':>8} {'base/s':>8} {'speed-up':>8} {'FLOP ratio':>10}"
+    )
     for c in comparison:
-        print(f"{c['elt']:<32} {c['baseline']:<30} {c['elt_samples_per_s']:>8.1f} {c['baseline_samples_per_s']:>8.1f} "
-              f"{c['speedup']:>7.2f}x {c['flop_ratio']:>10.2f}")
+        print(
+            f"{c['elt']:<32} {c['baseline']:<30} {c['elt_samples_per_s']:>8.1f} {c['baseline_samples_per_s']:>8.1f} "
+            f"{c['speedup']:>7.2f}x {c['flop_ratio']:>10.2f}"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    record = {"device": device_name(device), "torch": torch.__version__, "smoke": args.smoke, "batch": batch,
-              "train": train, "skipped": skipped, "inference": infer, "comparison": comparison,
-              "seconds": time.perf_counter() - started}
+    record = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "smoke": args.smoke,
+        "batch": batch,
+        "train": train,
+        "skipped": skipped,
+        "inference": infer,
+        "comparison": comparison,
+        "seconds": time.perf_counter() - started,
+    }
     (out / "recipes.json").write_text(json.dumps(record, indent=2))
     print(f"wrote {out / 'recipes.json'} ({record['seconds']:.0f} s)")
     return 0

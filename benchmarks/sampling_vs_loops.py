@@ -1,6 +1,6 @@
 """`elt bench sampling` as a script: see `python benchmarks/sampling_vs_loops.py --help` and docs/benchmarks.md.
 
-    PYTHONPATH=src python benchmarks/sampling_vs_loops.py [options]   (JSON into benchmarks/results/)
+PYTHONPATH=src python benchmarks/sampling_vs_loops.py [options]   (JSON into benchmarks/results/)
 """
 
 import sys

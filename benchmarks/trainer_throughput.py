@@ -1,6 +1,6 @@
 """`elt bench trainer` as a script: see `python benchmarks/trainer_throughput.py --help` and docs/benchmarks.md.
 
-    PYTHONPATH=src python benchmarks/trainer_throughput.py [options]   (JSON into benchmarks/results/)
+PYTHONPATH=src python benchmarks/trainer_throughput.py [options]   (JSON into benchmarks/results/)
 """
 
 import sys

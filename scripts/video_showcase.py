@@ -17,7 +17,9 @@ from elt.eval.video import load_videos, moving_fmnist_reference, real_data_geome
 from elt.visual import save_video_grid
 
 
-def first_of_each_class(videos: np.ndarray, labels: np.ndarray, classes: int, per_class: int) -> np.ndarray:
+def first_of_each_class(
+    videos: np.ndarray, labels: np.ndarray, classes: int, per_class: int
+) -> np.ndarray:
     picks = [np.flatnonzero(labels == c)[:per_class] for c in range(classes)]
     missing = [c for c, p in enumerate(picks) if len(p) < per_class]
     if missing:
@@ -29,7 +31,9 @@ def main(argv=None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("samples")
     parser.add_argument("out")
-    parser.add_argument("--loops", default=None, help="loop counts to show, e.g. 1,2,4,5 (default: every file)")
+    parser.add_argument(
+        "--loops", default=None, help="loop counts to show, e.g. 1,2,4,5 (default: every file)"
+    )
     parser.add_argument("--per-class", type=int, default=1)
     parser.add_argument("--fps", type=float, default=8.0)
     args = parser.parse_args(argv)
@@ -38,14 +42,21 @@ def main(argv=None) -> list[Path]:
     first, labels = load_videos(next(iter(files.values())))
     classes = int(labels.max()) + 1
     frames, size = first.shape[1], first.shape[2]
-    real, real_labels = moving_fmnist_reference(50 * classes, frames, size, *real_data_geometry(args.samples))
+    real, real_labels = moving_fmnist_reference(
+        50 * classes, frames, size, *real_data_geometry(args.samples)
+    )
     rows = [first_of_each_class(real, real_labels, classes, args.per_class)]
     for path in files.values():
         videos, labels = load_videos(path)
         rows.append(first_of_each_class(videos, labels, classes, args.per_class))
     row_labels = ["real", *(f"L={k}" for k in files)]
-    written = save_video_grid(args.out, rows, row_labels, title="rows: real, then loop counts; columns: classes",
-                              fps=args.fps)
+    written = save_video_grid(
+        args.out,
+        rows,
+        row_labels,
+        title="rows: real, then loop counts; columns: classes",
+        fps=args.fps,
+    )
     print("wrote", ", ".join(str(p) for p in written))
     return written
 

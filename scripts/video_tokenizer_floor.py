@@ -30,7 +30,9 @@ def load_video_tokenizer(path: str) -> tuple[torch.nn.Module, dict]:
         meta = json.loads((folder / "tokenizer.json").read_text())
         arch = dict(meta["architecture"])
         if arch.pop("kind") != "fsq3d":
-            sys.exit(f"{folder} holds an image tokenizer; this script measures video (fsq3d) tokenizers")
+            sys.exit(
+                f"{folder} holds an image tokenizer; this script measures video (fsq3d) tokenizers"
+            )
         tokenizer = VideoFSQTokenizer(**arch)
         load_tokenizer(tokenizer, folder)
         data = {"frames": arch["frames"], "image_size": arch["image_size"], **meta.get("data", {})}
@@ -39,25 +41,43 @@ def load_video_tokenizer(path: str) -> tuple[torch.nn.Module, dict]:
 
     generator = elt.load(path)
     data = generator.config.data
-    return generator.tokenizer, {"frames": data.frames, "image_size": data.image_size,
-                                 "sprite_size": data.sprite_size, "motion": data.motion}
+    return generator.tokenizer, {
+        "frames": data.frames,
+        "image_size": data.image_size,
+        "sprite_size": data.sprite_size,
+        "motion": data.motion,
+    }
 
 
 def main(path: str, out: str) -> dict:
     torch.set_num_threads(1)
     tokenizer, data = load_video_tokenizer(path)
-    geometry = (data["frames"], data["image_size"], data.get("motion", "bounce"), data.get("sprite_size", 28))
+    geometry = (
+        data["frames"],
+        data["image_size"],
+        data.get("motion", "bounce"),
+        data.get("sprite_size", 28),
+    )
     real, _ = moving_fmnist_reference(1000, *geometry)
     held, labels = moving_fmnist_reference(1500, *geometry)
     held, labels = held[1000:], labels[1000:]
     suite = VideoSuite(real, load_classifier(None))
     clips = torch.from_numpy(held).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
     with torch.no_grad():
-        recon = torch.cat([tokenizer.decode(tokenizer.encode(clips[i:i + 50])) for i in range(0, len(clips), 50)])
-    result = {"tokenizer": str(path), "geometry": dict(zip(("frames", "image_size", "motion", "sprite_size"),
-                                                            geometry, strict=True)),
-              "tokenizer_reconstructions": suite.evaluate(to_uint8(recon), labels),
-              "real_held_out": suite.evaluate(held, labels)}
+        recon = torch.cat(
+            [
+                tokenizer.decode(tokenizer.encode(clips[i : i + 50]))
+                for i in range(0, len(clips), 50)
+            ]
+        )
+    result = {
+        "tokenizer": str(path),
+        "geometry": dict(
+            zip(("frames", "image_size", "motion", "sprite_size"), geometry, strict=True)
+        ),
+        "tokenizer_reconstructions": suite.evaluate(to_uint8(recon), labels),
+        "real_held_out": suite.evaluate(held, labels),
+    }
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as handle:
         json.dump(result, handle, indent=1)

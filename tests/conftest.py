@@ -17,13 +17,25 @@ def toy_paradigm(monkeypatch):
 
 
 TOY_OVERRIDES = [
-    "paradigm=toy", "model.width=32", "model.heads=2", "model.unique_layers=2", "model.loops=3",
-    "data.num_classes=4", "train.batch_size=16", "train.lr=0.003", "train.warmup_steps=1",
-    "train.log_every=5", "train.ema_decay=0.9",
+    "paradigm=toy",
+    "model.width=32",
+    "model.heads=2",
+    "model.unique_layers=2",
+    "model.loops=3",
+    "data.num_classes=4",
+    "train.batch_size=16",
+    "train.lr=0.003",
+    "train.warmup_steps=1",
+    "train.log_every=5",
+    "train.ema_decay=0.9",
 ]
 
 
 def pytest_addoption(parser):
-    parser.addoption("--app-screenshot", default=None, metavar="PATH",
-                     help="where the browser test saves its screenshot of `elt app` (default: a temporary dir), "
-                          "e.g. docs/assets/app.png")
+    parser.addoption(
+        "--app-screenshot",
+        default=None,
+        metavar="PATH",
+        help="where the browser test saves its screenshot of `elt app` (default: a temporary dir), "
+        "e.g. docs/assets/app.png",
+    )

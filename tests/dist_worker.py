@@ -21,7 +21,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import toy_task  # noqa: E402
 from elt.core.ilsd import ilsd_loss  # noqa: E402
 
-SEEN = {"target": set(), "loss": set()}  # dtypes of the regression target and of the loss, as the loss sees them
+SEEN = {
+    "target": set(),
+    "loss": set(),
+}  # dtypes of the regression target and of the loss, as the loss sees them
 
 
 class NoiselessToy(toy_task.ToyGenerator):
@@ -31,8 +34,10 @@ class NoiselessToy(toy_task.ToyGenerator):
 
     def training_loss(self, batch, student_loops, lam):
         images, labels = batch
-        out = self.backbone(self._tokens(labels, torch.zeros_like(images)),
-                            exit_loops=[student_loops] if student_loops else [])
+        out = self.backbone(
+            self._tokens(labels, torch.zeros_like(images)),
+            exit_loops=[student_loops] if student_loops else [],
+        )
         teacher = self._image(out.final)
         student = self._image(out.exits[student_loops]) if student_loops else None
 
@@ -42,7 +47,9 @@ class NoiselessToy(toy_task.ToyGenerator):
             SEEN["loss"].add(str(loss.dtype))
             return loss
 
-        return ilsd_loss(teacher, student, ground_truth, lambda s, t: (s - t).pow(2).mean(), lam, student_loops)
+        return ilsd_loss(
+            teacher, student, ground_truth, lambda s, t: (s - t).pow(2).mean(), lam, student_loops
+        )
 
 
 def build_generator(cfg):
@@ -68,10 +75,14 @@ def register() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir")
-    parser.add_argument("--resume-at", type=int, default=0, help="train to this step, then resume in a new Trainer")
+    parser.add_argument(
+        "--resume-at", type=int, default=0, help="train to this step, then resume in a new Trainer"
+    )
     parser.add_argument("--sample-ckpt")
     parser.add_argument("--sample-out")
-    parser.add_argument("--dump-init", help="write the initial (gathered) weights and EMA here, before training")
+    parser.add_argument(
+        "--dump-init", help="write the initial (gathered) weights and EMA here, before training"
+    )
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()
     register()
@@ -83,14 +94,23 @@ def main() -> None:
     cfg = load_config(None, [*args.overrides, f"train.out_dir={args.run_dir}"])
     with distributed_session(cfg.train.device) as env:
         first = Trainer(cfg, progress=False, env=env)
-        init = {"built_on": getattr(first.generator, "built_on", None), "ema_shadow": first.ema.shadow is not None,
-                "ema_local": sum((v.to_local() if is_sharded(v) else v).numel() for v in first.ema.averages().values()),
-                "ema_full": sum(v.numel() for v in first.ema.averages().values()),
-                "ema_sharded": all(is_sharded(v) for v in first.ema.averages().values())}
+        init = {
+            "built_on": getattr(first.generator, "built_on", None),
+            "ema_shadow": first.ema.shadow is not None,
+            "ema_local": sum(
+                (v.to_local() if is_sharded(v) else v).numel()
+                for v in first.ema.averages().values()
+            ),
+            "ema_full": sum(v.numel() for v in first.ema.averages().values()),
+            "ema_sharded": all(is_sharded(v) for v in first.ema.averages().values()),
+        }
         if args.dump_init:
             from elt.train.dcp import stream_safetensors
 
-            for name, state in (("model", first.generator.state_dict()), ("ema", first.ema.averages())):
+            for name, state in (
+                ("model", first.generator.state_dict()),
+                ("ema", first.ema.averages()),
+            ):
                 target = Path(args.dump_init, f"{name}.safetensors") if env.is_main else None
                 assert stream_safetensors(target, state) is None
         if args.resume_at:
@@ -103,17 +123,38 @@ def main() -> None:
         import dist_worker  # the paradigm's module (this file runs as __main__)
 
         seen = dist_worker.SEEN
-        seeds = {"rank": env.rank, "world_size": env.world_size, "initial_seed": torch.initial_seed(),
-                 "per_rank_batch": trainer.per_rank_batch,
-                 "sharded": any(is_sharded(p) for p in trainer.generator.parameters()),
-                 "resumed_from": trainer.resumed_from and trainer.resumed_from.name,
-                 "fsdp_units": fsdp_units(trainer.model), "accum": trainer.accum, "init": init,
-                 "checkpoint_format": getattr(trainer, "checkpoint_format", None),
-                 "target_dtypes": sorted(seen["target"]), "loss_dtypes": sorted(seen["loss"])}
+        seeds = {
+            "rank": env.rank,
+            "world_size": env.world_size,
+            "initial_seed": torch.initial_seed(),
+            "per_rank_batch": trainer.per_rank_batch,
+            "sharded": any(is_sharded(p) for p in trainer.generator.parameters()),
+            "resumed_from": trainer.resumed_from and trainer.resumed_from.name,
+            "fsdp_units": fsdp_units(trainer.model),
+            "accum": trainer.accum,
+            "init": init,
+            "checkpoint_format": getattr(trainer, "checkpoint_format", None),
+            "target_dtypes": sorted(seen["target"]),
+            "loss_dtypes": sorted(seen["loss"]),
+        }
         Path(args.run_dir, f"rank{env.rank}.json").write_text(json.dumps(seeds))
         if args.sample_ckpt:  # `elt sample` under torchrun: sharded over the ranks
-            status = cli_main(["sample", "--ckpt", args.sample_ckpt, "--loops", "1,3", "--num", "10", "--out",
-                               args.sample_out, "--batch-size", "3", "--no-progress"])
+            status = cli_main(
+                [
+                    "sample",
+                    "--ckpt",
+                    args.sample_ckpt,
+                    "--loops",
+                    "1,3",
+                    "--num",
+                    "10",
+                    "--out",
+                    args.sample_out,
+                    "--batch-size",
+                    "3",
+                    "--no-progress",
+                ]
+            )
             assert status == 0, status
     if os.environ.get("RANK", "0") == "0":
         print("worker done", flush=True)

@@ -1,6 +1,6 @@
 """Test-only torchrun worker: ``elt eval`` of a toy checkpoint with the toy metric suite, sharded over ranks.
 
-    torchrun --standalone --nproc_per_node 2 tests/eval_worker.py CKPT OUT
+torchrun --standalone --nproc_per_node 2 tests/eval_worker.py CKPT OUT
 """
 
 import sys
@@ -19,8 +19,23 @@ def main() -> None:
     from elt.cli import main as cli_main
 
     ckpt, out = sys.argv[1], sys.argv[2]
-    code = cli_main(["eval", "--ckpt", ckpt, "--loops", "1,3", "--num", "24", "--out", out, "--batch-size", "5",
-                     "--no-progress", "--no-latency"])
+    code = cli_main(
+        [
+            "eval",
+            "--ckpt",
+            ckpt,
+            "--loops",
+            "1,3",
+            "--num",
+            "24",
+            "--out",
+            out,
+            "--batch-size",
+            "5",
+            "--no-progress",
+            "--no-latency",
+        ]
+    )
     assert code == 0, code
 
 

@@ -13,15 +13,28 @@ from elt.diffusion.model import x0_from
 from elt.diffusion.process import DiffusionProcess
 from elt.registry import build_generator
 
-TINY = ["paradigm=diffusion", "model.width=32", "model.heads=2", "model.unique_layers=2", "model.loops=3",
-        "data.num_classes=4", "data.image_size=8", "diffusion.patch_size=2", "train.precision=fp32"]
+TINY = [
+    "paradigm=diffusion",
+    "model.width=32",
+    "model.heads=2",
+    "model.unique_layers=2",
+    "model.loops=3",
+    "data.num_classes=4",
+    "data.image_size=8",
+    "diffusion.patch_size=2",
+    "train.precision=fp32",
+]
 
 
 @pytest.mark.parametrize("prediction", ["x0", "eps", "v"])
 def test_x0_from_coefficients_is_to_x0_eps(prediction):
     process = DiffusionProcess(prediction=prediction)
     g = torch.Generator().manual_seed(0)
-    out, z, t = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g), torch.rand(3, generator=g)
+    out, z, t = (
+        torch.randn(3, 1, 4, 4, generator=g),
+        torch.randn(3, 1, 4, 4, generator=g),
+        torch.rand(3, generator=g),
+    )
     expected = process.to_x0_eps(out, z, t)[0]
     assert torch.equal(x0_from(prediction, out, z, *process._coefficients(t, z)), expected)
 
@@ -46,7 +59,9 @@ def test_readout_starts_at_the_loop_before_min_loops():
     assert torch.equal(out, fixed) and (used == 6).all()
 
 
-def test_diffusion_exit_converts_each_prediction_once_and_coefficients_once_per_active_set(monkeypatch):
+def test_diffusion_exit_converts_each_prediction_once_and_coefficients_once_per_active_set(
+    monkeypatch,
+):
     torch.manual_seed(0)
     generator = build_generator(load_config(None, TINY)).eval()
     with torch.no_grad():
@@ -66,8 +81,12 @@ def test_diffusion_exit_converts_each_prediction_once_and_coefficients_once_per_
     monkeypatch.setattr(DiffusionProcess, "_coefficients", counted)
     ada = generator.final.ada
     ada.register_forward_hook(lambda *a: calls.__setitem__("ada", calls["ada"] + 1))
-    with torch.no_grad():  # batch 1, never exits before the last loop: one active set for all 5 loops
+    with (
+        torch.no_grad()
+    ):  # batch 1, never exits before the last loop: one active set for all 5 loops
         out, used = generator.adaptive(z, t, labels, AdaptiveExit(0.0, 2, 5), guidance=2.0)
     assert (used == 5).all() and torch.equal(out, fixed)
-    assert calls["coefficients"] == 1  # was 2 per compared loop (previous and new prediction converted again)
+    assert (
+        calls["coefficients"] == 1
+    )  # was 2 per compared loop (previous and new prediction converted again)
     assert calls["ada"] == 1  # the final layer's modulation: was once per loop

@@ -68,7 +68,9 @@ def test_expansion():
     assert resolve("exit:0.1:2-7", 5, 4).max_loops == 7  # max may exceed L_max
 
 
-@pytest.mark.parametrize("point", ["3", "4:1", "1x6+4x6", "exit:0.05", "exit:0.1:3-6", "exit:0:3-", "exit:inf"])
+@pytest.mark.parametrize(
+    "point", ["3", "4:1", "1x6+4x6", "exit:0.05", "exit:0.1:3-6", "exit:0:3-", "exit:inf"]
+)
 def test_labels_round_trip(point):
     assert point_label(parse_point(point)) == point
     assert parse_point(point_label(parse_point(point))) == parse_point(point)
@@ -79,12 +81,23 @@ def test_list_becomes_segments():
     assert as_point([4, 4, 2, 2, 2]) == Segments(((4, 2), (2, 3)))
 
 
-@pytest.mark.parametrize("bad, words", [
-    ("0", "loop counts must be >= 1"), ("4:0", ">= 1"), ("a", "invalid loops"), ("3-1", "empty loop range"),
-    ("1x3+4", "bad loop schedule segment"), ("1x0", "covers no steps"), ("exit:-1", "threshold must be >= 0"),
-    ("exit:abc", "bad exit threshold"), ("exit:0.1:1-4", "min loops >= 2"), ("exit:0.1:5-3", "below min"),
-    ("exit:nan", "threshold must be >= 0"), ("", "no loop counts"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ("0", "loop counts must be >= 1"),
+        ("4:0", ">= 1"),
+        ("a", "invalid loops"),
+        ("3-1", "empty loop range"),
+        ("1x3+4", "bad loop schedule segment"),
+        ("1x0", "covers no steps"),
+        ("exit:-1", "threshold must be >= 0"),
+        ("exit:abc", "bad exit threshold"),
+        ("exit:0.1:1-4", "min loops >= 2"),
+        ("exit:0.1:5-3", "below min"),
+        ("exit:nan", "threshold must be >= 0"),
+        ("", "no loop counts"),
+    ],
+)
 def test_bad_points_are_one_line_user_errors(bad, words):
     with pytest.raises(UserError, match=words) as info:
         parse_loops(bad)
@@ -113,11 +126,16 @@ def test_schedule_contract(demo_models, paradigm):
     ramp, used = g.generate(labels, loops="4:1", steps=steps, seed=1, return_loops=True)
     assert used.shape == (3, steps) and (used == np.array([4, 3, 2, 1])).all()
     np.testing.assert_array_equal(ramp, g.generate(labels, loops=[4, 3, 2, 1], steps=steps, seed=1))
-    np.testing.assert_array_equal(ramp, g.generate(labels, loops="4x1+3x1+2x1+1x1", steps=steps, seed=1))
+    np.testing.assert_array_equal(
+        ramp, g.generate(labels, loops="4x1+3x1+2x1+1x1", steps=steps, seed=1)
+    )
     fixed = {k: g.gflops_per_sample(loops=k, steps=steps) for k in (1, 2, 3, 4)}
-    assert g.gflops_per_sample(loops="4:1", steps=steps) == pytest.approx(np.mean(list(fixed.values())))
+    assert g.gflops_per_sample(loops="4:1", steps=steps) == pytest.approx(
+        np.mean(list(fixed.values()))
+    )
     assert g.gflops_per_sample(loops=2, steps=steps) == pytest.approx(
-        g.gflops_per_sample(loops="exit:0", steps=steps, loops_used=np.full((3, steps), 2)), rel=0.2)
+        g.gflops_per_sample(loops="exit:0", steps=steps, loops_used=np.full((3, steps), 2)), rel=0.2
+    )
     with pytest.raises(ScheduleError, match="covers 3 steps but sampling uses 4"):
         g.generate(labels, loops="1x3", steps=steps)
 
@@ -127,7 +145,9 @@ def test_schedule_contract(demo_models, paradigm):
 @pytest.mark.parametrize("guidance_on", [False, True])
 def test_threshold_zero_is_fixed_max_and_inf_is_min(demo_models, paradigm, guidance_on):
     g = demo_models[paradigm]
-    guidance = 2.0 if guidance_on else 1.0  # s = 1: conditional only (one branch); s = 2: both CFG branches
+    guidance = (
+        2.0 if guidance_on else 1.0
+    )  # s = 1: conditional only (one branch); s = 2: both CFG branches
     labels, steps = [0, 3, 5, 7], 3
     kw = dict(steps=steps, guidance=guidance, seed=2)
     adaptive, used = g.generate(labels, loops="exit:0:2-5", return_loops=True, **kw)
@@ -148,7 +168,9 @@ def test_per_sample_exits_match_each_sample_alone(demo_models, paradigm):
     batch, used = g.generate(labels, loops=point, steps=steps, seeds=seeds, return_loops=True)
     assert len(np.unique(used)) > 1, "the threshold should make samples exit at different loops"
     for i, (label, seed) in enumerate(zip(labels, seeds, strict=True)):
-        alone, used_alone = g.generate([label], loops=point, steps=steps, seeds=[seed], return_loops=True)
+        alone, used_alone = g.generate(
+            [label], loops=point, steps=steps, seeds=[seed], return_loops=True
+        )
         np.testing.assert_array_equal(used_alone[0], used[i])
         assert np.abs(alone[0].astype(int) - batch[i].astype(int)).max() <= 1
 
@@ -168,13 +190,22 @@ def test_adaptive_exit_reinjects_the_input_of_the_samples_still_looping(demo_mod
     labels, seeds, steps = [0, 1, 2, 3, 4, 5], [10, 11, 12, 13, 14, 15], 3
     fixed = g.generate(labels, loops=4, steps=steps, seeds=seeds)
     assert not np.array_equal(fixed, plain.generate(labels, loops=4, steps=steps, seeds=seeds))
-    np.testing.assert_array_equal(g.generate(labels, loops="exit:0:2-4", steps=steps, seeds=seeds), fixed)
+    np.testing.assert_array_equal(
+        g.generate(labels, loops="exit:0:2-4", steps=steps, seeds=seeds), fixed
+    )
     threshold = {"masked": 0.08, "diffusion": 0.05}[paradigm]
-    batch, used = g.generate(labels, loops=f"exit:{threshold}:2-6", steps=steps, seeds=seeds, return_loops=True)
+    batch, used = g.generate(
+        labels, loops=f"exit:{threshold}:2-6", steps=steps, seeds=seeds, return_loops=True
+    )
     assert len(np.unique(used)) > 1, "the threshold should make samples exit at different loops"
     for i in (0, 3, 5):
-        alone, used_alone = g.generate([labels[i]], loops=f"exit:{threshold}:2-6", steps=steps, seeds=[seeds[i]],
-                                       return_loops=True)
+        alone, used_alone = g.generate(
+            [labels[i]],
+            loops=f"exit:{threshold}:2-6",
+            steps=steps,
+            seeds=[seeds[i]],
+            return_loops=True,
+        )
         np.testing.assert_array_equal(used_alone[0], used[i])
         assert np.abs(alone[0].astype(int) - batch[i].astype(int)).max() <= 1
 
@@ -224,7 +255,13 @@ def _calibration():
         {"loops": "1", "gflops": 2.0, "latency_ms": 100.0, "fd_cls": 30.0, "class_acc": 0.85},
         {"loops": "2", "gflops": 4.0, "latency_ms": 190.0, "fd_cls": 20.0, "class_acc": 0.90},
         {"loops": "4", "gflops": 8.0, "latency_ms": 380.0, "fd_cls": 18.0, "class_acc": 0.91},
-        {"loops": "exit:0.05", "gflops": 4.6, "latency_ms": 230.0, "fd_cls": 18.5, "class_acc": 0.91},
+        {
+            "loops": "exit:0.05",
+            "gflops": 4.6,
+            "latency_ms": 230.0,
+            "fd_cls": 18.5,
+            "class_acc": 0.91,
+        },
         {"loops": "4:1", "gflops": 5.0, "latency_ms": 250.0, "fd_cls": 21.0, "class_acc": 0.90},
     ]
     assert pareto(points, "gflops") == [True, True, True, True, False]
@@ -244,13 +281,25 @@ def test_choose_point_for_budget_quality_and_both():
         assert parse_point(point) is not None  # what was picked is a valid --loops value
 
 
-@pytest.mark.parametrize("target, words", [
-    ({"fd_cls": 5.0}, "no calibrated point reaches FD_cls <= 5; the best is loops 4 (FD_cls 18"),
-    ({"budget_ms": 50}, "no calibrated point runs within 50 ms; the fastest is loops 1 (FD_cls 30"),
-    ({"budget_ms": 150, "fd_cls": 19}, "no calibrated point meets FD_cls <= 19 within 150 ms; the closest is loops 1"),
-    ({"budget_ms": -1}, "--budget-ms must be a positive number"),
-    ({}, "give a target"),
-])
+@pytest.mark.parametrize(
+    "target, words",
+    [
+        (
+            {"fd_cls": 5.0},
+            "no calibrated point reaches FD_cls <= 5; the best is loops 4 (FD_cls 18",
+        ),
+        (
+            {"budget_ms": 50},
+            "no calibrated point runs within 50 ms; the fastest is loops 1 (FD_cls 30",
+        ),
+        (
+            {"budget_ms": 150, "fd_cls": 19},
+            "no calibrated point meets FD_cls <= 19 within 150 ms; the closest is loops 1",
+        ),
+        ({"budget_ms": -1}, "--budget-ms must be a positive number"),
+        ({}, "give a target"),
+    ],
+)
 def test_unmeetable_or_bad_targets_are_one_line_errors(target, words):
     from elt.anytime import TargetError, choose_point
 
@@ -284,15 +333,54 @@ def test_cli_bad_loops_and_targets_exit_2_with_one_line(tmp_path, capsys):
     from elt.cli import main
 
     for argv, words in [
-        (["sample", "--ckpt", DEMO["masked"], "--loops", "2:x", "--out", str(tmp_path / "a")], "invalid loops '2:x'"),
-        (["sample", "--ckpt", DEMO["masked"], "--loops", "1x5", "--out", str(tmp_path / "a")],
-         "covers 5 steps but sampling uses 12 steps"),
-        (["sample", "--ckpt", DEMO["masked"], "--budget-ms", "100", "--calibration", str(tmp_path), "--out",
-          str(tmp_path / "a")], "no calibration.json"),
-        (["sample", "--ckpt", DEMO["masked"], "--budget-ms", "100", "--loops", "2", "--out", str(tmp_path / "a")],
-         "either --loops or a target"),
-        (["calibrate", "--ckpt", DEMO["masked"], "--loops", "exit:0.1:1-4", "--out", str(tmp_path / "c")],
-         "min loops >= 2"),
+        (
+            ["sample", "--ckpt", DEMO["masked"], "--loops", "2:x", "--out", str(tmp_path / "a")],
+            "invalid loops '2:x'",
+        ),
+        (
+            ["sample", "--ckpt", DEMO["masked"], "--loops", "1x5", "--out", str(tmp_path / "a")],
+            "covers 5 steps but sampling uses 12 steps",
+        ),
+        (
+            [
+                "sample",
+                "--ckpt",
+                DEMO["masked"],
+                "--budget-ms",
+                "100",
+                "--calibration",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "a"),
+            ],
+            "no calibration.json",
+        ),
+        (
+            [
+                "sample",
+                "--ckpt",
+                DEMO["masked"],
+                "--budget-ms",
+                "100",
+                "--loops",
+                "2",
+                "--out",
+                str(tmp_path / "a"),
+            ],
+            "either --loops or a target",
+        ),
+        (
+            [
+                "calibrate",
+                "--ckpt",
+                DEMO["masked"],
+                "--loops",
+                "exit:0.1:1-4",
+                "--out",
+                str(tmp_path / "c"),
+            ],
+            "min loops >= 2",
+        ),
     ]:
         try:
             code = main(argv)
@@ -310,8 +398,25 @@ def test_sample_writes_the_loops_used_beside_the_samples(tmp_path):
     from elt.cli import main
 
     out = tmp_path / "s"
-    assert main(["sample", "--ckpt", DEMO["diffusion"], "--loops", "2,exit:0.05", "--num", "4", "--steps", "3",
-                 "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--ckpt",
+                DEMO["diffusion"],
+                "--loops",
+                "2,exit:0.05",
+                "--num",
+                "4",
+                "--steps",
+                "3",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     record = json.loads((out / "samples.json").read_text())
     assert record["files"] == {"2": "samples_L2.npz", "exit:0.05": "samples_Lexit_0.05.npz"}
     with np.load(out / "samples_Lexit_0.05.npz") as data:
@@ -333,17 +438,58 @@ def test_calibrate_then_sample_for_a_target(tmp_path, capsys):
     except DataNotFoundError:
         pytest.skip("Fashion-MNIST not installed (make data)")
     out = tmp_path / "cal"
-    assert main(["calibrate", "--ckpt", DEMO["diffusion"], "--out", str(out), "--loops", "1,2,exit:0.1",
-                 "--num", "20", "--batch-size", "10", "--steps", "3", "--threads", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "--ckpt",
+                DEMO["diffusion"],
+                "--out",
+                str(out),
+                "--loops",
+                "1,2,exit:0.1",
+                "--num",
+                "20",
+                "--batch-size",
+                "10",
+                "--steps",
+                "3",
+                "--threads",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     record = json.loads((out / "calibration.json").read_text())
     assert [p["loops"] for p in record["points"]] == ["1", "2", "exit:0.1"]
     for p in record["points"]:
-        assert p["gflops"] > 0 and p["latency_ms"] > 0 and 0 <= p["class_acc"] <= 1 and p["fd_cls"] > 0
+        assert (
+            p["gflops"] > 0 and p["latency_ms"] > 0 and 0 <= p["class_acc"] <= 1 and p["fd_cls"] > 0
+        )
     assert record["points"][0]["gflops"] < record["points"][1]["gflops"]
     assert all((out / name).is_file() for name in ("pareto.json", "pareto.csv", "pareto.png"))
     best = min(record["points"], key=lambda p: p["fd_cls"])
     capsys.readouterr()
-    assert main(["sample", "--ckpt", DEMO["diffusion"], "--calibration", str(out), "--quality",
-                 str(best["fd_cls"] * 1.0001), "--num", "2", "--steps", "3", "--out", str(tmp_path / "s"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--ckpt",
+                DEMO["diffusion"],
+                "--calibration",
+                str(out),
+                "--quality",
+                str(best["fd_cls"] * 1.0001),
+                "--num",
+                "2",
+                "--steps",
+                "3",
+                "--out",
+                str(tmp_path / "s"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert f"picked {best['loops']}" in capsys.readouterr().out

@@ -23,8 +23,15 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = os.environ.get("ELT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SERVE_TIMEOUT_S = 180
 WAIT_MS = 120_000
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -37,8 +44,10 @@ def _missing(reason: str):
 
 
 def _requirements():
-    for module, extra in (("gradio", "pip install 'elt-looped[app]'"),
-                          ("playwright.sync_api", "pip install playwright")):
+    for module, extra in (
+        ("gradio", "pip install 'elt-looped[app]'"),
+        ("playwright.sync_api", "pip install playwright"),
+    ):
         try:
             __import__(module)
         except ImportError:
@@ -74,10 +83,14 @@ def _served(url: str) -> bool:
 def timings():
     record: dict = {}
     yield record
-    lines = [f"  {key}: {value:.2f} s" if isinstance(value, float) else f"  {key}: {value}"
-             for key, value in record.items()]
-    print("\nelt app timings (wall clock, this machine, load average "
-          f"{os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs):\n" + "\n".join(lines))
+    lines = [
+        f"  {key}: {value:.2f} s" if isinstance(value, float) else f"  {key}: {value}"
+        for key, value in record.items()
+    ]
+    print(
+        "\nelt app timings (wall clock, this machine, load average "
+        f"{os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs):\n" + "\n".join(lines)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +100,37 @@ def video_run(tmp_path_factory):
 
     _requirements()
     run = tmp_path_factory.mktemp("video") / "run"
-    assert main(["train", "fmnist_diffusion", "--no-progress", "data.name=moving_fmnist", "data.frames=4",
-                 "data.image_size=16", "data.sprite_size=8", "data.limit=32", "diffusion.patch_size=4",
-                 "diffusion.temporal_patch_size=2", "model.width=32", "model.heads=2", "model.unique_layers=2",
-                 "model.loops=3", "sampling.steps=3", "train.threads=1", "train.precision=fp32",
-                 "train.steps=30", "train.lr=3e-3", "train.warmup_steps=3", "train.batch_size=8",
-                 "train.sample_every=0", "train.log_every=10",
-                 f"train.out_dir={run}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "fmnist_diffusion",
+                "--no-progress",
+                "data.name=moving_fmnist",
+                "data.frames=4",
+                "data.image_size=16",
+                "data.sprite_size=8",
+                "data.limit=32",
+                "diffusion.patch_size=4",
+                "diffusion.temporal_patch_size=2",
+                "model.width=32",
+                "model.heads=2",
+                "model.unique_layers=2",
+                "model.loops=3",
+                "sampling.steps=3",
+                "train.threads=1",
+                "train.precision=fp32",
+                "train.steps=30",
+                "train.lr=3e-3",
+                "train.warmup_steps=3",
+                "train.batch_size=8",
+                "train.sample_every=0",
+                "train.log_every=10",
+                f"train.out_dir={run}",
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -108,15 +145,35 @@ def server(tmp_path_factory, timings, video_run):
     url = f"http://127.0.0.1:{port}/"
     with open(log, "w") as out:
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "elt.cli", "app", "--host", "127.0.0.1", "--port", str(port),
-                                 "--ckpt", "demo:masked", "--ckpt", "demo:diffusion", "--ckpt", str(video_run)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "elt.cli",
+                "app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--ckpt",
+                "demo:masked",
+                "--ckpt",
+                "demo:diffusion",
+                "--ckpt",
+                str(video_run),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         try:
             while not _served(url):
                 if proc.poll() is not None:
                     pytest.fail(f"elt app exited with {proc.returncode}:\n{log.read_text()}")
                 if time.perf_counter() - start > SERVE_TIMEOUT_S:
-                    pytest.fail(f"elt app served nothing within {SERVE_TIMEOUT_S} s:\n{log.read_text()}")
+                    pytest.fail(
+                        f"elt app served nothing within {SERVE_TIMEOUT_S} s:\n{log.read_text()}"
+                    )
                 time.sleep(0.1)
             timings["page served after `elt app` start"] = time.perf_counter() - start
             timings["CPU time of `elt app` until served"] = _cpu_seconds(proc.pid)
@@ -136,7 +193,9 @@ def browser(server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
         try:
             yield chromium
         finally:
@@ -149,8 +208,14 @@ def page(server, browser):
     context = browser.new_context(viewport={"width": 1280, "height": 960})
     page = context.new_page()
     outside = []
-    page.on("request", lambda request: None if request.url.startswith(("http://127.0.0.1", "data:", "blob:"))
-            else outside.append(request.url))
+    page.on(
+        "request",
+        lambda request: (
+            None
+            if request.url.startswith(("http://127.0.0.1", "data:", "blob:"))
+            else outside.append(request.url)
+        ),
+    )
     page.goto(url)
     page.wait_for_selector("#elt-generate", timeout=WAIT_MS)
     yield page
@@ -162,8 +227,9 @@ def page(server, browser):
 def choose(page, elem_id: str, option: str) -> None:
     page.click(f"#{elem_id} input")
     page.get_by_role("option", name=option, exact=True).click()
-    page.wait_for_function("([id, v]) => document.querySelector(`#${id} input`).value === v",
-                           arg=[elem_id, option])
+    page.wait_for_function(
+        "([id, v]) => document.querySelector(`#${id} input`).value === v", arg=[elem_id, option]
+    )
 
 
 def fill(page, selector: str, value: str) -> None:
@@ -182,9 +248,13 @@ def generate(page, timeout_ms: int = WAIT_MS) -> tuple[bytes, float]:
     before = image_src(page)
     start = time.perf_counter()
     page.click("#elt-generate")
-    page.wait_for_function("(old) => { const i = document.querySelector('#elt-image img'); "
-                           "return i && i.complete && i.naturalWidth > 0 && i.getAttribute('src') !== old; }",
-                           arg=before, timeout=timeout_ms, polling=50)
+    page.wait_for_function(
+        "(old) => { const i = document.querySelector('#elt-image img'); "
+        "return i && i.complete && i.naturalWidth > 0 && i.getAttribute('src') !== old; }",
+        arg=before,
+        timeout=timeout_ms,
+        polling=50,
+    )
     seconds = time.perf_counter() - start
     response = page.request.get(image_src(page))
     assert response.ok
@@ -237,16 +307,19 @@ def test_generate_at_two_loop_counts(page, shipped_size, timings):
     assert fourth != first, "another loop count: another image"
     cost_l4 = page.locator("#elt-cost").inner_text()
     assert "L = 4 loops" in cost_l4
-    gflops = [float(text.split("L = ")[1].split("· ")[1].split(" GFLOPs")[0]) for text in (cost, cost_l4)]
+    gflops = [
+        float(text.split("L = ")[1].split("· ")[1].split(" GFLOPs")[0]) for text in (cost, cost_l4)
+    ]
     assert gflops[1] > 2 * gflops[0]
-
 
 
 def test_adaptive_exit_and_schedules_show_the_loops_they_ran(page, server, shipped_size):
     choose(page, "elt-class", "7: Sneaker")
     fill(page, "#elt-seed input", "3")
     page.locator("#elt-loops-mode label", has_text="adaptive exit").click()
-    page.locator("#elt-exit-threshold input, #elt-exit-threshold textarea").wait_for(timeout=WAIT_MS)
+    page.locator("#elt-exit-threshold input, #elt-exit-threshold textarea").wait_for(
+        timeout=WAIT_MS
+    )
     assert not page.locator("#elt-loops").is_visible()  # the fixed slider makes way
     fill(page, "#elt-exit-threshold input, #elt-exit-threshold textarea", "0.2")
     fill(page, "#elt-exit-min input[type=number]", "2")
@@ -257,18 +330,25 @@ def test_adaptive_exit_and_schedules_show_the_loops_they_ran(page, server, shipp
     assert "loops exit:0.2:2-4: mean " in cost and "GFLOPs" in cost and "ms measured" in cost
     mean = float(cost.split(": mean ")[1].split(" loops per step")[0])
     per_step = cost.split("(per step: ")[1].split(")")[0].split()
-    assert 2 <= mean <= 4 and sum(int(p.split("×")[1]) if "×" in p else 1 for p in per_step) == 12  # 12 steps
+    assert (
+        2 <= mean <= 4 and sum(int(p.split("×")[1]) if "×" in p else 1 for p in per_step) == 12
+    )  # 12 steps
 
     page.locator("#elt-loops-mode label", has_text="schedule").click()
     fill(page, "#elt-schedule input, #elt-schedule textarea", "1x5")
     page.click("#elt-generate")
-    page.wait_for_function("() => (document.querySelector('#elt-status')?.innerText || '')"
-                           ".includes(\"loop schedule '1x5' covers 5 steps but sampling uses 12 steps\")",
-                           timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => (document.querySelector('#elt-status')?.innerText || '')"
+        ".includes(\"loop schedule '1x5' covers 5 steps but sampling uses 12 steps\")",
+        timeout=WAIT_MS,
+    )
     fill(page, "#elt-schedule input, #elt-schedule textarea", "4:1")
     data, _ = generate(page)
     assert decode_png(data).size == shipped_size
-    assert "loops 4:1: mean 2.50 loops per step (per step: 4×2 3×4 2×4 1×2)" in page.locator("#elt-cost").inner_text()
+    assert (
+        "loops 4:1: mean 2.50 loops per step (per step: 4×2 3×4 2×4 1×2)"
+        in page.locator("#elt-cost").inner_text()
+    )
     assert page.locator("#elt-status").inner_text().strip() == ""
     assert server[1].poll() is None
 
@@ -283,8 +363,11 @@ def test_bad_input_is_a_message_and_the_server_keeps_serving(page, server, shipp
     fill(page, "#elt-seed input", "1")
     fill(page, "#elt-steps input", "100000")
     page.click("#elt-generate")
-    page.wait_for_function("() => (document.querySelector('#elt-status')?.innerText || '')"
-                           ".includes('sampling steps must be between 1 and 1000, got 100000')", timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => (document.querySelector('#elt-status')?.innerText || '')"
+        ".includes('sampling steps must be between 1 and 1000, got 100000')",
+        timeout=WAIT_MS,
+    )
 
     fill(page, "#elt-steps input", "")
     data, _ = generate(page)
@@ -295,19 +378,28 @@ def test_bad_input_is_a_message_and_the_server_keeps_serving(page, server, shipp
 
 def test_compare_loop_counts_shows_one_row_per_loop_count(page, timings, request, tmp_path):
     choose(page, "elt-model", "demo:diffusion")
-    page.wait_for_function("() => document.querySelector('#elt-model-info').innerText.includes('diffusion')")
+    page.wait_for_function(
+        "() => document.querySelector('#elt-model-info').innerText.includes('diffusion')"
+    )
     choose(page, "elt-class", "1: Trouser")
     max_loops = int(page.locator("#elt-loops input[type=number]").get_attribute("max"))
     trained = int(page.locator("#elt-model-info").inner_text().split("L_max = ")[1].split(",")[0])
     assert max_loops == trained + 2  # the slider runs past L_max
-    page.locator("#elt-loops-mode label", has_text="adaptive exit").click()  # adds a row for the adaptive exit
-    page.wait_for_function("() => document.querySelector('#elt-exit-threshold input, #elt-exit-threshold "
-                           "textarea')?.value === '0.05'")  # the diffusion model's starting threshold
+    page.locator(
+        "#elt-loops-mode label", has_text="adaptive exit"
+    ).click()  # adds a row for the adaptive exit
+    page.wait_for_function(
+        "() => document.querySelector('#elt-exit-threshold input, #elt-exit-threshold "
+        "textarea')?.value === '0.05'"
+    )  # the diffusion model's starting threshold
     page.get_by_role("tab", name="Compare loop counts").click()
     fill(page, "#elt-count input[type=number]", "4")
     page.click("#elt-compare-go")
-    page.wait_for_function("(n) => document.querySelectorAll('#elt-compare img').length === n", arg=max_loops + 1,
-                           timeout=WAIT_MS)
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('#elt-compare img').length === n",
+        arg=max_loops + 1,
+        timeout=WAIT_MS,
+    )
     text = page.locator("#elt-compare").inner_text()
     for k in range(1, max_loops + 1):
         assert f"L = {k} loops" in text
@@ -317,7 +409,10 @@ def test_compare_loop_counts_shows_one_row_per_loop_count(page, timings, request
     assert first_row.startswith("data:image/png;base64,")
     strip = decode_png(base64.b64decode(first_row.split(",", 1)[1]))
     assert strip.size[0] > 4 * strip.size[1]  # four samples side by side
-    assert len(set(page.locator("#elt-compare img").evaluate_all("(imgs) => imgs.map(i => i.src)"))) > 1
+    assert (
+        len(set(page.locator("#elt-compare img").evaluate_all("(imgs) => imgs.map(i => i.src)")))
+        > 1
+    )
 
     shot = Path(request.config.getoption("--app-screenshot") or tmp_path / "app.png")
     shot.parent.mkdir(parents=True, exist_ok=True)
@@ -330,7 +425,9 @@ def test_video_checkpoint_plays_as_an_animation(page, video_run):
     from PIL import Image
 
     choose(page, "elt-model", str(video_run))
-    page.wait_for_function("() => document.querySelector('#elt-loops input[type=number]').max === '5'")
+    page.wait_for_function(
+        "() => document.querySelector('#elt-loops input[type=number]').max === '5'"
+    )
     fill(page, "#elt-loops input[type=number]", "2")
     data, _ = generate(page)
     assert data[:6] in (b"GIF87a", b"GIF89a")
@@ -346,8 +443,11 @@ def test_a_long_generation_does_not_block_the_page(page, browser, server):
     fill(page, "#elt-steps input", "400")
     fill(page, "#elt-count input[type=number]", "8")
     page.click("#elt-compare-go")
-    page.wait_for_function("() => /\\d+\\/\\d+ loop counts/.test(document.querySelector("
-                           "'#elt-compare [data-testid=status-tracker]')?.innerText || '')", timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => /\\d+\\/\\d+ loop counts/.test(document.querySelector("
+        "'#elt-compare [data-testid=status-tracker]')?.innerText || '')",
+        timeout=WAIT_MS,
+    )
 
     other = browser.new_context().new_page()
     other.goto(server[0])
@@ -356,6 +456,7 @@ def test_a_long_generation_does_not_block_the_page(page, browser, server):
     data, _ = generate(other)
     decode_png(data)
     still_running = page.locator("#elt-compare img").count() < int(
-        page.locator("#elt-loops input[type=number]").get_attribute("max"))
+        page.locator("#elt-loops input[type=number]").get_attribute("max")
+    )
     other.context.close()
     assert still_running, "the quick image came only after the long comparison finished"

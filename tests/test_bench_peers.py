@@ -14,21 +14,25 @@ pytest.importorskip("diffusers")
 
 @pytest.fixture(scope="module")
 def diffusion_pair():
-    generator = peers.build_elt_diffusion(peers.load_peer_config("fmnist_diffusion", peers.SMOKE_OVERRIDES),
-                                          torch.device("cpu"))
+    generator = peers.build_elt_diffusion(
+        peers.load_peer_config("fmnist_diffusion", peers.SMOKE_OVERRIDES), torch.device("cpu")
+    )
     return generator, peers.dit_from_elt(generator)
 
 
 @pytest.fixture(scope="module")
 def masked_pair():
-    generator = peers.build_elt_masked(peers.load_peer_config("fmnist_masked", peers.SMOKE_OVERRIDES),
-                                       torch.device("cpu"))
+    generator = peers.build_elt_masked(
+        peers.load_peer_config("fmnist_masked", peers.SMOKE_OVERRIDES), torch.device("cpu")
+    )
     return generator, peers.TorchMaskGIT(generator)
 
 
 def test_diffusers_dit_with_copied_weights_computes_elts_function(diffusion_pair):
     generator, dit = diffusion_pair
-    assert len(dit.transformer_blocks) == generator.backbone.unique_layers * generator.backbone.loops
+    assert (
+        len(dit.transformer_blocks) == generator.backbone.unique_layers * generator.backbone.loops
+    )
     z, t, labels = peers.diffusion_inputs(generator, 3, seed=4)
     with torch.no_grad():
         ours = generator(z, t, labels)[0]
@@ -59,7 +63,10 @@ def test_diffusers_dit_training_gradients_match(diffusion_pair):
     loss_g.backward()
     loss_d.backward()
     n = g.backbone.unique_layers
-    copies = sum(d.transformer_blocks[i].ff.net[2].weight.grad for i in range(0, len(d.transformer_blocks), n))
+    copies = sum(
+        d.transformer_blocks[i].ff.net[2].weight.grad
+        for i in range(0, len(d.transformer_blocks), n)
+    )
     assert torch.allclose(g.backbone.blocks[0].mlp.fc2.weight.grad, copies, atol=1e-5, rtol=1e-4)
 
 
@@ -78,17 +85,43 @@ def test_torch_transformer_encoder_with_copied_weights_computes_elts_logits(mask
 
 
 def test_bench_peers_smoke_writes_json(tmp_path, capsys):
-    assert main(["bench", "peers", "--smoke", "--modes", "eager", "--precisions", "fp32", "--threads", "1",
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "peers",
+                "--smoke",
+                "--modes",
+                "eager",
+                "--precisions",
+                "fp32",
+                "--threads",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert "peer/elt" in capsys.readouterr().out
     result = json.loads((tmp_path / "peers.json").read_text())
-    assert result["command"].startswith("elt bench peers --peer-configs fmnist_diffusion,fmnist_masked")
+    assert result["command"].startswith(
+        "elt bench peers --peer-configs fmnist_diffusion,fmnist_masked"
+    )
     assert all(m["max_abs_difference_fp32"] < 1e-5 for m in result["models"])
-    assert [c["ok"] for c in result["checks"]] == [True]  # same logits, decoder and seed: the same tokens
+    assert [c["ok"] for c in result["checks"]] == [
+        True
+    ]  # same logits, decoder and seed: the same tokens
     rows = result["rows"]
     assert {(r["config"], r["workload"].split()[0], r["batch"]) for r in rows} == {
-        (c, w, b) for c, ws in (("fmnist_diffusion", ("forward", "ddim", "train")),
-                                ("fmnist_masked", ("forward", "maskgit"))) for w in ws for b in (1, 4)}
+        (c, w, b)
+        for c, ws in (
+            ("fmnist_diffusion", ("forward", "ddim", "train")),
+            ("fmnist_masked", ("forward", "maskgit")),
+        )
+        for w in ws
+        for b in (1, 4)
+    }
     for r in rows:
         assert r["elt_ms"] > 0 and r["peer_over_elt"] == pytest.approx(r["peer_ms"] / r["elt_ms"])
         assert 0 < r["elt_roofline_share"] and 0 < r["peer_roofline_share"]

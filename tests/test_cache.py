@@ -13,12 +13,24 @@ def test_cache_reuses_and_rebuilds_on_key_change(tmp_path):
         calls.append((start, stop))
         return np.arange(start, stop, dtype=np.int16)[:, None].repeat(3, 1)
 
-    a = cached_encode(tmp_path / "tok", {"tokenizer": "abc"}, 10, (3,), np.int16, encode, batch_size=4,
-                      progress=False)
+    a = cached_encode(
+        tmp_path / "tok",
+        {"tokenizer": "abc"},
+        10,
+        (3,),
+        np.int16,
+        encode,
+        batch_size=4,
+        progress=False,
+    )
     assert a.shape == (10, 3) and a[7, 2] == 7 and len(calls) == 3
-    b = cached_encode(tmp_path / "tok", {"tokenizer": "abc"}, 10, (3,), np.int16, encode, progress=False)
+    b = cached_encode(
+        tmp_path / "tok", {"tokenizer": "abc"}, 10, (3,), np.int16, encode, progress=False
+    )
     assert len(calls) == 3 and np.array_equal(a, b)  # reused
-    cached_encode(tmp_path / "tok", {"tokenizer": "xyz"}, 10, (3,), np.int16, encode, progress=False)
+    cached_encode(
+        tmp_path / "tok", {"tokenizer": "xyz"}, 10, (3,), np.int16, encode, progress=False
+    )
     assert len(calls) == 4  # stale key: rebuilt, not used silently
     assert not list(tmp_path.glob(".*tmp*"))
 

@@ -22,15 +22,30 @@ from elt.runtime import dist_timeout_seconds
 from elt.sampling import grid_classes, sample_grid_rows
 from elt.train.distributed import DistEnv, check_shared_paths
 
-TINY_PIXEL = ["model.width=32", "model.heads=2", "model.unique_layers=1", "model.loops=2", "sampling.steps=2",
-              "train.device=cpu", "data.num_classes=10"]
+TINY_PIXEL = [
+    "model.width=32",
+    "model.heads=2",
+    "model.unique_layers=1",
+    "model.loops=2",
+    "sampling.steps=2",
+    "train.device=cpu",
+    "data.num_classes=10",
+]
 
 
 def latent_generator(vae_folder):
-    cfg = load_config("imagenet256_diffusion_elt_8x4", [
-        "model.width=32", "model.heads=2", "data.num_classes=2", "data.image_size=32",
-        f"diffusion.vae_path={vae_folder}",
-        "sampling.steps=2", "train.device=cpu"])
+    cfg = load_config(
+        "imagenet256_diffusion_elt_8x4",
+        [
+            "model.width=32",
+            "model.heads=2",
+            "data.num_classes=2",
+            "data.image_size=32",
+            f"diffusion.vae_path={vae_folder}",
+            "sampling.steps=2",
+            "train.device=cpu",
+        ],
+    )
     return registry.build_generator(cfg)
 
 
@@ -42,14 +57,20 @@ def test_the_vae_follows_the_generator_device_outside_state_dict_and_optimizer(t
     keys = set(generator.state_dict())
     trainable = sum(p.numel() for p in generator.trainable_parameters())
     named = [n for n, p in generator.named_parameters() if p.requires_grad]
-    generator.to("meta")  # any device move: the VAE must come along (it used to stay behind on the CPU)
+    generator.to(
+        "meta"
+    )  # any device move: the VAE must come along (it used to stay behind on the CPU)
     assert generator.vae.device.type == "meta"
     assert all(p.device.type == "meta" for p in generator.vae.model.parameters())
     assert set(generator.state_dict()) == keys and not any(k.startswith("vae") for k in keys)
     assert sum(p.numel() for p in generator.trainable_parameters()) == trainable
     assert [n for n, p in generator.named_parameters() if p.requires_grad] == named
-    assert not {id(p) for p in generator.vae.model.parameters()} & {id(p) for p in generator.parameters()}
-    assert generator.vae.model.dtype == torch.float32  # a dtype cast of the generator leaves the VAE's own
+    assert not {id(p) for p in generator.vae.model.parameters()} & {
+        id(p) for p in generator.parameters()
+    }
+    assert (
+        generator.vae.model.dtype == torch.float32
+    )  # a dtype cast of the generator leaves the VAE's own
 
 
 def test_the_trainer_moves_the_tokenizer_to_its_device_before_encoding(tmp_path, monkeypatch):
@@ -60,7 +81,9 @@ def test_the_trainer_moves_the_tokenizer_to_its_device_before_encoding(tmp_path,
 
     registry.register_paradigm("toy", "toy_task")
     try:
-        cfg = load_config(None, [*TOY_OVERRIDES, f"train.out_dir={tmp_path / 'run'}", "train.device=cpu"])
+        cfg = load_config(
+            None, [*TOY_OVERRIDES, f"train.out_dir={tmp_path / 'run'}", "train.device=cpu"]
+        )
         moved = []
         real_build, real_prepare = registry.build_generator, registry.prepare_data
 
@@ -72,8 +95,11 @@ def test_the_trainer_moves_the_tokenizer_to_its_device_before_encoding(tmp_path,
 
         seen = []
         monkeypatch.setattr(trainer_lib.registry, "build_generator", build)
-        monkeypatch.setattr(trainer_lib.registry, "prepare_data",
-                            lambda *a, **k: (seen.append(list(moved)), real_prepare(*a, **k))[1])
+        monkeypatch.setattr(
+            trainer_lib.registry,
+            "prepare_data",
+            lambda *a, **k: (seen.append(list(moved)), real_prepare(*a, **k))[1],
+        )
         trainer_lib.Trainer(cfg, progress=False)
         assert seen == [[(torch.device("cpu"),)]]
     finally:
@@ -81,9 +107,13 @@ def test_the_trainer_moves_the_tokenizer_to_its_device_before_encoding(tmp_path,
 
 
 def test_grid_classes_are_bounded_and_evenly_spaced():
-    assert list(grid_classes(10, 16)) == list(range(10)) and list(grid_classes(10, 0)) == list(range(10))
+    assert list(grid_classes(10, 16)) == list(range(10)) and list(grid_classes(10, 0)) == list(
+        range(10)
+    )
     chosen = grid_classes(1000, 16)
-    assert len(chosen) == 16 and chosen[0] == 0 and chosen[-1] == 999 and np.all(np.diff(chosen) > 0)
+    assert (
+        len(chosen) == 16 and chosen[0] == 0 and chosen[-1] == 999 and np.all(np.diff(chosen) > 0)
+    )
 
 
 def test_a_missing_cache_is_refused_inside_the_guard_and_built_outside(tmp_path):
@@ -93,7 +123,10 @@ def test_a_missing_cache_is_refused_inside_the_guard_and_built_outside(tmp_path)
         calls.append((start, stop))
         return np.arange(start, stop, dtype=np.int32)[:, None]
 
-    with refuse_solo_builds("build it first with elt prepare"), pytest.raises(SoloBuildRefused) as info:
+    with (
+        refuse_solo_builds("build it first with elt prepare"),
+        pytest.raises(SoloBuildRefused) as info,
+    ):
         cached_encode(tmp_path / "c", {"k": 1}, 5, (1,), np.int32, encode, progress=False)
     assert "missing" in str(info.value) and "elt prepare" in str(info.value) and not calls
     assert not list(tmp_path.iterdir())  # nothing half-written
@@ -102,7 +135,9 @@ def test_a_missing_cache_is_refused_inside_the_guard_and_built_outside(tmp_path)
     with refuse_solo_builds("never used"):  # an existing cache is read as before
         from elt.data.cache import CacheSpec
 
-        again = build_cache(CacheSpec(tmp_path / "c", {"k": 1}, 5, (1,), np.int32, encode), progress=False)
+        again = build_cache(
+            CacheSpec(tmp_path / "c", {"k": 1}, 5, (1,), np.int32, encode), progress=False
+        )
     assert again[:, 0].tolist() == [0, 1, 2, 3, 4] and len(calls) == 1
 
 
@@ -127,8 +162,13 @@ def _free_port() -> int:
 
 
 def _two_ranks(rank, port, tmp, results):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=3))
     env = DistEnv(rank, 2)
@@ -173,9 +213,17 @@ def test_two_gloo_ranks_grid_shared_check_and_timeout(tmp_path):
     assert one["rows"] is None and len(zero["rows"]) == 2
     for got, want in zip(zero["rows"], alone, strict=True):
         assert got.shape[0] == 5 and np.array_equal(got, want)
-    assert zero["shared_ok"] and one["shared_ok"] and not (tmp_path / "shared" / ".elt_shared_fs_check").exists()
+    assert (
+        zero["shared_ok"]
+        and one["shared_ok"]
+        and not (tmp_path / "shared" / ".elt_shared_fs_check").exists()
+    )
     for out in (zero, one):
-        assert out["unshared"] and "rank 1 on" in out["unshared"] and "shared by every node" in out["unshared"]
+        assert (
+            out["unshared"]
+            and "rank 1 on" in out["unshared"]
+            and "shared by every node" in out["unshared"]
+        )
     assert zero["barrier"] != "returned" and zero["waited"] < 5.5
 
 
@@ -188,21 +236,32 @@ def test_every_rank_resolves_its_own_gpu_without_being_told(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
     monkeypatch.setenv("WORLD_SIZE", "8")
     monkeypatch.setenv("LOCAL_RANK", "5")
-    assert resolve_device("auto") == torch.device("cuda", 5) and resolve_device("cuda") == torch.device("cuda", 5)
+    assert resolve_device("auto") == torch.device("cuda", 5) and resolve_device(
+        "cuda"
+    ) == torch.device("cuda", 5)
     assert resolve_device("cuda", 2) == torch.device("cuda", 2)
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert resolve_device("cuda") == torch.device("cuda")
 
 
 def _train_without_cache(rank, port, tmp, overrides, results):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=20))
     from elt.train.trainer import Trainer
 
     try:
-        Trainer(load_config("imagenet256_diffusion_elt_8x4", overrides), progress=False, env=DistEnv(rank, 2))
+        Trainer(
+            load_config("imagenet256_diffusion_elt_8x4", overrides),
+            progress=False,
+            env=DistEnv(rank, 2),
+        )
         results[rank] = "trained"
     except UserError as exc:
         results[rank] = f"{type(exc).__name__}: {exc}"
@@ -219,17 +278,34 @@ def test_two_ranks_refuse_to_build_a_missing_cache_and_one_process_builds_it(tmp
     from test_vae import save_random_vae
 
     write_images(tmp_path / "images", per_class=4, size=32)
-    overrides = ["model.width=32", "model.heads=2", "data.num_classes=2", "data.image_size=32",
-                 f"data.root={tmp_path / 'images'}", f"diffusion.vae_path={save_random_vae(tmp_path / 'vae')}",
-                 f"diffusion.latent_cache={tmp_path / 'latents'}", "train.batch_size=4", "train.device=cpu",
-                 f"train.out_dir={tmp_path / 'run'}", "data.num_workers=0"]
+    overrides = [
+        "model.width=32",
+        "model.heads=2",
+        "data.num_classes=2",
+        "data.image_size=32",
+        f"data.root={tmp_path / 'images'}",
+        f"diffusion.vae_path={save_random_vae(tmp_path / 'vae')}",
+        f"diffusion.latent_cache={tmp_path / 'latents'}",
+        "train.batch_size=4",
+        "train.device=cpu",
+        f"train.out_dir={tmp_path / 'run'}",
+        "data.num_workers=0",
+    ]
     results = mp.Manager().dict()
-    mp.spawn(_train_without_cache, args=(_free_port(), tmp_path, overrides, results), nprocs=2, join=True)
+    mp.spawn(
+        _train_without_cache, args=(_free_port(), tmp_path, overrides, results), nprocs=2, join=True
+    )
     for rank in (0, 1):
-        assert results[rank].startswith("SoloBuildRefused") and "elt.cli prepare" in results[rank], results[rank]
+        assert (
+            results[rank].startswith("SoloBuildRefused") and "elt.cli prepare" in results[rank]
+        ), results[rank]
         assert "latents" in results[rank] and "--nproc_per_node 2" in results[rank]
-    assert not list((tmp_path / "latents").glob("*.npy")) if (tmp_path / "latents").exists() else True
+    assert (
+        not list((tmp_path / "latents").glob("*.npy")) if (tmp_path / "latents").exists() else True
+    )
     from elt.train.trainer import Trainer
 
-    trainer = Trainer(load_config("imagenet256_diffusion_elt_8x4", overrides), progress=False)  # one process
+    trainer = Trainer(
+        load_config("imagenet256_diffusion_elt_8x4", overrides), progress=False
+    )  # one process
     assert len(trainer.dataset) == 8 and list((tmp_path / "latents").glob("*.npy"))

@@ -21,11 +21,30 @@ def test_rehearsal_masked_video_two_processes(tmp_path):
     finally:
         sys.path.remove(str(BENCH))
     out = tmp_path / "rehearsal.json"
-    status = cluster_rehearsal.main(["--smoke", "--families", "masked_video", "--steps", "8", "--stop-at", "3",
-                                     "--num", "4", "--work", str(tmp_path / "work"), "--out", str(out)])
+    status = cluster_rehearsal.main(
+        [
+            "--smoke",
+            "--families",
+            "masked_video",
+            "--steps",
+            "8",
+            "--stop-at",
+            "3",
+            "--num",
+            "4",
+            "--work",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ]
+    )
     record = json.loads(out.read_text())
     family = record["families"][0]
-    failed = [(p["phase"], p["returncode"], p.get("stderr_tail", "")[-800:]) for p in family["phases"] if not p["ok"]]
+    failed = [
+        (p["phase"], p["returncode"], p.get("stderr_tail", "")[-800:])
+        for p in family["phases"]
+        if not p["ok"]
+    ]
     assert status == 0 and record["all_pass"], failed
     phases = {p["phase"]: p for p in family["phases"]}
     assert phases["train_sigterm"]["returncode"] == 143 and 3 <= family["stopped_at_step"] < 8

@@ -14,11 +14,28 @@ import torch
 from elt.config import load_config
 from elt.registry import build_generator
 
-DIFFUSION = ["paradigm=diffusion", "model.width=32", "model.heads=2", "model.unique_layers=2", "model.loops=3",
-             "data.num_classes=4", "data.image_size=8", "diffusion.patch_size=2", "sampling.steps=4",
-             "train.precision=fp32"]
-MASKED = ["model.width=32", "model.heads=2", "model.unique_layers=2", "model.loops=3", "sampling.steps=4",
-          "tokenizer.channels=16", "tokenizer.levels=[5,5,5]", "sampling.precision=fp32"]
+DIFFUSION = [
+    "paradigm=diffusion",
+    "model.width=32",
+    "model.heads=2",
+    "model.unique_layers=2",
+    "model.loops=3",
+    "data.num_classes=4",
+    "data.image_size=8",
+    "diffusion.patch_size=2",
+    "sampling.steps=4",
+    "train.precision=fp32",
+]
+MASKED = [
+    "model.width=32",
+    "model.heads=2",
+    "model.unique_layers=2",
+    "model.loops=3",
+    "sampling.steps=4",
+    "tokenizer.channels=16",
+    "tokenizer.levels=[5,5,5]",
+    "sampling.precision=fp32",
+]
 
 
 def perturbed(generator):
@@ -59,7 +76,10 @@ def test_compiled_diffusion_samples_equal_eager_within_tolerance(diffusion):
         assert np.abs(images.astype(int) - images_eager.astype(int)).max() <= 1
         # one compiled step per (loops, guidance) and reused across steps and calls: 3 loop counts so far
         assert sorted(k[1] for k in diffusion._compiled_steps if k != "state") == [
-            (("guidance", 2.0), ("loops", 1)), (("guidance", 2.0), ("loops", 2)), (("guidance", 2.0), ("loops", 3))]
+            (("guidance", 2.0), ("loops", 1)),
+            (("guidance", 2.0), ("loops", 2)),
+            (("guidance", 2.0), ("loops", 3)),
+        ]
     finally:
         with_compile(diffusion, False)
 
@@ -89,8 +109,12 @@ def test_compiled_masked_tokens_equal_eager(masked):
         tokens = torch.full((2, masked.seq_len), masked.mask_id)
         labels2 = torch.tensor([0, 1])
         with torch.no_grad():
-            step = masked.compiled_step("guided_logits", masked.guided_logits, loops=3, guidance=1.0)
-            assert (step(tokens, labels2) - masked.guided_logits(tokens, labels2, 3, 1.0)).abs().max() < 1e-4
+            step = masked.compiled_step(
+                "guided_logits", masked.guided_logits, loops=3, guidance=1.0
+            )
+            assert (
+                step(tokens, labels2) - masked.guided_logits(tokens, labels2, 3, 1.0)
+            ).abs().max() < 1e-4
     finally:
         with_compile(masked, False)
 
@@ -108,5 +132,16 @@ def test_sample_compile_flag_sets_the_config_key(monkeypatch, tmp_path):
 
     monkeypatch.setattr(elt, "load", fake_load)
     with pytest.raises(SystemExit):
-        main(["sample", "--ckpt", "demo:diffusion", "--out", str(tmp_path / "s"), "--compile", "--num", "1"])
+        main(
+            [
+                "sample",
+                "--ckpt",
+                "demo:diffusion",
+                "--out",
+                str(tmp_path / "s"),
+                "--compile",
+                "--num",
+                "1",
+            ]
+        )
     assert seen["overrides"] == ["sampling.compile=true"]

@@ -14,10 +14,20 @@ def test_defaults_and_overrides():
 
 def test_preset_sets_shape_and_explicit_keys_win():
     cfg = load_config(None, ["model.preset=ELT-S-4x3"])
-    assert (cfg.model.width, cfg.model.heads, cfg.model.unique_layers, cfg.model.loops) == (384, 6, 4, 3)
+    assert (cfg.model.width, cfg.model.heads, cfg.model.unique_layers, cfg.model.loops) == (
+        384,
+        6,
+        4,
+        3,
+    )
     cfg = load_config(None, ["model.preset=ELT-S-4x3", "model.loops=5"])
     assert cfg.model.loops == 5
-    assert parse_preset("ELT-XL-7x4") == {"width": 1152, "heads": 18, "unique_layers": 7, "loops": 4}
+    assert parse_preset("ELT-XL-7x4") == {
+        "width": 1152,
+        "heads": 18,
+        "unique_layers": 7,
+        "loops": 4,
+    }
 
 
 def test_unique_mode_unrolls_the_loops():
@@ -33,19 +43,22 @@ def test_yaml_file_then_overrides(tmp_path):
     assert cfg.model.loops == 4 and cfg.train.steps == 20
 
 
-@pytest.mark.parametrize("override,message", [
-    ("model.loop=3", "unknown config key 'model.loop' (did you mean 'model.loops'?)"),
-    ("modle.loops=3", "unknown config key 'modle.loops' (did you mean 'model.loops'?)"),
-    ("train.stepz=3", "did you mean 'train.steps'?"),
-    ("model.loops=abc", "model.loops"),
-    ("ilsd.mode=distill", "allowed: ilsd, vanilla, unique"),
-    ("paradigm=gan", "allowed: masked, diffusion"),
-    ("model.loops=0", "'model.loops' must be >= 1"),
-    ("model.preset=ELT-Q-4x3", "unknown model preset 'ELT-Q-4x3'"),
-    ("model.width=90", "divisible by model.heads"),
-    ("ilsd.min_student_loops=3", "must lie in 1..2"),
-    ("model.loops", "not of the form key=value"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.loop=3", "unknown config key 'model.loop' (did you mean 'model.loops'?)"),
+        ("modle.loops=3", "unknown config key 'modle.loops' (did you mean 'model.loops'?)"),
+        ("train.stepz=3", "did you mean 'train.steps'?"),
+        ("model.loops=abc", "model.loops"),
+        ("ilsd.mode=distill", "allowed: ilsd, vanilla, unique"),
+        ("paradigm=gan", "allowed: masked, diffusion"),
+        ("model.loops=0", "'model.loops' must be >= 1"),
+        ("model.preset=ELT-Q-4x3", "unknown model preset 'ELT-Q-4x3'"),
+        ("model.width=90", "divisible by model.heads"),
+        ("ilsd.min_student_loops=3", "must lie in 1..2"),
+        ("model.loops", "not of the form key=value"),
+    ],
+)
 def test_bad_config_gives_one_clear_line(override, message):
     with pytest.raises(ConfigError) as info:
         load_config(None, [override])
@@ -73,7 +86,9 @@ def test_a_saved_config_takes_sampling_overrides_only(tmp_path):
     cfg = from_yaml_file(path, ["masked.temperature_base=4.5", "masked.temperature_range=0"])
     assert cfg.masked.temperature_base == 4.5 and cfg.masked.temperature_range == 0.0
     assert cfg.model == from_yaml_file(path).model  # the architecture is untouched
-    with pytest.raises(ConfigError, match="cannot set 'model.width=8' when sampling; allowed: .*sampling.guidance"):
+    with pytest.raises(
+        ConfigError, match="cannot set 'model.width=8' when sampling; allowed: .*sampling.guidance"
+    ):
         from_yaml_file(path, ["model.width=8"])
     with pytest.raises(ConfigError, match="sampling.guidance"):
         from_yaml_file(path, ["sampling.guidance=strong"])
@@ -82,16 +97,22 @@ def test_a_saved_config_takes_sampling_overrides_only(tmp_path):
     from elt.registry import build_generator
 
     with pytest.raises(ConfigError, match="diffusion.sampler.*allowed: ddim, ddpm, euler"):
-        build_generator(from_yaml_file(path, ["diffusion.sampler=heun"]))  # the paradigm checks its values
+        build_generator(
+            from_yaml_file(path, ["diffusion.sampler=heun"])
+        )  # the paradigm checks its values
 
 
 def test_renamed_sampling_keys_still_work_with_one_deprecation_line(tmp_path, capsys):
     # masked.guidance was g in cond + g·(cond − uncond); sampling.guidance is s = g + 1 (same logits)
-    cfg = load_config("fmnist_masked", ["masked.guidance=0.5", "masked.sample_steps=7",
-                                        "masked.sample_precision=fp32"])
+    cfg = load_config(
+        "fmnist_masked",
+        ["masked.guidance=0.5", "masked.sample_steps=7", "masked.sample_precision=fp32"],
+    )
     assert (cfg.sampling.guidance, cfg.sampling.steps, cfg.sampling.precision) == (1.5, 7, "fp32")
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and any("'masked.guidance' is deprecated; use 'sampling.guidance'" in line for line in err)
+    assert len(err) == 3 and any(
+        "'masked.guidance' is deprecated; use 'sampling.guidance'" in line for line in err
+    )
     cfg = load_config("fmnist_diffusion", ["diffusion.guidance=3.0", "diffusion.sample_steps=9"])
     assert (cfg.sampling.guidance, cfg.sampling.steps) == (3.0, 9)  # diffusion already used s
     assert "'diffusion.sample_steps' is deprecated; use 'sampling.steps'" in capsys.readouterr().err
@@ -104,13 +125,22 @@ def test_a_checkpoint_config_with_old_keys_is_migrated_silently(tmp_path, capsys
     from elt.config import from_yaml_file, to_yaml
 
     cfg = load_config("fmnist_masked")
-    text = to_yaml(cfg).replace("sampling:\n  steps: 12\n  guidance: 1.0\n  precision: bf16\n  compile: false\n"
-                                "  loops: null\n", "")
+    text = to_yaml(cfg).replace(
+        "sampling:\n  steps: 12\n  guidance: 1.0\n  precision: bf16\n  compile: false\n"
+        "  loops: null\n",
+        "",
+    )
     assert "sampling:" not in text
-    text = text.replace("masked:\n", "masked:\n  sample_steps: 12\n  guidance: 0.5\n  sample_precision: bf16\n")
+    text = text.replace(
+        "masked:\n", "masked:\n  sample_steps: 12\n  guidance: 0.5\n  sample_precision: bf16\n"
+    )
     (tmp_path / "config.yaml").write_text(text)
     migrated = from_yaml_file(tmp_path / "config.yaml")
-    assert (migrated.sampling.steps, migrated.sampling.guidance, migrated.sampling.precision) == (12, 1.5, "bf16")
+    assert (migrated.sampling.steps, migrated.sampling.guidance, migrated.sampling.precision) == (
+        12,
+        1.5,
+        "bf16",
+    )
     assert capsys.readouterr().err == ""
     # an old key given as a sampling override is accepted with the deprecation line
     assert from_yaml_file(tmp_path / "config.yaml", ["masked.guidance=0"]).sampling.guidance == 1.0

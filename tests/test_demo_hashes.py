@@ -25,9 +25,15 @@ SEED = 1234
 # (paradigm, loops, guidance): None = the config's default; guidance values in the shared convention
 # output = uncond + s·(cond − uncond) (s = 1: conditional only).
 CASES = [
-    ("masked", 1, None), ("masked", 4, None), ("masked", 1, 2.5), ("masked", 4, 2.5),
-    ("diffusion", 1, None), ("diffusion", 4, None), ("diffusion", 4, 1.0),
-    ("video", 2, None), ("video", 4, 1.0),
+    ("masked", 1, None),
+    ("masked", 4, None),
+    ("masked", 1, 2.5),
+    ("masked", 4, 2.5),
+    ("diffusion", 1, None),
+    ("diffusion", 4, None),
+    ("diffusion", 4, 1.0),
+    ("video", 2, None),
+    ("video", 4, 1.0),
 ]
 
 
@@ -85,11 +91,14 @@ def expected_hashes() -> tuple[str, dict[str, str]] | None:
 def test_shipped_demo_samples_unchanged(paradigm, loops, guidance):
     found = expected_hashes()
     if found is None:
-        pytest.skip(f"no demo sample hashes recorded for CPU family {cpu_family()!r} "
-                    "(record them with python tests/test_demo_hashes.py)")
+        pytest.skip(
+            f"no demo sample hashes recorded for CPU family {cpu_family()!r} "
+            "(record them with python tests/test_demo_hashes.py)"
+        )
     key, hashes = found
     assert sample_hash(paradigm, loops, guidance) == hashes[case_key(paradigm, loops, guidance)], (
-        f"demo samples changed on CPU family {key!r}")
+        f"demo samples changed on CPU family {key!r}"
+    )
 
 
 def test_hash_file_has_every_case_for_every_family():

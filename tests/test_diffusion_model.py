@@ -9,8 +9,17 @@ from elt.core.blocks import sincos_embedding
 from elt.diffusion.patches import patchify, token_grid, unpatchify
 from elt.diffusion.task import build_generator
 
-TINY = ["paradigm=diffusion", "model.width=32", "model.heads=2", "model.unique_layers=2", "model.loops=3",
-        "data.num_classes=4", "data.image_size=8", "diffusion.patch_size=2", "sampling.steps=4"]
+TINY = [
+    "paradigm=diffusion",
+    "model.width=32",
+    "model.heads=2",
+    "model.unique_layers=2",
+    "model.loops=3",
+    "data.num_classes=4",
+    "data.image_size=8",
+    "diffusion.patch_size=2",
+    "sampling.steps=4",
+]
 
 
 def tiny(*extra, perturb=True):
@@ -25,7 +34,9 @@ def tiny(*extra, perturb=True):
 
 
 # -- patches ----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("shape,patch", [((2, 3, 8, 12), (2, 4)), ((2, 4, 4, 8, 6), (2, 4, 3)), ((1, 1, 6), (3,))])
+@pytest.mark.parametrize(
+    "shape,patch", [((2, 3, 8, 12), (2, 4)), ((2, 4, 4, 8, 6), (2, 4, 3)), ((1, 1, 6), (3,))]
+)
 def test_patchify_round_trips_in_2d_and_3d(shape, patch):
     x = torch.randn(shape)
     tokens = patchify(x, patch)
@@ -37,11 +48,17 @@ def test_patchify_round_trips_in_2d_and_3d(shape, patch):
 def test_patch_tokens_follow_the_positional_grid_order():
     """Token i covers the patch at grid coordinate i in row-major order, the order sincos_embedding uses."""
     t, h, w = 2, 4, 6
-    coords = torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij"))
+    coords = torch.stack(
+        torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
+    )
     video = coords.float().unsqueeze(0)  # channels = (t, y, x) coordinate of every voxel
     tokens = patchify(video, (1, 2, 3))  # grid 2×2×2
-    first_voxel = tokens.view(1, 8, 3, 6)[0, :, :, 0]  # channel-major: (channel, within-patch index)
-    expected = torch.tensor([[a, 2 * b, 3 * c] for a in range(2) for b in range(2) for c in range(2)]).float()
+    first_voxel = tokens.view(1, 8, 3, 6)[
+        0, :, :, 0
+    ]  # channel-major: (channel, within-patch index)
+    expected = torch.tensor(
+        [[a, 2 * b, 3 * c] for a in range(2) for b in range(2) for c in range(2)]
+    ).float()
     assert torch.equal(first_voxel, expected)
     assert sincos_embedding((2, 2, 2), 12).shape == (8, 12)
 
@@ -62,8 +79,12 @@ def test_adaln_zero_makes_every_block_the_identity_at_step_zero():
     assert cond.abs().sum() > 0
     for block in generator.backbone.blocks:
         assert torch.equal(block(h, cond), h)
-    out, exits = generator(torch.randn(3, 1, 8, 8), torch.rand(3), torch.tensor([0, 1, 2]), exit_loops=[1])
-    assert torch.count_nonzero(out) == 0 and torch.count_nonzero(exits[1]) == 0  # zero-initialised head
+    out, exits = generator(
+        torch.randn(3, 1, 8, 8), torch.rand(3), torch.tensor([0, 1, 2]), exit_loops=[1]
+    )
+    assert (
+        torch.count_nonzero(out) == 0 and torch.count_nonzero(exits[1]) == 0
+    )  # zero-initialised head
 
 
 # -- guidance, loops, determinism --------------------------------------------------------------------------------
@@ -104,8 +125,12 @@ def test_generate_is_seeded_and_loop_count_matters():
     assert np.array_equal(a, generator.generate([0, 1, 2, 3], loops=[2, 2, 2, 2], seed=5))
     assert not np.array_equal(a, generator.generate([0, 1, 2, 3], loops=2, seed=6))
     assert not np.array_equal(a, generator.generate([0, 1, 2, 3], loops=1, seed=5))
-    ancestral = generator.generate([0, 1, 2, 3], loops=2, seed=5, sampler="ddpm")  # per-call sampler override
-    assert np.array_equal(ancestral, generator.generate([0, 1, 2, 3], loops=2, seed=5, sampler="ddpm"))
+    ancestral = generator.generate(
+        [0, 1, 2, 3], loops=2, seed=5, sampler="ddpm"
+    )  # per-call sampler override
+    assert np.array_equal(
+        ancestral, generator.generate([0, 1, 2, 3], loops=2, seed=5, sampler="ddpm")
+    )
     assert not np.array_equal(ancestral, a)
     with pytest.raises(ValueError, match="4 steps"):
         generator.generate([0], loops=[1, 2])
@@ -116,7 +141,9 @@ def test_generate_is_seeded_and_loop_count_matters():
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "euler"])
 @pytest.mark.parametrize("process", ["ddpm", "flow"])
 def test_every_sampler_and_process_generates(sampler, process):
-    generator = tiny(f"diffusion.sampler={sampler}", f"diffusion.process={process}", "diffusion.prediction=v")
+    generator = tiny(
+        f"diffusion.sampler={sampler}", f"diffusion.process={process}", "diffusion.prediction=v"
+    )
     images = generator.generate([0, 3], seed=0, steps=3)
     assert images.shape == (2, 8, 8, 1) and images.dtype == np.uint8
 
@@ -140,7 +167,9 @@ def test_training_loss_has_ilsd_terms_and_vanilla_has_teacher_only():
     torch.manual_seed(0)
     terms = generator.training_loss(batch, student_loops=1, lam=0.25)
     assert terms.distill is not None and terms.distill > 0 and terms.student_loops == 1
-    torch.testing.assert_close(terms.total, terms.teacher_gt + 0.25 * terms.student_gt + 0.75 * terms.distill)
+    torch.testing.assert_close(
+        terms.total, terms.teacher_gt + 0.25 * terms.student_gt + 0.75 * terms.distill
+    )
     terms.total.backward()
     assert all(p.grad is not None for p in generator.backbone.parameters())
     torch.manual_seed(0)

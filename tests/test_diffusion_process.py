@@ -27,8 +27,8 @@ def test_schedule_coefficients_match_their_closed_forms():
     shifted = make("vp", "cosine", logsnr_shift=-1.5)
     torch.testing.assert_close(shifted.logsnr(t), make().logsnr(t) - 1.5)
     a, s = shifted.alpha_sigma(t)
-    torch.testing.assert_close(a ** 2 + s ** 2, torch.ones_like(t))
-    torch.testing.assert_close(torch.log(a ** 2 / s ** 2), shifted.logsnr(t))
+    torch.testing.assert_close(a**2 + s**2, torch.ones_like(t))
+    torch.testing.assert_close(torch.log(a**2 / s**2), shifted.logsnr(t))
     # ends are finite (clipped) and monotone: t=0 is (nearly) clean, t=1 (nearly) pure noise
     ends = make().logsnr(torch.tensor([0.0, 1.0]))
     assert ends.tolist() == [15.0, -15.0]
@@ -53,7 +53,10 @@ def test_forward_marginals_match_the_schedule(interpolant, schedule):
 def test_target_conversions_are_exact_inverses(interpolant, schedule, prediction):
     process = make(interpolant, schedule, prediction=prediction)
     torch.manual_seed(0)
-    x0, eps = torch.randn(16, 3, 4, 4, dtype=torch.float64), torch.randn(16, 3, 4, 4, dtype=torch.float64)
+    x0, eps = (
+        torch.randn(16, 3, 4, 4, dtype=torch.float64),
+        torch.randn(16, 3, 4, 4, dtype=torch.float64),
+    )
     t = torch.rand(16, dtype=torch.float64) * 0.98 + 0.01
     z = process.add_noise(x0, eps, t)
     x0_back, eps_back = process.to_x0_eps(process.target(x0, eps, t), z, t)
@@ -77,7 +80,10 @@ def test_velocity_targets_are_the_path_derivatives():
 def test_weightings_equal_the_plain_mse_they_name(interpolant, schedule, prediction):
     """w(t)·‖x̂0 − x0‖² with weighting=P equals the unweighted MSE on target P, whatever the network outputs."""
     torch.manual_seed(1)
-    x0, eps = torch.randn(8, 2, 4, 4, dtype=torch.float64), torch.randn(8, 2, 4, 4, dtype=torch.float64)
+    x0, eps = (
+        torch.randn(8, 2, 4, 4, dtype=torch.float64),
+        torch.randn(8, 2, 4, 4, dtype=torch.float64),
+    )
     t = torch.rand(8, dtype=torch.float64) * 0.9 + 0.05
     base = make(interpolant, schedule, prediction=prediction)
     z = base.add_noise(x0, eps, t)
@@ -86,7 +92,9 @@ def test_weightings_equal_the_plain_mse_they_name(interpolant, schedule, predict
     for weighting in ("x0", "eps", "v"):
         process = make(interpolant, schedule, prediction=weighting, weighting=weighting)
         got = process.weighted_error(x0_hat, x0, t)
-        prediction_hat = process.target(x0_hat, eps_hat, t)  # the same estimate, expressed as target P
+        prediction_hat = process.target(
+            x0_hat, eps_hat, t
+        )  # the same estimate, expressed as target P
         want = (prediction_hat - process.target(x0, eps, t)).pow(2).flatten(1).mean(1).mean()
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-9)
     # sigmoid weighting in x0 space is Kingma & Gao's sigmoid(b − λ)-weighted eps-MSE, up to the constant e^b
@@ -94,7 +102,9 @@ def test_weightings_equal_the_plain_mse_they_name(interpolant, schedule, predict
     lam = sig.logsnr(t)
     eps_mse = (eps_hat - eps).pow(2).flatten(1).mean(1)
     want = (torch.exp(torch.tensor(2.0)) * torch.sigmoid(-2.0 - lam) * eps_mse).mean()
-    torch.testing.assert_close(sig.weighted_error(x0_hat, x0, t).double(), want, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(
+        sig.weighted_error(x0_hat, x0, t).double(), want, rtol=1e-5, atol=1e-9
+    )
 
 
 def test_bad_names_are_rejected():
@@ -132,7 +142,7 @@ def gaussian_oracle(process, mean, std):
 
     def denoise(z, t, loops):
         alpha, sigma = (c.to(z.dtype).view(-1, 1) for c in process.alpha_sigma(t))
-        gain = alpha * std ** 2 / (alpha ** 2 * std ** 2 + sigma ** 2)
+        gain = alpha * std**2 / (alpha**2 * std**2 + sigma**2)
         return mean + gain * (z - alpha * mean)
 
     return denoise
@@ -144,7 +154,14 @@ def test_samplers_reproduce_a_gaussian_data_distribution(interpolant, schedule, 
     process = make(interpolant, schedule, prediction="x0")
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(40_000, 1, generator=g, dtype=torch.float64)
-    out = sample(gaussian_oracle(process, 0.5, 0.3), noise, process, build_sampler(name), [1] * steps, generator=g)
+    out = sample(
+        gaussian_oracle(process, 0.5, 0.3),
+        noise,
+        process,
+        build_sampler(name),
+        [1] * steps,
+        generator=g,
+    )
     assert abs(out.mean().item() - 0.5) < 0.01
     assert abs(out.std().item() - 0.3) < 0.015
 
@@ -155,8 +172,9 @@ def test_ddpm_step_draws_from_the_forward_marginal():
     g = torch.Generator().manual_seed(0)
     x0 = torch.full((100_000, 1), 0.4, dtype=torch.float64)
     t, s = 0.7, 0.4
-    z_t = process.add_noise(x0, torch.randn(x0.shape, generator=g, dtype=torch.float64),
-                            torch.full((len(x0),), t))
+    z_t = process.add_noise(
+        x0, torch.randn(x0.shape, generator=g, dtype=torch.float64), torch.full((len(x0),), t)
+    )
     z_s = DDPMSampler().step(process, z_t, t, s, x0, None, g)
     alpha_s, sigma_s = (float(c) for c in process.alpha_sigma(torch.tensor([s])))
     assert abs(z_s.mean().item() - alpha_s * 0.4) < 0.01
@@ -169,8 +187,17 @@ def test_ddim_with_eta_one_is_ancestral_sampling():
     process = make(prediction="x0")
     noise = torch.randn(64, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     denoise = gaussian_oracle(process, -0.2, 0.5)
-    a = sample(denoise, noise, process, DDPMSampler(), [1] * 20, generator=torch.Generator().manual_seed(1))
-    b = sample(denoise, noise, process, DDIMSampler(eta=1.0), [1] * 20, generator=torch.Generator().manual_seed(1))
+    a = sample(
+        denoise, noise, process, DDPMSampler(), [1] * 20, generator=torch.Generator().manual_seed(1)
+    )
+    b = sample(
+        denoise,
+        noise,
+        process,
+        DDIMSampler(eta=1.0),
+        [1] * 20,
+        generator=torch.Generator().manual_seed(1),
+    )
     torch.testing.assert_close(a, b)
 
 

@@ -12,9 +12,21 @@ from elt.cli import main
 from elt.config import load_config
 from elt.train.trainer import train
 
-TINY = ["model.width=32", "model.heads=2", "model.unique_layers=2", "model.loops=3", "train.batch_size=32",
-        "train.warmup_steps=10", "train.lr=2e-3", "train.log_every=5", "train.threads=1", "train.ema_decay=0.9",
-        "train.sample_loops=[1,3]", "data.limit=256", "sampling.steps=3"]
+TINY = [
+    "model.width=32",
+    "model.heads=2",
+    "model.unique_layers=2",
+    "model.loops=3",
+    "train.batch_size=32",
+    "train.warmup_steps=10",
+    "train.lr=2e-3",
+    "train.log_every=5",
+    "train.threads=1",
+    "train.ema_decay=0.9",
+    "train.sample_loops=[1,3]",
+    "data.limit=256",
+    "sampling.steps=3",
+]
 
 
 def read_log(run_dir):
@@ -22,17 +34,30 @@ def read_log(run_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("objective", [
-    ["diffusion.process=ddpm", "diffusion.prediction=x0", "diffusion.weighting=sigmoid"],  # the paper's
-    ["diffusion.process=flow", "diffusion.prediction=v", "diffusion.weighting=v"],
-])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        [
+            "diffusion.process=ddpm",
+            "diffusion.prediction=x0",
+            "diffusion.weighting=sigmoid",
+        ],  # the paper's
+        ["diffusion.process=flow", "diffusion.prediction=v", "diffusion.weighting=v"],
+    ],
+)
 def test_tiny_cpu_run_loss_falls(tmp_path, objective):
     # 120 steps: the flow objective's v-loss has a large irreducible part and at 80 steps fell to 0.68x (the
     # paper's loop) and 0.70x (the config's input injection), on the bar; at 120 steps 0.63x
-    cfg = load_config("fmnist_diffusion", [*TINY, *objective, "train.steps=120", f"train.out_dir={tmp_path / 'run'}"])
+    cfg = load_config(
+        "fmnist_diffusion",
+        [*TINY, *objective, "train.steps=120", f"train.out_dir={tmp_path / 'run'}"],
+    )
     train(cfg, progress=False)
     log = read_log(tmp_path / "run")
-    first, last = np.mean([r["teacher_gt"] for r in log[:2]]), np.mean([r["teacher_gt"] for r in log[-4:]])
+    first, last = (
+        np.mean([r["teacher_gt"] for r in log[:2]]),
+        np.mean([r["teacher_gt"] for r in log[-4:]]),
+    )
     assert last < 0.7 * first, (first, last)
     assert {"student_gt", "distill"} <= log[-1].keys()
     assert list((tmp_path / "run" / "samples").glob("step_*.png"))
@@ -41,9 +66,40 @@ def test_tiny_cpu_run_loss_falls(tmp_path, objective):
 @pytest.mark.slow
 def test_cli_train_sample_info(tmp_path, capsys):
     run, out = tmp_path / "run", tmp_path / "samples"
-    assert main(["train", "fmnist_diffusion", "--no-progress", *TINY, "train.steps=4", f"train.out_dir={run}"]) == 0
-    assert main(["sample", "--ckpt", str(run), "--loops", "1,2,4", "--num", "12", "--steps", "2", "--guidance",
-                 "1.5", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "fmnist_diffusion",
+                "--no-progress",
+                *TINY,
+                "train.steps=4",
+                f"train.out_dir={run}",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "sample",
+                "--ckpt",
+                str(run),
+                "--loops",
+                "1,2,4",
+                "--num",
+                "12",
+                "--steps",
+                "2",
+                "--guidance",
+                "1.5",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     for loops in (1, 2, 4):
         data = np.load(out / f"samples_L{loops}.npz")
         assert data["arr_0"].shape == (12, 32, 32, 1) and data["arr_0"].dtype == np.uint8
@@ -64,10 +120,23 @@ def _save_vae(folder, **layout):
 
 
 def latent_overrides(tmp_path, vae_dir):
-    return ["diffusion.space=latent", f"diffusion.vae_path={vae_dir}", "diffusion.patch_size=1",
-            "data.image_size=32", "data.limit=12", "train.batch_size=4", "train.steps=3",
-            f"train.out_dir={tmp_path / 'run'}", "sampling.steps=2", "model.width=32",
-            "model.heads=2", "model.unique_layers=1", "model.loops=2", "train.sample_loops=[1]", "train.threads=1"]
+    return [
+        "diffusion.space=latent",
+        f"diffusion.vae_path={vae_dir}",
+        "diffusion.patch_size=1",
+        "data.image_size=32",
+        "data.limit=12",
+        "train.batch_size=4",
+        "train.steps=3",
+        f"train.out_dir={tmp_path / 'run'}",
+        "sampling.steps=2",
+        "model.width=32",
+        "model.heads=2",
+        "model.unique_layers=1",
+        "model.loops=2",
+        "train.sample_loops=[1]",
+        "train.threads=1",
+    ]
 
 
 @pytest.mark.slow
@@ -79,11 +148,17 @@ def test_latent_path_end_to_end_with_the_sd_vae_layout(tmp_path):
     vae_dir = _save_vae(tmp_path / "sd-vae", layout=SD_VAE)
     cfg = load_config("fmnist_diffusion", latent_overrides(tmp_path, vae_dir))
     generator = build_generator(cfg)
-    assert generator.data_shape == (4, 4, 4)  # 32² pixels → 4×4×4 latents (downsampling 8, as the SD-VAE)
+    assert generator.data_shape == (
+        4,
+        4,
+        4,
+    )  # 32² pixels → 4×4×4 latents (downsampling 8, as the SD-VAE)
     data = prepare_data(cfg, generator, tmp_path / "run")
     image, label = image_dataset(cfg)[5]
     latent, latent_label = data[5]
-    torch.testing.assert_close(latent, generator.vae.encode(image[None])[0], rtol=1e-4, atol=1e-5)  # scaled
+    torch.testing.assert_close(
+        latent, generator.vae.encode(image[None])[0], rtol=1e-4, atol=1e-5
+    )  # scaled
     assert int(latent_label) == int(label)
     train(cfg, progress=False)
     loaded = elt.load(tmp_path / "run")
@@ -100,7 +175,9 @@ def test_latent_cache_is_reused_and_rebuilt_for_another_vae(tmp_path, monkeypatc
 
     calls = []
     real = PretrainedVAE.encode
-    monkeypatch.setattr(PretrainedVAE, "encode", lambda self, x: calls.append(len(x)) or real(self, x))
+    monkeypatch.setattr(
+        PretrainedVAE, "encode", lambda self, x: calls.append(len(x)) or real(self, x)
+    )
     vae_a = _save_vae(tmp_path / "a")
     cfg = load_config("fmnist_diffusion", latent_overrides(tmp_path, vae_a))
     first = prepare_data(cfg, build_generator(cfg), tmp_path / "run")

@@ -22,8 +22,17 @@ from elt.train.trainer import Trainer
 TESTS = Path(__file__).parent
 SRC = TESTS.parent / "src"
 
-DET_OVERRIDES = [*TOY_OVERRIDES, "paradigm=toy_det", "train.steps=8", "train.log_every=1", "data.limit=40",
-                 "train.device=cpu", "train.threads=1", "train.tensorboard=false", "train.samples_per_class=1"]
+DET_OVERRIDES = [
+    *TOY_OVERRIDES,
+    "paradigm=toy_det",
+    "train.steps=8",
+    "train.log_every=1",
+    "data.limit=40",
+    "train.device=cpu",
+    "train.threads=1",
+    "train.tensorboard=false",
+    "train.samples_per_class=1",
+]
 
 
 def read_log(run_dir):
@@ -31,9 +40,20 @@ def read_log(run_dir):
 
 
 def torchrun(args, nproc=2, timeout=120):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)]), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(TESTS / "dist_worker.py"), *args]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)]),
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        str(TESTS / "dist_worker.py"),
+        *args,
+    ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -96,8 +116,10 @@ def test_sharded_sampler_deals_the_single_process_batches():
                 shards.append(list(sampler))
             per_rank = batch // world
             for step in range(len(shards[0]) // per_rank):
-                together = sorted(i for s in shards for i in s[step * per_rank:(step + 1) * per_rank])
-                assert together == sorted(order[step * batch:(step + 1) * batch])
+                together = sorted(
+                    i for s in shards for i in s[step * per_rank : (step + 1) * per_rank]
+                )
+                assert together == sorted(order[step * batch : (step + 1) * batch])
         # resuming mid-epoch skips the items already consumed
         ranks[1].set_position(1, skip=2)
         full = ShardedSampler(size, 1, world, seed=5)
@@ -113,8 +135,16 @@ def test_two_gloo_processes_match_one_process_ddp(det_paradigm, tmp_path):
     one = tmp_path / "one"
     single_process_run(one)
     two = tmp_path / "two"
-    torchrun([str(two), "--sample-ckpt", str(one), "--sample-out", str(tmp_path / "samples2"),
-              *DET_OVERRIDES])
+    torchrun(
+        [
+            str(two),
+            "--sample-ckpt",
+            str(one),
+            "--sample-out",
+            str(tmp_path / "samples2"),
+            *DET_OVERRIDES,
+        ]
+    )
     assert_same_training(one, two)
     # one log line per step (rank 0 only), one checkpoint directory per save
     assert len(read_log(two)) == 8
@@ -124,7 +154,9 @@ def test_two_gloo_processes_match_one_process_ddp(det_paradigm, tmp_path):
     assert ranks[0]["per_rank_batch"] == ranks[1]["per_rank_batch"] == 8  # global batch 16 / 2
     assert not ranks[0]["sharded"]
     # sampling sharded over 2 ranks writes exactly what one process writes
-    record = sample_to_disk(elt.load(one), [1, 3], 10, tmp_path / "samples1", batch_size=3, progress=False)
+    record = sample_to_disk(
+        elt.load(one), [1, 3], 10, tmp_path / "samples1", batch_size=3, progress=False
+    )
     assert record["processes"] == 1
     for loops in (1, 3):
         a = np.load(tmp_path / "samples1" / f"samples_L{loops}.npz")
@@ -141,18 +173,40 @@ def test_two_gloo_processes_fsdp_with_resume(det_paradigm, tmp_path):
     one = tmp_path / "one"
     single_process_run(one)
     two = tmp_path / "two"
-    torchrun([str(two), "--resume-at", "4", *DET_OVERRIDES, "train.distributed=fsdp", "train.checkpoint_format=full"])
+    torchrun(
+        [
+            str(two),
+            "--resume-at",
+            "4",
+            *DET_OVERRIDES,
+            "train.distributed=fsdp",
+            "train.checkpoint_format=full",
+        ]
+    )
     assert_same_training(one, two)
     for rank in (0, 1):
         info = json.loads((two / f"rank{rank}.json").read_text())
-        assert info["sharded"] and info["resumed_from"] == "step_0000004" and info["checkpoint_format"] == "full"
+        assert (
+            info["sharded"]
+            and info["resumed_from"] == "step_0000004"
+            and info["checkpoint_format"] == "full"
+        )
         # per-block units (the default): each unique block, and the root
-        assert info["fsdp_units"] == ["", "generator.backbone.blocks.0", "generator.backbone.blocks.1"]
+        assert info["fsdp_units"] == [
+            "",
+            "generator.backbone.blocks.0",
+            "generator.backbone.blocks.1",
+        ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [["train.fsdp_reshard_after_forward=false", "train.grad_accum_steps=2"],
-                                   ["train.fsdp_unit=backbone", "train.micro_batch_size=4"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["train.fsdp_reshard_after_forward=false", "train.grad_accum_steps=2"],
+        ["train.fsdp_unit=backbone", "train.micro_batch_size=4"],
+    ],
+)
 def test_fsdp_units_with_gradient_accumulation_match_one_process(det_paradigm, tmp_path, extra):
     """FSDP2 per block with one gather reused across loops, and the one-unit wrap, each accumulating two
     micro-batches per rank without syncing the first: the 1-process curve (no accumulation), step by step."""
@@ -184,12 +238,23 @@ def test_sharded_dcp_checkpoint_from_two_processes_resumes_in_one(det_paradigm, 
     one = tmp_path / "one"
     single_process_run(one)
     two = tmp_path / "two"
-    torchrun([str(two), "--resume-at", "4", *DET_OVERRIDES, "train.distributed=fsdp", "train.checkpoint_format=dcp"])
+    torchrun(
+        [
+            str(two),
+            "--resume-at",
+            "4",
+            *DET_OVERRIDES,
+            "train.distributed=fsdp",
+            "train.checkpoint_format=dcp",
+        ]
+    )
     assert_same_training(one, two)
     ckpt = two / "checkpoints" / "step_0000004"
     assert len(list((ckpt / "sharded").glob("*.distcp"))) == 2  # one shard file per rank
     three = tmp_path / "three"
-    cfg = load_config(None, [*DET_OVERRIDES, f"train.out_dir={three}", "train.checkpoint_format=dcp"])
+    cfg = load_config(
+        None, [*DET_OVERRIDES, f"train.out_dir={three}", "train.checkpoint_format=dcp"]
+    )
     trainer = Trainer(cfg, progress=False)
     trainer.resume_from(ckpt)
     assert trainer.step == 4
@@ -211,12 +276,24 @@ def test_elt_eval_sharded_over_two_processes_matches_one(det_paradigm, tmp_path)
     process writes (the same samples: batch b has seed seed + b on whichever rank draws it)."""
     one = tmp_path / "one"
     single_process_run(one)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)]), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)]),
+        "OMP_NUM_THREADS": "1",
+    }
     runs = {}
     for nproc in (1, 2):
         out = tmp_path / f"eval{nproc}"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               str(TESTS / "eval_worker.py"), str(one), str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            str(TESTS / "eval_worker.py"),
+            str(one),
+            str(out),
+        ]
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
         assert result.returncode == 0, result.stderr[-3000:]
         runs[nproc] = json.loads((out / "eval.json").read_text())["rows"]
@@ -240,7 +317,9 @@ def test_keyed_draws_give_every_global_item_the_same_numbers_on_any_rank_count()
             for a, b in zip(single, mine, strict=True):
                 assert torch.equal(a[rows], b)
     with batch_random.keyed_draws(seed, step + 1, torch.arange(global_batch), global_batch):
-        assert not torch.equal(batch_random.rand(global_batch, 5), single[0])  # a new step, new numbers
+        assert not torch.equal(
+            batch_random.rand(global_batch, 5), single[0]
+        )  # a new step, new numbers
     assert not batch_random.active()
 
 
@@ -248,21 +327,52 @@ PARADIGM_OVERRIDES = {
     # the toy paradigm with its input noise (drawn per global item)
     "toy": [*TOY_OVERRIDES, "paradigm=toy"],
     # pixel-space diffusion on 64 Fashion-MNIST images: timesteps, noise and label dropout
-    "diffusion": ["paradigm=diffusion", "model.width=32", "model.heads=2", "model.unique_layers=2", "model.loops=3",
-                  "diffusion.patch_size=8", "data.limit=64", "train.batch_size=16", "train.lr=0.001",
-                  "train.warmup_steps=2"],
+    "diffusion": [
+        "paradigm=diffusion",
+        "model.width=32",
+        "model.heads=2",
+        "model.unique_layers=2",
+        "model.loops=3",
+        "diffusion.patch_size=8",
+        "data.limit=64",
+        "train.batch_size=16",
+        "train.lr=0.001",
+        "train.warmup_steps=2",
+    ],
     # masked tokens (tokenizer trained once by the 1-process run and shared): masks and label dropout
-    "masked": ["paradigm=masked", "model.width=32", "model.heads=2", "model.unique_layers=2", "model.loops=3",
-               "data.limit=64", "tokenizer.steps=20", "tokenizer.batch_size=16", "tokenizer.eval_items=0",
-               "tokenizer.channels=16", "train.batch_size=16", "train.lr=0.001", "train.warmup_steps=2"],
+    "masked": [
+        "paradigm=masked",
+        "model.width=32",
+        "model.heads=2",
+        "model.unique_layers=2",
+        "model.loops=3",
+        "data.limit=64",
+        "tokenizer.steps=20",
+        "tokenizer.batch_size=16",
+        "tokenizer.eval_items=0",
+        "tokenizer.channels=16",
+        "train.batch_size=16",
+        "train.lr=0.001",
+        "train.warmup_steps=2",
+    ],
 }
-COMMON = ["train.steps=6", "train.log_every=1", "train.device=cpu", "train.threads=1", "train.tensorboard=false",
-          "train.samples_per_class=1", "train.sample_loops=[1]", "model.class_dropout=0.25"]
+COMMON = [
+    "train.steps=6",
+    "train.log_every=1",
+    "train.device=cpu",
+    "train.threads=1",
+    "train.tensorboard=false",
+    "train.samples_per_class=1",
+    "train.sample_loops=[1]",
+    "model.class_dropout=0.25",
+]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("paradigm", list(PARADIGM_OVERRIDES))
-def test_two_gloo_processes_reproduce_one_process_with_real_randomness(paradigm, det_paradigm, tmp_path, capsys):
+def test_two_gloo_processes_reproduce_one_process_with_real_randomness(
+    paradigm, det_paradigm, tmp_path, capsys
+):
     """With noise, masks, timesteps and label dropout drawn per global sample index, 2 ranks follow the
     1-process loss curve up to float reduction order (the figure is printed for docs/distributed.md)."""
     from elt.data.fashion_mnist import DataNotFoundError, locate
@@ -285,6 +395,12 @@ def test_two_gloo_processes_reproduce_one_process_with_real_randomness(paradigm,
         assert ra["student_loops"] == rb["student_loops"]
         for key in ("loss", "teacher_gt", "student_gt", "distill"):
             worst = max(worst, abs(rb[key] - ra[key]) / max(abs(ra[key]), 1e-12))
-            assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), (paradigm, ra["step"], key)
+            assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), (
+                paradigm,
+                ra["step"],
+                key,
+            )
     with capsys.disabled():
-        print(f"\n{paradigm}: 2 gloo ranks vs 1 process, max relative loss difference over 6 steps: {worst:.2e}")
+        print(
+            f"\n{paradigm}: 2 gloo ranks vs 1 process, max relative loss difference over 6 steps: {worst:.2e}"
+        )

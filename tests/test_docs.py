@@ -47,7 +47,7 @@ def elt_argv(argv: list[str]) -> list[str]:
     if argv[0] == "elt":
         return argv[1:]
     if argv[0] == "torchrun" and "-m" in argv and argv[argv.index("-m") + 1] == "elt.cli":
-        return argv[argv.index("-m") + 2:]
+        return argv[argv.index("-m") + 2 :]
     raise AssertionError(f"not an elt command: {shlex.join(argv)}")
 
 
@@ -75,8 +75,14 @@ def test_mkdocs_builds_strict(tmp_path):
     if mkdocs is None:
         pytest.skip("mkdocs not installed (the docs extra: pip install -e '.[docs]')")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    result = subprocess.run([mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=ROOT,
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "site" / "index.html").is_file()
     assert (tmp_path / "site" / "reference" / "api.html").read_text().count("generate") > 0
@@ -90,22 +96,46 @@ def test_docs_holds_only_what_the_pages_link_to():
 
 
 def test_pages_narrate_no_history():
-    words = ["same session", "slower vm", "earlier vm", "when the issue was filed", "the aim is", "this session"]
-    found = [f"{p.relative_to(DOCS)}: {w}" for p in DOCS.rglob("*.md") for w in words if w in p.read_text().lower()]
+    words = [
+        "same session",
+        "slower vm",
+        "earlier vm",
+        "when the issue was filed",
+        "the aim is",
+        "this session",
+    ]
+    found = [
+        f"{p.relative_to(DOCS)}: {w}"
+        for p in DOCS.rglob("*.md")
+        for w in words
+        if w in p.read_text().lower()
+    ]
     assert not found, found
 
 
 def test_shell_commands_join_continuations_and_drop_comments():
     body = "# a comment\nelt train cfg a=1 \\\n    b=2   # why\n\ntorchrun --nproc_per_node 8 -m elt.cli prepare x\n"
-    assert shell_commands(body) == [["elt", "train", "cfg", "a=1", "b=2"],
-                                    ["torchrun", "--nproc_per_node", "8", "-m", "elt.cli", "prepare", "x"]]
+    assert shell_commands(body) == [
+        ["elt", "train", "cfg", "a=1", "b=2"],
+        ["torchrun", "--nproc_per_node", "8", "-m", "elt.cli", "prepare", "x"],
+    ]
     assert elt_argv(shell_commands(body)[1]) == ["prepare", "x"]
 
 
 # -- tutorial (a): your own image folder ---------------------------------------------------------------------------
-TINY_DIFFUSION = ["model.width=32", "model.heads=2", "model.unique_layers=2", "model.loops=4", "train.steps=4",
-                  "train.batch_size=8", "train.warmup_steps=1", "train.threads=1", "train.log_every=1",
-                  "train.tensorboard=false", "sampling.steps=2"]
+TINY_DIFFUSION = [
+    "model.width=32",
+    "model.heads=2",
+    "model.unique_layers=2",
+    "model.loops=4",
+    "train.steps=4",
+    "train.batch_size=8",
+    "train.warmup_steps=1",
+    "train.threads=1",
+    "train.log_every=1",
+    "train.tensorboard=false",
+    "sampling.steps=2",
+]
 
 
 @pytest.mark.slow
@@ -125,7 +155,10 @@ def test_tutorial_image_folder(tmp_path, monkeypatch):
     assert len(list((tmp_path / "my-images").rglob("*.png"))) == 64
     for loops in (1, 2, 4):
         data = np.load(tmp_path / "runs/my-elt/samples" / f"samples_L{loops}.npz")
-        assert data["arr_0"].shape == (16, 32, 32, 3) and sorted(set(data["arr_1"].tolist())) == [0, 1]
+        assert data["arr_0"].shape == (16, 32, 32, 3) and sorted(set(data["arr_1"].tolist())) == [
+            0,
+            1,
+        ]
     assert namespace["images"].shape == (2, 32, 32, 3) and namespace["generator"].trained_loops == 4
 
 
@@ -137,13 +170,26 @@ def test_tutorial_anytime_service(tmp_path, monkeypatch):
     try:
         locate(None, "test")
     except DataNotFoundError:
-        pytest.skip("Fashion-MNIST not installed (make data): elt calibrate scores against its test set")
+        pytest.skip(
+            "Fashion-MNIST not installed (make data): elt calibrate scores against its test set"
+        )
     monkeypatch.chdir(tmp_path)
 
     def extra(args):
-        if args[0] == "calibrate":  # four points, 20 samples, 2 steps: the same grid format, seconds not minutes
-            return ["--loops", "1,2,4,exit:0.05", "--num", "20", "--steps", "2", "--latency-repeats", "1",
-                    "--no-progress"]
+        if (
+            args[0] == "calibrate"
+        ):  # four points, 20 samples, 2 steps: the same grid format, seconds not minutes
+            return [
+                "--loops",
+                "1,2,4,exit:0.05",
+                "--num",
+                "20",
+                "--steps",
+                "2",
+                "--latency-repeats",
+                "1",
+                "--no-progress",
+            ]
         if args[0] == "sample":
             return ["--steps", "2", "--no-progress"]
         return []
@@ -172,18 +218,43 @@ def test_tutorial_paper_row_at_tiny_size_on_cpu(tmp_path, monkeypatch):
     _, vq = tiny_vq_folder(tmp_path)
     write_images(tmp_path / "images", per_class=4, broken=0, size=40)
     monkeypatch.chdir(tmp_path)
-    tiny = ["model.width=32", "model.heads=2", "train.steps=2", "train.batch_size=4", "train.warmup_steps=1",
-            "train.device=cpu", "train.precision=fp32", "train.threads=1", "train.tensorboard=false",
-            "train.log_every=1", "train.samples_per_class=1", "data.num_workers=0", "data.num_classes=2",
-            "data.image_size=32", f"data.root={tmp_path / 'images'}", f"tokenizer.pretrained_path={vq}",
-            "sampling.steps=2", "--no-progress"]
+    tiny = [
+        "model.width=32",
+        "model.heads=2",
+        "train.steps=2",
+        "train.batch_size=4",
+        "train.warmup_steps=1",
+        "train.device=cpu",
+        "train.precision=fp32",
+        "train.threads=1",
+        "train.tensorboard=false",
+        "train.log_every=1",
+        "train.samples_per_class=1",
+        "data.num_workers=0",
+        "data.num_classes=2",
+        "data.image_size=32",
+        f"data.root={tmp_path / 'images'}",
+        f"tokenizer.pretrained_path={vq}",
+        "sampling.steps=2",
+        "--no-progress",
+    ]
     parsed = []
 
     def extra(args):
         if args[0] in ("prepare", "train"):
             return tiny
         if args[0] == "sample":
-            return ["--num", "4", "--batch-size", "2", "--device", "cpu", "--steps", "2", "--no-progress"]
+            return [
+                "--num",
+                "4",
+                "--batch-size",
+                "2",
+                "--device",
+                "cpu",
+                "--steps",
+                "2",
+                "--no-progress",
+            ]
         return []
 
     page = TUTORIALS / "paper-row.md"
@@ -202,7 +273,12 @@ def test_tutorial_paper_row_at_tiny_size_on_cpu(tmp_path, monkeypatch):
     run = tmp_path / "runs/imagenet256_masked_elt_l_8x3"
     assert (run / "checkpoints" / "step_0000002").is_dir()
     for loops in (1, 2, 3):
-        assert np.load(tmp_path / "samples/elt_l_8x3" / f"samples_L{loops}.npz")["arr_0"].shape == (4, 32, 32, 3)
+        assert np.load(tmp_path / "samples/elt_l_8x3" / f"samples_L{loops}.npz")["arr_0"].shape == (
+            4,
+            32,
+            32,
+            3,
+        )
 
 
 def test_docs_assets_map_names_pictures_the_pages_show():

@@ -12,7 +12,13 @@ from torch import nn
 
 from elt.eval import classifier as cls_mod
 from elt.eval import inception, suites
-from elt.eval.classifier import FMNISTClassifier, file_sha256, load_classifier, to_model_input, train_classifier
+from elt.eval.classifier import (
+    FMNISTClassifier,
+    file_sha256,
+    load_classifier,
+    to_model_input,
+    train_classifier,
+)
 from elt.eval.i3d import I3DFeatures
 from elt.eval.inception import (
     INCEPTION_FILE,
@@ -39,9 +45,15 @@ def test_model_input_pads_28_to_32_with_background():
     images = np.full((2, 28, 28), 255, np.uint8)
     x = to_model_input(images)
     assert x.shape == (2, 1, 32, 32)
-    assert torch.all(x[:, :, 2:30, 2:30] == 1.0) and x[:, :, :2].eq(-1).all() and x[:, :, :, 30:].eq(-1).all()
+    assert (
+        torch.all(x[:, :, 2:30, 2:30] == 1.0)
+        and x[:, :, :2].eq(-1).all()
+        and x[:, :, :, 30:].eq(-1).all()
+    )
     same = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 1), dtype=np.uint8)
-    assert torch.equal(to_model_input(same)[:, 0], torch.from_numpy(same[..., 0]).float() / 127.5 - 1)
+    assert torch.equal(
+        to_model_input(same)[:, 0], torch.from_numpy(same[..., 0]).float() / 127.5 - 1
+    )
     with pytest.raises(ValueError, match="28×28 or 32×32"):
         to_model_input(np.zeros((1, 16, 16, 1), np.uint8))
     with pytest.raises(ValueError, match="uint8"):
@@ -71,17 +83,25 @@ def test_shipped_classifier_classifies_real_test_images():
     assert (out.logits.argmax(1) == labels[:2000]).mean() > 0.88
     # 28×28 input and the generators' padded 32×32 layout give the same features
     padded = np.pad(images[:50], ((0, 0), (2, 2), (2, 2)))[..., None]
-    np.testing.assert_allclose(load_classifier()(padded).features, out.features[:50], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        load_classifier()(padded).features, out.features[:50], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_real_vs_real_floor_is_far_below_a_corrupted_set():
     images, labels = fmnist_or_skip("test")
     train_images, _ = fmnist_or_skip("train")
     ref = suites.Reference("test[:2000]", images=images[:2000], labels=labels[:2000])
-    suite = suites.DomainSuite(load_classifier(), ref, floor_images=train_images[:4000], kid_subsets=10)
+    suite = suites.DomainSuite(
+        load_classifier(), ref, floor_images=train_images[:4000], kid_subsets=10
+    )
     floor = suite.floor(1000)
-    noisy = np.clip(train_images[:1000].astype(int) + np.random.default_rng(0).integers(-80, 80, (1000, 28, 28)),
-                    0, 255).astype(np.uint8)
+    noisy = np.clip(
+        train_images[:1000].astype(int)
+        + np.random.default_rng(0).integers(-80, 80, (1000, 28, 28)),
+        0,
+        255,
+    ).astype(np.uint8)
     shuffled_labels = np.random.default_rng(1).permutation(10)[np.arange(1000) % 10]
     bad = suite.evaluate(noisy, shuffled_labels)
     assert floor["fd_cls"] * 3 < bad["fd_cls"]
@@ -92,11 +112,18 @@ def test_real_vs_real_floor_is_far_below_a_corrupted_set():
 @pytest.mark.slow
 def test_classifier_training_is_reproducible_and_learns(tmp_path):
     fmnist_or_skip("train")
-    a = train_classifier(tmp_path / "a", epochs=1, batch_size=50, limit=2000, test_limit=1000, progress=False)
-    b = train_classifier(tmp_path / "b", epochs=1, batch_size=50, limit=2000, test_limit=1000, progress=False)
+    a = train_classifier(
+        tmp_path / "a", epochs=1, batch_size=50, limit=2000, test_limit=1000, progress=False
+    )
+    b = train_classifier(
+        tmp_path / "b", epochs=1, batch_size=50, limit=2000, test_limit=1000, progress=False
+    )
     assert a["sha256"] == b["sha256"]
     assert a["test_accuracy"] > 0.6  # 2000 images, 40 steps: far above chance (0.1)
-    assert json.loads((tmp_path / "a" / cls_mod.RECORD_NAME).read_text())["test_accuracy"] == a["test_accuracy"]
+    assert (
+        json.loads((tmp_path / "a" / cls_mod.RECORD_NAME).read_text())["test_accuracy"]
+        == a["test_accuracy"]
+    )
     assert load_classifier(tmp_path / "a" / cls_mod.WEIGHTS_NAME).digest == a["sha256"]
 
 
@@ -121,10 +148,16 @@ def test_missing_inception_weights_give_one_clear_error(no_inception_weights):
     with pytest.raises(WeightsNotFoundError) as info:
         resolve_inception_weights()
     message = str(info.value)
-    assert INCEPTION_FILE in message and INCEPTION_URL in message and inception.INCEPTION_ENV in message
+    assert (
+        INCEPTION_FILE in message
+        and INCEPTION_URL in message
+        and inception.INCEPTION_ENV in message
+    )
     assert "\n" not in message
     with pytest.raises(WeightsNotFoundError, match="--inception-weights"):
-        InceptionFeatures(no_inception_weights / "missing.pth")  # fails before touching torch-fidelity
+        InceptionFeatures(
+            no_inception_weights / "missing.pth"
+        )  # fails before touching torch-fidelity
 
 
 def test_inception_weights_resolution_order(no_inception_weights, monkeypatch):
@@ -172,8 +205,11 @@ def random_inception_file(path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.inception
 def test_inception_features_on_random_weights(tmp_path, monkeypatch):
-    pytest.importorskip("torch_fidelity", reason="torch-fidelity needs torchvision, which has no build for the CPU "
-                        "torch wheel: run 'make test-inception' (the torch + torchvision pair)")
+    pytest.importorskip(
+        "torch_fidelity",
+        reason="torch-fidelity needs torchvision, which has no build for the CPU "
+        "torch wheel: run 'make test-inception' (the torch + torchvision pair)",
+    )
     weights = random_inception_file(tmp_path / INCEPTION_FILE, monkeypatch)
     with pytest.raises(WeightsHashError):  # random weights are not the real file
         InceptionFeatures(weights)
@@ -181,11 +217,16 @@ def test_inception_features_on_random_weights(tmp_path, monkeypatch):
     grey = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 1), dtype=np.uint8)
     rgb = np.repeat(grey, 3, axis=-1)
     suite = suites.InceptionSuite(extractor, suites.Reference("rgb", images=rgb), k=1)
-    values = suite.evaluate(grey)  # grey images are fed as repeated RGB: the same features as the reference
+    values = suite.evaluate(
+        grey
+    )  # grey images are fed as repeated RGB: the same features as the reference
     out = suite.reference_features()
     assert out.features.shape == (3, 2048) and out.logits.shape == (3, 1008)
     assert np.isfinite(out.features).all() and out.features.std() > 0
-    assert values["fid"] == pytest.approx(0.0, abs=1e-3) and values["precision"] == values["recall"] == 1.0
+    assert (
+        values["fid"] == pytest.approx(0.0, abs=1e-3)
+        and values["precision"] == values["recall"] == 1.0
+    )
     assert values["is"] >= 1.0 and values["is_std"] == 0.0
 
 
@@ -198,12 +239,19 @@ class TinyI3D(nn.Module):
         self.conv = nn.Conv3d(3, 8, 3, stride=2)
         self.fc = nn.Linear(8, 400)
 
-    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
-                return_features: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        rescale: bool = False,
+        resize: bool = False,
+        return_features: bool = False,
+    ) -> torch.Tensor:
         if rescale:
             x = x / 127.5 - 1.0
         if resize:
-            x = nn.functional.interpolate(x, size=(x.shape[2], 16, 16), mode="trilinear", align_corners=False)
+            x = nn.functional.interpolate(
+                x, size=(x.shape[2], 16, 16), mode="trilinear", align_corners=False
+            )
         h = self.conv(x).mean(dim=(2, 3, 4))
         logits = self.fc(h)
         return logits if return_features else logits.softmax(-1)
@@ -227,22 +275,32 @@ def test_i3d_torchscript_contracts(tmp_path):
     tiny.save(str(tmp_path / "i3d.pt"))
     with pytest.raises(WeightsHashError):  # not StyleGAN-V's file: refused before loading
         I3DFeatures(tmp_path / "i3d.pt")
-    out = I3DFeatures(tmp_path / "i3d.pt", batch_size=2, sha256=file_sha256(tmp_path / "i3d.pt"))(videos)
+    out = I3DFeatures(tmp_path / "i3d.pt", batch_size=2, sha256=file_sha256(tmp_path / "i3d.pt"))(
+        videos
+    )
     assert out.features.shape == (5, 400)
-    np.testing.assert_allclose(out.features, tiny(x, rescale=True, resize=True, return_features=True).detach(),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        out.features,
+        tiny(x, rescale=True, resize=True, return_features=True).detach(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     plain = torch.jit.script(PlainI3D())
     plain.save(str(tmp_path / "plain.pt"))
     extractor = I3DFeatures(tmp_path / "plain.pt", sha256=file_sha256(tmp_path / "plain.pt"))
     assert not extractor.stylegan_v_contract
-    np.testing.assert_allclose(extractor(videos).features, plain(x / 127.5 - 1).detach(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        extractor(videos).features, plain(x / 127.5 - 1).detach(), rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 def test_fvd_suite_and_missing_i3d(tmp_path, monkeypatch):
     torch.jit.script(TinyI3D()).save(str(tmp_path / "i3d.pt"))
     monkeypatch.setenv("ELT_I3D_WEIGHTS", str(tmp_path / "i3d.pt"))
-    monkeypatch.setenv("ELT_I3D_SHA256", file_sha256(tmp_path / "i3d.pt"))  # a deliberately pinned other file
+    monkeypatch.setenv(
+        "ELT_I3D_SHA256", file_sha256(tmp_path / "i3d.pt")
+    )  # a deliberately pinned other file
     rng = np.random.default_rng(1)
     real = rng.integers(0, 256, (40, 4, 12, 12, 3), dtype=np.uint8)
     suite = suites.FVDSuite(I3DFeatures(), suites.Reference("real", images=real))
@@ -265,7 +323,9 @@ def test_reference_npz_stats_and_folder(tmp_path):
     ref = suites.load_reference(tmp_path / "stats.npz")
     assert ref.images is None and np.array_equal(ref.mu, mu)
     images = rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
-    np.savez(tmp_path / "batch.npz", images, mu=mu, sigma=sigma)  # ADM reference batch: arr_0 + stats
+    np.savez(
+        tmp_path / "batch.npz", images, mu=mu, sigma=sigma
+    )  # ADM reference batch: arr_0 + stats
     assert suites.load_reference(tmp_path / "batch.npz").images.shape == (3, 8, 8, 3)
     folder = tmp_path / "real"
     folder.mkdir()

@@ -5,7 +5,12 @@ import pytest
 import scipy.linalg
 import torch
 
-from elt.eval.frechet import frechet_distance, frechet_distance_features, gaussian_stats, trace_sqrt_product
+from elt.eval.frechet import (
+    frechet_distance,
+    frechet_distance_features,
+    gaussian_stats,
+    trace_sqrt_product,
+)
 from elt.eval.metrics import class_accuracy, inception_score, kid, knn_radii, prdc, precision_recall
 
 
@@ -22,8 +27,9 @@ def test_frechet_closed_form_diagonal_and_shared_eigenbasis():
     expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
     assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-10)
     q, _ = np.linalg.qr(rng.normal(size=(6, 6)))  # commuting covariances: same eigenvectors
-    assert frechet_distance(mu1, q @ np.diag(a) @ q.T, mu2, q @ np.diag(b) @ q.T) == pytest.approx(expected,
-                                                                                                     rel=1e-9)
+    assert frechet_distance(mu1, q @ np.diag(a) @ q.T, mu2, q @ np.diag(b) @ q.T) == pytest.approx(
+        expected, rel=1e-9
+    )
 
 
 def test_frechet_closed_form_non_commuting_2d():
@@ -52,7 +58,9 @@ def test_frechet_matches_scipy_sqrtm_on_random_features():
 def test_frechet_symmetric_zero_for_identical_and_finite_when_singular():
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(50, 8)), rng.normal(size=(60, 8)) * 2
-    assert frechet_distance_features(x, y) == pytest.approx(frechet_distance_features(y, x), rel=1e-9)
+    assert frechet_distance_features(x, y) == pytest.approx(
+        frechet_distance_features(y, x), rel=1e-9
+    )
     assert frechet_distance_features(x, x) == pytest.approx(0.0, abs=1e-9)
     # fewer samples than dimensions: rank-deficient covariances, still finite and >= 0
     small_a, small_b = rng.normal(size=(10, 64)), rng.normal(size=(12, 64)) + 1
@@ -84,8 +92,11 @@ def brute_force_mmd2(x, y):
     k = lambda a, b: (a @ b.T / d + 1) ** 3  # noqa: E731
     m, n = len(x), len(y)
     kxx, kyy = k(x, x), k(y, y)
-    return ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-            - 2 * k(x, y).mean())
+    return (
+        (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+        + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+        - 2 * k(x, y).mean()
+    )
 
 
 def test_kid_equals_unbiased_mmd_when_subset_is_everything():
@@ -109,13 +120,18 @@ def test_kid_is_unbiased_on_identical_distributions():
     stderr = unbiased.std() / np.sqrt(len(unbiased))
     assert abs(unbiased.mean()) < 3 * stderr  # zero in expectation
     assert (unbiased < 0).any()  # single unbiased estimates straddle zero
-    assert biased.mean() > 10 * stderr and biased.mean() > unbiased.mean() + 10 * stderr  # the biased one does not
+    assert (
+        biased.mean() > 10 * stderr and biased.mean() > unbiased.mean() + 10 * stderr
+    )  # the biased one does not
 
 
 def test_kid_grows_with_distribution_shift():
     rng = np.random.default_rng(6)
     x = rng.normal(size=(500, 16))
-    values = [kid(x, rng.normal(size=(500, 16)) + shift, subsets=10, subset_size=200)[0] for shift in (0, 0.3, 1)]
+    values = [
+        kid(x, rng.normal(size=(500, 16)) + shift, subsets=10, subset_size=200)[0]
+        for shift in (0, 0.3, 1)
+    ]
     assert values[0] < values[1] < values[2]
 
 
@@ -127,8 +143,12 @@ def brute_force_prdc(real, fake, k):
     r_real = np.sort(drr, axis=1)[:, k]
     r_fake = np.sort(dff, axis=1)[:, k]
     inside = drf <= r_real[:, None]
-    return {"precision": inside.any(0).mean(), "recall": (drf <= r_fake[None, :]).any(1).mean(),
-            "density": inside.sum(0).mean() / k, "coverage": (drf.min(1) <= r_real).mean()}
+    return {
+        "precision": inside.any(0).mean(),
+        "recall": (drf <= r_fake[None, :]).any(1).mean(),
+        "density": inside.sum(0).mean() / k,
+        "coverage": (drf.min(1) <= r_real).mean(),
+    }
 
 
 def test_prdc_on_a_constructed_point_set():
@@ -138,7 +158,9 @@ def test_prdc_on_a_constructed_point_set():
     assert values["precision"] == pytest.approx(0.5)
     assert values["density"] == pytest.approx(1.0)  # (2 balls + 0 balls) / 2 fakes / k=1
     assert values["coverage"] == pytest.approx(0.2)  # only reals 0 and 1 have a fake in their ball
-    assert values["recall"] == pytest.approx(1.0)  # the fakes' k=1 radius is 99.5: every real is inside
+    assert values["recall"] == pytest.approx(
+        1.0
+    )  # the fakes' k=1 radius is 99.5: every real is inside
 
 
 def test_prdc_matches_brute_force_and_is_independent_of_chunking():
@@ -153,8 +175,9 @@ def test_prdc_matches_brute_force_and_is_independent_of_chunking():
         for key in expected:
             assert got[key] == pytest.approx(expected[key], abs=1e-12), key
             assert chunked[key] == got[key], key
-    assert precision_recall(real, fake) == {k: v for k, v in prdc(real, fake, k=3).items()
-                                            if k in ("precision", "recall")}
+    assert precision_recall(real, fake) == {
+        k: v for k, v in prdc(real, fake, k=3).items() if k in ("precision", "recall")
+    }
 
 
 def test_prdc_separates_disjoint_and_identical_sets():
@@ -166,7 +189,9 @@ def test_prdc_separates_disjoint_and_identical_sets():
     assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
     # a mode-collapsed fake set (all near one real point) is precise but covers little
     collapsed = prdc(real, real[:1] + rng.normal(size=(200, 4)) * 1e-3, k=5)
-    assert collapsed["precision"] == 1.0 and collapsed["coverage"] < 0.1 and collapsed["recall"] < 0.1
+    assert (
+        collapsed["precision"] == 1.0 and collapsed["coverage"] < 0.1 and collapsed["recall"] < 0.1
+    )
 
 
 def test_prdc_needs_more_points_than_k():

@@ -45,10 +45,16 @@ def test_missing_files_error_says_where_and_how(tmp_path, monkeypatch):
     with pytest.raises(DataNotFoundError) as info:
         FashionMNIST(tmp_path / "empty")
     message = str(info.value)
-    assert "dataset-fashion-mnist" in message and str(tmp_path / "empty") in message and "ELT_DATA" in message
+    assert (
+        "dataset-fashion-mnist" in message
+        and str(tmp_path / "empty") in message
+        and "ELT_DATA" in message
+    )
 
 
-@pytest.mark.skipif(not fashion_mnist.DEBIAN_PATH.is_dir(), reason="needs apt-get install dataset-fashion-mnist")
+@pytest.mark.skipif(
+    not fashion_mnist.DEBIAN_PATH.is_dir(), reason="needs apt-get install dataset-fashion-mnist"
+)
 def test_real_debian_files():
     train = FashionMNIST(split="train", image_size=28)
     test = FashionMNIST(split="test", image_size=28)

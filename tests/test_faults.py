@@ -34,7 +34,9 @@ SRC = Path(__file__).parent.parent / "src"
 
 
 def toy_cfg(run, *extra):
-    return load_config(None, [*TOY_OVERRIDES, f"train.out_dir={run}", "train.tensorboard=false", *extra])
+    return load_config(
+        None, [*TOY_OVERRIDES, f"train.out_dir={run}", "train.tensorboard=false", *extra]
+    )
 
 
 def toy_yaml(tmp_path):
@@ -99,10 +101,14 @@ def test_nan_weights_are_never_checkpointed_and_resume_falls_back(toy_paradigm, 
         state["pos"] = torch.full_like(state["pos"], float("inf"))
         save_file(state, str(bad / name))
     manifest = json.loads((bad / "manifest.json").read_text())
-    manifest["files"] = {p.name: p.stat().st_size for p in bad.iterdir() if p.name != "manifest.json"}
+    manifest["files"] = {
+        p.name: p.stat().st_size for p in bad.iterdir() if p.name != "manifest.json"
+    }
     (bad / "manifest.json").write_text(json.dumps(manifest))
     (root / "latest").write_text("step_0000004")
-    with pytest.raises(CheckpointError, match="NaN/Inf"):  # sampling from it would give blank images
+    with pytest.raises(
+        CheckpointError, match="NaN/Inf"
+    ):  # sampling from it would give blank images
         elt.load(run)
     resumed = Trainer(cfg, progress=False)
     assert resumed.resume_from(run) == root / "step_0000002" and resumed.step == 2
@@ -122,12 +128,22 @@ def test_nan_weights_stop_the_cli_with_one_line(toy_paradigm, tmp_path, capsys, 
         return real_save(self)
 
     monkeypatch.setattr(trainer_mod.Trainer, "save", poisoned_save)
-    status = main(["train", toy_yaml(tmp_path), "--no-progress", *TOY_OVERRIDES, "train.steps=3",
-                   "train.tensorboard=false", f"train.out_dir={tmp_path / 'run'}"])
+    status = main(
+        [
+            "train",
+            toy_yaml(tmp_path),
+            "--no-progress",
+            *TOY_OVERRIDES,
+            "train.steps=3",
+            "train.tensorboard=false",
+            f"train.out_dir={tmp_path / 'run'}",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and "step 3" in err[0] and "NaN/Inf" in err[0]
-    assert not (tmp_path / "run" / "checkpoints").exists() or \
-        not list((tmp_path / "run" / "checkpoints").glob("step_*"))
+    assert not (tmp_path / "run" / "checkpoints").exists() or not list(
+        (tmp_path / "run" / "checkpoints").glob("step_*")
+    )
 
 
 # -- the run lock ----------------------------------------------------------------------------------------------
@@ -142,7 +158,9 @@ HOLD_LOCK = textwrap.dedent("""
 
 def hold_lock(run: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run)], env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run)], env=env, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -153,8 +171,16 @@ def test_second_training_on_a_run_directory_is_refused(toy_paradigm, tmp_path, c
     try:
         with pytest.raises(LockedError, match=f"process {holder.pid} on host"):
             train(toy_cfg(run, "train.steps=2"), progress=False)
-        status = main(["train", toy_yaml(tmp_path), "--no-progress", *TOY_OVERRIDES, "train.steps=2",
-                       f"train.out_dir={run}"])
+        status = main(
+            [
+                "train",
+                toy_yaml(tmp_path),
+                "--no-progress",
+                *TOY_OVERRIDES,
+                "train.steps=2",
+                f"train.out_dir={run}",
+            ]
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert status == 2 and len(err) == 1 and str(holder.pid) in err[0] and "in use" in err[0]
         assert files_under(run) == {".lock"}  # nothing of the refused run was written
@@ -166,7 +192,9 @@ def test_second_training_on_a_run_directory_is_refused(toy_paradigm, tmp_path, c
 def test_stale_lock_of_a_killed_run_is_recovered(toy_paradigm, tmp_path):
     run = tmp_path / "run"
     holder = hold_lock(run)
-    os.kill(holder.pid, signal.SIGKILL)  # dies holding the lock: the lock file stays, naming a dead pid
+    os.kill(
+        holder.pid, signal.SIGKILL
+    )  # dies holding the lock: the lock file stays, naming a dead pid
     holder.wait()
     assert str(holder.pid) in (run / ".lock").read_text()
     final = train(toy_cfg(run, "train.steps=2"), progress=False)
@@ -196,19 +224,32 @@ def enospc_after(real, fail: list[int]):
     return write
 
 
-def test_disk_full_during_checkpoint_is_one_line_and_resume_works(toy_paradigm, tmp_path, capsys, monkeypatch):
+def test_disk_full_during_checkpoint_is_one_line_and_resume_works(
+    toy_paradigm, tmp_path, capsys, monkeypatch
+):
     from elt.train import checkpoint as ckpt_mod
 
     run = tmp_path / "run"
-    args = ["train", toy_yaml(tmp_path), "--no-progress", *TOY_OVERRIDES, "train.steps=6",
-            "train.checkpoint_every=2", "train.tensorboard=false", f"train.out_dir={run}"]
+    args = [
+        "train",
+        toy_yaml(tmp_path),
+        "--no-progress",
+        *TOY_OVERRIDES,
+        "train.steps=6",
+        "train.checkpoint_every=2",
+        "train.tensorboard=false",
+        f"train.out_dir={run}",
+    ]
     # save_file is called twice per checkpoint (raw, EMA): fail the EMA write of the step-4 checkpoint
     monkeypatch.setattr(ckpt_mod, "save_file", enospc_after(ckpt_mod.save_file, fail=[4]))
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "step 4" in err[0] and "no space left" in err[0], err
     root = run / "checkpoints"
-    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_0000002"]  # no partial, no temp folder
+    assert sorted(p.name for p in root.iterdir()) == [
+        "latest",
+        "step_0000002",
+    ]  # no partial, no temp folder
     monkeypatch.undo()  # space freed
     __import__("elt.registry", fromlist=["x"]).register_paradigm("toy", "toy_task")
     assert main([*args, "--resume", "auto"]) == 0
@@ -217,7 +258,9 @@ def test_disk_full_during_checkpoint_is_one_line_and_resume_works(toy_paradigm, 
     assert steps == sorted(set(steps)) and steps[-1] == 6
 
 
-def test_disk_full_during_sampling_leaves_no_truncated_file(toy_paradigm, tmp_path, capsys, monkeypatch):
+def test_disk_full_during_sampling_leaves_no_truncated_file(
+    toy_paradigm, tmp_path, capsys, monkeypatch
+):
     final = train(toy_cfg(tmp_path / "run", "train.steps=2"), progress=False)
     out = tmp_path / "samples"
     real_savez = np.savez
@@ -231,17 +274,34 @@ def test_disk_full_during_sampling_leaves_no_truncated_file(toy_paradigm, tmp_pa
         return real_savez(file, *arrays, **named)
 
     monkeypatch.setattr(np, "savez", savez)
-    argv = ["sample", "--ckpt", str(final), "--loops", "1,3", "--num", "6", "--out", str(out), "--no-progress"]
+    argv = [
+        "sample",
+        "--ckpt",
+        str(final),
+        "--loops",
+        "1,3",
+        "--num",
+        "6",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "samples_L3.npz" in err[0] and "no space left" in err[0]
-    assert seen_during_write[0] == [f".samples_L1.npz.tmp-{os.getpid()}"]  # written under a temporary name
-    assert sorted(p.name for p in out.iterdir()) == ["samples_L1.npz"]  # complete, and nothing partial
+    assert seen_during_write[0] == [
+        f".samples_L1.npz.tmp-{os.getpid()}"
+    ]  # written under a temporary name
+    assert sorted(p.name for p in out.iterdir()) == [
+        "samples_L1.npz"
+    ]  # complete, and nothing partial
     assert np.load(out / "samples_L1.npz")["arr_0"].shape == (6, 4, 4, 1)
     monkeypatch.undo()
     __import__("elt.registry", fromlist=["x"]).register_paradigm("toy", "toy_task")
     assert main(argv) == 0
-    assert {"samples_L1.npz", "samples_L3.npz", "grid.png", "samples.json"} <= {p.name for p in out.iterdir()}
+    assert {"samples_L1.npz", "samples_L3.npz", "grid.png", "samples.json"} <= {
+        p.name for p in out.iterdir()
+    }
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
@@ -261,16 +321,29 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
 
 
 # -- logs -----------------------------------------------------------------------------------------------------
-def test_fresh_start_rotates_the_log_and_partial_lines_do_not_break_resume(toy_paradigm, tmp_path, capsys):
+def test_fresh_start_rotates_the_log_and_partial_lines_do_not_break_resume(
+    toy_paradigm, tmp_path, capsys
+):
     run = tmp_path / "run"
     cfg = toy_cfg(run, "train.steps=4", "train.log_every=1", "train.checkpoint_every=2")
     (run).mkdir()
-    (run / "log.jsonl").write_text('{"step": 9}\n')  # a log without checkpoints (a run stopped before its first)
+    (run / "log.jsonl").write_text(
+        '{"step": 9}\n'
+    )  # a log without checkpoints (a run stopped before its first)
     train(cfg, progress=False)  # a fresh start into that directory: the old log is kept aside
-    assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
-    assert [json.loads(line)["step"] for line in (run / "log.1.jsonl").read_text().splitlines()] == [9]
+    assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert [
+        json.loads(line)["step"] for line in (run / "log.1.jsonl").read_text().splitlines()
+    ] == [9]
     assert "log.1.jsonl" in capsys.readouterr().err
-    with pytest.raises(UserError, match="--resume auto"):  # a run with checkpoints is never restarted over
+    with pytest.raises(
+        UserError, match="--resume auto"
+    ):  # a run with checkpoints is never restarted over
         train(cfg, progress=False)
     with open(run / "log.jsonl", "a") as handle:  # killed in the middle of a log write
         handle.write('{"step": 5, "loss": 0.')
@@ -282,13 +355,19 @@ def test_fresh_start_rotates_the_log_and_partial_lines_do_not_break_resume(toy_p
 
 
 # -- untrusted run directories ---------------------------------------------------------------------------------
-def test_checkpoint_configs_are_not_interpolated_and_latest_stays_inside(toy_paradigm, tmp_path, monkeypatch):
+def test_checkpoint_configs_are_not_interpolated_and_latest_stays_inside(
+    toy_paradigm, tmp_path, monkeypatch
+):
     final = train(toy_cfg(tmp_path / "run", "train.steps=2"), progress=False)
     monkeypatch.setenv("ELT_TEST_SECRET", "hunter2")
     evil = tmp_path / "evil"
     shutil.copytree(final, evil)
     (evil / "manifest.json").unlink()
-    text = (evil / "config.yaml").read_text().replace("wandb_project: elt", "wandb_project: ${oc.env:ELT_TEST_SECRET}")
+    text = (
+        (evil / "config.yaml")
+        .read_text()
+        .replace("wandb_project: elt", "wandb_project: ${oc.env:ELT_TEST_SECRET}")
+    )
     (evil / "config.yaml").write_text(text)
     with pytest.raises(Exception) as info:
         elt.load(evil)
@@ -301,7 +380,9 @@ def test_checkpoint_configs_are_not_interpolated_and_latest_stays_inside(toy_par
         (root / "latest").write_text(pointer)
         assert resolve_checkpoint(tmp_path / "run") == final
     # environment variables are never resolved into a run's saved config: refused before any file is written
-    cfg = toy_cfg(tmp_path / "run2", "train.steps=1", "train.wandb_project=${oc.env:ELT_TEST_SECRET}")
+    cfg = toy_cfg(
+        tmp_path / "run2", "train.steps=1", "train.wandb_project=${oc.env:ELT_TEST_SECRET}"
+    )
     with pytest.raises(UserError, match="train.wandb_project") as info:
         train(cfg, progress=False)
     assert "hunter2" not in str(info.value) and not (tmp_path / "run2").exists()
@@ -332,7 +413,9 @@ def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path):
     data = ImageFolder(tmp_path, image_size=8, channels=1)
     for index in (0, 1):  # both decode to the same ramp, from black to white
         image, _ = data.load(index)
-        assert image.min() == pytest.approx(-1, abs=0.02) and image.max() == pytest.approx(1, abs=0.02)
+        assert image.min() == pytest.approx(-1, abs=0.02) and image.max() == pytest.approx(
+            1, abs=0.02
+        )
         assert image.flatten()[32] == pytest.approx(ramp.flatten()[32] * 2 - 1, abs=0.05)
     with pytest.warns(UserWarning, match=r"only \[0, 1\] or \[0, 255\]"):
         assert data.load(2) is None  # values in [-10, 30]: refused with a message, not guessed

@@ -42,7 +42,9 @@ def test_folder_labels_shapes_and_range(tmp_path):
     image, label = ds[4]
     assert image.shape == (3, 16, 16) and label == 1
     assert image.min() >= -1 and image.max() <= 1
-    assert image[2, 8, 8] == pytest.approx(1.0) and image[0, 8, 8] == pytest.approx(-1.0)  # blue dog
+    assert image[2, 8, 8] == pytest.approx(1.0) and image[0, 8, 8] == pytest.approx(
+        -1.0
+    )  # blue dog
     grey = ImageFolder(tmp_path, image_size=16, channels=1)
     assert grey[0][0].shape == (1, 16, 16)
 
@@ -55,10 +57,18 @@ def test_unreadable_files_are_skipped_with_a_counted_warning(tmp_path):
         warnings.simplefilter("always")
         items = [ds[i] for i in range(len(ds))]  # a full epoch never raises
     messages = [str(w.message) for w in caught if issubclass(w.category, UnreadableImageWarning)]
-    assert len(messages) == 2 and "1 skipped so far" in messages[0] and "2 skipped so far" in messages[1]
+    assert (
+        len(messages) == 2
+        and "1 skipped so far" in messages[0]
+        and "2 skipped so far" in messages[1]
+    )
     assert len(ds.skipped) == 2
     assert all(img.shape == (3, 16, 16) for img, _ in items)
-    broken = [i for i, (path, _) in enumerate(ds.files) if path.name in ("not_an_image.jpg", "truncated.png")]
+    broken = [
+        i
+        for i, (path, _) in enumerate(ds.files)
+        if path.name in ("not_an_image.jpg", "truncated.png")
+    ]
     for i in broken:
         assert ds.load(i) is None
 
@@ -66,8 +76,16 @@ def test_unreadable_files_are_skipped_with_a_counted_warning(tmp_path):
 def test_build_dataset_from_config(tmp_path):
     write_tree(tmp_path / "train", broken=False)
     write_tree(tmp_path / "val", broken=False)
-    cfg = load_config(None, ["data.name=folder", f"data.root={tmp_path}", "data.num_classes=2", "data.channels=3",
-                             "data.image_size=16"])
+    cfg = load_config(
+        None,
+        [
+            "data.name=folder",
+            f"data.root={tmp_path}",
+            "data.num_classes=2",
+            "data.channels=3",
+            "data.image_size=16",
+        ],
+    )
     train = build_dataset(cfg.data, "train")
     test = build_dataset(cfg.data, "test")  # falls back to val/
     assert train.root == tmp_path / "train" and test.root == tmp_path / "val"
@@ -75,7 +93,9 @@ def test_build_dataset_from_config(tmp_path):
     with pytest.raises(ValueError, match="data.num_classes=2"):
         build_dataset(bad.data)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        build_dataset(load_config(None, ["data.name=folder", f"data.root={tmp_path / 'nope'}"]).data)
+        build_dataset(
+            load_config(None, ["data.name=folder", f"data.root={tmp_path / 'nope'}"]).data
+        )
     single = tmp_path / "single"
     write_tree(single, broken=False)
     flat = load_config(None, ["data.name=folder", f"data.root={single}", "data.num_classes=2"])
@@ -89,9 +109,18 @@ def test_token_cache_drops_unreadable_images(tmp_path):
     from elt.tokenizers.fsq import FSQTokenizer
 
     write_tree(tmp_path / "data")
-    cfg = load_config(None, ["data.name=folder", f"data.root={tmp_path / 'data'}", "data.num_classes=2",
-                             "data.channels=3", "data.image_size=16", "tokenizer.encode_batch_size=3",
-                             "data.hflip=true"])
+    cfg = load_config(
+        None,
+        [
+            "data.name=folder",
+            f"data.root={tmp_path / 'data'}",
+            "data.num_classes=2",
+            "data.channels=3",
+            "data.image_size=16",
+            "tokenizer.encode_batch_size=3",
+            "data.hflip=true",
+        ],
+    )
     tok = FSQTokenizer(image_size=16, image_channels=3, levels=[4, 4], channels=16)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -42,7 +42,9 @@ def test_bf16_fsdp_follows_bf16_ddp_and_keeps_targets_and_loss_fp32(det_paradigm
     assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 21))
     worst = max(abs(y["loss"] - x["loss"]) / abs(x["loss"]) for x, y in zip(a, b, strict=True))
     assert worst <= 1e-2, worst
-    assert a[-1]["loss"] < 0.5 * a[0]["loss"]  # it trained: the comparison is not between two flat curves
+    assert (
+        a[-1]["loss"] < 0.5 * a[0]["loss"]
+    )  # it trained: the comparison is not between two flat curves
 
 
 @pytest.mark.slow
@@ -66,9 +68,13 @@ def test_fsdp_meta_init_matches_one_process_build_and_shards_the_ema(det_paradig
     for info in infos:
         init = info["init"]
         assert init["ema_sharded"] and not init["ema_shadow"]
-        assert init["ema_local"] <= 0.6 * init["ema_full"]  # about a half: dim-0 chunks of uneven tensors
+        assert (
+            init["ema_local"] <= 0.6 * init["ema_full"]
+        )  # about a half: dim-0 chunks of uneven tensors
         assert info["checkpoint_format"] == "dcp"  # the default under FSDP
-    assert sum(info["init"]["ema_local"] for info in infos) == infos[0]["init"]["ema_full"]  # a partition
+    assert (
+        sum(info["init"]["ema_local"] for info in infos) == infos[0]["init"]["ema_full"]
+    )  # a partition
     ckpt = run / "checkpoints" / "step_0000002"
     assert len(list((ckpt / "sharded").glob("*.distcp"))) == 2
     final = load_file(str(ckpt / "ema.safetensors"))
@@ -77,22 +83,34 @@ def test_fsdp_meta_init_matches_one_process_build_and_shards_the_ema(det_paradig
 
 def test_streamed_safetensors_equal_a_whole_save_and_stop_at_the_first_non_finite(tmp_path):
     g = torch.Generator().manual_seed(0)
-    state = {"w": torch.randn(3, 5, generator=g), "half": torch.randn(7, generator=g).bfloat16(),
-             "count": torch.tensor(4), "mask": torch.tensor([True, False, True]), "empty": torch.zeros(0, 2),
-             "ids": torch.arange(6, dtype=torch.int32).view(2, 3)}
+    state = {
+        "w": torch.randn(3, 5, generator=g),
+        "half": torch.randn(7, generator=g).bfloat16(),
+        "count": torch.tensor(4),
+        "mask": torch.tensor([True, False, True]),
+        "empty": torch.zeros(0, 2),
+        "ids": torch.arange(6, dtype=torch.int32).view(2, 3),
+    }
     stream_safetensors(tmp_path / "streamed.safetensors", state, {"step": "3"})
     save_file(state, str(tmp_path / "whole.safetensors"))
-    streamed, whole = load_file(str(tmp_path / "streamed.safetensors")), load_file(str(tmp_path / "whole.safetensors"))
+    streamed, whole = (
+        load_file(str(tmp_path / "streamed.safetensors")),
+        load_file(str(tmp_path / "whole.safetensors")),
+    )
     assert streamed.keys() == whole.keys() == state.keys()
     for key in state:
-        assert streamed[key].dtype == state[key].dtype and torch.equal(streamed[key], whole[key]), key
+        assert streamed[key].dtype == state[key].dtype and torch.equal(streamed[key], whole[key]), (
+            key
+        )
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "streamed.safetensors"), "pt") as handle:
         assert handle.metadata() == {"step": "3"}
     state["half"][2] = float("nan")
     assert stream_safetensors(tmp_path / "bad.safetensors", state) == "half"
-    assert stream_safetensors(None, state) == "half"  # ranks that do not write reach the same verdict
+    assert (
+        stream_safetensors(None, state) == "half"
+    )  # ranks that do not write reach the same verdict
 
 
 def test_ema_without_a_shadow_materialises_what_the_full_shadow_holds():
@@ -111,7 +129,9 @@ def test_ema_without_a_shadow_materialises_what_the_full_shadow_holds():
     shadow = lean.materialize()
     for key, value in full.shadow.state_dict().items():
         assert torch.equal(shadow.state_dict()[key], value), key
-    assert torch.equal(shadow.table, model.table) and not any(p.requires_grad for p in shadow.parameters())
+    assert torch.equal(shadow.table, model.table) and not any(
+        p.requires_grad for p in shadow.parameters()
+    )
     lean.update(model)  # a gathered shadow is stale after the next update and is dropped
     assert lean.shadow is None and full.shadow is not None
 
@@ -123,4 +143,8 @@ def test_checkpoint_format_auto_is_dcp_under_fsdp_only():
     assert resolved_checkpoint_format(cfg, sharded=False) == "full"
     for explicit in ("full", "dcp"):
         cfg = load_config(None, ["paradigm=masked", f"train.checkpoint_format={explicit}"])
-        assert resolved_checkpoint_format(cfg, sharded=True) == resolved_checkpoint_format(cfg, False) == explicit
+        assert (
+            resolved_checkpoint_format(cfg, sharded=True)
+            == resolved_checkpoint_format(cfg, False)
+            == explicit
+        )

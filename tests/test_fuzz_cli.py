@@ -29,15 +29,27 @@ from conftest import TOY_OVERRIDES  # noqa: E402
 from elt.cli import main  # noqa: E402
 
 CASE_SECONDS = 20  # per example: a hang fails it (valid toy runs take well under a second)
-EXAMPLES = {"train": 80, "sample": 60, "eval": 90}  # 230 in CI; ELT_FUZZ_EXAMPLES=N for a longer, random search
+EXAMPLES = {
+    "train": 80,
+    "sample": 60,
+    "eval": 90,
+}  # 230 in CI; ELT_FUZZ_EXAMPLES=N for a longer, random search
 SCALE = int(os.environ.get("ELT_FUZZ_EXAMPLES", "0"))
 
 
 def fuzz(examples: int) -> settings:
-    return settings(max_examples=SCALE or examples, deadline=None, derandomize=not SCALE, database=None,
-                    print_blob=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                           HealthCheck.data_too_large])
+    return settings(
+        max_examples=SCALE or examples,
+        deadline=None,
+        derandomize=not SCALE,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.data_too_large,
+        ],
+    )
 
 
 class Hang(Exception):
@@ -49,16 +61,52 @@ class Accepted(Exception):
 
 
 # values a user might type for any key: valid small ones and every kind of bad one
-NUMBERS = ["0", "1", "2", "3", "-1", "0.5", "-0.5", "1e9", "nan", "inf", "-inf", str(2**64), str(10**30), "1e-12"]
-WORDS = ["", " ", "abc", "null", "true", "[]", "[1,2]", "[0.9]", "{}", "${oc.env:HOME}", "/proc/x", "a\tb",
-         "x" * 300]
+NUMBERS = [
+    "0",
+    "1",
+    "2",
+    "3",
+    "-1",
+    "0.5",
+    "-0.5",
+    "1e9",
+    "nan",
+    "inf",
+    "-inf",
+    str(2**64),
+    str(10**30),
+    "1e-12",
+]
+WORDS = [
+    "",
+    " ",
+    "abc",
+    "null",
+    "true",
+    "[]",
+    "[1,2]",
+    "[0.9]",
+    "{}",
+    "${oc.env:HOME}",
+    "/proc/x",
+    "a\tb",
+    "x" * 300,
+]
 
 
 def _fuzz_keys() -> list[str]:
     from elt.config import config_rules
 
-    slow = {"train.compile", "train.steps", "train.wandb", "model.preset", "data.num_workers", "train.threads",
-            "train.device", "train.distributed"}  # minutes, network or process-wide settings when valid
+    slow = {
+        "train.compile",
+        "train.steps",
+        "train.wandb",
+        "model.preset",
+        "data.num_workers",
+        "train.threads",
+        "train.device",
+        "train.distributed",
+    }  # minutes, network or process-wide settings when valid
     return sorted(k for k in config_rules() if k not in slow)
 
 
@@ -92,7 +140,12 @@ def snapshot(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-RUNTIME_STOPS = ("loss is nan", "loss is inf", "loss is -inf", "non-finite")  # mid-run: the run folder stays
+RUNTIME_STOPS = (
+    "loss is nan",
+    "loss is inf",
+    "loss is -inf",
+    "non-finite",
+)  # mid-run: the run folder stays
 
 
 def run_case(argv: list[str], where: Path, before: set[str]) -> tuple[int, str]:
@@ -106,14 +159,21 @@ def run_case(argv: list[str], where: Path, before: set[str]) -> tuple[int, str]:
     assert "Traceback" not in text, text
     assert status in (0, 2), (status, text)
     after = snapshot(where)
-    assert not [p for p in after if ".tmp" in p or p.endswith("~")], after  # never a temporary file left
+    assert not [p for p in after if ".tmp" in p or p.endswith("~")], (
+        after
+    )  # never a temporary file left
     if status == 2:
         lines = [line for line in text.strip().splitlines() if not line.startswith("elt: warning:")]
         assert lines and ": error:" in lines[-1], text
         if not any(stop in lines[-1] for stop in RUNTIME_STOPS):
             assert after == before, f"a refusal left files: {sorted(after - before)}\n{text}"
     if os.environ.get("ELT_FUZZ_LOG"):
-        print(status, argv, text.strip().splitlines()[-1:] if text.strip() else "", file=sys.__stdout__)
+        print(
+            status,
+            argv,
+            text.strip().splitlines()[-1:] if text.strip() else "",
+            file=sys.__stdout__,
+        )
     return status, text
 
 
@@ -125,8 +185,13 @@ def toy_run(tmp_path_factory):
 
     registry.register_paradigm("toy", "toy_task")
     run = tmp_path_factory.mktemp("fuzzrun") / "run"
-    train(load_config(None, [*TOY_OVERRIDES, "train.steps=2", "train.tensorboard=false", f"train.out_dir={run}"]),
-          progress=False)
+    train(
+        load_config(
+            None,
+            [*TOY_OVERRIDES, "train.steps=2", "train.tensorboard=false", f"train.out_dir={run}"],
+        ),
+        progress=False,
+    )
     return run
 
 
@@ -142,15 +207,38 @@ def test_fuzz_train_overrides(toy_run, items, steps):
     with isolated_case() as where:
         (where / "toy.yaml").write_text("paradigm: toy\n")
         before = snapshot(where)
-        argv = ["train", "toy.yaml", "--no-progress", *TOY_OVERRIDES, "train.tensorboard=false", "train.out_dir=run",
-                f"train.steps={steps}", *items]
+        argv = [
+            "train",
+            "toy.yaml",
+            "--no-progress",
+            *TOY_OVERRIDES,
+            "train.tensorboard=false",
+            "train.out_dir=run",
+            f"train.steps={steps}",
+            *items,
+        ]
         run_case(argv, where, before)
 
 
 SAMPLE_FLAGS = {
     "--num": ["1", "2", "0", "-1", str(10**12), "x", "2.5"],
-    "--loops": ["1", "2-3", "0", "13", "1:3", "3:1", "exit:0.1", "exit:nan", "exit:0:2-100000000", "1-100000",
-                "1x4", "", ",", "exit:0.1:1-2", "100000000"],
+    "--loops": [
+        "1",
+        "2-3",
+        "0",
+        "13",
+        "1:3",
+        "3:1",
+        "exit:0.1",
+        "exit:nan",
+        "exit:0:2-100000000",
+        "1-100000",
+        "1x4",
+        "",
+        ",",
+        "exit:0.1:1-2",
+        "100000000",
+    ],
     "--steps": ["1", "3", "0", "100000000", "x"],
     "--guidance": ["0", "1", "2.5", "-1", "nan", "inf", "x"],
     "--seed": ["0", "7", "-5", str(2**64), "1.5"],
@@ -159,9 +247,17 @@ SAMPLE_FLAGS = {
     "--quality": ["5", "nan", "-1"],
     "--budget-ms": ["100", "inf", "0"],
 }
-SAMPLE_OVERRIDES = ["sampling.guidance=2", "sampling.guidance=nan", "sampling.steps=0", "sampling.loops=100",
-                    "sampling.loops=2", "model.width=8", "sampling.precision=fp64", "masked.temperature_base=-1",
-                    "sampling.guidance=${oc.env:HOME}"]
+SAMPLE_OVERRIDES = [
+    "sampling.guidance=2",
+    "sampling.guidance=nan",
+    "sampling.steps=0",
+    "sampling.loops=100",
+    "sampling.loops=2",
+    "model.width=8",
+    "sampling.precision=fp64",
+    "masked.temperature_base=-1",
+    "sampling.guidance=${oc.env:HOME}",
+]
 
 
 @st.composite
@@ -177,10 +273,19 @@ def flags(draw, table: dict[str, list[str]], required: dict[str, str]):
 
 
 @fuzz(EXAMPLES["sample"])
-@given(argv=flags(SAMPLE_FLAGS, {"--out": "o", "--num": "2"}),
-       extra=st.lists(st.sampled_from(SAMPLE_OVERRIDES), max_size=2, unique=True),
-       calibration=st.sampled_from([None, "[1]", '{"points": [{"loops": "2", "fd_cls": 1, "latency_ms": 1}]}',
-                                    '{"points": [{"loops": "99", "fd_cls": 1, "latency_ms": 1}]}', "{bad"]))
+@given(
+    argv=flags(SAMPLE_FLAGS, {"--out": "o", "--num": "2"}),
+    extra=st.lists(st.sampled_from(SAMPLE_OVERRIDES), max_size=2, unique=True),
+    calibration=st.sampled_from(
+        [
+            None,
+            "[1]",
+            '{"points": [{"loops": "2", "fd_cls": 1, "latency_ms": 1}]}',
+            '{"points": [{"loops": "99", "fd_cls": 1, "latency_ms": 1}]}',
+            "{bad",
+        ]
+    ),
+)
 def test_fuzz_sample_flags(toy_run, argv, extra, calibration):
     with isolated_case() as where:
         if calibration is not None:
@@ -214,11 +319,17 @@ def test_fuzz_eval_flags(toy_run, argv, monkeypatch):
     def accepted(args):
         raise Accepted
 
-    monkeypatch.setattr(eval_cli, "_sweep", accepted)  # past every argument check: the sweep itself is not fuzzed
+    monkeypatch.setattr(
+        eval_cli, "_sweep", accepted
+    )  # past every argument check: the sweep itself is not fuzzed
     with isolated_case() as where:
         (where / "garbage.safetensors").write_bytes(os.urandom(512))
         before = snapshot(where)
         try:
-            run_case(["eval", "--ckpt", str(toy_run), "--no-progress", "--no-latency", *argv], where, before)
+            run_case(
+                ["eval", "--ckpt", str(toy_run), "--no-progress", "--no-latency", *argv],
+                where,
+                before,
+            )
         except Accepted:
             assert snapshot(where) == before  # nothing written before the sweep

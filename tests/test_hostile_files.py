@@ -36,7 +36,9 @@ from elt.cli import main
 
 TESTS = Path(__file__).resolve().parent
 SECRET = "hunter2-secret-value"
-WALL_LIMIT_S = 60  # per case: generous for a loaded CI machine; every refusal here takes a few seconds at most
+WALL_LIMIT_S = (
+    60  # per case: generous for a loaded CI machine; every refusal here takes a few seconds at most
+)
 PACKAGE_DIR = Path(__import__("elt").__file__).resolve().parent
 _HELD: list = []  # lock handles held by a case (released after it)
 
@@ -50,8 +52,19 @@ def toy_run(tmp_path_factory):
 
     registry.register_paradigm("toy", "toy_task")
     run = tmp_path_factory.mktemp("hostile") / "run"
-    train(load_config(None, [*TOY_OVERRIDES, "train.steps=4", "train.checkpoint_every=2", "train.tensorboard=false",
-                             f"train.out_dir={run}"]), progress=False)
+    train(
+        load_config(
+            None,
+            [
+                *TOY_OVERRIDES,
+                "train.steps=4",
+                "train.checkpoint_every=2",
+                "train.tensorboard=false",
+                f"train.out_dir={run}",
+            ],
+        ),
+        progress=False,
+    )
     return run
 
 
@@ -89,14 +102,23 @@ def checkpoint_copy(toy_run: Path, where: Path, name: str = "ckpt") -> Path:
 def train_args(where: Path, *overrides: str) -> list[str]:
     yaml = where / "toy.yaml"
     yaml.write_text("paradigm: toy\n")
-    return ["train", str(yaml), "--no-progress", *TOY_OVERRIDES, "train.tensorboard=false", *overrides]
+    return [
+        "train",
+        str(yaml),
+        "--no-progress",
+        *TOY_OVERRIDES,
+        "train.tensorboard=false",
+        *overrides,
+    ]
 
 
 def other_run(toy_run: Path, where: Path) -> Path:
     """A copy of the toy run as if another run had written it (another run id in its manifests)."""
     run = copy_run(toy_run, where, "other")
     for manifest in (run / "checkpoints").glob("step_*/manifest.json"):
-        manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "run": "0123456789abcdef"}))
+        manifest.write_text(
+            json.dumps({**json.loads(manifest.read_text()), "run": "0123456789abcdef"})
+        )
     return run
 
 
@@ -143,14 +165,25 @@ def image_folder(where: Path, name: str, corrupt: bool) -> Path:
         folder.mkdir(parents=True)
         for index in range(8):
             if corrupt:
-                (folder / f"{index}.png").write_bytes(b"not a png" + bytes(rng.integers(0, 255, 64, dtype=np.uint8)))
+                (folder / f"{index}.png").write_bytes(
+                    b"not a png" + bytes(rng.integers(0, 255, 64, dtype=np.uint8))
+                )
             else:
-                Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).save(folder / f"{index}.png")
+                Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).save(
+                    folder / f"{index}.png"
+                )
     return where / name
 
 
-FOLDER_TOKENIZER = ["data.name=folder", "data.channels=1", "data.num_classes=2", "tokenizer.steps=2",
-                    "tokenizer.eval_items=0", "tokenizer.batch_size=8", "--no-progress"]
+FOLDER_TOKENIZER = [
+    "data.name=folder",
+    "data.channels=1",
+    "data.num_classes=2",
+    "tokenizer.steps=2",
+    "tokenizer.eval_items=0",
+    "tokenizer.batch_size=8",
+    "--no-progress",
+]
 
 
 def object_npz(where: Path, name: str, count: int = 8) -> Path:
@@ -235,11 +268,26 @@ def stale_temp(toy_run, where, outside):
     out = where / "o"
     out.mkdir()
     (out / f".samples_L1.npz.tmp-{dead_pid()}").write_bytes(b"half")
-    return ["sample", "--ckpt", str(toy_run), "--out", str(out), "--loops", "1", "--num", "2", "--no-progress"]
+    return [
+        "sample",
+        "--ckpt",
+        str(toy_run),
+        "--out",
+        str(out),
+        "--loops",
+        "1",
+        "--num",
+        "2",
+        "--no-progress",
+    ]
 
 
 def no_stale_temp(where, outside, out, err):
-    assert sorted(p.name for p in (where / "o").iterdir()) == ["grid.png", "samples.json", "samples_L1.npz"]
+    assert sorted(p.name for p in (where / "o").iterdir()) == [
+        "grid.png",
+        "samples.json",
+        "samples_L1.npz",
+    ]
 
 
 def newest_used(expected_step):
@@ -247,42 +295,154 @@ def newest_used(expected_step):
         assert "step_0000004" in err and expected_step in err and "damaged" in err
         if out.strip().startswith("{"):
             assert json.loads(out)["checkpoint"].endswith(expected_step)
+
     return check
 
 
 DATA_LOSS = [
-    ("fresh-run-over-a-finished-run", lambda r, w, o: train_args(w, "train.steps=2",
-                                                                 f"train.out_dir={copy_run(r, w)}"),
-     2, ["--resume auto", "train.out_dir", "step_0000004"], 1, None),
-    ("fresh-run-of-another-width", lambda r, w, o: train_args(w, "train.steps=2", "model.width=64",
-                                                              f"train.out_dir={copy_run(r, w)}"),
-     2, ["--resume auto"], 1, None),
-    ("fresh-run-over-a-damaged-run", lambda r, w, o: train_args(w, "train.steps=2",
-                                                                f"train.out_dir={damaged_newest(r, w)}"),
-     2, ["--resume auto"], 1, None),
-    ("tokenizer-train-into-a-locked-run", lambda r, w, o: [
-        "tokenizer", "train", "fmnist_masked", f"train.out_dir={locked_run(r, w)}",
-        f"data.root={image_folder(w, 'imgs', False)}", *FOLDER_TOKENIZER], 2, ["in use"], 1, None),
-    ("calibrate-into-a-locked-run", lambda r, w, o: ["calibrate", "--ckpt", str(locked_run(r, w)), "--loops", "1",
-                                                     "--num", "4", "--no-latency", "--no-progress"],
-     2, ["in use"], 1, None),
-    ("sample-into-a-locked-run", lambda r, w, o: ["sample", "--ckpt", str(r), "--out",
-                                                  str(locked_run(r, w) / "more"), "--loops", "1", "--num", "2"],
-     2, ["in use"], 1, None),
+    (
+        "fresh-run-over-a-finished-run",
+        lambda r, w, o: train_args(w, "train.steps=2", f"train.out_dir={copy_run(r, w)}"),
+        2,
+        ["--resume auto", "train.out_dir", "step_0000004"],
+        1,
+        None,
+    ),
+    (
+        "fresh-run-of-another-width",
+        lambda r, w, o: train_args(
+            w, "train.steps=2", "model.width=64", f"train.out_dir={copy_run(r, w)}"
+        ),
+        2,
+        ["--resume auto"],
+        1,
+        None,
+    ),
+    (
+        "fresh-run-over-a-damaged-run",
+        lambda r, w, o: train_args(w, "train.steps=2", f"train.out_dir={damaged_newest(r, w)}"),
+        2,
+        ["--resume auto"],
+        1,
+        None,
+    ),
+    (
+        "tokenizer-train-into-a-locked-run",
+        lambda r, w, o: [
+            "tokenizer",
+            "train",
+            "fmnist_masked",
+            f"train.out_dir={locked_run(r, w)}",
+            f"data.root={image_folder(w, 'imgs', False)}",
+            *FOLDER_TOKENIZER,
+        ],
+        2,
+        ["in use"],
+        1,
+        None,
+    ),
+    (
+        "calibrate-into-a-locked-run",
+        lambda r, w, o: [
+            "calibrate",
+            "--ckpt",
+            str(locked_run(r, w)),
+            "--loops",
+            "1",
+            "--num",
+            "4",
+            "--no-latency",
+            "--no-progress",
+        ],
+        2,
+        ["in use"],
+        1,
+        None,
+    ),
+    (
+        "sample-into-a-locked-run",
+        lambda r, w, o: [
+            "sample",
+            "--ckpt",
+            str(r),
+            "--out",
+            str(locked_run(r, w) / "more"),
+            "--loops",
+            "1",
+            "--num",
+            "2",
+        ],
+        2,
+        ["in use"],
+        1,
+        None,
+    ),
     ("export-into-the-package", in_package, 2, ["installed elt package"], 1, None),
-    ("sample-into-the-package", lambda r, w, o: ["sample", "--ckpt", str(r), "--out",
-                                                 str(PACKAGE_DIR / "_hostile_test_out"), "--num", "2"],
-     2, ["installed elt package"], 1, None),
-    ("resume-another-runs-checkpoint-over-this-run", lambda r, w, o: [
-        *train_args(w, "train.steps=4", "train.checkpoint_every=2", f"train.out_dir={copy_run(r, w)}"), "--resume",
-        str(other_run(r, w) / "checkpoints" / "step_0000002")], 2, ["another run", "train.out_dir"], 1, None),
-    ("info-checks-the-training-state", lambda r, w, o: ["info", str(damaged_state(r, w))], 2, ["state.pt"], 1, None),
-    ("info-names-a-damaged-newest-step", lambda r, w, o: ["info", str(damaged_newest(r, w))], 0,
-     ["warning"], 1, newest_used("step_0000002")),
-    ("sample-names-a-damaged-newest-step", lambda r, w, o: ["sample", "--ckpt", str(damaged_newest(r, w)), "--out",
-                                                            str(w / "o"), "--loops", "1", "--num", "2",
-                                                            "--no-progress"],
-     0, ["warning"], 1, newest_used("step_0000002")),
+    (
+        "sample-into-the-package",
+        lambda r, w, o: [
+            "sample",
+            "--ckpt",
+            str(r),
+            "--out",
+            str(PACKAGE_DIR / "_hostile_test_out"),
+            "--num",
+            "2",
+        ],
+        2,
+        ["installed elt package"],
+        1,
+        None,
+    ),
+    (
+        "resume-another-runs-checkpoint-over-this-run",
+        lambda r, w, o: [
+            *train_args(
+                w, "train.steps=4", "train.checkpoint_every=2", f"train.out_dir={copy_run(r, w)}"
+            ),
+            "--resume",
+            str(other_run(r, w) / "checkpoints" / "step_0000002"),
+        ],
+        2,
+        ["another run", "train.out_dir"],
+        1,
+        None,
+    ),
+    (
+        "info-checks-the-training-state",
+        lambda r, w, o: ["info", str(damaged_state(r, w))],
+        2,
+        ["state.pt"],
+        1,
+        None,
+    ),
+    (
+        "info-names-a-damaged-newest-step",
+        lambda r, w, o: ["info", str(damaged_newest(r, w))],
+        0,
+        ["warning"],
+        1,
+        newest_used("step_0000002"),
+    ),
+    (
+        "sample-names-a-damaged-newest-step",
+        lambda r, w, o: [
+            "sample",
+            "--ckpt",
+            str(damaged_newest(r, w)),
+            "--out",
+            str(w / "o"),
+            "--loops",
+            "1",
+            "--num",
+            "2",
+            "--no-progress",
+        ],
+        0,
+        ["warning"],
+        1,
+        newest_used("step_0000002"),
+    ),
     ("sample-cleans-a-killed-runs-temporary", stale_temp, 0, [], 0, no_stale_temp),
 ]
 
@@ -312,9 +472,13 @@ def test_checkpoint_writer_never_replaces_another_runs_step(toy_run, tmp_path):
     with pytest.raises(CheckpointError, match="another run"):
         ckpt_lib.save_checkpoint(run, 4, cfg, weights, weights, {})
     assert tree(run / "checkpoints") == before
-    ckpt_lib.continue_run(run, run / "checkpoints" / "step_0000002")  # resumed from its step 2: may redo step 4
+    ckpt_lib.continue_run(
+        run, run / "checkpoints" / "step_0000002"
+    )  # resumed from its step 2: may redo step 4
     saved = ckpt_lib.save_checkpoint(run, 4, cfg, weights, weights, {})
-    assert ckpt_lib.run_id_of(saved) == ckpt_lib.run_id_of(run / "checkpoints" / "step_0000002") != ""
+    assert (
+        ckpt_lib.run_id_of(saved) == ckpt_lib.run_id_of(run / "checkpoints" / "step_0000002") != ""
+    )
     assert (run / "checkpoints" / "latest").read_text() == "step_0000004"
 
 
@@ -335,27 +499,40 @@ def test_atomic_writers_refuse_the_package_directory(tmp_path):
     from elt.fileio import OutputError, atomic_dir, exclusive_lock, write_text
 
     target = PACKAGE_DIR / "assets" / "_hostile_test.txt"
-    for attempt in (lambda: write_text(target, "x"), lambda: atomic_dir(target).__enter__(),
-                    lambda: exclusive_lock(PACKAGE_DIR / "_hostile_test_dir").__enter__()):
+    for attempt in (
+        lambda: write_text(target, "x"),
+        lambda: atomic_dir(target).__enter__(),
+        lambda: exclusive_lock(PACKAGE_DIR / "_hostile_test_dir").__enter__(),
+    ):
         with pytest.raises(OutputError, match="installed elt package"):
             attempt()
     assert not target.exists() and not (PACKAGE_DIR / "_hostile_test_dir").exists()
 
 
 # == class 2: disk full / file-size limit ======================================================================
-RUNNER = ("import sys; sys.path.insert(0, {tests!r}); from elt import registry; "
-          "registry.register_paradigm('toy', 'toy_task'); from elt.cli import main; sys.exit(main(sys.argv[1:]))")
+RUNNER = (
+    "import sys; sys.path.insert(0, {tests!r}); from elt import registry; "
+    "registry.register_paradigm('toy', 'toy_task'); from elt.cli import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 def limited(argv: list[str], limit_bytes: int, cwd: Path) -> subprocess.CompletedProcess:
     """``elt ARGV`` in a subprocess whose files may not grow past ``limit_bytes`` (``ulimit -f``)."""
+
     def limit():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([sys.executable, "-c", RUNNER.format(tests=str(TESTS)), *argv], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=WALL_LIMIT_S * 2, preexec_fn=limit)
+    return subprocess.run(
+        [sys.executable, "-c", RUNNER.format(tests=str(TESTS)), *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WALL_LIMIT_S * 2,
+        preexec_fn=limit,
+    )
 
 
 def no_temporaries(root: Path) -> list[str]:
@@ -367,26 +544,62 @@ def checkpoints_kept(where):
     from elt.train.checkpoint import is_complete, resolve_checkpoint
 
     run = where / "run"
-    assert resolve_checkpoint(run).name == "step_0000004" and is_complete(run / "checkpoints" / "step_0000004")
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_0000002", "step_0000004"]
+    assert resolve_checkpoint(run).name == "step_0000004" and is_complete(
+        run / "checkpoints" / "step_0000004"
+    )
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "latest",
+        "step_0000002",
+        "step_0000004",
+    ]
 
 
 def nothing_under(name):
     def check(where):
         assert not (where / name).exists() or not any((where / name).iterdir())
+
     return check
 
 
 DISK_FULL = [
-    ("checkpoint-of-a-fresh-run", lambda r, w: train_args(w, "train.steps=2", f"train.out_dir={w / 'new'}"),
-     60_000, nothing_under("new/checkpoints")),
-    ("checkpoint-of-a-resumed-run", lambda r, w: [*train_args(w, "train.steps=6", "train.checkpoint_every=2",
-                                                              f"train.out_dir={copy_run(r, w)}"), "--resume", "auto"],
-     60_000, checkpoints_kept),
-    ("export", lambda r, w: ["export", "--ckpt", str(r), "--out", str(w / "exported"), "--fp32"], 60_000,
-     nothing_under("exported")),
-    ("tokenizer-train", lambda r, w: ["tokenizer", "train", "fmnist_masked", f"data.root={image_folder(w, 'i', False)}",
-                                      *FOLDER_TOKENIZER, "--out", str(w / "tok")], 100_000, nothing_under("tok")),
+    (
+        "checkpoint-of-a-fresh-run",
+        lambda r, w: train_args(w, "train.steps=2", f"train.out_dir={w / 'new'}"),
+        60_000,
+        nothing_under("new/checkpoints"),
+    ),
+    (
+        "checkpoint-of-a-resumed-run",
+        lambda r, w: [
+            *train_args(
+                w, "train.steps=6", "train.checkpoint_every=2", f"train.out_dir={copy_run(r, w)}"
+            ),
+            "--resume",
+            "auto",
+        ],
+        60_000,
+        checkpoints_kept,
+    ),
+    (
+        "export",
+        lambda r, w: ["export", "--ckpt", str(r), "--out", str(w / "exported"), "--fp32"],
+        60_000,
+        nothing_under("exported"),
+    ),
+    (
+        "tokenizer-train",
+        lambda r, w: [
+            "tokenizer",
+            "train",
+            "fmnist_masked",
+            f"data.root={image_folder(w, 'i', False)}",
+            *FOLDER_TOKENIZER,
+            "--out",
+            str(w / "tok"),
+        ],
+        100_000,
+        nothing_under("tok"),
+    ),
 ]
 
 
@@ -402,8 +615,10 @@ def test_disk_full(case, toy_run, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr
     # one error line, last (a resumed run announces itself first)
-    assert "Traceback" not in result.stderr and [line for line in lines if "error" in line] == lines[-1:], \
-        result.stderr
+    assert (
+        "Traceback" not in result.stderr
+        and [line for line in lines if "error" in line] == lines[-1:]
+    ), result.stderr
     assert all(line.startswith("elt: ") for line in lines), result.stderr
     assert "file-size limit" in lines[-1] or "no space left" in lines[-1], lines[-1]
     assert no_temporaries(where) == []
@@ -448,18 +663,35 @@ def planted_weights(toy_run, where, outside):
 def planted_state(toy_run, where, outside):
     ckpt = checkpoint_copy(toy_run, where)
     linked(where, outside, "state.pt", (ckpt / "state.pt").read_bytes(), ckpt / "state.pt")
-    return [*train_args(where, "train.steps=6", f"train.out_dir={where / 'new'}"), "--resume", str(ckpt)]
+    return [
+        *train_args(where, "train.steps=6", f"train.out_dir={where / 'new'}"),
+        "--resume",
+        str(ckpt),
+    ]
 
 
 def planted_temporary(toy_run, where, outside):
     out = where / "o"
     out.mkdir()
     (out / f".samples_L1.npz.tmp-{os.getpid()}").symlink_to(outside / "victim.txt")
-    return ["sample", "--ckpt", str(toy_run), "--out", str(out), "--loops", "1", "--num", "2", "--no-progress"]
+    return [
+        "sample",
+        "--ckpt",
+        str(toy_run),
+        "--out",
+        str(out),
+        "--loops",
+        "1",
+        "--num",
+        "2",
+        "--no-progress",
+    ]
 
 
 def samples_are_files(where, outside, out, err):
-    assert (where / "o" / "samples_L1.npz").is_file() and not (where / "o" / "samples_L1.npz").is_symlink()
+    assert (where / "o" / "samples_L1.npz").is_file() and not (
+        where / "o" / "samples_L1.npz"
+    ).is_symlink()
     assert np.load(where / "o" / "samples_L1.npz")["arr_0"].shape[0] == 2
 
 
@@ -468,18 +700,58 @@ PLANTED = [
     ("run-log-is-a-link", planted_log, 2, ["symbolic link", "log.jsonl"], 1, None),
     ("step-folder-is-a-link", planted_step_folder, 2, ["symbolic link", "step_0000009"], 1, None),
     ("checkpoint-config-is-a-link", planted_config, 2, ["symbolic link", "config.yaml"], 1, None),
-    ("checkpoint-weights-are-a-link", planted_weights, 2, ["symbolic link", "ema.safetensors"], 1, None),
+    (
+        "checkpoint-weights-are-a-link",
+        planted_weights,
+        2,
+        ["symbolic link", "ema.safetensors"],
+        1,
+        None,
+    ),
     ("training-state-is-a-link", planted_state, 2, ["symbolic link", "state.pt"], 1, None),
     ("temporary-name-is-a-link", planted_temporary, 0, [], 0, samples_are_files),
-    ("config-reads-the-environment", lambda r, w, o: train_args(
-        w, "train.steps=1", "train.wandb_project=${oc.env:ELT_TEST_SECRET}", f"train.out_dir={w / 'new'}"),
-     2, ["train.wandb_project", "environment"], 1, None),
-    ("tokenizer-config-reads-the-environment", lambda r, w, o: [
-        "tokenizer", "train", "fmnist_masked", "data.root=${oc.env:ELT_TEST_SECRET}", *FOLDER_TOKENIZER, "--out",
-        str(w / "t")], 2, ["data.root", "environment"], 1, None),
-    ("nested-config-reads-the-environment", lambda r, w, o: train_args(
-        w, "train.steps=1", "data.root=/x/${oc.env:ELT_TEST_SECRET}", f"train.out_dir={w / 'new'}"),
-     2, ["data.root", "environment"], 1, None),
+    (
+        "config-reads-the-environment",
+        lambda r, w, o: train_args(
+            w,
+            "train.steps=1",
+            "train.wandb_project=${oc.env:ELT_TEST_SECRET}",
+            f"train.out_dir={w / 'new'}",
+        ),
+        2,
+        ["train.wandb_project", "environment"],
+        1,
+        None,
+    ),
+    (
+        "tokenizer-config-reads-the-environment",
+        lambda r, w, o: [
+            "tokenizer",
+            "train",
+            "fmnist_masked",
+            "data.root=${oc.env:ELT_TEST_SECRET}",
+            *FOLDER_TOKENIZER,
+            "--out",
+            str(w / "t"),
+        ],
+        2,
+        ["data.root", "environment"],
+        1,
+        None,
+    ),
+    (
+        "nested-config-reads-the-environment",
+        lambda r, w, o: train_args(
+            w,
+            "train.steps=1",
+            "data.root=/x/${oc.env:ELT_TEST_SECRET}",
+            f"train.out_dir={w / 'new'}",
+        ),
+        2,
+        ["data.root", "environment"],
+        1,
+        None,
+    ),
 ]
 
 
@@ -513,8 +785,15 @@ def pickled_tokenizer(toy_run, where, outside):
     folder.mkdir()
     (folder / "tokenizer.json").write_text(json.dumps({"architecture": {}, "hash": "0"}))
     pickle_weights(folder, "tokenizer.safetensors")
-    return ["tokenizer", "train", "fmnist_masked", f"data.root={image_folder(where, 'i', False)}",
-            f"tokenizer.path={folder}", "--force", *FOLDER_TOKENIZER]
+    return [
+        "tokenizer",
+        "train",
+        "fmnist_masked",
+        f"data.root={image_folder(where, 'i', False)}",
+        f"tokenizer.path={folder}",
+        "--force",
+        *FOLDER_TOKENIZER,
+    ]
 
 
 def pickled_tokenizer_train(toy_run, where, outside):
@@ -527,37 +806,168 @@ def pickled_tokenizer_train(toy_run, where, outside):
     folder = where / "tok"
     save_tokenizer(build_trainable_tokenizer(cfg), folder)
     pickle_weights(folder, "tokenizer.safetensors")
-    return ["train", "fmnist_masked", "--no-progress", "model.width=32", "model.heads=2", "train.steps=1",
-            "data.name=folder", "data.num_classes=2", "data.channels=1",
-            f"data.root={image_folder(where, 'i', False)}", f"tokenizer.path={folder}", f"train.out_dir={where / 'r'}"]
+    return [
+        "train",
+        "fmnist_masked",
+        "--no-progress",
+        "model.width=32",
+        "model.heads=2",
+        "train.steps=1",
+        "data.name=folder",
+        "data.num_classes=2",
+        "data.channels=1",
+        f"data.root={image_folder(where, 'i', False)}",
+        f"tokenizer.path={folder}",
+        f"train.out_dir={where / 'r'}",
+    ]
 
 
 MALFORMED = [
-    ("eval-video-real-is-an-object-npz", lambda r, w, o: [
-        "eval", "video", "--samples", str(video_samples(w)), "--real", str(object_npz(w, "real.npz")),
-        "--no-classifier", "--out", str(w / "e")], 2, ["object arrays", "real.npz"], 1, None),
-    ("eval-video-samples-are-an-object-npz", lambda r, w, o: [
-        "eval", "video", "--samples", str(video_samples(w, bad=True)), "--real", str(video_npz(w, "real.npz")),
-        "--no-classifier", "--out", str(w / "e")], 2, ["object arrays", "samples_L1.npz"], 1, None),
-    ("eval-video-real-is-not-an-npz", lambda r, w, o: [
-        "eval", "video", "--samples", str(video_samples(w)), "--real", str(pickle_weights(w, "real.npz")),
-        "--no-classifier", "--out", str(w / "e")], 2, ["real.npz"], 1, None),
-    ("eval-samples-are-an-object-npz", lambda r, w, o: [
-        "eval", "--samples", str(object_npz(w / "s", "samples_L1.npz").parent), "--ckpt", str(r), "--loops", "1",
-        "--num", "8", "--out", str(w / "e")], 2, ["object arrays"], 1, None),
-    ("eval-video-classifier-is-a-pickle", lambda r, w, o: [
-        "eval", "video", "--samples", str(video_samples(w)), "--real", str(video_npz(w, "real.npz")),
-        "--classifier", str(pickle_weights(w)), "--out", str(w / "e")], 2, ["classifier weights", "pickle"], 1, None),
-    ("eval-floor-classifier-is-a-pickle", lambda r, w, o: [
-        "eval", "floor", "--classifier", str(pickle_weights(w)), "--num", "8"], 2, ["classifier weights"], 1, None),
-    ("eval-video-i3d-is-garbage", lambda r, w, o: [
-        "eval", "video", "--samples", str(video_samples(w)), "--real", str(video_npz(w, "real.npz")),
-        "--no-classifier", "--i3d", str(pickle_weights(w, "i3d.pt")), "--out", str(w / "e")],
-     2, ["i3d.pt", "SHA-256"], 1, None),
-    ("tokenizer-weights-are-a-pickle", pickled_tokenizer_train, 2, ["tokenizer weights", "pickle"], 1, None),
-    ("image-folder-all-corrupt", lambda r, w, o: [
-        "tokenizer", "train", "fmnist_masked", f"data.root={image_folder(w, 'bad', True)}", *FOLDER_TOKENIZER,
-        "--out", str(w / "t")], 2, ["no readable image"], 1, None),
+    (
+        "eval-video-real-is-an-object-npz",
+        lambda r, w, o: [
+            "eval",
+            "video",
+            "--samples",
+            str(video_samples(w)),
+            "--real",
+            str(object_npz(w, "real.npz")),
+            "--no-classifier",
+            "--out",
+            str(w / "e"),
+        ],
+        2,
+        ["object arrays", "real.npz"],
+        1,
+        None,
+    ),
+    (
+        "eval-video-samples-are-an-object-npz",
+        lambda r, w, o: [
+            "eval",
+            "video",
+            "--samples",
+            str(video_samples(w, bad=True)),
+            "--real",
+            str(video_npz(w, "real.npz")),
+            "--no-classifier",
+            "--out",
+            str(w / "e"),
+        ],
+        2,
+        ["object arrays", "samples_L1.npz"],
+        1,
+        None,
+    ),
+    (
+        "eval-video-real-is-not-an-npz",
+        lambda r, w, o: [
+            "eval",
+            "video",
+            "--samples",
+            str(video_samples(w)),
+            "--real",
+            str(pickle_weights(w, "real.npz")),
+            "--no-classifier",
+            "--out",
+            str(w / "e"),
+        ],
+        2,
+        ["real.npz"],
+        1,
+        None,
+    ),
+    (
+        "eval-samples-are-an-object-npz",
+        lambda r, w, o: [
+            "eval",
+            "--samples",
+            str(object_npz(w / "s", "samples_L1.npz").parent),
+            "--ckpt",
+            str(r),
+            "--loops",
+            "1",
+            "--num",
+            "8",
+            "--out",
+            str(w / "e"),
+        ],
+        2,
+        ["object arrays"],
+        1,
+        None,
+    ),
+    (
+        "eval-video-classifier-is-a-pickle",
+        lambda r, w, o: [
+            "eval",
+            "video",
+            "--samples",
+            str(video_samples(w)),
+            "--real",
+            str(video_npz(w, "real.npz")),
+            "--classifier",
+            str(pickle_weights(w)),
+            "--out",
+            str(w / "e"),
+        ],
+        2,
+        ["classifier weights", "pickle"],
+        1,
+        None,
+    ),
+    (
+        "eval-floor-classifier-is-a-pickle",
+        lambda r, w, o: ["eval", "floor", "--classifier", str(pickle_weights(w)), "--num", "8"],
+        2,
+        ["classifier weights"],
+        1,
+        None,
+    ),
+    (
+        "eval-video-i3d-is-garbage",
+        lambda r, w, o: [
+            "eval",
+            "video",
+            "--samples",
+            str(video_samples(w)),
+            "--real",
+            str(video_npz(w, "real.npz")),
+            "--no-classifier",
+            "--i3d",
+            str(pickle_weights(w, "i3d.pt")),
+            "--out",
+            str(w / "e"),
+        ],
+        2,
+        ["i3d.pt", "SHA-256"],
+        1,
+        None,
+    ),
+    (
+        "tokenizer-weights-are-a-pickle",
+        pickled_tokenizer_train,
+        2,
+        ["tokenizer weights", "pickle"],
+        1,
+        None,
+    ),
+    (
+        "image-folder-all-corrupt",
+        lambda r, w, o: [
+            "tokenizer",
+            "train",
+            "fmnist_masked",
+            f"data.root={image_folder(w, 'bad', True)}",
+            *FOLDER_TOKENIZER,
+            "--out",
+            str(w / "t"),
+        ],
+        2,
+        ["no readable image"],
+        1,
+        None,
+    ),
 ]
 
 
@@ -595,8 +1005,13 @@ def test_a_closed_pipe_on_stdout_is_no_traceback():
     read_end, write_end = os.pipe()
     os.close(read_end)  # every write to the pipe now fails with EPIPE
     try:
-        result = subprocess.run([sys.executable, "-m", "elt.cli", "info", "demo:masked"], stdout=write_end,
-                                stderr=subprocess.PIPE, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "elt.cli", "info", "demo:masked"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
     finally:
         os.close(write_end)
     assert result.returncode == 141, result.stderr

@@ -28,7 +28,9 @@ def test_lambda_one_and_zero_match_hand_computation():
     assert one.total.item() == pytest.approx(0.5 + 5.0)
     assert zero.total.item() == pytest.approx(0.5 + 2.5)
     assert half.total.item() == pytest.approx(0.5 + 0.5 * 5.0 + 0.5 * 2.5)
-    assert (one.teacher_gt.item(), one.student_gt.item(), one.distill.item()) == pytest.approx((0.5, 5.0, 2.5))
+    assert (one.teacher_gt.item(), one.student_gt.item(), one.distill.item()) == pytest.approx(
+        (0.5, 5.0, 2.5)
+    )
     vanilla = ilsd_loss(teacher, None, mse_to(target), dist, lam=0.3)
     assert vanilla.total.item() == pytest.approx(0.5) and vanilla.student_gt is None
 

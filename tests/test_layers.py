@@ -12,14 +12,27 @@ PACKAGE = SRC / "elt"
 
 # (layer name, module prefixes), bottom first. A module belongs to the layer of its longest matching prefix.
 LAYERS = [
-    ("foundation", ["elt.errors", "elt.runtime", "elt.version", "elt.presets", "elt.visual", "elt.fileio",
-                    "elt.limits"]),
+    (
+        "foundation",
+        [
+            "elt.errors",
+            "elt.runtime",
+            "elt.version",
+            "elt.presets",
+            "elt.visual",
+            "elt.fileio",
+            "elt.limits",
+        ],
+    ),
     ("core", ["elt.core"]),
     ("config", ["elt.config", "elt.registry"]),
     ("data", ["elt.data"]),
     ("tokenizers", ["elt.tokenizers"]),
     ("paradigms", ["elt.masked", "elt.diffusion"]),
-    ("application", ["elt.sampling", "elt.train", "elt.eval", "elt.bench", "elt.demo", "elt.recipes"]),
+    (
+        "application",
+        ["elt.sampling", "elt.train", "elt.eval", "elt.bench", "elt.demo", "elt.recipes"],
+    ),
     ("api", ["elt"]),  # the package itself: elt.load
     ("cli", ["elt.cli"]),
 ]
@@ -46,7 +59,9 @@ def layer_of(module: str) -> int:
             if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
                 best, rank = len(prefix), index
     if rank is None:
-        raise AssertionError(f"{module} belongs to no layer: add it to LAYERS in tests/test_layers.py")
+        raise AssertionError(
+            f"{module} belongs to no layer: add it to LAYERS in tests/test_layers.py"
+        )
     return rank
 
 
@@ -77,8 +92,10 @@ def resolve(name: str, known: dict[str, Path]) -> str:
 
 def import_graph() -> dict[str, list[tuple[str, int]]]:
     known = all_modules()
-    return {module: [(resolve(name, known), line) for name, line in imports_of(module, path, known)]
-            for module, path in known.items()}
+    return {
+        module: [(resolve(name, known), line) for name, line in imports_of(module, path, known)]
+        for module, path in known.items()
+    }
 
 
 def upward_imports(graph) -> list[str]:
@@ -86,12 +103,16 @@ def upward_imports(graph) -> list[str]:
     for module, targets in graph.items():
         for target, line in targets:
             if layer_of(target) > layer_of(module):
-                problems.append(f"{module}:{line} imports {target} (layer {LAYERS[layer_of(module)][0]} may not "
-                                f"import layer {LAYERS[layer_of(target)][0]})")
+                problems.append(
+                    f"{module}:{line} imports {target} (layer {LAYERS[layer_of(module)][0]} may not "
+                    f"import layer {LAYERS[layer_of(target)][0]})"
+                )
             own = next((p for p in PARADIGMS if module == p or module.startswith(p + ".")), None)
             other = next((p for p in PARADIGMS if target == p or target.startswith(p + ".")), None)
             if own and other and own != other:
-                problems.append(f"{module}:{line} imports {target} (the paradigms never import each other)")
+                problems.append(
+                    f"{module}:{line} imports {target} (the paradigms never import each other)"
+                )
     return problems
 
 
@@ -105,7 +126,7 @@ def find_cycle(graph) -> list[str] | None:
         stack.append(node)
         for nxt in edges.get(node, []):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 cycle = visit(nxt)
                 if cycle:
@@ -139,8 +160,12 @@ def test_the_import_graph_has_no_cycle():
 
 def test_the_checker_sees_upward_imports_and_cycles():
     """The checks themselves catch what they are for (on a made-up graph)."""
-    graph = {"elt.config": [("elt.train.trainer", 3)], "elt.train.trainer": [("elt.config", 1)],
-             "elt.masked.model": [("elt.diffusion.process", 9)], "elt.diffusion.process": []}
+    graph = {
+        "elt.config": [("elt.train.trainer", 3)],
+        "elt.train.trainer": [("elt.config", 1)],
+        "elt.masked.model": [("elt.diffusion.process", 9)],
+        "elt.diffusion.process": [],
+    }
     problems = upward_imports(graph)
     assert any("elt.config:3 imports elt.train.trainer" in p for p in problems)
     assert any("never import each other" in p for p in problems)

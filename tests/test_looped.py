@@ -12,8 +12,12 @@ from elt.core.looped import LoopedTransformer
 
 def make(cond_dim=None, **kw):
     torch.manual_seed(0)
-    model = LoopedTransformer(dim=32, unique_layers=3, loops=4, heads=4, cond_dim=cond_dim, **kw).double()
-    if cond_dim is not None:  # adaLN-Zero starts as the identity; perturb so the test is not trivial
+    model = LoopedTransformer(
+        dim=32, unique_layers=3, loops=4, heads=4, cond_dim=cond_dim, **kw
+    ).double()
+    if (
+        cond_dim is not None
+    ):  # adaLN-Zero starts as the identity; perturb so the test is not trivial
         for block in model.blocks:
             nn.init.normal_(block.ada[1].weight, std=0.1)
     return model
@@ -21,8 +25,10 @@ def make(cond_dim=None, **kw):
 
 def unrolled(model: LoopedTransformer, loops: int) -> nn.ModuleList:
     """N·L independent modules whose weights are copies of the N unique blocks (tied by value)."""
-    return nn.ModuleList(copy.deepcopy(model.blocks[i % model.unique_layers])
-                         for i in range(model.unique_layers * loops))
+    return nn.ModuleList(
+        copy.deepcopy(model.blocks[i % model.unique_layers])
+        for i in range(model.unique_layers * loops)
+    )
 
 
 @pytest.mark.parametrize("cond_dim", [None, 16])
@@ -65,7 +71,8 @@ def test_any_loop_count_including_beyond_trained():
 
 def test_parameter_count_does_not_depend_on_loops():
     counts = {
-        loops: sum(p.numel() for p in LoopedTransformer(32, 3, loops, 4).parameters()) for loops in (1, 2, 4, 8)
+        loops: sum(p.numel() for p in LoopedTransformer(32, 3, loops, 4).parameters())
+        for loops in (1, 2, 4, 8)
     }
     assert len(set(counts.values())) == 1
     one_block = sum(p.numel() for p in Block(32, 4).parameters())
@@ -117,14 +124,18 @@ def test_optional_loop_embedding_and_norm_change_the_function():
     assert not torch.allclose(base(x).final, norm(x).final)
     emb = make(loop_embedding=True)
     emb.load_state_dict(base.state_dict(), strict=False)
-    torch.testing.assert_close(emb(x).final, base(x).final)  # zero-initialised: identical at the start
+    torch.testing.assert_close(
+        emb(x).final, base(x).final
+    )  # zero-initialised: identical at the start
     nn.init.normal_(emb.loop_embed.weight, std=0.1)
     assert not torch.allclose(emb(x).final, base(x).final)
 
 
 def test_flops_scale_linearly_with_loops():
     model = LoopedTransformer(64, 2, 4, 4)
-    assert model.flops_per_token(16, loops=4) == pytest.approx(4 * model.flops_per_token(16, loops=1))
+    assert model.flops_per_token(16, loops=4) == pytest.approx(
+        4 * model.flops_per_token(16, loops=1)
+    )
 
 
 def test_input_injection_starts_as_the_plain_loop_and_feeds_the_input_to_every_loop():
@@ -132,7 +143,9 @@ def test_input_injection_starts_as_the_plain_loop_and_feeds_the_input_to_every_l
     base = make()
     inj = make(input_injection=True)
     inj.load_state_dict(base.state_dict(), strict=False)
-    torch.testing.assert_close(inj(x).final, base(x).final)  # zero-initialised: identical at the start
+    torch.testing.assert_close(
+        inj(x).final, base(x).final
+    )  # zero-initialised: identical at the start
     nn.init.normal_(inj.inject.weight, std=0.1)
     # reference: add W·x before every loop, by hand from the blocks
     h = x

@@ -18,11 +18,24 @@ from elt.masked.sampler import iterative_decode
 from elt.registry import build_generator
 from elt.runtime import autocast_context
 
-TINY_TOKENIZER = ["tokenizer.channels=16", "tokenizer.levels=[5,5,5]", "tokenizer.steps=20",
-                  "tokenizer.batch_size=32", "tokenizer.lr=0.003", "tokenizer.warmup_steps=2",
-                  "tokenizer.eval_items=64"]
-TINY_MODEL = ["model.width=64", "model.heads=2", "model.unique_layers=2", "model.loops=3", "sampling.steps=6",
-              "train.threads=1", "train.precision=fp32"]
+TINY_TOKENIZER = [
+    "tokenizer.channels=16",
+    "tokenizer.levels=[5,5,5]",
+    "tokenizer.steps=20",
+    "tokenizer.batch_size=32",
+    "tokenizer.lr=0.003",
+    "tokenizer.warmup_steps=2",
+    "tokenizer.eval_items=64",
+]
+TINY_MODEL = [
+    "model.width=64",
+    "model.heads=2",
+    "model.unique_layers=2",
+    "model.loops=3",
+    "sampling.steps=6",
+    "train.threads=1",
+    "train.precision=fp32",
+]
 
 
 def tiny_cfg(*extra):
@@ -37,8 +50,10 @@ def generator():
 
 def batch_of(generator, n=6, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randint(0, generator.codebook_size, (n, generator.seq_len), generator=g),
-            torch.arange(n) % generator.num_classes)
+    return (
+        torch.randint(0, generator.codebook_size, (n, generator.seq_len), generator=g),
+        torch.arange(n) % generator.num_classes,
+    )
 
 
 def test_loss_is_cross_entropy_on_masked_positions_and_soft_distillation(generator):
@@ -51,9 +66,15 @@ def test_loss_is_cross_entropy_on_masked_positions_and_soft_distillation(generat
     with torch.no_grad():
         teacher = generator.logits(inputs, labels, loops=3)[mask]
         student = generator.logits(inputs, labels, loops=1)[mask]
-    assert terms.teacher_gt.item() == pytest.approx(F.cross_entropy(teacher, tokens[mask]).item(), rel=1e-5)
-    assert terms.student_gt.item() == pytest.approx(F.cross_entropy(student, tokens[mask]).item(), rel=1e-5)
-    assert terms.distill.item() == pytest.approx(soft_cross_entropy(student, teacher).item(), rel=1e-5)
+    assert terms.teacher_gt.item() == pytest.approx(
+        F.cross_entropy(teacher, tokens[mask]).item(), rel=1e-5
+    )
+    assert terms.student_gt.item() == pytest.approx(
+        F.cross_entropy(student, tokens[mask]).item(), rel=1e-5
+    )
+    assert terms.distill.item() == pytest.approx(
+        soft_cross_entropy(student, teacher).item(), rel=1e-5
+    )
     expected = terms.teacher_gt + 0.25 * terms.student_gt + 0.75 * terms.distill
     assert terms.total.item() == pytest.approx(expected.item(), rel=1e-6)
     # soft cross-entropy is KL + the teacher's entropy: minimal (= entropy) when the student equals the teacher
@@ -63,7 +84,11 @@ def test_loss_is_cross_entropy_on_masked_positions_and_soft_distillation(generat
 
 def test_vanilla_mode_has_only_the_teacher_term(generator):
     terms = generator.training_loss(batch_of(generator), student_loops=None, lam=1.0)
-    assert terms.student_gt is None and terms.distill is None and torch.equal(terms.total, terms.teacher_gt)
+    assert (
+        terms.student_gt is None
+        and terms.distill is None
+        and torch.equal(terms.total, terms.teacher_gt)
+    )
     terms.total.backward()
     assert generator.backbone.blocks[0].attn.qkv.weight.grad is not None
 
@@ -73,7 +98,9 @@ def test_tokenizer_is_frozen_and_stays_in_eval_mode(generator):
     assert not generator.tokenizer.training and generator.training
     trainable = {id(p) for p in generator.trainable_parameters()}
     assert not any(id(p) in trainable for p in generator.tokenizer.parameters())
-    assert any(k.startswith("tokenizer.") for k in generator.state_dict())  # saved with the checkpoint
+    assert any(
+        k.startswith("tokenizer.") for k in generator.state_dict()
+    )  # saved with the checkpoint
 
 
 def test_generate_is_deterministic_and_decodes_pixels(generator):
@@ -94,10 +121,20 @@ def test_guidance_one_is_the_conditional_path(generator):
 
     # as generate_tokens runs: no autograd, and the config's sampling precision (bf16 autocast in fmnist_masked;
     # the reference in fp32 differs by ~3e-3 in the logits, enough to flip a token on some random weights)
-    with torch.no_grad(), autocast_context(generator.device, str(generator.config.sampling.precision)):
-        expected = iterative_decode(conditional, 3, generator.seq_len, generator.mask_id, steps,
-                                    generator=torch.Generator().manual_seed(9), temperature_base=cfg.temperature_base,
-                                    temperature_range=cfg.temperature_range)
+    with (
+        torch.no_grad(),
+        autocast_context(generator.device, str(generator.config.sampling.precision)),
+    ):
+        expected = iterative_decode(
+            conditional,
+            3,
+            generator.seq_len,
+            generator.mask_id,
+            steps,
+            generator=torch.Generator().manual_seed(9),
+            temperature_base=cfg.temperature_base,
+            temperature_range=cfg.temperature_range,
+        )
     got = generator.generate_tokens(labels, loops=2, guidance=1.0, seed=9)
     assert torch.equal(got.flatten(1), expected)
     guided = generator.generate_tokens(labels, loops=2, guidance=3.0, seed=9)
@@ -111,7 +148,9 @@ def test_guidance_uses_the_null_class(generator):
         cond = generator.logits(tokens, labels, 3)
         uncond = generator.logits(tokens, torch.tensor([-1, -1]), 3)
         guided = generator.guided_logits(tokens, labels, 3, 2.0)
-    assert torch.allclose(guided, uncond + 2.0 * (cond - uncond), atol=1e-5)  # s = 2, as in diffusion
+    assert torch.allclose(
+        guided, uncond + 2.0 * (cond - uncond), atol=1e-5
+    )  # s = 2, as in diffusion
 
 
 def test_loop_schedules(generator):
@@ -131,7 +170,9 @@ def test_gflops_grow_with_loops_and_guidance(generator):
     decode = generator.tokenizer.decode_gflops()
     assert 0 < decode < g[1] < g[2] < g[3]
     assert g[3] - g[2] == pytest.approx(g[2] - g[1])  # linear in the loop count
-    assert generator.gflops_per_sample(loops=2, guidance=2.0) - decode == pytest.approx(2 * (g[2] - decode))
+    assert generator.gflops_per_sample(loops=2, guidance=2.0) - decode == pytest.approx(
+        2 * (g[2] - decode)
+    )
     assert generator.gflops_per_sample(loops=[1, 1, 1, 3, 3, 3]) == pytest.approx((g[1] + g[3]) / 2)
 
 
@@ -161,7 +202,9 @@ def test_prepare_data_reuses_tokenizer_and_cache(shared_tokenizer, monkeypatch, 
     import elt.tokenizers.train as tokenizer_training
     from elt.masked import task
 
-    monkeypatch.setattr(tokenizer_training, "train_tokenizer", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(
+        tokenizer_training, "train_tokenizer", lambda *a, **k: pytest.fail("retrained")
+    )
     cfg = tiny_cfg("data.limit=512", f"tokenizer.path={shared_tokenizer}")
     generator = build_generator(cfg)
     cache_file = next((shared_tokenizer / "cache").glob("*.npy"))
@@ -169,7 +212,9 @@ def test_prepare_data_reuses_tokenizer_and_cache(shared_tokenizer, monkeypatch, 
     torch.manual_seed(0)
     state = torch.get_rng_state()
     dataset = task.prepare_data(cfg, generator, tmp_path, progress=False)
-    assert torch.equal(torch.get_rng_state(), state)  # preparing data does not shift the run's randomness
+    assert torch.equal(
+        torch.get_rng_state(), state
+    )  # preparing data does not shift the run's randomness
     assert cache_file.stat().st_mtime_ns == before  # read, not rebuilt
     tokens, label = dataset[3]
     images = task.build_dataset(cfg.data, "train")
@@ -192,25 +237,57 @@ def test_stale_token_cache_is_rebuilt(tmp_path):
         for p in tokenizer.encoder.parameters():
             p.add_(torch.randn_like(p) * 0.5)
     second = np.array(encode_dataset(cfg, tokenizer, tmp_path, progress=False))
-    assert json.loads(cache_file.with_suffix(".json").read_text())["key"]["tokenizer"] == state_dict_hash(tokenizer)
-    assert not np.array_equal(first, second)  # re-encoded with the new weights, not read from the stale cache
+    assert json.loads(cache_file.with_suffix(".json").read_text())["key"][
+        "tokenizer"
+    ] == state_dict_hash(tokenizer)
+    assert not np.array_equal(
+        first, second
+    )  # re-encoded with the new weights, not read from the stale cache
 
 
 @pytest.mark.slow
 def test_tiny_end_to_end_train_then_sample(shared_tokenizer, tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "fmnist_masked", *TINY_TOKENIZER, *TINY_MODEL, "data.limit=512",
-            f"tokenizer.path={shared_tokenizer}", f"train.out_dir={run}", "train.steps=120", "train.batch_size=32",
-            "train.log_every=10", "train.warmup_steps=10", "train.lr=0.002", "train.sample_every=0",
-            "train.sample_loops=[1,3]", "--no-progress"]
+    args = [
+        "train",
+        "fmnist_masked",
+        *TINY_TOKENIZER,
+        *TINY_MODEL,
+        "data.limit=512",
+        f"tokenizer.path={shared_tokenizer}",
+        f"train.out_dir={run}",
+        "train.steps=120",
+        "train.batch_size=32",
+        "train.log_every=10",
+        "train.warmup_steps=10",
+        "train.lr=0.002",
+        "train.sample_every=0",
+        "train.sample_loops=[1,3]",
+        "--no-progress",
+    ]
     assert main(args) == 0
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert log[-1]["teacher_gt"] < 0.85 * log[0]["teacher_gt"]
     assert log[-1]["student_gt"] < 0.85 * log[0]["student_gt"]
     assert list((run / "samples").glob("step_*.png"))
     out = tmp_path / "samples"
-    assert main(["sample", "--ckpt", str(run), "--loops", "1,3", "--num", "20", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--ckpt",
+                str(run),
+                "--loops",
+                "1,3",
+                "--num",
+                "20",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     with np.load(out / "samples_L1.npz") as data:
         assert data["arr_0"].shape == (20, 32, 32, 1) and data["arr_0"].dtype == np.uint8
         assert np.array_equal(data["arr_1"], np.arange(20) % 10)
@@ -229,22 +306,38 @@ def test_pretrained_vq_tokenizer_on_an_image_folder(tmp_path):
 
     vq_model, vq_folder = tiny_vq_folder(tmp_path)
     write_tree(tmp_path / "images", broken=False)
-    cfg = load_config("fmnist_masked", [*TINY_MODEL, "data.name=folder", f"data.root={tmp_path / 'images'}",
-                                        "data.num_classes=2", "data.channels=3", "data.image_size=32",
-                                        "data.hflip=true", "tokenizer.kind=pretrained_vq",
-                                        f"tokenizer.pretrained_path={vq_folder}"])
+    cfg = load_config(
+        "fmnist_masked",
+        [
+            *TINY_MODEL,
+            "data.name=folder",
+            f"data.root={tmp_path / 'images'}",
+            "data.num_classes=2",
+            "data.channels=3",
+            "data.image_size=32",
+            "data.hflip=true",
+            "tokenizer.kind=pretrained_vq",
+            f"tokenizer.pretrained_path={vq_folder}",
+        ],
+    )
     generator = build_generator(cfg)
     assert generator.codebook_size == 64 and generator.seq_len == 64
     dataset = prepare_data(cfg, generator, tmp_path / "run", progress=False)
     for name, value in vq_model.state_dict().items():
         assert torch.equal(generator.tokenizer.vq.state_dict()[name], value), name
     assert len(dataset) == 6 and dataset.variants == 2
-    terms = generator.training_loss(torch.utils.data.default_collate([dataset[i] for i in range(4)]), 1, 0.5)
+    terms = generator.training_loss(
+        torch.utils.data.default_collate([dataset[i] for i in range(4)]), 1, 0.5
+    )
     assert torch.isfinite(terms.total)
     assert generator.generate([0, 1], seed=0).shape == (2, 32, 32, 3)
     with pytest.raises(ValueError, match="3-channel"):
-        build_generator(load_config("fmnist_masked", ["tokenizer.kind=pretrained_vq",
-                                                      f"tokenizer.pretrained_path={vq_folder}"]))
+        build_generator(
+            load_config(
+                "fmnist_masked",
+                ["tokenizer.kind=pretrained_vq", f"tokenizer.pretrained_path={vq_folder}"],
+            )
+        )
 
 
 def test_masked_positions_pad_to_a_few_sizes_and_weight_only_the_masked_ones():

@@ -26,7 +26,9 @@ def test_decoding_schedule_is_cosine_and_complete():
     for seq_len, steps in [(64, 12), (64, 1), (16, 16), (256, 24), (7, 3)]:
         counts = masked_counts(seq_len, steps)
         assert len(counts) == steps and counts[-1] == 0
-        assert all(a > b for a, b in zip([seq_len, *counts], counts, strict=False))  # each step fixes >= 1
+        assert all(
+            a > b for a, b in zip([seq_len, *counts], counts, strict=False)
+        )  # each step fixes >= 1
         assert sum(unmask_counts(seq_len, steps)) == seq_len
     with pytest.raises(ValueError, match="at most 16 steps"):
         masked_counts(16, 17)
@@ -57,15 +59,24 @@ def test_each_step_fixes_the_scheduled_count_and_never_remasks():
     def on_step(step, before, after):
         history.append((step, before.clone(), after.clone()))
 
-    out = iterative_decode(random_logits_fn(vocab), 5, seq_len, mask_id, steps,
-                           generator=torch.Generator().manual_seed(0), on_step=on_step)
+    out = iterative_decode(
+        random_logits_fn(vocab),
+        5,
+        seq_len,
+        mask_id,
+        steps,
+        generator=torch.Generator().manual_seed(0),
+        on_step=on_step,
+    )
     assert len(history) == steps
     fixed = unmask_counts(seq_len, steps)
     for step, before, after in history:
         newly = (before == mask_id) & (after != mask_id)
         assert (newly.sum(1) == fixed[step]).all(), step
         was_fixed = before != mask_id
-        assert torch.equal(after[was_fixed], before[was_fixed]), "a fixed token changed or was re-masked"
+        assert torch.equal(after[was_fixed], before[was_fixed]), (
+            "a fixed token changed or was re-masked"
+        )
         assert ((after == mask_id).sum(1) == masked_counts(seq_len, steps)[step]).all()
     assert (out != mask_id).all() and out.min() >= 0 and out.max() < vocab
     assert torch.equal(out, history[-1][2])
@@ -90,12 +101,22 @@ def test_confident_tokens_are_fixed_first():
         return logits
 
     seen = []
-    iterative_decode(fn, 16, seq_len, vocab, 4, generator=torch.Generator().manual_seed(0),
-                     temperature_base=0.0, temperature_range=0.0,
-                     on_step=lambda step, before, after: seen.append(after.clone()))
+    iterative_decode(
+        fn,
+        16,
+        seq_len,
+        vocab,
+        4,
+        generator=torch.Generator().manual_seed(0),
+        temperature_base=0.0,
+        temperature_range=0.0,
+        on_step=lambda step, before, after: seen.append(after.clone()),
+    )
     first = seen[0] != vocab  # fixed after step 0: cos(pi/8)*8 = 7.39 -> 7 masked, 1 fixed
     assert (first.sum(1) == 1).all()
-    assert not first[:, ~confident].any(), "a flat (unconfident) position was fixed before a peaked one"
+    assert not first[:, ~confident].any(), (
+        "a flat (unconfident) position was fixed before a peaked one"
+    )
     assert (seen[0][first] == 3).all()
 
 

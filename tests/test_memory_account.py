@@ -23,9 +23,13 @@ def test_activation_count_matches_autograds_saved_tensors(cond):
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(x, c)
-    skip = {p.untyped_storage().data_ptr() for p in model.parameters()} | {x.untyped_storage().data_ptr()}
+    skip = {p.untyped_storage().data_ptr() for p in model.parameters()} | {
+        x.untyped_storage().data_ptr()
+    }
     values = sum(n for ptr, n in saved.items() if ptr not in skip)
-    expected = layer_activation_values(width, 4.0, cond is not None) * tokens * batch * layers * loops
+    expected = (
+        layer_activation_values(width, 4.0, cond is not None) * tokens * batch * layers * loops
+    )
     assert values == pytest.approx(expected, rel=0.05)
 
 
@@ -38,7 +42,10 @@ def test_per_block_wrap_gathers_less_than_the_one_unit_wrap():
     assert one.sharded_state == block.sharded_state == 20 * params / 8
     assert block.gathered < reuse.gathered < one.gathered
     assert one.activations == block.activations
-    assert fsdp_account(xl, 8, "block", micro_batch=4, checkpoint_loops=True).activations < block.activations
+    assert (
+        fsdp_account(xl, 8, "block", micro_batch=4, checkpoint_loops=True).activations
+        < block.activations
+    )
     assert fsdp_account(xl, 16, "block", micro_batch=4).sharded_state == block.sharded_state / 2
 
 

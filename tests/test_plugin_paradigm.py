@@ -26,7 +26,7 @@ class ToyPlugConfig:
 register_paradigm("toyplug", task="toyplug.task", config=ToyPlugConfig)
 '''
 
-TASK = '''
+TASK = """
 import toy_task
 from toy_task import build_generator  # noqa: F401  (the architecture is the tests' toy)
 
@@ -34,9 +34,9 @@ from toy_task import build_generator  # noqa: F401  (the architecture is the tes
 def prepare_data(cfg, generator, run_dir, progress=True):
     cfg.data.limit = cfg.toyplug.data_items  # the paradigm reads its own config section
     return toy_task.prepare_data(cfg, generator, run_dir, progress)
-'''
+"""
 
-CONFIG = '''
+CONFIG = """
 paradigm: toyplug
 model: {width: 32, heads: 2, unique_layers: 2, loops: 3}
 data: {num_classes: 4}
@@ -44,7 +44,7 @@ train: {steps: 300, batch_size: 16, lr: 0.003, warmup_steps: 5, log_every: 50, e
         tensorboard: false, samples_per_class: 1}
 toyplug: {data_items: 64}
 sampling: {steps: 1}
-'''
+"""
 
 
 @pytest.fixture
@@ -70,8 +70,23 @@ def test_a_registered_paradigm_trains_and_samples_through_the_cli(toyplug, tmp_p
     assert main(["train", str(config), f"train.out_dir={run}", "--no-progress"]) == 0
     assert "toyplug:\n  data_items: 64" in (run / "config.yaml").read_text()
     out = tmp_path / "samples"
-    assert main(["sample", "--ckpt", str(run), "--loops", "1,3", "--num", "8", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--ckpt",
+                str(run),
+                "--loops",
+                "1,3",
+                "--num",
+                "8",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     templates = template_uint8(4).reshape(4, -1)
     for loops in (1, 3):
         data = np.load(out / f"samples_L{loops}.npz")
@@ -87,4 +102,6 @@ def test_an_unknown_paradigm_is_a_one_line_error(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text("paradigm: nosuch\n")
     assert main(["train", str(config)]) == 2
-    assert "config key 'paradigm' is 'nosuch'; allowed: masked, diffusion" in capsys.readouterr().err
+    assert (
+        "config key 'paradigm' is 'nosuch'; allowed: masked, diffusion" in capsys.readouterr().err
+    )

@@ -31,17 +31,34 @@ def write_images(root: Path, per_class: int, broken: int = 0, size: int = 20) ->
         folder = root / f"class{label}"
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:05d}.png")
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
+                folder / f"{i:05d}.png"
+            )
     for i in range(broken):
         (root / "class0" / f"broken{i}.jpg").write_bytes(b"not a jpeg at all")
 
 
 def overrides(tmp_path, *extra):
-    return ["data.name=folder", f"data.root={tmp_path / 'images'}", "data.num_classes=2", "data.channels=3",
-            "data.image_size=16", "data.hflip=true", "tokenizer.levels=[4,4]", "tokenizer.downsample=4",
-            "tokenizer.channels=8", "tokenizer.encode_batch_size=4", f"tokenizer.path={tmp_path / 'tok'}",
-            f"train.out_dir={tmp_path / 'run'}", "train.device=cpu", "model.width=32", "model.heads=2",
-            "model.unique_layers=1", "model.loops=2", *extra]
+    return [
+        "data.name=folder",
+        f"data.root={tmp_path / 'images'}",
+        "data.num_classes=2",
+        "data.channels=3",
+        "data.image_size=16",
+        "data.hflip=true",
+        "tokenizer.levels=[4,4]",
+        "tokenizer.downsample=4",
+        "tokenizer.channels=8",
+        "tokenizer.encode_batch_size=4",
+        f"tokenizer.path={tmp_path / 'tok'}",
+        f"train.out_dir={tmp_path / 'run'}",
+        "train.device=cpu",
+        "model.width=32",
+        "model.heads=2",
+        "model.unique_layers=1",
+        "model.loops=2",
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -95,10 +112,14 @@ def test_prepare_resumes_from_finished_shards(tiny, tmp_path):
     generator = build_generator(tiny)
     spec = cache_spec(tiny, generator, tmp_path / "run", progress=False)
     start_shards(spec, is_main=True)
-    first = encode_shards(spec, rank=0, world=2, shard_size=8, progress=False)  # shards 0 and 2, then "killed"
+    first = encode_shards(
+        spec, rank=0, world=2, shard_size=8, progress=False
+    )  # shards 0 and 2, then "killed"
     assert first["encoded"] == 16
     folder = shards_dir(spec)
-    (folder / ".shard_000001.999.tmp.npy").write_bytes(b"half a shard")  # the shard in progress at the kill
+    (folder / ".shard_000001.999.tmp.npy").write_bytes(
+        b"half a shard"
+    )  # the shard in progress at the kill
     result = prepare(tiny, shard_size=8, progress=False)
     assert result["encoded"] == 16  # only shards 1 and 3
     np.testing.assert_array_equal(np.load(result["path"]), reference_cache(tiny, tmp_path))
@@ -116,19 +137,33 @@ def test_a_shard_without_a_readable_skip_count_is_encoded_again(tiny, tmp_path):
     generator = build_generator(tiny)
     spec = cache_spec(tiny, generator, tmp_path / "run", progress=False)
     start_shards(spec, is_main=True)
-    encode_shards(spec, rank=0, world=1, shard_size=8, progress=False)  # all 4 shards, then "killed" before join
+    encode_shards(
+        spec, rank=0, world=1, shard_size=8, progress=False
+    )  # all 4 shards, then "killed" before join
     folder = shards_dir(spec)
     # shards 1 and 2 hold one broken file each: their counts come back only if they are encoded again
-    assert [(folder / f"shard_00000{i}.skipped").read_text() for i in range(4)] == ["0", "1", "1", "0"]
+    assert [(folder / f"shard_00000{i}.skipped").read_text() for i in range(4)] == [
+        "0",
+        "1",
+        "1",
+        "0",
+    ]
     (folder / "shard_000001.skipped").write_text("")
     (folder / "shard_000002.skipped").unlink()
     result = prepare(tiny, shard_size=8, progress=False)
-    assert result["encoded"] == 16 and result["skipped"] == 2  # shards 1 and 2 again, counts from the markers
+    assert (
+        result["encoded"] == 16 and result["skipped"] == 2
+    )  # shards 1 and 2 again, counts from the markers
     np.testing.assert_array_equal(np.load(result["path"]), reference_cache(tiny, tmp_path))
 
 
 def test_prepare_command_line(tiny, tmp_path, capsys):
-    assert cli_main(["prepare", "fmnist_masked", *overrides(tmp_path), "--shard-size", "8", "--no-progress"]) == 0
+    assert (
+        cli_main(
+            ["prepare", "fmnist_masked", *overrides(tmp_path), "--shard-size", "8", "--no-progress"]
+        )
+        == 0
+    )
     assert "32 items, 2 unreadable skipped" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:  # argparse's usage error, before any work
         cli_main(["prepare", "fmnist_masked", *overrides(tmp_path), "--shard-size", "0"])
@@ -137,19 +172,47 @@ def test_prepare_command_line(tiny, tmp_path, capsys):
 
 
 def run_cli(args, nproc=1, **kwargs):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)]), "OMP_NUM_THREADS": "1"}
-    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "elt.cli"] \
-        if nproc > 1 else ["-m", "elt.cli"]
-    return subprocess.Popen([sys.executable, *launcher, "prepare", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)]),
+        "OMP_NUM_THREADS": "1",
+    }
+    launcher = (
+        [
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "elt.cli",
+        ]
+        if nproc > 1
+        else ["-m", "elt.cli"]
+    )
+    return subprocess.Popen(
+        [sys.executable, *launcher, "prepare", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 @pytest.mark.slow
 def test_two_processes_and_a_real_kill(tiny, tmp_path):
     """torchrun with 2 gloo processes writes the 1-process cache; SIGKILL mid-run, then a rerun, too."""
-    write_images(tmp_path / "images", per_class=150)  # 302 files: enough shards to be killed mid-run
-    args = ["fmnist_masked", *overrides(tmp_path), "tokenizer.encode_batch_size=2", "--shard-size", "2",
-            "--no-progress"]
+    write_images(
+        tmp_path / "images", per_class=150
+    )  # 302 files: enough shards to be killed mid-run
+    args = [
+        "fmnist_masked",
+        *overrides(tmp_path),
+        "tokenizer.encode_batch_size=2",
+        "--shard-size",
+        "2",
+        "--no-progress",
+    ]
     reference = reference_cache(tiny, tmp_path)
     assert len(reference) == 302
     proc = run_cli(args, nproc=2)
@@ -157,7 +220,9 @@ def test_two_processes_and_a_real_kill(tiny, tmp_path):
     assert proc.returncode == 0, err[:3000]
     manifest = json.loads(next((tmp_path / "tok" / "cache").glob("*.json")).read_text())
     assert manifest["processes"] == 2 and manifest["skipped"] == 2
-    np.testing.assert_array_equal(np.load(next((tmp_path / "tok" / "cache").glob("*.npy"))), reference)
+    np.testing.assert_array_equal(
+        np.load(next((tmp_path / "tok" / "cache").glob("*.npy"))), reference
+    )
     for path in (tmp_path / "tok" / "cache").iterdir():
         (path.unlink() if path.is_file() else None)
     proc = run_cli(args)
@@ -185,16 +250,29 @@ def test_prepare_latents_for_diffusion(tmp_path):
     from test_vae import save_random_vae
 
     write_images(tmp_path / "images", per_class=5, broken=1)
-    cfg = load_config("fmnist_latent_diffusion", [
-        "data.name=folder", f"data.root={tmp_path / 'images'}", "data.num_classes=2", "data.channels=3",
-        "data.image_size=16", f"diffusion.vae_path={save_random_vae(tmp_path / 'vae')}",
-        f"diffusion.latent_cache={tmp_path / 'latents'}", f"train.out_dir={tmp_path / 'run'}", "train.device=cpu",
-        "model.width=32", "model.heads=2"])
+    cfg = load_config(
+        "fmnist_latent_diffusion",
+        [
+            "data.name=folder",
+            f"data.root={tmp_path / 'images'}",
+            "data.num_classes=2",
+            "data.channels=3",
+            "data.image_size=16",
+            f"diffusion.vae_path={save_random_vae(tmp_path / 'vae')}",
+            f"diffusion.latent_cache={tmp_path / 'latents'}",
+            f"train.out_dir={tmp_path / 'run'}",
+            "train.device=cpu",
+            "model.width=32",
+            "model.heads=2",
+        ],
+    )
     result = prepare(cfg, shard_size=4, progress=False)
     assert result["count"] == 11 and result["item_shape"] == [4, 4, 4] and result["skipped"] == 1
     stamp = os.stat(result["path"]).st_mtime_ns
     dataset = prepare_diffusion(cfg, build_diffusion(cfg), tmp_path / "run", progress=False)
-    assert len(dataset) == 11 and os.stat(result["path"]).st_mtime_ns == stamp  # read, not re-encoded
+    assert (
+        len(dataset) == 11 and os.stat(result["path"]).st_mtime_ns == stamp
+    )  # read, not re-encoded
     np.testing.assert_array_equal(dataset.latents, np.load(result["path"]))
 
 
@@ -209,15 +287,23 @@ def no_backbone(monkeypatch):
     monkeypatch.setattr(LoopedTransformer, "__init__", refuse)
 
 
-def test_prepare_builds_only_the_tokenizer_and_workers_give_the_same_cache(tiny, tmp_path, monkeypatch):
-    reference = reference_cache(tiny, tmp_path)  # the generator is built here, before the refusal below
+def test_prepare_builds_only_the_tokenizer_and_workers_give_the_same_cache(
+    tiny, tmp_path, monkeypatch
+):
+    reference = reference_cache(
+        tiny, tmp_path
+    )  # the generator is built here, before the refusal below
     no_backbone(monkeypatch)
     serial = prepare(tiny, shard_size=8, progress=False, workers=0)
-    assert serial["workers"] == 0 and serial["encode_precision"] == "fp32" and serial["skipped"] == 2
+    assert (
+        serial["workers"] == 0 and serial["encode_precision"] == "fp32" and serial["skipped"] == 2
+    )
     np.testing.assert_array_equal(np.load(serial["path"]), reference)
     for path in Path(serial["path"]).parent.iterdir():
         path.unlink()
-    parallel = prepare(tiny, shard_size=8, progress=False, workers=2)  # 2 DataLoader worker processes
+    parallel = prepare(
+        tiny, shard_size=8, progress=False, workers=2
+    )  # 2 DataLoader worker processes
     assert parallel["workers"] == 2 and parallel["skipped"] == 2 and parallel["encoded"] == 32
     np.testing.assert_array_equal(np.load(parallel["path"]), reference)
 
@@ -225,11 +311,23 @@ def test_prepare_builds_only_the_tokenizer_and_workers_give_the_same_cache(tiny,
 def diffusion_cfg(tmp_path, *extra):
     from test_vae import save_random_vae
 
-    return load_config("fmnist_latent_diffusion", [
-        "data.name=folder", f"data.root={tmp_path / 'images'}", "data.num_classes=2", "data.channels=3",
-        "data.image_size=16", f"diffusion.vae_path={save_random_vae(tmp_path / 'vae')}",
-        f"diffusion.latent_cache={tmp_path / 'latents'}", f"train.out_dir={tmp_path / 'run'}", "train.device=cpu",
-        "model.width=32", "model.heads=2", *extra])
+    return load_config(
+        "fmnist_latent_diffusion",
+        [
+            "data.name=folder",
+            f"data.root={tmp_path / 'images'}",
+            "data.num_classes=2",
+            "data.channels=3",
+            "data.image_size=16",
+            f"diffusion.vae_path={save_random_vae(tmp_path / 'vae')}",
+            f"diffusion.latent_cache={tmp_path / 'latents'}",
+            f"train.out_dir={tmp_path / 'run'}",
+            "train.device=cpu",
+            "model.width=32",
+            "model.heads=2",
+            *extra,
+        ],
+    )
 
 
 def test_prepare_latents_builds_only_the_vae_with_workers_and_bf16(tmp_path, monkeypatch):
@@ -240,17 +338,23 @@ def test_prepare_latents_builds_only_the_vae_with_workers_and_bf16(tmp_path, mon
 
     write_images(tmp_path / "images", per_class=5, broken=1)
     cfg = diffusion_cfg(tmp_path)
-    spec = diffusion_spec(cfg, build_diffusion(cfg), tmp_path / "run")  # the serial path training takes
+    spec = diffusion_spec(
+        cfg, build_diffusion(cfg), tmp_path / "run"
+    )  # the serial path training takes
     spec.path = tmp_path / "reference" / spec.path.name
     reference = np.asarray(build_cache(spec, progress=False))
     no_backbone(monkeypatch)
     fp32 = prepare(cfg, shard_size=4, progress=False, workers=2)
-    assert fp32["skipped"] == 1 and fp32["encode_precision"] == "fp32"  # counted across worker processes
+    assert (
+        fp32["skipped"] == 1 and fp32["encode_precision"] == "fp32"
+    )  # counted across worker processes
     np.testing.assert_array_equal(np.load(fp32["path"]), reference)
     for path in (tmp_path / "latents").iterdir():
         path.unlink()
     bf16 = prepare(cfg, shard_size=4, progress=False, workers=0, precision="bf16")
-    assert bf16["encode_precision"] == "bf16" and bf16["key"] == fp32["key"]  # one cache, either precision
+    assert (
+        bf16["encode_precision"] == "bf16" and bf16["key"] == fp32["key"]
+    )  # one cache, either precision
     latents = np.load(bf16["path"])
     assert latents.dtype == np.float32 and not np.array_equal(latents, reference)  # bf16 did run
     np.testing.assert_allclose(latents, reference, rtol=0, atol=0.05 * np.abs(reference).max())
@@ -278,12 +382,18 @@ def test_each_rank_joins_only_its_own_shards(tiny, tmp_path, monkeypatch):
     prep.start_join(spec, shard_size=8)
     read.clear()
     assert prep.fill_join(spec, rank=0, world=2, shard_size=8) == 16
-    assert [name for name in read if name.startswith("shard_")] == ["shard_000000.npy", "shard_000002.npy"]
+    assert [name for name in read if name.startswith("shard_")] == [
+        "shard_000000.npy",
+        "shard_000002.npy",
+    ]
     partial = real_load(prep._joining_path(spec))
     assert not partial[8:16].any() and partial[:8].any()  # rank 1's shards are not there yet
     read.clear()
     assert prep.fill_join(spec, rank=1, world=2, shard_size=8) == 16
-    assert [name for name in read if name.startswith("shard_")] == ["shard_000001.npy", "shard_000003.npy"]
+    assert [name for name in read if name.startswith("shard_")] == [
+        "shard_000001.npy",
+        "shard_000003.npy",
+    ]
     joined = prep.finish_join(spec, shard_size=8, processes=2, seconds=1.0)
     np.testing.assert_array_equal(joined, reference_cache(tiny, tmp_path))
     assert json.loads(spec.path.with_suffix(".json").read_text())["skipped"] == 2
@@ -313,7 +423,9 @@ def test_bf16_tokenizer_rounds_in_fp32_and_keeps_the_cache_key(tiny, tmp_path):
     bf16 = prepare(tiny, shard_size=8, progress=False, workers=0, precision="bf16")
     assert bf16["encode_precision"] == "bf16" and bf16["key"] == fp32["key"]
     other = np.load(bf16["path"])
-    np.testing.assert_array_equal(other[:, :, -1], tokens[:, :, -1])  # labels and skipped items alike
+    np.testing.assert_array_equal(
+        other[:, :, -1], tokens[:, :, -1]
+    )  # labels and skipped items alike
     assert (other[:, :, :-1] == tokens[:, :, :-1]).mean() > 0.97
     tokenizer = build_generator(tiny).tokenizer
     x = torch.rand(4, 3, 16, 16) * 2 - 1
@@ -321,7 +433,9 @@ def test_bf16_tokenizer_rounds_in_fp32_and_keeps_the_cache_key(tiny, tmp_path):
         under_autocast = tokenizer.encode(x)
         latent = tokenizer.encoder(x)
     expected = tokenizer.quantizer.codes_to_indices(tokenizer.quantizer.quantize(latent.float()))
-    assert torch.equal(under_autocast, expected)  # the rounding saw fp32 values, not bf16 arithmetic
+    assert torch.equal(
+        under_autocast, expected
+    )  # the rounding saw fp32 values, not bf16 arithmetic
 
 
 def test_only_a_missing_tokenizer_makes_rank_zero_build_first(tmp_path):
@@ -337,14 +451,20 @@ def test_only_a_missing_tokenizer_makes_rank_zero_build_first(tmp_path):
 
     one = SimpleNamespace(world=1, rank=0, is_main=True)
     cfg = load_config("fmnist_masked", [f"tokenizer.path={tmp_path / 'tok'}"])
-    assert _builds_first(cfg, masked_task, tmp_path, one)  # no tokenizer saved: rank 0 trains it first
+    assert _builds_first(
+        cfg, masked_task, tmp_path, one
+    )  # no tokenizer saved: rank 0 trains it first
     (tmp_path / "tok").mkdir()  # a saved tokenizer: its weights and meta files
     (tmp_path / "tok" / fsq.WEIGHTS_FILE).write_bytes(b"")
     (tmp_path / "tok" / fsq.META_FILE).write_text("{}")
     assert not _builds_first(cfg, masked_task, tmp_path, one)
-    vq = load_config("fmnist_masked", ["tokenizer.kind=pretrained_vq", f"tokenizer.pretrained_path={tmp_path}"])
+    vq = load_config(
+        "fmnist_masked", ["tokenizer.kind=pretrained_vq", f"tokenizer.pretrained_path={tmp_path}"]
+    )
     assert not _builds_first(vq, masked_task, tmp_path, one)
     latent = load_config("fmnist_latent_diffusion", [])
     assert not _builds_first(latent, diffusion_task, tmp_path, one)
-    plugin = SimpleNamespace(cache_spec=lambda *a, **k: None)  # a task without the hook: rank 0 first, as before
+    plugin = SimpleNamespace(
+        cache_spec=lambda *a, **k: None
+    )  # a task without the hook: rank 0 first, as before
     assert _builds_first(latent, plugin, tmp_path, one)

@@ -44,7 +44,9 @@ def test_readme_first_screen_has_the_two_commands():
 
 def test_readme_links_point_to_files_that_exist():
     text = re.sub(r"```.*?```", "", README.read_text(), flags=re.S)
-    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text) + re.findall(r'<img src="([^"]+)"', text)
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text) + re.findall(
+        r'<img src="([^"]+)"', text
+    )
     local = [t for t in targets if not t.startswith(("http://", "https://"))]
     assert local, "no local links found: the pattern is wrong"
     missing = [t for t in local if not (README.parent / t).exists()]
@@ -91,10 +93,29 @@ def test_demo_names_in_info_export_and_sample(tmp_path, capsys):
     capsys.readouterr()
     exported = elt.load(tmp_path / "export").generate([3], loops=1, steps=2, seed=0)
     shipped = elt.load("demo:diffusion").generate([3], loops=1, steps=2, seed=0)
-    assert np.array_equal(exported, shipped)  # the shipped weights are fp16 already: export is lossless
+    assert np.array_equal(
+        exported, shipped
+    )  # the shipped weights are fp16 already: export is lossless
     out = tmp_path / "samples"
-    assert main(["sample", "--ckpt", "demo:masked", "--loops", "1", "--num", "2", "--steps", "2",
-                 "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--ckpt",
+                "demo:masked",
+                "--loops",
+                "1",
+                "--num",
+                "2",
+                "--steps",
+                "2",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert (out / "samples_L1.npz").is_file()
 
 
@@ -105,17 +126,51 @@ def test_non_integer_loops_are_a_value_error_naming_them(bad):
         generator.generate([0], loops=bad, steps=2)
 
 
-def test_eval_samples_checks_files_and_counts_before_any_feature_work(tmp_path, monkeypatch, capsys):
+def test_eval_samples_checks_files_and_counts_before_any_feature_work(
+    tmp_path, monkeypatch, capsys
+):
     from elt.cli import eval as eval_cli
 
     out = tmp_path / "samples"
-    assert main(["sample", "--ckpt", "demo:masked", "--loops", "1", "--num", "3", "--steps", "2",
-                 "--out", str(out), "--no-progress"]) == 0
-    monkeypatch.setattr(eval_cli, "build_suite", lambda args: pytest.fail("feature work before the input checks"))
-    for extra, message in ((["--num", "5", "--loops", "1"], "fewer than --num 5"),
-                           (["--num", "3", "--loops", "1,2"], "samples_L2.npz not found")):
-        assert main(["eval", "--samples", str(out), "--ckpt", "demo:masked", "--out", str(tmp_path / "e"),
-                     *extra]) == 2
+    assert (
+        main(
+            [
+                "sample",
+                "--ckpt",
+                "demo:masked",
+                "--loops",
+                "1",
+                "--num",
+                "3",
+                "--steps",
+                "2",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    monkeypatch.setattr(
+        eval_cli, "build_suite", lambda args: pytest.fail("feature work before the input checks")
+    )
+    for extra, message in (
+        (["--num", "5", "--loops", "1"], "fewer than --num 5"),
+        (["--num", "3", "--loops", "1,2"], "samples_L2.npz not found"),
+    ):
+        assert (
+            main(
+                [
+                    "eval",
+                    "--samples",
+                    str(out),
+                    "--ckpt",
+                    "demo:masked",
+                    "--out",
+                    str(tmp_path / "e"),
+                    *extra,
+                ]
+            )
+            == 2
+        )
         assert message in capsys.readouterr().err
-
-

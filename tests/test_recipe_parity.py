@@ -15,8 +15,15 @@ from elt.train.optim import build_optimizer
 from elt.train.trainer import Trainer, accumulation_steps, lr_at, train
 from test_resume import assert_same_files, assert_same_optimizer, cfg_for, read_log
 
-DET = [*TOY_OVERRIDES, "paradigm=toy_det", "data.limit=40", "train.threads=1", "train.tensorboard=false",
-       "train.log_every=1", "train.device=cpu"]
+DET = [
+    *TOY_OVERRIDES,
+    "paradigm=toy_det",
+    "data.limit=40",
+    "train.threads=1",
+    "train.tensorboard=false",
+    "train.log_every=1",
+    "train.device=cpu",
+]
 
 
 @pytest.fixture
@@ -33,16 +40,30 @@ def schedule_cfg(*extra):
 
 def test_lr_curves_match_a_hand_computation():
     constant = [lr_at(s, schedule_cfg()) for s in range(6)]
-    assert constant == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]  # default: warm-up, then constant (old behaviour)
+    assert constant == [
+        0.5,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+    ]  # default: warm-up, then constant (old behaviour)
     # cosine from step 2 (end of warm-up) to step 5 (the last) with floor 0.1: progress 0, 1/3, 2/3, 1
-    cosine = [lr_at(s, schedule_cfg("train.lr_schedule=cosine", "train.min_lr_ratio=0.1")) for s in range(6)]
+    cosine = [
+        lr_at(s, schedule_cfg("train.lr_schedule=cosine", "train.min_lr_ratio=0.1"))
+        for s in range(6)
+    ]
     hand = [0.5, 1.0, 1.0, 0.1 + 0.9 * 0.75, 0.1 + 0.9 * 0.25, 0.1]
     assert cosine == pytest.approx(hand, abs=1e-12)
     linear = [lr_at(s, schedule_cfg("train.lr_schedule=linear")) for s in range(6)]
     assert linear == pytest.approx([0.5, 1.0, 1.0, 2 / 3, 1 / 3, 0.0], abs=1e-12)
     # no warm-up: the decay starts at step 0
-    nowarm = [lr_at(s, schedule_cfg("train.lr_schedule=cosine", "train.warmup_steps=0")) for s in range(6)]
-    assert nowarm == pytest.approx([0.5 * (1 + math.cos(math.pi * s / 5)) for s in range(6)], abs=1e-12)
+    nowarm = [
+        lr_at(s, schedule_cfg("train.lr_schedule=cosine", "train.warmup_steps=0")) for s in range(6)
+    ]
+    assert nowarm == pytest.approx(
+        [0.5 * (1 + math.cos(math.pi * s / 5)) for s in range(6)], abs=1e-12
+    )
     with pytest.raises(ConfigError, match="lr_schedule"):
         schedule_cfg("train.lr_schedule=step")
     with pytest.raises(ConfigError, match="min_lr_ratio"):
@@ -68,7 +89,11 @@ def test_accumulation_of_micro_batches_equals_one_big_batch(det_paradigm, tmp_pa
     """The noiseless toy's loss depends only on which items are in the batch: 4 micro-batches of 4 must
     train like one batch of 16 (same items, same student loop count per step)."""
     logs, weights = [], []
-    for name, extra in (("one", []), ("acc", ["train.grad_accum_steps=4"]), ("micro", ["train.micro_batch_size=8"])):
+    for name, extra in (
+        ("one", []),
+        ("acc", ["train.grad_accum_steps=4"]),
+        ("micro", ["train.micro_batch_size=8"]),
+    ):
         cfg = load_config(None, [*DET, "train.steps=6", f"train.out_dir={tmp_path / name}", *extra])
         trainer = Trainer(cfg, progress=False)
         assert trainer.global_batch == 16
@@ -83,15 +108,24 @@ def test_accumulation_of_micro_batches_equals_one_big_batch(det_paradigm, tmp_pa
                 assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (a["step"], key)
             assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
         for key in weights[0]:
-            if ".attn.qkv." not in key:  # key bias: no gradient, Adam amplifies rounding (see test_distributed)
+            if (
+                ".attn.qkv." not in key
+            ):  # key bias: no gradient, Adam amplifies rounding (see test_distributed)
                 torch.testing.assert_close(w[key], weights[0][key], rtol=0, atol=1e-5, msg=key)
 
 
 def test_accumulation_settings_are_checked():
-    assert accumulation_steps(load_config(None, ["train.batch_size=64", "train.micro_batch_size=8"]), 2) == 4
+    assert (
+        accumulation_steps(
+            load_config(None, ["train.batch_size=64", "train.micro_batch_size=8"]), 2
+        )
+        == 4
+    )
     assert accumulation_steps(load_config(None, ["train.grad_accum_steps=3"]), 1) == 3
     with pytest.raises(ConfigError, match="micro_batch_size"):
-        accumulation_steps(load_config(None, ["train.batch_size=64", "train.micro_batch_size=24"]), 1)
+        accumulation_steps(
+            load_config(None, ["train.batch_size=64", "train.micro_batch_size=24"]), 1
+        )
     with pytest.raises(ConfigError, match="grad_accum_steps"):
         load_config(None, ["train.grad_accum_steps=0"])
 
@@ -107,7 +141,9 @@ def test_label_dropout_is_per_sample_as_in_cfg_training():
     dropped = (out == embed.table.weight[embed.null_class]).all(dim=1)
     assert 0.09 < float(dropped.float().mean()) < 0.11
     per_batch = dropped[: 64 * 300].view(300, 64)
-    assert ((per_batch.sum(1) > 0) & (per_batch.sum(1) < 64)).float().mean() > 0.95  # mixed within a batch
+    assert (
+        (per_batch.sum(1) > 0) & (per_batch.sum(1) < 64)
+    ).float().mean() > 0.95  # mixed within a batch
     assert not (embed.eval()(labels) == embed.table.weight[embed.null_class]).all(dim=1).any()
     for name in ("fmnist_masked", "fmnist_diffusion"):
         assert load_config(name).model.class_dropout == pytest.approx(0.1)
@@ -129,7 +165,9 @@ def test_sharded_checkpoint_resumes_exactly_in_one_process(toy_paradigm, tmp_pat
     resumed.resume_from(tmp_path / "b")
     final = resumed.fit()
     assert_same_files(straight, final)
-    assert [r["loss"] for r in read_log(tmp_path / "a")] == [r["loss"] for r in read_log(tmp_path / "b")]
+    assert [r["loss"] for r in read_log(tmp_path / "a")] == [
+        r["loss"] for r in read_log(tmp_path / "b")
+    ]
 
 
 def test_resume_with_another_accumulation_keeps_the_data_position(det_paradigm, tmp_path):
@@ -140,10 +178,14 @@ def test_resume_with_another_accumulation_keeps_the_data_position(det_paradigm, 
     Trainer(straight, progress=False).fit()
     first = load_config(None, [*base, f"train.out_dir={tmp_path / 'b'}"])
     Trainer(first, progress=False).fit(until=3)
-    second = Trainer(load_config(None, [*base, f"train.out_dir={tmp_path / 'b'}", "train.grad_accum_steps=4"]),
-                     progress=False)
+    second = Trainer(
+        load_config(None, [*base, f"train.out_dir={tmp_path / 'b'}", "train.grad_accum_steps=4"]),
+        progress=False,
+    )
     second.resume_from(tmp_path / "b")
-    assert second.batch_in_epoch == 4  # step 3 is the first of epoch 1 (2 steps per epoch), ×4 micro-batches
+    assert (
+        second.batch_in_epoch == 4
+    )  # step 3 is the first of epoch 1 (2 steps per epoch), ×4 micro-batches
     second.fit()
     for a, b in zip(read_log(tmp_path / "a"), read_log(tmp_path / "b"), strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-7), a["step"]
@@ -154,8 +196,19 @@ def test_accumulation_keeps_each_items_noise(toy_paradigm, tmp_path):
     micro-batches still train like the unsplit batch."""
     logs = []
     for name, extra in (("one", []), ("acc", ["train.grad_accum_steps=4"])):
-        cfg = load_config(None, [*TOY_OVERRIDES, "data.limit=40", "train.threads=1", "train.tensorboard=false",
-                                 "train.log_every=1", "train.steps=4", f"train.out_dir={tmp_path / name}", *extra])
+        cfg = load_config(
+            None,
+            [
+                *TOY_OVERRIDES,
+                "data.limit=40",
+                "train.threads=1",
+                "train.tensorboard=false",
+                "train.log_every=1",
+                "train.steps=4",
+                f"train.out_dir={tmp_path / name}",
+                *extra,
+            ],
+        )
         Trainer(cfg, progress=False).fit()
         logs.append(read_log(tmp_path / name))
     for a, b in zip(*logs, strict=True):
@@ -163,8 +216,17 @@ def test_accumulation_keeps_each_items_noise(toy_paradigm, tmp_path):
 
 
 def tiny_masked(*extra):
-    return load_config("fmnist_masked", ["model.width=32", "model.heads=2", "model.unique_layers=2", "model.loops=2",
-                                         "train.device=cpu", *extra])
+    return load_config(
+        "fmnist_masked",
+        [
+            "model.width=32",
+            "model.heads=2",
+            "model.unique_layers=2",
+            "model.loops=2",
+            "train.device=cpu",
+            *extra,
+        ],
+    )
 
 
 def test_weight_decay_exemption_spares_biases_norms_and_embeddings():
@@ -173,8 +235,11 @@ def test_weight_decay_exemption_spares_biases_norms_and_embeddings():
     lr, wd = 0.1, 0.5
     exempt = {"bias", "norm", "embedding"}
     for groups in ([], ["bias"], sorted(exempt)):
-        cfg = tiny_masked(f"train.lr={lr}", f"train.weight_decay={wd}",
-                          f"train.weight_decay_exempt=[{','.join(groups)}]")
+        cfg = tiny_masked(
+            f"train.lr={lr}",
+            f"train.weight_decay={wd}",
+            f"train.weight_decay_exempt=[{','.join(groups)}]",
+        )
         torch.manual_seed(0)
         generator = registry.build_generator(cfg)
         params = generator.trainable_parameters()
@@ -189,14 +254,26 @@ def test_weight_decay_exemption_spares_biases_norms_and_embeddings():
             "norm": ["backbone.blocks.1.norm2.weight", "embed_norm.weight", "head.0.weight"],
             "embedding": ["token_embed.weight", "class_embed.table.weight", "pos_embed"],
         }
-        decayed = ["backbone.blocks.0.attn.qkv.weight", "backbone.blocks.1.mlp.fc2.weight", "head.1.weight"]
+        decayed = [
+            "backbone.blocks.0.attn.qkv.weight",
+            "backbone.blocks.1.mlp.fc2.weight",
+            "head.1.weight",
+        ]
         after = dict(generator.named_parameters())
         for kind, names in spared.items():
             for name in names:
-                factor = 1.0 if kind in groups or (name.endswith(".bias") and "bias" in groups) else 1 - lr * wd
-                torch.testing.assert_close(after[name].detach(), before[name] * factor, rtol=0, atol=0, msg=name)
+                factor = (
+                    1.0
+                    if kind in groups or (name.endswith(".bias") and "bias" in groups)
+                    else 1 - lr * wd
+                )
+                torch.testing.assert_close(
+                    after[name].detach(), before[name] * factor, rtol=0, atol=0, msg=name
+                )
         for name in decayed:
-            torch.testing.assert_close(after[name].detach(), before[name] * (1 - lr * wd), rtol=0, atol=0, msg=name)
+            torch.testing.assert_close(
+                after[name].detach(), before[name] * (1 - lr * wd), rtol=0, atol=0, msg=name
+            )
     with pytest.raises(ConfigError, match="weight_decay_exempt"):
         tiny_masked("train.weight_decay_exempt=[weights]")
 
@@ -204,8 +281,13 @@ def test_weight_decay_exemption_spares_biases_norms_and_embeddings():
 def test_trainer_resumes_exactly_with_dropout_and_exemptions(toy_paradigm, tmp_path):
     """Two optimizer groups and dropout drawn from the saved RNG state: resuming at step 5 gives the
     uninterrupted run bit for bit; dropout changes the run (it is applied)."""
-    extra = ("train.steps=10", "model.dropout=0.2", "model.attention_dropout=0.2", "train.weight_decay=0.1",
-             "train.weight_decay_exempt=[bias,norm,embedding]")
+    extra = (
+        "train.steps=10",
+        "model.dropout=0.2",
+        "model.attention_dropout=0.2",
+        "train.weight_decay=0.1",
+        "train.weight_decay_exempt=[bias,norm,embedding]",
+    )
     straight = train(cfg_for(tmp_path / "a", *extra), progress=False)
     cfg = cfg_for(tmp_path / "b", *extra)
     first = Trainer(cfg, progress=False)
@@ -216,9 +298,13 @@ def test_trainer_resumes_exactly_with_dropout_and_exemptions(toy_paradigm, tmp_p
     final = resumed.fit()
     assert_same_files(straight, final)
     assert_same_optimizer(straight, final)
-    assert [r["loss"] for r in read_log(tmp_path / "a")] == [r["loss"] for r in read_log(tmp_path / "b")]
+    assert [r["loss"] for r in read_log(tmp_path / "a")] == [
+        r["loss"] for r in read_log(tmp_path / "b")
+    ]
     train(cfg_for(tmp_path / "c", *extra[:1], *extra[3:]), progress=False)
-    assert [r["loss"] for r in read_log(tmp_path / "c")][1:] != [r["loss"] for r in read_log(tmp_path / "a")][1:]
+    assert [r["loss"] for r in read_log(tmp_path / "c")][1:] != [
+        r["loss"] for r in read_log(tmp_path / "a")
+    ][1:]
 
 
 def test_block_dropout_is_training_only_and_zero_is_the_plain_block():
@@ -243,12 +329,19 @@ def test_block_dropout_is_training_only_and_zero_is_the_plain_block():
             torch.manual_seed(1)
             assert torch.equal(block(x, c), a)  # drawn from the RNG
             assert not torch.allclose(a, ref), (cond_dim, dropout, attention)
-        assert torch.equal(plain.train()(x, c), plain.eval()(x, c))  # dropout 0: no random draw anywhere
-    generator = registry.build_generator(tiny_masked("model.dropout=0.1", "model.attention_dropout=0.2"))
+        assert torch.equal(
+            plain.train()(x, c), plain.eval()(x, c)
+        )  # dropout 0: no random draw anywhere
+    generator = registry.build_generator(
+        tiny_masked("model.dropout=0.1", "model.attention_dropout=0.2")
+    )
     assert {(b.dropout, b.attn.dropout) for b in generator.backbone.blocks} == {(0.1, 0.2)}
     # the masked model's input embeddings (tokens and the class token) are dropped at the same rate, as in
     # MaskGIT's Embed module: in training only, each element zeroed or scaled by 1/(1 − p)
-    tokens, labels = torch.randint(0, generator.codebook_size, (64, generator.seq_len)), torch.arange(64) % 10
+    tokens, labels = (
+        torch.randint(0, generator.codebook_size, (64, generator.seq_len)),
+        torch.arange(64) % 10,
+    )
     generator.eval()
     clean = generator.embed(tokens), generator.class_token(labels, allow_dropout=True)
     generator.train()
@@ -293,5 +386,7 @@ def test_ema_decay_zero_samples_the_trained_weights_exactly():
             for p in model.parameters():
                 p.add_(torch.randn_like(p) * 0.1)
         ema.update(model)
-        for (name, a), b in zip(model.state_dict().items(), ema.materialize().state_dict().values(), strict=True):
+        for (name, a), b in zip(
+            model.state_dict().items(), ema.materialize().state_dict().values(), strict=True
+        ):
             assert torch.equal(a, b), name

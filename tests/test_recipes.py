@@ -2,7 +2,6 @@
 transformer parameter counts match the paper's tables and their forward FLOPs match a first-principles
 count; baselines are the iso-FLOP stacks of their ELT rows."""
 
-
 import re
 from functools import cache
 from pathlib import Path
@@ -12,19 +11,48 @@ import yaml
 from omegaconf import OmegaConf
 
 from elt.config import CONFIG_DIR
-from elt.recipes import build_on_meta, forward_flops, load_recipe, recipe_names, transformer_parameters
+from elt.recipes import (
+    build_on_meta,
+    forward_flops,
+    load_recipe,
+    recipe_names,
+    transformer_parameters,
+)
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
 TABLE_HEADING = "### Every recipe setting against its source"
 # YAML keys that place files, size loaders or schedule logging/checkpoints, not the training recipe
-LOGISTICS = {"paradigm", "data.root", "data.num_workers", "tokenizer.pretrained_path", "tokenizer.path",
-             "tokenizer.encode_batch_size", "tokenizer.eval_items", "diffusion.vae_path", "diffusion.latent_cache",
-             "train.out_dir", "train.log_every", "train.sample_every", "train.checkpoint_every",
-             "train.keep_checkpoints", "train.sample_loops", "train.distributed",
-             # elt's own fsq3d tokenizer training (no anchor: MAGVIT's tokenizer is not loadable; a table row says so)
-             "tokenizer.channels", "tokenizer.steps", "tokenizer.batch_size", "tokenizer.lr", "tokenizer.warmup_steps"}
+LOGISTICS = {
+    "paradigm",
+    "data.root",
+    "data.num_workers",
+    "tokenizer.pretrained_path",
+    "tokenizer.path",
+    "tokenizer.encode_batch_size",
+    "tokenizer.eval_items",
+    "diffusion.vae_path",
+    "diffusion.latent_cache",
+    "train.out_dir",
+    "train.log_every",
+    "train.sample_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.sample_loops",
+    "train.distributed",
+    # elt's own fsq3d tokenizer training (no anchor: MAGVIT's tokenizer is not loadable; a table row says so)
+    "tokenizer.channels",
+    "tokenizer.steps",
+    "tokenizer.batch_size",
+    "tokenizer.lr",
+    "tokenizer.warmup_steps",
+}
 # settings the YAML files may leave at their defaults, which the table must still cover
-ALWAYS_IN_TABLE = ("model.mlp_ratio", "model.dropout", "model.attention_dropout", "train.weight_decay_exempt")
+ALWAYS_IN_TABLE = (
+    "model.mlp_ratio",
+    "model.dropout",
+    "model.attention_dropout",
+    "train.weight_decay_exempt",
+)
 
 # The paper's parameter counts (docs: shared/docs/paper.md §4), as printed, and the unit of the last digit
 PAPER_PARAMS = {
@@ -43,10 +71,16 @@ PAPER_PARAMS = {
 }
 # Each baseline against the ELT rows it is the iso-FLOP (same depth N·L, same width) stack of
 ISO_FLOP = {
-    "imagenet256_masked_maskgit_l": ["imagenet256_masked_elt_l_8x3", "imagenet256_masked_elt_l_12x2"],
+    "imagenet256_masked_maskgit_l": [
+        "imagenet256_masked_elt_l_8x3",
+        "imagenet256_masked_elt_l_12x2",
+    ],
     "imagenet256_masked_maskgit_xl": ["imagenet256_masked_elt_xl_7x4"],
-    "imagenet256_diffusion_dit_32": ["imagenet256_diffusion_elt_8x4", "imagenet256_diffusion_elt_16x2",
-                                     "imagenet256_diffusion_elt_4x8"],
+    "imagenet256_diffusion_dit_32": [
+        "imagenet256_diffusion_elt_8x4",
+        "imagenet256_diffusion_elt_16x2",
+        "imagenet256_diffusion_elt_4x8",
+    ],
     "ucf101_masked_magvit_l": ["ucf101_masked_elt_l_6x4"],
 }
 
@@ -66,7 +100,9 @@ def analytic_forward_flops(cfg) -> float:
     side = cfg.data.image_size
     if cfg.paradigm == "masked":
         if cfg.data.frames:
-            grid = (cfg.data.frames // cfg.tokenizer.temporal_downsample) * (side // cfg.tokenizer.downsample) ** 2
+            grid = (cfg.data.frames // cfg.tokenizer.temporal_downsample) * (
+                side // cfg.tokenizer.downsample
+            ) ** 2
         else:
             grid = (side // cfg.tokenizer.downsample) ** 2
         vocab = 1024
@@ -75,9 +111,11 @@ def analytic_forward_flops(cfg) -> float:
         return depth * layer + 2 * grid * d * vocab
     latent_side, latent_channels = side // 8, 4  # SD-VAE
     tokens = (latent_side // cfg.diffusion.patch_size) ** 2
-    patch = latent_channels * cfg.diffusion.patch_size ** 2
+    patch = latent_channels * cfg.diffusion.patch_size**2
     layer = 2 * tokens * (4 + 2 * r) * d * d + 4 * tokens * tokens * d + 2 * d * 6 * d
-    outside = 2 * tokens * patch * d + 2 * (256 * d + d * d) + 2 * d * 2 * d + 2 * tokens * d * patch
+    outside = (
+        2 * tokens * patch * d + 2 * (256 * d + d * d) + 2 * d * 2 * d + 2 * tokens * d * patch
+    )
     return depth * layer + outside
 
 
@@ -110,16 +148,25 @@ def test_paper_settings_in_the_recipes():
     for name in recipe_names():
         cfg = load_recipe(name)
         if "diffusion" in name:
-            assert (cfg.train.steps, cfg.train.batch_size, cfg.sampling.steps) == (500_000, 512, 512)
-            assert (cfg.diffusion.process, cfg.diffusion.prediction, cfg.diffusion.weighting) == \
-                   ("ddpm", "x0", "sigmoid")
+            assert (cfg.train.steps, cfg.train.batch_size, cfg.sampling.steps) == (
+                500_000,
+                512,
+                512,
+            )
+            assert (cfg.diffusion.process, cfg.diffusion.prediction, cfg.diffusion.weighting) == (
+                "ddpm",
+                "x0",
+                "sigmoid",
+            )
             assert cfg.sampling.guidance == 3.0 and cfg.diffusion.space == "latent"
         elif name.startswith("ucf101"):
             assert cfg.sampling.steps == 12 and cfg.sampling.guidance == 1.0  # no CFG for video
             assert (cfg.data.frames, cfg.data.image_size) == (16, 128)
         else:
             assert cfg.sampling.steps == 24
-            assert cfg.train.steps == 270 * (1_281_167 // cfg.train.batch_size)  # 270 epochs of whole batches
+            assert cfg.train.steps == 270 * (
+                1_281_167 // cfg.train.batch_size
+            )  # 270 epochs of whole batches
         assert cfg.ilsd.mode == ("unique" if cfg.model.loops == 1 else "ilsd")
 
 
@@ -130,7 +177,9 @@ def test_baselines_are_the_iso_flop_stacks():
     # FLOPs grow linearly in the loop count (one checkpoint, any L)
     elt = built("imagenet256_masked_elt_l_8x3")[1]
     per_loop = forward_flops(elt, loops=2) - forward_flops(elt, loops=1)
-    assert forward_flops(elt, loops=4) - forward_flops(elt, loops=1) == pytest.approx(3 * per_loop, rel=1e-12)
+    assert forward_flops(elt, loops=4) - forward_flops(elt, loops=1) == pytest.approx(
+        3 * per_loop, rel=1e-12
+    )
 
 
 def test_anchor_settings_in_the_recipes():
@@ -138,20 +187,42 @@ def test_anchor_settings_in_the_recipes():
     for name in recipe_names():
         cfg = load_recipe(name)
         t, m = cfg.train, cfg.model
-        if "diffusion" in name:  # DiT train.py: constant lr 1e-4, no warm-up, no clipping, EMA 0.9999, no dropout
-            assert (t.lr_schedule, t.warmup_steps, t.grad_clip, t.ema_decay) == ("constant", 0, 0.0, 0.9999), name
+        if (
+            "diffusion" in name
+        ):  # DiT train.py: constant lr 1e-4, no warm-up, no clipping, EMA 0.9999, no dropout
+            assert (t.lr_schedule, t.warmup_steps, t.grad_clip, t.ema_decay) == (
+                "constant",
+                0,
+                0.0,
+                0.9999,
+            ), name
             assert (m.dropout, m.attention_dropout, t.weight_decay) == (0.0, 0.0, 0.0), name
-        elif name.startswith("ucf101"):  # MAGVIT maskgvt_ucf101_config.py, maskgvt_train_lib.py, maskgvt_trainer.py
-            assert (t.lr_schedule, t.min_lr_ratio, t.warmup_steps, t.grad_clip) == ("cosine", 0.0, 5000, 1.0), name
+        elif name.startswith(
+            "ucf101"
+        ):  # MAGVIT maskgvt_ucf101_config.py, maskgvt_train_lib.py, maskgvt_trainer.py
+            assert (t.lr_schedule, t.min_lr_ratio, t.warmup_steps, t.grad_clip) == (
+                "cosine",
+                0.0,
+                5000,
+                1.0,
+            ), name
             assert t.steps == 2000 * (9_537 // t.batch_size) and t.ema_decay == 0.0, name
             assert list(t.weight_decay_exempt) == ["bias", "norm", "embedding"], name
-            assert cfg.masked.label_smoothing == pytest.approx(1e-4) and (m.dropout, m.attention_dropout) == (0.1, 0.1)
+            assert cfg.masked.label_smoothing == pytest.approx(1e-4) and (
+                m.dropout,
+                m.attention_dropout,
+            ) == (0.1, 0.1)
         else:  # MaskGIT maskgit_class_cond_config.py / base_config.py
             assert (t.lr_schedule, t.warmup_steps, t.ema_decay) == ("constant", 5000, 0.999), name
-            assert cfg.masked.label_smoothing == pytest.approx(0.1) and (m.dropout, m.attention_dropout) == (0.1, 0.1)
+            assert cfg.masked.label_smoothing == pytest.approx(0.1) and (
+                m.dropout,
+                m.attention_dropout,
+            ) == (0.1, 0.1)
         # the recipe's dropout reaches every block it builds
         blocks = built(name)[1].backbone.blocks
-        assert {(b.dropout, b.attn.dropout) for b in blocks} == {(m.dropout, m.attention_dropout)}, name
+        assert {(b.dropout, b.attn.dropout) for b in blocks} == {
+            (m.dropout, m.attention_dropout)
+        }, name
 
 
 def recipe_table() -> list[dict]:
@@ -161,7 +232,7 @@ def recipe_table() -> list[dict]:
     lines = text.split(TABLE_HEADING, 1)[1].splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("| setting |"))
     rows = []
-    for line in lines[first + 2:]:
+    for line in lines[first + 2 :]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -169,10 +240,16 @@ def recipe_table() -> list[dict]:
         setting, recipes, ours, anchor, source, status = cells
         key = re.fullmatch(r"`([a-z_]+\.[a-z_]+)`", setting)
         value = re.fullmatch(r"`([^`]*)`", ours)
-        rows.append({"line": line, "key": key.group(1) if key else None,
-                     "prefixes": re.findall(r"`([a-z0-9_]+)`", recipes),
-                     "value": yaml.safe_load(value.group(1)) if value else None, "checked": bool(value),
-                     "status": status})
+        rows.append(
+            {
+                "line": line,
+                "key": key.group(1) if key else None,
+                "prefixes": re.findall(r"`([a-z0-9_]+)`", recipes),
+                "value": yaml.safe_load(value.group(1)) if value else None,
+                "checked": bool(value),
+                "status": status,
+            }
+        )
     return rows
 
 
@@ -186,9 +263,16 @@ def test_recipe_table_in_the_docs_matches_the_yaml():
     rows = recipe_table()
     names = recipe_names()
     for row in rows:
-        assert row["prefixes"] and all(any(n.startswith(p) for n in names) for p in row["prefixes"]), row["line"]
-        assert row["status"].split(" ")[0].strip("*:") in {"match", "paper", "fixed", "deviation", "assumption"}, \
-            row["line"]
+        assert row["prefixes"] and all(
+            any(n.startswith(p) for n in names) for p in row["prefixes"]
+        ), row["line"]
+        assert row["status"].split(" ")[0].strip("*:") in {
+            "match",
+            "paper",
+            "fixed",
+            "deviation",
+            "assumption",
+        }, row["line"]
         if row["key"] is None or not row["checked"]:
             continue
         for name in names:
@@ -202,6 +286,11 @@ def test_recipe_table_in_the_docs_matches_the_yaml():
     for name in names:
         mine = {r["key"] for r in rows_for(name, rows) if r["key"]}
         raw = yaml.safe_load((Path(CONFIG_DIR) / f"{name}.yaml").read_text(encoding="utf-8"))
-        keys = {f"{section}.{key}" for section, values in raw.items() if isinstance(values, dict) for key in values}
+        keys = {
+            f"{section}.{key}"
+            for section, values in raw.items()
+            if isinstance(values, dict)
+            for key in values
+        }
         missing = sorted((keys - LOGISTICS) - mine) + [k for k in ALWAYS_IN_TABLE if k not in mine]
         assert not missing, f"docs/recipes.md has no row for {missing} of {name}"

@@ -15,9 +15,21 @@ from test_video_data import UCF_CLASSES, ucf_root  # noqa: F401 - the fixture
 
 pytest.importorskip("diffusers")
 
-TINY = ["model.width=32", "model.heads=2", "train.steps=5", "train.batch_size=4", "train.warmup_steps=1",
-        "train.device=cpu", "train.precision=fp32", "train.threads=1", "train.tensorboard=false",
-        "train.log_every=1", "train.samples_per_class=1", "data.num_workers=0", "train.distributed=ddp"]
+TINY = [
+    "model.width=32",
+    "model.heads=2",
+    "train.steps=5",
+    "train.batch_size=4",
+    "train.warmup_steps=1",
+    "train.device=cpu",
+    "train.precision=fp32",
+    "train.threads=1",
+    "train.tensorboard=false",
+    "train.log_every=1",
+    "train.samples_per_class=1",
+    "data.num_workers=0",
+    "train.distributed=ddp",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +46,37 @@ def assets(tmp_path_factory):
 
 def recipe_overrides(name, root, vq, vae, ucf, run):
     if name.startswith("imagenet256_masked"):
-        data = [f"data.root={root / 'images'}", "data.num_classes=2", "data.image_size=32",
-                f"tokenizer.pretrained_path={vq}", f"tokenizer.path={root / 'vq_cache'}", "sampling.steps=3"]
+        data = [
+            f"data.root={root / 'images'}",
+            "data.num_classes=2",
+            "data.image_size=32",
+            f"tokenizer.pretrained_path={vq}",
+            f"tokenizer.path={root / 'vq_cache'}",
+            "sampling.steps=3",
+        ]
     elif name.startswith("imagenet256_diffusion"):
-        data = [f"data.root={root / 'images'}", "data.num_classes=2", "data.image_size=32",
-                f"diffusion.vae_path={vae}", f"diffusion.latent_cache={root / 'latents'}",
-                "sampling.steps=3"]
+        data = [
+            f"data.root={root / 'images'}",
+            "data.num_classes=2",
+            "data.image_size=32",
+            f"diffusion.vae_path={vae}",
+            f"diffusion.latent_cache={root / 'latents'}",
+            "sampling.steps=3",
+        ]
     else:
-        data = [f"data.root={ucf}", f"data.num_classes={len(UCF_CLASSES)}", "data.frames=4", "data.image_size=16",
-                "tokenizer.channels=8", "tokenizer.steps=2", "tokenizer.batch_size=2", "tokenizer.eval_items=0",
-                f"tokenizer.path={root / 'fsq3d'}", "tokenizer.warmup_steps=1", "sampling.steps=3"]
+        data = [
+            f"data.root={ucf}",
+            f"data.num_classes={len(UCF_CLASSES)}",
+            "data.frames=4",
+            "data.image_size=16",
+            "tokenizer.channels=8",
+            "tokenizer.steps=2",
+            "tokenizer.batch_size=2",
+            "tokenizer.eval_items=0",
+            f"tokenizer.path={root / 'fsq3d'}",
+            "tokenizer.warmup_steps=1",
+            "sampling.steps=3",
+        ]
     return [*TINY, *data, f"train.out_dir={run}"]
 
 
@@ -58,6 +91,10 @@ def test_recipe_trains_five_steps_on_cpu(name, assets, ucf_root, tmp_path):  # n
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5]
     assert all(r["loss"] == r["loss"] and r["loss"] < 1e4 for r in log)  # finite
     assert [r["lr"] for r in log] == pytest.approx([lr_at(s, cfg) for s in range(5)])
-    floor = 1.0 if cfg.train.lr_schedule == "constant" else cfg.train.min_lr_ratio  # MaskGIT/DiT: constant
-    assert log[-1]["lr"] == pytest.approx(cfg.train.lr * floor)  # the recipe's schedule reaches its end
+    floor = (
+        1.0 if cfg.train.lr_schedule == "constant" else cfg.train.min_lr_ratio
+    )  # MaskGIT/DiT: constant
+    assert log[-1]["lr"] == pytest.approx(
+        cfg.train.lr * floor
+    )  # the recipe's schedule reaches its end
     assert ("student_loops" in log[0]) == (cfg.ilsd.mode == "ilsd")

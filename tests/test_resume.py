@@ -29,8 +29,13 @@ from elt.train.trainer import Trainer, train
 TESTS = Path(__file__).parent
 SRC = TESTS.parent / "src"
 # 40 items, global batch 16: 2 batches per epoch, so k=5 stops mid-epoch after an epoch boundary
-RESUME_OVERRIDES = [*TOY_OVERRIDES, "data.limit=40", "train.threads=1", "train.tensorboard=false",
-                    "train.log_every=1"]
+RESUME_OVERRIDES = [
+    *TOY_OVERRIDES,
+    "data.limit=40",
+    "train.threads=1",
+    "train.tensorboard=false",
+    "train.log_every=1",
+]
 
 
 def cfg_for(run_dir, *extra):
@@ -72,20 +77,46 @@ def test_resume_mid_epoch_is_bit_exact(toy_paradigm, tmp_path):
     a, b = read_log(tmp_path / "a"), read_log(tmp_path / "b")
     assert [r["step"] for r in b] == list(range(1, 11))  # no duplicated steps after the resume
     for ra, rb in zip(a, b, strict=True):
-        assert (ra["loss"], ra["student_loops"], ra["lambda"], ra["lr"]) == \
-               (rb["loss"], rb["student_loops"], rb["lambda"], rb["lr"])
+        assert (ra["loss"], ra["student_loops"], ra["lambda"], ra["lr"]) == (
+            rb["loss"],
+            rb["student_loops"],
+            rb["lambda"],
+            rb["lr"],
+        )
 
 
 def test_checkpoint_holds_the_whole_training_state(toy_paradigm, tmp_path):
-    final = train(cfg_for(tmp_path / "r", "train.steps=3", "train.warmup_steps=5"), progress=False)  # mid warm-up
-    state = torch.load(final / STATE_FILE, map_location="cpu", weights_only=True)  # no arbitrary unpickling
-    assert {"step", "epoch", "batch_in_epoch", "optimizer", "ema", "rng", "student_draw", "schedule",
-            "world_size", "global_batch"} <= state.keys()
+    final = train(
+        cfg_for(tmp_path / "r", "train.steps=3", "train.warmup_steps=5"), progress=False
+    )  # mid warm-up
+    state = torch.load(
+        final / STATE_FILE, map_location="cpu", weights_only=True
+    )  # no arbitrary unpickling
+    assert {
+        "step",
+        "epoch",
+        "batch_in_epoch",
+        "optimizer",
+        "ema",
+        "rng",
+        "student_draw",
+        "schedule",
+        "world_size",
+        "global_batch",
+    } <= state.keys()
     assert state["step"] == 3 and state["ema"]["updates"] == 3 and state["world_size"] == 1
     assert {"cpu", "python", "numpy"} <= state["rng"][0].keys()
-    assert state["schedule"]["lr"] == pytest.approx(0.003 * 4 / 5) and 0 <= state["schedule"]["lambda"] <= 1
-    model, ema = load_file(str(final / "model.safetensors")), load_file(str(final / "ema.safetensors"))
-    assert any(not torch.equal(model[k], ema[k]) for k in model)  # the EMA is its own set of weights
+    assert (
+        state["schedule"]["lr"] == pytest.approx(0.003 * 4 / 5)
+        and 0 <= state["schedule"]["lambda"] <= 1
+    )
+    model, ema = (
+        load_file(str(final / "model.safetensors")),
+        load_file(str(final / "ema.safetensors")),
+    )
+    assert any(
+        not torch.equal(model[k], ema[k]) for k in model
+    )  # the EMA is its own set of weights
     manifest = json.loads((final / MANIFEST_FILE).read_text())
     assert manifest["files"]["model.safetensors"] == (final / "model.safetensors").stat().st_size
     # sampling uses the EMA by default
@@ -119,10 +150,14 @@ def test_pruning_keeps_the_newest_and_never_a_later_branch(tmp_path):
         save_checkpoint(tmp_path, step, cfg, module, keep=2)
     names = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))
     assert names == ["step_0000003", "step_0000009"]
-    save_checkpoint(tmp_path, 4, cfg, module, keep=2)  # resumed from step 3: step 9 is another branch
+    save_checkpoint(
+        tmp_path, 4, cfg, module, keep=2
+    )  # resumed from step 3: step 9 is another branch
     names = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))
     assert names == ["step_0000003", "step_0000004", "step_0000009"]
-    assert resolve_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step_0000004"  # the last written
+    assert (
+        resolve_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step_0000004"
+    )  # the last written
 
 
 HANGING_WRITER = """
@@ -153,11 +188,18 @@ train(load_config(None, {overrides!r}), progress=False)
 
 @pytest.mark.slow
 def test_kill_9_during_checkpoint_write_keeps_the_previous_one(toy_paradigm, tmp_path):
-    overrides = [*RESUME_OVERRIDES, "train.steps=12", "train.checkpoint_every=4", f"train.out_dir={tmp_path / 'b'}"]
+    overrides = [
+        *RESUME_OVERRIDES,
+        "train.steps=12",
+        "train.checkpoint_every=4",
+        f"train.out_dir={tmp_path / 'b'}",
+    ]
     marker = tmp_path / "marker"
     script = HANGING_WRITER.format(tests=str(TESTS), marker=str(marker), overrides=overrides)
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 60
         while not marker.exists():
@@ -172,12 +214,16 @@ def test_kill_9_during_checkpoint_write_keeps_the_previous_one(toy_paradigm, tmp
         proc.stderr.close()
     root = tmp_path / "b" / "checkpoints"
     assert not (root / "step_0000008").exists()
-    assert [p.name.startswith(".tmp_step_0000008") for p in root.iterdir() if p.name.startswith(".tmp")] == [True]
+    assert [
+        p.name.startswith(".tmp_step_0000008") for p in root.iterdir() if p.name.startswith(".tmp")
+    ] == [True]
     assert resolve_checkpoint(tmp_path / "b") == root / "step_0000004"
     elt.load(tmp_path / "b")  # loadable
     # resume from step 4 and finish: identical to a run that was never killed
     final = train(load_config(None, overrides), resume="auto", progress=False)
     assert not [p for p in root.iterdir() if p.name.startswith(".tmp")]  # stale write cleaned up
-    straight = train(cfg_for(tmp_path / "a", "train.steps=12", "train.checkpoint_every=4"), progress=False)
+    straight = train(
+        cfg_for(tmp_path / "a", "train.steps=12", "train.checkpoint_every=4"), progress=False
+    )
     assert_same_files(straight, final)
     assert_same_optimizer(straight, final)

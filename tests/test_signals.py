@@ -20,8 +20,14 @@ from elt.train.trainer import Trainer
 
 TESTS = Path(__file__).parent
 SRC = TESTS.parent / "src"
-OVERRIDES = [*TOY_OVERRIDES, "data.limit=40", "train.threads=1", "train.tensorboard=false", "train.log_every=1",
-             "train.steps=5000"]
+OVERRIDES = [
+    *TOY_OVERRIDES,
+    "data.limit=40",
+    "train.threads=1",
+    "train.tensorboard=false",
+    "train.log_every=1",
+    "train.steps=5000",
+]
 
 CLI = """
 import sys
@@ -50,11 +56,28 @@ def test_sigterm_under_the_launcher_checkpoints_and_prints_one_stop_message(tmp_
     config_file = tmp_path / "toy.yaml"
     config_file.write_text("paradigm: toy\n")
     script = tmp_path / "worker.py"
-    script.write_text(CLI.format(tests=str(TESTS), args=[str(config_file), *OVERRIDES, "train.device=cpu",
-                                                          f"train.out_dir={run}"]))
+    script.write_text(
+        CLI.format(
+            tests=str(TESTS),
+            args=[str(config_file), *OVERRIDES, "train.device=cpu", f"train.out_dir={run}"],
+        )
+    )
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "elt.train.launch", "--standalone", "--nproc_per_node", "2",
-                             str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "elt.train.launch",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     log = run / "log.jsonl"
     deadline = time.monotonic() + 120
     while not (log.is_file() and len(log.read_text().splitlines()) >= 3):
@@ -86,7 +109,9 @@ def test_graceful_stop_turns_the_first_signal_into_a_flag():
             os.kill(os.getpid(), signal.SIGINT)
             wait_for(lambda: stop.requested)
             assert stop.requested and stop.signum == signal.SIGINT
-            with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C aborts (within the 5 s this waits)
+            with pytest.raises(
+                KeyboardInterrupt
+            ):  # a second Ctrl-C aborts (within the 5 s this waits)
                 os.kill(os.getpid(), signal.SIGINT)
                 wait_for()
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
@@ -102,8 +127,13 @@ def test_signal_writes_a_checkpoint_and_the_run_resumes_exactly(toy_paradigm, tm
     config_file.write_text("paradigm: toy\n")
     args = [str(config_file), *OVERRIDES, f"train.out_dir={run}"]
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", CLI.format(tests=str(TESTS), args=args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLI.format(tests=str(TESTS), args=args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     log = run / "log.jsonl"
     deadline = time.monotonic() + 60
     while not (log.is_file() and len(log.read_text().splitlines()) >= 3):
@@ -126,7 +156,9 @@ def test_signal_writes_a_checkpoint_and_the_run_resumes_exactly(toy_paradigm, tm
     resumed.resume_from(run)
     assert resumed.step == stopped_at
     end_b = resumed.fit(until=stopped_at + 3)
-    straight = Trainer(load_config(None, [*OVERRIDES, f"train.out_dir={tmp_path / 'a'}"]), progress=False)
+    straight = Trainer(
+        load_config(None, [*OVERRIDES, f"train.out_dir={tmp_path / 'a'}"]), progress=False
+    )
     end_a = straight.fit(until=stopped_at + 3)
     for name in ("model.safetensors", "ema.safetensors"):
         a, b = load_file(str(end_a / name)), load_file(str(end_b / name))

@@ -39,20 +39,43 @@ def free_port() -> int:
 def test_sigterm_to_the_batch_shell_reaches_the_workers(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
-    (site / "sitecustomize.py").write_text(SITE.format(tests=str(TESTS)))  # the toy paradigm in every process
+    (site / "sitecustomize.py").write_text(
+        SITE.format(tests=str(TESTS))
+    )  # the toy paradigm in every process
     config = tmp_path / "toy.yaml"
     config.write_text("paradigm: toy\n")
     run = tmp_path / "run"
-    overrides = [*TOY_OVERRIDES, "data.limit=40", "train.threads=1", "train.tensorboard=false", "train.log_every=1",
-                 "train.steps=5000", "train.device=cpu", f"train.out_dir={run}", "train.dist_timeout_s=60"]
-    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{ROOT / 'src'}", "OMP_NUM_THREADS": "1",
-           "ELT_NPROC_PER_NODE": "2", "ELT_PYTHON": sys.executable, "MASTER_PORT": str(free_port()),
-           "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "60"}
+    overrides = [
+        *TOY_OVERRIDES,
+        "data.limit=40",
+        "train.threads=1",
+        "train.tensorboard=false",
+        "train.log_every=1",
+        "train.steps=5000",
+        "train.device=cpu",
+        f"train.out_dir={run}",
+        "train.dist_timeout_s=60",
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{site}{os.pathsep}{ROOT / 'src'}",
+        "OMP_NUM_THREADS": "1",
+        "ELT_NPROC_PER_NODE": "2",
+        "ELT_PYTHON": sys.executable,
+        "MASTER_PORT": str(free_port()),
+        "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "60",
+    }
     for key in [k for k in env if k.startswith("SLURM_")]:
         env.pop(key)
     # the batch shell in its own session, as slurmd starts it; the signal goes to that shell alone
-    shell = subprocess.Popen(["bash", str(SCRIPT), str(config), *overrides], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    shell = subprocess.Popen(
+        ["bash", str(SCRIPT), str(config), *overrides],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     log = run / "log.jsonl"
     deadline = time.monotonic() + 120
     while not (log.is_file() and len(log.read_text().splitlines()) >= 3):

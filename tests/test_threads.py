@@ -63,19 +63,33 @@ def test_flag_before_or_after_the_command_sets_threads_and_the_environment(monke
 
 def test_every_command_accepts_threads():
     parser = build_parser()
-    for argv in (["demo"], ["sample", "--ckpt", "x", "--out", "y"], ["eval", "merge", "a", "--out", "o"],
-                 ["tokenizer", "train", "cfg"], ["train", "cfg"], ["export", "--ckpt", "x", "--out", "y"]):
+    for argv in (
+        ["demo"],
+        ["sample", "--ckpt", "x", "--out", "y"],
+        ["eval", "merge", "a", "--out", "o"],
+        ["tokenizer", "train", "cfg"],
+        ["train", "cfg"],
+        ["export", "--ckpt", "x", "--out", "y"],
+    ):
         args, _ = parser.parse_known_args([*argv, "--threads", "3"])
-        assert getattr(args, "global_threads", None) == 3 or getattr(args, "threads", None) == 3, argv
+        assert getattr(args, "global_threads", None) == 3 or getattr(args, "threads", None) == 3, (
+            argv
+        )
 
 
 def test_threads_means_the_same_setting_in_every_command():
     """Only the classifier training pins its own thread count (its figures are reproducible at 1); every other
     command's --threads is the one global setting, so ELT_THREADS and the default apply to all of them alike."""
     parser = build_parser()
-    for argv in (["eval", "--ckpt", "x", "--out", "o"], ["eval", "floor"], ["eval", "video", "--samples", "s"],
-                 ["calibrate", "--ckpt", "x"], ["bench", "sampling"], ["demo"],
-                 ["sample", "--ckpt", "x", "--out", "y"]):
+    for argv in (
+        ["eval", "--ckpt", "x", "--out", "o"],
+        ["eval", "floor"],
+        ["eval", "video", "--samples", "s"],
+        ["calibrate", "--ckpt", "x"],
+        ["bench", "sampling"],
+        ["demo"],
+        ["sample", "--ckpt", "x", "--out", "y"],
+    ):
         args, _ = parser.parse_known_args([*argv, "--threads", "3"])
         assert args.global_threads == 3 and not hasattr(args, "threads"), argv
 

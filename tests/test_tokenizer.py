@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from elt.config import load_config
-from elt.tokenizers.fsq import FSQ, FSQTokenizer, TokenizerMismatchError, is_saved, load_tokenizer, save_tokenizer
+from elt.tokenizers.fsq import (
+    FSQ,
+    FSQTokenizer,
+    TokenizerMismatchError,
+    is_saved,
+    load_tokenizer,
+    save_tokenizer,
+)
 
 
 def test_fsq_indices_and_codes_are_a_bijection():
@@ -34,7 +41,9 @@ def test_fsq_quantize_hits_exactly_the_grid_and_passes_gradients():
 
 def test_tokenizer_round_trip_shapes_and_consistency():
     torch.manual_seed(0)
-    tok = FSQTokenizer(image_size=32, image_channels=1, levels=[8, 5, 5, 5], downsample=4, channels=32).eval()
+    tok = FSQTokenizer(
+        image_size=32, image_channels=1, levels=[8, 5, 5, 5], downsample=4, channels=32
+    ).eval()
     images = torch.rand(3, 1, 32, 32) * 2 - 1
     indices = tok.encode(images)
     assert indices.shape == (3, 8, 8) and indices.dtype == torch.long
@@ -64,8 +73,16 @@ def test_save_load_round_trip_and_mismatch(tmp_path):
         load_tokenizer(FSQTokenizer(channels=16, levels=[8, 5, 5, 5]), tmp_path)
 
 
-TINY = ["data.limit=256", "tokenizer.channels=16", "tokenizer.levels=[5,5,5]", "tokenizer.batch_size=32",
-        "tokenizer.lr=0.003", "tokenizer.warmup_steps=5", "tokenizer.eval_items=128", "train.threads=1"]
+TINY = [
+    "data.limit=256",
+    "tokenizer.channels=16",
+    "tokenizer.levels=[5,5,5]",
+    "tokenizer.batch_size=32",
+    "tokenizer.lr=0.003",
+    "tokenizer.warmup_steps=5",
+    "tokenizer.eval_items=128",
+    "train.threads=1",
+]
 
 
 def test_training_improves_reconstruction_and_reports_psnr(tmp_path):
@@ -79,7 +96,9 @@ def test_training_improves_reconstruction_and_reports_psnr(tmp_path):
     metrics = meta["metrics"]
     assert metrics["split"] == "test" and metrics["items"] == 128
     assert metrics["mse"] < 0.5 * untrained["mse"]
-    assert metrics["psnr"] == pytest.approx(10 * torch.log10(torch.tensor(1 / metrics["mse"])).item(), rel=1e-5)
+    assert metrics["psnr"] == pytest.approx(
+        10 * torch.log10(torch.tensor(1 / metrics["mse"])).item(), rel=1e-5
+    )
     assert json.loads((tmp_path / "tok" / "tokenizer.json").read_text())["hash"] == meta["hash"]
     assert (tmp_path / "tok" / "reconstructions.png").is_file()
     # the saved weights reproduce the reported figure
@@ -92,24 +111,51 @@ def test_training_improves_reconstruction_and_reports_psnr(tmp_path):
 def test_tokenizer_cli(tmp_path, capsys):
     from elt.cli import main
 
-    args = ["tokenizer", "train", "fmnist_masked", *TINY, "tokenizer.steps=3", "--out", str(tmp_path / "t"),
-            "--no-progress"]
+    args = [
+        "tokenizer",
+        "train",
+        "fmnist_masked",
+        *TINY,
+        "tokenizer.steps=3",
+        "--out",
+        str(tmp_path / "t"),
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert "PSNR" in capsys.readouterr().out and is_saved(tmp_path / "t")
     assert main(args) == 2  # refuses to overwrite without --force
     assert "--force" in capsys.readouterr().err
-    assert main(["tokenizer", "train", "fmnist_masked", "tokenizer.kind=pretrained_vq", "--out",
-                 str(tmp_path / "u")]) == 2
+    assert (
+        main(
+            [
+                "tokenizer",
+                "train",
+                "fmnist_masked",
+                "tokenizer.kind=pretrained_vq",
+                "--out",
+                str(tmp_path / "u"),
+            ]
+        )
+        == 2
+    )
 
 
 def tiny_vq_folder(tmp_path, in_channels=3):
     from diffusers import VQModel
 
     torch.manual_seed(0)
-    model = VQModel(in_channels=in_channels, out_channels=in_channels,
-                    down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                    block_out_channels=(16, 32, 32), layers_per_block=1, latent_channels=8,
-                    num_vq_embeddings=64, norm_num_groups=8, sample_size=32)
+    model = VQModel(
+        in_channels=in_channels,
+        out_channels=in_channels,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 32),
+        layers_per_block=1,
+        latent_channels=8,
+        num_vq_embeddings=64,
+        norm_num_groups=8,
+        sample_size=32,
+    )
     model.save_pretrained(tmp_path / "vq")
     return model.eval(), tmp_path / "vq"
 

@@ -43,8 +43,10 @@ def test_training_reduces_loss_and_logs_ilsd_parts(toy_paradigm, tmp_path):
     # the same model trained vanilla (teacher loss only) is clearly worse at L=1 than at L=L_max
     train(toy_cfg(tmp_path / "vanilla", "train.steps=300", "ilsd.mode=vanilla"), progress=False)
     vanilla = elt.load(tmp_path / "vanilla" / "run")
-    errors = {k: np.abs(vanilla.generate([0, 1, 2, 3], loops=k, seed=1).astype(np.int64) - want).mean()
-              for k in (1, 3)}
+    errors = {
+        k: np.abs(vanilla.generate([0, 1, 2, 3], loops=k, seed=1).astype(np.int64) - want).mean()
+        for k in (1, 3)
+    }
     assert errors[1] > 1.5 * errors[3]
 
 
@@ -100,11 +102,37 @@ def test_cli_train_sample_info(toy_paradigm, tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     cfg_file = tmp_path / "toy.yaml"
     cfg_file.write_text("paradigm: toy\n")
-    assert main(["train", str(cfg_file), "--no-progress", *TOY_OVERRIDES, "train.steps=4",
-                 f"train.out_dir={run}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(cfg_file),
+                "--no-progress",
+                *TOY_OVERRIDES,
+                "train.steps=4",
+                f"train.out_dir={run}",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "samples"
-    assert main(["sample", "--ckpt", str(run), "--loops", "1,3", "--num", "10", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--ckpt",
+                str(run),
+                "--loops",
+                "1,3",
+                "--num",
+                "10",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     for loops in (1, 3):
         data = np.load(out / f"samples_L{loops}.npz")
         assert data["arr_0"].dtype == np.uint8 and data["arr_0"].shape == (10, 4, 4, 1)
@@ -114,7 +142,9 @@ def test_cli_train_sample_info(toy_paradigm, tmp_path, capsys):
     assert main(["info", str(run)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["paradigm"] == "toy" and info["trained_loops"] == 3 and info["unique_layers"] == 2
-    assert info["gflops_per_sample"]["3"] == pytest.approx(3 * info["gflops_per_sample"]["1"], rel=1e-4)
+    assert info["gflops_per_sample"]["3"] == pytest.approx(
+        3 * info["gflops_per_sample"]["1"], rel=1e-4
+    )
 
 
 def test_cli_errors_are_one_line_and_exit_2(toy_paradigm, tmp_path, capsys):
@@ -127,7 +157,9 @@ def test_cli_errors_are_one_line_and_exit_2(toy_paradigm, tmp_path, capsys):
         main(["sample", "--ckpt", str(tmp_path), "--out", "o", "--loops", "0,1"])
 
 
-def test_compile_flag_compiles_one_block_graph_for_all_blocks_and_loops(toy_paradigm, tmp_path, monkeypatch):
+def test_compile_flag_compiles_one_block_graph_for_all_blocks_and_loops(
+    toy_paradigm, tmp_path, monkeypatch
+):
     """train.compile=true compiles each block in place; one graph serves both blocks and all 3 loops.
     (The eager backend keeps this fast on CPUs; inductor is what runs on GPUs.)"""
     import functools
@@ -136,8 +168,11 @@ def test_compile_flag_compiles_one_block_graph_for_all_blocks_and_loops(toy_para
 
     from elt.train import trainer as trainer_module
 
-    monkeypatch.setattr(trainer_module, "compile_blocks",
-                        functools.partial(trainer_module.compile_blocks, backend="eager"))
+    monkeypatch.setattr(
+        trainer_module,
+        "compile_blocks",
+        functools.partial(trainer_module.compile_blocks, backend="eager"),
+    )
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     final = train(toy_cfg(tmp_path, "train.steps=3", "train.compile=true"), progress=False)
@@ -148,13 +183,23 @@ def test_compile_flag_compiles_one_block_graph_for_all_blocks_and_loops(toy_para
 
 
 def test_log_has_throughput_mfu_memory_and_tensorboard(toy_paradigm, tmp_path, capsys):
-    cfg = toy_cfg(tmp_path, "train.steps=4", "train.log_every=2", "train.peak_tflops=0.001", "train.wandb=true")
+    cfg = toy_cfg(
+        tmp_path,
+        "train.steps=4",
+        "train.log_every=2",
+        "train.peak_tflops=0.001",
+        "train.wandb=true",
+    )
     trainer = Trainer(cfg, progress=False)
     trainer.fit()
-    assert "wandb is not installed" in capsys.readouterr().err  # asked for but missing: a warning, not a crash
+    assert (
+        "wandb is not installed" in capsys.readouterr().err
+    )  # asked for but missing: a warning, not a crash
     log = read_log(tmp_path / "run")
     assert [r["step"] for r in log] == [2, 4]
-    flops = 3 * trainer.generator.backbone.flops_per_token(16, 3) * 16  # 4×4 toy image = 16 tokens, 3 loops
+    flops = (
+        3 * trainer.generator.backbone.flops_per_token(16, 3) * 16
+    )  # 4×4 toy image = 16 tokens, 3 loops
     assert trainer.flops_per_sample == pytest.approx(flops)
     for r in log:
         assert r["samples_per_s"] > 0 and r["rss_peak_mib"] > 0
@@ -167,6 +212,12 @@ def test_log_has_throughput_mfu_memory_and_tensorboard(toy_paradigm, tmp_path, c
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"loss/teacher_gt", "loss/distill", "ilsd/lambda", "ilsd/student_loops", "perf/samples_per_s",
-            "perf/mfu"} <= tags
+    assert {
+        "loss/teacher_gt",
+        "loss/distill",
+        "ilsd/lambda",
+        "ilsd/student_loops",
+        "perf/samples_per_s",
+        "perf/mfu",
+    } <= tags
     assert [e.step for e in events.Scalars("loss/loss")] == [2, 4]

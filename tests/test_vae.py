@@ -9,13 +9,28 @@ from diffusers import AutoencoderKL  # noqa: E402
 from elt.tokenizers.vae import PretrainedVAE, VAEError, resolve_vae_dir  # noqa: E402
 
 # The Stable-Diffusion VAE's layout (stabilityai/sd-vae-ft-ema config.json), the one the paper uses.
-SD_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, act_fn="silu",
-              norm_num_groups=32, sample_size=256, scaling_factor=0.18215,
-              block_out_channels=(128, 256, 512, 512),
-              down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+SD_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    layers_per_block=2,
+    act_fn="silu",
+    norm_num_groups=32,
+    sample_size=256,
+    scaling_factor=0.18215,
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+)
 # The same layout, narrower, for fast tests (downsampling ×4, 4 latent channels).
-SMALL_VAE = dict(SD_VAE, block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8,
-                 down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3)
+SMALL_VAE = dict(
+    SD_VAE,
+    block_out_channels=(16, 32, 32),
+    layers_per_block=1,
+    norm_num_groups=8,
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+)
 
 
 def save_random_vae(folder, layout=SMALL_VAE, **changes):
@@ -35,13 +50,19 @@ def test_loads_from_a_local_folder_with_its_scaling(tmp_path):
     raw_mean = vae.model.encode(images).latent_dist.mean
     torch.testing.assert_close(latents, raw_mean * 0.18215)
     decoded = vae.decode(latents)
-    torch.testing.assert_close(decoded, vae.model.decode(raw_mean).sample.clamp(-1, 1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        decoded, vae.model.decode(raw_mean).sample.clamp(-1, 1), rtol=1e-4, atol=1e-4
+    )
     assert decoded.shape == (2, 3, 32, 32) and decoded.abs().max() <= 1
     grey = vae.decode(latents, channels=1)
-    want = vae.model.decode(raw_mean).sample.mean(1, keepdim=True).clamp(-1, 1)  # averaged, then clamped
+    want = (
+        vae.model.decode(raw_mean).sample.mean(1, keepdim=True).clamp(-1, 1)
+    )  # averaged, then clamped
     torch.testing.assert_close(grey, want, rtol=1e-4, atol=1e-4)
     # grey images are repeated to the three input channels
-    torch.testing.assert_close(vae.encode(images[:, :1]), vae.encode(images[:, :1].expand(-1, 3, -1, -1)))
+    torch.testing.assert_close(
+        vae.encode(images[:, :1]), vae.encode(images[:, :1].expand(-1, 3, -1, -1))
+    )
 
 
 def test_scaling_override_and_shift_factor(tmp_path):

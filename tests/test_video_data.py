@@ -42,9 +42,9 @@ def test_shape_range_label_and_pixels_equal_the_source_sprite(fmnist_test):
         source = torch.from_numpy(images[i].astype(np.float32)) / 127.5 - 1
         traj = data.trajectory(i)
         for t, (row, col) in enumerate(traj):
-            assert torch.equal(video[0, t, row:row + 28, col:col + 28], source)
+            assert torch.equal(video[0, t, row : row + 28, col : col + 28], source)
             outside = video[0, t].clone()
-            outside[row:row + 28, col:col + 28] = 5.0
+            outside[row : row + 28, col : col + 28] = 5.0
             assert (outside[outside != 5.0] == -1.0).all()  # background is black everywhere else
 
 
@@ -64,8 +64,10 @@ def test_sprite_stays_within_the_canvas_and_moves_at_the_drawn_speed(motion, siz
 
 
 def test_bounce_reflects_and_linear_keeps_constant_velocity():
-    assert np.allclose(reflect(np.array([0.0, 3.0, 10.0, 13.0, 20.0, 25.0, -2.0]), 10.0),
-                       [0.0, 3.0, 10.0, 7.0, 0.0, 5.0, 2.0])
+    assert np.allclose(
+        reflect(np.array([0.0, 3.0, 10.0, 13.0, 20.0, 25.0, -2.0]), 10.0),
+        [0.0, 3.0, 10.0, 7.0, 0.0, 5.0, 2.0],
+    )
     data = MovingFashionMNIST(split="test", frames=16, image_size=64, motion="bounce", limit=300)
     high, reflections = 64 - 28, 0
     for i in range(300):
@@ -87,7 +89,7 @@ def test_resized_sprite_and_errors():
     data = MovingFashionMNIST(split="test", frames=4, image_size=32, sprite_size=14, limit=5)
     video, _ = data[0]
     row, col = data.trajectory(0)[0]
-    assert torch.allclose(video[0, 0, row:row + 14, col:col + 14], data.sprite(0))
+    assert torch.allclose(video[0, 0, row : row + 14, col : col + 14], data.sprite(0))
     assert data.sprite(0).shape == (14, 14)
     with pytest.raises(ValueError, match="motion"):
         MovingFashionMNIST(split="test", motion="spin", limit=1)
@@ -100,8 +102,18 @@ def test_resized_sprite_and_errors():
 def test_config_fields_and_build_dataset():
     from elt.data.datasets import build_dataset
 
-    cfg = load_config(None, ["data.name=moving_fmnist", "data.frames=8", "data.image_size=32", "data.limit=10",
-                             "data.motion=linear", "data.video_seed=3", "tokenizer.kind=fsq3d"])
+    cfg = load_config(
+        None,
+        [
+            "data.name=moving_fmnist",
+            "data.frames=8",
+            "data.image_size=32",
+            "data.limit=10",
+            "data.motion=linear",
+            "data.video_seed=3",
+            "tokenizer.kind=fsq3d",
+        ],
+    )
     train = build_dataset(cfg.data, "train")
     assert isinstance(train, MovingFashionMNIST) and len(train) == 10
     assert train.motion == "linear" and train.seed == 3 and train[0][0].shape == (1, 8, 32, 32)
@@ -120,7 +132,15 @@ def test_config_fields_and_build_dataset():
     with pytest.raises(ConfigError, match="fsq3d"):
         load_config(None, ["data.name=moving_fmnist", "data.frames=8", "data.image_size=64"])
     with pytest.raises(ConfigError, match="divisible"):
-        load_config(None, ["data.name=moving_fmnist", "data.frames=6", "data.image_size=64", "tokenizer.kind=fsq3d"])
+        load_config(
+            None,
+            [
+                "data.name=moving_fmnist",
+                "data.frames=6",
+                "data.image_size=64",
+                "tokenizer.kind=fsq3d",
+            ],
+        )
 
 
 # ---- UCF-101 ----------------------------------------------------------------------------------------
@@ -157,7 +177,9 @@ def ucf_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("ucf")
     lists = root / "ucfTrainTestlist"
     lists.mkdir()
-    (lists / "classInd.txt").write_text("".join(f"{i + 1} {name}\n" for i, name in enumerate(UCF_CLASSES)))
+    (lists / "classInd.txt").write_text(
+        "".join(f"{i + 1} {name}\n" for i, name in enumerate(UCF_CLASSES))
+    )
     videos = root / "UCF-101"
     # train: two readable videos per class; the second HandstandPushups one is spelled as in the official
     # lists (HandStand) while the list says Handstand, like the real archive's mismatch
@@ -174,8 +196,11 @@ def ucf_root(tmp_path_factory):
         "HandstandPushups/v_HandstandPushups_g08_c01.avi 2\n"
         "YoYo/v_YoYo_g09_c01.avi 3\n"
         "YoYo/v_YoYo_g08_c01.avi 3\n"
-        "YoYo/v_YoYo_g42_c01.avi 3\n")  # listed but missing
-    (lists / "testlist01.txt").write_text("YoYo/v_YoYo_g01_c01.avi\nApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\n")
+        "YoYo/v_YoYo_g42_c01.avi 3\n"
+    )  # listed but missing
+    (lists / "testlist01.txt").write_text(
+        "YoYo/v_YoYo_g01_c01.avi\nApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\n"
+    )
     return root
 
 
@@ -216,8 +241,12 @@ def test_train_windows_are_seeded_and_mp4_decodes(ucf_root):
         warnings.simplefilter("ignore", UnreadableVideoWarning)
         a = UCF101(ucf_root, "train", frames=3, image_size=16, frame_stride=2)
         b = UCF101(ucf_root, "train", frames=3, image_size=16, frame_stride=2)
-        starts = {frame_numbers(UCF101(ucf_root, "train", frames=3, image_size=16, frame_stride=2,
-                                       seed=s)[0][0])[0] for s in range(8)}
+        starts = {
+            frame_numbers(
+                UCF101(ucf_root, "train", frames=3, image_size=16, frame_stride=2, seed=s)[0][0]
+            )[0]
+            for s in range(8)
+        }
     assert torch.equal(a[0][0], b[0][0])
     numbers = frame_numbers(a[0][0])
     assert numbers[1] - numbers[0] == 2 and numbers[2] - numbers[1] == 2 and 0 <= numbers[0] <= 15
@@ -241,16 +270,48 @@ def test_resize_centre_crop_and_build_dataset(ucf_root):
     from elt.config import load_config
     from elt.data.datasets import build_dataset
 
-    cfg = load_config(None, [f"data.root={ucf_root}", "data.name=ucf101", "data.channels=3", "data.num_classes=3",
-                             "data.frames=4", "data.image_size=32", "data.frame_stride=2", "tokenizer.kind=fsq3d"])
+    cfg = load_config(
+        None,
+        [
+            f"data.root={ucf_root}",
+            "data.name=ucf101",
+            "data.channels=3",
+            "data.num_classes=3",
+            "data.frames=4",
+            "data.image_size=32",
+            "data.frame_stride=2",
+            "tokenizer.kind=fsq3d",
+        ],
+    )
     dataset = build_dataset(cfg.data, "test")
     clip, _ = dataset[0]
     assert isinstance(dataset, UCF101) and clip.shape == (3, 4, 32, 32)
     assert frame_numbers(clip) == [6, 8, 10, 12]
     with pytest.raises(ValueError, match="num_classes=3"):
-        build_dataset(load_config(None, [f"data.root={ucf_root}", "data.name=ucf101", "data.channels=3",
-                                         "data.frames=4", "tokenizer.kind=fsq3d"]).data, "test")
+        build_dataset(
+            load_config(
+                None,
+                [
+                    f"data.root={ucf_root}",
+                    "data.name=ucf101",
+                    "data.channels=3",
+                    "data.frames=4",
+                    "tokenizer.kind=fsq3d",
+                ],
+            ).data,
+            "test",
+        )
     with pytest.raises(ValueError, match="RGB"):
-        build_dataset(load_config(None, [f"data.root={ucf_root}", "data.name=ucf101", "data.frames=4",
-                                         "tokenizer.kind=fsq3d"]).data, "test")
+        build_dataset(
+            load_config(
+                None,
+                [
+                    f"data.root={ucf_root}",
+                    "data.name=ucf101",
+                    "data.frames=4",
+                    "tokenizer.kind=fsq3d",
+                ],
+            ).data,
+            "test",
+        )
     assert read_class_index(ucf_root / "ucfTrainTestlist" / "classInd.txt") == UCF_CLASSES

@@ -13,10 +13,22 @@ from elt.core.blocks import sincos_embedding
 from elt.diffusion.patches import patchify
 from elt.diffusion.task import build_generator, image_dataset
 
-VIDEO = ["data.name=moving_fmnist", "data.frames=4", "data.image_size=16", "data.sprite_size=8", "data.limit=256",
-         "diffusion.patch_size=4", "diffusion.temporal_patch_size=2", "model.width=32", "model.heads=2",
-         "model.unique_layers=2", "model.loops=3", "sampling.steps=3", "train.threads=1",
-         "train.precision=fp32"]
+VIDEO = [
+    "data.name=moving_fmnist",
+    "data.frames=4",
+    "data.image_size=16",
+    "data.sprite_size=8",
+    "data.limit=256",
+    "diffusion.patch_size=4",
+    "diffusion.temporal_patch_size=2",
+    "model.width=32",
+    "model.heads=2",
+    "model.unique_layers=2",
+    "model.loops=3",
+    "sampling.steps=3",
+    "train.threads=1",
+    "train.precision=fp32",
+]
 
 
 def video_cfg(*extra):
@@ -49,11 +61,14 @@ def test_the_video_dataset_feeds_the_diffusion_path():
     assert clip.shape == (1, 4, 16, 16) and clip.min() >= -1 and clip.max() <= 1 and 0 <= label < 10
 
 
-@pytest.mark.parametrize("overrides, match", [
-    (["diffusion.temporal_patch_size=3"], "temporal_patch_size=3 must divide data.frames=4"),
-    (["diffusion.temporal_patch_size=0"], "temporal_patch_size"),
-    (["diffusion.space=latent", "diffusion.vae_path=/nowhere"], "pixel space"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["diffusion.temporal_patch_size=3"], "temporal_patch_size=3 must divide data.frames=4"),
+        (["diffusion.temporal_patch_size=0"], "temporal_patch_size"),
+        (["diffusion.space=latent", "diffusion.vae_path=/nowhere"], "pixel space"),
+    ],
+)
 def test_bad_video_settings_are_refused_in_one_line(overrides, match):
     with pytest.raises(ConfigError, match=match):
         build_generator(video_cfg(*overrides))
@@ -62,14 +77,52 @@ def test_bad_video_settings_are_refused_in_one_line(overrides, match):
 @pytest.mark.slow
 def test_tiny_video_diffusion_train_then_sample(tmp_path):
     run, out = tmp_path / "run", tmp_path / "samples"
-    assert main(["train", "fmnist_diffusion", "--no-progress", *VIDEO, "train.steps=60", "train.batch_size=16",
-                 "train.warmup_steps=5", "train.lr=2e-3", "train.log_every=1", "train.sample_every=0",
-                 "train.sample_loops=[1,3]", f"train.out_dir={run}"]) == 0
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"teacher_gt"' in line]
-    first, last = np.mean([r["teacher_gt"] for r in log[:3]]), np.mean([r["teacher_gt"] for r in log[-10:]])
+    assert (
+        main(
+            [
+                "train",
+                "fmnist_diffusion",
+                "--no-progress",
+                *VIDEO,
+                "train.steps=60",
+                "train.batch_size=16",
+                "train.warmup_steps=5",
+                "train.lr=2e-3",
+                "train.log_every=1",
+                "train.sample_every=0",
+                "train.sample_loops=[1,3]",
+                f"train.out_dir={run}",
+            ]
+        )
+        == 0
+    )
+    log = [
+        json.loads(line)
+        for line in (run / "log.jsonl").read_text().splitlines()
+        if '"teacher_gt"' in line
+    ]
+    first, last = (
+        np.mean([r["teacher_gt"] for r in log[:3]]),
+        np.mean([r["teacher_gt"] for r in log[-10:]]),
+    )
     assert last < 0.7 * first, (first, last)
-    assert main(["sample", "--ckpt", str(run), "--loops", "1,3", "--num", "6", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--ckpt",
+                str(run),
+                "--loops",
+                "1,3",
+                "--num",
+                "6",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     with np.load(out / "samples_L3.npz") as data:
         assert data["arr_0"].shape == (6, 4, 16, 16, 1) and data["arr_0"].dtype == np.uint8
     record = json.loads((out / "samples.json").read_text())

@@ -37,9 +37,13 @@ def classifier():
 def test_centres_follow_the_sprite():
     videos, _, positions = moving_squares(5, frames=10, size=32, sides=(6,), seed=1)
     centres = sprite_centres(videos)
-    assert np.allclose(centres, np.round(positions) + 2.5)  # a 6-px square's centre is 2.5 px from its corner
+    assert np.allclose(
+        centres, np.round(positions) + 2.5
+    )  # a 6-px square's centre is 2.5 px from its corner
     empty = np.zeros((1, 3, 16, 16, 1), np.uint8)
-    assert np.allclose(sprite_centres(empty), 7.5)  # no sprite: the canvas centre (reads as no motion)
+    assert np.allclose(
+        sprite_centres(empty), 7.5
+    )  # no sprite: the canvas centre (reads as no motion)
 
 
 def test_crop_reproduces_the_classifier_input_and_keeps_the_sprite(fmnist):
@@ -68,7 +72,9 @@ def test_crops_classify_like_the_native_images(fmnist, classifier):
     videos, _ = moving_garments(images[:300], frames=4, size=64, seed=3)
     crops = crop_frames(videos).reshape(-1, 32, 32)
     crop_acc = (classifier(crops).logits.argmax(1) == np.repeat(labels[:300], 4)).mean()
-    native_acc = (classifier(images[:300]).logits.argmax(1) == labels[:300]).mean()  # 28 px, padded to 32
+    native_acc = (
+        classifier(images[:300]).logits.argmax(1) == labels[:300]
+    ).mean()  # 28 px, padded to 32
     assert crop_acc >= native_acc - 0.02 and crop_acc > 0.85
 
 
@@ -76,8 +82,14 @@ def test_motion_check_ranks_real_above_static_and_shuffled():
     real, _, _ = moving_squares(200, frames=16, size=64, sides=(10, 14), seed=0)
     other, _, _ = moving_squares(200, frames=16, size=64, sides=(10, 14), seed=1)
     suite = VideoSuite(real)  # motion only (no classifier)
-    scores = {name: suite.evaluate(v)["motion_fd"] for name, v in
-              [("real", other), ("static", static_videos(other)), ("shuffled", shuffled_videos(other, seed=4))]}
+    scores = {
+        name: suite.evaluate(v)["motion_fd"]
+        for name, v in [
+            ("real", other),
+            ("static", static_videos(other)),
+            ("shuffled", shuffled_videos(other, seed=4)),
+        ]
+    }
     floor = suite.floor()["motion_fd"]
     assert scores["real"] < 1.0 and floor < 1.0
     assert scores["static"] > 10 * max(scores["real"], floor)
@@ -126,7 +138,9 @@ def test_fvd_uses_the_i3d_extractor():
     class ToyI3D:
         def __call__(self, videos, progress=False):
             x = videos.astype(np.float64)
-            return Features(np.stack([x.mean((1, 2, 3, 4)), x.std((1, 2, 3, 4)), x[:, 0].mean((1, 2, 3))], 1))
+            return Features(
+                np.stack([x.mean((1, 2, 3, 4)), x.std((1, 2, 3, 4)), x[:, 0].mean((1, 2, 3))], 1)
+            )
 
     real, _, _ = moving_squares(40, frames=6, size=16, sides=(4, 6), seed=0)
     suite = VideoSuite(real, i3d=ToyI3D())
@@ -159,22 +173,57 @@ def test_cli_writes_json_and_plot(fmnist, tmp_path, capsys):
     np.savez(samples / "samples_L1.npz", static_videos(fake), labels[60:100])
     np.savez(samples / "samples_L3.npz", fake, labels[60:100])
     out = tmp_path / "eval"
-    assert main(["eval", "video", "--samples", str(samples), "--real", str(tmp_path / "real.npz"), "--out", str(out),
-                 "--controls", "--threads", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "video",
+                "--samples",
+                str(samples),
+                "--real",
+                str(tmp_path / "real.npz"),
+                "--out",
+                str(out),
+                "--controls",
+                "--threads",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "video_eval.json").read_text())
     rows = {r["loops"]: r for r in result["rows"]}
     assert sorted(rows) == [1, 3]
     assert rows[1]["motion_fd"] > 10 * rows[3]["motion_fd"]  # the static "L=1" samples are caught
     assert rows[3]["video_acc"] > 0.8 and result["floor"]["consistency"] == 1.0
-    controls = result["controls"]  # held-out real clips, made static / shuffled: right frames, wrong motion
+    controls = result[
+        "controls"
+    ]  # held-out real clips, made static / shuffled: right frames, wrong motion
     assert controls["shuffled"]["motion_fd"] > 10 * result["floor"]["motion_fd"]
     assert controls["static"]["motion_fd"] > 10 * result["floor"]["motion_fd"]
     assert controls["static"]["fd_cls"] < 2 * result["floor"]["fd_cls"]
     assert (out / "video_eval.png").stat().st_size > 0
     assert "motion_fd" in capsys.readouterr().out
     assert main(["eval", "video", "--samples", str(samples), "--out", str(out)]) == 2
-    assert main(["eval", "video", "--samples", str(samples), "--real", str(tmp_path / "real.npz"), "--loops", "2",
-                 "--out", str(out), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "video",
+                "--samples",
+                str(samples),
+                "--real",
+                str(tmp_path / "real.npz"),
+                "--loops",
+                "2",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
 
 
 def test_real_data_geometry_follows_the_samples_training_data(tmp_path):
@@ -182,9 +231,12 @@ def test_real_data_geometry_follows_the_samples_training_data(tmp_path):
         return real_data_geometry(tmp_path, **flags)
 
     assert geometry() == ("bounce", 28)  # no samples.json: the defaults
-    (tmp_path / "samples.json").write_text(json.dumps({"data": {"name": "moving_fmnist", "sprite_size": 20,
-                                                                 "motion": "linear"}}))
+    (tmp_path / "samples.json").write_text(
+        json.dumps({"data": {"name": "moving_fmnist", "sprite_size": 20, "motion": "linear"}})
+    )
     assert geometry() == ("linear", 20)
     assert geometry(sprite_size=14, motion="bounce") == ("bounce", 14)  # flags win
-    (tmp_path / "samples.json").write_text(json.dumps({"data": {"name": "ucf101", "sprite_size": 20}}))
+    (tmp_path / "samples.json").write_text(
+        json.dumps({"data": {"name": "ucf101", "sprite_size": 20}})
+    )
     assert geometry() == ("bounce", 28)  # other data sets say nothing about sprites

@@ -20,23 +20,45 @@ from elt.masked import task
 from elt.masked.model import MaskedGenerator
 from video_stub import SquaresDataset, StubVideoTokenizer
 
-TINY = ["model.width=48", "model.heads=2", "model.unique_layers=2", "model.loops=3", "sampling.steps=6",
-        "train.threads=1", "train.precision=fp32", "data.num_classes=2", "data.image_size=16",
-        "model.class_dropout=0.0"]
+TINY = [
+    "model.width=48",
+    "model.heads=2",
+    "model.unique_layers=2",
+    "model.loops=3",
+    "sampling.steps=6",
+    "train.threads=1",
+    "train.precision=fp32",
+    "data.num_classes=2",
+    "data.image_size=16",
+    "model.class_dropout=0.0",
+]
 
 
 def video_cfg(*extra):
     """A masked config with video shapes (the stub tokenizer stands in for the fsq3d one)."""
-    return load_config("fmnist_masked", [*TINY, "data.name=moving_fmnist", "data.frames=4", "data.sprite_size=8",
-                                         "tokenizer.kind=fsq3d", *extra])
+    return load_config(
+        "fmnist_masked",
+        [
+            *TINY,
+            "data.name=moving_fmnist",
+            "data.frames=4",
+            "data.sprite_size=8",
+            "tokenizer.kind=fsq3d",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture
 def stubbed(monkeypatch):
     """Route the masked task's tokenizer and data to the stand-ins."""
-    monkeypatch.setattr(task, "build_tokenizer", lambda cfg: StubVideoTokenizer(image_size=cfg.data.image_size))
+    monkeypatch.setattr(
+        task, "build_tokenizer", lambda cfg: StubVideoTokenizer(image_size=cfg.data.image_size)
+    )
     monkeypatch.setattr(task, "load_trained_tokenizer", lambda *a, **k: {})
-    monkeypatch.setattr(task, "build_dataset", lambda data_cfg, split: SquaresDataset(n=96, size=16))
+    monkeypatch.setattr(
+        task, "build_dataset", lambda data_cfg, split: SquaresDataset(n=96, size=16)
+    )
 
 
 @pytest.fixture
@@ -99,7 +121,9 @@ def test_training_loss_on_video_tokens(generator):
     terms = generator.training_loss((tokens, torch.tensor([0, 1, 0, 1])), student_loops=1, lam=0.5)
     assert terms.student_gt is not None and torch.isfinite(terms.total)
     with pytest.raises(ValueError, match="32 tokens"):
-        generator.training_loss((tokens[:, :1], torch.tensor([0, 1, 0, 1])), student_loops=1, lam=0.5)
+        generator.training_loss(
+            (tokens[:, :1], torch.tensor([0, 1, 0, 1])), student_loops=1, lam=0.5
+        )
 
 
 def test_bad_token_grid_is_rejected():
@@ -122,15 +146,23 @@ def test_fsq3d_dispatch_and_image_guard(monkeypatch):
             super().__init__(frames=kwargs["frames"], image_size=kwargs["image_size"])
 
     monkeypatch.setattr(video_fsq, "VideoFSQTokenizer", Fake)  # what the tokenizer factory builds
-    cfg = OmegaConf.create(OmegaConf.to_container(video_cfg()))  # plain: the keys exist before the merge too
+    cfg = OmegaConf.create(
+        OmegaConf.to_container(video_cfg())
+    )  # plain: the keys exist before the merge too
     cfg.data.frames = 4
     cfg.tokenizer.kind = "fsq3d"
     cfg.tokenizer.temporal_downsample = 2
     tokenizer = task.build_tokenizer(cfg)
     assert isinstance(tokenizer, Fake)
-    assert seen == {"frames": 4, "image_size": 16, "image_channels": 1, "levels": list(cfg.tokenizer.levels),
-                    "downsample": cfg.tokenizer.downsample, "temporal_downsample": 2,
-                    "channels": cfg.tokenizer.channels}
+    assert seen == {
+        "frames": 4,
+        "image_size": 16,
+        "image_channels": 1,
+        "levels": list(cfg.tokenizer.levels),
+        "downsample": cfg.tokenizer.downsample,
+        "temporal_downsample": 2,
+        "channels": cfg.tokenizer.channels,
+    }
     cfg.tokenizer.kind = "fsq"
     with pytest.raises(ValueError, match="needs tokenizer.kind=fsq3d"):
         task.build_tokenizer(cfg)
@@ -186,31 +218,69 @@ def test_video_grid_files(tmp_path):
 def test_tiny_video_train_then_sample(stubbed, tmp_path):
     """ILSD training on moving squares: both losses fall; `elt sample` writes N×T×H×W×C npz, PNG, GIF."""
     run = tmp_path / "run"
-    cfg = video_cfg(f"train.out_dir={run}", "train.steps=150", "train.batch_size=16", "train.log_every=1",
-                    "train.warmup_steps=10", "train.lr=0.003", "train.sample_every=75", "train.checkpoint_every=0",
-                    "train.sample_loops=[1,3]", "train.samples_per_class=2")
+    cfg = video_cfg(
+        f"train.out_dir={run}",
+        "train.steps=150",
+        "train.batch_size=16",
+        "train.log_every=1",
+        "train.warmup_steps=10",
+        "train.lr=0.003",
+        "train.sample_every=75",
+        "train.checkpoint_every=0",
+        "train.sample_loops=[1,3]",
+        "train.samples_per_class=2",
+    )
     from elt.train.trainer import train
 
     train(cfg, progress=False)
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"teacher_gt"' in line]
-    for term in ("teacher_gt", "student_gt"):  # single batches are noisy: first 3 steps vs the last 30
+    log = [
+        json.loads(line)
+        for line in (run / "log.jsonl").read_text().splitlines()
+        if '"teacher_gt"' in line
+    ]
+    for term in (
+        "teacher_gt",
+        "student_gt",
+    ):  # single batches are noisy: first 3 steps vs the last 30
         first, last = np.mean([r[term] for r in log[:3]]), np.mean([r[term] for r in log[-30:]])
         assert last < 0.75 * first, (term, first, last)
     assert list((run / "samples").glob("step_*.gif")) and list((run / "samples").glob("step_*.png"))
     out = tmp_path / "samples"
-    assert main(["sample", "--ckpt", str(run), "--loops", "1,3", "--num", "6", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--ckpt",
+                str(run),
+                "--loops",
+                "1,3",
+                "--num",
+                "6",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     with np.load(out / "samples_L3.npz") as data:
         videos, labels = data["arr_0"], data["arr_1"]
     assert videos.shape == (6, 4, 16, 16, 1) and videos.dtype == np.uint8
     assert np.array_equal(labels, np.arange(6) % 2)
     assert videos.std() > 0
-    assert gif_seconds(out / "grid.gif") == pytest.approx(4 / 8, abs=0.05)  # 4 frames, 8 fps (GIF: centiseconds)
+    assert gif_seconds(out / "grid.gif") == pytest.approx(
+        4 / 8, abs=0.05
+    )  # 4 frames, 8 fps (GIF: centiseconds)
     assert (out / "grid.png").is_file()
     record = json.loads((out / "samples.json").read_text())
     assert record["sample_shape"] == [4, 16, 16, 1] and "grid.gif" in record["animations"]
-    assert record["data"] == {"name": "moving_fmnist", "frames": 4, "image_size": 16, "sprite_size": 8,
-                              "motion": "bounce"}  # what `elt eval video --real-data` rebuilds
+    assert record["data"] == {
+        "name": "moving_fmnist",
+        "frames": 4,
+        "image_size": 16,
+        "sprite_size": 8,
+        "motion": "bounce",
+    }  # what `elt eval video --real-data` rebuilds
     assert elt.load(run).generate([1], loops=2, seed=0).shape == (1, 4, 16, 16, 1)
 
 
@@ -218,6 +288,8 @@ def test_shipped_video_config_builds_a_256_token_model():
     from elt.registry import build_generator
 
     generator = build_generator(load_config("fmnist_video_masked"))
-    assert generator.grid == (4, 8, 8) and generator.seq_len == 256 and generator.codebook_size == 1000
+    assert (
+        generator.grid == (4, 8, 8) and generator.seq_len == 256 and generator.codebook_size == 1000
+    )
     assert generator.trained_loops == 4 and generator.backbone.unique_layers == 2
     assert generator.generate([3], loops=1, steps=2, seed=0).shape == (1, 16, 32, 32, 1)

@@ -8,13 +8,25 @@ import torch
 from torch import nn
 
 from elt.config import load_config
-from elt.tokenizers.fsq import TokenizerMismatchError, count_gflops, is_saved, load_tokenizer, save_tokenizer
+from elt.tokenizers.fsq import (
+    TokenizerMismatchError,
+    count_gflops,
+    is_saved,
+    load_tokenizer,
+    save_tokenizer,
+)
 from elt.tokenizers.video_fsq import VideoFSQTokenizer
 
 
 def small(**kwargs):
-    args = {"frames": 8, "image_size": 32, "levels": (8, 5, 5, 5), "downsample": 8, "temporal_downsample": 4,
-            "channels": 32}
+    args = {
+        "frames": 8,
+        "image_size": 32,
+        "levels": (8, 5, 5, 5),
+        "downsample": 8,
+        "temporal_downsample": 4,
+        "channels": 32,
+    }
     return VideoFSQTokenizer(**{**args, **kwargs})
 
 
@@ -45,7 +57,9 @@ def test_indices_and_codes_are_exact_inverses_on_3d_grids():
     assert torch.equal(tok.quantizer.codes_to_indices(codes), indices)
     # quantised latents of a 3D grid survive codes → indices → codes bit for bit
     quantised = tok.quantizer.quantize(torch.randn(2, 4, 2, 4, 4) * 3)
-    assert torch.equal(tok.quantizer.indices_to_codes(tok.quantizer.codes_to_indices(quantised)), quantised)
+    assert torch.equal(
+        tok.quantizer.indices_to_codes(tok.quantizer.codes_to_indices(quantised)), quantised
+    )
     # and decode(indices) is the decoder applied to exactly those codes
     tok.eval()
     with torch.no_grad():
@@ -72,9 +86,13 @@ def test_bad_inputs_are_one_line_errors():
 
 def test_decode_gflops_counts_3d_and_transposed_convolutions():
     conv = nn.Conv3d(4, 8, (3, 3, 3), padding=1)
-    assert count_gflops(conv, torch.zeros(2, 4, 2, 4, 4)) == pytest.approx(2 * 8 * 2 * 4 * 4 * 4 * 27 / 1e9)
+    assert count_gflops(conv, torch.zeros(2, 4, 2, 4, 4)) == pytest.approx(
+        2 * 8 * 2 * 4 * 4 * 4 * 27 / 1e9
+    )
     up = nn.ConvTranspose3d(8, 4, (2, 2, 2), stride=2)
-    assert count_gflops(up, torch.zeros(1, 8, 2, 4, 4)) == pytest.approx(2 * 8 * 2 * 4 * 4 * 4 * 8 / 1e9)
+    assert count_gflops(up, torch.zeros(1, 8, 2, 4, 4)) == pytest.approx(
+        2 * 8 * 2 * 4 * 4 * 4 * 8 / 1e9
+    )
     tok = small()
     expected = 0
     x = torch.zeros(1, 4, *tok.token_grid)
@@ -111,10 +129,22 @@ def test_save_load_round_trip_and_mismatch(tmp_path):
         load_tokenizer(small(temporal_downsample=2), tmp_path)
 
 
-TINY = ["data.name=moving_fmnist", "data.frames=8", "data.image_size=32", "data.sprite_size=20", "data.limit=64",
-        "tokenizer.kind=fsq3d", "tokenizer.downsample=8", "tokenizer.temporal_downsample=4",
-        "tokenizer.channels=32", "tokenizer.batch_size=8", "tokenizer.lr=0.003", "tokenizer.warmup_steps=5",
-        "tokenizer.eval_items=16", "train.threads=1"]
+TINY = [
+    "data.name=moving_fmnist",
+    "data.frames=8",
+    "data.image_size=32",
+    "data.sprite_size=20",
+    "data.limit=64",
+    "tokenizer.kind=fsq3d",
+    "tokenizer.downsample=8",
+    "tokenizer.temporal_downsample=4",
+    "tokenizer.channels=32",
+    "tokenizer.batch_size=8",
+    "tokenizer.lr=0.003",
+    "tokenizer.warmup_steps=5",
+    "tokenizer.eval_items=16",
+    "train.threads=1",
+]
 
 
 def test_build_from_config_and_a_few_steps_lower_the_error(tmp_path):
@@ -145,9 +175,29 @@ def test_build_from_config_and_a_few_steps_lower_the_error(tmp_path):
 def test_cli_trains_fsq3d(tmp_path, capsys):
     from elt.cli import main
 
-    args = ["tokenizer", "train", "fmnist_masked", *TINY, "tokenizer.steps=2", "--out", str(tmp_path / "t"),
-            "--no-progress"]
+    args = [
+        "tokenizer",
+        "train",
+        "fmnist_masked",
+        *TINY,
+        "tokenizer.steps=2",
+        "--out",
+        str(tmp_path / "t"),
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert "PSNR" in capsys.readouterr().out and is_saved(tmp_path / "t")
-    assert main(["tokenizer", "train", "fmnist_masked", "data.name=moving_fmnist", "data.frames=8",
-                 "tokenizer.kind=fsq3d", "tokenizer.temporal_downsample=3"]) == 2
+    assert (
+        main(
+            [
+                "tokenizer",
+                "train",
+                "fmnist_masked",
+                "data.name=moving_fmnist",
+                "data.frames=8",
+                "tokenizer.kind=fsq3d",
+                "tokenizer.temporal_downsample=3",
+            ]
+        )
+        == 2
+    )

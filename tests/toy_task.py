@@ -36,9 +36,9 @@ class ToyGenerator(LoopedGenerator):
         width, tokens = cfg.model.width, (self.size // self.patch) ** 2
         self.backbone = build_backbone(cfg)
         self.labels = LabelEmbedder(self.num_classes, width, drop_prob=0.0)
-        self.noise_in = nn.Linear(self.patch ** 2, width)
+        self.noise_in = nn.Linear(self.patch**2, width)
         self.pos = nn.Parameter(torch.randn(1, tokens, width) * 0.02)
-        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, self.patch ** 2))
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, self.patch**2))
 
     def _tokens(self, labels, noise):
         p = self.patch
@@ -47,30 +47,59 @@ class ToyGenerator(LoopedGenerator):
 
     def _image(self, h):
         p, n = self.patch, self.size // self.patch
-        return self.head(h).view(len(h), n, n, p, p).permute(0, 1, 3, 2, 4).reshape(len(h), 1, self.size, self.size)
+        return (
+            self.head(h)
+            .view(len(h), n, n, p, p)
+            .permute(0, 1, 3, 2, 4)
+            .reshape(len(h), 1, self.size, self.size)
+        )
 
     def training_loss(self, batch, student_loops, lam):
         images, labels = batch
         noise = batch_random.randn_like(images)
-        out = self.backbone(self._tokens(labels, noise), exit_loops=[student_loops] if student_loops else [])
+        out = self.backbone(
+            self._tokens(labels, noise), exit_loops=[student_loops] if student_loops else []
+        )
         teacher = self._image(out.final)
         student = self._image(out.exits[student_loops]) if student_loops else None
-        return ilsd_loss(teacher, student, lambda p: (p - images).pow(2).mean(),
-                         lambda s, t: (s - t).pow(2).mean(), lam, student_loops)
+        return ilsd_loss(
+            teacher,
+            student,
+            lambda p: (p - images).pow(2).mean(),
+            lambda s, t: (s - t).pow(2).mean(),
+            lam,
+            student_loops,
+        )
 
     @torch.no_grad()
-    def generate(self, class_labels, loops=None, steps=None, guidance=None, seed=None, progress=False, *,
-                 seeds=None, return_loops=False):
+    def generate(
+        self,
+        class_labels,
+        loops=None,
+        steps=None,
+        guidance=None,
+        seed=None,
+        progress=False,
+        *,
+        seeds=None,
+        return_loops=False,
+    ):
         labels = labels_tensor(class_labels, self.num_classes, self.device)
         schedule = loops_per_step(loops, 1, self.trained_loops)
         g = torch.Generator(device=self.device).manual_seed(seed or 0)
         noise = torch.randn(len(labels), 1, self.size, self.size, generator=g, device=self.device)
-        images = to_uint8(self._image(self.backbone(self._tokens(labels, noise), loops=schedule[0]).final))
+        images = to_uint8(
+            self._image(self.backbone(self._tokens(labels, noise), loops=schedule[0]).final)
+        )
         return (images, np.full((len(labels), 1), schedule[0])) if return_loops else images
 
     def gflops_per_sample(self, loops=None, steps=None, guidance=None, loops_used=None):
         tokens = (self.size // self.patch) ** 2
-        return self.backbone.flops_per_token(tokens, loops_per_step(loops, 1, self.trained_loops)[0]) * tokens / 1e9
+        return (
+            self.backbone.flops_per_token(tokens, loops_per_step(loops, 1, self.trained_loops)[0])
+            * tokens
+            / 1e9
+        )
 
 
 def build_generator(cfg):

@@ -24,11 +24,22 @@ from torch.utils.data import Dataset
 class StubVideoTokenizer(nn.Module):
     kind = "stub3d"
 
-    def __init__(self, frames: int = 4, image_size: int = 16, image_channels: int = 1, levels: int = 8,
-                 downsample: int = 4, temporal_downsample: int = 2):
+    def __init__(
+        self,
+        frames: int = 4,
+        image_size: int = 16,
+        image_channels: int = 1,
+        levels: int = 8,
+        downsample: int = 4,
+        temporal_downsample: int = 2,
+    ):
         super().__init__()
         self.frames, self.image_size, self.image_channels = frames, image_size, image_channels
-        self.levels, self.downsample, self.temporal_downsample = levels, downsample, temporal_downsample
+        self.levels, self.downsample, self.temporal_downsample = (
+            levels,
+            downsample,
+            temporal_downsample,
+        )
         # a frozen parameter so that ``next(tokenizer.parameters())`` finds the device, as for real tokenizers
         self.scale = nn.Parameter(torch.ones(()), requires_grad=False)
 
@@ -44,7 +55,9 @@ class StubVideoTokenizer(nn.Module):
     def encode(self, videos: torch.Tensor) -> torch.Tensor:
         want = (self.image_channels, self.frames, self.image_size, self.image_size)
         if videos.ndim != 5 or tuple(videos.shape[1:]) != want:
-            raise ValueError(f"stub tokenizer expects B×{'×'.join(map(str, want))}, got {tuple(videos.shape)}")
+            raise ValueError(
+                f"stub tokenizer expects B×{'×'.join(map(str, want))}, got {tuple(videos.shape)}"
+            )
         kernel = (self.temporal_downsample, self.downsample, self.downsample)
         mean = nn.functional.avg_pool3d(videos.float().mean(1, keepdim=True), kernel)[:, 0]
         return ((mean + 1) / 2 * (self.levels - 1)).round().clamp(0, self.levels - 1).long()
@@ -53,7 +66,9 @@ class StubVideoTokenizer(nn.Module):
         if indices.numel() and (indices.min() < 0 or indices.max() >= self.levels):
             raise ValueError(f"token indices must lie in 0..{self.levels - 1}")
         values = indices.float() / (self.levels - 1) * 2 - 1
-        values = values.repeat_interleave(self.temporal_downsample, 1).repeat_interleave(self.downsample, 2)
+        values = values.repeat_interleave(self.temporal_downsample, 1).repeat_interleave(
+            self.downsample, 2
+        )
         values = values.repeat_interleave(self.downsample, 3) * self.scale
         return values.unsqueeze(1).expand(-1, self.image_channels, -1, -1, -1).clamp(-1, 1)
 
@@ -64,9 +79,15 @@ class StubVideoTokenizer(nn.Module):
         return 0.0
 
     def architecture(self) -> dict:
-        return {"kind": self.kind, "frames": self.frames, "image_size": self.image_size,
-                "image_channels": self.image_channels, "levels": self.levels, "downsample": self.downsample,
-                "temporal_downsample": self.temporal_downsample}
+        return {
+            "kind": self.kind,
+            "frames": self.frames,
+            "image_size": self.image_size,
+            "image_channels": self.image_channels,
+            "levels": self.levels,
+            "downsample": self.downsample,
+            "temporal_downsample": self.temporal_downsample,
+        }
 
 
 def bounce(start: float, velocity: float, frames: int, lo: float, hi: float) -> np.ndarray:
@@ -79,8 +100,15 @@ def bounce(start: float, velocity: float, frames: int, lo: float, hi: float) -> 
     return lo + np.where(folded > span, 2 * span - folded, folded)
 
 
-def moving_squares(n: int, frames: int = 16, size: int = 32, sides=(6, 10), seed: int = 0,
-                   speed=(1.0, 3.0), channels: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def moving_squares(
+    n: int,
+    frames: int = 16,
+    size: int = 32,
+    sides=(6, 10),
+    seed: int = 0,
+    speed=(1.0, 3.0),
+    channels: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` clips uint8 n×T×S×S×C of a white square bouncing on black; returns (videos, labels, top-left
     positions n×T×2). The label indexes ``sides`` (the square's side length)."""
     rng = np.random.default_rng(seed)
@@ -96,7 +124,7 @@ def moving_squares(n: int, frames: int = 16, size: int = 32, sides=(6, 10), seed
             positions[i, :, axis] = bounce(start, v * component, frames, 0, size - side)
         for t in range(frames):
             y, x = np.round(positions[i, t]).astype(int)
-            videos[i, t, y:y + side, x:x + side] = 255
+            videos[i, t, y : y + side, x : x + side] = 255
     return videos, labels, positions
 
 
@@ -115,8 +143,9 @@ class SquaresDataset(Dataset):
         return self.videos[i], int(self.labels[i])
 
 
-def moving_garments(images: np.ndarray, frames: int = 8, size: int = 64, seed: int = 0,
-                    speed=(1.0, 3.0)) -> tuple[np.ndarray, np.ndarray]:
+def moving_garments(
+    images: np.ndarray, frames: int = 8, size: int = 64, seed: int = 0, speed=(1.0, 3.0)
+) -> tuple[np.ndarray, np.ndarray]:
     """Fashion-MNIST images (uint8 n×28×28) bouncing on a black ``size``² canvas: uint8 n×T×S×S×1 and the
     top-left positions n×T×2 (integers)."""
     rng = np.random.default_rng(seed)
@@ -130,5 +159,5 @@ def moving_garments(images: np.ndarray, frames: int = 8, size: int = 64, seed: i
             positions[i, :, axis] = np.round(bounce(start, v * component, frames, 0, size - side))
         for t in range(frames):
             y, x = positions[i, t]
-            videos[i, t, y:y + side, x:x + side, 0] = images[i]
+            videos[i, t, y : y + side, x : x + side, 0] = images[i]
     return videos, positions

@@ -36,8 +36,10 @@ def calibration_path(source: str | Path) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise TargetError(f"no {CALIBRATION_FILE} at {source}; run 'elt calibrate --ckpt {source}' first (or pass "
-                      "--calibration PATH)")
+    raise TargetError(
+        f"no {CALIBRATION_FILE} at {source}; run 'elt calibrate --ckpt {source}' first (or pass "
+        "--calibration PATH)"
+    )
 
 
 def load_calibration(source: str | Path) -> dict:
@@ -60,8 +62,10 @@ def check_record(record, path) -> None:
     from elt.core.schedule import as_point
 
     if not isinstance(record, dict):
-        raise TargetError(f"{path} is not a calibration (expected a JSON object with 'points', got "
-                          f"{type(record).__name__})")
+        raise TargetError(
+            f"{path} is not a calibration (expected a JSON object with 'points', got "
+            f"{type(record).__name__})"
+        )
     points = record.get("points")
     if not points:
         raise TargetError(f"{path} holds no calibrated points")
@@ -77,19 +81,29 @@ def check_record(record, path) -> None:
             raise TargetError(f"{path}: point {i}: {exc}") from None
         for key in NUMBER_FIELDS:
             value = point.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value)):
-                raise TargetError(f"{path}: point {i} has {key}={str(value)[:40]!r}; expected a finite number or null")
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+            ):
+                raise TargetError(
+                    f"{path}: point {i} has {key}={str(value)[:40]!r}; expected a finite number or null"
+                )
 
 
 def _describe(point: dict) -> str:
     latency = point.get("latency_ms")
-    return (f"loops {point['loops']} (FD_cls {point.get('fd_cls', float('nan')):.3g}, class acc "
-            f"{100 * point.get('class_acc', float('nan')):.1f}%, {point.get('gflops', float('nan')):.3g} GFLOPs, "
-            + (f"{latency:.0f} ms" if latency is not None else "latency not measured") + ")")
+    return (
+        f"loops {point['loops']} (FD_cls {point.get('fd_cls', float('nan')):.3g}, class acc "
+        f"{100 * point.get('class_acc', float('nan')):.1f}%, {point.get('gflops', float('nan')):.3g} GFLOPs, "
+        + (f"{latency:.0f} ms" if latency is not None else "latency not measured")
+        + ")"
+    )
 
 
-def choose_point(source: str | Path | dict, budget_ms: float | None = None, fd_cls: float | None = None) -> dict:
+def choose_point(
+    source: str | Path | dict, budget_ms: float | None = None, fd_cls: float | None = None
+) -> dict:
     """The calibrated point for a target: with ``fd_cls`` alone the cheapest (lowest latency, then GFLOPs) point
     whose FD_cls is at most it; with ``budget_ms`` alone the best-quality point whose latency fits; with both
     the cheapest point meeting both. Raises :class:`TargetError` (one line naming the best available point)."""
@@ -101,30 +115,47 @@ def choose_point(source: str | Path | dict, budget_ms: float | None = None, fd_c
         raise TargetError("give a target: budget_ms (latency) and/or fd_cls (quality)")
     points = [p for p in record["points"] if p.get("fd_cls") is not None]
     if not points:
-        raise TargetError(f"{record.get('path', 'the calibration')} has no point with an FD_cls figure; recalibrate")
+        raise TargetError(
+            f"{record.get('path', 'the calibration')} has no point with an FD_cls figure; recalibrate"
+        )
     if budget_ms is not None and any(p.get("latency_ms") is None for p in points):
-        raise TargetError(f"{record.get('path', 'the calibration')} has no latency figures; recalibrate without "
-                          "--no-latency")
+        raise TargetError(
+            f"{record.get('path', 'the calibration')} has no latency figures; recalibrate without "
+            "--no-latency"
+        )
 
     def cost(p: dict) -> tuple:
-        return (p.get("latency_ms") if p.get("latency_ms") is not None else math.inf, p.get("gflops", math.inf))
+        return (
+            p.get("latency_ms") if p.get("latency_ms") is not None else math.inf,
+            p.get("gflops", math.inf),
+        )
 
-    fits = [p for p in points if (budget_ms is None or p["latency_ms"] <= budget_ms)
-            and (fd_cls is None or p["fd_cls"] <= fd_cls)]
+    fits = [
+        p
+        for p in points
+        if (budget_ms is None or p["latency_ms"] <= budget_ms)
+        and (fd_cls is None or p["fd_cls"] <= fd_cls)
+    ]
     where = record.get("path", "the calibration")
     if not fits:
         if fd_cls is not None and budget_ms is None:
             best = min(points, key=lambda p: (p["fd_cls"], cost(p)))
-            raise TargetError(f"no calibrated point reaches FD_cls <= {fd_cls:g}; the best is {_describe(best)} "
-                              f"({where})")
+            raise TargetError(
+                f"no calibrated point reaches FD_cls <= {fd_cls:g}; the best is {_describe(best)} "
+                f"({where})"
+            )
         if budget_ms is not None and fd_cls is None:
             best = min(points, key=cost)
-            raise TargetError(f"no calibrated point runs within {budget_ms:g} ms; the fastest is {_describe(best)} "
-                              f"({where})")
+            raise TargetError(
+                f"no calibrated point runs within {budget_ms:g} ms; the fastest is {_describe(best)} "
+                f"({where})"
+            )
         within = [p for p in points if p["latency_ms"] <= budget_ms]
         best = min(within, key=lambda p: p["fd_cls"]) if within else min(points, key=cost)
-        raise TargetError(f"no calibrated point meets FD_cls <= {fd_cls:g} within {budget_ms:g} ms; the closest is "
-                          f"{_describe(best)} ({where})")
+        raise TargetError(
+            f"no calibrated point meets FD_cls <= {fd_cls:g} within {budget_ms:g} ms; the closest is "
+            f"{_describe(best)} ({where})"
+        )
     if fd_cls is None:
         chosen = min(fits, key=lambda p: (p["fd_cls"], cost(p)))
     else:
@@ -132,6 +163,8 @@ def choose_point(source: str | Path | dict, budget_ms: float | None = None, fd_c
     return {**chosen, "calibration": where}
 
 
-def choose_loops(source: str | Path | dict, budget_ms: float | None = None, fd_cls: float | None = None) -> str:
+def choose_loops(
+    source: str | Path | dict, budget_ms: float | None = None, fd_cls: float | None = None
+) -> str:
     """The ``loops`` value (operating point in the ``--loops`` grammar) of :func:`choose_point`."""
     return str(choose_point(source, budget_ms=budget_ms, fd_cls=fd_cls)["loops"])

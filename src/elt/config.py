@@ -66,11 +66,15 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     loop_embedding: bool = False  # not in the paper
     loop_norm: bool = False  # not in the paper
-    input_injection: bool = False  # re-inject the loop input at every loop (recurrent-depth models; not in the paper)
+    input_injection: bool = (
+        False  # re-inject the loop input at every loop (recurrent-depth models; not in the paper)
+    )
     checkpoint_loops: bool = False  # activation checkpointing per loop (memory flat in L)
     class_dropout: float = 0.1  # label dropout for classifier-free guidance
     dropout: float = 0.0  # training dropout of each block's residual branches (MaskGIT/MAGVIT: 0.1; not in the paper)
-    attention_dropout: float = 0.0  # training dropout of attention probabilities (MaskGIT/MAGVIT: 0.1)
+    attention_dropout: float = (
+        0.0  # training dropout of attention probabilities (MaskGIT/MAGVIT: 0.1)
+    )
 
 
 @dataclass
@@ -97,22 +101,32 @@ class DataConfig:
     motion: str = "bounce"  # moving_fmnist: bounce | linear
     sprite_size: int = 28  # moving_fmnist: side of the pasted garment (28 = native pixels)
     fold: int = 1  # ucf101: official train/test split 1..3
-    video_seed: int = 0  # moving_fmnist: which set of trajectories; ucf101: training clips' start frames
+    video_seed: int = (
+        0  # moving_fmnist: which set of trajectories; ucf101: training clips' start frames
+    )
 
 
 @dataclass
 class TrainConfig:
     steps: int = 2000
-    batch_size: int = 128  # the global batch: all processes together (each loads batch_size / world_size)
+    batch_size: int = (
+        128  # the global batch: all processes together (each loads batch_size / world_size)
+    )
     lr: float = 3e-4
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     warmup_steps: int = 100
     lr_schedule: str = "constant"  # after warm-up: constant | cosine | linear (decay to min_lr_ratio·lr at train.steps)
     min_lr_ratio: float = 0.0  # floor of the cosine/linear decay, as a fraction of train.lr
-    grad_accum_steps: int = 1  # micro-batches per optimizer step (each rank loads batch_size / world / this)
-    micro_batch_size: int = 0  # per-rank micro-batch; > 0 derives grad_accum_steps = batch_size / (world · this)
-    weight_decay_exempt: list[str] = field(default_factory=list)  # of bias | norm | embedding: no decay (MAGVIT)
+    grad_accum_steps: int = (
+        1  # micro-batches per optimizer step (each rank loads batch_size / world / this)
+    )
+    micro_batch_size: int = (
+        0  # per-rank micro-batch; > 0 derives grad_accum_steps = batch_size / (world · this)
+    )
+    weight_decay_exempt: list[str] = field(
+        default_factory=list
+    )  # of bias | norm | embedding: no decay (MAGVIT)
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     seed: int = 0
@@ -121,23 +135,35 @@ class TrainConfig:
     compile: bool = False  # torch.compile each looped block once (reused by every loop)
     tf32: bool = True  # TF32 matmuls/convolutions for fp32 work on CUDA
     distributed: str = "ddp"  # under torchrun: ddp | fsdp (FSDP2 fully_shard, for large widths)
-    fsdp_unit: str = "block"  # fsdp: block (each unique block its own unit) | backbone (the looped core as one)
-    fsdp_reshard_after_forward: bool = True  # fsdp blocks: free each gather after every loop (False: reuse it)
+    fsdp_unit: str = (
+        "block"  # fsdp: block (each unique block its own unit) | backbone (the looped core as one)
+    )
+    fsdp_reshard_after_forward: bool = (
+        True  # fsdp blocks: free each gather after every loop (False: reuse it)
+    )
     find_unused_parameters: bool = False  # DDP: set if some parameters get no gradient in a step
     out_dir: str = "runs/default"
     log_every: int = 50
     sample_every: int = 0  # 0: only at the end
     checkpoint_every: int = 0  # 0: only at the end
-    sample_loops: list[int] = field(default_factory=list)  # loop counts in the periodic grids ([] = 1..L_max)
+    sample_loops: list[int] = field(
+        default_factory=list
+    )  # loop counts in the periodic grids ([] = 1..L_max)
     samples_per_class: int = 1
-    grid_classes: int = 16  # classes in the periodic grids, evenly spaced (0: all; every rank draws a share)
-    dist_timeout_s: float = 600.0  # under torchrun: how long a collective may wait before the run fails
+    grid_classes: int = (
+        16  # classes in the periodic grids, evenly spaced (0: all; every rank draws a share)
+    )
+    dist_timeout_s: float = (
+        600.0  # under torchrun: how long a collective may wait before the run fails
+    )
     # auto: dcp under FSDP, full otherwise | full (gathered optimizer in state.pt) | dcp (every rank writes its
     # shards of weights, optimizer, EMA to sharded/ via torch.distributed.checkpoint; resumes on any process count)
     checkpoint_format: str = "auto"
     keep_checkpoints: int = 3  # newest checkpoints kept (0: all)
     handle_signals: bool = True  # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop
-    tensorboard: bool = True  # RUN/tensorboard if tensorboard is installed (else skipped); RUN/log.jsonl always
+    tensorboard: bool = (
+        True  # RUN/tensorboard if tensorboard is installed (else skipped); RUN/log.jsonl always
+    )
     wandb: bool = False  # also log to Weights & Biases (if installed)
     wandb_project: str = "elt"
     peak_tflops: float = 0.0  # device peak for the MFU estimate (0: built-in table; n/a if unknown)
@@ -150,14 +176,20 @@ class TokenizerConfig:
     levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # FSQ levels: 1000 codes
     downsample: int = 4  # 32×32 images → 8×8 tokens
     temporal_downsample: int = 4  # fsq3d: 16 frames → 4 latent frames
-    channels: int = 64  # width of the FSQ encoder/decoder at the token grid (halved per upsampling stage)
+    channels: int = (
+        64  # width of the FSQ encoder/decoder at the token grid (halved per upsampling stage)
+    )
     steps: int = 3000
     batch_size: int = 128
     lr: float = 1e-3
     warmup_steps: int = 100  # then cosine decay to lr/10
     eval_items: int = 10000  # test images used for the reported PSNR/MSE (0: skip the report)
-    path: str | None = None  # where the trained tokenizer is saved / looked for (None: RUN/tokenizer)
-    pretrained_path: str | None = None  # kind=pretrained_vq: local diffusers VQModel folder (config.json + weights)
+    path: str | None = (
+        None  # where the trained tokenizer is saved / looked for (None: RUN/tokenizer)
+    )
+    pretrained_path: str | None = (
+        None  # kind=pretrained_vq: local diffusers VQModel folder (config.json + weights)
+    )
     encode_batch_size: int = 256  # images per batch when encoding the dataset into the token cache
 
 
@@ -168,12 +200,18 @@ TOKENIZER_KINDS = ("fsq", "fsq3d", "pretrained_vq")
 class SamplingConfig:
     """How a trained model samples, the same words in every paradigm (``null``: the paradigm's default)."""
 
-    steps: int | None = None  # sampling steps (masked: decoding steps, default 12; diffusion: denoising, 50)
+    steps: int | None = (
+        None  # sampling steps (masked: decoding steps, default 12; diffusion: denoising, 50)
+    )
     # classifier-free guidance scale s: output = uncond + s·(cond − uncond); 1 = conditional only (no
     # unconditional pass), 0 = unconditional (defaults: masked 1.0, diffusion 2.0)
     guidance: float | None = None
-    precision: str | None = None  # fp32 | bf16 | auto (bf16 on CUDA); null: masked fp32, diffusion train.precision
-    compile: bool = False  # torch.compile each fixed-loop sampling step, once per batch and loop count
+    precision: str | None = (
+        None  # fp32 | bf16 | auto (bf16 on CUDA); null: masked fp32, diffusion train.precision
+    )
+    compile: bool = (
+        False  # torch.compile each fixed-loop sampling step, once per batch and loop count
+    )
     # default operating point (elt.core.schedule): an int, a schedule string ("4:1", "1x6+4x6"), a per-step
     # list, or an adaptive exit ("exit:0.05"); null = L_max at every step
     loops: Any = None
@@ -314,11 +352,15 @@ def resolved_checkpoint_format(cfg: DictConfig, sharded: bool) -> str:
 
 def config_schema() -> type:
     """The full config dataclass: the shared sections plus one section per registered paradigm."""
-    sections = tuple((name, p.config) for name, p in registry.paradigms().items() if p.config is not None)
+    sections = tuple(
+        (name, p.config) for name, p in registry.paradigms().items() if p.config is not None
+    )
     if sections not in _SCHEMAS:
         _SCHEMAS[sections] = make_dataclass(
-            "Config", [(name, section, field(default_factory=section)) for name, section in sections],
-            bases=(BaseConfig,))
+            "Config",
+            [(name, section, field(default_factory=section)) for name, section in sections],
+            bases=(BaseConfig,),
+        )
     return _SCHEMAS[sections]
 
 
@@ -344,7 +386,11 @@ DEPRECATED_KEYS = {
 
 
 def _deprecation_note(old: str, new: str) -> str:
-    extra = " (value + 1: guidance now means uncond + s·(cond − uncond))" if old == "masked.guidance" else ""
+    extra = (
+        " (value + 1: guidance now means uncond + s·(cond − uncond))"
+        if old == "masked.guidance"
+        else ""
+    )
     return f"elt: warning: config key {old!r} is deprecated; use {new!r}{extra}"
 
 
@@ -392,10 +438,14 @@ def resolve_config_path(path: str | Path) -> Path:
         if (CONFIG_DIR / name).is_file():
             return CONFIG_DIR / name
     shipped_names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    raise ConfigError(f"config file {str(path)!r} not found; shipped configs: {', '.join(shipped_names)}")
+    raise ConfigError(
+        f"config file {str(path)!r} not found; shipped configs: {', '.join(shipped_names)}"
+    )
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> DictConfig:
     """Build a validated config from an optional YAML file and ``key=value`` overrides."""
     layers = []
     if path is not None:
@@ -405,19 +455,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         except Exception as exc:  # YAML syntax errors
             raise ConfigError(f"cannot read config {resolved}: {exc}".splitlines()[0]) from exc
         if not isinstance(layer, DictConfig):
-            raise ConfigError(f"config {str(resolved)!r} holds a {type(layer).__name__.replace('Config', '').lower()}"
-                              "; a config is a mapping of sections (paradigm:, model:, train:, ...)")
+            raise ConfigError(
+                f"config {str(resolved)!r} holds a {type(layer).__name__.replace('Config', '').lower()}"
+                "; a config is a mapping of sections (paradigm:, model:, train:, ...)"
+            )
         layers.append(layer)
     if overrides:
         for item in overrides:
             if "=" not in item:
-                raise ConfigError(f"override {item!r} is not of the form key=value (e.g. model.loops=6)")
+                raise ConfigError(
+                    f"override {item!r} is not of the form key=value (e.g. model.loops=6)"
+                )
         try:
             layers.append(_from_dotlist(overrides))
         except Exception as exc:
-            raise ConfigError(f"cannot parse overrides {list(overrides)}: {exc}".splitlines()[0]) from exc
+            raise ConfigError(
+                f"cannot parse overrides {list(overrides)}: {exc}".splitlines()[0]
+            ) from exc
     schema = config_schema()
-    plain = migrate_layers([OmegaConf.to_container(layer, resolve=False) for layer in layers], warn=True)
+    plain = migrate_layers(
+        [OmegaConf.to_container(layer, resolve=False) for layer in layers], warn=True
+    )
     layers = [OmegaConf.create(layer) for layer in plain]
     for layer in plain:
         _check_keys(layer, schema, "")
@@ -434,14 +492,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         cfg = OmegaConf.merge(base, *layers)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or ""
-        raise ConfigError(f"invalid value for config key {key!r}: {exc.msg if hasattr(exc, 'msg') else exc}"
-                          .splitlines()[0]) from exc
+        raise ConfigError(
+            f"invalid value for config key {key!r}: {exc.msg if hasattr(exc, 'msg') else exc}".splitlines()[
+                0
+            ]
+        ) from exc
     try:
         validate(cfg)
-    except InterpolationResolutionError as exc:  # a ${...} that resolves to no valid value: never echo what it gave
+    except (
+        InterpolationResolutionError
+    ) as exc:  # a ${...} that resolves to no valid value: never echo what it gave
         key = getattr(exc, "full_key", None) or "?"
-        raise ConfigError(f"config key {key!r} holds an interpolation ('${{...}}') that does not resolve to a valid "
-                          "value; give the value itself") from None
+        raise ConfigError(
+            f"config key {key!r} holds an interpolation ('${{...}}') that does not resolve to a valid "
+            "value; give the value itself"
+        ) from None
     return cfg
 
 
@@ -456,28 +521,44 @@ def validate(cfg: DictConfig) -> None:
     check_seed(cfg.train.seed, "train.seed")
     check_seed(cfg.data.video_seed, "data.video_seed")
     if not re.fullmatch(DEVICE_PATTERN, str(cfg.train.device)):
-        raise ConfigError(f"config key 'train.device': unknown device {str(cfg.train.device)[:40]!r}; allowed: auto, "
-                          "cpu, cuda, cuda:N, mps")
+        raise ConfigError(
+            f"config key 'train.device': unknown device {str(cfg.train.device)[:40]!r}; allowed: auto, "
+            "cpu, cuda, cuda:N, mps"
+        )
     if cfg.model.width % cfg.model.heads:
-        raise ConfigError(f"model.width={cfg.model.width} must be divisible by model.heads={cfg.model.heads}")
+        raise ConfigError(
+            f"model.width={cfg.model.width} must be divisible by model.heads={cfg.model.heads}"
+        )
     if cfg.ilsd.mode == "ilsd":
         if cfg.model.loops < 2:
-            raise ConfigError(f"ilsd.mode=ilsd needs model.loops >= 2 (got {cfg.model.loops}); "
-                              "use ilsd.mode=vanilla for a single loop")
+            raise ConfigError(
+                f"ilsd.mode=ilsd needs model.loops >= 2 (got {cfg.model.loops}); "
+                "use ilsd.mode=vanilla for a single loop"
+            )
         if not 1 <= cfg.ilsd.min_student_loops < cfg.model.loops:
-            raise ConfigError(f"ilsd.min_student_loops={cfg.ilsd.min_student_loops} must lie in "
-                              f"1..{cfg.model.loops - 1} (model.loops - 1)")
+            raise ConfigError(
+                f"ilsd.min_student_loops={cfg.ilsd.min_student_loops} must lie in "
+                f"1..{cfg.model.loops - 1} (model.loops - 1)"
+            )
     if cfg.train.micro_batch_size > cfg.train.batch_size:
-        raise ConfigError(f"train.micro_batch_size={cfg.train.micro_batch_size} is larger than train.batch_size="
-                          f"{cfg.train.batch_size}")
+        raise ConfigError(
+            f"train.micro_batch_size={cfg.train.micro_batch_size} is larger than train.batch_size="
+            f"{cfg.train.batch_size}"
+        )
     if cfg.train.grad_accum_steps > cfg.train.batch_size:
-        raise ConfigError(f"train.grad_accum_steps={cfg.train.grad_accum_steps} is more micro-batches than "
-                          f"train.batch_size={cfg.train.batch_size} has samples")
+        raise ConfigError(
+            f"train.grad_accum_steps={cfg.train.grad_accum_steps} is more micro-batches than "
+            f"train.batch_size={cfg.train.batch_size} has samples"
+        )
     ceiling = loop_ceiling(cfg.model.loops)
-    bad_loops = [v for v in cfg.train.sample_loops if not isinstance(v, int) or not 1 <= v <= ceiling]
+    bad_loops = [
+        v for v in cfg.train.sample_loops if not isinstance(v, int) or not 1 <= v <= ceiling
+    ]
     if bad_loops:
-        raise ConfigError(f"config key 'train.sample_loops' holds {bad_loops[:8]}; loop counts are integers in "
-                          f"1..{ceiling} (4·model.loops, at least 8; [] = 1..model.loops)")
+        raise ConfigError(
+            f"config key 'train.sample_loops' holds {bad_loops[:8]}; loop counts are integers in "
+            f"1..{ceiling} (4·model.loops, at least 8; [] = 1..model.loops)"
+        )
     _validate_sampling_loops(cfg)
     for group in cfg.train.weight_decay_exempt:
         _choice("train.weight_decay_exempt", group, WEIGHT_DECAY_GROUPS)
@@ -491,8 +572,13 @@ def model_parameters_estimate(cfg: DictConfig) -> int:
     side, or tokenizer.downsample when coarser)."""
     side = max(1, cfg.data.image_size // max(16, cfg.tokenizer.downsample))
     tokens = side * side * max(1, cfg.data.frames // max(4, cfg.tokenizer.temporal_downsample))
-    return transformer_parameters(cfg.model.width, cfg.model.unique_layers, cfg.model.mlp_ratio, tokens,
-                                  cfg.data.num_classes + 1)
+    return transformer_parameters(
+        cfg.model.width,
+        cfg.model.unique_layers,
+        cfg.model.mlp_ratio,
+        tokens,
+        cfg.data.num_classes + 1,
+    )
 
 
 def check_model_memory(cfg: DictConfig, limit: int | None = None) -> None:
@@ -500,13 +586,29 @@ def check_model_memory(cfg: DictConfig, limit: int | None = None) -> None:
     params = model_parameters_estimate(cfg)
     limit = host_memory_bytes() if limit is None else limit
     if 4 * params > limit:
-        blocks = transformer_parameters(cfg.model.width, cfg.model.unique_layers, cfg.model.mlp_ratio)
+        blocks = transformer_parameters(
+            cfg.model.width, cfg.model.unique_layers, cfg.model.mlp_ratio
+        )
         if blocks * 2 >= params:
-            name, value = "model.width", (f"{cfg.model.width} (with model.unique_layers={cfg.model.unique_layers}, "
-                                          f"model.mlp_ratio={cfg.model.mlp_ratio:g})")
+            name, value = (
+                "model.width",
+                (
+                    f"{cfg.model.width} (with model.unique_layers={cfg.model.unique_layers}, "
+                    f"model.mlp_ratio={cfg.model.mlp_ratio:g})"
+                ),
+            )
         else:
-            name, value = "data.image_size", f"{cfg.data.image_size} (with model.width={cfg.model.width})"
-        check_memory(name, value, 4 * params, limit, f"for the fp32 weights of at least {params:.3g} parameters")
+            name, value = (
+                "data.image_size",
+                f"{cfg.data.image_size} (with model.width={cfg.model.width})",
+            )
+        check_memory(
+            name,
+            value,
+            4 * params,
+            limit,
+            f"for the fp32 weights of at least {params:.3g} parameters",
+        )
 
 
 RAW_STRING_KEYS = ("sampling.loops",)  # YAML would read a ramp "4:1" as the base-60 integer 241
@@ -536,10 +638,10 @@ def _validate_sampling_loops(cfg: DictConfig) -> None:
     except (UserError, ValueError, TypeError) as exc:
         raise ConfigError(f"config key 'sampling.loops' is {str(loops)[:40]!r}: {exc}") from None
     if top is not None and top > loop_ceiling(cfg.model.loops):
-        raise ConfigError(f"config key 'sampling.loops' is {str(loops)[:40]!r}: {top} loops per step; allowed: at "
-                          f"most {loop_ceiling(cfg.model.loops)} (4·model.loops, at least 8)")
-
-
+        raise ConfigError(
+            f"config key 'sampling.loops' is {str(loops)[:40]!r}: {top} loops per step; allowed: at "
+            f"most {loop_ceiling(cfg.model.loops)} (4·model.loops, at least 8)"
+        )
 
 
 def check_seed(seed: int, name: str = "seed") -> int:
@@ -556,8 +658,12 @@ def check_guidance(value: float | None, name: str = "guidance") -> float | None:
     return value
 
 
-def check_options(at_least_one: dict[str, Any] | None = None, not_negative: dict[str, Any] | None = None,
-                  seeds: dict[str, Any] | None = None, finite: dict[str, Any] | None = None) -> None:
+def check_options(
+    at_least_one: dict[str, Any] | None = None,
+    not_negative: dict[str, Any] | None = None,
+    seeds: dict[str, Any] | None = None,
+    finite: dict[str, Any] | None = None,
+) -> None:
     """Command-line numbers checked before any work: ``{"--num": 5}``-style maps per rule (``None`` skips)."""
     for name, value in (at_least_one or {}).items():
         if value is not None and value < 1:
@@ -579,30 +685,48 @@ def _validate_video(cfg: DictConfig) -> None:
     data = cfg.data
     if data.name in VIDEO_DATASETS:
         if data.frames < 2:
-            raise ConfigError(f"data.name={data.name} is a video dataset: set data.frames >= 2 (got {data.frames})")
+            raise ConfigError(
+                f"data.name={data.name} is a video dataset: set data.frames >= 2 (got {data.frames})"
+            )
     elif data.frames != 0:
-        raise ConfigError(f"data.frames={data.frames} needs a video dataset ({', '.join(VIDEO_DATASETS)}); "
-                          f"data.name={data.name} has images (data.frames=0)")
+        raise ConfigError(
+            f"data.frames={data.frames} needs a video dataset ({', '.join(VIDEO_DATASETS)}); "
+            f"data.name={data.name} has images (data.frames=0)"
+        )
     if data.frame_stride < 1:
         raise ConfigError(f"config key 'data.frame_stride' must be >= 1, got {data.frame_stride}")
     _choice("data.motion", data.motion, ("bounce", "linear"))
     if data.name == "moving_fmnist" and not 1 <= data.sprite_size <= data.image_size:
-        raise ConfigError(f"data.sprite_size={data.sprite_size} must lie in 1..data.image_size={data.image_size}")
+        raise ConfigError(
+            f"data.sprite_size={data.sprite_size} must lie in 1..data.image_size={data.image_size}"
+        )
     if data.fold not in (1, 2, 3):
         raise ConfigError(f"data.fold={data.fold} must be 1, 2 or 3 (the official UCF-101 splits)")
     if cfg.tokenizer.temporal_downsample < 1:
-        raise ConfigError(f"config key 'tokenizer.temporal_downsample' must be >= 1, got "
-                          f"{cfg.tokenizer.temporal_downsample}")
+        raise ConfigError(
+            f"config key 'tokenizer.temporal_downsample' must be >= 1, got "
+            f"{cfg.tokenizer.temporal_downsample}"
+        )
     if cfg.tokenizer.kind == "fsq3d":
         if data.frames < 2:
-            raise ConfigError(f"tokenizer.kind=fsq3d encodes videos: use a video dataset ({', '.join(VIDEO_DATASETS)})"
-                              f" with data.frames >= 2 (got data.name={data.name}, data.frames={data.frames})")
+            raise ConfigError(
+                f"tokenizer.kind=fsq3d encodes videos: use a video dataset ({', '.join(VIDEO_DATASETS)})"
+                f" with data.frames >= 2 (got data.name={data.name}, data.frames={data.frames})"
+            )
         if data.frames % cfg.tokenizer.temporal_downsample:
-            raise ConfigError(f"data.frames={data.frames} is not divisible by tokenizer.temporal_downsample="
-                              f"{cfg.tokenizer.temporal_downsample}")
-    elif data.frames > 0 and cfg.tokenizer.kind in ("fsq", "pretrained_vq") and cfg.paradigm == "masked":
-        raise ConfigError(f"tokenizer.kind={cfg.tokenizer.kind} encodes images; video data (data.frames="
-                          f"{data.frames}) needs tokenizer.kind=fsq3d")
+            raise ConfigError(
+                f"data.frames={data.frames} is not divisible by tokenizer.temporal_downsample="
+                f"{cfg.tokenizer.temporal_downsample}"
+            )
+    elif (
+        data.frames > 0
+        and cfg.tokenizer.kind in ("fsq", "pretrained_vq")
+        and cfg.paradigm == "masked"
+    ):
+        raise ConfigError(
+            f"tokenizer.kind={cfg.tokenizer.kind} encodes images; video data (data.frames="
+            f"{data.frames}) needs tokenizer.kind=fsq3d"
+        )
 
 
 def to_yaml(cfg: DictConfig) -> str:
@@ -613,13 +737,23 @@ def to_yaml(cfg: DictConfig) -> str:
 # Keys a trained checkpoint may be sampled with differently from how it was configured (nothing here
 # changes the architecture or the weights).
 SAMPLING_KEYS = (
-    "sampling.steps", "sampling.guidance", "sampling.precision", "sampling.loops", "sampling.compile",
-    "masked.temperature_base", "masked.temperature_range", "masked.token_temperature",
-    "diffusion.sampler", "diffusion.ddim_eta", "diffusion.clip_denoised",
+    "sampling.steps",
+    "sampling.guidance",
+    "sampling.precision",
+    "sampling.loops",
+    "sampling.compile",
+    "masked.temperature_base",
+    "masked.temperature_range",
+    "masked.token_temperature",
+    "diffusion.sampler",
+    "diffusion.ddim_eta",
+    "diffusion.clip_denoised",
 )
 
 
-def from_yaml_file(path: str | Path, sampling_overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+def from_yaml_file(
+    path: str | Path, sampling_overrides: list[str] | tuple[str, ...] = ()
+) -> DictConfig:
     """Load a config saved by :func:`to_yaml` (e.g. a checkpoint's ``config.yaml``), validated, with optional
     ``key=value`` overrides of the sampling settings (:data:`SAMPLING_KEYS`). Keys renamed since the file was
     written are migrated silently (:data:`DEPRECATED_KEYS`).
@@ -632,17 +766,25 @@ def from_yaml_file(path: str | Path, sampling_overrides: list[str] | tuple[str, 
         layer = OmegaConf.load(path)
     except Exception as exc:  # YAML syntax, unreadable file
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"{str(path)!r} is not a valid elt config (YAML error: {reason})") from None
+        raise ConfigError(
+            f"{str(path)!r} is not a valid elt config (YAML error: {reason})"
+        ) from None
     if not isinstance(layer, DictConfig):
-        raise ConfigError(f"{str(path)!r} is not a valid elt config (expected a mapping of sections)")
+        raise ConfigError(
+            f"{str(path)!r} is not a valid elt config (expected a mapping of sections)"
+        )
     try:
         data = OmegaConf.to_container(layer, resolve=False)
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"{str(path)!r} is not a valid elt config ({exc.__class__.__name__})") from None
+        raise ConfigError(
+            f"{str(path)!r} is not a valid elt config ({exc.__class__.__name__})"
+        ) from None
     interpolated = _first_interpolation(data, "")
     if interpolated:
-        raise ConfigError(f"{str(path)!r} sets {interpolated} with an interpolation ('${{...}}'); a checkpoint's "
-                          "config must hold plain values (interpolations are not resolved)")
+        raise ConfigError(
+            f"{str(path)!r} sets {interpolated} with an interpolation ('${{...}}'); a checkpoint's "
+            "config must hold plain values (interpolations are not resolved)"
+        )
     data = migrate_layers([data], warn=False)[0]
     try:
         _check_keys(data, schema, "")
@@ -652,22 +794,30 @@ def from_yaml_file(path: str | Path, sampling_overrides: list[str] | tuple[str, 
         cfg = OmegaConf.merge(_structured(schema), OmegaConf.create(data))
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or ""
-        raise ConfigError(f"{str(path)!r} has an invalid value for {key!r}: "
-                          f"{exc.msg if hasattr(exc, 'msg') else exc}".splitlines()[0]) from None
+        raise ConfigError(
+            f"{str(path)!r} has an invalid value for {key!r}: "
+            f"{exc.msg if hasattr(exc, 'msg') else exc}".splitlines()[0]
+        ) from None
     if sampling_overrides:
         for item in sampling_overrides:
             key = item.split("=", 1)[0]
             if "=" not in item or (key not in SAMPLING_KEYS and key not in DEPRECATED_KEYS):
-                raise ConfigError(f"cannot set {item!r} when sampling; allowed: key=value with key one of "
-                                  f"{', '.join(SAMPLING_KEYS)}")
+                raise ConfigError(
+                    f"cannot set {item!r} when sampling; allowed: key=value with key one of "
+                    f"{', '.join(SAMPLING_KEYS)}"
+                )
         try:
             override = OmegaConf.to_container(_from_dotlist(sampling_overrides), resolve=False)
             if _first_interpolation(override, ""):
-                raise ConfigError(f"sampling overrides {list(sampling_overrides)} must be plain values")
+                raise ConfigError(
+                    f"sampling overrides {list(sampling_overrides)} must be plain values"
+                )
             override.setdefault("paradigm", data.get("paradigm", "masked"))
             cfg = OmegaConf.merge(cfg, OmegaConf.create(migrate_layers([override], warn=True)[0]))
         except OmegaConfBaseException as exc:
-            raise ConfigError(f"bad sampling override {list(sampling_overrides)}: {exc}".splitlines()[0]) from None
+            raise ConfigError(
+                f"bad sampling override {list(sampling_overrides)}: {exc}".splitlines()[0]
+            ) from None
     try:
         validate(cfg)
     except UserError as exc:  # name the file: a checkpoint's config may come from anyone
@@ -704,7 +854,9 @@ def _check_keys(data: Any, schema: type, prefix: str) -> None:
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in valid:
-            while isinstance(value, dict) and len(value) == 1:  # name the whole dotted key a user typed
+            while (
+                isinstance(value, dict) and len(value) == 1
+            ):  # name the whole dotted key a user typed
                 key2, value = next(iter(value.items()))
                 full = f"{full}.{key2}"
             candidates = [f"{prefix}{name}" for name in valid] + list(_all_keys(schema, prefix))
@@ -714,7 +866,9 @@ def _check_keys(data: Any, schema: type, prefix: str) -> None:
         field_type = _dataclass_type(valid[key])
         if field_type is not None:
             if not isinstance(value, dict):
-                raise ConfigError(f"config key {full!r} is a section; give its fields, e.g. {full}.<field>=...")
+                raise ConfigError(
+                    f"config key {full!r} is a section; give its fields, e.g. {full}.<field>=..."
+                )
             _check_keys(value, field_type, f"{full}.")
 
 
@@ -737,4 +891,3 @@ def _all_keys(schema: type, prefix: str):
             yield f"{prefix}{f.name}"
         else:
             yield from _all_keys(sub, f"{prefix}{f.name}.")
-

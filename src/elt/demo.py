@@ -28,7 +28,9 @@ PARADIGMS = ("masked", "diffusion")
 VARIANTS = ("", "-vanilla")  # demo:<paradigm><variant>
 VIDEO = "video"  # demo:video<variant>: the masked paradigm on moving Fashion-MNIST clips
 DEFAULT_PER_CLASS = 5
-VIDEO_PER_CLASS = 1  # a clip costs ~16 images' worth of tokens: one per class keeps the demo near a minute
+VIDEO_PER_CLASS = (
+    1  # a clip costs ~16 images' worth of tokens: one per class keeps the demo near a minute
+)
 
 
 def shipped_models() -> dict[str, Path]:
@@ -67,19 +69,34 @@ def panel_of(name: str) -> str:
     return name.removesuffix(VARIANTS[1])
 
 
-def demo_names(models: dict, paradigms: tuple[str, ...], vanilla: bool | None, video: bool | None) -> list[str]:
+def demo_names(
+    models: dict, paradigms: tuple[str, ...], vanilla: bool | None, video: bool | None
+) -> list[str]:
     """The demo models to show, ILSD before vanilla per panel. ``vanilla``/``video``: None = where this install
     ships them, True = required (a missing one is reported by the caller), False = left out. Video is a
     masked-paradigm model, so it comes with ``masked`` only."""
     panels = list(paradigms)
     if "masked" in paradigms and (video or (video is None and VIDEO in models)):
         panels.append(VIDEO)
-    return [p + v for p in panels for v in VARIANTS if not v or vanilla or (vanilla is None and p + v in models)]
+    return [
+        p + v
+        for p in panels
+        for v in VARIANTS
+        if not v or vanilla or (vanilla is None and p + v in models)
+    ]
 
 
-def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class: int = DEFAULT_PER_CLASS,
-             seed: int = 0, extra_loops: int = 1, progress: bool = True, vanilla: bool | None = None,
-             jobs: int | None = None, video: bool | None = None) -> dict:
+def run_demo(
+    out: str | Path,
+    paradigms: tuple[str, ...] = PARADIGMS,
+    per_class: int = DEFAULT_PER_CLASS,
+    seed: int = 0,
+    extra_loops: int = 1,
+    progress: bool = True,
+    vanilla: bool | None = None,
+    jobs: int | None = None,
+    video: bool | None = None,
+) -> dict:
     """Sample, score and draw the shipped models; returns the record also written to ``demo.json``.
     ``vanilla``: also the vanilla-looped models (``None``: those this install ships). The record's ``vanilla``
     lists the vanilla models shown. ``video``: the video models too (``None``: where shipped; with ``masked``
@@ -92,8 +109,10 @@ def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class:
     vanilla = [n for n in names if n.endswith(VARIANTS[1])]
     missing = [n for n in names if n not in models]
     if missing:
-        raise UserError(f"no shipped demo model {', '.join('demo:' + n for n in missing)} "
-                        f"(shipped: {', '.join('demo:' + n for n in models) or 'none'})")
+        raise UserError(
+            f"no shipped demo model {', '.join('demo:' + n for n in missing)} "
+            f"(shipped: {', '.join('demo:' + n for n in models) or 'none'})"
+        )
     jobs = default_jobs() if jobs is None else jobs
     if jobs < 1:
         raise UserError(f"jobs={jobs} must be >= 1")
@@ -101,9 +120,18 @@ def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class:
     out.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
     panels = list(dict.fromkeys(panel_of(n) for n in names))
-    record: dict = {"threads": threads, "jobs": min(jobs, len(names)), "per_class": per_class, "seed": seed,
-                    "steps": {p: DEMO_STEPS[p] for p in panels}, "vanilla": vanilla, "models": {}}
-    groups = [names[i::jobs] for i in range(min(jobs, len(names)))]  # ILSD models and vanilla ones apart
+    record: dict = {
+        "threads": threads,
+        "jobs": min(jobs, len(names)),
+        "per_class": per_class,
+        "seed": seed,
+        "steps": {p: DEMO_STEPS[p] for p in panels},
+        "vanilla": vanilla,
+        "models": {},
+    }
+    groups = [
+        names[i::jobs] for i in range(min(jobs, len(names)))
+    ]  # ILSD models and vanilla ones apart
     sampled = _sample_groups(groups, per_class, seed, extra_loops, threads, progress)
     rows_of: dict[str, list[np.ndarray]] = {}
     for name in names:
@@ -120,27 +148,42 @@ def run_demo(out: str | Path, paradigms: tuple[str, ...] = PARADIGMS, per_class:
     return record
 
 
-def _sample_groups(groups: list[list[str]], per_class: int, seed: int, extra_loops: int, threads: int,
-                   progress: bool) -> dict:
+def _sample_groups(
+    groups: list[list[str]],
+    per_class: int,
+    seed: int,
+    extra_loops: int,
+    threads: int,
+    progress: bool,
+) -> dict:
     """The first group in this process (with progress bars), the others each in a spawned worker process."""
     if len(groups) == 1:
         return sample_models(groups[0], per_class, seed, extra_loops, threads, progress)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(len(groups) - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(sample_models, g, per_class, seed, extra_loops, threads, False) for g in groups[1:]]
+    with ProcessPoolExecutor(
+        len(groups) - 1, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        futures = [
+            pool.submit(sample_models, g, per_class, seed, extra_loops, threads, False)
+            for g in groups[1:]
+        ]
         sampled = sample_models(groups[0], per_class, seed, extra_loops, threads, progress)
         if progress and not all(f.done() for f in futures):
-            print(f"waiting for {', '.join('demo:' + n for g in groups[1:] for n in g)} (sampled in "
-                  f"{len(futures)} other process{'es' if len(futures) > 1 else ''})", flush=True)
+            print(
+                f"waiting for {', '.join('demo:' + n for g in groups[1:] for n in g)} (sampled in "
+                f"{len(futures)} other process{'es' if len(futures) > 1 else ''})",
+                flush=True,
+            )
         for future in futures:
             sampled.update(future.result())
     return sampled
 
 
-def sample_models(names: list[str], per_class: int, seed: int, extra_loops: int, threads: int,
-                  progress: bool) -> dict[str, tuple[dict, list[np.ndarray]]]:
+def sample_models(
+    names: list[str], per_class: int, seed: int, extra_loops: int, threads: int, progress: bool
+) -> dict[str, tuple[dict, list[np.ndarray]]]:
     """Each named shipped model at L = 1 … L_max + extra_loops (and its adaptive row if ILSD-trained):
     ``{name: (record entry, grid rows)}``. Runs in a worker process as well as in the caller's."""
     import torch
@@ -163,23 +206,44 @@ def sample_models(names: list[str], per_class: int, seed: int, extra_loops: int,
         loops = list(range(1, generator.trained_loops + 1 + extra_loops))
         labels = np.tile(np.arange(generator.num_classes), VIDEO_PER_CLASS if video else per_class)
         rows, results = [], []
-        generator.generate(labels, loops=1, steps=1, seed=seed)  # warm-up: the first call's set-up is not timed
+        generator.generate(
+            labels, loops=1, steps=1, seed=seed
+        )  # warm-up: the first call's set-up is not timed
         for k in tqdm(loops, desc=f"demo:{name}: loop counts", disable=not progress, leave=False):
             start = time.perf_counter()
             images = generator.generate(labels, loops=k, steps=steps, seed=seed)
             seconds = time.perf_counter() - start
             correct = int((predicted_classes(images, classifier) == labels).sum())
             low, high = wilson_interval(correct, len(labels))
-            results.append({"loops": k, "class_accuracy": correct / len(labels), "ci95": [low, high],
-                            "n": len(labels), "ms_per_sample": 1000 * seconds / len(labels),
-                            "gflops_per_sample": float(generator.gflops_per_sample(loops=k, steps=steps))})
-            rows.append(images[: generator.num_classes])  # the first sample of every class, in class order
-        entry = {"checkpoint": f"demo:{name}", "paradigm": cfg.paradigm, "panel": panel, "mode": cfg.ilsd.mode,
-                 "steps": steps,
-                 "trained_loops": generator.trained_loops, "unique_layers": generator.backbone.unique_layers,
-                 "results": results}
-        if cfg.ilsd.mode == "ilsd" and not video:  # the any-time row: each sample picks its own loops per step
-            adaptive, adaptive_images = adaptive_row(generator, cfg.paradigm, labels, classifier, seed, steps)
+            results.append(
+                {
+                    "loops": k,
+                    "class_accuracy": correct / len(labels),
+                    "ci95": [low, high],
+                    "n": len(labels),
+                    "ms_per_sample": 1000 * seconds / len(labels),
+                    "gflops_per_sample": float(generator.gflops_per_sample(loops=k, steps=steps)),
+                }
+            )
+            rows.append(
+                images[: generator.num_classes]
+            )  # the first sample of every class, in class order
+        entry = {
+            "checkpoint": f"demo:{name}",
+            "paradigm": cfg.paradigm,
+            "panel": panel,
+            "mode": cfg.ilsd.mode,
+            "steps": steps,
+            "trained_loops": generator.trained_loops,
+            "unique_layers": generator.backbone.unique_layers,
+            "results": results,
+        }
+        if (
+            cfg.ilsd.mode == "ilsd" and not video
+        ):  # the any-time row: each sample picks its own loops per step
+            adaptive, adaptive_images = adaptive_row(
+                generator, cfg.paradigm, labels, classifier, seed, steps
+            )
             rows.append(adaptive_images[: generator.num_classes])
             entry["adaptive"] = adaptive
         sampled[name] = (entry, rows)
@@ -201,18 +265,28 @@ def predicted_classes(samples: np.ndarray, classifier) -> np.ndarray:
 DEMO_ADAPTIVE = {"masked": "exit:0.2", "diffusion": "exit:0.05"}
 
 
-def adaptive_row(generator, paradigm: str, labels: np.ndarray, classifier, seed: int,
-                 steps: int | None = None) -> tuple[dict, np.ndarray]:
+def adaptive_row(
+    generator, paradigm: str, labels: np.ndarray, classifier, seed: int, steps: int | None = None
+) -> tuple[dict, np.ndarray]:
     """Generate ``labels`` with the paradigm's adaptive exit; its scores, mean loops used and GFLOPs."""
     point = DEMO_ADAPTIVE[paradigm]
     start = time.perf_counter()
-    images, used = generator.generate(labels, loops=point, steps=steps, seed=seed, return_loops=True)
+    images, used = generator.generate(
+        labels, loops=point, steps=steps, seed=seed, return_loops=True
+    )
     seconds = time.perf_counter() - start
     correct = int((classifier(images).logits.argmax(1) == labels).sum())
-    return {"loops": point, "mean_loops": float(used.mean()), "class_accuracy": correct / len(labels),
-            "ci95": list(wilson_interval(correct, len(labels))), "n": len(labels),
-            "ms_per_sample": 1000 * seconds / len(labels),
-            "gflops_per_sample": float(generator.gflops_per_sample(loops=point, loops_used=used, steps=steps))}, images
+    return {
+        "loops": point,
+        "mean_loops": float(used.mean()),
+        "class_accuracy": correct / len(labels),
+        "ci95": list(wilson_interval(correct, len(labels))),
+        "n": len(labels),
+        "ms_per_sample": 1000 * seconds / len(labels),
+        "gflops_per_sample": float(
+            generator.gflops_per_sample(loops=point, loops_used=used, steps=steps)
+        ),
+    }, images
 
 
 def _label(record: dict, name: str) -> str:
@@ -238,27 +312,39 @@ def draw_grid(record: dict, panels: dict[str, list[np.ndarray]], path: Path, par
         ax.imshow(tiles, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         size = rows[0].shape[1]
         ax.set_xticks([size * (i + 0.5) for i in range(rows[0].shape[0])])
-        ax.set_xticklabels([CLASSES[i] for i in range(rows[0].shape[0])], rotation=60, ha="left", fontsize=7)
+        ax.set_xticklabels(
+            [CLASSES[i] for i in range(rows[0].shape[0])], rotation=60, ha="left", fontsize=7
+        )
         ax.xaxis.tick_top()
         ax.set_yticks([size * (i + 0.5) for i in range(len(rows))])
         results = info["results"]
-        labels = [f"L={r['loops']}{' *' if r['loops'] == info['trained_loops'] else ''}\n"
-                  f"{100 * r['class_accuracy']:.0f}%" for r in results]
+        labels = [
+            f"L={r['loops']}{' *' if r['loops'] == info['trained_loops'] else ''}\n"
+            f"{100 * r['class_accuracy']:.0f}%"
+            for r in results
+        ]
         if info.get("adaptive"):
             a = info["adaptive"]
-            labels.append(f"{a['loops']}\nmean L {a['mean_loops']:.1f}\n{100 * a['class_accuracy']:.0f}%")
+            labels.append(
+                f"{a['loops']}\nmean L {a['mean_loops']:.1f}\n{100 * a['class_accuracy']:.0f}%"
+            )
         ax.set_yticklabels(labels, fontsize=7)
         ax.tick_params(length=0)
         ax.set_xlabel(f"demo:{name} — {_label(record, name)}", fontsize=8)
-    fig.suptitle(f"{paradigm}: one checkpoint each, rows = loops L at sampling, {record['steps'][paradigm]} "
-                 f"steps\n(* = trained L; % = class accuracy of {10 * record['per_class']} samples)", fontsize=8)
+    fig.suptitle(
+        f"{paradigm}: one checkpoint each, rows = loops L at sampling, {record['steps'][paradigm]} "
+        f"steps\n(* = trained L; % = class accuracy of {10 * record['per_class']} samples)",
+        fontsize=8,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def draw_video_grid(record: dict, panels: dict[str, list[np.ndarray]], path: Path, panel: str = VIDEO) -> Path:
+def draw_video_grid(
+    record: dict, panels: dict[str, list[np.ndarray]], path: Path, panel: str = VIDEO
+) -> Path:
     """The video models' clips as one animated grid (``path`` with ``.gif``; ``path`` itself is the still of
     first / middle / last frames): per model, one row per loop count, one clip per class."""
     from elt.visual import save_video_grid
@@ -269,10 +355,14 @@ def draw_video_grid(record: dict, panels: dict[str, list[np.ndarray]], path: Pat
         tag = "ILSD" if info["mode"] == "ilsd" else info["mode"]
         for row, r in zip(model_rows, info["results"], strict=True):
             rows.append(row)
-            labels.append(f"{tag} L={r['loops']}{'*' if r['loops'] == info['trained_loops'] else ''} "
-                          f"{100 * r['class_accuracy']:.0f}%")
-    title = (f"{', '.join('demo:' + n for n in panels)}: one clip per class, {record['steps'][panel]} steps "
-             "(* = trained L, % = clips recognised)")
+            labels.append(
+                f"{tag} L={r['loops']}{'*' if r['loops'] == info['trained_loops'] else ''} "
+                f"{100 * r['class_accuracy']:.0f}%"
+            )
+    title = (
+        f"{', '.join('demo:' + n for n in panels)}: one clip per class, {record['steps'][panel]} steps "
+        "(* = trained L, % = clips recognised)"
+    )
     save_video_grid(path, rows, labels, title=title, mp4=False)
     return path
 
@@ -285,8 +375,12 @@ def plot_quality(record: dict, path: Path) -> Path:
 
     from elt.eval.classifier import shipped_record
 
-    paradigms = list(dict.fromkeys(info["panel"] for info in record["models"].values()))  # one plot per panel
-    fig, axes = plt.subplots(1, len(paradigms) + 1, figsize=(4.4 * (len(paradigms) + 1), 3.8), squeeze=False)
+    paradigms = list(
+        dict.fromkeys(info["panel"] for info in record["models"].values())
+    )  # one plot per panel
+    fig, axes = plt.subplots(
+        1, len(paradigms) + 1, figsize=(4.4 * (len(paradigms) + 1), 3.8), squeeze=False
+    )
     real = (shipped_record() or {}).get("test_accuracy")
     time_ax = axes[0][-1]
     for ax, paradigm in zip(axes[0], paradigms, strict=False):
@@ -300,24 +394,56 @@ def plot_quality(record: dict, path: Path) -> Path:
             n = res[0]["n"]
             loops = [r["loops"] for r in res]
             acc = np.array([100 * r["class_accuracy"] for r in res])
-            err = np.array([[100 * (r["class_accuracy"] - r["ci95"][0]), 100 * (r["ci95"][1] - r["class_accuracy"])]
-                            for r in res]).T
+            err = np.array(
+                [
+                    [
+                        100 * (r["class_accuracy"] - r["ci95"][0]),
+                        100 * (r["ci95"][1] - r["class_accuracy"]),
+                    ]
+                    for r in res
+                ]
+            ).T
             style = "o-" if info["mode"] == "ilsd" else "s--"
-            shift = -0.06 if info["mode"] == "ilsd" else 0.06  # keep the two models' error bars apart
-            ax.errorbar([k + shift for k in loops], acc, yerr=err, fmt=style, capsize=3, label=_label(record, name))
-            line = time_ax.plot(loops, [r["ms_per_sample"] for r in res], style, label=f"{paradigm} {info['mode']}")
+            shift = (
+                -0.06 if info["mode"] == "ilsd" else 0.06
+            )  # keep the two models' error bars apart
+            ax.errorbar(
+                [k + shift for k in loops],
+                acc,
+                yerr=err,
+                fmt=style,
+                capsize=3,
+                label=_label(record, name),
+            )
+            line = time_ax.plot(
+                loops, [r["ms_per_sample"] for r in res], style, label=f"{paradigm} {info['mode']}"
+            )
             if info.get("adaptive"):  # drawn at its mean loop count
                 a = info["adaptive"]
                 color = line[0].get_color()
-                ax.plot([a["mean_loops"]], [100 * a["class_accuracy"]], "*", ms=11, color="black",
-                        label=f"ILSD {a['loops']} (mean L {a['mean_loops']:.1f})")
+                ax.plot(
+                    [a["mean_loops"]],
+                    [100 * a["class_accuracy"]],
+                    "*",
+                    ms=11,
+                    color="black",
+                    label=f"ILSD {a['loops']} (mean L {a['mean_loops']:.1f})",
+                )
                 time_ax.plot([a["mean_loops"]], [a["ms_per_sample"]], "*", ms=11, color=color)
             trained.add(info["trained_loops"])
         for t in sorted(trained):
             ax.axvline(t, color="grey", lw=0.8, ls=":", label=f"trained L = {t}")
-        ax.set(xlabel="loops L at sampling", ylabel="class accuracy (%)", ylim=(0, 100),
-               title=f"{paradigm} ({n} samples per L, 95% CI)")
-    time_ax.set(xlabel="loops L at sampling", ylabel="ms per sample or clip (this CPU)", title="cost vs loops")
+        ax.set(
+            xlabel="loops L at sampling",
+            ylabel="class accuracy (%)",
+            ylim=(0, 100),
+            title=f"{paradigm} ({n} samples per L, 95% CI)",
+        )
+    time_ax.set(
+        xlabel="loops L at sampling",
+        ylabel="ms per sample or clip (this CPU)",
+        title="cost vs loops",
+    )
     for ax in axes[0]:
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)

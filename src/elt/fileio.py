@@ -58,8 +58,14 @@ def write_failure(exc: BaseException) -> str | None:
         return describe(exc)
     text = str(exc)
     name = type(exc).__name__
-    if name != "SafetensorError" and not (isinstance(exc, RuntimeError) and (
-            "file write failed" in text or "PytorchStreamWriter" in text or "inline_container" in text)):
+    if name != "SafetensorError" and not (
+        isinstance(exc, RuntimeError)
+        and (
+            "file write failed" in text
+            or "PytorchStreamWriter" in text
+            or "inline_container" in text
+        )
+    ):
         return None
     code = _OS_CODE.search(text)
     if code and int(code.group(1)) in (errno.ENOSPC, errno.EDQUOT):
@@ -85,7 +91,9 @@ def temporary_name(path: str | Path) -> Path:
 
 # -- never into the installed package -------------------------------------------------------------------------
 PACKAGE_DIR = Path(__file__).resolve().parent
-ALLOW_PACKAGE_WRITES = "ELT_ALLOW_PACKAGE_WRITES"  # =1: the maintainers' script that rebuilds the shipped models
+ALLOW_PACKAGE_WRITES = (
+    "ELT_ALLOW_PACKAGE_WRITES"  # =1: the maintainers' script that rebuilds the shipped models
+)
 
 
 def check_not_in_package(path: str | Path) -> None:
@@ -98,8 +106,10 @@ def check_not_in_package(path: str | Path) -> None:
     except (OSError, RuntimeError):
         return
     if target == PACKAGE_DIR or target.is_relative_to(PACKAGE_DIR):
-        raise OutputError(f"{str(path)!r} lies inside the installed elt package ({PACKAGE_DIR}); elt never writes "
-                          "there: choose an output folder elsewhere (e.g. under the current directory)")
+        raise OutputError(
+            f"{str(path)!r} lies inside the installed elt package ({PACKAGE_DIR}); elt never writes "
+            "there: choose an output folder elsewhere (e.g. under the current directory)"
+        )
 
 
 # -- temporary files of killed processes ----------------------------------------------------------------------
@@ -154,7 +164,13 @@ def _fresh_temporary(tmp: Path) -> None:
 
 def _open_new(tmp: Path, mode: str, **open_kwargs: Any) -> IO:
     """``open(tmp, mode)`` for a file that must not exist yet and is never a symbolic link."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags = (
+        os.O_WRONLY
+        | os.O_CREAT
+        | os.O_EXCL
+        | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_CLOEXEC", 0)
+    )
     fd = os.open(tmp, flags, 0o666)
     try:
         return os.fdopen(fd, mode, **open_kwargs)
@@ -233,7 +249,9 @@ def write_via(path: str | Path, writer: Callable[[Path], Any]) -> Path:
     _fresh_temporary(tmp)
     with _commit(tmp, path):
         writer(tmp)
-        mask = os.umask(0)  # some writers (safetensors) create 0600 files: give open()'s mode, 0666 less the umask
+        mask = os.umask(
+            0
+        )  # some writers (safetensors) create 0600 files: give open()'s mode, 0666 less the umask
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)
     return path
@@ -315,22 +333,39 @@ def check_output_dir(path: str | Path, what: str = "output directory") -> Path:
     path = Path(path)
     check_not_in_package(path)
     if path.exists() and not path.is_dir():
-        raise OutputError(f"{what} {str(path)!r} is an existing file, not a directory; choose another path")
+        raise OutputError(
+            f"{what} {str(path)!r} is an existing file, not a directory; choose another path"
+        )
     probe = path
     while not probe.exists():
         if probe.parent == probe:
             break
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
-        raise OutputError(f"{what} {str(path)!r} lies under {str(probe)!r}, which is a file; choose another path")
+        raise OutputError(
+            f"{what} {str(path)!r} lies under {str(probe)!r}, which is a file; choose another path"
+        )
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {str(path)!r} is not writable ({str(probe)!r} is read-only for this user); "
-                          "choose another path")
+        raise OutputError(
+            f"{what} {str(path)!r} is not writable ({str(probe)!r} is read-only for this user); "
+            "choose another path"
+        )
     return path
 
 
-USER_FIXABLE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
-                       errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EFBIG, errno.ELOOP)
+USER_FIXABLE_ERRNOS = (
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+    errno.ENAMETOOLONG,
+    errno.EFBIG,
+    errno.ELOOP,
+)
 
 
 def user_fixable(exc: BaseException) -> str | None:
@@ -350,8 +385,10 @@ def refuse_symlink(path: str | Path, what: str = "file") -> None:
     would make elt read a foreign file or write through it. One line naming the link, not following it."""
     path = Path(path)
     if path.is_symlink():
-        raise OutputError(f"{what} {str(path)!r} is a symbolic link; elt does not follow links inside a run "
-                          "directory (remove it, or copy the real file there)")
+        raise OutputError(
+            f"{what} {str(path)!r} is a symbolic link; elt does not follow links inside a run "
+            "directory (remove it, or copy the real file there)"
+        )
 
 
 def open_no_follow(path: str | Path, mode: str = "a", what: str = "file") -> IO:
@@ -360,9 +397,15 @@ def open_no_follow(path: str | Path, mode: str = "a", what: str = "file") -> IO:
     import stat
 
     path = Path(path)
-    flags = {"a": os.O_WRONLY | os.O_CREAT | os.O_APPEND, "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND,
-             "r": os.O_RDONLY, "rb": os.O_RDONLY}[mode]
-    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    flags = {
+        "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+        "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND,
+        "r": os.O_RDONLY,
+        "rb": os.O_RDONLY,
+    }[mode]
+    flags |= (
+        getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    )
     try:
         fd = os.open(path, flags, 0o666)
     except OSError as exc:
@@ -385,20 +428,26 @@ class LockedError(OutputError):
     """Another process holds the lock of a run directory."""
 
 
-_HELD: dict[str, list] = {}  # resolved lock path -> [open handle, depth]: re-entrant within one process
+_HELD: dict[
+    str, list
+] = {}  # resolved lock path -> [open handle, depth]: re-entrant within one process
 
 
 def _lock_holder(record: str) -> str:
     """Who holds a lock, from the JSON record its holder wrote (pid, host, start time)."""
     try:
         info = json.loads(record.strip())
-        return f"process {info.get('pid')} on host {info.get('host')} (started {info.get('started')})"
+        return (
+            f"process {info.get('pid')} on host {info.get('host')} (started {info.get('started')})"
+        )
     except (ValueError, AttributeError):
         return "another process"
 
 
 @contextmanager
-def exclusive_lock(directory: str | Path, name: str = ".lock", what: str = "run directory") -> Iterator[Path]:
+def exclusive_lock(
+    directory: str | Path, name: str = ".lock", what: str = "run directory"
+) -> Iterator[Path]:
     """Hold an exclusive ``fcntl.flock`` on ``DIRECTORY/NAME`` for the block (re-entrant in one process).
 
     The lock file records the holder (pid, host, start time) for the message another process gets. The
@@ -433,8 +482,10 @@ def exclusive_lock(directory: str | Path, name: str = ".lock", what: str = "run 
             handle.seek(0)
             who = _lock_holder(handle.read())
             handle.close()
-            error = LockedError(f"{what} {str(directory)!r} is in use by {who}; wait for it to finish, stop it, "
-                                "or choose another directory")
+            error = LockedError(
+                f"{what} {str(directory)!r} is in use by {who}; wait for it to finish, stop it, "
+                "or choose another directory"
+            )
             error.errno = errno.EBUSY
             raise error from None
         try:  # the holder may have removed the file between our open and flock: lock the current file
@@ -446,8 +497,16 @@ def exclusive_lock(directory: str | Path, name: str = ".lock", what: str = "run 
         handle.close()
     handle.seek(0)
     handle.truncate()
-    handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}) + "\n")
+    handle.write(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            }
+        )
+        + "\n"
+    )
     handle.flush()
     _HELD[key] = [handle, 1]
     try:
@@ -457,7 +516,9 @@ def exclusive_lock(directory: str | Path, name: str = ".lock", what: str = "run 
         if _HELD[key][1] == 0:
             del _HELD[key]
             try:
-                lock_path.unlink(missing_ok=True)  # while still locked: no one can take a file being removed
+                lock_path.unlink(
+                    missing_ok=True
+                )  # while still locked: no one can take a file being removed
                 if created and not any(directory.iterdir()):
                     directory.rmdir()
             except OSError:
@@ -471,7 +532,11 @@ def enclosing_run(path: str | Path) -> Path | None:
     ``checkpoints/`` or a run's ``.lock``; ``None`` when there is none."""
     probe = Path(os.path.abspath(path))
     while True:
-        if (probe / "checkpoints").is_dir() or (probe / ".lock").exists() or (probe / ".lock").is_symlink():
+        if (
+            (probe / "checkpoints").is_dir()
+            or (probe / ".lock").exists()
+            or (probe / ".lock").is_symlink()
+        ):
             return probe
         if probe.parent == probe:
             return None
@@ -507,7 +572,9 @@ def _kind_of(path: Path) -> str:
     return ""
 
 
-def load_npz(path: str | Path, what: str = "file", keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+def load_npz(
+    path: str | Path, what: str = "file", keys: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     """The arrays of an ``.npz`` (``keys`` only, when given), read at once with ``allow_pickle=False``. A file
     that is not an ``.npz``, is truncated, or holds object arrays (pickles) is a one-line
     :class:`InputFileError` naming it."""
@@ -519,19 +586,27 @@ def load_npz(path: str | Path, what: str = "file", keys: tuple[str, ...] | None 
     try:
         with np.load(path, allow_pickle=False) as data:
             if not hasattr(data, "files"):
-                raise InputFileError(f"{what} {str(path)!r} is a single .npy array, not an .npz archive")
+                raise InputFileError(
+                    f"{what} {str(path)!r} is a single .npy array, not an .npz archive"
+                )
             return {key: np.asarray(data[key]) for key in data.files if keys is None or key in keys}
     except InputFileError:
         raise
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-            raise InputFileError(f"{what} {str(path)!r} holds object arrays (pickled Python objects), which elt "
-                                 "never loads; save plain numeric arrays (np.savez with uint8/int arrays)") from None
-        raise InputFileError(f"{what} {str(path)!r} is not a readable .npz ({_first_line(exc)})") from None
+            raise InputFileError(
+                f"{what} {str(path)!r} holds object arrays (pickled Python objects), which elt "
+                "never loads; save plain numeric arrays (np.savez with uint8/int arrays)"
+            ) from None
+        raise InputFileError(
+            f"{what} {str(path)!r} is not a readable .npz ({_first_line(exc)})"
+        ) from None
     except (zipfile.BadZipFile, EOFError, KeyError, OSError, RuntimeError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise InputFileError(f"{what} {str(path)!r} not found") from None
-        raise InputFileError(f"{what} {str(path)!r} is damaged or not an .npz ({_first_line(exc)})") from None
+        raise InputFileError(
+            f"{what} {str(path)!r} is damaged or not an .npz ({_first_line(exc)})"
+        ) from None
 
 
 def load_safetensors(path: str | Path, what: str = "weights file") -> dict[str, Any]:
@@ -544,9 +619,13 @@ def load_safetensors(path: str | Path, what: str = "weights file") -> dict[str, 
         raise InputFileError(f"{what} {str(path)!r} not found")
     try:
         return load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error type for empty/truncated/garbage files
-        raise InputFileError(f"{what} {str(path)!r} is damaged or not a safetensors file{_kind_of(path)} "
-                             f"({_first_line(exc)})") from None
+    except (
+        Exception
+    ) as exc:  # safetensors raises its own error type for empty/truncated/garbage files
+        raise InputFileError(
+            f"{what} {str(path)!r} is damaged or not a safetensors file{_kind_of(path)} "
+            f"({_first_line(exc)})"
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -577,8 +656,10 @@ def check_run_not_busy(path: str | Path) -> None:
     except OSError:
         who = _lock_holder(os.read(fd, 4096).decode("utf-8", "replace"))
         os.close(fd)
-        error = LockedError(f"run directory {str(run)!r} is in use by {who}; {str(path)!r} is not written there: "
-                            "wait for it to finish, or choose another output folder")
+        error = LockedError(
+            f"run directory {str(run)!r} is in use by {who}; {str(path)!r} is not written there: "
+            "wait for it to finish, or choose another output folder"
+        )
         error.errno = errno.EBUSY
         raise error from None
     fcntl.flock(fd, fcntl.LOCK_UN)

@@ -53,10 +53,16 @@ def check_loops(value: int, trained_loops: int | None = None, what: str | None =
     """A loop count within :func:`loop_ceiling` (or :data:`MAX_LOOPS` when no model is known yet)."""
     limit = MAX_LOOPS if trained_loops is None else loop_ceiling(trained_loops)
     if value > limit:
-        why = (f"{LOOP_CEILING_FACTOR}·L_max, at least {LOOP_CEILING_MIN}, for a model trained at L_max="
-               f"{trained_loops}" if trained_loops is not None else "for any model")
+        why = (
+            f"{LOOP_CEILING_FACTOR}·L_max, at least {LOOP_CEILING_MIN}, for a model trained at L_max="
+            f"{trained_loops}"
+            if trained_loops is not None
+            else "for any model"
+        )
         subject = what or f"loops={value}"
-        raise LimitError(f"{subject} asks for {value} loops per step; allowed: at most {limit} ({why})")
+        raise LimitError(
+            f"{subject} asks for {value} loops per step; allowed: at most {limit} ({why})"
+        )
     return value
 
 
@@ -93,16 +99,21 @@ def fmt_bytes(n: float) -> str:
     return f"{n:.3g} PiB"
 
 
-def check_memory(name: str, value, estimate: float, limit: float | None = None, needs: str = "") -> None:
+def check_memory(
+    name: str, value, estimate: float, limit: float | None = None, needs: str = ""
+) -> None:
     """Refuse a value whose estimated memory exceeds ``limit`` (default: this machine's memory)."""
     limit = host_memory_bytes() if limit is None else limit
     if not math.isfinite(estimate) or estimate > limit:
-        raise LimitError(f"{name}={value} needs about {fmt_bytes(estimate)}{' ' + needs if needs else ''}, more "
-                         f"than the {fmt_bytes(limit)} of memory here; choose a smaller value")
+        raise LimitError(
+            f"{name}={value} needs about {fmt_bytes(estimate)}{' ' + needs if needs else ''}, more "
+            f"than the {fmt_bytes(limit)} of memory here; choose a smaller value"
+        )
 
 
-def transformer_parameters(width: int, layers: int, mlp_ratio: float = 4.0, tokens: int = 0,
-                           vocab: int = 0) -> int:
+def transformer_parameters(
+    width: int, layers: int, mlp_ratio: float = 4.0, tokens: int = 0, vocab: int = 0
+) -> int:
     """A lower bound on the parameters of a transformer: per block attention (4·w²) and MLP (2·r·w²), plus a
     position embedding per token and an embedding per vocabulary entry (norms and biases left out)."""
     return int(layers * (4 + 2 * max(mlp_ratio, 0.0)) * width * width + (tokens + vocab) * width)
@@ -139,9 +150,21 @@ class Flag(Rule):
 class Range(Rule):
     """A finite number in [lo, hi] (``lo_open``: > lo; ``hi_open``: < hi); ``integer``: a whole number."""
 
-    def __init__(self, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-                 hi_open: bool = False, integer: bool = False):
-        self.lo, self.hi, self.lo_open, self.hi_open, self.integer = lo, hi, lo_open, hi_open, integer
+    def __init__(
+        self,
+        lo: float | None = None,
+        hi: float | None = None,
+        lo_open: bool = False,
+        hi_open: bool = False,
+        integer: bool = False,
+    ):
+        self.lo, self.hi, self.lo_open, self.hi_open, self.integer = (
+            lo,
+            hi,
+            lo_open,
+            hi_open,
+            integer,
+        )
 
     def describe(self) -> str:
         if self.lo is not None and self.hi is not None:
@@ -158,15 +181,19 @@ class Range(Rule):
         if value is None:
             return
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _config_error(f"config key {key!r} is {_shown(value)}; allowed: {self.describe()}")
+            raise _config_error(
+                f"config key {key!r} is {_shown(value)}; allowed: {self.describe()}"
+            )
         if not math.isfinite(value):
             raise _config_error(f"config key {key!r} must be a finite number, got {value}")
         low = self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo)
         high = self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi)
         if low:
             bound = f"{'>' if self.lo_open else '>='} {self.lo:g}"
-            raise _config_error(f"config key {key!r} must be {bound}, got {value}"
-                                + (f"; allowed: {self.describe()}" if self.hi is not None else ""))
+            raise _config_error(
+                f"config key {key!r} must be {bound}, got {value}"
+                + (f"; allowed: {self.describe()}" if self.hi is not None else "")
+            )
         if high:
             raise _config_error(f"config key {key!r} is {value}; allowed: {self.describe()}")
 
@@ -182,7 +209,9 @@ class Choice(Rule):
 
     def check(self, key: str, value) -> None:
         if value is not None and value not in self.allowed:
-            raise _config_error(f"config key {key!r} is {_shown(value)}; allowed: {', '.join(self.allowed)}")
+            raise _config_error(
+                f"config key {key!r} is {_shown(value)}; allowed: {', '.join(self.allowed)}"
+            )
 
 
 class Text(Rule):
@@ -192,8 +221,10 @@ class Text(Rule):
         if value is None:
             return
         if not isinstance(value, str) or not value.strip() or any(ord(c) < 32 for c in value):
-            raise _config_error(f"config key {key!r} is {_shown(value)}; allowed: a non-empty name or path"
-                                + (" (null for the default)" if isinstance(value, str) else ""))
+            raise _config_error(
+                f"config key {key!r} is {_shown(value)}; allowed: a non-empty name or path"
+                + (" (null for the default)" if isinstance(value, str) else "")
+            )
 
 
 class Ints(Rule):
@@ -205,9 +236,13 @@ class Ints(Rule):
     def check(self, key: str, value) -> None:
         values = list(value or [])
         if not self.min_len <= len(values) <= self.max_len or not all(
-                isinstance(v, int) and not isinstance(v, bool) and self.lo <= v <= self.hi for v in values):
-            raise _config_error(f"config key {key!r} holds {_shown(values)}; allowed: {self.min_len}..{self.max_len} "
-                                f"integers in {self.lo}..{self.hi}")
+            isinstance(v, int) and not isinstance(v, bool) and self.lo <= v <= self.hi
+            for v in values
+        ):
+            raise _config_error(
+                f"config key {key!r} holds {_shown(values)}; allowed: {self.min_len}..{self.max_len} "
+                f"integers in {self.lo}..{self.hi}"
+            )
 
 
 class Floats(Rule):
@@ -220,11 +255,19 @@ class Floats(Rule):
         values = list(value or [])
 
         def ok(v) -> bool:
-            return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and self.lo <= v
-                    and (v < self.hi if self.hi_open else v <= self.hi))
+            return (
+                isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and math.isfinite(v)
+                and self.lo <= v
+                and (v < self.hi if self.hi_open else v <= self.hi)
+            )
+
         if len(values) != self.length or not all(ok(v) for v in values):
-            raise _config_error(f"config key {key!r} is {_shown(values)}; allowed: {self.length} numbers in "
-                                f"[{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}")
+            raise _config_error(
+                f"config key {key!r} is {_shown(values)}; allowed: {self.length} numbers in "
+                f"[{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+            )
 
 
 class Any_(Rule):

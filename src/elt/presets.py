@@ -25,4 +25,9 @@ def parse_preset(name: str) -> dict[str, int]:
     unique_layers, loops = int(match["n"]), int(match["l"])
     if unique_layers < 1 or loops < 1:
         raise ValueError(f"model preset {name!r} needs N >= 1 and L >= 1")
-    return {"width": width, "heads": max(2, width // 64), "unique_layers": unique_layers, "loops": loops}
+    return {
+        "width": width,
+        "heads": max(2, width // 64),
+        "unique_layers": unique_layers,
+        "loops": loops,
+    }

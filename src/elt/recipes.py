@@ -29,7 +29,9 @@ MASKGIT_VQ_CODES = 1024  # the MaskGIT VQGAN's codebook (the paper: "codebook 10
 
 
 def recipe_names() -> list[str]:
-    return sorted(p.stem for p in Path(CONFIG_DIR).glob("*.yaml") if p.stem.startswith(RECIPE_PREFIXES))
+    return sorted(
+        p.stem for p in Path(CONFIG_DIR).glob("*.yaml") if p.stem.startswith(RECIPE_PREFIXES)
+    )
 
 
 def load_recipe(name: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
@@ -45,8 +47,11 @@ class ShapeTokenizer(nn.Module):
         self.image_channels = int(cfg.data.channels)
         side = self.image_size // int(cfg.tokenizer.downsample)
         self.token_grid = (side, side)
-        self.codebook_size = MASKGIT_VQ_CODES if cfg.tokenizer.kind == "pretrained_vq" else math.prod(
-            cfg.tokenizer.levels)
+        self.codebook_size = (
+            MASKGIT_VQ_CODES
+            if cfg.tokenizer.kind == "pretrained_vq"
+            else math.prod(cfg.tokenizer.levels)
+        )
 
     def decode_gflops(self) -> float:
         return 0.0
@@ -74,11 +79,20 @@ def build_on_meta(cfg: DictConfig) -> nn.Module:
             side = cfg.data.image_size
             frames = (cfg.data.frames,) if cfg.data.frames else ()
             if cfg.diffusion.space == "latent":
-                shape = (SD_VAE_CHANNELS, *frames, side // SD_VAE_DOWNSAMPLE, side // SD_VAE_DOWNSAMPLE)
+                shape = (
+                    SD_VAE_CHANNELS,
+                    *frames,
+                    side // SD_VAE_DOWNSAMPLE,
+                    side // SD_VAE_DOWNSAMPLE,
+                )
             else:
                 shape = (cfg.data.channels, *frames, side, side)
-            generator = DiffusionGenerator(cfg, build_backbone(cfg, cond_dim=cfg.model.width),
-                                           process_from_config(cfg.diffusion), shape)
+            generator = DiffusionGenerator(
+                cfg,
+                build_backbone(cfg, cond_dim=cfg.model.width),
+                process_from_config(cfg.diffusion),
+                shape,
+            )
         else:
             raise ValueError(f"no meta-device build for paradigm {cfg.paradigm!r}")
     return generator.to(META)

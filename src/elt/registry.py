@@ -41,7 +41,9 @@ ENTRY_POINT_GROUP = "elt.paradigms"
 @dataclass(frozen=True)
 class Paradigm:
     name: str
-    task: str | ModuleType | Any  # module path (imported lazily), or an object with build_generator/prepare_data
+    task: (
+        str | ModuleType | Any
+    )  # module path (imported lazily), or an object with build_generator/prepare_data
     config: type | None = None  # dataclass of the paradigm's config section (None: no section)
 
     def task_module(self):
@@ -52,7 +54,9 @@ _PARADIGMS: dict[str, Paradigm] = {}
 _discovered = False
 
 
-def register_paradigm(name: str, task: str | ModuleType | Any, config: type | None = None) -> Paradigm:
+def register_paradigm(
+    name: str, task: str | ModuleType | Any, config: type | None = None
+) -> Paradigm:
     """Make ``paradigm: name`` known to configs, the trainer, checkpoints and sampling (replaces an
     earlier registration of the same name)."""
     paradigm = Paradigm(name, task, config)
@@ -79,7 +83,9 @@ def paradigms() -> dict[str, Paradigm]:
     """Every registered paradigm by name (the built-in ones and entry points are imported on first use)."""
     _discover()
     builtin = [package.rpartition(".")[2] for package in BUILTIN_PACKAGES]
-    order = sorted(_PARADIGMS, key=lambda name: builtin.index(name) if name in builtin else len(builtin))
+    order = sorted(
+        _PARADIGMS, key=lambda name: builtin.index(name) if name in builtin else len(builtin)
+    )
     return {name: _PARADIGMS[name] for name in order}  # built-in ones first, the rest as registered
 
 
@@ -158,8 +164,17 @@ def build_backbone(cfg: DictConfig, cond_dim: int | None = None) -> LoopedTransf
             return build_backbone(cfg, cond_dim)
     unique_layers, loops = backbone_shape(cfg)
     m = cfg.model
-    return LoopedTransformer(dim=m.width, unique_layers=unique_layers, loops=loops, heads=m.heads,
-                             mlp_ratio=m.mlp_ratio, cond_dim=cond_dim, loop_embedding=m.loop_embedding,
-                             loop_norm=m.loop_norm, checkpoint_loops=m.checkpoint_loops,
-                             input_injection=m.input_injection, dropout=m.dropout,
-                             attention_dropout=m.attention_dropout)
+    return LoopedTransformer(
+        dim=m.width,
+        unique_layers=unique_layers,
+        loops=loops,
+        heads=m.heads,
+        mlp_ratio=m.mlp_ratio,
+        cond_dim=cond_dim,
+        loop_embedding=m.loop_embedding,
+        loop_norm=m.loop_norm,
+        checkpoint_loops=m.checkpoint_loops,
+        input_injection=m.input_injection,
+        dropout=m.dropout,
+        attention_dropout=m.attention_dropout,
+    )

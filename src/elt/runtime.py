@@ -19,7 +19,10 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from elt.errors import ConfigError, UserError  # the very bottom (imports nothing): runtime stays bottom-layer
+from elt.errors import (
+    ConfigError,
+    UserError,
+)  # the very bottom (imports nothing): runtime stays bottom-layer
 
 PRECISIONS = ("fp32", "bf16", "auto")
 THREADS_ENV = "ELT_THREADS"
@@ -91,18 +94,24 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
         raise DeviceError(f"unknown device {name!r}; allowed: {DEVICE_CHOICES}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {name!r} is not available: this machine has no CUDA GPU usable by torch "
-                              "(use cpu or auto)")
+            raise DeviceError(
+                f"device {name!r} is not available: this machine has no CUDA GPU usable by torch "
+                "(use cpu or auto)"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {name!r} is not available: this machine has {torch.cuda.device_count()} "
-                              f"CUDA device(s) (cuda:0..cuda:{torch.cuda.device_count() - 1})")
+            raise DeviceError(
+                f"device {name!r} is not available: this machine has {torch.cuda.device_count()} "
+                f"CUDA device(s) (cuda:0..cuda:{torch.cuda.device_count() - 1})"
+            )
     elif device.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise DeviceError(f"device {name!r} is not available on this machine (use cpu or auto)")
     elif device.type != "cpu":
         raise DeviceError(f"device {name!r} is not supported; allowed: {DEVICE_CHOICES}")
     if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if local_rank is None else local_rank)
+        device = torch.device(
+            "cuda", int(os.environ.get("LOCAL_RANK", "0")) if local_rank is None else local_rank
+        )
     return device
 
 
@@ -127,8 +136,19 @@ def seed_everything(seed: int) -> None:
 DIST_TIMEOUT_ENV = "ELT_DIST_TIMEOUT_S"
 DEFAULT_DIST_TIMEOUT_S = 600.0  # PyTorch's own NCCL default (10 minutes)
 COLLECTIVE_LOG_ENV = "ELT_COLLECTIVE_LOG"
-TIMED_COLLECTIVES = ("barrier", "all_reduce", "all_gather", "all_gather_object", "gather", "gather_object",
-                     "broadcast", "broadcast_object_list", "reduce", "reduce_scatter", "scatter_object_list")
+TIMED_COLLECTIVES = (
+    "barrier",
+    "all_reduce",
+    "all_gather",
+    "all_gather_object",
+    "gather",
+    "gather_object",
+    "broadcast",
+    "broadcast_object_list",
+    "reduce",
+    "reduce_scatter",
+    "scatter_object_list",
+)
 
 
 def dist_timeout_seconds(configured: float | None = None) -> float:
@@ -139,11 +159,17 @@ def dist_timeout_seconds(configured: float | None = None) -> float:
     raw = os.environ.get(DIST_TIMEOUT_ENV)
     source = DIST_TIMEOUT_ENV if raw else "train.dist_timeout_s"
     try:
-        value = float(raw) if raw else float(DEFAULT_DIST_TIMEOUT_S if configured is None else configured)
+        value = (
+            float(raw)
+            if raw
+            else float(DEFAULT_DIST_TIMEOUT_S if configured is None else configured)
+        )
     except ValueError:
         value = float("nan")
     if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{source}={raw if raw else configured!r} is not allowed; use a number of seconds > 0")
+        raise ConfigError(
+            f"{source}={raw if raw else configured!r} is not allowed; use a number of seconds > 0"
+        )
     return value
 
 
@@ -194,15 +220,24 @@ class CollectiveTimer:
         import resource
         import sys
 
-        return {"rank": int(os.environ.get("RANK", "0")), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-                "pid": os.getpid(), "argv": sys.argv[1:4], "max_wait_s": round(self.max_s, 4),
-                "max_op": self.max_op, "calls": self.calls, "total_wait_s": round(self.total_s, 4),
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+        return {
+            "rank": int(os.environ.get("RANK", "0")),
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+            "pid": os.getpid(),
+            "argv": sys.argv[1:4],
+            "max_wait_s": round(self.max_s, 4),
+            "max_op": self.max_op,
+            "calls": self.calls,
+            "total_wait_s": round(self.total_s, 4),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
 
     def write(self, folder: str) -> None:
         import json
 
-        path = os.path.join(folder, f"collectives_rank{os.environ.get('RANK', '0')}_pid{os.getpid()}.json")
+        path = os.path.join(
+            folder, f"collectives_rank{os.environ.get('RANK', '0')}_pid{os.getpid()}.json"
+        )
         try:
             os.makedirs(folder, exist_ok=True)
             with open(path + ".tmp", "w") as handle:

@@ -22,12 +22,19 @@ from tqdm.auto import tqdm
 from elt.config import check_guidance, check_seed
 from elt.core.generator import LoopedGenerator
 from elt.core.schedule import LoopSchedule, as_point, file_token, point_label
-from elt.fileio import check_output_dir, remove_stale_temporaries, run_dir_lock, save_npz, write_json
+from elt.fileio import (
+    check_output_dir,
+    remove_stale_temporaries,
+    run_dir_lock,
+    save_npz,
+    write_json,
+)
 from elt.visual import is_video_rows, save_grid, save_video_grid
 
 
-def sampling_settings(generator: LoopedGenerator, steps: int | None = None,
-                      guidance: float | None = None) -> tuple[int | None, float | None]:
+def sampling_settings(
+    generator: LoopedGenerator, steps: int | None = None, guidance: float | None = None
+) -> tuple[int | None, float | None]:
     """The ``(steps, guidance)`` that ``generate`` runs with these arguments: the given values, else the
     checkpoint config's (``sampling.steps`` / ``sampling.guidance``) — what records should say."""
     from omegaconf import OmegaConf
@@ -55,19 +62,39 @@ def shard_info() -> tuple[int, int]:
     return 0, 1
 
 
-def _batches_on_rank0(generator: LoopedGenerator, labels: np.ndarray, loops: LoopSchedule, batch_size: int,
-                      seed: int, steps: int | None, guidance: float | None, progress: bool, desc: str, keep):
+def _batches_on_rank0(
+    generator: LoopedGenerator,
+    labels: np.ndarray,
+    loops: LoopSchedule,
+    batch_size: int,
+    seed: int,
+    steps: int | None,
+    guidance: float | None,
+    progress: bool,
+    desc: str,
+    keep,
+):
     """``{b: (keep(images), loops used)}`` for every batch b of ``labels`` (seed ``seed + b``): each rank generates
     every world_size-th batch and only what ``keep`` returns is gathered; rank 0 gets every batch, the other
     ranks ``None``."""
     rank, world = shard_info()
     starts = list(range(0, len(labels), batch_size))
     chunks = {}
-    for b in tqdm([b for b in range(len(starts)) if b % world == rank], desc=desc,
-                  disable=not progress or rank != 0, leave=False):
+    for b in tqdm(
+        [b for b in range(len(starts)) if b % world == rank],
+        desc=desc,
+        disable=not progress or rank != 0,
+        leave=False,
+    ):
         start = starts[b]
-        images, used = generator.generate(labels[start:start + batch_size], loops=loops, steps=steps,
-                                          guidance=guidance, seed=seed + b, return_loops=True)
+        images, used = generator.generate(
+            labels[start : start + batch_size],
+            loops=loops,
+            steps=steps,
+            guidance=guidance,
+            seed=seed + b,
+            return_loops=True,
+        )
         chunks[b] = (keep(images), used)
     if world > 1:
         gathered: list[dict | None] | None = [None] * world if rank == 0 else None
@@ -78,18 +105,36 @@ def _batches_on_rank0(generator: LoopedGenerator, labels: np.ndarray, loops: Loo
     return chunks
 
 
-def generate_batched(generator: LoopedGenerator, labels: np.ndarray, loops: LoopSchedule,
-                     batch_size: int = 256, seed: int = 0, steps: int | None = None,
-                     guidance: float | None = None, progress: bool = False, desc: str = "",
-                     return_loops: bool = False):
+def generate_batched(
+    generator: LoopedGenerator,
+    labels: np.ndarray,
+    loops: LoopSchedule,
+    batch_size: int = 256,
+    seed: int = 0,
+    steps: int | None = None,
+    guidance: float | None = None,
+    progress: bool = False,
+    desc: str = "",
+    return_loops: bool = False,
+):
     """Generate for many labels in batches; batch b uses seed ``seed + b`` (reproducible, order-stable).
     With ``return_loops`` also the loops each sample used at each step (N×steps).
 
     Under torchrun each rank generates every world_size-th batch and rank 0 returns all images in order;
     the other ranks return ``None``.
     """
-    chunks = _batches_on_rank0(generator, labels, loops, batch_size, seed, steps, guidance, progress, desc,
-                               lambda images: images)
+    chunks = _batches_on_rank0(
+        generator,
+        labels,
+        loops,
+        batch_size,
+        seed,
+        steps,
+        guidance,
+        progress,
+        desc,
+        lambda images: images,
+    )
     if chunks is None:
         return None
     if not chunks:
@@ -108,21 +153,36 @@ def _concat_features(parts: list):
         return None
     first = parts[0]
     if dataclasses.is_dataclass(first):
-        return type(first)(**{f.name: None if getattr(first, f.name) is None
-                              else np.concatenate([getattr(p, f.name) for p in parts])
-                              for f in dataclasses.fields(first)})
+        return type(first)(
+            **{
+                f.name: None
+                if getattr(first, f.name) is None
+                else np.concatenate([getattr(p, f.name) for p in parts])
+                for f in dataclasses.fields(first)
+            }
+        )
     return np.concatenate(parts)
 
 
-def generate_features(generator: LoopedGenerator, labels: np.ndarray, loops: LoopSchedule, features,
-                      batch_size: int = 256, seed: int = 0, steps: int | None = None, guidance: float | None = None,
-                      progress: bool = False, desc: str = ""):
+def generate_features(
+    generator: LoopedGenerator,
+    labels: np.ndarray,
+    loops: LoopSchedule,
+    features,
+    batch_size: int = 256,
+    seed: int = 0,
+    steps: int | None = None,
+    guidance: float | None = None,
+    progress: bool = False,
+    desc: str = "",
+):
     """:func:`generate_batched` for metrics: every rank turns its own batches into ``features(images)`` (the metric
     suite's extractor) and only those are gathered, so no rank ships every image to rank 0 and rank 0 does not
     extract features for all of them alone while the others wait. Returns ``(features, loops used)`` in label
     order on rank 0 (batch b: seed ``seed + b``, the same samples as one process), ``None`` on the other ranks."""
-    chunks = _batches_on_rank0(generator, labels, loops, batch_size, seed, steps, guidance, progress, desc,
-                               features)
+    chunks = _batches_on_rank0(
+        generator, labels, loops, batch_size, seed, steps, guidance, progress, desc, features
+    )
     if chunks is None:
         return None
     order = sorted(chunks)
@@ -138,15 +198,23 @@ def grid_classes(num_classes: int, limit: int = 0) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, num_classes - 1, limit)).astype(np.int64))
 
 
-def sample_grid_rows(generator: LoopedGenerator, loop_counts: Sequence[int], per_class: int = 1,
-                     seed: int = 0, steps: int | None = None, guidance: float | None = None,
-                     classes: Sequence[int] | None = None) -> list[np.ndarray] | None:
+def sample_grid_rows(
+    generator: LoopedGenerator,
+    loop_counts: Sequence[int],
+    per_class: int = 1,
+    seed: int = 0,
+    steps: int | None = None,
+    guidance: float | None = None,
+    classes: Sequence[int] | None = None,
+) -> list[np.ndarray] | None:
     """One row per loop count, every class of ``classes`` (default: all) ``per_class`` times. Sample i has seed
     ``seed + i`` in every row, so rows differ only by the loop count.
 
     Under torchrun every rank calls it and draws every world_size-th sample (per-sample seeds: the same images
     as one process); rank 0 gathers and returns the rows, the other ranks ``None``."""
-    chosen = np.arange(generator.num_classes) if classes is None else np.asarray(classes, dtype=np.int64)
+    chosen = (
+        np.arange(generator.num_classes) if classes is None else np.asarray(classes, dtype=np.int64)
+    )
     labels = np.repeat(chosen, per_class)
     rank, world = shard_info()
     mine = np.arange(rank, len(labels), world)
@@ -154,8 +222,12 @@ def sample_grid_rows(generator: LoopedGenerator, loop_counts: Sequence[int], per
         draw = {"seeds": [seed + int(i) for i in mine]}
     else:  # a generator without per-sample seeds: one seed per rank's share (the grid then depends on the ranks)
         draw = {"seed": seed + rank}
-    parts = [generator.generate(labels[mine], loops=loops, steps=steps, guidance=guidance, **draw)
-             if len(mine) else None for loops in loop_counts]  # more ranks than samples: some draw nothing
+    parts = [
+        generator.generate(labels[mine], loops=loops, steps=steps, guidance=guidance, **draw)
+        if len(mine)
+        else None
+        for loops in loop_counts
+    ]  # more ranks than samples: some draw nothing
     if world == 1:
         return parts
     gathered: list | None = [None] * world if rank == 0 else None
@@ -172,8 +244,14 @@ def sample_grid_rows(generator: LoopedGenerator, loop_counts: Sequence[int], per
     return rows
 
 
-def check_sampling_args(num: int = 1, seed: int = 0, steps: int | None = None, guidance: float | None = None,
-                        batch_size: int = 1, loop_counts: Sequence[LoopSchedule] = (1,)) -> None:
+def check_sampling_args(
+    num: int = 1,
+    seed: int = 0,
+    steps: int | None = None,
+    guidance: float | None = None,
+    batch_size: int = 1,
+    loop_counts: Sequence[LoopSchedule] = (1,),
+) -> None:
     """Out-of-range sampling arguments as one-line :class:`~elt.errors.ConfigError` before any work."""
     from elt.errors import ConfigError
 
@@ -195,8 +273,11 @@ def video_data_fields(generator: LoopedGenerator) -> dict:
     data = getattr(getattr(generator, "config", None), "data", None)
     if data is None:
         return {}
-    return {key: data.get(key) for key in ("name", "frames", "image_size", "sprite_size", "motion")
-            if data.get(key) is not None}
+    return {
+        key: data.get(key)
+        for key in ("name", "frames", "image_size", "sprite_size", "motion")
+        if data.get(key) is not None
+    }
 
 
 def loops_summary(used: np.ndarray) -> dict:
@@ -204,11 +285,17 @@ def loops_summary(used: np.ndarray) -> dict:
     used = np.asarray(used, dtype=np.float64)
     if used.size == 0:
         return {"mean": None, "per_step": []}
-    return {"mean": float(used.mean()), "per_step": [round(float(v), 4) for v in used.mean(0)],
-            "min": int(used.min()), "max": int(used.max())}
+    return {
+        "mean": float(used.mean()),
+        "per_step": [round(float(v), 4) for v in used.mean(0)],
+        "min": int(used.min()),
+        "max": int(used.max()),
+    }
 
 
-def check_points(generator: LoopedGenerator, points: Sequence[LoopSchedule], steps: int | None = None) -> None:
+def check_points(
+    generator: LoopedGenerator, points: Sequence[LoopSchedule], steps: int | None = None
+) -> None:
     """Fail (one line) before any sampling when a point does not fit the sampling steps."""
     if steps is None and hasattr(generator, "sampling_settings"):
         steps = generator.sampling_settings(None, None)[0]
@@ -218,9 +305,17 @@ def check_points(generator: LoopedGenerator, points: Sequence[LoopSchedule], ste
         generator.resolve_loops(point, int(steps))
 
 
-def sample_to_disk(generator: LoopedGenerator, loop_counts: Sequence[LoopSchedule], num: int, out_dir: str | Path,
-                   seed: int = 0, steps: int | None = None, guidance: float | None = None,
-                   batch_size: int = 256, progress: bool = True) -> dict:
+def sample_to_disk(
+    generator: LoopedGenerator,
+    loop_counts: Sequence[LoopSchedule],
+    num: int,
+    out_dir: str | Path,
+    seed: int = 0,
+    steps: int | None = None,
+    guidance: float | None = None,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> dict:
     """Write ``samples_L{point}.npz`` (``arr_0`` uint8 images N×H×W×C or videos N×T×H×W×C, ``arr_1`` labels,
     ``loops`` the loops each sample used at each step, N×steps) per operating point (a loop count, a schedule
     or an adaptive exit; ``:`` in its label becomes ``_`` in the file name), a grid PNG with one row per
@@ -233,38 +328,79 @@ def sample_to_disk(generator: LoopedGenerator, loop_counts: Sequence[LoopSchedul
     """
     rank, world = shard_info()
     out = Path(out_dir)
-    check_sampling_args(num=num, seed=seed, steps=steps, guidance=guidance, batch_size=batch_size,
-                        loop_counts=loop_counts)
+    check_sampling_args(
+        num=num,
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
+        batch_size=batch_size,
+        loop_counts=loop_counts,
+    )
     check_points(generator, loop_counts, steps)
     if rank == 0:
         check_output_dir(out, "--out")
         with run_dir_lock(out):  # into a run directory: never while a training holds it
             out.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(out)  # .samples_L1.npz.tmp-PID of a killed earlier run
-            return _sample_to_disk(generator, loop_counts, num, out, seed, steps, guidance, batch_size, progress)
-    return _sample_to_disk(generator, loop_counts, num, out, seed, steps, guidance, batch_size, progress)
+            return _sample_to_disk(
+                generator, loop_counts, num, out, seed, steps, guidance, batch_size, progress
+            )
+    return _sample_to_disk(
+        generator, loop_counts, num, out, seed, steps, guidance, batch_size, progress
+    )
 
 
-def _sample_to_disk(generator: LoopedGenerator, loop_counts: Sequence[LoopSchedule], num: int, out: Path, seed: int,
-                    steps: int | None, guidance: float | None, batch_size: int, progress: bool) -> dict:
+def _sample_to_disk(
+    generator: LoopedGenerator,
+    loop_counts: Sequence[LoopSchedule],
+    num: int,
+    out: Path,
+    seed: int,
+    steps: int | None,
+    guidance: float | None,
+    batch_size: int,
+    progress: bool,
+) -> dict:
     rank, world = shard_info()
     labels = balanced_labels(num, generator.num_classes)
     used_steps, used_guidance = sampling_settings(generator, steps, guidance)
-    record = {"num": num, "seed": seed, "steps": used_steps, "guidance": used_guidance, "label_policy": "balanced",
-              "files": {}, "seconds": {}, "loops_used": {}, "gflops": {}, "processes": world}
+    record = {
+        "num": num,
+        "seed": seed,
+        "steps": used_steps,
+        "guidance": used_guidance,
+        "label_policy": "balanced",
+        "files": {},
+        "seconds": {},
+        "loops_used": {},
+        "gflops": {},
+        "processes": world,
+    }
     grid_rows = []
     for loops in tqdm(loop_counts, desc="loop counts", disable=not progress or rank != 0):
         label = point_label(loops)
         start = time.perf_counter()
-        result = generate_batched(generator, labels, loops, batch_size=batch_size, seed=seed, steps=steps,
-                                  guidance=guidance, progress=progress, desc=f"L={label}", return_loops=True)
+        result = generate_batched(
+            generator,
+            labels,
+            loops,
+            batch_size=batch_size,
+            seed=seed,
+            steps=steps,
+            guidance=guidance,
+            progress=progress,
+            desc=f"L={label}",
+            return_loops=True,
+        )
         record["seconds"][label] = time.perf_counter() - start
         record["files"][label] = f"samples_L{file_token(loops)}.npz"
         if result is None:  # not rank 0
             continue
         images, used = result
         record["loops_used"][label] = loops_summary(used)
-        record["gflops"][label] = float(generator.gflops_per_sample(loops, steps, guidance, loops_used=used))
+        record["gflops"][label] = float(
+            generator.gflops_per_sample(loops, steps, guidance, loops_used=used)
+        )
         path = out / record["files"][label]
         save_npz(path, images, labels.astype(np.int64), loops=used.astype(np.int16))
         per_row = min(len(images), 2 * generator.num_classes)
@@ -274,7 +410,9 @@ def _sample_to_disk(generator: LoopedGenerator, loop_counts: Sequence[LoopSchedu
     if rank == 0:
         row_labels = [f"L={point_label(loops)}" for loops in loop_counts]
         if grid_rows and is_video_rows(grid_rows):
-            written = save_video_grid(out / "grid.png", grid_rows, row_labels, title="rows: loop count")
+            written = save_video_grid(
+                out / "grid.png", grid_rows, row_labels, title="rows: loop count"
+            )
             record["animations"] = [p.name for p in written[1:]]
             record["sample_shape"] = list(grid_rows[0].shape[1:])
             record["data"] = video_data_fields(generator)

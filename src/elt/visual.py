@@ -16,8 +16,13 @@ from PIL import Image, ImageDraw, ImageFont
 from elt.fileio import write_via
 
 
-def grid_image(rows: Sequence[np.ndarray], row_labels: Sequence[str] | None = None, scale: int = 0,
-               pad: int = 2, title: str | None = None) -> Image.Image:
+def grid_image(
+    rows: Sequence[np.ndarray],
+    row_labels: Sequence[str] | None = None,
+    scale: int = 0,
+    pad: int = 2,
+    title: str | None = None,
+) -> Image.Image:
     """Tile uint8 batches (each n×H×W×C) into one picture, one batch per row, labels on the left.
 
     ``scale`` upsamples small images (nearest) so 28-px samples stay legible; 0 picks it automatically.
@@ -31,11 +36,15 @@ def grid_image(rows: Sequence[np.ndarray], row_labels: Sequence[str] | None = No
     font = ImageFont.load_default()
     label_w = 0
     if row_labels:
-        label_w = max(int(ImageDraw.Draw(Image.new("L", (1, 1))).textlength(t, font=font)) for t in row_labels)
+        label_w = max(
+            int(ImageDraw.Draw(Image.new("L", (1, 1))).textlength(t, font=font)) for t in row_labels
+        )
         label_w += 8
     title_h = 14 if title else 0
     cell_h, cell_w = h * scale + pad, w * scale + pad
-    canvas = Image.new("RGB", (label_w + cols * cell_w + pad, title_h + len(rows) * cell_h + pad), "white")
+    canvas = Image.new(
+        "RGB", (label_w + cols * cell_w + pad, title_h + len(rows) * cell_h + pad), "white"
+    )
     draw = ImageDraw.Draw(canvas)
     if title:
         draw.text((pad, 1), title, fill="black", font=font)
@@ -44,7 +53,9 @@ def grid_image(rows: Sequence[np.ndarray], row_labels: Sequence[str] | None = No
         if row_labels:
             draw.text((2, y + cell_h // 2 - 6), row_labels[i], fill="black", font=font)
         for j, img in enumerate(row):
-            tile = Image.fromarray(img[..., 0] if c == 1 else img, mode="L" if c == 1 else "RGB").convert("RGB")
+            tile = Image.fromarray(
+                img[..., 0] if c == 1 else img, mode="L" if c == 1 else "RGB"
+            ).convert("RGB")
             if scale > 1:
                 tile = tile.resize((w * scale, h * scale), Image.NEAREST)
             canvas.paste(tile, (label_w + pad + j * cell_w, y))
@@ -57,7 +68,9 @@ def is_video_rows(rows: Sequence[np.ndarray]) -> bool:
         raise ValueError("a grid needs at least one row")
     dims = {r.ndim for r in rows}
     if dims - {4, 5} or len(dims) > 1:
-        raise ValueError(f"grid rows must all be n×H×W×C images or all n×T×H×W×C videos, got ndims {sorted(dims)}")
+        raise ValueError(
+            f"grid rows must all be n×H×W×C images or all n×T×H×W×C videos, got ndims {sorted(dims)}"
+        )
     return dims == {5}
 
 
@@ -66,8 +79,12 @@ def key_frames(frames: int) -> list[int]:
     return sorted({0, frames // 2, frames - 1})
 
 
-def video_still(rows: Sequence[np.ndarray], row_labels: Sequence[str] | None = None, scale: int = 0,
-                title: str | None = None) -> Image.Image:
+def video_still(
+    rows: Sequence[np.ndarray],
+    row_labels: Sequence[str] | None = None,
+    scale: int = 0,
+    title: str | None = None,
+) -> Image.Image:
     """One picture of video rows: per row, sub-rows of its first / middle / last frames, labelled with t."""
     frames = rows[0].shape[1]
     picks = key_frames(frames)
@@ -79,13 +96,20 @@ def video_still(rows: Sequence[np.ndarray], row_labels: Sequence[str] | None = N
     return grid_image(still_rows, labels, scale=scale, title=title)
 
 
-def video_grid_frames(rows: Sequence[np.ndarray], row_labels: Sequence[str] | None = None, scale: int = 0,
-                      title: str | None = None) -> list[Image.Image]:
+def video_grid_frames(
+    rows: Sequence[np.ndarray],
+    row_labels: Sequence[str] | None = None,
+    scale: int = 0,
+    title: str | None = None,
+) -> list[Image.Image]:
     """Frame t of the animation = the image grid of every sample's frame t (rows keep their labels)."""
     frames = rows[0].shape[1]
     if any(r.shape[1] != frames for r in rows):
         raise ValueError("all video rows must have the same number of frames")
-    return [grid_image([r[:, t] for r in rows], row_labels, scale=scale, title=title) for t in range(frames)]
+    return [
+        grid_image([r[:, t] for r in rows], row_labels, scale=scale, title=title)
+        for t in range(frames)
+    ]
 
 
 def save_gif(path: str | Path, frames: Sequence[Image.Image], fps: float = 8.0) -> Path:
@@ -93,8 +117,17 @@ def save_gif(path: str | Path, frames: Sequence[Image.Image], fps: float = 8.0) 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     first, *rest = [f.convert("RGB") for f in frames]
-    return write_via(path, lambda tmp: first.save(tmp, save_all=True, append_images=rest,
-                                                  duration=int(round(1000 / fps)), loop=0, optimize=False))
+    return write_via(
+        path,
+        lambda tmp: first.save(
+            tmp,
+            save_all=True,
+            append_images=rest,
+            duration=int(round(1000 / fps)),
+            loop=0,
+            optimize=False,
+        ),
+    )
 
 
 def mp4_available() -> bool:
@@ -119,7 +152,9 @@ def save_mp4(path: str | Path, frames: Sequence[Image.Image], fps: int = 8) -> P
     return write_via(path, lambda tmp: _encode_mp4(tmp, frames, codec, even_w, even_h, fps))
 
 
-def _encode_mp4(path: Path, frames: Sequence[Image.Image], codec: str, even_w: int, even_h: int, fps: int) -> None:
+def _encode_mp4(
+    path: Path, frames: Sequence[Image.Image], codec: str, even_w: int, even_h: int, fps: int
+) -> None:
     import av
 
     with av.open(str(path), mode="w") as container:
@@ -136,8 +171,15 @@ def _encode_mp4(path: Path, frames: Sequence[Image.Image], codec: str, even_w: i
             container.mux(packet)
 
 
-def save_video_grid(path: str | Path, rows: Sequence[np.ndarray], row_labels: Sequence[str] | None = None,
-                    title: str | None = None, scale: int = 0, fps: float = 8.0, mp4: bool = True) -> list[Path]:
+def save_video_grid(
+    path: str | Path,
+    rows: Sequence[np.ndarray],
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    scale: int = 0,
+    fps: float = 8.0,
+    mp4: bool = True,
+) -> list[Path]:
     """Write ``path`` (the still PNG), ``path.gif`` and, with PyAV, ``path.mp4`` (same stem); returns them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,8 +192,13 @@ def save_video_grid(path: str | Path, rows: Sequence[np.ndarray], row_labels: Se
     return written
 
 
-def save_grid(path: str | Path, rows: Sequence[np.ndarray], row_labels: Sequence[str] | None = None,
-              title: str | None = None, scale: int = 0) -> Path:
+def save_grid(
+    path: str | Path,
+    rows: Sequence[np.ndarray],
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    scale: int = 0,
+) -> Path:
     """Save an image grid as ``path``; for video rows also the animation next to it (``save_video_grid``),
     so the trainer's periodic grids work for both without knowing which it has."""
     path = Path(path)

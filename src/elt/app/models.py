@@ -71,10 +71,12 @@ class Model:
         steps = "?" if self.default_steps is None else self.default_steps
         guidance = "?" if self.default_guidance is None else f"{self.default_guidance:g}"
         off = {"masked": "0", "diffusion": "1"}.get(self.paradigm)
-        return (f"**{self.name}** — {self.paradigm}, trained at L_max = {self.trained_loops}, "
-                f"{len(self.class_names)} classes; default {steps} sampling steps, guidance {guidance}"
-                + (f" ({off} = off)" if off else "")
-                + ("" if self.name.startswith("demo:") else f"  \n`{self.path}`"))
+        return (
+            f"**{self.name}** — {self.paradigm}, trained at L_max = {self.trained_loops}, "
+            f"{len(self.class_names)} classes; default {steps} sampling steps, guidance {guidance}"
+            + (f" ({off} = off)" if off else "")
+            + ("" if self.name.startswith("demo:") else f"  \n`{self.path}`")
+        )
 
 
 def shipped_checkpoints() -> dict[str, Path]:
@@ -108,11 +110,16 @@ def _sampling_defaults(generator) -> tuple[str, int | None, float | None]:
     else:
         section = getattr(config, "sampling", None) if config is not None else None
         steps, guidance = getattr(section, "steps", None), getattr(section, "guidance", None)
-    return paradigm, (int(steps) if steps is not None else None), (float(guidance) if guidance is not None else None)
+    return (
+        paradigm,
+        (int(steps) if steps is not None else None),
+        (float(guidance) if guidance is not None else None),
+    )
 
 
-def load_models(specs: Sequence[str] | None, device: str = "cpu",
-                loader: Callable | None = None) -> dict[str, Model]:
+def load_models(
+    specs: Sequence[str] | None, device: str = "cpu", loader: Callable | None = None
+) -> dict[str, Model]:
     """Load every checkpoint once (the shipped demo models when ``specs`` is empty); a missing or broken one
     is a :class:`CheckpointError` naming it, raised before anything is served."""
     import elt
@@ -124,7 +131,9 @@ def load_models(specs: Sequence[str] | None, device: str = "cpu",
         for spec in specs:
             if spec.startswith("demo:"):
                 if spec not in shipped:
-                    raise CheckpointError(f"unknown shipped model {spec!r}; available: {', '.join(shipped) or 'none'}")
+                    raise CheckpointError(
+                        f"unknown shipped model {spec!r}; available: {', '.join(shipped) or 'none'}"
+                    )
                 named.append((spec, shipped[spec]))
             else:
                 named.append((spec, Path(spec)))
@@ -143,10 +152,19 @@ def load_models(specs: Sequence[str] | None, device: str = "cpu",
         except UserError:
             raise
         except Exception as exc:  # a corrupt file surfaces as whatever its reader raises
-            raise CheckpointError(f"cannot load checkpoint {str(path)!r}: {type(exc).__name__}: {exc}") from None
+            raise CheckpointError(
+                f"cannot load checkpoint {str(path)!r}: {type(exc).__name__}: {exc}"
+            ) from None
         paradigm, steps, guidance = _sampling_defaults(generator)
-        models[name] = Model(name=name, path=str(path), generator=generator, class_names=class_names_for(generator),
-                             paradigm=paradigm, default_steps=steps, default_guidance=guidance)
+        models[name] = Model(
+            name=name,
+            path=str(path),
+            generator=generator,
+            class_names=class_names_for(generator),
+            paradigm=paradigm,
+            default_steps=steps,
+            default_guidance=guidance,
+        )
     return models
 
 
@@ -203,14 +221,24 @@ def _exit_point(threshold, min_loops, max_loops, model: Model) -> AdaptiveExit:
     """The adaptive exit from its three boxes, written as ``exit:T:MIN-MAX`` and read by the core parser."""
     text = _text(threshold)
     if not text:
-        raise InputError(f"exit threshold is empty; a number >= 0 or inf, e.g. {model.default_exit:g}")
+        raise InputError(
+            f"exit threshold is empty; a number >= 0 or inf, e.g. {model.default_exit:g}"
+        )
     low = parse_int(min_loops, "exit min loops", 2, model.max_loops, default=2)
     high = parse_int(max_loops, "exit max loops", 2, model.max_loops, default=model.trained_loops)
     return parse_point(f"exit:{text}:{low}-{high}")
 
 
-def parse_loop_point(model: Model, mode, loops, schedule="", threshold="", min_loops=None, max_loops=None,
-                     steps: int | None = None) -> OperatingPoint:
+def parse_loop_point(
+    model: Model,
+    mode,
+    loops,
+    schedule="",
+    threshold="",
+    min_loops=None,
+    max_loops=None,
+    steps: int | None = None,
+) -> OperatingPoint:
     """What the loop controls ask for, checked for ``model``: a schedule is read by the core parser (its one-line
     message is the page's) and must fit the sampling steps; no step may run more than the page's loop limit."""
     mode = _text(mode) or LOOP_MODES[0]
@@ -223,7 +251,9 @@ def parse_loop_point(model: Model, mode, loops, schedule="", threshold="", min_l
             return _exit_point(threshold, min_loops, max_loops, model)
         text = _text(schedule)
         if not text:
-            raise InputError("loop schedule is empty; write e.g. 4:1 (a ramp) or 3x6+2x6 (segments)")
+            raise InputError(
+                "loop schedule is empty; write e.g. 4:1 (a ramp) or 3x6+2x6 (segments)"
+            )
         point = parse_point(text)  # any point of the grammar, exit:T[:MIN-MAX] included
         if isinstance(point, AdaptiveExit):
             point = point.resolved(model.trained_loops)
@@ -234,17 +264,33 @@ def parse_loop_point(model: Model, mode, loops, schedule="", threshold="", min_l
             top = point if isinstance(point, int) else max(loops for loops, _ in point.parts)
         step_count = steps if steps is not None else model.default_steps
         if step_count and not isinstance(point, AdaptiveExit):
-            resolve(point, step_count, model.trained_loops)  # segments must cover the sampling steps
+            resolve(
+                point, step_count, model.trained_loops
+            )  # segments must cover the sampling steps
     except ScheduleError as exc:
         raise InputError(str(exc)) from None
     if top > model.max_loops:
-        raise InputError(f"loop schedule {point_label(point)!r} runs {top} loops at a step; this page allows at most "
-                         f"{model.max_loops} (L_max + {EXTRA_LOOPS})")
+        raise InputError(
+            f"loop schedule {point_label(point)!r} runs {top} loops at a step; this page allows at most "
+            f"{model.max_loops} (L_max + {EXTRA_LOOPS})"
+        )
     return point
 
 
-def check_request(models: dict[str, Model], model_name, class_choice, seed, loops, steps, guidance,
-                  mode="fixed L", schedule="", threshold="", min_loops=None, max_loops=None) -> Request:
+def check_request(
+    models: dict[str, Model],
+    model_name,
+    class_choice,
+    seed,
+    loops,
+    steps,
+    guidance,
+    mode="fixed L",
+    schedule="",
+    threshold="",
+    min_loops=None,
+    max_loops=None,
+) -> Request:
     if model_name not in models:
         raise InputError(f"unknown model {model_name!r}; choose one of: {', '.join(models)}")
     model = models[model_name]
@@ -255,8 +301,14 @@ def check_request(models: dict[str, Model], model_name, class_choice, seed, loop
     seed = parse_int(seed, "seed", 0, MAX_SEED, default=0)
     steps = parse_int(steps, "sampling steps", 1, MAX_STEPS)
     point = parse_loop_point(model, mode, loops, schedule, threshold, min_loops, max_loops, steps)
-    return Request(model=model, label=label, seed=seed, loops=point, steps=steps,
-                   guidance=parse_float(guidance, "guidance", 0.0, MAX_GUIDANCE))
+    return Request(
+        model=model,
+        label=label,
+        seed=seed,
+        loops=point,
+        steps=steps,
+        guidance=parse_float(guidance, "guidance", 0.0, MAX_GUIDANCE),
+    )
 
 
 # -- generation and its cost -----------------------------------------------------------------------------------
@@ -278,7 +330,9 @@ class Result:
     loops: OperatingPoint
     gflops_per_sample: float
     seconds: float
-    loops_used: np.ndarray | None = None  # int N×steps: the loops each sample ran at each sampling step
+    loops_used: np.ndarray | None = (
+        None  # int N×steps: the loops each sample ran at each sampling step
+    )
 
     @property
     def is_video(self) -> bool:
@@ -305,25 +359,43 @@ class Result:
     def caption(self) -> str:
         count = len(self.samples)
         per, measured = (" per sample", f" for {count} samples") if count > 1 else ("", "")
-        return (f"{self.loops_text()} · {self.gflops_per_sample:.3g} GFLOPs{per} · "
-                f"{1000 * self.seconds:.0f} ms measured{measured}")
+        return (
+            f"{self.loops_text()} · {self.gflops_per_sample:.3g} GFLOPs{per} · "
+            f"{1000 * self.seconds:.0f} ms measured{measured}"
+        )
 
 
-def generate(request: Request, count: int = 1, loops: OperatingPoint | None = None,
-             progress: bool = False) -> Result:
+def generate(
+    request: Request, count: int = 1, loops: OperatingPoint | None = None, progress: bool = False
+) -> Result:
     """``count`` samples of the request's class, all from its seed; cost measured around ``generate`` alone,
     GFLOPs counted from the loops each sample actually ran (an adaptive exit's differ per sample and step)."""
     model, loops = request.model, request.loops if loops is None else loops
     labels = [request.label] * count
     start = time.perf_counter()
-    samples, used = model.generator.generate(labels, loops=loops, steps=request.steps, guidance=request.guidance,
-                                             seed=request.seed, progress=progress, return_loops=True)
+    samples, used = model.generator.generate(
+        labels,
+        loops=loops,
+        steps=request.steps,
+        guidance=request.guidance,
+        seed=request.seed,
+        progress=progress,
+        return_loops=True,
+    )
     seconds = time.perf_counter() - start
     used = np.asarray(used)
-    gflops = float(model.generator.gflops_per_sample(loops=loops, steps=request.steps, guidance=request.guidance,
-                                                     loops_used=used))
-    return Result(samples=np.asarray(samples), loops=loops, gflops_per_sample=gflops, seconds=seconds,
-                  loops_used=used)
+    gflops = float(
+        model.generator.gflops_per_sample(
+            loops=loops, steps=request.steps, guidance=request.guidance, loops_used=used
+        )
+    )
+    return Result(
+        samples=np.asarray(samples),
+        loops=loops,
+        gflops_per_sample=gflops,
+        seconds=seconds,
+        loops_used=used,
+    )
 
 
 # -- encoding -------------------------------------------------------------------------------------------------------
@@ -349,7 +421,14 @@ def encode(array: np.ndarray) -> tuple[bytes, str]:
     buffer = io.BytesIO()
     if array.ndim == 4:
         frames = [to_pil(frame) for frame in array]
-        frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=GIF_FRAME_MS, loop=0)
+        frames[0].save(
+            buffer,
+            format="GIF",
+            save_all=True,
+            append_images=frames[1:],
+            duration=GIF_FRAME_MS,
+            loop=0,
+        )
         return buffer.getvalue(), ".gif"
     to_pil(array).save(buffer, format="PNG")
     return buffer.getvalue(), ".png"

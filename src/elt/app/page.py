@@ -15,7 +15,9 @@ import traceback
 import uuid
 from pathlib import Path
 
-os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no telemetry, no version check
+os.environ["GRADIO_ANALYTICS_ENABLED"] = (
+    "False"  # before gradio is imported: no telemetry, no version check
+)
 
 import gradio as gr  # noqa: E402
 
@@ -34,9 +36,20 @@ from elt.app.models import (  # noqa: E402
 )
 from elt.errors import UserError  # noqa: E402
 
-SYSTEM_FONTS = [gr.themes.Font("system-ui"), gr.themes.Font("-apple-system"), gr.themes.Font("Segoe UI"),
-                gr.themes.Font("Helvetica"), gr.themes.Font("Arial"), "sans-serif"]
-MONO_FONTS = [gr.themes.Font("ui-monospace"), gr.themes.Font("Menlo"), gr.themes.Font("Consolas"), "monospace"]
+SYSTEM_FONTS = [
+    gr.themes.Font("system-ui"),
+    gr.themes.Font("-apple-system"),
+    gr.themes.Font("Segoe UI"),
+    gr.themes.Font("Helvetica"),
+    gr.themes.Font("Arial"),
+    "sans-serif",
+]
+MONO_FONTS = [
+    gr.themes.Font("ui-monospace"),
+    gr.themes.Font("Menlo"),
+    gr.themes.Font("Consolas"),
+    "monospace",
+]
 
 # Gradio fills these in per request: a progress bar fed by the samplers' tqdm bars, and one fed by hand
 TRACK_TQDM = gr.Progress(track_tqdm=True)
@@ -77,41 +90,63 @@ def build(models: dict[str, Model], media_dir: str | Path) -> gr.Blocks:
 
     def controls_for(name):
         model = models[name]
-        return (model.describe(),
-                gr.update(choices=model.class_names, value=model.class_names[0]),
-                gr.update(maximum=model.max_loops, value=min(model.trained_loops, model.max_loops),
-                          label=f"loops L (trained at L_max = {model.trained_loops})"),
-                gr.update(placeholder=f"model default: {model.default_steps}"),
-                gr.update(placeholder=f"model default: {model.default_guidance}"),
-                gr.update(value=f"{model.default_exit:g}"),
-                gr.update(maximum=model.max_loops, value=2),
-                gr.update(maximum=model.max_loops, value=min(model.trained_loops, model.max_loops)))
+        return (
+            model.describe(),
+            gr.update(choices=model.class_names, value=model.class_names[0]),
+            gr.update(
+                maximum=model.max_loops,
+                value=min(model.trained_loops, model.max_loops),
+                label=f"loops L (trained at L_max = {model.trained_loops})",
+            ),
+            gr.update(placeholder=f"model default: {model.default_steps}"),
+            gr.update(placeholder=f"model default: {model.default_guidance}"),
+            gr.update(value=f"{model.default_exit:g}"),
+            gr.update(maximum=model.max_loops, value=2),
+            gr.update(maximum=model.max_loops, value=min(model.trained_loops, model.max_loops)),
+        )
 
     def show_mode(mode):
-        return (gr.update(visible=mode == "fixed L"), gr.update(visible=mode == "schedule"),
-                gr.update(visible=mode == "adaptive exit"))
+        return (
+            gr.update(visible=mode == "fixed L"),
+            gr.update(visible=mode == "schedule"),
+            gr.update(visible=mode == "adaptive exit"),
+        )
 
     def run_one(request: Request):
         result = generate(request, progress=True)  # tqdm steps → the page's progress bar
         return result, str(write_media(result.samples[0], media, uuid.uuid4().hex))
 
-    def on_generate(name, class_choice, seed, loops, steps, guidance, *loop_controls, progress=TRACK_TQDM):
+    def on_generate(
+        name, class_choice, seed, loops, steps, guidance, *loop_controls, progress=TRACK_TQDM
+    ):
         try:
-            request = check_request(models, name, class_choice, seed, loops, steps, guidance, *loop_controls)
+            request = check_request(
+                models, name, class_choice, seed, loops, steps, guidance, *loop_controls
+            )
             progress(0, desc=f"sampling at loops {point_label(request.loops)}")
             result, path = run_one(request)
-        except UserError as exc:  # a typed value, or a schedule the sampler refuses: its one-line message
+        except (
+            UserError
+        ) as exc:  # a typed value, or a schedule the sampler refuses: its one-line message
             return None, "", error_html(str(exc))
         except Exception as exc:  # the page keeps serving; the terminal gets the traceback
             traceback.print_exc()
             return None, "", error_html(f"generation failed: {type(exc).__name__}: {exc}")
         kind = "video" if result.is_video else "image"
-        return path, f"{result.caption()}  \n{kind} {_shape(result.samples[0])}, seed {request.seed}", ""
+        return (
+            path,
+            f"{result.caption()}  \n{kind} {_shape(result.samples[0])}, seed {request.seed}",
+            "",
+        )
 
-    def on_compare(name, class_choice, seed, loops, steps, guidance, *loop_controls, progress=PROGRESS):
+    def on_compare(
+        name, class_choice, seed, loops, steps, guidance, *loop_controls, progress=PROGRESS
+    ):
         *loop_controls, count = loop_controls
         try:
-            request = check_request(models, name, class_choice, seed, loops, steps, guidance, *loop_controls)
+            request = check_request(
+                models, name, class_choice, seed, loops, steps, guidance, *loop_controls
+            )
             count = parse_int(count, "samples per row", 1, MAX_COMPARE_SAMPLES, default=1)
             rows = []
             # one row per loop count, then the chosen schedule or adaptive exit (if that is the mode)
@@ -128,59 +163,141 @@ def build(models: dict[str, Model], media_dir: str | Path) -> gr.Blocks:
         except Exception as exc:
             traceback.print_exc()
             return "", error_html(f"generation failed: {type(exc).__name__}: {exc}")
-        return rows_html(rows, f"{request.model.class_names[request.label]}, seed {request.seed}"), ""
+        return rows_html(
+            rows, f"{request.model.class_names[request.label]}, seed {request.seed}"
+        ), ""
 
     # Gradio copies each result into its cache; files older than an hour are deleted every half hour
-    with gr.Blocks(title="elt app — one checkpoint, any compute", analytics_enabled=False,
-                   delete_cache=(1800, 3600)) as page:
+    with gr.Blocks(
+        title="elt app — one checkpoint, any compute",
+        analytics_enabled=False,
+        delete_cache=(1800, 3600),
+    ) as page:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                model_box = gr.Dropdown(list(models), value=first.name, label="model", elem_id="elt-model")
+                model_box = gr.Dropdown(
+                    list(models), value=first.name, label="model", elem_id="elt-model"
+                )
                 info = gr.Markdown(first.describe(), elem_id="elt-model-info")
-                class_box = gr.Dropdown(first.class_names, value=first.class_names[0], label="class",
-                                        elem_id="elt-class")
-                seed_box = gr.Textbox("0", label="seed (a whole number)", elem_id="elt-seed", max_lines=1)
-                loops_box = gr.Slider(1, first.max_loops, value=first.trained_loops, step=1,
-                                      label=f"loops L (trained at L_max = {first.trained_loops})",
-                                      elem_id="elt-loops")
-                steps_box = gr.Textbox("", label="sampling steps", elem_id="elt-steps", max_lines=1,
-                                       placeholder=f"model default: {first.default_steps}")
-                guidance_box = gr.Textbox("", label="guidance", elem_id="elt-guidance", max_lines=1,
-                                          placeholder=f"model default: {first.default_guidance}")
+                class_box = gr.Dropdown(
+                    first.class_names,
+                    value=first.class_names[0],
+                    label="class",
+                    elem_id="elt-class",
+                )
+                seed_box = gr.Textbox(
+                    "0", label="seed (a whole number)", elem_id="elt-seed", max_lines=1
+                )
+                loops_box = gr.Slider(
+                    1,
+                    first.max_loops,
+                    value=first.trained_loops,
+                    step=1,
+                    label=f"loops L (trained at L_max = {first.trained_loops})",
+                    elem_id="elt-loops",
+                )
+                steps_box = gr.Textbox(
+                    "",
+                    label="sampling steps",
+                    elem_id="elt-steps",
+                    max_lines=1,
+                    placeholder=f"model default: {first.default_steps}",
+                )
+                guidance_box = gr.Textbox(
+                    "",
+                    label="guidance",
+                    elem_id="elt-guidance",
+                    max_lines=1,
+                    placeholder=f"model default: {first.default_guidance}",
+                )
                 # any-time inference: the loops of each sampling step, fixed, scheduled or adaptive
-                mode_box = gr.Radio(list(LOOP_MODES), value=LOOP_MODES[0], label="loops per sampling step",
-                                    elem_id="elt-loops-mode")
+                mode_box = gr.Radio(
+                    list(LOOP_MODES),
+                    value=LOOP_MODES[0],
+                    label="loops per sampling step",
+                    elem_id="elt-loops-mode",
+                )
                 with gr.Group(visible=False) as schedule_group:
-                    schedule_box = gr.Textbox("", label="loop schedule", elem_id="elt-schedule", max_lines=1,
-                                              placeholder="4:1 (ramp) · 3x6+2x6 (segments) · exit:0.1:2-4",
-                                              info="A:B ramps from A loops at the first step to B at the last; "
-                                                   "AxN+BxM runs A loops for N steps, then B for M")
+                    schedule_box = gr.Textbox(
+                        "",
+                        label="loop schedule",
+                        elem_id="elt-schedule",
+                        max_lines=1,
+                        placeholder="4:1 (ramp) · 3x6+2x6 (segments) · exit:0.1:2-4",
+                        info="A:B ramps from A loops at the first step to B at the last; "
+                        "AxN+BxM runs A loops for N steps, then B for M",
+                    )
                 with gr.Group(visible=False) as exit_group:
-                    threshold_box = gr.Textbox(f"{first.default_exit:g}", label="exit threshold T",
-                                               elem_id="elt-exit-threshold", max_lines=1,
-                                               info="a sample stops looping at a step once its prediction changed "
-                                                    "by less than T between two loops")
-                    min_box = gr.Slider(2, first.max_loops, value=2, step=1, label="min loops",
-                                        elem_id="elt-exit-min")
-                    max_box = gr.Slider(2, first.max_loops, value=min(first.trained_loops, first.max_loops),
-                                        step=1, label="max loops", elem_id="elt-exit-max")
+                    threshold_box = gr.Textbox(
+                        f"{first.default_exit:g}",
+                        label="exit threshold T",
+                        elem_id="elt-exit-threshold",
+                        max_lines=1,
+                        info="a sample stops looping at a step once its prediction changed "
+                        "by less than T between two loops",
+                    )
+                    min_box = gr.Slider(
+                        2,
+                        first.max_loops,
+                        value=2,
+                        step=1,
+                        label="min loops",
+                        elem_id="elt-exit-min",
+                    )
+                    max_box = gr.Slider(
+                        2,
+                        first.max_loops,
+                        value=min(first.trained_loops, first.max_loops),
+                        step=1,
+                        label="max loops",
+                        elem_id="elt-exit-max",
+                    )
             with gr.Column(scale=2):
                 status = gr.HTML("", elem_id="elt-status")
                 with gr.Tab("Generate"):
                     go = gr.Button("Generate", variant="primary", elem_id="elt-generate")
-                    image = gr.Image(label="sample", type="filepath", format="png", height=320, interactive=False,
-                                     elem_id="elt-image")
+                    image = gr.Image(
+                        label="sample",
+                        type="filepath",
+                        format="png",
+                        height=320,
+                        interactive=False,
+                        elem_id="elt-image",
+                    )
                     cost = gr.Markdown("", elem_id="elt-cost")
                 with gr.Tab("Compare loop counts"):
-                    count_box = gr.Slider(1, MAX_COMPARE_SAMPLES, value=4, step=1, label="samples per row",
-                                          elem_id="elt-count")
-                    compare = gr.Button("Compare loop counts", variant="primary", elem_id="elt-compare-go")
+                    count_box = gr.Slider(
+                        1,
+                        MAX_COMPARE_SAMPLES,
+                        value=4,
+                        step=1,
+                        label="samples per row",
+                        elem_id="elt-count",
+                    )
+                    compare = gr.Button(
+                        "Compare loop counts", variant="primary", elem_id="elt-compare-go"
+                    )
                     table = gr.HTML("", elem_id="elt-compare")
-        inputs = [model_box, class_box, seed_box, loops_box, steps_box, guidance_box,
-                  mode_box, schedule_box, threshold_box, min_box, max_box]
-        model_box.change(controls_for, model_box, [info, class_box, loops_box, steps_box, guidance_box,
-                                                   threshold_box, min_box, max_box], queue=False)
+        inputs = [
+            model_box,
+            class_box,
+            seed_box,
+            loops_box,
+            steps_box,
+            guidance_box,
+            mode_box,
+            schedule_box,
+            threshold_box,
+            min_box,
+            max_box,
+        ]
+        model_box.change(
+            controls_for,
+            model_box,
+            [info, class_box, loops_box, steps_box, guidance_box, threshold_box, min_box, max_box],
+            queue=False,
+        )
         mode_box.change(show_mode, mode_box, [loops_box, schedule_group, exit_group], queue=False)
         go.click(on_generate, inputs, [image, cost, status], concurrency_id="generate")
         compare.click(on_compare, [*inputs, count_box], [table, status], concurrency_id="generate")
@@ -192,14 +309,18 @@ def rows_html(rows, title: str) -> str:
     import base64
     import html
 
-    parts = [f'<p class="elt-rows-title">{html.escape(title)}, the same seed in every row</p>',
-             '<div class="elt-rows">']
+    parts = [
+        f'<p class="elt-rows-title">{html.escape(title)}, the same seed in every row</p>',
+        '<div class="elt-rows">',
+    ]
     for array, caption in rows:
         data, suffix = encode(array)
         mime = "image/gif" if suffix == ".gif" else "image/png"
-        parts.append(f'<figure class="elt-row"><img alt="{html.escape(caption)}" '
-                     f'src="data:{mime};base64,{base64.b64encode(data).decode()}">'
-                     f'<figcaption>{html.escape(caption)}</figcaption></figure>')
+        parts.append(
+            f'<figure class="elt-row"><img alt="{html.escape(caption)}" '
+            f'src="data:{mime};base64,{base64.b64encode(data).decode()}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
     parts.append("</div>")
     return "".join(parts)
 
@@ -235,8 +356,18 @@ def serve(models: dict[str, Model], host: str, port: int | None, concurrency: in
     with tempfile.TemporaryDirectory(prefix="elt-app-") as media:
         page = build(models, media)
         page.queue(default_concurrency_limit=concurrency)
-        _, url, _ = page.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
-                                show_error=True, ssr_mode=False, mcp_server=False, pwa=False, theme=theme(), css=CSS)
+        _, url, _ = page.launch(
+            server_name=host,
+            server_port=port,
+            prevent_thread_lock=True,
+            quiet=True,
+            show_error=True,
+            ssr_mode=False,
+            mcp_server=False,
+            pwa=False,
+            theme=theme(),
+            css=CSS,
+        )
         print(f"elt app: serving {len(models)} model(s) at {url}  (Ctrl+C stops)", flush=True)
         threading.Thread(target=warm_up, args=(models,), daemon=True).start()
         try:

@@ -22,13 +22,25 @@ MODES = ("vanilla", "ilsd", "unique")
 class BenchModel(nn.Module):
     """The looped core between a paradigm-shaped input and head (see the module docstring)."""
 
-    def __init__(self, kind: str, width: int, unique_layers: int, loops: int, tokens: int, heads: int,
-                 vocab: int = 1024, patch_dim: int = 16, num_classes: int = 1000, checkpoint_loops: bool = False):
+    def __init__(
+        self,
+        kind: str,
+        width: int,
+        unique_layers: int,
+        loops: int,
+        tokens: int,
+        heads: int,
+        vocab: int = 1024,
+        patch_dim: int = 16,
+        num_classes: int = 1000,
+        checkpoint_loops: bool = False,
+    ):
         super().__init__()
         self.kind, self.tokens, self.vocab, self.patch_dim = kind, tokens, vocab, patch_dim
         cond_dim = width if kind == "diffusion" else None
-        self.backbone = LoopedTransformer(width, unique_layers, loops, heads, cond_dim=cond_dim,
-                                          checkpoint_loops=checkpoint_loops)
+        self.backbone = LoopedTransformer(
+            width, unique_layers, loops, heads, cond_dim=cond_dim, checkpoint_loops=checkpoint_loops
+        )
         self.labels = LabelEmbedder(num_classes, width)
         self.pos = nn.Parameter(torch.zeros(1, tokens, width))
         self.norm = nn.LayerNorm(width)
@@ -44,7 +56,9 @@ class BenchModel(nn.Module):
     def sequence_length(self) -> int:
         return self.tokens + (1 if self.kind == "masked" else 0)  # the class token prefix
 
-    def make_batch(self, batch: int, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
+    def make_batch(
+        self, batch: int, device: torch.device, seed: int = 0
+    ) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(seed)
         labels = torch.randint(0, self.labels.num_classes, (batch,), generator=g)
         if self.kind == "masked":
@@ -54,15 +68,24 @@ class BenchModel(nn.Module):
         else:
             target = torch.randn(batch, self.tokens, self.patch_dim, generator=g)
             inputs = target + torch.randn(batch, self.tokens, self.patch_dim, generator=g)
-        batch_data = {"inputs": inputs, "target": target, "labels": labels, "t": torch.rand(batch, generator=g)}
+        batch_data = {
+            "inputs": inputs,
+            "target": target,
+            "labels": labels,
+            "t": torch.rand(batch, generator=g),
+        }
         return {k: v.to(device) for k, v in batch_data.items()}
 
-    def states(self, data: dict[str, torch.Tensor], loops: int | None = None, exit_loops=()) -> LoopOutput:
+    def states(
+        self, data: dict[str, torch.Tensor], loops: int | None = None, exit_loops=()
+    ) -> LoopOutput:
         h = self.embed(data["inputs"]) + self.pos
         label = self.labels(data["labels"])
         if self.kind == "masked":
             return self.backbone(h, loops=loops, exit_loops=exit_loops, prefix=label.unsqueeze(1))
-        return self.backbone(h, cond=label + self.time(data["t"]), loops=loops, exit_loops=exit_loops)
+        return self.backbone(
+            h, cond=label + self.time(data["t"]), loops=loops, exit_loops=exit_loops
+        )
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         return self.out(self.norm(h))
@@ -83,12 +106,26 @@ class BenchModel(nn.Module):
         return 3.0 * self.backbone.flops_per_token(n) * n
 
 
-def build_model(args: argparse.Namespace, mode: str, device: torch.device, checkpoint_loops: bool = False):
+def build_model(
+    args: argparse.Namespace, mode: str, device: torch.device, checkpoint_loops: bool = False
+):
     """The looped model (N×L) for ilsd/vanilla, the unique stack (N·L×1) of equal FLOPs for unique."""
-    layers, loops = (args.unique_layers * args.loops, 1) if mode == "unique" else (args.unique_layers, args.loops)
+    layers, loops = (
+        (args.unique_layers * args.loops, 1)
+        if mode == "unique"
+        else (args.unique_layers, args.loops)
+    )
     torch.manual_seed(0)
-    model = BenchModel(args.kind, args.width, layers, loops, args.tokens, args.heads, vocab=args.vocab,
-                       checkpoint_loops=checkpoint_loops).to(device)
+    model = BenchModel(
+        args.kind,
+        args.width,
+        layers,
+        loops,
+        args.tokens,
+        args.heads,
+        vocab=args.vocab,
+        checkpoint_loops=checkpoint_loops,
+    ).to(device)
     if args.compile:
         for block in model.backbone.blocks:
             block.compile(backend=args.compile_backend)
@@ -97,7 +134,9 @@ def build_model(args: argparse.Namespace, mode: str, device: torch.device, check
 
 def make_train_step(model: BenchModel, mode: str, args: argparse.Namespace, device: torch.device):
     """A closure running one full optimizer step (forward of L_max loops, ILSD terms, backward, AdamW)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, **({"fused": True} if device.type == "cuda" else {}))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=1e-4, **({"fused": True} if device.type == "cuda" else {})
+    )
     student_draw = StudentLoopDraw(args.loops, seed=0) if mode == "ilsd" else None
     data = model.make_batch(args.batch, device)
     counter = [0]
@@ -108,8 +147,14 @@ def make_train_step(model: BenchModel, mode: str, args: argparse.Namespace, devi
             out = model.states(data, exit_loops=[student_loops] if student_loops else [])
             teacher = model.head(out.final)
             student = model.head(out.exits[student_loops]) if student_loops else None
-            terms = ilsd_loss(teacher, student, lambda p: model.gt_loss(p, data), model.distill_loss,
-                              ilsd_lambda(counter[0], 1000), student_loops)
+            terms = ilsd_loss(
+                teacher,
+                student,
+                lambda p: model.gt_loss(p, data),
+                model.distill_loss,
+                ilsd_lambda(counter[0], 1000),
+                student_loops,
+            )
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         optimizer.step()
@@ -127,8 +172,16 @@ class SyntheticGenerator(LoopedGenerator):
         self.config = cfg
         self.num_classes = cfg.data.num_classes
         m = cfg.model
-        self.model = BenchModel(kind, m.width, *registry.backbone_shape(cfg), tokens, m.heads, vocab=vocab,
-                                num_classes=self.num_classes, checkpoint_loops=m.checkpoint_loops)
+        self.model = BenchModel(
+            kind,
+            m.width,
+            *registry.backbone_shape(cfg),
+            tokens,
+            m.heads,
+            vocab=vocab,
+            num_classes=self.num_classes,
+            checkpoint_loops=m.checkpoint_loops,
+        )
 
     @property
     def backbone(self) -> LoopedTransformer:  # registered once, under model.backbone
@@ -139,17 +192,30 @@ class SyntheticGenerator(LoopedGenerator):
         out = self.model.states(data, exit_loops=[student_loops] if student_loops else [])
         teacher = self.model.head(out.final)
         student = self.model.head(out.exits[student_loops]) if student_loops else None
-        return ilsd_loss(teacher, student, lambda p: self.model.gt_loss(p, data), self.model.distill_loss, lam,
-                         student_loops)
+        return ilsd_loss(
+            teacher,
+            student,
+            lambda p: self.model.gt_loss(p, data),
+            self.model.distill_loss,
+            lam,
+            student_loops,
+        )
 
     @torch.no_grad()
-    def generate(self, class_labels, loops=None, steps=None, guidance=None, seed=None, progress=False):
+    def generate(
+        self, class_labels, loops=None, steps=None, guidance=None, seed=None, progress=False
+    ):
         """One forward pass drawn as a square grey image of the tokens' mean output (a stand-in)."""
         data = self.model.make_batch(len(class_labels), self.device, seed=seed or 0)
         data["labels"] = labels_tensor(class_labels, self.num_classes, self.device)
-        values = self.model.head(self.model.states(data, loops=loops_per_step(loops, 1, self.trained_loops)[0])
-                                 .final).float().mean(-1)
-        side = int(self.model.tokens ** 0.5)
+        values = (
+            self.model.head(
+                self.model.states(data, loops=loops_per_step(loops, 1, self.trained_loops)[0]).final
+            )
+            .float()
+            .mean(-1)
+        )
+        side = int(self.model.tokens**0.5)
         image = values[:, : side * side].reshape(-1, 1, side, side)
         return to_uint8(torch.tanh(image - image.mean()))
 
@@ -181,5 +247,3 @@ class SyntheticParadigm:
 
     def prepare_data(self, cfg, generator, run_dir, progress=True) -> SyntheticData:
         return SyntheticData(generator.model, cfg.data.limit or 4 * cfg.train.batch_size)
-
-

@@ -43,8 +43,13 @@ from elt.fileio import write_json
 from elt.runtime import autocast_context
 
 DEFAULT_CONFIGS = ("fmnist_diffusion", "fmnist_masked")
-SMOKE_OVERRIDES = ["model.width=32", "model.heads=2", "model.unique_layers=2", "model.loops=2",
-                   "tokenizer.levels=[5,5,5]"]
+SMOKE_OVERRIDES = [
+    "model.width=32",
+    "model.heads=2",
+    "model.unique_layers=2",
+    "model.loops=2",
+    "tokenizer.levels=[5,5,5]",
+]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -52,8 +57,16 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 def load_peer_config(name: str, overrides: list[str]):
     from elt.config import load_config
 
-    return load_config(name, ["model.input_injection=false", "model.loop_embedding=false", "model.loop_norm=false",
-                              "model.class_dropout=0.0", *overrides])
+    return load_config(
+        name,
+        [
+            "model.input_injection=false",
+            "model.loop_embedding=false",
+            "model.loop_norm=false",
+            "model.class_dropout=0.0",
+            *overrides,
+        ],
+    )
 
 
 def randomise_zero_parameters(module: nn.Module, seed: int = 0) -> None:
@@ -71,11 +84,17 @@ def build_elt_diffusion(cfg, device: torch.device):
 
     channels = int(cfg.data.channels)
     size = int(cfg.data.image_size)
-    if cfg.diffusion.space == "latent":  # the VAE is not needed to time the transformer: SD-VAE latents' shape
+    if (
+        cfg.diffusion.space == "latent"
+    ):  # the VAE is not needed to time the transformer: SD-VAE latents' shape
         channels, size = 4, size // 8
     torch.manual_seed(0)
-    generator = DiffusionGenerator(cfg, build_backbone(cfg, cond_dim=int(cfg.model.width)),
-                                   process_from_config(cfg.diffusion), (channels, size, size))
+    generator = DiffusionGenerator(
+        cfg,
+        build_backbone(cfg, cond_dim=int(cfg.model.width)),
+        process_from_config(cfg.diffusion),
+        (channels, size, size),
+    )
     randomise_zero_parameters(generator)
     return generator.to(device).eval()
 
@@ -88,11 +107,20 @@ def dit_from_elt(generator) -> nn.Module:
     width, heads = backbone.dim, backbone.blocks[0].attn.heads
     channels, size = generator.data_shape[0], generator.data_shape[1]
     p = generator.patch[0]
-    dit = DiTTransformer2DModel(num_attention_heads=heads, attention_head_dim=width // heads, in_channels=channels,
-                                out_channels=channels, num_layers=backbone.unique_layers * backbone.loops,
-                                sample_size=size, patch_size=p, activation_fn="gelu-approximate",
-                                num_embeds_ada_norm=generator.num_classes, norm_type="ada_norm_zero",
-                                norm_elementwise_affine=False, norm_eps=1e-6)
+    dit = DiTTransformer2DModel(
+        num_attention_heads=heads,
+        attention_head_dim=width // heads,
+        in_channels=channels,
+        out_channels=channels,
+        num_layers=backbone.unique_layers * backbone.loops,
+        sample_size=size,
+        patch_size=p,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=generator.num_classes,
+        norm_type="ada_norm_zero",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+    )
 
     def put(dst: nn.Linear, src: nn.Linear) -> None:
         dst.weight.copy_(src.weight)
@@ -101,11 +129,15 @@ def dit_from_elt(generator) -> nn.Module:
     with torch.no_grad():
         dit.pos_embed.proj.weight.copy_(generator.patch_embed.weight.view(width, channels, p, p))
         dit.pos_embed.proj.bias.copy_(generator.patch_embed.bias)
-        dit.pos_embed.pos_embed = generator.pos_embed.detach().clone()  # elt's (h, w) sin-cos grid code
+        dit.pos_embed.pos_embed = (
+            generator.pos_embed.detach().clone()
+        )  # elt's (h, w) sin-cos grid code
         for index, block in enumerate(dit.transformer_blocks):
             src = backbone.blocks[index % backbone.unique_layers]
             emb = block.norm1.emb
-            emb.time_proj.downscale_freq_shift = 0  # elt's frequencies: exp(-log(P)·i/half), DiT's elt-equal
+            emb.time_proj.downscale_freq_shift = (
+                0  # elt's frequencies: exp(-log(P)·i/half), DiT's elt-equal
+            )
             put(emb.timestep_embedder.linear_1, generator.time_embed.mlp[0])
             put(emb.timestep_embedder.linear_2, generator.time_embed.mlp[2])
             emb.class_embedder.embedding_table.weight.copy_(generator.label_embed.table.weight)
@@ -113,7 +145,11 @@ def dit_from_elt(generator) -> nn.Module:
             put(block.norm1.linear, src.ada[1])
             q, k, v = src.attn.qkv.weight.chunk(3)
             qb, kb, vb = src.attn.qkv.bias.chunk(3)
-            for dst, w, b in ((block.attn1.to_q, q, qb), (block.attn1.to_k, k, kb), (block.attn1.to_v, v, vb)):
+            for dst, w, b in (
+                (block.attn1.to_q, q, qb),
+                (block.attn1.to_k, k, kb),
+                (block.attn1.to_v, v, vb),
+            ):
                 dst.weight.copy_(w)
                 dst.bias.copy_(b)
             put(block.attn1.to_out[0], src.attn.proj)
@@ -127,7 +163,9 @@ def dit_from_elt(generator) -> nn.Module:
     return dit.to(generator.device).eval()
 
 
-def dit_output(dit: nn.Module, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def dit_output(
+    dit: nn.Module, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
     from elt.diffusion.model import TIME_SCALE
 
     return dit(z, timestep=t * TIME_SCALE, class_labels=labels, return_dict=False)[0]
@@ -152,7 +190,9 @@ def build_elt_masked(cfg, device: torch.device):
     t = cfg.tokenizer
     size = int(cfg.data.image_size)
     downsample = int(t.downsample)
-    codebook = math.prod(int(v) for v in t.levels) if t.kind != "pretrained_vq" else 1024  # MaskGIT's VQGAN
+    codebook = (
+        math.prod(int(v) for v in t.levels) if t.kind != "pretrained_vq" else 1024
+    )  # MaskGIT's VQGAN
     grid = (size // downsample, size // downsample)
     torch.manual_seed(0)
     generator = MaskedGenerator(cfg, StubTokenizer(grid, codebook, size, int(cfg.data.channels)))
@@ -173,10 +213,19 @@ class TorchMaskGIT(nn.Module):
         backbone = generator.backbone
         block = backbone.blocks[0]
         width = backbone.dim
-        layer = nn.TransformerEncoderLayer(width, block.attn.heads, dim_feedforward=block.mlp.fc1.out_features,
-                                           dropout=0.0, activation=gelu_tanh, layer_norm_eps=1e-6, batch_first=True,
-                                           norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, backbone.unique_layers * backbone.loops, enable_nested_tensor=False)
+        layer = nn.TransformerEncoderLayer(
+            width,
+            block.attn.heads,
+            dim_feedforward=block.mlp.fc1.out_features,
+            dropout=0.0,
+            activation=gelu_tanh,
+            layer_norm_eps=1e-6,
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(
+            layer, backbone.unique_layers * backbone.loops, enable_nested_tensor=False
+        )
         self.token_embed = copy.deepcopy(generator.token_embed)
         self.pos_embed = copy.deepcopy(generator.pos_embed)
         self.embed_norm = copy.deepcopy(generator.embed_norm)
@@ -188,16 +237,26 @@ class TorchMaskGIT(nn.Module):
                 src = backbone.blocks[index % backbone.unique_layers]
                 dst.self_attn.in_proj_weight.copy_(src.attn.qkv.weight)
                 dst.self_attn.in_proj_bias.copy_(src.attn.qkv.bias)
-                for a, b in ((dst.self_attn.out_proj, src.attn.proj), (dst.linear1, src.mlp.fc1),
-                             (dst.linear2, src.mlp.fc2), (dst.norm1, src.norm1), (dst.norm2, src.norm2)):
+                for a, b in (
+                    (dst.self_attn.out_proj, src.attn.proj),
+                    (dst.linear1, src.mlp.fc1),
+                    (dst.linear2, src.mlp.fc2),
+                    (dst.norm1, src.norm1),
+                    (dst.norm2, src.norm2),
+                ):
                     a.weight.copy_(b.weight)
                     a.bias.copy_(b.bias)
         self.to(generator.device).eval()
 
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labels = torch.where(labels < 0, torch.full_like(labels, self.null_class), labels)
-        h = torch.cat([self.class_table(labels).unsqueeze(1),
-                       self.embed_norm(self.token_embed(tokens) + self.pos_embed)], dim=1)
+        h = torch.cat(
+            [
+                self.class_table(labels).unsqueeze(1),
+                self.embed_norm(self.token_embed(tokens) + self.pos_embed),
+            ],
+            dim=1,
+        )
         return self.head(self.encoder(h)[:, 1:])
 
 
@@ -214,7 +273,9 @@ def masked_inputs(generator, batch: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, generator.codebook_size, (batch, generator.seq_len), generator=g)
     tokens = torch.where(torch.rand(tokens.shape, generator=g) < 0.5, generator.mask_id, tokens)
-    return tokens.to(generator.device), (torch.arange(batch) % generator.num_classes).to(generator.device)
+    return tokens.to(generator.device), (torch.arange(batch) % generator.num_classes).to(
+        generator.device
+    )
 
 
 @torch.no_grad()
@@ -250,12 +311,16 @@ class GemmRecorder(TorchDispatchMode):
         elif base in ("bmm", "baddbmm"):
             a, b = (args[0], args[1]) if base == "bmm" else (args[1], args[2])
             self.gemms.append(("bmm", a.shape[0], a.shape[1], a.shape[2], b.shape[2], a.dtype))
-        elif base == "_native_multi_head_attention":  # nn.MultiheadAttention's fused inference kernel
+        elif (
+            base == "_native_multi_head_attention"
+        ):  # nn.MultiheadAttention's fused inference kernel
             query, heads, proj_weight = args[0], args[4], args[7]
             b, n, d = query.shape
             self.gemms.append(("mm", 1, b * n, d, 3 * d, query.dtype))
-            self.gemms += [("bmm", b * heads, n, d // heads, n, query.dtype),
-                           ("bmm", b * heads, n, n, d // heads, query.dtype)]
+            self.gemms += [
+                ("bmm", b * heads, n, d // heads, n, query.dtype),
+                ("bmm", b * heads, n, n, d // heads, query.dtype),
+            ]
             self.gemms.append(("mm", 1, b * n, d, proj_weight.shape[0], query.dtype))
         elif "scaled_dot_product" in base:
             q, k = args[0], args[1]
@@ -288,8 +353,10 @@ def mm_replay(gemms: list[tuple], device: torch.device) -> Callable[[], None]:
         key = (kind, b, m, k, n, dtype)
         if key not in operands:
             lead = () if kind == "mm" else (b,)
-            operands[key] = (torch.randn(*lead, m, k, device=device).to(dtype),
-                             torch.randn(*lead, k, n, device=device).to(dtype))
+            operands[key] = (
+                torch.randn(*lead, m, k, device=device).to(dtype),
+                torch.randn(*lead, k, n, device=device).to(dtype),
+            )
     calls = [(torch.mm if g[0] == "mm" else torch.bmm, *operands[g]) for g in gemms]
 
     def replay() -> None:
@@ -300,14 +367,22 @@ def mm_replay(gemms: list[tuple], device: torch.device) -> Callable[[], None]:
 
 
 # -- workloads ------------------------------------------------------------------------------------------------------
-def diffusion_train_step(model_fn: Callable, params: list[nn.Parameter], generator, batch: int,
-                         device: torch.device, precision: str) -> Callable[[], None]:
+def diffusion_train_step(
+    model_fn: Callable,
+    params: list[nn.Parameter],
+    generator,
+    batch: int,
+    device: torch.device,
+    precision: str,
+) -> Callable[[], None]:
     """One training step on a fixed batch: noise at fixed times, x0 loss (elt's weighting), backward, AdamW."""
     process = generator.process
     x0, t, labels = diffusion_inputs(generator, batch, seed=2)
     noise = torch.randn_like(x0)
     z = process.add_noise(x0, noise, t)
-    optimizer = torch.optim.AdamW(params, lr=1e-5, **({"fused": True} if device.type == "cuda" else {}))
+    optimizer = torch.optim.AdamW(
+        params, lr=1e-5, **({"fused": True} if device.type == "cuda" else {})
+    )
 
     def step() -> None:
         with autocast_context(device, precision):
@@ -320,8 +395,16 @@ def diffusion_train_step(model_fn: Callable, params: list[nn.Parameter], generat
     return step
 
 
-def diffusion_workloads(generator, dit: nn.Module, batch: int, precision: str, compiled: bool,
-                        device: torch.device, steps: int, guidance: float) -> dict[str, dict[str, Callable]]:
+def diffusion_workloads(
+    generator,
+    dit: nn.Module,
+    batch: int,
+    precision: str,
+    compiled: bool,
+    device: torch.device,
+    steps: int,
+    guidance: float,
+) -> dict[str, dict[str, Callable]]:
     from elt.diffusion.sampler import DDIMSampler, sample
 
     z, t, labels = diffusion_inputs(generator, batch)
@@ -346,17 +429,22 @@ def diffusion_workloads(generator, dit: nn.Module, batch: int, precision: str, c
     sample_labels = labels.tolist()
 
     def elt_ddim():
-        return sampler_generator.sample_latents(sample_labels, steps=steps, guidance=guidance, seed=0,
-                                                sampler="ddim")
+        return sampler_generator.sample_latents(
+            sample_labels, steps=steps, guidance=guidance, seed=0, sampler="ddim"
+        )
 
     @torch.no_grad()
     def dit_ddim():
         def denoise(zz, tt, k):
-            both = dit_output(dit_net, torch.cat([zz, zz]), torch.cat([tt, tt]), torch.cat([labels, null]))
+            both = dit_output(
+                dit_net, torch.cat([zz, zz]), torch.cat([tt, tt]), torch.cat([labels, null])
+            )
             cond, uncond = both.chunk(2)
             return (uncond + guidance * (cond - uncond)).float()
 
-        noise = torch.randn((batch, *generator.data_shape), generator=torch.Generator().manual_seed(0)).to(device)
+        noise = torch.randn(
+            (batch, *generator.data_shape), generator=torch.Generator().manual_seed(0)
+        ).to(device)
         with autocast_context(device, precision):
             return sample(denoise, noise, generator.process, DDIMSampler(0.0), [1] * steps)
 
@@ -364,21 +452,46 @@ def diffusion_workloads(generator, dit: nn.Module, batch: int, precision: str, c
     train_dit = copy.deepcopy(dit).train()
     elt_train_net = torch.compile(train_elt) if compiled else train_elt
     dit_train_net = torch.compile(train_dit) if compiled else train_dit
-    elt_train = diffusion_train_step(lambda a, b, c: elt_train_net(a, b, c)[0], list(train_elt.parameters()),
-                                     train_elt, batch, device, precision)
-    dit_train = diffusion_train_step(lambda a, b, c: dit_output(dit_train_net, a, b, c), list(train_dit.parameters()),
-                                     train_elt, batch, device, precision)
-    return {"forward": {"elt": elt_forward, "peer": dit_forward},
-            f"ddim {steps} steps, CFG": {"elt": elt_ddim, "peer": dit_ddim},
-            "train step": {"elt": elt_train, "peer": dit_train}}
+    elt_train = diffusion_train_step(
+        lambda a, b, c: elt_train_net(a, b, c)[0],
+        list(train_elt.parameters()),
+        train_elt,
+        batch,
+        device,
+        precision,
+    )
+    dit_train = diffusion_train_step(
+        lambda a, b, c: dit_output(dit_train_net, a, b, c),
+        list(train_dit.parameters()),
+        train_elt,
+        batch,
+        device,
+        precision,
+    )
+    return {
+        "forward": {"elt": elt_forward, "peer": dit_forward},
+        f"ddim {steps} steps, CFG": {"elt": elt_ddim, "peer": dit_ddim},
+        "train step": {"elt": elt_train, "peer": dit_train},
+    }
 
 
-def masked_workloads(generator, peer: TorchMaskGIT, batch: int, precision: str, compiled: bool,
-                     device: torch.device, steps: int) -> dict[str, dict[str, Callable]]:
+def masked_workloads(
+    generator,
+    peer: TorchMaskGIT,
+    batch: int,
+    precision: str,
+    compiled: bool,
+    device: torch.device,
+    steps: int,
+) -> dict[str, dict[str, Callable]]:
     from elt.masked.sampler import iterative_decode
 
     tokens, labels = masked_inputs(generator, batch)
-    elt_net = torch.compile(generator.logits, options={"freezing": True}) if compiled else generator.logits
+    elt_net = (
+        torch.compile(generator.logits, options={"freezing": True})
+        if compiled
+        else generator.logits
+    )
     peer_net = torch.compile(peer, options={"freezing": True}) if compiled else peer
 
     @torch.no_grad()
@@ -410,12 +523,23 @@ def masked_workloads(generator, peer: TorchMaskGIT, batch: int, precision: str, 
         from elt.core import rng
 
         streams = rng.make_streams(0, None, batch, device)
-        return iterative_decode(logits_fn, batch, generator.seq_len, generator.mask_id, steps, generator=streams,
-                                device=device, temperature_base=cfg.temperature_base,
-                                temperature_range=cfg.temperature_range, token_temperature=cfg.token_temperature)
+        return iterative_decode(
+            logits_fn,
+            batch,
+            generator.seq_len,
+            generator.mask_id,
+            steps,
+            generator=streams,
+            device=device,
+            temperature_base=cfg.temperature_base,
+            temperature_range=cfg.temperature_range,
+            token_temperature=cfg.token_temperature,
+        )
 
-    return {"forward": {"elt": elt_forward, "peer": peer_forward},
-            f"maskgit {steps} steps": {"elt": elt_decode, "peer": peer_decode}}
+    return {
+        "forward": {"elt": elt_forward, "peer": peer_forward},
+        f"maskgit {steps} steps": {"elt": elt_decode, "peer": peer_decode},
+    }
 
 
 # -- the benchmark --------------------------------------------------------------------------------------------------
@@ -423,83 +547,144 @@ def bench_peers(args: argparse.Namespace, device: torch.device) -> dict[str, Any
     overrides = list(SMOKE_OVERRIDES) if args.smoke else []
     batches = list(dict.fromkeys(args.batches))
     rows, checks, models, skipped = [], [], [], []
-    partial = Path(args.out) / f"peers{('_' + args.tag) if args.tag else ''}.partial.json"  # rows so far
+    partial = (
+        Path(args.out) / f"peers{('_' + args.tag) if args.tag else ''}.partial.json"
+    )  # rows so far
     partial.parent.mkdir(parents=True, exist_ok=True)
     gemm_records: dict = {}
     for name in args.peer_configs:
         cfg = load_peer_config(name, overrides)
         paradigm = cfg.paradigm
         if paradigm == "diffusion" and importlib.util.find_spec("diffusers") is None:
-            skipped.append({"config": name, "reason": "diffusers is not installed (pip install 'elt[latent]')"})
+            skipped.append(
+                {"config": name, "reason": "diffusers is not installed (pip install 'elt[latent]')"}
+            )
             print(f"{name}: skipped, {skipped[-1]['reason']}")
             continue
         if paradigm == "diffusion":
             generator = build_elt_diffusion(cfg, device)
             peer = dit_from_elt(generator)
-            difference, peer_name = dit_difference(generator, peer), "diffusers DiTTransformer2DModel"
+            difference, peer_name = (
+                dit_difference(generator, peer),
+                "diffusers DiTTransformer2DModel",
+            )
             steps, guidance = generator.sampling_settings(args.sample_steps or None, None)
         elif paradigm == "masked":
             generator = build_elt_masked(cfg, device)
             peer = TorchMaskGIT(generator)
-            difference, peer_name = encoder_difference(generator, peer), "torch nn.TransformerEncoder"
+            difference, peer_name = (
+                encoder_difference(generator, peer),
+                "torch nn.TransformerEncoder",
+            )
             steps, guidance = generator.sampling_settings(args.sample_steps or None, 1.0)
         else:
-            raise ValueError(f"elt bench peers compares the diffusion and masked paradigms, not {paradigm!r}")
+            raise ValueError(
+                f"elt bench peers compares the diffusion and masked paradigms, not {paradigm!r}"
+            )
         backbone = generator.backbone
-        model = {"config": name, "paradigm": paradigm, "peer": peer_name, "width": backbone.dim,
-                 "heads": backbone.blocks[0].attn.heads, "unique_layers": backbone.unique_layers,
-                 "loops": backbone.loops, "tokens": getattr(generator, "tokens", None) or generator.seq_len + 1,
-                 "elt_params": sum(p.numel() for p in generator.parameters()),
-                 "peer_params": sum(p.numel() for p in peer.parameters()), "max_abs_difference_fp32": difference}
+        model = {
+            "config": name,
+            "paradigm": paradigm,
+            "peer": peer_name,
+            "width": backbone.dim,
+            "heads": backbone.blocks[0].attn.heads,
+            "unique_layers": backbone.unique_layers,
+            "loops": backbone.loops,
+            "tokens": getattr(generator, "tokens", None) or generator.seq_len + 1,
+            "elt_params": sum(p.numel() for p in generator.parameters()),
+            "peer_params": sum(p.numel() for p in peer.parameters()),
+            "max_abs_difference_fp32": difference,
+        }
         models.append(model)
-        print(f"{name}: elt {model['unique_layers']}N×{model['loops']}L width {model['width']} vs {peer_name} "
-              f"({model['unique_layers'] * model['loops']} layers, weights copied): max |difference| of the fp32 "
-              f"outputs {difference:.2e}")
+        print(
+            f"{name}: elt {model['unique_layers']}N×{model['loops']}L width {model['width']} vs {peer_name} "
+            f"({model['unique_layers'] * model['loops']} layers, weights copied): max |difference| of the fp32 "
+            f"outputs {difference:.2e}"
+        )
         if paradigm == "masked":  # same logits, same decoder, same seed: the same tokens
             work = masked_workloads(generator, peer, 2, "fp32", False, device, steps)
-            same = torch.equal(*(work[f"maskgit {steps} steps"][side]().flatten() for side in ("elt", "peer")))
-            checks.append({"config": name, "check": "maskgit tokens equal (fp32, batch 2)", "ok": bool(same)})
+            same = torch.equal(
+                *(work[f"maskgit {steps} steps"][side]().flatten() for side in ("elt", "peer"))
+            )
+            checks.append(
+                {"config": name, "check": "maskgit tokens equal (fp32, batch 2)", "ok": bool(same)}
+            )
         for precision in args.precisions:
             for mode in args.modes:
                 for batch in batches:
                     compiled = mode == "compiled"
                     torch._dynamo.reset() if compiled else None
                     if paradigm == "diffusion":
-                        work = diffusion_workloads(generator, peer, batch, precision, compiled, device, steps, guidance)
+                        work = diffusion_workloads(
+                            generator, peer, batch, precision, compiled, device, steps, guidance
+                        )
                     else:
-                        work = masked_workloads(generator, peer, batch, precision, compiled, device, steps)
+                        work = masked_workloads(
+                            generator, peer, batch, precision, compiled, device, steps
+                        )
                     for workload, pair in work.items():
                         started = time.perf_counter()
-                        for fn in pair.values():  # compilation (and one warm-up) outside the timed calls
+                        for (
+                            fn
+                        ) in pair.values():  # compilation (and one warm-up) outside the timed calls
                             fn()
                         compile_s = time.perf_counter() - started
-                        key = (name, workload, batch, precision)  # compiled: the GEMMs of the eager run
+                        key = (
+                            name,
+                            workload,
+                            batch,
+                            precision,
+                        )  # compiled: the GEMMs of the eager run
                         if key not in gemm_records and not compiled:
-                            gemm_records[key] = {side: record_gemms(fn) for side, fn in pair.items()}
+                            gemm_records[key] = {
+                                side: record_gemms(fn) for side, fn in pair.items()
+                            }
                         gemms = gemm_records.get(key, {"elt": [], "peer": []})
                         timed = dict(pair)
-                        for side in ("elt", "peer"):  # the roofline, timed interleaved with the workloads
+                        for side in (
+                            "elt",
+                            "peer",
+                        ):  # the roofline, timed interleaved with the workloads
                             if gemms[side]:
                                 timed[f"{side} mm"] = mm_replay(gemms[side], device)
                         seconds = time_interleaved(timed, device, args.warmup, args.repeats)
-                        row = {"config": name, "paradigm": paradigm, "workload": workload, "batch": batch,
-                               "precision": precision, "mode": mode, "elt_ms": 1000 * seconds["elt"],
-                               "peer_ms": 1000 * seconds["peer"], "peer_over_elt": seconds["peer"] / seconds["elt"],
-                               "first_calls_s": compile_s}
+                        row = {
+                            "config": name,
+                            "paradigm": paradigm,
+                            "workload": workload,
+                            "batch": batch,
+                            "precision": precision,
+                            "mode": mode,
+                            "elt_ms": 1000 * seconds["elt"],
+                            "peer_ms": 1000 * seconds["peer"],
+                            "peer_over_elt": seconds["peer"] / seconds["elt"],
+                            "first_calls_s": compile_s,
+                        }
                         for side in ("elt", "peer"):
                             flops = gemm_flops(gemms[side])
                             mm_s = seconds.get(f"{side} mm")
                             row[f"{side}_gflop"] = flops / 1e9 if flops else None
-                            row[f"{side}_gflops_per_s"] = flops / seconds[side] / 1e9 if flops else None
+                            row[f"{side}_gflops_per_s"] = (
+                                flops / seconds[side] / 1e9 if flops else None
+                            )
                             row[f"{side}_mm_gflops_per_s"] = flops / mm_s / 1e9 if mm_s else None
                             row[f"{side}_roofline_share"] = mm_s / seconds[side] if mm_s else None
                         rows.append(row)
                         print_row(row)
-                        write_json(partial, {"partial": True, "models": models, "checks": checks, "rows": rows})
+                        write_json(
+                            partial,
+                            {"partial": True, "models": models, "checks": checks, "rows": rows},
+                        )
     partial.unlink(missing_ok=True)  # the full JSON replaces it
-    return {"models": models, "checks": checks, "rows": rows, "skipped": skipped, "load": load_average(),
-            "note": "peer_over_elt = peer time / elt time (> 1: elt faster); roofline_share = time torch.mm/bmm "
-                    "take for the workload's own GEMMs (same shapes, dtype, threads, run) / the workload's time"}
+    return {
+        "models": models,
+        "checks": checks,
+        "rows": rows,
+        "skipped": skipped,
+        "load": load_average(),
+        "note": "peer_over_elt = peer time / elt time (> 1: elt faster); roofline_share = time torch.mm/bmm "
+        "take for the workload's own GEMMs (same shapes, dtype, threads, run) / the workload's time",
+    }
 
 
 def load_average() -> list[float] | None:
@@ -511,8 +696,10 @@ def load_average() -> list[float] | None:
         return None
 
 
-HEADER = (f"{'config':<17} {'workload':<22} {'batch':>5} {'prec':>4} {'mode':>8} {'elt ms':>9} {'peer ms':>9} "
-          f"{'peer/elt':>8} {'GFLOP':>8} {'elt %mm':>7} {'peer %mm':>8}")
+HEADER = (
+    f"{'config':<17} {'workload':<22} {'batch':>5} {'prec':>4} {'mode':>8} {'elt ms':>9} {'peer ms':>9} "
+    f"{'peer/elt':>8} {'GFLOP':>8} {'elt %mm':>7} {'peer %mm':>8}"
+)
 
 
 def print_row(row: dict[str, Any]) -> None:
@@ -520,17 +707,24 @@ def print_row(row: dict[str, Any]) -> None:
         return f"{row[key]:.0%}" if row.get(key) is not None else "n/a"
 
     gflop = f"{row['elt_gflop']:.3g}" if row.get("elt_gflop") is not None else "n/a"
-    print(f"{row['config']:<17} {row['workload']:<22} {row['batch']:>5} {row['precision']:>4} {row['mode']:>8} "
-          f"{row['elt_ms']:>9.2f} {row['peer_ms']:>9.2f} {row['peer_over_elt']:>7.2f}x {gflop:>8} "
-          f"{pct('elt_roofline_share'):>7} {pct('peer_roofline_share'):>8}", flush=True)
+    print(
+        f"{row['config']:<17} {row['workload']:<22} {row['batch']:>5} {row['precision']:>4} {row['mode']:>8} "
+        f"{row['elt_ms']:>9.2f} {row['peer_ms']:>9.2f} {row['peer_over_elt']:>7.2f}x {gflop:>8} "
+        f"{pct('elt_roofline_share'):>7} {pct('peer_roofline_share'):>8}",
+        flush=True,
+    )
 
 
 def print_peers(result: dict[str, Any]) -> None:
-    print(f"\nelt vs peers — {result['device']}, threads {result['threads']}, torch {result['torch']}, "
-          f"load {result.get('load')}")
+    print(
+        f"\nelt vs peers — {result['device']}, threads {result['threads']}, torch {result['torch']}, "
+        f"load {result.get('load')}"
+    )
     for m in result["models"]:
-        print(f"  {m['config']}: {m['unique_layers']}N×{m['loops']}L width {m['width']} heads {m['heads']} vs "
-              f"{m['peer']}: max |difference| {m['max_abs_difference_fp32']:.2e}")
+        print(
+            f"  {m['config']}: {m['unique_layers']}N×{m['loops']}L width {m['width']} heads {m['heads']} vs "
+            f"{m['peer']}: max |difference| {m['max_abs_difference_fp32']:.2e}"
+        )
     for s in result.get("skipped", []):
         print(f"  {s['config']}: skipped, {s['reason']}")
     for c in result["checks"]:

@@ -20,8 +20,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, warmup: int,
-                     repeats: int) -> dict[str, float]:
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], device: torch.device, warmup: int, repeats: int
+) -> dict[str, float]:
     """Median seconds per call of each function, calls interleaved round-robin after ``warmup`` calls each."""
     for fn in fns.values():
         for _ in range(warmup):
@@ -43,7 +44,9 @@ def tensor_bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def saved_activation_bytes(model: BenchModel, mode: str, args: argparse.Namespace, device: torch.device) -> int:
+def saved_activation_bytes(
+    model: BenchModel, mode: str, args: argparse.Namespace, device: torch.device
+) -> int:
     """Bytes autograd keeps for the backward pass of one training forward (parameters excluded), counted
     exactly with saved-tensor hooks: device-independent, so it is measured on CPUs too."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -57,29 +60,52 @@ def saved_activation_bytes(model: BenchModel, mode: str, args: argparse.Namespac
 
     data = model.make_batch(args.batch, device)
     sampler_loops = args.loops - 1 if mode == "ilsd" else None
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast_context(device, args.precision):
+    with (
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+        autocast_context(device, args.precision),
+    ):
         out = model.states(data, exit_loops=[sampler_loops] if sampler_loops else [])
         teacher = model.head(out.final)
         student = model.head(out.exits[sampler_loops]) if sampler_loops else None
-        terms = ilsd_loss(teacher, student, lambda p: model.gt_loss(p, data), model.distill_loss, 0.5, sampler_loops)
+        terms = ilsd_loss(
+            teacher,
+            student,
+            lambda p: model.gt_loss(p, data),
+            model.distill_loss,
+            0.5,
+            sampler_loops,
+        )
     del terms, out, teacher, student
     return sum(seen.values())
 
 
-def memory_row(args: argparse.Namespace, mode: str, device: torch.device, checkpoint_loops: bool) -> dict[str, Any]:
+def memory_row(
+    args: argparse.Namespace, mode: str, device: torch.device, checkpoint_loops: bool
+) -> dict[str, Any]:
     model = build_model(args, mode, device, checkpoint_loops=checkpoint_loops)
     step, optimizer = make_train_step(model, mode, args, device)
     params = tensor_bytes(model.parameters())
     activations = saved_activation_bytes(model, mode, args, device)
-    if checkpoint_loops:  # the backward pass recomputes one loop at a time: add one loop's activations
+    if (
+        checkpoint_loops
+    ):  # the backward pass recomputes one loop at a time: add one loop's activations
         model.backbone.checkpoint_loops = False
         activations += saved_activation_bytes(model, mode, args, device) // model.backbone.loops
         model.backbone.checkpoint_loops = True
-    row = {"mode": mode, "checkpoint_loops": checkpoint_loops, "layers": len(model.backbone.blocks),
-           "loops": model.backbone.loops, "params": sum(p.numel() for p in model.parameters()),
-           "param_mib": params / 2**20, "grad_mib": params / 2**20, "adam_mib": 2 * params / 2**20,
-           "activation_mib": activations / 2**20}
-    row["accounted_mib"] = row["param_mib"] + row["grad_mib"] + row["adam_mib"] + row["activation_mib"]
+    row = {
+        "mode": mode,
+        "checkpoint_loops": checkpoint_loops,
+        "layers": len(model.backbone.blocks),
+        "loops": model.backbone.loops,
+        "params": sum(p.numel() for p in model.parameters()),
+        "param_mib": params / 2**20,
+        "grad_mib": params / 2**20,
+        "adam_mib": 2 * params / 2**20,
+        "activation_mib": activations / 2**20,
+    }
+    row["accounted_mib"] = (
+        row["param_mib"] + row["grad_mib"] + row["adam_mib"] + row["activation_mib"]
+    )
     if device.type == "cuda":
         step()  # optimizer state allocated
         synchronize(device)

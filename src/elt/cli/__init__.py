@@ -39,16 +39,24 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 THREADS = bounded_int(1, 4096)
-THREADS_HELP = ("CPU threads for PyTorch (default: $ELT_THREADS, else the config's train.threads, else half the "
-                "CPUs, at least 1: full cores collapse when another job runs)")
+THREADS_HELP = (
+    "CPU threads for PyTorch (default: $ELT_THREADS, else the config's train.threads, else half the "
+    "CPUs, at least 1: full cores collapse when another job runs)"
+)
 
 
 def _add_threads_option(parser: argparse.ArgumentParser) -> None:
     """``--threads N`` on every (sub)command that has none of its own; one destination, never defaulted by a
     subcommand, so ``elt --threads 1 demo`` and ``elt demo --threads 1`` mean the same."""
     if "--threads" not in parser._option_string_actions:
-        parser.add_argument("--threads", dest="global_threads", type=THREADS, default=argparse.SUPPRESS,
-                            metavar="N", help=THREADS_HELP)
+        parser.add_argument(
+            "--threads",
+            dest="global_threads",
+            type=THREADS,
+            default=argparse.SUPPRESS,
+            metavar="N",
+            help=THREADS_HELP,
+        )
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
@@ -56,11 +64,21 @@ def _add_threads_option(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="elt", description="Elastic Looped Transformers for visual "
-                           "generation: train once, sample at any loop count.", epilog=EPILOG)
+    parser = OneLineParser(
+        prog="elt",
+        description="Elastic Looped Transformers for visual "
+        "generation: train once, sample at any loop count.",
+        epilog=EPILOG,
+    )
     parser.add_argument("--version", action="version", version=f"elt {__version__}")
-    parser.add_argument("--threads", dest="global_threads", type=THREADS, default=None, metavar="N",
-                        help=THREADS_HELP)
+    parser.add_argument(
+        "--threads",
+        dest="global_threads",
+        type=THREADS,
+        default=None,
+        metavar="N",
+        help=THREADS_HELP,
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in COMMAND_GROUPS:
         group.add_parsers(sub)
@@ -84,33 +102,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides may follow options (elt train CFG --resume auto model.loops=6)
-        if getattr(args, "command", None) in ("train", "sample") and all("=" in item and not item.startswith("-")
-                                                                          for item in extra):
+        if getattr(args, "command", None) in ("train", "sample") and all(
+            "=" in item and not item.startswith("-") for item in extra
+        ):
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    if isinstance(getattr(args, "out", None), str):  # every command's --out: one check (elt.cli.args.out_dir)
+    if isinstance(
+        getattr(args, "out", None), str
+    ):  # every command's --out: one check (elt.cli.args.out_dir)
         try:
             out_dir(args.out)
         except argparse.ArgumentTypeError as exc:
             parser.error(f"argument --out: {exc}")
     if hasattr(args, "no_progress") and not sys.stderr.isatty():
-        args.no_progress = True  # progress bars only on a terminal: in a log file they are carriage-return noise
+        args.no_progress = (
+            True  # progress bars only on a terminal: in a log file they are carriage-return noise
+        )
     try:
         apply_threads(args)
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"elt: error: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # the reader went away (elt info RUN | head): stop quietly, as a shell tool would
+    except (
+        BrokenPipeError
+    ):  # the reader went away (elt info RUN | head): stop quietly, as a shell tool would
         import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        os.dup2(
+            os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()
+        )  # no second error at exit's flush
         return 128 + 13  # killed by SIGPIPE, by the shell's convention
-    except OSError as exc:  # disk full, read-only, a file where a folder belongs: one line, nothing half-written
+    except (
+        OSError
+    ) as exc:  # disk full, read-only, a file where a folder belongs: one line, nothing half-written
         from elt.fileio import user_fixable
 
         if (line := user_fixable(exc)) is None:

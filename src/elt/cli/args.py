@@ -52,7 +52,9 @@ def bounded_int(lo: int, hi: int, why: str = ""):
 
 
 positive_int = bounded_int(1, MAX_INT)
-count = positive_int  # samples, repeats, epochs: bounded later by what fits (elt.limits.check_memory)
+count = (
+    positive_int  # samples, repeats, epochs: bounded later by what fits (elt.limits.check_memory)
+)
 batch_size = bounded_int(1, MAX_BATCH)
 steps_int = bounded_int(1, MAX_SAMPLING_STEPS, " sampling steps")
 not_negative_int = bounded_int(0, MAX_INT)
@@ -62,7 +64,9 @@ def seed(text: str) -> int:
     """A seed: an integer in 0..2**63-2**32 (the config's train.seed rule)."""
     value = _int(text)
     if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"{value} is out of range; allowed: an integer in 0..{MAX_SEED}")
+        raise argparse.ArgumentTypeError(
+            f"{value} is out of range; allowed: an integer in 0..{MAX_SEED}"
+        )
     return value
 
 
@@ -73,7 +77,9 @@ def finite_float(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{str(text)[:40]!r} is not a number") from None
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text} is not allowed; use a finite number (e.g. 0, 1.5, 3)")
+        raise argparse.ArgumentTypeError(
+            f"{text} is not allowed; use a finite number (e.g. 0, 1.5, 3)"
+        )
     return value
 
 
@@ -83,12 +89,15 @@ def out_dir(text: str) -> str:
     if not str(text).strip():
         raise argparse.ArgumentTypeError("an empty path; give a folder name (e.g. --out samples)")
     if any(ord(c) < 32 for c in text):
-        raise argparse.ArgumentTypeError(f"{text[:40]!r} holds control characters; give a plain folder name")
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} holds control characters; give a plain folder name"
+        )
     resolved = str(Path(text).expanduser().absolute())
     for root in PSEUDO_FILESYSTEMS:
         if resolved == root or resolved.startswith(root + "/"):
-            raise argparse.ArgumentTypeError(f"{text[:60]!r} is on the {root} pseudo filesystem; choose a folder on "
-                                             "a disk")
+            raise argparse.ArgumentTypeError(
+                f"{text[:60]!r} is on the {root} pseudo filesystem; choose a folder on a disk"
+            )
     return text
 
 
@@ -106,11 +115,17 @@ def int_list(hi: int, what: str = "values"):
             lo = _int(lo_text) if lo_text else 0
             top = _int(hi_text) if dash else lo
             if lo < 1 or top < lo:
-                raise argparse.ArgumentTypeError(f"invalid {what} {part!r}; integers >= 1 or ranges A-B, e.g. 1,8,32")
+                raise argparse.ArgumentTypeError(
+                    f"invalid {what} {part!r}; integers >= 1 or ranges A-B, e.g. 1,8,32"
+                )
             if top > hi:
-                raise argparse.ArgumentTypeError(f"{what} {top} is too large; allowed: at most {hi}")
+                raise argparse.ArgumentTypeError(
+                    f"{what} {top} is too large; allowed: at most {hi}"
+                )
             if top - lo + 1 + len(values) > MAX_POINTS:
-                raise argparse.ArgumentTypeError(f"{str(text)[:40]!r} names more than {MAX_POINTS} {what}")
+                raise argparse.ArgumentTypeError(
+                    f"{str(text)[:40]!r} names more than {MAX_POINTS} {what}"
+                )
             values += [v for v in range(lo, top + 1) if v not in values]
         if not values:
             raise argparse.ArgumentTypeError(f"no {what} in {str(text)[:40]!r}")
@@ -137,17 +152,25 @@ def parse_steps(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid steps list {text[:40]!r}; use e.g. 8 or 8,16") from None
+        raise argparse.ArgumentTypeError(
+            f"invalid steps list {text[:40]!r}; use e.g. 8 or 8,16"
+        ) from None
     if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"invalid steps list {text[:40]!r}; steps are integers >= 1")
+        raise argparse.ArgumentTypeError(
+            f"invalid steps list {text[:40]!r}; steps are integers >= 1"
+        )
     if max(values) > MAX_SAMPLING_STEPS or len(values) > MAX_POINTS:
-        raise argparse.ArgumentTypeError(f"invalid steps list {text[:40]!r}; at most {MAX_POINTS} values, each at "
-                                         f"most {MAX_SAMPLING_STEPS}")
+        raise argparse.ArgumentTypeError(
+            f"invalid steps list {text[:40]!r}; at most {MAX_POINTS} values, each at "
+            f"most {MAX_SAMPLING_STEPS}"
+        )
     return values
 
 
 # -- a sampling request against the checkpoint, before its weights are loaded ------------------------------
-def check_sampling_request(ckpt: str, num: int, batch: int, points=None, what: str = "--num") -> None:
+def check_sampling_request(
+    ckpt: str, num: int, batch: int, points=None, what: str = "--num"
+) -> None:
     """From the checkpoint's config.yaml alone (before the weights are loaded): every operating point within
     the model's loop ceiling (:func:`elt.limits.loop_ceiling`), and ``num`` samples of its image shape in
     memory (kept as uint8, one batch as float32)."""
@@ -160,6 +183,6 @@ def check_sampling_request(ckpt: str, num: int, batch: int, points=None, what: s
     trained = backbone_shape(cfg)[1]
     for point in points or ():
         check_loops(max_loops(point), trained, f"--loops {point_label(point)}")
-    pixels = cfg.data.image_size ** 2 * cfg.data.channels * max(1, cfg.data.frames)
+    pixels = cfg.data.image_size**2 * cfg.data.channels * max(1, cfg.data.frames)
     estimate = num * pixels + min(batch, num) * pixels * 4
     check_memory(what, num, estimate, needs=f"for {num} samples of {pixels} values each")

@@ -22,42 +22,109 @@ def comma_list(text: str) -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("benchmark", choices=[*suites.BENCHMARKS, "all", "suite"],
-                   help="which benchmark (all: train, sampling, memory; suite: the GPU suite)")
-    p.add_argument("--kind", choices=("masked", "diffusion"), default="masked",
-                   help="paradigm-shaped synthetic model (default masked)")
+    p.add_argument(
+        "benchmark",
+        choices=[*suites.BENCHMARKS, "all", "suite"],
+        help="which benchmark (all: train, sampling, memory; suite: the GPU suite)",
+    )
+    p.add_argument(
+        "--kind",
+        choices=("masked", "diffusion"),
+        default="masked",
+        help="paradigm-shaped synthetic model (default masked)",
+    )
     p.add_argument("--width", type=bounded_int(1, MAX_WIDTH), default=256)
-    p.add_argument("--heads", type=bounded_int(1, MAX_WIDTH), default=None, help="default: width / 64")
+    p.add_argument(
+        "--heads", type=bounded_int(1, MAX_WIDTH), default=None, help="default: width / 64"
+    )
     p.add_argument("--unique-layers", type=bounded_int(1, 1024), default=4, help="N, unique blocks")
-    p.add_argument("--max-loops", dest="loops", type=LOOPS_TYPE, default=4,
-                   help="L_max, the trained loop count (the unique stack has N·L layers, 1 loop)")
-    p.add_argument("--loops", dest="loops", type=LOOPS_TYPE, action=DeprecatedFlag, new="--max-loops",
-                   help=argparse.SUPPRESS)
-    p.add_argument("--tokens", type=bounded_int(1, 2**20), default=64,
-                   help="tokens per sample (e.g. 256 = 16×16 latents)")
-    p.add_argument("--vocab", type=bounded_int(1, 2**24), default=1024, help="codebook size (masked)")
-    p.add_argument("--batch", type=batch_size, default=32, help="train, memory, trainer (sampling: --batches)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 on CUDA")
+    p.add_argument(
+        "--max-loops",
+        dest="loops",
+        type=LOOPS_TYPE,
+        default=4,
+        help="L_max, the trained loop count (the unique stack has N·L layers, 1 loop)",
+    )
+    p.add_argument(
+        "--loops",
+        dest="loops",
+        type=LOOPS_TYPE,
+        action=DeprecatedFlag,
+        new="--max-loops",
+        help=argparse.SUPPRESS,
+    )
+    p.add_argument(
+        "--tokens",
+        type=bounded_int(1, 2**20),
+        default=64,
+        help="tokens per sample (e.g. 256 = 16×16 latents)",
+    )
+    p.add_argument(
+        "--vocab", type=bounded_int(1, 2**24), default=1024, help="codebook size (masked)"
+    )
+    p.add_argument(
+        "--batch", type=batch_size, default=32, help="train, memory, trainer (sampling: --batches)"
+    )
+    p.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 on CUDA"
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile each block")
-    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: check tracing only)")
-    p.add_argument("--checkpoint-loops", action="store_true", help="per-loop activation checkpointing (train)")
-    p.add_argument("--loops-list", type=parse_loops, default=[1, 2, 3, 4],
-                   help="sampling: loop counts used for sampling (1-4, 1,2,4)")
-    p.add_argument("--batches", type=int_list(MAX_BATCH, "batch sizes"), default=None,
-                   help="sampling: batch sizes (every loop count of --loops-list is timed at each; default 1,8,32); "
-                        "peers: default 1,8,64")
-    p.add_argument("--peer-configs", type=comma_list, default=list(peers.DEFAULT_CONFIGS),
-                   help="peers: shipped configs (or YAML paths) whose model shapes are compared "
-                        f"(default {','.join(peers.DEFAULT_CONFIGS)})")
-    p.add_argument("--precisions", type=comma_list, default=["fp32", "bf16"], help="peers: fp32,bf16 (default both)")
-    p.add_argument("--modes", type=comma_list, default=["eager", "compiled"],
-                   help="peers: eager,compiled (default both; compiled = torch.compile of both sides)")
-    p.add_argument("--sample-steps", type=bounded_int(0, MAX_SAMPLING_STEPS), default=0,
-                   help="sampling steps (synthetic default 8; with --ckpt the config's)")
-    p.add_argument("--ckpt", default=None, help="sampling: time this trained generator's sampler instead")
+    p.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend (eager: check tracing only)",
+    )
+    p.add_argument(
+        "--checkpoint-loops", action="store_true", help="per-loop activation checkpointing (train)"
+    )
+    p.add_argument(
+        "--loops-list",
+        type=parse_loops,
+        default=[1, 2, 3, 4],
+        help="sampling: loop counts used for sampling (1-4, 1,2,4)",
+    )
+    p.add_argument(
+        "--batches",
+        type=int_list(MAX_BATCH, "batch sizes"),
+        default=None,
+        help="sampling: batch sizes (every loop count of --loops-list is timed at each; default 1,8,32); "
+        "peers: default 1,8,64",
+    )
+    p.add_argument(
+        "--peer-configs",
+        type=comma_list,
+        default=list(peers.DEFAULT_CONFIGS),
+        help="peers: shipped configs (or YAML paths) whose model shapes are compared "
+        f"(default {','.join(peers.DEFAULT_CONFIGS)})",
+    )
+    p.add_argument(
+        "--precisions",
+        type=comma_list,
+        default=["fp32", "bf16"],
+        help="peers: fp32,bf16 (default both)",
+    )
+    p.add_argument(
+        "--modes",
+        type=comma_list,
+        default=["eager", "compiled"],
+        help="peers: eager,compiled (default both; compiled = torch.compile of both sides)",
+    )
+    p.add_argument(
+        "--sample-steps",
+        type=bounded_int(0, MAX_SAMPLING_STEPS),
+        default=0,
+        help="sampling steps (synthetic default 8; with --ckpt the config's)",
+    )
+    p.add_argument(
+        "--ckpt", default=None, help="sampling: time this trained generator's sampler instead"
+    )
     p.add_argument("--warmup", type=bounded_int(0, 10_000), default=3)
-    p.add_argument("--repeats", type=bounded_int(1, 10_000), default=10,
-                   help="timed calls per variant (trainer: timed steps, after as many warm-up steps)")
+    p.add_argument(
+        "--repeats",
+        type=bounded_int(1, 10_000),
+        default=10,
+        help="timed calls per variant (trainer: timed steps, after as many warm-up steps)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="benchmarks/results", help="folder for the JSON files")
     p.add_argument("--tag", default="", help="suffix of the JSON file name (train_TAG.json)")
@@ -65,9 +132,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="throughput, MFU and memory benchmarks",
-                              description=bench_lib.__doc__.split("\n\n")[1],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "bench",
+        help="throughput, MFU and memory benchmarks",
+        description=bench_lib.__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(p)
     p.set_defaults(func=run)
 
@@ -78,10 +148,16 @@ def check_sizes(args: argparse.Namespace) -> None:
 
     if args.smoke or args.benchmark == "suite" or (args.benchmark == "sampling" and args.ckpt):
         return
-    layers = args.unique_layers * args.loops  # the unique stack of equal FLOPs is the largest variant
+    layers = (
+        args.unique_layers * args.loops
+    )  # the unique stack of equal FLOPs is the largest variant
     params = transformer_parameters(args.width, layers, 4.0, args.tokens, args.vocab)
-    check_memory("--width", f"{args.width} (with --unique-layers {args.unique_layers} --max-loops {args.loops})",
-                 4 * params, needs=f"for the fp32 weights of at least {params:.3g} parameters")
+    check_memory(
+        "--width",
+        f"{args.width} (with --unique-layers {args.unique_layers} --max-loops {args.loops})",
+        4 * params,
+        needs=f"for the fp32 weights of at least {params:.3g} parameters",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,12 +166,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m elt.bench", description=bench_lib.__doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m elt.bench",
+        description=bench_lib.__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(parser)
     try:
         return run(parser.parse_args(argv))
     except UserError as exc:
         print(f"elt: error: {exc}", file=sys.stderr)
         return 2
-

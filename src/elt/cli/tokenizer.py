@@ -30,10 +30,14 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     from elt.train.checkpoint import refuse_environment_reads
 
-    refuse_environment_reads(cfg)  # tokenizer.json stores the data settings: no environment value ends up there
+    refuse_environment_reads(
+        cfg
+    )  # tokenizer.json stores the data settings: no environment value ends up there
     if cfg.tokenizer.kind not in TRAINABLE_KINDS:
-        raise UserError(f"tokenizer.kind={cfg.tokenizer.kind} is not trainable here; only "
-                        f"{' and '.join(TRAINABLE_KINDS)} are (pretrained_vq loads from tokenizer.pretrained_path)")
+        raise UserError(
+            f"tokenizer.kind={cfg.tokenizer.kind} is not trainable here; only "
+            f"{' and '.join(TRAINABLE_KINDS)} are (pretrained_vq loads from tokenizer.pretrained_path)"
+        )
     out = tokenizer_dir(cfg, args.out)
     from contextlib import nullcontext
 
@@ -42,35 +46,53 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     check_output_dir(out, "tokenizer output folder")
     # a tokenizer written into a run directory (RUN/tokenizer by default) holds that run's lock: never while a
     # training there uses it
-    run = Path(cfg.train.out_dir) if out == Path(cfg.train.out_dir) / "tokenizer" else enclosing_run(out)
+    run = (
+        Path(cfg.train.out_dir)
+        if out == Path(cfg.train.out_dir) / "tokenizer"
+        else enclosing_run(out)
+    )
     with exclusive_lock(run, ".lock", what="run directory") if run is not None else nullcontext():
         if is_saved(out) and not args.force:
-            raise UserError(f"a tokenizer already exists in {out}; pass --force to retrain it or --out DIR")
+            raise UserError(
+                f"a tokenizer already exists in {out}; pass --force to retrain it or --out DIR"
+            )
         try:
             meta = train_tokenizer(cfg, out, progress=not args.no_progress)
         except (FileNotFoundError, ValueError) as exc:
             raise UserError(str(exc).splitlines()[0]) from exc
     metrics = meta.get("metrics")
     if metrics:
-        print(f"tokenizer {meta['hash']}: {metrics['split']} PSNR {metrics['psnr']:.2f} dB, "
-              f"MSE {metrics['mse']:.5f} (pixels in [0,1], {metrics['items']} items)")
+        print(
+            f"tokenizer {meta['hash']}: {metrics['split']} PSNR {metrics['psnr']:.2f} dB, "
+            f"MSE {metrics['mse']:.5f} (pixels in [0,1], {metrics['items']} items)"
+        )
     print(f"saved to {out}")
     return 0
 
 
 def add_parsers(sub) -> None:
-    tokenizer = sub.add_parser("tokenizer", help="train an image or video tokenizer",
-                               description="Tokenizer commands (images: tokenizer.kind=fsq; video: fsq3d).")
+    tokenizer = sub.add_parser(
+        "tokenizer",
+        help="train an image or video tokenizer",
+        description="Tokenizer commands (images: tokenizer.kind=fsq; video: fsq3d).",
+    )
     commands = tokenizer.add_subparsers(dest="tokenizer_command", metavar="COMMAND")
-    p = commands.add_parser("train", help="train the FSQ tokenizer (image or video) a config describes",
-                            description="Train the FSQ tokenizer of a config (tokenizer.* and data.* fields; "
-                                        "tokenizer.kind=fsq for images, fsq3d for video clips) "
-                                        "and report its test PSNR/MSE. Saved to --out, else tokenizer.path, "
-                                        "else TRAIN.OUT_DIR/tokenizer.")
+    p = commands.add_parser(
+        "train",
+        help="train the FSQ tokenizer (image or video) a config describes",
+        description="Train the FSQ tokenizer of a config (tokenizer.* and data.* fields; "
+        "tokenizer.kind=fsq for images, fsq3d for video clips) "
+        "and report its test PSNR/MSE. Saved to --out, else tokenizer.path, "
+        "else TRAIN.OUT_DIR/tokenizer.",
+    )
     p.add_argument("config", help="YAML config path or shipped name (fmnist_masked)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
-    p.add_argument("--out", default=None, help="output folder (default: tokenizer.path or RUN/tokenizer)")
-    p.add_argument("--force", action="store_true", help="retrain even if a tokenizer is already saved there")
+    p.add_argument(
+        "--out", default=None, help="output folder (default: tokenizer.path or RUN/tokenizer)"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="retrain even if a tokenizer is already saved there"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_tokenizer_train)
     tokenizer.set_defaults(func=lambda args: tokenizer.print_help() or 0)

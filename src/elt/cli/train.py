@@ -28,7 +28,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     try:
         final = train(cfg, resume=args.resume, progress=not args.no_progress)
-    except TrainingInterrupted as stop:  # preempted: a checkpoint was written, exit 128 + signal number
+    except (
+        TrainingInterrupted
+    ) as stop:  # preempted: a checkpoint was written, exit 128 + signal number
         if stop.announce:  # rank 0 only under torchrun
             print(f"elt: {stop}", file=sys.stderr)
         return 128 + stop.signum
@@ -38,14 +40,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a model from a YAML config",
-                       description="Train an ELT model. Every config field can be overridden as key=value "
-                                   "(e.g. model.loops=6 train.steps=500).")
-    p.add_argument("config", help="YAML config path or shipped name (fmnist_masked, fmnist_diffusion, ...)")
+    p = sub.add_parser(
+        "train",
+        help="train a model from a YAML config",
+        description="Train an ELT model. Every config field can be overridden as key=value "
+        "(e.g. model.loops=6 train.steps=500).",
+    )
+    p.add_argument(
+        "config", help="YAML config path or shipped name (fmnist_masked, fmnist_diffusion, ...)"
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
-    p.add_argument("--resume", default=None, metavar="auto|PATH",
-                   help="resume: 'auto' = newest valid checkpoint of the run directory (fresh start if none), or a "
-                        "checkpoint path")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="auto|PATH",
+        help="resume: 'auto' = newest valid checkpoint of the run directory (fresh start if none), or a "
+        "checkpoint path",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -59,78 +70,156 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.loops is not None and (args.budget_ms is not None or args.quality is not None):
         raise UserError("give either --loops or a target (--budget-ms / --quality), not both")
-    check_sampling_args(num=args.num, seed=args.seed, steps=args.steps, guidance=args.guidance,
-                        batch_size=args.batch_size, loop_counts=args.loops or [1])
+    check_sampling_args(
+        num=args.num,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        batch_size=args.batch_size,
+        loop_counts=args.loops or [1],
+    )
     check_output_dir(args.out, "--out")
-    check_sampling_request(args.ckpt, args.num, args.batch_size, args.loops)  # config.yaml: before the weights
+    check_sampling_request(
+        args.ckpt, args.num, args.batch_size, args.loops
+    )  # config.yaml: before the weights
     loops, point = args.loops, None
-    if args.budget_ms is not None or args.quality is not None:  # a bad calibration.json fails before the load
+    if (
+        args.budget_ms is not None or args.quality is not None
+    ):  # a bad calibration.json fails before the load
         from elt.anytime import choose_point
 
-        point = choose_point(args.calibration or args.ckpt, budget_ms=args.budget_ms, fd_cls=args.quality)
+        point = choose_point(
+            args.calibration or args.ckpt, budget_ms=args.budget_ms, fd_cls=args.quality
+        )
         check_sampling_request(args.ckpt, args.num, args.batch_size, [point["loops"]])
     with distributed_session(args.device) as env:  # under torchrun: sampling sharded across ranks
         overrides = [*args.overrides, *(["sampling.compile=true"] if args.compile else [])]
-        generator = elt.load(args.ckpt, ema=not args.raw_weights, device=env.device, overrides=overrides)
+        generator = elt.load(
+            args.ckpt, ema=not args.raw_weights, device=env.device, overrides=overrides
+        )
         if point is not None:
             if env.is_main:
+
                 def num(key: str, spec: str) -> str:  # figures may be null in a calibration.json
                     return "n/a" if point.get(key) is None else format(point[key], spec)
 
-                print(f"picked {point['loops']}: {num('latency_ms', '.0f')} ms latency, FD_cls {num('fd_cls', '.3g')}, "
-                      f"{num('gflops', '.3g')} GFLOPs/sample (from {point['calibration']})")
+                print(
+                    f"picked {point['loops']}: {num('latency_ms', '.0f')} ms latency, FD_cls {num('fd_cls', '.3g')}, "
+                    f"{num('gflops', '.3g')} GFLOPs/sample (from {point['calibration']})"
+                )
             loops = [point["loops"]]
         loops = loops or list(range(1, generator.trained_loops + 1))
-        record = sample_to_disk(generator, loops, args.num, args.out, seed=args.seed, steps=args.steps,
-                                guidance=args.guidance, batch_size=args.batch_size, progress=not args.no_progress)
+        record = sample_to_disk(
+            generator,
+            loops,
+            args.num,
+            args.out,
+            seed=args.seed,
+            steps=args.steps,
+            guidance=args.guidance,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+        )
     if env.is_main:
         grids = ", ".join([record["grid"], *record.get("animations", [])])
         print(f"wrote {', '.join(record['files'].values())} and {grids} to {args.out}")
         for label, used in record.get("loops_used", {}).items():
             if used.get("mean") is not None:
-                print(f"  L={label}: {used['mean']:.2f} loops per sample and step on average, "
-                      f"{record['gflops'][label]:.3g} GFLOPs/sample")
+                print(
+                    f"  L={label}: {used['mean']:.2f} loops per sample and step on average, "
+                    f"{record['gflops'][label]:.3g} GFLOPs/sample"
+                )
     return 0
 
 
 def add_sample(sub) -> None:
-    p = sub.add_parser("sample", help="generate samples at several loop counts",
-                       description="Generate class-balanced samples from a checkpoint at each loop count: "
-                                   "samples_L<L>.npz (arr_0 uint8 N×H×W×C, video N×T×H×W×C; arr_1 labels) and "
-                                   "grid.png (video: also grid.gif, and grid.mp4 with PyAV).")
-    p.add_argument("--ckpt", required=True, help="checkpoint or run directory, or a shipped model (demo:masked, ...)")
-    p.add_argument("--loops", type=parse_loops, default=None, help=LOOPS_HELP + " (default 1..L_max)")
-    p.add_argument("--budget-ms", type=finite_float, default=None,
-                   help="pick the best-quality calibrated point whose latency is at most this (calibration.json "
-                        "from 'elt calibrate')")
-    p.add_argument("--quality", type=finite_float, default=None, metavar="FD_CLS",
-                   help="pick the cheapest calibrated point with FD_cls at most this")
-    p.add_argument("--calibration", default=None,
-                   help="calibration.json or the folder holding it (default: the run directory of --ckpt)")
+    p = sub.add_parser(
+        "sample",
+        help="generate samples at several loop counts",
+        description="Generate class-balanced samples from a checkpoint at each loop count: "
+        "samples_L<L>.npz (arr_0 uint8 N×H×W×C, video N×T×H×W×C; arr_1 labels) and "
+        "grid.png (video: also grid.gif, and grid.mp4 with PyAV).",
+    )
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        help="checkpoint or run directory, or a shipped model (demo:masked, ...)",
+    )
+    p.add_argument(
+        "--loops", type=parse_loops, default=None, help=LOOPS_HELP + " (default 1..L_max)"
+    )
+    p.add_argument(
+        "--budget-ms",
+        type=finite_float,
+        default=None,
+        help="pick the best-quality calibrated point whose latency is at most this (calibration.json "
+        "from 'elt calibrate')",
+    )
+    p.add_argument(
+        "--quality",
+        type=finite_float,
+        default=None,
+        metavar="FD_CLS",
+        help="pick the cheapest calibrated point with FD_cls at most this",
+    )
+    p.add_argument(
+        "--calibration",
+        default=None,
+        help="calibration.json or the folder holding it (default: the run directory of --ckpt)",
+    )
     p.add_argument("--num", type=count, default=100, help="samples per loop count (default 100)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--steps", type=steps_int, default=None,
-                   help="sampling steps (default: the config's sampling.steps)")
-    p.add_argument("--guidance", type=finite_float, default=None,
-                   help="classifier-free guidance scale s: output = uncond + s·(cond − uncond), 1 = conditional only, "
-                        "0 = unconditional (default: the config's sampling.guidance)")
-    p.add_argument("--seed", type=seed, default=0, help="an int seed makes the samples deterministic (default 0)")
+    p.add_argument(
+        "--steps",
+        type=steps_int,
+        default=None,
+        help="sampling steps (default: the config's sampling.steps)",
+    )
+    p.add_argument(
+        "--guidance",
+        type=finite_float,
+        default=None,
+        help="classifier-free guidance scale s: output = uncond + s·(cond − uncond), 1 = conditional only, "
+        "0 = unconditional (default: the config's sampling.guidance)",
+    )
+    p.add_argument(
+        "--seed",
+        type=seed,
+        default=0,
+        help="an int seed makes the samples deterministic (default 0)",
+    )
     p.add_argument("--batch-size", type=batch_size, default=256)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda, cuda:N or auto (under torchrun: cuda:LOCAL_RANK)",
+    )
     p.add_argument("--raw-weights", action="store_true", help="use raw weights instead of the EMA")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the fixed-loop sampling steps (sampling.compile=true): inductor on a CPU, "
-                        "CUDA graphs on a GPU; compiled once per batch size and loop count")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the fixed-loop sampling steps (sampling.compile=true): inductor on a CPU, "
+        "CUDA graphs on a GPU; compiled once per batch size and loop count",
+    )
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="sampling settings, e.g. sampling.precision=bf16, masked.temperature_base=4.5 or "
-                        "diffusion.sampler=ddpm (the diffusion solver: ddim | ddpm | euler)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="sampling settings, e.g. sampling.precision=bf16, masked.temperature_base=4.5 or "
+        "diffusion.sampler=ddpm (the diffusion solver: ddim | ddpm | euler)",
+    )
     p.set_defaults(func=cmd_sample)
 
 
 # -- info -----------------------------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
-    from elt.train.checkpoint import load_config_of, load_generator, resolve_checkpoint, verify_checkpoint
+    from elt.train.checkpoint import (
+        load_config_of,
+        load_generator,
+        resolve_checkpoint,
+        verify_checkpoint,
+    )
 
     ckpt = resolve_checkpoint(args.ckpt)
     verify_checkpoint(ckpt)  # every file it reports on: sizes, weights, training state
@@ -146,16 +235,22 @@ def cmd_info(args: argparse.Namespace) -> int:
         "width": backbone.dim,
         "parameters": sum(p.numel() for p in generator.parameters()),
         "backbone_parameters": sum(p.numel() for p in backbone.parameters()),
-        "gflops_per_sample": {str(k): float(f"{generator.gflops_per_sample(loops=k):.6g}")
-                              for k in range(1, backbone.loops + 1)},
+        "gflops_per_sample": {
+            str(k): float(f"{generator.gflops_per_sample(loops=k):.6g}")
+            for k in range(1, backbone.loops + 1)
+        },
     }
     print(json.dumps(info, indent=2))
     return 0
 
 
 def add_info(sub) -> None:
-    p = sub.add_parser("info", help="describe a checkpoint", description="Print what a checkpoint holds.")
-    p.add_argument("ckpt", help="checkpoint or run directory, or a shipped model (demo:masked, ...)")
+    p = sub.add_parser(
+        "info", help="describe a checkpoint", description="Print what a checkpoint holds."
+    )
+    p.add_argument(
+        "ckpt", help="checkpoint or run directory, or a shipped model (demo:masked, ...)"
+    )
     p.set_defaults(func=cmd_info)
 
 
@@ -166,26 +261,43 @@ def cmd_export(args: argparse.Namespace) -> int:
     from elt.train.checkpoint import export_inference
 
     here = Path.cwd().resolve()
-    if Path(args.out).resolve() == here and not any(here.iterdir()):  # (a full one is refused as not empty)
-        raise UserError(f"--out {args.out!r} is the current folder; export writes a folder of its own: give a new "
-                        "name, e.g. --out exported")
-    out = export_inference(args.ckpt, args.out, half=not args.fp32, sampling_overrides=args.overrides)
+    if Path(args.out).resolve() == here and not any(
+        here.iterdir()
+    ):  # (a full one is refused as not empty)
+        raise UserError(
+            f"--out {args.out!r} is the current folder; export writes a folder of its own: give a new "
+            "name, e.g. --out exported"
+        )
+    out = export_inference(
+        args.ckpt, args.out, half=not args.fp32, sampling_overrides=args.overrides
+    )
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"wrote inference checkpoint {out} ({size:.1f} MiB); load it with elt.load({str(out)!r})")
     return 0
 
 
 def add_export(sub) -> None:
-    p = sub.add_parser("export", help="write an inference-only checkpoint (EMA weights, fp16)",
-                       description="Write config.yaml + EMA weights (fp16 unless --fp32) to OUT: what elt.load, "
-                                   "elt sample and elt eval need, without optimizer state; key=value sampling "
-                                   "settings become the export's defaults.")
-    p.add_argument("--ckpt", required=True, help="checkpoint or run directory, or a shipped model (demo:masked, ...)")
+    p = sub.add_parser(
+        "export",
+        help="write an inference-only checkpoint (EMA weights, fp16)",
+        description="Write config.yaml + EMA weights (fp16 unless --fp32) to OUT: what elt.load, "
+        "elt sample and elt eval need, without optimizer state; key=value sampling "
+        "settings become the export's defaults.",
+    )
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        help="checkpoint or run directory, or a shipped model (demo:masked, ...)",
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="the export's default sampling settings (sampling.guidance=2, masked.temperature_base=1.5, "
-                        "...; sampling keys only)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="the export's default sampling settings (sampling.guidance=2, masked.temperature_base=1.5, "
+        "...; sampling keys only)",
+    )
     p.set_defaults(func=cmd_export)
 
 

@@ -38,9 +38,16 @@ Change = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Summary = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def run_adaptive(backbone: LoopedTransformer, h: torch.Tensor, cond: torch.Tensor | None, branches: int,
-                 readout: Readout, change: Change, rule: AdaptiveExit,
-                 summarise: Summary | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def run_adaptive(
+    backbone: LoopedTransformer,
+    h: torch.Tensor,
+    cond: torch.Tensor | None,
+    branches: int,
+    readout: Readout,
+    change: Change,
+    rule: AdaptiveExit,
+    summarise: Summary | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Loop ``h`` (``branches``·B rows: branch 0 rows 0..B-1, branch 1 rows B..2B-1, prefix tokens included)
     until every sample exits.
 
@@ -68,12 +75,16 @@ def run_adaptive(backbone: LoopedTransformer, h: torch.Tensor, cond: torch.Tenso
     for k in range(1, rule.max_loops + 1):
         h = backbone.loop_once(h, cond, k - 1, x0)
         last = k == rule.max_loops or (k >= rule.min_loops and always)
-        if k < rule.min_loops - 1 and not last:  # no exit yet, and the next loop does not compare with this one
+        if (
+            k < rule.min_loops - 1 and not last
+        ):  # no exit yet, and the next loop does not compare with this one
             continue
         prediction = readout(h, cond, active)
         if out is None:
             out = prediction.new_empty((batch, *prediction.shape[1:]))
-        summary = prediction if summarise is None or last else summarise(prediction, active)  # unused after last
+        summary = (
+            prediction if summarise is None or last else summarise(prediction, active)
+        )  # unused after last
         if last:
             done = torch.ones(len(active), dtype=torch.bool, device=device)
         elif k >= rule.min_loops:
@@ -133,7 +144,9 @@ def token_change(masked: torch.Tensor) -> Change:
     return change
 
 
-def relative_change(to_x0: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> Change:
+def relative_change(
+    to_x0: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> Change:
     """Diffusion: ‖x̂0_k − x̂0_{k−1}‖ / ‖x̂0_{k−1}‖ per sample. With ``to_x0(prediction, active)`` (the network
     output of the active samples → x̂0) it compares predictions; without, it compares summaries that already
     are x̂0 (``summarise=to_x0`` in :func:`run_adaptive`: each prediction converted once, not twice)."""

@@ -42,7 +42,9 @@ _ACTIVE: list[_Keyed] = []
 
 
 @contextmanager
-def keyed_draws(seed: int, step: int, rows: Sequence[int] | torch.Tensor, global_batch: int) -> Iterator[None]:
+def keyed_draws(
+    seed: int, step: int, rows: Sequence[int] | torch.Tensor, global_batch: int
+) -> Iterator[None]:
     """Within the block, :func:`rand` / :func:`randn` draw per global sample index (see the module doc)."""
     rows = torch.as_tensor(rows, dtype=torch.long)
     if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= global_batch):
@@ -58,31 +60,44 @@ def active() -> bool:
     return bool(_ACTIVE)
 
 
-def _draw(kind: str, batch: int, shape: tuple[int, ...], device: torch.device | str, dtype) -> torch.Tensor:
+def _draw(
+    kind: str, batch: int, shape: tuple[int, ...], device: torch.device | str, dtype
+) -> torch.Tensor:
     device = torch.device(device)
     if not _ACTIVE:
         make = torch.rand if kind == "rand" else torch.randn
         return make((batch, *shape), device=device, dtype=dtype)
     keyed = _ACTIVE[-1]
     if batch != len(keyed.rows):
-        raise ValueError(f"a keyed draw for {batch} items inside a step whose rank holds {len(keyed.rows)}")
+        raise ValueError(
+            f"a keyed draw for {batch} items inside a step whose rank holds {len(keyed.rows)}"
+        )
     make = torch.rand if kind == "rand" else torch.randn
-    full = make((keyed.global_batch, *shape), device=device, dtype=dtype, generator=keyed.generator(device))
+    full = make(
+        (keyed.global_batch, *shape), device=device, dtype=dtype, generator=keyed.generator(device)
+    )
     return full[keyed.rows.to(device)]
 
 
-def rand_global(batch: int, *shape: int, device: torch.device | str = "cpu",
-                dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+def rand_global(
+    batch: int, *shape: int, device: torch.device | str = "cpu", dtype=torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """U[0, 1) numbers for the whole global batch (global_batch × ``shape``) and the rows of this rank's
     ``batch`` items in it; outside a step: ``batch`` rows and ``arange(batch)``. For quantities that need
     the whole step's draws on every rank (e.g. the number of masked tokens of the global batch)."""
     device = torch.device(device)
     if not _ACTIVE:
-        return torch.rand((batch, *shape), device=device, dtype=dtype), torch.arange(batch, device=device)
+        return torch.rand((batch, *shape), device=device, dtype=dtype), torch.arange(
+            batch, device=device
+        )
     keyed = _ACTIVE[-1]
     if batch != len(keyed.rows):
-        raise ValueError(f"a keyed draw for {batch} items inside a step whose rank holds {len(keyed.rows)}")
-    full = torch.rand((keyed.global_batch, *shape), device=device, dtype=dtype, generator=keyed.generator(device))
+        raise ValueError(
+            f"a keyed draw for {batch} items inside a step whose rank holds {len(keyed.rows)}"
+        )
+    full = torch.rand(
+        (keyed.global_batch, *shape), device=device, dtype=dtype, generator=keyed.generator(device)
+    )
     return full, keyed.rows.to(device)
 
 
@@ -94,15 +109,21 @@ def rank_share() -> float:
     return len(_ACTIVE[-1].rows) / _ACTIVE[-1].global_batch
 
 
-def rand(batch: int, *shape: int, device: torch.device | str = "cpu", dtype=torch.float32) -> torch.Tensor:
+def rand(
+    batch: int, *shape: int, device: torch.device | str = "cpu", dtype=torch.float32
+) -> torch.Tensor:
     """U[0, 1) numbers, ``batch`` × ``shape``: row i belongs to this rank's i-th item."""
     return _draw("rand", batch, tuple(shape), device, dtype)
 
 
-def randn(batch: int, *shape: int, device: torch.device | str = "cpu", dtype=torch.float32) -> torch.Tensor:
+def randn(
+    batch: int, *shape: int, device: torch.device | str = "cpu", dtype=torch.float32
+) -> torch.Tensor:
     """Standard normal numbers, ``batch`` × ``shape``: row i belongs to this rank's i-th item."""
     return _draw("randn", batch, tuple(shape), device, dtype)
 
 
 def randn_like(x: torch.Tensor) -> torch.Tensor:
-    return randn(x.shape[0], *x.shape[1:], device=x.device, dtype=x.dtype if x.is_floating_point() else None)
+    return randn(
+        x.shape[0], *x.shape[1:], device=x.device, dtype=x.dtype if x.is_floating_point() else None
+    )

@@ -86,8 +86,16 @@ class Block(nn.Module):
     bit-identical to one process. At 0 (the default) the forward pass is exactly the one without them.
     """
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, cond_dim: int | None = None,
-                 qkv_bias: bool = True, dropout: float = 0.0, attention_dropout: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        cond_dim: int | None = None,
+        qkv_bias: bool = True,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+    ):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
@@ -103,7 +111,11 @@ class Block(nn.Module):
             nn.init.zeros_(self.ada[1].bias)
 
     def _drop(self, branch: torch.Tensor) -> torch.Tensor:
-        return F.dropout(branch, self.dropout, training=True) if self.dropout and self.training else branch
+        return (
+            F.dropout(branch, self.dropout, training=True)
+            if self.dropout and self.training
+            else branch
+        )
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         if not self.adaptive:
@@ -113,7 +125,9 @@ class Block(nn.Module):
             raise ValueError("an adaLN block needs a conditioning vector")
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(cond).chunk(6, dim=-1)
         x = x + gate1.unsqueeze(1) * self._drop(self.attn(modulate(self.norm1(x), shift1, scale1)))
-        return x + gate2.unsqueeze(1) * self._drop(self.mlp(modulate(self.norm2(x), shift2, scale2)))
+        return x + gate2.unsqueeze(1) * self._drop(
+            self.mlp(modulate(self.norm2(x), shift2, scale2))
+        )
 
 
 class TimestepEmbedder(nn.Module):
@@ -131,7 +145,9 @@ class TimestepEmbedder(nn.Module):
 
 def sinusoidal_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half
+    )
     args = t.float()[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
@@ -157,7 +173,9 @@ class LabelEmbedder(nn.Module):
     def null_class(self) -> int:
         return self.num_classes
 
-    def forward(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self, labels: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         labels = torch.where(labels < 0, torch.full_like(labels, self.null_class), labels)
         if self.training and self.drop_prob > 0:
             if generator is None:  # inside a training step: keyed by the global sample index

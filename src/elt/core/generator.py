@@ -17,7 +17,15 @@ from elt.core.ilsd import ILSDTerms
 from elt.core.looped import LoopedTransformer
 from elt.core.schedule import AdaptiveExit, LoopSchedule, check_ceiling, loops_per_step, resolve
 
-__all__ = ["LoopSchedule", "LoopedGenerator", "labels_tensor", "loop_counts", "loops_per_step", "resolve", "to_uint8"]
+__all__ = [
+    "LoopSchedule",
+    "LoopedGenerator",
+    "labels_tensor",
+    "loop_counts",
+    "loops_per_step",
+    "resolve",
+    "to_uint8",
+]
 
 
 class LoopedGenerator(nn.Module, ABC):
@@ -41,10 +49,18 @@ class LoopedGenerator(nn.Module, ABC):
         the teacher's ground-truth loss alone otherwise."""
 
     @abstractmethod
-    def generate(self, class_labels: Sequence[int] | torch.Tensor, loops: LoopSchedule = None,
-                 steps: int | None = None, guidance: float | None = None, seed: int | None = None,
-                 progress: bool = False, *, seeds: Sequence[int] | None = None,
-                 return_loops: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def generate(
+        self,
+        class_labels: Sequence[int] | torch.Tensor,
+        loops: LoopSchedule = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        seed: int | None = None,
+        progress: bool = False,
+        *,
+        seeds: Sequence[int] | None = None,
+        return_loops: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Sample one image per label; returns uint8 N×H×W×C (video: N×T×H×W×C).
 
         ``loops`` is an operating point (:mod:`elt.core.schedule`): one loop count for every sampling
@@ -73,8 +89,9 @@ class LoopedGenerator(nn.Module, ABC):
         return plan
 
     @abstractmethod
-    def gflops_per_sample(self, loops: LoopSchedule = None, steps: int | None = None,
-                          guidance: float | None = None) -> float:
+    def gflops_per_sample(
+        self, loops: LoopSchedule = None, steps: int | None = None, guidance: float | None = None
+    ) -> float:
         """Forward GFLOPs (matmuls) to generate one sample, computed analytically."""
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -112,7 +129,9 @@ def parameter_state(module: nn.Module) -> tuple:
     return tuple((id(p), p._version) for p in module.parameters())
 
 
-COMPILE_RECOMPILE_LIMIT = 64  # compiled sampling steps per generator: loop counts × guidance × batch shapes
+COMPILE_RECOMPILE_LIMIT = (
+    64  # compiled sampling steps per generator: loop counts × guidance × batch shapes
+)
 
 
 def compile_step(function: Callable, device: torch.device) -> Callable:
@@ -150,8 +169,9 @@ def sampling_setting(config: Any, name: str, value: Any, defaults: dict[str, Any
     return defaults.get(name) if configured is None else configured
 
 
-def labels_tensor(class_labels: Sequence[int] | torch.Tensor, num_classes: int,
-                  device: torch.device) -> torch.Tensor:
+def labels_tensor(
+    class_labels: Sequence[int] | torch.Tensor, num_classes: int, device: torch.device
+) -> torch.Tensor:
     labels = torch.as_tensor(class_labels, dtype=torch.long, device=device).reshape(-1)
     if labels.numel() and (labels.min() < -1 or labels.max() >= num_classes):
         raise ValueError(f"class labels must lie in 0..{num_classes - 1} (or -1 for unconditional)")
@@ -165,14 +185,20 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return images.permute(*order).cpu().numpy()
 
 
-def loop_counts(plan: list[int] | AdaptiveExit, loops_used: np.ndarray | None, steps: int) -> np.ndarray:
+def loop_counts(
+    plan: list[int] | AdaptiveExit, loops_used: np.ndarray | None, steps: int
+) -> np.ndarray:
     """Loops per sample and step (N×steps) of a run: the given ones, or the fixed plan's (1×steps)."""
     if loops_used is not None:
         counts = np.asarray(loops_used, dtype=np.float64)
         if counts.ndim != 2 or counts.shape[1] != steps:
-            raise ValueError(f"loops_used must be N×{steps} (samples × steps), got shape {counts.shape}")
+            raise ValueError(
+                f"loops_used must be N×{steps} (samples × steps), got shape {counts.shape}"
+            )
         return counts
     if isinstance(plan, AdaptiveExit):
-        raise ValueError("GFLOPs of an adaptive exit depend on the loops it used: pass loops_used from "
-                         "generate(..., return_loops=True)")
+        raise ValueError(
+            "GFLOPs of an adaptive exit depend on the loops it used: pass loops_used from "
+            "generate(..., return_loops=True)"
+        )
     return np.asarray([plan], dtype=np.float64)

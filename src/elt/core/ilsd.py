@@ -47,10 +47,14 @@ class ILSDTerms:
         return out
 
 
-def ilsd_loss(teacher: torch.Tensor, student: torch.Tensor | None,
-              gt_loss: Callable[[torch.Tensor], torch.Tensor],
-              distill_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-              lam: float, student_loops: int | None = None) -> ILSDTerms:
+def ilsd_loss(
+    teacher: torch.Tensor,
+    student: torch.Tensor | None,
+    gt_loss: Callable[[torch.Tensor], torch.Tensor],
+    distill_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    lam: float,
+    student_loops: int | None = None,
+) -> ILSDTerms:
     """Combine the ILSD terms.
 
     Args:
@@ -68,15 +72,24 @@ def ilsd_loss(teacher: torch.Tensor, student: torch.Tensor | None,
     student_gt = gt_loss(student)
     distill = distill_loss(student, teacher.detach())
     total = teacher_gt + lam * student_gt + (1.0 - lam) * distill
-    return ILSDTerms(total=total, teacher_gt=teacher_gt, student_gt=student_gt, distill=distill, lam=lam,
-                     student_loops=student_loops)
+    return ILSDTerms(
+        total=total,
+        teacher_gt=teacher_gt,
+        student_gt=student_gt,
+        distill=distill,
+        lam=lam,
+        student_loops=student_loops,
+    )
 
 
-def ilsd_lambda(step: int, total_steps: int, schedule: str = "linear", start: float = 1.0,
-                end: float = 0.0) -> float:
+def ilsd_lambda(
+    step: int, total_steps: int, schedule: str = "linear", start: float = 1.0, end: float = 0.0
+) -> float:
     """λ at ``step`` of ``total_steps``: decays from ``start`` to ``end`` (linear by default, as the paper)."""
     if schedule not in LAMBDA_SCHEDULES:
-        raise ValueError(f"unknown lambda schedule {schedule!r}; choose one of {', '.join(LAMBDA_SCHEDULES)}")
+        raise ValueError(
+            f"unknown lambda schedule {schedule!r}; choose one of {', '.join(LAMBDA_SCHEDULES)}"
+        )
     if schedule == "constant" or total_steps <= 1:
         return float(start)
     progress = min(max(step / (total_steps - 1), 0.0), 1.0)

@@ -49,10 +49,22 @@ class LoopedTransformer(nn.Module):
         attention_dropout: training-time dropout of the attention probabilities (0 by default).
     """
 
-    def __init__(self, dim: int, unique_layers: int, loops: int, heads: int, mlp_ratio: float = 4.0,
-                 cond_dim: int | None = None, qkv_bias: bool = True, loop_embedding: bool = False,
-                 loop_norm: bool = False, checkpoint_loops: bool = False, input_injection: bool = False,
-                 dropout: float = 0.0, attention_dropout: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        unique_layers: int,
+        loops: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        cond_dim: int | None = None,
+        qkv_bias: bool = True,
+        loop_embedding: bool = False,
+        loop_norm: bool = False,
+        checkpoint_loops: bool = False,
+        input_injection: bool = False,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+    ):
         super().__init__()
         if unique_layers < 1:
             raise ValueError(f"unique_layers must be >= 1, got {unique_layers}")
@@ -63,8 +75,18 @@ class LoopedTransformer(nn.Module):
         self.loops = loops
         self.checkpoint_loops = checkpoint_loops
         self.blocks = nn.ModuleList(
-            [Block(dim, heads, mlp_ratio, cond_dim=cond_dim, qkv_bias=qkv_bias, dropout=dropout,
-                   attention_dropout=attention_dropout) for _ in range(unique_layers)]
+            [
+                Block(
+                    dim,
+                    heads,
+                    mlp_ratio,
+                    cond_dim=cond_dim,
+                    qkv_bias=qkv_bias,
+                    dropout=dropout,
+                    attention_dropout=attention_dropout,
+                )
+                for _ in range(unique_layers)
+            ]
         )
         self.loop_embed = nn.Linear(dim, dim) if loop_embedding else None
         self.loop_norm = LayerNorm(dim, eps=1e-6) if loop_norm else None
@@ -75,8 +97,9 @@ class LoopedTransformer(nn.Module):
                 nn.init.zeros_(extra.bias)
         self.apply(_init_linear)
 
-    def loop_once(self, h: torch.Tensor, cond: torch.Tensor | None, index: int,
-                  x: torch.Tensor | None = None) -> torch.Tensor:
+    def loop_once(
+        self, h: torch.Tensor, cond: torch.Tensor | None, index: int, x: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """One application of the block stack g (loop number ``index``, counted from 0).
 
         ``x`` is the input of loop 0 (prefix tokens included, rows matching ``h``); it is needed, and only
@@ -84,7 +107,9 @@ class LoopedTransformer(nn.Module):
         """
         if self.inject is not None:
             if x is None:
-                raise ValueError("this model re-injects its input at every loop: pass x, the input of loop 0")
+                raise ValueError(
+                    "this model re-injects its input at every loop: pass x, the input of loop 0"
+                )
             h = h + self.inject(x)
         if self.loop_embed is not None:
             code = sinusoidal_features(torch.full((1,), float(index), device=h.device), self.dim)
@@ -95,8 +120,14 @@ class LoopedTransformer(nn.Module):
             h = self.loop_norm(h)
         return h
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None, loops: int | None = None,
-                exit_loops: Iterable[int] = (), prefix: torch.Tensor | None = None) -> LoopOutput:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        loops: int | None = None,
+        exit_loops: Iterable[int] = (),
+        prefix: torch.Tensor | None = None,
+    ) -> LoopOutput:
         """Run ``loops`` loops over tokens ``x`` (B×T×D).
 
         ``exit_loops`` lists loop counts k (1 ≤ k ≤ loops) whose states h_k are returned as well.

@@ -14,12 +14,16 @@ import torch
 Streams = torch.Generator | list[torch.Generator] | None
 
 
-def make_streams(seed: int | None, seeds: Sequence[int] | None, batch: int, device: torch.device) -> Streams:
+def make_streams(
+    seed: int | None, seeds: Sequence[int] | None, batch: int, device: torch.device
+) -> Streams:
     """A generator seeded with ``seed`` (random when None), or one per sample from ``seeds``."""
     if seeds is not None:
         seeds = [int(s) for s in seeds]
         if len(seeds) != batch:
-            raise ValueError(f"seeds has {len(seeds)} entries for {batch} samples; give one seed per sample")
+            raise ValueError(
+                f"seeds has {len(seeds)} entries for {batch} samples; give one seed per sample"
+            )
         return [torch.Generator(device=device).manual_seed(s) for s in seeds]
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)))
@@ -29,15 +33,21 @@ def make_streams(seed: int | None, seeds: Sequence[int] | None, batch: int, devi
 def rand(shape: Sequence[int], streams: Streams, device, dtype=torch.float32) -> torch.Tensor:
     """Uniform [0, 1) of ``shape`` (first axis = samples)."""
     if isinstance(streams, list):
-        return torch.stack([torch.rand(tuple(shape[1:]), generator=g, device=device, dtype=dtype) for g in streams])
+        return torch.stack(
+            [torch.rand(tuple(shape[1:]), generator=g, device=device, dtype=dtype) for g in streams]
+        )
     return torch.rand(tuple(shape), generator=streams, device=device, dtype=dtype)
 
 
 def randn(shape: Sequence[int], streams: Streams, device, dtype=torch.float32) -> torch.Tensor:
     """Standard normal of ``shape`` (first axis = samples)."""
     if isinstance(streams, list):
-        return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=device, dtype=dtype)
-                            for g in streams])
+        return torch.stack(
+            [
+                torch.randn(tuple(shape[1:]), generator=g, device=device, dtype=dtype)
+                for g in streams
+            ]
+        )
     return torch.randn(tuple(shape), generator=streams, device=device, dtype=dtype)
 
 

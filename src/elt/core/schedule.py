@@ -34,15 +34,19 @@ class ScheduleError(UserError, ValueError):
     """A loop count, schedule or adaptive-exit setting that cannot be used (one line, names the value)."""
 
 
-GRAMMAR = ("L (fixed loop count, e.g. 2), A-B (the fixed counts A..B), A:B (linear ramp from A loops at the "
-           "first step to B at the last), AxN+BxM (A loops for N steps, then B for M; counts sum to the steps), "
-           "exit:T[:MIN-MAX] (adaptive exit at change threshold T)")
+GRAMMAR = (
+    "L (fixed loop count, e.g. 2), A-B (the fixed counts A..B), A:B (linear ramp from A loops at the "
+    "first step to B at the last), AxN+BxM (A loops for N steps, then B for M; counts sum to the steps), "
+    "exit:T[:MIN-MAX] (adaptive exit at change threshold T)"
+)
 
 
-LOOPS_HELP = ("operating points, comma-separated: L (fixed, e.g. 2), A-B (fixed A..B), A:B (linear ramp from A loops "
-              "at the first step to B at the last), AxN+BxM (A loops for N steps, then B for M; the counts add up "
-              "to the steps), exit:T[:MIN-MAX] (adaptive exit: stop a sample's loops once its prediction changed by "
-              "less than T; MIN default 2, MAX default L_max)")
+LOOPS_HELP = (
+    "operating points, comma-separated: L (fixed, e.g. 2), A-B (fixed A..B), A:B (linear ramp from A loops "
+    "at the first step to B at the last), AxN+BxM (A loops for N steps, then B for M; the counts add up "
+    "to the steps), exit:T[:MIN-MAX] (adaptive exit: stop a sample's loops once its prediction changed by "
+    "less than T; MIN default 2, MAX default L_max)"
+)
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,10 @@ class Ramp:
     def expand(self, steps: int) -> list[int]:
         if steps == 1:
             return [self.start]
-        return [int(math.floor(self.start + (self.end - self.start) * i / (steps - 1) + 0.5)) for i in range(steps)]
+        return [
+            int(math.floor(self.start + (self.end - self.start) * i / (steps - 1) + 0.5))
+            for i in range(steps)
+        ]
 
 
 @dataclass(frozen=True)
@@ -67,8 +74,10 @@ class Segments:
     def expand(self, steps: int) -> list[int]:
         total = sum(n for _, n in self.parts)
         if total != steps:
-            raise ScheduleError(f"loop schedule {point_label(self)!r} covers {total} steps but sampling uses "
-                                f"{steps} steps; make the step counts add up to {steps}")
+            raise ScheduleError(
+                f"loop schedule {point_label(self)!r} covers {total} steps but sampling uses "
+                f"{steps} steps; make the step counts add up to {steps}"
+            )
         return [loops for loops, n in self.parts for _ in range(n)]
 
 
@@ -84,10 +93,14 @@ class AdaptiveExit:
         if not (self.threshold >= 0):  # also rejects NaN
             raise ScheduleError(f"exit threshold must be >= 0 (or inf), got {self.threshold}")
         if self.min_loops < 2:
-            raise ScheduleError(f"adaptive exit needs min loops >= 2 (loop 1 has no previous prediction to "
-                                f"compare with), got {self.min_loops}; use the fixed point 1 for one loop")
+            raise ScheduleError(
+                f"adaptive exit needs min loops >= 2 (loop 1 has no previous prediction to "
+                f"compare with), got {self.min_loops}; use the fixed point 1 for one loop"
+            )
         if self.max_loops is not None and self.max_loops < self.min_loops:
-            raise ScheduleError(f"adaptive exit max loops {self.max_loops} is below min loops {self.min_loops}")
+            raise ScheduleError(
+                f"adaptive exit max loops {self.max_loops} is below min loops {self.min_loops}"
+            )
 
     def resolved(self, default_max: int) -> AdaptiveExit:
         """The same rule with ``max_loops`` filled in (L_max), checked against ``min_loops``."""
@@ -108,15 +121,21 @@ _EXIT = re.compile(r"^exit:([^:]+)(?::(\d+)-(\d*))?$")
 def _positive(value: int, text: str) -> int:
     if value < 1:
         raise ScheduleError(f"loop counts must be >= 1, got {text!r}; allowed: {GRAMMAR}")
-    if value > MAX_LOOPS:  # a model's own ceiling (elt.limits.loop_ceiling) is checked once it is known
-        raise ScheduleError(f"loops {text!r} asks for {value} loops; allowed: at most {MAX_LOOPS} (and at most "
-                            "4·L_max for a given model)")
+    if (
+        value > MAX_LOOPS
+    ):  # a model's own ceiling (elt.limits.loop_ceiling) is checked once it is known
+        raise ScheduleError(
+            f"loops {text!r} asks for {value} loops; allowed: at most {MAX_LOOPS} (and at most "
+            "4·L_max for a given model)"
+        )
     return value
 
 
 def _steps(count: int, text: str) -> int:
     if count > MAX_SAMPLING_STEPS:
-        raise ScheduleError(f"loop schedule {text!r} covers {count} steps; allowed: at most {MAX_SAMPLING_STEPS}")
+        raise ScheduleError(
+            f"loop schedule {text!r} covers {count} steps; allowed: at most {MAX_SAMPLING_STEPS}"
+        )
     return count
 
 
@@ -132,19 +151,24 @@ def parse_point(text: str) -> OperatingPoint:
         for piece in item.split("+"):
             seg = _SEGMENT.match(piece.strip())
             if not seg:
-                raise ScheduleError(f"bad loop schedule segment {piece!r} in {text!r}; write LOOPSxSTEPS joined "
-                                    "by +, e.g. 1x12+4x13")
+                raise ScheduleError(
+                    f"bad loop schedule segment {piece!r} in {text!r}; write LOOPSxSTEPS joined "
+                    "by +, e.g. 1x12+4x13"
+                )
             loops, count = _positive(int(seg[1]), text), _steps(int(seg[2]), text)
             if count < 1:
-                raise ScheduleError(f"segment {piece!r} in {text!r} covers no steps; step counts must be >= 1")
+                raise ScheduleError(
+                    f"segment {piece!r} in {text!r} covers no steps; step counts must be >= 1"
+                )
             parts.append((loops, count))
         return Segments(tuple(parts))
     if match := _EXIT.match(item):
         try:
             threshold = float(match[1])
         except ValueError:
-            raise ScheduleError(f"bad exit threshold {match[1]!r} in {text!r}; a number >= 0 or inf, e.g. "
-                                "exit:0.05") from None
+            raise ScheduleError(
+                f"bad exit threshold {match[1]!r} in {text!r}; a number >= 0 or inf, e.g. exit:0.05"
+            ) from None
         if match[2] is None:
             return AdaptiveExit(threshold)
         bottom = int(match[2])
@@ -178,8 +202,10 @@ def parse_loops(text: str | Sequence[str]) -> list[OperatingPoint]:
                     seen.add(p)
                     points.append(p)
             if len(points) > MAX_POINTS:
-                raise ScheduleError(f"--loops {str(text)[:40]!r} names more than {MAX_POINTS} operating points; "
-                                    f"allowed: at most {MAX_POINTS}")
+                raise ScheduleError(
+                    f"--loops {str(text)[:40]!r} names more than {MAX_POINTS} operating points; "
+                    f"allowed: at most {MAX_POINTS}"
+                )
     if not points:
         raise ScheduleError(f"no loop counts in {text!r}; allowed: {GRAMMAR}")
     return points
@@ -190,17 +216,23 @@ def as_point(loops: LoopSchedule) -> OperatingPoint | None:
     if loops is None or isinstance(loops, (Ramp, Segments, AdaptiveExit)):
         return loops
     if isinstance(loops, bool):
-        raise ScheduleError(f"loops must be an int, a list of ints or a schedule string, got {loops!r}")
+        raise ScheduleError(
+            f"loops must be an int, a list of ints or a schedule string, got {loops!r}"
+        )
     if isinstance(loops, int):
         return _positive(int(loops), str(loops))
     if isinstance(loops, str):
         points = parse_loops(loops)
         if len(points) != 1:
-            raise ScheduleError(f"loops {loops!r} names {len(points)} operating points; sampling takes one")
+            raise ScheduleError(
+                f"loops {loops!r} names {len(points)} operating points; sampling takes one"
+            )
         return points[0]
     if not isinstance(loops, Sequence | np.ndarray | torch.Tensor):
-        raise ScheduleError(f"loops={loops!r}: give an integer loop count >= 1, a list of them (one per sampling "
-                            f"step) or a schedule string ({GRAMMAR})")
+        raise ScheduleError(
+            f"loops={loops!r}: give an integer loop count >= 1, a list of them (one per sampling "
+            f"step) or a schedule string ({GRAMMAR})"
+        )
     raw = np.asarray(loops).reshape(-1).tolist()
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
         raise ScheduleError(f"a loop schedule holds integer loop counts >= 1, got {raw}")
@@ -254,7 +286,9 @@ def resolve(loops: LoopSchedule, steps: int, default: int) -> list[int] | Adapti
     return point.expand(steps)
 
 
-def check_ceiling(plan: list[int] | AdaptiveExit, trained_loops: int, loops: LoopSchedule = None) -> None:
+def check_ceiling(
+    plan: list[int] | AdaptiveExit, trained_loops: int, loops: LoopSchedule = None
+) -> None:
     """A resolved plan within the model's loop ceiling (:func:`elt.limits.loop_ceiling`, 4·L_max, at least 8)."""
     top = plan.max_loops if isinstance(plan, AdaptiveExit) else max(plan, default=0)
     check_loops(top, trained_loops, f"loops {point_label(loops if loops is not None else top)!r}")
@@ -265,10 +299,14 @@ def loops_per_step(loops: LoopSchedule, steps: int, default: int) -> list[int]:
     their loops are only known after sampling)."""
     plan = resolve(loops, steps, default)
     if isinstance(plan, AdaptiveExit):
-        raise ScheduleError(f"{point_label(plan)} is an adaptive exit: its loops per step are only known after "
-                            "sampling")
+        raise ScheduleError(
+            f"{point_label(plan)} is an adaptive exit: its loops per step are only known after "
+            "sampling"
+        )
     if len(plan) != steps:
-        raise ScheduleError(f"loop schedule has {len(plan)} entries but sampling uses {steps} steps")
+        raise ScheduleError(
+            f"loop schedule has {len(plan)} entries but sampling uses {steps} steps"
+        )
     return plan
 
 
@@ -282,4 +320,3 @@ def max_loops(loops: LoopSchedule) -> int | None:
     if isinstance(point, Segments):
         return max(count for count, _ in point.parts)
     return point.max_loops if point.max_loops is not None else point.min_loops
-

@@ -28,7 +28,9 @@ from tqdm.auto import tqdm
 from elt.errors import UserError
 from elt.fileio import write_json
 
-_SOLO_BUILDS_REFUSED: contextvars.ContextVar[str | None] = contextvars.ContextVar("elt_solo_builds", default=None)
+_SOLO_BUILDS_REFUSED: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "elt_solo_builds", default=None
+)
 
 
 class SoloBuildRefused(UserError):
@@ -87,14 +89,20 @@ class CacheSpec:
     encode: Callable[[int, int], np.ndarray]
     batch_size: int = 256
     skipped: Callable[[np.ndarray], int] | None = None
-    items: Any = None  # torch Dataset of raw items, decoded in DataLoader workers (with encode_batch)
+    items: Any = (
+        None  # torch Dataset of raw items, decoded in DataLoader workers (with encode_batch)
+    )
     encode_batch: Callable[[Any], np.ndarray] | None = None
     num_workers: int = 0
     info: dict[str, Any] = field(default_factory=dict)
 
     def meta(self) -> dict[str, Any]:
-        return {"key": self.key, "count": self.count, "item_shape": list(self.item_shape),
-                "dtype": np.dtype(self.dtype).str}
+        return {
+            "key": self.key,
+            "count": self.count,
+            "item_shape": list(self.item_shape),
+            "dtype": np.dtype(self.dtype).str,
+        }
 
 
 def read_cache(spec: CacheSpec, warn_stale: bool = True) -> np.ndarray | None:
@@ -112,9 +120,14 @@ def read_cache(spec: CacheSpec, warn_stale: bool = True) -> np.ndarray | None:
     except (json.JSONDecodeError, ValueError, OSError):
         found = None
     if warn_stale:
-        differs = [k for k in CORE_FIELDS if not isinstance(found, dict) or found.get(k) != spec.meta()[k]]
-        warnings.warn(f"the cache {array_path} was built with other settings ({', '.join(differs) or 'shape'} "
-                      "differ); it is rebuilt", stacklevel=2)
+        differs = [
+            k for k in CORE_FIELDS if not isinstance(found, dict) or found.get(k) != spec.meta()[k]
+        ]
+        warnings.warn(
+            f"the cache {array_path} was built with other settings ({', '.join(differs) or 'shape'} "
+            "differ); it is rebuilt",
+            stacklevel=2,
+        )
     return None
 
 
@@ -123,14 +136,19 @@ def write_manifest(spec: CacheSpec, **extra: Any) -> None:
     write_json(spec.path.with_suffix(".json"), {**spec.meta(), **spec.info, **extra})
 
 
-def encode_blocks(spec: CacheSpec, ranges: Sequence[tuple[int, int]]) -> Iterator[tuple[int, int, np.ndarray]]:
+def encode_blocks(
+    spec: CacheSpec, ranges: Sequence[tuple[int, int]]
+) -> Iterator[tuple[int, int, np.ndarray]]:
     """``(start, stop, block)`` for every batch of the item ranges, in order, no batch crossing a range's end.
 
     With ``spec.items`` and ``spec.encode_batch``, one DataLoader reads every range (``spec.num_workers``
     worker processes decode ahead while this process encodes); otherwise ``spec.encode`` is called per batch.
     """
-    batches = [(begin, min(begin + spec.batch_size, stop)) for start, stop in ranges
-               for begin in range(start, stop, spec.batch_size)]
+    batches = [
+        (begin, min(begin + spec.batch_size, stop))
+        for start, stop in ranges
+        for begin in range(start, stop, spec.batch_size)
+    ]
     if not batches:
         return
     if spec.items is None or spec.encode_batch is None:
@@ -140,8 +158,12 @@ def encode_blocks(spec: CacheSpec, ranges: Sequence[tuple[int, int]]) -> Iterato
     from torch.utils.data import DataLoader
 
     workers = max(0, int(spec.num_workers))
-    loader = DataLoader(spec.items, batch_sampler=[list(range(b, e)) for b, e in batches], num_workers=workers,
-                        **({"prefetch_factor": 4, "persistent_workers": False} if workers else {}))
+    loader = DataLoader(
+        spec.items,
+        batch_sampler=[list(range(b, e)) for b, e in batches],
+        num_workers=workers,
+        **({"prefetch_factor": 4, "persistent_workers": False} if workers else {}),
+    )
     for (begin, end), collated in zip(batches, loader, strict=True):
         yield begin, end, spec.encode_batch(collated)
 
@@ -155,7 +177,9 @@ def build_cache(spec: CacheSpec, progress: bool = True) -> np.ndarray:
     check_solo_build(f"the cache {array_path} is missing or was built with other settings")
     array_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = array_path.with_name(f".{array_path.stem}.{os.getpid()}.tmp.npy")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=spec.dtype, shape=(spec.count, *spec.item_shape))
+    out = np.lib.format.open_memmap(
+        tmp, mode="w+", dtype=spec.dtype, shape=(spec.count, *spec.item_shape)
+    )
     skipped = 0
     with tqdm(total=spec.count, desc=f"encoding {spec.path.name}", disable=not progress) as bar:
         for start, stop, block in encode_blocks(spec, [(0, spec.count)]):
@@ -170,9 +194,16 @@ def build_cache(spec: CacheSpec, progress: bool = True) -> np.ndarray:
     return np.load(array_path, mmap_mode="r")
 
 
-def cached_encode(path: str | Path, key: dict[str, Any], count: int, item_shape: tuple[int, ...], dtype,
-                  encode: Callable[[int, int], np.ndarray], batch_size: int = 256,
-                  progress: bool = True) -> np.ndarray:
+def cached_encode(
+    path: str | Path,
+    key: dict[str, Any],
+    count: int,
+    item_shape: tuple[int, ...],
+    dtype,
+    encode: Callable[[int, int], np.ndarray],
+    batch_size: int = 256,
+    progress: bool = True,
+) -> np.ndarray:
     """Return a read-only memmap of ``count`` encoded items, building it with ``encode(start, stop)`` if the
     cache at ``path`` (without suffix) is missing or was built with a different ``key``."""
     spec = CacheSpec(Path(path), key, count, tuple(item_shape), dtype, encode, batch_size)

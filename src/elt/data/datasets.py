@@ -22,43 +22,80 @@ def build_dataset(data_cfg, split: str = "train") -> Dataset:
         from elt.data.moving_fmnist import MovingFashionMNIST
 
         if data_cfg.channels != 1:
-            raise ValueError(f"moving_fmnist is greyscale: set data.channels=1 (got {data_cfg.channels})")
-        return MovingFashionMNIST(data_cfg.root, split=split, frames=data_cfg.frames,
-                                  image_size=data_cfg.image_size, sprite_size=data_cfg.sprite_size,
-                                  motion=data_cfg.motion, seed=data_cfg.video_seed, limit=limit)
+            raise ValueError(
+                f"moving_fmnist is greyscale: set data.channels=1 (got {data_cfg.channels})"
+            )
+        return MovingFashionMNIST(
+            data_cfg.root,
+            split=split,
+            frames=data_cfg.frames,
+            image_size=data_cfg.image_size,
+            sprite_size=data_cfg.sprite_size,
+            motion=data_cfg.motion,
+            seed=data_cfg.video_seed,
+            limit=limit,
+        )
     if name == "ucf101":
         from elt.data.ucf101 import UCF101
 
         if not data_cfg.root:
-            raise ValueError("data.name=ucf101 needs data.root=FOLDER (holding ucfTrainTestlist/ and the videos)")
+            raise ValueError(
+                "data.name=ucf101 needs data.root=FOLDER (holding ucfTrainTestlist/ and the videos)"
+            )
         if data_cfg.channels != 3:
             raise ValueError(f"UCF-101 is RGB: set data.channels=3 (got {data_cfg.channels})")
-        dataset = UCF101(data_cfg.root, split=split, fold=data_cfg.fold, frames=data_cfg.frames,
-                         image_size=data_cfg.image_size, frame_stride=data_cfg.frame_stride, limit=limit,
-                         seed=data_cfg.video_seed)
+        dataset = UCF101(
+            data_cfg.root,
+            split=split,
+            fold=data_cfg.fold,
+            frames=data_cfg.frames,
+            image_size=data_cfg.image_size,
+            frame_stride=data_cfg.frame_stride,
+            limit=limit,
+            seed=data_cfg.video_seed,
+        )
         if dataset.num_classes != data_cfg.num_classes:
-            raise ValueError(f"{data_cfg.root} has {dataset.num_classes} classes in classInd.txt but "
-                             f"data.num_classes={data_cfg.num_classes}; set data.num_classes={dataset.num_classes}")
+            raise ValueError(
+                f"{data_cfg.root} has {dataset.num_classes} classes in classInd.txt but "
+                f"data.num_classes={data_cfg.num_classes}; set data.num_classes={dataset.num_classes}"
+            )
         return dataset
     if name == "fashion_mnist":
         from elt.data.fashion_mnist import FashionMNIST
 
         if data_cfg.channels != 1:
-            raise ValueError(f"Fashion-MNIST is greyscale: set data.channels=1 (got {data_cfg.channels})")
-        return FashionMNIST(data_cfg.root, split=split, image_size=data_cfg.image_size,
-                            limit=data_cfg.limit if split == "train" else None)
+            raise ValueError(
+                f"Fashion-MNIST is greyscale: set data.channels=1 (got {data_cfg.channels})"
+            )
+        return FashionMNIST(
+            data_cfg.root,
+            split=split,
+            image_size=data_cfg.image_size,
+            limit=data_cfg.limit if split == "train" else None,
+        )
     if name == "folder":
         if not data_cfg.root:
-            raise ValueError("data.name=folder needs data.root=FOLDER (a folder of class subfolders)")
+            raise ValueError(
+                "data.name=folder needs data.root=FOLDER (a folder of class subfolders)"
+            )
         root = Path(data_cfg.root)
         if split != "train":
             split = next((s for s in (split, "val", "test") if (root / s).is_dir()), split)
         from elt.data.folders import ImageFolder
 
-        dataset = ImageFolder(root, image_size=data_cfg.image_size, channels=data_cfg.channels, split=split,
-                              limit=data_cfg.limit if split == "train" else None)
+        dataset = ImageFolder(
+            root,
+            image_size=data_cfg.image_size,
+            channels=data_cfg.channels,
+            split=split,
+            limit=data_cfg.limit if split == "train" else None,
+        )
         if dataset.num_classes != data_cfg.num_classes:
-            raise ValueError(f"{dataset.root} has {dataset.num_classes} class folders but data.num_classes="
-                             f"{data_cfg.num_classes}; set data.num_classes={dataset.num_classes}")
+            raise ValueError(
+                f"{dataset.root} has {dataset.num_classes} class folders but data.num_classes="
+                f"{data_cfg.num_classes}; set data.num_classes={dataset.num_classes}"
+            )
         return dataset
-    raise ValueError(f"unknown data.name {name!r}; allowed: fashion_mnist, folder, moving_fmnist, ucf101")
+    raise ValueError(
+        f"unknown data.name {name!r}; allowed: fashion_mnist, folder, moving_fmnist, ucf101"
+    )

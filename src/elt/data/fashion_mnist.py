@@ -22,8 +22,18 @@ from torch.utils.data import Dataset
 
 from elt.errors import UserError
 
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-           "Ankle boot")
+CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 DEBIAN_PATH = Path("/usr/share/datasets/fashion-mnist")
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -43,12 +53,16 @@ def read_idx(path: str | Path) -> np.ndarray:
         data = handle.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise ValueError(f"{path} is not an IDX file")
-    dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[data[2]]
+    dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[
+        data[2]
+    ]
     ndim = data[3]
-    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     array = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {array.size}")
+        raise ValueError(
+            f"{path} is truncated: expected {int(np.prod(shape))} values, found {array.size}"
+        )
     return array.reshape(shape)
 
 
@@ -66,9 +80,11 @@ def candidate_dirs(root: str | Path | None = None) -> list[Path]:
     for name, base in (("data.root", root), ("ELT_DATA", env)):
         if base:
             if not Path(base).is_dir():
-                raise DataNotFoundError(f"{name}={str(base)!r} is not a directory; point it at the folder holding "
-                                        "the Fashion-MNIST IDX files, or unset it (then ELT_DATA, then Debian's "
-                                        "dataset-fashion-mnist package are used)")
+                raise DataNotFoundError(
+                    f"{name}={str(base)!r} is not a directory; point it at the folder holding "
+                    "the Fashion-MNIST IDX files, or unset it (then ELT_DATA, then Debian's "
+                    "dataset-fashion-mnist package are used)"
+                )
             return [Path(base), Path(base) / "fashion-mnist", Path(base) / "FashionMNIST" / "raw"]
     return [DEBIAN_PATH]
 
@@ -108,12 +124,16 @@ def _torchvision_download(root: str | Path | None) -> Path | None:
     return target / "FashionMNIST" / "raw"
 
 
-def load_arrays(root: str | Path | None = None, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+def load_arrays(
+    root: str | Path | None = None, split: str = "train"
+) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images N×28×28 and int64 labels N."""
     images_path, labels_path = locate(root, split)
     images, labels = read_idx(images_path), read_idx(labels_path).astype(np.int64)
     if len(images) != len(labels):
-        raise ValueError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
+        raise ValueError(
+            f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
+        )
     return images, labels
 
 
@@ -124,8 +144,13 @@ class FashionMNIST(Dataset):
     num_classes = 10
     classes = CLASSES
 
-    def __init__(self, root: str | Path | None = None, split: str = "train", image_size: int = 32,
-                 limit: int | None = None):
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        split: str = "train",
+        image_size: int = 32,
+        limit: int | None = None,
+    ):
         images, labels = load_arrays(root, split)
         if limit:
             images, labels = images[:limit], labels[:limit]

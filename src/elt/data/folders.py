@@ -21,7 +21,19 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jpe")
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".ppm",
+    ".pgm",
+    ".jpe",
+)
 LOAD_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
@@ -37,7 +49,7 @@ def center_crop_adm(image: Image.Image, size: int) -> Image.Image:
     image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
     array = np.asarray(image)
     top, left = (array.shape[0] - size) // 2, (array.shape[1] - size) // 2
-    return Image.fromarray(array[top:top + size, left:left + size])
+    return Image.fromarray(array[top : top + size, left : left + size])
 
 
 class UnsupportedImageError(ValueError):
@@ -51,8 +63,9 @@ def to_8bit(image: Image.Image) -> Image.Image:
     if mode.startswith("I;16") or mode == "I":
         array = np.asarray(image).astype(np.int64)
         if array.size and (array.min() < 0 or array.max() > 65535):
-            raise UnsupportedImageError(f"{mode} image with values in [{array.min()}, {array.max()}]; expected "
-                                        "0..65535")
+            raise UnsupportedImageError(
+                f"{mode} image with values in [{array.min()}, {array.max()}]; expected 0..65535"
+            )
         scale = 257.0 if mode.startswith("I;16") or (array.size and array.max() > 255) else 1.0
         return Image.fromarray(np.clip(np.rint(array / scale), 0, 255).astype(np.uint8), "L")
     if mode == "F":
@@ -63,8 +76,10 @@ def to_8bit(image: Image.Image) -> Image.Image:
         if low >= 0.0 and high <= 1.0:
             array = array * 255.0
         elif not (low >= 0.0 and high <= 255.0):
-            raise UnsupportedImageError(f"float image with values in [{low:.4g}, {high:.4g}]; only [0, 1] or "
-                                        "[0, 255] are understood: convert it to 8-bit PNG/JPEG")
+            raise UnsupportedImageError(
+                f"float image with values in [{low:.4g}, {high:.4g}]; only [0, 1] or "
+                "[0, 255] are understood: convert it to 8-bit PNG/JPEG"
+            )
         return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), "L")
     return image
 
@@ -86,12 +101,20 @@ class ImageFolder(Dataset):
         limit: keep only the first ``limit`` files (sorted order), for quick runs.
     """
 
-    def __init__(self, root: str | Path, image_size: int = 64, channels: int = 3, split: str = "train",
-                 limit: int | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int = 64,
+        channels: int = 3,
+        split: str = "train",
+        limit: int | None = None,
+    ):
         root = Path(root)
         if not root.is_dir():
-            raise FileNotFoundError(f"image folder {str(root)!r} does not exist (set data.root to a folder of "
-                                    "class subfolders)")
+            raise FileNotFoundError(
+                f"image folder {str(root)!r} does not exist (set data.root to a folder of "
+                "class subfolders)"
+            )
         if (root / split).is_dir():
             root = root / split
         elif split != "train":
@@ -110,8 +133,10 @@ class ImageFolder(Dataset):
                 if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
                     files.append((path, label))
         if not files:
-            raise FileNotFoundError(f"image folder {str(root)!r} has class subfolders but no image files "
-                                    f"({', '.join(IMAGE_EXTENSIONS)})")
+            raise FileNotFoundError(
+                f"image folder {str(root)!r} has class subfolders but no image files "
+                f"({', '.join(IMAGE_EXTENSIONS)})"
+            )
         if limit:
             files = files[:limit]
         self.files = files
@@ -148,12 +173,18 @@ class ImageFolder(Dataset):
             return
         self.skipped.add(index)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        warnings.warn(f"skipped unreadable image {self.files[index][0]} ({reason}); "
-                      f"{len(self.skipped)} skipped so far", UnreadableImageWarning, stacklevel=3)
+        warnings.warn(
+            f"skipped unreadable image {self.files[index][0]} ({reason}); "
+            f"{len(self.skipped)} skipped so far",
+            UnreadableImageWarning,
+            stacklevel=3,
+        )
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         item = None
-        with warnings.catch_warnings(record=True) as skipped:  # shown once a readable image is found
+        with warnings.catch_warnings(
+            record=True
+        ) as skipped:  # shown once a readable image is found
             warnings.simplefilter("always", UnreadableImageWarning)
             for offset in range(len(self.files)):
                 item = self.load((index + offset) % len(self.files))
@@ -161,9 +192,13 @@ class ImageFolder(Dataset):
                     break
         if item is not None:
             for record in skipped:
-                warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
+                warnings.warn_explicit(
+                    record.message, record.category, record.filename, record.lineno
+                )
             return item
         from elt.errors import UserError
 
-        raise UserError(f"no readable image in {self.root}: every one of its {len(self.files)} image files is "
-                        "damaged or not an image")
+        raise UserError(
+            f"no readable image in {self.root}: every one of its {len(self.files)} image files is "
+            "damaged or not an image"
+        )

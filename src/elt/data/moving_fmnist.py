@@ -67,9 +67,17 @@ class MovingFashionMNIST(Dataset):
     num_classes = 10
     classes = CLASSES
 
-    def __init__(self, root: str | Path | None = None, split: str = "train", frames: int = 16,
-                 image_size: int = 64, sprite_size: int = 28, motion: str = "bounce", seed: int = 0,
-                 limit: int | None = None):
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        split: str = "train",
+        frames: int = 16,
+        image_size: int = 64,
+        sprite_size: int = 28,
+        motion: str = "bounce",
+        seed: int = 0,
+        limit: int | None = None,
+    ):
         if split not in SPLIT_IDS:
             raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLIT_IDS)}")
         if motion not in MOTIONS:
@@ -77,7 +85,9 @@ class MovingFashionMNIST(Dataset):
         if frames < 2:
             raise ValueError(f"data.frames must be >= 2 for moving_fmnist, got {frames}")
         if sprite_size < 1 or sprite_size > image_size:
-            raise ValueError(f"data.sprite_size={sprite_size} must lie in 1..data.image_size={image_size}")
+            raise ValueError(
+                f"data.sprite_size={sprite_size} must lie in 1..data.image_size={image_size}"
+            )
         images, labels = load_arrays(root, split)
         if limit:
             images, labels = images[:limit], labels[:limit]
@@ -125,7 +135,9 @@ class MovingFashionMNIST(Dataset):
         if self.sprite_size != sprite.shape[-1]:
             mode = "area" if self.sprite_size < sprite.shape[-1] else "bilinear"
             extra = {} if mode == "area" else {"align_corners": False}
-            sprite = F.interpolate(sprite[None, None], size=(self.sprite_size,) * 2, mode=mode, **extra)[0, 0]
+            sprite = F.interpolate(
+                sprite[None, None], size=(self.sprite_size,) * 2, mode=mode, **extra
+            )[0, 0]
             sprite = sprite.clamp(-1.0, 1.0)
         return sprite
 
@@ -134,5 +146,5 @@ class MovingFashionMNIST(Dataset):
         size, s = self.image_size, self.sprite_size
         video = torch.full((1, self.frames, size, size), -1.0)
         for t, (row, col) in enumerate(self.trajectory(index).tolist()):
-            video[0, t, row:row + s, col:col + s] = sprite
+            video[0, t, row : row + s, col : col + s] = sprite
         return video, self.labels[index]

@@ -98,26 +98,35 @@ def start_shards(spec: CacheSpec, is_main: bool) -> Path:
     return folder
 
 
-def encode_shards(spec: CacheSpec, rank: int, world: int, shard_size: int, progress: bool = True) -> dict:
+def encode_shards(
+    spec: CacheSpec, rank: int, world: int, shard_size: int, progress: bool = True
+) -> dict:
     """Encode this rank's unfinished shards (one DataLoader over all of them: ``spec.num_workers`` workers
     decode ahead across shard boundaries). Returns {"encoded": items, "skipped": unreadable, "resumed": shards
     found finished}."""
     folder = shards_dir(spec)
     ranges = shard_ranges(spec.count, shard_size)
     mine = list(range(rank, len(ranges), world))
-    todo = [i for i in mine if not _finished(_shard_path(folder, i), ranges[i][1] - ranges[i][0], spec)]
+    todo = [
+        i for i in mine if not _finished(_shard_path(folder, i), ranges[i][1] - ranges[i][0], spec)
+    ]
     stats = {"encoded": 0, "skipped": 0, "resumed": len(mine) - len(todo)}
     total = sum(ranges[i][1] - ranges[i][0] for i in todo)
     shard_of = {ranges[i][0]: i for i in todo}
     out, index, skipped = None, -1, 0
-    with tqdm(total=total, desc=f"prepare {spec.path.name} [rank {rank}]", disable=not progress, unit="item",
-              dynamic_ncols=True) as bar:
+    with tqdm(
+        total=total,
+        desc=f"prepare {spec.path.name} [rank {rank}]",
+        disable=not progress,
+        unit="item",
+        dynamic_ncols=True,
+    ) as bar:
         for begin, end, block in encode_blocks(spec, [ranges[i] for i in todo]):
             if begin in shard_of:  # the first batch of a shard
                 index, skipped = shard_of[begin], 0
                 out = np.empty((ranges[index][1] - begin, *spec.item_shape), dtype=spec.dtype)
             start, stop = ranges[index]
-            out[begin - start:end - start] = block
+            out[begin - start : end - start] = block
             if spec.skipped is not None:
                 skipped += spec.skipped(block)
             bar.update(end - begin)
@@ -147,18 +156,23 @@ def _joining_path(spec: CacheSpec) -> Path:
 def check_shards(spec: CacheSpec, shard_size: int) -> None:
     folder = shards_dir(spec)
     ranges = shard_ranges(spec.count, shard_size)
-    missing = [i for i, (a, b) in enumerate(ranges) if not _finished(_shard_path(folder, i), b - a, spec)]
+    missing = [
+        i for i, (a, b) in enumerate(ranges) if not _finished(_shard_path(folder, i), b - a, spec)
+    ]
     if missing:
-        raise RuntimeError(f"{len(missing)} shards of {spec.path.name} are missing (first: {missing[0]}); "
-                           "rerun elt prepare to encode them")
+        raise RuntimeError(
+            f"{len(missing)} shards of {spec.path.name} are missing (first: {missing[0]}); "
+            "rerun elt prepare to encode them"
+        )
 
 
 def start_join(spec: CacheSpec, shard_size: int) -> None:
     """Rank 0, after every shard is written: check them all, create the (sparse) joined file, header and size
     only. Then a barrier, :func:`fill_join` on every rank, a barrier, :func:`finish_join` on rank 0."""
     check_shards(spec, shard_size)
-    out = np.lib.format.open_memmap(_joining_path(spec), mode="w+", dtype=spec.dtype,
-                                    shape=(spec.count, *spec.item_shape))
+    out = np.lib.format.open_memmap(
+        _joining_path(spec), mode="w+", dtype=spec.dtype, shape=(spec.count, *spec.item_shape)
+    )
     del out
 
 
@@ -175,7 +189,9 @@ def fill_join(spec: CacheSpec, rank: int, world: int, shard_size: int) -> int:
     try:
         for index in range(rank, len(ranges), world):
             start, stop = ranges[index]
-            data = memoryview(np.ascontiguousarray(np.load(_shard_path(shards_dir(spec), index)))).cast("B")
+            data = memoryview(
+                np.ascontiguousarray(np.load(_shard_path(shards_dir(spec), index)))
+            ).cast("B")
             position = offset + start * row
             while len(data):
                 written = os.pwrite(fd, data, position)
@@ -195,8 +211,14 @@ def finish_join(spec: CacheSpec, shard_size: int, processes: int, seconds: float
     skipped = sum(_read_marker(_marker_path(_shard_path(folder, i))) for i in range(len(ranges)))
     array_path = spec.path.with_suffix(".npy")
     os.replace(_joining_path(spec), array_path)
-    write_manifest(spec, skipped=skipped, processes=processes, shard_size=shard_size, created_by="elt prepare",
-                   encode_seconds=round(seconds, 3))
+    write_manifest(
+        spec,
+        skipped=skipped,
+        processes=processes,
+        shard_size=shard_size,
+        created_by="elt prepare",
+        encode_seconds=round(seconds, 3),
+    )
     shutil.rmtree(folder, ignore_errors=True)
     return np.load(array_path, mmap_mode="r")
 
@@ -231,7 +253,9 @@ def _process_group(device_name: str, timeout_s: float | None = None) -> Iterator
     device = resolve_device(device_name, local_rank)
     created = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        init_process_group(device, timeout_s)  # ELT_DIST_TIMEOUT_S / train.dist_timeout_s; collective timing
+        init_process_group(
+            device, timeout_s
+        )  # ELT_DIST_TIMEOUT_S / train.dist_timeout_s; collective timing
         created = True
     try:
         if dist.is_initialized():
@@ -248,7 +272,11 @@ def default_workers(local_processes: int, cpus: int | None = None) -> int:
     CPUs this node gives each process, less the one that process encodes on, at most 16 (2 CPUs and 1 process:
     1 worker; 2 CPUs and 2 processes: none, each process decodes and encodes on its own core)."""
     if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cpus = (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else (os.cpu_count() or 1)
+        )
     return max(0, min(16, cpus // max(1, local_processes) - 1))
 
 
@@ -260,31 +288,47 @@ def _builds_first(cfg, module, run_dir: Path, ranks: _Ranks) -> bool:
     yes). The ranks agree (any rank's yes counts) before any of them builds, so none skips a barrier another
     waits in."""
     check = getattr(module, "prepare_builds_first", None)
-    first = True if check is None or not hasattr(module, "prepare_spec") else bool(check(cfg, run_dir))
+    first = (
+        True if check is None or not hasattr(module, "prepare_spec") else bool(check(cfg, run_dir))
+    )
     if ranks.world > 1:
-        flag = torch.tensor([float(first)], device=ranks.device if dist.get_backend() == "nccl" else "cpu")
+        flag = torch.tensor(
+            [float(first)], device=ranks.device if dist.get_backend() == "nccl" else "cpu"
+        )
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         first = bool(flag.item())
     return first
 
 
-def _spec_for(cfg, module, run_dir: Path, ranks: _Ranks, precision: str, progress: bool) -> CacheSpec:
+def _spec_for(
+    cfg, module, run_dir: Path, ranks: _Ranks, precision: str, progress: bool
+) -> CacheSpec:
     """The cache spec with only the encoder built (the task's ``prepare_spec``); a paradigm without one gets
     its whole generator built and ``cache_spec`` asked."""
     if hasattr(module, "prepare_spec"):
-        return module.prepare_spec(cfg, run_dir, ranks.device, precision=precision, progress=progress)
+        return module.prepare_spec(
+            cfg, run_dir, ranks.device, precision=precision, progress=progress
+        )
     from elt import registry
 
     generator = registry.build_generator(cfg)
     spec = module.cache_spec(cfg, generator, run_dir, progress=progress)
     for encoder in (getattr(generator, "tokenizer", None), getattr(generator, "vae", None)):
-        if encoder is not None:  # each process encodes on its own device (cuda:LOCAL_RANK under torchrun)
+        if (
+            encoder is not None
+        ):  # each process encodes on its own device (cuda:LOCAL_RANK under torchrun)
             encoder.to(ranks.device)
     return spec
 
 
-def prepare(cfg, run_dir: str | Path | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
-            progress: bool = True, workers: int | None = None, precision: str = "auto") -> dict:
+def prepare(
+    cfg,
+    run_dir: str | Path | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    progress: bool = True,
+    workers: int | None = None,
+    precision: str = "auto",
+) -> dict:
     """Build the training cache ``cfg`` describes; under torchrun every process encodes its shards.
 
     Only the encoder (tokenizer or VAE) is built. ``workers``: DataLoader workers decoding images per process
@@ -300,7 +344,9 @@ def prepare(cfg, run_dir: str | Path | None = None, shard_size: int = DEFAULT_SH
     if precision not in PRECISIONS:
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     run_dir = Path(run_dir or cfg.train.out_dir)
-    with _process_group(cfg.train.device, OmegaConf.select(cfg, "train.dist_timeout_s", default=None)) as ranks:
+    with _process_group(
+        cfg.train.device, OmegaConf.select(cfg, "train.dist_timeout_s", default=None)
+    ) as ranks:
         module = registry.task_module(cfg.paradigm)
         if not hasattr(module, "prepare_spec") and not hasattr(module, "cache_spec"):
             raise ValueError(f"paradigm {cfg.paradigm!r} has no cache to prepare")
@@ -313,7 +359,9 @@ def prepare(cfg, run_dir: str | Path | None = None, shard_size: int = DEFAULT_SH
         if first and ranks.is_main:
             _barrier(ranks)
         if workers is None:
-            workers = cfg.data.num_workers or default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world)))
+            workers = cfg.data.num_workers or default_workers(
+                int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world))
+            )
         spec.num_workers = workers
         spec.info = {**spec.info, "workers": workers}
         shard_size = max(spec.batch_size, shard_size // spec.batch_size * spec.batch_size)
@@ -325,7 +373,9 @@ def prepare(cfg, run_dir: str | Path | None = None, shard_size: int = DEFAULT_SH
             _barrier(ranks)
             stats = encode_shards(spec, ranks.rank, ranks.world, shard_size, progress=progress)
             _barrier(ranks)
-            if ranks.is_main:  # the join: each rank copies its own shards into one file (rank 0 renames it)
+            if (
+                ranks.is_main
+            ):  # the join: each rank copies its own shards into one file (rank 0 renames it)
                 start_join(spec, shard_size)
             _barrier(ranks)
             fill_join(spec, ranks.rank, ranks.world, shard_size)
@@ -338,5 +388,9 @@ def prepare(cfg, run_dir: str | Path | None = None, shard_size: int = DEFAULT_SH
             encoded = encoded.to(ranks.device if dist.get_backend() == "nccl" else "cpu")
             dist.all_reduce(encoded)
         manifest = json.loads(spec.path.with_suffix(".json").read_text())
-        return {**manifest, "path": str(spec.path.with_suffix(".npy")), "encoded": int(encoded.item()),
-                "seconds": time.perf_counter() - started}
+        return {
+            **manifest,
+            "path": str(spec.path.with_suffix(".npy")),
+            "encoded": int(encoded.item()),
+            "seconds": time.perf_counter() - started,
+        }

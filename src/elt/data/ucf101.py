@@ -46,7 +46,9 @@ def _import_av():
     try:
         import av
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("data.name=ucf101 decodes videos with PyAV: pip install 'elt-looped[video]' (or av)") from exc
+        raise ImportError(
+            "data.name=ucf101 decodes videos with PyAV: pip install 'elt-looped[video]' (or av)"
+        ) from exc
     return av
 
 
@@ -84,8 +86,17 @@ class UCF101(Dataset):
         seed: selects the training clips' start positions.
     """
 
-    def __init__(self, root: str | Path, split: str = "train", fold: int = 1, frames: int = 16,
-                 image_size: int = 128, frame_stride: int = 1, limit: int | None = None, seed: int = 0):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        fold: int = 1,
+        frames: int = 16,
+        image_size: int = 128,
+        frame_stride: int = 1,
+        limit: int | None = None,
+        seed: int = 0,
+    ):
         if split not in SPLIT_FILES:
             raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLIT_FILES)}")
         if fold not in (1, 2, 3):
@@ -98,8 +109,10 @@ class UCF101(Dataset):
         list_file = lists / SPLIT_FILES[split].format(fold=fold)
         for needed in (lists / "classInd.txt", list_file):
             if not needed.is_file():
-                raise FileNotFoundError(f"UCF-101 split file {needed} not found (data.root must hold "
-                                        f"{LIST_DIR}/ from the official UCF101TrainTestSplits archive)")
+                raise FileNotFoundError(
+                    f"UCF-101 split file {needed} not found (data.root must hold "
+                    f"{LIST_DIR}/ from the official UCF101TrainTestSplits archive)"
+                )
         self.root = root
         self.split = split
         self.frames = frames
@@ -119,7 +132,9 @@ class UCF101(Dataset):
             relative = line.split()[0]
             class_name = relative.replace("\\", "/").split("/")[0]
             if class_name.lower() not in by_name:
-                raise ValueError(f"{list_file}:{number}: class {class_name!r} is not in classInd.txt")
+                raise ValueError(
+                    f"{list_file}:{number}: class {class_name!r} is not in classInd.txt"
+                )
             path = self._resolve(relative)
             if path is None:
                 missing += 1
@@ -128,10 +143,16 @@ class UCF101(Dataset):
             if limit and len(files) >= limit:
                 break
         if missing:
-            warnings.warn(f"{missing} videos listed in {list_file.name} are missing under {video_dir}; "
-                          "they are left out", UnreadableVideoWarning, stacklevel=2)
+            warnings.warn(
+                f"{missing} videos listed in {list_file.name} are missing under {video_dir}; "
+                "they are left out",
+                UnreadableVideoWarning,
+                stacklevel=2,
+            )
         if not files:
-            raise FileNotFoundError(f"none of the videos listed in {list_file} exist under {video_dir}")
+            raise FileNotFoundError(
+                f"none of the videos listed in {list_file} exist under {video_dir}"
+            )
         self.files = files
         self.labels = torch.tensor([label for _, label in files], dtype=torch.long)
         self.skipped: set[int] = set()
@@ -140,9 +161,14 @@ class UCF101(Dataset):
         path = self.video_dir / relative
         if path.is_file():
             return path
-        if self._lower_index is None:  # built once, only if some name is spelled differently on disk
-            self._lower_index = {str(p.relative_to(self.video_dir)).replace("\\", "/").lower(): p
-                                 for p in self.video_dir.rglob("*") if p.is_file()}
+        if (
+            self._lower_index is None
+        ):  # built once, only if some name is spelled differently on disk
+            self._lower_index = {
+                str(p.relative_to(self.video_dir)).replace("\\", "/").lower(): p
+                for p in self.video_dir.rglob("*")
+                if p.is_file()
+            }
         return self._lower_index.get(relative.replace("\\", "/").lower())
 
     @property
@@ -182,7 +208,9 @@ class UCF101(Dataset):
         except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
             self._skip(index, exc)
             return None
-        chosen = clip_indices(len(decoded), self.frames, self.frame_stride, self._start(index, len(decoded)))
+        chosen = clip_indices(
+            len(decoded), self.frames, self.frame_stride, self._start(index, len(decoded))
+        )
         converted: dict[int, np.ndarray] = {}
         for i in chosen.tolist():
             if i not in converted:
@@ -197,8 +225,12 @@ class UCF101(Dataset):
             return
         self.skipped.add(index)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        warnings.warn(f"skipped unreadable video {self.files[index][0]} ({reason}); "
-                      f"{len(self.skipped)} skipped so far", UnreadableVideoWarning, stacklevel=3)
+        warnings.warn(
+            f"skipped unreadable video {self.files[index][0]} ({reason}); "
+            f"{len(self.skipped)} skipped so far",
+            UnreadableVideoWarning,
+            stacklevel=3,
+        )
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         for offset in range(len(self.files)):

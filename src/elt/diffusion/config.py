@@ -32,11 +32,17 @@ class DiffusionConfig:
     patch_size: int = 2  # tokens are patch_size × patch_size patches of the (pixel or latent) image
     temporal_patch_size: int = 1  # video (data.frames > 0): each token also spans this many frames
     process: str = "ddpm"  # ddpm (VP, shifted cosine: the paper) | flow (rectified flow)
-    prediction: str = "x0"  # what the network outputs: x0 (the paper) | eps | v (VP: α·ε − σ·x0; flow: ε − x0)
+    prediction: str = (
+        "x0"  # what the network outputs: x0 (the paper) | eps | v (VP: α·ε − σ·x0; flow: ε − x0)
+    )
     weighting: str = "sigmoid"  # loss weight on ‖x̂0 − x0‖²: sigmoid (the paper) | x0 | eps | v (= that plain MSE)
     sigmoid_bias: float = -3.0  # b in the sigmoid weighting w = sigmoid(logSNR − b) (x0 space)
-    logsnr_shift: float = 0.0  # added to the schedule's logSNR(t); Simple Diffusion uses 2·log(64 / resolution)
-    sampler: str = "ddim"  # ddim (deterministic; Euler on the flow path) | ddpm (ancestral) | euler (= ddim)
+    logsnr_shift: float = (
+        0.0  # added to the schedule's logSNR(t); Simple Diffusion uses 2·log(64 / resolution)
+    )
+    sampler: str = (
+        "ddim"  # ddim (deterministic; Euler on the flow path) | ddpm (ancestral) | euler (= ddim)
+    )
     ddim_eta: float = 0.0  # stochasticity of DDIM (1 = ancestral)
     clip_denoised: bool = True  # clamp x̂0 to [-1, 1] while sampling (pixel space only)
     vae_path: str | None = None  # local diffusers AutoencoderKL directory (latent space)

@@ -39,7 +39,9 @@ from elt.diffusion.process import DiffusionProcess
 from elt.diffusion.sampler import build_sampler, sample
 from elt.runtime import autocast_context
 
-TIME_SCALE = 1000.0  # t ∈ [0, 1] is embedded as t·1000, the range DiT's sinusoidal features were made for
+TIME_SCALE = (
+    1000.0  # t ∈ [0, 1] is embedded as t·1000, the range DiT's sinusoidal features were made for
+)
 
 
 def patch_shape(diffusion_cfg, axes: int) -> tuple[int, ...]:
@@ -48,8 +50,15 @@ def patch_shape(diffusion_cfg, axes: int) -> tuple[int, ...]:
     return (int(diffusion_cfg.temporal_patch_size), p, p) if axes == 3 else (p,) * axes
 
 
-def x0_from(prediction_type: str, prediction: torch.Tensor, z: torch.Tensor, alpha: torch.Tensor,
-            sigma: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def x0_from(
+    prediction_type: str,
+    prediction: torch.Tensor,
+    z: torch.Tensor,
+    alpha: torch.Tensor,
+    sigma: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+) -> torch.Tensor:
     """x̂0 of :meth:`DiffusionProcess.to_x0_eps` from coefficients computed beforehand (``_coefficients``):
     the adaptive exit converts every loop's prediction, and the coefficients change only with the rows."""
     if prediction_type == "x0":
@@ -90,8 +99,14 @@ class DiffusionGenerator(LoopedGenerator):
             samples), else ``None``.
     """
 
-    def __init__(self, cfg, backbone: LoopedTransformer, process: DiffusionProcess,
-                 data_shape: Sequence[int], vae=None):
+    def __init__(
+        self,
+        cfg,
+        backbone: LoopedTransformer,
+        process: DiffusionProcess,
+        data_shape: Sequence[int],
+        vae=None,
+    ):
         super().__init__()
         self.config = cfg
         self.num_classes = int(cfg.data.num_classes)
@@ -105,9 +120,13 @@ class DiffusionGenerator(LoopedGenerator):
         self.tokens = math.prod(self.grid)
         patch_dim = self.data_shape[0] * math.prod(self.patch)
         self.patch_embed = nn.Linear(patch_dim, width)
-        self.register_buffer("pos_embed", sincos_embedding(self.grid, width).unsqueeze(0), persistent=False)
+        self.register_buffer(
+            "pos_embed", sincos_embedding(self.grid, width).unsqueeze(0), persistent=False
+        )
         self.time_embed = TimestepEmbedder(width)
-        self.label_embed = LabelEmbedder(self.num_classes, width, drop_prob=float(cfg.model.class_dropout))
+        self.label_embed = LabelEmbedder(
+            self.num_classes, width, drop_prob=float(cfg.model.class_dropout)
+        )
         self.backbone = backbone
         self.final = FinalLayer(width, patch_dim, width)
         nn.init.xavier_uniform_(self.patch_embed.weight)
@@ -136,16 +155,23 @@ class DiffusionGenerator(LoopedGenerator):
         """Shared prediction head: tokens after any loop count → a prediction shaped like the data."""
         return unpatchify(self.final(h, cond), self.patch, self.grid, self.data_shape[0])
 
-    def forward(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, loops: int | None = None,
-                exit_loops: Sequence[int] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    def forward(
+        self,
+        z: torch.Tensor,
+        t: torch.Tensor,
+        labels: torch.Tensor,
+        loops: int | None = None,
+        exit_loops: Sequence[int] = (),
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Network output after ``loops`` loops, and after each of ``exit_loops`` (same forward pass)."""
         cond = self.condition(t, labels)
         tokens = self.patch_embed(patchify(z, self.patch)) + self.pos_embed
         out = self.backbone(tokens, cond, loops=loops, exit_loops=exit_loops)
         return self.head(out.final, cond), {k: self.head(h, cond) for k, h in out.exits.items()}
 
-    def guided(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, loops: int,
-               guidance: float) -> torch.Tensor:
+    def guided(
+        self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, loops: int, guidance: float
+    ) -> torch.Tensor:
         """Classifier-free guided output ``u + g·(c − u)`` on every channel; conditional and unconditional
         halves run as one batch with the same loop count. ``g = 1`` is the conditional output alone."""
         if guidance == 1.0:
@@ -159,8 +185,15 @@ class DiffusionGenerator(LoopedGenerator):
         cond, uncond = both.chunk(2)
         return uncond + guidance * (cond - uncond)
 
-    def adaptive(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, rule: AdaptiveExit, guidance: float,
-                 clip: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def adaptive(
+        self,
+        z: torch.Tensor,
+        t: torch.Tensor,
+        labels: torch.Tensor,
+        rule: AdaptiveExit,
+        guidance: float,
+        clip: tuple[float, float] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Guided output where each sample stops looping once its x̂0 changed by less than ``rule.threshold``
         (relative L2) between two consecutive loops; returns (output, loops used per sample)."""
         branches = 1 if guidance == 1.0 else 2
@@ -173,13 +206,22 @@ class DiffusionGenerator(LoopedGenerator):
         tokens = self.patch_embed(patchify(z2, self.patch)) + self.pos_embed
 
         final = self.final
-        modulation: list = [None, None]  # the final layer's (shift, scale) of the current condition rows
+        modulation: list = [
+            None,
+            None,
+        ]  # the final layer's (shift, scale) of the current condition rows
 
-        def readout(state: torch.Tensor, rows_cond: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-            if modulation[0] is not rows_cond:  # new rows only when samples left: computed once per set
+        def readout(
+            state: torch.Tensor, rows_cond: torch.Tensor, active: torch.Tensor
+        ) -> torch.Tensor:
+            if (
+                modulation[0] is not rows_cond
+            ):  # new rows only when samples left: computed once per set
                 modulation[0], modulation[1] = rows_cond, final.ada(rows_cond).chunk(2, dim=-1)
             shift, scale = modulation[1]
-            patches = final.linear(modulate(final.norm(state), shift, scale))  # = self.head(state, rows_cond)
+            patches = final.linear(
+                modulate(final.norm(state), shift, scale)
+            )  # = self.head(state, rows_cond)
             out = unpatchify(patches, self.patch, self.grid, self.data_shape[0])
             return out if branches == 1 else self._combine(out, guidance)
 
@@ -192,8 +234,9 @@ class DiffusionGenerator(LoopedGenerator):
             x0 = x0_from(self.process.prediction, prediction.float(), rows, alpha, sigma, a, b)
             return x0.clamp(*clip) if clip is not None else x0
 
-        return run_adaptive(self.backbone, tokens, cond, branches, readout, relative_change(), rule,
-                            summarise=to_x0)
+        return run_adaptive(
+            self.backbone, tokens, cond, branches, readout, relative_change(), rule, summarise=to_x0
+        )
 
     # -- the contract --------------------------------------------------------------------------------------------
     def training_loss(self, batch, student_loops: int | None, lam: float) -> ILSDTerms:
@@ -202,7 +245,9 @@ class DiffusionGenerator(LoopedGenerator):
         x0, labels = batch
         x0 = x0.float()
         t = self.process.sample_time(x0.shape[0], x0.device)
-        noise = batch_random.randn_like(x0)  # keyed by the global sample index inside a training step
+        noise = batch_random.randn_like(
+            x0
+        )  # keyed by the global sample index inside a training step
         z = self.process.add_noise(x0, noise, t)
         exits = [student_loops] if student_loops else []
         teacher, students = self(z, t, labels, exit_loops=exits)
@@ -211,10 +256,15 @@ class DiffusionGenerator(LoopedGenerator):
             return self.process.to_x0_eps(prediction.float(), z, t)[0]
 
         return ilsd_loss(
-            teacher, students.get(student_loops) if student_loops else None,
+            teacher,
+            students.get(student_loops) if student_loops else None,
             gt_loss=lambda prediction: self.process.weighted_error(x0_of(prediction), x0, t),
-            distill_loss=lambda student, teacher_: self.process.weighted_error(x0_of(student), x0_of(teacher_), t),
-            lam=lam, student_loops=student_loops)
+            distill_loss=lambda student, teacher_: self.process.weighted_error(
+                x0_of(student), x0_of(teacher_), t
+            ),
+            lam=lam,
+            student_loops=student_loops,
+        )
 
     def sampling_settings(self, steps: int | None, guidance: float | None) -> tuple[int, float]:
         """(steps, guidance s): the arguments, else ``sampling.*``, else :data:`SAMPLING_DEFAULTS`."""
@@ -225,10 +275,19 @@ class DiffusionGenerator(LoopedGenerator):
         return steps, guidance
 
     @torch.no_grad()
-    def sample_latents(self, class_labels: Sequence[int] | torch.Tensor, loops: LoopSchedule = None,
-                       steps: int | None = None, guidance: float | None = None, seed: int | None = None,
-                       progress: bool = False, sampler: str | None = None, *, seeds: Sequence[int] | None = None,
-                       return_loops: bool = False):
+    def sample_latents(
+        self,
+        class_labels: Sequence[int] | torch.Tensor,
+        loops: LoopSchedule = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        seed: int | None = None,
+        progress: bool = False,
+        sampler: str | None = None,
+        *,
+        seeds: Sequence[int] | None = None,
+        return_loops: bool = False,
+    ):
         """Samples in the space the network works in (pixels in [-1, 1], or scaled VAE latents); with
         ``return_loops`` also the loops each sample used at each step (int N×steps)."""
         steps, guidance = self.sampling_settings(steps, guidance)
@@ -253,7 +312,9 @@ class DiffusionGenerator(LoopedGenerator):
                 return out.float()
             used[:, step] = k
             if compiled:
-                return self.compiled_step("guided", self.guided, loops=k, guidance=guidance)(z, t, labels).float()
+                return self.compiled_step("guided", self.guided, loops=k, guidance=guidance)(
+                    z, t, labels
+                ).float()
             return self.guided(z, t, labels, k, guidance).float()
 
         schedule = [plan.max_loops] * steps if isinstance(plan, AdaptiveExit) else plan
@@ -261,8 +322,16 @@ class DiffusionGenerator(LoopedGenerator):
         self.eval()
         try:
             with self._autocast():
-                out = sample(denoise, noise, self.process, integrator, schedule, generator=generator, clip=clip,
-                             progress=progress)
+                out = sample(
+                    denoise,
+                    noise,
+                    self.process,
+                    integrator,
+                    schedule,
+                    generator=generator,
+                    clip=clip,
+                    progress=progress,
+                )
         finally:
             self.train(was_training)
         return (out, used.numpy()) if return_loops else out
@@ -274,20 +343,44 @@ class DiffusionGenerator(LoopedGenerator):
         return autocast_context(self.device, str(precision or self.config.train.precision))
 
     @torch.no_grad()
-    def generate(self, class_labels, loops: LoopSchedule = None, steps: int | None = None,
-                 guidance: float | None = None, seed: int | None = None, progress: bool = False,
-                 sampler: str | None = None, *, seeds: Sequence[int] | None = None, return_loops: bool = False):
+    def generate(
+        self,
+        class_labels,
+        loops: LoopSchedule = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        seed: int | None = None,
+        progress: bool = False,
+        sampler: str | None = None,
+        *,
+        seeds: Sequence[int] | None = None,
+        return_loops: bool = False,
+    ):
         """See :meth:`LoopedGenerator.generate`; ``sampler`` (ddim | ddpm | euler) overrides ``diffusion.sampler``,
         e.g. ``sampler="ddpm", steps=512`` for the paper's ancestral sampling."""
-        samples, used = self.sample_latents(class_labels, loops, steps, guidance, seed, progress, sampler,
-                                            seeds=seeds, return_loops=True)
+        samples, used = self.sample_latents(
+            class_labels,
+            loops,
+            steps,
+            guidance,
+            seed,
+            progress,
+            sampler,
+            seeds=seeds,
+            return_loops=True,
+        )
         if self.vae is not None:
             samples = self.vae.decode(samples, channels=self.output_channels)
         images = to_uint8(samples)
         return (images, used) if return_loops else images
 
-    def gflops_per_sample(self, loops: LoopSchedule = None, steps: int | None = None,
-                          guidance: float | None = None, loops_used: np.ndarray | None = None) -> float:
+    def gflops_per_sample(
+        self,
+        loops: LoopSchedule = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        loops_used: np.ndarray | None = None,
+    ) -> float:
         """Transformer GFLOPs (matmuls, 2·MACs) per sample over all sampling steps, CFG counted twice
         (the VAE decode, once per sample in latent space, is not included). An adaptive exit needs
         ``loops_used`` (N×steps from ``generate(..., return_loops=True)``): the mean over its samples, with the
@@ -298,11 +391,15 @@ class DiffusionGenerator(LoopedGenerator):
         counts = loop_counts(plan, loops_used, steps)
         width, tokens = self.backbone.dim, self.tokens
         patch_dim = self.patch_embed.in_features
-        embed = (2 * tokens * patch_dim * width  # patch embedding
-                 + 2 * (self.time_embed.frequency_dim * width + width * width))  # timestep MLP
+        embed = (
+            2 * tokens * patch_dim * width  # patch embedding
+            + 2 * (self.time_embed.frequency_dim * width + width * width)
+        )  # timestep MLP
         final = 2 * width * 2 * width + 2 * tokens * width * patch_dim  # final adaLN + linear
         per_loop = tokens * self.backbone.flops_per_token(tokens, 1)
-        per_loop += self.backbone.unique_layers * 2 * width * 6 * width  # adaLN-Zero modulation of each block
+        per_loop += (
+            self.backbone.unique_layers * 2 * width * 6 * width
+        )  # adaLN-Zero modulation of each block
         if adaptive:
             per_sample = steps * embed + counts.sum(1) * (per_loop + final)
         else:

@@ -17,11 +17,15 @@ def token_grid(shape: Sequence[int], patch: Sequence[int]) -> tuple[int, ...]:
     """Token grid of a C×D1×…×Dk item (``shape`` without the batch axis) cut into ``patch`` boxes."""
     spatial = tuple(shape[1:])
     if len(spatial) != len(patch):
-        raise ValueError(f"patch {tuple(patch)} has {len(patch)} axes but the data has {len(spatial)} "
-                         f"spatial axes (shape {tuple(shape)})")
+        raise ValueError(
+            f"patch {tuple(patch)} has {len(patch)} axes but the data has {len(spatial)} "
+            f"spatial axes (shape {tuple(shape)})"
+        )
     for size, p in zip(spatial, patch, strict=True):
         if p < 1 or size % p:
-            raise ValueError(f"data size {spatial} is not divisible by the patch size {tuple(patch)}")
+            raise ValueError(
+                f"data size {spatial} is not divisible by the patch size {tuple(patch)}"
+            )
     return tuple(size // p for size, p in zip(spatial, patch, strict=True))
 
 
@@ -39,13 +43,17 @@ def patchify(x: torch.Tensor, patch: Sequence[int]) -> torch.Tensor:
     return x.permute(order).reshape(n, math.prod(grid), c * math.prod(patch))
 
 
-def unpatchify(tokens: torch.Tensor, patch: Sequence[int], grid: Sequence[int], channels: int) -> torch.Tensor:
+def unpatchify(
+    tokens: torch.Tensor, patch: Sequence[int], grid: Sequence[int], channels: int
+) -> torch.Tensor:
     """Inverse of :func:`patchify`: N×(prod grid)×(C·prod patch) → N×C×D1×…×Dk."""
     n = tokens.shape[0]
     k = len(grid)
     if tokens.shape[1] != math.prod(grid) or tokens.shape[2] != channels * math.prod(patch):
-        raise ValueError(f"tokens of shape {tuple(tokens.shape)} do not match grid {tuple(grid)}, "
-                         f"patch {tuple(patch)} and {channels} channels")
+        raise ValueError(
+            f"tokens of shape {tuple(tokens.shape)} do not match grid {tuple(grid)}, "
+            f"patch {tuple(patch)} and {channels} channels"
+        )
     x = tokens.reshape(n, *grid, channels, *patch)
     # axes: 0 batch, 1..k grid, k+1 channel, k+2.. patch → batch, channel, (grid_i, patch_i)...
     order = [0, k + 1]

@@ -59,7 +59,9 @@ class DiffusionProcess:
         _check("prediction", self.prediction, PREDICTIONS)
         _check("weighting", self.weighting, WEIGHTINGS)
         if not self.logsnr_min < self.logsnr_max:
-            raise ValueError(f"logsnr_min {self.logsnr_min} must be below logsnr_max {self.logsnr_max}")
+            raise ValueError(
+                f"logsnr_min {self.logsnr_min} must be below logsnr_max {self.logsnr_max}"
+            )
 
     # -- the path -------------------------------------------------------------------------------------------
     def logsnr(self, t: torch.Tensor) -> torch.Tensor:
@@ -104,8 +106,9 @@ class DiffusionProcess:
         _, _, a, b = self._coefficients(t, x0)
         return a * noise - b * x0
 
-    def to_x0_eps(self, prediction: torch.Tensor, z: torch.Tensor, t: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def to_x0_eps(
+        self, prediction: torch.Tensor, z: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x̂0, ε̂) implied by a network output at ``z_t``: the exact inverse of :meth:`target`."""
         alpha, sigma, a, b = self._coefficients(t, z)
         if self.prediction == "x0":
@@ -134,13 +137,16 @@ class DiffusionProcess:
         _, sigma = self.alpha_sigma(t)
         return sigma.pow(-2)
 
-    def weighted_error(self, x0_a: torch.Tensor, x0_b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def weighted_error(
+        self, x0_a: torch.Tensor, x0_b: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
         """mean over the batch of w(t)·mean((x0_a − x0_b)²): the ground-truth and the distillation term alike."""
         per_sample = (x0_a - x0_b).float().pow(2).flatten(1).mean(1)
         return (self.loss_weight(t).to(per_sample.dtype) * per_sample).mean()
 
-    def sample_time(self, batch: int, device: torch.device, generator: torch.Generator | None = None
-                    ) -> torch.Tensor:
+    def sample_time(
+        self, batch: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Training times t ~ U(0, 1) (the schedule shapes the density of noise levels)."""
         if generator is None:  # inside a training step: keyed by the global sample index
             return batch_random.rand(batch, device=device)
@@ -150,7 +156,14 @@ class DiffusionProcess:
 def process_from_config(diffusion_cfg) -> DiffusionProcess:
     """``process: ddpm`` → VP + cosine schedule; ``process: flow`` → linear interpolant + linear schedule."""
     _check("diffusion.process", diffusion_cfg.process, PROCESSES)
-    interpolant, schedule = ("vp", "cosine") if diffusion_cfg.process == "ddpm" else ("linear", "linear")
-    return DiffusionProcess(interpolant=interpolant, schedule=schedule, prediction=diffusion_cfg.prediction,
-                            weighting=diffusion_cfg.weighting, sigmoid_bias=float(diffusion_cfg.sigmoid_bias),
-                            logsnr_shift=float(diffusion_cfg.logsnr_shift))
+    interpolant, schedule = (
+        ("vp", "cosine") if diffusion_cfg.process == "ddpm" else ("linear", "linear")
+    )
+    return DiffusionProcess(
+        interpolant=interpolant,
+        schedule=schedule,
+        prediction=diffusion_cfg.prediction,
+        weighting=diffusion_cfg.weighting,
+        sigmoid_bias=float(diffusion_cfg.sigmoid_bias),
+        logsnr_shift=float(diffusion_cfg.logsnr_shift),
+    )

@@ -38,10 +38,10 @@ def posterior(process: DiffusionProcess, t: float, s: float) -> tuple[float, flo
     alpha_t, sigma_t = _scalars(process, t)
     alpha_s, sigma_s = _scalars(process, s)
     alpha_ts = alpha_t / alpha_s
-    var_ts = max(sigma_t ** 2 - alpha_ts ** 2 * sigma_s ** 2, 0.0)
-    c_z = alpha_ts * sigma_s ** 2 / sigma_t ** 2
-    c_x = alpha_s * var_ts / sigma_t ** 2
-    return c_z, c_x, var_ts * sigma_s ** 2 / sigma_t ** 2
+    var_ts = max(sigma_t**2 - alpha_ts**2 * sigma_s**2, 0.0)
+    c_z = alpha_ts * sigma_s**2 / sigma_t**2
+    c_x = alpha_s * var_ts / sigma_t**2
+    return c_z, c_x, var_ts * sigma_s**2 / sigma_t**2
 
 
 class Sampler:
@@ -55,8 +55,16 @@ class Sampler:
             raise ValueError(f"sampling needs at least 1 step, got {steps}")
         return [1.0 - i / steps for i in range(steps + 1)]
 
-    def step(self, process: DiffusionProcess, z: torch.Tensor, t: float, s: float, x0: torch.Tensor,
-             eps: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def step(
+        self,
+        process: DiffusionProcess,
+        z: torch.Tensor,
+        t: float,
+        s: float,
+        x0: torch.Tensor,
+        eps: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -68,7 +76,7 @@ class DDPMSampler(Sampler):
     def step(self, process, z, t, s, x0, eps, generator):
         c_z, c_x, var = posterior(process, t, s)
         noise = rng.randn(z.shape, generator, z.device, z.dtype)
-        return c_z * z + c_x * x0 + var ** 0.5 * noise
+        return c_z * z + c_x * x0 + var**0.5 * noise
 
 
 class DDIMSampler(Sampler):
@@ -86,9 +94,9 @@ class DDIMSampler(Sampler):
         if self.eta == 0.0:
             return alpha_s * x0 + sigma_s * eps
         _, _, var = posterior(process, t, s)
-        noise_var = self.eta ** 2 * var
+        noise_var = self.eta**2 * var
         noise = rng.randn(z.shape, generator, z.device, z.dtype)
-        return alpha_s * x0 + max(sigma_s ** 2 - noise_var, 0.0) ** 0.5 * eps + noise_var ** 0.5 * noise
+        return alpha_s * x0 + max(sigma_s**2 - noise_var, 0.0) ** 0.5 * eps + noise_var**0.5 * noise
 
 
 def build_sampler(name: str, eta: float = 0.0) -> Sampler:
@@ -98,9 +106,16 @@ def build_sampler(name: str, eta: float = 0.0) -> Sampler:
 
 
 @torch.no_grad()
-def sample(denoise: Denoise, noise: torch.Tensor, process: DiffusionProcess, sampler: Sampler,
-           loop_schedule: Sequence[int], generator: rng.Streams = None,
-           clip: tuple[float, float] | None = None, progress: bool = False) -> torch.Tensor:
+def sample(
+    denoise: Denoise,
+    noise: torch.Tensor,
+    process: DiffusionProcess,
+    sampler: Sampler,
+    loop_schedule: Sequence[int],
+    generator: rng.Streams = None,
+    clip: tuple[float, float] | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
     """Integrate from ``noise`` (z at t = 1) to data; step k calls ``denoise(z, t, loop_schedule[k])``.
 
     ``clip`` clamps x̂0 (pixel space) and re-derives ε̂ from the clamped x̂0 so the step stays on the path.

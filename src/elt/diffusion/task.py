@@ -37,26 +37,38 @@ def validate(cfg: DictConfig) -> None:
     if d.patch_size < 1:
         raise ConfigError(f"config key 'diffusion.patch_size' must be >= 1, got {d.patch_size}")
     if d.temporal_patch_size < 1:
-        raise ConfigError(f"config key 'diffusion.temporal_patch_size' must be >= 1, got {d.temporal_patch_size}")
+        raise ConfigError(
+            f"config key 'diffusion.temporal_patch_size' must be >= 1, got {d.temporal_patch_size}"
+        )
     frames = cfg.data.frames
     if frames and d.space != "pixel":
-        raise ConfigError(f"video (data.frames={frames}) is denoised in pixel space: set diffusion.space=pixel "
-                          f"(got {d.space}; the image VAEs do not encode clips)")
+        raise ConfigError(
+            f"video (data.frames={frames}) is denoised in pixel space: set diffusion.space=pixel "
+            f"(got {d.space}; the image VAEs do not encode clips)"
+        )
     if frames and frames % d.temporal_patch_size:
-        raise ConfigError(f"diffusion.temporal_patch_size={d.temporal_patch_size} must divide data.frames={frames}")
+        raise ConfigError(
+            f"diffusion.temporal_patch_size={d.temporal_patch_size} must divide data.frames={frames}"
+        )
     if not 0.0 <= d.ddim_eta <= 1.0:
         raise ConfigError(f"config key 'diffusion.ddim_eta' must lie in [0, 1], got {d.ddim_eta}")
     if d.space == "latent" and not d.vae_path:
-        raise ConfigError("diffusion.space=latent needs diffusion.vae_path (a local diffusers AutoencoderKL folder)")
+        raise ConfigError(
+            "diffusion.space=latent needs diffusion.vae_path (a local diffusers AutoencoderKL folder)"
+        )
     if d.space == "latent" and cfg.data.hflip:
-        raise ConfigError("data.hflip is not supported with diffusion.space=latent (latents are cached unflipped)")
+        raise ConfigError(
+            "data.hflip is not supported with diffusion.space=latent (latents are cached unflipped)"
+        )
 
 
 def load_vae(cfg: DictConfig):
     from elt.tokenizers.vae import PretrainedVAE, VAEError
 
     try:
-        return PretrainedVAE.from_pretrained(cfg.diffusion.vae_path, scaling_factor=cfg.diffusion.latent_scale)
+        return PretrainedVAE.from_pretrained(
+            cfg.diffusion.vae_path, scaling_factor=cfg.diffusion.latent_scale
+        )
     except VAEError as exc:
         raise ConfigError(str(exc)) from exc
 
@@ -73,8 +85,10 @@ def latent_data_shape(cfg: DictConfig, vae) -> tuple[int, int, int]:
 
 def check_patch(cfg: DictConfig, data_shape, what: str) -> None:
     if data_shape[-1] % cfg.diffusion.patch_size:
-        raise ConfigError(f"diffusion.patch_size={cfg.diffusion.patch_size} must divide the "
-                          f"{what} side {data_shape[-1]}")
+        raise ConfigError(
+            f"diffusion.patch_size={cfg.diffusion.patch_size} must divide the "
+            f"{what} side {data_shape[-1]}"
+        )
 
 
 def build_generator(cfg: DictConfig) -> DiffusionGenerator:
@@ -88,7 +102,9 @@ def build_generator(cfg: DictConfig) -> DiffusionGenerator:
         data_shape = (cfg.data.channels, *frames, cfg.data.image_size, cfg.data.image_size)
         check_patch(cfg, data_shape, "image")
     backbone = build_backbone(cfg, cond_dim=cfg.model.width)
-    return DiffusionGenerator(cfg, backbone, process_from_config(cfg.diffusion), data_shape, vae=vae)
+    return DiffusionGenerator(
+        cfg, backbone, process_from_config(cfg.diffusion), data_shape, vae=vae
+    )
 
 
 class _Flipped(Dataset):
@@ -131,12 +147,15 @@ def image_dataset(cfg: DictConfig, split: str = "train") -> Dataset:
         raise ConfigError(str(exc)) from exc
 
 
-def prepare_data(cfg: DictConfig, generator: DiffusionGenerator, run_dir: str | Path,
-                 progress: bool = True) -> Dataset:
+def prepare_data(
+    cfg: DictConfig, generator: DiffusionGenerator, run_dir: str | Path, progress: bool = True
+) -> Dataset:
     images = image_dataset(cfg)
     if cfg.diffusion.space == "pixel":
         if images[0][0].shape[0] != generator.data_shape[0]:
-            raise ConfigError(f"data.channels={cfg.data.channels} but the dataset has {images[0][0].shape[0]}")
+            raise ConfigError(
+                f"data.channels={cfg.data.channels} but the dataset has {images[0][0].shape[0]}"
+            )
         return _Flipped(images) if cfg.data.hflip else images
     return encode_latents(cfg, generator, images, run_dir, progress=progress)
 
@@ -162,13 +181,20 @@ class _Substituted(Dataset):
         return self.images[index][0], False
 
 
-def latent_cache_spec(cfg: DictConfig, generator: DiffusionGenerator, images: Dataset, run_dir: str | Path,
-                      precision: str = "auto"):
+def latent_cache_spec(
+    cfg: DictConfig,
+    generator: DiffusionGenerator,
+    images: Dataset,
+    run_dir: str | Path,
+    precision: str = "auto",
+):
     """The latent cache of ``images`` through the generator's VAE (keyed by its weight hash and the data)."""
     return vae_cache_spec(cfg, generator.vae, generator.data_shape, images, run_dir, precision)
 
 
-def vae_cache_spec(cfg: DictConfig, vae, data_shape, images: Dataset, run_dir: str | Path, precision: str = "auto"):
+def vae_cache_spec(
+    cfg: DictConfig, vae, data_shape, images: Dataset, run_dir: str | Path, precision: str = "auto"
+):
     """The latent cache of ``images`` through ``vae`` (keyed by its weight hash and the data). An unreadable
     file is replaced by the next readable one (as in training from pixels) and counted. Images are decoded in
     ``data.num_workers`` DataLoader workers; the VAE encodes on its device, in bf16 autocast where
@@ -176,10 +202,19 @@ def vae_cache_spec(cfg: DictConfig, vae, data_shape, images: Dataset, run_dir: s
     from elt.data.cache import CacheSpec
     from elt.runtime import uses_bf16
 
-    key = {"vae": vae.weights_hash(), "scaling_factor": vae.scaling_factor, "shift_factor": vae.shift_factor,
-           "dataset": cfg.data.name, "root": str(cfg.data.root), "split": "train",
-           "image_size": cfg.data.image_size, "limit": cfg.data.limit}
-    folder = Path(cfg.diffusion.latent_cache) if cfg.diffusion.latent_cache else Path(run_dir) / "cache"
+    key = {
+        "vae": vae.weights_hash(),
+        "scaling_factor": vae.scaling_factor,
+        "shift_factor": vae.shift_factor,
+        "dataset": cfg.data.name,
+        "root": str(cfg.data.root),
+        "split": "train",
+        "image_size": cfg.data.image_size,
+        "limit": cfg.data.limit,
+    }
+    folder = (
+        Path(cfg.diffusion.latent_cache) if cfg.diffusion.latent_cache else Path(run_dir) / "cache"
+    )
     name = f"latents_{cfg.data.name}_{cfg.data.image_size}_{key['vae']}"
     items = _Substituted(images)
     bf16 = uses_bf16(vae.device, precision)
@@ -191,14 +226,27 @@ def vae_cache_spec(cfg: DictConfig, vae, data_shape, images: Dataset, run_dir: s
         latents = vae.encode(batch, bf16=True) if bf16 else vae.encode(batch)
         return latents.cpu().numpy().astype(np.float32)
 
-    def encode(start: int, stop: int) -> np.ndarray:  # one range, decoded here (encode_blocks uses workers)
+    def encode(
+        start: int, stop: int
+    ) -> np.ndarray:  # one range, decoded here (encode_blocks uses workers)
         from torch.utils.data import default_collate
 
         return encode_batch(default_collate([items[i] for i in range(start, stop)]))
 
-    return CacheSpec(folder / name, key, len(images), tuple(data_shape), np.float32, encode, batch_size=64,
-                     skipped=lambda block: last["substituted"], items=items, encode_batch=encode_batch,
-                     num_workers=cfg.data.num_workers, info={"encode_precision": "bf16" if bf16 else "fp32"})
+    return CacheSpec(
+        folder / name,
+        key,
+        len(images),
+        tuple(data_shape),
+        np.float32,
+        encode,
+        batch_size=64,
+        skipped=lambda block: last["substituted"],
+        items=items,
+        encode_batch=encode_batch,
+        num_workers=cfg.data.num_workers,
+        info={"encode_precision": "bf16" if bf16 else "fp32"},
+    )
 
 
 def dataset_labels(images: Dataset) -> torch.Tensor:
@@ -209,10 +257,14 @@ def dataset_labels(images: Dataset) -> torch.Tensor:
     return torch.as_tensor([int(images[i][1]) for i in range(len(images))], dtype=torch.long)
 
 
-def cache_spec(cfg: DictConfig, generator: DiffusionGenerator, run_dir: str | Path, progress: bool = True):
+def cache_spec(
+    cfg: DictConfig, generator: DiffusionGenerator, run_dir: str | Path, progress: bool = True
+):
     """The latent cache of the training images (latent space only)."""
     if cfg.diffusion.space != "latent":
-        raise ConfigError("elt prepare encodes latents: diffusion.space=pixel trains on the images themselves")
+        raise ConfigError(
+            "elt prepare encodes latents: diffusion.space=pixel trains on the images themselves"
+        )
     return latent_cache_spec(cfg, generator, image_dataset(cfg), run_dir)
 
 
@@ -222,20 +274,32 @@ def prepare_builds_first(cfg: DictConfig, run_dir: str | Path) -> bool:
     return False
 
 
-def prepare_spec(cfg: DictConfig, run_dir: str | Path, device: torch.device, precision: str = "auto",
-                 progress: bool = True):
+def prepare_spec(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    device: torch.device,
+    precision: str = "auto",
+    progress: bool = True,
+):
     """For ``elt prepare``: the latent cache's spec with only the VAE loaded (no transformer), on ``device``."""
     validate(cfg)
     if cfg.diffusion.space != "latent":
-        raise ConfigError("elt prepare encodes latents: diffusion.space=pixel trains on the images themselves")
+        raise ConfigError(
+            "elt prepare encodes latents: diffusion.space=pixel trains on the images themselves"
+        )
     vae = load_vae(cfg)
     data_shape = latent_data_shape(cfg, vae)
     vae.to(device)
     return vae_cache_spec(cfg, vae, data_shape, image_dataset(cfg), run_dir, precision)
 
 
-def encode_latents(cfg: DictConfig, generator: DiffusionGenerator, images: Dataset, run_dir: str | Path,
-                   progress: bool = True) -> LatentDataset:
+def encode_latents(
+    cfg: DictConfig,
+    generator: DiffusionGenerator,
+    images: Dataset,
+    run_dir: str | Path,
+    progress: bool = True,
+) -> LatentDataset:
     """Encode ``images`` through the generator's VAE once; reuse the cache while its manifest matches."""
     from elt.data.cache import build_cache
 

@@ -48,9 +48,15 @@ def pareto(points: list[dict], cost: str, quality: str = "fd_cls") -> list[bool]
         if p.get(cost) is None or p.get(quality) is None:
             flags.append(False)
             continue
-        dominated = any(q is not p and q.get(cost) is not None and q.get(quality) is not None
-                        and q[cost] <= p[cost] and q[quality] <= p[quality]
-                        and (q[cost] < p[cost] or q[quality] < p[quality]) for q in points)
+        dominated = any(
+            q is not p
+            and q.get(cost) is not None
+            and q.get(quality) is not None
+            and q[cost] <= p[cost]
+            and q[quality] <= p[quality]
+            and (q[cost] < p[cost] or q[quality] < p[quality])
+            for q in points
+        )
         flags.append(not dominated)
     return flags
 
@@ -69,16 +75,30 @@ class QualityProbe:
         from elt.eval.metrics import class_accuracy
 
         fake = self.suite.features(images)
-        return {"fd_cls": float(self.suite.frechet(fake.features)),
-                "class_acc": float(class_accuracy(fake.logits, labels))}
+        return {
+            "fd_cls": float(self.suite.frechet(fake.features)),
+            "class_acc": float(class_accuracy(fake.logits, labels)),
+        }
 
     def provenance(self) -> dict:
         return self.suite.provenance()
 
 
-def calibrate(generator, points: list, probe, num: int = 200, seed: int = 0, steps: int | None = None,
-              guidance: float | None = None, batch_size: int = 64, latency_batch: int = 1, latency_repeats: int = 3,
-              measure_latency: bool = True, progress: bool = True, on_point=None) -> dict:
+def calibrate(
+    generator,
+    points: list,
+    probe,
+    num: int = 200,
+    seed: int = 0,
+    steps: int | None = None,
+    guidance: float | None = None,
+    batch_size: int = 64,
+    latency_batch: int = 1,
+    latency_repeats: int = 3,
+    measure_latency: bool = True,
+    progress: bool = True,
+    on_point=None,
+) -> dict:
     """Measure every point; returns the record written to ``calibration.json``. ``on_point(rows)`` is called
     after each point (``elt calibrate`` keeps a ``calibration.partial.json`` with it, so an interrupted
     calibration keeps what it measured)."""
@@ -96,20 +116,45 @@ def calibrate(generator, points: list, probe, num: int = 200, seed: int = 0, ste
         label = point_label(point)
         bar.set_postfix_str(f"loops {label}")
         start = time.perf_counter()
-        images, used = generate_batched(generator, labels, point, batch_size=batch_size, seed=seed, steps=steps,
-                                        guidance=guidance, progress=progress, desc=f"loops {label}",
-                                        return_loops=True)
+        images, used = generate_batched(
+            generator,
+            labels,
+            point,
+            batch_size=batch_size,
+            seed=seed,
+            steps=steps,
+            guidance=guidance,
+            progress=progress,
+            desc=f"loops {label}",
+            return_loops=True,
+        )
         seconds = time.perf_counter() - start
-        row = {"loops": label, "n": num, "mean_loops": loops_summary(used)["mean"],
-               "loops_per_step": loops_summary(used)["per_step"],
-               "gflops": float(generator.gflops_per_sample(point, steps, guidance, loops_used=used)),
-               "ms_per_sample": 1000 * seconds / num, "samples_per_s": num / seconds, "batch_size": batch_size}
+        row = {
+            "loops": label,
+            "n": num,
+            "mean_loops": loops_summary(used)["mean"],
+            "loops_per_step": loops_summary(used)["per_step"],
+            "gflops": float(generator.gflops_per_sample(point, steps, guidance, loops_used=used)),
+            "ms_per_sample": 1000 * seconds / num,
+            "samples_per_s": num / seconds,
+            "batch_size": batch_size,
+        }
         row.update(probe(images, labels))
         if measure_latency:
-            timing = latency_of(generator, point, steps, guidance, batch=latency_batch, repeats=latency_repeats,
-                                seed=seed)
-            row.update(latency_ms=timing["latency_ms"], latency_batch=latency_batch,
-                       latency_calls=timing["latency_calls"])
+            timing = latency_of(
+                generator,
+                point,
+                steps,
+                guidance,
+                batch=latency_batch,
+                repeats=latency_repeats,
+                seed=seed,
+            )
+            row.update(
+                latency_ms=timing["latency_ms"],
+                latency_batch=latency_batch,
+                latency_calls=timing["latency_calls"],
+            )
         rows.append(row)
         if on_point is not None:
             on_point(rows)
@@ -122,19 +167,44 @@ def calibrate(generator, points: list, probe, num: int = 200, seed: int = 0, ste
     from elt.version import __version__
 
     provenance = {
-        **probe.provenance(), "n": num, "seed": seed, "steps": steps, "guidance": guidance,
-        "paradigm": str(cfg.paradigm), "trained_loops": int(generator.trained_loops),
-        "batch_size": batch_size, "latency": {"batch": latency_batch, "min_repeats": latency_repeats,
-                                              "statistic": "median of generate() calls after 1 warm-up"},
-        "device": str(generator.device), "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-        "machine": platform.processor() or platform.machine(), "torch": torch.__version__, "elt": __version__,
+        **probe.provenance(),
+        "n": num,
+        "seed": seed,
+        "steps": steps,
+        "guidance": guidance,
+        "paradigm": str(cfg.paradigm),
+        "trained_loops": int(generator.trained_loops),
+        "batch_size": batch_size,
+        "latency": {
+            "batch": latency_batch,
+            "min_repeats": latency_repeats,
+            "statistic": "median of generate() calls after 1 warm-up",
+        },
+        "device": str(generator.device),
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "elt": __version__,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return {"provenance": provenance, "points": rows}
 
 
-CSV_COLUMNS = ["loops", "gflops", "mean_loops", "latency_ms", "latency_batch", "ms_per_sample", "samples_per_s",
-               "fd_cls", "class_acc", "n", "pareto_gflops", "pareto_latency"]
+CSV_COLUMNS = [
+    "loops",
+    "gflops",
+    "mean_loops",
+    "latency_ms",
+    "latency_batch",
+    "ms_per_sample",
+    "samples_per_s",
+    "fd_cls",
+    "class_acc",
+    "n",
+    "pareto_gflops",
+    "pareto_latency",
+]
 
 
 def write_calibration(record: dict, out: Path, checkpoint: str) -> dict[str, Path]:
@@ -142,11 +212,18 @@ def write_calibration(record: dict, out: Path, checkpoint: str) -> dict[str, Pat
     its flags) and pareto.png, each written under a temporary name and renamed."""
     out.mkdir(parents=True, exist_ok=True)
     record = {**record, "checkpoint": checkpoint}
-    paths = {"calibration": out / CALIBRATION_FILE, "json": out / f"{FRONT_STEM}.json",
-             "csv": out / f"{FRONT_STEM}.csv", "png": out / f"{FRONT_STEM}.png"}
-    front = {"provenance": record["provenance"], "checkpoint": checkpoint,
-             "front_gflops": [p for p in record["points"] if p.get("pareto_gflops")],
-             "front_latency": [p for p in record["points"] if p.get("pareto_latency")]}
+    paths = {
+        "calibration": out / CALIBRATION_FILE,
+        "json": out / f"{FRONT_STEM}.json",
+        "csv": out / f"{FRONT_STEM}.csv",
+        "png": out / f"{FRONT_STEM}.png",
+    }
+    front = {
+        "provenance": record["provenance"],
+        "checkpoint": checkpoint,
+        "front_gflops": [p for p in record["points"] if p.get("pareto_gflops")],
+        "front_latency": [p for p in record["points"] if p.get("pareto_latency")],
+    }
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -173,32 +250,63 @@ def plot_front(record: dict, path: Path, title: str | None = None) -> Path:
     points = record["points"]
     axes_x = [("gflops", "GFLOPs per sample", "pareto_gflops")]
     if any(p.get("latency_ms") is not None for p in points):
-        axes_x.append(("latency_ms", f"latency (ms, batch {points[0].get('latency_batch', '?')})", "pareto_latency"))
+        axes_x.append(
+            (
+                "latency_ms",
+                f"latency (ms, batch {points[0].get('latency_batch', '?')})",
+                "pareto_latency",
+            )
+        )
     metrics = [("fd_cls", "FD_cls (lower is better)"), ("class_acc", "class accuracy")]
-    fig, axes = plt.subplots(len(metrics), len(axes_x), figsize=(5.4 * len(axes_x), 3.8 * len(metrics)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(metrics), len(axes_x), figsize=(5.4 * len(axes_x), 3.8 * len(metrics)), squeeze=False
+    )
     style = {"fixed L": ("o", "C0"), "schedule": ("s", "C1"), "adaptive exit": ("^", "C2")}
     for i, (key, ylabel) in enumerate(metrics):
         for j, (x_key, xlabel, flag) in enumerate(axes_x):
             ax = axes[i][j]
             for kind, (marker, color) in style.items():
-                pts = [p for p in points if point_kind(p["loops"]) == kind and p.get(x_key) is not None]
+                pts = [
+                    p for p in points if point_kind(p["loops"]) == kind and p.get(x_key) is not None
+                ]
                 if pts:
-                    ax.scatter([p[x_key] for p in pts], [p[key] for p in pts], marker=marker, color=color, label=kind)
+                    ax.scatter(
+                        [p[x_key] for p in pts],
+                        [p[key] for p in pts],
+                        marker=marker,
+                        color=color,
+                        label=kind,
+                    )
                     for p in pts:
-                        ax.annotate(p["loops"], (p[x_key], p[key]), textcoords="offset points", xytext=(4, 3),
-                                    fontsize=7, color=color)
+                        ax.annotate(
+                            p["loops"],
+                            (p[x_key], p[key]),
+                            textcoords="offset points",
+                            xytext=(4, 3),
+                            fontsize=7,
+                            color=color,
+                        )
             front = sorted((p for p in points if p.get(flag)), key=lambda p: p[x_key])
             if front:
-                ax.plot([p[x_key] for p in front], [p[key] for p in front], "-", color="0.5", lw=1,
-                        label="Pareto front (FD_cls)")
+                ax.plot(
+                    [p[x_key] for p in front],
+                    [p[key] for p in front],
+                    "-",
+                    color="0.5",
+                    lw=1,
+                    label="Pareto front (FD_cls)",
+                )
             ax.set(xlabel=xlabel, ylabel=ylabel)
             ax.grid(alpha=0.3)
             if i == 0 and j == 0:
                 ax.legend(fontsize=8)
     prov = record["provenance"]
-    fig.suptitle(title or f"{prov.get('paradigm', '')}: quality vs compute, N={prov.get('n')} per point "
-                 f"({prov.get('threads')} threads, {prov.get('device')})", fontsize=10)
+    fig.suptitle(
+        title
+        or f"{prov.get('paradigm', '')}: quality vs compute, N={prov.get('n')} per point "
+        f"({prov.get('threads')} threads, {prov.get('device')})",
+        fontsize=10,
+    )
     return save_figure(fig, path)
 
 
@@ -220,9 +328,18 @@ def print_points(record: dict) -> None:
     head = ["loops", "GFLOPs", "mean L", "latency ms", "ms/sample", "FD_cls", "class acc", "front"]
     lines = [head]
     for p in record["points"]:
-        lines.append([p["loops"], f"{p['gflops']:.3g}", f"{p['mean_loops']:.2f}",
-                      "-" if p.get("latency_ms") is None else f"{p['latency_ms']:.0f}", f"{p['ms_per_sample']:.1f}",
-                      f"{p['fd_cls']:.3g}", f"{100 * p['class_acc']:.1f}%", "*" if p.get("pareto_gflops") else ""])
+        lines.append(
+            [
+                p["loops"],
+                f"{p['gflops']:.3g}",
+                f"{p['mean_loops']:.2f}",
+                "-" if p.get("latency_ms") is None else f"{p['latency_ms']:.0f}",
+                f"{p['ms_per_sample']:.1f}",
+                f"{p['fd_cls']:.3g}",
+                f"{100 * p['class_acc']:.1f}%",
+                "*" if p.get("pareto_gflops") else "",
+            ]
+        )
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
     for r in lines:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))

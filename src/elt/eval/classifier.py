@@ -49,15 +49,25 @@ class FMNISTClassifier(nn.Module):
     """Three conv stages (32→16→8→4 px) and a 128-d embedding; ``features`` is the embedding (post-ReLU,
     like Inception's pool3), ``head`` maps it to 10 logits."""
 
-    def __init__(self, width: int = 32, feature_dim: int = FEATURE_DIM, num_classes: int = NUM_CLASSES):
+    def __init__(
+        self, width: int = 32, feature_dim: int = FEATURE_DIM, num_classes: int = NUM_CLASSES
+    ):
         super().__init__()
 
         def stage(c_in, c_out):
-            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-                                 nn.ReLU(inplace=True), nn.MaxPool2d(2))
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            )
 
-        self.body = nn.Sequential(stage(1, width), stage(width, 2 * width), stage(2 * width, 4 * width))
-        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(4 * width * 4 * 4, feature_dim), nn.ReLU(inplace=True))
+        self.body = nn.Sequential(
+            stage(1, width), stage(width, 2 * width), stage(2 * width, 4 * width)
+        )
+        self.embed = nn.Sequential(
+            nn.Flatten(), nn.Linear(4 * width * 4 * 4, feature_dim), nn.ReLU(inplace=True)
+        )
         self.dropout = nn.Dropout(0.3)
         self.head = nn.Linear(feature_dim, num_classes)
 
@@ -72,21 +82,27 @@ class FMNISTClassifier(nn.Module):
 
 def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 N×H×W, N×H×W×1 or N×1×H×W (28 or 32 px) → float N×1×32×32 in [-1, 1], zero(-1)-padded."""
-    x = images if torch.is_tensor(images) else torch.from_numpy(np.array(images))  # copy: inputs may be read-only
+    x = (
+        images if torch.is_tensor(images) else torch.from_numpy(np.array(images))
+    )  # copy: inputs may be read-only
     if x.dtype != torch.uint8:
-        raise ImageFormatError(f"expected uint8 images (as the generators write them), got {x.dtype}")
+        raise ImageFormatError(
+            f"expected uint8 images (as the generators write them), got {x.dtype}"
+        )
     if x.ndim == 4 and x.shape[-1] == 1:
         x = x[..., 0]
     elif x.ndim == 4 and x.shape[1] == 1:
         x = x[:, 0]
     if x.ndim != 3:
-        raise ImageFormatError(f"the Fashion-MNIST classifier takes grey images N×H×W(×1), got shape "
-                               f"{tuple(x.shape)}")
+        raise ImageFormatError(
+            f"the Fashion-MNIST classifier takes grey images N×H×W(×1), got shape {tuple(x.shape)}"
+        )
     x = x.float().div(127.5).sub(1.0).unsqueeze(1)
     size = x.shape[-1]
     if x.shape[-2] != size or size not in (28, IMAGE_SIZE):
-        raise ImageFormatError(f"the Fashion-MNIST classifier takes 28×28 or 32×32 images, got "
-                               f"{tuple(x.shape[-2:])}")
+        raise ImageFormatError(
+            f"the Fashion-MNIST classifier takes 28×28 or 32×32 images, got {tuple(x.shape[-2:])}"
+        )
     if size == 28:
         x = F.pad(x, (2, 2, 2, 2), value=-1.0)
     return x
@@ -111,8 +127,14 @@ class Features:
 class ClassifierFeatures:
     """Feature extractor over the Fashion-MNIST classifier: ``extractor(uint8 images) -> Features``."""
 
-    def __init__(self, model: FMNISTClassifier, digest: str, name: str = "fmnist-classifier",
-                 batch_size: int = 1000, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: FMNISTClassifier,
+        digest: str,
+        name: str = "fmnist-classifier",
+        batch_size: int = 1000,
+        device: str | torch.device = "cpu",
+    ):
         self.model = model.to(device).eval()
         self.digest = digest
         self.name = name
@@ -122,34 +144,45 @@ class ClassifierFeatures:
     @torch.no_grad()
     def __call__(self, images: np.ndarray, progress: bool = False) -> Features:
         feats, logits = [], []
-        for start in tqdm(range(0, len(images), self.batch_size), desc="features", disable=not progress,
-                          leave=False):
-            x = to_model_input(images[start:start + self.batch_size]).to(self.device)
+        for start in tqdm(
+            range(0, len(images), self.batch_size),
+            desc="features",
+            disable=not progress,
+            leave=False,
+        ):
+            x = to_model_input(images[start : start + self.batch_size]).to(self.device)
             h, z = self.model(x)
             feats.append(h.cpu())
             logits.append(z.cpu())
         if not feats:
-            return Features(np.zeros((0, FEATURE_DIM), np.float32), np.zeros((0, NUM_CLASSES), np.float32))
+            return Features(
+                np.zeros((0, FEATURE_DIM), np.float32), np.zeros((0, NUM_CLASSES), np.float32)
+            )
         return Features(torch.cat(feats).numpy(), torch.cat(logits).numpy())
 
     def provenance(self) -> dict:
         return {"extractor": self.name, "sha256": self.digest, "feature_dim": FEATURE_DIM}
 
 
-def load_classifier(path: str | Path | None = None, device: str | torch.device = "cpu") -> ClassifierFeatures:
+def load_classifier(
+    path: str | Path | None = None, device: str | torch.device = "cpu"
+) -> ClassifierFeatures:
     """The shipped classifier (or weights at ``path``) as a feature extractor."""
     weights = Path(path) if path else ASSETS / WEIGHTS_NAME
     if not weights.is_file():
-        raise ClassifierMissingError(f"classifier weights {weights} not found; recreate them with "
-                                     "'elt eval train-classifier' (a few minutes on a CPU)")
+        raise ClassifierMissingError(
+            f"classifier weights {weights} not found; recreate them with "
+            "'elt eval train-classifier' (a few minutes on a CPU)"
+        )
     model = FMNISTClassifier()
     state = load_safetensors(weights, "classifier weights")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise InputFileError(f"classifier weights {str(weights)!r} do not fit the Fashion-MNIST classifier "
-                             f"({str(exc).splitlines()[0][:160]}); use weights from 'elt eval train-classifier'") \
-            from None
+        raise InputFileError(
+            f"classifier weights {str(weights)!r} do not fit the Fashion-MNIST classifier "
+            f"({str(exc).splitlines()[0][:160]}); use weights from 'elt eval train-classifier'"
+        ) from None
     return ClassifierFeatures(model, file_sha256(weights), device=device)
 
 
@@ -161,19 +194,29 @@ def shipped_record() -> dict | None:
 
 # -- training --------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate_accuracy(model: FMNISTClassifier, images: torch.Tensor, labels: torch.Tensor,
-                      batch_size: int = 1000) -> float:
+def evaluate_accuracy(
+    model: FMNISTClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
+) -> float:
     model.eval()
     correct = 0
     for start in range(0, len(images), batch_size):
-        _, logits = model(images[start:start + batch_size])
-        correct += int((logits.argmax(1) == labels[start:start + batch_size]).sum())
+        _, logits = model(images[start : start + batch_size])
+        correct += int((logits.argmax(1) == labels[start : start + batch_size]).sum())
     return correct / len(images)
 
 
-def train_classifier(out_dir: str | Path = ASSETS, epochs: int = 5, batch_size: int = 128, lr: float = 2e-3,
-                     seed: int = 0, threads: int = 1, data_root: str | Path | None = None,
-                     limit: int | None = None, test_limit: int | None = None, progress: bool = True) -> dict:
+def train_classifier(
+    out_dir: str | Path = ASSETS,
+    epochs: int = 5,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    threads: int = 1,
+    data_root: str | Path | None = None,
+    limit: int | None = None,
+    test_limit: int | None = None,
+    progress: bool = True,
+) -> dict:
     """Train the classifier on the Fashion-MNIST training split and write ``fmnist_classifier.safetensors``
     plus ``fmnist_classifier.json`` (test accuracy, SHA-256, settings) to ``out_dir``. ``limit`` and
     ``test_limit`` use only the first images of each split (quick runs, tests).
@@ -193,7 +236,9 @@ def train_classifier(out_dir: str | Path = ASSETS, epochs: int = 5, batch_size: 
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps_per_epoch = (len(train_set) + batch_size - 1) // batch_size
     total = epochs * steps_per_epoch
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.15)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=total, pct_start=0.15
+    )
     order_rng = torch.Generator().manual_seed(seed)
     start_time = time.perf_counter()
     bar = tqdm(total=total, desc="train classifier", disable=not progress)
@@ -202,7 +247,7 @@ def train_classifier(out_dir: str | Path = ASSETS, epochs: int = 5, batch_size: 
         model.train()
         order = torch.randperm(len(train_set), generator=order_rng)
         for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             x, y = train_set.images[index], train_set.labels[index]
             shifts = torch.randint(-2, 3, (2,), generator=order_rng).tolist()
             x = torch.roll(x, shifts=shifts, dims=(2, 3))
@@ -233,9 +278,16 @@ def train_classifier(out_dir: str | Path = ASSETS, epochs: int = 5, batch_size: 
         "test_accuracy": test_accuracy,
         "train_images": len(train_set),
         "test_images": len(test_set),
-        "settings": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "threads": threads,
-                     "optimizer": "AdamW(wd=0.05), OneCycle", "augmentation": "random roll ±2 px",
-                     "label_smoothing": 0.05},
+        "settings": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "threads": threads,
+            "optimizer": "AdamW(wd=0.05), OneCycle",
+            "augmentation": "random roll ±2 px",
+            "label_smoothing": 0.05,
+        },
         "train_seconds": round(seconds, 1),
         "final_train_loss": float(np.mean(losses[-50:])),
         "command": f"elt eval train-classifier --epochs {epochs} --seed {seed} --threads {threads}",

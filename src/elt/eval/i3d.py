@@ -41,11 +41,15 @@ I3D_SHA256_ENV = "ELT_I3D_SHA256"
 def resolve_i3d_weights(path: str | Path | None = None) -> Path:
     candidate = path or os.environ.get(I3D_ENV)
     if not candidate:
-        raise WeightsNotFoundError(f"FVD needs I3D weights as TorchScript ({I3D_FILE}): pass --i3d PATH or set "
-                                   f"{I3D_ENV}=PATH; get {I3D_SOURCE}")
+        raise WeightsNotFoundError(
+            f"FVD needs I3D weights as TorchScript ({I3D_FILE}): pass --i3d PATH or set "
+            f"{I3D_ENV}=PATH; get {I3D_SOURCE}"
+        )
     if not Path(candidate).is_file():
-        raise WeightsNotFoundError(f"I3D weights {candidate} not found; pass --i3d PATH or set {I3D_ENV}=PATH "
-                                   f"to {I3D_SOURCE}")
+        raise WeightsNotFoundError(
+            f"I3D weights {candidate} not found; pass --i3d PATH or set {I3D_ENV}=PATH "
+            f"to {I3D_SOURCE}"
+        )
     return Path(candidate)
 
 
@@ -65,14 +69,21 @@ class I3DFeatures:
 
     name = "i3d-torchscript"
 
-    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu", batch_size: int = 16,
-                 sha256: str | None = None):
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 16,
+        sha256: str | None = None,
+    ):
         """``sha256``: the expected full SHA-256 (default ``$ELT_I3D_SHA256``, else :data:`I3D_SHA256`)."""
         path = resolve_i3d_weights(weights)
         self.weights_path = path
         self.digest = check_sha256(path, sha256 or os.environ.get(I3D_SHA256_ENV) or I3D_SHA256)
         self.device = resolve_device(str(device))
-        with warnings.catch_warnings():  # torch >= 2.14 deprecates TorchScript; the reference I3D file is one
+        with (
+            warnings.catch_warnings()
+        ):  # torch >= 2.14 deprecates TorchScript; the reference I3D file is one
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             self.model = torch.jit.load(str(path), map_location=self.device).eval()
@@ -83,17 +94,25 @@ class I3DFeatures:
     @torch.no_grad()
     def __call__(self, videos: np.ndarray, progress: bool = False) -> Features:
         outputs = []
-        for start in tqdm(range(0, len(videos), self.batch_size), desc="i3d", disable=not progress, leave=False):
-            x = to_float_ncthw(videos[start:start + self.batch_size]).to(self.device)
+        for start in tqdm(
+            range(0, len(videos), self.batch_size), desc="i3d", disable=not progress, leave=False
+        ):
+            x = to_float_ncthw(videos[start : start + self.batch_size]).to(self.device)
             if self.stylegan_v_contract:
                 y = self.model(x, rescale=True, resize=True, return_features=True)
             else:
                 y = self.model(x / 127.5 - 1.0)
             if y.ndim != 2 or y.shape[0] != x.shape[0]:
-                raise ValueError(f"{self.weights_path} returned shape {tuple(y.shape)}, expected N×400 logits")
+                raise ValueError(
+                    f"{self.weights_path} returned shape {tuple(y.shape)}, expected N×400 logits"
+                )
             outputs.append(y.float().cpu())
         return Features(torch.cat(outputs).numpy())
 
     def provenance(self) -> dict:
-        return {"extractor": self.name, "sha256": self.digest, "weights": str(self.weights_path),
-                "contract": "stylegan-v" if self.stylegan_v_contract else "plain [-1, 1]"}
+        return {
+            "extractor": self.name,
+            "sha256": self.digest,
+            "weights": str(self.weights_path),
+            "contract": "stylegan-v" if self.stylegan_v_contract else "plain [-1, 1]",
+        }

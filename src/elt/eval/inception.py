@@ -31,8 +31,12 @@ from elt.eval.classifier import Features, file_sha256
 from elt.runtime import resolve_device
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
-INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
-INCEPTION_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"  # 95,628,359 bytes
+INCEPTION_URL = (
+    f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
+)
+INCEPTION_SHA256 = (
+    "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"  # 95,628,359 bytes
+)
 INCEPTION_ENV = "ELT_INCEPTION_WEIGHTS"
 
 
@@ -54,18 +58,27 @@ def hub_cache_path() -> Path:
 
 def resolve_inception_weights(path: str | Path | None = None) -> Path:
     """Explicit path, else ``$ELT_INCEPTION_WEIGHTS``, else the torch.hub cache file; never downloads."""
-    how_to = (f"download {INCEPTION_URL} and pass --inception-weights PATH, set {INCEPTION_ENV}=PATH, or put it "
-              f"at {hub_cache_path()}")
-    for source, candidate in (("--inception-weights", path), (INCEPTION_ENV, os.environ.get(INCEPTION_ENV))):
+    how_to = (
+        f"download {INCEPTION_URL} and pass --inception-weights PATH, set {INCEPTION_ENV}=PATH, or put it "
+        f"at {hub_cache_path()}"
+    )
+    for source, candidate in (
+        ("--inception-weights", path),
+        (INCEPTION_ENV, os.environ.get(INCEPTION_ENV)),
+    ):
         if candidate:
             if not Path(candidate).is_file():
-                raise WeightsNotFoundError(f"Inception weights {INCEPTION_FILE} not found at {candidate} "
-                                           f"(from {source}); {how_to}")
+                raise WeightsNotFoundError(
+                    f"Inception weights {INCEPTION_FILE} not found at {candidate} "
+                    f"(from {source}); {how_to}"
+                )
             return Path(candidate)
     if hub_cache_path().is_file():
         return hub_cache_path()
-    raise WeightsNotFoundError(f"Inception weights {INCEPTION_FILE} not found (no --inception-weights, no "
-                               f"{INCEPTION_ENV}, nothing at {hub_cache_path()}); {how_to}")
+    raise WeightsNotFoundError(
+        f"Inception weights {INCEPTION_FILE} not found (no --inception-weights, no "
+        f"{INCEPTION_ENV}, nothing at {hub_cache_path()}); {how_to}"
+    )
 
 
 def check_sha256(path: str | Path, expected: str) -> str:
@@ -74,8 +87,10 @@ def check_sha256(path: str | Path, expected: str) -> str:
         raise ValueError(f"expected a full SHA-256 (64 hex digits), got {expected!r}")
     digest = file_sha256(path)
     if digest != expected.lower():
-        raise WeightsHashError(f"{path} has SHA-256 {digest[:16]}…, expected {expected[:16]}…: not the expected "
-                               "weights file (corrupt, truncated or a different conversion); it is not loaded")
+        raise WeightsHashError(
+            f"{path} has SHA-256 {digest[:16]}…, expected {expected[:16]}…: not the expected "
+            "weights file (corrupt, truncated or a different conversion); it is not loaded"
+        )
     return digest
 
 
@@ -86,7 +101,8 @@ def fidelity_inception_class():
     except ImportError as exc:
         raise MissingDependencyError(
             f"Inception metrics need torch-fidelity and a torchvision that matches torch {torch.__version__} "
-            f"(pip install 'elt-looped[metrics]' torchvision==<matching version>); import failed: {exc}") from exc
+            f"(pip install 'elt-looped[metrics]' torchvision==<matching version>); import failed: {exc}"
+        ) from exc
     return FeatureExtractorInceptionV3
 
 
@@ -108,8 +124,13 @@ class InceptionFeatures:
 
     name = "inception-v3-tf-2015 (torch-fidelity)"
 
-    def __init__(self, weights: str | Path | None = None, sha256: str | None = INCEPTION_SHA256,
-                 device: str | torch.device = "cpu", batch_size: int = 100):
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        sha256: str | None = INCEPTION_SHA256,
+        device: str | torch.device = "cpu",
+        batch_size: int = 100,
+    ):
         """``sha256=None`` skips the hash check (only for tests with random weights of the same layout)."""
         path = resolve_inception_weights(weights)
         self.digest = check_sha256(path, sha256) if sha256 else file_sha256(path)
@@ -117,21 +138,40 @@ class InceptionFeatures:
         self.weights_path = path
         # The hash is verified above, so torch-fidelity's own (full-pickle) torch.load reads a known file.
         self.device = resolve_device(str(device))
-        self.model = cls("inception-v3-compat", ["2048", "logits_unbiased"],
-                         feature_extractor_weights_path=str(path)).to(self.device).eval()
+        self.model = (
+            cls(
+                "inception-v3-compat",
+                ["2048", "logits_unbiased"],
+                feature_extractor_weights_path=str(path),
+            )
+            .to(self.device)
+            .eval()
+        )
         self.batch_size = batch_size
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray, progress: bool = False) -> Features:
         feats, logits = [], []
-        for start in tqdm(range(0, len(images), self.batch_size), desc="inception", disable=not progress,
-                          leave=False):
-            x = to_uint8_nchw_rgb(images[start:start + self.batch_size]).to(self.device)
+        for start in tqdm(
+            range(0, len(images), self.batch_size),
+            desc="inception",
+            disable=not progress,
+            leave=False,
+        ):
+            x = to_uint8_nchw_rgb(images[start : start + self.batch_size]).to(self.device)
             pool, unbiased = self.model(x)
             feats.append(pool.cpu())
             logits.append(unbiased.cpu())
-        return Features(torch.cat(feats).numpy().astype(np.float32), torch.cat(logits).numpy().astype(np.float32))
+        return Features(
+            torch.cat(feats).numpy().astype(np.float32),
+            torch.cat(logits).numpy().astype(np.float32),
+        )
 
     def provenance(self) -> dict:
-        return {"extractor": self.name, "sha256": self.digest, "weights": str(self.weights_path),
-                "feature_dim": 2048, "resize": "TF1 bilinear to 299 (ADM-compatible)"}
+        return {
+            "extractor": self.name,
+            "sha256": self.digest,
+            "weights": str(self.weights_path),
+            "feature_dim": 2048,
+            "resize": "TF1 bilinear to 299 (ADM-compatible)",
+        }

@@ -26,8 +26,14 @@ def _polynomial_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a @ b.T / a.shape[1] + 1.0) ** 3
 
 
-def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0,
-        dtype: torch.dtype = torch.float64) -> tuple[float, float]:
+def kid(
+    real: np.ndarray,
+    fake: np.ndarray,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[float, float]:
     """Kernel Inception Distance (Bińkowski et al. 2018): the unbiased MMD² estimate with the cubic polynomial
     kernel k(x, y) = (x·y/d + 1)³, averaged over random subsets. Returns (mean, std over subsets).
 
@@ -45,8 +51,14 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int
     for _ in range(subsets):
         xs = x[torch.from_numpy(rng.choice(len(x), m, replace=False))]
         ys = y[torch.from_numpy(rng.choice(len(y), m, replace=False))]
-        kxx, kyy, kxy = _polynomial_kernel(xs, xs), _polynomial_kernel(ys, ys), _polynomial_kernel(xs, ys)
-        within = (kxx.sum() - kxx.diagonal().sum() + kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+        kxx, kyy, kxy = (
+            _polynomial_kernel(xs, xs),
+            _polynomial_kernel(ys, ys),
+            _polynomial_kernel(xs, ys),
+        )
+        within = (kxx.sum() - kxx.diagonal().sum() + kyy.sum() - kyy.diagonal().sum()) / (
+            m * (m - 1)
+        )
         values.append(float(within - 2.0 * kxy.sum() / (m * m)))
     return float(np.mean(values)), float(np.std(values))
 
@@ -63,14 +75,20 @@ def knn_radii(x: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:
         raise ValueError(f"need more than k={k} points to estimate k-NN radii, got {len(x)}")
     radii = []
     for start in range(0, len(x), chunk):
-        d = _squared_distances(x[start:start + chunk], x)
+        d = _squared_distances(x[start : start + chunk], x)
         # self-distance is 0 and sorts first, so the k-th neighbour is the (k+1)-th smallest value
         radii.append(d.kthvalue(k + 1, dim=1).values)
     return torch.cat(radii)
 
 
-def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5, chunk: int = 1024, dtype: torch.dtype = torch.float64,
-         real_radii: torch.Tensor | None = None) -> dict[str, float]:
+def prdc(
+    real: np.ndarray,
+    fake: np.ndarray,
+    k: int = 5,
+    chunk: int = 1024,
+    dtype: torch.dtype = torch.float64,
+    real_radii: torch.Tensor | None = None,
+) -> dict[str, float]:
     """Precision, recall (Kynkäänniemi et al. 2019) and density, coverage (Naeem et al. 2020) from k-NN balls.
 
     precision: share of fakes inside some real k-NN ball; recall: share of reals inside some fake k-NN ball;
@@ -91,12 +109,12 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5, chunk: int = 1024, dtyp
     nearest_fake = torch.full((len(x),), math.inf, dtype=dtype)
     recalled = torch.zeros(len(x), dtype=torch.bool)
     for start in range(0, len(y), chunk):
-        d = _squared_distances(y[start:start + chunk], x)  # fakes × reals
+        d = _squared_distances(y[start : start + chunk], x)  # fakes × reals
         within = d <= real_r[None, :]
-        inside_real[start:start + chunk] = within.any(1)
-        density_counts[start:start + chunk] = within.sum(1).to(dtype)
+        inside_real[start : start + chunk] = within.any(1)
+        density_counts[start : start + chunk] = within.sum(1).to(dtype)
         nearest_fake = torch.minimum(nearest_fake, d.min(0).values)
-        recalled |= (d <= fake_r[start:start + chunk, None]).any(0)
+        recalled |= (d <= fake_r[start : start + chunk, None]).any(0)
     return {
         "precision": float(inside_real.double().mean()),
         "recall": float(recalled.double().mean()),
@@ -128,7 +146,7 @@ def inception_score(logits: np.ndarray, split_size: int = 5000) -> tuple[float, 
         raise ValueError(f"expected N×C logits, got shape {tuple(logits.shape)}")
     scores = []
     for start in range(0, len(logits), split_size):
-        log_p = torch.log_softmax(logits[start:start + split_size], dim=1)
+        log_p = torch.log_softmax(logits[start : start + split_size], dim=1)
         log_marginal = torch.logsumexp(log_p, dim=0) - math.log(len(log_p))
         kl = (log_p.exp() * (log_p - log_marginal[None, :])).sum(1).mean()
         scores.append(float(torch.exp(kl)))

@@ -49,28 +49,43 @@ def load_reference(path: str | Path) -> Reference:
             try:
                 with Image.open(f) as handle:
                     arrays.append(np.asarray(handle.convert("RGB")))
-            except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for damaged or foreign files
+            except (
+                OSError,
+                ValueError,
+                SyntaxError,
+            ) as exc:  # PIL's errors for damaged or foreign files
                 unreadable.append((f, exc))
         if not arrays:
-            raise InputFileError(f"none of the {len(files)} image files in {path} is readable (e.g. "
-                                 f"{unreadable[0][0].name}: {str(unreadable[0][1]).splitlines()[0][:120]})")
+            raise InputFileError(
+                f"none of the {len(files)} image files in {path} is readable (e.g. "
+                f"{unreadable[0][0].name}: {str(unreadable[0][1]).splitlines()[0][:120]})"
+            )
         if unreadable:
             import warnings
 
-            warnings.warn(f"skipped {len(unreadable)} unreadable image file(s) in {path} (e.g. "
-                          f"{unreadable[0][0].name})", stacklevel=2)
+            warnings.warn(
+                f"skipped {len(unreadable)} unreadable image file(s) in {path} (e.g. "
+                f"{unreadable[0][0].name})",
+                stacklevel=2,
+            )
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
-            raise ValueError(f"images in {path} differ in size ({sorted(shapes)[:3]}…); resize them to one size")
+            raise ValueError(
+                f"images in {path} differ in size ({sorted(shapes)[:3]}…); resize them to one size"
+            )
         return Reference(f"folder {path} ({len(arrays)} images)", images=np.stack(arrays))
     if not path.is_file():
-        raise FileNotFoundError(f"reference {path} not found (expected an .npz with mu/sigma or arr_0, or a folder "
-                                "of images)")
+        raise FileNotFoundError(
+            f"reference {path} not found (expected an .npz with mu/sigma or arr_0, or a folder "
+            "of images)"
+        )
     data = load_npz(path, "reference")
     keys = set(data)
     mu, sigma, images, labels = (data.get(key) for key in ("mu", "sigma", "arr_0", "arr_1"))
     if (mu is None or sigma is None) and images is None:
-        raise ValueError(f"{path} has neither mu/sigma nor arr_0 images (keys: {', '.join(sorted(keys))})")
+        raise ValueError(
+            f"{path} has neither mu/sigma nor arr_0 images (keys: {', '.join(sorted(keys))})"
+        )
     if images is not None and images.dtype != np.uint8:
         raise ValueError(f"{path}: arr_0 must hold uint8 images, found {images.dtype}")
     return Reference(f"{path.name}", images=images, labels=labels, mu=mu, sigma=sigma)
@@ -101,8 +116,10 @@ class MetricSuite:
     def reference_stats(self) -> tuple[np.ndarray, np.ndarray]:
         if self._ref_stats is None:
             if self.reference.mu is not None and self.reference.sigma is not None:
-                self._ref_stats = (np.asarray(self.reference.mu, np.float64),
-                                   np.asarray(self.reference.sigma, np.float64))
+                self._ref_stats = (
+                    np.asarray(self.reference.mu, np.float64),
+                    np.asarray(self.reference.sigma, np.float64),
+                )
             else:
                 self._ref_stats = gaussian_stats(self.reference_features().features)
         return self._ref_stats
@@ -128,10 +145,22 @@ class DomainSuite(MetricSuite):
     feature space, with the real-vs-real floor from a second real set (``floor_images``)."""
 
     name = "domain"
-    plot_metrics = [("fd_cls", "FD_cls (lower is better)"), ("class_acc", "class accuracy (higher is better)")]
+    plot_metrics = [
+        ("fd_cls", "FD_cls (lower is better)"),
+        ("class_acc", "class accuracy (higher is better)"),
+    ]
 
-    def __init__(self, extractor, reference: Reference, floor_images: np.ndarray | None = None, k: int = 5,
-                 kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0, progress: bool = False):
+    def __init__(
+        self,
+        extractor,
+        reference: Reference,
+        floor_images: np.ndarray | None = None,
+        k: int = 5,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        seed: int = 0,
+        progress: bool = False,
+    ):
         super().__init__(extractor, reference, progress)
         if reference.images is None:
             raise ValueError("the domain suite needs reference images (not only statistics)")
@@ -143,7 +172,9 @@ class DomainSuite(MetricSuite):
         self._real_radii = None
 
     @classmethod
-    def fashion_mnist(cls, extractor=None, data_root=None, progress: bool = False, **kwargs) -> DomainSuite:
+    def fashion_mnist(
+        cls, extractor=None, data_root=None, progress: bool = False, **kwargs
+    ) -> DomainSuite:
         """Reference = the 10k test images; floor = training images (a seeded random subset per N)."""
         from elt.data.fashion_mnist import load_arrays
         from elt.eval.classifier import load_classifier
@@ -151,15 +182,23 @@ class DomainSuite(MetricSuite):
         extractor = extractor or load_classifier()
         test_images, test_labels = load_arrays(data_root, "test")
         train_images, _ = load_arrays(data_root, "train")
-        reference = Reference("Fashion-MNIST test split (10000 images)", images=test_images, labels=test_labels)
+        reference = Reference(
+            "Fashion-MNIST test split (10000 images)", images=test_images, labels=test_labels
+        )
         return cls(extractor, reference, floor_images=train_images, progress=progress, **kwargs)
 
     def compare(self, fake: Features, labels: np.ndarray | None) -> dict[str, float]:
         real = self.reference_features()
-        kid_mean, kid_std = kid(real.features, fake.features, self.kid_subsets, self.kid_subset_size, self.seed)
+        kid_mean, kid_std = kid(
+            real.features, fake.features, self.kid_subsets, self.kid_subset_size, self.seed
+        )
         values = {"fd_cls": self.frechet(fake.features), "kid": kid_mean, "kid_std": kid_std}
-        if self._real_radii is None:  # the reference's k-NN radii are the same for every evaluated set
-            self._real_radii = knn_radii(torch.as_tensor(real.features, dtype=torch.float64), self.k)
+        if (
+            self._real_radii is None
+        ):  # the reference's k-NN radii are the same for every evaluated set
+            self._real_radii = knn_radii(
+                torch.as_tensor(real.features, dtype=torch.float64), self.k
+            )
         values.update(prdc(real.features, fake.features, k=self.k, real_radii=self._real_radii))
         if labels is not None and fake.logits is not None:
             values["class_acc"] = class_accuracy(fake.logits, labels)
@@ -174,7 +213,9 @@ class DomainSuite(MetricSuite):
         if self.floor_images is None:
             return None
         rng = np.random.default_rng(self.seed)
-        pick = np.sort(rng.choice(len(self.floor_images), min(num, len(self.floor_images)), replace=False))
+        pick = np.sort(
+            rng.choice(len(self.floor_images), min(num, len(self.floor_images)), replace=False)
+        )
         values = self.compare(self.features(self.floor_images[pick]), None)
         ref = self.reference_features()
         if self.reference.labels is not None and ref.logits is not None:
@@ -184,10 +225,16 @@ class DomainSuite(MetricSuite):
 
     def provenance(self) -> dict:
         info = super().provenance()
-        info.update(prdc_k=self.k, kid={"subsets": self.kid_subsets, "subset_size": self.kid_subset_size,
-                                         "kernel": "(x.y/d + 1)^3"},
-                    floor="real training images (seeded subset of the same N) vs the reference; class "
-                          "accuracy of the reference set")
+        info.update(
+            prdc_k=self.k,
+            kid={
+                "subsets": self.kid_subsets,
+                "subset_size": self.kid_subset_size,
+                "kernel": "(x.y/d + 1)^3",
+            },
+            floor="real training images (seeded subset of the same N) vs the reference; class "
+            "accuracy of the reference set",
+        )
         return info
 
 
@@ -198,8 +245,14 @@ class InceptionSuite(MetricSuite):
     name = "inception"
     plot_metrics = [("fid", "FID (lower is better)"), ("is", "Inception Score (higher is better)")]
 
-    def __init__(self, extractor, reference: Reference, is_split_size: int = 5000, k: int = 3,
-                 progress: bool = False):
+    def __init__(
+        self,
+        extractor,
+        reference: Reference,
+        is_split_size: int = 5000,
+        k: int = 3,
+        progress: bool = False,
+    ):
         super().__init__(extractor, reference, progress)
         self.is_split_size = is_split_size
         self.k = k

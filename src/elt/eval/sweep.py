@@ -38,7 +38,13 @@ from elt.core.schedule import LoopSchedule, file_token, point_label
 from elt.errors import UserError
 from elt.fileio import atomic_write, load_npz, write_json, write_text
 from elt.runtime import resolve_device
-from elt.sampling import balanced_labels, generate_batched, generate_features, sampling_settings, shard_info
+from elt.sampling import (
+    balanced_labels,
+    generate_batched,
+    generate_features,
+    sampling_settings,
+    shard_info,
+)
 from elt.version import __version__
 
 LABEL_POLICY = "balanced: sample i is conditioned on class i mod num_classes"
@@ -144,9 +150,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_latency(generator: LoopedGenerator, loops: LoopSchedule, steps: int | None, guidance: float | None,
-                    batch: int = 1, repeats: int = 3, seed: int = 0, min_seconds: float = 0.25,
-                    max_repeats: int = 50) -> dict:
+def measure_latency(
+    generator: LoopedGenerator,
+    loops: LoopSchedule,
+    steps: int | None,
+    guidance: float | None,
+    batch: int = 1,
+    repeats: int = 3,
+    seed: int = 0,
+    min_seconds: float = 0.25,
+    max_repeats: int = 50,
+) -> dict:
     """Median seconds of ``generate`` for ``batch`` samples, and peak memory. One warm-up call, then at least
     ``repeats`` timed calls, more (up to ``max_repeats``) until ``min_seconds`` have passed, so sub-millisecond
     models still get a stable median."""
@@ -158,22 +172,32 @@ def measure_latency(generator: LoopedGenerator, loops: LoopSchedule, steps: int 
         while len(times) < repeats or (sum(times) < min_seconds and len(times) < max_repeats):
             _sync(device)
             start = time.perf_counter()
-            generator.generate(labels, loops=loops, steps=steps, guidance=guidance, seed=seed + len(times))
+            generator.generate(
+                labels, loops=loops, steps=steps, guidance=guidance, seed=seed + len(times)
+            )
             _sync(device)
             times.append(time.perf_counter() - start)
-    return {"latency_ms": 1000 * statistics.median(times), "latency_batch": batch, "latency_calls": len(times),
-            "peak_mem_mib": memory.peak_mib, "peak_mem_kind": memory.kind}
+    return {
+        "latency_ms": 1000 * statistics.median(times),
+        "latency_batch": batch,
+        "latency_calls": len(times),
+        "peak_mem_mib": memory.peak_mib,
+        "peak_mem_kind": memory.kind,
+    }
 
 
-def read_samples(samples_dir: Path, loops: LoopSchedule, num: int | None = None,
-                 with_loops: bool = False):
+def read_samples(
+    samples_dir: Path, loops: LoopSchedule, num: int | None = None, with_loops: bool = False
+):
     """Images and labels of ``samples_L<loops>.npz`` written by ``elt sample`` (first ``num`` of them); with
     ``with_loops`` also the loops used per sample and step (None in files written before they were stored)."""
     path = Path(samples_dir) / f"samples_L{file_token(loops)}.npz"
     if not path.is_file():
         have = sorted(p.name for p in Path(samples_dir).glob("samples_L*.npz"))
-        raise FileNotFoundError(f"{path} not found (have: {', '.join(have) or 'none'}); run 'elt sample "
-                                f"--loops {point_label(loops)}' or drop L={point_label(loops)} from --loops")
+        raise FileNotFoundError(
+            f"{path} not found (have: {', '.join(have) or 'none'}); run 'elt sample "
+            f"--loops {point_label(loops)}' or drop L={point_label(loops)} from --loops"
+        )
     data = load_npz(path, "samples file", keys=("arr_0", "arr_1", "loops"))
     if "arr_0" not in data:
         raise SweepInputError(f"{path} has no arr_0 (the uint8 samples 'elt sample' writes)")
@@ -197,21 +221,31 @@ def check_samples(samples_dir: Path, loops: Sequence[int], num: int | None = Non
         path = Path(samples_dir) / f"samples_L{k}.npz"
         if not path.is_file():
             have = sorted(p.name for p in Path(samples_dir).glob("samples_L*.npz"))
-            raise SweepInputError(f"{path} not found (have: {', '.join(have) or 'none'}); run 'elt sample "
-                                  f"--loops {k}' or drop L={k} from --loops")
+            raise SweepInputError(
+                f"{path} not found (have: {', '.join(have) or 'none'}); run 'elt sample "
+                f"--loops {k}' or drop L={k} from --loops"
+            )
         if num is None:
             continue
         try:
             with zipfile.ZipFile(path) as archive, archive.open("arr_0.npy") as member:
                 major, _ = np.lib.format.read_magic(member)
-                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if major == 1
+                    else np.lib.format.read_array_header_2_0
+                )
                 shape, _, dtype = read_header(member)
         except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
-            raise SweepInputError(f"{path} is not a samples file written by 'elt sample' "
-                                  f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
+            raise SweepInputError(
+                f"{path} is not a samples file written by 'elt sample' "
+                f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})"
+            ) from None
         if dtype.hasobject:
-            raise SweepInputError(f"samples file {str(path)!r} holds object arrays (pickled Python objects), which "
-                                  "elt never loads; 'elt sample' writes uint8 arrays")
+            raise SweepInputError(
+                f"samples file {str(path)!r} holds object arrays (pickled Python objects), which "
+                "elt never loads; 'elt sample' writes uint8 arrays"
+            )
         if shape[0] < num:
             raise SweepInputError(f"{path} holds {shape[0]} samples, fewer than --num {num}")
 
@@ -227,10 +261,20 @@ def configured_steps(generator: LoopedGenerator | None) -> int | None:
     return int(value) if value is not None else None
 
 
-def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[LoopSchedule], steps: Sequence[int | None] = (None,),
-              num: int = 1000, seed: int = 0, guidance: float | None = None, batch_size: int = 256,
-              latency_batch: int = 1, latency_repeats: int = 3, measure: bool = True,
-              progress: bool = True) -> dict:
+def run_sweep(
+    models: Sequence[SweepModel],
+    suite,
+    loops: Sequence[LoopSchedule],
+    steps: Sequence[int | None] = (None,),
+    num: int = 1000,
+    seed: int = 0,
+    guidance: float | None = None,
+    batch_size: int = 256,
+    latency_batch: int = 1,
+    latency_repeats: int = 3,
+    measure: bool = True,
+    progress: bool = True,
+) -> dict:
     """Evaluate every model at every (steps, loops); returns the record ``write_outputs`` saves."""
     if not models:
         raise SweepInputError("nothing to evaluate: give at least one checkpoint or samples folder")
@@ -245,31 +289,70 @@ def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[LoopSchedule]
     for model, step, k in tqdm(combos, desc="sweep", disable=not progress):
         gen = model.generator
         label = k if isinstance(k, int) else point_label(k)
-        used_steps, used_guidance = sampling_settings(gen, step, guidance) if gen is not None else (step, guidance)
-        row = {"model": model.name, "checkpoint": model.checkpoint, "loops": label, "steps": used_steps,
-               "config_steps": configured_steps(gen), "guidance": used_guidance, "n": num}
+        used_steps, used_guidance = (
+            sampling_settings(gen, step, guidance) if gen is not None else (step, guidance)
+        )
+        row = {
+            "model": model.name,
+            "checkpoint": model.checkpoint,
+            "loops": label,
+            "steps": used_steps,
+            "config_steps": configured_steps(gen),
+            "guidance": used_guidance,
+            "n": num,
+        }
         if model.samples_dir is not None:
             images, labels, meta, used = read_samples(model.samples_dir, k, num, with_loops=True)
-            row.update(samples=str(model.samples_dir),  # older samples.json files recorded null for defaults
-                       steps=used_steps if meta.get("steps") is None else meta["steps"],
-                       guidance=used_guidance if meta.get("guidance") is None else meta["guidance"],
-                       seed=meta.get("seed"), label_policy=meta.get("label_policy"))
-            ms_per_sample = (1000 * meta["seconds"][str(label)] / meta["num"]
-                             if "seconds" in meta and str(label) in meta["seconds"] and meta.get("num") else None)
+            row.update(
+                samples=str(
+                    model.samples_dir
+                ),  # older samples.json files recorded null for defaults
+                steps=used_steps if meta.get("steps") is None else meta["steps"],
+                guidance=used_guidance if meta.get("guidance") is None else meta["guidance"],
+                seed=meta.get("seed"),
+                label_policy=meta.get("label_policy"),
+            )
+            ms_per_sample = (
+                1000 * meta["seconds"][str(label)] / meta["num"]
+                if "seconds" in meta and str(label) in meta["seconds"] and meta.get("num")
+                else None
+            )
         else:
             if gen is None:
-                raise SweepInputError(f"model {model.name!r} has neither a generator nor a samples folder")
+                raise SweepInputError(
+                    f"model {model.name!r} has neither a generator nor a samples folder"
+                )
             labels = balanced_labels(num, gen.num_classes)
             _sync(gen.device)
             start = time.perf_counter()
-            if split_metrics:  # every rank extracts the features of its own samples; rank 0 gets features only
-                result = generate_features(gen, labels, k, suite.features, batch_size=batch_size, seed=seed,
-                                           steps=used_steps, guidance=used_guidance, progress=progress,
-                                           desc=f"{model.name} L={label}")
+            if (
+                split_metrics
+            ):  # every rank extracts the features of its own samples; rank 0 gets features only
+                result = generate_features(
+                    gen,
+                    labels,
+                    k,
+                    suite.features,
+                    batch_size=batch_size,
+                    seed=seed,
+                    steps=used_steps,
+                    guidance=used_guidance,
+                    progress=progress,
+                    desc=f"{model.name} L={label}",
+                )
             else:
-                result = generate_batched(gen, labels, k, batch_size=batch_size, seed=seed, steps=used_steps,
-                                          guidance=used_guidance, progress=progress, desc=f"{model.name} L={label}",
-                                          return_loops=True)
+                result = generate_batched(
+                    gen,
+                    labels,
+                    k,
+                    batch_size=batch_size,
+                    seed=seed,
+                    steps=used_steps,
+                    guidance=used_guidance,
+                    progress=progress,
+                    desc=f"{model.name} L={label}",
+                    return_loops=True,
+                )
             _sync(gen.device)
             ms_per_sample = 1000 * (time.perf_counter() - start) / num
             row.update(seed=seed, label_policy="balanced")
@@ -279,38 +362,75 @@ def run_sweep(models: Sequence[SweepModel], suite, loops: Sequence[LoopSchedule]
         row["ms_per_sample"] = ms_per_sample
         if gen is not None:
             row["params_m"] = sum(p.numel() for p in gen.trainable_parameters()) / 1e6
-            row["gflops"] = float(gen.gflops_per_sample(loops=k, steps=row["steps"], guidance=row["guidance"],
-                                                        loops_used=used))
+            row["gflops"] = float(
+                gen.gflops_per_sample(
+                    loops=k, steps=row["steps"], guidance=row["guidance"], loops_used=used
+                )
+            )
             if measure:
-                row.update(measure_latency(gen, k, row["steps"], row["guidance"], latency_batch, latency_repeats,
-                                           seed))
+                row.update(
+                    measure_latency(
+                        gen, k, row["steps"], row["guidance"], latency_batch, latency_repeats, seed
+                    )
+                )
         if used is not None:
             row["mean_loops"] = float(np.mean(used))
-        row.update(suite.compare(images, labels) if split_metrics and model.samples_dir is None
-                   else suite.evaluate(images, labels))
+        row.update(
+            suite.compare(images, labels)
+            if split_metrics and model.samples_dir is None
+            else suite.evaluate(images, labels)
+        )
         rows.append(row)
-    device = next((m.generator.device for m in models if m.generator is not None), torch.device("cpu"))
+    device = next(
+        (m.generator.device for m in models if m.generator is not None), torch.device("cpu")
+    )
     provenance = {
         **suite.provenance(),
-        "n": num, "label_policy": LABEL_POLICY, "seed": seed,
+        "n": num,
+        "label_policy": LABEL_POLICY,
+        "seed": seed,
         "loops": [k if isinstance(k, int) else point_label(k) for k in loops],
         # as requested (null: each model's configured default) and as used (what the rows carry)
-        "steps": [s for s in steps], "guidance": guidance, "batch_size": batch_size,
+        "steps": [s for s in steps],
+        "guidance": guidance,
+        "batch_size": batch_size,
         "steps_used": sorted({r["steps"] for r in rows if r.get("steps") is not None}),
         "guidance_used": sorted({r["guidance"] for r in rows if r.get("guidance") is not None}),
-        "latency": {"batch": latency_batch, "min_repeats": latency_repeats,
-                    "statistic": "median after 1 warm-up, repeated until >= 0.25 s"},
-        "device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "elt": __version__, "python": platform.python_version(),
-        "models": [{"name": m.name, "checkpoint": m.checkpoint,
-                    "samples": str(m.samples_dir) if m.samples_dir else None} for m in models],
+        "latency": {
+            "batch": latency_batch,
+            "min_repeats": latency_repeats,
+            "statistic": "median after 1 warm-up, repeated until >= 0.25 s",
+        },
+        "device": str(device),
+        "device_name": _device_name(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "elt": __version__,
+        "python": platform.python_version(),
+        "models": [
+            {
+                "name": m.name,
+                "checkpoint": m.checkpoint,
+                "samples": str(m.samples_dir) if m.samples_dir else None,
+            }
+            for m in models
+        ],
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    return {"provenance": provenance, "floor": floor, "floor_warning": floor_warning(floor, rows),
-            "plot_metrics": [list(p) for p in suite.plot_metrics], "rows": rows}
+    return {
+        "provenance": provenance,
+        "floor": floor,
+        "floor_warning": floor_warning(floor, rows),
+        "plot_metrics": [list(p) for p in suite.plot_metrics],
+        "rows": rows,
+    }
 
 
-FRECHET_KEYS = ("fd_cls", "fid", "fvd")  # lower is better; between two real sets pure estimation bias, ∝ 1/N
+FRECHET_KEYS = (
+    "fd_cls",
+    "fid",
+    "fvd",
+)  # lower is better; between two real sets pure estimation bias, ∝ 1/N
 
 
 def floor_warning(floor: dict | None, rows: Sequence[dict]) -> str | None:
@@ -328,10 +448,16 @@ def floor_warning(floor: dict | None, rows: Sequence[dict]) -> str | None:
         best = min(scored, key=lambda r: r[key])
         if floor[key] <= best[key]:
             continue
-        needed = f"at least N={math.ceil(n * floor[key] / best[key])}" if best[key] > 0 else "a much larger N"
-        return (f"the real-data floor at N={n} is unreliable: its {key} {floor[key]:.3g} is worse than "
-                f"{best.get('model', 'a model')} L={best.get('loops')} ({best[key]:.3g}); a Fréchet floor falls as "
-                f"1/N, so {needed} samples (--num) would be needed for it to be a floor")
+        needed = (
+            f"at least N={math.ceil(n * floor[key] / best[key])}"
+            if best[key] > 0
+            else "a much larger N"
+        )
+        return (
+            f"the real-data floor at N={n} is unreliable: its {key} {floor[key]:.3g} is worse than "
+            f"{best.get('model', 'a model')} L={best.get('loops')} ({best[key]:.3g}); a Fréchet floor falls as "
+            f"1/N, so {needed} samples (--num) would be needed for it to be a floor"
+        )
     return None
 
 
@@ -348,8 +474,12 @@ def write_outputs(result: dict, out_dir: str | Path, stem: str = "eval") -> dict
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / f"{stem}.json", "csv": out / f"{stem}.csv", "md": out / f"{stem}.md",
-             "png": out / f"{stem}.png"}
+    paths = {
+        "json": out / f"{stem}.json",
+        "csv": out / f"{stem}.csv",
+        "md": out / f"{stem}.md",
+        "png": out / f"{stem}.png",
+    }
     write_json(paths["json"], result, default=_json_default)
     columns: list[str] = []
     for row in result["rows"]:
@@ -364,16 +494,32 @@ def write_outputs(result: dict, out_dir: str | Path, stem: str = "eval") -> dict
     return paths
 
 
-MARKDOWN_COLUMNS = [("model", "model"), ("loops", "L"), ("steps", "steps"), ("params_m", "params (M)"),
-                    ("gflops", "GFLOPs/sample"), ("fd_cls", "FD_cls ↓"), ("class_acc", "class acc ↑"),
-                    ("precision", "precision ↑"), ("recall", "recall ↑"), ("fid", "FID ↓"), ("fvd", "FVD ↓"),
-                    ("is", "IS ↑"), ("ms_per_sample", "ms/sample"), ("latency_ms", "latency (ms)")]
+MARKDOWN_COLUMNS = [
+    ("model", "model"),
+    ("loops", "L"),
+    ("steps", "steps"),
+    ("params_m", "params (M)"),
+    ("gflops", "GFLOPs/sample"),
+    ("fd_cls", "FD_cls ↓"),
+    ("class_acc", "class acc ↑"),
+    ("precision", "precision ↑"),
+    ("recall", "recall ↑"),
+    ("fid", "FID ↓"),
+    ("fvd", "FVD ↓"),
+    ("is", "IS ↑"),
+    ("ms_per_sample", "ms/sample"),
+    ("latency_ms", "latency (ms)"),
+]
 
 
 def markdown_table(result: dict) -> str:
     """The rows as a Markdown table (columns that no row has are left out), the real-data floor last."""
-    rows = result["rows"] + ([{"model": "real data", **result["floor"]}] if result.get("floor") else [])
-    columns = [(k, t) for k, t in MARKDOWN_COLUMNS if any(r.get(k) is not None for r in result["rows"])]
+    rows = result["rows"] + (
+        [{"model": "real data", **result["floor"]}] if result.get("floor") else []
+    )
+    columns = [
+        (k, t) for k, t in MARKDOWN_COLUMNS if any(r.get(k) is not None for r in result["rows"])
+    ]
 
     def fmt(key: str, value) -> str:
         if value is None or value == "":
@@ -394,15 +540,23 @@ def markdown_table(result: dict) -> str:
 def check_result_shape(result) -> None:
     """What :func:`merge_results` reads from an ``eval.json``: a :class:`SweepInputError` naming what is wrong."""
     if not isinstance(result, dict):
-        raise SweepInputError(f"expected an 'elt eval' record (a JSON object), got {type(result).__name__}")
+        raise SweepInputError(
+            f"expected an 'elt eval' record (a JSON object), got {type(result).__name__}"
+        )
     for key, kind in (("provenance", dict), ("rows", list), ("plot_metrics", list)):
         if not isinstance(result.get(key), kind):
-            raise SweepInputError(f"not an 'elt eval' record: {key!r} must be a JSON "
-                                  f"{'object' if kind is dict else 'list'}")
+            raise SweepInputError(
+                f"not an 'elt eval' record: {key!r} must be a JSON "
+                f"{'object' if kind is dict else 'list'}"
+            )
     if not all(isinstance(row, dict) for row in result["rows"]):
-        raise SweepInputError("not an 'elt eval' record: every entry of 'rows' must be a JSON object")
+        raise SweepInputError(
+            "not an 'elt eval' record: every entry of 'rows' must be a JSON object"
+        )
     if not all(isinstance(item, list) and len(item) == 2 for item in result["plot_metrics"]):
-        raise SweepInputError("not an 'elt eval' record: 'plot_metrics' must hold [key, label] pairs")
+        raise SweepInputError(
+            "not an 'elt eval' record: 'plot_metrics' must hold [key, label] pairs"
+        )
     if not isinstance(result["provenance"].get("loops", []), list):
         raise SweepInputError("not an 'elt eval' record: 'provenance.loops' must be a list")
 
@@ -414,21 +568,36 @@ def merge_results(results: Sequence[dict]) -> dict:
         raise SweepInputError("nothing to merge")
     for result in results:
         check_result_shape(result)
-    suites = {json.dumps({k: r["provenance"].get(k) for k in ("suite", "extractor")}, sort_keys=True)
-              for r in results}
+    suites = {
+        json.dumps({k: r["provenance"].get(k) for k in ("suite", "extractor")}, sort_keys=True)
+        for r in results
+    }
     if len(suites) > 1:
-        raise SweepInputError(f"cannot merge sweeps measured with different metric suites: {sorted(suites)}")
+        raise SweepInputError(
+            f"cannot merge sweeps measured with different metric suites: {sorted(suites)}"
+        )
     sizes = {r["provenance"].get("n") for r in results}
     if len(sizes) > 1:
-        raise SweepInputError(f"cannot merge sweeps with different sample counts per point: {sorted(sizes)}")
+        raise SweepInputError(
+            f"cannot merge sweeps with different sample counts per point: {sorted(sizes)}"
+        )
     first = results[0]
-    provenance = {**first["provenance"], "merged_from": [r["provenance"] for r in results],
-                  "loops": sorted({k for r in results for k in r["provenance"].get("loops", [])},
-                                   key=lambda k: (isinstance(k, str), k if isinstance(k, int) else 0, str(k)))}
+    provenance = {
+        **first["provenance"],
+        "merged_from": [r["provenance"] for r in results],
+        "loops": sorted(
+            {k for r in results for k in r["provenance"].get("loops", [])},
+            key=lambda k: (isinstance(k, str), k if isinstance(k, int) else 0, str(k)),
+        ),
+    }
     rows = [row for r in results for row in r["rows"]]
-    return {"provenance": provenance, "floor": first.get("floor"),
-            "floor_warning": floor_warning(first.get("floor"), rows), "plot_metrics": first["plot_metrics"],
-            "rows": rows}
+    return {
+        "provenance": provenance,
+        "floor": first.get("floor"),
+        "floor_warning": floor_warning(first.get("floor"), rows),
+        "plot_metrics": first["plot_metrics"],
+        "rows": rows,
+    }
 
 
 def _json_default(value):

@@ -37,8 +37,15 @@ from elt.fileio import load_npz, write_json
 
 CROP_SIZE = 32
 MASS_THRESHOLD = 0.1  # intensity (0..1) below which a pixel is background for the centre of mass
-DESCRIPTOR_NAMES = ("mean_speed", "speed_std", "median_accel", "mean_accel", "straightness", "mean_abs_vy",
-                    "mean_abs_vx")
+DESCRIPTOR_NAMES = (
+    "mean_speed",
+    "speed_std",
+    "median_accel",
+    "mean_accel",
+    "straightness",
+    "mean_abs_vy",
+    "mean_abs_vx",
+)
 
 
 class VideoFormatError(UserError, ValueError):
@@ -48,15 +55,20 @@ class VideoFormatError(UserError, ValueError):
 def check_videos(videos: np.ndarray, name: str = "videos", min_frames: int = 1) -> np.ndarray:
     videos = np.asarray(videos)
     if videos.dtype != np.uint8 or videos.ndim != 5:
-        raise VideoFormatError(f"{name}: expected uint8 videos N×T×H×W×C, got {videos.dtype} with shape "
-                               f"{videos.shape}")
+        raise VideoFormatError(
+            f"{name}: expected uint8 videos N×T×H×W×C, got {videos.dtype} with shape {videos.shape}"
+        )
     if videos.shape[1] < min_frames:
-        raise VideoFormatError(f"{name}: need at least {min_frames} frames per video, got {videos.shape[1]}")
+        raise VideoFormatError(
+            f"{name}: need at least {min_frames} frames per video, got {videos.shape[1]}"
+        )
     return videos
 
 
 # -- where the sprite is ---------------------------------------------------------------------------------------
-def sprite_centres(videos: np.ndarray, threshold: float = MASS_THRESHOLD, chunk: int = 64) -> np.ndarray:
+def sprite_centres(
+    videos: np.ndarray, threshold: float = MASS_THRESHOLD, chunk: int = 64
+) -> np.ndarray:
     """Centre of mass (y, x) of every frame, float N×T×2 in pixel coordinates.
 
     Mass is the grey intensity above ``threshold`` (channels averaged); a frame with no mass gets the
@@ -65,8 +77,10 @@ def sprite_centres(videos: np.ndarray, threshold: float = MASS_THRESHOLD, chunk:
     videos = check_videos(videos)
     h, w = videos.shape[2:4]
     centres = np.empty((*videos.shape[:2], 2), np.float64)
-    for start in range(0, len(videos), chunk):  # float64 (exact half-pixel centres), a chunk at a time
-        grey = videos[start:start + chunk].mean(axis=-1, dtype=np.float64) / 255.0
+    for start in range(
+        0, len(videos), chunk
+    ):  # float64 (exact half-pixel centres), a chunk at a time
+        grey = videos[start : start + chunk].mean(axis=-1, dtype=np.float64) / 255.0
         mass = np.clip(grey - threshold, 0.0, None)
         total = mass.sum(axis=(2, 3))
         ys = (mass.sum(axis=3) * np.arange(h)).sum(axis=2)
@@ -75,11 +89,13 @@ def sprite_centres(videos: np.ndarray, threshold: float = MASS_THRESHOLD, chunk:
         safe = np.where(empty, 1.0, total)
         part = np.stack([ys / safe, xs / safe], axis=-1)
         part[empty] = ((h - 1) / 2, (w - 1) / 2)
-        centres[start:start + chunk] = part
+        centres[start : start + chunk] = part
     return centres
 
 
-def crop_frames(videos: np.ndarray, centres: np.ndarray | None = None, size: int = CROP_SIZE) -> np.ndarray:
+def crop_frames(
+    videos: np.ndarray, centres: np.ndarray | None = None, size: int = CROP_SIZE
+) -> np.ndarray:
     """Grey ``size``×``size`` crops centred on each frame's sprite: uint8 N×T×size×size (outside = 0).
 
     A 28-px sprite whose centre of mass is its box centre comes out exactly as Fashion-MNIST's 28→32
@@ -87,7 +103,9 @@ def crop_frames(videos: np.ndarray, centres: np.ndarray | None = None, size: int
     """
     videos = check_videos(videos)
     if videos.shape[-1] != 1:
-        raise ImageFormatError(f"the Fashion-MNIST classifier takes grey videos (C=1), got C={videos.shape[-1]}")
+        raise ImageFormatError(
+            f"the Fashion-MNIST classifier takes grey videos (C=1), got C={videos.shape[-1]}"
+        )
     if centres is None:
         centres = sprite_centres(videos)
     n, t, h, w = videos.shape[:4]
@@ -104,8 +122,13 @@ def crop_frames(videos: np.ndarray, centres: np.ndarray | None = None, size: int
     return crops.reshape(n, t, size, size)
 
 
-def classify_frames(videos: np.ndarray, extractor, centres: np.ndarray | None = None, frame_stride: int = 1,
-                    progress: bool = False):
+def classify_frames(
+    videos: np.ndarray,
+    extractor,
+    centres: np.ndarray | None = None,
+    frame_stride: int = 1,
+    progress: bool = False,
+):
     """The classifier on every ``frame_stride``-th frame's sprite crop: (its ``Features`` over all those
     frames, their logits N×T'×K). A video's class is the argmax of its frames' mean logits."""
     if centres is None:
@@ -121,14 +144,26 @@ def trajectory_descriptors(centres: np.ndarray) -> np.ndarray:
     """Per-video motion descriptor N×7 from centres N×T×2 (names in ``DESCRIPTOR_NAMES``), in pixels/frame."""
     centres = np.asarray(centres, dtype=np.float64)
     if centres.ndim != 3 or centres.shape[-1] != 2 or centres.shape[1] < 3:
-        raise VideoFormatError(f"the motion check needs centres N×T×2 with T >= 3, got shape {centres.shape}")
+        raise VideoFormatError(
+            f"the motion check needs centres N×T×2 with T >= 3, got shape {centres.shape}"
+        )
     velocity = np.diff(centres, axis=1)
     speed = np.linalg.norm(velocity, axis=-1)
     accel = np.linalg.norm(np.diff(velocity, axis=1), axis=-1)
     path = speed.sum(axis=1)
     straightness = np.linalg.norm(centres[:, -1] - centres[:, 0], axis=-1) / (path + 1.0)
-    return np.stack([speed.mean(1), speed.std(1), np.median(accel, axis=1), accel.mean(1), straightness,
-                     np.abs(velocity[..., 0]).mean(1), np.abs(velocity[..., 1]).mean(1)], axis=1)
+    return np.stack(
+        [
+            speed.mean(1),
+            speed.std(1),
+            np.median(accel, axis=1),
+            accel.mean(1),
+            straightness,
+            np.abs(velocity[..., 0]).mean(1),
+            np.abs(velocity[..., 1]).mean(1),
+        ],
+        axis=1,
+    )
 
 
 def standardise(descriptors: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -161,17 +196,28 @@ class VideoSuite:
     :class:`~elt.eval.i3d.I3DFeatures`; None skips FVD. ``frame_stride`` classifies every k-th frame only.
     """
 
-    def __init__(self, real: np.ndarray, extractor=None, i3d=None, frame_stride: int = 1, progress: bool = False):
+    def __init__(
+        self,
+        real: np.ndarray,
+        extractor=None,
+        i3d=None,
+        frame_stride: int = 1,
+        progress: bool = False,
+    ):
         self.real = check_videos(real, "real videos", min_frames=3)
         if len(self.real) < 4:
-            raise VideoFormatError(f"need at least 4 real videos for the reference statistics, got {len(self.real)}")
+            raise VideoFormatError(
+                f"need at least 4 real videos for the reference statistics, got {len(self.real)}"
+            )
         if frame_stride < 1:
             raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
         self.extractor, self.i3d = extractor, i3d
         self.frame_stride, self.progress = frame_stride, progress
         if extractor is not None and self.real.shape[-1] != 1:
-            raise ImageFormatError("per-frame metrics use the grey Fashion-MNIST classifier; these videos have "
-                                   f"C={self.real.shape[-1]} (evaluate without the classifier)")
+            raise ImageFormatError(
+                "per-frame metrics use the grey Fashion-MNIST classifier; these videos have "
+                f"C={self.real.shape[-1]} (evaluate without the classifier)"
+            )
         self._real = self._describe(self.real)
         self.motion_mean, self.motion_scale = descriptor_scale(self._real.descriptors)
         self._real_i3d = i3d(self.real, progress=progress).features if i3d is not None else None
@@ -180,41 +226,57 @@ class VideoSuite:
         centres = sprite_centres(videos)
         features = None
         if self.extractor is not None:
-            features = classify_frames(videos, self.extractor, centres, self.frame_stride, self.progress)[0].features
+            features = classify_frames(
+                videos, self.extractor, centres, self.frame_stride, self.progress
+            )[0].features
         return _RealFeatures(features, trajectory_descriptors(centres))
 
     def check_shape(self, fake: np.ndarray) -> np.ndarray:
         fake = check_videos(fake, "generated videos", min_frames=3)
         if fake.shape[1:] != self.real.shape[1:]:
-            raise VideoFormatError(f"generated videos are {fake.shape[1:]} (T×H×W×C) but the real ones "
-                                   f"{self.real.shape[1:]}")
+            raise VideoFormatError(
+                f"generated videos are {fake.shape[1:]} (T×H×W×C) but the real ones "
+                f"{self.real.shape[1:]}"
+            )
         if len(fake) < 2:
             raise VideoFormatError("need at least 2 generated videos")
         return fake
 
-    def evaluate(self, fake: np.ndarray, labels: np.ndarray | None = None) -> dict[str, float | None]:
+    def evaluate(
+        self, fake: np.ndarray, labels: np.ndarray | None = None
+    ) -> dict[str, float | None]:
         fake = self.check_shape(fake)
         centres = sprite_centres(fake)
         descriptors = trajectory_descriptors(centres)
         out: dict[str, float | None] = {"n": len(fake)}
         out["motion_fd"] = frechet_distance_features(
             standardise(descriptors, self.motion_mean, self.motion_scale),
-            standardise(self._real.descriptors, self.motion_mean, self.motion_scale))
+            standardise(self._real.descriptors, self.motion_mean, self.motion_scale),
+        )
         out.update(motion_summary(descriptors))
         if self.extractor is not None:
             out.update(self._frame_metrics(fake, centres, labels))
         if self.i3d is not None:
-            out["fvd"] = frechet_distance_features(self.i3d(fake, progress=self.progress).features, self._real_i3d)
+            out["fvd"] = frechet_distance_features(
+                self.i3d(fake, progress=self.progress).features, self._real_i3d
+            )
         return out
 
-    def _frame_metrics(self, fake: np.ndarray, centres: np.ndarray, labels: np.ndarray | None) -> dict:
-        result, logits = classify_frames(fake, self.extractor, centres, self.frame_stride, self.progress)
+    def _frame_metrics(
+        self, fake: np.ndarray, centres: np.ndarray, labels: np.ndarray | None
+    ) -> dict:
+        result, logits = classify_frames(
+            fake, self.extractor, centres, self.frame_stride, self.progress
+        )
         n = len(fake)
         frame_class = logits.argmax(-1)
         video_class = logits.mean(axis=1).argmax(-1)
-        out = {"fd_cls": frechet_distance_features(result.features, self._real.features),
-               "consistency": float((frame_class == video_class[:, None]).mean()),
-               "video_acc": None, "frame_acc": None}
+        out = {
+            "fd_cls": frechet_distance_features(result.features, self._real.features),
+            "consistency": float((frame_class == video_class[:, None]).mean()),
+            "video_acc": None,
+            "frame_acc": None,
+        }
         if labels is not None:
             labels = np.asarray(labels).reshape(-1)
             if len(labels) != n:
@@ -223,21 +285,30 @@ class VideoSuite:
             out["frame_acc"] = float((frame_class == labels[:, None]).mean())
         return out
 
-    def floor(self, labels: np.ndarray | None = None, seed: int = 0, controls: bool = False) -> dict:
+    def floor(
+        self, labels: np.ndarray | None = None, seed: int = 0, controls: bool = False
+    ) -> dict:
         """Real vs real: a random half of the real clips evaluated against a suite built on the other half
         (FD values of N/2 vs N/2 sets: slightly pessimistic against the full reference). With ``controls``,
         the same half made static and frame-shuffled is scored too (``result["controls"]``): what no motion
         and wrong motion score, with genuine frames (so per-frame metrics stay near the floor)."""
         order = np.random.default_rng(seed).permutation(len(self.real))
-        a, b = order[: len(order) // 2], order[len(order) // 2:]
+        a, b = order[: len(order) // 2], order[len(order) // 2 :]
         half = VideoSuite(self.real[b], self.extractor, self.i3d, self.frame_stride, self.progress)
-        half.motion_mean, half.motion_scale = self.motion_mean, self.motion_scale  # the same units as evaluate
+        half.motion_mean, half.motion_scale = (
+            self.motion_mean,
+            self.motion_scale,
+        )  # the same units as evaluate
         held_out, held_labels = self.real[a], None if labels is None else np.asarray(labels)[a]
-        result = {**half.evaluate(held_out, held_labels),
-                  "description": f"{len(a)} real clips vs {len(b)} other real clips"}
+        result = {
+            **half.evaluate(held_out, held_labels),
+            "description": f"{len(a)} real clips vs {len(b)} other real clips",
+        }
         if controls:
-            result["controls"] = {"static": half.evaluate(static_videos(held_out), held_labels),
-                                  "shuffled": half.evaluate(shuffled_videos(held_out, seed), held_labels)}
+            result["controls"] = {
+                "static": half.evaluate(static_videos(held_out), held_labels),
+                "shuffled": half.evaluate(shuffled_videos(held_out, seed), held_labels),
+            }
         return result
 
 
@@ -245,7 +316,7 @@ class VideoSuite:
 def static_videos(videos: np.ndarray, frame: int = 0) -> np.ndarray:
     """Every frame replaced by frame ``frame``: right content, no motion."""
     videos = check_videos(videos)
-    return np.repeat(videos[:, frame:frame + 1], videos.shape[1], axis=1)
+    return np.repeat(videos[:, frame : frame + 1], videos.shape[1], axis=1)
 
 
 def shuffled_videos(videos: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -282,43 +353,73 @@ def sample_files(folder: str | Path, loops: list[int] | None = None) -> dict[int
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"samples folder {folder} not found")
-    found = {int(p.stem.split("_L")[-1]): p for p in folder.glob("samples_L*.npz") if p.stem.split("_L")[-1].isdigit()}
+    found = {
+        int(p.stem.split("_L")[-1]): p
+        for p in folder.glob("samples_L*.npz")
+        if p.stem.split("_L")[-1].isdigit()
+    }
     if loops:
         missing = [L for L in loops if L not in found]
         if missing:
-            raise FileNotFoundError(f"{folder} has no samples_L{missing[0]}.npz (has loop counts "
-                                    f"{sorted(found) or 'none'})")
+            raise FileNotFoundError(
+                f"{folder} has no samples_L{missing[0]}.npz (has loop counts "
+                f"{sorted(found) or 'none'})"
+            )
         found = {L: found[L] for L in loops}
     if not found:
         raise FileNotFoundError(f"no samples_L<L>.npz in {folder}; write them with 'elt sample'")
     return dict(sorted(found.items()))
 
 
-def moving_fmnist_reference(num: int, frames: int, image_size: int, motion: str = "bounce", sprite_size: int = 28,
-                            seed: int = 0, root: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def moving_fmnist_reference(
+    num: int,
+    frames: int,
+    image_size: int,
+    motion: str = "bounce",
+    sprite_size: int = 28,
+    seed: int = 0,
+    root: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """``num`` real clips of the moving Fashion-MNIST test split as uint8 N×T×H×W×1, with their labels."""
     from elt.data.moving_fmnist import MovingFashionMNIST
 
-    dataset = MovingFashionMNIST(root, "test", frames=frames, image_size=image_size, sprite_size=sprite_size,
-                                 motion=motion, seed=seed, limit=num)
+    dataset = MovingFashionMNIST(
+        root,
+        "test",
+        frames=frames,
+        image_size=image_size,
+        sprite_size=sprite_size,
+        motion=motion,
+        seed=seed,
+        limit=num,
+    )
     videos, labels = [], []
     for i in range(len(dataset)):
         clip, label = dataset[i]
-        videos.append(((np.asarray(clip, dtype=np.float32) + 1) * 127.5).round().clip(0, 255).astype(np.uint8))
+        videos.append(
+            ((np.asarray(clip, dtype=np.float32) + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+        )
         labels.append(int(label))
     return np.stack(videos).transpose(0, 2, 3, 4, 1), np.asarray(labels, np.int64)
 
 
-def evaluate_folder(suite: VideoSuite, folder: str | Path, loops: list[int] | None = None,
-                    real_labels: np.ndarray | None = None, controls: bool = False,
-                    progress: bool = False) -> dict:
+def evaluate_folder(
+    suite: VideoSuite,
+    folder: str | Path,
+    loops: list[int] | None = None,
+    real_labels: np.ndarray | None = None,
+    controls: bool = False,
+    progress: bool = False,
+) -> dict:
     """Metrics of every ``samples_L{L}.npz`` in ``folder``: rows per loop count, the real floor, and with
     ``controls`` static and shuffled versions of held-out real clips (what "no motion" and "wrong motion"
     score; see :meth:`VideoSuite.floor`)."""
     from tqdm.auto import tqdm
 
     rows = []
-    for loops_k, path in tqdm(sample_files(folder, loops).items(), desc="loop counts", disable=not progress):
+    for loops_k, path in tqdm(
+        sample_files(folder, loops).items(), desc="loop counts", disable=not progress
+    ):
         videos, labels = load_videos(path)
         rows.append({"loops": loops_k, "file": path.name, **suite.evaluate(videos, labels)})
     floor = suite.floor(real_labels, controls=controls)
@@ -328,8 +429,13 @@ def evaluate_folder(suite: VideoSuite, folder: str | Path, loops: list[int] | No
     return result
 
 
-PLOT_METRICS = [("fd_cls", "per-frame FD_cls ↓"), ("video_acc", "video class accuracy ↑"),
-                ("consistency", "class consistency ↑"), ("motion_fd", "motion FD ↓"), ("fvd", "FVD ↓")]
+PLOT_METRICS = [
+    ("fd_cls", "per-frame FD_cls ↓"),
+    ("video_acc", "video class accuracy ↑"),
+    ("consistency", "class consistency ↑"),
+    ("motion_fd", "motion FD ↓"),
+    ("fvd", "FVD ↓"),
+]
 
 
 def plot_video_eval(result: dict, path: str | Path) -> Path:
@@ -368,8 +474,9 @@ def write_video_eval(result: dict, out_dir: str | Path) -> dict[str, Path]:
     return {"json": json_path, "png": plot_video_eval(result, out / "video_eval.png")}
 
 
-def real_data_geometry(samples: str | Path, motion: str | None = None,
-                       sprite_size: int | None = None) -> tuple[str, int]:
+def real_data_geometry(
+    samples: str | Path, motion: str | None = None, sprite_size: int | None = None
+) -> tuple[str, int]:
     """(motion, sprite size) of real moving Fashion-MNIST clips to compare ``samples`` with: the values given,
     else what ``elt sample`` recorded of the samples' training data in ``samples.json``, else bounce / 28 px."""
     recorded: dict = {}

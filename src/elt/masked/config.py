@@ -20,7 +20,9 @@ SAMPLING_DEFAULTS = {"steps": 12, "guidance": 1.0, "precision": "fp32"}
 class MaskedConfig:
     temperature_base: float = 0.5  # Gumbel temperature at step k of K: base + range·(1 − (k+1)/K)
     temperature_range: float = 0.8
-    token_temperature: float = 1.0  # softmax temperature of the token draws (1 = the model's distribution)
+    token_temperature: float = (
+        1.0  # softmax temperature of the token draws (1 = the model's distribution)
+    )
     label_smoothing: float = 0.0
 
     # one check per field, run when a config is loaded (elt.config.validate)

@@ -22,8 +22,13 @@ def cosine_mask_ratio(progress: torch.Tensor | float) -> torch.Tensor | float:
     return math.cos(progress * math.pi / 2)
 
 
-def sample_training_mask(batch: int, seq_len: int, generator: torch.Generator | None = None,
-                         device: torch.device | str = "cpu", with_global_count: bool = False):
+def sample_training_mask(
+    batch: int,
+    seq_len: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    with_global_count: bool = False,
+):
     """Boolean B×T mask (True = masked): per sample ⌈cos(π/2·u)·T⌉ positions, u ~ U[0, 1), chosen uniformly.
 
     Without ``generator``, inside a training step the draws are keyed by the global sample index
@@ -53,8 +58,10 @@ def masked_counts(seq_len: int, steps: int) -> list[int]:
     if steps < 1:
         raise ValueError(f"decoding needs at least one step, got {steps}")
     if steps > seq_len:
-        raise ValueError(f"{steps} decoding steps for {seq_len} tokens: each step must fix at least one token "
-                         f"(use at most {seq_len} steps)")
+        raise ValueError(
+            f"{steps} decoding steps for {seq_len} tokens: each step must fix at least one token "
+            f"(use at most {seq_len} steps)"
+        )
     counts, previous = [], seq_len
     for k in range(steps):
         remaining = int(math.floor(seq_len * cosine_mask_ratio((k + 1) / steps) + 1e-9))

@@ -45,8 +45,9 @@ from elt.registry import build_backbone
 from elt.runtime import autocast_context
 
 
-def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                       weights: torch.Tensor | None = None) -> torch.Tensor:
+def soft_cross_entropy(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """−Σ_v p_teacher(v) · log p_student(v): averaged over positions, or summed with ``weights`` (one per
     position, summing to 1) when given (KL to the teacher up to a constant)."""
     teacher = torch.softmax(teacher_logits.float(), dim=-1)
@@ -57,8 +58,9 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
 MASK_BUCKETS = 16
 
 
-def masked_positions(mask: torch.Tensor, buckets: int = MASK_BUCKETS,
-                     normaliser: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def masked_positions(
+    mask: torch.Tensor, buckets: int = MASK_BUCKETS, normaliser: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat indices of the masked positions of a B×N ``mask``, padded to one of ``buckets`` fixed sizes, and
     their loss weights (1 / ``normaliser``, default #masked; 0 for the padding, which repeats index 0).
 
@@ -92,7 +94,9 @@ class MaskedGenerator(LoopedGenerator):
         self.mask_id = self.codebook_size
         self.grid = tuple(int(n) for n in tokenizer.token_grid)
         if len(self.grid) not in (2, 3):
-            raise ValueError(f"tokenizer.token_grid must have 2 (h, w) or 3 (t, h, w) axes, got {self.grid}")
+            raise ValueError(
+                f"tokenizer.token_grid must have 2 (h, w) or 3 (t, h, w) axes, got {self.grid}"
+            )
         self.seq_len = math.prod(self.grid)
         width = cfg.model.width
         self.backbone = build_backbone(cfg)
@@ -100,7 +104,9 @@ class MaskedGenerator(LoopedGenerator):
         self.pos_embed = nn.Parameter(sincos_embedding(self.grid, width).unsqueeze(0))
         self.embed_norm = nn.LayerNorm(width, eps=1e-6)
         self.class_embed = LabelEmbedder(self.num_classes, width, drop_prob=cfg.model.class_dropout)
-        self.head = nn.Sequential(nn.LayerNorm(width, eps=1e-6), nn.Linear(width, self.codebook_size))
+        self.head = nn.Sequential(
+            nn.LayerNorm(width, eps=1e-6), nn.Linear(width, self.codebook_size)
+        )
         # MaskGIT/MAGVIT drop the input embeddings at the transformer's hidden dropout rate (training only)
         self.embed_dropout = float(cfg.model.get("dropout", 0.0) or 0.0)
         nn.init.normal_(self.token_embed.weight, std=0.02)
@@ -134,14 +140,22 @@ class MaskedGenerator(LoopedGenerator):
         return self.class_embed.table(torch.where(labels < 0, null, labels)).unsqueeze(1)
 
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout(x, self.embed_dropout, training=True) if self.embed_dropout and self.training else x
+        return (
+            F.dropout(x, self.embed_dropout, training=True)
+            if self.embed_dropout and self.training
+            else x
+        )
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         return self._drop(self.embed_norm(self.token_embed(tokens) + self.pos_embed))
 
-    def logits(self, tokens: torch.Tensor, labels: torch.Tensor, loops: int | None = None) -> torch.Tensor:
+    def logits(
+        self, tokens: torch.Tensor, labels: torch.Tensor, loops: int | None = None
+    ) -> torch.Tensor:
         """Codebook logits B×N×V for token ids B×N (``mask_id`` where masked), no label dropout."""
-        out = self.backbone(self.embed(tokens), loops=loops, prefix=self.class_token(labels, allow_dropout=False))
+        out = self.backbone(
+            self.embed(tokens), loops=loops, prefix=self.class_token(labels, allow_dropout=False)
+        )
         return self.head(out.final)
 
     # -- training --------------------------------------------------------------------------------------------------
@@ -155,34 +169,53 @@ class MaskedGenerator(LoopedGenerator):
         labels = labels.long().to(tokens.device)
         # per-token mean over the masked tokens of the whole global batch: each rank divides its sum by
         # (global count × its share), so DDP's mean over ranks equals the single-process loss
-        mask, global_masked = sample_training_mask(tokens.shape[0], self.seq_len, device=tokens.device,
-                                                   with_global_count=True)
+        mask, global_masked = sample_training_mask(
+            tokens.shape[0], self.seq_len, device=tokens.device, with_global_count=True
+        )
         inputs = torch.where(mask, torch.full_like(tokens, self.mask_id), tokens)
         exits = [student_loops] if student_loops else []
-        out = self.backbone(self.embed(inputs), exit_loops=exits, prefix=self.class_token(labels, allow_dropout=True))
-        index, weights = masked_positions(mask, normaliser=global_masked * batch_random.rank_share())
+        out = self.backbone(
+            self.embed(inputs),
+            exit_loops=exits,
+            prefix=self.class_token(labels, allow_dropout=True),
+        )
+        index, weights = masked_positions(
+            mask, normaliser=global_masked * batch_random.rank_share()
+        )
         target = tokens.flatten()[index]
-        teacher = self.head(out.final.flatten(0, 1)[index])  # the head runs on (about) the masked positions only
-        student = self.head(out.exits[student_loops].flatten(0, 1)[index]) if student_loops else None
+        teacher = self.head(
+            out.final.flatten(0, 1)[index]
+        )  # the head runs on (about) the masked positions only
+        student = (
+            self.head(out.exits[student_loops].flatten(0, 1)[index]) if student_loops else None
+        )
         smoothing = float(self.config.masked.label_smoothing)
 
         def gt_loss(logits: torch.Tensor) -> torch.Tensor:
-            per_position = F.cross_entropy(logits.float(), target, reduction="none", label_smoothing=smoothing)
+            per_position = F.cross_entropy(
+                logits.float(), target, reduction="none", label_smoothing=smoothing
+            )
             return (per_position * weights).sum()
 
-        def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        def distill_loss(
+            student_logits: torch.Tensor, teacher_logits: torch.Tensor
+        ) -> torch.Tensor:
             return soft_cross_entropy(student_logits, teacher_logits, weights)
 
         return ilsd_loss(teacher, student, gt_loss, distill_loss, lam, student_loops)
 
     # -- sampling ---------------------------------------------------------------------------------------------------
-    def guided_logits(self, tokens: torch.Tensor, labels: torch.Tensor, loops: int, guidance: float) -> torch.Tensor:
+    def guided_logits(
+        self, tokens: torch.Tensor, labels: torch.Tensor, loops: int, guidance: float
+    ) -> torch.Tensor:
         """Classifier-free guidance on logits with scale s: uncond + s·(cond − uncond), computed as
         cond + (s − 1)·(cond − uncond) (the same value; this form keeps results bit-identical to models sampled
         with the earlier masked convention g = s − 1). s = 1 is the conditional path alone."""
         if guidance == 1:
             return self.logits(tokens, labels, loops)
-        both = self.logits(torch.cat([tokens, tokens]), torch.cat([labels, torch.full_like(labels, -1)]), loops)
+        both = self.logits(
+            torch.cat([tokens, tokens]), torch.cat([labels, torch.full_like(labels, -1)]), loops
+        )
         return self._combine(both, guidance)
 
     @staticmethod
@@ -196,8 +229,9 @@ class MaskedGenerator(LoopedGenerator):
         guidance = float(sampling_setting(self.config, "guidance", guidance, SAMPLING_DEFAULTS))
         return steps, guidance
 
-    def adaptive_logits(self, tokens: torch.Tensor, labels: torch.Tensor, rule: AdaptiveExit,
-                        guidance: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def adaptive_logits(
+        self, tokens: torch.Tensor, labels: torch.Tensor, rule: AdaptiveExit, guidance: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Guided logits where each sample stops looping once the share of masked positions whose argmax token
         changed between two consecutive loops is below ``rule.threshold``; returns (logits, loops used).
 
@@ -211,7 +245,10 @@ class MaskedGenerator(LoopedGenerator):
         where = masked.gather(1, order)
         branches = 1 if guidance == 1 else 2
         if branches == 2:
-            tokens, labels = torch.cat([tokens, tokens]), torch.cat([labels, torch.full_like(labels, -1)])
+            tokens, labels = (
+                torch.cat([tokens, tokens]),
+                torch.cat([labels, torch.full_like(labels, -1)]),
+            )
         h = torch.cat([self.class_token(labels, allow_dropout=False), self.embed(tokens)], dim=1)
 
         @per_active
@@ -223,16 +260,34 @@ class MaskedGenerator(LoopedGenerator):
             logits = self.head(picked)
             return logits if branches == 1 else self._combine(logits, guidance)
 
-        picked, used = run_adaptive(self.backbone, h, None, branches, readout, token_change(where), rule,
-                                    summarise=argmax_tokens)
+        picked, used = run_adaptive(
+            self.backbone,
+            h,
+            None,
+            branches,
+            readout,
+            token_change(where),
+            rule,
+            summarise=argmax_tokens,
+        )
         logits = picked.new_zeros((batch, self.seq_len, picked.shape[-1]))
-        return logits.scatter_(1, order.unsqueeze(-1).expand(-1, -1, picked.shape[-1]), picked), used
+        return logits.scatter_(
+            1, order.unsqueeze(-1).expand(-1, -1, picked.shape[-1]), picked
+        ), used
 
     @torch.no_grad()
-    def generate_tokens(self, class_labels: Sequence[int] | torch.Tensor, loops: LoopSchedule = None,
-                        steps: int | None = None, guidance: float | None = None, seed: int | None = None,
-                        progress: bool = False, *, seeds: Sequence[int] | None = None,
-                        return_loops: bool = False):
+    def generate_tokens(
+        self,
+        class_labels: Sequence[int] | torch.Tensor,
+        loops: LoopSchedule = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        seed: int | None = None,
+        progress: bool = False,
+        *,
+        seeds: Sequence[int] | None = None,
+        return_loops: bool = False,
+    ):
         """Token grids B×h×w (video: B×t×h×w) by iterative decoding
         (see :func:`elt.masked.sampler.iterative_decode`); with ``return_loops`` also the loops used (B×steps)."""
         cfg = self.config.masked
@@ -254,27 +309,47 @@ class MaskedGenerator(LoopedGenerator):
                     return logits.float()
                 used[:, step] = plan[step]
                 if compiled:
-                    step_fn = self.compiled_step("guided_logits", self.guided_logits, loops=plan[step],
-                                                 guidance=guidance)
+                    step_fn = self.compiled_step(
+                        "guided_logits", self.guided_logits, loops=plan[step], guidance=guidance
+                    )
                     return step_fn(tokens, labels).float()
                 return self.guided_logits(tokens, labels, plan[step], guidance).float()
 
-        tokens = iterative_decode(logits_fn, len(labels), self.seq_len, self.mask_id, steps, generator=generator,
-                                  device=self.device, temperature_base=cfg.temperature_base,
-                                  temperature_range=cfg.temperature_range, token_temperature=cfg.token_temperature,
-                                  progress=progress)
+        tokens = iterative_decode(
+            logits_fn,
+            len(labels),
+            self.seq_len,
+            self.mask_id,
+            steps,
+            generator=generator,
+            device=self.device,
+            temperature_base=cfg.temperature_base,
+            temperature_range=cfg.temperature_range,
+            token_temperature=cfg.token_temperature,
+            progress=progress,
+        )
         tokens = tokens.view(len(labels), *self.grid)
         return (tokens, used.numpy()) if return_loops else tokens
 
     @torch.no_grad()
-    def generate(self, class_labels: Sequence[int] | torch.Tensor, loops: LoopSchedule = None,
-                 steps: int | None = None, guidance: float | None = None, seed: int | None = None,
-                 progress: bool = False, *, seeds: Sequence[int] | None = None, return_loops: bool = False):
+    def generate(
+        self,
+        class_labels: Sequence[int] | torch.Tensor,
+        loops: LoopSchedule = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        seed: int | None = None,
+        progress: bool = False,
+        *,
+        seeds: Sequence[int] | None = None,
+        return_loops: bool = False,
+    ):
         was_training = self.training
         self.eval()
         try:
-            tokens, used = self.generate_tokens(class_labels, loops, steps, guidance, seed, progress, seeds=seeds,
-                                                return_loops=True)
+            tokens, used = self.generate_tokens(
+                class_labels, loops, steps, guidance, seed, progress, seeds=seeds, return_loops=True
+            )
             if tokens.shape[0] == 0:
                 images = np.zeros((0, *self.sample_shape()), np.uint8)
             else:
@@ -283,8 +358,13 @@ class MaskedGenerator(LoopedGenerator):
         finally:
             self.train(was_training)
 
-    def gflops_per_sample(self, loops: LoopSchedule = None, steps: int | None = None,
-                          guidance: float | None = None, loops_used: np.ndarray | None = None) -> float:
+    def gflops_per_sample(
+        self,
+        loops: LoopSchedule = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        loops_used: np.ndarray | None = None,
+    ) -> float:
         """Transformer + head per decoding step (×2 with guidance s ≠ 1), plus one tokenizer decode. An adaptive
         exit needs ``loops_used`` (N×steps, from ``generate(..., return_loops=True)``): the mean over its
         samples, with the head read after every loop it ran, on the positions still masked at that step."""
@@ -299,5 +379,7 @@ class MaskedGenerator(LoopedGenerator):
             per_sample = per_sample + (counts * masked_before).sum(1) * head_per_position
         else:
             per_sample = per_sample + self.seq_len * head_per_position * steps
-        return float(per_sample.mean()) * (2 if guidance != 1 else 1) / 1e9 + self.tokenizer.decode_gflops()
-
+        return (
+            float(per_sample.mean()) * (2 if guidance != 1 else 1) / 1e9
+            + self.tokenizer.decode_gflops()
+        )

@@ -27,17 +27,28 @@ def gumbel_temperature(step: int, steps: int, base: float = 0.5, spread: float =
     return base + spread * (1.0 - (step + 1) / steps)
 
 
-def gumbel_noise(shape: tuple[int, ...], generator: rng.Streams, device: torch.device) -> torch.Tensor:
+def gumbel_noise(
+    shape: tuple[int, ...], generator: rng.Streams, device: torch.device
+) -> torch.Tensor:
     u = rng.rand(shape, generator, device).clamp_(1e-20, 1.0 - 1e-7)
     return -torch.log(-torch.log(u))
 
 
 @torch.no_grad()
-def iterative_decode(logits_fn: LogitsFn, batch: int, seq_len: int, mask_id: int, steps: int,
-                     generator: rng.Streams = None, device: torch.device | str = "cpu",
-                     temperature_base: float = 0.5, temperature_range: float = 0.8,
-                     token_temperature: float = 1.0, progress: bool = False,
-                     on_step: StepHook | None = None) -> torch.Tensor:
+def iterative_decode(
+    logits_fn: LogitsFn,
+    batch: int,
+    seq_len: int,
+    mask_id: int,
+    steps: int,
+    generator: rng.Streams = None,
+    device: torch.device | str = "cpu",
+    temperature_base: float = 0.5,
+    temperature_range: float = 0.8,
+    token_temperature: float = 1.0,
+    progress: bool = False,
+    on_step: StepHook | None = None,
+) -> torch.Tensor:
     """Decode ``batch`` token sequences of length ``seq_len``; returns B×T token ids (none equal to ``mask_id``).
 
     Args:
@@ -54,7 +65,9 @@ def iterative_decode(logits_fn: LogitsFn, batch: int, seq_len: int, mask_id: int
         masked = tokens == mask_id
         logits = logits_fn(tokens, step).float()
         if logits.shape[:2] != (batch, seq_len):
-            raise ValueError(f"logits_fn returned shape {tuple(logits.shape)}, expected ({batch}, {seq_len}, V)")
+            raise ValueError(
+                f"logits_fn returned shape {tuple(logits.shape)}, expected ({batch}, {seq_len}, V)"
+            )
         log_probs = torch.log_softmax(logits / max(token_temperature, 1e-6), dim=-1)
         drawn = rng.multinomial(log_probs.exp(), generator)
         drawn = torch.where(masked, drawn, tokens)

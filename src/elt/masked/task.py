@@ -43,7 +43,11 @@ def tokenizer_dir(cfg, run_dir: str | Path) -> Path:
 def preserved_rng():
     """Tokenizer training and encoding must not shift the run's random streams: a run that finds its
     tokenizer already trained draws the same masks as one that trains it first."""
-    torch_state, numpy_state, python_state = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    torch_state, numpy_state, python_state = (
+        torch.get_rng_state(),
+        np.random.get_state(),
+        random.getstate(),
+    )
     try:
         yield
     finally:
@@ -52,19 +56,25 @@ def preserved_rng():
         random.setstate(python_state)
 
 
-def load_trained_tokenizer(cfg, generator: MaskedGenerator, run_dir: str | Path, progress: bool = True) -> dict:
+def load_trained_tokenizer(
+    cfg, generator: MaskedGenerator, run_dir: str | Path, progress: bool = True
+) -> dict:
     """Put trained weights into ``generator.tokenizer`` (training the FSQ tokenizer first if none is saved)."""
     return load_tokenizer_weights(cfg, generator.tokenizer, run_dir, progress=progress)
 
 
-def load_tokenizer_weights(cfg, tokenizer: torch.nn.Module, run_dir: str | Path, progress: bool = True) -> dict:
+def load_tokenizer_weights(
+    cfg, tokenizer: torch.nn.Module, run_dir: str | Path, progress: bool = True
+) -> dict:
     """Put trained weights into ``tokenizer`` (training the FSQ tokenizer first if none is saved)."""
     from elt.tokenizers import fsq
 
     if cfg.tokenizer.kind == "pretrained_vq":
         from elt.tokenizers.pretrained_vq import PretrainedVQTokenizer
 
-        source = PretrainedVQTokenizer.from_folder(cfg.tokenizer.pretrained_path, cfg.data.image_size)
+        source = PretrainedVQTokenizer.from_folder(
+            cfg.tokenizer.pretrained_path, cfg.data.image_size
+        )
         tokenizer.load_state_dict(source.state_dict())
         return {"kind": "pretrained_vq", "path": cfg.tokenizer.pretrained_path}
     folder = tokenizer_dir(cfg, run_dir)
@@ -74,16 +84,20 @@ def load_tokenizer_weights(cfg, tokenizer: torch.nn.Module, run_dir: str | Path,
 
         check_solo_build(f"no trained tokenizer in {folder}")
 
-        print(f"elt: no tokenizer in {folder}: training the {cfg.tokenizer.kind} tokenizer first "
-              f"({cfg.tokenizer.steps} steps of batch {cfg.tokenizer.batch_size}; the shipped Fashion-MNIST one took "
-              "27 min for 2000 steps on one core of a 2-core AMD EPYC CPU, a GPU is far faster). It is saved there "
-              "and reused by every run whose tokenizer.path points at that folder; to skip this, set "
-              "tokenizer.path=FOLDER of a trained one (elt tokenizer train CONFIG tokenizer.path=FOLDER).",
-              flush=True)
+        print(
+            f"elt: no tokenizer in {folder}: training the {cfg.tokenizer.kind} tokenizer first "
+            f"({cfg.tokenizer.steps} steps of batch {cfg.tokenizer.batch_size}; the shipped Fashion-MNIST one took "
+            "27 min for 2000 steps on one core of a 2-core AMD EPYC CPU, a GPU is far faster). It is saved there "
+            "and reused by every run whose tokenizer.path points at that folder; to skip this, set "
+            "tokenizer.path=FOLDER of a trained one (elt tokenizer train CONFIG tokenizer.path=FOLDER).",
+            flush=True,
+        )
         meta = train_tokenizer(cfg, folder, progress=progress)
         metrics = meta.get("metrics")
         if metrics:
-            print(f"tokenizer {metrics['split']} PSNR {metrics['psnr']:.2f} dB, MSE {metrics['mse']:.5f}")
+            print(
+                f"tokenizer {metrics['split']} PSNR {metrics['psnr']:.2f} dB, MSE {metrics['mse']:.5f}"
+            )
     return fsq.load_tokenizer(tokenizer, folder)
 
 
@@ -106,7 +120,9 @@ class _Loadable(Dataset):
         return image, int(label), True
 
 
-def token_cache_spec(cfg, tokenizer: torch.nn.Module, cache_dir: str | Path, precision: str = "auto") -> CacheSpec:
+def token_cache_spec(
+    cfg, tokenizer: torch.nn.Module, cache_dir: str | Path, precision: str = "auto"
+) -> CacheSpec:
     """The token cache of the training split: int array N × variants × (T + 1), T = tokens per item.
 
     ``variants`` is 2 with ``data.hflip`` (the image and its mirror image; for video every frame mirrored),
@@ -122,15 +138,28 @@ def token_cache_spec(cfg, tokenizer: torch.nn.Module, cache_dir: str | Path, pre
     variants = 2 if cfg.data.hflip else 1
     dtype = np.int16 if tokenizer.codebook_size < 2**15 else np.int32
     frames = cfg.data.frames
-    shape = (cfg.data.channels, *((frames,) if frames else ()), cfg.data.image_size, cfg.data.image_size)
+    shape = (
+        cfg.data.channels,
+        *((frames,) if frames else ()),
+        cfg.data.image_size,
+        cfg.data.image_size,
+    )
     batch_size = cfg.tokenizer.encode_batch_size
-    key = {"tokenizer": state_dict_hash(tokenizer), "kind": cfg.tokenizer.kind, "data": cfg.data.name,
-           "root": str(Path(cfg.data.root).resolve()) if cfg.data.root else None,
-           "image_size": cfg.data.image_size, "channels": cfg.data.channels, "limit": cfg.data.limit,
-           "hflip": bool(cfg.data.hflip)}
+    key = {
+        "tokenizer": state_dict_hash(tokenizer),
+        "kind": cfg.tokenizer.kind,
+        "data": cfg.data.name,
+        "root": str(Path(cfg.data.root).resolve()) if cfg.data.root else None,
+        "image_size": cfg.data.image_size,
+        "channels": cfg.data.channels,
+        "limit": cfg.data.limit,
+        "hflip": bool(cfg.data.hflip),
+    }
     if frames:  # every data setting that changes the clips (image caches keep their old key)
         video = OmegaConf.to_container(cfg.data, resolve=True)
-        key["video"] = {k: v for k, v in sorted(video.items()) if k not in key and k not in ("num_workers",)}
+        key["video"] = {
+            k: v for k, v in sorted(video.items()) if k not in key and k not in ("num_workers",)
+        }
     loadable = _Loadable(dataset, shape)
     device = next(tokenizer.parameters()).device
     bf16 = uses_bf16(device, precision)
@@ -142,23 +171,39 @@ def token_cache_spec(cfg, tokenizer: torch.nn.Module, cache_dir: str | Path, pre
             good = images[ok].to(device)
             views = [good, good.flip(-1)][:variants]
             with torch.no_grad(), autocast_context(device, "bf16" if bf16 else "fp32"):
-                for v, view in enumerate(views):  # the tokenizers round/argmin in fp32 under autocast
+                for v, view in enumerate(
+                    views
+                ):  # the tokenizers round/argmin in fp32 under autocast
                     out[ok.numpy(), v, :seq_len] = tokenizer.encode(view).flatten(1).cpu().numpy()
             out[ok.numpy(), :, seq_len] = labels[ok].numpy()[:, None]
         return out
 
-    def encode(start: int, stop: int) -> np.ndarray:  # one range, decoded here (encode_blocks uses workers)
+    def encode(
+        start: int, stop: int
+    ) -> np.ndarray:  # one range, decoded here (encode_blocks uses workers)
         return encode_batch(default_collate([loadable[i] for i in range(start, stop)]))
 
     clip = f"{frames}f_" if frames else ""
     name = f"{cfg.data.name}_train_{clip}{cfg.data.image_size}px{'_hflip' if variants == 2 else ''}"
-    return CacheSpec(Path(cache_dir) / name, key, len(dataset), (variants, seq_len + 1), dtype, encode,
-                     batch_size=batch_size, skipped=lambda block: int((block[:, 0, -1] < 0).sum()),
-                     items=loadable, encode_batch=encode_batch, num_workers=cfg.data.num_workers,
-                     info={"encode_precision": "bf16" if bf16 else "fp32"})
+    return CacheSpec(
+        Path(cache_dir) / name,
+        key,
+        len(dataset),
+        (variants, seq_len + 1),
+        dtype,
+        encode,
+        batch_size=batch_size,
+        skipped=lambda block: int((block[:, 0, -1] < 0).sum()),
+        items=loadable,
+        encode_batch=encode_batch,
+        num_workers=cfg.data.num_workers,
+        info={"encode_precision": "bf16" if bf16 else "fp32"},
+    )
 
 
-def encode_dataset(cfg, tokenizer: torch.nn.Module, cache_dir: str | Path, progress: bool = True) -> np.ndarray:
+def encode_dataset(
+    cfg, tokenizer: torch.nn.Module, cache_dir: str | Path, progress: bool = True
+) -> np.ndarray:
     """The token cache (:func:`token_cache_spec`), read if its manifest matches, else encoded here."""
     with torch.no_grad():
         return build_cache(token_cache_spec(cfg, tokenizer, cache_dir), progress=progress)
@@ -176,8 +221,10 @@ class TokenDataset(Dataset):
         self.index = np.nonzero(labels >= 0)[0]
         self.skipped = int(len(labels) - len(self.index))
         if self.skipped:
-            warnings.warn(f"{self.skipped} unreadable images were skipped when encoding the training set",
-                          stacklevel=2)
+            warnings.warn(
+                f"{self.skipped} unreadable images were skipped when encoding the training set",
+                stacklevel=2,
+            )
         if len(self.index) == 0:
             raise ValueError("the token cache holds no readable images")
         self.labels = torch.from_numpy(labels[self.index].astype(np.int64))
@@ -195,7 +242,9 @@ class TokenDataset(Dataset):
         return torch.from_numpy(row[v, :-1].astype(np.int64)), self.labels[i]
 
 
-def cache_spec(cfg, generator: MaskedGenerator, run_dir: str | Path, progress: bool = True) -> CacheSpec:
+def cache_spec(
+    cfg, generator: MaskedGenerator, run_dir: str | Path, progress: bool = True
+) -> CacheSpec:
     """The trained tokenizer in the generator and the spec of the token cache."""
     with preserved_rng():
         load_trained_tokenizer(cfg, generator, run_dir, progress=progress)
@@ -211,21 +260,28 @@ def prepare_builds_first(cfg, run_dir: str | Path) -> bool:
     return cfg.tokenizer.kind != "pretrained_vq" and not fsq.is_saved(tokenizer_dir(cfg, run_dir))
 
 
-def prepare_spec(cfg, run_dir: str | Path, device: torch.device, precision: str = "auto",
-                 progress: bool = True) -> CacheSpec:
+def prepare_spec(
+    cfg, run_dir: str | Path, device: torch.device, precision: str = "auto", progress: bool = True
+) -> CacheSpec:
     """For ``elt prepare``: the token cache's spec with only the tokenizer built (trained first if none is
     saved; no transformer), moved to ``device``."""
     tokenizer = build_tokenizer(cfg)
     with preserved_rng():
         load_tokenizer_weights(cfg, tokenizer, run_dir, progress=progress)
     tokenizer.eval().requires_grad_(False).to(device)
-    return token_cache_spec(cfg, tokenizer, tokenizer_dir(cfg, run_dir) / "cache", precision=precision)
+    return token_cache_spec(
+        cfg, tokenizer, tokenizer_dir(cfg, run_dir) / "cache", precision=precision
+    )
 
 
-def prepare_data(cfg, generator: MaskedGenerator, run_dir: str | Path, progress: bool = True) -> TokenDataset:
+def prepare_data(
+    cfg, generator: MaskedGenerator, run_dir: str | Path, progress: bool = True
+) -> TokenDataset:
     """Trained tokenizer in the generator, training set encoded (or read from the cache) as tokens."""
     with preserved_rng():
         load_trained_tokenizer(cfg, generator, run_dir, progress=progress)
         generator.tokenizer.eval()
-        cache = encode_dataset(cfg, generator.tokenizer, tokenizer_dir(cfg, run_dir) / "cache", progress=progress)
+        cache = encode_dataset(
+            cfg, generator.tokenizer, tokenizer_dir(cfg, run_dir) / "cache", progress=progress
+        )
     return TokenDataset(cache)

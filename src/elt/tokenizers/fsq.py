@@ -77,7 +77,8 @@ class FSQ(nn.Module):
             raise ValueError(f"token indices must lie in 0..{self.codebook_size - 1}")
         levels = self.levels.long()
         digits = (indices.unsqueeze(1) // self._view(self.basis, indices.ndim + 1)) % self._view(
-            levels, indices.ndim + 1)
+            levels, indices.ndim + 1
+        )
         half = self._view(torch.div(self.levels, 2, rounding_mode="floor"), indices.ndim + 1)
         return (digits.float() - half) / half
 
@@ -107,8 +108,16 @@ class Encoder(nn.Module):
         widths = stage_widths(channels, stages)
         layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1)]
         for i in range(stages):
-            layers += [ResBlock(widths[i]), nn.Conv2d(widths[i], widths[i + 1], 4, stride=2, padding=1)]
-        layers += [ResBlock(widths[-1]), ResBlock(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], latent_dim, 1)]
+            layers += [
+                ResBlock(widths[i]),
+                nn.Conv2d(widths[i], widths[i + 1], 4, stride=2, padding=1),
+            ]
+        layers += [
+            ResBlock(widths[-1]),
+            ResBlock(widths[-1]),
+            nn.SiLU(),
+            nn.Conv2d(widths[-1], latent_dim, 1),
+        ]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,11 +128,17 @@ class Decoder(nn.Module):
     def __init__(self, out_channels: int, channels: int, stages: int, latent_dim: int):
         super().__init__()
         widths = stage_widths(channels, stages)
-        layers: list[nn.Module] = [nn.Conv2d(latent_dim, widths[-1], 3, padding=1), ResBlock(widths[-1]),
-                                   ResBlock(widths[-1])]
+        layers: list[nn.Module] = [
+            nn.Conv2d(latent_dim, widths[-1], 3, padding=1),
+            ResBlock(widths[-1]),
+            ResBlock(widths[-1]),
+        ]
         for i in reversed(range(stages)):
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(widths[i + 1], widths[i], 3, padding=1),
-                       ResBlock(widths[i])]
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(widths[i + 1], widths[i], 3, padding=1),
+                ResBlock(widths[i]),
+            ]
         layers += [nn.SiLU(), nn.Conv2d(widths[0], out_channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
@@ -152,9 +167,13 @@ class FSQCodec(nn.Module):
         raise NotImplementedError
 
     def check_indices(self, indices: torch.Tensor) -> None:
-        if indices.ndim != len(self.token_grid) + 1 or tuple(indices.shape[1:]) != tuple(self.token_grid):
-            raise ValueError(f"tokenizer decodes token grids B×{'×'.join(map(str, self.token_grid))}, "
-                             f"got {tuple(indices.shape)}")
+        if indices.ndim != len(self.token_grid) + 1 or tuple(indices.shape[1:]) != tuple(
+            self.token_grid
+        ):
+            raise ValueError(
+                f"tokenizer decodes token grids B×{'×'.join(map(str, self.token_grid))}, "
+                f"got {tuple(indices.shape)}"
+            )
 
     def reconstruct(self, pixels: torch.Tensor) -> torch.Tensor:
         """Encode, quantise and decode with straight-through gradients (the training path)."""
@@ -177,7 +196,9 @@ class FSQCodec(nn.Module):
     def decode_gflops(self) -> float:
         """Forward GFLOPs of decoding one item (2 × multiply-accumulates of every layer), measured once."""
         if self._decode_gflops is None:
-            self._decode_gflops = count_gflops(self.decoder, torch.zeros(1, self.quantizer.dim, *self.token_grid))
+            self._decode_gflops = count_gflops(
+                self.decoder, torch.zeros(1, self.quantizer.dim, *self.token_grid)
+            )
         return self._decode_gflops
 
 
@@ -186,14 +207,22 @@ class FSQTokenizer(FSQCodec):
 
     kind = "fsq"
 
-    def __init__(self, image_size: int = 32, image_channels: int = 1, levels: Sequence[int] = (8, 5, 5, 5),
-                 downsample: int = 4, channels: int = 64):
+    def __init__(
+        self,
+        image_size: int = 32,
+        image_channels: int = 1,
+        levels: Sequence[int] = (8, 5, 5, 5),
+        downsample: int = 4,
+        channels: int = 64,
+    ):
         super().__init__()
         stages = int(round(math.log2(downsample))) if downsample >= 1 else -1
-        if downsample < 1 or 2 ** stages != downsample:
+        if downsample < 1 or 2**stages != downsample:
             raise ValueError(f"tokenizer.downsample must be a power of two, got {downsample}")
         if image_size % downsample:
-            raise ValueError(f"data.image_size={image_size} is not divisible by tokenizer.downsample={downsample}")
+            raise ValueError(
+                f"data.image_size={image_size} is not divisible by tokenizer.downsample={downsample}"
+            )
         self.image_size = image_size
         self.image_channels = image_channels
         self.downsample = downsample
@@ -210,13 +239,20 @@ class FSQTokenizer(FSQCodec):
     def check_input(self, images: torch.Tensor) -> None:
         want = (self.image_channels, self.image_size, self.image_size)
         if images.ndim != 4 or tuple(images.shape[1:]) != want:
-            raise ValueError(f"tokenizer expects images B×{want[0]}×{want[1]}×{want[2]}, got {tuple(images.shape)}")
+            raise ValueError(
+                f"tokenizer expects images B×{want[0]}×{want[1]}×{want[2]}, got {tuple(images.shape)}"
+            )
 
     def architecture(self) -> dict:
         """What must match for saved weights to load (written next to the weights)."""
-        return {"kind": self.kind, "image_size": self.image_size, "image_channels": self.image_channels,
-                "levels": list(self.quantizer.levels_list), "downsample": self.downsample,
-                "channels": self.channels}
+        return {
+            "kind": self.kind,
+            "image_size": self.image_size,
+            "image_channels": self.image_channels,
+            "levels": list(self.quantizer.levels_list),
+            "downsample": self.downsample,
+            "channels": self.channels,
+        }
 
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -233,7 +269,9 @@ def count_gflops(module: nn.Module, example: torch.Tensor) -> float:
         kernel = math.prod(layer.kernel_size) if hasattr(layer, "kernel_size") else 1
         if isinstance(layer, CONV_TYPES):
             total += 2 * output.numel() * kernel * layer.in_channels // layer.groups
-        elif isinstance(layer, TRANSPOSED_TYPES):  # every input value is spread over kernel × out channels
+        elif isinstance(
+            layer, TRANSPOSED_TYPES
+        ):  # every input value is spread over kernel × out channels
             total += 2 * inputs[0].numel() * kernel * layer.out_channels // layer.groups
         elif isinstance(layer, nn.Linear):
             total += 2 * output.numel() * layer.in_features
@@ -273,7 +311,11 @@ def save_tokenizer(tokenizer: FSQTokenizer, folder: str | Path, info: dict | Non
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in tokenizer.state_dict().items()}
     write_via(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
-    meta = {"architecture": tokenizer.architecture(), "hash": state_dict_hash(tokenizer), **(info or {})}
+    meta = {
+        "architecture": tokenizer.architecture(),
+        "hash": state_dict_hash(tokenizer),
+        **(info or {}),
+    }
     write_json(folder / META_FILE, meta)
     return folder
 
@@ -286,9 +328,13 @@ def load_tokenizer(tokenizer: FSQTokenizer, folder: str | Path) -> dict:
     folder = Path(folder)
     meta = json.loads((folder / META_FILE).read_text())
     saved, wanted = meta.get("architecture", {}), tokenizer.architecture()
-    diffs = [f"{k}={saved.get(k)!r} (config: {v!r})" for k, v in wanted.items() if saved.get(k) != v]
+    diffs = [
+        f"{k}={saved.get(k)!r} (config: {v!r})" for k, v in wanted.items() if saved.get(k) != v
+    ]
     if diffs:
-        raise TokenizerMismatchError(f"tokenizer at {folder} was trained with {', '.join(diffs)}; use a matching "
-                                     "config or another tokenizer.path")
+        raise TokenizerMismatchError(
+            f"tokenizer at {folder} was trained with {', '.join(diffs)}; use a matching "
+            "config or another tokenizer.path"
+        )
     tokenizer.load_state_dict(load_safetensors(folder / WEIGHTS_FILE, "tokenizer weights"))
     return meta

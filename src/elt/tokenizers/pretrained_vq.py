@@ -20,7 +20,9 @@ def _vq_model_class():
     try:
         from diffusers import VQModel
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("tokenizer.kind=pretrained_vq needs diffusers: pip install 'elt-looped[latent]'") from exc
+        raise ImportError(
+            "tokenizer.kind=pretrained_vq needs diffusers: pip install 'elt-looped[latent]'"
+        ) from exc
     return VQModel
 
 
@@ -28,8 +30,10 @@ def _config_file(path: str | Path) -> Path:
     path = Path(path)
     config = path / "config.json"
     if not config.is_file():
-        raise FileNotFoundError(f"no diffusers VQModel at {str(path)!r} (expected {config}); set "
-                                "tokenizer.pretrained_path to a local folder saved with VQModel.save_pretrained")
+        raise FileNotFoundError(
+            f"no diffusers VQModel at {str(path)!r} (expected {config}); set "
+            "tokenizer.pretrained_path to a local folder saved with VQModel.save_pretrained"
+        )
     return config
 
 
@@ -50,12 +54,16 @@ class PretrainedVQTokenizer(nn.Module):
         self.image_channels = int(config.in_channels)
         self.downsample = 2 ** (len(config.block_out_channels) - 1)
         if image_size % self.downsample:
-            raise ValueError(f"data.image_size={image_size} is not divisible by the VQ model's downsampling "
-                             f"factor {self.downsample}")
+            raise ValueError(
+                f"data.image_size={image_size} is not divisible by the VQ model's downsampling "
+                f"factor {self.downsample}"
+            )
         self._decode_gflops: float | None = None
 
     @classmethod
-    def from_folder(cls, path: str | Path, image_size: int, weights: bool = True) -> PretrainedVQTokenizer:
+    def from_folder(
+        cls, path: str | Path, image_size: int, weights: bool = True
+    ) -> PretrainedVQTokenizer:
         VQModel = _vq_model_class()
         config_path = _config_file(path)
         if weights:
@@ -81,13 +89,21 @@ class PretrainedVQTokenizer(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images B×C×S×S in [-1, 1] → nearest-codebook indices B×h×w."""
         if images.ndim != 4 or images.shape[1] != self.image_channels:
-            raise ValueError(f"the VQ model expects B×{self.image_channels}×H×W images, got {tuple(images.shape)}")
+            raise ValueError(
+                f"the VQ model expects B×{self.image_channels}×H×W images, got {tuple(images.shape)}"
+            )
         latents = self.vq.encode(images).latents  # B×D×h×w, after quant_conv (bf16 under autocast)
         b, d, h, w = latents.shape
-        with torch.autocast(latents.device.type, enabled=False):  # the nearest code: distances in fp32
+        with torch.autocast(
+            latents.device.type, enabled=False
+        ):  # the nearest code: distances in fp32
             flat = latents.permute(0, 2, 3, 1).reshape(-1, d).float()
             codebook = self.codebook.float()
-            distances = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codebook.t() + codebook.pow(2).sum(1)[None]
+            distances = (
+                flat.pow(2).sum(1, keepdim=True)
+                - 2 * flat @ codebook.t()
+                + codebook.pow(2).sum(1)[None]
+            )
             return distances.argmin(dim=1).view(b, h, w)
 
     def quantized(self, indices: torch.Tensor) -> torch.Tensor:
@@ -116,5 +132,7 @@ class PretrainedVQTokenizer(nn.Module):
                 def forward(self, indices):
                     return self.tokenizer.decode(indices)
 
-            self._decode_gflops = count_gflops(_Decode(self), torch.zeros(1, h, w, dtype=torch.long))
+            self._decode_gflops = count_gflops(
+                _Decode(self), torch.zeros(1, h, w, dtype=torch.long)
+            )
         return self._decode_gflops

@@ -24,7 +24,14 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from elt.data.datasets import build_dataset
-from elt.fileio import OutputError, _remove, check_not_in_package, output_error, temporary_name, write_text
+from elt.fileio import (
+    OutputError,
+    _remove,
+    check_not_in_package,
+    output_error,
+    temporary_name,
+    write_text,
+)
 from elt.tokenizers.factory import build_trainable_tokenizer
 from elt.tokenizers.fsq import META_FILE, FSQTokenizer, save_tokenizer
 from elt.tokenizers.video_fsq import VideoFSQTokenizer
@@ -36,8 +43,12 @@ def psnr_from_mse(mse: float) -> float:
 
 
 @torch.no_grad()
-def evaluate_reconstruction(tokenizer: FSQTokenizer | VideoFSQTokenizer, dataset: Dataset, batch_size: int = 256,
-                            progress: bool = False) -> dict[str, float]:
+def evaluate_reconstruction(
+    tokenizer: FSQTokenizer | VideoFSQTokenizer,
+    dataset: Dataset,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> dict[str, float]:
     """MSE (pixels in [0, 1]) and PSNR of encode → decode over ``dataset`` (images or clips, every frame
     counted); the PSNR is that of the mean MSE."""
     tokenizer.eval()
@@ -92,11 +103,17 @@ def train_tokenizer(cfg: DictConfig, out_dir: str | Path, progress: bool = True)
     video = isinstance(tokenizer, VideoFSQTokenizer)
     dataset = build_dataset(cfg.data, "train")
     batch_size = min(cfg.tokenizer.batch_size, len(dataset))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                        num_workers=cfg.data.num_workers,
-                        generator=torch.Generator().manual_seed(cfg.train.seed))
-    optimizer = torch.optim.AdamW(tokenizer.parameters(), lr=cfg.tokenizer.lr, betas=(0.9, 0.99),
-                                  weight_decay=0.0)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=cfg.data.num_workers,
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+    )
+    optimizer = torch.optim.AdamW(
+        tokenizer.parameters(), lr=cfg.tokenizer.lr, betas=(0.9, 0.99), weight_decay=0.0
+    )
     steps = cfg.tokenizer.steps
     log = []
     start = time.perf_counter()
@@ -109,7 +126,9 @@ def train_tokenizer(cfg: DictConfig, out_dir: str | Path, progress: bool = True)
             group["lr"] = lr_at(step, steps, cfg.tokenizer.lr, cfg.tokenizer.warmup_steps)
         loss = (tokenizer.reconstruct(images) - images).pow(2).mean()
         if not torch.isfinite(loss):
-            raise RuntimeError(f"tokenizer loss is {float(loss)} at step {step}; lower tokenizer.lr")
+            raise RuntimeError(
+                f"tokenizer loss is {float(loss)} at step {step}; lower tokenizer.lr"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(tokenizer.parameters(), 1.0)
@@ -121,10 +140,25 @@ def train_tokenizer(cfg: DictConfig, out_dir: str | Path, progress: bool = True)
     bar.close()
     seconds = time.perf_counter() - start
     tokenizer.eval()
-    info: dict = {"train_seconds": seconds, "steps": steps, "batch_size": batch_size,
-                  "data": {"name": cfg.data.name, "root": cfg.data.root, "image_size": cfg.data.image_size,
-                           **({"frames": cfg.data.frames, "sprite_size": cfg.data.sprite_size,
-                               "motion": cfg.data.motion} if video else {})}}
+    info: dict = {
+        "train_seconds": seconds,
+        "steps": steps,
+        "batch_size": batch_size,
+        "data": {
+            "name": cfg.data.name,
+            "root": cfg.data.root,
+            "image_size": cfg.data.image_size,
+            **(
+                {
+                    "frames": cfg.data.frames,
+                    "sprite_size": cfg.data.sprite_size,
+                    "motion": cfg.data.motion,
+                }
+                if video
+                else {}
+            ),
+        },
+    }
     with _staged(out_dir) as stage:
         _write_outputs(cfg, tokenizer, info, log, stage, video, progress)
     return json.loads((out_dir / "tokenizer.json").read_text())
@@ -140,7 +174,9 @@ def _staged(out_dir: Path) -> Iterator[Path]:
         stage.mkdir(parents=True)
         yield stage
         out_dir.mkdir(parents=True, exist_ok=True)
-        for item in sorted(stage.iterdir(), key=lambda p: p.name == META_FILE):  # tokenizer.json (is_saved) last
+        for item in sorted(
+            stage.iterdir(), key=lambda p: p.name == META_FILE
+        ):  # tokenizer.json (is_saved) last
             os.replace(item, out_dir / item.name)
     except OutputError as exc:  # name the final folder, not the temporary one
         error = OutputError(str(exc).replace(str(stage), str(out_dir)))
@@ -152,8 +188,9 @@ def _staged(out_dir: Path) -> Iterator[Path]:
         _remove(stage)
 
 
-def _write_outputs(cfg: DictConfig, tokenizer, info: dict, log: list, out_dir: Path, video: bool,
-                   progress: bool) -> None:
+def _write_outputs(
+    cfg: DictConfig, tokenizer, info: dict, log: list, out_dir: Path, video: bool, progress: bool
+) -> None:
     from elt.visual import save_grid
 
     device = next(tokenizer.parameters()).device
@@ -161,7 +198,9 @@ def _write_outputs(cfg: DictConfig, tokenizer, info: dict, log: list, out_dir: P
         eval_set, split = eval_split(cfg)
         # clips are ~frames× bigger than images: keep the evaluation batch's memory about the same
         eval_batch = max(1, 256 // cfg.data.frames) if video else 256
-        metrics = evaluate_reconstruction(tokenizer, eval_set, batch_size=eval_batch, progress=progress)
+        metrics = evaluate_reconstruction(
+            tokenizer, eval_set, batch_size=eval_batch, progress=progress
+        )
         info["metrics"] = {**metrics, "split": split}
         shown = min(4 if video else 16, len(eval_set))
         images = torch.stack([eval_set[i][0] for i in range(shown)]).to(device)
@@ -173,8 +212,12 @@ def _write_outputs(cfg: DictConfig, tokenizer, info: dict, log: list, out_dir: P
                 labels += ["input", "decoded"]
         else:
             rows, labels = [_uint8(images), _uint8(recon)], ["input", "decoded"]
-        save_grid(out_dir / "reconstructions.png", rows, labels,
-                  title=f"{tokenizer.kind} tokenizer, {split} PSNR {metrics['psnr']:.2f} dB")
+        save_grid(
+            out_dir / "reconstructions.png",
+            rows,
+            labels,
+            title=f"{tokenizer.kind} tokenizer, {split} PSNR {metrics['psnr']:.2f} dB",
+        )
     save_tokenizer(tokenizer.cpu(), out_dir, info)
     write_text(out_dir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
 

@@ -22,7 +22,9 @@ def _import_autoencoder_kl():
     try:
         from diffusers import AutoencoderKL
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise VAEError("the latent space needs diffusers: pip install 'elt-looped[latent]'") from exc
+        raise VAEError(
+            "the latent space needs diffusers: pip install 'elt-looped[latent]'"
+        ) from exc
     return AutoencoderKL
 
 
@@ -32,39 +34,61 @@ def resolve_vae_dir(path: str | Path) -> Path:
     for candidate in (folder, folder / "vae"):
         if (candidate / "config.json").is_file():
             return candidate
-    raise VAEError(f"no diffusers AutoencoderKL at {str(path)!r} (expected config.json and "
-                   "diffusion_pytorch_model.safetensors there or in a vae/ subfolder; download e.g. "
-                   "stabilityai/sd-vae-ft-ema on a machine with internet and copy the folder)")
+    raise VAEError(
+        f"no diffusers AutoencoderKL at {str(path)!r} (expected config.json and "
+        "diffusion_pytorch_model.safetensors there or in a vae/ subfolder; download e.g. "
+        "stabilityai/sd-vae-ft-ema on a machine with internet and copy the folder)"
+    )
 
 
 class PretrainedVAE:
     """Frozen AutoencoderKL with the latent scaling handled. Not an ``nn.Module`` on purpose: a generator
     holds it without its weights entering the generator's state dict, checkpoints or EMA copy."""
 
-    def __init__(self, model: torch.nn.Module, scaling_factor: float | None = None,
-                 shift_factor: float | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        scaling_factor: float | None = None,
+        shift_factor: float | None = None,
+    ):
         self.model = model.eval().requires_grad_(False)
         config = model.config
-        self.scaling_factor = float(scaling_factor if scaling_factor is not None
-                                    else getattr(config, "scaling_factor", None) or 1.0)
-        self.shift_factor = float(shift_factor if shift_factor is not None
-                                  else getattr(config, "shift_factor", None) or 0.0)
+        self.scaling_factor = float(
+            scaling_factor
+            if scaling_factor is not None
+            else getattr(config, "scaling_factor", None) or 1.0
+        )
+        self.shift_factor = float(
+            shift_factor
+            if shift_factor is not None
+            else getattr(config, "shift_factor", None) or 0.0
+        )
         self.latent_channels = int(config.latent_channels)
         self.image_channels = int(config.in_channels)
         self.downsample = 2 ** (len(config.block_out_channels) - 1)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, scaling_factor: float | None = None,
-                        shift_factor: float | None = None) -> PretrainedVAE:
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        scaling_factor: float | None = None,
+        shift_factor: float | None = None,
+    ) -> PretrainedVAE:
         AutoencoderKL = _import_autoencoder_kl()
         folder = resolve_vae_dir(path)
         try:
-            model = AutoencoderKL.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=False)
+            model = AutoencoderKL.from_pretrained(
+                str(folder), local_files_only=True, low_cpu_mem_usage=False
+            )
         except Exception as exc:
-            raise VAEError(f"cannot load an AutoencoderKL from {folder}: {exc}".splitlines()[0]) from exc
+            raise VAEError(
+                f"cannot load an AutoencoderKL from {folder}: {exc}".splitlines()[0]
+            ) from exc
         return cls(model, scaling_factor, shift_factor)
 
-    def __deepcopy__(self, memo):  # frozen and shared: an EMA copy of a generator must not duplicate it
+    def __deepcopy__(
+        self, memo
+    ):  # frozen and shared: an EMA copy of a generator must not duplicate it
         return self
 
     @property
@@ -81,12 +105,16 @@ class PretrainedVAE:
         from contextlib import nullcontext
 
         device = self.device
-        return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        return (
+            torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        )
 
     def latent_shape(self, image_size: int) -> tuple[int, int, int]:
         if image_size % self.downsample:
-            raise VAEError(f"image size {image_size} is not divisible by the VAE's downsampling factor "
-                           f"{self.downsample}")
+            raise VAEError(
+                f"image size {image_size} is not divisible by the VAE's downsampling factor "
+                f"{self.downsample}"
+            )
         side = image_size // self.downsample
         return self.latent_channels, side, side
 
@@ -98,7 +126,9 @@ class PretrainedVAE:
         images = images.to(self.device, torch.float32)
         if images.shape[1] != self.image_channels:
             if images.shape[1] != 1:
-                raise VAEError(f"images have {images.shape[1]} channels but the VAE expects {self.image_channels}")
+                raise VAEError(
+                    f"images have {images.shape[1]} channels but the VAE expects {self.image_channels}"
+                )
             images = images.expand(-1, self.image_channels, -1, -1)
         use_bf16 = self.device.type == "cuda" if bf16 is None else bf16
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -110,7 +140,9 @@ class PretrainedVAE:
         """Scaled latents → images in [-1, 1] (averaged to one channel when ``channels == 1``)."""
         latents = latents.to(self.device, torch.float32)
         with self._autocast():
-            images = self.model.decode(latents / self.scaling_factor + self.shift_factor).sample.float()
+            images = self.model.decode(
+                latents / self.scaling_factor + self.shift_factor
+            ).sample.float()
         if channels == 1 and images.shape[1] != 1:
             images = images.mean(1, keepdim=True)
         return images.clamp(-1, 1)

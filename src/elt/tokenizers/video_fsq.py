@@ -61,18 +61,32 @@ def stage_strides(spatial_stages: int, temporal_stages: int) -> list[tuple[int, 
 class VideoEncoder(nn.Module):
     """Patchify down-stages (pixels → first stage directly), a residual block after each, more at the grid."""
 
-    def __init__(self, in_channels: int, channels: int, spatial_stages: int, temporal_stages: int,
-                 latent_dim: int, token_blocks: int = 3):
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        spatial_stages: int,
+        temporal_stages: int,
+        latent_dim: int,
+        token_blocks: int = 3,
+    ):
         super().__init__()
         widths = [in_channels, *stage_widths(channels, spatial_stages)[1:]]
         strides = stage_strides(spatial_stages, temporal_stages)
         layers: list[nn.Module] = []
         for i, stride in enumerate(strides):
-            layers += [nn.Conv3d(widths[i], widths[i + 1], stride, stride=stride), ResBlock3d(widths[i + 1])]
+            layers += [
+                nn.Conv3d(widths[i], widths[i + 1], stride, stride=stride),
+                ResBlock3d(widths[i + 1]),
+            ]
         layers += [ResBlock3d(widths[-1]) for _ in range(token_blocks - 1)]
         # normalised features keep the latent in FSQ's unsaturated range: without it the unnormalised
         # residual stream grows in the first steps, tanh saturates and the encoder stops learning
-        layers += [nn.GroupNorm(_groups(widths[-1]), widths[-1]), nn.SiLU(), nn.Conv3d(widths[-1], latent_dim, 1)]
+        layers += [
+            nn.GroupNorm(_groups(widths[-1]), widths[-1]),
+            nn.SiLU(),
+            nn.Conv3d(widths[-1], latent_dim, 1),
+        ]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,8 +96,15 @@ class VideoEncoder(nn.Module):
 class VideoDecoder(nn.Module):
     """The mirror image: transposed patchify up-stages, the last one straight to pixels."""
 
-    def __init__(self, out_channels: int, channels: int, spatial_stages: int, temporal_stages: int,
-                 latent_dim: int, token_blocks: int = 3):
+    def __init__(
+        self,
+        out_channels: int,
+        channels: int,
+        spatial_stages: int,
+        temporal_stages: int,
+        latent_dim: int,
+        token_blocks: int = 3,
+    ):
         super().__init__()
         widths = [out_channels, *stage_widths(channels, spatial_stages)[1:]]
         strides = stage_strides(spatial_stages, temporal_stages)
@@ -92,7 +113,9 @@ class VideoDecoder(nn.Module):
         for i in reversed(range(spatial_stages)):
             if i == 0:
                 layers.append(nn.SiLU())
-            layers.append(nn.ConvTranspose3d(widths[i + 1], widths[i], strides[i], stride=strides[i]))
+            layers.append(
+                nn.ConvTranspose3d(widths[i + 1], widths[i], strides[i], stride=strides[i])
+            )
             if i > 0:
                 layers.append(ResBlock3d(widths[i]))
         self.net = nn.Sequential(*layers)
@@ -107,7 +130,7 @@ def _groups(channels: int) -> int:
 
 def _log2_exact(value: int, key: str) -> int:
     stages = int(round(math.log2(value))) if value >= 1 else -1
-    if value < 1 or 2 ** stages != value:
+    if value < 1 or 2**stages != value:
         raise ValueError(f"{key} must be a power of two, got {value}")
     return stages
 
@@ -128,20 +151,33 @@ class VideoFSQTokenizer(FSQCodec):
 
     kind = "fsq3d"
 
-    def __init__(self, frames: int = 16, image_size: int = 64, image_channels: int = 1,
-                 levels: Sequence[int] = (8, 5, 5, 5), downsample: int = 8, temporal_downsample: int = 4,
-                 channels: int = 64):
+    def __init__(
+        self,
+        frames: int = 16,
+        image_size: int = 64,
+        image_channels: int = 1,
+        levels: Sequence[int] = (8, 5, 5, 5),
+        downsample: int = 8,
+        temporal_downsample: int = 4,
+        channels: int = 64,
+    ):
         super().__init__()
         spatial_stages = _log2_exact(downsample, "tokenizer.downsample")
         temporal_stages = _log2_exact(temporal_downsample, "tokenizer.temporal_downsample")
         if temporal_stages > spatial_stages:
-            raise ValueError(f"tokenizer.temporal_downsample={temporal_downsample} may not exceed "
-                             f"tokenizer.downsample={downsample}")
+            raise ValueError(
+                f"tokenizer.temporal_downsample={temporal_downsample} may not exceed "
+                f"tokenizer.downsample={downsample}"
+            )
         if image_size % downsample:
-            raise ValueError(f"data.image_size={image_size} is not divisible by tokenizer.downsample={downsample}")
+            raise ValueError(
+                f"data.image_size={image_size} is not divisible by tokenizer.downsample={downsample}"
+            )
         if frames % temporal_downsample:
-            raise ValueError(f"data.frames={frames} is not divisible by "
-                             f"tokenizer.temporal_downsample={temporal_downsample}")
+            raise ValueError(
+                f"data.frames={frames} is not divisible by "
+                f"tokenizer.temporal_downsample={temporal_downsample}"
+            )
         self.frames = frames
         self.image_size = image_size
         self.image_channels = image_channels
@@ -149,8 +185,12 @@ class VideoFSQTokenizer(FSQCodec):
         self.temporal_downsample = temporal_downsample
         self.channels = channels
         self.quantizer = FSQ(levels)
-        self.encoder = VideoEncoder(image_channels, channels, spatial_stages, temporal_stages, self.quantizer.dim)
-        self.decoder = VideoDecoder(image_channels, channels, spatial_stages, temporal_stages, self.quantizer.dim)
+        self.encoder = VideoEncoder(
+            image_channels, channels, spatial_stages, temporal_stages, self.quantizer.dim
+        )
+        self.decoder = VideoDecoder(
+            image_channels, channels, spatial_stages, temporal_stages, self.quantizer.dim
+        )
 
     @property
     def token_grid(self) -> tuple[int, int, int]:
@@ -160,12 +200,20 @@ class VideoFSQTokenizer(FSQCodec):
     def check_input(self, videos: torch.Tensor) -> None:
         want = (self.image_channels, self.frames, self.image_size, self.image_size)
         if videos.ndim != 5 or tuple(videos.shape[1:]) != want:
-            raise ValueError(f"tokenizer expects videos B×{'×'.join(map(str, want))} (B×C×T×H×W), "
-                             f"got {tuple(videos.shape)}")
+            raise ValueError(
+                f"tokenizer expects videos B×{'×'.join(map(str, want))} (B×C×T×H×W), "
+                f"got {tuple(videos.shape)}"
+            )
 
     def architecture(self) -> dict:
         """What must match for saved weights to load (written next to the weights)."""
-        return {"kind": self.kind, "frames": self.frames, "image_size": self.image_size,
-                "image_channels": self.image_channels, "levels": list(self.quantizer.levels_list),
-                "downsample": self.downsample, "temporal_downsample": self.temporal_downsample,
-                "channels": self.channels}
+        return {
+            "kind": self.kind,
+            "frames": self.frames,
+            "image_size": self.image_size,
+            "image_channels": self.image_channels,
+            "levels": list(self.quantizer.levels_list),
+            "downsample": self.downsample,
+            "temporal_downsample": self.temporal_downsample,
+            "channels": self.channels,
+        }

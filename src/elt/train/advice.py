@@ -11,8 +11,12 @@ from __future__ import annotations
 import math
 import sys
 
-DIVERGENCE_FACTOR = 100.0  # a healthy run's loss stays far below 100x its first value (ILSD, MSE, CE alike)
-DIVERGENCE_FLOOR = 0.01  # reference losses below this count as this (a tiny first loss is not a tight bound)
+DIVERGENCE_FACTOR = (
+    100.0  # a healthy run's loss stays far below 100x its first value (ILSD, MSE, CE alike)
+)
+DIVERGENCE_FLOOR = (
+    0.01  # reference losses below this count as this (a tiny first loss is not a tight bound)
+)
 
 
 def warn(message: str) -> None:
@@ -24,15 +28,21 @@ def fit_advice(cfg, data_items: int | None, global_batch: int | None, step: int 
     lines = []
     train = cfg.train
     if train.warmup_steps > train.steps and step < train.steps:
-        lines.append(f"train.warmup_steps={train.warmup_steps} is longer than the run (train.steps={train.steps}): "
-                     f"the learning rate never reaches train.lr={train.lr:g}")
+        lines.append(
+            f"train.warmup_steps={train.warmup_steps} is longer than the run (train.steps={train.steps}): "
+            f"the learning rate never reaches train.lr={train.lr:g}"
+        )
     if data_items is not None and train.batch_size > data_items:
-        lines.append(f"train.batch_size={train.batch_size} is larger than the data ({data_items} items): every step "
-                     f"uses a global batch of {global_batch}")
+        lines.append(
+            f"train.batch_size={train.batch_size} is larger than the data ({data_items} items): every step "
+            f"uses a global batch of {global_batch}"
+        )
     limit = cfg.data.limit
     if limit is not None and limit < cfg.data.num_classes:
-        lines.append(f"data.limit={limit} keeps fewer training items than the {cfg.data.num_classes} classes: some "
-                     "classes are never seen")
+        lines.append(
+            f"data.limit={limit} keeps fewer training items than the {cfg.data.num_classes} classes: some "
+            "classes are never seen"
+        )
     return lines
 
 
@@ -41,7 +51,9 @@ def before_fit(trainer) -> None:
     if not trainer.env.is_main:
         return
     items = len(trainer.dataset) if hasattr(trainer.dataset, "__len__") else None
-    for line in fit_advice(trainer.cfg, items, getattr(trainer, "global_batch", None), trainer.step):
+    for line in fit_advice(
+        trainer.cfg, items, getattr(trainer, "global_batch", None), trainer.step
+    ):
         warn(line)
 
 
@@ -54,7 +66,9 @@ class DivergenceWatch:
         self.warned = False
 
     def bound(self) -> float | None:
-        return None if self.first is None else self.factor * max(abs(self.first[1]), DIVERGENCE_FLOOR)
+        return (
+            None if self.first is None else self.factor * max(abs(self.first[1]), DIVERGENCE_FLOOR)
+        )
 
     def update(self, step: int, loss: float, lr: float | None = None) -> str | None:
         """Feed one step's loss; returns (and prints) the warning the first time the loss passes the bound."""
@@ -64,12 +78,17 @@ class DivergenceWatch:
             if math.isfinite(loss):
                 self.first = (step, float(loss))
             return None
-        if not float(loss) > self.bound():  # NaN too: non-finite losses are the trainer's error, not a warning
+        if (
+            not float(loss) > self.bound()
+        ):  # NaN too: non-finite losses are the trainer's error, not a warning
             return None
         self.warned = True
         first_step, first_loss = self.first
-        message = (f"the loss grew past {self.bound():.3g} ({self.factor:g}x its {first_loss:.3g} at step "
-                   f"{first_step}) at step {step} (loss {float(loss):.3g}): the run is diverging; lower train.lr"
-                   + (f" (now {lr:g})" if lr is not None else "") + " or lengthen train.warmup_steps")
+        message = (
+            f"the loss grew past {self.bound():.3g} ({self.factor:g}x its {first_loss:.3g} at step "
+            f"{first_step}) at step {step} (loss {float(loss):.3g}): the run is diverging; lower train.lr"
+            + (f" (now {lr:g})" if lr is not None else "")
+            + " or lengthen train.warmup_steps"
+        )
         warn(message)
         return message

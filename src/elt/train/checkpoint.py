@@ -60,13 +60,17 @@ def demo_models() -> dict[str, Path]:
     """The models shipped in the package, by name: ``demo:NAME`` is accepted wherever a checkpoint is."""
     if not DEMO_DIR.is_dir():
         return {}
-    return {p.name: p for p in sorted(DEMO_DIR.iterdir()) if (p / CONFIG_FILE).is_file() and (p / MODEL_FILE).is_file()}
+    return {
+        p.name: p
+        for p in sorted(DEMO_DIR.iterdir())
+        if (p / CONFIG_FILE).is_file() and (p / MODEL_FILE).is_file()
+    }
 
 
 def demo_checkpoint(name: str) -> Path:
     """``demo:masked`` → the shipped model's directory; an unknown name lists the shipped ones."""
     models = demo_models()
-    key = name[len(DEMO_SCHEME):] if name.startswith(DEMO_SCHEME) else name
+    key = name[len(DEMO_SCHEME) :] if name.startswith(DEMO_SCHEME) else name
     if key not in models:
         shipped = ", ".join(DEMO_SCHEME + n for n in models) or "none in this install"
         raise CheckpointError(f"unknown demo model {name!r}; shipped: {shipped}")
@@ -92,13 +96,19 @@ def first_non_finite(state: dict[str, torch.Tensor]) -> str | None:
     """Name of the first floating-point tensor holding NaN/Inf, or ``None`` (one pass over the weights,
     a fraction of a training step)."""
     for name, tensor in state.items():
-        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if (
+            torch.is_tensor(tensor)
+            and tensor.is_floating_point()
+            and not bool(torch.isfinite(tensor).all())
+        ):
             return name
     return None
 
 
 # -- which run wrote a checkpoint ---------------------------------------------------------------------------------
-_RUN_IDS: dict[str, str] = {}  # resolved run directory -> the id of the run this process writes there
+_RUN_IDS: dict[
+    str, str
+] = {}  # resolved run directory -> the id of the run this process writes there
 _WARNED: set[str] = set()
 
 
@@ -143,7 +153,11 @@ def environment_reads(cfg: DictConfig) -> str | None:
         elif isinstance(data, list):
             items = enumerate(data)
         else:
-            return prefix.rstrip(".") if isinstance(data, str) and "oc.env" in data and "${" in data else None
+            return (
+                prefix.rstrip(".")
+                if isinstance(data, str) and "oc.env" in data and "${" in data
+                else None
+            )
         for key, value in items:
             found = scan(value, f"{prefix}{key}.")
             if found:
@@ -156,9 +170,11 @@ def environment_reads(cfg: DictConfig) -> str | None:
 def refuse_environment_reads(cfg: DictConfig) -> None:
     key = environment_reads(cfg)
     if key:
-        raise UserError(f"config key {key!r} reads an environment variable (${{oc.env:...}}); elt does not resolve "
-                        "environment variables into a run's saved config: give the value itself (e.g. "
-                        f"{key}=\"$VARIABLE\" expanded by the shell)")
+        raise UserError(
+            f"config key {key!r} reads an environment variable (${{oc.env:...}}); elt does not resolve "
+            "environment variables into a run's saved config: give the value itself (e.g. "
+            f'{key}="$VARIABLE" expanded by the shell)'
+        )
 
 
 def _contiguous_state(module: torch.nn.Module | dict) -> dict[str, torch.Tensor]:
@@ -166,9 +182,16 @@ def _contiguous_state(module: torch.nn.Module | dict) -> dict[str, torch.Tensor]
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
-def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torch.nn.Module | dict | Path,
-                    ema: torch.nn.Module | dict | Path | None = None, state: dict[str, Any] | None = None,
-                    keep: int = 3, extra_dirs: dict[str, Path] | None = None) -> Path:
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    cfg: DictConfig,
+    model: torch.nn.Module | dict | Path,
+    ema: torch.nn.Module | dict | Path | None = None,
+    state: dict[str, Any] | None = None,
+    keep: int = 3,
+    extra_dirs: dict[str, Path] | None = None,
+) -> Path:
     """Write ``RUN/checkpoints/step_<step>`` atomically and point ``latest`` at it. ``extra_dirs`` (name →
     finished directory, e.g. DCP shards) are moved into the checkpoint before its manifest is written.
 
@@ -176,15 +199,21 @@ def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torc
     checked finite) elsewhere on the same filesystem, which are moved in (FSDP streams them from the shards);
     ``keep`` > 0 keeps that many newest.
     """
-    written = {name: source for name, source in ((MODEL_FILE, model), (EMA_FILE, ema)) if isinstance(source, Path)}
+    written = {
+        name: source
+        for name, source in ((MODEL_FILE, model), (EMA_FILE, ema))
+        if isinstance(source, Path)
+    }
     model_state = _contiguous_state(model) if MODEL_FILE not in written else {}
     ema_state = _contiguous_state(ema) if ema is not None and EMA_FILE not in written else None
     for label, weights in (("weights", model_state), ("EMA weights", ema_state or {})):
         bad = first_non_finite(weights)
         if bad is not None:
-            raise NonFiniteWeightsError(f"the {label} hold NaN/Inf at step {step} ({bad}); no checkpoint was "
-                                        "written (lower train.lr or train.grad_clip, or check the data; resume "
-                                        "with --resume auto from the last finite checkpoint)")
+            raise NonFiniteWeightsError(
+                f"the {label} hold NaN/Inf at step {step} ({bad}); no checkpoint was "
+                "written (lower train.lr or train.grad_clip, or check the data; resume "
+                "with --resume auto from the last finite checkpoint)"
+            )
     refuse_environment_reads(cfg)
     root = Path(run_dir) / "checkpoints"
     check_not_in_package(root)
@@ -194,11 +223,18 @@ def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torc
     if final.is_symlink() or final.exists():
         owner = run_id_of(final)
         if final.is_symlink() or owner != run_id:
-            shown = owner if re.fullmatch(r"[0-9a-f]{1,32}", owner) else "of an earlier version" if not owner \
+            shown = (
+                owner
+                if re.fullmatch(r"[0-9a-f]{1,32}", owner)
+                else "of an earlier version"
+                if not owner
                 else "with an unreadable id"
-            raise CheckpointError(f"{str(final)!r} belongs to another run (run {shown}); "
-                                  "it is not replaced: continue that run with --resume auto, or choose a new "
-                                  "train.out_dir")
+            )
+            raise CheckpointError(
+                f"{str(final)!r} belongs to another run (run {shown}); "
+                "it is not replaced: continue that run with --resume auto, or choose a new "
+                "train.out_dir"
+            )
     try:
         root.mkdir(parents=True, exist_ok=True)
         _remove_stale_tmp(root)
@@ -219,12 +255,19 @@ def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torc
         for item in tmp.rglob("*"):
             if item.is_file():
                 ordinary_mode(item)
-        sizes = {str(item.relative_to(tmp)): item.stat().st_size for item in sorted(tmp.rglob("*"))
-                 if item.is_file()}
-        (tmp / MANIFEST_FILE).write_text(json.dumps({"step": step, "run": run_id, "files": sizes}, indent=1))
+        sizes = {
+            str(item.relative_to(tmp)): item.stat().st_size
+            for item in sorted(tmp.rglob("*"))
+            if item.is_file()
+        }
+        (tmp / MANIFEST_FILE).write_text(
+            json.dumps({"step": step, "run": run_id, "files": sizes}, indent=1)
+        )
         _fsync_dir(tmp)
         old = None
-        if final.exists():  # a re-save of this run's step: swapped out once the new folder is in place
+        if (
+            final.exists()
+        ):  # a re-save of this run's step: swapped out once the new folder is in place
             old = root / f".old_{final.name}_{os.getpid()}"
             shutil.rmtree(old, ignore_errors=True)
             os.replace(final, old)
@@ -233,16 +276,23 @@ def save_checkpoint(run_dir: str | Path, step: int, cfg: DictConfig, model: torc
             shutil.rmtree(old, ignore_errors=True)
         write_text(root / "latest", final.name)
         fsync_dir(root)
-    except Exception as exc:  # disk full, ...: nothing under a final name, the previous checkpoint stays newest
+    except (
+        Exception
+    ) as exc:  # disk full, ...: nothing under a final name, the previous checkpoint stays newest
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OutputError):
             raise
         reason = write_failure(exc)
         if reason is None:
             raise
-        kept = ("the previous checkpoint is kept (continue with --resume auto)" if read_latest(root) is not None
-                else "no checkpoint was written")
-        raise OutputError(f"cannot write the checkpoint of step {step} to {str(final)!r}: {reason}; {kept}") from exc
+        kept = (
+            "the previous checkpoint is kept (continue with --resume auto)"
+            if read_latest(root) is not None
+            else "no checkpoint was written"
+        )
+        raise OutputError(
+            f"cannot write the checkpoint of step {step} to {str(final)!r}: {reason}; {kept}"
+        ) from exc
     _prune(root, keep, final)
     return final
 
@@ -269,7 +319,7 @@ def _prune(root: Path, keep: int, current: Path) -> None:
     if keep <= 0:
         return
     older = sorted(p for p in root.glob("step_*") if p.name < current.name and is_complete(p))
-    for old in older[:max(0, len(older) - (keep - 1))]:
+    for old in older[: max(0, len(older) - (keep - 1))]:
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -353,23 +403,37 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not folders and _looks_like_checkpoint(path):
         why = damage_of(path)
         if why is not None:
-            raise CheckpointError(f"checkpoint {str(path)!r} is damaged ({why}); use another checkpoint")
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} is damaged ({why}); use another checkpoint"
+            )
         return path
     newest = _latest_name(root)
-    newest = root / newest if newest and (root / newest) in folders else (folders[0] if folders else None)
-    ignored = f" ({', '.join(p.name for p in links[:3])}: symbolic links, not followed)" if links else ""
+    newest = (
+        root / newest
+        if newest and (root / newest) in folders
+        else (folders[0] if folders else None)
+    )
+    ignored = (
+        f" ({', '.join(p.name for p in links[:3])}: symbolic links, not followed)" if links else ""
+    )
     if newest is None:
-        raise CheckpointError(f"no checkpoint at {str(path)!r}{ignored}: expected a directory with {CONFIG_FILE} "
-                              f"and {MODEL_FILE}, or a run directory with checkpoints/step_*")
+        raise CheckpointError(
+            f"no checkpoint at {str(path)!r}{ignored}: expected a directory with {CONFIG_FILE} "
+            f"and {MODEL_FILE}, or a run directory with checkpoints/step_*"
+        )
     if links:
-        warn_once(f"ignoring {', '.join(str(p) for p in links[:3])}: a step folder must not be a symbolic link")
+        warn_once(
+            f"ignoring {', '.join(str(p) for p in links[:3])}: a step folder must not be a symbolic link"
+        )
     why = damage_of(newest)
     if why is None:
         return newest
     older = [p for p in folders if p.name < newest.name and is_complete(p)]
     if not older:
-        raise CheckpointError(f"the newest checkpoint {str(newest)!r} is damaged ({why}) and no complete one "
-                              "precedes it")
+        raise CheckpointError(
+            f"the newest checkpoint {str(newest)!r} is damaged ({why}) and no complete one "
+            "precedes it"
+        )
     warn_once(f"checkpoint {newest} is damaged ({why}); using {older[0].name} instead")
     return older[0]
 
@@ -422,32 +486,55 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     """A safetensors file as a state dict; a damaged file is a one-line :class:`CheckpointError`."""
     try:
         return load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error type for empty/truncated/garbage files
+    except (
+        Exception
+    ) as exc:  # safetensors raises its own error type for empty/truncated/garbage files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{str(path)!r} is damaged or not a safetensors weights file ({reason}); use "
-                              "another checkpoint") from None
+        raise CheckpointError(
+            f"{str(path)!r} is damaged or not a safetensors weights file ({reason}); use "
+            "another checkpoint"
+        ) from None
 
 
-def load_state_into(module: torch.nn.Module, state: dict[str, torch.Tensor], weights: Path, config: Path,
-                    strict: bool = False) -> None:
+def load_state_into(
+    module: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    weights: Path,
+    config: Path,
+    strict: bool = False,
+) -> None:
     """``module.load_state_dict`` with size mismatches and missing keys as one-line errors."""
     current = module.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(current[k].shape)}" for k, v in state.items()
-             if k in current and torch.is_tensor(v) and tuple(v.shape) != tuple(current[k].shape)]
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(current[k].shape)}"
+        for k, v in state.items()
+        if k in current and torch.is_tensor(v) and tuple(v.shape) != tuple(current[k].shape)
+    ]
     missing = [k for k in current if k not in state]
     unexpected = [k for k in state if k not in current]
     if wrong or unexpected or (strict and missing) or (missing and not state):
-        detail = (f"wrong sizes {wrong[:2]}" if wrong else
-                  f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-        raise CheckpointError(f"{str(weights)!r} does not match the architecture in {str(config)!r}: {detail}")
+        detail = (
+            f"wrong sizes {wrong[:2]}"
+            if wrong
+            else f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+        raise CheckpointError(
+            f"{str(weights)!r} does not match the architecture in {str(config)!r}: {detail}"
+        )
     result = module.load_state_dict(state, strict=False)
     if result.missing_keys:
-        raise CheckpointError(f"{str(weights)!r} does not match the architecture in {str(config)!r}: "
-                              f"missing {result.missing_keys[:3]}")
+        raise CheckpointError(
+            f"{str(weights)!r} does not match the architecture in {str(config)!r}: "
+            f"missing {result.missing_keys[:3]}"
+        )
 
 
-def load_generator(path: str | Path, ema: bool = True, device: str | torch.device = "cpu",
-                   overrides: list[str] | tuple[str, ...] = ()) -> LoopedGenerator:
+def load_generator(
+    path: str | Path,
+    ema: bool = True,
+    device: str | torch.device = "cpu",
+    overrides: list[str] | tuple[str, ...] = (),
+) -> LoopedGenerator:
     """Rebuild the generator a checkpoint describes and load its (EMA by default) weights; eval mode.
     ``overrides`` (``"masked.temperature_base=4.5"``, ...) change sampling settings only
     (:data:`elt.config.SAMPLING_KEYS`). Damaged, mis-sized or non-finite weights are a one-line error."""
@@ -460,13 +547,17 @@ def load_generator(path: str | Path, ema: bool = True, device: str | torch.devic
     state = load_weights(weights)
     bad = first_non_finite(state)
     if bad is not None:
-        raise CheckpointError(f"{str(weights)!r} holds NaN/Inf weights ({bad}); sampling from it would give blank "
-                              "images: use an earlier checkpoint of the run")
+        raise CheckpointError(
+            f"{str(weights)!r} holds NaN/Inf weights ({bad}); sampling from it would give blank "
+            "images: use an earlier checkpoint of the run"
+        )
     load_state_into(generator, state, weights, ckpt / CONFIG_FILE)
     if not isinstance(device, torch.device):
         from elt.runtime import resolve_device
 
-        device = resolve_device(str(device))  # an unknown or missing device is one line, not a traceback
+        device = resolve_device(
+            str(device)
+        )  # an unknown or missing device is one line, not a traceback
     return generator.to(device).eval()
 
 
@@ -490,21 +581,38 @@ def check_export_target(ckpt: Path, out: Path) -> None:
     (a previous export may be replaced)."""
     source, target = ckpt.resolve(), out.resolve()
     run = source.parent.parent if source.parent.name == "checkpoints" else source
-    if target == source or source.is_relative_to(target) or target.is_relative_to(source) or \
-            target.is_relative_to(run / "checkpoints"):
-        raise CheckpointError(f"--out {str(out)!r} is the checkpoint being exported (or inside/around it); "
-                              "export writes a new folder: choose another --out")
+    if (
+        target == source
+        or source.is_relative_to(target)
+        or target.is_relative_to(source)
+        or target.is_relative_to(run / "checkpoints")
+    ):
+        raise CheckpointError(
+            f"--out {str(out)!r} is the checkpoint being exported (or inside/around it); "
+            "export writes a new folder: choose another --out"
+        )
     if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {str(out)!r} is an existing file, not a directory; choose another path")
+        raise OutputError(
+            f"--out {str(out)!r} is an existing file, not a directory; choose another path"
+        )
     if out.is_dir() and any(out.iterdir()) and not is_export(out):
-        kind = ("a checkpoint" if is_complete(out) or (out / "checkpoints").is_dir() or (out / STATE_FILE).exists()
-                else "a folder that is not empty")
-        raise CheckpointError(f"--out {str(out)!r} is {kind}; export only writes a new folder or replaces an "
-                              "earlier export: choose another --out")
+        kind = (
+            "a checkpoint"
+            if is_complete(out) or (out / "checkpoints").is_dir() or (out / STATE_FILE).exists()
+            else "a folder that is not empty"
+        )
+        raise CheckpointError(
+            f"--out {str(out)!r} is {kind}; export only writes a new folder or replaces an "
+            "earlier export: choose another --out"
+        )
 
 
-def export_inference(path: str | Path, out_dir: str | Path, half: bool = True,
-                     sampling_overrides: list[str] | tuple[str, ...] = ()) -> Path:
+def export_inference(
+    path: str | Path,
+    out_dir: str | Path,
+    half: bool = True,
+    sampling_overrides: list[str] | tuple[str, ...] = (),
+) -> Path:
     """Write an inference-only checkpoint: ``config.yaml`` and the EMA weights (fp16 when ``half``) as
     ``model.safetensors`` — what ``elt.load`` needs, at a fraction of a training checkpoint's size.
     ``sampling_overrides`` (``"sampling.guidance=2"``, ...; :data:`elt.config.SAMPLING_KEYS` only) become the
@@ -518,19 +626,29 @@ def export_inference(path: str | Path, out_dir: str | Path, half: bool = True,
     out = Path(out_dir)
     check_export_target(ckpt, out)
     check_output_dir(out, "--out")
-    cfg = config_lib.from_yaml_file(ckpt / CONFIG_FILE, sampling_overrides)  # valid, plain (no interpolations)
+    cfg = config_lib.from_yaml_file(
+        ckpt / CONFIG_FILE, sampling_overrides
+    )  # valid, plain (no interpolations)
     weights = ckpt / EMA_FILE if (ckpt / EMA_FILE).is_file() else ckpt / MODEL_FILE
     state = load_weights(weights)
     bad = first_non_finite(state)
     if bad is not None:
-        raise CheckpointError(f"{str(weights)!r} holds NaN/Inf weights ({bad}); export an earlier checkpoint")
+        raise CheckpointError(
+            f"{str(weights)!r} holds NaN/Inf weights ({bad}); export an earlier checkpoint"
+        )
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    config_text = config_lib.to_yaml(cfg) if sampling_overrides else (ckpt / CONFIG_FILE).read_text()
+    config_text = (
+        config_lib.to_yaml(cfg) if sampling_overrides else (ckpt / CONFIG_FILE).read_text()
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out, replace=True) as tmp:
         (tmp / CONFIG_FILE).write_text(config_text)
-        save_file(state, str(tmp / MODEL_FILE), metadata={"exported_from": str(ckpt), "weights": weights.name})
+        save_file(
+            state,
+            str(tmp / MODEL_FILE),
+            metadata={"exported_from": str(ckpt), "weights": weights.name},
+        )
         ordinary_mode(tmp / MODEL_FILE)
     return out
 
@@ -542,14 +660,19 @@ def load_training_state(ckpt: str | Path) -> dict[str, Any] | None:
     if not state.is_file():
         return None
     if state.is_symlink():
-        raise CheckpointError(f"{str(state)!r} is a symbolic link; elt does not follow links inside a checkpoint")
+        raise CheckpointError(
+            f"{str(state)!r} is a symbolic link; elt does not follow links inside a checkpoint"
+        )
     try:
         loaded = torch.load(state, map_location="cpu", weights_only=True)
     except Exception as exc:
         kind = "empty" if state.stat().st_size == 0 else "damaged or not an elt training state"
-        raise CheckpointError(f"{str(state)!r} is {kind} ({type(exc).__name__}); resume from another "
-                              "checkpoint") from None
-    if Path(ckpt).parent.name == "checkpoints":  # saves into that run continue the run that wrote it
+        raise CheckpointError(
+            f"{str(state)!r} is {kind} ({type(exc).__name__}); resume from another checkpoint"
+        ) from None
+    if (
+        Path(ckpt).parent.name == "checkpoints"
+    ):  # saves into that run continue the run that wrote it
         continue_run(Path(ckpt).parent.parent, ckpt)
     return loaded
 
@@ -560,7 +683,9 @@ def verify_checkpoint(ckpt: str | Path) -> None:
     ckpt = Path(ckpt)
     why = damage_of(ckpt)
     if why is not None:
-        raise CheckpointError(f"checkpoint {str(ckpt)!r} is damaged ({why}); use another checkpoint")
+        raise CheckpointError(
+            f"checkpoint {str(ckpt)!r} is damaged ({why}); use another checkpoint"
+        )
     for name in (MODEL_FILE, EMA_FILE):
         if (ckpt / name).is_file():
             load_weights(ckpt / name)

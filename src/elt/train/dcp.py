@@ -21,14 +21,24 @@ import torch
 SHARDED_DIR = "sharded"
 
 SAFETENSORS_DTYPES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
     torch.bool: "BOOL",
 }
 
 
-def sharded_state(generator: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                  ema_tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+def sharded_state(
+    generator: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema_tensors: dict[str, torch.Tensor],
+) -> dict[str, Any]:
     """The state DCP writes/reads in place: weights and optimizer state as this rank holds them (DTensor
     shards under FSDP, whole tensors otherwise) and the EMA's running averages (laid out like the weights)."""
     from torch.distributed.checkpoint.state_dict import get_state_dict
@@ -37,26 +47,38 @@ def sharded_state(generator: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return {"model": model_state, "optimizer": optimizer_state, "ema": ema_tensors}
 
 
-def save_sharded(folder: str | Path, generator: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 ema_tensors: dict[str, torch.Tensor]) -> None:
+def save_sharded(
+    folder: str | Path,
+    generator: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema_tensors: dict[str, torch.Tensor],
+) -> None:
     """Every rank calls it (a collective under torchrun)."""
     import torch.distributed.checkpoint as dcp
 
     dcp.save(sharded_state(generator, optimizer, ema_tensors), checkpoint_id=str(folder))
 
 
-def load_sharded(folder: str | Path, generator: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 ema_tensors: dict[str, torch.Tensor]) -> None:
+def load_sharded(
+    folder: str | Path,
+    generator: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema_tensors: dict[str, torch.Tensor],
+) -> None:
     """Load ``folder`` into the live weights, optimizer and EMA (every rank calls it; any process count)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
     state = sharded_state(generator, optimizer, ema_tensors)
     dcp.load(state, checkpoint_id=str(folder))
-    set_state_dict(generator, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    set_state_dict(
+        generator, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
+    )
 
 
-def _header(state: dict[str, torch.Tensor], metadata: dict[str, str] | None) -> tuple[bytes, list[str]]:
+def _header(
+    state: dict[str, torch.Tensor], metadata: dict[str, str] | None
+) -> tuple[bytes, list[str]]:
     """The safetensors header of ``state`` (global shapes and dtypes: known without gathering)."""
     entries: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
     offset, names = 0, []
@@ -64,8 +86,11 @@ def _header(state: dict[str, torch.Tensor], metadata: dict[str, str] | None) -> 
         if tensor.dtype not in SAFETENSORS_DTYPES:
             raise TypeError(f"{name}: dtype {tensor.dtype} cannot be written to safetensors")
         size = tensor.numel() * tensor.element_size()
-        entries[name] = {"dtype": SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
-                         "data_offsets": [offset, offset + size]}
+        entries[name] = {
+            "dtype": SAFETENSORS_DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
         names.append(name)
     text = json.dumps(entries, separators=(",", ":")).encode()
@@ -73,8 +98,9 @@ def _header(state: dict[str, torch.Tensor], metadata: dict[str, str] | None) -> 
     return struct.pack("<Q", len(text)) + text, names
 
 
-def stream_safetensors(path: str | Path | None, state: dict[str, torch.Tensor],
-                       metadata: dict[str, str] | None = None) -> str | None:
+def stream_safetensors(
+    path: str | Path | None, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> str | None:
     """Write ``state`` (DTensor shards and/or whole tensors) as one safetensors file at ``path``, gathering one
     tensor at a time: the peak is the largest single tensor, never the model. Every rank calls it (each
     DTensor's gather is a collective); only the rank given a ``path`` writes (rank 0; the others pass ``None``).

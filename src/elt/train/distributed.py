@@ -62,7 +62,9 @@ def current_env(device_name: str = "auto") -> DistEnv:
 
 
 @contextmanager
-def distributed_session(device_name: str = "auto", timeout_s: float | None = None) -> Iterator[DistEnv]:
+def distributed_session(
+    device_name: str = "auto", timeout_s: float | None = None
+) -> Iterator[DistEnv]:
     """Initialise the process group when launched by torchrun (NCCL on CUDA, gloo on CPU) and tear it
     down on exit; a no-op for a single process or when the caller already initialised a group.
     ``timeout_s``: how long any collective may wait (``train.dist_timeout_s``; ``ELT_DIST_TIMEOUT_S``
@@ -131,9 +133,11 @@ def check_shared_paths(env: DistEnv, paths: dict[str, Any]) -> None:
     bad = [(host, rank, where) for host, rank, where in problems if where]
     if bad:
         host, rank, where = bad[0]
-        raise UserError(f"rank {rank} on {host} does not see what rank 0 wrote to {where[0]} ({len(bad)} of "
-                        f"{env.world_size} ranks affected): multi-node runs need the run directory and caches on a "
-                        "filesystem shared by every node (absolute paths on it); see docs/distributed.md")
+        raise UserError(
+            f"rank {rank} on {host} does not see what rank 0 wrote to {where[0]} ({len(bad)} of "
+            f"{env.world_size} ranks affected): multi-node runs need the run directory and caches on a "
+            "filesystem shared by every node (absolute paths on it); see docs/distributed.md"
+        )
 
 
 @contextmanager
@@ -187,10 +191,12 @@ class ShardedSampler(Sampler[int]):
         self.epoch, self.skip = epoch, skip
 
     def __iter__(self) -> Iterator[int]:
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
+        order = torch.randperm(
+            self.size, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        )
         usable = self.size - self.size % self.world_size
-        shard = order[self.rank:usable:self.world_size]
-        return iter(shard[self.skip:].tolist())
+        shard = order[self.rank : usable : self.world_size]
+        return iter(shard[self.skip :].tolist())
 
     def __len__(self) -> int:
         return max(0, self.size // self.world_size - self.skip)
@@ -230,9 +236,14 @@ def mixed_precision_policies(param_dtype: torch.dtype | None) -> tuple[Any, Any]
     head, loop extras) is small and gathered in fp32, so no op outside autocast's lists sees a bf16 weight."""
     from torch.distributed.fsdp import MixedPrecisionPolicy
 
-    looped = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None,
-                                  cast_forward_inputs=False)
-    root = MixedPrecisionPolicy(reduce_dtype=torch.float32 if param_dtype else None, cast_forward_inputs=False)
+    looped = MixedPrecisionPolicy(
+        param_dtype=param_dtype,
+        reduce_dtype=torch.float32 if param_dtype else None,
+        cast_forward_inputs=False,
+    )
+    root = MixedPrecisionPolicy(
+        reduce_dtype=torch.float32 if param_dtype else None, cast_forward_inputs=False
+    )
     return looped, root
 
 
@@ -246,29 +257,44 @@ def has_meta(module: nn.Module) -> bool:
     return any(t.is_meta for t in (*module.parameters(), *module.buffers()))
 
 
-def _materialize_from_rank0(generator: nn.Module, full_state: dict[str, torch.Tensor] | None, env: DistEnv) -> None:
+def _materialize_from_rank0(
+    generator: nn.Module, full_state: dict[str, torch.Tensor] | None, env: DistEnv
+) -> None:
     """Give every meta tensor of the (already sharded) ``generator`` storage for its shard only, then fill
     every rank's shards from rank 0's full state, one tensor at a time (``broadcast_from_rank0``): no rank
     but rank 0 ever holds a full weight, and rank 0 holds the full model only in host memory."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
     if env.is_main and full_state is None:
-        raise ValueError("rank 0 must pass the full initial state to materialise a meta-device model")
+        raise ValueError(
+            "rank 0 must pass the full initial state to materialise a meta-device model"
+        )
     for module in generator.modules():
         local = (*module.parameters(recurse=False), *module.buffers(recurse=False))
         if any(t.is_meta for t in local):
             module.to_empty(device=env.device, recurse=False)
-    set_model_state_dict(generator, dict(full_state) if env.is_main else {},
-                         options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
-    left = [name for name, t in (*generator.named_parameters(), *generator.named_buffers()) if t.is_meta]
+    set_model_state_dict(
+        generator,
+        dict(full_state) if env.is_main else {},
+        options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
+    )
+    left = [
+        name for name, t in (*generator.named_parameters(), *generator.named_buffers()) if t.is_meta
+    ]
     if left:
         raise RuntimeError(f"FSDP materialisation left tensors on the meta device: {left[:3]}")
 
 
-def wrap_for_training(generator: nn.Module, env: DistEnv, strategy: str = "ddp",
-                      find_unused_parameters: bool = False, fsdp_unit: str = "block",
-                      reshard_after_forward: bool = True, param_dtype: torch.dtype | None = None,
-                      full_state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+def wrap_for_training(
+    generator: nn.Module,
+    env: DistEnv,
+    strategy: str = "ddp",
+    find_unused_parameters: bool = False,
+    fsdp_unit: str = "block",
+    reshard_after_forward: bool = True,
+    param_dtype: torch.dtype | None = None,
+    full_state: dict[str, torch.Tensor] | None = None,
+) -> nn.Module:
     """The module the training step calls: plain (one process), DDP, or FSDP2.
 
     FSDP2 (``fully_shard``) units, ``fsdp_unit``:
@@ -302,8 +328,9 @@ def wrap_for_training(generator: nn.Module, env: DistEnv, strategy: str = "ddp",
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [env.device.index] if env.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids,
-                                       find_unused_parameters=find_unused_parameters)
+        return DistributedDataParallel(
+            model, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+        )
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
@@ -315,7 +342,9 @@ def wrap_for_training(generator: nn.Module, env: DistEnv, strategy: str = "ddp",
     looped, root = mixed_precision_policies(param_dtype)
     if fsdp_unit == "block":
         for block in generator.backbone.blocks:
-            fully_shard(block, mesh=mesh, mp_policy=looped, reshard_after_forward=reshard_after_forward)
+            fully_shard(
+                block, mesh=mesh, mp_policy=looped, reshard_after_forward=reshard_after_forward
+            )
     else:
         fully_shard(generator.backbone, mesh=mesh, mp_policy=looped)
     fully_shard(model, mesh=mesh, mp_policy=root)
@@ -351,7 +380,9 @@ def shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     if is_sharded(like):
         from torch.distributed.tensor import distribute_tensor
 
-        return distribute_tensor(full.to(like.device, like.dtype), like.device_mesh, like.placements)
+        return distribute_tensor(
+            full.to(like.device, like.dtype), like.device_mesh, like.placements
+        )
     return full.to(like.device)
 
 
@@ -362,9 +393,12 @@ def load_full_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> 
     if any(is_sharded(p) for p in params):
         state = dict(state)
         state["state"] = {
-            index: {name: shard_like(value, params[int(index)])
-                    if torch.is_tensor(value) and value.shape == params[int(index)].shape else value
-                    for name, value in per_param.items()}
+            index: {
+                name: shard_like(value, params[int(index)])
+                if torch.is_tensor(value) and value.shape == params[int(index)].shape
+                else value
+                for name, value in per_param.items()
+            }
             for index, per_param in state["state"].items()
         }
     optimizer.load_state_dict(state)

@@ -33,9 +33,15 @@ def meta_skeleton(model: nn.Module) -> nn.Module:
     for module in skeleton.modules():
         for name, param in list(module._parameters.items()):
             if param is not None and not param.is_meta:
-                module._parameters[name] = nn.Parameter(param.detach().to("meta"), requires_grad=False)
+                module._parameters[name] = nn.Parameter(
+                    param.detach().to("meta"), requires_grad=False
+                )
         for name, buffer in list(module._buffers.items()):
-            if buffer is not None and name not in module._non_persistent_buffers_set and not buffer.is_meta:
+            if (
+                buffer is not None
+                and name not in module._non_persistent_buffers_set
+                and not buffer.is_meta
+            ):
                 module._buffers[name] = buffer.to("meta")
     return skeleton.eval().requires_grad_(False)
 
@@ -68,7 +74,9 @@ class EMA:
         """Average ``model``'s (sharded) tensors in place of a full shadow; call after ``fully_shard``.
         Only this rank's shards are copied."""
         self._sharded = {name: value.detach().clone() for name, value in model.state_dict().items()}
-        if self._skeleton is None and self.shadow is not None:  # built with a shadow: keep only its layout
+        if (
+            self._skeleton is None and self.shadow is not None
+        ):  # built with a shadow: keep only its layout
             self._skeleton = meta_skeleton(self.shadow)
         self.shadow = None
 
@@ -103,7 +111,9 @@ class EMA:
             else:
                 value.copy_(new)
         if averages and self._sharded is None:
-            torch._foreach_lerp_(averages, targets, weight)  # one fused kernel launch per group, not per tensor
+            torch._foreach_lerp_(
+                averages, targets, weight
+            )  # one fused kernel launch per group, not per tensor
         else:
             for value, new in zip(averages, targets, strict=True):
                 value.lerp_(new, weight)
@@ -116,8 +126,10 @@ class EMA:
             assert self.shadow is not None
             return self.shadow
         assert self._skeleton is not None
-        full = {name: (value.full_tensor() if is_sharded(value) else value).detach().clone()
-                for name, value in self._sharded.items()}
+        full = {
+            name: (value.full_tensor() if is_sharded(value) else value).detach().clone()
+            for name, value in self._sharded.items()
+        }
         shadow = copy.deepcopy(self._skeleton, memo=_plain_modules(self._skeleton))
         shadow.load_state_dict(full, assign=True)
         device = next(iter(full.values())).device if full else torch.device("cpu")

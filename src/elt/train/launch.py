@@ -35,7 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         run(args)
-    except SignalException as exc:  # torchrun forwarded the signal and waited for the workers, whose rank 0
+    except (
+        SignalException
+    ) as exc:  # torchrun forwarded the signal and waited for the workers, whose rank 0
         return 128 + int(exc.sigval)  # printed the one stop message after checkpointing
     except ChildFailedError as exc:
         codes = {failure.exitcode for failure in exc.failures.values()}
@@ -43,8 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if codes and codes <= stops:
             code = max(codes)
             number = code - 128 if code > 0 else -code
-            print(f"elt: workers stopped by {_signal_name(number)} after writing a checkpoint (continue with "
-                  "--resume auto)", file=sys.stderr)
+            print(
+                f"elt: workers stopped by {_signal_name(number)} after writing a checkpoint (continue with "
+                "--resume auto)",
+                file=sys.stderr,
+            )
             return 128 + number
         raise
     return 0

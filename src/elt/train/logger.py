@@ -23,7 +23,13 @@ from elt.fileio import open_no_follow, output_error, refuse_symlink, write_text
 
 
 class RunLogger:
-    def __init__(self, run_dir: str | Path, cfg: DictConfig, enabled: bool = True, resume_step: int | None = None):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        cfg: DictConfig,
+        enabled: bool = True,
+        resume_step: int | None = None,
+    ):
         self.enabled = enabled
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "log.jsonl"
@@ -33,7 +39,9 @@ class RunLogger:
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        refuse_symlink(self.path, "run log")  # a planted link is never read, renamed or written through
+        refuse_symlink(
+            self.path, "run log"
+        )  # a planted link is never read, renamed or written through
         if resume_step is not None:
             self._truncate_after(resume_step)
         else:
@@ -42,7 +50,9 @@ class RunLogger:
         if cfg.train.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # the core install has no tensorboard: log.jsonl only, no warning on every run
+            except (
+                ImportError
+            ):  # the core install has no tensorboard: log.jsonl only, no warning on every run
                 pass
             else:
                 self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=resume_step)
@@ -57,10 +67,15 @@ class RunLogger:
         while self.path.with_name(f"log.{number}.jsonl").exists():
             number += 1
         for index in range(number, 1, -1):  # shift older ones up: log.1 is always the previous run
-            self.path.with_name(f"log.{index - 1}.jsonl").rename(self.path.with_name(f"log.{index}.jsonl"))
+            self.path.with_name(f"log.{index - 1}.jsonl").rename(
+                self.path.with_name(f"log.{index}.jsonl")
+            )
         self.path.rename(self.path.with_name("log.1.jsonl"))
-        print(f"elt: warning: {self.run_dir} already had a log.jsonl (a run started from step 0 before); kept "
-              "it as log.1.jsonl", file=sys.stderr)
+        print(
+            f"elt: warning: {self.run_dir} already had a log.jsonl (a run started from step 0 before); kept "
+            "it as log.1.jsonl",
+            file=sys.stderr,
+        )
 
     def _truncate_after(self, step: int) -> None:
         if not self.path.is_file():
@@ -77,8 +92,11 @@ class RunLogger:
             if isinstance(record, dict) and record.get("step", 0) <= step:
                 kept.append(line)
         if dropped:
-            print(f"elt: warning: dropped {dropped} unreadable line(s) of {self.path} (a partial write of an "
-                  "interrupted run)", file=sys.stderr)
+            print(
+                f"elt: warning: dropped {dropped} unreadable line(s) of {self.path} (a partial write of an "
+                "interrupted run)",
+                file=sys.stderr,
+            )
         write_text(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, record: dict[str, Any]) -> None:
@@ -88,9 +106,13 @@ class RunLogger:
         try:
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
-        except OSError as exc:  # disk full: one line naming the log (the checkpoints are unaffected)
+        except (
+            OSError
+        ) as exc:  # disk full: one line naming the log (the checkpoints are unaffected)
             raise output_error(self.path, exc) from exc
-        numbers = {k: v for k, v in record.items() if isinstance(v, int | float) and v == v and k != "step"}
+        numbers = {
+            k: v for k, v in record.items() if isinstance(v, int | float) and v == v and k != "step"
+        }
         if self._tb is not None:
             for key, value in numbers.items():
                 self._tb.add_scalar(_tb_tag(key), value, step)
@@ -115,9 +137,18 @@ class RunLogger:
         self.close()
 
 
-_TB_GROUPS = {"loss": "loss", "teacher_gt": "loss", "student_gt": "loss", "distill": "loss",
-              "lambda": "ilsd", "student_loops": "ilsd", "samples_per_s": "perf", "tokens_per_s": "perf",
-              "mfu": "perf", "step_s": "perf"}
+_TB_GROUPS = {
+    "loss": "loss",
+    "teacher_gt": "loss",
+    "student_gt": "loss",
+    "distill": "loss",
+    "lambda": "ilsd",
+    "student_loops": "ilsd",
+    "samples_per_s": "perf",
+    "tokens_per_s": "perf",
+    "mfu": "perf",
+    "step_s": "perf",
+}
 
 
 def _tb_tag(key: str) -> str:
@@ -131,12 +162,20 @@ def _start_wandb(run_dir: Path, cfg: DictConfig):
     try:
         import wandb
     except ImportError:
-        print("elt: warning: train.wandb=true but wandb is not installed (pip install wandb); skipping W&B",
-              file=sys.stderr)
+        print(
+            "elt: warning: train.wandb=true but wandb is not installed (pip install wandb); skipping W&B",
+            file=sys.stderr,
+        )
         return None
     id_file = run_dir / "wandb_id"
     refuse_symlink(id_file, "W&B id file")
     run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
     write_text(id_file, run_id)
-    return wandb.init(project=cfg.train.wandb_project, dir=str(run_dir), id=run_id, resume="allow",
-                      name=run_dir.name, config=OmegaConf.to_container(cfg, resolve=True))
+    return wandb.init(
+        project=cfg.train.wandb_project,
+        dir=str(run_dir),
+        id=run_id,
+        resume="allow",
+        name=run_dir.name,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )

@@ -39,7 +39,9 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 STATE_BYTES = 20  # fp32 weights + fp32 grads + Adam m, v + EMA, per parameter, sharded
-GRID_SHADOW_BYTES = 4  # the fp32 EMA gathered whole on every rank while a sample grid is drawn (FSDP)
+GRID_SHADOW_BYTES = (
+    4  # the fp32 EMA gathered whole on every rank while a sample grid is drawn (FSDP)
+)
 GATHER_BYTES = 2  # bf16 gathered weights
 UNIT_BACKWARD_BYTES = 2 + 2 + 4  # bf16 weights + bf16 unsharded grads + fp32 reduce-scatter input
 
@@ -77,8 +79,13 @@ class MemoryAccount:
         return max(self.training, self.grid)
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "model_memory": self.model_memory, "training": self.training, "grid": self.grid,
-                "peak": self.peak}
+        return {
+            **asdict(self),
+            "model_memory": self.model_memory,
+            "training": self.training,
+            "grid": self.grid,
+            "peak": self.peak,
+        }
 
 
 def _count(module: nn.Module) -> int:
@@ -91,7 +98,9 @@ def layer_activation_values(width: int, mlp_ratio: float, adaptive: bool) -> flo
     return (8 + 2 * mlp_ratio + (4 if adaptive else 0)) * width
 
 
-def activation_bytes(generator: nn.Module, micro_batch: int, checkpoint_loops: bool = False) -> float:
+def activation_bytes(
+    generator: nn.Module, micro_batch: int, checkpoint_loops: bool = False
+) -> float:
     backbone = generator.backbone
     d, n, loops = backbone.dim, backbone.unique_layers, backbone.loops
     block = backbone.blocks[0]
@@ -105,12 +114,24 @@ def activation_bytes(generator: nn.Module, micro_batch: int, checkpoint_loops: b
     head = 0.0
     if hasattr(generator, "codebook_size"):
         exits = 2
-        head = exits * micro_batch * int(generator.seq_len) * int(generator.codebook_size) * (2 + 4 + 4)
+        head = (
+            exits
+            * micro_batch
+            * int(generator.seq_len)
+            * int(generator.codebook_size)
+            * (2 + 4 + 4)
+        )
     return float(trunk + head)
 
 
-def fsdp_account(generator: nn.Module, world: int, unit: str = "block", reshard_after_forward: bool = True,
-                 micro_batch: int = 1, checkpoint_loops: bool = False) -> MemoryAccount:
+def fsdp_account(
+    generator: nn.Module,
+    world: int,
+    unit: str = "block",
+    reshard_after_forward: bool = True,
+    micro_batch: int = 1,
+    checkpoint_loops: bool = False,
+) -> MemoryAccount:
     """The per-GPU account of ``generator`` (built on the meta device: only shapes are read)."""
     total = sum(p.numel() for p in generator.parameters() if p.requires_grad)
     blocks = [_count(b) for b in generator.backbone.blocks]
@@ -123,14 +144,34 @@ def fsdp_account(generator: nn.Module, world: int, unit: str = "block", reshard_
         if reshard_after_forward:
             gathered = UNIT_BACKWARD_BYTES * sum(in_flight)
         else:
-            gathered = GATHER_BYTES * backbone + (UNIT_BACKWARD_BYTES - GATHER_BYTES) * sum(in_flight)
-    elif unit == "ddp":  # nothing sharded: the whole state on every rank, plus DDP's fp32 gradient buckets
-        return MemoryAccount(unit, world, micro_batch, checkpoint_loops, total, float((STATE_BYTES + 4) * total),
-                             0.0, activation_bytes(generator, micro_batch, checkpoint_loops))
+            gathered = GATHER_BYTES * backbone + (UNIT_BACKWARD_BYTES - GATHER_BYTES) * sum(
+                in_flight
+            )
+    elif (
+        unit == "ddp"
+    ):  # nothing sharded: the whole state on every rank, plus DDP's fp32 gradient buckets
+        return MemoryAccount(
+            unit,
+            world,
+            micro_batch,
+            checkpoint_loops,
+            total,
+            float((STATE_BYTES + 4) * total),
+            0.0,
+            activation_bytes(generator, micro_batch, checkpoint_loops),
+        )
     else:
         raise ValueError(f"unknown unit {unit!r}; allowed: block, backbone, ddp")
     gathered += GATHER_BYTES * root
     every = sum(p.numel() for p in generator.parameters())  # the EMA also averages frozen weights
-    return MemoryAccount(unit, world, micro_batch, checkpoint_loops, total, STATE_BYTES * total / world,
-                         float(gathered), activation_bytes(generator, micro_batch, checkpoint_loops),
-                         float(GRID_SHADOW_BYTES * every))
+    return MemoryAccount(
+        unit,
+        world,
+        micro_batch,
+        checkpoint_loops,
+        total,
+        STATE_BYTES * total / world,
+        float(gathered),
+        activation_bytes(generator, micro_batch, checkpoint_loops),
+        float(GRID_SHADOW_BYTES * every),
+    )

@@ -41,8 +41,12 @@ def parameter_kinds(model: nn.Module) -> dict[int, set[str]]:
     return kinds
 
 
-def param_groups(model: nn.Module, params: Iterable[nn.Parameter], weight_decay: float,
-                 exempt: Iterable[str] = ()) -> list[dict]:
+def param_groups(
+    model: nn.Module,
+    params: Iterable[nn.Parameter],
+    weight_decay: float,
+    exempt: Iterable[str] = (),
+) -> list[dict]:
     """``params`` (parameters of ``model``) split into a decayed group and a group without decay for the
     kinds in ``exempt``; a single group when nothing is exempt (or nothing matches)."""
     params = list(params)
@@ -61,11 +65,17 @@ def param_groups(model: nn.Module, params: Iterable[nn.Parameter], weight_decay:
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, params: Iterable[nn.Parameter], cfg: DictConfig,
-                    device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module, params: Iterable[nn.Parameter], cfg: DictConfig, device: torch.device
+) -> torch.optim.AdamW:
     """AdamW over ``params`` of ``model`` with ``train.lr``, ``train.betas``, ``train.weight_decay`` (minus
     the exempt kinds of ``train.weight_decay_exempt``); fused on CUDA."""
     t = cfg.train
     groups = param_groups(model, params, t.weight_decay, t.get("weight_decay_exempt") or ())
-    return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
-                             **({"fused": True} if device.type == "cuda" else {}))
+    return torch.optim.AdamW(
+        groups,
+        lr=t.lr,
+        betas=tuple(t.betas),
+        weight_decay=t.weight_decay,
+        **({"fused": True} if device.type == "cuda" else {}),
+    )

@@ -49,7 +49,9 @@ def peak_flops(device: torch.device, bf16: bool, override_tflops: float = 0.0) -
     return None
 
 
-def mfu(flops_per_sample: float | None, samples_per_s: float, world_size: int, peak: float | None) -> float | None:
+def mfu(
+    flops_per_sample: float | None, samples_per_s: float, world_size: int, peak: float | None
+) -> float | None:
     if not flops_per_sample or not peak:
         return None
     return flops_per_sample * samples_per_s / (world_size * peak)
@@ -95,8 +97,10 @@ class FlopCounter:
 def memory_record(device: torch.device, reset: bool = True) -> dict[str, float]:
     """Peak memory since the last reset: CUDA allocator peak (GiB) on GPUs, process peak RSS (MiB) on CPUs."""
     if device.type == "cuda":
-        record = {"mem_peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,
-                  "mem_reserved_gib": torch.cuda.memory_reserved(device) / 2**30}
+        record = {
+            "mem_peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+            "mem_reserved_gib": torch.cuda.memory_reserved(device) / 2**30,
+        }
         if reset:
             torch.cuda.reset_peak_memory_stats(device)
         return record

@@ -20,10 +20,14 @@ class TrainingInterrupted(Exception):
 
     def __init__(self, signum: int, step: int, checkpoint, announce: bool = True):
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
-        self.announce = announce  # False on ranks other than 0: one stop message per run, not per process
+        self.announce = (
+            announce  # False on ranks other than 0: one stop message per run, not per process
+        )
         name = signal.Signals(signum).name
-        super().__init__(f"stopped by {name} at step {step}; checkpoint {checkpoint} "
-                         "(continue with --resume auto)")
+        super().__init__(
+            f"stopped by {name} at step {step}; checkpoint {checkpoint} "
+            "(continue with --resume auto)"
+        )
 
 
 class GracefulStop:

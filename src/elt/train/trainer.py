@@ -123,8 +123,10 @@ def accumulation_steps(cfg: DictConfig, world_size: int) -> int:
     micro = OmegaConf.select(cfg, "train.micro_batch_size", default=0) or 0
     if micro > 0:
         if t.batch_size % (world_size * micro):
-            raise config_lib.ConfigError(f"train.batch_size={t.batch_size} is not divisible by {world_size} "
-                                         f"processes × train.micro_batch_size={micro}")
+            raise config_lib.ConfigError(
+                f"train.batch_size={t.batch_size} is not divisible by {world_size} "
+                f"processes × train.micro_batch_size={micro}"
+            )
         return t.batch_size // (world_size * micro)
     return int(OmegaConf.select(cfg, "train.grad_accum_steps", default=1) or 1)
 
@@ -132,8 +134,11 @@ def accumulation_steps(cfg: DictConfig, world_size: int) -> int:
 def rng_state(device: torch.device) -> dict[str, Any]:
     """This process's global RNG states, in types ``torch.load(weights_only=True)`` accepts."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"cpu": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
+    state = {
+        "cpu": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+    }
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
@@ -159,15 +164,23 @@ def compile_blocks(generator: torch.nn.Module, backend: str = "inductor") -> Non
 class Trainer:
     """Owns the model, EMA, optimizer and schedules of one run directory (on one rank)."""
 
-    def __init__(self, cfg: DictConfig, run_dir: str | Path | None = None, progress: bool = True,
-                 env: DistEnv | None = None, compile_backend: str = "inductor"):
+    def __init__(
+        self,
+        cfg: DictConfig,
+        run_dir: str | Path | None = None,
+        progress: bool = True,
+        env: DistEnv | None = None,
+        compile_backend: str = "inductor",
+    ):
         """``compile_backend``: the torch.compile backend when ``train.compile`` is set (``eager`` checks
         tracing only; ``elt bench trainer --compile-backend``)."""
         self.cfg = cfg
         self.env = env or dist_lib.current_env(cfg.train.device)
         self.device = self.env.device
         self.run_dir = Path(run_dir or cfg.train.out_dir)
-        if self.env.is_main:  # before any work: an out_dir that cannot be written fails now, not at the end
+        if (
+            self.env.is_main
+        ):  # before any work: an out_dir that cannot be written fails now, not at the end
             check_output_dir(self.run_dir, "train.out_dir")
         self.progress = progress and self.env.is_main
         set_threads(config=cfg.train.threads)
@@ -175,9 +188,11 @@ class Trainer:
         world = self.env.world_size
         self.accum = accumulation_steps(cfg, world)
         if cfg.train.batch_size % (world * self.accum):
-            raise config_lib.ConfigError(f"train.batch_size={cfg.train.batch_size} is the global batch and must "
-                                         f"be divisible by the number of processes ({world}) × "
-                                         f"train.grad_accum_steps ({self.accum})")
+            raise config_lib.ConfigError(
+                f"train.batch_size={cfg.train.batch_size} is the global batch and must "
+                f"be divisible by the number of processes ({world}) × "
+                f"train.grad_accum_steps ({self.accum})"
+            )
         self.sharded = self.env.enabled and cfg.train.distributed == "fsdp"
         seed_everything(cfg.train.seed)  # the same initial weights on every rank
         # FSDP: only rank 0 builds the looped core in full (host memory, the seeded weights one process starts
@@ -185,37 +200,59 @@ class Trainer:
         meta_backbone = self.sharded and not self.env.is_main
         with registry.backbone_on("meta" if meta_backbone else None):
             self.generator = registry.build_generator(cfg)
-        if not self.sharded:  # before the data: the tokenizer / VAE follow it, so a cache is encoded on the device
-            self.generator.to(self.device)  # (under torchrun no rank encodes: prepare_data only reads caches)
+        if (
+            not self.sharded
+        ):  # before the data: the tokenizer / VAE follow it, so a cache is encoded on the device
+            self.generator.to(
+                self.device
+            )  # (under torchrun no rank encodes: prepare_data only reads caches)
         self.dataset = self.prepare_data()
         full_state = None
         if self.sharded:
-            full_state = self.generator.state_dict() if self.env.is_main else None  # references, no copy
-            self.generator.backbone.to("meta")  # rank 0 too: its full weights live on in full_state only
+            full_state = (
+                self.generator.state_dict() if self.env.is_main else None
+            )  # references, no copy
+            self.generator.backbone.to(
+                "meta"
+            )  # rank 0 too: its full weights live on in full_state only
             dist_lib.move_to_device(self.generator, self.device)
         self.ema = EMA(self.generator, cfg.train.ema_decay, keep_shadow=not self.sharded)
         if cfg.train.compile:
             compile_blocks(self.generator, backend=compile_backend)
         self.model = dist_lib.wrap_for_training(
-            self.generator, self.env, cfg.train.distributed, cfg.train.find_unused_parameters,
-            fsdp_unit=cfg.train.fsdp_unit, reshard_after_forward=cfg.train.fsdp_reshard_after_forward,
+            self.generator,
+            self.env,
+            cfg.train.distributed,
+            cfg.train.find_unused_parameters,
+            fsdp_unit=cfg.train.fsdp_unit,
+            reshard_after_forward=cfg.train.fsdp_reshard_after_forward,
             param_dtype=torch.bfloat16 if uses_bf16(self.device, cfg.train.precision) else None,
-            full_state=full_state)
+            full_state=full_state,
+        )
         del full_state
         if self.sharded:
-            self.ema.track_sharded(self.generator)  # the averages: this rank's shards, like the parameters
+            self.ema.track_sharded(
+                self.generator
+            )  # the averages: this rank's shards, like the parameters
         self.checkpoint_format = config_lib.resolved_checkpoint_format(cfg, self.sharded)
-        seed_everything(dist_lib.rank_seed(cfg.train.seed, self.env.rank))  # noise/masks differ per rank
-        self.optimizer = build_optimizer(self.generator, self.generator.trainable_parameters(), cfg, self.device)
+        seed_everything(
+            dist_lib.rank_seed(cfg.train.seed, self.env.rank)
+        )  # noise/masks differ per rank
+        self.optimizer = build_optimizer(
+            self.generator, self.generator.trainable_parameters(), cfg, self.device
+        )
         self.student_draw = (
             StudentLoopDraw(cfg.model.loops, cfg.ilsd.min_student_loops, seed=cfg.train.seed + 1)
-            if cfg.ilsd.mode == "ilsd" else None
+            if cfg.ilsd.mode == "ilsd"
+            else None
         )
         parts = world * self.accum  # the global batch splits into this many equal micro-batches
         self.global_batch = min(cfg.train.batch_size, len(self.dataset) - len(self.dataset) % parts)
         if self.global_batch < parts or self.global_batch % parts:
-            raise config_lib.ConfigError(f"the dataset has {len(self.dataset)} items, too few for a global batch "
-                                         f"divisible by {world} processes × {self.accum} micro-batches")
+            raise config_lib.ConfigError(
+                f"the dataset has {len(self.dataset)} items, too few for a global batch "
+                f"divisible by {world} processes × {self.accum} micro-batches"
+            )
         self.sampler = ShardedSampler(len(self.dataset), self.env.rank, world, seed=cfg.train.seed)
         self.step = 0
         self.epoch = 0
@@ -226,7 +263,9 @@ class Trainer:
         self._flops = FlopCounter(self.generator.backbone)
         self.flops_per_sample: float | None = None
         self.tokens_per_sample: int | None = None
-        self.peak = peak_flops(self.device, uses_bf16(self.device, cfg.train.precision), cfg.train.peak_tflops)
+        self.peak = peak_flops(
+            self.device, uses_bf16(self.device, cfg.train.precision), cfg.train.peak_tflops
+        )
 
     # -- data ---------------------------------------------------------------------------------------------
     def shared_paths(self) -> dict[str, Any]:
@@ -246,21 +285,33 @@ class Trainer:
         from elt.data.cache import refuse_solo_builds
 
         if not self.env.enabled:
-            return registry.prepare_data(self.cfg, self.generator, self.run_dir, progress=self.progress)
+            return registry.prepare_data(
+                self.cfg, self.generator, self.run_dir, progress=self.progress
+            )
         dist_lib.check_shared_paths(self.env, self.shared_paths())
         world = self.env.world_size
-        hint = (f"elt train with {world} processes does not build it (one rank would work alone while the others "
-                f"wait): build it first with every process, torchrun --nproc_per_node {world} -m elt.cli prepare "
-                "CONFIG (the same overrides), then train")
+        hint = (
+            f"elt train with {world} processes does not build it (one rank would work alone while the others "
+            f"wait): build it first with every process, torchrun --nproc_per_node {world} -m elt.cli prepare "
+            "CONFIG (the same overrides), then train"
+        )
         dataset, error = None, None
         try:
             with refuse_solo_builds(hint):
-                dataset = registry.prepare_data(self.cfg, self.generator, self.run_dir, progress=self.progress)
-        except Exception as exc:  # every rank hears of it below, so none waits in the next collective
+                dataset = registry.prepare_data(
+                    self.cfg, self.generator, self.run_dir, progress=self.progress
+                )
+        except (
+            Exception
+        ) as exc:  # every rank hears of it below, so none waits in the next collective
             error = exc
-        failures = [(rank, message) for rank, message in
-                    enumerate(dist_lib.all_gather_object(None if error is None else str(error), self.env))
-                    if message is not None]
+        failures = [
+            (rank, message)
+            for rank, message in enumerate(
+                dist_lib.all_gather_object(None if error is None else str(error), self.env)
+            )
+            if message is not None
+        ]
         if error is not None:
             raise error
         if failures:
@@ -277,10 +328,18 @@ class Trainer:
         self.sampler.set_position(epoch, skip_batches * self.per_rank_batch)
         # the loader's own generator seeds worker processes; never the global RNG (that would make the
         # random stream depend on when loaders are created, i.e. on resuming)
-        workers_seed = torch.Generator().manual_seed(dist_lib.rank_seed(self.cfg.train.seed, self.env.rank) + epoch)
-        return DataLoader(self.dataset, batch_size=self.per_rank_batch, sampler=self.sampler, drop_last=True,
-                          generator=workers_seed, num_workers=self.cfg.data.num_workers,
-                          pin_memory=self.device.type == "cuda")
+        workers_seed = torch.Generator().manual_seed(
+            dist_lib.rank_seed(self.cfg.train.seed, self.env.rank) + epoch
+        )
+        return DataLoader(
+            self.dataset,
+            batch_size=self.per_rank_batch,
+            sampler=self.sampler,
+            drop_last=True,
+            generator=workers_seed,
+            num_workers=self.cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
 
     def _batches(self):
         """Endless (micro-)batches; the position (epoch, batch) is part of the training state so resume is
@@ -298,7 +357,9 @@ class Trainer:
     # -- state ----------------------------------------------------------------------------------------------
     def lam_at(self, step: int) -> float:
         ilsd = self.cfg.ilsd
-        return ilsd_lambda(step, self.cfg.train.steps, ilsd.lambda_schedule, ilsd.lambda_start, ilsd.lambda_end)
+        return ilsd_lambda(
+            step, self.cfg.train.steps, ilsd.lambda_schedule, ilsd.lambda_start, ilsd.lambda_end
+        )
 
     @property
     def dcp(self) -> bool:
@@ -312,11 +373,21 @@ class Trainer:
         optimizer = None if self.dcp else dist_lib.gather_full(self.optimizer.state_dict())
         rng = dist_lib.all_gather_object(rng_state(self.device), self.env)
         state = {
-            "format": STATE_FORMAT, "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-            "world_size": self.env.world_size, "global_batch": self.global_batch, "grad_accum_steps": self.accum,
-            "schedule": {"lr": lr_at(self.step, self.cfg), "lambda": self.lam_at(self.step),
-                         "total_steps": self.cfg.train.steps},
-            "optimizer": optimizer, "ema": self.ema.state_dict(), "rng": rng,
+            "format": STATE_FORMAT,
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "world_size": self.env.world_size,
+            "global_batch": self.global_batch,
+            "grad_accum_steps": self.accum,
+            "schedule": {
+                "lr": lr_at(self.step, self.cfg),
+                "lambda": self.lam_at(self.step),
+                "total_steps": self.cfg.train.steps,
+            },
+            "optimizer": optimizer,
+            "ema": self.ema.state_dict(),
+            "rng": rng,
             "checkpoint_format": self.checkpoint_format,
         }
         if self.student_draw is not None:
@@ -334,10 +405,14 @@ class Trainer:
         for index, ckpt in enumerate(candidates):
             try:
                 self._load(ckpt)
-            except Exception as exc:  # a damaged file fails in many ways; the next candidate may load
+            except (
+                Exception
+            ) as exc:  # a damaged file fails in many ways; the next candidate may load
                 errors.append(f"{ckpt.name}: {exc}".splitlines()[0])
                 if len(candidates) == 1:
-                    raise CheckpointError(f"cannot resume from {str(ckpt)!r}: {exc}".splitlines()[0]) from None
+                    raise CheckpointError(
+                        f"cannot resume from {str(ckpt)!r}: {exc}".splitlines()[0]
+                    ) from None
                 if self.env.is_main and index + 1 < len(candidates):
                     warn(f"cannot resume from {ckpt} ({errors[-1]}); trying an older checkpoint")
                 continue
@@ -350,14 +425,23 @@ class Trainer:
         if state is None:
             raise CheckpointError(f"{ckpt} has no training state (state.pt); cannot resume from it")
         if state.get("format") != STATE_FORMAT:
-            raise CheckpointError(f"{ckpt}/state.pt is from another version of elt (format "
-                                  f"{state.get('format')}, expected {STATE_FORMAT})")
-        if state.get("checkpoint_format") == "dcp":  # sharded weights, optimizer, EMA: any process count
+            raise CheckpointError(
+                f"{ckpt}/state.pt is from another version of elt (format "
+                f"{state.get('format')}, expected {STATE_FORMAT})"
+            )
+        if (
+            state.get("checkpoint_format") == "dcp"
+        ):  # sharded weights, optimizer, EMA: any process count
             from elt.train.dcp import SHARDED_DIR, load_sharded
 
             load_sharded(ckpt / SHARDED_DIR, self.generator, self.optimizer, self.ema.averages())
-            for name, weights in (("weights", self.generator.state_dict()), ("EMA weights", self.ema.averages())):
-                bad = dist_lib.first_non_finite_anywhere(weights, self.env)  # each rank reads its own shards
+            for name, weights in (
+                ("weights", self.generator.state_dict()),
+                ("EMA weights", self.ema.averages()),
+            ):
+                bad = dist_lib.first_non_finite_anywhere(
+                    weights, self.env
+                )  # each rank reads its own shards
                 if bad is not None:
                     raise CheckpointError(f"its {name} hold NaN/Inf ({bad})")
         else:
@@ -368,31 +452,49 @@ class Trainer:
                 if bad is not None:
                     raise CheckpointError(f"its {name} hold NaN/Inf ({bad})")
             current = self.generator.state_dict()
-            wrong = [k for k, v in model.items() if k not in current or tuple(v.shape) != tuple(current[k].shape)]
+            wrong = [
+                k
+                for k, v in model.items()
+                if k not in current or tuple(v.shape) != tuple(current[k].shape)
+            ]
             if wrong or set(current) - set(model):
-                raise CheckpointError(f"{ckpt / MODEL_FILE} does not match this config's architecture "
-                                      f"({(wrong or sorted(set(current) - set(model)))[:2]})")
-            self.generator.load_state_dict({k: dist_lib.shard_like(v, current[k]) for k, v in model.items()})
+                raise CheckpointError(
+                    f"{ckpt / MODEL_FILE} does not match this config's architecture "
+                    f"({(wrong or sorted(set(current) - set(model)))[:2]})"
+                )
+            self.generator.load_state_dict(
+                {k: dist_lib.shard_like(v, current[k]) for k, v in model.items()}
+            )
             self.ema.load_weights(ema)
             dist_lib.load_full_optimizer_state(self.optimizer, state["optimizer"])
         self.ema.load_state_dict(state["ema"])
         self.step, self.epoch = state["step"], state["epoch"]
         # the data position counts micro-batches: whole steps × this run's accumulation
-        self.batch_in_epoch = state["batch_in_epoch"] // state.get("grad_accum_steps", 1) * self.accum
+        self.batch_in_epoch = (
+            state["batch_in_epoch"] // state.get("grad_accum_steps", 1) * self.accum
+        )
         if state["global_batch"] != self.global_batch and self.env.is_main:
-            warn(f"resuming with global batch {self.global_batch} (checkpoint: {state['global_batch']}); "
-                 "the data position is kept in batches, not items")
+            warn(
+                f"resuming with global batch {self.global_batch} (checkpoint: {state['global_batch']}); "
+                "the data position is kept in batches, not items"
+            )
         if state["schedule"]["total_steps"] != self.cfg.train.steps and self.env.is_main:
-            warn(f"train.steps changed from {state['schedule']['total_steps']} to {self.cfg.train.steps}: "
-                 "the λ schedule is stretched from the current step on")
+            warn(
+                f"train.steps changed from {state['schedule']['total_steps']} to {self.cfg.train.steps}: "
+                "the λ schedule is stretched from the current step on"
+            )
         if len(state["rng"]) == self.env.world_size:
             set_rng_state(state["rng"][self.env.rank], self.device)
         else:  # another process count: exact continuation is impossible, keep the streams distinct
             if self.env.is_main:
-                warn(f"checkpoint was written by {len(state['rng'])} processes, this run has "
-                     f"{self.env.world_size}: random streams are re-seeded (not bit-exact)")
+                warn(
+                    f"checkpoint was written by {len(state['rng'])} processes, this run has "
+                    f"{self.env.world_size}: random streams are re-seeded (not bit-exact)"
+                )
             seed_everything(dist_lib.rank_seed(self.cfg.train.seed, self.env.rank) + self.step)
-        saved_draw = state.get("student_draw", state.get("student_sampler"))  # earlier checkpoints: student_sampler
+        saved_draw = state.get(
+            "student_draw", state.get("student_sampler")
+        )  # earlier checkpoints: student_sampler
         if self.student_draw is not None and saved_draw is not None:
             self.student_draw.load_state_dict(saved_draw)
 
@@ -415,7 +517,9 @@ class Trainer:
             for label, weights in (("weights", model), ("EMA weights", ema.state_dict())):
                 self._refuse_non_finite(label, first_non_finite(weights))
         extra = {}
-        if self.dcp:  # every rank writes its shards into a staging folder, moved into the checkpoint below
+        if (
+            self.dcp
+        ):  # every rank writes its shards into a staging folder, moved into the checkpoint below
             from elt.train.dcp import SHARDED_DIR, save_sharded
 
             staging = checkpoints / f".dcp_step_{self.step:07d}"
@@ -426,8 +530,16 @@ class Trainer:
         state = self.training_state()
         path = checkpoints / f"step_{self.step:07d}"
         if self.env.is_main:
-            path = save_checkpoint(self.run_dir, self.step, self.cfg, model, ema, state,
-                                   keep=self.cfg.train.keep_checkpoints, extra_dirs=extra)
+            path = save_checkpoint(
+                self.run_dir,
+                self.step,
+                self.cfg,
+                model,
+                ema,
+                state,
+                keep=self.cfg.train.keep_checkpoints,
+                extra_dirs=extra,
+            )
             if self.sharded:
                 shutil.rmtree(checkpoints / f".weights_step_{self.step:07d}", ignore_errors=True)
         dist_lib.barrier(self.env)
@@ -435,9 +547,11 @@ class Trainer:
 
     def _refuse_non_finite(self, label: str, bad: str | None) -> None:
         if bad is not None:
-            raise NonFiniteWeightsError(f"the {label} hold NaN/Inf after step {self.step} ({bad}); no "
-                                        "checkpoint was written (lower train.lr or train.grad_clip, or check "
-                                        "the data; --resume auto continues from the last finite checkpoint)")
+            raise NonFiniteWeightsError(
+                f"the {label} hold NaN/Inf after step {self.step} ({bad}); no "
+                "checkpoint was written (lower train.lr or train.grad_clip, or check "
+                "the data; --resume auto continues from the last finite checkpoint)"
+            )
 
     def _stream_weights(self, staging: Path) -> tuple[Path, Path]:
         """FSDP: write the weights and the EMA as safetensors into ``staging`` (rank 0) from the shards, one
@@ -448,8 +562,10 @@ class Trainer:
             staging.mkdir(parents=True, exist_ok=True)
         files = staging / MODEL_FILE, staging / EMA_FILE
         metadata = {"step": str(self.step)}
-        for label, state, target in (("weights", self.generator.state_dict(), files[0]),
-                                     ("EMA weights", self.ema.averages(), files[1])):
+        for label, state, target in (
+            ("weights", self.generator.state_dict(), files[0]),
+            ("EMA weights", self.ema.averages(), files[1]),
+        ):
             bad = stream_safetensors(target if self.env.is_main else None, state, metadata)
             if bad is not None and self.env.is_main:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -465,7 +581,9 @@ class Trainer:
             self.model.set_requires_gradient_sync(enabled)
         return contextlib.nullcontext()
 
-    def accumulated_step(self, micro_batches: list[Any], stop_requested: bool = False) -> dict[str, float]:
+    def accumulated_step(
+        self, micro_batches: list[Any], stop_requested: bool = False
+    ) -> dict[str, float]:
         """One optimizer step over ``micro_batches`` (this rank's share of the global batch, in equal parts):
         the gradients of the parts' mean losses are averaged, which equals one step on the whole batch (up to
         float rounding) for losses that are means over items. λ and the ILSD student loop count are drawn
@@ -490,9 +608,13 @@ class Trainer:
             # global positions (m·b + i)·W + r, i < b, of the step's batch (b = per_rank_batch).
             rows = (torch.arange(self.per_rank_batch) + index * self.per_rank_batch) * world + rank
             with self._gradient_sync(final):
-                with autocast_context(self.device, cfg.train.precision), \
-                        batch_random.keyed_draws(cfg.train.seed, self.step, rows, self.global_batch):
-                    terms = dist_lib.as_terms(self.model(to_device(batch, self.device), student_loops, lam))
+                with (
+                    autocast_context(self.device, cfg.train.precision),
+                    batch_random.keyed_draws(cfg.train.seed, self.step, rows, self.global_batch),
+                ):
+                    terms = dist_lib.as_terms(
+                        self.model(to_device(batch, self.device), student_loops, lam)
+                    )
                 # a non-finite loss is caught after the step's collective below, before the optimizer step
                 (terms.total / parts).backward()
             for key, value in terms.as_floats().items():
@@ -505,19 +627,25 @@ class Trainer:
         loss_value = loss_sum / world
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(f"loss is {loss_value} at step {self.step}; stopping (lower train.lr, "
-                                     "or check the data)")
+            raise NonFiniteLossError(
+                f"loss is {loss_value} at step {self.step}; stopping (lower train.lr, "
+                "or check the data)"
+            )
         self._stop_agreed = stops > 0
         grad_norm = float("nan")
         if cfg.train.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.generator.trainable_parameters(), cfg.train.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(
+                self.generator.trainable_parameters(), cfg.train.grad_clip
+            )
             grad_norm = float(norm.full_tensor() if dist_lib.is_sharded(norm) else norm)
         self.optimizer.step()
         self.ema.update(self.generator)
         self.step += 1
         if world > 1:  # rank means of the loss parts (the total was reduced above)
             keys = [k for k in ("teacher_gt", "student_gt", "distill") if k in record]
-            for key, value in zip(keys, dist_lib.all_reduce_sum([record[k] for k in keys], self.env), strict=True):
+            for key, value in zip(
+                keys, dist_lib.all_reduce_sum([record[k] for k in keys], self.env), strict=True
+            ):
                 record[key] = value / world
         record["loss"] = loss_value
         record.update(step=self.step, lr=lr, grad_norm=grad_norm)
@@ -534,16 +662,26 @@ class Trainer:
         the process count); rank 0 writes it."""
         shadow = self.ema.materialize()
         try:
-            classes = grid_classes(shadow.num_classes, OmegaConf.select(self.cfg, "train.grid_classes", default=0))
-            rows = sample_grid_rows(shadow, self.sample_loops(), self.cfg.train.samples_per_class,
-                                    seed=self.cfg.train.seed, classes=classes)
+            classes = grid_classes(
+                shadow.num_classes, OmegaConf.select(self.cfg, "train.grid_classes", default=0)
+            )
+            rows = sample_grid_rows(
+                shadow,
+                self.sample_loops(),
+                self.cfg.train.samples_per_class,
+                seed=self.cfg.train.seed,
+                classes=classes,
+            )
         finally:
             self.ema.release()  # FSDP: the gathered full EMA is freed now, not at the next update
         if rows is None:  # not rank 0
             return None
-        return save_grid(self.run_dir / "samples" / f"step_{self.step:07d}.png", rows,
-                         [f"L={loops}" for loops in self.sample_loops()],
-                         title=f"step {self.step}, rows: loop count")
+        return save_grid(
+            self.run_dir / "samples" / f"step_{self.step:07d}.png",
+            rows,
+            [f"L={loops}" for loops in self.sample_loops()],
+            title=f"step {self.step}, rows: loop count",
+        )
 
     def _perf_record(self, steps: int, elapsed: float) -> dict[str, float]:
         samples_per_s = steps * self.global_batch / max(elapsed, 1e-9)
@@ -571,8 +709,13 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text(self.run_dir / "config.yaml", config_lib.to_yaml(cfg))
         batches = self._batches()
-        bar = tqdm(total=cfg.train.steps, initial=self.step, desc="train", disable=not self.progress,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.train.steps,
+            initial=self.step,
+            desc="train",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         # a continuation (resumed, or this trainer already trained) keeps the log up to this step; a fresh
         # start never appends to an earlier run's log (RunLogger rotates it)
         resume_step = self.step if self.resumed_from is not None or self.step > 0 else None
@@ -585,22 +728,32 @@ class Trainer:
                 micro_batches = [next(batches) for _ in range(self.accum)]
                 record = self.accumulated_step(micro_batches, stop_requested=stopper.requested)
                 watch.update(self.step, record["loss"], cfg.train.lr)
-                if self._flops is not None:  # counted on the first step only (all its micro-batches)
+                if (
+                    self._flops is not None
+                ):  # counted on the first step only (all its micro-batches)
                     self.flops_per_sample = self._flops.flops_per_sample / self.accum
                     self.tokens_per_sample = self._flops.tokens_per_sample
                     self._flops.detach()
                     self._flops = None
                 window_steps += 1
                 bar.update(1)
-                if self.step % cfg.train.log_every == 0 or self.step == cfg.train.steps or self._stop_agreed:
-                    record.update(self._perf_record(window_steps, time.perf_counter() - window_start))
+                if (
+                    self.step % cfg.train.log_every == 0
+                    or self.step == cfg.train.steps
+                    or self._stop_agreed
+                ):
+                    record.update(
+                        self._perf_record(window_steps, time.perf_counter() - window_start)
+                    )
                     window_start, window_steps = time.perf_counter(), 0
                     logger.log(record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lam=f"{record['lambda']:.2f}")
                 if self._stop_agreed:
                     bar.close()
                     checkpoint = self.save()
-                    raise TrainingInterrupted(stopper.signum or 15, self.step, checkpoint, announce=self.env.is_main)
+                    raise TrainingInterrupted(
+                        stopper.signum or 15, self.step, checkpoint, announce=self.env.is_main
+                    )
                 if cfg.train.sample_every and self.step % cfg.train.sample_every == 0:
                     self.write_grid()
                 if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
@@ -629,15 +782,30 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
         run_dir = Path(cfg.train.out_dir)
         if env.is_main:
             check_output_dir(run_dir, "train.out_dir")
-        with run_lock(run_dir, env):  # held from data preparation (tokenizer, caches) to the last checkpoint
-            for name in ("config.yaml", "log.jsonl", "wandb_id", "checkpoints", "checkpoints/latest"):
-                refuse_symlink(run_dir / name, "run file")  # planted links are refused before any work
-            earlier = sorted((run_dir / "checkpoints").glob("step_*"), reverse=True) \
-                if (run_dir / "checkpoints").is_dir() else []
+        with run_lock(
+            run_dir, env
+        ):  # held from data preparation (tokenizer, caches) to the last checkpoint
+            for name in (
+                "config.yaml",
+                "log.jsonl",
+                "wandb_id",
+                "checkpoints",
+                "checkpoints/latest",
+            ):
+                refuse_symlink(
+                    run_dir / name, "run file"
+                )  # planted links are refused before any work
+            earlier = (
+                sorted((run_dir / "checkpoints").glob("step_*"), reverse=True)
+                if (run_dir / "checkpoints").is_dir()
+                else []
+            )
             if not resume and earlier:
-                raise UserError(f"train.out_dir {str(run_dir)!r} already holds the checkpoints of a run (up to "
-                                f"{earlier[0].name}); continue it with --resume auto, or start a new run in "
-                                "another train.out_dir")
+                raise UserError(
+                    f"train.out_dir {str(run_dir)!r} already holds the checkpoints of a run (up to "
+                    f"{earlier[0].name}); continue it with --resume auto, or start a new run in "
+                    "another train.out_dir"
+                )
             trainer = Trainer(cfg, progress=progress, env=env)
             if resume == "auto":
                 if checkpoints_newest_first(trainer.run_dir):
@@ -645,22 +813,29 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
                     if env.is_main:
                         print(f"elt: resuming from {ckpt} (step {trainer.step})", file=sys.stderr)
                 elif earlier:
-                    raise CheckpointError(f"train.out_dir {str(run_dir)!r} holds no complete checkpoint "
-                                          f"({earlier[0].name} is damaged: "
-                                          f"{ckpt_lib.damage_of(earlier[0]) or 'unreadable'}); it is not "
-                                          "overwritten: start a new run in another train.out_dir")
+                    raise CheckpointError(
+                        f"train.out_dir {str(run_dir)!r} holds no complete checkpoint "
+                        f"({earlier[0].name} is damaged: "
+                        f"{ckpt_lib.damage_of(earlier[0]) or 'unreadable'}); it is not "
+                        "overwritten: start a new run in another train.out_dir"
+                    )
             elif resume:
                 trainer.resume_from(resume)
             if trainer.resumed_from is not None:
                 run_id = ckpt_lib.continue_run(trainer.run_dir, trainer.resumed_from)
                 # resuming another run's checkpoint into this folder: its saves must not land on this folder's
                 # own later steps (refused now, not after training up to them)
-                foreign = [p for p in earlier if p.name > f"step_{trainer.step:07d}" and
-                           ckpt_lib.run_id_of(p) != run_id]
+                foreign = [
+                    p
+                    for p in earlier
+                    if p.name > f"step_{trainer.step:07d}" and ckpt_lib.run_id_of(p) != run_id
+                ]
                 if foreign:
-                    raise CheckpointError(f"train.out_dir {str(run_dir)!r} holds {foreign[-1].name} of another run, "
-                                          f"which resuming from {trainer.resumed_from} would replace; choose a new "
-                                          "train.out_dir")
+                    raise CheckpointError(
+                        f"train.out_dir {str(run_dir)!r} holds {foreign[-1].name} of another run, "
+                        f"which resuming from {trainer.resumed_from} would replace; choose a new "
+                        "train.out_dir"
+                    )
             else:
                 ckpt_lib.start_run(trainer.run_dir)
             return trainer.fit()
