@@ -87,6 +87,7 @@ test-fast: setup-test
 
 lint: setup-test
 	$(TEST_VENV)/bin/ruff check .
+	$(TEST_VENV)/bin/ruff format --check .
 
 # the documentation site, offline, into site/ (mkdocs.yml; --strict: a broken link or API reference fails)
 docs: setup-test

@@ -1,11 +1,13 @@
-"""What the adaptive exit's decision costs per loop, at small batch: ``exit:0:2-L`` against fixed ``L``.
+"""What the adaptive exit's decision costs per loop, at small batch: ``exit:0:2-L`` against fixed
+``L``.
 
-With threshold 0 no sample exits before L, and the samples are bit-identical to the fixed run of L loops (the
-same network operations on the same rows, tests/test_anytime.py); what differs is the decision's work every
-loop (read the head, summarise, compare, check). So the time ratio of the two, interleaved in one process, is
-the decision's overhead at equal loops, free of the exit's savings, and robust to machine load (a ratio).
-The overhead bounds how much slower an exit can be than the fixed schedule of the same mean loops (the target
-of ``benchmarks/adaptive_vs_fixed.py``: ≤ 1.15×). Prints a table and writes JSON.
+With threshold 0 no sample exits before L, and the samples are bit-identical to the fixed run of L
+loops (the same network operations on the same rows, tests/test_anytime.py); what differs is the
+decision's work every loop (read the head, summarise, compare, check). So the time ratio of the two,
+interleaved in one process, is the decision's overhead at equal loops, free of the exit's savings,
+and robust to machine load (a ratio). The overhead bounds how much slower an exit can be than the
+fixed schedule of the same mean loops (the target of ``benchmarks/adaptive_vs_fixed.py``: ≤ 1.15×).
+Prints a table and writes JSON.
 
     python benchmarks/adaptive_overhead.py [--batches 1,8 --repeats 15 --threads 1 --steps 6]
 """
@@ -76,8 +78,10 @@ def main() -> None:
             }
             rows.append(row)
             print(
-                f"{paradigm:<9} batch {batch:>3}: fixed L={top} {row['fixed_ms']:8.1f} ms  exit:0:2-{top} "
-                f"{row['exit0_ms']:8.1f} ms  ratio {row['ratio']:.3f} (CPU time {row['cpu_ratio']:.3f})",
+                f"{paradigm:<9} batch {batch:>3}: fixed L={top} {row['fixed_ms']:8.1f} ms  "
+                f"exit:0:2-{top} "
+                f"{row['exit0_ms']:8.1f} ms  ratio {row['ratio']:.3f} (CPU time "
+                f"{row['cpu_ratio']:.3f})",
                 flush=True,
             )
     record = {
@@ -89,7 +93,8 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": f"python benchmarks/adaptive_overhead.py --batches {args.batches} --repeats {args.repeats} "
+        "command": f"python benchmarks/adaptive_overhead.py --batches {args.batches} --repeats "
+        f"{args.repeats} "
         f"--steps {args.steps} --threads {args.threads}",
     }
     out = Path(args.out)

@@ -1,11 +1,12 @@
-"""Is compute saved by adaptive exit also time saved? Adaptive exit vs a fixed schedule with the same mean loops.
+"""Is compute saved by adaptive exit also time saved? Adaptive exit vs a fixed schedule with the
+same mean loops.
 
-For each shipped demo model and batch size (1, 8 and 64: small batches are where the per-loop decision costs
-most): one adaptive run (samples leave the batch when they exit, so later loops run on fewer rows) and, in
-the same process, interleaved with it, a fixed run whose per-step loop counts
-have the same total (``AxN+BxM`` with A = B + 1: the fixed schedule closest to the adaptive run's mean loop
-count), plus fixed L_max for reference. Wall-clock is the median of ``--repeats`` alternating calls. Target:
-adaptive ≤ 1.15× the matched fixed run. Prints a table and writes JSON.
+For each shipped demo model and batch size (1, 8 and 64: small batches are where the per-loop
+decision costs most): one adaptive run (samples leave the batch when they exit, so later loops run
+on fewer rows) and, in the same process, interleaved with it, a fixed run whose per-step loop counts
+have the same total (``AxN+BxM`` with A = B + 1: the fixed schedule closest to the adaptive run's
+mean loop count), plus fixed L_max for reference. Wall-clock is the median of ``--repeats``
+alternating calls. Target: adaptive ≤ 1.15× the matched fixed run. Prints a table and writes JSON.
 
     python benchmarks/adaptive_vs_fixed.py [--batches 1,8,64 --repeats 5 --threads 1] [--smoke]
 """
@@ -38,15 +39,16 @@ def matched_schedule(mean_loops: float, steps: int) -> str:
 
 
 def timed(generator, labels, loops, steps, seed) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process): on a shared machine the CPU time of a one-thread run is the
-    steadier measure of the work done; on an idle machine the two agree."""
+    """(wall seconds, CPU seconds of this process): on a shared machine the CPU time of a one-thread
+    run is the steadier measure of the work done; on an idle machine the two agree."""
     start, cpu = time.perf_counter(), time.process_time()
     generator.generate(labels, loops=loops, steps=steps, seed=seed)
     return time.perf_counter() - start, time.process_time() - cpu
 
 
 def measure(generator, paradigm: str, batch: int, args) -> dict:
-    """One row: the adaptive point, the fixed schedule of the same total loops and L_max, interleaved."""
+    """One row: the adaptive point, the fixed schedule of the same total loops and L_max,
+    interleaved."""
     steps = args.steps or generator.sampling_settings(None, None)[0]
     labels = np.arange(batch) % generator.num_classes
     point = DEFAULT_POINTS[paradigm]

@@ -1,10 +1,11 @@
-"""Summarise `elt calibrate` runs of the shipped demo models into the any-time study (docs/anytime.md).
+"""Summarise `elt calibrate` runs of the shipped demo models into the any-time study
+(docs/anytime.md).
 
-Reads ``DIR/<paradigm>_seed<S>/calibration.json`` (or ``calibration.partial.json`` of an unfinished run),
-prints one Markdown table per model (GFLOPs as % of fixed L_max, FD_cls and class accuracy relative to L_max,
-the spread over seeds where several were run), checks the target (a schedule or adaptive point within 5 % of
-L_max's FD_cls and 1 point of its class accuracy at ≤ 60 % of its GFLOPs), draws both fronts into one PNG
-and writes the summary as JSON.
+Reads ``DIR/<paradigm>_seed<S>/calibration.json`` (or ``calibration.partial.json`` of an unfinished
+run), prints one Markdown table per model (GFLOPs as % of fixed L_max, FD_cls and class accuracy
+relative to L_max, the spread over seeds where several were run), checks the target (a schedule or
+adaptive point within 5 % of L_max's FD_cls and 1 point of its class accuracy at ≤ 60 % of its
+GFLOPs), draws both fronts into one PNG and writes the summary as JSON.
 
     python benchmarks/anytime_study.py --runs DIR --png docs/assets/anytime_fronts.png \
         --out benchmarks/results/anytime_study.json
@@ -92,7 +93,8 @@ def _verdict(row: dict) -> str:
 
 def markdown(rows: list[dict]) -> str:
     head = (
-        "| loops | seeds | mean L | GFLOPs | % of L_max | FD_cls (per seed) | vs L_max (per seed) | class acc "
+        "| loops | seeds | mean L | GFLOPs | % of L_max | FD_cls (per seed) | vs L_max (per seed) "
+        "| class acc "
         "(per seed) | vs L_max (per seed) | target |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -108,7 +110,8 @@ def markdown(rows: list[dict]) -> str:
             f"{r['fd_cls']:.1f}{each(r['fd_cls_seeds'], '{:.1f}')} | "
             f"{r.get('fd_cls_vs_lmax_pct', float('nan')):+.1f}%"
             f"{each(r.get('fd_cls_vs_lmax_pct_seeds', []), '{:+.1f}%')} | "
-            f"{100 * r['class_acc']:.1f}%{each([100 * v for v in r['class_acc_seeds']], '{:.1f}%')} | "
+            f"{100 * r['class_acc']:.1f}%"
+            f"{each([100 * v for v in r['class_acc_seeds']], '{:.1f}%')} | "
             f"{r.get('class_acc_vs_lmax_points', float('nan')):+.1f}"
             f"{each(r.get('class_acc_vs_lmax_points_seeds', []), '{:+.1f}')} | {_verdict(r)} |"
         )

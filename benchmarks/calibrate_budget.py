@@ -1,12 +1,14 @@
-"""Does a latency budget hold? Time `elt calibrate` on a model, then, for budgets placed just above each point
-of its latency front, pick the point `elt sample --budget-ms` would pick and re-measure that point's latency
-in a fresh process (same threads, same latency batch, median of the same number of calls).
+"""Does a latency budget hold? Time `elt calibrate` on a model, then, for budgets placed just above
+each point of its latency front, pick the point `elt sample --budget-ms` would pick and re-measure
+that point's latency in a fresh process (same threads, same latency batch, median of the same number
+of calls).
 
-    python benchmarks/calibrate_budget.py --ckpt demo:diffusion               # default grid, 200 samples
-    python benchmarks/calibrate_budget.py --ckpt demo:masked --smoke          # tiny grid and sample count
+    python benchmarks/calibrate_budget.py --ckpt demo:diffusion               # default grid, 200
+    samples python benchmarks/calibrate_budget.py --ckpt demo:masked --smoke          # tiny grid
+    and sample count
 
-Prints one row per budget (budget, point picked, calibrated and re-measured latency, their ratios) and the
-calibration's wall time, and writes JSON (default runs/bench/calibrate_budget_<model>.json).
+Prints one row per budget (budget, point picked, calibrated and re-measured latency, their ratios)
+and the calibration's wall time, and writes JSON (default runs/bench/calibrate_budget_<model>.json).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from elt.runtime import set_threads
 ckpt, loops, steps, guidance, batch, repeats, seed = json.loads(sys.argv[1])
 set_threads()
 g = elt.load(ckpt)
-print(json.dumps(measure_latency(g, loops, steps, guidance, batch=batch, repeats=repeats, seed=seed)))
+stats = measure_latency(g, loops, steps, guidance, batch=batch, repeats=repeats, seed=seed)
+print(json.dumps(stats))
 """
 
 
@@ -95,7 +98,8 @@ def main() -> None:
         (p for p in record["points"] if p.get("pareto_latency")), key=lambda p: p["latency_ms"]
     )
     print(
-        f"elt calibrate --ckpt {args.ckpt}: {len(record['points'])} points, {prov['n']} samples each, "
+        f"elt calibrate --ckpt {args.ckpt}: {len(record['points'])} points, {prov['n']} samples "
+        "each, "
         f"{calibrate_s:.0f} s wall ({prov['threads']} thread(s), {cpus()} CPUs, {prov['machine']})"
     )
     print(

@@ -1,24 +1,26 @@
-"""Cluster rehearsal on CPU: every recipe family through its real multi-process path, under a short timeout.
+"""Cluster rehearsal on CPU: every recipe family through its real multi-process path, under a short
+timeout.
 
 For each family (masked image: ``imagenet256_masked_elt_l_8x3`` with a random-weight VQ; diffusion:
 ``imagenet256_diffusion_elt_8x4`` with a random-weight SD-VAE layout on VAE latents; masked video:
-``ucf101_masked_elt_l_6x4`` with an fsq3d tokenizer on synthetic UCF-101 clips), shipped configs at tiny width
-through overrides only, with P gloo processes (``python -m elt.train.launch``, i.e. torchrun):
+``ucf101_masked_elt_l_6x4`` with an fsq3d tokenizer on synthetic UCF-101 clips), shipped configs at
+tiny width through overrides only, with P gloo processes (``python -m elt.train.launch``, i.e.
+torchrun):
 
 1. (video) ``elt tokenizer train`` — one process, before the cluster job, as docs/recipes.md says;
 2. ``elt prepare`` with P processes (the cache every rank encodes a share of);
 3. a 1-process reference run of the same config (the loss curve to compare against);
-4. ``elt train`` with P processes, grids every few steps, until SIGTERM reaches the launcher: exit 143 and a
-   checkpoint;
-5. ``--resume auto`` on P' ≠ P processes to the last step;
-6. ``elt eval`` with P processes (domain metrics: the images are 32 px grey; one batch per rank and loop count,
-   so the ranks have equal work) — for video ``elt sample`` with P processes (the same sharded generation; the
-   video metrics need I3D weights this machine does not have).
+4. ``elt train`` with P processes, grids every few steps, until SIGTERM reaches the launcher: exit
+143 and a checkpoint;
+5. ``--resume auto`` on P' ≠ P processes to the last step; 6. ``elt eval`` with P processes (domain
+metrics: the images are 32 px grey; one batch per rank and loop count, so the ranks have equal work)
+— for video ``elt sample`` with P processes (the same sharded generation; the video metrics need I3D
+weights this machine does not have).
 
-Every process group runs with ``ELT_DIST_TIMEOUT_S`` (30 s by default) and ``ELT_COLLECTIVE_LOG``: each rank
-records the longest time it spent inside one ``torch.distributed`` collective (waiting for the slowest rank
-plus the transfer) and its peak RSS. Targets: every phase ends as expected under the timeout, and the
-longest collective wait of any rank is ≤ 5 s.
+Every process group runs with ``ELT_DIST_TIMEOUT_S`` (30 s by default) and ``ELT_COLLECTIVE_LOG``:
+each rank records the longest time it spent inside one ``torch.distributed`` collective (waiting for
+the slowest rank plus the transfer) and its peak RSS. Targets: every phase ends as expected under
+the timeout, and the longest collective wait of any rank is ≤ 5 s.
 
     python benchmarks/cluster_rehearsal.py                 # 4 processes, resume on 2, all families
     python benchmarks/cluster_rehearsal.py --smoke         # 2 processes, resume on 1, fewer steps
@@ -54,7 +56,7 @@ TARGET_WAIT_S = 5.0
 UCF_CLASSES = ["ApplyEyeMakeup", "HandstandPushups", "YoYo"]
 
 
-# -- tiny assets ---------------------------------------------------------------------------------------------------
+# -- tiny assets -----------------------------------------------------------------------------------
 def write_images(root: Path, classes: int = 2, per_class: int = 12, size: int = 40) -> None:
     from PIL import Image
 
@@ -163,9 +165,9 @@ def family_overrides(family: str, assets: Path, steps: int, sample_every: int) -
         "train.sample_loops=[1,2]",
         "sampling.steps=3",
         "train.keep_checkpoints=2",
-        # a random flip per access and the dropout masks (the MaskGIT/MAGVIT recipes' 0.1) are drawn from
-        # the rank's RNG, not keyed by the global sample index, so with them the loss curve depends on the
-        # process count; off here so the curves compare like for like
+        # a random flip per access and the dropout masks (the MaskGIT/MAGVIT recipes' 0.1) are drawn
+        # from the rank's RNG, not keyed by the global sample index, so with them the loss curve
+        # depends on the process count; off here so the curves compare like for like
         "data.hflip=false",
         "model.dropout=0",
         "model.attention_dropout=0",
@@ -204,7 +206,7 @@ def family_overrides(family: str, assets: Path, steps: int, sample_every: int) -
     return [*common, *data]
 
 
-# -- processes --------------------------------------------------------------------------------------------------------
+# -- processes -------------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -253,7 +255,8 @@ def run_phase(
     stop_after_lines: tuple[Path, int] | None = None,
     limit_s: float = 600,
 ) -> dict:
-    """Run one command; with ``stop_after_lines`` SIGTERM the launcher once the log has that many lines."""
+    """Run one command; with ``stop_after_lines`` SIGTERM the launcher once the log has that many
+    lines."""
     log_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     proc = subprocess.Popen(
@@ -467,11 +470,13 @@ def rehearse(
 
 def print_table(results: list[dict], timeout_s: float) -> None:
     print(
-        f"\ncluster rehearsal (gloo on CPU, process-group timeout {timeout_s:g} s; target: all pass, "
+        f"\ncluster rehearsal (gloo on CPU, process-group timeout {timeout_s:g} s; target: all "
+        "pass, "
         f"longest collective wait <= {TARGET_WAIT_S:g} s)"
     )
     head = (
-        f"{'family':<14}{'phase':<17}{'procs':>6}{'rc':>5}{'ok':>4}{'sec':>8}{'max wait s':>12}  {'op':<22}"
+        f"{'family':<14}{'phase':<17}{'procs':>6}{'rc':>5}{'ok':>4}{'sec':>8}{'max wait s':>12}  "
+        f"{'op':<22}"
         "peak RSS MB/rank"
     )
     print(head)
@@ -487,9 +492,12 @@ def print_table(results: list[dict], timeout_s: float) -> None:
         loss = result["loss"]
         fmt = lambda v: "n/a" if v is None else f"{v:.2e}"  # noqa: E731
         print(
-            f"{'':<14}stopped at step {result['stopped_at_step']}/{result['steps']}, grids {len(result['grids'])}, "
-            f"loss vs 1 process: max rel diff {fmt(loss['max_rel_diff_before_stop'])} before the stop, "
-            f"{fmt(loss['max_rel_diff_after_resume'])} after resuming on {result['resume_processes']}"
+            f"{'':<14}stopped at step {result['stopped_at_step']}/{result['steps']}, grids "
+            f"{len(result['grids'])}, "
+            f"loss vs 1 process: max rel diff {fmt(loss['max_rel_diff_before_stop'])} before the "
+            "stop, "
+            f"{fmt(loss['max_rel_diff_after_resume'])} after resuming on "
+            f"{result['resume_processes']}"
         )
 
 

@@ -1,22 +1,23 @@
-"""Peak host memory per rank of FSDP training against one process (gloo, CPU): meta-device init, the EMA and
-AdamW state sharded, a sharded (DCP) checkpoint saved and loaded.
+"""Peak host memory per rank of FSDP training against one process (gloo, CPU): meta-device init, the
+EMA and AdamW state sharded, a sharded (DCP) checkpoint saved and loaded.
 
     PYTHONPATH=src python benchmarks/fsdp_host_memory.py [--ranks 4] [--smoke] [--out FILE.json]
 
-Runs the same ~200 M-parameter looped model (a regression toy: 16 unique blocks of width 1024, 2 loops, 16
-tokens) twice, one after the other: as 1 process (its default checkpoint format, full), then under
-``torchrun --nproc_per_node RANKS`` with ``train.distributed=fsdp`` (checkpoint format auto = dcp). Each run
-builds its Trainer, trains 2 steps, saves a checkpoint, drops the Trainer, builds a new one and resumes from
-that checkpoint. Every process reports its peak resident set (``resource.getrusage(RUSAGE_SELF).ru_maxrss``)
-after each phase; the table gives them, and the ratio of the largest rank peak to the 1-process peak
-(target ≤ 0.35 at 4 ranks). ``--smoke``: a width-128 model, seconds. Set OMP_NUM_THREADS=1 on a small machine.
+Runs the same ~200 M-parameter looped model (a regression toy: 16 unique blocks of width 1024, 2
+loops, 16 tokens) twice, one after the other: as 1 process (its default checkpoint format, full),
+then under ``torchrun --nproc_per_node RANKS`` with ``train.distributed=fsdp`` (checkpoint format
+auto = dcp). Each run builds its Trainer, trains 2 steps, saves a checkpoint, drops the Trainer,
+builds a new one and resumes from that checkpoint. Every process reports its peak resident set
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``) after each phase; the table gives them, and the
+ratio of the largest rank peak to the 1-process peak (target ≤ 0.35 at 4 ranks). ``--smoke``: a
+width-128 model, seconds. Set OMP_NUM_THREADS=1 on a small machine.
 
-Allocator: both runs get ``MALLOC_MMAP_THRESHOLD_=1048576`` unless ``--glibc-default``. glibc's default raises
-its mmap threshold after the first large free (up to 32 MiB), after which the per-block gather buffers of
-FSDP (16 MiB tensors here) come from the heap and stay in the resident set once freed: the peak RSS then
-measures allocator caching on top of live memory, and ranks that gather and free a block at every loop
-cache the most. A fixed threshold returns large blocks to the system on free, so the peak follows live
-tensors. The JSON records which allocator setting was used.
+Allocator: both runs get ``MALLOC_MMAP_THRESHOLD_=1048576`` unless ``--glibc-default``. glibc's
+default raises its mmap threshold after the first large free (up to 32 MiB), after which the
+per-block gather buffers of FSDP (16 MiB tensors here) come from the heap and stay in the resident
+set once freed: the peak RSS then measures allocator caching on top of live memory, and ranks that
+gather and free a block at every loop cache the most. A fixed threshold returns large blocks to the
+system on free, so the peak follows live tensors. The JSON records which allocator setting was used.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def current_rss_mib() -> float:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-# -- the paradigm: a regression toy on the real looped core (this module is its task module) ------------------
+# -- the paradigm: a regression toy on the real looped core (this module is its task module) -------
 def _generator_class():
     from elt.core.blocks import LabelEmbedder
     from elt.core.generator import LoopedGenerator
@@ -253,7 +254,8 @@ def main() -> None:
         "glibc default" if args.glibc_default else f"MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}"
     )
     print(
-        f"Peak host RSS (MiB, ru_maxrss) after each phase; {single['params'] / 1e6:.1f} M parameters, fp32, "
+        f"Peak host RSS (MiB, ru_maxrss) after each phase; {single['params'] / 1e6:.1f} M "
+        "parameters, fp32, "
         f"AdamW + EMA, gloo/CPU, {allocator}"
     )
     print(
@@ -275,7 +277,8 @@ def main() -> None:
     worst = max(r["peak_mib"] for r in sharded)
     ratio = worst / single["peak_mib"]
     print(
-        f"largest rank peak / 1-process peak = {worst:.0f} / {single['peak_mib']:.0f} MiB = {ratio:.3f} "
+        f"largest rank peak / 1-process peak = {worst:.0f} / {single['peak_mib']:.0f} MiB = "
+        f"{ratio:.3f} "
         f"(target <= 0.35 at 4 ranks: {'met' if ratio <= 0.35 else 'NOT met'})"
     )
     out = Path(args.out)

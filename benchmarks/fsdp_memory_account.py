@@ -1,12 +1,14 @@
-"""Per-GPU training memory from the exact shape account (elt.train.memory), on the meta device: no GPU needed.
+"""Per-GPU training memory from the exact shape account (elt.train.memory), on the meta device: no
+GPU needed.
 
     PYTHONPATH=src python benchmarks/fsdp_memory_account.py [--world 8] [--out FILE.json]
 
-1. ELT-XL 7N×4L (imagenet256_masked_elt_xl_7x4) at 8 ranks, bf16: FSDP2 per block vs the one-unit wrap of the
-   looped core, at several per-GPU micro-batches, with and without per-loop activation checkpointing.
+1. ELT-XL 7N×4L (imagenet256_masked_elt_xl_7x4) at 8 ranks, bf16: FSDP2 per block vs the one-unit
+wrap of the looped core, at several per-GPU micro-batches, with and without per-loop activation
+checkpointing.
 2. Every shipped recipe at its default global batch / 8 ranks (the figure docs/recipes.md quotes).
-Prints two tables and writes JSON. Figures are estimates (see the module docstring of elt.train.memory).
-"""
+Prints two tables and writes JSON. Figures are estimates (see the module docstring of
+elt.train.memory)."""
 
 import argparse
 import json
@@ -29,7 +31,8 @@ def main() -> None:
     rows = []
     print(f"ELT-XL 7N×4L, {world} ranks, bf16, AdamW + EMA (GiB per GPU)")
     print(
-        f"{'micro':>5} {'ckpt':>5} | {'one-unit':>9} {'per-block':>9} {'ratio':>6} | {'model mem 1-unit':>16} "
+        f"{'micro':>5} {'ckpt':>5} | {'one-unit':>9} {'per-block':>9} {'ratio':>6} | "
+        f"{'model mem 1-unit':>16} "
         f"{'per-block':>9} {'ratio':>6} | {'activations':>11}"
     )
     for micro in (1, 2, 4, 8, 32):
@@ -56,7 +59,8 @@ def main() -> None:
             rows.append(row)
             print(
                 f"{micro:>5} {str(ckpt):>5} | {one.peak / GIB:>9.3f} {block.peak / GIB:>9.3f} "
-                f"{row['peak_ratio']:>6.1%} | {one.model_memory / GIB:>16.3f} {block.model_memory / GIB:>9.3f} "
+                f"{row['peak_ratio']:>6.1%} | {one.model_memory / GIB:>16.3f} "
+                f"{block.model_memory / GIB:>9.3f} "
                 f"{row['model_memory_ratio']:>6.1%} | {one.activations / GIB:>11.3f}"
             )
 
@@ -65,7 +69,8 @@ def main() -> None:
         f"\nEvery recipe at its global batch over {world} ranks, as configured (GiB per GPU, bf16)"
     )
     print(
-        f"{'recipe':<32} {'params':>8} {'micro':>5} {'wrap':>9} {'peak':>7} {'ckpt peak':>9} {'1-unit peak':>11} "
+        f"{'recipe':<32} {'params':>8} {'micro':>5} {'wrap':>9} {'peak':>7} {'ckpt peak':>9} "
+        f"{'1-unit peak':>11} "
         f"{'grid':>6}"
     )
     for name in recipe_names():

@@ -1,12 +1,12 @@
 """Training-step time of ILSD vs vanilla looping vs a unique (non-looped) stack of equal FLOPs.
 
-All three run the same token model (looped core + linear head, cross-entropy over a codebook like the
-masked paradigm), measured interleaved in one process so the ratios are fair. Prints a table and writes
-JSON. ILSD adds one head application and two loss terms to a vanilla step; the paper reports equal
-step time.
+All three run the same token model (looped core + linear head, cross-entropy over a codebook like
+the masked paradigm), measured interleaved in one process so the ratios are fair. Prints a table and
+writes JSON. ILSD adds one head application and two loss terms to a vanilla step; the paper reports
+equal step time.
 
-    python benchmarks/ilsd_overhead.py [--width 256 --unique-layers 4 --loops 4 --tokens 64 --batch 32]
-"""
+    python benchmarks/ilsd_overhead.py [--width 256 --unique-layers 4 --loops 4 --tokens 64 --batch
+    32]"""
 
 from __future__ import annotations
 
@@ -115,13 +115,15 @@ def main():
         else platform.processor() or "cpu"
     )
     print(
-        f"ILSD overhead — {args.unique_layers}N×{args.loops}L, width {args.width}, {args.tokens} tokens, "
+        f"ILSD overhead — {args.unique_layers}N×{args.loops}L, width {args.width}, {args.tokens} "
+        "tokens, "
         f"batch {args.batch}, device {device_name}, threads {torch.get_num_threads()}"
     )
     print(f"{'mode':<8} {'params':>10} {'step (ms)':>10} {'vs vanilla':>11}")
     for r in rows:
         print(
-            f"{r['mode']:<8} {r['params']:>10,} {1000 * r['median_step_s']:>10.1f} {r['ratio_vs_vanilla']:>10.3f}x"
+            f"{r['mode']:<8} {r['params']:>10,} {1000 * r['median_step_s']:>10.1f} "
+            f"{r['ratio_vs_vanilla']:>10.3f}x"
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

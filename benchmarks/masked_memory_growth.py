@@ -1,12 +1,13 @@
-"""Resident memory of masked-token training over many steps: it must level off, not grow with the step count.
+"""Resident memory of masked-token training over many steps: it must level off, not grow with the
+step count.
 
-A masked training step once scored only the masked positions (``logits[mask]``); the masked count changes
-every step, and tensors of a new size each step fragmented the CPU allocator's heap until a 4500-step video
-run held 8.6 GB. The loss now pads the masked positions to one of 16 sizes. This benchmark trains the
-shipped video config (at a smaller width by default) on random tokens and prints the process RSS every
-``--every`` steps, then the growth per step: the least-squares slope of RSS against the step after the
-first row (RSS swings by 100-200 MiB as the allocator takes and returns memory, so two endpoints alone
-mislead). It writes the rows as JSON.
+A masked training step once scored only the masked positions (``logits[mask]``); the masked count
+changes every step, and tensors of a new size each step fragmented the CPU allocator's heap until a
+4500-step video run held 8.6 GB. The loss now pads the masked positions to one of 16 sizes. This
+benchmark trains the shipped video config (at a smaller width by default) on random tokens and
+prints the process RSS every ``--every`` steps, then the growth per step: the least-squares slope of
+RSS against the step after the first row (RSS swings by 100-200 MiB as the allocator takes and
+returns memory, so two endpoints alone mislead). It writes the rows as JSON.
 
     python benchmarks/masked_memory_growth.py [--config fmnist_video_masked --steps 400 --width 64]
 
@@ -28,7 +29,8 @@ from elt.registry import build_generator
 
 
 def growth_per_step(rows: list[dict]) -> float:
-    """MiB per step: least-squares slope of ``rss_mib`` against ``step`` over the rows after the first."""
+    """MiB per step: least-squares slope of ``rss_mib`` against ``step`` over the rows after the
+    first."""
     import numpy as np
 
     steps = np.array([r["step"] for r in rows[1:]], float)

@@ -1,16 +1,17 @@
-"""`elt prepare` on a generated folder of images, encoded by a random-weight FSQ tokenizer, run side by side
-with 1 process and 0, 1, 2 DataLoader workers and with 2 processes (torchrun, gloo): wall time, encode time
-and speed-up over the serial run (1 process, no worker). One thread per process. Writes JSON, prints a table.
+"""`elt prepare` on a generated folder of images, encoded by a random-weight FSQ tokenizer, run side
+by side with 1 process and 0, 1, 2 DataLoader workers and with 2 processes (torchrun, gloo): wall
+time, encode time and speed-up over the serial run (1 process, no worker). One thread per process.
+Writes JSON, prints a table.
 
-    PYTHONPATH=src python benchmarks/prepare_scaling.py [--images 10000] [--side 96] [--work /tmp/elt_prepare_bench]
-        [--out benchmarks/results/prepare_scaling.json] [--repeats 1]
+    PYTHONPATH=src python benchmarks/prepare_scaling.py [--images 10000] [--side 96] [--work
+    /tmp/elt_prepare_bench] [--out benchmarks/results/prepare_scaling.json] [--repeats 1]
 
-The issue-29 target: 2 workers ≥ 1.8× one on 10 000 images, with both cores free. "wall" includes each
-run's start-up (imports, process group, tokenizer load); "encode" is the manifest's encode_seconds (shards
-and the join, after start-up). The machine's load (`uptime`) before and after is printed and recorded: on a
-machine whose cores are busy with other jobs, no configuration can reach 2×. Runs are interleaved when
---repeats > 1 (the median is kept), so that a change in the machine's load hits every configuration alike.
-"""
+The issue-29 target: 2 workers ≥ 1.8× one on 10 000 images, with both cores free. "wall" includes
+each run's start-up (imports, process group, tokenizer load); "encode" is the manifest's
+encode_seconds (shards and the join, after start-up). The machine's load (`uptime`) before and after
+is printed and recorded: on a machine whose cores are busy with other jobs, no configuration can
+reach 2×. Runs are interleaved when --repeats > 1 (the median is kept), so that a change in the
+machine's load hits every configuration alike."""
 
 import argparse
 import json
@@ -155,21 +156,27 @@ def main(argv=None) -> dict:
         row["encode_speedup"] = rows[0]["encode_seconds"] / row["encode_seconds"]
     best = max(rows[1:], key=lambda r: r["encode_speedup"])
     print(
-        f"elt prepare, {args.images} PNG {args.side}² → {args.image_size}² → {(args.image_size // 4) ** 2} FSQ "
-        f"tokens, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), 1 thread per process, "
+        f"elt prepare, {args.images} PNG {args.side}² → {args.image_size}² → "
+        f"{(args.image_size // 4) ** 2} FSQ "
+        f"tokens, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), 1 thread "
+        "per process, "
         f"median of {args.repeats}"
     )
     print(
-        f"{'processes':>9} {'workers':>7} {'wall s':>8} {'speed-up':>8} {'encode s':>9} {'speed-up':>8}"
+        f"{'processes':>9} {'workers':>7} {'wall s':>8} {'speed-up':>8} {'encode s':>9} "
+        f"{'speed-up':>8}"
     )
     for row in rows:
         print(
-            f"{row['processes']:>9} {row['workers']:>7} {row['seconds']:>8.1f} {row['speedup']:>7.2f}x "
+            f"{row['processes']:>9} {row['workers']:>7} {row['seconds']:>8.1f} "
+            f"{row['speedup']:>7.2f}x "
             f"{row['encode_seconds']:>9.1f} {row['encode_speedup']:>7.2f}x"
         )
     print(
-        f"best 2-core configuration: {best['processes']} process(es) × {best['workers']} worker(s), encode "
-        f"{best['encode_speedup']:.2f}x the serial run (target ≥ 1.8x with both cores free); every cache identical"
+        f"best 2-core configuration: {best['processes']} process(es) × {best['workers']} "
+        "worker(s), encode "
+        f"{best['encode_speedup']:.2f}x the serial run (target ≥ 1.8x with both cores free); every "
+        "cache identical"
     )
     print(f"load before: {load_before}\nload after:  {load_after}")
     record = {

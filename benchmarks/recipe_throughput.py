@@ -1,17 +1,17 @@
-"""Every shipped paper-scale recipe at its real width on synthetic data, on one device: training step time,
-tokens/s, MFU and peak memory, and the inference throughput of each ELT against its iso-FLOP baseline at
-batch 8 (the paper's Table 3 setting). Writes recipes.json, prints two tables.
+"""Every shipped paper-scale recipe at its real width on synthetic data, on one device: training
+step time, tokens/s, MFU and peak memory, and the inference throughput of each ELT against its
+iso-FLOP baseline at batch 8 (the paper's Table 3 setting). Writes recipes.json, prints two tables.
 
     PYTHONPATH=src python benchmarks/recipe_throughput.py [--out DIR] [--budget-s 240] [--smoke]
 
-Training: the recipe's generator (masked: MaskGIT over 16×16 VQ tokens, or 4×16×16 video tokens; diffusion:
-DiT over 4×32×32 SD-VAE latents) built with its real width/depth and random weights — the pretrained VQ/VAE
-are not needed, the batches are synthetic tokens/latents — AdamW (fused on CUDA), bf16 autocast, ILSD as
-configured, ``--steps`` steps per recipe at ``--batch`` samples (fewer when the time budget runs short; the
-JSON says how many). MFU counts the model FLOPs measured by torch's FLOP counter on the meta device ×3.
-``--budget-s`` bounds the whole script (benchmarks/gpu_suite.sh passes what is left of its 10 minutes):
-recipes that do not fit are listed as skipped. ``--smoke``: tiny widths, 2 steps, runs on a CPU.
-"""
+Training: the recipe's generator (masked: MaskGIT over 16×16 VQ tokens, or 4×16×16 video tokens;
+diffusion: DiT over 4×32×32 SD-VAE latents) built with its real width/depth and random weights — the
+pretrained VQ/VAE are not needed, the batches are synthetic tokens/latents — AdamW (fused on CUDA),
+bf16 autocast, ILSD as configured, ``--steps`` steps per recipe at ``--batch`` samples (fewer when
+the time budget runs short; the JSON says how many). MFU counts the model FLOPs measured by torch's
+FLOP counter on the meta device ×3. ``--budget-s`` bounds the whole script (benchmarks/gpu_suite.sh
+passes what is left of its 10 minutes): recipes that do not fit are listed as skipped. ``--smoke``:
+tiny widths, 2 steps, runs on a CPU."""
 
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ def smoke_overrides(name: str) -> list[str]:
 
 
 def materialize(name: str, device: torch.device, smoke: bool):
-    """The recipe's generator with random weights on ``device`` (built on meta first: no host copy)."""
+    """The recipe's generator with random weights on ``device`` (built on meta first: no host
+    copy)."""
     cfg = load_recipe(name, smoke_overrides(name) if smoke else [])
     generator = build_on_meta(cfg)
     flops = forward_flops(generator)
@@ -192,8 +193,8 @@ def main() -> int:
     names = (
         sorted(set(pairs) | set(pairs.values())) if args.smoke else recipe_names()
     )  # smoke: one per family
-    # the inference comparison first (short: at most a third of the budget), then training with what is left;
-    # a model not started before its share of the budget is gone is listed as skipped
+    # the inference comparison first (short: at most a third of the budget), then training with what
+    # is left; a model not started before its share of the budget is gone is listed as skipped
     infer, skipped = [], []
     minimum = 0.0 if args.smoke else 15.0  # the least time worth starting a model with
     infer_until = started + args.budget_s / 3
@@ -248,13 +249,15 @@ def main() -> int:
         f"{'fp32' if args.smoke else 'bf16'}"
     )
     print(
-        f"{'recipe':<32} {'params':>8} {'steps':>5} {'step ms':>8} {'tokens/s':>10} {'MFU':>6} {'peak GiB':>8}"
+        f"{'recipe':<32} {'params':>8} {'steps':>5} {'step ms':>8} {'tokens/s':>10} {'MFU':>6} "
+        f"{'peak GiB':>8}"
     )
     for r in train:
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
         mem = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] is not None else "n/a"
         print(
-            f"{r['recipe']:<32} {r['params'] / 1e6:>7.0f}M {r['steps']:>5} {r['step_s'] * 1e3:>8.1f} "
+            f"{r['recipe']:<32} {r['params'] / 1e6:>7.0f}M {r['steps']:>5} "
+            f"{r['step_s'] * 1e3:>8.1f} "
             f"{r['tokens_per_s']:>10.0f} {mfu:>6} {mem:>8}"
         )
     if skipped:
@@ -263,11 +266,13 @@ def main() -> int:
         f"\nELT vs its iso-FLOP baseline, one network evaluation at batch {2 if args.smoke else 8}"
     )
     print(
-        f"{'ELT':<32} {'baseline':<30} {'ELT/s':>8} {'base/s':>8} {'speed-up':>8} {'FLOP ratio':>10}"
+        f"{'ELT':<32} {'baseline':<30} {'ELT/s':>8} {'base/s':>8} {'speed-up':>8} "
+        f"{'FLOP ratio':>10}"
     )
     for c in comparison:
         print(
-            f"{c['elt']:<32} {c['baseline']:<30} {c['elt_samples_per_s']:>8.1f} {c['baseline_samples_per_s']:>8.1f} "
+            f"{c['elt']:<32} {c['baseline']:<30} {c['elt_samples_per_s']:>8.1f} "
+            f"{c['baseline_samples_per_s']:>8.1f} "
             f"{c['speedup']:>7.2f}x {c['flop_ratio']:>10.2f}"
         )
     out = Path(args.out)

@@ -1,4 +1,5 @@
-"""`elt bench sampling` as a script: see `python benchmarks/sampling_vs_loops.py --help` and docs/benchmarks.md.
+"""`elt bench sampling` as a script: see `python benchmarks/sampling_vs_loops.py --help` and
+docs/benchmarks.md.
 
 PYTHONPATH=src python benchmarks/sampling_vs_loops.py [options]   (JSON into benchmarks/results/)
 """

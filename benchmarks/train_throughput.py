@@ -1,4 +1,5 @@
-"""`elt bench train` as a script: see `python benchmarks/train_throughput.py --help` and docs/benchmarks.md.
+"""`elt bench train` as a script: see `python benchmarks/train_throughput.py --help` and
+docs/benchmarks.md.
 
 PYTHONPATH=src python benchmarks/train_throughput.py [options]   (JSON into benchmarks/results/)
 """

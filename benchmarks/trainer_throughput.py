@@ -1,4 +1,5 @@
-"""`elt bench trainer` as a script: see `python benchmarks/trainer_throughput.py --help` and docs/benchmarks.md.
+"""`elt bench trainer` as a script: see `python benchmarks/trainer_throughput.py --help` and
+docs/benchmarks.md.
 
 PYTHONPATH=src python benchmarks/trainer_throughput.py [options]   (JSON into benchmarks/results/)
 """

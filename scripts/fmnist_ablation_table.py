@@ -1,9 +1,10 @@
 """Summarise the Fashion-MNIST ablations and width ladder (docs/results.md, "What closes the gap").
 
-Reads the ``eval.json`` files that ``scripts/fmnist_study.sh`` writes under OUT/<paradigm>/runs/ and prints two
-markdown tables: each looped model at every evaluated L beside the 12-layer unique stack trained the same way,
-and the width ladder (FD_cls of ELT 3x4 at L_max over that of the iso-FLOP unique stack, per width). Writes the
-figures to OUT/<paradigm>/ablations.json and the ladder plot to OUT/<paradigm>/width_ladder.png.
+Reads the ``eval.json`` files that ``scripts/fmnist_study.sh`` writes under OUT/<paradigm>/runs/ and
+prints two markdown tables: each looped model at every evaluated L beside the 12-layer unique stack
+trained the same way, and the width ladder (FD_cls of ELT 3x4 at L_max over that of the iso-FLOP
+unique stack, per width). Writes the figures to OUT/<paradigm>/ablations.json and the ladder plot to
+OUT/<paradigm>/width_ladder.png.
 
     python scripts/fmnist_ablation_table.py results/ablations --paradigm diffusion
 """
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         "--suffix",
         action="append",
         default=None,
-        help="SUFFIX of rows that fmnist_study.sh scored with other sampling settings (SAMPLING=...), "
+        help="SUFFIX of rows that fmnist_study.sh scored with other sampling settings "
+        "(SAMPLING=...), "
         "compared with the unique stack sampled the same way; repeatable (default: _guided)",
     )
     args = parser.parse_args(argv)
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(
-        "| width | model | params (M) | FD_cls / class acc at L=4 | unique 12: params (M) | unique 12 "
+        "| width | model | params (M) | FD_cls / class acc at L=4 | unique 12: params (M) | unique "
+        "12 "
         "| FD_cls ratio ELT / unique |"
     )
     print("|---|---|---|---|---|---|---|")
@@ -138,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             print(
                 f"| {width} | {label} | {elt_row['params_m']:.2f} "
-                f"| {elt_row['fd_cls']:.1f} / {100 * elt_row['class_acc']:.1f} % | {uniq_row['params_m']:.2f} "
+                f"| {elt_row['fd_cls']:.1f} / {100 * elt_row['class_acc']:.1f} % | "
+                f"{uniq_row['params_m']:.2f} "
                 f"| {uniq_row['fd_cls']:.1f} / {100 * uniq_row['class_acc']:.1f} % | {ratio:.2f} |"
             )
 

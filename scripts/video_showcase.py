@@ -1,12 +1,12 @@
-"""The README's video picture: real clips on the first row, then one row per loop count, one column per class.
+"""The README's video picture: real clips on the first row, then one row per loop count, one column
+per class.
 
     python scripts/video_showcase.py SAMPLES_DIR OUT.png [--loops 1,2,4,5] [--per-class 1]
 
-SAMPLES_DIR is what `elt sample` wrote (samples_L<L>.npz and samples.json, whose recorded training data
-gives the real clips' geometry). Writes OUT.png (a still), OUT.gif and, with PyAV, OUT.mp4. The generated
-clips of a column are the first ones of that class in each file, so every row shows the same labels and
-seeds; the real clips are the first test clips of each class.
-"""
+SAMPLES_DIR is what `elt sample` wrote (samples_L<L>.npz and samples.json, whose recorded training
+data gives the real clips' geometry). Writes OUT.png (a still), OUT.gif and, with PyAV, OUT.mp4. The
+generated clips of a column are the first ones of that class in each file, so every row shows the
+same labels and seeds; the real clips are the first test clips of each class."""
 
 import argparse
 from pathlib import Path

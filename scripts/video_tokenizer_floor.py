@@ -1,13 +1,13 @@
-"""Video metrics of tokenizer reconstructions of real test clips: what a perfect token model would score.
+"""Video metrics of tokenizer reconstructions of real test clips: what a perfect token model would
+score.
 
     python scripts/video_tokenizer_floor.py RUN_OR_TOKENIZER OUT.json
 
-RUN_OR_TOKENIZER is a video run (its fsq3d tokenizer is used) or a folder written by `elt tokenizer train`
-(tokenizer.json + tokenizer.safetensors). The clips have the geometry the tokenizer was trained on (frames,
-canvas, sprite size, motion). The reference is moving Fashion-MNIST test clips 0..999 (what
-`elt eval video --real-data moving_fmnist` uses); the reconstructed clips are test clips 1000..1499, which
-are also scored as they are (the real-data floor at the same N).
-"""
+RUN_OR_TOKENIZER is a video run (its fsq3d tokenizer is used) or a folder written by `elt tokenizer
+train` (tokenizer.json + tokenizer.safetensors). The clips have the geometry the tokenizer was
+trained on (frames, canvas, sprite size, motion). The reference is moving Fashion-MNIST test clips
+0..999 (what `elt eval video --real-data moving_fmnist` uses); the reconstructed clips are test
+clips 1000..1499, which are also scored as they are (the real-data floor at the same N)."""
 
 import json
 import sys

@@ -3,10 +3,9 @@
     torchrun --standalone --nproc_per_node 2 tests/dist_worker.py RUN_DIR [--resume-at K]
         [--sample-ckpt CKPT --sample-out DIR] key=value ...
 
-Also a task module itself (``paradigm=toy_det``): the toy paradigm without input noise, so a step's loss
-depends only on which items are in the global batch, not on which rank drew the noise. That makes a
-1-process and a 2-process run comparable step by step.
-"""
+Also a task module itself (``paradigm=toy_det``): the toy paradigm without input noise, so a step's
+loss depends only on which items are in the global batch, not on which rank drew the noise. That
+makes a 1-process and a 2-process run comparable step by step."""
 
 import argparse
 import json

@@ -1,4 +1,5 @@
-"""Test-only torchrun worker: ``elt eval`` of a toy checkpoint with the toy metric suite, sharded over ranks.
+"""Test-only torchrun worker: ``elt eval`` of a toy checkpoint with the toy metric suite, sharded
+over ranks.
 
 torchrun --standalone --nproc_per_node 2 tests/eval_worker.py CKPT OUT
 """

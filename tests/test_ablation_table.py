@@ -1,4 +1,5 @@
-"""scripts/fmnist_ablation_table.py: the ablation summary's ratios and curves come from the eval.json files."""
+"""scripts/fmnist_ablation_table.py: the ablation summary's ratios and curves come from the
+eval.json files."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The adaptive exit's per-loop bookkeeping (elt.core.adaptive): what depends only on the set of active samples
-is computed once per set, each prediction is summarised once, and loops before ``min_loops − 1`` are not read
-out, without changing the decision (the demo samples are pinned by test_anytime / test_demo_hashes)."""
+"""The adaptive exit's per-loop bookkeeping (elt.core.adaptive): what depends only on the set of
+active samples is computed once per set, each prediction is summarised once, and loops before
+``min_loops − 1`` are not read out, without changing the decision (the demo samples are pinned by
+test_anytime / test_demo_hashes)."""
 
 import pytest
 import torch

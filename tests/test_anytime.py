@@ -1,4 +1,5 @@
-"""Loop schedules, adaptive exit and the operating-point grammar (elt.core.schedule / elt.core.adaptive)."""
+"""Loop schedules, adaptive exit and the operating-point grammar (elt.core.schedule /
+elt.core.adaptive)."""
 
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ def demo_models():
 
 
 def in_fp32(generator):
-    """A copy that samples in float32 even where the checkpoint trained in bf16 (the demo models): bf16 matmul
-    kernels (oneDNN/AMX on CPUs with native bf16) round differently for different batch sizes, so a sample's
-    bits depend on its batch there; the per-sample tests below check the compaction logic, not the kernels."""
+    """A copy that samples in float32 even where the checkpoint trained in bf16 (the demo models):
+    bf16 matmul kernels (oneDNN/AMX on CPUs with native bf16) round differently for different batch
+    sizes, so a sample's bits depend on its batch there; the per-sample tests below check the
+    compaction logic, not the kernels."""
     import copy
 
     generator = copy.deepcopy(generator)
@@ -46,7 +48,7 @@ def in_fp32(generator):
     return generator
 
 
-# -- the grammar -------------------------------------------------------------------------------------------------
+# -- the grammar -----------------------------------------------------------------------------------
 def test_parse_every_form():
     assert parse_loops("1-3,2,6") == [1, 2, 3, 6]
     assert parse_point("4:1") == Ramp(4, 1)
@@ -115,11 +117,11 @@ def test_schedule_must_cover_the_steps():
         as_point("1,2")
 
 
-# -- both paradigms follow the same contract ------------------------------------------------------------------------
+# -- both paradigms follow the same contract -------------------------------------------------------
 @pytest.mark.parametrize("paradigm", ["masked", "diffusion"])
 def test_schedule_contract(demo_models, paradigm):
-    """A ramp, its list and its segments are one schedule; the loops used per step are returned as given;
-    GFLOPs of a schedule are the mean of its steps' fixed-L costs."""
+    """A ramp, its list and its segments are one schedule; the loops used per step are returned as
+    given; GFLOPs of a schedule are the mean of its steps' fixed-L costs."""
     g = demo_models[paradigm]
     steps = 4
     labels = [0, 1, 2]
@@ -140,7 +142,7 @@ def test_schedule_contract(demo_models, paradigm):
         g.generate(labels, loops="1x3", steps=steps)
 
 
-# -- adaptive exit --------------------------------------------------------------------------------------------------
+# -- adaptive exit ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("paradigm", ["masked", "diffusion"])
 @pytest.mark.parametrize("guidance_on", [False, True])
 def test_threshold_zero_is_fixed_max_and_inf_is_min(demo_models, paradigm, guidance_on):
@@ -160,7 +162,8 @@ def test_threshold_zero_is_fixed_max_and_inf_is_min(demo_models, paradigm, guida
 
 @pytest.mark.parametrize("paradigm", ["masked", "diffusion"])
 def test_per_sample_exits_match_each_sample_alone(demo_models, paradigm):
-    """Samples that exit at different loops inside one batch are the images each gives alone (per-sample seeds)."""
+    """Samples that exit at different loops inside one batch are the images each gives alone
+    (per-sample seeds)."""
     g = in_fp32(demo_models[paradigm])
     threshold = {"masked": 0.08, "diffusion": 0.05}[paradigm]
     labels, seeds, steps = [0, 1, 2, 3, 4, 5], [10, 11, 12, 13, 14, 15], 4
@@ -177,7 +180,8 @@ def test_per_sample_exits_match_each_sample_alone(demo_models, paradigm):
 
 @pytest.mark.parametrize("paradigm", ["masked", "diffusion"])
 def test_adaptive_exit_reinjects_the_input_of_the_samples_still_looping(demo_models, paradigm):
-    """With input injection, each sample's loop input follows it through the active-row compaction."""
+    """With input injection, each sample's loop input follows it through the active-row
+    compaction."""
 
     import torch
     from torch import nn
@@ -211,8 +215,8 @@ def test_adaptive_exit_reinjects_the_input_of_the_samples_still_looping(demo_mod
 
 
 def test_per_sample_seeds_leave_batch_seed_path_alone(demo_models):
-    """The default (one stream per batch) is unchanged by the per-sample option; per-sample streams make a
-    sample independent of its batch."""
+    """The default (one stream per batch) is unchanged by the per-sample option; per-sample streams
+    make a sample independent of its batch."""
     g = demo_models["diffusion"]
     a = g.generate([0, 1], steps=3, seeds=[5, 6])
     b = g.generate([1], steps=3, seeds=[6])
@@ -231,8 +235,9 @@ def test_adaptive_gflops_need_the_loops_used(demo_models):
 
 
 def test_masked_adaptive_gflops_follow_the_operations_run(demo_models):
-    """The analytic count of an adaptive exit (head read after every loop, on the still-masked positions only)
-    tracks PyTorch's FLOP counter as closely as the count of a fixed loop count does."""
+    """The analytic count of an adaptive exit (head read after every loop, on the still-masked
+    positions only) tracks PyTorch's FLOP counter as closely as the count of a fixed loop count
+    does."""
     from torch.utils.flop_counter import FlopCounterMode
 
     g = demo_models["masked"]
@@ -247,7 +252,7 @@ def test_masked_adaptive_gflops_follow_the_operations_run(demo_models):
     assert ratios["exit:0:2-4"] == pytest.approx(ratios[2], rel=0.01)
 
 
-# -- picking a point from a calibration ---------------------------------------------------------------------------
+# -- picking a point from a calibration ------------------------------------------------------------
 def _calibration():
     from elt.eval.calibrate import pareto
 
@@ -315,7 +320,7 @@ def test_missing_calibration_names_the_command(tmp_path):
         load_calibration(tmp_path)
 
 
-# -- config and CLI ----------------------------------------------------------------------------------------------
+# -- config and CLI --------------------------------------------------------------------------------
 def test_config_sampling_loops_is_the_default_point(demo_models, tmp_path):
     import elt
     from elt.errors import ConfigError

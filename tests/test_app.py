@@ -1,5 +1,6 @@
-"""``elt app`` without a browser: what it loads, how it checks typed values, what it generates and encodes,
-and that nothing outside the command imports Gradio. The page in a real browser: test_app_browser.py."""
+"""``elt app`` without a browser: what it loads, how it checks typed values, what it generates and
+encodes, and that nothing outside the command imports Gradio. The page in a real browser:
+test_app_browser.py."""
 
 from __future__ import annotations
 
@@ -275,9 +276,11 @@ def test_core_and_demo_do_not_import_the_app_dependencies(tmp_path):
         "import sys, elt, elt.cli\n"
         "elt.cli.build_parser()\n"
         "import elt.demo\n"
-        f"elt.cli.main(['demo', '--out', {str(tmp_path)!r}, '--paradigm', 'masked', '--per-class', '1',"
+        f"elt.cli.main(['demo', '--out', {str(tmp_path)!r}, '--paradigm', 'masked', '--per-class', "
+        "'1',"
         " '--no-progress'])\n"
-        "loaded = sorted(m for m in ('gradio', 'fastapi', 'uvicorn', 'elt.app.page') if m in sys.modules)\n"
+        "loaded = sorted(m for m in ('gradio', 'fastapi', 'uvicorn', 'elt.app.page') if m in "
+        "sys.modules)\n"
         "assert not loaded, loaded\n"
     )
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}

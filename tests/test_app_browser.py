@@ -1,10 +1,11 @@
-"""``elt app`` driven in a real browser: headless Chromium (Debian's ``chromium`` package) through Playwright.
+"""``elt app`` driven in a real browser: headless Chromium (Debian's ``chromium`` package) through
+Playwright.
 
-The server runs as a subprocess (``python -m elt.cli app``) on a free loopback port. Locally these tests skip
-when Gradio, Playwright or Chromium is missing; under CI (``CI`` set) a missing piece is a failure.
-``pytest -m browser -s`` prints the two timings (page served after start, image after pressing Generate at
-L = 1); ``--app-screenshot docs/assets/app.png`` also writes the page's screenshot there (default: a temporary dir).
-"""
+The server runs as a subprocess (``python -m elt.cli app``) on a free loopback port. Locally these
+tests skip when Gradio, Playwright or Chromium is missing; under CI (``CI`` set) a missing piece is
+a failure. ``pytest -m browser -s`` prints the two timings (page served after start, image after
+pressing Generate at L = 1); ``--app-screenshot docs/assets/app.png`` also writes the page's
+screenshot there (default: a temporary dir)."""
 
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def _free_port() -> int:
 
 
 def _cpu_seconds(pid: int) -> float | str:
-    """User + system CPU seconds of a process so far (Linux); on a loaded machine a steadier figure than wall time."""
+    """User + system CPU seconds of a process so far (Linux); on a loaded machine a steadier figure
+    than wall time."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -95,7 +97,8 @@ def timings():
 
 @pytest.fixture(scope="module")
 def video_run(tmp_path_factory):
-    """A tiny video diffusion checkpoint (4 frames of 16×16), trained just enough that its frames differ."""
+    """A tiny video diffusion checkpoint (4 frames of 16×16), trained just enough that its frames
+    differ."""
     from elt.cli import main
 
     _requirements()
@@ -223,7 +226,7 @@ def page(server, browser):
     assert not outside, f"the page fetched from outside this machine: {outside}"
 
 
-# -- page helpers ---------------------------------------------------------------------------------------------------
+# -- page helpers ----------------------------------------------------------------------------------
 def choose(page, elem_id: str, option: str) -> None:
     page.click(f"#{elem_id} input")
     page.get_by_role("option", name=option, exact=True).click()
@@ -287,7 +290,7 @@ def shipped_size():
     return sample.shape[2], sample.shape[1]  # PIL's (width, height)
 
 
-# -- tests ---------------------------------------------------------------------------------------------------------
+# -- tests -----------------------------------------------------------------------------------------
 def test_generate_at_two_loop_counts(page, shipped_size, timings):
     assert page.locator("#elt-model input").input_value() == "demo:masked"
     set_request(page, "7: Sneaker", loops=1, seed="3")

@@ -1,15 +1,17 @@
-"""Bad inputs to every command: exit status 2, exactly one line on stderr, no traceback, and no new files.
+"""Bad inputs to every command: exit status 2, exactly one line on stderr, no traceback, and no new
+files.
 
-Each case prepares its inputs in a fresh folder (the working directory too), snapshots the folder, runs
-``elt ...`` in-process and checks the contract, and that the refusal came within :data:`REFUSAL_SECONDS`.
-A shared tiny toy checkpoint (4 steps) serves the checkpoint cases; cases that damage it work on a copy.
+Each case prepares its inputs in a fresh folder (the working directory too), snapshots the folder,
+runs ``elt ...`` in-process and checks the contract, and that the refusal came within
+:data:`REFUSAL_SECONDS`. A shared tiny toy checkpoint (4 steps) serves the checkpoint cases; cases
+that damage it work on a copy.
 
-One table per class of hostile input: :data:`CASES` (ranges, outputs, damaged files), :data:`SIZE_CASES`
-(unbounded sizes: loops, sample counts, widths, image sizes, steps), :data:`CONFIG_CASES` (a bad value of every
-field of every config section, generated from the rules, plus relations), :data:`ARG_CASES` (the shared
-argument checks in every command that takes the argument). Legal-but-mistaken values are warnings, not
-refusals (:func:`test_advice_is_one_warning_line_and_the_run_goes_on`).
-"""
+One table per class of hostile input: :data:`CASES` (ranges, outputs, damaged files),
+:data:`SIZE_CASES` (unbounded sizes: loops, sample counts, widths, image sizes, steps),
+:data:`CONFIG_CASES` (a bad value of every field of every config section, generated from the rules,
+plus relations), :data:`ARG_CASES` (the shared argument checks in every command that takes the
+argument). Legal-but-mistaken values are warnings, not refusals
+(:func:`test_advice_is_one_warning_line_and_the_run_goes_on`)."""
 
 import json
 import os
@@ -122,7 +124,7 @@ def existing_file(where):
 
 # (id, argv builder (toy_run, where) -> argv, substring the one line must contain)
 CASES = [
-    # -- train: values out of range, checked when the config is built -----------------------------------
+    # -- train: values out of range, checked when the config is built ------------------------------
     (
         "train-checkpoint-every-negative",
         lambda r, w: train_args(w, "train.checkpoint_every=-1"),
@@ -182,7 +184,7 @@ CASES = [
     ("train-seed-negative", lambda r, w: train_args(w, "train.seed=-1"), "train.seed"),
     ("train-ema-decay-one", lambda r, w: train_args(w, "train.ema_decay=1.0"), "train.ema_decay"),
     ("train-wrong-type", lambda r, w: train_args(w, "model.width=wide"), "model.width"),
-    # -- train: where it writes, checked before any work ----------------------------------------------------
+    # -- train: where it writes, checked before any work -------------------------------------------
     (
         "train-out-dir-is-a-file",
         lambda r, w: train_args(w, f"train.out_dir={existing_file(w)}"),
@@ -234,7 +236,7 @@ CASES = [
         ],
         "empty",
     ),
-    # -- sample -----------------------------------------------------------------------------------------------
+    # -- sample ------------------------------------------------------------------------------------
     (
         "sample-guidance-nan",
         lambda r, w: ["sample", "--ckpt", str(r), "--out", str(w / "o"), "--guidance", "nan"],
@@ -365,7 +367,7 @@ CASES = [
         lambda r, w: ["sample", "--ckpt", str(r), "--out", str(w / "o"), "model.width=8"],
         "cannot set",
     ),
-    # -- info / export ------------------------------------------------------------------------------------------
+    # -- info / export -----------------------------------------------------------------------------
     (
         "info-truncated-ema",
         lambda r, w: ["info", str(damage("ema.safetensors", "truncated")(r, w))],
@@ -396,7 +398,7 @@ CASES = [
         lambda r, w: ["export", "--ckpt", str(r), "--out", str(existing_file(w))],
         "existing file",
     ),
-    # -- eval -------------------------------------------------------------------------------------------------
+    # -- eval --------------------------------------------------------------------------------------
     (
         "eval-merge-wrong-shape",
         lambda r, w: [
@@ -471,7 +473,7 @@ CASES = [
         ],
         "--threads",
     ),
-    # -- bench / demo / tokenizer ---------------------------------------------------------------------------------
+    # -- bench / demo / tokenizer ------------------------------------------------------------------
     (
         "bench-width-zero",
         lambda r, w: ["bench", "train", "--width", "0", "--out", str(w / "b")],
@@ -529,7 +531,7 @@ CASES = [
 ]
 
 
-# -- unbounded sizes: one line naming the value and the limit (a memory estimate where one applies) ----------
+# -- unbounded sizes: one line naming the value and the limit (a memory estimate where one applies)
 def sample_args(r, w, *extra):
     return ["sample", "--ckpt", str(r), "--out", str(w / "o"), "--no-progress", *extra]
 
@@ -775,7 +777,7 @@ SIZE_CASES = [
 ]
 
 
-# -- every field of every config section: a bad value of each, from the rules --------------------------------
+# -- every field of every config section: a bad value of each, from the rules ----------------------
 def _bad_values(rule) -> list:
     from elt.limits import Choice, Flag, Floats, Ints, Range, Text
 
@@ -894,7 +896,7 @@ CONFIG_CASES = [
 ]
 
 
-# -- the shared argument checks, in every command that takes the argument ------------------------------------
+# -- the shared argument checks, in every command that takes the argument --------------------------
 def garbage_file(where: Path, name: str = "garbage.safetensors") -> Path:
     path = where / name
     path.write_bytes(os.urandom(2000))
@@ -1219,8 +1221,8 @@ def test_a_sound_run_gets_no_advice(tmp_path, capsys):
 
 
 def test_a_diverging_run_is_warned_once_naming_the_step(tmp_path, capsys):
-    """train.lr=30 on the toy task: the loss jumps from 1.4 to ~1e7 at step 2 and stays there (no NaN, exit 0
-    before): one warning naming that step, and the run goes on."""
+    """train.lr=30 on the toy task: the loss jumps from 1.4 to ~1e7 at step 2 and stays there (no
+    NaN, exit 0 before): one warning naming that step, and the run goes on."""
     __import__("elt.registry", fromlist=["x"]).register_paradigm("toy", "toy_task")
     capsys.readouterr()
     status = main(
@@ -1264,7 +1266,8 @@ def test_divergence_watch_bound_and_once():
 
 @pytest.mark.parametrize("loops", [10**8, "exit:0:2-99", "1:50", [1, 2, 40]])
 def test_the_api_refuses_loops_past_the_ceiling_before_sampling(loops):
-    """elt.load(...).generate: the loop ceiling (4·L_max, at least 8) holds for every caller, not only the CLI."""
+    """elt.load(...).generate: the loop ceiling (4·L_max, at least 8) holds for every caller, not
+    only the CLI."""
     import elt
     from elt.errors import UserError
 

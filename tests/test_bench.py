@@ -1,5 +1,6 @@
-"""``elt bench`` and benchmarks/gpu_suite.sh at tiny sizes: they run, write JSON, and their accounting
-holds invariants (equal FLOPs for looped vs unique, parameters ×L for the unique stack, less memory)."""
+"""``elt bench`` and benchmarks/gpu_suite.sh at tiny sizes: they run, write JSON, and their
+accounting holds invariants (equal FLOPs for looped vs unique, parameters ×L for the unique stack,
+less memory)."""
 
 import json
 import os
@@ -177,8 +178,8 @@ def test_gpu_suite_help_prints_usage_and_runs_nothing(tmp_path):
 
 
 def test_gpu_suite_deadline_stops_a_stage_and_records_it(tmp_path):
-    """A budget too small for the suite: its stage is stopped at the deadline (not run to the end), the
-    recipes get what is left or are skipped, and gpu_suite.json says so; exit status 124."""
+    """A budget too small for the suite: its stage is stopped at the deadline (not run to the end),
+    the recipes get what is left or are skipped, and gpu_suite.json says so; exit status 124."""
     env = {
         **os.environ,
         "PYTHON": sys.executable,
@@ -329,8 +330,8 @@ def test_bench_sampling_times_the_loop_table_at_every_batch_size_of_batches(tmp_
         )
         == 0
     )
-    # every (batch, loops) point: 1 warm-up + 2 timed calls; the loop table at batches 2 and 3, the batch table
-    # at L_max = 3; --batch (5) plays no part
+    # every (batch, loops) point: 1 warm-up + 2 timed calls; the loop table at batches 2 and 3, the
+    # batch table at L_max = 3; --batch (5) plays no part
     assert calls == {(b, L): 3 for b in (2, 3) for L in (1, 2, 3)}
     result = json.loads((tmp_path / "sampling.json").read_text())
     assert [(r["batch"], r["loops"]) for r in result["by_loops"]] == [

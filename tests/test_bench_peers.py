@@ -1,5 +1,5 @@
-"""``elt bench peers``: the peers compute the same function as elt (weights copied; the checks would catch a
-wrong copy), and the benchmark runs at smoke sizes and writes its table's JSON."""
+"""``elt bench peers``: the peers compute the same function as elt (weights copied; the checks would
+catch a wrong copy), and the benchmark runs at smoke sizes and writes its table's JSON."""
 
 import json
 
@@ -40,7 +40,8 @@ def test_diffusers_dit_with_copied_weights_computes_elts_function(diffusion_pair
     assert ours.std() > 0.05  # not the all-zero output of an adaLN-Zero model at initialisation
     assert (ours - theirs).abs().max() < 1e-5
     assert peers.dit_difference(generator, dit) < 1e-5
-    # the check is not blind: DiT's own timestep frequencies (shift 1) or one block's weights off break it
+    # the check is not blind: DiT's own timestep frequencies (shift 1) or one block's weights off
+    # break it
     broken = peers.dit_from_elt(generator)
     broken.transformer_blocks[0].norm1.emb.time_proj.downscale_freq_shift = 1
     assert peers.dit_difference(generator, broken) > 1e-3
@@ -51,7 +52,8 @@ def test_diffusers_dit_with_copied_weights_computes_elts_function(diffusion_pair
 
 
 def test_diffusers_dit_training_gradients_match(diffusion_pair):
-    """One training step's loss and the gradient of a shared block (summed over its copies in DiT) agree."""
+    """One training step's loss and the gradient of a shared block (summed over its copies in DiT)
+    agree."""
     import copy
 
     generator, dit = diffusion_pair

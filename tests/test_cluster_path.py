@@ -1,7 +1,8 @@
-"""The multi-GPU path's fixes that a CPU can check (issue 29): auxiliary models follow the generator's device
-without entering its state dict or optimizer; the tokenizer is on the device before the data is encoded;
-training grids are bounded and split over ranks; a missing cache is refused (not built by rank 0 alone) under
-torchrun; every rank must see the run directory; the process-group timeout is configurable."""
+"""The multi-GPU path's fixes that a CPU can check (issue 29): auxiliary models follow the
+generator's device without entering its state dict or optimizer; the tokenizer is on the device
+before the data is encoded; training grids are bounded and split over ranks; a missing cache is
+refused (not built by rank 0 alone) under torchrun; every rank must see the run directory; the
+process-group timeout is configurable."""
 
 import datetime
 import os
@@ -74,8 +75,8 @@ def test_the_vae_follows_the_generator_device_outside_state_dict_and_optimizer(t
 
 
 def test_the_trainer_moves_the_tokenizer_to_its_device_before_encoding(tmp_path, monkeypatch):
-    """The cache is encoded by ``prepare_data``: the generator (with its tokenizer) must already be on the
-    trainer's device then (it was moved only afterwards, so the encode ran on the CPU)."""
+    """The cache is encoded by ``prepare_data``: the generator (with its tokenizer) must already be
+    on the trainer's device then (it was moved only afterwards, so the encode ran on the CPU)."""
     from conftest import TOY_OVERRIDES
     from elt.train import trainer as trainer_lib
 
@@ -154,7 +155,7 @@ def test_the_process_group_timeout_is_configurable(monkeypatch):
         load_config("fmnist_masked", ["train.dist_timeout_s=0"])
 
 
-# -- two gloo processes -------------------------------------------------------------------------------------------
+# -- two gloo processes ----------------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -178,7 +179,8 @@ def _two_ranks(rank, port, tmp, results):
     generator = registry.build_generator(load_config("fmnist_diffusion", TINY_PIXEL)).eval()
     rows = sample_grid_rows(generator, [1, 2], per_class=1, seed=3, classes=grid_classes(10, 5))
     out["rows"] = rows
-    # the shared-filesystem check: rank 1 looks at a folder rank 0 never wrote to (another node's disk)
+    # the shared-filesystem check: rank 1 looks at a folder rank 0 never wrote to (another node's
+    # disk)
     shared = tmp / "shared"
     check_shared_paths(env, {"train.out_dir": shared})  # the same folder on both ranks: passes
     out["shared_ok"] = True
@@ -187,7 +189,8 @@ def _two_ranks(rank, port, tmp, results):
         out["unshared"] = None
     except UserError as exc:
         out["unshared"] = str(exc)
-    # the timeout: rank 1 never arrives at a barrier; rank 0 must fail after ~3 s, not wait for PyTorch's default
+    # the timeout: rank 1 never arrives at a barrier; rank 0 must fail after ~3 s, not wait for
+    # PyTorch's default
     if rank == 0:
         start = time.perf_counter()
         try:
@@ -228,8 +231,9 @@ def test_two_gloo_ranks_grid_shared_check_and_timeout(tmp_path):
 
 
 def test_every_rank_resolves_its_own_gpu_without_being_told(monkeypatch):
-    """``elt eval``/``elt sample`` under torchrun load the model with ``resolve_device(args.device)``: every rank
-    must take cuda:LOCAL_RANK, not cuda:0 (8 processes on one GPU)."""
+    """``elt eval``/``elt sample`` under torchrun load the model with
+    ``resolve_device(args.device)``: every rank must take cuda:LOCAL_RANK, not cuda:0 (8 processes
+    on one GPU)."""
     from elt.runtime import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -270,9 +274,10 @@ def _train_without_cache(rank, port, tmp, overrides, results):
 
 @pytest.mark.slow
 def test_two_ranks_refuse_to_build_a_missing_cache_and_one_process_builds_it(tmp_path):
-    """Under torchrun a missing latent cache used to be encoded by rank 0 alone while the other ranks waited in a
-    barrier (at ImageNet size far past any timeout): now every rank stops with the same line naming elt prepare,
-    and nothing is written; a single process still builds the cache itself."""
+    """Under torchrun a missing latent cache used to be encoded by rank 0 alone while the other
+    ranks waited in a barrier (at ImageNet size far past any timeout): now every rank stops with the
+    same line naming elt prepare, and nothing is written; a single process still builds the cache
+    itself."""
     pytest.importorskip("diffusers")
     from test_prepare import write_images
     from test_vae import save_random_vae

@@ -1,7 +1,8 @@
-"""The cluster rehearsal at CI size: 2 gloo processes (resume on 1) run the masked-video family (the lightest)
-through tokenizer → ``elt prepare`` → training with grids → SIGTERM to the launcher (exit 143, a checkpoint) →
-resume on another process count → sharded sampling, under a 30 s process-group timeout. The full rehearsal
-(4 processes, every family) is ``python benchmarks/cluster_rehearsal.py``."""
+"""The cluster rehearsal at CI size: 2 gloo processes (resume on 1) run the masked-video family (the
+lightest) through tokenizer → ``elt prepare`` → training with grids → SIGTERM to the launcher (exit
+143, a checkpoint) → resume on another process count → sharded sampling, under a 30 s process-group
+timeout. The full rehearsal (4 processes, every family) is ``python
+benchmarks/cluster_rehearsal.py``."""
 
 import json
 import sys

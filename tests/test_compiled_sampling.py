@@ -1,11 +1,12 @@
-"""Compiled sampling (``sampling.compile`` / ``elt sample --compile``): the compiled fixed-loop steps give the
-eager samples within the documented tolerance, compile once per (batch, loops) and follow weight changes.
+"""Compiled sampling (``sampling.compile`` / ``elt sample --compile``): the compiled fixed-loop
+steps give the eager samples within the documented tolerance, compile once per (batch, loops) and
+follow weight changes.
 
-Tolerance (docs/benchmarks.md, "Compiled sampling"): inductor fuses and reorders float operations, so a compiled
-step differs from the eager one by float rounding (network outputs within 1e-4 in fp32); after all sampling steps
-the diffusion latents stay within 1e-3 and the uint8 images within 1 level; masked tokens are discrete draws
-and come out equal unless a draw sits within rounding of a boundary (not the case here).
-"""
+Tolerance (docs/benchmarks.md, "Compiled sampling"): inductor fuses and reorders float operations,
+so a compiled step differs from the eager one by float rounding (network outputs within 1e-4 in
+fp32); after all sampling steps the diffusion latents stay within 1e-3 and the uint8 images within 1
+level; masked tokens are discrete draws and come out equal unless a draw sits within rounding of a
+boundary (not the case here)."""
 
 import numpy as np
 import pytest
@@ -74,7 +75,8 @@ def test_compiled_diffusion_samples_equal_eager_within_tolerance(diffusion):
         images_eager = with_compile(diffusion, False).generate(labels, loops=[3, 1, 2, 2], **kw)
         images = with_compile(diffusion, True).generate(labels, loops=[3, 1, 2, 2], **kw)
         assert np.abs(images.astype(int) - images_eager.astype(int)).max() <= 1
-        # one compiled step per (loops, guidance) and reused across steps and calls: 3 loop counts so far
+        # one compiled step per (loops, guidance) and reused across steps and calls: 3 loop counts
+        # so far
         assert sorted(k[1] for k in diffusion._compiled_steps if k != "state") == [
             (("guidance", 2.0), ("loops", 1)),
             (("guidance", 2.0), ("loops", 2)),
@@ -85,7 +87,8 @@ def test_compiled_diffusion_samples_equal_eager_within_tolerance(diffusion):
 
 
 def test_compiled_sampling_follows_weight_changes(diffusion):
-    """On a CPU the weights are frozen into the compiled code: changing them must recompile, not reuse."""
+    """On a CPU the weights are frozen into the compiled code: changing them must recompile, not
+    reuse."""
     import copy
 
     g = copy.deepcopy(diffusion)

@@ -103,7 +103,8 @@ def test_a_saved_config_takes_sampling_overrides_only(tmp_path):
 
 
 def test_renamed_sampling_keys_still_work_with_one_deprecation_line(tmp_path, capsys):
-    # masked.guidance was g in cond + g·(cond − uncond); sampling.guidance is s = g + 1 (same logits)
+    # masked.guidance was g in cond + g·(cond − uncond); sampling.guidance is s = g + 1 (same
+    # logits)
     cfg = load_config(
         "fmnist_masked",
         ["masked.guidance=0.5", "masked.sample_steps=7", "masked.sample_precision=fp32"],

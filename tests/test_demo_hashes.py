@@ -1,14 +1,16 @@
-"""The shipped demo models sample bit-identical images across refactors: SHA-256 of the uint8 samples
-against hashes recorded from the code that shipped the models (tests/data/demo_sample_hashes.json).
+"""The shipped demo models sample bit-identical images across refactors: SHA-256 of the uint8
+samples against hashes recorded from the code that shipped the models
+(tests/data/demo_sample_hashes.json).
 
-Float kernels differ between CPU families (vendor and vector ISA: MKL/oneDNN pick other blockings, so sums
-run in another order), so the file holds one set of hashes per CPU family, keyed ``"<vendor> <ISA>"`` (e.g.
-``GenuineIntel AVX512``) or by vendor alone. A CPU family with no recorded set skips, naming its key.
+Float kernels differ between CPU families (vendor and vector ISA: MKL/oneDNN pick other blockings,
+so sums run in another order), so the file holds one set of hashes per CPU family, keyed ``"<vendor>
+<ISA>"`` (e.g. ``GenuineIntel AVX512``) or by vendor alone. A CPU family with no recorded set skips,
+naming its key.
 
-Record this CPU family's set (from code whose samples are known to be right, e.g. the commit that shipped the
-models): ``python tests/test_demo_hashes.py``. When a change is MEANT to alter samples, re-record every
-family's set on a machine of that family (or remove the sets that cannot be re-recorded).
-"""
+Record this CPU family's set (from code whose samples are known to be right, e.g. the commit that
+shipped the models): ``python tests/test_demo_hashes.py``. When a change is MEANT to alter samples,
+re-record every family's set on a machine of that family (or remove the sets that cannot be
+re-recorded)."""
 
 import hashlib
 import json
@@ -49,8 +51,9 @@ def sample_hash(paradigm, loops, guidance):
 
     generator = load_generator(ASSETS / paradigm)
     steps = 4 if paradigm == "diffusion" else None  # a few denoising steps keep the test fast
-    # one thread, as the hashes were recorded: some kernels sum in another order with more threads (the video
-    # model's samples change on 2 threads), so the hash must not depend on the machine or on which test ran first
+    # one thread, as the hashes were recorded: some kernels sum in another order with more threads
+    # (the video model's samples change on 2 threads), so the hash must not depend on the machine or
+    # on which test ran first
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

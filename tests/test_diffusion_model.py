@@ -1,4 +1,5 @@
-"""The DiT-style ELT generator: patches, adaLN-Zero start, CFG, loop schedules, determinism, FLOPs, ILSD terms."""
+"""The DiT-style ELT generator: patches, adaLN-Zero start, CFG, loop schedules, determinism, FLOPs,
+ILSD terms."""
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ def tiny(*extra, perturb=True):
     return generator
 
 
-# -- patches ----------------------------------------------------------------------------------------------------
+# -- patches ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "shape,patch", [((2, 3, 8, 12), (2, 4)), ((2, 4, 4, 8, 6), (2, 4, 3)), ((1, 1, 6), (3,))]
 )
@@ -46,7 +47,8 @@ def test_patchify_round_trips_in_2d_and_3d(shape, patch):
 
 
 def test_patch_tokens_follow_the_positional_grid_order():
-    """Token i covers the patch at grid coordinate i in row-major order, the order sincos_embedding uses."""
+    """Token i covers the patch at grid coordinate i in row-major order, the order sincos_embedding
+    uses."""
     t, h, w = 2, 4, 6
     coords = torch.stack(
         torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
@@ -70,7 +72,7 @@ def test_patchify_rejects_indivisible_sizes():
         patchify(torch.zeros(1, 1, 8, 8), (2, 2, 2))
 
 
-# -- initialisation -----------------------------------------------------------------------------------------
+# -- initialisation --------------------------------------------------------------------------------
 def test_adaln_zero_makes_every_block_the_identity_at_step_zero():
     generator = tiny(perturb=False)
     torch.manual_seed(1)
@@ -87,7 +89,7 @@ def test_adaln_zero_makes_every_block_the_identity_at_step_zero():
     )  # zero-initialised head
 
 
-# -- guidance, loops, determinism --------------------------------------------------------------------------------
+# -- guidance, loops, determinism ------------------------------------------------------------------
 def test_cfg_scale_one_is_the_conditional_prediction_and_guides_every_channel():
     generator = tiny("data.channels=3")
     torch.manual_seed(2)
@@ -160,7 +162,7 @@ def test_gflops_count_steps_loops_and_guidance():
     assert mixed == pytest.approx(two)
 
 
-# -- training terms ---------------------------------------------------------------------------------------------
+# -- training terms --------------------------------------------------------------------------------
 def test_training_loss_has_ilsd_terms_and_vanilla_has_teacher_only():
     generator = tiny().train()
     batch = (torch.rand(8, 1, 8, 8) * 2 - 1, torch.arange(8) % 4)

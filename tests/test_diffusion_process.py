@@ -1,4 +1,5 @@
-"""The diffusion process: schedule marginals, exact target conversions, weightings, and the samplers."""
+"""The diffusion process: schedule marginals, exact target conversions, weightings, and the
+samplers."""
 
 import math
 
@@ -78,7 +79,8 @@ def test_velocity_targets_are_the_path_derivatives():
 @pytest.mark.parametrize("interpolant,schedule", PATHS)
 @pytest.mark.parametrize("prediction", ["x0", "eps", "v"])
 def test_weightings_equal_the_plain_mse_they_name(interpolant, schedule, prediction):
-    """w(t)·‖x̂0 − x0‖² with weighting=P equals the unweighted MSE on target P, whatever the network outputs."""
+    """w(t)·‖x̂0 − x0‖² with weighting=P equals the unweighted MSE on target P, whatever the network
+    outputs."""
     torch.manual_seed(1)
     x0, eps = (
         torch.randn(8, 2, 4, 4, dtype=torch.float64),
@@ -97,7 +99,8 @@ def test_weightings_equal_the_plain_mse_they_name(interpolant, schedule, predict
         )  # the same estimate, expressed as target P
         want = (prediction_hat - process.target(x0, eps, t)).pow(2).flatten(1).mean(1).mean()
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-9)
-    # sigmoid weighting in x0 space is Kingma & Gao's sigmoid(b − λ)-weighted eps-MSE, up to the constant e^b
+    # sigmoid weighting in x0 space is Kingma & Gao's sigmoid(b − λ)-weighted eps-MSE, up to the
+    # constant e^b
     sig = make(interpolant, schedule, weighting="sigmoid", sigmoid_bias=-2.0)
     lam = sig.logsnr(t)
     eps_mse = (eps_hat - eps).pow(2).flatten(1).mean(1)
@@ -114,9 +117,10 @@ def test_bad_names_are_rejected():
         build_sampler("heun")
 
 
-# -- samplers ---------------------------------------------------------------------------------------------------
+# -- samplers --------------------------------------------------------------------------------------
 def oracle_for_point(process, target_x0):
-    """A perfect network for data that is always ``target_x0``: outputs the true target at (z, t)."""
+    """A perfect network for data that is always ``target_x0``: outputs the true target at (z,
+    t)."""
 
     def denoise(z, t, loops):
         x0 = target_x0.expand_as(z)
@@ -138,7 +142,8 @@ def test_sampler_recovers_the_data_with_the_true_x0(interpolant, schedule, predi
 
 
 def gaussian_oracle(process, mean, std):
-    """Posterior-mean denoiser E[x0 | z_t] for 1-D data x0 ~ N(mean, std²): the optimal x0-predictor."""
+    """Posterior-mean denoiser E[x0 | z_t] for 1-D data x0 ~ N(mean, std²): the optimal
+    x0-predictor."""
 
     def denoise(z, t, loops):
         alpha, sigma = (c.to(z.dtype).view(-1, 1) for c in process.alpha_sigma(t))

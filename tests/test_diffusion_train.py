@@ -1,5 +1,6 @@
-"""End to end: a tiny pixel-space run whose loss falls, the CLI (train → sample → info), and the latent path
-through a random-weight VAE of the SD layout (encode once, cache, train, decode samples)."""
+"""End to end: a tiny pixel-space run whose loss falls, the CLI (train → sample → info), and the
+latent path through a random-weight VAE of the SD layout (encode once, cache, train, decode
+samples)."""
 
 import json
 
@@ -46,8 +47,9 @@ def read_log(run_dir):
     ],
 )
 def test_tiny_cpu_run_loss_falls(tmp_path, objective):
-    # 120 steps: the flow objective's v-loss has a large irreducible part and at 80 steps fell to 0.68x (the
-    # paper's loop) and 0.70x (the config's input injection), on the bar; at 120 steps 0.63x
+    # 120 steps: the flow objective's v-loss has a large irreducible part and at 80 steps fell to
+    # 0.68x (the paper's loop) and 0.70x (the config's input injection), on the bar; at 120 steps
+    # 0.63x
     cfg = load_config(
         "fmnist_diffusion",
         [*TINY, *objective, "train.steps=120", f"train.out_dir={tmp_path / 'run'}"],

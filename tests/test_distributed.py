@@ -1,5 +1,6 @@
-"""Data-parallel training on the gloo backend (CPU): 2 processes under torchrun follow the loss curve of
-1 process with the same global batch; sharded sampling writes the images 1 process writes."""
+"""Data-parallel training on the gloo backend (CPU): 2 processes under torchrun follow the loss
+curve of 1 process with the same global batch; sharded sampling writes the images 1 process
+writes."""
 
 import json
 import os
@@ -89,8 +90,9 @@ def assert_same_training(one_dir, two_dir):
         a, b = load_file(str(Path(one_dir, last, name))), load_file(str(Path(two_dir, last, name)))
         assert a.keys() == b.keys()
         for key in a:
-            # The key bias gets no gradient (softmax is shift-invariant), so Adam turns float rounding
-            # noise into lr-sized steps there: qkv is compared through the model's outputs below.
+            # The key bias gets no gradient (softmax is shift-invariant), so Adam turns float
+            # rounding noise into lr-sized steps there: qkv is compared through the model's outputs
+            # below.
             if ".attn.qkv." not in key:
                 torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6, msg=f"{name}:{key}")
     for ema in (False, True):
@@ -167,9 +169,9 @@ def test_two_gloo_processes_match_one_process_ddp(det_paradigm, tmp_path):
 
 @pytest.mark.slow
 def test_two_gloo_processes_fsdp_with_resume(det_paradigm, tmp_path):
-    """FSDP2 (fully_shard) on gloo: same curve as one process, and a checkpoint written at step 4 in the
-    gathered format (train.checkpoint_format=full; the FSDP default, dcp, is tested below) resumes to the same
-    end point."""
+    """FSDP2 (fully_shard) on gloo: same curve as one process, and a checkpoint written at step 4 in
+    the gathered format (train.checkpoint_format=full; the FSDP default, dcp, is tested below)
+    resumes to the same end point."""
     one = tmp_path / "one"
     single_process_run(one)
     two = tmp_path / "two"
@@ -208,8 +210,9 @@ def test_two_gloo_processes_fsdp_with_resume(det_paradigm, tmp_path):
     ],
 )
 def test_fsdp_units_with_gradient_accumulation_match_one_process(det_paradigm, tmp_path, extra):
-    """FSDP2 per block with one gather reused across loops, and the one-unit wrap, each accumulating two
-    micro-batches per rank without syncing the first: the 1-process curve (no accumulation), step by step."""
+    """FSDP2 per block with one gather reused across loops, and the one-unit wrap, each accumulating
+    two micro-batches per rank without syncing the first: the 1-process curve (no accumulation),
+    step by step."""
     one = tmp_path / "one"
     single_process_run(one)
     two = tmp_path / "two"
@@ -232,9 +235,9 @@ def test_ddp_with_gradient_accumulation_matches_one_process(det_paradigm, tmp_pa
 
 @pytest.mark.slow
 def test_sharded_dcp_checkpoint_from_two_processes_resumes_in_one(det_paradigm, tmp_path):
-    """FSDP per block, train.checkpoint_format=dcp: 2 gloo processes write their shards at step 4 (and resume
-    from them); one process then resumes the same checkpoint (re-sharded on load) and ends where an
-    uninterrupted 1-process run ends."""
+    """FSDP per block, train.checkpoint_format=dcp: 2 gloo processes write their shards at step 4
+    (and resume from them); one process then resumes the same checkpoint (re-sharded on load) and
+    ends where an uninterrupted 1-process run ends."""
     one = tmp_path / "one"
     single_process_run(one)
     two = tmp_path / "two"
@@ -272,8 +275,9 @@ def test_sharded_dcp_checkpoint_from_two_processes_resumes_in_one(det_paradigm, 
 
 @pytest.mark.slow
 def test_elt_eval_sharded_over_two_processes_matches_one(det_paradigm, tmp_path):
-    """`elt eval` under torchrun: the ranks generate their shares, rank 0 scores and writes the table one
-    process writes (the same samples: batch b has seed seed + b on whichever rank draws it)."""
+    """`elt eval` under torchrun: the ranks generate their shares, rank 0 scores and writes the
+    table one process writes (the same samples: batch b has seed seed + b on whichever rank draws
+    it)."""
     one = tmp_path / "one"
     single_process_run(one)
     env = {
@@ -339,7 +343,8 @@ PARADIGM_OVERRIDES = {
         "train.lr=0.001",
         "train.warmup_steps=2",
     ],
-    # masked tokens (tokenizer trained once by the 1-process run and shared): masks and label dropout
+    # masked tokens (tokenizer trained once by the 1-process run and shared): masks and label
+    # dropout
     "masked": [
         "paradigm=masked",
         "model.width=32",
@@ -373,8 +378,9 @@ COMMON = [
 def test_two_gloo_processes_reproduce_one_process_with_real_randomness(
     paradigm, det_paradigm, tmp_path, capsys
 ):
-    """With noise, masks, timesteps and label dropout drawn per global sample index, 2 ranks follow the
-    1-process loss curve up to float reduction order (the figure is printed for docs/distributed.md)."""
+    """With noise, masks, timesteps and label dropout drawn per global sample index, 2 ranks follow
+    the 1-process loss curve up to float reduction order (the figure is printed for
+    docs/distributed.md)."""
     from elt.data.fashion_mnist import DataNotFoundError, locate
 
     if paradigm != "toy":
@@ -402,5 +408,6 @@ def test_two_gloo_processes_reproduce_one_process_with_real_randomness(
             )
     with capsys.disabled():
         print(
-            f"\n{paradigm}: 2 gloo ranks vs 1 process, max relative loss difference over 6 steps: {worst:.2e}"
+            f"\n{paradigm}: 2 gloo ranks vs 1 process, max relative loss difference over 6 steps: "
+            f"{worst:.2e}"
         )

@@ -1,10 +1,11 @@
 """The documentation builds and its tutorials run as written.
 
-``mkdocs build --strict`` fails on a broken link, a missing anchor or an unresolved API reference. Each
-tutorial's fenced ``bash`` and ``python`` blocks are run in order, in a fresh folder, as a reader would
-paste them: ``elt …`` commands through ``elt.cli.main`` in this process, Python blocks with ``exec``. Only
-sizes change, by *appending* arguments (a later ``key=value`` or flag wins), listed per tutorial below; the
-paper-row tutorial's GPU commands also get CPU paths in place of ``/data`` and ``/models``."""
+``mkdocs build --strict`` fails on a broken link, a missing anchor or an unresolved API reference.
+Each tutorial's fenced ``bash`` and ``python`` blocks are run in order, in a fresh folder, as a
+reader would paste them: ``elt …`` commands through ``elt.cli.main`` in this process, Python blocks
+with ``exec``. Only sizes change, by *appending* arguments (a later ``key=value`` or flag wins),
+listed per tutorial below; the paper-row tutorial's GPU commands also get CPU paths in place of
+``/data`` and ``/models``."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def fenced_blocks(text: str) -> list[tuple[str, str]]:
 
 
 def shell_commands(body: str) -> list[list[str]]:
-    """A bash block as argument lists: continuation lines joined, comments and blank lines dropped."""
+    """A bash block as argument lists: continuation lines joined, comments and blank lines
+    dropped."""
     joined = re.sub(r"\\\n\s*", " ", body)
     commands = []
     for line in joined.splitlines():
@@ -52,8 +54,8 @@ def elt_argv(argv: list[str]) -> list[str]:
 
 
 def run_tutorial(page: Path, extra_args, namespace: dict | None = None) -> list[list[str]]:
-    """Run every block of ``page`` in the current directory; ``extra_args(argv)`` gives the arguments appended
-    to an ``elt`` command. Returns the commands run (as elt argument lists)."""
+    """Run every block of ``page`` in the current directory; ``extra_args(argv)`` gives the
+    arguments appended to an ``elt`` command. Returns the commands run (as elt argument lists)."""
     ran = []
     namespace = {} if namespace is None else namespace
     for lang, body in fenced_blocks(page.read_text()):
@@ -68,7 +70,7 @@ def run_tutorial(page: Path, extra_args, namespace: dict | None = None) -> list[
     return ran
 
 
-# -- the site ------------------------------------------------------------------------------------------------------
+# -- the site --------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_mkdocs_builds_strict(tmp_path):
     mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent)) or shutil.which("mkdocs")
@@ -114,7 +116,10 @@ def test_pages_narrate_no_history():
 
 
 def test_shell_commands_join_continuations_and_drop_comments():
-    body = "# a comment\nelt train cfg a=1 \\\n    b=2   # why\n\ntorchrun --nproc_per_node 8 -m elt.cli prepare x\n"
+    body = (
+        "# a comment\nelt train cfg a=1 \\\n    b=2   # why\n\n"
+        "torchrun --nproc_per_node 8 -m elt.cli prepare x\n"
+    )
     assert shell_commands(body) == [
         ["elt", "train", "cfg", "a=1", "b=2"],
         ["torchrun", "--nproc_per_node", "8", "-m", "elt.cli", "prepare", "x"],
@@ -122,7 +127,7 @@ def test_shell_commands_join_continuations_and_drop_comments():
     assert elt_argv(shell_commands(body)[1]) == ["prepare", "x"]
 
 
-# -- tutorial (a): your own image folder ---------------------------------------------------------------------------
+# -- tutorial (a): your own image folder -----------------------------------------------------------
 TINY_DIFFUSION = [
     "model.width=32",
     "model.heads=2",
@@ -162,7 +167,7 @@ def test_tutorial_image_folder(tmp_path, monkeypatch):
     assert namespace["images"].shape == (2, 32, 32, 3) and namespace["generator"].trained_loops == 4
 
 
-# -- tutorial (b): any-time inference in a service -----------------------------------------------------------------
+# -- tutorial (b): any-time inference in a service -------------------------------------------------
 @pytest.mark.slow
 def test_tutorial_anytime_service(tmp_path, monkeypatch):
     from elt.data.fashion_mnist import DataNotFoundError, locate
@@ -205,11 +210,12 @@ def test_tutorial_anytime_service(tmp_path, monkeypatch):
     assert namespace["fast"] in points and namespace["best"] in points
 
 
-# -- tutorial (c): a paper row on a GPU node -----------------------------------------------------------------------
+# -- tutorial (c): a paper row on a GPU node -------------------------------------------------------
 @pytest.mark.slow
 def test_tutorial_paper_row_at_tiny_size_on_cpu(tmp_path, monkeypatch):
-    """prepare, train and sample run on a CPU (paths to generated data, tiny sizes appended); the FID command
-    is parsed only: it needs torch-fidelity, the Inception weights and ADM's reference batch."""
+    """prepare, train and sample run on a CPU (paths to generated data, tiny sizes appended); the
+    FID command is parsed only: it needs torch-fidelity, the Inception weights and ADM's reference
+    batch."""
     pytest.importorskip("diffusers")
     from elt.cli import build_parser
     from test_prepare import write_images
@@ -282,8 +288,9 @@ def test_tutorial_paper_row_at_tiny_size_on_cpu(tmp_path, monkeypatch):
 
 
 def test_docs_assets_map_names_pictures_the_pages_show():
-    """scripts/docs_assets.sh copies regenerated pictures from results/ into docs/assets/: every target it names
-    exists and is shown by a page, and every source lies under results/ (where the scripts write)."""
+    """scripts/docs_assets.sh copies regenerated pictures from results/ into docs/assets/: every
+    target it names exists and is shown by a page, and every source lies under results/ (where the
+    scripts write)."""
     script = (ROOT / "scripts" / "docs_assets.sh").read_text()
     mapping = re.search(r"<<'MAP'\n(.*?)\nMAP", script, flags=re.S).group(1).splitlines()
     pages = "\n".join(p.read_text() for p in DOCS.rglob("*.md"))

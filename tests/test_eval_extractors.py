@@ -1,5 +1,6 @@
-"""Feature extractors: the shipped Fashion-MNIST classifier, Inception (torch-fidelity) and I3D (TorchScript),
-all offline; the pretrained-weights paths run on random weights of the real layout."""
+"""Feature extractors: the shipped Fashion-MNIST classifier, Inception (torch-fidelity) and I3D
+(TorchScript), all offline; the pretrained-weights paths run on random weights of the real
+layout."""
 
 import hashlib
 import json
@@ -40,7 +41,7 @@ def fmnist_or_skip(split="test"):
         pytest.skip("Fashion-MNIST not installed (make data)")
 
 
-# -- the domain classifier ------------------------------------------------------------------------------------
+# -- the domain classifier -------------------------------------------------------------------------
 def test_model_input_pads_28_to_32_with_background():
     images = np.full((2, 28, 28), 255, np.uint8)
     x = to_model_input(images)
@@ -136,7 +137,7 @@ def test_classifier_parameter_budget():
     assert sum(p.numel() for p in FMNISTClassifier().parameters()) < 500_000  # < 2 MB as float32
 
 
-# -- Inception (torch-fidelity) -------------------------------------------------------------------------------
+# -- Inception (torch-fidelity) --------------------------------------------------------------------
 @pytest.fixture
 def no_inception_weights(monkeypatch, tmp_path):
     monkeypatch.delenv(inception.INCEPTION_ENV, raising=False)
@@ -190,7 +191,8 @@ def test_full_sha256_check(tmp_path):
 
 
 def random_inception_file(path, monkeypatch):
-    """torch-fidelity's Inception with random weights, saved like the real .pth (same keys and shapes)."""
+    """torch-fidelity's Inception with random weights, saved like the real .pth (same keys and
+    shapes)."""
     import torch_fidelity.feature_extractor_inceptionv3 as fe
 
     with monkeypatch.context() as patch:  # build without loading (the real loader would download)
@@ -230,7 +232,7 @@ def test_inception_features_on_random_weights(tmp_path, monkeypatch):
     assert values["is"] >= 1.0 and values["is_std"] == 0.0
 
 
-# -- I3D (TorchScript) ----------------------------------------------------------------------------------------------
+# -- I3D (TorchScript) -----------------------------------------------------------------------------
 class TinyI3D(nn.Module):
     """The StyleGAN-V i3d_torchscript.pt contract at toy size: N×3×T×H×W in [0, 255] → N×400."""
 
@@ -313,7 +315,7 @@ def test_fvd_suite_and_missing_i3d(tmp_path, monkeypatch):
         I3DFeatures(tmp_path / "none.pt")
 
 
-# -- references ------------------------------------------------------------------------------------------------------
+# -- references ------------------------------------------------------------------------------------
 def test_reference_npz_stats_and_folder(tmp_path):
     from PIL import Image
 

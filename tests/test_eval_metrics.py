@@ -19,7 +19,7 @@ def random_spd(d, rng, scale=1.0):
     return scale * (a @ a.T / d + 0.1 * np.eye(d))
 
 
-# -- Fréchet distance ------------------------------------------------------------------------------------------
+# -- Fréchet distance ------------------------------------------------------------------------------
 def test_frechet_closed_form_diagonal_and_shared_eigenbasis():
     rng = np.random.default_rng(0)
     mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
@@ -33,7 +33,8 @@ def test_frechet_closed_form_diagonal_and_shared_eigenbasis():
 
 
 def test_frechet_closed_form_non_commuting_2d():
-    # For 2×2 SPD A, B: tr((AB)^½) = sqrt(tr(AB) + 2 sqrt(det A det B)) (eigenvalues of AB are positive)
+    # For 2×2 SPD A, B: tr((AB)^½) = sqrt(tr(AB) + 2 sqrt(det A det B)) (eigenvalues of AB are
+    # positive)
     a = np.array([[2.0, 0.7], [0.7, 1.0]])
     b = np.array([[0.5, -0.3], [-0.3, 1.5]])
     assert not np.allclose(a @ b, b @ a)
@@ -86,7 +87,7 @@ def test_frechet_rejects_mismatched_shapes():
         gaussian_stats(np.zeros((1, 3)))
 
 
-# -- KID -----------------------------------------------------------------------------------------------------------
+# -- KID -------------------------------------------------------------------------------------------
 def brute_force_mmd2(x, y):
     d = x.shape[1]
     k = lambda a, b: (a @ b.T / d + 1) ** 3  # noqa: E731
@@ -135,7 +136,7 @@ def test_kid_grows_with_distribution_shift():
     assert values[0] < values[1] < values[2]
 
 
-# -- precision / recall / density / coverage ----------------------------------------------------------------------
+# -- precision / recall / density / coverage -------------------------------------------------------
 def brute_force_prdc(real, fake, k):
     drr = np.linalg.norm(real[:, None] - real[None], axis=-1)
     dff = np.linalg.norm(fake[:, None] - fake[None], axis=-1)
@@ -199,7 +200,7 @@ def test_prdc_needs_more_points_than_k():
         prdc(np.zeros((3, 2)), np.zeros((10, 2)), k=5)
 
 
-# -- classifier-based metrics -------------------------------------------------------------------------------------
+# -- classifier-based metrics ----------------------------------------------------------------------
 def test_inception_score_extremes_and_splits():
     uniform = np.zeros((10_000, 7))
     assert inception_score(uniform) == pytest.approx((1.0, 0.0))

@@ -1,5 +1,5 @@
-"""The quality-vs-compute sweep and ``elt eval`` on a trained tiny checkpoint (the tests' toy paradigm), with
-an injected metric suite for its 4×4 images."""
+"""The quality-vs-compute sweep and ``elt eval`` on a trained tiny checkpoint (the tests' toy
+paradigm), with an injected metric suite for its 4×4 images."""
 
 import csv
 import json
@@ -24,7 +24,8 @@ NUM_CLASSES = 4
 
 
 class TemplateExtractor:
-    """Features = pixels; logits = minus the distance to each class template (a nearest-template classifier)."""
+    """Features = pixels; logits = minus the distance to each class template (a nearest-template
+    classifier)."""
 
     name = "toy-templates"
 
@@ -153,8 +154,8 @@ def test_sweep_writes_json_csv_png_with_provenance(toy_runs, toy_paradigm, tmp_p
 
 
 def test_provenance_says_which_steps_a_default_request_used(toy_runs, toy_paradigm):
-    """``steps`` in the provenance is the request (null: each checkpoint's default); ``steps_used`` is what the
-    rows ran with, resolved from the checkpoint's ``sampling.steps``."""
+    """``steps`` in the provenance is the request (null: each checkpoint's default); ``steps_used``
+    is what the rows ran with, resolved from the checkpoint's ``sampling.steps``."""
     from omegaconf import OmegaConf
 
     gen = elt.load(toy_runs / "ilsd")
@@ -235,8 +236,9 @@ print(memory.peak_mib)
 
 
 def test_peak_memory_sees_a_large_allocation():
-    # A fresh process: in a long pytest process the allocator may serve the block from pages it already holds,
-    # and RSS (the CPU measure) then does not grow; the mechanism is what is tested here.
+    # A fresh process: in a long pytest process the allocator may serve the block from pages it
+    # already holds, and RSS (the CPU measure) then does not grow; the mechanism is what is tested
+    # here.
     import subprocess
     import sys
 
@@ -250,7 +252,8 @@ def test_peak_memory_sees_a_large_allocation():
 RESIDENT_SCRIPT = """
 import torch
 from elt.eval.sweep import PeakMemory
-block = torch.ones(64 * 2**20 // 4)  # 64 MiB, resident before the window (like a warm-up's working set)
+# 64 MiB, resident before the window (like a warm-up's working set)
+block = torch.ones(64 * 2**20 // 4)
 block.add_(1)  # the warm-up call (the first op sets up torch's CPU kernels)
 with PeakMemory(torch.device("cpu")) as memory:
     block.add_(1)  # in place: the RSS cannot grow, so there is nothing to measure
@@ -534,10 +537,10 @@ def test_elt_eval_cli_errors_are_one_line(toy_runs, toy_paradigm, tmp_path, monk
     assert "64×64×3" in err and "--metrics inception" in err
 
 
-# -- a real end-to-end run: a tiny looped generator of 32×32 Fashion-MNIST images, the shipped classifier --------
+# -- a real end-to-end run: a tiny looped generator of 32×32 Fashion-MNIST images, the shipped class
 class FMNISTPatchGenerator(ToyGenerator):
-    """The toy generator at real Fashion-MNIST size: 32×32 images in 8×8 patches (blurry blobs after a few
-    steps; enough to exercise the sweep with the shipped classifier)."""
+    """The toy generator at real Fashion-MNIST size: 32×32 images in 8×8 patches (blurry blobs after
+    a few steps; enough to exercise the sweep with the shipped classifier)."""
 
     size = 32
     patch = 8
@@ -634,7 +637,8 @@ def test_a_floor_worse_than_a_model_warns_with_the_n_it_would_need(tmp_path, cap
     )  # a floor below every model: no warning
     assert floor_warning(None, rows) is None
 
-    # the command line prints it as one warning line (here through 'elt eval merge' of a saved record)
+    # the command line prints it as one warning line (here through 'elt eval merge' of a saved
+    # record)
     record = {
         "provenance": {"n": 64, "loops": [1, 3]},
         "floor": {"n": 64, "fd_cls": 9.0},
@@ -651,8 +655,8 @@ def test_a_floor_worse_than_a_model_warns_with_the_n_it_would_need(tmp_path, cap
 
 
 def test_a_real_vs_real_frechet_floor_falls_as_one_over_n():
-    """The premise of the warning's estimate: between two samples of one distribution the Fréchet distance is
-    estimation bias, ∝ 1/N."""
+    """The premise of the warning's estimate: between two samples of one distribution the Fréchet
+    distance is estimation bias, ∝ 1/N."""
     from elt.eval.frechet import frechet_distance_features
 
     rng = np.random.default_rng(0)

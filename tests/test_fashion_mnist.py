@@ -1,4 +1,5 @@
-"""Fashion-MNIST loading: real files from the Debian package, IDX parsing, and the not-found error."""
+"""Fashion-MNIST loading: real files from the Debian package, IDX parsing, and the not-found
+error."""
 
 import gzip
 import struct

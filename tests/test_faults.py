@@ -49,7 +49,7 @@ def files_under(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-# -- export ----------------------------------------------------------------------------------------------
+# -- export ----------------------------------------------------------------------------------------
 def test_export_never_writes_into_its_source(toy_paradigm, tmp_path, capsys):
     final = train(toy_cfg(tmp_path / "run", "train.steps=3"), progress=False)
     before = {p.name: p.read_bytes() for p in final.iterdir()}
@@ -68,9 +68,10 @@ def test_export_never_writes_into_its_source(toy_paradigm, tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
 
-# -- NaN / Inf ---------------------------------------------------------------------------------------------
+# -- NaN / Inf -------------------------------------------------------------------------------------
 def poison_after(trainer, bad_step):
-    """Make the optimizer step that ends step ``bad_step`` write NaN into one weight (loss still finite)."""
+    """Make the optimizer step that ends step ``bad_step`` write NaN into one weight (loss still
+    finite)."""
     real_step = trainer.optimizer.step
 
     def step(*args, **kwargs):
@@ -146,7 +147,7 @@ def test_nan_weights_stop_the_cli_with_one_line(toy_paradigm, tmp_path, capsys, 
     )
 
 
-# -- the run lock ----------------------------------------------------------------------------------------------
+# -- the run lock ----------------------------------------------------------------------------------
 HOLD_LOCK = textwrap.dedent("""
     import sys, time
     from elt.fileio import exclusive_lock
@@ -209,9 +210,10 @@ def test_lock_is_reentrant_in_one_process_and_exclusive_across(tmp_path):
     assert not (tmp_path / "r").exists()  # created by the lock, nothing else written: removed again
 
 
-# -- disk full ----------------------------------------------------------------------------------------------
+# -- disk full -------------------------------------------------------------------------------------
 def enospc_after(real, fail: list[int]):
-    """``real`` that writes a partial file and raises ENOSPC on the calls whose index is in ``fail``."""
+    """``real`` that writes a partial file and raises ENOSPC on the calls whose index is in
+    ``fail``."""
     calls = [0]
 
     def write(tensors, filename, *args, **kwargs):
@@ -240,7 +242,8 @@ def test_disk_full_during_checkpoint_is_one_line_and_resume_works(
         "train.tensorboard=false",
         f"train.out_dir={run}",
     ]
-    # save_file is called twice per checkpoint (raw, EMA): fail the EMA write of the step-4 checkpoint
+    # save_file is called twice per checkpoint (raw, EMA): fail the EMA write of the step-4
+    # checkpoint
     monkeypatch.setattr(ckpt_mod, "save_file", enospc_after(ckpt_mod.save_file, fail=[4]))
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -320,7 +323,7 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]
 
 
-# -- logs -----------------------------------------------------------------------------------------------------
+# -- logs ------------------------------------------------------------------------------------------
 def test_fresh_start_rotates_the_log_and_partial_lines_do_not_break_resume(
     toy_paradigm, tmp_path, capsys
 ):
@@ -354,7 +357,7 @@ def test_fresh_start_rotates_the_log_and_partial_lines_do_not_break_resume(
     assert "unreadable line" in capsys.readouterr().err
 
 
-# -- untrusted run directories ---------------------------------------------------------------------------------
+# -- untrusted run directories ---------------------------------------------------------------------
 def test_checkpoint_configs_are_not_interpolated_and_latest_stays_inside(
     toy_paradigm, tmp_path, monkeypatch
 ):
@@ -379,7 +382,8 @@ def test_checkpoint_configs_are_not_interpolated_and_latest_stays_inside(
     for pointer in ("../../elsewhere", str(elsewhere), "step_0000002/../../../elsewhere"):
         (root / "latest").write_text(pointer)
         assert resolve_checkpoint(tmp_path / "run") == final
-    # environment variables are never resolved into a run's saved config: refused before any file is written
+    # environment variables are never resolved into a run's saved config: refused before any file is
+    # written
     cfg = toy_cfg(
         tmp_path / "run2", "train.steps=1", "train.wandb_project=${oc.env:ELT_TEST_SECRET}"
     )
@@ -400,7 +404,7 @@ def test_device_names_are_validated():
             resolve_device("cuda")
 
 
-# -- odd image modes ----------------------------------------------------------------------------------------------
+# -- odd image modes -------------------------------------------------------------------------------
 def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path):
     from elt.data.folders import ImageFolder
 

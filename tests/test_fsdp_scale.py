@@ -1,7 +1,8 @@
-"""The FSDP scale path on gloo (CPU): mixed precision never casts the regression targets or the loss, and
-bf16 under FSDP follows bf16 under DDP; the model is built on the meta device and materialised shard by
-shard with the weights one process starts from; the EMA is sharded like its parameters; checkpoints are
-DCP by default under FSDP and their safetensors are streamed from the shards."""
+"""The FSDP scale path on gloo (CPU): mixed precision never casts the regression targets or the
+loss, and bf16 under FSDP follows bf16 under DDP; the model is built on the meta device and
+materialised shard by shard with the weights one process starts from; the EMA is sharded like its
+parameters; checkpoints are DCP by default under FSDP and their safetensors are streamed from the
+shards."""
 
 import json
 from pathlib import Path
@@ -27,8 +28,9 @@ def rank_info(run_dir, rank):
 
 @pytest.mark.slow
 def test_bf16_fsdp_follows_bf16_ddp_and_keeps_targets_and_loss_fp32(det_paradigm, tmp_path):
-    """Same seed, 20 steps of bf16 autocast on 2 gloo processes: FSDP (bf16 block gathers) against DDP.
-    Fails before the fix: FSDP's root unit cast the batch, so the target reached the loss in bf16."""
+    """Same seed, 20 steps of bf16 autocast on 2 gloo processes: FSDP (bf16 block gathers) against
+    DDP. Fails before the fix: FSDP's root unit cast the batch, so the target reached the loss in
+    bf16."""
     ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
     torchrun([str(ddp), *DET_OVERRIDES, *BF16], timeout=300)
     torchrun([str(fsdp), *DET_OVERRIDES, *BF16, "train.distributed=fsdp"], timeout=300)
@@ -49,8 +51,9 @@ def test_bf16_fsdp_follows_bf16_ddp_and_keeps_targets_and_loss_fp32(det_paradigm
 
 @pytest.mark.slow
 def test_fsdp_meta_init_matches_one_process_build_and_shards_the_ema(det_paradigm, tmp_path):
-    """Rank 1 builds the looped core on the meta device; after materialisation the gathered weights equal a
-    normal 1-process build with the same seed, bit for bit; the EMA holds only this rank's shards."""
+    """Rank 1 builds the looped core on the meta device; after materialisation the gathered weights
+    equal a normal 1-process build with the same seed, bit for bit; the EMA holds only this rank's
+    shards."""
     run, dump = tmp_path / "run", tmp_path / "dump"
     dump.mkdir()
     overrides = [*DET_OVERRIDES, "train.distributed=fsdp", "train.steps=2", "train.sample_every=0"]

@@ -1,12 +1,13 @@
-"""Fuzz the command line: ``key=value`` overrides of ``elt train`` (tiny toy sizes) and the flags of ``elt sample``
-and ``elt eval``, drawn by Hypothesis from values a hostile or careless user types (out of range, wrong type,
-non-finite, huge, empty, interpolations, paths on pseudo filesystems) mixed with valid ones.
+"""Fuzz the command line: ``key=value`` overrides of ``elt train`` (tiny toy sizes) and the flags of
+``elt sample`` and ``elt eval``, drawn by Hypothesis from values a hostile or careless user types
+(out of range, wrong type, non-finite, huge, empty, interpolations, paths on pseudo filesystems)
+mixed with valid ones.
 
-Each example runs ``elt`` in-process in a fresh working directory under a per-case time limit and checks: no
-traceback (any exception but the CLI's own exit fails the example), no hang, an exit status of 0 or 2 whose
-refusal is an ``elt ...: error:`` line, nothing left behind by a refusal (no file at all when it came before
-the work started, never a temporary file). Derandomized: the same examples on every run.
-"""
+Each example runs ``elt`` in-process in a fresh working directory under a per-case time limit and
+checks: no traceback (any exception but the CLI's own exit fails the example), no hang, an exit
+status of 0 or 2 whose refusal is an ``elt ...: error:`` line, nothing left behind by a refusal (no
+file at all when it came before the work started, never a temporary file). Derandomized: the same
+examples on every run."""
 
 from __future__ import annotations
 

@@ -1,19 +1,19 @@
 """Hostile files and lost data (issue 33), one table per class:
 
-- DATA_LOSS: a run's checkpoints are never replaced by another run, commands that write into a run directory
-  take its lock, nothing is written into the installed package, damaged checkpoints are named;
-- DISK_FULL: a file-size limit (``RLIMIT_FSIZE`` in a subprocess) while checkpointing, exporting or saving a
-  tokenizer is one line, leaves no temporary folder and keeps the previous checkpoint;
-- PLANTED: symbolic links planted in a run (lock, log, step folders, checkpoint files, temporary names) are
-  never followed, environment variables are never resolved into a saved config;
-- MALFORMED: damaged or foreign input files (object-array ``.npz``, pickles as weights, garbage I3D weights,
-  image folders whose every file is corrupt) are one line, never a traceback.
+- DATA_LOSS: a run's checkpoints are never replaced by another run, commands that write into a run
+  directory take its lock, nothing is written into the installed package, damaged checkpoints are
+  named;
+- DISK_FULL: a file-size limit (``RLIMIT_FSIZE`` in a subprocess) while checkpointing, exporting or
+  saving a tokenizer is one line, leaves no temporary folder and keeps the previous checkpoint;
+- PLANTED: symbolic links planted in a run (lock, log, step folders, checkpoint files, temporary
+  names) are never followed, environment variables are never resolved into a saved config;
+- MALFORMED: damaged or foreign input files (object-array ``.npz``, pickles as weights, garbage I3D
+  weights, image folders whose every file is corrupt) are one line, never a traceback.
 
-Each case builds its inputs in a fresh folder, snapshots every file below the test's folder (content hashes,
-link targets) and the shared toy run, runs ``elt ...`` and checks: the exit status, exactly the expected
-number of stderr lines (one for an error) without "Traceback" or the planted secret, the expected words, no
-new or changed file (refusals), and a bound on the wall time.
-"""
+Each case builds its inputs in a fresh folder, snapshots every file below the test's folder (content
+hashes, link targets) and the shared toy run, runs ``elt ...`` and checks: the exit status, exactly
+the expected number of stderr lines (one for an error) without "Traceback" or the planted secret,
+the expected words, no new or changed file (refusals), and a bound on the wall time."""
 
 import fcntl
 import hashlib
@@ -69,7 +69,8 @@ def toy_run(tmp_path_factory):
 
 
 def tree(root: Path) -> dict[str, str]:
-    """Every entry below ``root`` (links not followed) with its content hash, link target or 'dir'."""
+    """Every entry below ``root`` (links not followed) with its content hash, link target or
+    'dir'."""
     found = {}
     for folder, dirs, files in os.walk(root, followlinks=False):
         for name in dirs + files:
@@ -84,7 +85,7 @@ def tree(root: Path) -> dict[str, str]:
     return found
 
 
-# -- inputs ---------------------------------------------------------------------------------------------------
+# -- inputs ----------------------------------------------------------------------------------------
 def copy_run(toy_run: Path, where: Path, name: str = "run") -> Path:
     run = where / name
     shutil.copytree(toy_run, run, symlinks=True)
@@ -123,7 +124,8 @@ def other_run(toy_run: Path, where: Path) -> Path:
 
 
 def hold_lock(run: Path) -> None:
-    """Hold ``RUN/.lock`` as a training does (another open file description: a conflict even in-process)."""
+    """Hold ``RUN/.lock`` as a training does (another open file description: a conflict even
+    in-process)."""
     handle = open(run / ".lock", "a+")
     fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     handle.write(json.dumps({"pid": 1, "host": "elsewhere", "started": "now"}) + "\n")
@@ -216,9 +218,10 @@ def linked(where: Path, outside: Path, target_name: str, data: bytes | str, link
     return link
 
 
-# -- the contract ---------------------------------------------------------------------------------------------
+# -- the contract ----------------------------------------------------------------------------------
 def run_case(case, toy_run, tmp_path, capsys, monkeypatch):
-    """Run one table row: (id, build(toy_run, where, outside) -> argv, status, expected words, lines, check)."""
+    """Run one table row: (id, build(toy_run, where, outside) -> argv, status, expected words,
+    lines, check)."""
     name, build, status, expected, lines, check = case
     __import__("elt.registry", fromlist=["x"]).register_paradigm("toy", "toy_task")
     monkeypatch.setenv("ELT_TEST_SECRET", SECRET)
@@ -259,7 +262,8 @@ def unchanged(where, outside, out, err):  # a command that only reads
     pass
 
 
-# == class 1: data that can be lost or silently replaced ======================================================
+# == class 1: data that can be lost or silently replaced
+# ======================================================
 def in_package(toy_run, where, outside):
     return ["export", "--ckpt", str(toy_run), "--out", str(PACKAGE_DIR / "_hostile_test_out")]
 
@@ -457,8 +461,8 @@ def test_data_loss(case, toy_run, tmp_path, capsys, monkeypatch):
 
 
 def test_checkpoint_writer_never_replaces_another_runs_step(toy_run, tmp_path):
-    """The second line of defence: save_checkpoint itself refuses a step folder written by another run, and
-    re-saves a step of its own run (or of the run it resumed)."""
+    """The second line of defence: save_checkpoint itself refuses a step folder written by another
+    run, and re-saves a step of its own run (or of the run it resumed)."""
     from elt.config import load_config
     from elt.errors import CheckpointError
     from elt.train import checkpoint as ckpt_lib
@@ -509,15 +513,18 @@ def test_atomic_writers_refuse_the_package_directory(tmp_path):
     assert not target.exists() and not (PACKAGE_DIR / "_hostile_test_dir").exists()
 
 
-# == class 2: disk full / file-size limit ======================================================================
+# == class 2: disk full / file-size limit
+# ======================================================================
 RUNNER = (
     "import sys; sys.path.insert(0, {tests!r}); from elt import registry; "
-    "registry.register_paradigm('toy', 'toy_task'); from elt.cli import main; sys.exit(main(sys.argv[1:]))"
+    "registry.register_paradigm('toy', 'toy_task'); from elt.cli import main; "
+    "sys.exit(main(sys.argv[1:]))"
 )
 
 
 def limited(argv: list[str], limit_bytes: int, cwd: Path) -> subprocess.CompletedProcess:
-    """``elt ARGV`` in a subprocess whose files may not grow past ``limit_bytes`` (``ulimit -f``)."""
+    """``elt ARGV`` in a subprocess whose files may not grow past ``limit_bytes`` (``ulimit
+    -f``)."""
 
     def limit():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -626,7 +633,8 @@ def test_disk_full(case, toy_run, tmp_path):
     assert seconds < WALL_LIMIT_S * 2, f"{name} took {seconds:.1f} s"
 
 
-# == class 3: files an attacker can plant =====================================================================
+# == class 3: files an attacker can plant
+# =====================================================================
 def planted_lock(toy_run, where, outside):
     run = copy_run(toy_run, where)
     linked(where, outside, "victim.txt", f"{SECRET}\n", run / ".lock")
@@ -773,7 +781,8 @@ def test_lock_symlink_is_not_followed_by_the_lock_helper(tmp_path):
     assert victim.read_text() == "keep"
 
 
-# == class 4: malformed input files ============================================================================
+# == class 4: malformed input files
+# ============================================================================
 def video_samples(where: Path, bad: bool = False) -> Path:
     folder = where / "samples"
     object_npz(folder, "samples_L1.npz") if bad else video_npz(folder, "samples_L1.npz")
@@ -977,8 +986,8 @@ def test_malformed_inputs(case, toy_run, tmp_path, capsys, monkeypatch):
 
 
 def test_no_write_into_a_run_another_process_holds(toy_run, tmp_path):
-    """Commands that do not take the lock themselves (eval, bench, ...) still never write into a run while a
-    training holds it: every atomic write checks the lock of the run it lands in."""
+    """Commands that do not take the lock themselves (eval, bench, ...) still never write into a run
+    while a training holds it: every atomic write checks the lock of the run it lands in."""
     from elt.fileio import LockedError, write_json
 
     run = copy_run(toy_run, tmp_path)
@@ -997,7 +1006,8 @@ def test_no_write_into_a_run_another_process_holds(toy_run, tmp_path):
 
 
 def test_a_closed_pipe_on_stdout_is_no_traceback():
-    """elt info RUN | head: the reader may be gone before elt writes; elt stops quietly (141, nothing on stderr)."""
+    """elt info RUN | head: the reader may be gone before elt writes; elt stops quietly (141,
+    nothing on stderr)."""
     import os
     import subprocess
     import sys

@@ -1,6 +1,6 @@
-"""The layer rule of docs/architecture.md, read from the source: every ``import`` in every module under
-src/elt (module level and inside functions) points to the same layer or one below, the two paradigms never
-import each other, and the module graph has no cycle."""
+"""The layer rule of docs/architecture.md, read from the source: every ``import`` in every module
+under src/elt (module level and inside functions) points to the same layer or one below, the two
+paradigms never import each other, and the module graph has no cycle."""
 
 import ast
 from pathlib import Path
@@ -10,7 +10,8 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = SRC / "elt"
 
-# (layer name, module prefixes), bottom first. A module belongs to the layer of its longest matching prefix.
+# (layer name, module prefixes), bottom first. A module belongs to the layer of its longest matching
+# prefix.
 LAYERS = [
     (
         "foundation",
@@ -104,7 +105,8 @@ def upward_imports(graph) -> list[str]:
         for target, line in targets:
             if layer_of(target) > layer_of(module):
                 problems.append(
-                    f"{module}:{line} imports {target} (layer {LAYERS[layer_of(module)][0]} may not "
+                    f"{module}:{line} imports {target} (layer {LAYERS[layer_of(module)][0]} may "
+                    "not "
                     f"import layer {LAYERS[layer_of(target)][0]})"
                 )
             own = next((p for p in PARADIGMS if module == p or module.startswith(p + ".")), None)

@@ -1,4 +1,5 @@
-"""The loop engine: looping equals an unrolled tied stack, exits are prefixes, parameters don't grow with L."""
+"""The loop engine: looping equals an unrolled tied stack, exits are prefixes, parameters don't grow
+with L."""
 
 import copy
 

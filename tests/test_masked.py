@@ -1,5 +1,5 @@
-"""The masked ELT generator: its loss, ILSD terms, sampler wiring, CFG, loop schedules, data preparation, and a
-tiny end-to-end train → sample run on Fashion-MNIST."""
+"""The masked ELT generator: its loss, ILSD terms, sampler wiring, CFG, loop schedules, data
+preparation, and a tiny end-to-end train → sample run on Fashion-MNIST."""
 
 import json
 
@@ -77,7 +77,8 @@ def test_loss_is_cross_entropy_on_masked_positions_and_soft_distillation(generat
     )
     expected = terms.teacher_gt + 0.25 * terms.student_gt + 0.75 * terms.distill
     assert terms.total.item() == pytest.approx(expected.item(), rel=1e-6)
-    # soft cross-entropy is KL + the teacher's entropy: minimal (= entropy) when the student equals the teacher
+    # soft cross-entropy is KL + the teacher's entropy: minimal (= entropy) when the student equals
+    # the teacher
     entropy = -(teacher.softmax(-1) * teacher.log_softmax(-1)).sum(-1).mean()
     assert soft_cross_entropy(teacher, teacher).item() == pytest.approx(entropy.item(), rel=1e-5)
 
@@ -119,8 +120,9 @@ def test_guidance_one_is_the_conditional_path(generator):
     def conditional(tokens, step):
         return generator.logits(tokens, labels, loops=2)
 
-    # as generate_tokens runs: no autograd, and the config's sampling precision (bf16 autocast in fmnist_masked;
-    # the reference in fp32 differs by ~3e-3 in the logits, enough to flip a token on some random weights)
+    # as generate_tokens runs: no autograd, and the config's sampling precision (bf16 autocast in
+    # fmnist_masked; the reference in fp32 differs by ~3e-3 in the logits, enough to flip a token on
+    # some random weights)
     with (
         torch.no_grad(),
         autocast_context(generator.device, str(generator.config.sampling.precision)),
@@ -298,7 +300,8 @@ def test_tiny_end_to_end_train_then_sample(shared_tokenizer, tmp_path, capsys):
 
 
 def test_pretrained_vq_tokenizer_on_an_image_folder(tmp_path):
-    """ImageNet-style path: image folder + a diffusers VQModel from a local folder (random weights here)."""
+    """ImageNet-style path: image folder + a diffusers VQModel from a local folder (random weights
+    here)."""
     pytest.importorskip("diffusers")
     from elt.masked.task import prepare_data
     from test_folders import write_tree

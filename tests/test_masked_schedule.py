@@ -1,4 +1,5 @@
-"""Masking schedule (training and decoding) and the iterative decoder's invariants, with stand-in logits."""
+"""Masking schedule (training and decoding) and the iterative decoder's invariants, with stand-in
+logits."""
 
 import math
 

@@ -1,5 +1,5 @@
-"""The per-GPU memory account (elt.train.memory): its activation count matches what autograd really saves,
-and its FSDP units order as they must."""
+"""The per-GPU memory account (elt.train.memory): its activation count matches what autograd really
+saves, and its FSDP units order as they must."""
 
 import pytest
 import torch
@@ -50,8 +50,9 @@ def test_per_block_wrap_gathers_less_than_the_one_unit_wrap():
 
 
 def test_the_grid_gathers_the_whole_fp32_ema_on_top_of_the_sharded_state():
-    """The trainer keeps the EMA sharded (20 bytes per parameter / ranks, EMA included) and gathers it whole
-    only to draw a grid: the account's peak is the larger of that moment and the training step."""
+    """The trainer keeps the EMA sharded (20 bytes per parameter / ranks, EMA included) and gathers
+    it whole only to draw a grid: the account's peak is the larger of that moment and the training
+    step."""
 
     generator = build_on_meta(load_recipe("imagenet256_diffusion_dit_32"))
     account = fsdp_account(generator, 8, "block", micro_batch=64)

@@ -1,5 +1,5 @@
-"""A paradigm is a plug-in: one new package that registers itself (config section + task module) is trained
-and sampled through the public CLI, with no change to elt."""
+"""A paradigm is a plug-in: one new package that registers itself (config section + task module) is
+trained and sampled through the public CLI, with no change to elt."""
 
 import json
 import sys
@@ -40,8 +40,8 @@ CONFIG = """
 paradigm: toyplug
 model: {width: 32, heads: 2, unique_layers: 2, loops: 3}
 data: {num_classes: 4}
-train: {steps: 300, batch_size: 16, lr: 0.003, warmup_steps: 5, log_every: 50, ema_decay: 0.9, threads: 1,
-        tensorboard: false, samples_per_class: 1}
+train: {steps: 300, batch_size: 16, lr: 0.003, warmup_steps: 5, log_every: 50, ema_decay: 0.9,
+        threads: 1, tensorboard: false, samples_per_class: 1}
 toyplug: {data_items: 64}
 sampling: {steps: 1}
 """

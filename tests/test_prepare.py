@@ -1,5 +1,6 @@
-"""``elt prepare``: the sharded, resumable cache build gives the cache training reads, skips and counts
-unreadable images, resumes after a kill from the finished shards, and agrees across process counts."""
+"""``elt prepare``: the sharded, resumable cache build gives the cache training reads, skips and
+counts unreadable images, resumes after a kill from the finished shards, and agrees across process
+counts."""
 
 import json
 import os
@@ -63,7 +64,8 @@ def overrides(tmp_path, *extra):
 
 @pytest.fixture
 def tiny(tmp_path):
-    """A tiny generated image folder (2 unreadable files) and a saved random-weight FSQ tokenizer."""
+    """A tiny generated image folder (2 unreadable files) and a saved random-weight FSQ
+    tokenizer."""
     write_images(tmp_path / "images", per_class=15, broken=2)
     cfg = load_config("fmnist_masked", overrides(tmp_path))
     torch.manual_seed(0)
@@ -72,7 +74,8 @@ def tiny(tmp_path):
 
 
 def reference_cache(cfg, tmp_path):
-    """The cache one process builds the way training always did (sequentially), in its own folder."""
+    """The cache one process builds the way training always did (sequentially), in its own
+    folder."""
     generator = build_generator(cfg)
     spec = cache_spec(cfg, generator, tmp_path / "run", progress=False)
     spec.path = tmp_path / "reference" / spec.path.name
@@ -132,8 +135,9 @@ def test_prepare_resumes_from_finished_shards(tiny, tmp_path):
 
 
 def test_a_shard_without_a_readable_skip_count_is_encoded_again(tiny, tmp_path):
-    """A kill while the unreadable-item count was written once left a complete shard beside an empty marker;
-    resume must re-encode that shard, not count it finished and then fail to read the marker."""
+    """A kill while the unreadable-item count was written once left a complete shard beside an empty
+    marker; resume must re-encode that shard, not count it finished and then fail to read the
+    marker."""
     generator = build_generator(tiny)
     spec = cache_spec(tiny, generator, tmp_path / "run", progress=False)
     start_shards(spec, is_main=True)
@@ -141,7 +145,8 @@ def test_a_shard_without_a_readable_skip_count_is_encoded_again(tiny, tmp_path):
         spec, rank=0, world=1, shard_size=8, progress=False
     )  # all 4 shards, then "killed" before join
     folder = shards_dir(spec)
-    # shards 1 and 2 hold one broken file each: their counts come back only if they are encoded again
+    # shards 1 and 2 hold one broken file each: their counts come back only if they are encoded
+    # again
     assert [(folder / f"shard_00000{i}.skipped").read_text() for i in range(4)] == [
         "0",
         "1",
@@ -201,7 +206,8 @@ def run_cli(args, nproc=1, **kwargs):
 
 @pytest.mark.slow
 def test_two_processes_and_a_real_kill(tiny, tmp_path):
-    """torchrun with 2 gloo processes writes the 1-process cache; SIGKILL mid-run, then a rerun, too."""
+    """torchrun with 2 gloo processes writes the 1-process cache; SIGKILL mid-run, then a rerun,
+    too."""
     write_images(
         tmp_path / "images", per_class=150
     )  # 302 files: enough shards to be killed mid-run
@@ -276,7 +282,7 @@ def test_prepare_latents_for_diffusion(tmp_path):
     np.testing.assert_array_equal(dataset.latents, np.load(result["path"]))
 
 
-# -- issue 29 item 8: workers, only the encoder, bf16, the parallel join ----------------------------------------
+# -- issue 29 item 8: workers, only the encoder, bf16, the parallel join ---------------------------
 def no_backbone(monkeypatch):
     """The transformer (the looped backbone) must never be built by elt prepare."""
     from elt.core.looped import LoopedTransformer
@@ -362,8 +368,8 @@ def test_prepare_latents_builds_only_the_vae_with_workers_and_bf16(tmp_path, mon
 
 
 def test_each_rank_joins_only_its_own_shards(tiny, tmp_path, monkeypatch):
-    """The join is split over the ranks: rank r copies shards r, r+W, ... into the joined file; the file is
-    complete only when every rank has copied its part."""
+    """The join is split over the ranks: rank r copies shards r, r+W, ... into the joined file; the
+    file is complete only when every rank has copied its part."""
     from elt.data import prepare as prep
 
     generator = build_generator(tiny)
@@ -414,8 +420,9 @@ def test_default_workers_and_bad_options(tiny, tmp_path, capsys):
 
 
 def test_bf16_tokenizer_rounds_in_fp32_and_keeps_the_cache_key(tiny, tmp_path):
-    """--precision bf16 (the CUDA default): the FSQ encoder runs under bf16 autocast, its rounding in fp32, so
-    nearly every token matches fp32; the key (weight hash) is the same and the manifest says which ran."""
+    """--precision bf16 (the CUDA default): the FSQ encoder runs under bf16 autocast, its rounding
+    in fp32, so nearly every token matches fp32; the key (weight hash) is the same and the manifest
+    says which ran."""
     fp32 = prepare(tiny, shard_size=8, progress=False, workers=0, precision="fp32")
     tokens = np.load(fp32["path"])
     for path in Path(fp32["path"]).parent.iterdir():
@@ -439,8 +446,9 @@ def test_bf16_tokenizer_rounds_in_fp32_and_keeps_the_cache_key(tiny, tmp_path):
 
 
 def test_only_a_missing_tokenizer_makes_rank_zero_build_first(tmp_path):
-    """elt prepare serialises the ranks (rank 0 first, the others waiting in a barrier) only where something is
-    built once: a missing FSQ tokenizer. A pretrained VQ, a saved FSQ tokenizer or a VAE: every rank at once."""
+    """elt prepare serialises the ranks (rank 0 first, the others waiting in a barrier) only where
+    something is built once: a missing FSQ tokenizer. A pretrained VQ, a saved FSQ tokenizer or a
+    VAE: every rank at once."""
     from types import SimpleNamespace
 
     from elt.config import load_config

@@ -1,5 +1,5 @@
-"""The README's Python example runs as written, and the shipped models answer to their ``demo:`` names in the
-API and in every command that takes a checkpoint."""
+"""The README's Python example runs as written, and the shipped models answer to their ``demo:``
+names in the API and in every command that takes a checkpoint."""
 
 import json
 import re
@@ -54,7 +54,10 @@ def test_readme_links_point_to_files_that_exist():
 
 
 def test_the_paragraph_splitter_skips_code_and_tables():
-    text = "one two three\nfour\n\n```bash\nmake demo\n```\n\n| a | b |\n| --- | --- |\n\n# heading\n\nfive six"
+    text = (
+        "one two three\nfour\n\n```bash\nmake demo\n```\n\n"
+        "| a | b |\n| --- | --- |\n\n# heading\n\nfive six"
+    )
     assert prose_paragraphs(text) == ["one two three four", "five six"]
 
 

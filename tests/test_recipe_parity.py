@@ -1,6 +1,6 @@
-"""Training-recipe parity with the anchors' loops: LR decay after warm-up (exact under resume), gradient
-accumulation (k micro-batches = one big batch), per-sample label dropout for classifier-free guidance,
-MAGVIT's weight-decay exemptions, MaskGIT/MAGVIT's transformer dropout."""
+"""Training-recipe parity with the anchors' loops: LR decay after warm-up (exact under resume),
+gradient accumulation (k micro-batches = one big batch), per-sample label dropout for
+classifier-free guidance, MAGVIT's weight-decay exemptions, MaskGIT/MAGVIT's transformer dropout."""
 
 import math
 
@@ -48,7 +48,8 @@ def test_lr_curves_match_a_hand_computation():
         1.0,
         1.0,
     ]  # default: warm-up, then constant (old behaviour)
-    # cosine from step 2 (end of warm-up) to step 5 (the last) with floor 0.1: progress 0, 1/3, 2/3, 1
+    # cosine from step 2 (end of warm-up) to step 5 (the last) with floor 0.1: progress 0, 1/3, 2/3,
+    # 1
     cosine = [
         lr_at(s, schedule_cfg("train.lr_schedule=cosine", "train.min_lr_ratio=0.1"))
         for s in range(6)
@@ -86,8 +87,8 @@ def test_cosine_schedule_resumes_exactly(toy_paradigm, tmp_path):
 
 
 def test_accumulation_of_micro_batches_equals_one_big_batch(det_paradigm, tmp_path):
-    """The noiseless toy's loss depends only on which items are in the batch: 4 micro-batches of 4 must
-    train like one batch of 16 (same items, same student loop count per step)."""
+    """The noiseless toy's loss depends only on which items are in the batch: 4 micro-batches of 4
+    must train like one batch of 16 (same items, same student loop count per step)."""
     logs, weights = [], []
     for name, extra in (
         ("one", []),
@@ -131,9 +132,9 @@ def test_accumulation_settings_are_checked():
 
 
 def test_label_dropout_is_per_sample_as_in_cfg_training():
-    """The paper drops class labels in 10% of training examples for classifier-free guidance; the anchors
-    (MaskGIT, DiT) draw the drop per sample. Within one batch some labels are dropped and most kept, at
-    the configured rate, and never at evaluation."""
+    """The paper drops class labels in 10% of training examples for classifier-free guidance; the
+    anchors (MaskGIT, DiT) draw the drop per sample. Within one batch some labels are dropped and
+    most kept, at the configured rate, and never at evaluation."""
     embed = LabelEmbedder(10, 8, drop_prob=0.1).train()
     labels = torch.arange(10).repeat(2000)
     torch.manual_seed(0)
@@ -150,8 +151,9 @@ def test_label_dropout_is_per_sample_as_in_cfg_training():
 
 
 def test_sharded_checkpoint_resumes_exactly_in_one_process(toy_paradigm, tmp_path):
-    """train.checkpoint_format=dcp: weights, optimizer and EMA written by torch.distributed.checkpoint
-    (sharded/), the rest in state.pt; resuming gives the uninterrupted run bit for bit."""
+    """train.checkpoint_format=dcp: weights, optimizer and EMA written by
+    torch.distributed.checkpoint (sharded/), the rest in state.pt; resuming gives the uninterrupted
+    run bit for bit."""
     extra = ("train.steps=8", "train.lr_schedule=cosine", "train.checkpoint_format=dcp")
     straight = train(cfg_for(tmp_path / "a", *extra), progress=False)
     cfg = cfg_for(tmp_path / "b", *extra)
@@ -171,8 +173,8 @@ def test_sharded_checkpoint_resumes_exactly_in_one_process(toy_paradigm, tmp_pat
 
 
 def test_resume_with_another_accumulation_keeps_the_data_position(det_paradigm, tmp_path):
-    """Steps 1-3 without accumulation, then 4-6 resumed with 4 micro-batches: the same items per step (the
-    position is kept in whole steps), so the curve is the uninterrupted one."""
+    """Steps 1-3 without accumulation, then 4-6 resumed with 4 micro-batches: the same items per
+    step (the position is kept in whole steps), so the curve is the uninterrupted one."""
     base = [*DET, "train.steps=6"]
     straight = load_config(None, [*base, f"train.out_dir={tmp_path / 'a'}"])
     Trainer(straight, progress=False).fit()
@@ -192,8 +194,8 @@ def test_resume_with_another_accumulation_keeps_the_data_position(det_paradigm, 
 
 
 def test_accumulation_keeps_each_items_noise(toy_paradigm, tmp_path):
-    """With input noise keyed by the global sample index, micro-batches draw each item's own noise: 4
-    micro-batches still train like the unsplit batch."""
+    """With input noise keyed by the global sample index, micro-batches draw each item's own noise:
+    4 micro-batches still train like the unsplit batch."""
     logs = []
     for name, extra in (("one", []), ("acc", ["train.grad_accum_steps=4"])):
         cfg = load_config(
@@ -230,8 +232,9 @@ def tiny_masked(*extra):
 
 
 def test_weight_decay_exemption_spares_biases_norms_and_embeddings():
-    """MAGVIT (maskgvt_train_lib.py get_optimizer) decays weight matrices only. With zero gradients one AdamW
-    step multiplies a decayed parameter by exactly 1 − lr·wd and leaves an exempt one unchanged."""
+    """MAGVIT (maskgvt_train_lib.py get_optimizer) decays weight matrices only. With zero gradients
+    one AdamW step multiplies a decayed parameter by exactly 1 − lr·wd and leaves an exempt one
+    unchanged."""
     lr, wd = 0.1, 0.5
     exempt = {"bias", "norm", "embedding"}
     for groups in ([], ["bias"], sorted(exempt)):
@@ -308,8 +311,9 @@ def test_trainer_resumes_exactly_with_dropout_and_exemptions(toy_paradigm, tmp_p
 
 
 def test_block_dropout_is_training_only_and_zero_is_the_plain_block():
-    """MaskGIT/MAGVIT's hidden and attention-probability dropout: off in eval (the same function as a block
-    without it), random in training, reproducible from the RNG; at 0 training equals eval exactly."""
+    """MaskGIT/MAGVIT's hidden and attention-probability dropout: off in eval (the same function as
+    a block without it), random in training, reproducible from the RNG; at 0 training equals eval
+    exactly."""
     x = torch.randn(3, 5, 16)
     cond = torch.randn(3, 16)
     for cond_dim in (None, 16):
@@ -336,8 +340,8 @@ def test_block_dropout_is_training_only_and_zero_is_the_plain_block():
         tiny_masked("model.dropout=0.1", "model.attention_dropout=0.2")
     )
     assert {(b.dropout, b.attn.dropout) for b in generator.backbone.blocks} == {(0.1, 0.2)}
-    # the masked model's input embeddings (tokens and the class token) are dropped at the same rate, as in
-    # MaskGIT's Embed module: in training only, each element zeroed or scaled by 1/(1 − p)
+    # the masked model's input embeddings (tokens and the class token) are dropped at the same rate,
+    # as in MaskGIT's Embed module: in training only, each element zeroed or scaled by 1/(1 − p)
     tokens, labels = (
         torch.randint(0, generator.codebook_size, (64, generator.seq_len)),
         torch.arange(64) % 10,
@@ -360,7 +364,8 @@ def test_block_dropout_is_training_only_and_zero_is_the_plain_block():
 
 @pytest.mark.slow
 def test_weight_decay_groups_under_two_fsdp_processes_match_one_process(det_paradigm, tmp_path):
-    """MAGVIT's exemptions as optimizer groups over FSDP2-sharded parameters: 2 gloo processes train like 1."""
+    """MAGVIT's exemptions as optimizer groups over FSDP2-sharded parameters: 2 gloo processes train
+    like 1."""
     from test_distributed import DET_OVERRIDES as DIST
     from test_distributed import assert_same_training, single_process_run, torchrun
 
@@ -374,8 +379,8 @@ def test_weight_decay_groups_under_two_fsdp_processes_match_one_process(det_para
 
 
 def test_ema_decay_zero_samples_the_trained_weights_exactly():
-    """MAGVIT keeps no EMA of its transformer (the UCF-101 recipes: train.ema_decay=0): the "EMA" weights
-    used for sampling are then the trained weights, bit for bit, after every update."""
+    """MAGVIT keeps no EMA of its transformer (the UCF-101 recipes: train.ema_decay=0): the "EMA"
+    weights used for sampling are then the trained weights, bit for bit, after every update."""
     from elt.train.ema import EMA
 
     torch.manual_seed(0)

@@ -1,6 +1,6 @@
-"""The paper-scale recipes (src/elt/configs/imagenet256_* / ucf101_*): built on the meta device, their
-transformer parameter counts match the paper's tables and their forward FLOPs match a first-principles
-count; baselines are the iso-FLOP stacks of their ELT rows."""
+"""The paper-scale recipes (src/elt/configs/imagenet256_* / ucf101_*): built on the meta device,
+their transformer parameter counts match the paper's tables and their forward FLOPs match a
+first-principles count; baselines are the iso-FLOP stacks of their ELT rows."""
 
 import re
 from functools import cache
@@ -39,7 +39,8 @@ LOGISTICS = {
     "train.keep_checkpoints",
     "train.sample_loops",
     "train.distributed",
-    # elt's own fsq3d tokenizer training (no anchor: MAGVIT's tokenizer is not loadable; a table row says so)
+    # elt's own fsq3d tokenizer training (no anchor: MAGVIT's tokenizer is not loadable; a table row
+    # says so)
     "tokenizer.channels",
     "tokenizer.steps",
     "tokenizer.batch_size",
@@ -54,7 +55,8 @@ ALWAYS_IN_TABLE = (
     "train.weight_decay_exempt",
 )
 
-# The paper's parameter counts (docs: shared/docs/paper.md §4), as printed, and the unit of the last digit
+# The paper's parameter counts (docs: shared/docs/paper.md §4), as printed, and the unit of the last
+# digit
 PAPER_PARAMS = {
     "imagenet256_masked_maskgit_l": (303e6, 1e6),
     "imagenet256_masked_maskgit_xl": (446e6, 1e6),
@@ -86,14 +88,15 @@ ISO_FLOP = {
 
 
 def analytic_forward_flops(cfg) -> float:
-    """One network evaluation per sample from first principles, 2 FLOPs per multiply-add, matmuls only.
+    """One network evaluation per sample from first principles, 2 FLOPs per multiply-add, matmuls
+    only.
 
-    Per layer application on T tokens of width d with MLP width r·d: QKV 3d², output d², MLP 2r·d² weights
-    → 2·T·(4 + 2r)·d²; attention scores QKᵀ and the weighted sum AV → 2·2·T²·d. The trunk applies N·L
-    layers. Masked: T = token grid + 1 class token, head d → V on the grid tokens. Diffusion (adaLN-Zero):
-    each layer application also maps the conditioning vector d → 6d; plus the patch embedding p → d and the
-    final layer (adaLN d → 2d, linear d → p) on T tokens, and the timestep MLP 256 → d → d.
-    """
+    Per layer application on T tokens of width d with MLP width r·d: QKV 3d², output d², MLP 2r·d²
+    weights → 2·T·(4 + 2r)·d²; attention scores QKᵀ and the weighted sum AV → 2·2·T²·d. The trunk
+    applies N·L layers. Masked: T = token grid + 1 class token, head d → V on the grid tokens.
+    Diffusion (adaLN-Zero): each layer application also maps the conditioning vector d → 6d; plus
+    the patch embedding p → d and the final layer (adaLN d → 2d, linear d → p) on T tokens, and the
+    timestep MLP 256 → d → d."""
     m = cfg.model
     d, r = m.width, m.mlp_ratio
     depth = m.unique_layers * m.loops
@@ -121,7 +124,8 @@ def analytic_forward_flops(cfg) -> float:
 
 @cache
 def built(name):
-    """(config, meta generator, forward FLOPs per sample at L_max), once per recipe for the whole module."""
+    """(config, meta generator, forward FLOPs per sample at L_max), once per recipe for the whole
+    module."""
     cfg = load_recipe(name)
     generator = build_on_meta(cfg)
     return cfg, generator, forward_flops(generator)
@@ -137,7 +141,8 @@ def test_recipe_on_meta_matches_the_paper_and_the_analytic_flops(name):
     assert all(p.is_meta for p in generator.backbone.parameters())
     params = transformer_parameters(generator)
     stated, last_digit = PAPER_PARAMS[name]
-    # within 2%, or (for figures printed with 2 significant digits, e.g. "1.1B") within their rounding
+    # within 2%, or (for figures printed with 2 significant digits, e.g. "1.1B") within their
+    # rounding
     assert abs(params - stated) <= max(0.02 * stated, last_digit / 2), (name, params / 1e6)
     assert measured == pytest.approx(analytic_forward_flops(cfg), rel=1e-9), name
     assert cfg.train.precision == "bf16"
@@ -258,8 +263,9 @@ def rows_for(name: str, rows: list[dict]) -> list[dict]:
 
 
 def test_recipe_table_in_the_docs_matches_the_yaml():
-    """Every row naming a config key states the value each matching recipe has (so the table cannot drift),
-    every row names recipes that exist, and every training setting of every recipe has a row."""
+    """Every row naming a config key states the value each matching recipe has (so the table cannot
+    drift), every row names recipes that exist, and every training setting of every recipe has a
+    row."""
     rows = recipe_table()
     names = recipe_names()
     for row in rows:

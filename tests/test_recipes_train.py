@@ -1,7 +1,7 @@
-"""Every paper-scale recipe trains 5 steps on a CPU at tiny width, through its real data path: a generated
-image folder with a (random-weight) diffusers VQ model or VAE for ImageNet, generated videos with an fsq3d
-tokenizer for UCF-101. Only sizes are overridden; the recipe's paradigm, ILSD mode, N×L, schedule and
-losses are its own."""
+"""Every paper-scale recipe trains 5 steps on a CPU at tiny width, through its real data path: a
+generated image folder with a (random-weight) diffusers VQ model or VAE for ImageNet, generated
+videos with an fsq3d tokenizer for UCF-101. Only sizes are overridden; the recipe's paradigm, ILSD
+mode, N×L, schedule and losses are its own."""
 
 import json
 

@@ -1,5 +1,5 @@
-"""Exact resume: a run interrupted at step k and resumed ends bit-identical to an uninterrupted run, also
-when the process was killed with SIGKILL in the middle of writing a checkpoint."""
+"""Exact resume: a run interrupted at step k and resumed ends bit-identical to an uninterrupted run,
+also when the process was killed with SIGKILL in the middle of writing a checkpoint."""
 
 import json
 import os
@@ -175,7 +175,8 @@ real_save = torch.save
 
 def save_then_hang(obj, path, *args, **kwargs):
     real_save(obj, path, *args, **kwargs)
-    if "0000008" in str(path):  # half-written state of the second checkpoint, then wait to be killed
+    # half-written state of the second checkpoint, then wait to be killed
+    if "0000008" in str(path):
         data = Path(path).read_bytes()
         Path(path).write_bytes(data[: len(data) // 2])
         Path({marker!r}).write_text("writing")

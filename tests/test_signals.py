@@ -1,4 +1,5 @@
-"""Preemption: SIGTERM/SIGINT checkpoint the current step and stop cleanly; the run resumes exactly."""
+"""Preemption: SIGTERM/SIGINT checkpoint the current step and stop cleanly; the run resumes
+exactly."""
 
 import json
 import os
@@ -40,7 +41,8 @@ sys.exit(main(["train", "--no-progress", *{args!r}]))
 
 
 def test_repeated_sigterm_keeps_the_one_stop_request():
-    """torchrun's agent sends its workers SIGTERM more than once: the stop (and its checkpoint) must survive."""
+    """torchrun's agent sends its workers SIGTERM more than once: the stop (and its checkpoint) must
+    survive."""
     with GracefulStop() as stop:
         for _ in range(3):
             os.kill(os.getpid(), signal.SIGTERM)
@@ -50,8 +52,8 @@ def test_repeated_sigterm_keeps_the_one_stop_request():
 
 @pytest.mark.slow
 def test_sigterm_under_the_launcher_checkpoints_and_prints_one_stop_message(tmp_path):
-    """``python -m elt.train.launch`` (torchrun) with 2 gloo workers; SIGTERM to the launcher, as a scheduler
-    sends it: one stop message, a checkpoint, exit 143, no traceback."""
+    """``python -m elt.train.launch`` (torchrun) with 2 gloo workers; SIGTERM to the launcher, as a
+    scheduler sends it: one stop message, a checkpoint, exit 143, no traceback."""
     run = tmp_path / "run"
     config_file = tmp_path / "toy.yaml"
     config_file.write_text("paradigm: toy\n")
@@ -95,13 +97,15 @@ def test_sigterm_under_the_launcher_checkpoints_and_prints_one_stop_message(tmp_
 
 def test_graceful_stop_turns_the_first_signal_into_a_flag():
     def wait_for(condition=lambda: False, seconds=5.0):
-        # the handler runs in the main thread at its next bytecode; a signal that another thread (a BLAS or
-        # worker-pool thread) received reaches it only then, so poll instead of one short sleep
+        # the handler runs in the main thread at its next bytecode; a signal that another thread (a
+        # BLAS or worker-pool thread) received reaches it only then, so poll instead of one short
+        # sleep
         deadline = time.monotonic() + seconds
         while not condition() and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    # Python's own Ctrl-C handler before the stop, whatever an earlier test (a web server, a pool) left
+    # Python's own Ctrl-C handler before the stop, whatever an earlier test (a web server, a pool)
+    # left
     outer = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with GracefulStop() as stop:

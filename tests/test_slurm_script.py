@@ -1,6 +1,7 @@
-"""scripts/slurm_train.sbatch: Slurm's ``--signal=B:TERM@300`` signals the batch shell only; the script must
-forward it to the launcher's process group so that the workers checkpoint and the job exits 143. Run here with
-bash as Slurm would run the batch script (no Slurm needed): 2 gloo workers, SIGTERM to the batch shell alone."""
+"""scripts/slurm_train.sbatch: Slurm's ``--signal=B:TERM@300`` signals the batch shell only; the
+script must forward it to the launcher's process group so that the workers checkpoint and the job
+exits 143. Run here with bash as Slurm would run the batch script (no Slurm needed): 2 gloo workers,
+SIGTERM to the batch shell alone."""
 
 import os
 import signal

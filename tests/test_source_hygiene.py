@@ -1,5 +1,6 @@
-"""Source rules a linter does not check: a class body defines each name once (a decorated method defined twice
-is not flagged by ruff's F811, and the first definition is dead code that readers take for the live one)."""
+"""Source rules a linter does not check: a class body defines each name once (a decorated method
+defined twice is not flagged by ruff's F811, and the first definition is dead code that readers take
+for the live one)."""
 
 import ast
 from collections import Counter

@@ -1,4 +1,5 @@
-"""One thread setting for every command: --threads > ELT_THREADS > train.threads > OMP_NUM_THREADS > default."""
+"""One thread setting for every command: --threads > ELT_THREADS > train.threads > OMP_NUM_THREADS >
+default."""
 
 import os
 
@@ -78,8 +79,9 @@ def test_every_command_accepts_threads():
 
 
 def test_threads_means_the_same_setting_in_every_command():
-    """Only the classifier training pins its own thread count (its figures are reproducible at 1); every other
-    command's --threads is the one global setting, so ELT_THREADS and the default apply to all of them alike."""
+    """Only the classifier training pins its own thread count (its figures are reproducible at 1);
+    every other command's --threads is the one global setting, so ELT_THREADS and the default apply
+    to all of them alike."""
     parser = build_parser()
     for argv in (
         ["eval", "--ckpt", "x", "--out", "o"],

@@ -1,4 +1,5 @@
-"""FSQ tokenizer (quantiser, round trip, training, save/load) and the pretrained-VQ adapter (random weights)."""
+"""FSQ tokenizer (quantiser, round trip, training, save/load) and the pretrained-VQ adapter (random
+weights)."""
 
 import json
 

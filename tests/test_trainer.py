@@ -1,4 +1,5 @@
-"""The paradigm-agnostic trainer, checkpoints, sampling to disk and the CLI, on the tests' toy paradigm."""
+"""The paradigm-agnostic trainer, checkpoints, sampling to disk and the CLI, on the tests' toy
+paradigm."""
 
 import json
 
@@ -32,7 +33,8 @@ def test_training_reduces_loss_and_logs_ilsd_parts(toy_paradigm, tmp_path):
     assert log[0]["lambda"] > log[-1]["lambda"]
     assert (final / "model.safetensors").is_file() and (final / "ema.safetensors").is_file()
     assert list((tmp_path / "run" / "samples").glob("step_*.png"))
-    # the trained model reproduces the class templates, at every loop count (ILSD), from the EMA weights
+    # the trained model reproduces the class templates, at every loop count (ILSD), from the EMA
+    # weights
     generator = elt.load(tmp_path / "run")
     from toy_task import template_uint8
 
@@ -160,8 +162,8 @@ def test_cli_errors_are_one_line_and_exit_2(toy_paradigm, tmp_path, capsys):
 def test_compile_flag_compiles_one_block_graph_for_all_blocks_and_loops(
     toy_paradigm, tmp_path, monkeypatch
 ):
-    """train.compile=true compiles each block in place; one graph serves both blocks and all 3 loops.
-    (The eager backend keeps this fast on CPUs; inductor is what runs on GPUs.)"""
+    """train.compile=true compiles each block in place; one graph serves both blocks and all 3
+    loops. (The eager backend keeps this fast on CPUs; inductor is what runs on GPUs.)"""
     import functools
 
     import torch._dynamo

@@ -1,4 +1,5 @@
-"""The pretrained-VAE adapter (diffusers AutoencoderKL from a local folder), with random weights of the layout."""
+"""The pretrained-VAE adapter (diffusers AutoencoderKL from a local folder), with random weights of
+the layout."""
 
 import pytest
 import torch

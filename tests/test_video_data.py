@@ -1,6 +1,6 @@
-"""Video datasets: Moving Fashion-MNIST (determinism, bounds, labels, pixels, motion), the config fields, and
-the UCF-101 loader on tiny synthetic videos written with PyAV (split files, labels, clip windows, padding,
-resizing, corrupt files)."""
+"""Video datasets: Moving Fashion-MNIST (determinism, bounds, labels, pixels, motion), the config
+fields, and the UCF-101 loader on tiny synthetic videos written with PyAV (split files, labels, clip
+windows, padding, resizing, corrupt files)."""
 
 import warnings
 
@@ -24,7 +24,8 @@ def test_clips_are_deterministic_per_seed_split_and_index():
     b = MovingFashionMNIST(split="test", frames=8, image_size=48, limit=20)
     for i in (0, 7, 19):
         assert torch.equal(a[i][0], b[i][0])
-    # the clip does not depend on access order, and different seeds/items give different trajectories
+    # the clip does not depend on access order, and different seeds/items give different
+    # trajectories
     assert torch.equal(a[7][0], MovingFashionMNIST(split="test", frames=8, image_size=48)[7][0])
     other = MovingFashionMNIST(split="test", frames=8, image_size=48, seed=1, limit=20)
     assert sum(np.array_equal(a.trajectory(i), other.trajectory(i)) for i in range(20)) < 3
@@ -143,7 +144,7 @@ def test_config_fields_and_build_dataset():
         )
 
 
-# ---- UCF-101 ----------------------------------------------------------------------------------------
+# ---- UCF-101 -------------------------------------------------------------------------------------
 
 UCF_CLASSES = ["ApplyEyeMakeup", "HandstandPushups", "YoYo"]
 
@@ -181,8 +182,8 @@ def ucf_root(tmp_path_factory):
         "".join(f"{i + 1} {name}\n" for i, name in enumerate(UCF_CLASSES))
     )
     videos = root / "UCF-101"
-    # train: two readable videos per class; the second HandstandPushups one is spelled as in the official
-    # lists (HandStand) while the list says Handstand, like the real archive's mismatch
+    # train: two readable videos per class; the second HandstandPushups one is spelled as in the
+    # official lists (HandStand) while the list says Handstand, like the real archive's mismatch
     write_video(av, videos / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g08_c01.avi", 20)
     write_video(av, videos / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g09_c01.mp4", 12, codec="mpeg4")
     write_video(av, videos / "HandstandPushups" / "v_HandStandPushups_g08_c01.avi", 5)

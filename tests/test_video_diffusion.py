@@ -1,5 +1,5 @@
-"""The diffusion paradigm on video: 3D patches (temporal × spatial) of C×T×H×W clips in pixel space, the
-config checks, and a tiny train → sample run on moving Fashion-MNIST."""
+"""The diffusion paradigm on video: 3D patches (temporal × spatial) of C×T×H×W clips in pixel space,
+the config checks, and a tiny train → sample run on moving Fashion-MNIST."""
 
 import json
 

@@ -1,5 +1,5 @@
-"""Video metrics on uint8 N×T×H×W×C arrays: sprite-centred crops, the motion check (static and shuffled clips
-score worse than real ones), class consistency, FVD wiring, and `elt eval video`."""
+"""Video metrics on uint8 N×T×H×W×C arrays: sprite-centred crops, the motion check (static and
+shuffled clips score worse than real ones), class consistency, FVD wiring, and `elt eval video`."""
 
 import json
 
@@ -51,8 +51,8 @@ def test_crop_reproduces_the_classifier_input_and_keeps_the_sprite(fmnist):
     videos, positions = moving_garments(images[:20], frames=6, size=64, seed=2)
     crops = crop_frames(videos)
     assert crops.shape == (20, 6, 32, 32) and crops.dtype == np.uint8
-    # the garment is inside its crop: a lopsided one (centre of mass > 2 px off its box centre) may lose
-    # a faint edge, never more than a few per cent of its ink
+    # the garment is inside its crop: a lopsided one (centre of mass > 2 px off its box centre) may
+    # lose a faint edge, never more than a few per cent of its ink
     kept = crops.reshape(120, -1).sum(1) / videos.reshape(120, -1).sum(1)
     assert kept.min() > 0.97 and np.median(kept) == 1.0
     # a sprite whose centre of mass is its box centre comes out as Fashion-MNIST's 28→32 padding

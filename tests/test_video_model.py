@@ -1,8 +1,9 @@
-"""The masked ELT generator over t×h×w token grids (video): 3D positions, generation shape, the token cache
-of C×T×H×W clips, video grids (PNG still, GIF, MP4), and a tiny train → sample run on CPU.
+"""The masked ELT generator over t×h×w token grids (video): 3D positions, generation shape, the
+token cache of C×T×H×W clips, video grids (PNG still, GIF, MP4), and a tiny train → sample run on
+CPU.
 
-A stand-in 3D tokenizer (tests/video_stub.py) keeps these tests independent of the trained video tokenizer.
-"""
+A stand-in 3D tokenizer (tests/video_stub.py) keeps these tests independent of the trained video
+tokenizer."""
 
 import json
 
@@ -96,7 +97,8 @@ def test_positions_are_3d_and_separate_time_from_space(generator):
 
 
 def test_model_output_depends_on_frame_order(generator):
-    """Swapping the two token frames must change the logits beyond the swap: positions carry time."""
+    """Swapping the two token frames must change the logits beyond the swap: positions carry
+    time."""
     tokens = torch.randint(0, generator.codebook_size, (2, *generator.grid))
     labels = torch.tensor([0, 1])
     with torch.no_grad():
@@ -135,7 +137,8 @@ def test_bad_token_grid_is_rejected():
 
 
 def test_fsq3d_dispatch_and_image_guard(monkeypatch):
-    """kind=fsq3d builds elt.tokenizers.video_fsq.VideoFSQTokenizer with the contract's arguments."""
+    """kind=fsq3d builds elt.tokenizers.video_fsq.VideoFSQTokenizer with the contract's
+    arguments."""
     import elt.tokenizers.video_fsq as video_fsq
 
     seen = {}
@@ -187,7 +190,8 @@ def test_encode_dataset_caches_video_tokens(stubbed, tmp_path):
 
 
 def gif_seconds(path) -> float:
-    """Play time of a GIF (Pillow merges identical consecutive frames, adding up their durations)."""
+    """Play time of a GIF (Pillow merges identical consecutive frames, adding up their
+    durations)."""
     with Image.open(path) as gif:
         total = 0
         for i in range(gif.n_frames):
@@ -216,7 +220,8 @@ def test_video_grid_files(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_video_train_then_sample(stubbed, tmp_path):
-    """ILSD training on moving squares: both losses fall; `elt sample` writes N×T×H×W×C npz, PNG, GIF."""
+    """ILSD training on moving squares: both losses fall; `elt sample` writes N×T×H×W×C npz, PNG,
+    GIF."""
     run = tmp_path / "run"
     cfg = video_cfg(
         f"train.out_dir={run}",

@@ -1,5 +1,6 @@
-"""Video FSQ tokenizer: round-trip shapes, exact indices ↔ codes, encode/decode consistency, FLOP count,
-save/load, the config/CLI path and a few training steps that must lower the reconstruction error."""
+"""Video FSQ tokenizer: round-trip shapes, exact indices ↔ codes, encode/decode consistency, FLOP
+count, save/load, the config/CLI path and a few training steps that must lower the reconstruction
+error."""
 
 import math
 

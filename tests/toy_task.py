@@ -1,4 +1,5 @@
-"""A tiny paradigm used to test the paradigm-agnostic machinery (trainer, checkpoints, sampling, CLI).
+"""A tiny paradigm used to test the paradigm-agnostic machinery (trainer, checkpoints, sampling,
+CLI).
 
 Each class has a fixed 4×4 template image; the generator predicts it from the class label plus noise
 through the looped core. Registered under the name ``toy`` by the ``toy_paradigm`` fixture.
@@ -24,7 +25,8 @@ def templates(num_classes):
 
 
 class ToyGenerator(LoopedGenerator):
-    """One-step regression from (label, noise) to a ``size``×``size`` image, in ``patch``×``patch`` tokens."""
+    """One-step regression from (label, noise) to a ``size``×``size`` image, in ``patch``×``patch``
+    tokens."""
 
     size = SIZE
     patch = 1

@@ -1,15 +1,14 @@
-"""Stand-ins for the video data and tokenizer, with the interfaces of the video contract, for tests of the
-masked model, sampling and video metrics that must not depend on a trained 3D tokenizer.
+"""Stand-ins for the video data and tokenizer, with the interfaces of the video contract, for tests
+of the masked model, sampling and video metrics that must not depend on a trained 3D tokenizer.
 
 ``StubVideoTokenizer`` is a fixed (untrained, deterministic) 3D "tokenizer": each token is the mean
-intensity of a ``temporal_downsample × downsample × downsample`` block, quantised to ``levels`` values;
-decoding paints each block with its value. Crude, but it is exact on block-constant videos, so a model that
-learns the token statistics produces recognisable moving squares.
+intensity of a ``temporal_downsample × downsample × downsample`` block, quantised to ``levels``
+values; decoding paints each block with its value. Crude, but it is exact on block-constant videos,
+so a model that learns the token statistics produces recognisable moving squares.
 
-``moving_squares`` makes synthetic clips: a bright square (class = its size) moving with constant velocity
-and bouncing off the walls, on a black background. Both real-looking motion and its corruptions (static,
-shuffled frames) are easy to derive from it.
-"""
+``moving_squares`` makes synthetic clips: a bright square (class = its size) moving with constant
+velocity and bouncing off the walls, on a black background. Both real-looking motion and its
+corruptions (static, shuffled frames) are easy to derive from it."""
 
 from __future__ import annotations
 
@@ -40,7 +39,8 @@ class StubVideoTokenizer(nn.Module):
             downsample,
             temporal_downsample,
         )
-        # a frozen parameter so that ``next(tokenizer.parameters())`` finds the device, as for real tokenizers
+        # a frozen parameter so that ``next(tokenizer.parameters())`` finds the device, as for real
+        # tokenizers
         self.scale = nn.Parameter(torch.ones(()), requires_grad=False)
 
     @property
@@ -91,7 +91,8 @@ class StubVideoTokenizer(nn.Module):
 
 
 def bounce(start: float, velocity: float, frames: int, lo: float, hi: float) -> np.ndarray:
-    """Positions of a point moving at ``velocity`` per frame inside [lo, hi], reflected at the walls."""
+    """Positions of a point moving at ``velocity`` per frame inside [lo, hi], reflected at the
+    walls."""
     span = hi - lo
     if span <= 0:
         return np.full(frames, lo, dtype=np.float64)
@@ -109,8 +110,8 @@ def moving_squares(
     speed=(1.0, 3.0),
     channels: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``n`` clips uint8 n×T×S×S×C of a white square bouncing on black; returns (videos, labels, top-left
-    positions n×T×2). The label indexes ``sides`` (the square's side length)."""
+    """``n`` clips uint8 n×T×S×S×C of a white square bouncing on black; returns (videos, labels,
+    top-left positions n×T×2). The label indexes ``sides`` (the square's side length)."""
     rng = np.random.default_rng(seed)
     videos = np.zeros((n, frames, size, size, channels), np.uint8)
     labels = rng.integers(0, len(sides), n)
@@ -146,8 +147,8 @@ class SquaresDataset(Dataset):
 def moving_garments(
     images: np.ndarray, frames: int = 8, size: int = 64, seed: int = 0, speed=(1.0, 3.0)
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fashion-MNIST images (uint8 n×28×28) bouncing on a black ``size``² canvas: uint8 n×T×S×S×1 and the
-    top-left positions n×T×2 (integers)."""
+    """Fashion-MNIST images (uint8 n×28×28) bouncing on a black ``size``² canvas: uint8 n×T×S×S×1
+    and the top-left positions n×T×2 (integers)."""
     rng = np.random.default_rng(seed)
     n, side = len(images), images.shape[1]
     videos = np.zeros((n, frames, size, size, 1), np.uint8)

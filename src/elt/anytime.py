@@ -1,15 +1,14 @@
-"""Pick an operating point from a calibration: the cheapest one that meets a quality target, or the best one
-that fits a latency budget (``calibration.json`` written by ``elt calibrate``).
+"""Pick an operating point from a calibration: the cheapest one that meets a quality target, or the
+best one that fits a latency budget (``calibration.json`` written by ``elt calibrate``).
 
     import elt
     from elt.anytime import choose_loops
     generator = elt.load("runs/fmnist_diffusion")
     images = generator.generate(labels, loops=choose_loops("runs/fmnist_diffusion", budget_ms=300))
 
-Latency is what ``elt calibrate`` measured on its machine: the median time of one ``generate`` call for a
-batch of ``latency_batch`` samples (recorded in the file); quality is FD_cls (lower is better) of the
-shipped domain classifier, with class accuracy beside it.
-"""
+Latency is what ``elt calibrate`` measured on its machine: the median time of one ``generate`` call
+for a batch of ``latency_batch`` samples (recorded in the file); quality is FD_cls (lower is better)
+of the shipped domain classifier, with class accuracy beside it."""
 
 from __future__ import annotations
 
@@ -26,7 +25,8 @@ class TargetError(UserError):
 
 
 def calibration_path(source: str | Path) -> Path:
-    """``calibration.json`` itself, a folder holding it, or a checkpoint directory of a run that holds it."""
+    """``calibration.json`` itself, a folder holding it, or a checkpoint directory of a run that
+    holds it."""
     path = Path(source)
     if path.is_file():
         return path
@@ -57,8 +57,9 @@ NUMBER_FIELDS = ("fd_cls", "latency_ms", "gflops", "class_acc")
 
 
 def check_record(record, path) -> None:
-    """The shape ``elt calibrate`` writes: ``{"points": [{"loops": POINT, "fd_cls": x, ...}, ...]}`` with every
-    ``loops`` a valid operating point and every figure a number or null; anything else is one line."""
+    """The shape ``elt calibrate`` writes: ``{"points": [{"loops": POINT, "fd_cls": x, ...}, ...]}``
+    with every ``loops`` a valid operating point and every figure a number or null; anything else is
+    one line."""
     from elt.core.schedule import as_point
 
     if not isinstance(record, dict):
@@ -87,7 +88,8 @@ def check_record(record, path) -> None:
                 or not math.isfinite(value)
             ):
                 raise TargetError(
-                    f"{path}: point {i} has {key}={str(value)[:40]!r}; expected a finite number or null"
+                    f"{path}: point {i} has {key}={str(value)[:40]!r}; expected a finite number or "
+                    "null"
                 )
 
 
@@ -95,7 +97,8 @@ def _describe(point: dict) -> str:
     latency = point.get("latency_ms")
     return (
         f"loops {point['loops']} (FD_cls {point.get('fd_cls', float('nan')):.3g}, class acc "
-        f"{100 * point.get('class_acc', float('nan')):.1f}%, {point.get('gflops', float('nan')):.3g} GFLOPs, "
+        f"{100 * point.get('class_acc', float('nan')):.1f}%, "
+        f"{point.get('gflops', float('nan')):.3g} GFLOPs, "
         + (f"{latency:.0f} ms" if latency is not None else "latency not measured")
         + ")"
     )
@@ -104,9 +107,10 @@ def _describe(point: dict) -> str:
 def choose_point(
     source: str | Path | dict, budget_ms: float | None = None, fd_cls: float | None = None
 ) -> dict:
-    """The calibrated point for a target: with ``fd_cls`` alone the cheapest (lowest latency, then GFLOPs) point
-    whose FD_cls is at most it; with ``budget_ms`` alone the best-quality point whose latency fits; with both
-    the cheapest point meeting both. Raises :class:`TargetError` (one line naming the best available point)."""
+    """The calibrated point for a target: with ``fd_cls`` alone the cheapest (lowest latency, then
+    GFLOPs) point whose FD_cls is at most it; with ``budget_ms`` alone the best-quality point whose
+    latency fits; with both the cheapest point meeting both. Raises :class:`TargetError` (one line
+    naming the best available point)."""
     record = source if isinstance(source, dict) else load_calibration(source)
     for name, value in (("--budget-ms", budget_ms), ("--quality", fd_cls)):
         if value is not None and not (value > 0 and math.isfinite(value)):
@@ -116,7 +120,8 @@ def choose_point(
     points = [p for p in record["points"] if p.get("fd_cls") is not None]
     if not points:
         raise TargetError(
-            f"{record.get('path', 'the calibration')} has no point with an FD_cls figure; recalibrate"
+            f"{record.get('path', 'the calibration')} has no point with an FD_cls figure; "
+            "recalibrate"
         )
     if budget_ms is not None and any(p.get("latency_ms") is None for p in points):
         raise TargetError(
@@ -147,13 +152,15 @@ def choose_point(
         if budget_ms is not None and fd_cls is None:
             best = min(points, key=cost)
             raise TargetError(
-                f"no calibrated point runs within {budget_ms:g} ms; the fastest is {_describe(best)} "
+                f"no calibrated point runs within {budget_ms:g} ms; the fastest is "
+                f"{_describe(best)} "
                 f"({where})"
             )
         within = [p for p in points if p["latency_ms"] <= budget_ms]
         best = min(within, key=lambda p: p["fd_cls"]) if within else min(points, key=cost)
         raise TargetError(
-            f"no calibrated point meets FD_cls <= {fd_cls:g} within {budget_ms:g} ms; the closest is "
+            f"no calibrated point meets FD_cls <= {fd_cls:g} within {budget_ms:g} ms; the closest "
+            "is "
             f"{_describe(best)} ({where})"
         )
     if fd_cls is None:

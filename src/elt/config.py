@@ -1,14 +1,13 @@
 """Typed configuration: dataclasses validated by OmegaConf, YAML files, dotted overrides.
 
-Precedence (later wins): dataclass defaults ← ``model.preset`` ← YAML file ← ``key=value`` overrides.
-Unknown keys are errors that name the key and the closest valid one.
+Precedence (later wins): dataclass defaults ← ``model.preset`` ← YAML file ← ``key=value``
+overrides. Unknown keys are errors that name the key and the closest valid one.
 
-This module owns the sections every paradigm shares (``model``, ``ilsd``, ``data``, ``train``, ``tokenizer``,
-``sampling``); each paradigm adds its own section (``masked:``, ``diffusion:``, ...) by registering it in
-:mod:`elt.registry`, so the config knows no paradigm by name. Keys renamed in a release keep working for one
-more, with a one-line deprecation message naming the new key (:data:`DEPRECATED_KEYS`); configs stored in
-checkpoints are migrated silently.
-"""
+This module owns the sections every paradigm shares (``model``, ``ilsd``, ``data``, ``train``,
+``tokenizer``, ``sampling``); each paradigm adds its own section (``masked:``, ``diffusion:``, ...)
+by registering it in :mod:`elt.registry`, so the config knows no paradigm by name. Keys renamed in a
+release keep working for one more, with a one-line deprecation message naming the new key
+(:data:`DEPRECATED_KEYS`); configs stored in checkpoints are migrated silently."""
 
 from __future__ import annotations
 
@@ -71,7 +70,8 @@ class ModelConfig:
     )
     checkpoint_loops: bool = False  # activation checkpointing per loop (memory flat in L)
     class_dropout: float = 0.1  # label dropout for classifier-free guidance
-    dropout: float = 0.0  # training dropout of each block's residual branches (MaskGIT/MAGVIT: 0.1; not in the paper)
+    # training dropout of each block's residual branches (MaskGIT/MAGVIT: 0.1; not in the paper)
+    dropout: float = 0.0
     attention_dropout: float = (
         0.0  # training dropout of attention probabilities (MaskGIT/MAGVIT: 0.1)
     )
@@ -116,7 +116,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     warmup_steps: int = 100
-    lr_schedule: str = "constant"  # after warm-up: constant | cosine | linear (decay to min_lr_ratio·lr at train.steps)
+    # after warm-up: constant | cosine | linear (decay to min_lr_ratio·lr at train.steps)
+    lr_schedule: str = "constant"
     min_lr_ratio: float = 0.0  # floor of the cosine/linear decay, as a fraction of train.lr
     grad_accum_steps: int = (
         1  # micro-batches per optimizer step (each rank loads batch_size / world / this)
@@ -156,8 +157,9 @@ class TrainConfig:
     dist_timeout_s: float = (
         600.0  # under torchrun: how long a collective may wait before the run fails
     )
-    # auto: dcp under FSDP, full otherwise | full (gathered optimizer in state.pt) | dcp (every rank writes its
-    # shards of weights, optimizer, EMA to sharded/ via torch.distributed.checkpoint; resumes on any process count)
+    # auto: dcp under FSDP, full otherwise | full (gathered optimizer in state.pt) | dcp (every rank
+    # writes its shards of weights, optimizer, EMA to sharded/ via torch.distributed.checkpoint;
+    # resumes on any process count)
     checkpoint_format: str = "auto"
     keep_checkpoints: int = 3  # newest checkpoints kept (0: all)
     handle_signals: bool = True  # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop
@@ -172,7 +174,8 @@ class TrainConfig:
 
 @dataclass
 class TokenizerConfig:
-    kind: str = "fsq"  # fsq (trainable here) | fsq3d (videos, trainable here) | pretrained_vq (diffusers VQModel)
+    # fsq (trainable here) | fsq3d (videos, trainable here) | pretrained_vq (diffusers VQModel)
+    kind: str = "fsq"
     levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # FSQ levels: 1000 codes
     downsample: int = 4  # 32×32 images → 8×8 tokens
     temporal_downsample: int = 4  # fsq3d: 16 frames → 4 latent frames
@@ -198,13 +201,14 @@ TOKENIZER_KINDS = ("fsq", "fsq3d", "pretrained_vq")
 
 @dataclass
 class SamplingConfig:
-    """How a trained model samples, the same words in every paradigm (``null``: the paradigm's default)."""
+    """How a trained model samples, the same words in every paradigm (``null``: the paradigm's
+    default)."""
 
     steps: int | None = (
         None  # sampling steps (masked: decoding steps, default 12; diffusion: denoising, 50)
     )
-    # classifier-free guidance scale s: output = uncond + s·(cond − uncond); 1 = conditional only (no
-    # unconditional pass), 0 = unconditional (defaults: masked 1.0, diffusion 2.0)
+    # classifier-free guidance scale s: output = uncond + s·(cond − uncond); 1 = conditional only
+    # (no unconditional pass), 0 = unconditional (defaults: masked 1.0, diffusion 2.0)
     guidance: float | None = None
     precision: str | None = (
         None  # fp32 | bf16 | auto (bf16 on CUDA); null: masked fp32, diffusion train.precision
@@ -212,8 +216,8 @@ class SamplingConfig:
     compile: bool = (
         False  # torch.compile each fixed-loop sampling step, once per batch and loop count
     )
-    # default operating point (elt.core.schedule): an int, a schedule string ("4:1", "1x6+4x6"), a per-step
-    # list, or an adaptive exit ("exit:0.05"); null = L_max at every step
+    # default operating point (elt.core.schedule): an int, a schedule string ("4:1", "1x6+4x6"), a
+    # per-step list, or an adaptive exit ("exit:0.05"); null = L_max at every step
     loops: Any = None
 
 
@@ -232,9 +236,10 @@ DATASETS = ("fashion_mnist", "folder", "moving_fmnist", "ucf101")
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 MAX_CLASSES = 100_000  # ImageNet-21k has 21 841
 
-# One rule per field of every shared section (a paradigm's section: the ``RULES`` of its config class), checked
-# by :func:`validate` when a config is loaded, before any file is written or data read. Relations between
-# fields (width divisible by heads, video fields together, ...) follow in :func:`validate`.
+# One rule per field of every shared section (a paradigm's section: the ``RULES`` of its config
+# class), checked by :func:`validate` when a config is loaded, before any file is written or data
+# read. Relations between fields (width divisible by heads, video fields together, ...) follow in
+# :func:`validate`.
 RULES = {
     "paradigm": Any_("validate: a registered paradigm"),
     "model.preset": Any_("load_config: parse_preset"),
@@ -329,8 +334,8 @@ RULES = {
 
 
 def config_rules() -> dict:
-    """The rule of every field: the shared sections' and each registered paradigm's (``RULES`` of its config
-    class, keys without the section name)."""
+    """The rule of every field: the shared sections' and each registered paradigm's (``RULES`` of
+    its config class, keys without the section name)."""
     rules = dict(RULES)
     for name, paradigm in registry.paradigms().items():
         for key, rule in (getattr(paradigm.config, "RULES", None) or {}).items():
@@ -345,7 +350,8 @@ CHECKPOINT_FORMATS = ("auto", "full", "dcp")
 
 
 def resolved_checkpoint_format(cfg: DictConfig, sharded: bool) -> str:
-    """``train.checkpoint_format`` with ``auto`` decided: ``dcp`` for a sharded (FSDP) run, else ``full``."""
+    """``train.checkpoint_format`` with ``auto`` decided: ``dcp`` for a sharded (FSDP) run, else
+    ``full``."""
     chosen = str(OmegaConf.select(cfg, "train.checkpoint_format", default="auto"))
     return ("dcp" if sharded else "full") if chosen == "auto" else chosen
 
@@ -368,14 +374,16 @@ _STRUCTURED: dict[type, DictConfig] = {}
 
 
 def _structured(schema: type) -> DictConfig:
-    """The schema's defaults as a typed config, built once (OmegaConf.merge copies it, never changes it)."""
+    """The schema's defaults as a typed config, built once (OmegaConf.merge copies it, never changes
+    it)."""
     if schema not in _STRUCTURED:
         _STRUCTURED[schema] = OmegaConf.structured(schema)
     return _STRUCTURED[schema]
 
 
-# Renamed keys: old key -> (new key, conversion of the value or None). The old keys work for one release.
-# masked.guidance was g in logits = cond + g·(cond − uncond); sampling.guidance is s = g + 1 (same images).
+# Renamed keys: old key -> (new key, conversion of the value or None). The old keys work for one
+# release. masked.guidance was g in logits = cond + g·(cond − uncond); sampling.guidance is s = g +
+# 1 (same images).
 DEPRECATED_KEYS = {
     "masked.sample_steps": ("sampling.steps", None),
     "masked.guidance": ("sampling.guidance", lambda g: float(g) + 1.0),
@@ -405,9 +413,10 @@ def _paradigm_of(layers: list[dict]) -> str:
 def migrate_layers(layers: list[dict], warn: bool) -> list[dict]:
     """Move deprecated keys of plain-dict config layers to their new names (in place, returned).
 
-    Only the active paradigm's old keys move (a full config dump holds every paradigm's section); the others
-    are dropped. A new key set in the same layer wins over its old name. ``warn`` prints one line per old key
-    (user YAML files and overrides); configs stored in checkpoints are migrated silently."""
+    Only the active paradigm's old keys move (a full config dump holds every paradigm's section);
+    the others are dropped. A new key set in the same layer wins over its old name. ``warn`` prints
+    one line per old key (user YAML files and overrides); configs stored in checkpoints are migrated
+    silently."""
     paradigm = _paradigm_of(layers)
     for layer in layers:
         if not isinstance(layer, dict):
@@ -456,7 +465,8 @@ def load_config(
             raise ConfigError(f"cannot read config {resolved}: {exc}".splitlines()[0]) from exc
         if not isinstance(layer, DictConfig):
             raise ConfigError(
-                f"config {str(resolved)!r} holds a {type(layer).__name__.replace('Config', '').lower()}"
+                f"config {str(resolved)!r} holds a "
+                f"{type(layer).__name__.replace('Config', '').lower()}"
                 "; a config is a mapping of sections (paradigm:, model:, train:, ...)"
             )
         layers.append(layer)
@@ -493,9 +503,8 @@ def load_config(
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or ""
         raise ConfigError(
-            f"invalid value for config key {key!r}: {exc.msg if hasattr(exc, 'msg') else exc}".splitlines()[
-                0
-            ]
+            f"invalid value for config key {key!r}: "
+            f"{exc.msg if hasattr(exc, 'msg') else exc}".splitlines()[0]
         ) from exc
     try:
         validate(cfg)
@@ -504,15 +513,16 @@ def load_config(
     ) as exc:  # a ${...} that resolves to no valid value: never echo what it gave
         key = getattr(exc, "full_key", None) or "?"
         raise ConfigError(
-            f"config key {key!r} holds an interpolation ('${{...}}') that does not resolve to a valid "
+            f"config key {key!r} holds an interpolation ('${{...}}') that does not resolve to a "
+            "valid "
             "value; give the value itself"
         ) from None
     return cfg
 
 
 def validate(cfg: DictConfig) -> None:
-    """Every field against its rule (:func:`config_rules`), then the relations between fields and a memory
-    estimate of the model; one line naming the key, the value and what is allowed."""
+    """Every field against its rule (:func:`config_rules`), then the relations between fields and a
+    memory estimate of the model; one line naming the key, the value and what is allowed."""
     _choice("paradigm", cfg.paradigm, tuple(registry.paradigms()))
     for key, rule in config_rules().items():
         if OmegaConf.select(cfg, key.split(".")[0], default=None) is None and "." in key:
@@ -522,7 +532,8 @@ def validate(cfg: DictConfig) -> None:
     check_seed(cfg.data.video_seed, "data.video_seed")
     if not re.fullmatch(DEVICE_PATTERN, str(cfg.train.device)):
         raise ConfigError(
-            f"config key 'train.device': unknown device {str(cfg.train.device)[:40]!r}; allowed: auto, "
+            f"config key 'train.device': unknown device {str(cfg.train.device)[:40]!r}; allowed: "
+            "auto, "
             "cpu, cuda, cuda:N, mps"
         )
     if cfg.model.width % cfg.model.heads:
@@ -567,9 +578,9 @@ def validate(cfg: DictConfig) -> None:
 
 
 def model_parameters_estimate(cfg: DictConfig) -> int:
-    """A lower bound on the parameters the config's model has (blocks, position and class embeddings), from
-    the shared sections alone: tokens are counted at the coarsest grid any paradigm uses (16 pixels per token
-    side, or tokenizer.downsample when coarser)."""
+    """A lower bound on the parameters the config's model has (blocks, position and class
+    embeddings), from the shared sections alone: tokens are counted at the coarsest grid any
+    paradigm uses (16 pixels per token side, or tokenizer.downsample when coarser)."""
     side = max(1, cfg.data.image_size // max(16, cfg.tokenizer.downsample))
     tokens = side * side * max(1, cfg.data.frames // max(4, cfg.tokenizer.temporal_downsample))
     return transformer_parameters(
@@ -582,7 +593,8 @@ def model_parameters_estimate(cfg: DictConfig) -> int:
 
 
 def check_model_memory(cfg: DictConfig, limit: int | None = None) -> None:
-    """The model's fp32 weights alone must fit this machine's memory (every command builds them there)."""
+    """The model's fp32 weights alone must fit this machine's memory (every command builds them
+    there)."""
     params = model_parameters_estimate(cfg)
     limit = host_memory_bytes() if limit is None else limit
     if 4 * params > limit:
@@ -615,7 +627,8 @@ RAW_STRING_KEYS = ("sampling.loops",)  # YAML would read a ramp "4:1" as the bas
 
 
 def _from_dotlist(items) -> DictConfig:
-    """``key=value`` overrides as a config layer; values of :data:`RAW_STRING_KEYS` stay the text given."""
+    """``key=value`` overrides as a config layer; values of :data:`RAW_STRING_KEYS` stay the text
+    given."""
     items = list(items)
     raw = [i for i in items if i.split("=", 1)[0] in RAW_STRING_KEYS]
     layer = OmegaConf.from_dotlist([i for i in items if i not in raw])
@@ -639,13 +652,15 @@ def _validate_sampling_loops(cfg: DictConfig) -> None:
         raise ConfigError(f"config key 'sampling.loops' is {str(loops)[:40]!r}: {exc}") from None
     if top is not None and top > loop_ceiling(cfg.model.loops):
         raise ConfigError(
-            f"config key 'sampling.loops' is {str(loops)[:40]!r}: {top} loops per step; allowed: at "
+            f"config key 'sampling.loops' is {str(loops)[:40]!r}: {top} loops per step; allowed: "
+            "at "
             f"most {loop_ceiling(cfg.model.loops)} (4·model.loops, at least 8)"
         )
 
 
 def check_seed(seed: int, name: str = "seed") -> int:
-    """Seeds are integers in 0..2**63-2**32 (torch's generators take 64-bit seeds; elt adds offsets)."""
+    """Seeds are integers in 0..2**63-2**32 (torch's generators take 64-bit seeds; elt adds
+    offsets)."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"{name}={seed!r} is out of range; allowed: an integer in 0..{MAX_SEED}")
     return seed
@@ -664,7 +679,8 @@ def check_options(
     seeds: dict[str, Any] | None = None,
     finite: dict[str, Any] | None = None,
 ) -> None:
-    """Command-line numbers checked before any work: ``{"--num": 5}``-style maps per rule (``None`` skips)."""
+    """Command-line numbers checked before any work: ``{"--num": 5}``-style maps per rule (``None``
+    skips)."""
     for name, value in (at_least_one or {}).items():
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
@@ -686,7 +702,8 @@ def _validate_video(cfg: DictConfig) -> None:
     if data.name in VIDEO_DATASETS:
         if data.frames < 2:
             raise ConfigError(
-                f"data.name={data.name} is a video dataset: set data.frames >= 2 (got {data.frames})"
+                f"data.name={data.name} is a video dataset: set data.frames >= 2 (got "
+                f"{data.frames})"
             )
     elif data.frames != 0:
         raise ConfigError(
@@ -710,7 +727,8 @@ def _validate_video(cfg: DictConfig) -> None:
     if cfg.tokenizer.kind == "fsq3d":
         if data.frames < 2:
             raise ConfigError(
-                f"tokenizer.kind=fsq3d encodes videos: use a video dataset ({', '.join(VIDEO_DATASETS)})"
+                "tokenizer.kind=fsq3d encodes videos: use a video dataset "
+                f"({', '.join(VIDEO_DATASETS)})"
                 f" with data.frames >= 2 (got data.name={data.name}, data.frames={data.frames})"
             )
         if data.frames % cfg.tokenizer.temporal_downsample:
@@ -730,7 +748,8 @@ def _validate_video(cfg: DictConfig) -> None:
 
 
 def to_yaml(cfg: DictConfig) -> str:
-    """Plain values only (interpolations resolved): what a checkpoint stores and :func:`from_yaml_file` reads."""
+    """Plain values only (interpolations resolved): what a checkpoint stores and
+    :func:`from_yaml_file` reads."""
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
@@ -754,12 +773,13 @@ SAMPLING_KEYS = (
 def from_yaml_file(
     path: str | Path, sampling_overrides: list[str] | tuple[str, ...] = ()
 ) -> DictConfig:
-    """Load a config saved by :func:`to_yaml` (e.g. a checkpoint's ``config.yaml``), validated, with optional
-    ``key=value`` overrides of the sampling settings (:data:`SAMPLING_KEYS`). Keys renamed since the file was
-    written are migrated silently (:data:`DEPRECATED_KEYS`).
+    """Load a config saved by :func:`to_yaml` (e.g. a checkpoint's ``config.yaml``), validated, with
+    optional ``key=value`` overrides of the sampling settings (:data:`SAMPLING_KEYS`). Keys renamed
+    since the file was written are migrated silently (:data:`DEPRECATED_KEYS`).
 
-    A checkpoint may come from anyone: its config must be plain values. Interpolations (``${oc.env:...}``,
-    ``${other.key}``) are refused, never resolved, and every error is one line naming the file."""
+    A checkpoint may come from anyone: its config must be plain values. Interpolations
+    (``${oc.env:...}``, ``${other.key}``) are refused, never resolved, and every error is one line
+    naming the file."""
     path = Path(path)
     schema = config_schema()
     try:

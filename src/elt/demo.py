@@ -1,16 +1,18 @@
-"""``elt demo``: what ILSD buys, measured on the spot with the small Fashion-MNIST models shipped in the package.
+"""``elt demo``: what ILSD buys, measured on the spot with the small Fashion-MNIST models shipped in
+the package.
 
-For each paradigm (masked tokens and diffusion) two shipped models of the same architecture and budget
-(3 unique layers × 4 loops): one trained with ILSD (``demo:masked``, ``demo:diffusion``) and one with plain
-("vanilla") looping (``demo:masked-vanilla``, ``demo:diffusion-vanilla``). Each samples a class-balanced
-set at L = 1 … L_max + 1 from its single checkpoint; the shipped Fashion-MNIST classifier scores the class
-accuracy (95 % Wilson intervals as error bars) and every loop count is timed. It writes one grid per
-paradigm (ILSD beside vanilla, rows = loop counts, columns = classes) and a quality-vs-loops plot.
+For each paradigm (masked tokens and diffusion) two shipped models of the same architecture and
+budget (3 unique layers × 4 loops): one trained with ILSD (``demo:masked``, ``demo:diffusion``) and
+one with plain ("vanilla") looping (``demo:masked-vanilla``, ``demo:diffusion-vanilla``). Each
+samples a class-balanced set at L = 1 … L_max + 1 from its single checkpoint; the shipped
+Fashion-MNIST classifier scores the class accuracy (95 % Wilson intervals as error bars) and every
+loop count is timed. It writes one grid per paradigm (ILSD beside vanilla, rows = loop counts,
+columns = classes) and a quality-vs-loops plot.
 
-Where the install ships it, ``demo:video`` (and ``demo:video-vanilla``), a masked model of 16-frame moving
-Fashion-MNIST clips, adds an animated grid (``video_grid.gif``, a still ``video_grid.png``): one clip per
-class at every loop count, classified frame by frame on the sprite's crop (:mod:`elt.eval.video`).
-"""
+Where the install ships it, ``demo:video`` (and ``demo:video-vanilla``), a masked model of 16-frame
+moving Fashion-MNIST clips, adds an animated grid (``video_grid.gif``, a still ``video_grid.png``):
+one clip per class at every loop count, classified frame by frame on the sprite's crop
+(:mod:`elt.eval.video`)."""
 
 from __future__ import annotations
 
@@ -41,7 +43,8 @@ def shipped_models() -> dict[str, Path]:
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a binomial proportion (stays inside [0, 1], sane at 0 and n)."""
+    """95 % Wilson score interval of a binomial proportion (stays inside [0, 1], sane at 0 and
+    n)."""
     if n == 0:
         return 0.0, 1.0
     p = successes / n
@@ -50,31 +53,33 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-# Denoising / decoding steps of the demo (each model's config default: masked 12, diffusion 25). Fewer steps keep
-# the whole demo near a minute on 2 CPU cores; at these counts the shipped models' class accuracy is within the
-# demo's own error bars of the defaults (docs/benchmarks.md). `elt sample`/`elt eval` use the config's.
+# Denoising / decoding steps of the demo (each model's config default: masked 12, diffusion 25).
+# Fewer steps keep the whole demo near a minute on 2 CPU cores; at these counts the shipped models'
+# class accuracy is within the demo's own error bars of the defaults (docs/benchmarks.md). `elt
+# sample`/`elt eval` use the config's.
 DEMO_STEPS = {"masked": 6, "diffusion": 8, VIDEO: 6}
 
 
 def default_jobs() -> int:
-    """Worker processes: 2 where there are 2 CPUs or more (single-threaded processes do not stall each other on
-    a shared machine, unlike threads of one process), else 1."""
+    """Worker processes: 2 where there are 2 CPUs or more (single-threaded processes do not stall
+    each other on a shared machine, unlike threads of one process), else 1."""
     from elt.runtime import available_cpus
 
     return 2 if available_cpus() >= 2 else 1
 
 
 def panel_of(name: str) -> str:
-    """The demo panel a shipped model is drawn in: its name without the variant (masked, diffusion, video)."""
+    """The demo panel a shipped model is drawn in: its name without the variant (masked, diffusion,
+    video)."""
     return name.removesuffix(VARIANTS[1])
 
 
 def demo_names(
     models: dict, paradigms: tuple[str, ...], vanilla: bool | None, video: bool | None
 ) -> list[str]:
-    """The demo models to show, ILSD before vanilla per panel. ``vanilla``/``video``: None = where this install
-    ships them, True = required (a missing one is reported by the caller), False = left out. Video is a
-    masked-paradigm model, so it comes with ``masked`` only."""
+    """The demo models to show, ILSD before vanilla per panel. ``vanilla``/``video``: None = where
+    this install ships them, True = required (a missing one is reported by the caller), False = left
+    out. Video is a masked-paradigm model, so it comes with ``masked`` only."""
     panels = list(paradigms)
     if "masked" in paradigms and (video or (video is None and VIDEO in models)):
         panels.append(VIDEO)
@@ -98,10 +103,10 @@ def run_demo(
     video: bool | None = None,
 ) -> dict:
     """Sample, score and draw the shipped models; returns the record also written to ``demo.json``.
-    ``vanilla``: also the vanilla-looped models (``None``: those this install ships). The record's ``vanilla``
-    lists the vanilla models shown. ``video``: the video models too (``None``: where shipped; with ``masked``
-    only). ``jobs``: processes sampling side by side (``None``: :func:`default_jobs`); every model is seeded
-    on its own, so the images do not depend on it."""
+    ``vanilla``: also the vanilla-looped models (``None``: those this install ships). The record's
+    ``vanilla`` lists the vanilla models shown. ``video``: the video models too (``None``: where
+    shipped; with ``masked`` only). ``jobs``: processes sampling side by side (``None``:
+    :func:`default_jobs`); every model is seeded on its own, so the images do not depend on it."""
     import torch
 
     models = shipped_models()
@@ -156,7 +161,8 @@ def _sample_groups(
     threads: int,
     progress: bool,
 ) -> dict:
-    """The first group in this process (with progress bars), the others each in a spawned worker process."""
+    """The first group in this process (with progress bars), the others each in a spawned worker
+    process."""
     if len(groups) == 1:
         return sample_models(groups[0], per_class, seed, extra_loops, threads, progress)
     import multiprocessing
@@ -184,8 +190,9 @@ def _sample_groups(
 def sample_models(
     names: list[str], per_class: int, seed: int, extra_loops: int, threads: int, progress: bool
 ) -> dict[str, tuple[dict, list[np.ndarray]]]:
-    """Each named shipped model at L = 1 … L_max + extra_loops (and its adaptive row if ILSD-trained):
-    ``{name: (record entry, grid rows)}``. Runs in a worker process as well as in the caller's."""
+    """Each named shipped model at L = 1 … L_max + extra_loops (and its adaptive row if
+    ILSD-trained): ``{name: (record entry, grid rows)}``. Runs in a worker process as well as in the
+    caller's."""
     import torch
     from tqdm.auto import tqdm
 
@@ -251,8 +258,8 @@ def sample_models(
 
 
 def predicted_classes(samples: np.ndarray, classifier) -> np.ndarray:
-    """The classifier's class per image (N×H×W×C) or per clip (N×T×H×W×C: its frames' mean logits on the
-    sprite crops, as ``elt eval video`` scores video accuracy)."""
+    """The classifier's class per image (N×H×W×C) or per clip (N×T×H×W×C: its frames' mean logits on
+    the sprite crops, as ``elt eval video`` scores video accuracy)."""
     if samples.ndim == 5:
         from elt.eval.video import classify_frames
 
@@ -268,7 +275,8 @@ DEMO_ADAPTIVE = {"masked": "exit:0.2", "diffusion": "exit:0.05"}
 def adaptive_row(
     generator, paradigm: str, labels: np.ndarray, classifier, seed: int, steps: int | None = None
 ) -> tuple[dict, np.ndarray]:
-    """Generate ``labels`` with the paradigm's adaptive exit; its scores, mean loops used and GFLOPs."""
+    """Generate ``labels`` with the paradigm's adaptive exit; its scores, mean loops used and
+    GFLOPs."""
     point = DEMO_ADAPTIVE[paradigm]
     start = time.perf_counter()
     images, used = generator.generate(
@@ -291,11 +299,13 @@ def adaptive_row(
 
 def _label(record: dict, name: str) -> str:
     info = record["models"][name]
-    return f"{'ILSD' if info['mode'] == 'ilsd' else info['mode']} (trained at L = {info['trained_loops']})"
+    mode = "ILSD" if info["mode"] == "ilsd" else info["mode"]
+    return f"{mode} (trained at L = {info['trained_loops']})"
 
 
 def draw_grid(record: dict, panels: dict[str, list[np.ndarray]], path: Path, paradigm: str) -> Path:
-    """Panels side by side (ILSD, vanilla), rows = loop counts, one column per class, class names on top."""
+    """Panels side by side (ILSD, vanilla), rows = loop counts, one column per class, class names on
+    top."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -345,8 +355,9 @@ def draw_grid(record: dict, panels: dict[str, list[np.ndarray]], path: Path, par
 def draw_video_grid(
     record: dict, panels: dict[str, list[np.ndarray]], path: Path, panel: str = VIDEO
 ) -> Path:
-    """The video models' clips as one animated grid (``path`` with ``.gif``; ``path`` itself is the still of
-    first / middle / last frames): per model, one row per loop count, one clip per class."""
+    """The video models' clips as one animated grid (``path`` with ``.gif``; ``path`` itself is the
+    still of first / middle / last frames): per model, one row per loop count, one clip per
+    class."""
     from elt.visual import save_video_grid
 
     rows, labels = [], []
@@ -360,7 +371,8 @@ def draw_video_grid(
                 f"{100 * r['class_accuracy']:.0f}%"
             )
     title = (
-        f"{', '.join('demo:' + n for n in panels)}: one clip per class, {record['steps'][panel]} steps "
+        f"{', '.join('demo:' + n for n in panels)}: one clip per class, {record['steps'][panel]} "
+        "steps "
         "(* = trained L, % = clips recognised)"
     )
     save_video_grid(path, rows, labels, title=title, mp4=False)

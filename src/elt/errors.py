@@ -12,7 +12,8 @@ class UserError(Exception):
 
 
 class ConfigError(UserError, ValueError):
-    """A configuration problem a user can fix; the message is one line naming the key and what is allowed."""
+    """A configuration problem a user can fix; the message is one line naming the key and what is
+    allowed."""
 
 
 class CheckpointError(UserError, FileNotFoundError):

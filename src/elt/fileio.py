@@ -1,14 +1,14 @@
-"""Writing outputs so that nothing half-written ever sits under a final name. The bottom layer: imports only elt.errors.
+"""Writing outputs so that nothing half-written ever sits under a final name. The bottom layer:
+imports only elt.errors.
 
-Every file elt writes (samples, grids, JSON, CSV, weights, checkpoints, exports, eval outputs) goes through
-:func:`atomic_write` (one file) or :func:`atomic_dir` (a directory of files): the data is written under a
-temporary sibling name (``.NAME.tmp-PID``), flushed to disk and renamed into place. A write that fails
-(disk full, killed process) leaves the previous file, or nothing, under the final name — never a
-truncated one — and removes its temporary file when it can.
+Every file elt writes (samples, grids, JSON, CSV, weights, checkpoints, exports, eval outputs) goes
+through :func:`atomic_write` (one file) or :func:`atomic_dir` (a directory of files): the data is
+written under a temporary sibling name (``.NAME.tmp-PID``), flushed to disk and renamed into place.
+A write that fails (disk full, killed process) leaves the previous file, or nothing, under the final
+name — never a truncated one — and removes its temporary file when it can.
 
-Failures raise :class:`OutputError` (an ``OSError``): one line naming the path and the reason, which the
-command line prints as ``elt: error: ...`` with exit status 2.
-"""
+Failures raise :class:`OutputError` (an ``OSError``): one line naming the path and the reason, which
+the command line prints as ``elt: error: ...`` with exit status 2."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ TMP_MARK = ".tmp-"
 
 
 class OutputError(OSError):
-    """An output cannot be written (disk full, read-only, not a directory, ...): one line, user-fixable."""
+    """An output cannot be written (disk full, read-only, not a directory, ...): one line,
+    user-fixable."""
 
 
 _NO_SPACE = "no space left on the device (free some space and run the command again)"
@@ -52,8 +53,9 @@ _OS_CODE = re.compile(r"(?:code: |errno |Errno |os error )(\d+)")
 
 def write_failure(exc: BaseException) -> str | None:
     """The reason a library's save function failed while writing (safetensors' ``SafetensorError``,
-    ``torch.save``'s ``RuntimeError`` from its zip writer, an ``OSError``), or ``None`` when ``exc`` is not a
-    failed write. A disk that is full or a file-size limit become the one-line reasons of :func:`describe`."""
+    ``torch.save``'s ``RuntimeError`` from its zip writer, an ``OSError``), or ``None`` when ``exc``
+    is not a failed write. A disk that is full or a file-size limit become the one-line reasons of
+    :func:`describe`."""
     if isinstance(exc, OSError):
         return describe(exc)
     text = str(exc)
@@ -89,7 +91,7 @@ def temporary_name(path: str | Path) -> Path:
     return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
 
 
-# -- never into the installed package -------------------------------------------------------------------------
+# -- never into the installed package --------------------------------------------------------------
 PACKAGE_DIR = Path(__file__).resolve().parent
 ALLOW_PACKAGE_WRITES = (
     "ELT_ALLOW_PACKAGE_WRITES"  # =1: the maintainers' script that rebuilds the shipped models
@@ -97,8 +99,9 @@ ALLOW_PACKAGE_WRITES = (
 
 
 def check_not_in_package(path: str | Path) -> None:
-    """Refuse to write anywhere inside the installed ``elt`` package (its shipped models, configs, code):
-    a command's default output that would land there is a bug, a user's ``--out`` there is a mistake."""
+    """Refuse to write anywhere inside the installed ``elt`` package (its shipped models, configs,
+    code): a command's default output that would land there is a bug, a user's ``--out`` there is a
+    mistake."""
     if os.environ.get(ALLOW_PACKAGE_WRITES) == "1":
         return
     try:
@@ -107,12 +110,13 @@ def check_not_in_package(path: str | Path) -> None:
         return
     if target == PACKAGE_DIR or target.is_relative_to(PACKAGE_DIR):
         raise OutputError(
-            f"{str(path)!r} lies inside the installed elt package ({PACKAGE_DIR}); elt never writes "
+            f"{str(path)!r} lies inside the installed elt package ({PACKAGE_DIR}); elt never "
+            "writes "
             "there: choose an output folder elsewhere (e.g. under the current directory)"
         )
 
 
-# -- temporary files of killed processes ----------------------------------------------------------------------
+# -- temporary files of killed processes -----------------------------------------------------------
 _STALE = re.compile(r"\..+" + re.escape(TMP_MARK) + r"(\d+)(\.[^/]*)?")
 _SWEPT: set[str] = set()
 
@@ -130,8 +134,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Remove the temporary files and folders (``.NAME.tmp-PID``, ``.STEM.tmp-PID.SUFFIX``) that processes of
-    this host which no longer run left in ``directory`` (killed mid-write). Returns what was removed."""
+    """Remove the temporary files and folders (``.NAME.tmp-PID``, ``.STEM.tmp-PID.SUFFIX``) that
+    processes of this host which no longer run left in ``directory`` (killed mid-write). Returns
+    what was removed."""
     removed = []
     try:
         entries = list(Path(directory).iterdir())
@@ -153,8 +158,8 @@ def _sweep_once(directory: Path) -> None:
 
 
 def _fresh_temporary(tmp: Path) -> None:
-    """A planted file or symbolic link under our temporary name is removed (``unlink`` never follows a link),
-    so the write below creates a new file instead of writing through the link."""
+    """A planted file or symbolic link under our temporary name is removed (``unlink`` never follows
+    a link), so the write below creates a new file instead of writing through the link."""
     try:
         if tmp.is_symlink() or tmp.is_file():
             tmp.unlink()
@@ -205,8 +210,9 @@ def _remove(path: Path) -> None:
 
 @contextmanager
 def _commit(tmp: Path, path: Path) -> Iterator[None]:
-    """The block writes ``tmp``; on success ``tmp`` is flushed to disk and renamed to ``path``. On any failure
-    ``tmp`` is removed and an ``OSError`` becomes a one-line :class:`OutputError` naming ``path``."""
+    """The block writes ``tmp``; on success ``tmp`` is flushed to disk and renamed to ``path``. On
+    any failure ``tmp`` is removed and an ``OSError`` becomes a one-line :class:`OutputError` naming
+    ``path``."""
     try:
         yield
         with open(tmp, "rb") as handle:
@@ -224,8 +230,8 @@ def _commit(tmp: Path, path: Path) -> Iterator[None]:
 
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO]:
-    """``with atomic_write(path, "w") as handle: ...`` — the file appears under ``path`` only once the
-    block finished without an exception and the data reached the disk."""
+    """``with atomic_write(path, "w") as handle: ...`` — the file appears under ``path`` only once
+    the block finished without an exception and the data reached the disk."""
     path = Path(path)
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
@@ -239,8 +245,9 @@ def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs: Any) -> Iter
 
 
 def write_via(path: str | Path, writer: Callable[[Path], Any]) -> Path:
-    """Let ``writer(tmp_path)`` (a library's save function that wants a file name) write a temporary file,
-    then rename it to ``path``. The temporary name keeps ``path``'s suffix, so format detection works."""
+    """Let ``writer(tmp_path)`` (a library's save function that wants a file name) write a temporary
+    file, then rename it to ``path``. The temporary name keeps ``path``'s suffix, so format
+    detection works."""
     path = Path(path)
     check_not_in_package(path)
     check_run_not_busy(path)
@@ -275,7 +282,8 @@ def write_json(path: str | Path, obj: Any, **dumps_kwargs: Any) -> Path:
 
 
 def save_npz(path: str | Path, *arrays: Any, **named: Any) -> Path:
-    """``np.savez`` to a temporary file, then renamed: no truncated ``.npz`` under its final name."""
+    """``np.savez`` to a temporary file, then renamed: no truncated ``.npz`` under its final
+    name."""
     import numpy as np
 
     with atomic_write(path, "wb") as handle:
@@ -285,11 +293,12 @@ def save_npz(path: str | Path, *arrays: Any, **named: Any) -> Path:
 
 @contextmanager
 def atomic_dir(path: str | Path, replace: bool = False) -> Iterator[Path]:
-    """Build a directory under a temporary sibling name; rename it to ``path`` when the block succeeds.
+    """Build a directory under a temporary sibling name; rename it to ``path`` when the block
+    succeeds.
 
-    ``replace``: an existing ``path`` is swapped out (removed after the new one is in place); otherwise an
-    existing non-empty ``path`` is an error. Every file written inside is flushed before the rename.
-    """
+    ``replace``: an existing ``path`` is swapped out (removed after the new one is in place);
+    otherwise an existing non-empty ``path`` is an error. Every file written inside is flushed
+    before the rename."""
     path = Path(path)
     check_not_in_package(path)
     check_run_not_busy(path)
@@ -328,8 +337,9 @@ def atomic_dir(path: str | Path, replace: bool = False) -> Iterator[Path]:
 
 
 def check_output_dir(path: str | Path, what: str = "output directory") -> Path:
-    """Fail early (before any work) when ``path`` cannot become a writable directory: it is an existing
-    file, lies under a file, or its nearest existing ancestor is not writable. Creates nothing."""
+    """Fail early (before any work) when ``path`` cannot become a writable directory: it is an
+    existing file, lies under a file, or its nearest existing ancestor is not writable. Creates
+    nothing."""
     path = Path(path)
     check_not_in_package(path)
     if path.exists() and not path.is_dir():
@@ -369,8 +379,8 @@ USER_FIXABLE_ERRNOS = (
 
 
 def user_fixable(exc: BaseException) -> str | None:
-    """One line for an ``OSError`` a user can fix (disk full, permissions, a file where a folder belongs);
-    ``None`` for anything else."""
+    """One line for an ``OSError`` a user can fix (disk full, permissions, a file where a folder
+    belongs); ``None`` for anything else."""
     if isinstance(exc, OutputError):
         return str(exc)
     if isinstance(exc, OSError) and exc.errno in USER_FIXABLE_ERRNOS:
@@ -379,10 +389,11 @@ def user_fixable(exc: BaseException) -> str | None:
     return None
 
 
-# -- files planted in a run directory -------------------------------------------------------------------------
+# -- files planted in a run directory --------------------------------------------------------------
 def refuse_symlink(path: str | Path, what: str = "file") -> None:
-    """A run's own files (lock, log, config, checkpoint files) are never symbolic links: one planted there
-    would make elt read a foreign file or write through it. One line naming the link, not following it."""
+    """A run's own files (lock, log, config, checkpoint files) are never symbolic links: one planted
+    there would make elt read a foreign file or write through it. One line naming the link, not
+    following it."""
     path = Path(path)
     if path.is_symlink():
         raise OutputError(
@@ -392,8 +403,8 @@ def refuse_symlink(path: str | Path, what: str = "file") -> None:
 
 
 def open_no_follow(path: str | Path, mode: str = "a", what: str = "file") -> IO:
-    """``open(path, mode)`` ("a", "a+", "r", "rb") that refuses a symbolic link or anything but a regular
-    file at ``path`` (``O_NOFOLLOW``: the check and the open are one step)."""
+    """``open(path, mode)`` ("a", "a+", "r", "rb") that refuses a symbolic link or anything but a
+    regular file at ``path`` (``O_NOFOLLOW``: the check and the open are one step)."""
     import stat
 
     path = Path(path)
@@ -423,7 +434,7 @@ def _open_lock(lock_path: Path) -> IO:
     return open_no_follow(lock_path, "a+", "lock file")
 
 
-# -- run-directory lock --------------------------------------------------------------------------------------
+# -- run-directory lock ----------------------------------------------------------------------------
 class LockedError(OutputError):
     """Another process holds the lock of a run directory."""
 
@@ -448,13 +459,14 @@ def _lock_holder(record: str) -> str:
 def exclusive_lock(
     directory: str | Path, name: str = ".lock", what: str = "run directory"
 ) -> Iterator[Path]:
-    """Hold an exclusive ``fcntl.flock`` on ``DIRECTORY/NAME`` for the block (re-entrant in one process).
+    """Hold an exclusive ``fcntl.flock`` on ``DIRECTORY/NAME`` for the block (re-entrant in one
+    process).
 
-    The lock file records the holder (pid, host, start time) for the message another process gets. The
-    kernel releases the lock when its holder dies (``kill -9``, a crash), so the lock file a dead run left
-    behind is simply taken over: stale locks recover by themselves. On release the lock file is removed,
-    and so is ``DIRECTORY`` if this call created it and nothing else was written there.
-    """
+    The lock file records the holder (pid, host, start time) for the message another process gets.
+    The kernel releases the lock when its holder dies (``kill -9``, a crash), so the lock file a
+    dead run left behind is simply taken over: stale locks recover by themselves. On release the
+    lock file is removed, and so is ``DIRECTORY`` if this call created it and nothing else was
+    written there."""
     import fcntl
 
     directory = Path(directory)
@@ -488,7 +500,8 @@ def exclusive_lock(
             )
             error.errno = errno.EBUSY
             raise error from None
-        try:  # the holder may have removed the file between our open and flock: lock the current file
+        # the holder may have removed the file between our open and flock: lock the current file
+        try:
             same = os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino
         except FileNotFoundError:
             same = False
@@ -528,8 +541,8 @@ def exclusive_lock(
 
 
 def enclosing_run(path: str | Path) -> Path | None:
-    """The run directory ``path`` is (or lies in): the nearest folder, ``path`` itself included, that holds
-    ``checkpoints/`` or a run's ``.lock``; ``None`` when there is none."""
+    """The run directory ``path`` is (or lies in): the nearest folder, ``path`` itself included,
+    that holds ``checkpoints/`` or a run's ``.lock``; ``None`` when there is none."""
     probe = Path(os.path.abspath(path))
     while True:
         if (
@@ -546,8 +559,8 @@ def enclosing_run(path: str | Path) -> Path | None:
 @contextmanager
 def run_dir_lock(path: str | Path) -> Iterator[Path | None]:
     """Hold the lock of the run directory an output ``path`` lies in (``elt tokenizer train`` into
-    ``RUN/tokenizer``, ``elt calibrate`` into ``RUN``, ...) for the block, so no command writes into a run a
-    training holds; a no-op for paths outside any run."""
+    ``RUN/tokenizer``, ``elt calibrate`` into ``RUN``, ...) for the block, so no command writes into
+    a run a training holds; a no-op for paths outside any run."""
     run = enclosing_run(path)
     if run is None:
         yield None
@@ -556,9 +569,10 @@ def run_dir_lock(path: str | Path) -> Iterator[Path | None]:
         yield run
 
 
-# -- untrusted input files: one line, never a pickle ------------------------------------------------------------
+# -- untrusted input files: one line, never a pickle -----------------------------------------------
 class InputFileError(UserError, ValueError):
-    """An input file that is damaged, of another format, or holds what elt never loads (pickled objects)."""
+    """An input file that is damaged, of another format, or holds what elt never loads (pickled
+    objects)."""
 
 
 def _kind_of(path: Path) -> str:
@@ -575,9 +589,9 @@ def _kind_of(path: Path) -> str:
 def load_npz(
     path: str | Path, what: str = "file", keys: tuple[str, ...] | None = None
 ) -> dict[str, Any]:
-    """The arrays of an ``.npz`` (``keys`` only, when given), read at once with ``allow_pickle=False``. A file
-    that is not an ``.npz``, is truncated, or holds object arrays (pickles) is a one-line
-    :class:`InputFileError` naming it."""
+    """The arrays of an ``.npz`` (``keys`` only, when given), read at once with
+    ``allow_pickle=False``. A file that is not an ``.npz``, is truncated, or holds object arrays
+    (pickles) is a one-line :class:`InputFileError` naming it."""
     import zipfile
 
     import numpy as np
@@ -610,8 +624,8 @@ def load_npz(
 
 
 def load_safetensors(path: str | Path, what: str = "weights file") -> dict[str, Any]:
-    """A safetensors file as a dict of tensors; anything else (a pickle, a truncated or empty file) is a
-    one-line :class:`InputFileError`."""
+    """A safetensors file as a dict of tensors; anything else (a pickle, a truncated or empty file)
+    is a one-line :class:`InputFileError`."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -634,9 +648,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def check_run_not_busy(path: str | Path) -> None:
-    """Refuse to write ``path`` when it lies in a run directory whose lock another process holds (a training
-    in progress): every elt command that writes there, not only those that take the lock themselves. The
-    lock's holder (this process) writes freely."""
+    """Refuse to write ``path`` when it lies in a run directory whose lock another process holds (a
+    training in progress): every elt command that writes there, not only those that take the lock
+    themselves. The lock's holder (this process) writes freely."""
     import fcntl
 
     run = enclosing_run(Path(path).parent)

@@ -1,16 +1,20 @@
-"""Bounds on the sizes a user can ask for, and memory estimates checked before anything is allocated.
+"""Bounds on the sizes a user can ask for, and memory estimates checked before anything is
+allocated.
 
-The foundation layer: imports nothing from elt but :mod:`elt.errors`. Every command, the config and the
-sampling API check sizes against these numbers, so an absurd value (``model.width=2000000``, ``--num
-1000000000000``, ``--loops 100000000``) is one line naming the value, the estimate and the limit instead of
-an out-of-memory traceback or a run that never ends.
+The foundation layer: imports nothing from elt but :mod:`elt.errors`. Every command, the config and
+the sampling API check sizes against these numbers, so an absurd value (``model.width=2000000``,
+``--num
+1000000000000``, ``--loops 100000000``) is one line naming the value, the estimate and the limit
+instead of an out-of-memory traceback or a run that never ends.
 
 Ceilings (each one far above every shipped config and study, and far below what would hang):
 
-* loops: at most :func:`loop_ceiling` = ``max(4 · L_max, 8)`` per sampling step once the model is known
-  (the studies go to 1.5 · L_max for ELT and to 4 · L_max for a single-pass stack; quality is flat or worse
-  past L_max while the cost grows linearly), and at most :data:`MAX_LOOPS` before it is;
-* operating points in one ``--loops``: :data:`MAX_POINTS`; sampling steps: :data:`MAX_SAMPLING_STEPS`;
+* loops: at most :func:`loop_ceiling` = ``max(4 · L_max, 8)`` per sampling step once the model is
+  known (the studies go to 1.5 · L_max for ELT and to 4 · L_max for a single-pass stack; quality is
+  flat or worse past L_max while the cost grows linearly), and at most :data:`MAX_LOOPS` before it
+  is;
+* operating points in one ``--loops``: :data:`MAX_POINTS`; sampling steps:
+  :data:`MAX_SAMPLING_STEPS`;
 * training steps: :data:`MAX_TRAIN_STEPS`; every other integer: :data:`MAX_INT`;
 * image side :data:`MAX_IMAGE_SIZE`, clip length :data:`MAX_FRAMES`;
 * memory: the estimate (lower bound) of what a value needs against the memory of this machine
@@ -27,12 +31,14 @@ from elt.errors import UserError
 
 
 class LimitError(UserError, ValueError):
-    """A size beyond what the model, the data or the machine allows (one line: value, estimate, limit)."""
+    """A size beyond what the model, the data or the machine allows (one line: value, estimate,
+    limit)."""
 
 
 LOOP_CEILING_FACTOR = 4
 LOOP_CEILING_MIN = 8
-MAX_LOOPS = 1024  # before the model is known (command-line parsing); the model's ceiling is usually far lower
+# before the model is known (command-line parsing); the model's ceiling is usually far lower
+MAX_LOOPS = 1024
 MAX_POINTS = 256  # operating points one --loops names (a sweep of 256 points is already hours)
 MAX_SAMPLING_STEPS = 10_000  # 10x the DDPM's 1000 training steps
 MAX_TRAIN_STEPS = 10**9  # about a month at 400 steps/s
@@ -50,11 +56,13 @@ def loop_ceiling(trained_loops: int) -> int:
 
 
 def check_loops(value: int, trained_loops: int | None = None, what: str | None = None) -> int:
-    """A loop count within :func:`loop_ceiling` (or :data:`MAX_LOOPS` when no model is known yet)."""
+    """A loop count within :func:`loop_ceiling` (or :data:`MAX_LOOPS` when no model is known
+    yet)."""
     limit = MAX_LOOPS if trained_loops is None else loop_ceiling(trained_loops)
     if value > limit:
         why = (
-            f"{LOOP_CEILING_FACTOR}·L_max, at least {LOOP_CEILING_MIN}, for a model trained at L_max="
+            f"{LOOP_CEILING_FACTOR}·L_max, at least {LOOP_CEILING_MIN}, for a model trained at "
+            "L_max="
             f"{trained_loops}"
             if trained_loops is not None
             else "for any model"
@@ -72,7 +80,7 @@ def check_at_most(name: str, value, limit, unit: str = "") -> None:
         raise LimitError(f"{name}={value} is too large; allowed: at most {limit}{unit}")
 
 
-# -- memory ------------------------------------------------------------------------------------------------
+# -- memory ----------------------------------------------------------------------------------------
 def host_memory_bytes() -> int:
     """Memory this process may use: physical memory, or the cgroup (container) limit when lower."""
     try:
@@ -114,15 +122,16 @@ def check_memory(
 def transformer_parameters(
     width: int, layers: int, mlp_ratio: float = 4.0, tokens: int = 0, vocab: int = 0
 ) -> int:
-    """A lower bound on the parameters of a transformer: per block attention (4·w²) and MLP (2·r·w²), plus a
-    position embedding per token and an embedding per vocabulary entry (norms and biases left out)."""
+    """A lower bound on the parameters of a transformer: per block attention (4·w²) and MLP
+    (2·r·w²), plus a position embedding per token and an embedding per vocabulary entry (norms and
+    biases left out)."""
     return int(layers * (4 + 2 * max(mlp_ratio, 0.0)) * width * width + (tokens + vocab) * width)
 
 
-# -- rules of config fields ---------------------------------------------------------------------------------
-# Every field of every config section names one of these (elt.config.RULES, a paradigm's ``RULES``), so a new
-# field without a check fails tests/test_bad_inputs.py. ``None`` passes every rule: whether a field may be
-# null is its dataclass type, which OmegaConf enforces.
+# -- rules of config fields ------------------------------------------------------------------------
+# Every field of every config section names one of these (elt.config.RULES, a paradigm's ``RULES``),
+# so a new field without a check fails tests/test_bad_inputs.py. ``None`` passes every rule: whether
+# a field may be null is its dataclass type, which OmegaConf enforces.
 def _config_error(message: str) -> Exception:
     from elt.errors import ConfigError
 
@@ -148,7 +157,8 @@ class Flag(Rule):
 
 
 class Range(Rule):
-    """A finite number in [lo, hi] (``lo_open``: > lo; ``hi_open``: < hi); ``integer``: a whole number."""
+    """A finite number in [lo, hi] (``lo_open``: > lo; ``hi_open``: < hi); ``integer``: a whole
+    number."""
 
     def __init__(
         self,
@@ -170,7 +180,8 @@ class Range(Rule):
         if self.lo is not None and self.hi is not None:
             if self.integer:
                 return f"an integer in {self.lo}..{self.hi}"
-            return f"a number in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+            left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+            return f"a number in {left}{self.lo:g}, {self.hi:g}{right}"
         if self.lo is not None:
             return f"{'>' if self.lo_open else '>='} {self.lo:g}"
         if self.hi is not None:
@@ -240,7 +251,8 @@ class Ints(Rule):
             for v in values
         ):
             raise _config_error(
-                f"config key {key!r} holds {_shown(values)}; allowed: {self.min_len}..{self.max_len} "
+                f"config key {key!r} holds {_shown(values)}; allowed: "
+                f"{self.min_len}..{self.max_len} "
                 f"integers in {self.lo}..{self.hi}"
             )
 

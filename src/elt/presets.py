@@ -1,10 +1,9 @@
 """Preset registry: models named by width and shape, ``ELT-<width>-<N>x<L>``.
 
-``ELT-S-4x3`` is width S (384) with 4 unique layers looped 3 times. The widths B/L/XL/H are the paper's
-(768/1024/1152/1280); T and S are small widths for laptops and tests. Heads = width / 64 (at least 2).
-A unique-stack baseline of equal FLOPs is the same preset trained with ``ilsd.mode=unique``; one of
-equal parameters is ``ELT-<w>-<N>x1``.
-"""
+``ELT-S-4x3`` is width S (384) with 4 unique layers looped 3 times. The widths B/L/XL/H are the
+paper's (768/1024/1152/1280); T and S are small widths for laptops and tests. Heads = width / 64 (at
+least 2). A unique-stack baseline of equal FLOPs is the same preset trained with
+``ilsd.mode=unique``; one of equal parameters is ``ELT-<w>-<N>x1``."""
 
 from __future__ import annotations
 
@@ -19,7 +18,8 @@ def parse_preset(name: str) -> dict[str, int]:
     match = _PATTERN.match(name)
     if not match or match["width"] not in WIDTHS:
         raise ValueError(
-            f"unknown model preset {name!r}; expected ELT-<{'|'.join(WIDTHS)}>-<N>x<L>, e.g. ELT-S-4x3"
+            f"unknown model preset {name!r}; expected ELT-<{'|'.join(WIDTHS)}>-<N>x<L>, e.g. "
+            "ELT-S-4x3"
         )
     width = WIDTHS[match["width"]]
     unique_layers, loops = int(match["n"]), int(match["l"])

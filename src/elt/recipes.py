@@ -1,14 +1,13 @@
 """Paper-scale recipes: the shipped ImageNet-256 / UCF-101 configs and their shape-only accounts.
 
-A recipe is a shipped config (``src/elt/configs/<name>.yaml``) that reproduces one row of the paper's
-tables. Its model can be built on the meta device (no memory, no weights, no tokenizer/VAE folder needed:
-a shape-only stand-in replaces them) to count parameters, to measure forward FLOPs with PyTorch's own
-FLOP counter, and to account training memory per GPU (:mod:`elt.train.memory`).
+A recipe is a shipped config (``src/elt/configs/<name>.yaml``) that reproduces one row of the
+paper's tables. Its model can be built on the meta device (no memory, no weights, no tokenizer/VAE
+folder needed: a shape-only stand-in replaces them) to count parameters, to measure forward FLOPs
+with PyTorch's own FLOP counter, and to account training memory per GPU (:mod:`elt.train.memory`).
 
 "Transformer parameters" are the looped blocks plus the output head (what maps hidden states to
-predictions); input embeddings (token / patch / class / timestep embedders, position tables) are left
-out, as in the parameter counts of MaskGIT/DiT-style tables.
-"""
+predictions); input embeddings (token / patch / class / timestep embedders, position tables) are
+left out, as in the parameter counts of MaskGIT/DiT-style tables."""
 
 from __future__ import annotations
 
@@ -58,9 +57,9 @@ class ShapeTokenizer(nn.Module):
 
 
 def build_on_meta(cfg: DictConfig) -> nn.Module:
-    """The recipe's generator with every parameter on the meta device (shapes only). The pretrained VQ
-    tokenizer / VAE are not loaded: their output shapes come from the config (VQ: ``tokenizer.downsample``,
-    VAE: the SD-VAE's 8× downsampling to 4 channels)."""
+    """The recipe's generator with every parameter on the meta device (shapes only). The pretrained
+    VQ tokenizer / VAE are not loaded: their output shapes come from the config (VQ:
+    ``tokenizer.downsample``, VAE: the SD-VAE's 8× downsampling to 4 channels)."""
     with META:
         if cfg.paradigm == "masked":
             from elt.masked.model import MaskedGenerator
@@ -118,8 +117,8 @@ def sequence_length(generator: nn.Module) -> int:
 
 
 def forward_flops(generator: nn.Module, loops: int | None = None, batch: int = 1) -> float:
-    """FLOPs of one network evaluation per sample, counted by ``torch.utils.flop_counter`` on the meta
-    device (matmuls and attention; 2 FLOPs per multiply-add)."""
+    """FLOPs of one network evaluation per sample, counted by ``torch.utils.flop_counter`` on the
+    meta device (matmuls and attention; 2 FLOPs per multiply-add)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     generator.eval()

@@ -1,19 +1,19 @@
-"""The paradigm registry: paradigms register themselves here, and the config, trainer, checkpoints and
-sampling reach them only through it, so the lower layers never import a paradigm.
+"""The paradigm registry: paradigms register themselves here, and the config, trainer, checkpoints
+and sampling reach them only through it, so the lower layers never import a paradigm.
 
 A paradigm is one package that calls :func:`register_paradigm` when imported, naming
 
   * its config section (a dataclass; the section is named after the paradigm, e.g. ``masked:``),
   * its task module (imported only when a model is built), which provides
-      - ``build_generator(cfg) -> LoopedGenerator`` — the architecture alone (used to load checkpoints);
-      - ``prepare_data(cfg, generator, run_dir, progress=True) -> torch.utils.data.Dataset`` — training items
-        that ``generator.training_loss`` accepts once collated (may train and cache a tokenizer first, with
-        progress bars unless ``progress`` is false).
+      - ``build_generator(cfg) -> LoopedGenerator`` — the architecture alone (used to load
+        checkpoints);
+      - ``prepare_data(cfg, generator, run_dir, progress=True) -> torch.utils.data.Dataset`` —
+        training items that ``generator.training_loss`` accepts once collated (may train and cache a
+        tokenizer first, with progress bars unless ``progress`` is false).
 
-The built-in paradigms (``elt.masked``, ``elt.diffusion``) are found by package name; other packages are
-found through the ``elt.paradigms`` entry-point group (value: the package that registers itself), or by
-calling :func:`register_paradigm` directly.
-"""
+The built-in paradigms (``elt.masked``, ``elt.diffusion``) are found by package name; other packages
+are found through the ``elt.paradigms`` entry-point group (value: the package that registers
+itself), or by calling :func:`register_paradigm` directly."""
 
 from __future__ import annotations
 
@@ -80,7 +80,8 @@ def _discover() -> None:
 
 
 def paradigms() -> dict[str, Paradigm]:
-    """Every registered paradigm by name (the built-in ones and entry points are imported on first use)."""
+    """Every registered paradigm by name (the built-in ones and entry points are imported on first
+    use)."""
     _discover()
     builtin = [package.rpartition(".")[2] for package in BUILTIN_PACKAGES]
     order = sorted(
@@ -109,8 +110,9 @@ def prepare_data(cfg: DictConfig, generator: LoopedGenerator, run_dir: Path, pro
 
 
 class _TaskModules(MutableMapping):
-    """``TASK_MODULES[name] = "module"``: the registry's earlier interface (name → task module path), kept for
-    one release as a view over :func:`register_paradigm` / :func:`unregister_paradigm`; use those instead."""
+    """``TASK_MODULES[name] = "module"``: the registry's earlier interface (name → task module
+    path), kept for one release as a view over :func:`register_paradigm` /
+    :func:`unregister_paradigm`; use those instead."""
 
     def __getitem__(self, name: str):
         return paradigms()[name].task
@@ -134,7 +136,8 @@ TASK_MODULES = _TaskModules()
 
 
 def backbone_shape(cfg: DictConfig) -> tuple[int, int]:
-    """(unique_layers, loops) actually built: ``ilsd.mode=unique`` unrolls N×L into N·L unique layers."""
+    """(unique_layers, loops) actually built: ``ilsd.mode=unique`` unrolls N×L into N·L unique
+    layers."""
     if cfg.ilsd.mode == "unique":
         return cfg.model.unique_layers * cfg.model.loops, 1
     return cfg.model.unique_layers, cfg.model.loops
@@ -145,9 +148,9 @@ _BACKBONE_DEVICE: ContextVar[str | None] = ContextVar("backbone_device", default
 
 @contextmanager
 def backbone_on(device: str | None) -> Iterator[None]:
-    """Build the looped cores made inside this block on ``device`` (``"meta"``: shapes only, no memory and no
-    random draws; FSDP materialises them shard by shard). The rest of a generator (embeddings, head, frozen
-    tokenizer or VAE) is built as usual."""
+    """Build the looped cores made inside this block on ``device`` (``"meta"``: shapes only, no
+    memory and no random draws; FSDP materialises them shard by shard). The rest of a generator
+    (embeddings, head, frozen tokenizer or VAE) is built as usual."""
     token = _BACKBONE_DEVICE.set(device)
     try:
         yield

@@ -1,14 +1,13 @@
-"""Where and how tensors run: device choice, CPU threads, precision (autocast), seeding. The bottom layer:
-imports only elt.errors.
+"""Where and how tensors run: device choice, CPU threads, precision (autocast), seeding. The bottom
+layer: imports only elt.errors.
 
 One precision vocabulary everywhere: ``fp32`` | ``bf16`` | ``auto`` (bf16 on CUDA, fp32 elsewhere).
 
-One thread setting for every command (:func:`set_threads`): ``elt --threads N`` (which sets ``ELT_THREADS``
-for the process and its children) > ``ELT_THREADS`` > a config's ``train.threads`` > ``OMP_NUM_THREADS`` >
-the default, half the CPUs this process may use (at least 1). The default leaves room for one other job:
-PyTorch's own default (every core) collapses when another CPU-bound process runs, because its OpenMP
-threads wait for each other at every operation.
-"""
+One thread setting for every command (:func:`set_threads`): ``elt --threads N`` (which sets
+``ELT_THREADS`` for the process and its children) > ``ELT_THREADS`` > a config's ``train.threads`` >
+``OMP_NUM_THREADS`` > the default, half the CPUs this process may use (at least 1). The default
+leaves room for one other job: PyTorch's own default (every core) collapses when another CPU-bound
+process runs, because its OpenMP threads wait for each other at every operation."""
 
 from __future__ import annotations
 
@@ -37,12 +36,14 @@ def available_cpus() -> int:
 
 
 def default_threads() -> int:
-    """Half the available CPUs, at least 1: near full speed alone, and no collapse beside one other job."""
+    """Half the available CPUs, at least 1: near full speed alone, and no collapse beside one other
+    job."""
     return max(1, available_cpus() // 2)
 
 
 def resolve_threads(requested: int | None = None, config: int | None = None) -> tuple[int, str]:
-    """``(threads, where the number came from)``; ``requested``/``config`` of ``None`` or 0 mean unset."""
+    """``(threads, where the number came from)``; ``requested``/``config`` of ``None`` or 0 mean
+    unset."""
     if requested:
         if requested < 1:
             raise ConfigError(f"threads={requested} must be >= 1")
@@ -66,7 +67,8 @@ def resolve_threads(requested: int | None = None, config: int | None = None) -> 
 
 
 def set_threads(requested: int | None = None, config: int | None = None) -> int:
-    """Apply the thread setting (see the module docstring for the order) to PyTorch; returns the count."""
+    """Apply the thread setting (see the module docstring for the order) to PyTorch; returns the
+    count."""
     threads, _ = resolve_threads(requested, config)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
@@ -81,9 +83,9 @@ class DeviceError(UserError, ValueError):
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
-    """``auto`` → CUDA if present, else CPU. Under torchrun every process takes ``cuda:LOCAL_RANK`` (``local_rank``
-    defaults to the ``LOCAL_RANK`` torchrun sets, so callers that do not pass it — ``elt.load``, the metric
-    extractors — do not put every rank on GPU 0).
+    """``auto`` → CUDA if present, else CPU. Under torchrun every process takes ``cuda:LOCAL_RANK``
+    (``local_rank`` defaults to the ``LOCAL_RANK`` torchrun sets, so callers that do not pass it —
+    ``elt.load``, the metric extractors — do not put every rank on GPU 0).
 
     An unknown name, or a device this machine does not have, is a :class:`DeviceError` naming it."""
     if name == "auto":
@@ -132,7 +134,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-# -- process groups: timeout and collective timing ----------------------------------------------------------------
+# -- process groups: timeout and collective timing -------------------------------------------------
 DIST_TIMEOUT_ENV = "ELT_DIST_TIMEOUT_S"
 DEFAULT_DIST_TIMEOUT_S = 600.0  # PyTorch's own NCCL default (10 minutes)
 COLLECTIVE_LOG_ENV = "ELT_COLLECTIVE_LOG"
@@ -152,8 +154,9 @@ TIMED_COLLECTIVES = (
 
 
 def dist_timeout_seconds(configured: float | None = None) -> float:
-    """The process-group timeout: ``ELT_DIST_TIMEOUT_S`` if set, else ``configured`` (``train.dist_timeout_s``),
-    else 600 s. A collective that waits longer fails the run (every rank) instead of hanging it."""
+    """The process-group timeout: ``ELT_DIST_TIMEOUT_S`` if set, else ``configured``
+    (``train.dist_timeout_s``), else 600 s. A collective that waits longer fails the run (every
+    rank) instead of hanging it."""
     import math
 
     raw = os.environ.get(DIST_TIMEOUT_ENV)
@@ -174,10 +177,11 @@ def dist_timeout_seconds(configured: float | None = None) -> float:
 
 
 class CollectiveTimer:
-    """Wall time this process spends inside each ``torch.distributed`` collective (waiting for the slowest
-    rank plus the transfer): the longest single call, its name, the count and the total. Installed by
-    :func:`init_process_group` when ``ELT_COLLECTIVE_LOG`` names a folder; at exit the record (with this
-    process's peak RSS) is written there as ``collectives_rank{R}_pid{P}.json`` (the cluster rehearsal reads it)."""
+    """Wall time this process spends inside each ``torch.distributed`` collective (waiting for the
+    slowest rank plus the transfer): the longest single call, its name, the count and the total.
+    Installed by :func:`init_process_group` when ``ELT_COLLECTIVE_LOG`` names a folder; at exit the
+    record (with this process's peak RSS) is written there as ``collectives_rank{R}_pid{P}.json``
+    (the cluster rehearsal reads it)."""
 
     def __init__(self) -> None:
         self.max_s, self.max_op, self.calls, self.total_s = 0.0, None, 0, 0.0
@@ -251,8 +255,9 @@ COLLECTIVE_TIMER = CollectiveTimer()
 
 
 def init_process_group(device: torch.device, timeout_s: float | None = None) -> None:
-    """``torch.distributed.init_process_group`` for this device (NCCL on CUDA, gloo elsewhere) with the timeout of
-    :func:`dist_timeout_seconds`; times the collectives when ``ELT_COLLECTIVE_LOG`` is set."""
+    """``torch.distributed.init_process_group`` for this device (NCCL on CUDA, gloo elsewhere) with
+    the timeout of :func:`dist_timeout_seconds`; times the collectives when ``ELT_COLLECTIVE_LOG``
+    is set."""
     import datetime
 
     import torch.distributed as dist

@@ -1,9 +1,9 @@
 """Pictures for people: image grids with one labelled row per loop count, and their video versions.
 
-Video rows (each n×T×H×W×C) become an animated GIF (and an MP4 when PyAV is installed) whose frame t is the
-image grid of every sample's frame t, plus a still PNG with the first, middle and last frame of each row
-stacked as sub-rows, so a grid can be judged where animations don't play (papers, terminals, diffs).
-"""
+Video rows (each n×T×H×W×C) become an animated GIF (and an MP4 when PyAV is installed) whose frame t
+is the image grid of every sample's frame t, plus a still PNG with the first, middle and last frame
+of each row stacked as sub-rows, so a grid can be judged where animations don't play (papers,
+terminals, diffs)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def grid_image(
 ) -> Image.Image:
     """Tile uint8 batches (each n×H×W×C) into one picture, one batch per row, labels on the left.
 
-    ``scale`` upsamples small images (nearest) so 28-px samples stay legible; 0 picks it automatically.
-    """
+    ``scale`` upsamples small images (nearest) so 28-px samples stay legible; 0 picks it
+    automatically."""
     if not rows:
         raise ValueError("grid_image needs at least one row")
     h, w, c = rows[0].shape[1:4]
@@ -69,7 +69,8 @@ def is_video_rows(rows: Sequence[np.ndarray]) -> bool:
     dims = {r.ndim for r in rows}
     if dims - {4, 5} or len(dims) > 1:
         raise ValueError(
-            f"grid rows must all be n×H×W×C images or all n×T×H×W×C videos, got ndims {sorted(dims)}"
+            "grid rows must all be n×H×W×C images or all n×T×H×W×C videos, got ndims "
+            f"{sorted(dims)}"
         )
     return dims == {5}
 
@@ -85,7 +86,8 @@ def video_still(
     scale: int = 0,
     title: str | None = None,
 ) -> Image.Image:
-    """One picture of video rows: per row, sub-rows of its first / middle / last frames, labelled with t."""
+    """One picture of video rows: per row, sub-rows of its first / middle / last frames, labelled
+    with t."""
     frames = rows[0].shape[1]
     picks = key_frames(frames)
     still_rows, labels = [], []
@@ -102,7 +104,8 @@ def video_grid_frames(
     scale: int = 0,
     title: str | None = None,
 ) -> list[Image.Image]:
-    """Frame t of the animation = the image grid of every sample's frame t (rows keep their labels)."""
+    """Frame t of the animation = the image grid of every sample's frame t (rows keep their
+    labels)."""
     frames = rows[0].shape[1]
     if any(r.shape[1] != frames for r in rows):
         raise ValueError("all video rows must have the same number of frames")
@@ -140,8 +143,8 @@ def mp4_available() -> bool:
 
 
 def save_mp4(path: str | Path, frames: Sequence[Image.Image], fps: int = 8) -> Path:
-    """H.264 (or MPEG-4 part 2 where libx264 is missing) MP4 via PyAV; frames are padded to even sizes
-    because 4:2:0 chroma subsampling needs them."""
+    """H.264 (or MPEG-4 part 2 where libx264 is missing) MP4 via PyAV; frames are padded to even
+    sizes because 4:2:0 chroma subsampling needs them."""
     import av
 
     path = Path(path)
@@ -180,7 +183,8 @@ def save_video_grid(
     fps: float = 8.0,
     mp4: bool = True,
 ) -> list[Path]:
-    """Write ``path`` (the still PNG), ``path.gif`` and, with PyAV, ``path.mp4`` (same stem); returns them."""
+    """Write ``path`` (the still PNG), ``path.gif`` and, with PyAV, ``path.mp4`` (same stem);
+    returns them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     still = video_still(rows, row_labels, scale=scale, title=title)
@@ -199,8 +203,9 @@ def save_grid(
     title: str | None = None,
     scale: int = 0,
 ) -> Path:
-    """Save an image grid as ``path``; for video rows also the animation next to it (``save_video_grid``),
-    so the trainer's periodic grids work for both without knowing which it has."""
+    """Save an image grid as ``path``; for video rows also the animation next to it
+    (``save_video_grid``), so the trainer's periodic grids work for both without knowing which it
+    has."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if is_video_rows(rows):

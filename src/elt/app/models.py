@@ -1,10 +1,10 @@
 """What the page serves, without any web library: the loaded models (each loaded once and kept), the
-checking of what a user typed, generation with its measured cost, and the encoding of images and videos.
+checking of what a user typed, generation with its measured cost, and the encoding of images and
+videos.
 
 Only elt's public API is used (``elt.load``, ``generate``, ``gflops_per_sample``, ``trained_loops``,
-``num_classes``) and the loop grammar of :mod:`elt.core.schedule`, so the page works for every checkpoint
-``elt sample`` works for.
-"""
+``num_classes``) and the loop grammar of :mod:`elt.core.schedule`, so the page works for every
+checkpoint ``elt sample`` works for."""
 
 from __future__ import annotations
 
@@ -33,9 +33,11 @@ MAX_SEED = 2**62
 MAX_COMPARE_SAMPLES = 8
 EXTRA_LOOPS = 2  # the loop slider runs past L_max by this much: the model still samples there
 GIF_FRAME_MS = 125
-# how the loops are chosen on the page: one count at every step, a per-step schedule, or an adaptive exit
+# how the loops are chosen on the page: one count at every step, a per-step schedule, or an adaptive
+# exit
 LOOP_MODES = ("fixed L", "schedule", "adaptive exit")
-# starting exit threshold per paradigm: the points docs/anytime.md found to keep quality on the demo models
+# starting exit threshold per paradigm: the points docs/anytime.md found to keep quality on the demo
+# models
 DEFAULT_EXIT = {"masked": 0.2, "diffusion": 0.05}
 
 
@@ -80,7 +82,8 @@ class Model:
 
 
 def shipped_checkpoints() -> dict[str, Path]:
-    """The demo checkpoints shipped in the package, by name (``demo:masked``, ``demo:diffusion``)."""
+    """The demo checkpoints shipped in the package, by name (``demo:masked``,
+    ``demo:diffusion``)."""
     from elt.demo import shipped_models
 
     return {f"demo:{paradigm}": path for paradigm, path in shipped_models().items()}
@@ -100,8 +103,9 @@ def class_names_for(generator) -> list[str]:
 
 
 def _sampling_defaults(generator) -> tuple[str, int | None, float | None]:
-    """(paradigm, default steps, default guidance s): the generator's own resolution of ``sampling.*`` and the
-    paradigm's defaults where it has one, else the config's ``sampling:`` section."""
+    """(paradigm, default steps, default guidance s): the generator's own resolution of
+    ``sampling.*`` and the paradigm's defaults where it has one, else the config's ``sampling:``
+    section."""
     config = getattr(generator, "config", None)
     paradigm = str(getattr(config, "paradigm", "") or type(generator).__name__)
     settings = getattr(generator, "sampling_settings", None)
@@ -120,8 +124,8 @@ def _sampling_defaults(generator) -> tuple[str, int | None, float | None]:
 def load_models(
     specs: Sequence[str] | None, device: str = "cpu", loader: Callable | None = None
 ) -> dict[str, Model]:
-    """Load every checkpoint once (the shipped demo models when ``specs`` is empty); a missing or broken one
-    is a :class:`CheckpointError` naming it, raised before anything is served."""
+    """Load every checkpoint once (the shipped demo models when ``specs`` is empty); a missing or
+    broken one is a :class:`CheckpointError` naming it, raised before anything is served."""
     import elt
 
     loader = loader or elt.load
@@ -168,13 +172,14 @@ def load_models(
     return models
 
 
-# -- what the user typed -----------------------------------------------------------------------------------------
+# -- what the user typed ---------------------------------------------------------------------------
 def _text(value) -> str:
     return "" if value is None else str(value).strip()
 
 
 def parse_int(value, name: str, low: int, high: int, default: int | None = None) -> int | None:
-    """An integer in [low, high] from a box; empty → ``default``. Floats like ``3.0`` count as integers."""
+    """An integer in [low, high] from a box; empty → ``default``. Floats like ``3.0`` count as
+    integers."""
     text = _text(value)
     if not text:
         return default
@@ -206,8 +211,9 @@ def parse_float(value, name: str, low: float, high: float) -> float | None:
 
 @dataclass
 class Request:
-    """A checked request: every field is valid for the chosen model. ``loops`` is an operating point of
-    :mod:`elt.core.schedule`: a loop count, a per-step schedule (``Ramp``/``Segments``) or an ``AdaptiveExit``."""
+    """A checked request: every field is valid for the chosen model. ``loops`` is an operating point
+    of :mod:`elt.core.schedule`: a loop count, a per-step schedule (``Ramp``/``Segments``) or an
+    ``AdaptiveExit``."""
 
     model: Model
     label: int
@@ -218,7 +224,8 @@ class Request:
 
 
 def _exit_point(threshold, min_loops, max_loops, model: Model) -> AdaptiveExit:
-    """The adaptive exit from its three boxes, written as ``exit:T:MIN-MAX`` and read by the core parser."""
+    """The adaptive exit from its three boxes, written as ``exit:T:MIN-MAX`` and read by the core
+    parser."""
     text = _text(threshold)
     if not text:
         raise InputError(
@@ -239,8 +246,9 @@ def parse_loop_point(
     max_loops=None,
     steps: int | None = None,
 ) -> OperatingPoint:
-    """What the loop controls ask for, checked for ``model``: a schedule is read by the core parser (its one-line
-    message is the page's) and must fit the sampling steps; no step may run more than the page's loop limit."""
+    """What the loop controls ask for, checked for ``model``: a schedule is read by the core parser
+    (its one-line message is the page's) and must fit the sampling steps; no step may run more than
+    the page's loop limit."""
     mode = _text(mode) or LOOP_MODES[0]
     if mode not in LOOP_MODES:
         raise InputError(f"unknown loops mode {mode!r}; choose one of: {', '.join(LOOP_MODES)}")
@@ -271,7 +279,8 @@ def parse_loop_point(
         raise InputError(str(exc)) from None
     if top > model.max_loops:
         raise InputError(
-            f"loop schedule {point_label(point)!r} runs {top} loops at a step; this page allows at most "
+            f"loop schedule {point_label(point)!r} runs {top} loops at a step; this page allows at "
+            "most "
             f"{model.max_loops} (L_max + {EXTRA_LOOPS})"
         )
     return point
@@ -311,9 +320,10 @@ def check_request(
     )
 
 
-# -- generation and its cost -----------------------------------------------------------------------------------
+# -- generation and its cost -----------------------------------------------------------------------
 def _runs(values) -> str:
-    """Per-step loops compactly: equal neighbours as ``value×count`` (``3×2 2×10``); means to 2 digits."""
+    """Per-step loops compactly: equal neighbours as ``value×count`` (``3×2 2×10``); means to 2
+    digits."""
     parts: list[list] = []
     for v in values:
         text = f"{v:.2g}" if float(v) != int(v) else str(int(v))
@@ -340,14 +350,15 @@ class Result:
 
     @property
     def mean_loops(self) -> float:
-        """Loops per sampling step, mean over samples and steps (the fixed count where nothing was recorded)."""
+        """Loops per sampling step, mean over samples and steps (the fixed count where nothing was
+        recorded)."""
         if self.loops_used is None or not self.loops_used.size:
             return float(self.loops) if isinstance(self.loops, int) else float("nan")
         return float(np.mean(self.loops_used))
 
     def loops_text(self) -> str:
-        """``L = 3 loops at each of 12 steps`` for a fixed count; otherwise the point, the mean loops used per
-        step and the loops per step (means over the samples)."""
+        """``L = 3 loops at each of 12 steps`` for a fixed count; otherwise the point, the mean
+        loops used per step and the loops per step (means over the samples)."""
         steps = None if self.loops_used is None else self.loops_used.shape[1]
         if isinstance(self.loops, int):
             return f"L = {self.loops} loops" + (f" at each of {steps} steps" if steps else "")
@@ -368,8 +379,9 @@ class Result:
 def generate(
     request: Request, count: int = 1, loops: OperatingPoint | None = None, progress: bool = False
 ) -> Result:
-    """``count`` samples of the request's class, all from its seed; cost measured around ``generate`` alone,
-    GFLOPs counted from the loops each sample actually ran (an adaptive exit's differ per sample and step)."""
+    """``count`` samples of the request's class, all from its seed; cost measured around
+    ``generate`` alone, GFLOPs counted from the loops each sample actually ran (an adaptive exit's
+    differ per sample and step)."""
     model, loops = request.model, request.loops if loops is None else loops
     labels = [request.label] * count
     start = time.perf_counter()
@@ -398,7 +410,7 @@ def generate(
     )
 
 
-# -- encoding -------------------------------------------------------------------------------------------------------
+# -- encoding --------------------------------------------------------------------------------------
 def strip(samples: np.ndarray) -> np.ndarray:
     """Samples side by side (1-px dark gap): N×H×W×C → H×(N·W+N-1)×C, videos frame by frame."""
     gap_shape = list(samples.shape[1:])
@@ -412,7 +424,8 @@ def strip(samples: np.ndarray) -> np.ndarray:
 
 
 def encode(array: np.ndarray) -> tuple[bytes, str]:
-    """One image H×W×C → PNG bytes, one video T×H×W×C → looping animated GIF bytes; returns (bytes, suffix)."""
+    """One image H×W×C → PNG bytes, one video T×H×W×C → looping animated GIF bytes; returns (bytes,
+    suffix)."""
     from PIL import Image
 
     def to_pil(frame):

@@ -1,9 +1,9 @@
-"""The Gradio page of ``elt app``. Imported only by ``elt app`` (Gradio is the optional ``app`` extra).
+"""The Gradio page of ``elt app``. Imported only by ``elt app`` (Gradio is the optional ``app``
+extra).
 
-Offline by construction: the page uses system fonts (no web-font theme), analytics are off, and Gradio
-serves its own bundled scripts and styles from the local server (checked with Gradio 6.31: the browser test
-fails if the page requests anything from outside 127.0.0.1).
-"""
+Offline by construction: the page uses system fonts (no web-font theme), analytics are off, and
+Gradio serves its own bundled scripts and styles from the local server (checked with Gradio 6.31:
+the browser test fails if the page requests anything from outside 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -51,13 +51,16 @@ MONO_FONTS = [
     "monospace",
 ]
 
-# Gradio fills these in per request: a progress bar fed by the samplers' tqdm bars, and one fed by hand
+# Gradio fills these in per request: a progress bar fed by the samplers' tqdm bars, and one fed by
+# hand
 TRACK_TQDM = gr.Progress(track_tqdm=True)
 PROGRESS = gr.Progress()
 
 CSS = """
 #elt-image img, #elt-compare img { image-rendering: pixelated; }
-#elt-image img { height: 256px !important; width: auto !important; max-width: 100%; object-fit: contain; }
+#elt-image img {
+  height: 256px !important; width: auto !important; max-width: 100%; object-fit: contain;
+}
 #elt-compare img { height: 112px; width: auto; display: block; }
 #elt-compare figure { margin: 0 0 12px 0; }
 #elt-compare figcaption { font-size: 0.9em; }
@@ -66,11 +69,12 @@ CSS = """
 """
 
 INTRO = """# ELT — one checkpoint, any compute
-An Elastic Looped Transformer applies its few unique layers **L times**. Trained with intra-loop self
-distillation, the same checkpoint samples at every loop count: move the **loops** slider and watch the image
-and its cost change, or give each sampling step its own loop count (*schedule*, e.g. `4:1` or `3x6+2x6`) or let
-every sample stop looping once its prediction settles (*adaptive exit*). *Compare loop counts* shows one row per
-L for the same seed, and one for the schedule or adaptive exit when that is chosen."""
+An Elastic Looped Transformer applies its few unique layers **L times**. Trained with intra-loop
+self distillation, the same checkpoint samples at every loop count: move the **loops** slider and
+watch the image and its cost change, or give each sampling step its own loop count (*schedule*,
+e.g. `4:1` or `3x6+2x6`) or let every sample stop looping once its prediction settles (*adaptive
+exit*). *Compare loop counts* shows one row per L for the same seed, and one for the schedule or
+adaptive exit when that is chosen."""
 
 
 def theme() -> gr.themes.Base:
@@ -84,7 +88,8 @@ def error_html(message: str) -> str:
 
 
 def build(models: dict[str, Model], media_dir: str | Path) -> gr.Blocks:
-    """The page for already loaded ``models`` (name → :class:`Model`); generated files go to ``media_dir``."""
+    """The page for already loaded ``models`` (name → :class:`Model`); generated files go to
+    ``media_dir``."""
     media = Path(media_dir)
     first = next(iter(models.values()))
 
@@ -149,7 +154,8 @@ def build(models: dict[str, Model], media_dir: str | Path) -> gr.Blocks:
             )
             count = parse_int(count, "samples per row", 1, MAX_COMPARE_SAMPLES, default=1)
             rows = []
-            # one row per loop count, then the chosen schedule or adaptive exit (if that is the mode)
+            # one row per loop count, then the chosen schedule or adaptive exit (if that is the
+            # mode)
             points = list(range(1, request.model.max_loops + 1))
             if not isinstance(request.loops, int):
                 points.append(request.loops)
@@ -305,7 +311,8 @@ def build(models: dict[str, Model], media_dir: str | Path) -> gr.Blocks:
 
 
 def rows_html(rows, title: str) -> str:
-    """One row per loop count: the samples side by side (inline PNG, or GIF for video) with the cost under them."""
+    """One row per loop count: the samples side by side (inline PNG, or GIF for video) with the cost
+    under them."""
     import base64
     import html
 
@@ -333,8 +340,8 @@ def _shape(sample) -> str:
 
 
 def warm_up(models: dict[str, Model]) -> None:
-    """Pay the one-off costs before the first click: the imports Gradio makes on its first event (matplotlib)
-    and each model's first small generation."""
+    """Pay the one-off costs before the first click: the imports Gradio makes on its first event
+    (matplotlib) and each model's first small generation."""
     try:
         import matplotlib.pyplot  # noqa: F401
     except ImportError:

@@ -1,5 +1,6 @@
-"""Paradigm-shaped synthetic models for benchmarks: the looped core between a masked-like or diffusion-like
-input and head, its training step, and a synthetic paradigm for running the real Trainer on random data."""
+"""Paradigm-shaped synthetic models for benchmarks: the looped core between a masked-like or
+diffusion-like input and head, its training step, and a synthetic paradigm for running the real
+Trainer on random data."""
 
 from __future__ import annotations
 
@@ -109,7 +110,8 @@ class BenchModel(nn.Module):
 def build_model(
     args: argparse.Namespace, mode: str, device: torch.device, checkpoint_loops: bool = False
 ):
-    """The looped model (N×L) for ilsd/vanilla, the unique stack (N·L×1) of equal FLOPs for unique."""
+    """The looped model (N×L) for ilsd/vanilla, the unique stack (N·L×1) of equal FLOPs for
+    unique."""
     layers, loops = (
         (args.unique_layers * args.loops, 1)
         if mode == "unique"
@@ -133,7 +135,8 @@ def build_model(
 
 
 def make_train_step(model: BenchModel, mode: str, args: argparse.Namespace, device: torch.device):
-    """A closure running one full optimizer step (forward of L_max loops, ILSD terms, backward, AdamW)."""
+    """A closure running one full optimizer step (forward of L_max loops, ILSD terms, backward,
+    AdamW)."""
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=1e-4, **({"fused": True} if device.type == "cuda" else {})
     )
@@ -165,7 +168,8 @@ def make_train_step(model: BenchModel, mode: str, args: argparse.Namespace, devi
 
 class SyntheticGenerator(LoopedGenerator):
     """A :class:`BenchModel` behind the paradigm contract, so the Trainer can run it on random data
-    (registered as ``paradigm=synthetic`` by ``elt bench trainer`` only, see :class:`SyntheticParadigm`)."""
+    (registered as ``paradigm=synthetic`` by ``elt bench trainer`` only, see
+    :class:`SyntheticParadigm`)."""
 
     def __init__(self, cfg, kind: str = "masked", tokens: int = 64, vocab: int = 1024):
         super().__init__()
@@ -236,8 +240,8 @@ class SyntheticData(torch.utils.data.Dataset):
 
 
 class SyntheticParadigm:
-    """The task of ``paradigm=synthetic`` (see :func:`elt.registry.register_paradigm`): synthetic models of
-    one shape."""
+    """The task of ``paradigm=synthetic`` (see :func:`elt.registry.register_paradigm`): synthetic
+    models of one shape."""
 
     def __init__(self, kind: str = "masked", tokens: int = 64, vocab: int = 1024):
         self.kind, self.tokens, self.vocab = kind, tokens, vocab

@@ -1,26 +1,29 @@
-"""``elt bench peers``: elt against the engines a user would pick instead, at identical architecture and FLOPs.
+"""``elt bench peers``: elt against the engines a user would pick instead, at identical architecture
+and FLOPs.
 
-* diffusion: elt's DiT-style generator against diffusers' ``DiTTransformer2DModel`` of the same width, depth
-  (N·L blocks, block i a copy of elt's block i mod N), heads, patch and adaLN-Zero conditioning, its weights
-  copied from elt's model, so both compute the same function (the maximal absolute difference of their outputs
-  is measured first and recorded). Workloads: one network forward, a DDIM sampling run (both networks inside
-  elt's integrator, with classifier-free guidance), one training step (forward, x0 loss, backward, AdamW).
+* diffusion: elt's DiT-style generator against diffusers' ``DiTTransformer2DModel`` of the same
+  width, depth (N·L blocks, block i a copy of elt's block i mod N), heads, patch and adaLN-Zero
+  conditioning, its weights copied from elt's model, so both compute the same function (the maximal
+  absolute difference of their outputs is measured first and recorded). Workloads: one network
+  forward, a DDIM sampling run (both networks inside elt's integrator, with classifier-free
+  guidance), one training step (forward, x0 loss, backward, AdamW).
 * masked: elt's MaskGIT-style generator against a plain PyTorch ``nn.TransformerEncoder`` (pre-norm,
-  tanh-GELU, the same embeddings and head, weights copied: equal outputs) for the network forward and a
-  MaskGIT decoding run (both inside elt's decoder, same seed: the tokens are compared too).
+  tanh-GELU, the same embeddings and head, weights copied: equal outputs) for the network forward
+  and a MaskGIT decoding run (both inside elt's decoder, same seed: the tokens are compared too).
 
-Every pair is timed interleaved in one process (medians), at each batch size, precision and mode (eager /
-``torch.compile``); the ratio is peer time / elt time (> 1: elt is faster). The limit: every GEMM the
-workload runs (matmuls, and attention as its two batched matmuls) is recorded once with a dispatch mode, and
-``torch.mm`` / ``torch.bmm`` replay exactly those GEMMs (shapes, dtype, count), timed interleaved with the
-workloads in the same run and thread count; the replay's time is what the workload would take at the machine's
-matmul speed, so ``replay time / workload time`` is the share of that roofline the workload reaches (achieved
-GFLOP/s ÷ matmul GFLOP/s at the same shapes).
+Every pair is timed interleaved in one process (medians), at each batch size, precision and mode
+(eager / ``torch.compile``); the ratio is peer time / elt time (> 1: elt is faster). The limit:
+every GEMM the workload runs (matmuls, and attention as its two batched matmuls) is recorded once
+with a dispatch mode, and ``torch.mm`` / ``torch.bmm`` replay exactly those GEMMs (shapes, dtype,
+count), timed interleaved with the workloads in the same run and thread count; the replay's time is
+what the workload would take at the machine's matmul speed, so ``replay time / workload time`` is
+the share of that roofline the workload reaches (achieved GFLOP/s ÷ matmul GFLOP/s at the same
+shapes).
 
-Zero-initialised layers (adaLN-Zero, the final layer) get random weights first: with them at zero, both
-networks would output zeros and the equality check would prove nothing. Label dropout is off on both sides.
-Input re-injection (``model.input_injection``) has no counterpart in the peers and is turned off.
-"""
+Zero-initialised layers (adaLN-Zero, the final layer) get random weights first: with them at zero,
+both networks would output zeros and the equality check would prove nothing. Label dropout is off on
+both sides. Input re-injection (``model.input_injection``) has no counterpart in the peers and is
+turned off."""
 
 from __future__ import annotations
 
@@ -53,7 +56,7 @@ SMOKE_OVERRIDES = [
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-# -- models ---------------------------------------------------------------------------------------------------------
+# -- models ----------------------------------------------------------------------------------------
 def load_peer_config(name: str, overrides: list[str]):
     from elt.config import load_config
 
@@ -100,7 +103,8 @@ def build_elt_diffusion(cfg, device: torch.device):
 
 
 def dit_from_elt(generator) -> nn.Module:
-    """diffusers' ``DiTTransformer2DModel`` computing the same function as ``generator`` (weights copied)."""
+    """diffusers' ``DiTTransformer2DModel`` computing the same function as ``generator`` (weights
+    copied)."""
     from diffusers import DiTTransformer2DModel
 
     backbone = generator.backbone
@@ -172,8 +176,8 @@ def dit_output(
 
 
 class StubTokenizer(nn.Module):
-    """What the masked generator reads of a tokenizer, without one: the grid and codebook size (the decode to
-    pixels is not part of the comparison)."""
+    """What the masked generator reads of a tokenizer, without one: the grid and codebook size (the
+    decode to pixels is not part of the comparison)."""
 
     def __init__(self, grid: tuple[int, ...], codebook_size: int, image_size: int, channels: int):
         super().__init__()
@@ -260,7 +264,7 @@ class TorchMaskGIT(nn.Module):
         return self.head(self.encoder(h)[:, 1:])
 
 
-# -- equality -------------------------------------------------------------------------------------------------------
+# -- equality --------------------------------------------------------------------------------------
 def diffusion_inputs(generator, batch: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     z = torch.randn((batch, *generator.data_shape), generator=g).to(generator.device)
@@ -280,7 +284,8 @@ def masked_inputs(generator, batch: int, seed: int = 0):
 
 @torch.no_grad()
 def dit_difference(generator, dit: nn.Module, batch: int = 3) -> float:
-    """Max |elt − diffusers| of the fp32 network outputs on random inputs (noise, times, labels incl. null)."""
+    """Max |elt − diffusers| of the fp32 network outputs on random inputs (noise, times, labels
+    incl. null)."""
     z, t, labels = diffusion_inputs(generator, batch, seed=1)
     labels[-1] = generator.label_embed.null_class
     return float((generator(z, t, labels)[0] - dit_output(dit, z, t, labels)).abs().max())
@@ -293,10 +298,10 @@ def encoder_difference(generator, peer: TorchMaskGIT, batch: int = 3) -> float:
     return float((generator.logits(tokens, labels) - peer(tokens, labels)).abs().max())
 
 
-# -- the limit: GEMMs recorded and torch.mm timed at their shapes ---------------------------------------------------
+# -- the limit: GEMMs recorded and torch.mm timed at their shapes ----------------------------------
 class GemmRecorder(TorchDispatchMode):
-    """Records every matmul the wrapped code dispatches: (kind, batch, m, k, n, dtype), attention as the two
-    batched matmuls of its scores and output (its backward as four)."""
+    """Records every matmul the wrapped code dispatches: (kind, batch, m, k, n, dtype), attention as
+    the two batched matmuls of its scores and output (its backward as four)."""
 
     def __init__(self):
         super().__init__()
@@ -346,8 +351,9 @@ def gemm_flops(gemms: list[tuple]) -> float:
 
 
 def mm_replay(gemms: list[tuple], device: torch.device) -> Callable[[], None]:
-    """A function running ``torch.mm`` / ``torch.bmm`` on exactly these GEMMs (shapes, dtypes, count, order), on
-    operands allocated once: the workload's matmuls at the machine's matmul speed, nothing else."""
+    """A function running ``torch.mm`` / ``torch.bmm`` on exactly these GEMMs (shapes, dtypes,
+    count, order), on operands allocated once: the workload's matmuls at the machine's matmul speed,
+    nothing else."""
     operands: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
     for kind, b, m, k, n, dtype in gemms:
         key = (kind, b, m, k, n, dtype)
@@ -366,7 +372,7 @@ def mm_replay(gemms: list[tuple], device: torch.device) -> Callable[[], None]:
     return replay
 
 
-# -- workloads ------------------------------------------------------------------------------------------------------
+# -- workloads -------------------------------------------------------------------------------------
 def diffusion_train_step(
     model_fn: Callable,
     params: list[nn.Parameter],
@@ -375,7 +381,8 @@ def diffusion_train_step(
     device: torch.device,
     precision: str,
 ) -> Callable[[], None]:
-    """One training step on a fixed batch: noise at fixed times, x0 loss (elt's weighting), backward, AdamW."""
+    """One training step on a fixed batch: noise at fixed times, x0 loss (elt's weighting),
+    backward, AdamW."""
     process = generator.process
     x0, t, labels = diffusion_inputs(generator, batch, seed=2)
     noise = torch.randn_like(x0)
@@ -542,7 +549,7 @@ def masked_workloads(
     }
 
 
-# -- the benchmark --------------------------------------------------------------------------------------------------
+# -- the benchmark ---------------------------------------------------------------------------------
 def bench_peers(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     overrides = list(SMOKE_OVERRIDES) if args.smoke else []
     batches = list(dict.fromkeys(args.batches))
@@ -597,8 +604,10 @@ def bench_peers(args: argparse.Namespace, device: torch.device) -> dict[str, Any
         }
         models.append(model)
         print(
-            f"{name}: elt {model['unique_layers']}N×{model['loops']}L width {model['width']} vs {peer_name} "
-            f"({model['unique_layers'] * model['loops']} layers, weights copied): max |difference| of the fp32 "
+            f"{name}: elt {model['unique_layers']}N×{model['loops']}L width {model['width']} vs "
+            f"{peer_name} "
+            f"({model['unique_layers'] * model['loops']} layers, weights copied): max |difference| "
+            "of the fp32 "
             f"outputs {difference:.2e}"
         )
         if paradigm == "masked":  # same logits, same decoder, same seed: the same tokens
@@ -682,8 +691,10 @@ def bench_peers(args: argparse.Namespace, device: torch.device) -> dict[str, Any
         "rows": rows,
         "skipped": skipped,
         "load": load_average(),
-        "note": "peer_over_elt = peer time / elt time (> 1: elt faster); roofline_share = time torch.mm/bmm "
-        "take for the workload's own GEMMs (same shapes, dtype, threads, run) / the workload's time",
+        "note": "peer_over_elt = peer time / elt time (> 1: elt faster); roofline_share = time "
+        "torch.mm/bmm "
+        "take for the workload's own GEMMs (same shapes, dtype, threads, run) / the workload's "
+        "time",
     }
 
 
@@ -697,7 +708,8 @@ def load_average() -> list[float] | None:
 
 
 HEADER = (
-    f"{'config':<17} {'workload':<22} {'batch':>5} {'prec':>4} {'mode':>8} {'elt ms':>9} {'peer ms':>9} "
+    f"{'config':<17} {'workload':<22} {'batch':>5} {'prec':>4} {'mode':>8} {'elt ms':>9} "
+    f"{'peer ms':>9} "
     f"{'peer/elt':>8} {'GFLOP':>8} {'elt %mm':>7} {'peer %mm':>8}"
 )
 
@@ -708,7 +720,8 @@ def print_row(row: dict[str, Any]) -> None:
 
     gflop = f"{row['elt_gflop']:.3g}" if row.get("elt_gflop") is not None else "n/a"
     print(
-        f"{row['config']:<17} {row['workload']:<22} {row['batch']:>5} {row['precision']:>4} {row['mode']:>8} "
+        f"{row['config']:<17} {row['workload']:<22} {row['batch']:>5} {row['precision']:>4} "
+        f"{row['mode']:>8} "
         f"{row['elt_ms']:>9.2f} {row['peer_ms']:>9.2f} {row['peer_over_elt']:>7.2f}x {gflop:>8} "
         f"{pct('elt_roofline_share'):>7} {pct('peer_roofline_share'):>8}",
         flush=True,
@@ -717,12 +730,14 @@ def print_row(row: dict[str, Any]) -> None:
 
 def print_peers(result: dict[str, Any]) -> None:
     print(
-        f"\nelt vs peers — {result['device']}, threads {result['threads']}, torch {result['torch']}, "
+        f"\nelt vs peers — {result['device']}, threads {result['threads']}, torch "
+        f"{result['torch']}, "
         f"load {result.get('load')}"
     )
     for m in result["models"]:
         print(
-            f"  {m['config']}: {m['unique_layers']}N×{m['loops']}L width {m['width']} heads {m['heads']} vs "
+            f"  {m['config']}: {m['unique_layers']}N×{m['loops']}L width {m['width']} heads "
+            f"{m['heads']} vs "
             f"{m['peer']}: max |difference| {m['max_abs_difference_fp32']:.2e}"
         )
     for s in result.get("skipped", []):

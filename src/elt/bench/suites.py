@@ -1,5 +1,6 @@
-"""``elt bench`` benchmarks: training step, sampling, memory and the real Trainer, on synthetic models;
-the GPU suite; tables and JSON with provenance. (The command line is :mod:`elt.cli.bench`.)"""
+"""``elt bench`` benchmarks: training step, sampling, memory and the real Trainer, on synthetic
+models; the GPU suite; tables and JSON with provenance. (The command line is
+:mod:`elt.cli.bench`.)"""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ SMOKE = {
 }
 
 
-# -- benchmarks --------------------------------------------------------------------------------------------------
+# -- benchmarks ------------------------------------------------------------------------------------
 def bench_train(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     steps, flops = {}, {}
     for mode in MODES:
@@ -209,8 +210,9 @@ NEGATIVE_FIXED = "fixed cost < 0: noise at this size, not a real figure"
 def per_loop_fit(
     fixed_ms: float, ms_per_loop: float, longest: int, ms_at_longest: float, batch: int
 ) -> dict[str, Any]:
-    """The line fit of sampling time vs loops (per batch of ``batch``); a negative fixed cost (timing noise at
-    smoke sizes) gets a caveat, and the loops' share of the time (over 100% then) is left out."""
+    """The line fit of sampling time vs loops (per batch of ``batch``); a negative fixed cost
+    (timing noise at smoke sizes) gets a caveat, and the loops' share of the time (over 100% then)
+    is left out."""
     fit = {
         "ms_per_loop": ms_per_loop,
         "fixed_ms": fixed_ms,
@@ -225,9 +227,11 @@ def per_loop_fit(
 
 def format_per_loop(fit: dict[str, Any]) -> str:
     if fit["fixed_ms"] < 0:
-        return f"cost of each loop at batch {fit['batch']}: {fit['ms_per_loop']:.2f} ms ({NEGATIVE_FIXED})"
+        per_loop = f"{fit['ms_per_loop']:.2f} ms"
+        return f"cost of each loop at batch {fit['batch']}: {per_loop} ({NEGATIVE_FIXED})"
     return (
-        f"cost of each loop at batch {fit['batch']}: {fit['ms_per_loop']:.2f} ms (fixed {fit['fixed_ms']:.2f} ms; "
+        f"cost of each loop at batch {fit['batch']}: {fit['ms_per_loop']:.2f} ms (fixed "
+        f"{fit['fixed_ms']:.2f} ms; "
         f"loops are {fit['loop_share_at_max']:.0%} of the time at L={fit['longest']})"
     )
 
@@ -314,7 +318,8 @@ def bench_trainer(args: argparse.Namespace, device: torch.device) -> dict[str, A
 def print_trainer(result: dict[str, Any]) -> None:
     c, r = result["config"], result["rows"][0]
     print(
-        f"Trainer — {c['kind']} {c['unique_layers']}N×{c['loops']}L ILSD, width {c['width']}, {c['tokens']} tokens, "
+        f"Trainer — {c['kind']} {c['unique_layers']}N×{c['loops']}L ILSD, width {c['width']}, "
+        f"{c['tokens']} tokens, "
         f"batch {c['batch']}, {c['precision']}, compile={c['compile']}, {result['device']}"
     )
     memory = (
@@ -323,12 +328,13 @@ def print_trainer(result: dict[str, Any]) -> None:
         else f"RSS {fmt(r.get('rss_peak_mib'), '.0f')} MiB"
     )
     print(
-        f"{r['samples_per_s']:.1f} samples/s, {r['tokens_per_s']:.0f} tokens/s, step {1000 * r['step_s']:.2f} ms, "
+        f"{r['samples_per_s']:.1f} samples/s, {r['tokens_per_s']:.0f} tokens/s, step "
+        f"{1000 * r['step_s']:.2f} ms, "
         f"MFU {fmt(r['mfu'], '.1%')}, peak memory {memory} (last {r['steps_timed']} steps)"
     )
 
 
-# -- output ------------------------------------------------------------------------------------------------------
+# -- output ----------------------------------------------------------------------------------------
 def command_line(name: str, args: argparse.Namespace) -> str:
     """The benchmark as one explicit command (every size spelled out), to rerun it exactly."""
     parts: list[Any] = ["elt", "bench", name]
@@ -429,17 +435,20 @@ def fmt(value: Any, spec: str) -> str:
 def print_train(result: dict[str, Any]) -> None:
     c = result["config"]
     print(
-        f"training step — {c['kind']} {c['unique_layers']}N×{c['loops']}L vs unique {c['unique_layers'] * c['loops']}"
+        f"training step — {c['kind']} {c['unique_layers']}N×{c['loops']}L vs unique "
+        f"{c['unique_layers'] * c['loops']}"
         f"N×1L, width {c['width']}, {c['tokens']} tokens, batch {c['batch']}, {c['precision']}, "
         f"compile={c['compile']}, {result['device']}, threads {result['threads']}"
     )
     print(
-        f"{'mode':<8} {'params':>11} {'step ms':>9} {'vs vanilla':>10} {'samples/s':>10} {'tokens/s':>11} "
+        f"{'mode':<8} {'params':>11} {'step ms':>9} {'vs vanilla':>10} {'samples/s':>10} "
+        f"{'tokens/s':>11} "
         f"{'TFLOP/s':>8} {'MFU':>6} {'peak MiB':>9}"
     )
     for r in result["rows"]:
         print(
-            f"{r['mode']:<8} {r['params']:>11,} {r['step_ms']:>9.2f} {r['ratio_vs_vanilla']:>9.3f}x "
+            f"{r['mode']:<8} {r['params']:>11,} {r['step_ms']:>9.2f} "
+            f"{r['ratio_vs_vanilla']:>9.3f}x "
             f"{r['samples_per_s']:>10.1f} {r['tokens_per_s']:>11.0f} {r['tflops']:>8.3f} "
             f"{fmt(r['mfu'], '>6.1%')} {fmt(r.get('peak_mem_mib'), '>9.0f')}"
         )
@@ -448,15 +457,19 @@ def print_train(result: dict[str, Any]) -> None:
 def print_sampling(result: dict[str, Any]) -> None:
     c, m = result["config"], result["model"]
     print(
-        f"sampling — {result['sampler']}, {m['paradigm']} {m['unique_layers']}N×{m['loops']}L {m['mode']}, "
-        f"width {m['width']}, {m['params']:,} parameters, {result['device']}, threads {result['threads']}"
+        f"sampling — {result['sampler']}, {m['paradigm']} {m['unique_layers']}N×{m['loops']}L "
+        f"{m['mode']}, "
+        f"width {m['width']}, {m['params']:,} parameters, {result['device']}, threads "
+        f"{result['threads']}"
     )
     print(
-        f"{'loops':>5} {'batch':>5} {'ms':>9} {'images/s':>9} {'vs L=' + str(c['loops_list'][0]):>8}"
+        f"{'loops':>5} {'batch':>5} {'ms':>9} {'images/s':>9} "
+        f"{'vs L=' + str(c['loops_list'][0]):>8}"
     )
     for r in result["by_loops"]:
         print(
-            f"{r['loops']:>5} {r['batch']:>5} {r['ms']:>9.2f} {r['images_per_s']:>9.1f} {r['ratio_vs_first']:>7.2f}x"
+            f"{r['loops']:>5} {r['batch']:>5} {r['ms']:>9.2f} {r['images_per_s']:>9.1f} "
+            f"{r['ratio_vs_first']:>7.2f}x"
         )
     print(f"{'batch':>5} {'loops':>5} {'ms':>9} {'images/s':>9}")
     for r in result["by_batch"]:
@@ -467,16 +480,19 @@ def print_sampling(result: dict[str, Any]) -> None:
 def print_memory(result: dict[str, Any]) -> None:
     c = result["config"]
     print(
-        f"training memory — {c['kind']} {c['unique_layers']}N×{c['loops']}L vs unique, width {c['width']}, "
+        f"training memory — {c['kind']} {c['unique_layers']}N×{c['loops']}L vs unique, width "
+        f"{c['width']}, "
         f"{c['tokens']} tokens, batch {c['batch']}, {c['precision']}, {result['device']}"
     )
     print(
-        f"{'mode':<8} {'ckpt':>5} {'params MiB':>10} {'grads':>7} {'Adam':>7} {'activ.':>8} {'accounted':>9} "
+        f"{'mode':<8} {'ckpt':>5} {'params MiB':>10} {'grads':>7} {'Adam':>7} {'activ.':>8} "
+        f"{'accounted':>9} "
         f"{'vs unique':>9} {'measured':>9} {'vs unique':>9}"
     )
     for r in result["rows"]:
         print(
-            f"{r['mode']:<8} {str(r['checkpoint_loops']):>5} {r['param_mib']:>10.1f} {r['grad_mib']:>7.1f} "
+            f"{r['mode']:<8} {str(r['checkpoint_loops']):>5} {r['param_mib']:>10.1f} "
+            f"{r['grad_mib']:>7.1f} "
             f"{r['adam_mib']:>7.1f} {r['activation_mib']:>8.1f} {r['accounted_mib']:>9.1f} "
             f"{r['accounted_vs_unique']:>8.2f}x {fmt(r.get('measured_peak_mib'), '>9.1f')} "
             f"{fmt(r.get('measured_vs_unique'), '>8.2f')}"
@@ -508,7 +524,7 @@ def run_benchmark(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-# -- the GPU suite -----------------------------------------------------------------------------------------------
+# -- the GPU suite ---------------------------------------------------------------------------------
 SUITE_MODEL = {
     "width": 1024,
     "heads": 16,
@@ -537,7 +553,8 @@ SUITE = (  # (benchmark, tag, options)
     ("memory", "", {}),
     ("trainer", "", {"repeats": 20}),
     ("trainer", "compiled", {"repeats": 20, "compile": True}),
-    # elt vs diffusers' DiT and a plain nn.TransformerEncoder at the ImageNet recipes' real widths (peers.json)
+    # elt vs diffusers' DiT and a plain nn.TransformerEncoder at the ImageNet recipes' real widths
+    # (peers.json)
     (
         "peers",
         "",
@@ -555,7 +572,8 @@ SUITE = (  # (benchmark, tag, options)
 
 
 def environment_info(device: torch.device) -> dict[str, Any]:
-    """GPU, driver, versions, and whether SDPA takes the flash kernel for the suite's attention shape."""
+    """GPU, driver, versions, and whether SDPA takes the flash kernel for the suite's attention
+    shape."""
     import subprocess
 
     info: dict[str, Any] = {
@@ -606,7 +624,8 @@ DEADLINE_ENV = (
 
 
 def suite_deadline() -> float | None:
-    """The wall-clock deadline benchmarks/gpu_suite.sh gives the suite (``$ELT_SUITE_DEADLINE``), if any."""
+    """The wall-clock deadline benchmarks/gpu_suite.sh gives the suite (``$ELT_SUITE_DEADLINE``), if
+    any."""
     import os
 
     value = os.environ.get(DEADLINE_ENV)
@@ -619,8 +638,8 @@ def suite_deadline() -> float | None:
 
 
 def run_suite(args: argparse.Namespace) -> int:
-    """Every benchmark of the suite in this process; a failing one is reported and the others still run.
-    Past ``$ELT_SUITE_DEADLINE`` the remaining ones are skipped (listed; exit status 124)."""
+    """Every benchmark of the suite in this process; a failing one is reported and the others still
+    run. Past ``$ELT_SUITE_DEADLINE`` the remaining ones are skipped (listed; exit status 124)."""
     import copy
     import traceback
 

@@ -1,4 +1,5 @@
-"""Measurement: interleaved timing of compared variants, and training memory accounted from saved tensors."""
+"""Measurement: interleaved timing of compared variants, and training memory accounted from saved
+tensors."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def synchronize(device: torch.device) -> None:
 def time_interleaved(
     fns: dict[str, Callable[[], Any]], device: torch.device, warmup: int, repeats: int
 ) -> dict[str, float]:
-    """Median seconds per call of each function, calls interleaved round-robin after ``warmup`` calls each."""
+    """Median seconds per call of each function, calls interleaved round-robin after ``warmup``
+    calls each."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -39,7 +41,7 @@ def time_interleaved(
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-# -- memory ------------------------------------------------------------------------------------------------------
+# -- memory ----------------------------------------------------------------------------------------
 def tensor_bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -47,8 +49,8 @@ def tensor_bytes(tensors) -> int:
 def saved_activation_bytes(
     model: BenchModel, mode: str, args: argparse.Namespace, device: torch.device
 ) -> int:
-    """Bytes autograd keeps for the backward pass of one training forward (parameters excluded), counted
-    exactly with saved-tensor hooks: device-independent, so it is measured on CPUs too."""
+    """Bytes autograd keeps for the backward pass of one training forward (parameters excluded),
+    counted exactly with saved-tensor hooks: device-independent, so it is measured on CPUs too."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict[int, int] = {}
 

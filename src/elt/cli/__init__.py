@@ -1,4 +1,5 @@
-"""``elt`` command line: a thin layer over the Python API, the top layer (nothing in elt imports it).
+"""``elt`` command line: a thin layer over the Python API, the top layer (nothing in elt imports
+it).
 
 One module per command group, each with ``add_parsers(subparsers)``:
 
@@ -24,7 +25,10 @@ from elt.cli.args import bounded_int, out_dir, parse_loops, positive_int
 from elt.errors import UserError
 from elt.version import __version__
 
-EPILOG = "Run 'elt COMMAND --help' for a command's options. Configs: YAML path or a shipped name (fmnist_masked)."
+EPILOG = (
+    "Run 'elt COMMAND --help' for a command's options. "
+    "Configs: YAML path or a shipped name (fmnist_masked)."
+)
 
 COMMAND_GROUPS = (train, eval, calibrate, tokenizer, bench, demo, app, prepare)
 
@@ -32,7 +36,8 @@ __all__ = ["UserError", "build_parser", "main", "parse_loops", "positive_int"]
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """Usage mistakes as one line (``elt sample: error: ...``), exit status 2, like every other bad input."""
+    """Usage mistakes as one line (``elt sample: error: ...``), exit status 2, like every other bad
+    input."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -40,14 +45,16 @@ class OneLineParser(argparse.ArgumentParser):
 
 THREADS = bounded_int(1, 4096)
 THREADS_HELP = (
-    "CPU threads for PyTorch (default: $ELT_THREADS, else the config's train.threads, else half the "
+    "CPU threads for PyTorch (default: $ELT_THREADS, else the config's train.threads, else half "
+    "the "
     "CPUs, at least 1: full cores collapse when another job runs)"
 )
 
 
 def _add_threads_option(parser: argparse.ArgumentParser) -> None:
-    """``--threads N`` on every (sub)command that has none of its own; one destination, never defaulted by a
-    subcommand, so ``elt --threads 1 demo`` and ``elt demo --threads 1`` mean the same."""
+    """``--threads N`` on every (sub)command that has none of its own; one destination, never
+    defaulted by a subcommand, so ``elt --threads 1 demo`` and ``elt demo --threads 1`` mean the
+    same."""
     if "--threads" not in parser._option_string_actions:
         parser.add_argument(
             "--threads",
@@ -87,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def apply_threads(args: argparse.Namespace) -> int:
-    """``--threads`` becomes ``ELT_THREADS`` (so workers and subprocesses inherit it), then is applied."""
+    """``--threads`` becomes ``ELT_THREADS`` (so workers and subprocesses inherit it), then is
+    applied."""
     import os
 
     from elt.runtime import THREADS_ENV, set_threads

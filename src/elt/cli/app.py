@@ -50,7 +50,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser(
         "app",
         help="a local page: any checkpoint, any loop count, with its cost",
-        description="A local page to feel the compute dial: pick a model, a class, a seed and a loop "
+        description="A local page to feel the compute dial: pick a model, a class, a seed and a "
+        "loop "
         "count, and see the sample with what it cost (loops, GFLOPs, measured time); "
         "compare loop counts side by side. Prints the page's URL. Needs the 'app' "
         "extra: pip install 'elt-looped[app]'.",
@@ -60,7 +61,8 @@ def add_parsers(sub) -> None:
         action="append",
         default=None,
         metavar="RUN",
-        help="checkpoint or run directory, or demo:masked / demo:diffusion (repeatable; default: the "
+        help="checkpoint or run directory, or demo:masked / demo:diffusion (repeatable; default: "
+        "the "
         "shipped demo models)",
     )
     p.add_argument(

@@ -1,8 +1,8 @@
-"""Argument types shared by the command groups: one check per kind of argument, used by every command that
-takes it (``--num``, ``--seed``, ``--guidance``, ``--steps``, ``--batch-size``, ``--out``, ``--loops``), so
-``elt sample``, ``calibrate``, ``export``, ``eval``, ``bench`` and ``demo`` refuse the same values with the same
-line at parse time, before anything is loaded or written. Sizes are bounded by :mod:`elt.limits`.
-"""
+"""Argument types shared by the command groups: one check per kind of argument, used by every
+command that takes it (``--num``, ``--seed``, ``--guidance``, ``--steps``, ``--batch-size``,
+``--out``, ``--loops``), so ``elt sample``, ``calibrate``, ``export``, ``eval``, ``bench`` and
+``demo`` refuse the same values with the same line at parse time, before anything is loaded or
+written. Sizes are bounded by :mod:`elt.limits`."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 
 
 def parse_loops(text: str):
-    """The ``--loops`` value → operating points (:func:`elt.core.schedule.parse_loops`: loop counts, ranges,
-    schedules, adaptive exits); a bad value is argparse's one-line usage error naming it."""
+    """The ``--loops`` value → operating points (:func:`elt.core.schedule.parse_loops`: loop counts,
+    ranges, schedules, adaptive exits); a bad value is argparse's one-line usage error naming it."""
     from elt.core.schedule import ScheduleError
     from elt.core.schedule import parse_loops as parse
 
@@ -84,8 +84,9 @@ def finite_float(text: str) -> float:
 
 
 def out_dir(text: str) -> str:
-    """An output folder: a non-empty path, not on a pseudo filesystem (``/proc``, ``/sys``, ``/dev``); whether
-    it can be written is :func:`elt.fileio.check_output_dir` (run by each command before any work)."""
+    """An output folder: a non-empty path, not on a pseudo filesystem (``/proc``, ``/sys``,
+    ``/dev``); whether it can be written is :func:`elt.fileio.check_output_dir` (run by each command
+    before any work)."""
     if not str(text).strip():
         raise argparse.ArgumentTypeError("an empty path; give a folder name (e.g. --out samples)")
     if any(ord(c) < 32 for c in text):
@@ -102,8 +103,8 @@ def out_dir(text: str) -> str:
 
 
 def int_list(hi: int, what: str = "values"):
-    """An argparse type: comma-separated integers ``>= 1`` and ranges ``A-B`` (e.g. ``1,8,32`` or ``1-4``), at most
-    :data:`~elt.limits.MAX_POINTS` of them, each at most ``hi``."""
+    """An argparse type: comma-separated integers ``>= 1`` and ranges ``A-B`` (e.g. ``1,8,32`` or
+    ``1-4``), at most :data:`~elt.limits.MAX_POINTS` of them, each at most ``hi``."""
 
     def parse(text: str) -> list[int]:
         values: list[int] = []
@@ -136,8 +137,9 @@ def int_list(hi: int, what: str = "values"):
 
 
 class DeprecatedFlag(argparse.Action):
-    """A renamed option still accepted for one release: stores its value and prints one line naming the new
-    option (``p.add_argument("--old", action=DeprecatedFlag, new="--new", dest="new", ...)``)."""
+    """A renamed option still accepted for one release: stores its value and prints one line naming
+    the new option (``p.add_argument("--old", action=DeprecatedFlag, new="--new", dest="new",
+    ...)``)."""
 
     def __init__(self, option_strings, dest, new: str, **kwargs):
         self.new = new
@@ -167,13 +169,13 @@ def parse_steps(text: str) -> list[int]:
     return values
 
 
-# -- a sampling request against the checkpoint, before its weights are loaded ------------------------------
+# -- a sampling request against the checkpoint, before its weights are loaded ----------------------
 def check_sampling_request(
     ckpt: str, num: int, batch: int, points=None, what: str = "--num"
 ) -> None:
-    """From the checkpoint's config.yaml alone (before the weights are loaded): every operating point within
-    the model's loop ceiling (:func:`elt.limits.loop_ceiling`), and ``num`` samples of its image shape in
-    memory (kept as uint8, one batch as float32)."""
+    """From the checkpoint's config.yaml alone (before the weights are loaded): every operating
+    point within the model's loop ceiling (:func:`elt.limits.loop_ceiling`), and ``num`` samples of
+    its image shape in memory (kept as uint8, one batch as float32)."""
     from elt.core.schedule import max_loops, point_label
     from elt.limits import check_loops, check_memory
     from elt.registry import backbone_shape

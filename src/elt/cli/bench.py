@@ -1,4 +1,5 @@
-"""``elt bench`` (also ``python -m elt.bench``): the options; the benchmarks are :mod:`elt.bench`."""
+"""``elt bench`` (also ``python -m elt.bench``): the options; the benchmarks are
+:mod:`elt.bench`."""
 
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--batches",
         type=int_list(MAX_BATCH, "batch sizes"),
         default=None,
-        help="sampling: batch sizes (every loop count of --loops-list is timed at each; default 1,8,32); "
+        help="sampling: batch sizes (every loop count of --loops-list is timed at each; default "
+        "1,8,32); "
         "peers: default 1,8,64",
     )
     p.add_argument(
@@ -143,7 +145,8 @@ def add_parsers(subparsers) -> None:
 
 
 def check_sizes(args: argparse.Namespace) -> None:
-    """The synthetic model's fp32 weights (blocks, positions, vocabulary) must fit this machine's memory."""
+    """The synthetic model's fp32 weights (blocks, positions, vocabulary) must fit this machine's
+    memory."""
     from elt.limits import check_memory, transformer_parameters
 
     if args.smoke or args.benchmark == "suite" or (args.benchmark == "sampling" and args.ckpt):

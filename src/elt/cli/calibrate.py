@@ -34,8 +34,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def default_output(ckpt: str, out: str | None) -> tuple[Path, str | None]:
-    """``--out``, else the run directory when writable; a shipped model (``demo:NAME``) or any checkpoint
-    inside the installed package gets ``./calibration-NAME`` instead (nothing is written into the package)."""
+    """``--out``, else the run directory when writable; a shipped model (``demo:NAME``) or any
+    checkpoint inside the installed package gets ``./calibration-NAME`` instead (nothing is written
+    into the package)."""
     from elt.fileio import PACKAGE_DIR, check_output_dir
     from elt.train.checkpoint import resolve_checkpoint
 
@@ -94,7 +95,8 @@ def _calibrate(args: argparse.Namespace, out: Path, points) -> int:
     partial.unlink(missing_ok=True)
     calibrate_lib.print_points(record)
     print(
-        f"wrote {paths['calibration']}, {paths['json'].name}, {paths['csv'].name} and {paths['png'].name}"
+        f"wrote {paths['calibration']}, {paths['json'].name}, {paths['csv'].name} and "
+        f"{paths['png'].name}"
     )
     return 0
 

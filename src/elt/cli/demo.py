@@ -38,7 +38,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         without = [p for p in paradigms if f"{p}-vanilla" not in record["vanilla"]]
         if without:
             print(
-                f"(this install ships no vanilla-looped demo model for {', '.join(without)}: ILSD only there)"
+                f"(this install ships no vanilla-looped demo model for {', '.join(without)}: ILSD "
+                "only there)"
             )
     for name, info in record["models"].items():
         accs = ", ".join(
@@ -62,7 +63,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     print(f"quality vs loops: {out / record['plot']}")
     print(
-        f"record: {out / 'demo.json'}  ({time.perf_counter() - start:.0f} s, {record['jobs']} process(es) of "
+        f"record: {out / 'demo.json'}  ({time.perf_counter() - start:.0f} s, {record['jobs']} "
+        "process(es) of "
         f"{record['threads']} thread(s))"
     )
     return 0
@@ -92,7 +94,8 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--no-video",
         action="store_true",
-        help="leave out the video models (shown with the masked paradigm where the install ships them)",
+        help="leave out the video models (shown with the masked paradigm where the install ships "
+        "them)",
     )
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument(
@@ -100,7 +103,8 @@ def add_parsers(sub) -> None:
         type=bounded_int(1, 256),
         default=None,
         metavar="N",
-        help="processes sampling side by side, each with --threads threads (default: 2 where there are "
+        help="processes sampling side by side, each with --threads threads (default: 2 where there "
+        "are "
         "2 CPUs or more, else 1; the images do not depend on it)",
     )
     p.add_argument("--no-progress", action="store_true")

@@ -1,11 +1,12 @@
 """``elt eval``: the quality-vs-compute sweep, and the classifier behind the Fashion-MNIST metrics.
 
-    elt eval --ckpt A [--ckpt B ...] --loops 1-5 --num 1000 --out DIR     sweep → eval.json, eval.csv, eval.png
-    elt eval --samples DIR [--ckpt A] --loops 1-5 --out DIR               metrics of existing 'elt sample' output
-    elt eval train-classifier                                             (re)train the shipped classifier
-    elt eval floor                                                        real-vs-real floor of the domain metrics
-    elt eval merge DIR_OR_JSON [...] --out DIR                            one table/plot from several sweeps
-    elt eval video --samples DIR --real-data moving_fmnist                video metrics (elt.eval.video)
+    elt eval --ckpt A [--ckpt B ...] --loops 1-5 --num 1000 --out DIR     sweep → eval.json,
+    eval.csv, eval.png elt eval --samples DIR [--ckpt A] --loops 1-5 --out DIR               metrics
+    of existing 'elt sample' output elt eval train-classifier
+    (re)train the shipped classifier elt eval floor
+    real-vs-real floor of the domain metrics elt eval merge DIR_OR_JSON [...] --out DIR
+    one table/plot from several sweeps elt eval video --samples DIR --real-data moving_fmnist
+    video metrics (elt.eval.video)
 
 The argparse glue and input checks; the metrics, sweeps and suites live in :mod:`elt.eval`.
 """
@@ -55,8 +56,8 @@ def _user_errors():
 
 
 def load_classifier(path, device="cpu"):
-    """:func:`elt.eval.classifier.load_classifier`, with a file that is not the classifier's weights (damaged,
-    another format, other tensors) as one line naming it."""
+    """:func:`elt.eval.classifier.load_classifier`, with a file that is not the classifier's weights
+    (damaged, another format, other tensors) as one line naming it."""
     from elt.eval.classifier import ClassifierMissingError
     from elt.eval.classifier import load_classifier as load
 
@@ -73,7 +74,8 @@ def load_classifier(path, device="cpu"):
     ) as exc:  # safetensors' header errors, missing/unexpected tensors, unreadable files
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise UserError(
-            f"--classifier {str(path)[:200]!r} is not the domain classifier's weights (a .safetensors "
+            f"--classifier {str(path)[:200]!r} is not the domain classifier's weights (a "
+            ".safetensors "
             f"file written by 'elt eval train-classifier'): {reason}"
         ) from None
 
@@ -91,7 +93,8 @@ def build_suite(args: argparse.Namespace):
         )
     if not args.reference:
         raise UserError(
-            f"--metrics {args.metrics} needs --reference (an .npz with mu/sigma or arr_0, or a folder "
+            f"--metrics {args.metrics} needs --reference (an .npz with mu/sigma or arr_0, or a "
+            "folder "
             "of real images)"
         )
     try:
@@ -164,7 +167,8 @@ def build_models(args: argparse.Namespace):
 
 
 def check_domain_inputs(models) -> None:
-    """Fail before sampling when a checkpoint does not make the 32×32 grey images the classifier takes."""
+    """Fail before sampling when a checkpoint does not make the 32×32 grey images the classifier
+    takes."""
     from omegaconf import OmegaConf
 
     for model in models:
@@ -182,7 +186,8 @@ def check_domain_inputs(models) -> None:
 
 
 def knn_k(metrics: str) -> int:
-    """The k of the suite's k-NN metrics (PRDC for domain, precision/recall for inception; 0: none)."""
+    """The k of the suite's k-NN metrics (PRDC for domain, precision/recall for inception; 0:
+    none)."""
     import inspect
 
     from elt.eval import suites
@@ -192,7 +197,8 @@ def knn_k(metrics: str) -> int:
 
 
 def check_num(num: int, metrics: str = "domain", what: str = "--num") -> None:
-    """Enough samples for the suite's statistics: more than k for the k-NN radii, at least 2 for a covariance."""
+    """Enough samples for the suite's statistics: more than k for the k-NN radii, at least 2 for a
+    covariance."""
     need = max(knn_k(metrics) + 1, 2)
     if num < need:
         raise UserError(
@@ -217,7 +223,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             check_sampling_request(ckpt, args.num, args.batch_size, args.loops)
     from elt.train.distributed import distributed_session
 
-    # under torchrun: every rank generates its share of each sample set, rank 0 computes metrics and writes
+    # under torchrun: every rank generates its share of each sample set, rank 0 computes metrics and
+    # writes
     with distributed_session(args.device) as env:
         result = _sweep(args)
         if not env.is_main:
@@ -265,7 +272,8 @@ def _sweep(args: argparse.Namespace) -> dict:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    """Several ``elt eval`` outputs (e.g. models swept at different loop counts) → one table and one plot."""
+    """Several ``elt eval`` outputs (e.g. models swept at different loop counts) → one table and one
+    plot."""
     from elt.eval.sweep import SweepInputError, check_result_shape, merge_results, write_outputs
 
     check_output_dir(args.out, "--out")
@@ -395,15 +403,19 @@ def add_parsers(sub) -> None:
     p = sub.add_parser(
         "eval",
         help="quality vs compute over loop counts (and the domain classifier)",
-        usage="elt eval --ckpt DIR [--ckpt DIR ...] [--samples DIR ...] [--loops 1-5] [--steps S,...] [--num N] "
-        "[--out DIR] [options]\n       elt eval train-classifier [options]\n       elt eval floor [options]"
+        usage="elt eval --ckpt DIR [--ckpt DIR ...] [--samples DIR ...] [--loops 1-5] [--steps "
+        "S,...] [--num N] "
+        "[--out DIR] [options]\n       elt eval train-classifier [options]\n       elt eval floor "
+        "[options]"
         "\n       elt eval video --samples DIR (--real FILE | --real-data moving_fmnist) [options]",
-        description="Evaluate checkpoints at several loop counts: samples with balanced labels (or existing "
+        description="Evaluate checkpoints at several loop counts: samples with balanced labels (or "
+        "existing "
         "'elt sample' .npz files), metrics per loop count, GFLOPs per sample, latency and peak "
         "memory on this device. Writes eval.json (with provenance), eval.csv and eval.png "
         "(quality vs GFLOPs and vs latency, real-data floor dashed). Example: elt eval --ckpt "
         "runs/elt --ckpt runs/vanilla --loops 1-5 --num 1000 --out eval/",
-        epilog="Actions: 'elt eval train-classifier' retrains the shipped Fashion-MNIST classifier; "
+        epilog="Actions: 'elt eval train-classifier' retrains the shipped Fashion-MNIST "
+        "classifier; "
         "'elt eval floor' prints the real-vs-real floor; 'elt eval video' evaluates video samples.",
     )
     p.add_argument(
@@ -454,7 +466,8 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--inception-weights",
         default=None,
-        help="weights-inception-2015-12-05-6726825d.pth (else $ELT_INCEPTION_WEIGHTS, else torch.hub "
+        help="weights-inception-2015-12-05-6726825d.pth (else $ELT_INCEPTION_WEIGHTS, else "
+        "torch.hub "
         "cache); never downloaded",
     )
     p.add_argument("--i3d", default=None, help="I3D TorchScript file (else $ELT_I3D_WEIGHTS)")
@@ -465,7 +478,8 @@ def add_parsers(sub) -> None:
         "--guidance",
         type=finite_float,
         default=None,
-        help="classifier-free guidance scale s: output = uncond + s·(cond − uncond), 1 = conditional only, "
+        help="classifier-free guidance scale s: output = uncond + s·(cond − uncond), 1 = "
+        "conditional only, "
         "0 = unconditional (default: the config's sampling.guidance)",
     )
     p.add_argument("--seed", type=seed, default=0)
@@ -536,14 +550,17 @@ def add_parsers(sub) -> None:
     add_video_parser(actions)
 
 
-# -- `elt eval video` ------------------------------------------------------------------------------------------------
+# -- `elt eval video` ------------------------------------------------------------------------------
 def add_video_parser(actions) -> None:
     """Register ``elt eval video`` on the ``elt eval`` action subparsers."""
     v = actions.add_parser(
         "video",
         help="video metrics of 'elt sample' output (per-frame FD_cls, accuracy, motion, FVD)",
-        description="Evaluate samples_L<L>.npz videos (uint8 N×T×H×W×C) against real clips: per-frame FD_cls, "
-        "frame/video class accuracy and class consistency from the Fashion-MNIST classifier on 32×32 "
+        description="Evaluate samples_L<L>.npz videos (uint8 N×T×H×W×C) against real clips: "
+        "per-frame "
+        "FD_cls, "
+        "frame/video class accuracy and class consistency from the Fashion-MNIST classifier on "
+        "32×32 "
         "crops centred on the sprite, the motion FD of trajectory descriptors, and FVD with --i3d. "
         "Writes video_eval.json and video_eval.png (metrics vs loop count, real floor dashed).",
     )
@@ -571,7 +588,8 @@ def add_video_parser(actions) -> None:
         "--motion",
         choices=["bounce", "linear"],
         default=None,
-        help="--real-data motion (default: the samples' training data as samples.json records, else "
+        help="--real-data motion (default: the samples' training data as samples.json records, "
+        "else "
         "bounce)",
     )
     v.add_argument(

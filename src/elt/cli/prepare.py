@@ -32,7 +32,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(
-            f"cache: {result['path']} ({result['count']} items, {result.get('skipped', 0)} unreadable skipped, "
+            f"cache: {result['path']} ({result['count']} items, {result.get('skipped', 0)} "
+            "unreadable skipped, "
             f"{result['encoded']} encoded now in {result['seconds']:.1f} s)"
         )
     return 0
@@ -63,7 +64,8 @@ def add_parsers(sub) -> None:
         type=non_negative_int,
         default=None,
         metavar="N",
-        help="DataLoader workers decoding images, per process (default: data.num_workers when it is "
+        help="DataLoader workers decoding images, per process (default: data.num_workers when it "
+        "is "
         "set, else the CPUs per process less one, at most 16; 0: decode in the process itself)",
     )
     p.add_argument(

@@ -1,7 +1,7 @@
 """``elt tokenizer train CONFIG [key=value ...]``: train the image or video tokenizer on its own.
 
-``elt train`` trains the tokenizer itself when it finds none, so this command is for training one shared
-tokenizer ahead of several runs (point each run's ``tokenizer.path`` at it) or for tuning it.
+``elt train`` trains the tokenizer itself when it finds none, so this command is for training one
+shared tokenizer ahead of several runs (point each run's ``tokenizer.path`` at it) or for tuning it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from elt.errors import UserError
 
 
 def tokenizer_dir(cfg, out: str | None = None) -> Path:
-    """Where a config's tokenizer lives: ``--out``, else ``tokenizer.path``, else ``RUN/tokenizer``."""
+    """Where a config's tokenizer lives: ``--out``, else ``tokenizer.path``, else
+    ``RUN/tokenizer``."""
     if out:
         return Path(out)
     if cfg.tokenizer.path:
@@ -36,7 +37,8 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     if cfg.tokenizer.kind not in TRAINABLE_KINDS:
         raise UserError(
             f"tokenizer.kind={cfg.tokenizer.kind} is not trainable here; only "
-            f"{' and '.join(TRAINABLE_KINDS)} are (pretrained_vq loads from tokenizer.pretrained_path)"
+            f"{' and '.join(TRAINABLE_KINDS)} are (pretrained_vq loads from "
+            "tokenizer.pretrained_path)"
         )
     out = tokenizer_dir(cfg, args.out)
     from contextlib import nullcontext
@@ -44,8 +46,8 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from elt.fileio import check_output_dir, enclosing_run, exclusive_lock
 
     check_output_dir(out, "tokenizer output folder")
-    # a tokenizer written into a run directory (RUN/tokenizer by default) holds that run's lock: never while a
-    # training there uses it
+    # a tokenizer written into a run directory (RUN/tokenizer by default) holds that run's lock:
+    # never while a training there uses it
     run = (
         Path(cfg.train.out_dir)
         if out == Path(cfg.train.out_dir) / "tokenizer"

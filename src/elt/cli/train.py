@@ -1,4 +1,5 @@
-"""``elt train``, ``elt sample``, ``elt info``, ``elt export``: training and what a checkpoint gives."""
+"""``elt train``, ``elt sample``, ``elt info``, ``elt export``: training and what a checkpoint
+gives."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from elt.cli.args import (
 from elt.errors import UserError
 
 
-# -- train ----------------------------------------------------------------------------------------------
+# -- train -----------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from elt.config import load_config
     from elt.train.signals import TrainingInterrupted
@@ -54,14 +55,15 @@ def add_train(sub) -> None:
         "--resume",
         default=None,
         metavar="auto|PATH",
-        help="resume: 'auto' = newest valid checkpoint of the run directory (fresh start if none), or a "
+        help="resume: 'auto' = newest valid checkpoint of the run directory (fresh start if none), "
+        "or a "
         "checkpoint path",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
 
-# -- sample --------------------------------------------------------------------------------------------------
+# -- sample ----------------------------------------------------------------------------------------
 def cmd_sample(args: argparse.Namespace) -> int:
     import elt
     from elt.fileio import check_output_dir
@@ -104,7 +106,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
                     return "n/a" if point.get(key) is None else format(point[key], spec)
 
                 print(
-                    f"picked {point['loops']}: {num('latency_ms', '.0f')} ms latency, FD_cls {num('fd_cls', '.3g')}, "
+                    f"picked {point['loops']}: {num('latency_ms', '.0f')} ms latency, FD_cls "
+                    f"{num('fd_cls', '.3g')}, "
                     f"{num('gflops', '.3g')} GFLOPs/sample (from {point['calibration']})"
                 )
             loops = [point["loops"]]
@@ -152,7 +155,8 @@ def add_sample(sub) -> None:
         "--budget-ms",
         type=finite_float,
         default=None,
-        help="pick the best-quality calibrated point whose latency is at most this (calibration.json "
+        help="pick the best-quality calibrated point whose latency is at most this "
+        "(calibration.json "
         "from 'elt calibrate')",
     )
     p.add_argument(
@@ -179,7 +183,8 @@ def add_sample(sub) -> None:
         "--guidance",
         type=finite_float,
         default=None,
-        help="classifier-free guidance scale s: output = uncond + s·(cond − uncond), 1 = conditional only, "
+        help="classifier-free guidance scale s: output = uncond + s·(cond − uncond), 1 = "
+        "conditional only, "
         "0 = unconditional (default: the config's sampling.guidance)",
     )
     p.add_argument(
@@ -198,7 +203,8 @@ def add_sample(sub) -> None:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the fixed-loop sampling steps (sampling.compile=true): inductor on a CPU, "
+        help="torch.compile the fixed-loop sampling steps (sampling.compile=true): inductor on a "
+        "CPU, "
         "CUDA graphs on a GPU; compiled once per batch size and loop count",
     )
     p.add_argument("--no-progress", action="store_true")
@@ -212,7 +218,7 @@ def add_sample(sub) -> None:
     p.set_defaults(func=cmd_sample)
 
 
-# -- info -----------------------------------------------------------------------------------------------------
+# -- info ------------------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
     from elt.train.checkpoint import (
         load_config_of,
@@ -254,7 +260,7 @@ def add_info(sub) -> None:
     p.set_defaults(func=cmd_info)
 
 
-# -- export ---------------------------------------------------------------------------------------------------
+# -- export ----------------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -265,7 +271,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         here.iterdir()
     ):  # (a full one is refused as not empty)
         raise UserError(
-            f"--out {args.out!r} is the current folder; export writes a folder of its own: give a new "
+            f"--out {args.out!r} is the current folder; export writes a folder of its own: give a "
+            "new "
             "name, e.g. --out exported"
         )
     out = export_inference(
@@ -295,7 +302,8 @@ def add_export(sub) -> None:
         "overrides",
         nargs="*",
         metavar="key=value",
-        help="the export's default sampling settings (sampling.guidance=2, masked.temperature_base=1.5, "
+        help="the export's default sampling settings (sampling.guidance=2, "
+        "masked.temperature_base=1.5, "
         "...; sampling keys only)",
     )
     p.set_defaults(func=cmd_export)

@@ -1,26 +1,26 @@
 """Adaptive exit, loop by loop: each sample leaves the batch once its prediction stopped changing.
 
-ILSD makes the output after every loop a usable prediction, so the change between two consecutive loops'
-predictions is a halting signal that costs one head application per loop and no extra parameters. The
-driver below runs the shared blocks one loop at a time on the *active* rows only (exited samples are
-dropped from the state, so later loops cost less time, not only fewer counted FLOPs); both classifier-free
-guidance branches of a sample sit in the same state tensor and leave together, because the decision is made
-on the guided prediction.
+ILSD makes the output after every loop a usable prediction, so the change between two consecutive
+loops' predictions is a halting signal that costs one head application per loop and no extra
+parameters. The driver below runs the shared blocks one loop at a time on the *active* rows only
+(exited samples are dropped from the state, so later loops cost less time, not only fewer counted
+FLOPs); both classifier-free guidance branches of a sample sit in the same state tensor and leave
+together, because the decision is made on the guided prediction.
 
-With ``threshold = 0`` no sample exits before ``max_loops`` and the result is bit-identical to a fixed run
-of ``max_loops`` loops (same operations on the same rows); with ``threshold = inf`` every sample exits after
-``min_loops``, identical to a fixed run of ``min_loops``.
+With ``threshold = 0`` no sample exits before ``max_loops`` and the result is bit-identical to a
+fixed run of ``max_loops`` loops (same operations on the same rows); with ``threshold = inf`` every
+sample exits after ``min_loops``, identical to a fixed run of ``min_loops``.
 
-Per-loop cost at small batch. What a loop adds to the fixed schedule's work is the readout and the change score,
-and at batch 1 or 8 their cost is the number of operations, not arithmetic. So the driver reads the prediction
-only from loop ``min_loops − 1`` on (earlier ones are never compared); what depends only on the set of active
-samples (their condition rows, masks, ODE coefficients, the head's modulation) is computed once per set, in the
-callbacks, keyed on the ``active`` tensor, which is a new object exactly when samples left; and the summary of
-the previous loop is kept, so each prediction is summarised once. The network's rows, and so the samples, are
-those of a run that recomputes everything: only the decision's bookkeeping is shared. The decision needs one
-host synchronisation per loop (``done.any()``), which on a CPU costs nothing and on a GPU one round trip next to
-the loop's N blocks of kernels.
-"""
+Per-loop cost at small batch. What a loop adds to the fixed schedule's work is the readout and the
+change score, and at batch 1 or 8 their cost is the number of operations, not arithmetic. So the
+driver reads the prediction only from loop ``min_loops − 1`` on (earlier ones are never compared);
+what depends only on the set of active samples (their condition rows, masks, ODE coefficients, the
+head's modulation) is computed once per set, in the callbacks, keyed on the ``active`` tensor, which
+is a new object exactly when samples left; and the summary of the previous loop is kept, so each
+prediction is summarised once. The network's rows, and so the samples, are those of a run that
+recomputes everything: only the decision's bookkeeping is shared. The decision needs one host
+synchronisation per loop (``done.any()``), which on a CPU costs nothing and on a GPU one round trip
+next to the loop's N blocks of kernels."""
 
 from __future__ import annotations
 
@@ -48,17 +48,15 @@ def run_adaptive(
     rule: AdaptiveExit,
     summarise: Summary | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loop ``h`` (``branches``·B rows: branch 0 rows 0..B-1, branch 1 rows B..2B-1, prefix tokens included)
-    until every sample exits.
+    """Loop ``h`` (``branches``·B rows: branch 0 rows 0..B-1, branch 1 rows B..2B-1, prefix tokens
+    included) until every sample exits.
 
-    Args:
-        readout: ``(state rows of the active samples, their cond rows, active sample indices) → prediction``
-            A×… (branches combined).
-        change: ``(previous summary, new summary, active sample indices) → A`` change scores.
-        rule: threshold, min and max loops (``max_loops`` must be set: see :meth:`AdaptiveExit.resolved`).
-        summarise: ``(prediction, active sample indices) → summary`` (A×…), what ``change`` compares; kept from
-            one loop to the next instead of the prediction, so it is computed once per loop (default: the
-            prediction itself).
+    Args: readout: ``(state rows of the active samples, their cond rows, active sample indices) →
+    prediction`` A×… (branches combined). change: ``(previous summary, new summary, active sample
+    indices) → A`` change scores. rule: threshold, min and max loops (``max_loops`` must be set: see
+    :meth:`AdaptiveExit.resolved`). summarise: ``(prediction, active sample indices) → summary``
+    (A×…), what ``change`` compares; kept from one loop to the next instead of the prediction, so it
+    is computed once per loop (default: the prediction itself).
 
     Returns the prediction of every sample at its exit (B×…) and the loops it used (B, int64).
     """
@@ -109,8 +107,9 @@ def run_adaptive(
 
 
 def per_active(compute: Callable[[torch.Tensor], Any]) -> Callable[[torch.Tensor], Any]:
-    """``compute(active)`` cached for the current set of active samples: :func:`run_adaptive` makes a new
-    ``active`` tensor exactly when samples left, so identity is the key (one entry: sets never come back)."""
+    """``compute(active)`` cached for the current set of active samples: :func:`run_adaptive` makes
+    a new ``active`` tensor exactly when samples left, so identity is the key (one entry: sets never
+    come back)."""
     cache: list = [None, None]
 
     def get(active: torch.Tensor) -> Any:
@@ -122,14 +121,14 @@ def per_active(compute: Callable[[torch.Tensor], Any]) -> Callable[[torch.Tensor
 
 
 def argmax_tokens(logits: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
-    """The summary :func:`token_change` compares: the top token of every position (``max(-1).indices``, which
-    on a CPU is 2-3× faster than ``argmax`` on bfloat16 logits)."""
+    """The summary :func:`token_change` compares: the top token of every position
+    (``max(-1).indices``, which on a CPU is 2-3× faster than ``argmax`` on bfloat16 logits)."""
     return logits.max(-1).indices
 
 
 def token_change(masked: torch.Tensor) -> Change:
-    """Masked paradigm: share of the masked positions (``masked`` B×T) whose argmax token changed; compares
-    the summaries of :func:`argmax_tokens`."""
+    """Masked paradigm: share of the masked positions (``masked`` B×T) whose argmax token changed;
+    compares the summaries of :func:`argmax_tokens`."""
 
     @per_active
     def rows(active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,9 +146,10 @@ def token_change(masked: torch.Tensor) -> Change:
 def relative_change(
     to_x0: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> Change:
-    """Diffusion: ‖x̂0_k − x̂0_{k−1}‖ / ‖x̂0_{k−1}‖ per sample. With ``to_x0(prediction, active)`` (the network
-    output of the active samples → x̂0) it compares predictions; without, it compares summaries that already
-    are x̂0 (``summarise=to_x0`` in :func:`run_adaptive`: each prediction converted once, not twice)."""
+    """Diffusion: ‖x̂0_k − x̂0_{k−1}‖ / ‖x̂0_{k−1}‖ per sample. With ``to_x0(prediction, active)``
+    (the network output of the active samples → x̂0) it compares predictions; without, it compares
+    summaries that already are x̂0 (``summarise=to_x0`` in :func:`run_adaptive`: each prediction
+    converted once, not twice)."""
 
     def change(previous: torch.Tensor, new: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         if to_x0 is not None:

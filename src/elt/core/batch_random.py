@@ -2,18 +2,17 @@
 
 A training step of global batch B is split over W ranks: rank r holds the items at global positions
 r, r + W, r + 2W, ... of the step's batch (:class:`elt.train.distributed.ShardedSampler`). Inside
-:func:`keyed_draws` every draw of a training loss (diffusion times and noise, token masks, label dropout)
-is made for the whole global batch from a generator seeded by (run seed, step, draw number) and this rank
-keeps its own rows. So the item at global position g gets the same noise, mask and dropout whatever the
-number of processes, and a W-process step computes the same per-item losses as one process; the
-gradients then differ only by float reduction order. Resuming is exact for these draws by construction
-(they depend on the step, not on a stream position).
+:func:`keyed_draws` every draw of a training loss (diffusion times and noise, token masks, label
+dropout) is made for the whole global batch from a generator seeded by (run seed, step, draw number)
+and this rank keeps its own rows. So the item at global position g gets the same noise, mask and
+dropout whatever the number of processes, and a W-process step computes the same per-item losses as
+one process; the gradients then differ only by float reduction order. Resuming is exact for these
+draws by construction (they depend on the step, not on a stream position).
 
 Outside :func:`keyed_draws` (tests, direct calls) the helpers fall back to the global RNG.
 
-Cost: each rank draws the random numbers of the whole global batch (W× a local draw), which is small next
-to the forward pass (for a 256-item batch of 4×32×32 latents: 1M normal numbers per step).
-"""
+Cost: each rank draws the random numbers of the whole global batch (W× a local draw), which is small
+next to the forward pass (for a 256-item batch of 4×32×32 latents: 1M normal numbers per step)."""
 
 from __future__ import annotations
 
@@ -45,7 +44,8 @@ _ACTIVE: list[_Keyed] = []
 def keyed_draws(
     seed: int, step: int, rows: Sequence[int] | torch.Tensor, global_batch: int
 ) -> Iterator[None]:
-    """Within the block, :func:`rand` / :func:`randn` draw per global sample index (see the module doc)."""
+    """Within the block, :func:`rand` / :func:`randn` draw per global sample index (see the module
+    doc)."""
     rows = torch.as_tensor(rows, dtype=torch.long)
     if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= global_batch):
         raise ValueError(f"rows {rows.tolist()[:4]}... must lie in 0..{global_batch - 1}")
@@ -82,9 +82,10 @@ def _draw(
 def rand_global(
     batch: int, *shape: int, device: torch.device | str = "cpu", dtype=torch.float32
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """U[0, 1) numbers for the whole global batch (global_batch × ``shape``) and the rows of this rank's
-    ``batch`` items in it; outside a step: ``batch`` rows and ``arange(batch)``. For quantities that need
-    the whole step's draws on every rank (e.g. the number of masked tokens of the global batch)."""
+    """U[0, 1) numbers for the whole global batch (global_batch × ``shape``) and the rows of this
+    rank's ``batch`` items in it; outside a step: ``batch`` rows and ``arange(batch)``. For
+    quantities that need the whole step's draws on every rank (e.g. the number of masked tokens of
+    the global batch)."""
     device = torch.device(device)
     if not _ACTIVE:
         return torch.rand((batch, *shape), device=device, dtype=dtype), torch.arange(
@@ -102,8 +103,9 @@ def rand_global(
 
 
 def rank_share() -> float:
-    """This rank's share of the step's global batch (1 / world size; 1 outside a step). A loss normalised by
-    a global count is scaled by ``1 / rank_share()`` so that DDP's mean over ranks is the global mean."""
+    """This rank's share of the step's global batch (1 / world size; 1 outside a step). A loss
+    normalised by a global count is scaled by ``1 / rank_share()`` so that DDP's mean over ranks is
+    the global mean."""
     if not _ACTIVE:
         return 1.0
     return len(_ACTIVE[-1].rows) / _ACTIVE[-1].global_batch

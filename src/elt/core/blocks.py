@@ -22,10 +22,11 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 class LayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm`` whose affine parameters follow the input's dtype: under FSDP's bf16 parameter policy
-    the weights arrive in bf16 while the residual stream stays fp32, as in the unsharded (DDP) path. CUDA's
-    autocast runs layer norms in fp32 anyway; CPU's autocast does not cast them, so this does. With weights
-    already in the input's dtype (every unsharded run) it is ``nn.LayerNorm`` exactly."""
+    """``nn.LayerNorm`` whose affine parameters follow the input's dtype: under FSDP's bf16
+    parameter policy the weights arrive in bf16 while the residual stream stays fp32, as in the
+    unsharded (DDP) path. CUDA's autocast runs layer norms in fp32 anyway; CPU's autocast does not
+    cast them, so this does. With weights already in the input's dtype (every unsharded run) it is
+    ``nn.LayerNorm`` exactly."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.weight, self.bias
@@ -37,10 +38,11 @@ class LayerNorm(nn.LayerNorm):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention through ``scaled_dot_product_attention`` (flash/efficient kernels on GPU).
+    """Multi-head self-attention through ``scaled_dot_product_attention`` (flash/efficient kernels
+    on GPU).
 
-    ``dropout`` drops attention probabilities in training (MaskGIT/MAGVIT's ``attention_probs_dropout``);
-    0 (the default) calls the kernel exactly as without the option."""
+    ``dropout`` drops attention probabilities in training (MaskGIT/MAGVIT's
+    ``attention_probs_dropout``); 0 (the default) calls the kernel exactly as without the option."""
 
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True, dropout: float = 0.0):
         super().__init__()
@@ -76,15 +78,16 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block.
 
-    Without ``cond_dim`` it is a plain pre-LayerNorm block (masked models). With ``cond_dim`` the norms
-    lose their affine parameters and a zero-initialised linear map of the conditioning vector produces
-    shift/scale/gate for both branches (adaLN-Zero, as in DiT): at initialisation the block is the identity.
+    Without ``cond_dim`` it is a plain pre-LayerNorm block (masked models). With ``cond_dim`` the
+    norms lose their affine parameters and a zero-initialised linear map of the conditioning vector
+    produces shift/scale/gate for both branches (adaLN-Zero, as in DiT): at initialisation the block
+    is the identity.
 
-    ``dropout`` drops the output of each residual branch (attention projection, MLP) in training, where
-    MaskGIT/MAGVIT apply their ``hidden_dropout``; ``attention_dropout`` drops attention probabilities. Both
-    draw from the device's RNG (not keyed by the sample index), so with dropout a multi-process run is not
-    bit-identical to one process. At 0 (the default) the forward pass is exactly the one without them.
-    """
+    ``dropout`` drops the output of each residual branch (attention projection, MLP) in training,
+    where MaskGIT/MAGVIT apply their ``hidden_dropout``; ``attention_dropout`` drops attention
+    probabilities. Both draw from the device's RNG (not keyed by the sample index), so with dropout
+    a multi-process run is not bit-identical to one process. At 0 (the default) the forward pass is
+    exactly the one without them."""
 
     def __init__(
         self,
@@ -131,7 +134,8 @@ class Block(nn.Module):
 
 
 class TimestepEmbedder(nn.Module):
-    """Continuous scalar (diffusion time or noise level) → vector, via sinusoidal features and an MLP."""
+    """Continuous scalar (diffusion time or noise level) → vector, via sinusoidal features and an
+    MLP."""
 
     def __init__(self, dim: int, frequency_dim: int = 256, max_period: float = 10000.0):
         super().__init__()
@@ -188,11 +192,11 @@ class LabelEmbedder(nn.Module):
 
 
 def sincos_embedding(grid: tuple[int, ...], dim: int) -> torch.Tensor:
-    """Fixed sin-cos positional embedding for a token grid of 1, 2 or 3 axes (T×H×W), shape (prod(grid), dim).
+    """Fixed sin-cos positional embedding for a token grid of 1, 2 or 3 axes (T×H×W), shape
+    (prod(grid), dim).
 
-    The width is split evenly over the axes (each axis gets an even number of channels; any remainder
-    is zero), so time and space get distinct, separable codes.
-    """
+    The width is split evenly over the axes (each axis gets an even number of channels; any
+    remainder is zero), so time and space get distinct, separable codes."""
     axes = len(grid)
     per_axis = (dim // axes) // 2 * 2
     if per_axis == 0:

@@ -1,5 +1,5 @@
-"""The contract every paradigm's generator fulfils, so that the trainer, ``elt sample``, ``elt eval`` and
-``elt.load`` work the same for masked and diffusion models."""
+"""The contract every paradigm's generator fulfils, so that the trainer, ``elt sample``, ``elt
+eval`` and ``elt.load`` work the same for masked and diffusion models."""
 
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ class LoopedGenerator(nn.Module, ABC):
 
     @abstractmethod
     def training_loss(self, batch: Any, student_loops: int | None, lam: float) -> ILSDTerms:
-        """One forward pass of L_max loops on a training batch; ILSD terms when ``student_loops`` is given,
-        the teacher's ground-truth loss alone otherwise."""
+        """One forward pass of L_max loops on a training batch; ILSD terms when ``student_loops`` is
+        given, the teacher's ground-truth loss alone otherwise."""
 
     @abstractmethod
     def generate(
@@ -63,17 +63,17 @@ class LoopedGenerator(nn.Module, ABC):
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Sample one image per label; returns uint8 N×H×W×C (video: N×T×H×W×C).
 
-        ``loops`` is an operating point (:mod:`elt.core.schedule`): one loop count for every sampling
-        step, one per step (a list, ``"4:1"``, ``"1x6+4x6"``), or an adaptive exit (``"exit:0.05"``,
-        :class:`~elt.core.schedule.AdaptiveExit`); ``None`` uses the config's ``sampling.loops``, else L_max.
-        ``steps``/``guidance`` default to the config's ``sampling`` section, then to the paradigm's defaults.
-        ``guidance`` is the classifier-free guidance scale s in output = uncond + s·(cond − uncond): 1 is the
-        conditional model alone (no unconditional pass), 0 the unconditional one. Seed rule: an int seed makes
-        the samples deterministic (same seed, same arguments → same images), and ``seed=None`` draws a fresh
-        seed from OS entropy and records it in ``self.last_seed``. ``seeds`` (one per sample) gives every
-        sample its own random stream, so it is the same image in any batch. ``return_loops`` also returns the
-        loops each sample used at each step (int N×steps).
-        """
+        ``loops`` is an operating point (:mod:`elt.core.schedule`): one loop count for every
+        sampling step, one per step (a list, ``"4:1"``, ``"1x6+4x6"``), or an adaptive exit
+        (``"exit:0.05"``, :class:`~elt.core.schedule.AdaptiveExit`); ``None`` uses the config's
+        ``sampling.loops``, else L_max. ``steps``/``guidance`` default to the config's ``sampling``
+        section, then to the paradigm's defaults. ``guidance`` is the classifier-free guidance scale
+        s in output = uncond + s·(cond − uncond): 1 is the conditional model alone (no unconditional
+        pass), 0 the unconditional one. Seed rule: an int seed makes the samples deterministic (same
+        seed, same arguments → same images), and ``seed=None`` draws a fresh seed from OS entropy
+        and records it in ``self.last_seed``. ``seeds`` (one per sample) gives every sample its own
+        random stream, so it is the same image in any batch. ``return_loops`` also returns the loops
+        each sample used at each step (int N×steps)."""
 
     def default_loops(self) -> LoopSchedule:
         """The config's ``sampling.loops`` when set, else None (L_max)."""
@@ -81,8 +81,8 @@ class LoopedGenerator(nn.Module, ABC):
         return None if sampling is None else sampling.get("loops")
 
     def resolve_loops(self, loops: LoopSchedule, steps: int):
-        """Per-step loop counts, or the adaptive rule with its maximum filled in; at most the loop ceiling
-        (:func:`elt.limits.loop_ceiling`: 4·L_max, at least 8) per step."""
+        """Per-step loop counts, or the adaptive rule with its maximum filled in; at most the loop
+        ceiling (:func:`elt.limits.loop_ceiling`: 4·L_max, at least 8) per step."""
         point = self.default_loops() if loops is None else loops
         plan = resolve(point, steps, self.trained_loops)
         check_ceiling(plan, self.trained_loops, point)
@@ -101,18 +101,20 @@ class LoopedGenerator(nn.Module, ABC):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    # -- compiled sampling ---------------------------------------------------------------------------------------
+    # -- compiled sampling -------------------------------------------------------------------------
     def sampling_compiled(self) -> bool:
         """Whether fixed-loop sampling steps run compiled (``sampling.compile``, default false)."""
         sampling = getattr(getattr(self, "config", None), "sampling", None)
         return bool(sampling.get("compile", False)) if sampling is not None else False
 
     def compiled_step(self, name: str, function: Callable, **constants: Any) -> Callable:
-        """``function(*tensors, **constants)`` compiled with ``torch.compile``, once per (name, constants) and
-        input shapes, cached on the generator and reused by every sampling step (see :func:`compile_step`).
+        """``function(*tensors, **constants)`` compiled with ``torch.compile``, once per (name,
+        constants) and input shapes, cached on the generator and reused by every sampling step (see
+        :func:`compile_step`).
 
         The cache is dropped when a parameter changed since it was filled (an optimizer step, a
-        ``load_state_dict``, a move to another device): on a CPU the weights are frozen into the compiled code."""
+        ``load_state_dict``, a move to another device): on a CPU the weights are frozen into the
+        compiled code."""
         state = parameter_state(self)
         cache = self.__dict__.setdefault("_compiled_steps", {})
         if cache.get("state") != state:
@@ -135,12 +137,13 @@ COMPILE_RECOMPILE_LIMIT = (
 
 
 def compile_step(function: Callable, device: torch.device) -> Callable:
-    """One sampling step compiled for ``device``: on CUDA ``mode="reduce-overhead"`` (CUDA graphs: the step's
-    launches replayed as one graph; outputs are cloned, since the next replay overwrites them), elsewhere
-    inductor with the weights frozen into the code (``freezing``: constant-folded, matmul weights pre-packed),
-    which is what makes small batches faster on a CPU. Shapes are static: each (batch, loops) compiles once.
-    Dynamo's limit of recompilations per function is raised to :data:`COMPILE_RECOMPILE_LIMIT` while it
-    compiles (every loop count and batch shape is one entry of the same code)."""
+    """One sampling step compiled for ``device``: on CUDA ``mode="reduce-overhead"`` (CUDA graphs:
+    the step's launches replayed as one graph; outputs are cloned, since the next replay overwrites
+    them), elsewhere inductor with the weights frozen into the code (``freezing``: constant-folded,
+    matmul weights pre-packed), which is what makes small batches faster on a CPU. Shapes are
+    static: each (batch, loops) compiles once. Dynamo's limit of recompilations per function is
+    raised to :data:`COMPILE_RECOMPILE_LIMIT` while it compiles (every loop count and batch shape is
+    one entry of the same code)."""
     if device.type == "cuda":
         compiled = torch.compile(function, mode="reduce-overhead", dynamic=False)
     else:
@@ -156,7 +159,8 @@ def compile_step(function: Callable, device: torch.device) -> Callable:
 
 
 def resolve_seed(seed: int | None) -> int:
-    """The seed rule of every generator: an int is used as given; ``None`` draws a fresh one from OS entropy."""
+    """The seed rule of every generator: an int is used as given; ``None`` draws a fresh one from OS
+    entropy."""
     return int.from_bytes(os.urandom(8), "little") >> 2 if seed is None else int(seed)
 
 
@@ -179,7 +183,8 @@ def labels_tensor(
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Model-space images in [-1, 1], channels first (N×C×H×W or N×C×T×H×W) → uint8 channels last."""
+    """Model-space images in [-1, 1], channels first (N×C×H×W or N×C×T×H×W) → uint8 channels
+    last."""
     images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     order = (0, 2, 3, 1) if images.ndim == 4 else (0, 2, 3, 4, 1)
     return images.permute(*order).cpu().numpy()
@@ -188,7 +193,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def loop_counts(
     plan: list[int] | AdaptiveExit, loops_used: np.ndarray | None, steps: int
 ) -> np.ndarray:
-    """Loops per sample and step (N×steps) of a run: the given ones, or the fixed plan's (1×steps)."""
+    """Loops per sample and step (N×steps) of a run: the given ones, or the fixed plan's
+    (1×steps)."""
     if loops_used is not None:
         counts = np.asarray(loops_used, dtype=np.float64)
         if counts.ndim != 2 or counts.shape[1] != steps:

@@ -3,14 +3,14 @@
     loss = GT(teacher) + λ·GT(student) + (1−λ)·DIST(student, stopgrad(teacher))
 
 The teacher is the head output after L_max loops, the student the head output after L_int loops of
-the same forward pass. Paradigms supply the ground-truth and distillation losses; this module supplies
-the combination, the λ schedule and the seeded draw of L_int.
+the same forward pass. Paradigms supply the ground-truth and distillation losses; this module
+supplies the combination, the λ schedule and the seeded draw of L_int.
 
 Training modes (``ILSDConfig.mode``):
   * ``ilsd``    — the objective above (default).
   * ``vanilla`` — teacher ground-truth loss only: the paper's "vanilla looping" baseline.
-  * ``unique``  — a non-looped stack of N·L unique layers (built by the model factory), teacher loss only.
-"""
+  * ``unique``  — a non-looped stack of N·L unique layers (built by the model factory), teacher loss
+    only."""
 
 from __future__ import annotations
 
@@ -57,13 +57,11 @@ def ilsd_loss(
 ) -> ILSDTerms:
     """Combine the ILSD terms.
 
-    Args:
-        teacher: head output after L_max loops (receives gradient only from its own ground-truth loss).
-        student: head output after L_int loops, or ``None`` for the vanilla / unique modes.
-        gt_loss: ``prediction → scalar`` loss against the ground truth.
-        distill_loss: ``(student, teacher_detached) → scalar`` distillation loss.
-        lam: weight of the student's ground-truth term; the distillation term gets ``1 − lam``.
-    """
+    Args: teacher: head output after L_max loops (receives gradient only from its own ground-truth
+    loss). student: head output after L_int loops, or ``None`` for the vanilla / unique modes.
+    gt_loss: ``prediction → scalar`` loss against the ground truth. distill_loss: ``(student,
+    teacher_detached) → scalar`` distillation loss. lam: weight of the student's ground-truth term;
+    the distillation term gets ``1 − lam``."""
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lambda must lie in [0, 1], got {lam}")
     teacher_gt = gt_loss(teacher)
@@ -85,7 +83,8 @@ def ilsd_loss(
 def ilsd_lambda(
     step: int, total_steps: int, schedule: str = "linear", start: float = 1.0, end: float = 0.0
 ) -> float:
-    """λ at ``step`` of ``total_steps``: decays from ``start`` to ``end`` (linear by default, as the paper)."""
+    """λ at ``step`` of ``total_steps``: decays from ``start`` to ``end`` (linear by default, as the
+    paper)."""
     if schedule not in LAMBDA_SCHEDULES:
         raise ValueError(
             f"unknown lambda schedule {schedule!r}; choose one of {', '.join(LAMBDA_SCHEDULES)}"
@@ -101,8 +100,9 @@ def ilsd_lambda(
 
 
 class StudentLoopDraw:
-    """Draws L_int ~ Uniform{min_loops, …, max_loops − 1} once per training step, from its own seeded
-    generator (so resuming reproduces the draws, and data-loading randomness does not shift them)."""
+    """Draws L_int ~ Uniform{min_loops, …, max_loops − 1} once per training step, from its own
+    seeded generator (so resuming reproduces the draws, and data-loading randomness does not shift
+    them)."""
 
     def __init__(self, max_loops: int, min_loops: int = 1, seed: int = 0):
         if max_loops < 2:

@@ -1,9 +1,9 @@
 """The loop engine: N unique transformer blocks applied L times, with exits at any loop count.
 
 Effective depth is N×L with the parameters of N blocks. Every intermediate state ``h_k`` (after k
-loops) lies on the same trajectory, so the outputs at several loop counts come from one pass: that is
-what makes Intra-Loop Self Distillation cost one extra head application instead of a second forward.
-"""
+loops) lies on the same trajectory, so the outputs at several loop counts come from one pass: that
+is what makes Intra-Loop Self Distillation cost one extra head application instead of a second
+forward."""
 
 from __future__ import annotations
 
@@ -19,35 +19,31 @@ from elt.core.blocks import Block, LayerNorm, sinusoidal_features
 
 @dataclass
 class LoopOutput:
-    """Final hidden state (after ``loops`` loops) and the states after each requested exit loop count."""
+    """Final hidden state (after ``loops`` loops) and the states after each requested exit loop
+    count."""
 
     final: torch.Tensor
     exits: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 class LoopedTransformer(nn.Module):
-    """``unique_layers`` blocks looped ``loops`` times (the trained L_max; any L ≥ 1 works at inference).
+    """``unique_layers`` blocks looped ``loops`` times (the trained L_max; any L ≥ 1 works at
+    inference).
 
-    Args:
-        dim: token width.
-        unique_layers: N, the number of blocks with their own weights.
-        loops: L_max, the loop count used by default and for training.
-        heads: attention heads.
-        mlp_ratio: MLP hidden width / ``dim``.
-        cond_dim: width of an adaLN conditioning vector (diffusion: timestep + class). ``None`` gives
-            plain pre-norm blocks, conditioned by prefix tokens instead (masked models: a class token).
-        loop_embedding: add a sinusoidal code of the loop index to the state at the start of each loop
-            (not in the paper; off by default).
-        loop_norm: LayerNorm the state between loops (not in the paper; off by default).
-        input_injection: add a learned projection of the loop's input ``x`` to the state at the start of
-            every loop, as recurrent-depth models re-inject their input embedding (not in the paper; off by
-            default; zero-initialised, so training starts from the plain loop).
-        checkpoint_loops: recompute each loop in the backward pass instead of storing its activations,
-            so training memory stays flat in L.
-        dropout: training-time dropout of each block's residual branches (:class:`~elt.core.blocks.Block`;
-            0 by default, the paper states none).
-        attention_dropout: training-time dropout of the attention probabilities (0 by default).
-    """
+    Args: dim: token width. unique_layers: N, the number of blocks with their own weights. loops:
+    L_max, the loop count used by default and for training. heads: attention heads. mlp_ratio: MLP
+    hidden width / ``dim``. cond_dim: width of an adaLN conditioning vector (diffusion: timestep +
+    class). ``None`` gives plain pre-norm blocks, conditioned by prefix tokens instead (masked
+    models: a class token). loop_embedding: add a sinusoidal code of the loop index to the state at
+    the start of each loop (not in the paper; off by default). loop_norm: LayerNorm the state
+    between loops (not in the paper; off by default). input_injection: add a learned projection of
+    the loop's input ``x`` to the state at the start of every loop, as recurrent-depth models
+    re-inject their input embedding (not in the paper; off by default; zero-initialised, so training
+    starts from the plain loop). checkpoint_loops: recompute each loop in the backward pass instead
+    of storing its activations, so training memory stays flat in L. dropout: training-time dropout
+    of each block's residual branches (:class:`~elt.core.blocks.Block`; 0 by default, the paper
+    states none). attention_dropout: training-time dropout of the attention probabilities (0 by
+    default)."""
 
     def __init__(
         self,
@@ -102,9 +98,8 @@ class LoopedTransformer(nn.Module):
     ) -> torch.Tensor:
         """One application of the block stack g (loop number ``index``, counted from 0).
 
-        ``x`` is the input of loop 0 (prefix tokens included, rows matching ``h``); it is needed, and only
-        used, when the model re-injects its input (``input_injection``).
-        """
+        ``x`` is the input of loop 0 (prefix tokens included, rows matching ``h``); it is needed,
+        and only used, when the model re-injects its input (``input_injection``)."""
         if self.inject is not None:
             if x is None:
                 raise ValueError(
@@ -131,9 +126,8 @@ class LoopedTransformer(nn.Module):
         """Run ``loops`` loops over tokens ``x`` (B×T×D).
 
         ``exit_loops`` lists loop counts k (1 ≤ k ≤ loops) whose states h_k are returned as well.
-        ``prefix`` (B×P×D) are conditioning tokens (e.g. a class token) attended to by every position and
-        stripped from all returned states.
-        """
+        ``prefix`` (B×P×D) are conditioning tokens (e.g. a class token) attended to by every
+        position and stripped from all returned states."""
         loops = self.loops if loops is None else int(loops)
         if loops < 1:
             raise ValueError(f"loops must be >= 1, got {loops}")
@@ -157,8 +151,8 @@ class LoopedTransformer(nn.Module):
         return LoopOutput(final=h[:, n_prefix:], exits=exits)
 
     def flops_per_token(self, tokens: int, loops: int | None = None) -> float:
-        """Forward FLOPs per token of the loop (matmuls only: 2·MACs), for ``tokens`` tokens in the sequence
-        (input re-injection included: one width×width projection per loop)."""
+        """Forward FLOPs per token of the loop (matmuls only: 2·MACs), for ``tokens`` tokens in the
+        sequence (input re-injection included: one width×width projection per loop)."""
         loops = self.loops if loops is None else loops
         block = self.blocks[0]
         hidden = block.mlp.fc1.out_features

@@ -1,9 +1,10 @@
-"""Randomness for sampling: one stream for the whole batch (``seed``), or one stream per sample (``seeds``).
+"""Randomness for sampling: one stream for the whole batch (``seed``), or one stream per sample
+(``seeds``).
 
-With one stream a sample's draws depend on the batch it is in; with per-sample streams (seeded by the
-caller, e.g. ``seed + index``) a sample is the same image whichever batch it is generated in, and whichever
-other samples exit early. The batch stream is the default and is what every fixed-loop result so far used.
-"""
+With one stream a sample's draws depend on the batch it is in; with per-sample streams (seeded by
+the caller, e.g. ``seed + index``) a sample is the same image whichever batch it is generated in,
+and whichever other samples exit early. The batch stream is the default and is what every fixed-loop
+result so far used."""
 
 from __future__ import annotations
 
@@ -54,10 +55,10 @@ def randn(shape: Sequence[int], streams: Streams, device, dtype=torch.float32) -
 def multinomial(probs: torch.Tensor, streams: Streams) -> torch.Tensor:
     """One draw per row of ``probs`` B×T×V (non-negative, not necessarily normalised) → B×T indices.
 
-    Inverse-CDF sampling: one uniform per row, located in the row's cumulative sum. It draws from the same
-    distribution as ``torch.multinomial`` but needs one random number per row instead of one per category,
-    about 9× faster for a 1000-token codebook on a CPU. Categories of probability 0 are never drawn.
-    """
+    Inverse-CDF sampling: one uniform per row, located in the row's cumulative sum. It draws from
+    the same distribution as ``torch.multinomial`` but needs one random number per row instead of
+    one per category, about 9× faster for a 1000-token codebook on a CPU. Categories of probability
+    0 are never drawn."""
     batch, length, vocab = probs.shape
     cdf = probs.float().cumsum(-1)
     u = rand((batch, length, 1), streams, probs.device)

@@ -1,20 +1,21 @@
-"""What ``loops`` means everywhere (Python API, ``elt sample``/``eval``/``calibrate``, the config): an
-*operating point*, one of
+"""What ``loops`` means everywhere (Python API, ``elt sample``/``eval``/``calibrate``, the config):
+an *operating point*, one of
 
 * a loop count ``L`` — the same L at every sampling step (masked decoding step or diffusion step);
-* a per-step schedule — one loop count per sampling step, written as a linear ramp ``A:B`` or as segments
-  ``AxN+BxM`` (A loops for N steps, then B loops for M steps; the step counts must add up to the
-  sampler's steps), or given in Python as a list of ints;
-* an adaptive exit ``exit:T`` / ``exit:T:MIN-MAX`` — at every step each sample loops until its prediction
-  changed by less than T between two consecutive loops (masked: share of changed argmax tokens at the
-  masked positions; diffusion: relative L2 change of the x0 prediction), at least MIN (default 2, the first
-  loop with a predecessor to compare against) and at most MAX (default L_max, may exceed it) loops;
-  ``exit:inf`` exits as soon as MIN loops are done, ``exit:0`` never exits before MAX.
+* a per-step schedule — one loop count per sampling step, written as a linear ramp ``A:B`` or as
+  segments ``AxN+BxM`` (A loops for N steps, then B loops for M steps; the step counts must add up
+  to the sampler's steps), or given in Python as a list of ints;
+* an adaptive exit ``exit:T`` / ``exit:T:MIN-MAX`` — at every step each sample loops until its
+  prediction changed by less than T between two consecutive loops (masked: share of changed argmax
+  tokens at the masked positions; diffusion: relative L2 change of the x0 prediction), at least MIN
+  (default 2, the first loop with a predecessor to compare against) and at most MAX (default L_max,
+  may exceed it) loops; ``exit:inf`` exits as soon as MIN loops are done, ``exit:0`` never exits
+  before MAX.
 
-On the command line ``--loops`` takes comma-separated points, and ``A-B`` expands to the fixed points
-A, A+1, …, B: ``--loops 1-4,4:1,1x6+4x6,exit:0.05``. :func:`point_label` writes any point back in this
-grammar (a Python list becomes segments), so labels in files and tables can be parsed again.
-"""
+On the command line ``--loops`` takes comma-separated points, and ``A-B`` expands to the fixed
+points A, A+1, …, B: ``--loops 1-4,4:1,1x6+4x6,exit:0.05``. :func:`point_label` writes any point
+back in this grammar (a Python list becomes segments), so labels in files and tables can be parsed
+again."""
 
 from __future__ import annotations
 
@@ -31,20 +32,26 @@ from elt.limits import MAX_LOOPS, MAX_POINTS, MAX_SAMPLING_STEPS, check_loops
 
 
 class ScheduleError(UserError, ValueError):
-    """A loop count, schedule or adaptive-exit setting that cannot be used (one line, names the value)."""
+    """A loop count, schedule or adaptive-exit setting that cannot be used (one line, names the
+    value)."""
 
 
 GRAMMAR = (
-    "L (fixed loop count, e.g. 2), A-B (the fixed counts A..B), A:B (linear ramp from A loops at the "
-    "first step to B at the last), AxN+BxM (A loops for N steps, then B for M; counts sum to the steps), "
+    "L (fixed loop count, e.g. 2), A-B (the fixed counts A..B), A:B (linear ramp from A loops at "
+    "the "
+    "first step to B at the last), AxN+BxM (A loops for N steps, then B for M; counts sum to the "
+    "steps), "
     "exit:T[:MIN-MAX] (adaptive exit at change threshold T)"
 )
 
 
 LOOPS_HELP = (
-    "operating points, comma-separated: L (fixed, e.g. 2), A-B (fixed A..B), A:B (linear ramp from A loops "
-    "at the first step to B at the last), AxN+BxM (A loops for N steps, then B for M; the counts add up "
-    "to the steps), exit:T[:MIN-MAX] (adaptive exit: stop a sample's loops once its prediction changed by "
+    "operating points, comma-separated: L (fixed, e.g. 2), A-B (fixed A..B), A:B (linear ramp from "
+    "A loops "
+    "at the first step to B at the last), AxN+BxM (A loops for N steps, then B for M; the counts "
+    "add up "
+    "to the steps), exit:T[:MIN-MAX] (adaptive exit: stop a sample's loops once its prediction "
+    "changed by "
     "less than T; MIN default 2, MAX default L_max)"
 )
 
@@ -67,7 +74,8 @@ class Ramp:
 
 @dataclass(frozen=True)
 class Segments:
-    """``parts`` = ((loops, steps), ...): loops for that many consecutive steps; step counts sum to the steps."""
+    """``parts`` = ((loops, steps), ...): loops for that many consecutive steps; step counts sum to
+    the steps."""
 
     parts: tuple[tuple[int, int], ...]
 
@@ -83,7 +91,8 @@ class Segments:
 
 @dataclass(frozen=True)
 class AdaptiveExit:
-    """Per-sample, per-step early exit: stop looping when the prediction changed by less than ``threshold``."""
+    """Per-sample, per-step early exit: stop looping when the prediction changed by less than
+    ``threshold``."""
 
     threshold: float
     min_loops: int = 2
@@ -140,7 +149,8 @@ def _steps(count: int, text: str) -> int:
 
 
 def parse_point(text: str) -> OperatingPoint:
-    """One operating point (not a range): ``2``, ``4:1``, ``1x12+4x13``, ``exit:0.05`` or ``exit:0.05:2-6``."""
+    """One operating point (not a range): ``2``, ``4:1``, ``1x12+4x13``, ``exit:0.05`` or
+    ``exit:0.05:2-6``."""
     item = str(text).strip().lower()
     if re.fullmatch(_INT, item):
         return _positive(int(item), text)
@@ -179,8 +189,8 @@ def parse_point(text: str) -> OperatingPoint:
 
 
 def parse_loops(text: str | Sequence[str]) -> list[OperatingPoint]:
-    """Comma-separated operating points (a list of such strings also works); ranges ``A-B`` expand to fixed
-    points. Duplicates are dropped, order kept."""
+    """Comma-separated operating points (a list of such strings also works); ranges ``A-B`` expand
+    to fixed points. Duplicates are dropped, order kept."""
     items = [text] if isinstance(text, str) else list(text)
     points: list[OperatingPoint] = []
     seen: set = set()
@@ -212,7 +222,8 @@ def parse_loops(text: str | Sequence[str]) -> list[OperatingPoint]:
 
 
 def as_point(loops: LoopSchedule) -> OperatingPoint | None:
-    """Any accepted form of ``loops`` (int, list, string, point object, None) → a point (None stays None)."""
+    """Any accepted form of ``loops`` (int, list, string, point object, None) → a point (None stays
+    None)."""
     if loops is None or isinstance(loops, (Ramp, Segments, AdaptiveExit)):
         return loops
     if isinstance(loops, bool):
@@ -274,8 +285,8 @@ def file_token(point: LoopSchedule) -> str:
 
 
 def resolve(loops: LoopSchedule, steps: int, default: int) -> list[int] | AdaptiveExit:
-    """A per-step list of loop counts for fixed points and schedules, or the adaptive rule with its maximum
-    filled in. ``None`` means ``default`` at every step."""
+    """A per-step list of loop counts for fixed points and schedules, or the adaptive rule with its
+    maximum filled in. ``None`` means ``default`` at every step."""
     point = as_point(loops)
     if point is None:
         point = default
@@ -289,14 +300,15 @@ def resolve(loops: LoopSchedule, steps: int, default: int) -> list[int] | Adapti
 def check_ceiling(
     plan: list[int] | AdaptiveExit, trained_loops: int, loops: LoopSchedule = None
 ) -> None:
-    """A resolved plan within the model's loop ceiling (:func:`elt.limits.loop_ceiling`, 4·L_max, at least 8)."""
+    """A resolved plan within the model's loop ceiling (:func:`elt.limits.loop_ceiling`, 4·L_max, at
+    least 8)."""
     top = plan.max_loops if isinstance(plan, AdaptiveExit) else max(plan, default=0)
     check_loops(top, trained_loops, f"loops {point_label(loops if loops is not None else top)!r}")
 
 
 def loops_per_step(loops: LoopSchedule, steps: int, default: int) -> list[int]:
-    """Expand a fixed loop count or a schedule to one value per sampling step (adaptive exits are refused:
-    their loops are only known after sampling)."""
+    """Expand a fixed loop count or a schedule to one value per sampling step (adaptive exits are
+    refused: their loops are only known after sampling)."""
     plan = resolve(loops, steps, default)
     if isinstance(plan, AdaptiveExit):
         raise ScheduleError(
@@ -311,7 +323,8 @@ def loops_per_step(loops: LoopSchedule, steps: int, default: int) -> list[int]:
 
 
 def max_loops(loops: LoopSchedule) -> int | None:
-    """The most loops per step a point asks for (an adaptive exit: its MAX, else its MIN; None: the default)."""
+    """The most loops per step a point asks for (an adaptive exit: its MAX, else its MIN; None: the
+    default)."""
     point = as_point(loops)
     if point is None or isinstance(point, int):
         return point

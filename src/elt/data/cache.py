@@ -1,12 +1,12 @@
 """Encode a dataset once into a memory-mapped array (tokens or latents), keyed by what produced it.
 
-The cache file ``NAME.npy`` sits beside ``NAME.json``, which records a key (e.g. the tokenizer's hash,
-the dataset, the image size). A cache whose key differs from the requested one is rebuilt, never used
-silently. Writing goes to a temporary file renamed into place, so an interrupted encode leaves no
-half-written cache under the final name. ``NAME.json`` is the cache's manifest: besides the key it records
-the count, item shape and dtype (all checked before a cache is used) and how many unreadable items were
-skipped. ``elt prepare`` (:mod:`elt.data.prepare`) builds the same files with several processes.
-"""
+The cache file ``NAME.npy`` sits beside ``NAME.json``, which records a key (e.g. the tokenizer's
+hash, the dataset, the image size). A cache whose key differs from the requested one is rebuilt,
+never used silently. Writing goes to a temporary file renamed into place, so an interrupted encode
+leaves no half-written cache under the final name. ``NAME.json`` is the cache's manifest: besides
+the key it records the count, item shape and dtype (all checked before a cache is used) and how many
+unreadable items were skipped. ``elt prepare`` (:mod:`elt.data.prepare`) builds the same files with
+several processes."""
 
 from __future__ import annotations
 
@@ -34,14 +34,16 @@ _SOLO_BUILDS_REFUSED: contextvars.ContextVar[str | None] = contextvars.ContextVa
 
 
 class SoloBuildRefused(UserError):
-    """A cache (or tokenizer) is missing where building it would leave one process working alone while the
-    others wait inside a collective (``elt train`` under torchrun): build it first with ``elt prepare``."""
+    """A cache (or tokenizer) is missing where building it would leave one process working alone
+    while the others wait inside a collective (``elt train`` under torchrun): build it first with
+    ``elt prepare``."""
 
 
 @contextmanager
 def refuse_solo_builds(advice: str) -> Iterator[None]:
-    """Inside this context a missing or stale cache is not built by :func:`build_cache` (nor a missing
-    tokenizer trained) but refused with one line ending in ``advice`` (what to run instead)."""
+    """Inside this context a missing or stale cache is not built by :func:`build_cache` (nor a
+    missing tokenizer trained) but refused with one line ending in ``advice`` (what to run
+    instead)."""
     token = _SOLO_BUILDS_REFUSED.set(advice)
     try:
         yield
@@ -71,15 +73,15 @@ CORE_FIELDS = ("key", "count", "item_shape", "dtype")
 
 @dataclass
 class CacheSpec:
-    """What a cache holds and how to build it: ``encode(start, stop)`` returns items ``start..stop`` (random
-    access, so ranges can be encoded by several processes: ``elt prepare``); ``skipped(array)`` counts the
-    unreadable items an encoded block marks (optional).
+    """What a cache holds and how to build it: ``encode(start, stop)`` returns items ``start..stop``
+    (random access, so ranges can be encoded by several processes: ``elt prepare``);
+    ``skipped(array)`` counts the unreadable items an encoded block marks (optional).
 
     A spec may also name its raw ``items`` (a dataset whose items a DataLoader collates) and
-    ``encode_batch(collated) -> block``: then :func:`encode_blocks` decodes the items in ``num_workers``
-    DataLoader worker processes while this process encodes, and ``encode`` is not needed for that path.
-    ``info`` holds facts written into the manifest that do not key the cache (e.g. the encoder's precision).
-    """
+    ``encode_batch(collated) -> block``: then :func:`encode_blocks` decodes the items in
+    ``num_workers`` DataLoader worker processes while this process encodes, and ``encode`` is not
+    needed for that path. ``info`` holds facts written into the manifest that do not key the cache
+    (e.g. the encoder's precision)."""
 
     path: Path  # without suffix: NAME.npy (the array) and NAME.json (its manifest)
     key: dict[str, Any]
@@ -106,8 +108,9 @@ class CacheSpec:
 
 
 def read_cache(spec: CacheSpec, warn_stale: bool = True) -> np.ndarray | None:
-    """The cache's read-only memmap if its manifest matches ``spec`` (the producer's hash, the data, count,
-    shapes, dtype), else ``None``; a cache built by something else is named in a warning, never used."""
+    """The cache's read-only memmap if its manifest matches ``spec`` (the producer's hash, the data,
+    count, shapes, dtype), else ``None``; a cache built by something else is named in a warning,
+    never used."""
     array_path, meta_path = spec.path.with_suffix(".npy"), spec.path.with_suffix(".json")
     if not (array_path.is_file() and meta_path.is_file()):
         return None
@@ -124,7 +127,8 @@ def read_cache(spec: CacheSpec, warn_stale: bool = True) -> np.ndarray | None:
             k for k in CORE_FIELDS if not isinstance(found, dict) or found.get(k) != spec.meta()[k]
         ]
         warnings.warn(
-            f"the cache {array_path} was built with other settings ({', '.join(differs) or 'shape'} "
+            f"the cache {array_path} was built with other settings "
+            f"({', '.join(differs) or 'shape'} "
             "differ); it is rebuilt",
             stacklevel=2,
         )
@@ -132,18 +136,20 @@ def read_cache(spec: CacheSpec, warn_stale: bool = True) -> np.ndarray | None:
 
 
 def write_manifest(spec: CacheSpec, **extra: Any) -> None:
-    """NAME.json: the spec's manifest plus its ``info`` and ``extra`` facts (e.g. skipped items), atomically."""
+    """NAME.json: the spec's manifest plus its ``info`` and ``extra`` facts (e.g. skipped items),
+    atomically."""
     write_json(spec.path.with_suffix(".json"), {**spec.meta(), **spec.info, **extra})
 
 
 def encode_blocks(
     spec: CacheSpec, ranges: Sequence[tuple[int, int]]
 ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """``(start, stop, block)`` for every batch of the item ranges, in order, no batch crossing a range's end.
+    """``(start, stop, block)`` for every batch of the item ranges, in order, no batch crossing a
+    range's end.
 
-    With ``spec.items`` and ``spec.encode_batch``, one DataLoader reads every range (``spec.num_workers``
-    worker processes decode ahead while this process encodes); otherwise ``spec.encode`` is called per batch.
-    """
+    With ``spec.items`` and ``spec.encode_batch``, one DataLoader reads every range
+    (``spec.num_workers`` worker processes decode ahead while this process encodes); otherwise
+    ``spec.encode`` is called per batch."""
     batches = [
         (begin, min(begin + spec.batch_size, stop))
         for start, stop in ranges
@@ -204,7 +210,8 @@ def cached_encode(
     batch_size: int = 256,
     progress: bool = True,
 ) -> np.ndarray:
-    """Return a read-only memmap of ``count`` encoded items, building it with ``encode(start, stop)`` if the
-    cache at ``path`` (without suffix) is missing or was built with a different ``key``."""
+    """Return a read-only memmap of ``count`` encoded items, building it with ``encode(start,
+    stop)`` if the cache at ``path`` (without suffix) is missing or was built with a different
+    ``key``."""
     spec = CacheSpec(Path(path), key, count, tuple(item_shape), dtype, encode, batch_size)
     return build_cache(spec, progress=progress)

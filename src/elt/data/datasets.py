@@ -1,5 +1,5 @@
-"""The dataset factory: the dataset a config's ``data:`` section names (each dataset module imported only
-when used; the dataset modules never import this one)."""
+"""The dataset factory: the dataset a config's ``data:`` section names (each dataset module imported
+only when used; the dataset modules never import this one)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ from torch.utils.data import Dataset
 
 
 def build_dataset(data_cfg, split: str = "train") -> Dataset:
-    """The dataset a config's ``data:`` section names (``fashion_mnist``, ``folder``, ``moving_fmnist``,
-    ``ucf101``).
+    """The dataset a config's ``data:`` section names (``fashion_mnist``, ``folder``,
+    ``moving_fmnist``, ``ucf101``).
 
-    Items are (C×S×S float image in [-1, 1], int label), or (C×T×S×S clip, label) for the video datasets.
-    ``split`` is ``train`` or ``test``; a folder without a ``val``/``test`` subfolder has no test split
-    (``FileNotFoundError``).
-    """
+    Items are (C×S×S float image in [-1, 1], int label), or (C×T×S×S clip, label) for the video
+    datasets. ``split`` is ``train`` or ``test``; a folder without a ``val``/``test`` subfolder has
+    no test split (``FileNotFoundError``)."""
     name = data_cfg.name
     limit = data_cfg.limit if split == "train" else None
     if name == "moving_fmnist":
@@ -57,7 +56,8 @@ def build_dataset(data_cfg, split: str = "train") -> Dataset:
         if dataset.num_classes != data_cfg.num_classes:
             raise ValueError(
                 f"{data_cfg.root} has {dataset.num_classes} classes in classInd.txt but "
-                f"data.num_classes={data_cfg.num_classes}; set data.num_classes={dataset.num_classes}"
+                f"data.num_classes={data_cfg.num_classes}; set "
+                f"data.num_classes={dataset.num_classes}"
             )
         return dataset
     if name == "fashion_mnist":

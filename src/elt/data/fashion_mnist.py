@@ -2,11 +2,10 @@
 
 Looked for in an explicit ``root`` if one is given, else in ``$ELT_DATA`` (the folder itself or
 ``$ELT_DATA/fashion-mnist``) if that is set, else in Debian's ``dataset-fashion-mnist`` package
-(/usr/share/datasets/fashion-mnist); then torchvision's download when torchvision is installed and the
-machine is online. A ``root`` or ``$ELT_DATA`` that does not exist, or holds no Fashion-MNIST files, is an
-error: never a silent fall-back to another copy. Nothing found → one error saying where it looked and how
-to get the files.
-"""
+(/usr/share/datasets/fashion-mnist); then torchvision's download when torchvision is installed and
+the machine is online. A ``root`` or ``$ELT_DATA`` that does not exist, or holds no Fashion-MNIST
+files, is an error: never a silent fall-back to another copy. Nothing found → one error saying where
+it looked and how to get the files."""
 
 from __future__ import annotations
 
@@ -74,8 +73,9 @@ def _find_file(folder: Path, stem: str) -> Path | None:
 
 
 def candidate_dirs(root: str | Path | None = None) -> list[Path]:
-    """Where to look: inside ``root`` when given, else inside ``$ELT_DATA`` when set, else the Debian path.
-    A given ``root`` / ``$ELT_DATA`` that is not a directory is a :class:`DataNotFoundError`."""
+    """Where to look: inside ``root`` when given, else inside ``$ELT_DATA`` when set, else the
+    Debian path. A given ``root`` / ``$ELT_DATA`` that is not a directory is a
+    :class:`DataNotFoundError`."""
     env = os.environ.get("ELT_DATA")
     for name, base in (("data.root", root), ("ELT_DATA", env)):
         if base:
@@ -104,7 +104,8 @@ def locate(root: str | Path | None = None, split: str = "train") -> tuple[Path, 
         return _find_file(downloaded, images_stem), _find_file(downloaded, labels_stem)
     raise DataNotFoundError(
         f"Fashion-MNIST {split} files not found (looked in {', '.join(str(d) for d in searched)}); "
-        "install them with 'apt-get install dataset-fashion-mnist', or put the four IDX files in a folder "
+        "install them with 'apt-get install dataset-fashion-mnist', or put the four IDX files in a "
+        "folder "
         "and pass data.root=FOLDER or set ELT_DATA=FOLDER"
     )
 

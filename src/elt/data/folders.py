@@ -1,14 +1,15 @@
-"""ImageNet-style image folders (one subfolder per class), and the dataset a config's ``data:`` section names.
+"""ImageNet-style image folders (one subfolder per class), and the dataset a config's ``data:``
+section names.
 
     ROOT/                      or   ROOT/train/<class>/...  and  ROOT/val/<class>/...
       <class_a>/img001.jpg
       <class_b>/...
 
-Images are resized and centre-cropped as ADM/guided-diffusion does (box-downsample by 2 while the short
-side is at least twice the target, bicubic resize of the short side to the target, centre crop), then
-scaled to [-1, 1]. A truncated or unreadable file never stops an epoch: it is skipped with a warning that
-counts how many were skipped so far (the plain dataset interface returns the next readable file instead;
-:meth:`ImageFolder.load` reports failure so encoders can drop the item).
+Images are resized and centre-cropped as ADM/guided-diffusion does (box-downsample by 2 while the
+short side is at least twice the target, bicubic resize of the short side to the target, centre
+crop), then scaled to [-1, 1]. A truncated or unreadable file never stops an epoch: it is skipped
+with a warning that counts how many were skipped so far (the plain dataset interface returns the
+next readable file instead; :meth:`ImageFolder.load` reports failure so encoders can drop the item).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class UnreadableImageWarning(UserWarning):
 
 
 def center_crop_adm(image: Image.Image, size: int) -> Image.Image:
-    """ADM's centre crop: cheap box halving while large, bicubic to the target short side, then crop."""
+    """ADM's centre crop: cheap box halving while large, bicubic to the target short side, then
+    crop."""
     while min(image.size) >= 2 * size:
         image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
     scale = size / min(image.size)
@@ -53,12 +55,14 @@ def center_crop_adm(image: Image.Image, size: int) -> Image.Image:
 
 
 class UnsupportedImageError(ValueError):
-    """An image whose pixel values cannot be mapped to 8 bits without guessing (skipped with a warning)."""
+    """An image whose pixel values cannot be mapped to 8 bits without guessing (skipped with a
+    warning)."""
 
 
 def to_8bit(image: Image.Image) -> Image.Image:
-    """16-bit (``I;16*``, ``I``) and float (``F``) images scaled to 8 bits; PIL's own ``convert`` would clip them
-    (all-white 16-bit PNGs, all-black float TIFFs). Float values must lie in [0, 1] or [0, 255]."""
+    """16-bit (``I;16*``, ``I``) and float (``F``) images scaled to 8 bits; PIL's own ``convert``
+    would clip them (all-white 16-bit PNGs, all-black float TIFFs). Float values must lie in [0, 1]
+    or [0, 255]."""
     mode = image.mode
     if mode.startswith("I;16") or mode == "I":
         array = np.asarray(image).astype(np.int64)
@@ -91,15 +95,11 @@ def find_classes(root: Path) -> list[str]:
 class ImageFolder(Dataset):
     """Labelled images from ``root/<class>/**/<file>``; classes are the sorted subfolder names.
 
-    Args:
-        root: the folder holding class subfolders, or one holding ``train/`` and ``val/`` (then ``split``
-            picks one).
-        image_size: output side length (square, ADM centre crop).
-        channels: 1 (greyscale) or 3 (RGB).
-        split: ``train``/``val``/``test`` when ``root`` has such subfolders; ``train`` uses ``root`` itself
-            when it has no ``train/`` subfolder, any other split needs its subfolder.
-        limit: keep only the first ``limit`` files (sorted order), for quick runs.
-    """
+    Args: root: the folder holding class subfolders, or one holding ``train/`` and ``val/`` (then
+    ``split`` picks one). image_size: output side length (square, ADM centre crop). channels: 1
+    (greyscale) or 3 (RGB). split: ``train``/``val``/``test`` when ``root`` has such subfolders;
+    ``train`` uses ``root`` itself when it has no ``train/`` subfolder, any other split needs its
+    subfolder. limit: keep only the first ``limit`` files (sorted order), for quick runs."""
 
     def __init__(
         self,
@@ -151,8 +151,8 @@ class ImageFolder(Dataset):
         return len(self.files)
 
     def load(self, index: int) -> tuple[torch.Tensor, int] | None:
-        """Image ``index`` as C×S×S in [-1, 1] with its label, or ``None`` (and a counted warning) if the
-        file cannot be decoded."""
+        """Image ``index`` as C×S×S in [-1, 1] with its label, or ``None`` (and a counted warning)
+        if the file cannot be decoded."""
         path, label = self.files[index]
         try:
             with Image.open(path) as handle:

@@ -1,28 +1,29 @@
 """Moving Fashion-MNIST: short clips of one real Fashion-MNIST garment moving over a black canvas.
 
-A synthetic but honest video set: every pixel of the sprite is a pixel of a real Fashion-MNIST image, only
-its position changes, and the label is that image's garment class. It lets the video pipeline (tokenizer,
-masked generator, metrics) be trained and judged on a 2-core CPU, where real video data is out of reach.
+A synthetic but honest video set: every pixel of the sprite is a pixel of a real Fashion-MNIST
+image, only its position changes, and the label is that image's garment class. It lets the video
+pipeline (tokenizer, masked generator, metrics) be trained and judged on a 2-core CPU, where real
+video data is out of reach.
 
-Item ``i`` of a split is built from Fashion-MNIST image ``i`` of the same split and is fully determined by
-``(seed, split, i)``: a per-item random generator draws the start position (top-left corner, uniform over
-the positions where the sprite fits) and the velocity (speed uniform in 1..3 px/frame, direction uniform
-over the circle). Positions are tracked in continuous coordinates and rounded to whole pixels per frame, so
-the sprite is pasted unresampled and its pixels equal the source image exactly.
+Item ``i`` of a split is built from Fashion-MNIST image ``i`` of the same split and is fully
+determined by ``(seed, split, i)``: a per-item random generator draws the start position (top-left
+corner, uniform over the positions where the sprite fits) and the velocity (speed uniform in 1..3
+px/frame, direction uniform over the circle). Positions are tracked in continuous coordinates and
+rounded to whole pixels per frame, so the sprite is pasted unresampled and its pixels equal the
+source image exactly.
 
 Motions:
 
-* ``bounce`` (default): constant velocity, reflected off the canvas walls (the sprite's edge touches the
-  wall, then the velocity component normal to it flips).
-* ``linear``: constant velocity without any reflection; the sprite stays on the canvas for the whole clip.
-  The start position is drawn among those that keep it inside, and when the canvas is too small for the
-  drawn speed over ``frames - 1`` steps the speed is scaled down until it fits (documented rather than
-  wrapping, so the garment is never cut by an edge).
+* ``bounce`` (default): constant velocity, reflected off the canvas walls (the sprite's edge touches
+  the wall, then the velocity component normal to it flips).
+* ``linear``: constant velocity without any reflection; the sprite stays on the canvas for the whole
+  clip. The start position is drawn among those that keep it inside, and when the canvas is too
+  small for the drawn speed over ``frames - 1`` steps the speed is scaled down until it fits
+  (documented rather than wrapping, so the garment is never cut by an edge).
 
-Clips are generated on the fly (a few microseconds each: one paste per frame), so nothing is cached on
-disk; the only memory is the source images (47 MB for the training split). ``trajectory(i)`` exposes the
-per-frame top-left corners for tests and metrics.
-"""
+Clips are generated on the fly (a few microseconds each: one paste per frame), so nothing is cached
+on disk; the only memory is the source images (47 MB for the training split). ``trajectory(i)``
+exposes the per-frame top-left corners for tests and metrics."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ MIN_SPEED, MAX_SPEED = 1.0, 3.0
 
 
 def reflect(position: np.ndarray, high: float) -> np.ndarray:
-    """Fold unbounded positions into [0, high] as a ball bouncing between walls at 0 and ``high``."""
+    """Fold unbounded positions into [0, high] as a ball bouncing between walls at 0 and
+    ``high``."""
     if high <= 0:
         return np.zeros_like(position)
     period = np.mod(position, 2 * high)
@@ -50,7 +52,8 @@ def reflect(position: np.ndarray, high: float) -> np.ndarray:
 
 
 class MovingFashionMNIST(Dataset):
-    """Clips ``1×frames×image_size×image_size`` in [-1, 1] of a moving Fashion-MNIST garment, with its class.
+    """Clips ``1×frames×image_size×image_size`` in [-1, 1] of a moving Fashion-MNIST garment, with
+    its class.
 
     Args:
         root: Fashion-MNIST folder (``None``: ``$ELT_DATA``, then the Debian dataset path).

@@ -1,22 +1,24 @@
-"""``elt prepare CONFIG``: encode a training set (image folder, UCF-101, ...) into the latent/token cache the
-trainer reads, with several processes under torchrun, resumable after a kill.
+"""``elt prepare CONFIG``: encode a training set (image folder, UCF-101, ...) into the latent/token
+cache the trainer reads, with several processes under torchrun, resumable after a kill.
 
-    elt prepare imagenet256_masked_elt_l_8x3 data.root=/data/imagenet/train tokenizer.pretrained_path=/models/vq
-    torchrun --standalone --nproc_per_node 8 -m elt.cli prepare imagenet256_diffusion_elt_8x4 data.root=...
+    elt prepare imagenet256_masked_elt_l_8x3 data.root=/data/imagenet/train
+    tokenizer.pretrained_path=/models/vq torchrun --standalone --nproc_per_node 8 -m elt.cli prepare
+    imagenet256_diffusion_elt_8x4 data.root=...
 
-The cache is cut into shards of ``--shard-size`` items; process r of W encodes shards r, r+W, r+2W, ...
-Each finished shard is written under a temporary name and renamed into ``NAME.shards/``, so a kill loses
-at most the shards in progress (one per process); a rerun skips the finished ones. When every shard is
-there, every process copies its own shards into one file at their offsets (the join costs each 1/W), rank 0
-renames it ``NAME.npy`` and writes the manifest ``NAME.json`` (producer hash, count, shapes, dtype,
-unreadable items skipped, encoder precision) that ``elt train`` checks before it uses the cache. Shards of
-another tokenizer/VAE or data setting are discarded, never mixed in.
+The cache is cut into shards of ``--shard-size`` items; process r of W encodes shards r, r+W, r+2W,
+... Each finished shard is written under a temporary name and renamed into ``NAME.shards/``, so a
+kill loses at most the shards in progress (one per process); a rerun skips the finished ones. When
+every shard is there, every process copies its own shards into one file at their offsets (the join
+costs each 1/W), rank 0 renames it ``NAME.npy`` and writes the manifest ``NAME.json`` (producer
+hash, count, shapes, dtype, unreadable items skipped, encoder precision) that ``elt train`` checks
+before it uses the cache. Shards of another tokenizer/VAE or data setting are discarded, never mixed
+in.
 
 Only the encoder is built (the task module's ``prepare_spec``: the tokenizer or the VAE, never the
-transformer). Images are decoded in DataLoader worker processes (``--workers``, else ``data.num_workers``,
-else the CPUs per process less one) while the process encodes; on CUDA the encoder runs in bf16 autocast
-(``--precision``; the FSQ rounding and the VQ nearest-code search stay fp32, latents are stored in fp32).
-"""
+transformer). Images are decoded in DataLoader worker processes (``--workers``, else
+``data.num_workers``, else the CPUs per process less one) while the process encodes; on CUDA the
+encoder runs in bf16 autocast (``--precision``; the FSQ rounding and the VQ nearest-code search stay
+fp32, latents are stored in fp32)."""
 
 from __future__ import annotations
 
@@ -59,7 +61,8 @@ def _marker_path(shard: Path) -> Path:
 
 
 def _read_marker(path: Path) -> int | None:
-    """The unreadable-item count a shard's marker holds, or None when it is missing or unreadable."""
+    """The unreadable-item count a shard's marker holds, or None when it is missing or
+    unreadable."""
     try:
         return int(path.read_text())
     except (OSError, ValueError):
@@ -67,8 +70,9 @@ def _read_marker(path: Path) -> int | None:
 
 
 def _finished(path: Path, rows: int, spec: CacheSpec) -> bool:
-    """A shard file that loads with the expected shape and dtype (renamed into place only when complete) and
-    whose skipped-count marker reads as a number (renamed into place before the shard)."""
+    """A shard file that loads with the expected shape and dtype (renamed into place only when
+    complete) and whose skipped-count marker reads as a number (renamed into place before the
+    shard)."""
     if not path.is_file() or _read_marker(_marker_path(path)) is None:
         return False
     try:
@@ -79,7 +83,8 @@ def _finished(path: Path, rows: int, spec: CacheSpec) -> bool:
 
 
 def start_shards(spec: CacheSpec, is_main: bool) -> Path:
-    """The shard folder of ``spec``; rank 0 empties one left by other settings (call, then barrier)."""
+    """The shard folder of ``spec``; rank 0 empties one left by other settings (call, then
+    barrier)."""
     folder = shards_dir(spec)
     key_file = folder / "key.json"
     if is_main:
@@ -101,9 +106,9 @@ def start_shards(spec: CacheSpec, is_main: bool) -> Path:
 def encode_shards(
     spec: CacheSpec, rank: int, world: int, shard_size: int, progress: bool = True
 ) -> dict:
-    """Encode this rank's unfinished shards (one DataLoader over all of them: ``spec.num_workers`` workers
-    decode ahead across shard boundaries). Returns {"encoded": items, "skipped": unreadable, "resumed": shards
-    found finished}."""
+    """Encode this rank's unfinished shards (one DataLoader over all of them: ``spec.num_workers``
+    workers decode ahead across shard boundaries). Returns {"encoded": items, "skipped": unreadable,
+    "resumed": shards found finished}."""
     folder = shards_dir(spec)
     ranges = shard_ranges(spec.count, shard_size)
     mine = list(range(rank, len(ranges), world))
@@ -138,8 +143,8 @@ def encode_shards(
 
 
 def _save_shard(folder: Path, index: int, out: np.ndarray, skipped: int) -> None:
-    """The marker first, both under temporary names: a kill between the renames leaves a marker without its
-    shard (re-encoded on resume), never a shard without a readable marker."""
+    """The marker first, both under temporary names: a kill between the renames leaves a marker
+    without its shard (re-encoded on resume), never a shard without a readable marker."""
     shard = _shard_path(folder, index)
     tmp = folder / f".shard_{index:06d}.{os.getpid()}.tmp.npy"
     _marker_path(tmp).write_text(str(skipped))
@@ -149,7 +154,8 @@ def _save_shard(folder: Path, index: int, out: np.ndarray, skipped: int) -> None
 
 
 def _joining_path(spec: CacheSpec) -> Path:
-    """The joined array while it is being filled (one name every rank knows; renamed when complete)."""
+    """The joined array while it is being filled (one name every rank knows; renamed when
+    complete)."""
     return spec.path.with_name(f".{spec.path.name}.joining.npy")
 
 
@@ -167,8 +173,9 @@ def check_shards(spec: CacheSpec, shard_size: int) -> None:
 
 
 def start_join(spec: CacheSpec, shard_size: int) -> None:
-    """Rank 0, after every shard is written: check them all, create the (sparse) joined file, header and size
-    only. Then a barrier, :func:`fill_join` on every rank, a barrier, :func:`finish_join` on rank 0."""
+    """Rank 0, after every shard is written: check them all, create the (sparse) joined file, header
+    and size only. Then a barrier, :func:`fill_join` on every rank, a barrier, :func:`finish_join`
+    on rank 0."""
     check_shards(spec, shard_size)
     out = np.lib.format.open_memmap(
         _joining_path(spec), mode="w+", dtype=spec.dtype, shape=(spec.count, *spec.item_shape)
@@ -177,9 +184,10 @@ def start_join(spec: CacheSpec, shard_size: int) -> None:
 
 
 def fill_join(spec: CacheSpec, rank: int, world: int, shard_size: int) -> int:
-    """Copy this rank's shards (r, r+W, ...) into the joined file at their offsets; returns the items copied.
-    Every rank copies its own, so the join costs each 1/W of the cache; positional writes touch only the
-    shard's bytes (safe beside other ranks' writes to the same file, also on a shared filesystem)."""
+    """Copy this rank's shards (r, r+W, ...) into the joined file at their offsets; returns the
+    items copied. Every rank copies its own, so the join costs each 1/W of the cache; positional
+    writes touch only the shard's bytes (safe beside other ranks' writes to the same file, also on a
+    shared filesystem)."""
     path = _joining_path(spec)
     offset = np.load(path, mmap_mode="r").offset
     row = int(np.prod(spec.item_shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
@@ -204,8 +212,8 @@ def fill_join(spec: CacheSpec, rank: int, world: int, shard_size: int) -> int:
 
 
 def finish_join(spec: CacheSpec, shard_size: int, processes: int, seconds: float) -> np.ndarray:
-    """Rank 0, once every rank filled its part: rename the joined file into place, write the manifest (with
-    the unreadable-item counts of the shards' markers), remove the shards."""
+    """Rank 0, once every rank filled its part: rename the joined file into place, write the
+    manifest (with the unreadable-item counts of the shards' markers), remove the shards."""
     folder = shards_dir(spec)
     ranges = shard_ranges(spec.count, shard_size)
     skipped = sum(_read_marker(_marker_path(_shard_path(folder, i))) for i in range(len(ranges)))
@@ -248,7 +256,8 @@ def _barrier(ranks: _Ranks) -> None:
 
 @contextmanager
 def _process_group(device_name: str, timeout_s: float | None = None) -> Iterator[_Ranks]:
-    """Under torchrun: a process group (NCCL on CUDA, gloo on CPU) for the shard barriers, torn down after."""
+    """Under torchrun: a process group (NCCL on CUDA, gloo on CPU) for the shard barriers, torn down
+    after."""
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name, local_rank)
     created = False
@@ -268,9 +277,10 @@ def _process_group(device_name: str, timeout_s: float | None = None) -> Iterator
 
 
 def default_workers(local_processes: int, cpus: int | None = None) -> int:
-    """DataLoader workers per process when neither ``--workers`` nor ``data.num_workers`` names a number: the
-    CPUs this node gives each process, less the one that process encodes on, at most 16 (2 CPUs and 1 process:
-    1 worker; 2 CPUs and 2 processes: none, each process decodes and encodes on its own core)."""
+    """DataLoader workers per process when neither ``--workers`` nor ``data.num_workers`` names a
+    number: the CPUs this node gives each process, less the one that process encodes on, at most 16
+    (2 CPUs and 1 process: 1 worker; 2 CPUs and 2 processes: none, each process decodes and encodes
+    on its own core)."""
     if cpus is None:
         cpus = (
             len(os.sched_getaffinity(0))
@@ -284,9 +294,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def _builds_first(cfg, module, run_dir: Path, ranks: _Ranks) -> bool:
-    """Whether rank 0 builds the spec before the others (the task's ``prepare_builds_first``; a task without it:
-    yes). The ranks agree (any rank's yes counts) before any of them builds, so none skips a barrier another
-    waits in."""
+    """Whether rank 0 builds the spec before the others (the task's ``prepare_builds_first``; a task
+    without it: yes). The ranks agree (any rank's yes counts) before any of them builds, so none
+    skips a barrier another waits in."""
     check = getattr(module, "prepare_builds_first", None)
     first = (
         True if check is None or not hasattr(module, "prepare_spec") else bool(check(cfg, run_dir))
@@ -303,8 +313,8 @@ def _builds_first(cfg, module, run_dir: Path, ranks: _Ranks) -> bool:
 def _spec_for(
     cfg, module, run_dir: Path, ranks: _Ranks, precision: str, progress: bool
 ) -> CacheSpec:
-    """The cache spec with only the encoder built (the task's ``prepare_spec``); a paradigm without one gets
-    its whole generator built and ``cache_spec`` asked."""
+    """The cache spec with only the encoder built (the task's ``prepare_spec``); a paradigm without
+    one gets its whole generator built and ``cache_spec`` asked."""
     if hasattr(module, "prepare_spec"):
         return module.prepare_spec(
             cfg, run_dir, ranks.device, precision=precision, progress=progress
@@ -331,10 +341,10 @@ def prepare(
 ) -> dict:
     """Build the training cache ``cfg`` describes; under torchrun every process encodes its shards.
 
-    Only the encoder (tokenizer or VAE) is built. ``workers``: DataLoader workers decoding images per process
-    (default: ``data.num_workers`` when set, else :func:`default_workers`). ``precision``: the encoder's
-    (``auto``: bf16 autocast on CUDA, fp32 on CPU). Returns the manifest (``NAME.json``) plus ``path`` and
-    this run's ``encoded`` items."""
+    Only the encoder (tokenizer or VAE) is built. ``workers``: DataLoader workers decoding images
+    per process (default: ``data.num_workers`` when set, else :func:`default_workers`).
+    ``precision``: the encoder's (``auto``: bf16 autocast on CUDA, fp32 on CPU). Returns the
+    manifest (``NAME.json``) plus ``path`` and this run's ``encoded`` items."""
     from elt import registry
 
     if shard_size < 1:
@@ -350,8 +360,9 @@ def prepare(
         module = registry.task_module(cfg.paradigm)
         if not hasattr(module, "prepare_spec") and not hasattr(module, "cache_spec"):
             raise ValueError(f"paradigm {cfg.paradigm!r} has no cache to prepare")
-        # rank 0 first only where something must be built once (a missing FSQ tokenizer, which the others then
-        # load); else every rank reads its encoder and lists the data at once, none waiting on another
+        # rank 0 first only where something must be built once (a missing FSQ tokenizer, which the
+        # others then load); else every rank reads its encoder and lists the data at once, none
+        # waiting on another
         first = _builds_first(cfg, module, run_dir, ranks)
         if first and not ranks.is_main:
             _barrier(ranks)

@@ -7,20 +7,19 @@ Expected layout under ``root`` (the official archives unpacked side by side)::
     ROOT/ucfTrainTestlist/testlist0{1,2,3}.txt      "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi"
     ROOT/UCF-101/<Class>/<video>.avi                or  ROOT/<Class>/<video>.avi
 
-The split files name the videos; labels come from the class folder via ``classInd.txt`` (0-based here).
-Paths are matched case-insensitively when the exact spelling is missing, because the official lists and
-archive disagree on a few names (``HandStandPushups`` vs ``HandstandPushups``). Videos listed but absent are
-dropped with one warning saying how many; videos present but undecodable are skipped when read, with a
-warning that counts them (the dataset then returns the next readable video, as
-:class:`~elt.data.folders.ImageFolder` does).
+The split files name the videos; labels come from the class folder via ``classInd.txt`` (0-based
+here). Paths are matched case-insensitively when the exact spelling is missing, because the official
+lists and archive disagree on a few names (``HandStandPushups`` vs ``HandstandPushups``). Videos
+listed but absent are dropped with one warning saying how many; videos present but undecodable are
+skipped when read, with a warning that counts them (the dataset then returns the next readable
+video, as :class:`~elt.data.folders.ImageFolder` does).
 
-A clip is ``frames`` frames taken every ``frame_stride`` frames. The test split takes the centred window;
-the train split a window starting at a position drawn from ``(seed, index)``, so the same item is the same
-clip every epoch (a token cache built from it stays valid). Videos shorter than the window repeat their
-last frame. Frames are decoded with PyAV (``pip install 'elt-looped[video]'``), resized so the short side is
-``image_size`` and centre-cropped (ADM's resize, as for image folders). Items are (3×T×S×S float in
-[-1, 1], int label).
-"""
+A clip is ``frames`` frames taken every ``frame_stride`` frames. The test split takes the centred
+window; the train split a window starting at a position drawn from ``(seed, index)``, so the same
+item is the same clip every epoch (a token cache built from it stays valid). Videos shorter than the
+window repeat their last frame. Frames are decoded with PyAV (``pip install 'elt-looped[video]'``),
+resized so the short side is ``image_size`` and centre-cropped (ADM's resize, as for image folders).
+Items are (3×T×S×S float in [-1, 1], int label)."""
 
 from __future__ import annotations
 
@@ -68,23 +67,19 @@ def read_class_index(path: Path) -> list[str]:
 
 
 def clip_indices(length: int, frames: int, stride: int, start: int) -> np.ndarray:
-    """Frame numbers of a clip starting at ``start``; past the video's end the last frame repeats."""
+    """Frame numbers of a clip starting at ``start``; past the video's end the last frame
+    repeats."""
     return np.minimum(start + stride * np.arange(frames), length - 1)
 
 
 class UCF101(Dataset):
     """Clips of the official UCF-101 train/test split ``fold`` (1..3); see the module docstring.
 
-    Args:
-        root: folder holding ``ucfTrainTestlist/`` and the videos (``UCF-101/<Class>/`` or ``<Class>/``).
-        split: ``train`` or ``test``.
-        fold: official split 1, 2 or 3.
-        frames: frames per clip.
-        image_size: output side (short side resize + centre crop).
-        frame_stride: take every k-th frame.
-        limit: keep only the first ``limit`` videos of the split list.
-        seed: selects the training clips' start positions.
-    """
+    Args: root: folder holding ``ucfTrainTestlist/`` and the videos (``UCF-101/<Class>/`` or
+    ``<Class>/``). split: ``train`` or ``test``. fold: official split 1, 2 or 3. frames: frames per
+    clip. image_size: output side (short side resize + centre crop). frame_stride: take every k-th
+    frame. limit: keep only the first ``limit`` videos of the split list. seed: selects the training
+    clips' start positions."""
 
     def __init__(
         self,
@@ -199,8 +194,8 @@ class UCF101(Dataset):
         return decoded
 
     def load(self, index: int) -> tuple[torch.Tensor, int] | None:
-        """Clip ``index`` as 3×T×S×S in [-1, 1] with its label, or ``None`` (and a counted warning) if the
-        video cannot be decoded."""
+        """Clip ``index`` as 3×T×S×S in [-1, 1] with its label, or ``None`` (and a counted warning)
+        if the video cannot be decoded."""
         av = _import_av()
         path, label = self.files[index]
         try:

@@ -2,11 +2,11 @@
 
 Two processes share one structure (path / prediction target / weighting / sampler, as in SiT):
 
-* ``process: ddpm`` — the paper's choice: variance-preserving DDPM with the shifted-cosine logSNR schedule,
-  x0-prediction and the sigmoid loss weighting of "Simpler Diffusion" (Hoogeboom et al.).
-* ``process: flow`` — rectified flow (linear path x_t = (1−t)·x0 + t·ε), usually with ``prediction: v``
-  (the velocity ε − x0) and ``weighting: v`` (plain velocity MSE). Deterministic sampling is Euler.
-"""
+* ``process: ddpm`` — the paper's choice: variance-preserving DDPM with the shifted-cosine logSNR
+  schedule, x0-prediction and the sigmoid loss weighting of "Simpler Diffusion" (Hoogeboom et al.).
+* ``process: flow`` — rectified flow (linear path x_t = (1−t)·x0 + t·ε), usually with ``prediction:
+  v`` (the velocity ε − x0) and ``weighting: v`` (plain velocity MSE). Deterministic sampling is
+  Euler."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ WEIGHTINGS = ("sigmoid", "x0", "eps", "v")
 SAMPLERS = ("ddim", "ddpm", "euler")
 SPACES = ("pixel", "latent")
 
-# sampling.* defaults for diffusion models where the shared ``sampling:`` section leaves them null: 50
-# denoising steps, guidance s = 2.0; precision null = the network samples in its ``train.precision``.
+# sampling.* defaults for diffusion models where the shared ``sampling:`` section leaves them null:
+# 50 denoising steps, guidance s = 2.0; precision null = the network samples in its
+# ``train.precision``.
 SAMPLING_DEFAULTS = {"steps": 50, "guidance": 2.0, "precision": None}
 
 
@@ -35,7 +36,8 @@ class DiffusionConfig:
     prediction: str = (
         "x0"  # what the network outputs: x0 (the paper) | eps | v (VP: α·ε − σ·x0; flow: ε − x0)
     )
-    weighting: str = "sigmoid"  # loss weight on ‖x̂0 − x0‖²: sigmoid (the paper) | x0 | eps | v (= that plain MSE)
+    # loss weight on ‖x̂0 − x0‖²: sigmoid (the paper) | x0 | eps | v (= that plain MSE)
+    weighting: str = "sigmoid"
     sigmoid_bias: float = -3.0  # b in the sigmoid weighting w = sigmoid(logSNR − b) (x0 space)
     logsnr_shift: float = (
         0.0  # added to the schedule's logSNR(t); Simple Diffusion uses 2·log(64 / resolution)
@@ -49,7 +51,8 @@ class DiffusionConfig:
     latent_scale: float | None = None  # None: the VAE config's scaling_factor (SD-VAE: 0.18215)
     latent_cache: str | None = None  # folder of the encoded-dataset cache (None: RUN/cache)
 
-    # one check per field, run when a config is loaded (elt.config.validate); relations in task.validate
+    # one check per field, run when a config is loaded (elt.config.validate); relations in
+    # task.validate
     RULES: ClassVar[dict] = {
         "space": Choice(*SPACES),
         "patch_size": Int(1, MAX_IMAGE_SIZE),

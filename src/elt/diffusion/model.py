@@ -1,13 +1,12 @@
 """The diffusion generator: a DiT whose adaLN-Zero blocks are the looped core.
 
-    z_t ──patchify──► linear ──+pos──► [ N adaLN-Zero blocks ] × L ──► final layer ──unpatchify──► prediction
-                                            ▲ cond = timestep embedding + class embedding
+    z_t ──patchify──► linear ──+pos──► [ N adaLN-Zero blocks ] × L ──► final layer ──unpatchify──►
+    prediction ▲ cond = timestep embedding + class embedding
 
 Embedding happens once, the shared final layer reads the state after any loop count, so the teacher
 (L_max loops) and the ILSD student (L_int loops) come from one forward pass. The network is
-process-agnostic: what its output means (x0 / eps / v) and how samples move between noise levels live in
-``process.py`` and ``sampler.py``.
-"""
+process-agnostic: what its output means (x0 / eps / v) and how samples move between noise levels
+live in ``process.py`` and ``sampler.py``."""
 
 from __future__ import annotations
 
@@ -45,7 +44,8 @@ TIME_SCALE = (
 
 
 def patch_shape(diffusion_cfg, axes: int) -> tuple[int, ...]:
-    """Patch box over the data's trailing axes: (p, p) for images, (p_t, p, p) for video (C×T×H×W)."""
+    """Patch box over the data's trailing axes: (p, p) for images, (p_t, p, p) for video
+    (C×T×H×W)."""
     p = int(diffusion_cfg.patch_size)
     return (int(diffusion_cfg.temporal_patch_size), p, p) if axes == 3 else (p,) * axes
 
@@ -59,8 +59,9 @@ def x0_from(
     a: torch.Tensor,
     b: torch.Tensor,
 ) -> torch.Tensor:
-    """x̂0 of :meth:`DiffusionProcess.to_x0_eps` from coefficients computed beforehand (``_coefficients``):
-    the adaptive exit converts every loop's prediction, and the coefficients change only with the rows."""
+    """x̂0 of :meth:`DiffusionProcess.to_x0_eps` from coefficients computed beforehand
+    (``_coefficients``): the adaptive exit converts every loop's prediction, and the coefficients
+    change only with the rows."""
     if prediction_type == "x0":
         return prediction
     if prediction_type == "eps":
@@ -69,8 +70,8 @@ def x0_from(
 
 
 class FinalLayer(nn.Module):
-    """adaLN-modulated LayerNorm and a linear map to patch values; zero-initialised (DiT), so the model
-    predicts 0 at step 0."""
+    """adaLN-modulated LayerNorm and a linear map to patch values; zero-initialised (DiT), so the
+    model predicts 0 at step 0."""
 
     def __init__(self, width: int, out_dim: int, cond_dim: int):
         super().__init__()
@@ -89,15 +90,12 @@ class FinalLayer(nn.Module):
 class DiffusionGenerator(LoopedGenerator):
     """Class-conditional DiT-style ELT over images (pixel or VAE-latent space).
 
-    Args:
-        cfg (DictConfig): the full run config (``model``, ``data``, ``diffusion`` sections are read).
-        backbone: the looped core, built with ``cond_dim = width`` (adaLN-Zero blocks).
-        process: the diffusion process (path, prediction target, weighting).
-        data_shape: C×H×W of what the network denoises (pixels, or latents in latent space), or C×T×H×W for
-            video (pixel space; 3D patches of ``temporal_patch_size × patch_size × patch_size``).
-        vae (PretrainedVAE | None): a :class:`elt.tokenizers.vae.PretrainedVAE` for latent space (decodes
-            samples), else ``None``.
-    """
+    Args: cfg (DictConfig): the full run config (``model``, ``data``, ``diffusion`` sections are
+    read). backbone: the looped core, built with ``cond_dim = width`` (adaLN-Zero blocks). process:
+    the diffusion process (path, prediction target, weighting). data_shape: C×H×W of what the
+    network denoises (pixels, or latents in latent space), or C×T×H×W for video (pixel space; 3D
+    patches of ``temporal_patch_size × patch_size × patch_size``). vae (PretrainedVAE | None): a
+    :class:`elt.tokenizers.vae.PretrainedVAE` for latent space (decodes samples), else ``None``."""
 
     def __init__(
         self,
@@ -112,7 +110,8 @@ class DiffusionGenerator(LoopedGenerator):
         self.num_classes = int(cfg.data.num_classes)
         self.process = process
         self.data_shape = tuple(int(v) for v in data_shape)
-        self.vae = vae  # plain attribute: not a submodule, not in the state dict (it follows the device: _apply)
+        # plain attribute: not a submodule, not in the state dict (it follows the device: _apply)
+        self.vae = vae
         self.output_channels = int(cfg.data.channels)
         width = backbone.dim
         self.patch = patch_shape(cfg.diffusion, len(self.data_shape) - 1)
@@ -136,8 +135,9 @@ class DiffusionGenerator(LoopedGenerator):
             nn.init.zeros_(layer.bias)
 
     def _apply(self, fn, *args, **kwargs):
-        """``.to(device)``, ``.cuda()``, ``.float()``…: the VAE (not a submodule, so outside the state dict, the
-        optimizer, the EMA copy and FSDP's units) follows the generator's device, keeping its own dtype."""
+        """``.to(device)``, ``.cuda()``, ``.float()``…: the VAE (not a submodule, so outside the
+        state dict, the optimizer, the EMA copy and FSDP's units) follows the generator's device,
+        keeping its own dtype."""
         result = super()._apply(fn, *args, **kwargs)
         if self.vae is not None:
             device = next(self.parameters()).device
@@ -145,14 +145,16 @@ class DiffusionGenerator(LoopedGenerator):
                 self.vae.to(device)
         return result
 
-    # -- the network ---------------------------------------------------------------------------------------------
+    # -- the network -------------------------------------------------------------------------------
     def condition(self, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Conditioning vector: timestep embedding + class embedding (labels −1 / null class = unconditional;
-        in training mode the label embedder drops labels with ``model.class_dropout``)."""
+        """Conditioning vector: timestep embedding + class embedding (labels −1 / null class =
+        unconditional; in training mode the label embedder drops labels with
+        ``model.class_dropout``)."""
         return self.time_embed(t * TIME_SCALE) + self.label_embed(labels)
 
     def head(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Shared prediction head: tokens after any loop count → a prediction shaped like the data."""
+        """Shared prediction head: tokens after any loop count → a prediction shaped like the
+        data."""
         return unpatchify(self.final(h, cond), self.patch, self.grid, self.data_shape[0])
 
     def forward(
@@ -163,7 +165,8 @@ class DiffusionGenerator(LoopedGenerator):
         loops: int | None = None,
         exit_loops: Sequence[int] = (),
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """Network output after ``loops`` loops, and after each of ``exit_loops`` (same forward pass)."""
+        """Network output after ``loops`` loops, and after each of ``exit_loops`` (same forward
+        pass)."""
         cond = self.condition(t, labels)
         tokens = self.patch_embed(patchify(z, self.patch)) + self.pos_embed
         out = self.backbone(tokens, cond, loops=loops, exit_loops=exit_loops)
@@ -172,8 +175,9 @@ class DiffusionGenerator(LoopedGenerator):
     def guided(
         self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, loops: int, guidance: float
     ) -> torch.Tensor:
-        """Classifier-free guided output ``u + g·(c − u)`` on every channel; conditional and unconditional
-        halves run as one batch with the same loop count. ``g = 1`` is the conditional output alone."""
+        """Classifier-free guided output ``u + g·(c − u)`` on every channel; conditional and
+        unconditional halves run as one batch with the same loop count. ``g = 1`` is the conditional
+        output alone."""
         if guidance == 1.0:
             return self(z, t, labels, loops)[0]
         null = torch.full_like(labels, self.label_embed.null_class)
@@ -194,8 +198,9 @@ class DiffusionGenerator(LoopedGenerator):
         guidance: float,
         clip: tuple[float, float] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Guided output where each sample stops looping once its x̂0 changed by less than ``rule.threshold``
-        (relative L2) between two consecutive loops; returns (output, loops used per sample)."""
+        """Guided output where each sample stops looping once its x̂0 changed by less than
+        ``rule.threshold`` (relative L2) between two consecutive loops; returns (output, loops used
+        per sample)."""
         branches = 1 if guidance == 1.0 else 2
         if branches == 2:
             null = torch.full_like(labels, self.label_embed.null_class)
@@ -238,7 +243,7 @@ class DiffusionGenerator(LoopedGenerator):
             self.backbone, tokens, cond, branches, readout, relative_change(), rule, summarise=to_x0
         )
 
-    # -- the contract --------------------------------------------------------------------------------------------
+    # -- the contract ------------------------------------------------------------------------------
     def training_loss(self, batch, student_loops: int | None, lam: float) -> ILSDTerms:
         """Noise the batch at t ~ U(0, 1) and score x̂0 after L_max loops (teacher) and after
         ``student_loops`` (student) with w(t)·‖·‖²; see :func:`elt.core.ilsd.ilsd_loss`."""
@@ -267,7 +272,8 @@ class DiffusionGenerator(LoopedGenerator):
         )
 
     def sampling_settings(self, steps: int | None, guidance: float | None) -> tuple[int, float]:
-        """(steps, guidance s): the arguments, else ``sampling.*``, else :data:`SAMPLING_DEFAULTS`."""
+        """(steps, guidance s): the arguments, else ``sampling.*``, else
+        :data:`SAMPLING_DEFAULTS`."""
         steps = int(sampling_setting(self.config, "steps", steps, SAMPLING_DEFAULTS))
         guidance = float(sampling_setting(self.config, "guidance", guidance, SAMPLING_DEFAULTS))
         if steps < 1:
@@ -288,8 +294,8 @@ class DiffusionGenerator(LoopedGenerator):
         seeds: Sequence[int] | None = None,
         return_loops: bool = False,
     ):
-        """Samples in the space the network works in (pixels in [-1, 1], or scaled VAE latents); with
-        ``return_loops`` also the loops each sample used at each step (int N×steps)."""
+        """Samples in the space the network works in (pixels in [-1, 1], or scaled VAE latents);
+        with ``return_loops`` also the loops each sample used at each step (int N×steps)."""
         steps, guidance = self.sampling_settings(steps, guidance)
         plan = self.resolve_loops(loops, steps)
         labels = labels_tensor(class_labels, self.num_classes, self.device)
@@ -356,8 +362,9 @@ class DiffusionGenerator(LoopedGenerator):
         seeds: Sequence[int] | None = None,
         return_loops: bool = False,
     ):
-        """See :meth:`LoopedGenerator.generate`; ``sampler`` (ddim | ddpm | euler) overrides ``diffusion.sampler``,
-        e.g. ``sampler="ddpm", steps=512`` for the paper's ancestral sampling."""
+        """See :meth:`LoopedGenerator.generate`; ``sampler`` (ddim | ddpm | euler) overrides
+        ``diffusion.sampler``, e.g. ``sampler="ddpm", steps=512`` for the paper's ancestral
+        sampling."""
         samples, used = self.sample_latents(
             class_labels,
             loops,
@@ -381,10 +388,10 @@ class DiffusionGenerator(LoopedGenerator):
         guidance: float | None = None,
         loops_used: np.ndarray | None = None,
     ) -> float:
-        """Transformer GFLOPs (matmuls, 2·MACs) per sample over all sampling steps, CFG counted twice
-        (the VAE decode, once per sample in latent space, is not included). An adaptive exit needs
-        ``loops_used`` (N×steps from ``generate(..., return_loops=True)``): the mean over its samples, with the
-        final layer read after every loop it ran."""
+        """Transformer GFLOPs (matmuls, 2·MACs) per sample over all sampling steps, CFG counted
+        twice (the VAE decode, once per sample in latent space, is not included). An adaptive exit
+        needs ``loops_used`` (N×steps from ``generate(..., return_loops=True)``): the mean over its
+        samples, with the final layer read after every loop it ran."""
         steps, guidance = self.sampling_settings(steps, guidance)
         plan = self.resolve_loops(loops, steps)
         adaptive = isinstance(plan, AdaptiveExit)

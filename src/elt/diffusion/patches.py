@@ -1,9 +1,8 @@
 """Patchify / unpatchify for images (C×H×W) and videos (C×T×H×W) alike.
 
-A patch is a box of ``patch`` sizes over the trailing spatial (or spatio-temporal) axes; each becomes one
-token of C·prod(patch) values, channel-major, ordered row-major over the token grid — the order that
-:func:`elt.core.blocks.sincos_embedding` uses for its grid.
-"""
+A patch is a box of ``patch`` sizes over the trailing spatial (or spatio-temporal) axes; each
+becomes one token of C·prod(patch) values, channel-major, ordered row-major over the token grid —
+the order that :func:`elt.core.blocks.sincos_embedding` uses for its grid."""
 
 from __future__ import annotations
 
@@ -14,7 +13,8 @@ import torch
 
 
 def token_grid(shape: Sequence[int], patch: Sequence[int]) -> tuple[int, ...]:
-    """Token grid of a C×D1×…×Dk item (``shape`` without the batch axis) cut into ``patch`` boxes."""
+    """Token grid of a C×D1×…×Dk item (``shape`` without the batch axis) cut into ``patch``
+    boxes."""
     spatial = tuple(shape[1:])
     if len(spatial) != len(patch):
         raise ValueError(

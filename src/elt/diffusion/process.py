@@ -5,18 +5,21 @@ A Gaussian path ``z_t = α(t)·x0 + σ(t)·ε``, t ∈ [0, 1] (t = 0 clean, t = 
 * an **interpolant** that maps the log signal-to-noise ratio λ = log(α²/σ²) to (α, σ):
   ``vp`` (α² + σ² = 1, DDPM) or ``linear`` (α + σ = 1, rectified flow);
 * a **schedule** λ(t): ``cosine`` (λ = −2·log tan(πt/2), the cosine schedule in logSNR form) or
-  ``linear`` (λ = 2·log((1 − t)/t), i.e. σ = t on the linear interpolant); both accept a logSNR shift
-  (Simple Diffusion's "shifted cosine") and are clipped to [logsnr_min, logsnr_max] so both ends are finite;
+  ``linear`` (λ = 2·log((1 − t)/t), i.e. σ = t on the linear interpolant); both accept a logSNR
+  shift (Simple Diffusion's "shifted cosine") and are clipped to [logsnr_min, logsnr_max] so both
+  ends are finite;
 * a **prediction** target the network outputs: ``x0``, ``eps`` or ``v`` (VP: α·ε − σ·x0, the angular
-  velocity; linear: ε − x0, the flow velocity). For fixed (z_t, t) every target is an affine function of
-  x̂0, so conversions are exact and classifier-free guidance means the same in every parameterisation;
-* a **weighting** of the x0-space error ``w(t)·‖x̂0 − x0‖²``: ``sigmoid`` (w = sigmoid(λ − b), the x0-space
-  form of the sigmoid weighting of Kingma & Gao / Hoogeboom et al., which the paper uses), or the weight
-  that makes the loss equal a plain MSE on ``x0`` (w = 1), ``eps`` (w = e^λ) or ``v`` (w = 1/σ²).
+  velocity; linear: ε − x0, the flow velocity). For fixed (z_t, t) every target is an affine
+  function of x̂0, so conversions are exact and classifier-free guidance means the same in every
+  parameterisation;
+* a **weighting** of the x0-space error ``w(t)·‖x̂0 − x0‖²``: ``sigmoid`` (w = sigmoid(λ − b), the
+  x0-space form of the sigmoid weighting of Kingma & Gao / Hoogeboom et al., which the paper uses),
+  or the weight that makes the loss equal a plain MSE on ``x0`` (w = 1), ``eps`` (w = e^λ) or ``v``
+  (w = 1/σ²).
 
-Writing every loss in x0 space is what the paper's ILSD distillation term needs: both the ground-truth
-term and ``w(t)·‖x̂0_teacher − x̂0_student‖²`` compare clean-image predictions, whatever the network outputs.
-"""
+Writing every loss in x0 space is what the paper's ILSD distillation term needs: both the
+ground-truth term and ``w(t)·‖x̂0_teacher − x̂0_student‖²`` compare clean-image predictions,
+whatever the network outputs."""
 
 from __future__ import annotations
 
@@ -41,8 +44,8 @@ def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
 class DiffusionProcess:
     """Noise path, prediction target and loss weighting; stateless and device-agnostic.
 
-    All methods take ``t`` as a tensor of shape (B,) and broadcast the per-sample scalars over the data.
-    """
+    All methods take ``t`` as a tensor of shape (B,) and broadcast the per-sample scalars over the
+    data."""
 
     interpolant: str = "vp"
     schedule: str = "cosine"
@@ -63,9 +66,10 @@ class DiffusionProcess:
                 f"logsnr_min {self.logsnr_min} must be below logsnr_max {self.logsnr_max}"
             )
 
-    # -- the path -------------------------------------------------------------------------------------------
+    # -- the path ----------------------------------------------------------------------------------
     def logsnr(self, t: torch.Tensor) -> torch.Tensor:
-        """λ(t) = log(α²/σ²), decreasing in t, shifted and clipped; computed in float64 (the ends are steep)."""
+        """λ(t) = log(α²/σ²), decreasing in t, shifted and clipped; computed in float64 (the ends
+        are steep)."""
         t64 = t.double().clamp(1e-9, 1 - 1e-9)
         if self.schedule == "cosine":
             half_angle = 0.5 * math.pi * t64
@@ -96,9 +100,10 @@ class DiffusionProcess:
         alpha, sigma, _, _ = self._coefficients(t, x0)
         return alpha * x0 + sigma * noise
 
-    # -- prediction targets -----------------------------------------------------------------------------------
+    # -- prediction targets ------------------------------------------------------------------------
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """What the network should output for clean data ``x0`` noised with ``noise`` at time ``t``."""
+        """What the network should output for clean data ``x0`` noised with ``noise`` at time
+        ``t``."""
         if self.prediction == "x0":
             return x0
         if self.prediction == "eps":
@@ -124,7 +129,7 @@ class DiffusionProcess:
         alpha, sigma, _, _ = self._coefficients(t, z)
         return (z - alpha * x0) / sigma
 
-    # -- the objective ------------------------------------------------------------------------------------------
+    # -- the objective -----------------------------------------------------------------------------
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
         """w(t) on the x0-space squared error (float64, shape like ``t``)."""
         lam = self.logsnr(t)
@@ -140,7 +145,8 @@ class DiffusionProcess:
     def weighted_error(
         self, x0_a: torch.Tensor, x0_b: torch.Tensor, t: torch.Tensor
     ) -> torch.Tensor:
-        """mean over the batch of w(t)·mean((x0_a − x0_b)²): the ground-truth and the distillation term alike."""
+        """mean over the batch of w(t)·mean((x0_a − x0_b)²): the ground-truth and the distillation
+        term alike."""
         per_sample = (x0_a - x0_b).float().pow(2).flatten(1).mean(1)
         return (self.loss_weight(t).to(per_sample.dtype) * per_sample).mean()
 
@@ -154,7 +160,8 @@ class DiffusionProcess:
 
 
 def process_from_config(diffusion_cfg) -> DiffusionProcess:
-    """``process: ddpm`` → VP + cosine schedule; ``process: flow`` → linear interpolant + linear schedule."""
+    """``process: ddpm`` → VP + cosine schedule; ``process: flow`` → linear interpolant + linear
+    schedule."""
     _check("diffusion.process", diffusion_cfg.process, PROCESSES)
     interpolant, schedule = (
         ("vp", "cosine") if diffusion_cfg.process == "ddpm" else ("linear", "linear")

@@ -1,18 +1,19 @@
-"""Samplers (integrators) over a :class:`~elt.diffusion.process.DiffusionProcess`, independent of the network.
+"""Samplers (integrators) over a :class:`~elt.diffusion.process.DiffusionProcess`, independent of
+the network.
 
-The loop ``sample`` walks a time grid 1 = t_0 > t_1 > … > t_K = 0. At each step it asks a ``denoise``
-callable for the network output at (z_t, t) with that step's loop count, converts it to (x̂0, ε̂) and moves
-to the next time with one of:
+The loop ``sample`` walks a time grid 1 = t_0 > t_1 > … > t_K = 0. At each step it asks a
+``denoise`` callable for the network output at (z_t, t) with that step's loop count, converts it to
+(x̂0, ε̂) and moves to the next time with one of:
 
-* ``DDPMSampler`` — ancestral sampling from the posterior q(z_s | z_t, x0 = x̂0) (valid for any Gaussian
-  path with increasing noise, so also the linear one). The paper samples with 512 such steps.
-* ``DDIMSampler`` — z_s = α_s·x̂0 + √(σ_s² − η²·v)·ε̂ + η·√v·n, with v the ancestral variance;
-  η = 0 is deterministic, and on the linear (rectified-flow) path exactly an Euler step of the velocity
-  ε̂ − x̂0; η = 1 coincides with DDPM.
+* ``DDPMSampler`` — ancestral sampling from the posterior q(z_s | z_t, x0 = x̂0) (valid for any
+  Gaussian path with increasing noise, so also the linear one). The paper samples with 512 such
+  steps.
+* ``DDIMSampler`` — z_s = α_s·x̂0 + √(σ_s² − η²·v)·ε̂ + η·√v·n, with v the ancestral variance; η = 0
+  is deterministic, and on the linear (rectified-flow) path exactly an Euler step of the velocity ε̂
+  − x̂0; η = 1 coincides with DDPM.
 
-The last step (to t = 0) returns x̂0 itself. Every random draw comes from the caller's ``torch.Generator``,
-so a seed fixes the samples.
-"""
+The last step (to t = 0) returns x̂0 itself. Every random draw comes from the caller's
+``torch.Generator``, so a seed fixes the samples."""
 
 from __future__ import annotations
 
@@ -116,11 +117,11 @@ def sample(
     clip: tuple[float, float] | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Integrate from ``noise`` (z at t = 1) to data; step k calls ``denoise(z, t, loop_schedule[k])``.
+    """Integrate from ``noise`` (z at t = 1) to data; step k calls ``denoise(z, t,
+    loop_schedule[k])``.
 
-    ``clip`` clamps x̂0 (pixel space) and re-derives ε̂ from the clamped x̂0 so the step stays on the path.
-    Returns the final x̂0. ``generator`` may be one per sample (:mod:`elt.core.rng`).
-    """
+    ``clip`` clamps x̂0 (pixel space) and re-derives ε̂ from the clamped x̂0 so the step stays on
+    the path. Returns the final x̂0. ``generator`` may be one per sample (:mod:`elt.core.rng`)."""
     steps = len(loop_schedule)
     grid = sampler.timesteps(steps)
     z = noise

@@ -1,10 +1,10 @@
-"""Registry entry of the diffusion paradigm: build the generator from a config, prepare its training data.
+"""Registry entry of the diffusion paradigm: build the generator from a config, prepare its training
+data.
 
-Pixel space trains on images in [-1, 1], or on clips (``data.frames > 0``) cut into 3D patches. Latent
-space encodes the dataset once through the pretrained VAE (``diffusion.vae_path``) into a memory-mapped
-cache keyed by the VAE's weight hash and the data settings (a changed VAE or dataset rebuilds it, never
-reuses it silently).
-"""
+Pixel space trains on images in [-1, 1], or on clips (``data.frames > 0``) cut into 3D patches.
+Latent space encodes the dataset once through the pretrained VAE (``diffusion.vae_path``) into a
+memory-mapped cache keyed by the VAE's weight hash and the data settings (a changed VAE or dataset
+rebuilds it, never reuses it silently)."""
 
 from __future__ import annotations
 
@@ -48,13 +48,15 @@ def validate(cfg: DictConfig) -> None:
         )
     if frames and frames % d.temporal_patch_size:
         raise ConfigError(
-            f"diffusion.temporal_patch_size={d.temporal_patch_size} must divide data.frames={frames}"
+            f"diffusion.temporal_patch_size={d.temporal_patch_size} must divide "
+            f"data.frames={frames}"
         )
     if not 0.0 <= d.ddim_eta <= 1.0:
         raise ConfigError(f"config key 'diffusion.ddim_eta' must lie in [0, 1], got {d.ddim_eta}")
     if d.space == "latent" and not d.vae_path:
         raise ConfigError(
-            "diffusion.space=latent needs diffusion.vae_path (a local diffusers AutoencoderKL folder)"
+            "diffusion.space=latent needs diffusion.vae_path (a local diffusers AutoencoderKL "
+            "folder)"
         )
     if d.space == "latent" and cfg.data.hflip:
         raise ConfigError(
@@ -161,8 +163,9 @@ def prepare_data(
 
 
 class _Substituted(Dataset):
-    """(image, substituted) items for encoding: an unreadable file of an image folder is replaced by the next
-    readable one (as in training from pixels) and flagged, so that the count survives DataLoader workers."""
+    """(image, substituted) items for encoding: an unreadable file of an image folder is replaced by
+    the next readable one (as in training from pixels) and flagged, so that the count survives
+    DataLoader workers."""
 
     def __init__(self, images: Dataset):
         self.images = images
@@ -188,17 +191,19 @@ def latent_cache_spec(
     run_dir: str | Path,
     precision: str = "auto",
 ):
-    """The latent cache of ``images`` through the generator's VAE (keyed by its weight hash and the data)."""
+    """The latent cache of ``images`` through the generator's VAE (keyed by its weight hash and the
+    data)."""
     return vae_cache_spec(cfg, generator.vae, generator.data_shape, images, run_dir, precision)
 
 
 def vae_cache_spec(
     cfg: DictConfig, vae, data_shape, images: Dataset, run_dir: str | Path, precision: str = "auto"
 ):
-    """The latent cache of ``images`` through ``vae`` (keyed by its weight hash and the data). An unreadable
-    file is replaced by the next readable one (as in training from pixels) and counted. Images are decoded in
-    ``data.num_workers`` DataLoader workers; the VAE encodes on its device, in bf16 autocast where
-    ``precision`` asks for it (``auto``: on CUDA; the latents are stored in fp32 either way)."""
+    """The latent cache of ``images`` through ``vae`` (keyed by its weight hash and the data). An
+    unreadable file is replaced by the next readable one (as in training from pixels) and counted.
+    Images are decoded in ``data.num_workers`` DataLoader workers; the VAE encodes on its device, in
+    bf16 autocast where ``precision`` asks for it (``auto``: on CUDA; the latents are stored in fp32
+    either way)."""
     from elt.data.cache import CacheSpec
     from elt.runtime import uses_bf16
 
@@ -269,8 +274,8 @@ def cache_spec(
 
 
 def prepare_builds_first(cfg: DictConfig, run_dir: str | Path) -> bool:
-    """For ``elt prepare``: nothing is built before encoding (the VAE is read from its folder), so every process
-    builds its spec at the same time."""
+    """For ``elt prepare``: nothing is built before encoding (the VAE is read from its folder), so
+    every process builds its spec at the same time."""
     return False
 
 
@@ -281,7 +286,8 @@ def prepare_spec(
     precision: str = "auto",
     progress: bool = True,
 ):
-    """For ``elt prepare``: the latent cache's spec with only the VAE loaded (no transformer), on ``device``."""
+    """For ``elt prepare``: the latent cache's spec with only the VAE loaded (no transformer), on
+    ``device``."""
     validate(cfg)
     if cfg.diffusion.space != "latent":
         raise ConfigError(
@@ -300,7 +306,8 @@ def encode_latents(
     run_dir: str | Path,
     progress: bool = True,
 ) -> LatentDataset:
-    """Encode ``images`` through the generator's VAE once; reuse the cache while its manifest matches."""
+    """Encode ``images`` through the generator's VAE once; reuse the cache while its manifest
+    matches."""
     from elt.data.cache import build_cache
 
     latents = build_cache(latent_cache_spec(cfg, generator, images, run_dir), progress=progress)

@@ -1,18 +1,19 @@
-"""``elt calibrate``: measure a grid of operating points of one checkpoint on this machine, write the
-quality-vs-cost Pareto front and ``calibration.json`` (what ``elt sample --budget-ms/--quality`` and
-:func:`elt.anytime.choose_point` read).
+"""``elt calibrate``: measure a grid of operating points of one checkpoint on this machine, write
+the quality-vs-cost Pareto front and ``calibration.json`` (what ``elt sample --budget-ms/--quality``
+and :func:`elt.anytime.choose_point` read).
 
-For every point (fixed L, loop schedules, adaptive exits) it generates ``num`` class-balanced samples at
-``batch_size`` and records
+For every point (fixed L, loop schedules, adaptive exits) it generates ``num`` class-balanced
+samples at ``batch_size`` and records
 
-* quality: FD_cls against the Fashion-MNIST test set and class accuracy, in the shipped domain classifier;
-* cost: GFLOPs per sample counted from the loops actually run (adaptive exits: per sample and step), mean
-  loops per sample-step, throughput of the bulk generation (ms per sample at ``batch_size``), and latency
-  (median wall time of one ``generate`` call of ``latency_batch`` samples after a warm-up).
+* quality: FD_cls against the Fashion-MNIST test set and class accuracy, in the shipped domain
+  classifier;
+* cost: GFLOPs per sample counted from the loops actually run (adaptive exits: per sample and step),
+  mean loops per sample-step, throughput of the bulk generation (ms per sample at ``batch_size``),
+  and latency (median wall time of one ``generate`` call of ``latency_batch`` samples after a
+  warm-up).
 
-A point is on the front when no other point is at least as good in FD_cls and at least as cheap (GFLOPs;
-separately: latency), and strictly better in one.
-"""
+A point is on the front when no other point is at least as good in FD_cls and at least as cheap
+(GFLOPs; separately: latency), and strictly better in one."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def pareto(points: list[dict], cost: str, quality: str = "fd_cls") -> list[bool]
 
 
 class QualityProbe:
-    """FD_cls and class accuracy in the shipped classifier's features; reference = Fashion-MNIST test set."""
+    """FD_cls and class accuracy in the shipped classifier's features; reference = Fashion-MNIST
+    test set."""
 
     def __init__(self, data_root=None, device="cpu"):
         from elt.eval.classifier import load_classifier
@@ -99,9 +101,9 @@ def calibrate(
     progress: bool = True,
     on_point=None,
 ) -> dict:
-    """Measure every point; returns the record written to ``calibration.json``. ``on_point(rows)`` is called
-    after each point (``elt calibrate`` keeps a ``calibration.partial.json`` with it, so an interrupted
-    calibration keeps what it measured)."""
+    """Measure every point; returns the record written to ``calibration.json``. ``on_point(rows)``
+    is called after each point (``elt calibrate`` keeps a ``calibration.partial.json`` with it, so
+    an interrupted calibration keeps what it measured)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -208,8 +210,8 @@ CSV_COLUMNS = [
 
 
 def write_calibration(record: dict, out: Path, checkpoint: str) -> dict[str, Path]:
-    """calibration.json (every point), pareto.json / pareto.csv (the GFLOPs front; the CSV has every point with
-    its flags) and pareto.png, each written under a temporary name and renamed."""
+    """calibration.json (every point), pareto.json / pareto.csv (the GFLOPs front; the CSV has every
+    point with its flags) and pareto.png, each written under a temporary name and renamed."""
     out.mkdir(parents=True, exist_ok=True)
     record = {**record, "checkpoint": checkpoint}
     paths = {
@@ -243,8 +245,8 @@ def point_kind(label: str) -> str:
 
 
 def plot_front(record: dict, path: Path, title: str | None = None) -> Path:
-    """FD_cls and class accuracy against GFLOPs and latency; fixed L, schedules and adaptive exits marked apart,
-    the GFLOPs (resp. latency) front as a line."""
+    """FD_cls and class accuracy against GFLOPs and latency; fixed L, schedules and adaptive exits
+    marked apart, the GFLOPs (resp. latency) front as a line."""
     from elt.eval.plots import plt, save_figure
 
     points = record["points"]

@@ -1,14 +1,14 @@
 """The domain feature extractor for Fashion-MNIST: a small CNN trained on the real training split.
 
 Inception features are out of domain for 32×32 grey clothes, so sample quality is measured in the
-penultimate (128-d) feature space of a classifier trained on the data itself (FD_cls, KID, PRDC), and its
-logits give the class accuracy of class-conditional samples. Its weights ship in ``elt/assets`` (≈1.4 MB)
-with a JSON recording the test accuracy, the SHA-256 of the weights, and the real-vs-real floor; they are
-reproduced by ``elt eval train-classifier`` (seeded, one thread, a few minutes on a CPU).
+penultimate (128-d) feature space of a classifier trained on the data itself (FD_cls, KID, PRDC),
+and its logits give the class accuracy of class-conditional samples. Its weights ship in
+``elt/assets`` (≈1.4 MB) with a JSON recording the test accuracy, the SHA-256 of the weights, and
+the real-vs-real floor; they are reproduced by ``elt eval train-classifier`` (seeded, one thread, a
+few minutes on a CPU).
 
-Inputs: uint8 images N×H×W(×1) as the generators write them; 32×32 (Fashion-MNIST zero-padded from 28, as
-the generators are trained) or 28×28 (padded here with the background value).
-"""
+Inputs: uint8 images N×H×W(×1) as the generators write them; 32×32 (Fashion-MNIST zero-padded from
+28, as the generators are trained) or 28×28 (padded here with the background value)."""
 
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ class ImageFormatError(UserError, ValueError):
 
 
 class FMNISTClassifier(nn.Module):
-    """Three conv stages (32→16→8→4 px) and a 128-d embedding; ``features`` is the embedding (post-ReLU,
-    like Inception's pool3), ``head`` maps it to 10 logits."""
+    """Three conv stages (32→16→8→4 px) and a 128-d embedding; ``features`` is the embedding
+    (post-ReLU, like Inception's pool3), ``head`` maps it to 10 logits."""
 
     def __init__(
         self, width: int = 32, feature_dim: int = FEATURE_DIM, num_classes: int = NUM_CLASSES
@@ -81,7 +81,8 @@ class FMNISTClassifier(nn.Module):
 
 
 def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 N×H×W, N×H×W×1 or N×1×H×W (28 or 32 px) → float N×1×32×32 in [-1, 1], zero(-1)-padded."""
+    """uint8 N×H×W, N×H×W×1 or N×1×H×W (28 or 32 px) → float N×1×32×32 in [-1, 1],
+    zero(-1)-padded."""
     x = (
         images if torch.is_tensor(images) else torch.from_numpy(np.array(images))
     )  # copy: inputs may be read-only
@@ -125,7 +126,8 @@ class Features:
 
 
 class ClassifierFeatures:
-    """Feature extractor over the Fashion-MNIST classifier: ``extractor(uint8 images) -> Features``."""
+    """Feature extractor over the Fashion-MNIST classifier: ``extractor(uint8 images) ->
+    Features``."""
 
     def __init__(
         self,
@@ -187,12 +189,13 @@ def load_classifier(
 
 
 def shipped_record() -> dict | None:
-    """The JSON shipped next to the weights (test accuracy, SHA-256, real-vs-real floor), if present."""
+    """The JSON shipped next to the weights (test accuracy, SHA-256, real-vs-real floor), if
+    present."""
     path = ASSETS / RECORD_NAME
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-# -- training --------------------------------------------------------------------------------------------------
+# -- training --------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate_accuracy(
     model: FMNISTClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
@@ -217,14 +220,15 @@ def train_classifier(
     test_limit: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Train the classifier on the Fashion-MNIST training split and write ``fmnist_classifier.safetensors``
-    plus ``fmnist_classifier.json`` (test accuracy, SHA-256, settings) to ``out_dir``. ``limit`` and
-    ``test_limit`` use only the first images of each split (quick runs, tests).
+    """Train the classifier on the Fashion-MNIST training split and write
+    ``fmnist_classifier.safetensors`` plus ``fmnist_classifier.json`` (test accuracy, SHA-256,
+    settings) to ``out_dir``. ``limit`` and ``test_limit`` use only the first images of each split
+    (quick runs, tests).
 
-    Reproducible: seeded initialisation and batch order, a fixed thread count (the reduction order of
-    CPU kernels depends on it). AdamW with a one-cycle (warm-up, cosine decay) learning rate; random ±2 px
-    shifts as the only augmentation, so the features tolerate the small misplacements of generated images.
-    """
+    Reproducible: seeded initialisation and batch order, a fixed thread count (the reduction order
+    of CPU kernels depends on it). AdamW with a one-cycle (warm-up, cosine decay) learning rate;
+    random ±2 px shifts as the only augmentation, so the features tolerate the small misplacements
+    of generated images."""
     from elt.data.fashion_mnist import FashionMNIST
 
     if threads > 0:

@@ -1,10 +1,12 @@
-"""Fréchet distance between Gaussians fitted to feature sets (FID, FD_cls, FVD all use this one function).
+"""Fréchet distance between Gaussians fitted to feature sets (FID, FD_cls, FVD all use this one
+function).
 
     FD = |mu1 - mu2|² + tr(S1) + tr(S2) - 2 tr((S1^½ S2 S1^½)^½)
 
-computed in float64 with two symmetric eigendecompositions: S1^½ from ``eigh(S1)``, then the eigenvalues of
-the symmetric PSD matrix S1^½ S2 S1^½, whose square roots sum to the trace term. Unlike
-``scipy.linalg.sqrtm(S1 @ S2)`` (a non-symmetric product, whose ``disp=False`` form was removed in SciPy
+computed in float64 with two symmetric eigendecompositions: S1^½ from ``eigh(S1)``, then the
+eigenvalues of the symmetric PSD matrix S1^½ S2 S1^½, whose square roots sum to the trace term.
+Unlike ``scipy.linalg.sqrtm(S1 @ S2)`` (a non-symmetric product, whose ``disp=False`` form was
+removed in SciPy
 1.18), this never produces complex parts or NaNs for singular covariances (N < D): tiny negative
 eigenvalues from round-off are clipped to zero.
 """
@@ -28,7 +30,8 @@ def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
 
 
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-    """tr((S1 S2)^½) for symmetric PSD S1, S2, via tr((S1^½ S2 S1^½)^½) (same eigenvalues, symmetric)."""
+    """tr((S1 S2)^½) for symmetric PSD S1, S2, via tr((S1^½ S2 S1^½)^½) (same eigenvalues,
+    symmetric)."""
     root1 = _sqrt_psd(sigma1)
     middle = root1 @ sigma2 @ root1
     middle = (middle + middle.T) / 2  # exact symmetry for eigvalsh

@@ -1,21 +1,23 @@
-"""Inception-V3 features for the standard image metrics (FID, IS, precision/recall), through torch-fidelity.
+"""Inception-V3 features for the standard image metrics (FID, IS, precision/recall), through
+torch-fidelity.
 
-torch-fidelity's ``FeatureExtractorInceptionV3`` is the TF-2015 Inception graph ported to PyTorch with the
-TF1 bilinear resize to 299×299, so its pool3 features and logits match the TensorFlow evaluators (ADM's
-``evaluator.py``) closely. We never let it download: the weights come from
+torch-fidelity's ``FeatureExtractorInceptionV3`` is the TF-2015 Inception graph ported to PyTorch
+with the TF1 bilinear resize to 299×299, so its pool3 features and logits match the TensorFlow
+evaluators (ADM's ``evaluator.py``) closely. We never let it download: the weights come from
 
   1. an explicit path (``--inception-weights`` / ``weights=``),
   2. else ``$ELT_INCEPTION_WEIGHTS``,
-  3. else the torch.hub cache file ``<torch.hub.get_dir()>/checkpoints/weights-inception-2015-12-05-6726825d.pth``
-     (where torch-fidelity itself would have put it),
+  3. else the torch.hub cache file
+  ``<torch.hub.get_dir()>/checkpoints/weights-inception-2015-12-05-6726825d.pth`` (where
+  torch-fidelity itself would have put it),
 
-and their full SHA-256 must be :data:`INCEPTION_SHA256` (its first 8 digits are the ``6726825d`` torch.hub
-encodes in the file name) before torch-fidelity unpickles them. A missing file is one error naming it and
-where to get it.
+and their full SHA-256 must be :data:`INCEPTION_SHA256` (its first 8 digits are the ``6726825d``
+torch.hub encodes in the file name) before torch-fidelity unpickles them. A missing file is one
+error naming it and where to get it.
 
 torch-fidelity imports torchvision at package import, so it needs a torchvision build matching the
-installed torch (``pip install 'elt-looped[metrics]'`` with a matching pair, e.g. torch 2.14.1 + torchvision 0.29.1).
-"""
+installed torch (``pip install 'elt-looped[metrics]'`` with a matching pair, e.g. torch 2.14.1 +
+torchvision 0.29.1)."""
 
 from __future__ import annotations
 
@@ -57,9 +59,11 @@ def hub_cache_path() -> Path:
 
 
 def resolve_inception_weights(path: str | Path | None = None) -> Path:
-    """Explicit path, else ``$ELT_INCEPTION_WEIGHTS``, else the torch.hub cache file; never downloads."""
+    """Explicit path, else ``$ELT_INCEPTION_WEIGHTS``, else the torch.hub cache file; never
+    downloads."""
     how_to = (
-        f"download {INCEPTION_URL} and pass --inception-weights PATH, set {INCEPTION_ENV}=PATH, or put it "
+        f"download {INCEPTION_URL} and pass --inception-weights PATH, set {INCEPTION_ENV}=PATH, or "
+        "put it "
         f"at {hub_cache_path()}"
     )
     for source, candidate in (
@@ -100,8 +104,10 @@ def fidelity_inception_class():
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError as exc:
         raise MissingDependencyError(
-            f"Inception metrics need torch-fidelity and a torchvision that matches torch {torch.__version__} "
-            f"(pip install 'elt-looped[metrics]' torchvision==<matching version>); import failed: {exc}"
+            "Inception metrics need torch-fidelity and a torchvision that matches torch "
+            f"{torch.__version__} "
+            "(pip install 'elt-looped[metrics]' torchvision==<matching version>); import failed: "
+            f"{exc}"
         ) from exc
     return FeatureExtractorInceptionV3
 
@@ -120,7 +126,8 @@ def to_uint8_nchw_rgb(images: np.ndarray) -> torch.Tensor:
 
 
 class InceptionFeatures:
-    """pool3 (2048-d) features and the bias-free 1008-way logits (for IS) of uint8 images of any size."""
+    """pool3 (2048-d) features and the bias-free 1008-way logits (for IS) of uint8 images of any
+    size."""
 
     name = "inception-v3-tf-2015 (torch-fidelity)"
 
@@ -131,12 +138,14 @@ class InceptionFeatures:
         device: str | torch.device = "cpu",
         batch_size: int = 100,
     ):
-        """``sha256=None`` skips the hash check (only for tests with random weights of the same layout)."""
+        """``sha256=None`` skips the hash check (only for tests with random weights of the same
+        layout)."""
         path = resolve_inception_weights(weights)
         self.digest = check_sha256(path, sha256) if sha256 else file_sha256(path)
         cls = fidelity_inception_class()
         self.weights_path = path
-        # The hash is verified above, so torch-fidelity's own (full-pickle) torch.load reads a known file.
+        # The hash is verified above, so torch-fidelity's own (full-pickle) torch.load reads a known
+        # file.
         self.device = resolve_device(str(device))
         self.model = (
             cls(

@@ -1,10 +1,10 @@
-"""Sample-quality metrics on feature sets: KID, precision/recall/density/coverage, Inception Score, class
-accuracy. All take plain arrays (N×D features, N×C logits), so every feature extractor shares them.
+"""Sample-quality metrics on feature sets: KID, precision/recall/density/coverage, Inception Score,
+class accuracy. All take plain arrays (N×D features, N×C logits), so every feature extractor shares
+them.
 
-Distances and kernels run in torch (chunked, so 10k×10k comparisons never hold a full matrix) in float64
-by default: the neighbourhood tests compare distances with radii, and float32 round-off near a radius
-would flip memberships.
-"""
+Distances and kernels run in torch (chunked, so 10k×10k comparisons never hold a full matrix) in
+float64 by default: the neighbourhood tests compare distances with radii, and float32 round-off near
+a radius would flip memberships."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.to(dtype)
 
 
-# -- KID ------------------------------------------------------------------------------------------------------
+# -- KID -------------------------------------------------------------------------------------------
 def _polynomial_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a @ b.T / a.shape[1] + 1.0) ** 3
 
@@ -34,12 +34,13 @@ def kid(
     seed: int = 0,
     dtype: torch.dtype = torch.float64,
 ) -> tuple[float, float]:
-    """Kernel Inception Distance (Bińkowski et al. 2018): the unbiased MMD² estimate with the cubic polynomial
-    kernel k(x, y) = (x·y/d + 1)³, averaged over random subsets. Returns (mean, std over subsets).
+    """Kernel Inception Distance (Bińkowski et al. 2018): the unbiased MMD² estimate with the cubic
+    polynomial kernel k(x, y) = (x·y/d + 1)³, averaged over random subsets. Returns (mean, std over
+    subsets).
 
-    Unbiased: the within-set sums leave out the diagonal, so identical distributions give 0 in expectation
-    (single estimates may be negative) and the value does not depend on N the way FD does.
-    """
+    Unbiased: the within-set sums leave out the diagonal, so identical distributions give 0 in
+    expectation (single estimates may be negative) and the value does not depend on N the way FD
+    does."""
     x, y = _tensor(real, dtype), _tensor(fake, dtype)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"feature sizes differ: {x.shape[1]} vs {y.shape[1]}")
@@ -63,14 +64,15 @@ def kid(
     return float(np.mean(values)), float(np.std(values))
 
 
-# -- precision / recall / density / coverage -------------------------------------------------------------------
+# -- precision / recall / density / coverage -------------------------------------------------------
 def _squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     d = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
     return d.clamp_min_(0.0)
 
 
 def knn_radii(x: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:
-    """Squared distance from each point to its k-th nearest neighbour in the same set (itself excluded)."""
+    """Squared distance from each point to its k-th nearest neighbour in the same set (itself
+    excluded)."""
     if len(x) <= k:
         raise ValueError(f"need more than k={k} points to estimate k-NN radii, got {len(x)}")
     radii = []
@@ -89,14 +91,15 @@ def prdc(
     dtype: torch.dtype = torch.float64,
     real_radii: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Precision, recall (Kynkäänniemi et al. 2019) and density, coverage (Naeem et al. 2020) from k-NN balls.
+    """Precision, recall (Kynkäänniemi et al. 2019) and density, coverage (Naeem et al. 2020) from
+    k-NN balls.
 
-    precision: share of fakes inside some real k-NN ball; recall: share of reals inside some fake k-NN ball;
-    density: fakes' count of real balls containing them / k, averaged (≈1 when fake ~ real, can exceed 1);
-    coverage: share of real balls that contain at least one fake. Balls are closed (distance ≤ radius).
-    With k=3 precision/recall are the standard (ADM) ones. ``real_radii`` (``knn_radii(real, k)``) may be
-    passed in when one real set is compared with many fake sets: it is a third of the work at equal sizes.
-    """
+    precision: share of fakes inside some real k-NN ball; recall: share of reals inside some fake
+    k-NN ball; density: fakes' count of real balls containing them / k, averaged (≈1 when fake ~
+    real, can exceed 1); coverage: share of real balls that contain at least one fake. Balls are
+    closed (distance ≤ radius). With k=3 precision/recall are the standard (ADM) ones.
+    ``real_radii`` (``knn_radii(real, k)``) may be passed in when one real set is compared with many
+    fake sets: it is a third of the work at equal sizes."""
     x, y = _tensor(real, dtype), _tensor(fake, dtype)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"feature sizes differ: {x.shape[1]} vs {y.shape[1]}")
@@ -129,7 +132,7 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict[str
     return {"precision": values["precision"], "recall": values["recall"]}
 
 
-# -- classifier-based ----------------------------------------------------------------------------------------------
+# -- classifier-based ------------------------------------------------------------------------------
 def class_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Share of samples the classifier assigns to the class they were conditioned on."""
     logits, labels = np.asarray(logits), np.asarray(labels).reshape(-1)
@@ -139,8 +142,8 @@ def class_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def inception_score(logits: np.ndarray, split_size: int = 5000) -> tuple[float, float]:
-    """Inception Score exp(E_x KL(p(y|x) ‖ p(y))) over consecutive splits of ``split_size`` samples (ADM's
-    protocol: 50k samples → 10 splits of 5000). Returns (mean, std over splits)."""
+    """Inception Score exp(E_x KL(p(y|x) ‖ p(y))) over consecutive splits of ``split_size`` samples
+    (ADM's protocol: 50k samples → 10 splits of 5000). Returns (mean, std over splits)."""
     logits = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
     if logits.ndim != 2 or len(logits) == 0:
         raise ValueError(f"expected N×C logits, got shape {tuple(logits.shape)}")

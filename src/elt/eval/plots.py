@@ -1,5 +1,6 @@
-"""Quality-vs-compute plots of a sweep: one line per model (× steps), points labelled with the loop count,
-the real-data floor as a dashed horizontal line. Columns: GFLOPs per sample, measured latency."""
+"""Quality-vs-compute plots of a sweep: one line per model (× steps), points labelled with the loop
+count, the real-data floor as a dashed horizontal line. Columns: GFLOPs per sample, measured
+latency."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def _series(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def _order(row: dict) -> tuple:
-    """Fixed loop counts by L, then schedules and adaptive exits by GFLOPs (their labels are strings)."""
+    """Fixed loop counts by L, then schedules and adaptive exits by GFLOPs (their labels are
+    strings)."""
     loops = row["loops"]
     return (0, loops, 0.0) if isinstance(loops, int) else (1, 0, row.get("gflops") or 0.0)
 
@@ -108,7 +110,8 @@ def plot_sweep(result: dict, path: str | Path) -> Path:
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    """Lay out, write (creating the folder) and close a figure; every plot of ``elt eval`` ends here."""
+    """Lay out, write (creating the folder) and close a figure; every plot of ``elt eval`` ends
+    here."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,10 @@
 """Metric suites: a feature extractor, a real reference set and the metrics computed between them.
 
-A sweep takes one suite and calls ``suite.evaluate(images, labels)`` per (model, loop count, steps), so
-the extractor is injectable: the Fashion-MNIST classifier (``DomainSuite.fashion_mnist``), Inception
-(``InceptionSuite``), I3D (``FVDSuite``), or anything with the same call signature (tests use a toy one).
-Reference features are computed once per suite and reused for every model and loop count.
-"""
+A sweep takes one suite and calls ``suite.evaluate(images, labels)`` per (model, loop count, steps),
+so the extractor is injectable: the Fashion-MNIST classifier (``DomainSuite.fashion_mnist``),
+Inception (``InceptionSuite``), I3D (``FVDSuite``), or anything with the same call signature (tests
+use a toy one). Reference features are computed once per suite and reused for every model and loop
+count."""
 
 from __future__ import annotations
 
@@ -35,8 +35,9 @@ class Reference:
 
 
 def load_reference(path: str | Path) -> Reference:
-    """A reference ``.npz`` (ADM layout: ``mu``/``sigma`` statistics and/or ``arr_0`` uint8 images, e.g.
-    ``VIRTUAL_imagenet256_labeled.npz``; ``elt sample`` output also works) or a folder of image files."""
+    """A reference ``.npz`` (ADM layout: ``mu``/``sigma`` statistics and/or ``arr_0`` uint8 images,
+    e.g. ``VIRTUAL_imagenet256_labeled.npz``; ``elt sample`` output also works) or a folder of image
+    files."""
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -131,7 +132,8 @@ class MetricSuite:
         raise NotImplementedError
 
     def floor(self, num: int) -> dict[str, float] | None:
-        """Real-vs-real values at ``num`` samples (what a perfect generator would score), if known."""
+        """Real-vs-real values at ``num`` samples (what a perfect generator would score), if
+        known."""
         return None
 
     def provenance(self) -> dict:
@@ -141,8 +143,9 @@ class MetricSuite:
 
 
 class DomainSuite(MetricSuite):
-    """FD_cls, KID, precision/recall/density/coverage (k=5) and class accuracy in a domain classifier's
-    feature space, with the real-vs-real floor from a second real set (``floor_images``)."""
+    """FD_cls, KID, precision/recall/density/coverage (k=5) and class accuracy in a domain
+    classifier's feature space, with the real-vs-real floor from a second real set
+    (``floor_images``)."""
 
     name = "domain"
     plot_metrics = [
@@ -175,7 +178,8 @@ class DomainSuite(MetricSuite):
     def fashion_mnist(
         cls, extractor=None, data_root=None, progress: bool = False, **kwargs
     ) -> DomainSuite:
-        """Reference = the 10k test images; floor = training images (a seeded random subset per N)."""
+        """Reference = the 10k test images; floor = training images (a seeded random subset per
+        N)."""
         from elt.data.fashion_mnist import load_arrays
         from elt.eval.classifier import load_classifier
 
@@ -208,8 +212,8 @@ class DomainSuite(MetricSuite):
         return self.compare(self.features(images), labels)
 
     def floor(self, num: int) -> dict[str, float] | None:
-        """``num`` real images from the floor set vs the reference; class accuracy is the classifier's on the
-        reference set against its true labels."""
+        """``num`` real images from the floor set vs the reference; class accuracy is the
+        classifier's on the reference set against its true labels."""
         if self.floor_images is None:
             return None
         rng = np.random.default_rng(self.seed)
@@ -239,8 +243,9 @@ class DomainSuite(MetricSuite):
 
 
 class InceptionSuite(MetricSuite):
-    """FID against reference statistics (or images), Inception Score over 5000-sample splits, and precision /
-    recall (k=3) against reference images when the reference has them (ADM's reference batches do)."""
+    """FID against reference statistics (or images), Inception Score over 5000-sample splits, and
+    precision / recall (k=3) against reference images when the reference has them (ADM's reference
+    batches do)."""
 
     name = "inception"
     plot_metrics = [("fid", "FID (lower is better)"), ("is", "Inception Score (higher is better)")]
@@ -261,7 +266,8 @@ class InceptionSuite(MetricSuite):
         return self.compare(self.features(images), labels)
 
     def compare(self, fake: Features, labels: np.ndarray | None = None) -> dict[str, float]:
-        """The metrics of already extracted features (``elt eval`` under torchrun extracts them on every rank)."""
+        """The metrics of already extracted features (``elt eval`` under torchrun extracts them on
+        every rank)."""
         is_mean, is_std = inception_score(fake.logits, self.is_split_size)
         values = {"fid": self.frechet(fake.features), "is": is_mean, "is_std": is_std}
         real = self.reference_features()

@@ -3,17 +3,18 @@
 ELT's claim is one model at many compute budgets, so evaluation is a curve, not a number. For every
 model (ELT, vanilla looped, unique stack, ...), steps value and loop count L the sweep records
 
-  * quality from a :class:`~elt.eval.suites.MetricSuite` (samples drawn with balanced labels and the same
-    seed at every L, or read from ``samples_L<L>.npz`` files written by ``elt sample``);
+  * quality from a :class:`~elt.eval.suites.MetricSuite` (samples drawn with balanced labels and the
+    same seed at every L, or read from ``samples_L<L>.npz`` files written by ``elt sample``);
   * GFLOPs per sample (``generator.gflops_per_sample``, analytic);
-  * latency: median wall time of ``generate`` on a batch of ``latency_batch`` after one warm-up call;
+  * latency: median wall time of ``generate`` on a batch of ``latency_batch`` after one warm-up
+    call;
   * peak memory during those calls (CUDA: ``max_memory_allocated``; CPU: growth of the process RSS,
     sampled every 2 ms by a background thread);
-  * throughput of the bulk generation (ms per sample at ``batch_size``) when samples are generated here;
+  * throughput of the bulk generation (ms per sample at ``batch_size``) when samples are generated
+    here;
 
-and the suite's real-vs-real floor at the same N. ``write_outputs`` turns the result into JSON, CSV and a
-plot of quality against GFLOPs and latency.
-"""
+and the suite's real-vs-real floor at the same N. ``write_outputs`` turns the result into JSON, CSV
+and a plot of quality against GFLOPs and latency."""
 
 from __future__ import annotations
 
@@ -56,8 +57,8 @@ class SweepInputError(UserError, ValueError):
 
 @dataclass
 class SweepModel:
-    """One model on the plot: a generator, a folder of ``elt sample`` output, or both (quality read from
-    the files; GFLOPs, latency and memory measured with the generator)."""
+    """One model on the plot: a generator, a folder of ``elt sample`` output, or both (quality read
+    from the files; GFLOPs, latency and memory measured with the generator)."""
 
     name: str
     generator: LoopedGenerator | None = None
@@ -66,7 +67,8 @@ class SweepModel:
 
 
 def rss_bytes() -> int:
-    """This process's resident memory in bytes (Linux: /proc/self/statm; elsewhere the peak so far)."""
+    """This process's resident memory in bytes (Linux: /proc/self/statm; elsewhere the peak so
+    far)."""
     try:
         with open("/proc/self/statm") as handle:
             return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -77,7 +79,8 @@ def rss_bytes() -> int:
 
 
 def _reset_kernel_peak() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS; False where /proc does not allow it."""
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS; False where /proc does not allow
+    it."""
     try:
         with open("/proc/self/clear_refs", "w") as handle:
             handle.write("5")
@@ -98,11 +101,12 @@ def _kernel_peak_bytes() -> int | None:
 
 
 class PeakMemory:
-    """Peak memory of the code inside ``with``, in MiB: CUDA allocator peak, or CPU RSS growth (None where the
-    RSS did not grow: not measured).
+    """Peak memory of the code inside ``with``, in MiB: CUDA allocator peak, or CPU RSS growth (None
+    where the RSS did not grow: not measured).
 
-    On Linux the CPU peak is the kernel's own high-water mark (reset on entry through ``/proc/self/clear_refs``),
-    so no allocation is missed however short it lives. Elsewhere a thread polls the RSS every 2 ms."""
+    On Linux the CPU peak is the kernel's own high-water mark (reset on entry through
+    ``/proc/self/clear_refs``), so no allocation is missed however short it lives. Elsewhere a
+    thread polls the RSS every 2 ms."""
 
     def __init__(self, device: torch.device):
         self.device = resolve_device(str(device))
@@ -139,8 +143,9 @@ class PeakMemory:
             self._thread.join()
         kernel_peak = _kernel_peak_bytes() if self._kernel else None
         self._peak = max(self._peak, rss_bytes(), kernel_peak or 0)
-        # no growth: the working set was resident before the window (the warm-up, an earlier bulk run), so the
-        # RSS cannot tell what the calls need — not measured (None, "n/a" in tables), never "0 MiB"
+        # no growth: the working set was resident before the window (the warm-up, an earlier bulk
+        # run), so the RSS cannot tell what the calls need — not measured (None, "n/a" in tables),
+        # never "0 MiB"
         self.peak_mib = (self._peak - self._base) / 2**20 if self._peak > self._base else None
         return False
 
@@ -161,9 +166,9 @@ def measure_latency(
     min_seconds: float = 0.25,
     max_repeats: int = 50,
 ) -> dict:
-    """Median seconds of ``generate`` for ``batch`` samples, and peak memory. One warm-up call, then at least
-    ``repeats`` timed calls, more (up to ``max_repeats``) until ``min_seconds`` have passed, so sub-millisecond
-    models still get a stable median."""
+    """Median seconds of ``generate`` for ``batch`` samples, and peak memory. One warm-up call, then
+    at least ``repeats`` timed calls, more (up to ``max_repeats``) until ``min_seconds`` have
+    passed, so sub-millisecond models still get a stable median."""
     device = generator.device
     labels = balanced_labels(batch, generator.num_classes)
     generator.generate(labels, loops=loops, steps=steps, guidance=guidance, seed=seed)  # warm-up
@@ -189,8 +194,9 @@ def measure_latency(
 def read_samples(
     samples_dir: Path, loops: LoopSchedule, num: int | None = None, with_loops: bool = False
 ):
-    """Images and labels of ``samples_L<loops>.npz`` written by ``elt sample`` (first ``num`` of them); with
-    ``with_loops`` also the loops used per sample and step (None in files written before they were stored)."""
+    """Images and labels of ``samples_L<loops>.npz`` written by ``elt sample`` (first ``num`` of
+    them); with ``with_loops`` also the loops used per sample and step (None in files written before
+    they were stored)."""
     path = Path(samples_dir) / f"samples_L{file_token(loops)}.npz"
     if not path.is_file():
         have = sorted(p.name for p in Path(samples_dir).glob("samples_L*.npz"))
@@ -213,8 +219,8 @@ def read_samples(
 
 
 def check_samples(samples_dir: Path, loops: Sequence[int], num: int | None = None) -> None:
-    """Before any feature work: every ``samples_L<L>.npz`` is there and holds at least ``num`` samples
-    (read from the .npy headers, not the arrays)."""
+    """Before any feature work: every ``samples_L<L>.npz`` is there and holds at least ``num``
+    samples (read from the .npy headers, not the arrays)."""
     import zipfile
 
     for k in loops:
@@ -251,8 +257,8 @@ def check_samples(samples_dir: Path, loops: Sequence[int], num: int | None = Non
 
 
 def configured_steps(generator: LoopedGenerator | None) -> int | None:
-    """The number of sampling steps the checkpoint samples with by default (``sampling.steps``, else the
-    paradigm's default), if the generator says."""
+    """The number of sampling steps the checkpoint samples with by default (``sampling.steps``, else
+    the paradigm's default), if the generator says."""
     settings = getattr(generator, "sampling_settings", None)
     if callable(settings):
         return int(settings(None, None)[0])
@@ -280,8 +286,9 @@ def run_sweep(
         raise SweepInputError("nothing to evaluate: give at least one checkpoint or samples folder")
     rows = []
     floor = suite.floor(num)
-    # under torchrun: metric features are extracted by every rank for its own samples (generate_features), and the
-    # reference features are computed now by every rank, not later by rank 0 alone while the others wait
+    # under torchrun: metric features are extracted by every rank for its own samples
+    # (generate_features), and the reference features are computed now by every rank, not later by
+    # rank 0 alone while the others wait
     split_metrics = shard_info()[1] > 1 and callable(getattr(suite, "compare", None))
     if split_metrics and hasattr(suite, "reference_features"):
         suite.reference_features()
@@ -434,10 +441,10 @@ FRECHET_KEYS = (
 
 
 def floor_warning(floor: dict | None, rows: Sequence[dict]) -> str | None:
-    """One line when the real-vs-real floor scores worse than a model on a Fréchet distance: at that N the
-    floor is estimation bias, not a floor. It falls as 1/N (domain FD_cls 2.27 at N = 1000, 0.23 at
-    N = 10 000), so the N at which it would drop to the model's present score is a lower bound on the N needed
-    (the model's score falls with N too)."""
+    """One line when the real-vs-real floor scores worse than a model on a Fréchet distance: at that
+    N the floor is estimation bias, not a floor. It falls as 1/N (domain FD_cls 2.27 at N = 1000,
+    0.23 at N = 10 000), so the N at which it would drop to the model's present score is a lower
+    bound on the N needed (the model's score falls with N too)."""
     if not floor or not floor.get("n"):
         return None
     n = int(floor["n"])
@@ -455,7 +462,8 @@ def floor_warning(floor: dict | None, rows: Sequence[dict]) -> str | None:
         )
         return (
             f"the real-data floor at N={n} is unreliable: its {key} {floor[key]:.3g} is worse than "
-            f"{best.get('model', 'a model')} L={best.get('loops')} ({best[key]:.3g}); a Fréchet floor falls as "
+            f"{best.get('model', 'a model')} L={best.get('loops')} ({best[key]:.3g}); a Fréchet "
+            "floor falls as "
             f"1/N, so {needed} samples (--num) would be needed for it to be a floor"
         )
     return None
@@ -468,8 +476,8 @@ def _device_name(device: torch.device) -> str:
 
 
 def write_outputs(result: dict, out_dir: str | Path, stem: str = "eval") -> dict[str, Path]:
-    """``eval.json`` (everything), ``eval.csv`` (one row per model × steps × loops), ``eval.md`` (the same
-    table for a README) and ``eval.png``."""
+    """``eval.json`` (everything), ``eval.csv`` (one row per model × steps × loops), ``eval.md``
+    (the same table for a README) and ``eval.png``."""
     from elt.eval.plots import plot_sweep
 
     out = Path(out_dir)
@@ -513,7 +521,8 @@ MARKDOWN_COLUMNS = [
 
 
 def markdown_table(result: dict) -> str:
-    """The rows as a Markdown table (columns that no row has are left out), the real-data floor last."""
+    """The rows as a Markdown table (columns that no row has are left out), the real-data floor
+    last."""
     rows = result["rows"] + (
         [{"model": "real data", **result["floor"]}] if result.get("floor") else []
     )
@@ -538,7 +547,8 @@ def markdown_table(result: dict) -> str:
 
 
 def check_result_shape(result) -> None:
-    """What :func:`merge_results` reads from an ``eval.json``: a :class:`SweepInputError` naming what is wrong."""
+    """What :func:`merge_results` reads from an ``eval.json``: a :class:`SweepInputError` naming
+    what is wrong."""
     if not isinstance(result, dict):
         raise SweepInputError(
             f"expected an 'elt eval' record (a JSON object), got {type(result).__name__}"
@@ -562,8 +572,9 @@ def check_result_shape(result) -> None:
 
 
 def merge_results(results: Sequence[dict]) -> dict:
-    """One record from several sweeps measured with the same suite (e.g. models evaluated at different loop
-    counts): rows concatenated in order, the first floor kept, each source's provenance kept."""
+    """One record from several sweeps measured with the same suite (e.g. models evaluated at
+    different loop counts): rows concatenated in order, the first floor kept, each source's
+    provenance kept."""
     if not results:
         raise SweepInputError("nothing to merge")
     for result in results:

@@ -1,26 +1,27 @@
-"""Video metrics for moving-sprite generation: per-frame domain metrics, class consistency, a motion check,
-and FVD for users with I3D weights. Everything works on uint8 videos N×T×H×W×C as ``elt sample`` writes them.
+"""Video metrics for moving-sprite generation: per-frame domain metrics, class consistency, a motion
+check, and FVD for users with I3D weights. Everything works on uint8 videos N×T×H×W×C as ``elt
+sample`` writes them.
 
-Per-frame domain metrics. The Fashion-MNIST classifier (:mod:`elt.eval.classifier`) sees 32×32 images of a
-garment centred with a 2-px margin; a frame of a moving sprite is a 64×64 canvas with the garment anywhere.
-So every frame is cropped to 32×32 around the sprite's centre of mass (pixels above a small threshold,
-so that faint noise does not pull the centre), the same way for real and generated clips, which keeps the
-real-vs-real floor comparable. From the crops: FD_cls over all frames (pooled), frame accuracy, video
-accuracy (the video's class = argmax of its frames' mean logits) and class consistency (the share of a
-video's frames whose own class is the video's class: a garment that morphs into another scores low).
+Per-frame domain metrics. The Fashion-MNIST classifier (:mod:`elt.eval.classifier`) sees 32×32
+images of a garment centred with a 2-px margin; a frame of a moving sprite is a 64×64 canvas with
+the garment anywhere. So every frame is cropped to 32×32 around the sprite's centre of mass (pixels
+above a small threshold, so that faint noise does not pull the centre), the same way for real and
+generated clips, which keeps the real-vs-real floor comparable. From the crops: FD_cls over all
+frames (pooled), frame accuracy, video accuracy (the video's class = argmax of its frames' mean
+logits) and class consistency (the share of a video's frames whose own class is the video's class: a
+garment that morphs into another scores low).
 
 Motion check. The centre of mass per frame is the sprite's trajectory. Each video becomes a small
-descriptor (mean and spread of its speed, median and mean acceleration magnitude, path straightness, mean
-horizontal and vertical speed), standardised by the real set's spread, and ``motion_fd`` is the Fréchet
-distance between generated and real descriptors. Real bouncing sprites move at constant speed with rare
-accelerations; a static clip has zero speed and a clip with shuffled frames jumps about with large
-accelerations, so both score far above real clips (tests check this), while per-frame metrics cannot
-tell them apart from real ones.
+descriptor (mean and spread of its speed, median and mean acceleration magnitude, path straightness,
+mean horizontal and vertical speed), standardised by the real set's spread, and ``motion_fd`` is the
+Fréchet distance between generated and real descriptors. Real bouncing sprites move at constant
+speed with rare accelerations; a static clip has zero speed and a clip with shuffled frames jumps
+about with large accelerations, so both score far above real clips (tests check this), while
+per-frame metrics cannot tell them apart from real ones.
 
-FVD (I3D logits, :mod:`elt.eval.i3d`) is added when I3D weights are given; it is the standard video metric
-but needs the user's weights file, and on 64-px grey sprites it is out of domain, which is why the checks
-above exist.
-"""
+FVD (I3D logits, :mod:`elt.eval.i3d`) is added when I3D weights are given; it is the standard video
+metric but needs the user's weights file, and on 64-px grey sprites it is out of domain, which is
+why the checks above exist."""
 
 from __future__ import annotations
 
@@ -65,15 +66,14 @@ def check_videos(videos: np.ndarray, name: str = "videos", min_frames: int = 1) 
     return videos
 
 
-# -- where the sprite is ---------------------------------------------------------------------------------------
+# -- where the sprite is ---------------------------------------------------------------------------
 def sprite_centres(
     videos: np.ndarray, threshold: float = MASS_THRESHOLD, chunk: int = 64
 ) -> np.ndarray:
     """Centre of mass (y, x) of every frame, float N×T×2 in pixel coordinates.
 
-    Mass is the grey intensity above ``threshold`` (channels averaged); a frame with no mass gets the
-    canvas centre, so an empty clip reads as "not moving".
-    """
+    Mass is the grey intensity above ``threshold`` (channels averaged); a frame with no mass gets
+    the canvas centre, so an empty clip reads as "not moving"."""
     videos = check_videos(videos)
     h, w = videos.shape[2:4]
     centres = np.empty((*videos.shape[:2], 2), np.float64)
@@ -96,7 +96,8 @@ def sprite_centres(
 def crop_frames(
     videos: np.ndarray, centres: np.ndarray | None = None, size: int = CROP_SIZE
 ) -> np.ndarray:
-    """Grey ``size``×``size`` crops centred on each frame's sprite: uint8 N×T×size×size (outside = 0).
+    """Grey ``size``×``size`` crops centred on each frame's sprite: uint8 N×T×size×size (outside =
+    0).
 
     A 28-px sprite whose centre of mass is its box centre comes out exactly as Fashion-MNIST's 28→32
     zero-padding (2 px each side), the input the classifier was trained on.
@@ -110,8 +111,8 @@ def crop_frames(
         centres = sprite_centres(videos)
     n, t, h, w = videos.shape[:4]
     frames = np.pad(videos[..., 0].reshape(n * t, h, w), ((0, 0), (size, size), (size, size)))
-    # the window's centre is top + (size-1)/2; for the usual half-pixel centres of even sprites this is an
-    # integer, so rounding is immune to float noise in the centre of mass
+    # the window's centre is top + (size-1)/2; for the usual half-pixel centres of even sprites this
+    # is an integer, so rounding is immune to float noise in the centre of mass
     top = np.rint(centres.reshape(n * t, 2) - (size - 1) / 2).astype(np.int64) + size
     top[:, 0] = np.clip(top[:, 0], 0, h + size)
     top[:, 1] = np.clip(top[:, 1], 0, w + size)
@@ -129,8 +130,8 @@ def classify_frames(
     frame_stride: int = 1,
     progress: bool = False,
 ):
-    """The classifier on every ``frame_stride``-th frame's sprite crop: (its ``Features`` over all those
-    frames, their logits N×T'×K). A video's class is the argmax of its frames' mean logits."""
+    """The classifier on every ``frame_stride``-th frame's sprite crop: (its ``Features`` over all
+    those frames, their logits N×T'×K). A video's class is the argmax of its frames' mean logits."""
     if centres is None:
         centres = sprite_centres(check_videos(videos))
     crops = crop_frames(videos[:, ::frame_stride], centres[:, ::frame_stride])
@@ -139,9 +140,10 @@ def classify_frames(
     return result, result.logits.reshape(n, t, -1)
 
 
-# -- motion -------------------------------------------------------------------------------------------------------
+# -- motion ----------------------------------------------------------------------------------------
 def trajectory_descriptors(centres: np.ndarray) -> np.ndarray:
-    """Per-video motion descriptor N×7 from centres N×T×2 (names in ``DESCRIPTOR_NAMES``), in pixels/frame."""
+    """Per-video motion descriptor N×7 from centres N×T×2 (names in ``DESCRIPTOR_NAMES``), in
+    pixels/frame."""
     centres = np.asarray(centres, dtype=np.float64)
     if centres.ndim != 3 or centres.shape[-1] != 2 or centres.shape[1] < 3:
         raise VideoFormatError(
@@ -171,7 +173,8 @@ def standardise(descriptors: np.ndarray, mean: np.ndarray, scale: np.ndarray) ->
 
 
 def descriptor_scale(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and spread of the real descriptors (a constant dimension keeps scale 1 rather than dividing by 0)."""
+    """Mean and spread of the real descriptors (a constant dimension keeps scale 1 rather than
+    dividing by 0)."""
     mean, std = real.mean(axis=0), real.std(axis=0)
     return mean, np.where(std > 1e-6, std, 1.0)
 
@@ -180,7 +183,7 @@ def motion_summary(descriptors: np.ndarray) -> dict[str, float]:
     return {name: float(descriptors[:, i].mean()) for i, name in enumerate(DESCRIPTOR_NAMES[:4])}
 
 
-# -- the suite ------------------------------------------------------------------------------------------------------
+# -- the suite -------------------------------------------------------------------------------------
 @dataclass
 class _RealFeatures:
     features: np.ndarray | None  # (N·T)×D crop features
@@ -188,13 +191,14 @@ class _RealFeatures:
 
 
 class VideoSuite:
-    """Real clips + (optional) classifier + (optional) I3D; ``evaluate(fake, labels)`` → metrics dict.
+    """Real clips + (optional) classifier + (optional) I3D; ``evaluate(fake, labels)`` → metrics
+    dict.
 
-    Real features and descriptors are computed once and reused for every loop count. ``extractor`` is a
-    :class:`~elt.eval.classifier.ClassifierFeatures` (or anything returning ``Features`` with logits for
-    uint8 N×32×32 images); None skips the per-frame metrics (e.g. colour video). ``i3d`` is an
-    :class:`~elt.eval.i3d.I3DFeatures`; None skips FVD. ``frame_stride`` classifies every k-th frame only.
-    """
+    Real features and descriptors are computed once and reused for every loop count. ``extractor``
+    is a :class:`~elt.eval.classifier.ClassifierFeatures` (or anything returning ``Features`` with
+    logits for uint8 N×32×32 images); None skips the per-frame metrics (e.g. colour video). ``i3d``
+    is an :class:`~elt.eval.i3d.I3DFeatures`; None skips FVD. ``frame_stride`` classifies every k-th
+    frame only."""
 
     def __init__(
         self,
@@ -288,10 +292,11 @@ class VideoSuite:
     def floor(
         self, labels: np.ndarray | None = None, seed: int = 0, controls: bool = False
     ) -> dict:
-        """Real vs real: a random half of the real clips evaluated against a suite built on the other half
-        (FD values of N/2 vs N/2 sets: slightly pessimistic against the full reference). With ``controls``,
-        the same half made static and frame-shuffled is scored too (``result["controls"]``): what no motion
-        and wrong motion score, with genuine frames (so per-frame metrics stay near the floor)."""
+        """Real vs real: a random half of the real clips evaluated against a suite built on the
+        other half (FD values of N/2 vs N/2 sets: slightly pessimistic against the full reference).
+        With ``controls``, the same half made static and frame-shuffled is scored too
+        (``result["controls"]``): what no motion and wrong motion score, with genuine frames (so
+        per-frame metrics stay near the floor)."""
         order = np.random.default_rng(seed).permutation(len(self.real))
         a, b = order[: len(order) // 2], order[len(order) // 2 :]
         half = VideoSuite(self.real[b], self.extractor, self.i3d, self.frame_stride, self.progress)
@@ -312,7 +317,7 @@ class VideoSuite:
         return result
 
 
-# -- static / shuffled corruptions (references for the motion check, used by the tests and `--controls`) ------
+# -- static / shuffled corruptions (references for the motion check, used by the tests and `--contro
 def static_videos(videos: np.ndarray, frame: int = 0) -> np.ndarray:
     """Every frame replaced by frame ``frame``: right content, no motion."""
     videos = check_videos(videos)
@@ -320,8 +325,8 @@ def static_videos(videos: np.ndarray, frame: int = 0) -> np.ndarray:
 
 
 def shuffled_videos(videos: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Each video's frames in a random order (a derangement of the time axis is not required; the order is
-    redrawn until it differs from the original)."""
+    """Each video's frames in a random order (a derangement of the time axis is not required; the
+    order is redrawn until it differs from the original)."""
     videos = check_videos(videos)
     rng = np.random.default_rng(seed)
     t = videos.shape[1]
@@ -334,7 +339,7 @@ def shuffled_videos(videos: np.ndarray, seed: int = 0) -> np.ndarray:
     return out
 
 
-# -- sample folders, real references, outputs --------------------------------------------------------------------
+# -- sample folders, real references, outputs ------------------------------------------------------
 def load_videos(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """``arr_0`` uint8 N×T×H×W×C (and ``arr_1`` labels if present) from an ``.npz``."""
     path = Path(path)
@@ -349,7 +354,8 @@ def load_videos(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def sample_files(folder: str | Path, loops: list[int] | None = None) -> dict[int, Path]:
-    """``{L: samples_L{L}.npz}`` of an ``elt sample`` folder (all of them, or the requested loop counts)."""
+    """``{L: samples_L{L}.npz}`` of an ``elt sample`` folder (all of them, or the requested loop
+    counts)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"samples folder {folder} not found")
@@ -380,7 +386,8 @@ def moving_fmnist_reference(
     seed: int = 0,
     root: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``num`` real clips of the moving Fashion-MNIST test split as uint8 N×T×H×W×1, with their labels."""
+    """``num`` real clips of the moving Fashion-MNIST test split as uint8 N×T×H×W×1, with their
+    labels."""
     from elt.data.moving_fmnist import MovingFashionMNIST
 
     dataset = MovingFashionMNIST(
@@ -411,9 +418,9 @@ def evaluate_folder(
     controls: bool = False,
     progress: bool = False,
 ) -> dict:
-    """Metrics of every ``samples_L{L}.npz`` in ``folder``: rows per loop count, the real floor, and with
-    ``controls`` static and shuffled versions of held-out real clips (what "no motion" and "wrong motion"
-    score; see :meth:`VideoSuite.floor`)."""
+    """Metrics of every ``samples_L{L}.npz`` in ``folder``: rows per loop count, the real floor, and
+    with ``controls`` static and shuffled versions of held-out real clips (what "no motion" and
+    "wrong motion" score; see :meth:`VideoSuite.floor`)."""
     from tqdm.auto import tqdm
 
     rows = []
@@ -439,7 +446,8 @@ PLOT_METRICS = [
 
 
 def plot_video_eval(result: dict, path: str | Path) -> Path:
-    """One panel per metric against the loop count; the real floor dashed, the motion controls in red."""
+    """One panel per metric against the loop count; the real floor dashed, the motion controls in
+    red."""
     from elt.eval.plots import plt, save_figure  # pyplot on the Agg backend
 
     rows = result["rows"]
@@ -477,8 +485,9 @@ def write_video_eval(result: dict, out_dir: str | Path) -> dict[str, Path]:
 def real_data_geometry(
     samples: str | Path, motion: str | None = None, sprite_size: int | None = None
 ) -> tuple[str, int]:
-    """(motion, sprite size) of real moving Fashion-MNIST clips to compare ``samples`` with: the values given,
-    else what ``elt sample`` recorded of the samples' training data in ``samples.json``, else bounce / 28 px."""
+    """(motion, sprite size) of real moving Fashion-MNIST clips to compare ``samples`` with: the
+    values given, else what ``elt sample`` recorded of the samples' training data in
+    ``samples.json``, else bounce / 28 px."""
     recorded: dict = {}
     meta = Path(samples) / "samples.json"
     if meta.is_file():

@@ -1,4 +1,5 @@
-"""Masked-token generation (MaskGIT / MAGVIT paradigm) on the looped core; registers ``paradigm: masked``."""
+"""Masked-token generation (MaskGIT / MAGVIT paradigm) on the looped core; registers ``paradigm:
+masked``."""
 
 from elt.masked.config import MaskedConfig
 from elt.registry import register_paradigm

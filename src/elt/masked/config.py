@@ -1,8 +1,7 @@
 """Configuration of the masked-token (MaskGIT) paradigm: the `masked:` section of a config.
 
-Steps, guidance and precision of sampling live in the shared ``sampling:`` section; the defaults this
-paradigm uses where that section leaves them null are :data:`SAMPLING_DEFAULTS`.
-"""
+Steps, guidance and precision of sampling live in the shared ``sampling:`` section; the defaults
+this paradigm uses where that section leaves them null are :data:`SAMPLING_DEFAULTS`."""
 
 from __future__ import annotations
 
@@ -11,8 +10,8 @@ from typing import ClassVar
 
 from elt.limits import Range
 
-# sampling.* defaults for masked models: K = 12 decoding steps (the paper: 24 for ImageNet images, 12 for
-# video), no guidance (s = 1: the conditional pass alone), fp32 matmuls while decoding.
+# sampling.* defaults for masked models: K = 12 decoding steps (the paper: 24 for ImageNet images,
+# 12 for video), no guidance (s = 1: the conditional pass alone), fp32 matmuls while decoding.
 SAMPLING_DEFAULTS = {"steps": 12, "guidance": 1.0, "precision": "fp32"}
 
 

@@ -1,18 +1,19 @@
-"""The masked-token ELT generator: a bidirectional looped transformer over tokenizer codes (MaskGIT).
+"""The masked-token ELT generator: a bidirectional looped transformer over tokenizer codes
+(MaskGIT).
 
 Inputs are token ids with a dedicated [MASK] id (= codebook size), embedded with learned token and
-position embeddings. Positions start from a sin-cos code over the tokenizer's grid: 2 axes (h, w) for
-images, 3 axes (t, h, w) for video, where the width is split into one block of channels per axis so that
-time and space have separate, distinguishable codes (a flattened 2D code would confuse "next frame" with
-"next row"). The sequence is the grid flattened in (t,) h, w order; the class label enters as one prefix token
-(a :class:`LabelEmbedder` whose extra "null" class is used with probability ``model.class_dropout`` in
-training, which enables classifier-free guidance). One shared head (LayerNorm + linear) maps any loop
-state to codebook logits, so the student after L_int loops and the teacher after L_max loops are read the
-same way: that is Intra-Loop Self Distillation's single forward pass.
+position embeddings. Positions start from a sin-cos code over the tokenizer's grid: 2 axes (h, w)
+for images, 3 axes (t, h, w) for video, where the width is split into one block of channels per axis
+so that time and space have separate, distinguishable codes (a flattened 2D code would confuse "next
+frame" with "next row"). The sequence is the grid flattened in (t,) h, w order; the class label
+enters as one prefix token (a :class:`LabelEmbedder` whose extra "null" class is used with
+probability ``model.class_dropout`` in training, which enables classifier-free guidance). One shared
+head (LayerNorm + linear) maps any loop state to codebook logits, so the student after L_int loops
+and the teacher after L_max loops are read the same way: that is Intra-Loop Self Distillation's
+single forward pass.
 
-The trained tokenizer is a frozen submodule (never trained here, always in eval mode), so a checkpoint
-holds everything needed to decode samples to pixels.
-"""
+The trained tokenizer is a frozen submodule (never trained here, always in eval mode), so a
+checkpoint holds everything needed to decode samples to pixels."""
 
 from __future__ import annotations
 
@@ -48,8 +49,8 @@ from elt.runtime import autocast_context
 def soft_cross_entropy(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """−Σ_v p_teacher(v) · log p_student(v): averaged over positions, or summed with ``weights`` (one per
-    position, summing to 1) when given (KL to the teacher up to a constant)."""
+    """−Σ_v p_teacher(v) · log p_student(v): averaged over positions, or summed with ``weights``
+    (one per position, summing to 1) when given (KL to the teacher up to a constant)."""
     teacher = torch.softmax(teacher_logits.float(), dim=-1)
     per_position = -(teacher * torch.log_softmax(student_logits.float(), dim=-1)).sum(dim=-1)
     return per_position.mean() if weights is None else (per_position * weights).sum()
@@ -61,15 +62,15 @@ MASK_BUCKETS = 16
 def masked_positions(
     mask: torch.Tensor, buckets: int = MASK_BUCKETS, normaliser: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat indices of the masked positions of a B×N ``mask``, padded to one of ``buckets`` fixed sizes, and
-    their loss weights (1 / ``normaliser``, default #masked; 0 for the padding, which repeats index 0).
+    """Flat indices of the masked positions of a B×N ``mask``, padded to one of ``buckets`` fixed
+    sizes, and their loss weights (1 / ``normaliser``, default #masked; 0 for the padding, which
+    repeats index 0).
 
-    Scoring exactly the masked positions (``logits[mask]``) gives tensors of a new size every step, and on
-    CPU that fragments the allocator's heap: resident memory grew by ~4 MB/step, to 8.6 GB in a 4500-step
-    video run. Scoring every position avoids it but costs 11-22 % more step time (the head and the softmaxes
-    over the whole codebook); padding to a few sizes keeps both the memory flat and the head on the masked
-    positions (benchmarks/masked_memory_growth.py).
-    """
+    Scoring exactly the masked positions (``logits[mask]``) gives tensors of a new size every step,
+    and on CPU that fragments the allocator's heap: resident memory grew by ~4 MB/step, to 8.6 GB in
+    a 4500-step video run. Scoring every position avoids it but costs 11-22 % more step time (the
+    head and the softmaxes over the whole codebook); padding to a few sizes keeps both the memory
+    flat and the head on the masked positions (benchmarks/masked_memory_growth.py)."""
     flat = mask.flatten()
     index = flat.nonzero().squeeze(1)
     count = index.numel()
@@ -107,7 +108,8 @@ class MaskedGenerator(LoopedGenerator):
         self.head = nn.Sequential(
             nn.LayerNorm(width, eps=1e-6), nn.Linear(width, self.codebook_size)
         )
-        # MaskGIT/MAGVIT drop the input embeddings at the transformer's hidden dropout rate (training only)
+        # MaskGIT/MAGVIT drop the input embeddings at the transformer's hidden dropout rate
+        # (training only)
         self.embed_dropout = float(cfg.model.get("dropout", 0.0) or 0.0)
         nn.init.normal_(self.token_embed.weight, std=0.02)
         nn.init.normal_(self.head[1].weight, std=0.02)
@@ -131,9 +133,10 @@ class MaskedGenerator(LoopedGenerator):
         self.tokenizer.eval()
         return self
 
-    # -- the network -----------------------------------------------------------------------------------------
+    # -- the network -------------------------------------------------------------------------------
     def class_token(self, labels: torch.Tensor, allow_dropout: bool) -> torch.Tensor:
-        """B×1×D prefix token; label −1 is the null class. Label dropout only when training and allowed."""
+        """B×1×D prefix token; label −1 is the null class. Label dropout only when training and
+        allowed."""
         if allow_dropout:
             return self._drop(self.class_embed(labels).unsqueeze(1))
         null = torch.full_like(labels, self.class_embed.null_class)
@@ -158,17 +161,17 @@ class MaskedGenerator(LoopedGenerator):
         )
         return self.head(out.final)
 
-    # -- training --------------------------------------------------------------------------------------------------
+    # -- training ----------------------------------------------------------------------------------
     def training_loss(self, batch, student_loops: int | None, lam: float) -> ILSDTerms:
-        """Mask a cosine-scheduled fraction of each sequence; cross-entropy on masked positions for the
-        teacher (and student), soft-target cross-entropy from teacher to student (ILSD)."""
+        """Mask a cosine-scheduled fraction of each sequence; cross-entropy on masked positions for
+        the teacher (and student), soft-target cross-entropy from teacher to student (ILSD)."""
         tokens, labels = batch
         tokens = tokens.long().flatten(1)
         if tokens.shape[1] != self.seq_len:
             raise ValueError(f"expected {self.seq_len} tokens per item, got {tokens.shape[1]}")
         labels = labels.long().to(tokens.device)
-        # per-token mean over the masked tokens of the whole global batch: each rank divides its sum by
-        # (global count × its share), so DDP's mean over ranks equals the single-process loss
+        # per-token mean over the masked tokens of the whole global batch: each rank divides its sum
+        # by (global count × its share), so DDP's mean over ranks equals the single-process loss
         mask, global_masked = sample_training_mask(
             tokens.shape[0], self.seq_len, device=tokens.device, with_global_count=True
         )
@@ -204,13 +207,14 @@ class MaskedGenerator(LoopedGenerator):
 
         return ilsd_loss(teacher, student, gt_loss, distill_loss, lam, student_loops)
 
-    # -- sampling ---------------------------------------------------------------------------------------------------
+    # -- sampling ----------------------------------------------------------------------------------
     def guided_logits(
         self, tokens: torch.Tensor, labels: torch.Tensor, loops: int, guidance: float
     ) -> torch.Tensor:
         """Classifier-free guidance on logits with scale s: uncond + s·(cond − uncond), computed as
-        cond + (s − 1)·(cond − uncond) (the same value; this form keeps results bit-identical to models sampled
-        with the earlier masked convention g = s − 1). s = 1 is the conditional path alone."""
+        cond + (s − 1)·(cond − uncond) (the same value; this form keeps results bit-identical to
+        models sampled with the earlier masked convention g = s − 1). s = 1 is the conditional path
+        alone."""
         if guidance == 1:
             return self.logits(tokens, labels, loops)
         both = self.logits(
@@ -224,7 +228,8 @@ class MaskedGenerator(LoopedGenerator):
         return cond + (guidance - 1) * (cond - uncond)
 
     def sampling_settings(self, steps: int | None, guidance: float | None) -> tuple[int, float]:
-        """(steps, guidance s): the arguments, else ``sampling.*``, else :data:`SAMPLING_DEFAULTS`."""
+        """(steps, guidance s): the arguments, else ``sampling.*``, else
+        :data:`SAMPLING_DEFAULTS`."""
         steps = int(sampling_setting(self.config, "steps", steps or None, SAMPLING_DEFAULTS))
         guidance = float(sampling_setting(self.config, "guidance", guidance, SAMPLING_DEFAULTS))
         return steps, guidance
@@ -232,14 +237,17 @@ class MaskedGenerator(LoopedGenerator):
     def adaptive_logits(
         self, tokens: torch.Tensor, labels: torch.Tensor, rule: AdaptiveExit, guidance: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Guided logits where each sample stops looping once the share of masked positions whose argmax token
-        changed between two consecutive loops is below ``rule.threshold``; returns (logits, loops used).
+        """Guided logits where each sample stops looping once the share of masked positions whose
+        argmax token changed between two consecutive loops is below ``rule.threshold``; returns
+        (logits, loops used).
 
-        The head is read after every loop, so it runs on the masked positions only (the decoder draws nothing
-        at the others): their logits are exactly the full head's, and positions already fixed get logits 0."""
+        The head is read after every loop, so it runs on the masked positions only (the decoder
+        draws nothing at the others): their logits are exactly the full head's, and positions
+        already fixed get logits 0."""
         batch = len(tokens)
         masked = tokens == self.mask_id
-        # the masked positions first, in order; rows with fewer masked positions pad with fixed ones (ignored)
+        # the masked positions first, in order; rows with fewer masked positions pad with fixed ones
+        # (ignored)
         width = max(int(masked.sum(1).max()), 1)
         order = masked.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :width]
         where = masked.gather(1, order)
@@ -288,8 +296,9 @@ class MaskedGenerator(LoopedGenerator):
         seeds: Sequence[int] | None = None,
         return_loops: bool = False,
     ):
-        """Token grids B×h×w (video: B×t×h×w) by iterative decoding
-        (see :func:`elt.masked.sampler.iterative_decode`); with ``return_loops`` also the loops used (B×steps)."""
+        """Token grids B×h×w (video: B×t×h×w) by iterative decoding (see
+        :func:`elt.masked.sampler.iterative_decode`); with ``return_loops`` also the loops used
+        (B×steps)."""
         cfg = self.config.masked
         steps, guidance = self.sampling_settings(steps, guidance)
         plan = self.resolve_loops(loops, steps)
@@ -365,9 +374,10 @@ class MaskedGenerator(LoopedGenerator):
         guidance: float | None = None,
         loops_used: np.ndarray | None = None,
     ) -> float:
-        """Transformer + head per decoding step (×2 with guidance s ≠ 1), plus one tokenizer decode. An adaptive
-        exit needs ``loops_used`` (N×steps, from ``generate(..., return_loops=True)``): the mean over its
-        samples, with the head read after every loop it ran, on the positions still masked at that step."""
+        """Transformer + head per decoding step (×2 with guidance s ≠ 1), plus one tokenizer decode.
+        An adaptive exit needs ``loops_used`` (N×steps, from ``generate(..., return_loops=True)``):
+        the mean over its samples, with the head read after every loop it ran, on the positions
+        still masked at that step."""
         steps, guidance = self.sampling_settings(steps, guidance)
         tokens = self.seq_len + 1  # + the class token
         head_per_position = 2 * self.head[1].in_features * self.codebook_size

@@ -1,12 +1,11 @@
 """MaskGIT iterative decoding: start fully masked, fix the most confident tokens step by step.
 
-At step k of K every still-masked position draws a token from the model's distribution; the draws are
-ranked by confidence (log-probability of the drawn token plus Gumbel noise at temperature
-``base + range · (1 − (k+1)/K)``, so ordering is exploratory early and greedy late), and all but the
-``masked_counts(T, K)[k]`` least confident become fixed. Fixed tokens are never masked again. The model
-call is a callback, so loop schedules and classifier-free guidance stay in the model; the schedule lives
-in :mod:`elt.masked.masking`.
-"""
+At step k of K every still-masked position draws a token from the model's distribution; the draws
+are ranked by confidence (log-probability of the drawn token plus Gumbel noise at temperature ``base
++ range · (1 − (k+1)/K)``, so ordering is exploratory early and greedy late), and all but the
+``masked_counts(T, K)[k]`` least confident become fixed. Fixed tokens are never masked again. The
+model call is a callback, so loop schedules and classifier-free guidance stay in the model; the
+schedule lives in :mod:`elt.masked.masking`."""
 
 from __future__ import annotations
 
@@ -23,7 +22,8 @@ StepHook = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
 def gumbel_temperature(step: int, steps: int, base: float = 0.5, spread: float = 0.8) -> float:
-    """Temperature of the confidence noise at step ``step`` (0-based) of ``steps``: base + spread·(1 − (k+1)/K)."""
+    """Temperature of the confidence noise at step ``step`` (0-based) of ``steps``: base + spread·(1
+    − (k+1)/K)."""
     return base + spread * (1.0 - (step + 1) / steps)
 
 
@@ -49,15 +49,15 @@ def iterative_decode(
     progress: bool = False,
     on_step: StepHook | None = None,
 ) -> torch.Tensor:
-    """Decode ``batch`` token sequences of length ``seq_len``; returns B×T token ids (none equal to ``mask_id``).
+    """Decode ``batch`` token sequences of length ``seq_len``; returns B×T token ids (none equal to
+    ``mask_id``).
 
-    Args:
-        logits_fn: ``(tokens B×T with mask_id at masked positions, step) → logits B×T×V`` over the codebook.
-        generator: all randomness (token draws, Gumbel noise) comes from it: same seed, same tokens. A list of
-            generators (one per sample, :mod:`elt.core.rng`) makes each sample independent of the batch.
-        token_temperature: softmax temperature of the token draws (1 = the model's distribution).
-        on_step: called as ``on_step(step, tokens_before, tokens_after)`` (for tests and visualisation).
-    """
+    Args: logits_fn: ``(tokens B×T with mask_id at masked positions, step) → logits B×T×V`` over the
+    codebook. generator: all randomness (token draws, Gumbel noise) comes from it: same seed, same
+    tokens. A list of generators (one per sample, :mod:`elt.core.rng`) makes each sample independent
+    of the batch. token_temperature: softmax temperature of the token draws (1 = the model's
+    distribution). on_step: called as ``on_step(step, tokens_before, tokens_after)`` (for tests and
+    visualisation)."""
     device = torch.device(device)
     counts = masked_counts(seq_len, steps)
     tokens = torch.full((batch, seq_len), mask_id, dtype=torch.long, device=device)

@@ -1,14 +1,14 @@
 """The masked paradigm's entry points for the registry: build the generator, prepare token data.
 
-``prepare_data`` makes a run self-sufficient: it trains the FSQ tokenizer if ``tokenizer.path`` (default
-``RUN/tokenizer``) holds none, loads it into the generator, and encodes the training images once into a
-memory-mapped token cache keyed by the tokenizer's weight hash (so a retrained tokenizer never meets a
-stale cache). Training then reads tokens, not pixels. Several runs can share one tokenizer (and its cache)
-by pointing ``tokenizer.path`` at the same folder.
+``prepare_data`` makes a run self-sufficient: it trains the FSQ tokenizer if ``tokenizer.path``
+(default ``RUN/tokenizer``) holds none, loads it into the generator, and encodes the training images
+once into a memory-mapped token cache keyed by the tokenizer's weight hash (so a retrained tokenizer
+never meets a stale cache). Training then reads tokens, not pixels. Several runs can share one
+tokenizer (and its cache) by pointing ``tokenizer.path`` at the same folder.
 
-Video (``data.frames > 0``, ``tokenizer.kind = fsq3d``) goes through the same path: items are C×T×H×W
-clips, the tokenizer maps them to t×h×w grids, and the cache stores the flattened t·h·w tokens.
-"""
+Video (``data.frames > 0``, ``tokenizer.kind = fsq3d``) goes through the same path: items are
+C×T×H×W clips, the tokenizer maps them to t×h×w grids, and the cache stores the flattened t·h·w
+tokens."""
 
 from __future__ import annotations
 
@@ -59,14 +59,16 @@ def preserved_rng():
 def load_trained_tokenizer(
     cfg, generator: MaskedGenerator, run_dir: str | Path, progress: bool = True
 ) -> dict:
-    """Put trained weights into ``generator.tokenizer`` (training the FSQ tokenizer first if none is saved)."""
+    """Put trained weights into ``generator.tokenizer`` (training the FSQ tokenizer first if none is
+    saved)."""
     return load_tokenizer_weights(cfg, generator.tokenizer, run_dir, progress=progress)
 
 
 def load_tokenizer_weights(
     cfg, tokenizer: torch.nn.Module, run_dir: str | Path, progress: bool = True
 ) -> dict:
-    """Put trained weights into ``tokenizer`` (training the FSQ tokenizer first if none is saved)."""
+    """Put trained weights into ``tokenizer`` (training the FSQ tokenizer first if none is
+    saved)."""
     from elt.tokenizers import fsq
 
     if cfg.tokenizer.kind == "pretrained_vq":
@@ -86,23 +88,28 @@ def load_tokenizer_weights(
 
         print(
             f"elt: no tokenizer in {folder}: training the {cfg.tokenizer.kind} tokenizer first "
-            f"({cfg.tokenizer.steps} steps of batch {cfg.tokenizer.batch_size}; the shipped Fashion-MNIST one took "
-            "27 min for 2000 steps on one core of a 2-core AMD EPYC CPU, a GPU is far faster). It is saved there "
+            f"({cfg.tokenizer.steps} steps of batch {cfg.tokenizer.batch_size}; the shipped "
+            "Fashion-MNIST one took "
+            "27 min for 2000 steps on one core of a 2-core AMD EPYC CPU, a GPU is far faster). It "
+            "is saved there "
             "and reused by every run whose tokenizer.path points at that folder; to skip this, set "
-            "tokenizer.path=FOLDER of a trained one (elt tokenizer train CONFIG tokenizer.path=FOLDER).",
+            "tokenizer.path=FOLDER of a trained one (elt tokenizer train CONFIG "
+            "tokenizer.path=FOLDER).",
             flush=True,
         )
         meta = train_tokenizer(cfg, folder, progress=progress)
         metrics = meta.get("metrics")
         if metrics:
             print(
-                f"tokenizer {metrics['split']} PSNR {metrics['psnr']:.2f} dB, MSE {metrics['mse']:.5f}"
+                f"tokenizer {metrics['split']} PSNR {metrics['psnr']:.2f} dB, MSE "
+                f"{metrics['mse']:.5f}"
             )
     return fsq.load_tokenizer(tokenizer, folder)
 
 
 class _Loadable(Dataset):
-    """Wraps an image (or video) dataset so that an unreadable file yields ``ok=False`` instead of a substitute."""
+    """Wraps an image (or video) dataset so that an unreadable file yields ``ok=False`` instead of a
+    substitute."""
 
     def __init__(self, dataset: Dataset, shape: tuple[int, ...]):
         self.dataset, self.shape = dataset, shape
@@ -125,13 +132,13 @@ def token_cache_spec(
 ) -> CacheSpec:
     """The token cache of the training split: int array N × variants × (T + 1), T = tokens per item.
 
-    ``variants`` is 2 with ``data.hflip`` (the image and its mirror image; for video every frame mirrored),
-    else 1. The last column is the label, −1 for an item that could not be read (dropped by
-    :class:`TokenDataset`). Video items (C×T×H×W) are encoded to t×h×w grids, stored flattened. Ranges are
-    encoded in any order (``elt prepare`` gives each process its own shards). Items are decoded in
-    ``data.num_workers`` DataLoader workers; the tokenizer encodes on its device, in bf16 autocast where
-    ``precision`` asks for it (``auto``: on CUDA), its rounding / nearest-code search in fp32.
-    """
+    ``variants`` is 2 with ``data.hflip`` (the image and its mirror image; for video every frame
+    mirrored), else 1. The last column is the label, −1 for an item that could not be read (dropped
+    by :class:`TokenDataset`). Video items (C×T×H×W) are encoded to t×h×w grids, stored flattened.
+    Ranges are encoded in any order (``elt prepare`` gives each process its own shards). Items are
+    decoded in ``data.num_workers`` DataLoader workers; the tokenizer encodes on its device, in bf16
+    autocast where ``precision`` asks for it (``auto``: on CUDA), its rounding / nearest-code search
+    in fp32."""
     dataset = build_dataset(cfg.data, "train")
     tokenizer.eval()
     seq_len = math.prod(tokenizer.token_grid)
@@ -204,14 +211,15 @@ def token_cache_spec(
 def encode_dataset(
     cfg, tokenizer: torch.nn.Module, cache_dir: str | Path, progress: bool = True
 ) -> np.ndarray:
-    """The token cache (:func:`token_cache_spec`), read if its manifest matches, else encoded here."""
+    """The token cache (:func:`token_cache_spec`), read if its manifest matches, else encoded
+    here."""
     with torch.no_grad():
         return build_cache(token_cache_spec(cfg, tokenizer, cache_dir), progress=progress)
 
 
 class TokenDataset(Dataset):
-    """(tokens LongTensor T, label) items read from a token cache; with two variants (hflip) each access
-    picks one at random."""
+    """(tokens LongTensor T, label) items read from a token cache; with two variants (hflip) each
+    access picks one at random."""
 
     def __init__(self, cache: np.ndarray):
         if cache.ndim != 3:
@@ -253,8 +261,9 @@ def cache_spec(
 
 
 def prepare_builds_first(cfg, run_dir: str | Path) -> bool:
-    """For ``elt prepare``: whether one process must build something before the others can read it (a missing
-    FSQ tokenizer is trained once); otherwise every process builds its spec at the same time."""
+    """For ``elt prepare``: whether one process must build something before the others can read it
+    (a missing FSQ tokenizer is trained once); otherwise every process builds its spec at the same
+    time."""
     from elt.tokenizers import fsq
 
     return cfg.tokenizer.kind != "pretrained_vq" and not fsq.is_saved(tokenizer_dir(cfg, run_dir))
@@ -263,8 +272,8 @@ def prepare_builds_first(cfg, run_dir: str | Path) -> bool:
 def prepare_spec(
     cfg, run_dir: str | Path, device: torch.device, precision: str = "auto", progress: bool = True
 ) -> CacheSpec:
-    """For ``elt prepare``: the token cache's spec with only the tokenizer built (trained first if none is
-    saved; no transformer), moved to ``device``."""
+    """For ``elt prepare``: the token cache's spec with only the tokenizer built (trained first if
+    none is saved; no transformer), moved to ``device``."""
     tokenizer = build_tokenizer(cfg)
     with preserved_rng():
         load_tokenizer_weights(cfg, tokenizer, run_dir, progress=progress)
@@ -277,7 +286,8 @@ def prepare_spec(
 def prepare_data(
     cfg, generator: MaskedGenerator, run_dir: str | Path, progress: bool = True
 ) -> TokenDataset:
-    """Trained tokenizer in the generator, training set encoded (or read from the cache) as tokens."""
+    """Trained tokenizer in the generator, training set encoded (or read from the cache) as
+    tokens."""
     with preserved_rng():
         load_trained_tokenizer(cfg, generator, run_dir, progress=progress)
         generator.tokenizer.eval()

@@ -1,5 +1,6 @@
-"""The one tokenizer factory: the architecture a config's ``tokenizer:`` section names (random weights for the
-trainable kinds; weights are loaded by the masked paradigm's ``prepare_data`` or from a checkpoint)."""
+"""The one tokenizer factory: the architecture a config's ``tokenizer:`` section names (random
+weights for the trainable kinds; weights are loaded by the masked paradigm's ``prepare_data`` or
+from a checkpoint)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ TRAINABLE_KINDS = ("fsq", "fsq3d")
 
 
 def build_tokenizer(cfg) -> nn.Module:
-    """``fsq`` (images), ``fsq3d`` (clips of ``data.frames`` frames) or ``pretrained_vq`` (a local diffusers
-    VQModel folder; architecture only)."""
+    """``fsq`` (images), ``fsq3d`` (clips of ``data.frames`` frames) or ``pretrained_vq`` (a local
+    diffusers VQModel folder; architecture only)."""
     kind, t = cfg.tokenizer.kind, cfg.tokenizer
     if kind != "fsq3d" and cfg.data.frames > 0:
         raise ValueError(

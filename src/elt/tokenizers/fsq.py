@@ -1,14 +1,14 @@
-"""A small trainable image tokenizer: conv encoder → Finite Scalar Quantisation (FSQ) → conv decoder.
+"""A small trainable image tokenizer: conv encoder → Finite Scalar Quantisation (FSQ) → conv
+decoder.
 
 FSQ (Mentzer et al. 2023) bounds each of ``len(levels)`` latent channels and rounds it to one of
 ``levels[i]`` values; the code of a position is the tuple of rounded values, so the codebook is the
-product grid (``[8, 5, 5, 5]`` → 1000 codes) and needs no codebook loss, commitment loss or dead-code
-restarts. That makes it the robust choice for a tokenizer trained in minutes on a CPU.
+product grid (``[8, 5, 5, 5]`` → 1000 codes) and needs no codebook loss, commitment loss or
+dead-code restarts. That makes it the robust choice for a tokenizer trained in minutes on a CPU.
 
-Every tokenizer in :mod:`elt.tokenizers` offers the same small interface the masked generator relies on:
-``codebook_size``, ``token_grid`` (h, w), ``encode(images) → LongTensor B×h×w``,
-``decode(indices) → images B×C×H×W`` in [-1, 1], and ``decode_gflops()``.
-"""
+Every tokenizer in :mod:`elt.tokenizers` offers the same small interface the masked generator relies
+on: ``codebook_size``, ``token_grid`` (h, w), ``encode(images) → LongTensor B×h×w``,
+``decode(indices) → images B×C×H×W`` in [-1, 1], and ``decode_gflops()``."""
 
 from __future__ import annotations
 
@@ -25,9 +25,8 @@ from torch import nn
 class FSQ(nn.Module):
     """Finite scalar quantiser over the channel axis (dim 1) of a B×D×h×w latent.
 
-    Channel i is squashed with tanh to ``levels[i]`` intervals and rounded; gradients pass straight through
-    the rounding. Quantised values are scaled to [-1, 1].
-    """
+    Channel i is squashed with tanh to ``levels[i]`` intervals and rounded; gradients pass straight
+    through the rounding. Quantised values are scaled to [-1, 1]."""
 
     def __init__(self, levels: Sequence[int], eps: float = 1e-3):
         super().__init__()
@@ -52,7 +51,8 @@ class FSQ(nn.Module):
         return t.view(1, -1, *([1] * (ndim - 2)))
 
     def bound(self, z: torch.Tensor) -> torch.Tensor:
-        """Squash to (−L/2, L/2) per channel, shifted for even L so rounding yields exactly L integers."""
+        """Squash to (−L/2, L/2) per channel, shifted for even L so rounding yields exactly L
+        integers."""
         levels = self._view(self.levels, z.ndim)
         half = (levels - 1) * (1 - self.eps) / 2
         offset = torch.where(levels % 2 == 0, 0.5, 0.0)
@@ -72,7 +72,8 @@ class FSQ(nn.Module):
         return (digits * self._view(self.basis, codes.ndim)).sum(dim=1)
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
-        """Integer indices B×h×w → quantised latent B×D×h×w (the exact inverse of ``codes_to_indices``)."""
+        """Integer indices B×h×w → quantised latent B×D×h×w (the exact inverse of
+        ``codes_to_indices``)."""
         if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
             raise ValueError(f"token indices must lie in 0..{self.codebook_size - 1}")
         levels = self.levels.long()
@@ -148,7 +149,8 @@ class Decoder(nn.Module):
 
 class FSQCodec(nn.Module):
     """The path both FSQ tokenizers share: encoder → FSQ → decoder. Subclasses build ``encoder``,
-    ``decoder`` and ``quantizer``, and define ``token_grid`` and ``check_input`` (the pixel shape they take)."""
+    ``decoder`` and ``quantizer``, and define ``token_grid`` and ``check_input`` (the pixel shape
+    they take)."""
 
     quantizer: FSQ
     encoder: nn.Module
@@ -182,7 +184,8 @@ class FSQCodec(nn.Module):
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Pixels → token indices; under bf16 autocast the encoder runs in bf16 and the rounding in fp32."""
+        """Pixels → token indices; under bf16 autocast the encoder runs in bf16 and the rounding in
+        fp32."""
         self.check_input(pixels)
         latent = self.encoder(pixels)
         with torch.autocast(latent.device.type, enabled=False):
@@ -194,7 +197,8 @@ class FSQCodec(nn.Module):
         return self.decoder(self.quantizer.indices_to_codes(indices)).clamp(-1, 1)
 
     def decode_gflops(self) -> float:
-        """Forward GFLOPs of decoding one item (2 × multiply-accumulates of every layer), measured once."""
+        """Forward GFLOPs of decoding one item (2 × multiply-accumulates of every layer), measured
+        once."""
         if self._decode_gflops is None:
             self._decode_gflops = count_gflops(
                 self.decoder, torch.zeros(1, self.quantizer.dim, *self.token_grid)
@@ -203,7 +207,8 @@ class FSQCodec(nn.Module):
 
 
 class FSQTokenizer(FSQCodec):
-    """Images (B×C×S×S in [-1, 1]) ↔ token grids (B×(S/downsample)×(S/downsample), ints < codebook_size)."""
+    """Images (B×C×S×S in [-1, 1]) ↔ token grids (B×(S/downsample)×(S/downsample), ints <
+    codebook_size)."""
 
     kind = "fsq"
 
@@ -221,7 +226,8 @@ class FSQTokenizer(FSQCodec):
             raise ValueError(f"tokenizer.downsample must be a power of two, got {downsample}")
         if image_size % downsample:
             raise ValueError(
-                f"data.image_size={image_size} is not divisible by tokenizer.downsample={downsample}"
+                f"data.image_size={image_size} is not divisible by "
+                f"tokenizer.downsample={downsample}"
             )
         self.image_size = image_size
         self.image_channels = image_channels
@@ -240,7 +246,8 @@ class FSQTokenizer(FSQCodec):
         want = (self.image_channels, self.image_size, self.image_size)
         if images.ndim != 4 or tuple(images.shape[1:]) != want:
             raise ValueError(
-                f"tokenizer expects images B×{want[0]}×{want[1]}×{want[2]}, got {tuple(images.shape)}"
+                f"tokenizer expects images B×{want[0]}×{want[1]}×{want[2]}, got "
+                f"{tuple(images.shape)}"
             )
 
     def architecture(self) -> dict:
@@ -260,8 +267,8 @@ TRANSPOSED_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 def count_gflops(module: nn.Module, example: torch.Tensor) -> float:
-    """2 × multiply-accumulates of every convolution (1D/2D/3D, plain or transposed) and Linear layer in
-    one forward pass of ``example``, per item of its batch."""
+    """2 × multiply-accumulates of every convolution (1D/2D/3D, plain or transposed) and Linear
+    layer in one forward pass of ``example``, per item of its batch."""
     total = 0
 
     def hook(layer, inputs, output):
@@ -292,7 +299,8 @@ META_FILE = "tokenizer.json"
 
 
 class TokenizerMismatchError(ValueError):
-    """Saved tokenizer weights were trained with a different architecture than the config asks for."""
+    """Saved tokenizer weights were trained with a different architecture than the config asks
+    for."""
 
 
 def is_saved(folder: str | Path) -> bool:
@@ -301,7 +309,8 @@ def is_saved(folder: str | Path) -> bool:
 
 
 def save_tokenizer(tokenizer: FSQTokenizer, folder: str | Path, info: dict | None = None) -> Path:
-    """Write ``tokenizer.safetensors`` and ``tokenizer.json`` (architecture, weight hash, ``info``) atomically."""
+    """Write ``tokenizer.safetensors`` and ``tokenizer.json`` (architecture, weight hash, ``info``)
+    atomically."""
     from safetensors.torch import save_file
 
     from elt.data.cache import state_dict_hash
@@ -321,8 +330,8 @@ def save_tokenizer(tokenizer: FSQTokenizer, folder: str | Path, info: dict | Non
 
 
 def load_tokenizer(tokenizer: FSQTokenizer, folder: str | Path) -> dict:
-    """Load saved weights into ``tokenizer`` after checking they were trained with the same architecture;
-    returns the saved metadata (metrics, hash, ...)."""
+    """Load saved weights into ``tokenizer`` after checking they were trained with the same
+    architecture; returns the saved metadata (metrics, hash, ...)."""
     from elt.fileio import load_safetensors
 
     folder = Path(folder)

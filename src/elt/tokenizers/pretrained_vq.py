@@ -1,11 +1,12 @@
-"""Adapter for a pretrained VQ tokenizer stored as a diffusers ``VQModel`` folder (``config.json`` + weights).
+"""Adapter for a pretrained VQ tokenizer stored as a diffusers ``VQModel`` folder (``config.json`` +
+weights).
 
-For ImageNet-scale work the masked generator should run on a strong pretrained tokenizer rather than the
-small FSQ one. Hub downloads are not assumed: the folder is a local path (``tokenizer.pretrained_path``).
-The adapter gives the :mod:`elt.tokenizers` interface: ``encode`` maps each latent position to the index
-of its nearest codebook vector, ``decode`` looks the vectors up and runs diffusers' post-quant conv and
-decoder. Needs the ``latent`` extra (``pip install 'elt-looped[latent]'``, i.e. diffusers).
-"""
+For ImageNet-scale work the masked generator should run on a strong pretrained tokenizer rather than
+the small FSQ one. Hub downloads are not assumed: the folder is a local path
+(``tokenizer.pretrained_path``). The adapter gives the :mod:`elt.tokenizers` interface: ``encode``
+maps each latent position to the index of its nearest codebook vector, ``decode`` looks the vectors
+up and runs diffusers' post-quant conv and decoder. Needs the ``latent`` extra (``pip install
+'elt-looped[latent]'``, i.e. diffusers)."""
 
 from __future__ import annotations
 
@@ -40,9 +41,9 @@ def _config_file(path: str | Path) -> Path:
 class PretrainedVQTokenizer(nn.Module):
     """A diffusers ``VQModel`` seen as an image ↔ token-grid tokenizer.
 
-    Build the architecture with :meth:`from_folder` (``weights=False`` gives random weights of the same
-    layout, which is what a checkpoint is loaded into), or load the weights as well with ``weights=True``.
-    """
+    Build the architecture with :meth:`from_folder` (``weights=False`` gives random weights of the
+    same layout, which is what a checkpoint is loaded into), or load the weights as well with
+    ``weights=True``."""
 
     kind = "pretrained_vq"
 
@@ -90,7 +91,8 @@ class PretrainedVQTokenizer(nn.Module):
         """Images B×C×S×S in [-1, 1] → nearest-codebook indices B×h×w."""
         if images.ndim != 4 or images.shape[1] != self.image_channels:
             raise ValueError(
-                f"the VQ model expects B×{self.image_channels}×H×W images, got {tuple(images.shape)}"
+                f"the VQ model expects B×{self.image_channels}×H×W images, got "
+                f"{tuple(images.shape)}"
             )
         latents = self.vq.encode(images).latents  # B×D×h×w, after quant_conv (bf16 under autocast)
         b, d, h, w = latents.shape

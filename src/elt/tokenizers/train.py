@@ -1,11 +1,10 @@
-"""Train the FSQ tokenizer (images, ``fsq``) or the video FSQ tokenizer (clips, ``fsq3d``) on a config's
-dataset and report its reconstruction quality.
+"""Train the FSQ tokenizer (images, ``fsq``) or the video FSQ tokenizer (clips, ``fsq3d``) on a
+config's dataset and report its reconstruction quality.
 
-The objective is plain pixel MSE: FSQ needs no codebook or commitment terms. The learning rate warms up
-linearly, then decays with a cosine to a tenth, which gives a noticeably better final PSNR than a constant
-rate in a short CPU budget. Quality is reported on the test split (PSNR over images scaled to [0, 1]; for
-clips the MSE is taken over all frames).
-"""
+The objective is plain pixel MSE: FSQ needs no codebook or commitment terms. The learning rate warms
+up linearly, then decays with a cosine to a tenth, which gives a noticeably better final PSNR than a
+constant rate in a short CPU budget. Quality is reported on the test split (PSNR over images scaled
+to [0, 1]; for clips the MSE is taken over all frames)."""
 
 from __future__ import annotations
 
@@ -49,8 +48,8 @@ def evaluate_reconstruction(
     batch_size: int = 256,
     progress: bool = False,
 ) -> dict[str, float]:
-    """MSE (pixels in [0, 1]) and PSNR of encode → decode over ``dataset`` (images or clips, every frame
-    counted); the PSNR is that of the mean MSE."""
+    """MSE (pixels in [0, 1]) and PSNR of encode → decode over ``dataset`` (images or clips, every
+    frame counted); the PSNR is that of the mean MSE."""
     tokenizer.eval()
     device = next(tokenizer.parameters()).device
     total, count = 0.0, 0
@@ -87,11 +86,11 @@ def eval_split(cfg: DictConfig) -> tuple[Dataset, str]:
 
 
 def train_tokenizer(cfg: DictConfig, out_dir: str | Path, progress: bool = True) -> dict:
-    """Train the FSQ tokenizer ``cfg.tokenizer`` describes (``fsq`` or ``fsq3d``) on ``cfg.data``; save it
-    in ``out_dir``.
+    """Train the FSQ tokenizer ``cfg.tokenizer`` describes (``fsq`` or ``fsq3d``) on ``cfg.data``;
+    save it in ``out_dir``.
 
-    Returns the metadata written to ``out_dir/tokenizer.json`` (architecture, hash, metrics, timing).
-    """
+    Returns the metadata written to ``out_dir/tokenizer.json`` (architecture, hash, metrics,
+    timing)."""
     from elt.runtime import resolve_device, seed_everything, set_threads
 
     set_threads(config=cfg.train.threads)
@@ -166,8 +165,9 @@ def train_tokenizer(cfg: DictConfig, out_dir: str | Path, progress: bool = True)
 
 @contextmanager
 def _staged(out_dir: Path) -> Iterator[Path]:
-    """Write the tokenizer's files in a temporary sibling folder, then move them into ``out_dir``: a write that
-    fails (disk full, file-size limit) leaves neither a partial tokenizer nor the temporary folder behind."""
+    """Write the tokenizer's files in a temporary sibling folder, then move them into ``out_dir``: a
+    write that fails (disk full, file-size limit) leaves neither a partial tokenizer nor the
+    temporary folder behind."""
     stage = temporary_name(out_dir)
     _remove(stage)
     try:

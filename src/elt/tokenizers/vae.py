@@ -1,11 +1,12 @@
-"""A pretrained continuous VAE (diffusers ``AutoencoderKL``, e.g. the Stable-Diffusion VAE) from a local folder.
+"""A pretrained continuous VAE (diffusers ``AutoencoderKL``, e.g. the Stable-Diffusion VAE) from a
+local folder.
 
-The diffusion paradigm's latent space (the paper: SD-VAE latents, 256² → 32×32×4). Latents are scaled as
-diffusers pipelines do, ``(mean − shift_factor)·scaling_factor`` (SD-VAE: 0.18215, no shift), so they have
-roughly unit variance; :meth:`decode` undoes it. Encoding returns the posterior mean (deterministic, so
-a dataset is encoded once and cached). Hub downloads are never attempted: the folder must hold
-``config.json`` and the weights (``diffusion_pytorch_model.safetensors``), or a ``vae/`` subfolder that does.
-"""
+The diffusion paradigm's latent space (the paper: SD-VAE latents, 256² → 32×32×4). Latents are
+scaled as diffusers pipelines do, ``(mean − shift_factor)·scaling_factor`` (SD-VAE: 0.18215, no
+shift), so they have roughly unit variance; :meth:`decode` undoes it. Encoding returns the posterior
+mean (deterministic, so a dataset is encoded once and cached). Hub downloads are never attempted:
+the folder must hold ``config.json`` and the weights (``diffusion_pytorch_model.safetensors``), or a
+``vae/`` subfolder that does."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def _import_autoencoder_kl():
 
 
 def resolve_vae_dir(path: str | Path) -> Path:
-    """The folder holding the AutoencoderKL ``config.json``: ``path`` itself or its ``vae/`` subfolder."""
+    """The folder holding the AutoencoderKL ``config.json``: ``path`` itself or its ``vae/``
+    subfolder."""
     folder = Path(path).expanduser()
     for candidate in (folder, folder / "vae"):
         if (candidate / "config.json").is_file():
@@ -42,8 +44,9 @@ def resolve_vae_dir(path: str | Path) -> Path:
 
 
 class PretrainedVAE:
-    """Frozen AutoencoderKL with the latent scaling handled. Not an ``nn.Module`` on purpose: a generator
-    holds it without its weights entering the generator's state dict, checkpoints or EMA copy."""
+    """Frozen AutoencoderKL with the latent scaling handled. Not an ``nn.Module`` on purpose: a
+    generator holds it without its weights entering the generator's state dict, checkpoints or EMA
+    copy."""
 
     def __init__(
         self,
@@ -100,8 +103,8 @@ class PretrainedVAE:
         return self
 
     def _autocast(self):
-        """bf16 autocast on CUDA (the VAE's convolutions at tensor-core speed, half the activation memory),
-        fp32 elsewhere; inputs and outputs stay fp32."""
+        """bf16 autocast on CUDA (the VAE's convolutions at tensor-core speed, half the activation
+        memory), fp32 elsewhere; inputs and outputs stay fp32."""
         from contextlib import nullcontext
 
         device = self.device
@@ -120,14 +123,16 @@ class PretrainedVAE:
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, bf16: bool | None = None) -> torch.Tensor:
-        """Images N×C×H×W in [-1, 1] → scaled fp32 latents (posterior mean). Grey images are repeated to the
-        VAE's input channels. ``bf16``: the network runs under bf16 autocast (None: on CUDA only; weights stay
-        fp32, so the weight hash is unchanged; about 2× faster on a GPU, latents within bf16 rounding of fp32)."""
+        """Images N×C×H×W in [-1, 1] → scaled fp32 latents (posterior mean). Grey images are
+        repeated to the VAE's input channels. ``bf16``: the network runs under bf16 autocast (None:
+        on CUDA only; weights stay fp32, so the weight hash is unchanged; about 2× faster on a GPU,
+        latents within bf16 rounding of fp32)."""
         images = images.to(self.device, torch.float32)
         if images.shape[1] != self.image_channels:
             if images.shape[1] != 1:
                 raise VAEError(
-                    f"images have {images.shape[1]} channels but the VAE expects {self.image_channels}"
+                    f"images have {images.shape[1]} channels but the VAE expects "
+                    f"{self.image_channels}"
                 )
             images = images.expand(-1, self.image_channels, -1, -1)
         use_bf16 = self.device.type == "cuda" if bf16 is None else bf16

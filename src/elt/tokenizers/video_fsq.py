@@ -1,23 +1,25 @@
 """A small trainable video tokenizer: (2+1)D conv encoder → FSQ → (2+1)D conv decoder.
 
-Clips ``B×C×T×H×W`` in [-1, 1] become token grids ``B×t×h×w`` with ``t = T / temporal_downsample`` and
-``h = w = H / downsample`` (16×64×64 → 4×8×8 by default), compressing time as well as space so a masked
-generator sees 256 tokens per clip rather than 1024.
+Clips ``B×C×T×H×W`` in [-1, 1] become token grids ``B×t×h×w`` with ``t = T / temporal_downsample``
+and ``h = w = H / downsample`` (16×64×64 → 4×8×8 by default), compressing time as well as space so a
+masked generator sees 256 tokens per clip rather than 1024.
 
 Design, chosen for a CPU budget of minutes:
 
-* Resolution changes are non-overlapping patchify convolutions (kernel = stride) going down and their
-  transposes going up: a re-arrangement plus a linear map. Nothing else runs at full resolution (the
-  first layer patchifies the pixels, the last one un-patchifies to pixels, as ViT-VQGAN's linear patch
-  head does), because any convolution at 16×64×64 would cost more than the whole rest of the network.
-* Time is halved in the first ``log2(temporal_downsample)`` stages, so every later layer works on fewer
-  frames; space is halved in every stage.
-* Residual blocks are factorised (2+1)D: a 1×3×3 spatial convolution then a 3×1×1 temporal one, 12·c²
-  MACs per position instead of 54·c² for two full 3×3×3 convolutions. Blocks run only below full
-  resolution, and most of the width sits at the token grid (widths halve per stage upwards, as in
-  :class:`~elt.tokenizers.fsq.FSQTokenizer`).
+* Resolution changes are non-overlapping patchify convolutions (kernel = stride) going down and
+  their transposes going up: a re-arrangement plus a linear map. Nothing else runs at full
+  resolution (the first layer patchifies the pixels, the last one un-patchifies to pixels, as
+  ViT-VQGAN's linear patch head does), because any convolution at 16×64×64 would cost more than the
+  whole rest of the network.
+* Time is halved in the first ``log2(temporal_downsample)`` stages, so every later layer works on
+  fewer frames; space is halved in every stage.
+* Residual blocks are factorised (2+1)D: a 1×3×3 spatial convolution then a 3×1×1 temporal one,
+  12·c² MACs per position instead of 54·c² for two full 3×3×3 convolutions. Blocks run only below
+  full resolution, and most of the width sits at the token grid (widths halve per stage upwards, as
+  in :class:`~elt.tokenizers.fsq.FSQTokenizer`).
 * Temporal convolutions are centred (not causal): clips are encoded whole, never streamed.
-* Quantisation is the same :class:`~elt.tokenizers.fsq.FSQ` as the image tokenizer (no codebook losses).
+* Quantisation is the same :class:`~elt.tokenizers.fsq.FSQ` as the image tokenizer (no codebook
+  losses).
 
 The interface matches :class:`~elt.tokenizers.fsq.FSQTokenizer` (``kind``, ``codebook_size``,
 ``token_grid``, ``encode``, ``decode``, ``reconstruct``, ``decode_gflops``, ``architecture``), so
@@ -59,7 +61,8 @@ def stage_strides(spatial_stages: int, temporal_stages: int) -> list[tuple[int, 
 
 
 class VideoEncoder(nn.Module):
-    """Patchify down-stages (pixels → first stage directly), a residual block after each, more at the grid."""
+    """Patchify down-stages (pixels → first stage directly), a residual block after each, more at
+    the grid."""
 
     def __init__(
         self,
@@ -80,8 +83,9 @@ class VideoEncoder(nn.Module):
                 ResBlock3d(widths[i + 1]),
             ]
         layers += [ResBlock3d(widths[-1]) for _ in range(token_blocks - 1)]
-        # normalised features keep the latent in FSQ's unsaturated range: without it the unnormalised
-        # residual stream grows in the first steps, tanh saturates and the encoder stops learning
+        # normalised features keep the latent in FSQ's unsaturated range: without it the
+        # unnormalised residual stream grows in the first steps, tanh saturates and the encoder
+        # stops learning
         layers += [
             nn.GroupNorm(_groups(widths[-1]), widths[-1]),
             nn.SiLU(),
@@ -138,16 +142,12 @@ def _log2_exact(value: int, key: str) -> int:
 class VideoFSQTokenizer(FSQCodec):
     """Clips (B×C×T×S×S in [-1, 1]) ↔ token grids (B×t×h×w, ints < codebook_size).
 
-    Args:
-        frames: clip length T (divisible by ``temporal_downsample``).
-        image_size: frame side S (divisible by ``downsample``).
-        image_channels: C (1 grey, 3 RGB).
-        levels: FSQ levels per latent channel (``[8, 5, 5, 5]`` → 1000 codes).
-        downsample: spatial reduction, a power of two.
-        temporal_downsample: temporal reduction, a power of two no larger than ``downsample`` (time is
-            reduced in the first stages of the spatial pyramid).
-        channels: width at the token grid (halved per stage towards full resolution, at least 16).
-    """
+    Args: frames: clip length T (divisible by ``temporal_downsample``). image_size: frame side S
+    (divisible by ``downsample``). image_channels: C (1 grey, 3 RGB). levels: FSQ levels per latent
+    channel (``[8, 5, 5, 5]`` → 1000 codes). downsample: spatial reduction, a power of two.
+    temporal_downsample: temporal reduction, a power of two no larger than ``downsample`` (time is
+    reduced in the first stages of the spatial pyramid). channels: width at the token grid (halved
+    per stage towards full resolution, at least 16)."""
 
     kind = "fsq3d"
 
@@ -171,7 +171,8 @@ class VideoFSQTokenizer(FSQCodec):
             )
         if image_size % downsample:
             raise ValueError(
-                f"data.image_size={image_size} is not divisible by tokenizer.downsample={downsample}"
+                f"data.image_size={image_size} is not divisible by "
+                f"tokenizer.downsample={downsample}"
             )
         if frames % temporal_downsample:
             raise ValueError(

@@ -1,10 +1,10 @@
 """Advice where a value is legal but surely a mistake: one warning line each, and the run goes on.
 
-* before training (:func:`before_fit`): a warm-up longer than the run, a batch larger than the data, a data
-  limit below the number of classes;
-* while training (:class:`DivergenceWatch`): the loss grows past :data:`DIVERGENCE_FACTOR` times its value at
-  the first step of this process (e.g. ``train.lr=1e9``: 1.4 → 2e21); one line naming the step, once.
-"""
+* before training (:func:`before_fit`): a warm-up longer than the run, a batch larger than the data,
+  a data limit below the number of classes;
+* while training (:class:`DivergenceWatch`): the loss grows past :data:`DIVERGENCE_FACTOR` times its
+  value at the first step of this process (e.g. ``train.lr=1e9``: 1.4 → 2e21); one line naming the
+  step, once."""
 
 from __future__ import annotations
 
@@ -29,18 +29,21 @@ def fit_advice(cfg, data_items: int | None, global_batch: int | None, step: int 
     train = cfg.train
     if train.warmup_steps > train.steps and step < train.steps:
         lines.append(
-            f"train.warmup_steps={train.warmup_steps} is longer than the run (train.steps={train.steps}): "
+            f"train.warmup_steps={train.warmup_steps} is longer than the run "
+            f"(train.steps={train.steps}): "
             f"the learning rate never reaches train.lr={train.lr:g}"
         )
     if data_items is not None and train.batch_size > data_items:
         lines.append(
-            f"train.batch_size={train.batch_size} is larger than the data ({data_items} items): every step "
+            f"train.batch_size={train.batch_size} is larger than the data ({data_items} items): "
+            "every step "
             f"uses a global batch of {global_batch}"
         )
     limit = cfg.data.limit
     if limit is not None and limit < cfg.data.num_classes:
         lines.append(
-            f"data.limit={limit} keeps fewer training items than the {cfg.data.num_classes} classes: some "
+            f"data.limit={limit} keeps fewer training items than the {cfg.data.num_classes} "
+            "classes: some "
             "classes are never seen"
         )
     return lines
@@ -71,7 +74,8 @@ class DivergenceWatch:
         )
 
     def update(self, step: int, loss: float, lr: float | None = None) -> str | None:
-        """Feed one step's loss; returns (and prints) the warning the first time the loss passes the bound."""
+        """Feed one step's loss; returns (and prints) the warning the first time the loss passes the
+        bound."""
         if self.warned or not self.enabled:
             return None
         if self.first is None:
@@ -86,7 +90,8 @@ class DivergenceWatch:
         first_step, first_loss = self.first
         message = (
             f"the loss grew past {self.bound():.3g} ({self.factor:g}x its {first_loss:.3g} at step "
-            f"{first_step}) at step {step} (loss {float(loss):.3g}): the run is diverging; lower train.lr"
+            f"{first_step}) at step {step} (loss {float(loss):.3g}): the run is diverging; lower "
+            "train.lr"
             + (f" (now {lr:g})" if lr is not None else "")
             + " or lengthen train.warmup_steps"
         )

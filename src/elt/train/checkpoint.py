@@ -1,24 +1,21 @@
 """Checkpoints: one directory per save, written atomically.
 
-    RUN/checkpoints/step_0001000/
-        config.yaml         the full run config: the checkpoint knows its architecture
-        model.safetensors   raw weights
-        ema.safetensors     EMA weights (sampling uses these by default)
-        state.pt            optimizer, schedules, step, data position, RNG states (weights_only=True)
-        manifest.json       byte size of every file above, written last
+    RUN/checkpoints/step_0001000/ config.yaml         the full run config: the checkpoint knows its
+    architecture model.safetensors   raw weights ema.safetensors     EMA weights (sampling uses
+    these by default) state.pt            optimizer, schedules, step, data position, RNG states
+    (weights_only=True) manifest.json       byte size of every file above, written last
     RUN/checkpoints/latest  name of the newest complete checkpoint
 
-A checkpoint is written to a temporary sibling directory (``.tmp_step_*``), flushed to disk and renamed
-into place, so a write killed at any point (even ``kill -9``) never leaves a half-written checkpoint
-under a valid name: the previous one stays the newest valid checkpoint. A write that fails (disk full,
-file-size limit) removes its temporary directory and is one line. ``resolve_checkpoint`` skips directories
-whose files do not match their manifest, with a warning naming the damaged step and the one used; stale
-temporary directories are removed by the next save.
+A checkpoint is written to a temporary sibling directory (``.tmp_step_*``), flushed to disk and
+renamed into place, so a write killed at any point (even ``kill -9``) never leaves a half-written
+checkpoint under a valid name: the previous one stays the newest valid checkpoint. A write that
+fails (disk full, file-size limit) removes its temporary directory and is one line.
+``resolve_checkpoint`` skips directories whose files do not match their manifest, with a warning
+naming the damaged step and the one used; stale temporary directories are removed by the next save.
 
-Every manifest records the run that wrote it (a random id, kept across resumes): a save never replaces a
-step folder of another run (a fresh start in a finished run's folder), and symbolic links inside a run
-(step folders, checkpoint files) are never followed.
-"""
+Every manifest records the run that wrote it (a random id, kept across resumes): a save never
+replaces a step folder of another run (a fresh start in a finished run's folder), and symbolic links
+inside a run (step folders, checkpoint files) are never followed."""
 
 from __future__ import annotations
 
@@ -57,7 +54,8 @@ DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
 
 def demo_models() -> dict[str, Path]:
-    """The models shipped in the package, by name: ``demo:NAME`` is accepted wherever a checkpoint is."""
+    """The models shipped in the package, by name: ``demo:NAME`` is accepted wherever a checkpoint
+    is."""
     if not DEMO_DIR.is_dir():
         return {}
     return {
@@ -78,8 +76,8 @@ def demo_checkpoint(name: str) -> Path:
 
 
 def ordinary_mode(path: str | Path) -> None:
-    """Give a file the mode ``open()`` would (0666 less the umask): safetensors writes 0600, which hides
-    checkpoints from the other users of a shared run directory."""
+    """Give a file the mode ``open()`` would (0666 less the umask): safetensors writes 0600, which
+    hides checkpoints from the other users of a shared run directory."""
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(path, 0o666 & ~mask)
@@ -93,8 +91,8 @@ class NonFiniteWeightsError(UserError):
 
 
 def first_non_finite(state: dict[str, torch.Tensor]) -> str | None:
-    """Name of the first floating-point tensor holding NaN/Inf, or ``None`` (one pass over the weights,
-    a fraction of a training step)."""
+    """Name of the first floating-point tensor holding NaN/Inf, or ``None`` (one pass over the
+    weights, a fraction of a training step)."""
     for name, tensor in state.items():
         if (
             torch.is_tensor(tensor)
@@ -105,7 +103,7 @@ def first_non_finite(state: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
-# -- which run wrote a checkpoint ---------------------------------------------------------------------------------
+# -- which run wrote a checkpoint ------------------------------------------------------------------
 _RUN_IDS: dict[
     str, str
 ] = {}  # resolved run directory -> the id of the run this process writes there
@@ -117,7 +115,8 @@ def _run_key(run_dir: str | Path) -> str:
 
 
 def start_run(run_dir: str | Path) -> str:
-    """A fresh run in ``run_dir``: a new id, recorded in every checkpoint this process saves there."""
+    """A fresh run in ``run_dir``: a new id, recorded in every checkpoint this process saves
+    there."""
     import uuid
 
     run_id = uuid.uuid4().hex[:16]
@@ -126,15 +125,16 @@ def start_run(run_dir: str | Path) -> str:
 
 
 def continue_run(run_dir: str | Path, ckpt: str | Path) -> str:
-    """Saves into ``run_dir`` continue the run that wrote ``ckpt`` (its id; ``""`` for a checkpoint of a
-    version that recorded none)."""
+    """Saves into ``run_dir`` continue the run that wrote ``ckpt`` (its id; ``""`` for a checkpoint
+    of a version that recorded none)."""
     run_id = run_id_of(ckpt)
     _RUN_IDS[_run_key(run_dir)] = run_id
     return run_id
 
 
 def run_id_of(ckpt: str | Path) -> str:
-    """The id of the run that wrote ``ckpt`` (from its manifest); ``""`` when it has none or it is unreadable."""
+    """The id of the run that wrote ``ckpt`` (from its manifest); ``""`` when it has none or it is
+    unreadable."""
     try:
         value = json.loads((Path(ckpt) / MANIFEST_FILE).read_text()).get("run", "")
     except (OSError, ValueError, AttributeError):
@@ -143,8 +143,9 @@ def run_id_of(ckpt: str | Path) -> str:
 
 
 def environment_reads(cfg: DictConfig) -> str | None:
-    """The first config key whose value reads an environment variable (``${oc.env:...}``), or ``None``.
-    elt never resolves such a value into a run's stored config (a secret would end up in every checkpoint)."""
+    """The first config key whose value reads an environment variable (``${oc.env:...}``), or
+    ``None``. elt never resolves such a value into a run's stored config (a secret would end up in
+    every checkpoint)."""
     from omegaconf import OmegaConf
 
     def scan(data: Any, prefix: str) -> str | None:
@@ -171,7 +172,8 @@ def refuse_environment_reads(cfg: DictConfig) -> None:
     key = environment_reads(cfg)
     if key:
         raise UserError(
-            f"config key {key!r} reads an environment variable (${{oc.env:...}}); elt does not resolve "
+            f"config key {key!r} reads an environment variable (${{oc.env:...}}); elt does not "
+            "resolve "
             "environment variables into a run's saved config: give the value itself (e.g. "
             f'{key}="$VARIABLE" expanded by the shell)'
         )
@@ -192,13 +194,13 @@ def save_checkpoint(
     keep: int = 3,
     extra_dirs: dict[str, Path] | None = None,
 ) -> Path:
-    """Write ``RUN/checkpoints/step_<step>`` atomically and point ``latest`` at it. ``extra_dirs`` (name →
-    finished directory, e.g. DCP shards) are moved into the checkpoint before its manifest is written.
+    """Write ``RUN/checkpoints/step_<step>`` atomically and point ``latest`` at it. ``extra_dirs``
+    (name → finished directory, e.g. DCP shards) are moved into the checkpoint before its manifest
+    is written.
 
-    ``model``/``ema`` are modules, already-gathered state dicts, or safetensors files already written (and
-    checked finite) elsewhere on the same filesystem, which are moved in (FSDP streams them from the shards);
-    ``keep`` > 0 keeps that many newest.
-    """
+    ``model``/``ema`` are modules, already-gathered state dicts, or safetensors files already
+    written (and checked finite) elsewhere on the same filesystem, which are moved in (FSDP streams
+    them from the shards); ``keep`` > 0 keeps that many newest."""
     written = {
         name: source
         for name, source in ((MODEL_FILE, model), (EMA_FILE, ema))
@@ -314,8 +316,8 @@ def _remove_stale_tmp(root: Path) -> None:
 
 
 def _prune(root: Path, keep: int, current: Path) -> None:
-    """Keep ``current`` and the ``keep - 1`` newest before it. Higher-numbered checkpoints (left by a
-    run that was resumed from an earlier one) are never deleted automatically."""
+    """Keep ``current`` and the ``keep - 1`` newest before it. Higher-numbered checkpoints (left by
+    a run that was resumed from an earlier one) are never deleted automatically."""
     if keep <= 0:
         return
     older = sorted(p for p in root.glob("step_*") if p.name < current.name and is_complete(p))
@@ -324,8 +326,8 @@ def _prune(root: Path, keep: int, current: Path) -> None:
 
 
 def is_complete(path: Path) -> bool:
-    """A finished checkpoint: config and weights present and, when it has a manifest (every checkpoint
-    written by this version), every listed file present with the recorded size."""
+    """A finished checkpoint: config and weights present and, when it has a manifest (every
+    checkpoint written by this version), every listed file present with the recorded size."""
     return damage_of(path) is None
 
 
@@ -333,8 +335,9 @@ CHECKPOINT_FILES = (CONFIG_FILE, MODEL_FILE, EMA_FILE, STATE_FILE, MANIFEST_FILE
 
 
 def damage_of(path: Path) -> str | None:
-    """What is wrong with a checkpoint folder (one phrase), or ``None`` when it is complete: a file missing,
-    a size that differs from its manifest, an unreadable manifest, a symbolic link among its files."""
+    """What is wrong with a checkpoint folder (one phrase), or ``None`` when it is complete: a file
+    missing, a size that differs from its manifest, an unreadable manifest, a symbolic link among
+    its files."""
     path = Path(path)
     for name in CHECKPOINT_FILES:
         if (path / name).is_symlink():
@@ -363,8 +366,8 @@ def _looks_like_checkpoint(path: Path) -> bool:
 
 
 def _step_folders(root: Path, links: list[Path] | None = None) -> list[Path]:
-    """``step_N`` folders of a checkpoints directory, newest first; symbolic links are skipped (a step folder
-    of an untrusted run must not lead outside it) and listed in ``links``."""
+    """``step_N`` folders of a checkpoints directory, newest first; symbolic links are skipped (a
+    step folder of an untrusted run must not lead outside it) and listed in ``links``."""
     if not root.is_dir():
         return []
     folders = []
@@ -381,19 +384,22 @@ def _step_folders(root: Path, links: list[Path] | None = None) -> list[Path]:
 
 
 def checkpoints_newest_first(path: str | Path) -> list[Path]:
-    """Complete checkpoints of a run (or checkpoints) directory, newest first (no symbolic links)."""
+    """Complete checkpoints of a run (or checkpoints) directory, newest first (no symbolic
+    links)."""
     path = Path(path)
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     return [p for p in _step_folders(root) if is_complete(p)]
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory, or a run directory (→ the checkpoint ``latest`` names, which is the last
-    one written — after resuming from an older checkpoint, newer-numbered ones may be a discarded
-    branch — else the highest-numbered complete one), or a shipped model's name (``demo:masked``).
+    """A checkpoint directory, or a run directory (→ the checkpoint ``latest`` names, which is the
+    last one written — after resuming from an older checkpoint, newer-numbered ones may be a
+    discarded branch — else the highest-numbered complete one), or a shipped model's name
+    (``demo:masked``).
 
-    When that newest checkpoint is damaged, the newest complete one before it is used with a warning naming
-    both; a damaged checkpoint folder given by name is a one-line :class:`CheckpointError`."""
+    When that newest checkpoint is damaged, the newest complete one before it is used with a warning
+    naming both; a damaged checkpoint folder given by name is a one-line
+    :class:`CheckpointError`."""
     if isinstance(path, str) and path.startswith(DEMO_SCHEME):
         return demo_checkpoint(path)
     path = Path(path)
@@ -423,7 +429,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
         )
     if links:
         warn_once(
-            f"ignoring {', '.join(str(p) for p in links[:3])}: a step folder must not be a symbolic link"
+            f"ignoring {', '.join(str(p) for p in links[:3])}: a step folder must not be a "
+            "symbolic link"
         )
     why = damage_of(newest)
     if why is None:
@@ -439,8 +446,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def _latest_name(root: Path) -> str | None:
-    """The bare ``step_NNNNNNN`` name ``root/latest`` holds, or ``None`` (missing, unreadable, a link, or a
-    name that leads elsewhere: an untrusted run directory cannot point outside it)."""
+    """The bare ``step_NNNNNNN`` name ``root/latest`` holds, or ``None`` (missing, unreadable, a
+    link, or a name that leads elsewhere: an untrusted run directory cannot point outside it)."""
     latest = root / "latest"
     if latest.is_symlink():
         warn_once(f"ignoring {latest}: it is a symbolic link")
@@ -535,9 +542,10 @@ def load_generator(
     device: str | torch.device = "cpu",
     overrides: list[str] | tuple[str, ...] = (),
 ) -> LoopedGenerator:
-    """Rebuild the generator a checkpoint describes and load its (EMA by default) weights; eval mode.
-    ``overrides`` (``"masked.temperature_base=4.5"``, ...) change sampling settings only
-    (:data:`elt.config.SAMPLING_KEYS`). Damaged, mis-sized or non-finite weights are a one-line error."""
+    """Rebuild the generator a checkpoint describes and load its (EMA by default) weights; eval
+    mode. ``overrides`` (``"masked.temperature_base=4.5"``, ...) change sampling settings only
+    (:data:`elt.config.SAMPLING_KEYS`). Damaged, mis-sized or non-finite weights are a one-line
+    error."""
     from elt import registry  # the registry imports paradigms lazily
 
     ckpt = resolve_checkpoint(path)
@@ -577,8 +585,8 @@ def is_export(path: Path) -> bool:
 
 
 def check_export_target(ckpt: Path, out: Path) -> None:
-    """Export never writes into its source, into another checkpoint or run, or over a non-empty folder
-    (a previous export may be replaced)."""
+    """Export never writes into its source, into another checkpoint or run, or over a non-empty
+    folder (a previous export may be replaced)."""
     source, target = ckpt.resolve(), out.resolve()
     run = source.parent.parent if source.parent.name == "checkpoints" else source
     if (
@@ -613,13 +621,13 @@ def export_inference(
     half: bool = True,
     sampling_overrides: list[str] | tuple[str, ...] = (),
 ) -> Path:
-    """Write an inference-only checkpoint: ``config.yaml`` and the EMA weights (fp16 when ``half``) as
-    ``model.safetensors`` — what ``elt.load`` needs, at a fraction of a training checkpoint's size.
-    ``sampling_overrides`` (``"sampling.guidance=2"``, ...; :data:`elt.config.SAMPLING_KEYS` only) become the
-    export's default sampling settings.
+    """Write an inference-only checkpoint: ``config.yaml`` and the EMA weights (fp16 when ``half``)
+    as ``model.safetensors`` — what ``elt.load`` needs, at a fraction of a training checkpoint's
+    size. ``sampling_overrides`` (``"sampling.guidance=2"``, ...; :data:`elt.config.SAMPLING_KEYS`
+    only) become the export's default sampling settings.
 
-    The folder is built under a temporary name and renamed; ``out_dir`` must not be the source checkpoint,
-    another checkpoint or a non-empty folder (an earlier export is replaced)."""
+    The folder is built under a temporary name and renamed; ``out_dir`` must not be the source
+    checkpoint, another checkpoint or a non-empty folder (an earlier export is replaced)."""
     from elt.fileio import check_output_dir
 
     ckpt = resolve_checkpoint(path)
@@ -654,8 +662,8 @@ def export_inference(
 
 
 def load_training_state(ckpt: str | Path) -> dict[str, Any] | None:
-    """``state.pt`` loaded with ``weights_only=True``; a damaged or foreign file is a one-line error (never the
-    advice to load it unsafely)."""
+    """``state.pt`` loaded with ``weights_only=True``; a damaged or foreign file is a one-line error
+    (never the advice to load it unsafely)."""
     state = Path(ckpt) / STATE_FILE
     if not state.is_file():
         return None
@@ -678,8 +686,9 @@ def load_training_state(ckpt: str | Path) -> dict[str, Any] | None:
 
 
 def verify_checkpoint(ckpt: str | Path) -> None:
-    """Check every file of a checkpoint (what ``elt info`` reports on): sizes against the manifest, each
-    safetensors file's header and tensors, the training state. A damaged file is a one-line error."""
+    """Check every file of a checkpoint (what ``elt info`` reports on): sizes against the manifest,
+    each safetensors file's header and tensors, the training state. A damaged file is a one-line
+    error."""
     ckpt = Path(ckpt)
     why = damage_of(ckpt)
     if why is not None:

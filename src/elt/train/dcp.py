@@ -1,12 +1,12 @@
-"""Sharded training state with ``torch.distributed.checkpoint`` (DCP; ``train.checkpoint_format=dcp``, the
-default under FSDP).
+"""Sharded training state with ``torch.distributed.checkpoint`` (DCP;
+``train.checkpoint_format=dcp``, the default under FSDP).
 
-Every rank writes its own shards of the weights, the optimizer state and the EMA in parallel (nothing is
-gathered), and a checkpoint loads onto any number of processes: DCP re-shards on load (a 2-process FSDP
-checkpoint resumes in 1 process, or in 8). The checkpoint directory keeps its usual files for sampling
-(``model.safetensors``, ``ema.safetensors``) beside ``sharded/``: under FSDP they are streamed from the shards
-by :func:`stream_safetensors`, one tensor at a time, so no rank ever holds the whole model or EMA.
-"""
+Every rank writes its own shards of the weights, the optimizer state and the EMA in parallel
+(nothing is gathered), and a checkpoint loads onto any number of processes: DCP re-shards on load (a
+2-process FSDP checkpoint resumes in 1 process, or in 8). The checkpoint directory keeps its usual
+files for sampling (``model.safetensors``, ``ema.safetensors``) beside ``sharded/``: under FSDP they
+are streamed from the shards by :func:`stream_safetensors`, one tensor at a time, so no rank ever
+holds the whole model or EMA."""
 
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ def sharded_state(
     optimizer: torch.optim.Optimizer,
     ema_tensors: dict[str, torch.Tensor],
 ) -> dict[str, Any]:
-    """The state DCP writes/reads in place: weights and optimizer state as this rank holds them (DTensor
-    shards under FSDP, whole tensors otherwise) and the EMA's running averages (laid out like the weights)."""
+    """The state DCP writes/reads in place: weights and optimizer state as this rank holds them
+    (DTensor shards under FSDP, whole tensors otherwise) and the EMA's running averages (laid out
+    like the weights)."""
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     model_state, optimizer_state = get_state_dict(generator, optimizer)
@@ -65,7 +66,8 @@ def load_sharded(
     optimizer: torch.optim.Optimizer,
     ema_tensors: dict[str, torch.Tensor],
 ) -> None:
-    """Load ``folder`` into the live weights, optimizer and EMA (every rank calls it; any process count)."""
+    """Load ``folder`` into the live weights, optimizer and EMA (every rank calls it; any process
+    count)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
@@ -101,12 +103,13 @@ def _header(
 def stream_safetensors(
     path: str | Path | None, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> str | None:
-    """Write ``state`` (DTensor shards and/or whole tensors) as one safetensors file at ``path``, gathering one
-    tensor at a time: the peak is the largest single tensor, never the model. Every rank calls it (each
-    DTensor's gather is a collective); only the rank given a ``path`` writes (rank 0; the others pass ``None``).
+    """Write ``state`` (DTensor shards and/or whole tensors) as one safetensors file at ``path``,
+    gathering one tensor at a time: the peak is the largest single tensor, never the model. Every
+    rank calls it (each DTensor's gather is a collective); only the rank given a ``path`` writes
+    (rank 0; the others pass ``None``).
 
-    Returns the name of the first tensor holding NaN/Inf — the same on every rank, which all see the same
-    gathered values — and then stops; the partial file is the caller's to remove."""
+    Returns the name of the first tensor holding NaN/Inf — the same on every rank, which all see the
+    same gathered values — and then stops; the partial file is the caller's to remove."""
     from elt.train.distributed import is_sharded
 
     state = {name: value for name, value in state.items() if torch.is_tensor(value)}

@@ -1,15 +1,16 @@
-"""Multi-process training on PyTorch's own engine: ``torchrun`` starts the processes, this module reads
-the environment it sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``) and
-wraps the model in DDP (default) or FSDP2 (``fully_shard``, ``train.distributed=fsdp``).
+"""Multi-process training on PyTorch's own engine: ``torchrun`` starts the processes, this module
+reads the environment it sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR``/``MASTER_PORT``) and wraps the model in DDP (default) or FSDP2 (``fully_shard``,
+``train.distributed=fsdp``).
 
-No process management of our own: a run started without torchrun is a single process, a run started by
-torchrun is one process per device. See docs/distributed.md for the launch commands.
+No process management of our own: a run started without torchrun is a single process, a run started
+by torchrun is one process per device. See docs/distributed.md for the launch commands.
 
-Global-batch semantics: ``train.batch_size`` is the batch of one optimizer step summed over all ranks;
-each rank loads ``batch_size / world_size`` items. :class:`ShardedSampler` deals every rank an
-interleaved slice of one global permutation, so the union of the ranks' batches at step s is exactly the
-batch a single process would draw at step s — the loss curve does not depend on the number of processes.
-"""
+Global-batch semantics: ``train.batch_size`` is the batch of one optimizer step summed over all
+ranks; each rank loads ``batch_size / world_size`` items. :class:`ShardedSampler` deals every rank
+an interleaved slice of one global permutation, so the union of the ranks' batches at step s is
+exactly the batch a single process would draw at step s — the loss curve does not depend on the
+number of processes."""
 
 from __future__ import annotations
 
@@ -65,10 +66,11 @@ def current_env(device_name: str = "auto") -> DistEnv:
 def distributed_session(
     device_name: str = "auto", timeout_s: float | None = None
 ) -> Iterator[DistEnv]:
-    """Initialise the process group when launched by torchrun (NCCL on CUDA, gloo on CPU) and tear it
-    down on exit; a no-op for a single process or when the caller already initialised a group.
-    ``timeout_s``: how long any collective may wait (``train.dist_timeout_s``; ``ELT_DIST_TIMEOUT_S``
-    overrides; default 600 s), so a rank that never arrives fails the run instead of hanging it."""
+    """Initialise the process group when launched by torchrun (NCCL on CUDA, gloo on CPU) and tear
+    it down on exit; a no-op for a single process or when the caller already initialised a group.
+    ``timeout_s``: how long any collective may wait (``train.dist_timeout_s``;
+    ``ELT_DIST_TIMEOUT_S`` overrides; default 600 s), so a rank that never arrives fails the run
+    instead of hanging it."""
     created = False
     if launched_by_torchrun() and not dist.is_initialized():
         device = resolve_device(device_name, int(os.environ.get("LOCAL_RANK", "0")))
@@ -96,8 +98,9 @@ SHARED_TOKEN = ".elt_shared_fs_check"
 
 def check_shared_paths(env: DistEnv, paths: dict[str, Any]) -> None:
     """Multi-process runs need every rank to see the same run directory and cache folders (a shared
-    filesystem across nodes). Rank 0 writes a fresh token into each folder; every rank reads it back. A rank
-    that cannot fails the run with one line naming the folder and the host (on every rank, so nobody hangs)."""
+    filesystem across nodes). Rank 0 writes a fresh token into each folder; every rank reads it
+    back. A rank that cannot fails the run with one line naming the folder and the host (on every
+    rank, so nobody hangs)."""
     if not env.enabled:
         return
     import socket
@@ -135,15 +138,16 @@ def check_shared_paths(env: DistEnv, paths: dict[str, Any]) -> None:
         host, rank, where = bad[0]
         raise UserError(
             f"rank {rank} on {host} does not see what rank 0 wrote to {where[0]} ({len(bad)} of "
-            f"{env.world_size} ranks affected): multi-node runs need the run directory and caches on a "
+            f"{env.world_size} ranks affected): multi-node runs need the run directory and caches "
+            "on a "
             "filesystem shared by every node (absolute paths on it); see docs/distributed.md"
         )
 
 
 @contextmanager
 def main_process_first(env: DistEnv) -> Iterator[None]:
-    """Rank 0 runs the body first (e.g. builds a data cache or trains a tokenizer), the others follow
-    once it is done and find the result cached."""
+    """Rank 0 runs the body first (e.g. builds a data cache or trains a tokenizer), the others
+    follow once it is done and find the result cached."""
     if not env.is_main:
         barrier(env)
     yield
@@ -173,12 +177,12 @@ def all_gather_object(obj: Any, env: DistEnv) -> list[Any]:
 
 
 class ShardedSampler(Sampler[int]):
-    """One seeded permutation per epoch, dealt to the ranks interleaved (rank r takes positions r, r+W, …).
+    """One seeded permutation per epoch, dealt to the ranks interleaved (rank r takes positions r,
+    r+W, …).
 
-    With a per-rank batch of B/W, the ranks' batches at step s together hold positions [s·B, (s+1)·B) of
-    the permutation: exactly a single process's batch s. ``skip`` resumes mid-epoch without loading (and
-    discarding) the items already trained on.
-    """
+    With a per-rank batch of B/W, the ranks' batches at step s together hold positions [s·B,
+    (s+1)·B) of the permutation: exactly a single process's batch s. ``skip`` resumes mid-epoch
+    without loading (and discarding) the items already trained on."""
 
     def __init__(self, size: int, rank: int = 0, world_size: int = 1, seed: int = 0):
         if size < world_size:
@@ -203,11 +207,12 @@ class ShardedSampler(Sampler[int]):
 
 
 class TrainingForward(nn.Module):
-    """Routes ``forward`` to ``generator.training_loss``: DDP and FSDP do their work (gradient hooks,
-    parameter all-gathers) around ``forward``, which generators do not otherwise use for training.
+    """Routes ``forward`` to ``generator.training_loss``: DDP and FSDP do their work (gradient
+    hooks, parameter all-gathers) around ``forward``, which generators do not otherwise use for
+    training.
 
-    Returns the ILSD terms as a dict so DDP can find the output tensors; :func:`as_terms` rebuilds them.
-    """
+    Returns the ILSD terms as a dict so DDP can find the output tensors; :func:`as_terms` rebuilds
+    them."""
 
     def __init__(self, generator: nn.Module):
         super().__init__()
@@ -228,12 +233,13 @@ FSDP_UNITS = ("block", "backbone")
 def mixed_precision_policies(param_dtype: torch.dtype | None) -> tuple[Any, Any]:
     """FSDP2 policies of the looped units (blocks, or the backbone) and of the root unit.
 
-    Never a cast of forward inputs (``cast_forward_inputs=False``): the batch — the fp32 regression targets
-    (latents, pixels) — reaches the loss in fp32, and the residual stream between blocks stays fp32, as in
-    the DDP path. Low precision comes from autocast in both paths (the same autocast the trainer opens for
-    DDP); the blocks' weights are gathered in ``param_dtype`` (bf16: half the all-gather traffic and memory,
-    the values autocast would compute with anyway), gradients reduced in fp32. The root unit (embeddings,
-    head, loop extras) is small and gathered in fp32, so no op outside autocast's lists sees a bf16 weight."""
+    Never a cast of forward inputs (``cast_forward_inputs=False``): the batch — the fp32 regression
+    targets (latents, pixels) — reaches the loss in fp32, and the residual stream between blocks
+    stays fp32, as in the DDP path. Low precision comes from autocast in both paths (the same
+    autocast the trainer opens for DDP); the blocks' weights are gathered in ``param_dtype`` (bf16:
+    half the all-gather traffic and memory, the values autocast would compute with anyway),
+    gradients reduced in fp32. The root unit (embeddings, head, loop extras) is small and gathered
+    in fp32, so no op outside autocast's lists sees a bf16 weight."""
     from torch.distributed.fsdp import MixedPrecisionPolicy
 
     looped = MixedPrecisionPolicy(
@@ -248,8 +254,8 @@ def mixed_precision_policies(param_dtype: torch.dtype | None) -> tuple[Any, Any]
 
 
 def move_to_device(module: nn.Module, device: torch.device) -> nn.Module:
-    """``module.to(device)`` for every tensor that holds data; tensors on the meta device (a backbone built
-    for FSDP to materialise shard by shard) stay there."""
+    """``module.to(device)`` for every tensor that holds data; tensors on the meta device (a
+    backbone built for FSDP to materialise shard by shard) stay there."""
     return module._apply(lambda t: t if t.is_meta else t.to(device))
 
 
@@ -260,9 +266,10 @@ def has_meta(module: nn.Module) -> bool:
 def _materialize_from_rank0(
     generator: nn.Module, full_state: dict[str, torch.Tensor] | None, env: DistEnv
 ) -> None:
-    """Give every meta tensor of the (already sharded) ``generator`` storage for its shard only, then fill
-    every rank's shards from rank 0's full state, one tensor at a time (``broadcast_from_rank0``): no rank
-    but rank 0 ever holds a full weight, and rank 0 holds the full model only in host memory."""
+    """Give every meta tensor of the (already sharded) ``generator`` storage for its shard only,
+    then fill every rank's shards from rank 0's full state, one tensor at a time
+    (``broadcast_from_rank0``): no rank but rank 0 ever holds a full weight, and rank 0 holds the
+    full model only in host memory."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
     if env.is_main and full_state is None:
@@ -299,24 +306,25 @@ def wrap_for_training(
 
     FSDP2 (``fully_shard``) units, ``fsdp_unit``:
 
-    * ``block`` (default): every unique block of the looped core is its own unit, the rest of the generator
-      (embeddings, head) the root unit. Only the blocks in use are gathered, so the gathered weights and
-      their unsharded gradients scale with one block instead of the whole model. A block runs once per
-      loop: with ``reshard_after_forward`` (default) its gather is freed after every use and redone at the
-      next loop (least memory, 2·L all-gathers per block and step); without it, one gather per block is
-      reused across all L loops of the forward and by the backward (one all-gather per block and step,
-      weights of all blocks resident like the one-unit wrap, gradients still reduce-scattered per block).
+    * ``block`` (default): every unique block of the looped core is its own unit, the rest of the
+      generator (embeddings, head) the root unit. Only the blocks in use are gathered, so the
+      gathered weights and their unsharded gradients scale with one block instead of the whole
+      model. A block runs once per loop: with ``reshard_after_forward`` (default) its gather is
+      freed after every use and redone at the next loop (least memory, 2·L all-gathers per block and
+      step); without it, one gather per block is reused across all L loops of the forward and by the
+      backward (one all-gather per block and step, weights of all blocks resident like the one-unit
+      wrap, gradients still reduce-scattered per block).
     * ``backbone``: the whole looped core as one unit (one gather serves every loop and block).
 
     ``param_dtype`` (e.g. bf16): the looped units' weights are gathered in that dtype; see
-    :func:`mixed_precision_policies` (inputs and targets are never cast). Parameters become DTensors in
-    place: build the optimizer after this call.
+    :func:`mixed_precision_policies` (inputs and targets are never cast). Parameters become DTensors
+    in place: build the optimizer after this call.
 
     Meta-device initialisation: when ``generator`` holds meta tensors (its backbone built under
-    ``registry.backbone_on("meta")``), they get storage for this rank's shards only after sharding, and
-    rank 0's ``full_state`` (the seeded full build: the weights one process would start from) fills them
-    tensor by tensor. Without meta tensors every rank's full weights are overwritten by rank 0's first.
-    """
+    ``registry.backbone_on("meta")``), they get storage for this rank's shards only after sharding,
+    and rank 0's ``full_state`` (the seeded full build: the weights one process would start from)
+    fills them tensor by tensor. Without meta tensors every rank's full weights are overwritten by
+    rank 0's first."""
     if strategy not in STRATEGIES:
         raise ValueError(f"train.distributed={strategy!r}; allowed: {', '.join(STRATEGIES)}")
     if fsdp_unit not in FSDP_UNITS:
@@ -376,7 +384,8 @@ def gather_full(obj: Any) -> Any:
 
 
 def shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``full`` laid out like ``like``: sharded the same way if ``like`` is a DTensor, on its device."""
+    """``full`` laid out like ``like``: sharded the same way if ``like`` is a DTensor, on its
+    device."""
     if is_sharded(like):
         from torch.distributed.tensor import distribute_tensor
 
@@ -405,8 +414,9 @@ def load_full_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> 
 
 
 def first_non_finite_anywhere(state: dict[str, Any], env: DistEnv) -> str | None:
-    """Name of the first floating-point tensor of ``state`` holding NaN/Inf on any rank, read from each rank's
-    own shards (no gather); the same answer on every rank (a collective under torchrun)."""
+    """Name of the first floating-point tensor of ``state`` holding NaN/Inf on any rank, read from
+    each rank's own shards (no gather); the same answer on every rank (a collective under
+    torchrun)."""
     bad = None
     for name, tensor in state.items():
         if not torch.is_tensor(tensor) or not tensor.is_floating_point():

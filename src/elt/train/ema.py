@@ -1,14 +1,13 @@
-"""Exponential moving average of a model's weights. Sampling (grids, ``elt sample``, ``elt.load``) uses
-the EMA copy by default, and every checkpoint stores it (``ema.safetensors``).
+"""Exponential moving average of a model's weights. Sampling (grids, ``elt sample``, ``elt.load``)
+uses the EMA copy by default, and every checkpoint stores it (``ema.safetensors``).
 
 Under FSDP the averages are sharded like the parameters (no full copy on any rank).
 
-Warm start: the effective decay at update n is ``min(decay, (1 + n) / (10 + n))`` — 0.18 at the first
-update, 0.5 at the eighth, reaching 0.999 after about 9k updates. Early on the average therefore follows
-the model closely instead of staying anchored to the random initialisation, so EMA samples are usable
-from the first grids of a run. The update count is part of the checkpoint, so a resumed run continues
-the same schedule.
-"""
+Warm start: the effective decay at update n is ``min(decay, (1 + n) / (10 + n))`` — 0.18 at the
+first update, 0.5 at the eighth, reaching 0.999 after about 9k updates. Early on the average
+therefore follows the model closely instead of staying anchored to the random initialisation, so EMA
+samples are usable from the first grids of a run. The update count is part of the checkpoint, so a
+resumed run continues the same schedule."""
 
 from __future__ import annotations
 
@@ -21,14 +20,16 @@ from elt.train.distributed import is_sharded, shard_like
 
 
 def _plain_modules(model: nn.Module) -> dict[int, nn.Module]:
-    """Modules held as plain attributes (a frozen VAE): not part of the weights, shared by every copy."""
+    """Modules held as plain attributes (a frozen VAE): not part of the weights, shared by every
+    copy."""
     return {id(value): value for value in vars(model).values() if isinstance(value, nn.Module)}
 
 
 def meta_skeleton(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose state-dict tensors live on the meta device (no memory): the architecture
-    to rebuild a full EMA module from gathered averages. Non-persistent buffers (fixed positional tables)
-    keep their values; plain-attribute modules (a frozen VAE) are shared, not copied."""
+    """A copy of ``model`` whose state-dict tensors live on the meta device (no memory): the
+    architecture to rebuild a full EMA module from gathered averages. Non-persistent buffers (fixed
+    positional tables) keep their values; plain-attribute modules (a frozen VAE) are shared, not
+    copied."""
     skeleton = copy.deepcopy(model, memo=_plain_modules(model))
     for module in skeleton.modules():
         for name, param in list(module._parameters.items()):
@@ -49,12 +50,12 @@ def meta_skeleton(model: nn.Module) -> nn.Module:
 class EMA:
     """Keeps the ``decay``-weighted running averages of ``model``'s weights.
 
-    One process or DDP (``keep_shadow=True``): ``shadow`` is a frozen full copy of the model holding them.
-    FSDP (``keep_shadow=False``, then :meth:`track_sharded` after ``fully_shard``): the averages are DTensors
-    sharded exactly like the parameters — 1/world of the model per rank — and no full copy exists;
-    :meth:`materialize` gathers a full ``shadow`` on demand (grids) and :meth:`release` frees it again.
-    Checkpoints save and load the sharded averages directly (:meth:`averages`).
-    """
+    One process or DDP (``keep_shadow=True``): ``shadow`` is a frozen full copy of the model holding
+    them. FSDP (``keep_shadow=False``, then :meth:`track_sharded` after ``fully_shard``): the
+    averages are DTensors sharded exactly like the parameters — 1/world of the model per rank — and
+    no full copy exists; :meth:`materialize` gathers a full ``shadow`` on demand (grids) and
+    :meth:`release` frees it again. Checkpoints save and load the sharded averages directly
+    (:meth:`averages`)."""
 
     def __init__(self, model: nn.Module, decay: float = 0.999, keep_shadow: bool = True):
         if not 0.0 <= decay < 1.0:
@@ -71,8 +72,8 @@ class EMA:
             self._skeleton = meta_skeleton(model)
 
     def track_sharded(self, model: nn.Module) -> None:
-        """Average ``model``'s (sharded) tensors in place of a full shadow; call after ``fully_shard``.
-        Only this rank's shards are copied."""
+        """Average ``model``'s (sharded) tensors in place of a full shadow; call after
+        ``fully_shard``. Only this rank's shards are copied."""
         self._sharded = {name: value.detach().clone() for name, value in model.state_dict().items()}
         if (
             self._skeleton is None and self.shadow is not None
@@ -120,8 +121,9 @@ class EMA:
 
     @torch.no_grad()
     def materialize(self) -> nn.Module:
-        """A full module holding the current averages. Under FSDP it is gathered now (a collective: every
-        rank must call it) into a fresh module — the full model's memory until :meth:`release`."""
+        """A full module holding the current averages. Under FSDP it is gathered now (a collective:
+        every rank must call it) into a fresh module — the full model's memory until
+        :meth:`release`."""
         if self._sharded is None:
             assert self.shadow is not None
             return self.shadow

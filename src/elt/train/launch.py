@@ -1,11 +1,11 @@
-"""``torchrun`` with a quiet stop: ``python -m elt.train.launch [torchrun options] -m elt.cli train CONFIG ...``.
+"""``torchrun`` with a quiet stop: ``python -m elt.train.launch [torchrun options] -m elt.cli train
+CONFIG ...``.
 
-Exactly ``torch.distributed.run`` (same options, same environment for the workers), except for how a stop
-ends: when the launcher itself gets SIGTERM/SIGINT (a scheduler ending the job), it exits with 128 + signal
-number after the workers stopped (rank 0 prints the one stop message), and when every failed worker
-stopped on such a signal after writing its checkpoint (exit 128 + signal), it prints one line; never
-torchrun's tracebacks for a stop. Any other failure is torchrun's own report.
-"""
+Exactly ``torch.distributed.run`` (same options, same environment for the workers), except for how a
+stop ends: when the launcher itself gets SIGTERM/SIGINT (a scheduler ending the job), it exits with
+128 + signal number after the workers stopped (rank 0 prints the one stop message), and when every
+failed worker stopped on such a signal after writing its checkpoint (exit 128 + signal), it prints
+one line; never torchrun's tracebacks for a stop. Any other failure is torchrun's own report."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from torch.distributed.run import get_args_parser, run
 
     parser = get_args_parser()
-    # the worker's own options follow the script (``-m elt.cli eval ... --num 8``): without this, argparse reads
-    # ``--num`` as an abbreviation of torchrun's ``--numa-binding`` and fails before starting anything
+    # the worker's own options follow the script (``-m elt.cli eval ... --num 8``): without this,
+    # argparse reads ``--num`` as an abbreviation of torchrun's ``--numa-binding`` and fails before
+    # starting anything
     parser.allow_abbrev = False
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
@@ -46,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = max(codes)
             number = code - 128 if code > 0 else -code
             print(
-                f"elt: workers stopped by {_signal_name(number)} after writing a checkpoint (continue with "
+                f"elt: workers stopped by {_signal_name(number)} after writing a checkpoint "
+                "(continue with "
                 "--resume auto)",
                 file=sys.stderr,
             )

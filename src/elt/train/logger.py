@@ -1,14 +1,14 @@
-"""Run logging: ``RUN/log.jsonl`` always, TensorBoard (``RUN/tensorboard``) and Weights & Biases when asked.
+"""Run logging: ``RUN/log.jsonl`` always, TensorBoard (``RUN/tensorboard``) and Weights & Biases
+when asked.
 
 Only rank 0 logs. A record is one flat dict of numbers per logged step: loss parts (``teacher_gt``,
-``student_gt``, ``distill``), ``lambda``, ``student_loops`` (L_int), ``lr``, ``grad_norm``, throughput
-(``samples_per_s``, ``tokens_per_s``), ``mfu`` and memory. On resume from step s, records after s (from
-the interrupted run, past its last checkpoint) are dropped from the JSONL and purged from TensorBoard,
-so a resumed curve has no duplicate steps; a partial last line (a run killed mid-write) is dropped. A fresh
-start (step 0) in a directory that already has a ``log.jsonl`` never appends to it: the old log is kept
-as ``log.1.jsonl`` (``log.2.jsonl``, ... for earlier ones) and a new one begins. TensorBoard event files of
-the earlier run stay in ``RUN/tensorboard``.
-"""
+``student_gt``, ``distill``), ``lambda``, ``student_loops`` (L_int), ``lr``, ``grad_norm``,
+throughput (``samples_per_s``, ``tokens_per_s``), ``mfu`` and memory. On resume from step s, records
+after s (from the interrupted run, past its last checkpoint) are dropped from the JSONL and purged
+from TensorBoard, so a resumed curve has no duplicate steps; a partial last line (a run killed
+mid-write) is dropped. A fresh start (step 0) in a directory that already has a ``log.jsonl`` never
+appends to it: the old log is kept as ``log.1.jsonl`` (``log.2.jsonl``, ... for earlier ones) and a
+new one begins. TensorBoard event files of the earlier run stay in ``RUN/tensorboard``."""
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ class RunLogger:
             self._wandb = _start_wandb(self.run_dir, cfg)
 
     def _rotate(self) -> None:
-        """Keep an earlier run's log as ``log.N.jsonl`` (N = 1 for the newest) instead of appending to it."""
+        """Keep an earlier run's log as ``log.N.jsonl`` (N = 1 for the newest) instead of appending
+        to it."""
         if not self.path.is_file() or self.path.stat().st_size == 0:
             return
         number = 1
@@ -72,7 +73,8 @@ class RunLogger:
             )
         self.path.rename(self.path.with_name("log.1.jsonl"))
         print(
-            f"elt: warning: {self.run_dir} already had a log.jsonl (a run started from step 0 before); kept "
+            f"elt: warning: {self.run_dir} already had a log.jsonl (a run started from step 0 "
+            "before); kept "
             "it as log.1.jsonl",
             file=sys.stderr,
         )
@@ -93,7 +95,8 @@ class RunLogger:
                 kept.append(line)
         if dropped:
             print(
-                f"elt: warning: dropped {dropped} unreadable line(s) of {self.path} (a partial write of an "
+                f"elt: warning: dropped {dropped} unreadable line(s) of {self.path} (a partial "
+                "write of an "
                 "interrupted run)",
                 file=sys.stderr,
             )
@@ -163,7 +166,8 @@ def _start_wandb(run_dir: Path, cfg: DictConfig):
         import wandb
     except ImportError:
         print(
-            "elt: warning: train.wandb=true but wandb is not installed (pip install wandb); skipping W&B",
+            "elt: warning: train.wandb=true but wandb is not installed (pip install wandb); "
+            "skipping W&B",
             file=sys.stderr,
         )
         return None

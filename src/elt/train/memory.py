@@ -1,35 +1,40 @@
-"""Per-GPU training memory of a looped generator under FSDP2, counted from its shapes (a meta-device build).
+"""Per-GPU training memory of a looped generator under FSDP2, counted from its shapes (a meta-device
+build).
 
-The account, in bytes per GPU, for ``world`` ranks, AdamW, bf16 mixed precision (the looped units gathered
-in bf16, the small root unit in fp32, gradients reduced in fp32) and the EMA as the trainer keeps it:
+The account, in bytes per GPU, for ``world`` ranks, AdamW, bf16 mixed precision (the looped units
+gathered in bf16, the small root unit in fp32, gradients reduced in fp32) and the EMA as the trainer
+keeps it:
 
-* sharded state (every parameter P, divided over the ranks): fp32 weights 4P, fp32 gradients 4P, Adam's two
-  moments 8P, EMA 4P → 20·P / world. The trainer shards the EMA's running averages like the parameters
-  (``elt.train.ema.EMA.track_sharded``: no full copy on any rank) and builds the model on the meta device,
-  so no GPU ever holds the whole model during training (rank 0 holds the seeded initial weights in *host*
-  memory until they are sharded);
-* gathered units: while a unit of U parameters computes, its bf16 weights (2U) are whole on every rank, and
-  in its backward also its bf16 gradients (2U) and the fp32 reduce-scatter input (4U): 8U at the moment of
-  the reduce-scatter. The root unit (embeddings, head) stays gathered for the step. ``fsdp_unit=backbone``
-  gathers all N blocks at once; ``block`` has two blocks in flight (the computing one and the prefetched
-  next one), or, with ``reshard_after_forward=False``, every block's weights resident after its first loop
-  and two blocks' gradient buffers;
-* activations kept for the backward, bf16, per layer application and token: LayerNorm in/out ×2, QKV 3,
-  attention output 1, MLP hidden 2·r (fc1 output and GELU output) → (8 + 2r)·d values, +4d for adaLN
-  (modulated inputs and gated branch outputs); N·L applications per forward, or with per-loop activation
-  checkpointing the L loop inputs plus one loop being recomputed; the masked head's logits (teacher and
-  student exits: bf16 logits, fp32 log-softmax and softmax) on every position (an upper bound).
+* sharded state (every parameter P, divided over the ranks): fp32 weights 4P, fp32 gradients 4P,
+  Adam's two moments 8P, EMA 4P → 20·P / world. The trainer shards the EMA's running averages like
+  the parameters (``elt.train.ema.EMA.track_sharded``: no full copy on any rank) and builds the
+  model on the meta device, so no GPU ever holds the whole model during training (rank 0 holds the
+  seeded initial weights in *host* memory until they are sharded);
+* gathered units: while a unit of U parameters computes, its bf16 weights (2U) are whole on every
+  rank, and in its backward also its bf16 gradients (2U) and the fp32 reduce-scatter input (4U): 8U
+  at the moment of the reduce-scatter. The root unit (embeddings, head) stays gathered for the step.
+  ``fsdp_unit=backbone`` gathers all N blocks at once; ``block`` has two blocks in flight (the
+  computing one and the prefetched next one), or, with ``reshard_after_forward=False``, every
+  block's weights resident after its first loop and two blocks' gradient buffers;
+* activations kept for the backward, bf16, per layer application and token: LayerNorm in/out ×2, QKV
+  3, attention output 1, MLP hidden 2·r (fc1 output and GELU output) → (8 + 2r)·d values, +4d for
+  adaLN (modulated inputs and gated branch outputs); N·L applications per forward, or with per-loop
+  activation checkpointing the L loop inputs plus one loop being recomputed; the masked head's
+  logits (teacher and student exits: bf16 logits, fp32 log-softmax and softmax) on every position
+  (an upper bound).
 
-* sample grids: the EMA is gathered into a full fp32 module (4P on every rank) while a grid is drawn, the
-  training activations being free by then; it is dropped at the next EMA update. ``grid`` is that moment
-  (sharded state + 4P), and ``peak`` the larger of it and the training step. Checkpoints stream the
-  weights and the EMA to safetensors one tensor at a time (not counted: one tensor).
+* sample grids: the EMA is gathered into a full fp32 module (4P on every rank) while a grid is
+  drawn, the training activations being free by then; it is dropped at the next EMA update. ``grid``
+  is that moment (sharded state + 4P), and ``peak`` the larger of it and the training step.
+  Checkpoints stream the weights and the EMA to safetensors one tensor at a time (not counted: one
+  tensor).
 
-DDP (``unit="ddp"``) replicates everything, the EMA included: 24·P (+4P of gradient buckets), no grid term.
+DDP (``unit="ddp"``) replicates everything, the EMA included: 24·P (+4P of gradient buckets), no
+grid term.
 
-Not counted: the CUDA context and allocator fragmentation (~1–3 GiB in practice), the frozen tokenizer/VAE,
-optimizer-step temporaries, communication buffers beyond the reduce-scatter input. It is an estimate to
-plan with; docs/recipes.md says where it has been checked against a measured peak.
+Not counted: the CUDA context and allocator fragmentation (~1–3 GiB in practice), the frozen
+tokenizer/VAE, optimizer-step temporaries, communication buffers beyond the reduce-scatter input. It
+is an estimate to plan with; docs/recipes.md says where it has been checked against a measured peak.
 """
 
 from __future__ import annotations
@@ -70,8 +75,8 @@ class MemoryAccount:
 
     @property
     def grid(self) -> float:
-        """While a sample grid is drawn: the sharded state and the EMA gathered whole (sampling activations,
-        a forward without autograd, are not counted)."""
+        """While a sample grid is drawn: the sharded state and the EMA gathered whole (sampling
+        activations, a forward without autograd, are not counted)."""
         return self.sharded_state + self.grid_shadow
 
     @property
@@ -93,8 +98,8 @@ def _count(module: nn.Module) -> int:
 
 
 def layer_activation_values(width: int, mlp_ratio: float, adaptive: bool) -> float:
-    """Values one layer application keeps for its backward, per token (checked against autograd's saved
-    tensors in tests/test_memory_account.py)."""
+    """Values one layer application keeps for its backward, per token (checked against autograd's
+    saved tensors in tests/test_memory_account.py)."""
     return (8 + 2 * mlp_ratio + (4 if adaptive else 0)) * width
 
 

@@ -3,15 +3,15 @@
 ``train.weight_decay_exempt`` lists the kinds of parameters that get no weight decay:
 
 * ``bias`` — every parameter named ``bias`` (linear, convolution and normalisation biases);
-* ``norm`` — the parameters of normalisation layers (LayerNorm, GroupNorm, RMSNorm, BatchNorm scales);
+* ``norm`` — the parameters of normalisation layers (LayerNorm, GroupNorm, RMSNorm, BatchNorm
+  scales);
 * ``embedding`` — embedding tables (``nn.Embedding``: tokens, classes) and learned position tables
   (parameters held directly by a module under a name containing ``pos``, e.g. ``pos_embed``).
 
 MAGVIT exempts exactly these (``bias``, ``scale``, ``embedding``, ``embed_pos`` in
-``videogvt/train_lib/maskgvt_train_lib.py``, ``get_optimizer``) and decays only weight matrices. With an
-empty list (the default) every parameter is decayed in one group, as before, so checkpoints of earlier
-runs resume unchanged.
-"""
+``videogvt/train_lib/maskgvt_train_lib.py``, ``get_optimizer``) and decays only weight matrices.
+With an empty list (the default) every parameter is decayed in one group, as before, so checkpoints
+of earlier runs resume unchanged."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ if hasattr(nn, "RMSNorm"):
 
 
 def parameter_kinds(model: nn.Module) -> dict[int, set[str]]:
-    """``id(parameter)`` → the kinds (``bias``, ``norm``, ``embedding``) it belongs to (possibly none)."""
+    """``id(parameter)`` → the kinds (``bias``, ``norm``, ``embedding``) it belongs to (possibly
+    none)."""
     kinds: dict[int, set[str]] = {}
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
@@ -47,8 +48,8 @@ def param_groups(
     weight_decay: float,
     exempt: Iterable[str] = (),
 ) -> list[dict]:
-    """``params`` (parameters of ``model``) split into a decayed group and a group without decay for the
-    kinds in ``exempt``; a single group when nothing is exempt (or nothing matches)."""
+    """``params`` (parameters of ``model``) split into a decayed group and a group without decay for
+    the kinds in ``exempt``; a single group when nothing is exempt (or nothing matches)."""
     params = list(params)
     exempt = set(exempt)
     if not exempt:
@@ -68,8 +69,8 @@ def param_groups(
 def build_optimizer(
     model: nn.Module, params: Iterable[nn.Parameter], cfg: DictConfig, device: torch.device
 ) -> torch.optim.AdamW:
-    """AdamW over ``params`` of ``model`` with ``train.lr``, ``train.betas``, ``train.weight_decay`` (minus
-    the exempt kinds of ``train.weight_decay_exempt``); fused on CUDA."""
+    """AdamW over ``params`` of ``model`` with ``train.lr``, ``train.betas``, ``train.weight_decay``
+    (minus the exempt kinds of ``train.weight_decay_exempt``); fused on CUDA."""
     t = cfg.train
     groups = param_groups(model, params, t.weight_decay, t.get("weight_decay_exempt") or ())
     return torch.optim.AdamW(

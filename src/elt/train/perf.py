@@ -1,12 +1,11 @@
 """Throughput accounting: analytic training FLOPs, model-FLOPs utilisation (MFU) and memory.
 
 MFU = achieved model FLOP/s ÷ the device's dense peak. Model FLOPs are the backbone's matmul FLOPs
-(``LoopedTransformer.flops_per_token``) × 3 for forward + backward, counted once per sample whatever the
-implementation recomputes (activation checkpointing does not raise MFU), as in the PaLM/nanoGPT
+(``LoopedTransformer.flops_per_token``) × 3 for forward + backward, counted once per sample whatever
+the implementation recomputes (activation checkpointing does not raise MFU), as in the PaLM/nanoGPT
 convention. Embeddings, heads and ILSD's extra head application are left out: they are small next to
 N·L blocks, so MFU is a slight underestimate. Devices without a known peak report ``None`` ("n/a")
-rather than a guessed number; ``train.peak_tflops`` supplies one.
-"""
+rather than a guessed number; ``train.peak_tflops`` supplies one."""
 
 from __future__ import annotations
 
@@ -17,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-# Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets, matched by device-name substring
-# in this order (the more specific names first).
+# Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets, matched by device-name
+# substring in this order (the more specific names first).
 PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     ("H200", 989.0),
     ("H100 PCIe", 756.0),
@@ -58,7 +57,8 @@ def mfu(
 
 
 class FlopCounter:
-    """Counts the backbone's model FLOPs per sample of one training step, whatever the paradigm does.
+    """Counts the backbone's model FLOPs per sample of one training step, whatever the paradigm
+    does.
 
     A forward pre-hook on the looped backbone sees every call's token count (prefix tokens included)
     and loop count; calls under autograd count 3× (forward + backward), calls without it 1×. Attach
@@ -95,7 +95,8 @@ class FlopCounter:
 
 
 def memory_record(device: torch.device, reset: bool = True) -> dict[str, float]:
-    """Peak memory since the last reset: CUDA allocator peak (GiB) on GPUs, process peak RSS (MiB) on CPUs."""
+    """Peak memory since the last reset: CUDA allocator peak (GiB) on GPUs, process peak RSS (MiB)
+    on CPUs."""
     if device.type == "cuda":
         record = {
             "mem_peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,

@@ -1,11 +1,11 @@
-"""Preemption: SIGTERM (cluster schedulers, torchrun shutting down) and SIGINT (Ctrl-C) become a request
-to stop that the training loop honours at the next step boundary, after writing a checkpoint.
+"""Preemption: SIGTERM (cluster schedulers, torchrun shutting down) and SIGINT (Ctrl-C) become a
+request to stop that the training loop honours at the next step boundary, after writing a
+checkpoint.
 
-The handler only sets a flag, so a signal never interrupts a checkpoint being written. A second SIGINT
-restores the default behaviour and re-raises it: pressing Ctrl-C twice aborts at once. Repeated SIGTERMs
-keep the one request (torchrun's agent sends its workers SIGTERM more than once while shutting down;
-it kills them with SIGKILL only after its grace period).
-"""
+The handler only sets a flag, so a signal never interrupts a checkpoint being written. A second
+SIGINT restores the default behaviour and re-raises it: pressing Ctrl-C twice aborts at once.
+Repeated SIGTERMs keep the one request (torchrun's agent sends its workers SIGTERM more than once
+while shutting down; it kills them with SIGKILL only after its grace period)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ class TrainingInterrupted(Exception):
 class GracefulStop:
     """Context manager that records the first SIGTERM/SIGINT instead of dying on it.
 
-    Only the main thread may install handlers; elsewhere (and with ``enabled=False``) it records nothing.
-    """
+    Only the main thread may install handlers; elsewhere (and with ``enabled=False``) it records
+    nothing."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 

@@ -1,20 +1,20 @@
 """The training loop, shared by both paradigms, from one CPU process to many GPUs on many nodes.
 
-Per step: draw L_int (ILSD mode; the same on every rank), compute λ, one forward of L_max loops through
-``generator.training_loss`` on this rank's share of the global batch, backward (DDP/FSDP average the
-gradients over ranks), clip, AdamW step, EMA update. Rank 0 logs (``log.jsonl``, TensorBoard, W&B),
-writes sample grids (one row per loop count, from the EMA weights) and checkpoints.
+Per step: draw L_int (ILSD mode; the same on every rank), compute λ, one forward of L_max loops
+through ``generator.training_loss`` on this rank's share of the global batch, backward (DDP/FSDP
+average the gradients over ranks), clip, AdamW step, EMA update. Rank 0 logs (``log.jsonl``,
+TensorBoard, W&B), writes sample grids (one row per loop count, from the EMA weights) and
+checkpoints.
 
-Launch: ``elt train CONFIG`` for one process; ``torchrun --nproc_per_node G -m elt.cli train CONFIG``
-for G processes per node (docs/distributed.md). Throughput defaults on CUDA: bf16 autocast, TF32,
-fused AdamW, attention through SDPA (flash kernels); options: ``train.compile`` (each looped block
-compiled once) and ``model.checkpoint_loops`` (per-loop activation checkpointing).
+Launch: ``elt train CONFIG`` for one process; ``torchrun --nproc_per_node G -m elt.cli train
+CONFIG`` for G processes per node (docs/distributed.md). Throughput defaults on CUDA: bf16 autocast,
+TF32, fused AdamW, attention through SDPA (flash kernels); options: ``train.compile`` (each looped
+block compiled once) and ``model.checkpoint_loops`` (per-loop activation checkpointing).
 
-A run is resumable exactly: the checkpoint holds model, EMA, optimizer, step (which fixes the LR and λ
-schedules), data position, and the RNG states of every rank and of the L_int draws. SIGTERM/SIGINT
-write a checkpoint at the next step boundary (:class:`TrainingInterrupted`); a NaN/Inf loss stops the
-run naming the step (:class:`NonFiniteLossError`).
-"""
+A run is resumable exactly: the checkpoint holds model, EMA, optimizer, step (which fixes the LR and
+λ schedules), data position, and the RNG states of every rank and of the L_int draws. SIGTERM/SIGINT
+write a checkpoint at the next step boundary (:class:`TrainingInterrupted`); a NaN/Inf loss stops
+the run naming the step (:class:`NonFiniteLossError`)."""
 
 from __future__ import annotations
 
@@ -68,12 +68,14 @@ STATE_FORMAT = 2
 
 
 class NonFiniteLossError(UserError, RuntimeError):
-    """Training produced a NaN/Inf loss; stops the run (one line naming the step) instead of training on."""
+    """Training produced a NaN/Inf loss; stops the run (one line naming the step) instead of
+    training on."""
 
 
 def run_lock(run_dir: str | Path, env: DistEnv):
-    """The exclusive lock of a run directory, held by rank 0 while it trains there (a no-op elsewhere):
-    a second training on the same directory is refused with a message naming the holder."""
+    """The exclusive lock of a run directory, held by rank 0 while it trains there (a no-op
+    elsewhere): a second training on the same directory is refused with a message naming the
+    holder."""
     from contextlib import nullcontext
 
     if not env.is_main:
@@ -98,10 +100,11 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 
 def lr_at(step: int, cfg: DictConfig) -> float:
-    """Learning rate of optimizer step ``step`` (counted from 0): linear warm-up over ``train.warmup_steps``,
-    then ``train.lr_schedule``: constant (the default, and what configs saved without the key get), or a
-    cosine / linear decay that reaches ``train.min_lr_ratio · train.lr`` at the last step (``train.steps − 1``).
-    A function of the step alone, so a resumed run follows the same curve exactly."""
+    """Learning rate of optimizer step ``step`` (counted from 0): linear warm-up over
+    ``train.warmup_steps``, then ``train.lr_schedule``: constant (the default, and what configs
+    saved without the key get), or a cosine / linear decay that reaches ``train.min_lr_ratio ·
+    train.lr`` at the last step (``train.steps − 1``). A function of the step alone, so a resumed
+    run follows the same curve exactly."""
     t = cfg.train
     warmup = t.warmup_steps
     if warmup > 0 and step < warmup:
@@ -117,8 +120,9 @@ def lr_at(step: int, cfg: DictConfig) -> float:
 
 
 def accumulation_steps(cfg: DictConfig, world_size: int) -> int:
-    """Micro-batches per optimizer step: ``train.grad_accum_steps``, or derived from ``train.micro_batch_size``
-    (per rank) so that the global batch ``train.batch_size`` stays independent of memory."""
+    """Micro-batches per optimizer step: ``train.grad_accum_steps``, or derived from
+    ``train.micro_batch_size`` (per rank) so that the global batch ``train.batch_size`` stays
+    independent of memory."""
     t = cfg.train
     micro = OmegaConf.select(cfg, "train.micro_batch_size", default=0) or 0
     if micro > 0:
@@ -154,9 +158,9 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 
 def compile_blocks(generator: torch.nn.Module, backend: str = "inductor") -> None:
-    """``torch.compile`` each block of the looped core in place: one compiled graph serves all N blocks
-    (same code; parameters are graph inputs) and all L loops, instead of tracing the unrolled N×L stack.
-    State-dict names are unchanged, so checkpoints load with or without compilation."""
+    """``torch.compile`` each block of the looped core in place: one compiled graph serves all N
+    blocks (same code; parameters are graph inputs) and all L loops, instead of tracing the unrolled
+    N×L stack. State-dict names are unchanged, so checkpoints load with or without compilation."""
     for block in generator.backbone.blocks:
         block.compile(backend=backend)
 
@@ -172,8 +176,8 @@ class Trainer:
         env: DistEnv | None = None,
         compile_backend: str = "inductor",
     ):
-        """``compile_backend``: the torch.compile backend when ``train.compile`` is set (``eager`` checks
-        tracing only; ``elt bench trainer --compile-backend``)."""
+        """``compile_backend``: the torch.compile backend when ``train.compile`` is set (``eager``
+        checks tracing only; ``elt bench trainer --compile-backend``)."""
         self.cfg = cfg
         self.env = env or dist_lib.current_env(cfg.train.device)
         self.device = self.env.device
@@ -195,8 +199,9 @@ class Trainer:
             )
         self.sharded = self.env.enabled and cfg.train.distributed == "fsdp"
         seed_everything(cfg.train.seed)  # the same initial weights on every rank
-        # FSDP: only rank 0 builds the looped core in full (host memory, the seeded weights one process starts
-        # from); the other ranks build it on the meta device, and every rank materialises its shards only
+        # FSDP: only rank 0 builds the looped core in full (host memory, the seeded weights one
+        # process starts from); the other ranks build it on the meta device, and every rank
+        # materialises its shards only
         meta_backbone = self.sharded and not self.env.is_main
         with registry.backbone_on("meta" if meta_backbone else None):
             self.generator = registry.build_generator(cfg)
@@ -267,7 +272,7 @@ class Trainer:
             self.device, uses_bf16(self.device, cfg.train.precision), cfg.train.peak_tflops
         )
 
-    # -- data ---------------------------------------------------------------------------------------------
+    # -- data --------------------------------------------------------------------------------------
     def shared_paths(self) -> dict[str, Any]:
         """Folders every rank must see (the shared-filesystem check of multi-node runs)."""
         paths = {"train.out_dir": self.run_dir}
@@ -278,10 +283,11 @@ class Trainer:
         return paths
 
     def prepare_data(self):
-        """The training set (caches read, tokenizer loaded). One process builds a missing cache or tokenizer
-        itself; under torchrun every rank reads in parallel and a missing one is refused (one line pointing to
-        ``elt prepare``, which encodes with every rank), never built by rank 0 while the others wait inside a
-        collective. The ranks agree on failure, so none is left waiting for one that stopped."""
+        """The training set (caches read, tokenizer loaded). One process builds a missing cache or
+        tokenizer itself; under torchrun every rank reads in parallel and a missing one is refused
+        (one line pointing to ``elt prepare``, which encodes with every rank), never built by rank 0
+        while the others wait inside a collective. The ranks agree on failure, so none is left
+        waiting for one that stopped."""
         from elt.data.cache import refuse_solo_builds
 
         if not self.env.enabled:
@@ -291,8 +297,10 @@ class Trainer:
         dist_lib.check_shared_paths(self.env, self.shared_paths())
         world = self.env.world_size
         hint = (
-            f"elt train with {world} processes does not build it (one rank would work alone while the others "
-            f"wait): build it first with every process, torchrun --nproc_per_node {world} -m elt.cli prepare "
+            f"elt train with {world} processes does not build it (one rank would work alone while "
+            "the others "
+            f"wait): build it first with every process, torchrun --nproc_per_node {world} -m "
+            "elt.cli prepare "
             "CONFIG (the same overrides), then train"
         )
         dataset, error = None, None
@@ -326,8 +334,8 @@ class Trainer:
 
     def _loader(self, epoch: int, skip_batches: int) -> DataLoader:
         self.sampler.set_position(epoch, skip_batches * self.per_rank_batch)
-        # the loader's own generator seeds worker processes; never the global RNG (that would make the
-        # random stream depend on when loaders are created, i.e. on resuming)
+        # the loader's own generator seeds worker processes; never the global RNG (that would make
+        # the random stream depend on when loaders are created, i.e. on resuming)
         workers_seed = torch.Generator().manual_seed(
             dist_lib.rank_seed(self.cfg.train.seed, self.env.rank) + epoch
         )
@@ -342,8 +350,9 @@ class Trainer:
         )
 
     def _batches(self):
-        """Endless (micro-)batches; the position (epoch, batch) is part of the training state so resume is
-        exact. An epoch ends after its last whole optimizer step, so accumulated steps never straddle epochs."""
+        """Endless (micro-)batches; the position (epoch, batch) is part of the training state so
+        resume is exact. An epoch ends after its last whole optimizer step, so accumulated steps
+        never straddle epochs."""
         per_epoch = (len(self.dataset) // self.global_batch) * self.accum
         while True:
             for batch in self._loader(self.epoch, self.batch_in_epoch):
@@ -354,7 +363,7 @@ class Trainer:
             self.epoch += 1
             self.batch_in_epoch = 0
 
-    # -- state ----------------------------------------------------------------------------------------------
+    # -- state -------------------------------------------------------------------------------------
     def lam_at(self, step: int) -> float:
         ilsd = self.cfg.ilsd
         return ilsd_lambda(
@@ -363,13 +372,14 @@ class Trainer:
 
     @property
     def dcp(self) -> bool:
-        """Sharded checkpoints: ``train.checkpoint_format=dcp``, or ``auto`` (the default) under FSDP."""
+        """Sharded checkpoints: ``train.checkpoint_format=dcp``, or ``auto`` (the default) under
+        FSDP."""
         return self.checkpoint_format == "dcp"
 
     def training_state(self) -> dict[str, Any]:
-        """The resumable state (a collective: every rank calls it). With DCP checkpoints (the default under
-        FSDP) the optimizer state stays sharded (``sharded/``) and is left out; with ``full`` it is gathered
-        to full tensors here."""
+        """The resumable state (a collective: every rank calls it). With DCP checkpoints (the
+        default under FSDP) the optimizer state stays sharded (``sharded/``) and is left out; with
+        ``full`` it is gathered to full tensors here."""
         optimizer = None if self.dcp else dist_lib.gather_full(self.optimizer.state_dict())
         rng = dist_lib.all_gather_object(rng_state(self.device), self.env)
         state = {
@@ -395,8 +405,9 @@ class Trainer:
         return state
 
     def resume_from(self, path: str | Path) -> Path:
-        """Restore everything a checkpoint holds; ``path`` is a checkpoint or a run directory (then the
-        newest checkpoint that loads is used, falling back to older ones if the newest is damaged)."""
+        """Restore everything a checkpoint holds; ``path`` is a checkpoint or a run directory (then
+        the newest checkpoint that loads is used, falling back to older ones if the newest is
+        damaged)."""
         path = Path(path)
         candidates = [resolve_checkpoint(path)]
         if not (path / MODEL_FILE).is_file():
@@ -475,12 +486,14 @@ class Trainer:
         )
         if state["global_batch"] != self.global_batch and self.env.is_main:
             warn(
-                f"resuming with global batch {self.global_batch} (checkpoint: {state['global_batch']}); "
+                f"resuming with global batch {self.global_batch} (checkpoint: "
+                f"{state['global_batch']}); "
                 "the data position is kept in batches, not items"
             )
         if state["schedule"]["total_steps"] != self.cfg.train.steps and self.env.is_main:
             warn(
-                f"train.steps changed from {state['schedule']['total_steps']} to {self.cfg.train.steps}: "
+                f"train.steps changed from {state['schedule']['total_steps']} to "
+                f"{self.cfg.train.steps}: "
                 "the λ schedule is stretched from the current step on"
             )
         if len(state["rng"]) == self.env.world_size:
@@ -499,12 +512,14 @@ class Trainer:
             self.student_draw.load_state_dict(saved_draw)
 
     def save(self) -> Path:
-        """Checkpoint the current step (every rank calls it; rank 0 writes). Non-finite weights are never
-        written: every rank stops with :class:`NonFiniteWeightsError`. With DCP (the default under FSDP) every
-        rank also writes its shards of the weights, optimizer state and EMA (``sharded/``).
+        """Checkpoint the current step (every rank calls it; rank 0 writes). Non-finite weights are
+        never written: every rank stops with :class:`NonFiniteWeightsError`. With DCP (the default
+        under FSDP) every rank also writes its shards of the weights, optimizer state and EMA
+        (``sharded/``).
 
-        Under FSDP nothing is gathered whole: ``model.safetensors`` and ``ema.safetensors`` (what ``elt sample``
-        and ``elt.load`` read) are streamed from the shards one tensor at a time and written by rank 0."""
+        Under FSDP nothing is gathered whole: ``model.safetensors`` and ``ema.safetensors`` (what
+        ``elt sample`` and ``elt.load`` read) are streamed from the shards one tensor at a time and
+        written by rank 0."""
         checkpoints = self.run_dir / "checkpoints"
         if self.env.is_main:  # staging folders of writes that were killed are garbage
             for stale in (*checkpoints.glob(".dcp_step_*"), *checkpoints.glob(".weights_step_*")):
@@ -554,8 +569,8 @@ class Trainer:
             )
 
     def _stream_weights(self, staging: Path) -> tuple[Path, Path]:
-        """FSDP: write the weights and the EMA as safetensors into ``staging`` (rank 0) from the shards, one
-        gathered tensor at a time (every rank takes part in each gather)."""
+        """FSDP: write the weights and the EMA as safetensors into ``staging`` (rank 0) from the
+        shards, one gathered tensor at a time (every rank takes part in each gather)."""
         from elt.train.dcp import stream_safetensors
 
         if self.env.is_main:
@@ -572,9 +587,10 @@ class Trainer:
             self._refuse_non_finite(label, bad)
         return files
 
-    # -- one step -----------------------------------------------------------------------------------------------
+    # -- one step ----------------------------------------------------------------------------------
     def _gradient_sync(self, enabled: bool):
-        """DDP: ``no_sync`` on non-final micro-batches; FSDP2: skip the reduce-scatter the same way."""
+        """DDP: ``no_sync`` on non-final micro-batches; FSDP2: skip the reduce-scatter the same
+        way."""
         if self.env.enabled and hasattr(self.model, "no_sync") and not enabled:
             return self.model.no_sync()
         if hasattr(self.model, "set_requires_gradient_sync"):
@@ -584,12 +600,13 @@ class Trainer:
     def accumulated_step(
         self, micro_batches: list[Any], stop_requested: bool = False
     ) -> dict[str, float]:
-        """One optimizer step over ``micro_batches`` (this rank's share of the global batch, in equal parts):
-        the gradients of the parts' mean losses are averaged, which equals one step on the whole batch (up to
-        float rounding) for losses that are means over items. λ and the ILSD student loop count are drawn
-        once per step, so every micro-batch trains the same student. Returns the log record (losses
-        averaged over micro-batches and ranks). ``stop_requested`` is this rank's wish to stop; the ranks
-        agree on it in the same collective as the loss, so they all stop after the same step."""
+        """One optimizer step over ``micro_batches`` (this rank's share of the global batch, in
+        equal parts): the gradients of the parts' mean losses are averaged, which equals one step on
+        the whole batch (up to float rounding) for losses that are means over items. λ and the ILSD
+        student loop count are drawn once per step, so every micro-batch trains the same student.
+        Returns the log record (losses averaged over micro-batches and ranks). ``stop_requested`` is
+        this rank's wish to stop; the ranks agree on it in the same collective as the loss, so they
+        all stop after the same step."""
         cfg = self.cfg
         self.model.train()
         lam = self.lam_at(self.step)
@@ -603,9 +620,10 @@ class Trainer:
         world, rank = self.env.world_size, self.env.rank
         for index, batch in enumerate(micro_batches):
             final = index == parts - 1
-            # noise, masks, timesteps and label dropout keyed by the global sample index: W ranks (and k
-            # micro-batches) draw what one process draws for the same items. Rank r's micro-batch m holds
-            # global positions (m·b + i)·W + r, i < b, of the step's batch (b = per_rank_batch).
+            # noise, masks, timesteps and label dropout keyed by the global sample index: W ranks
+            # (and k micro-batches) draw what one process draws for the same items. Rank r's
+            # micro-batch m holds global positions (m·b + i)·W + r, i < b, of the step's batch (b =
+            # per_rank_batch).
             rows = (torch.arange(self.per_rank_batch) + index * self.per_rank_batch) * world + rank
             with self._gradient_sync(final):
                 with (
@@ -615,7 +633,8 @@ class Trainer:
                     terms = dist_lib.as_terms(
                         self.model(to_device(batch, self.device), student_loops, lam)
                     )
-                # a non-finite loss is caught after the step's collective below, before the optimizer step
+                # a non-finite loss is caught after the step's collective below, before the
+                # optimizer step
                 (terms.total / parts).backward()
             for key, value in terms.as_floats().items():
                 sums[key] = sums.get(key, 0.0) + value
@@ -651,15 +670,15 @@ class Trainer:
         record.update(step=self.step, lr=lr, grad_norm=grad_norm)
         return record
 
-    # -- outputs ------------------------------------------------------------------------------------------------
+    # -- outputs -----------------------------------------------------------------------------------
     def sample_loops(self) -> list[int]:
         loops = list(self.cfg.train.sample_loops)
         return loops or list(range(1, self.generator.trained_loops + 1))
 
     def write_grid(self) -> Path | None:
-        """A grid of EMA samples, one row per loop count, over ``train.grid_classes`` evenly spaced classes (0:
-        all). Every rank draws its share of the samples (each has its own seed, so the grid does not depend on
-        the process count); rank 0 writes it."""
+        """A grid of EMA samples, one row per loop count, over ``train.grid_classes`` evenly spaced
+        classes (0: all). Every rank draws its share of the samples (each has its own seed, so the
+        grid does not depend on the process count); rank 0 writes it."""
         shadow = self.ema.materialize()
         try:
             classes = grid_classes(
@@ -695,9 +714,9 @@ class Trainer:
         return record
 
     def fit(self, until: int | None = None) -> Path:
-        """Train to ``train.steps`` (or stop early at step ``until``, e.g. to test resuming); returns the
-        checkpoint written at the end. Raises :class:`TrainingInterrupted` after checkpointing when a
-        SIGTERM/SIGINT arrives."""
+        """Train to ``train.steps`` (or stop early at step ``until``, e.g. to test resuming);
+        returns the checkpoint written at the end. Raises :class:`TrainingInterrupted` after
+        checkpointing when a SIGTERM/SIGINT arrives."""
         cfg = self.cfg
         stop = cfg.train.steps if until is None else min(until, cfg.train.steps)
         with run_lock(self.run_dir, self.env):
@@ -716,8 +735,8 @@ class Trainer:
             disable=not self.progress,
             dynamic_ncols=True,
         )
-        # a continuation (resumed, or this trainer already trained) keeps the log up to this step; a fresh
-        # start never appends to an earlier run's log (RunLogger rotates it)
+        # a continuation (resumed, or this trainer already trained) keeps the log up to this step; a
+        # fresh start never appends to an earlier run's log (RunLogger rotates it)
         resume_step = self.step if self.resumed_from is not None or self.step > 0 else None
         logger = RunLogger(self.run_dir, cfg, enabled=self.env.is_main, resume_step=resume_step)
         window_start, window_steps = time.perf_counter(), 0
@@ -768,12 +787,11 @@ class Trainer:
 def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> Path:
     """Train a run as ``cfg`` describes; returns the final checkpoint directory.
 
-    ``resume``: ``None`` (start fresh), ``"auto"`` (newest valid checkpoint of the run directory, if any)
-    or a checkpoint/run path. A fresh start in a folder that already holds checkpoints is refused (one line
-    naming ``--resume auto`` and a new ``train.out_dir``): one run's checkpoints are never replaced by
-    another's. Under torchrun this initialises the process group (NCCL on CUDA, gloo on CPU) and tears it
-    down at the end.
-    """
+    ``resume``: ``None`` (start fresh), ``"auto"`` (newest valid checkpoint of the run directory, if
+    any) or a checkpoint/run path. A fresh start in a folder that already holds checkpoints is
+    refused (one line naming ``--resume auto`` and a new ``train.out_dir``): one run's checkpoints
+    are never replaced by another's. Under torchrun this initialises the process group (NCCL on
+    CUDA, gloo on CPU) and tears it down at the end."""
     from elt.train import checkpoint as ckpt_lib
 
     ckpt_lib.refuse_environment_reads(cfg)
@@ -823,8 +841,8 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
                 trainer.resume_from(resume)
             if trainer.resumed_from is not None:
                 run_id = ckpt_lib.continue_run(trainer.run_dir, trainer.resumed_from)
-                # resuming another run's checkpoint into this folder: its saves must not land on this folder's
-                # own later steps (refused now, not after training up to them)
+                # resuming another run's checkpoint into this folder: its saves must not land on
+                # this folder's own later steps (refused now, not after training up to them)
                 foreign = [
                     p
                     for p in earlier
