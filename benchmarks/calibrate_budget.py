@@ -3,9 +3,8 @@ each point of its latency front, pick the point `elt sample --budget-ms` would p
 that point's latency in a fresh process (same threads, same latency batch, median of the same number
 of calls).
 
-    python benchmarks/calibrate_budget.py --ckpt demo:diffusion               # default grid, 200
-    samples python benchmarks/calibrate_budget.py --ckpt demo:masked --smoke          # tiny grid
-    and sample count
+    python benchmarks/calibrate_budget.py --ckpt demo:diffusion  # default grid, 200 samples
+    python benchmarks/calibrate_budget.py --ckpt demo:masked --smoke  # tiny grid and sample count
 
 Prints one row per budget (budget, point picked, calibrated and re-measured latency, their ratios)
 and the calibration's wall time, and writes JSON (default runs/bench/calibrate_budget_<model>.json).

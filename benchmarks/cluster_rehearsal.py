@@ -11,11 +11,11 @@ torchrun):
 2. ``elt prepare`` with P processes (the cache every rank encodes a share of);
 3. a 1-process reference run of the same config (the loss curve to compare against);
 4. ``elt train`` with P processes, grids every few steps, until SIGTERM reaches the launcher: exit
-143 and a checkpoint;
-5. ``--resume auto`` on P' ≠ P processes to the last step; 6. ``elt eval`` with P processes (domain
-metrics: the images are 32 px grey; one batch per rank and loop count, so the ranks have equal work)
-— for video ``elt sample`` with P processes (the same sharded generation; the video metrics need I3D
-weights this machine does not have).
+   143 and a checkpoint;
+5. ``--resume auto`` on P' ≠ P processes to the last step;
+6. ``elt eval`` with P processes (domain metrics: the images are 32 px grey; one batch per rank and
+   loop count, so the ranks have equal work) — for video ``elt sample`` with P processes (the same
+   sharded generation; the video metrics need I3D weights this machine does not have).
 
 Every process group runs with ``ELT_DIST_TIMEOUT_S`` (30 s by default) and ``ELT_COLLECTIVE_LOG``:
 each rank records the longest time it spent inside one ``torch.distributed`` collective (waiting for

@@ -2,15 +2,17 @@
 against fp32.
 
 For each shipped demo model (diffusion: DDIM with guidance; masked: MaskGIT decoding), at each batch
-size and precision: the eager sampler and the compiled one, timed interleaved in one process
-(medians of ``--repeats`` calls, after a first call that compiles), plus how far the compiled
-samples are from the eager ones (diffusion: max |latent difference| and uint8 image levels; masked:
-share of tokens that differ). Targets: compiled ≥ 1.5× eager at batch 1 and ≥ 1.1× at batch 64. bf16
-(CPU autocast) is reported against fp32 for speed (eager and compiled); its effect on FD_cls is not
-measured here. Prints a table and writes JSON.
+size and
+precision: the eager sampler and the compiled one, timed interleaved in one process (medians of
+``--repeats`` calls, after a first call that compiles), plus how far the compiled samples are from
+the eager ones (diffusion: max |latent difference| and uint8 image levels; masked: share of tokens
+that differ). Targets: compiled ≥ 1.5× eager at batch 1 and ≥ 1.1× at batch 64. bf16 (CPU autocast)
+is reported against fp32 for speed (eager and compiled); its effect on FD_cls is not measured here.
+Prints a table and writes JSON.
 
-    python benchmarks/compiled_sampling.py [--batches 1,8,64 --precisions fp32,bf16 --steps 5
-    --repeats 5]"""
+    python benchmarks/compiled_sampling.py \\
+        [--batches 1,8,64 --precisions fp32,bf16 --steps 5 --repeats 5]
+"""
 
 from __future__ import annotations
 

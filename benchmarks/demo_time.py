@@ -1,10 +1,9 @@
 """Wall time of the demo, alone and beside one other CPU-bound process, at the default thread count
 and oversubscribed (one thread per CPU, PyTorch's own default).
 
-    python benchmarks/demo_time.py                      # `elt demo` with this interpreter's elt
-    python benchmarks/demo_time.py --fresh-clone        # `git clone` + `make demo` (setup
-    included), per case python benchmarks/demo_time.py --threads default,all --load 0,1 --out
-    runs/bench/demo_time.json
+    python benchmarks/demo_time.py                 # `elt demo` with this interpreter's elt
+    python benchmarks/demo_time.py --fresh-clone   # `git clone` + `make demo` (setup included)
+    python benchmarks/demo_time.py --threads default,all --load 0,1 --out runs/bench/demo_time.json
 
 The extra load is a Python busy loop (one process, one core). Prints a table and writes JSON with
 the machine, the CPU count and the load average at the start of each case."""

@@ -2,13 +2,13 @@
 
 Stages: loading the data and the shipped classifier, features and k-NN radii of the 10k reference
 (test) images (once per sweep), then per evaluated point: features of the N samples, FD_cls, KID
-(100 subsets of
-1000), precision/recall/density/coverage (k=5), class accuracy; and the real-vs-real floor at N
-(once per sweep). The "samples" are real training images with pixel noise (the metrics' cost does
-not depend on where the images come from). Prints a table and writes JSON.
+(100 subsets of 1000), precision/recall/density/coverage (k=5), class accuracy; and the real-vs-real
+floor at N (once per sweep). The "samples" are real training images with pixel noise (the metrics'
+cost does not depend on where the images come from). Prints a table and writes JSON.
 
-    python benchmarks/eval_speed.py [--num 10000 --threads 1 --out
-    benchmarks/results/eval_speed.json]"""
+    python benchmarks/eval_speed.py \\
+        [--num 10000 --threads 1 --out benchmarks/results/eval_speed.json]
+"""
 
 from __future__ import annotations
 

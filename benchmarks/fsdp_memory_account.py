@@ -4,8 +4,8 @@ GPU needed.
     PYTHONPATH=src python benchmarks/fsdp_memory_account.py [--world 8] [--out FILE.json]
 
 1. ELT-XL 7N×4L (imagenet256_masked_elt_xl_7x4) at 8 ranks, bf16: FSDP2 per block vs the one-unit
-wrap of the looped core, at several per-GPU micro-batches, with and without per-loop activation
-checkpointing.
+   wrap of the looped core, at several per-GPU micro-batches, with and without per-loop activation
+   checkpointing.
 2. Every shipped recipe at its default global batch / 8 ranks (the figure docs/recipes.md quotes).
 Prints two tables and writes JSON. Figures are estimates (see the module docstring of
 elt.train.memory)."""

@@ -5,8 +5,9 @@ the masked paradigm), measured interleaved in one process so the ratios are fair
 writes JSON. ILSD adds one head application and two loss terms to a vanilla step; the paper reports
 equal step time.
 
-    python benchmarks/ilsd_overhead.py [--width 256 --unique-layers 4 --loops 4 --tokens 64 --batch
-    32]"""
+    python benchmarks/ilsd_overhead.py \\
+        [--width 256 --unique-layers 4 --loops 4 --tokens 64 --batch 32]
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """`elt bench memory` as a script: see `python benchmarks/memory_looped_vs_unique.py --help` and
 docs/benchmarks.md.
 
-PYTHONPATH=src python benchmarks/memory_looped_vs_unique.py [options]   (JSON into
-benchmarks/results/)"""
+PYTHONPATH=src python benchmarks/memory_looped_vs_unique.py [options]
+(JSON into benchmarks/results/)
+"""
 
 import sys
 

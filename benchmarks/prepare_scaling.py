@@ -3,8 +3,9 @@ by side with 1 process and 0, 1, 2 DataLoader workers and with 2 processes (torc
 time, encode time and speed-up over the serial run (1 process, no worker). One thread per process.
 Writes JSON, prints a table.
 
-    PYTHONPATH=src python benchmarks/prepare_scaling.py [--images 10000] [--side 96] [--work
-    /tmp/elt_prepare_bench] [--out benchmarks/results/prepare_scaling.json] [--repeats 1]
+    PYTHONPATH=src python benchmarks/prepare_scaling.py \\
+        [--images 10000] [--side 96] [--work /tmp/elt_prepare_bench]
+        [--out benchmarks/results/prepare_scaling.json] [--repeats 1]
 
 The issue-29 target: 2 workers ≥ 1.8× one on 10 000 images, with both cores free. "wall" includes
 each run's start-up (imports, process group, tokenizer load); "encode" is the manifest's

@@ -275,9 +275,9 @@ def _train_without_cache(rank, port, tmp, overrides, results):
 @pytest.mark.slow
 def test_two_ranks_refuse_to_build_a_missing_cache_and_one_process_builds_it(tmp_path):
     """Under torchrun a missing latent cache used to be encoded by rank 0 alone while the other
-    ranks waited in a barrier (at ImageNet size far past any timeout): now every rank stops with the
-    same line naming elt prepare, and nothing is written; a single process still builds the cache
-    itself."""
+    ranks waited in a
+    barrier (at ImageNet size far past any timeout): now every rank stops with the same line naming
+    elt prepare, and nothing is written; a single process still builds the cache itself."""
     pytest.importorskip("diffusers")
     from test_prepare import write_images
     from test_vae import save_random_vae

@@ -29,8 +29,9 @@ def rank_info(run_dir, rank):
 @pytest.mark.slow
 def test_bf16_fsdp_follows_bf16_ddp_and_keeps_targets_and_loss_fp32(det_paradigm, tmp_path):
     """Same seed, 20 steps of bf16 autocast on 2 gloo processes: FSDP (bf16 block gathers) against
-    DDP. Fails before the fix: FSDP's root unit cast the batch, so the target reached the loss in
-    bf16."""
+    DDP.
+    Fails before the fix: FSDP's root unit cast the batch, so the target reached the loss in
+        bf16."""
     ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
     torchrun([str(ddp), *DET_OVERRIDES, *BF16], timeout=300)
     torchrun([str(fsdp), *DET_OVERRIDES, *BF16, "train.distributed=fsdp"], timeout=300)

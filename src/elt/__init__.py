@@ -3,8 +3,9 @@
 N unique transformer layers looped L times, trained with Intra-Loop Self Distillation so that one
 checkpoint samples at any loop count::
 
-    import elt generator = elt.load("demo:masked")                 # a shipped model, or a
-    run/checkpoint directory images = generator.generate([0, 1, 2], loops=2)      # uint8 N×H×W×C
+    import elt
+    generator = elt.load("demo:masked")  # a shipped model, or a run/checkpoint directory
+    images = generator.generate([0, 1, 2], loops=2)  # uint8 N×H×W×C
 """
 
 from __future__ import annotations

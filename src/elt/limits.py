@@ -3,9 +3,8 @@ allocated.
 
 The foundation layer: imports nothing from elt but :mod:`elt.errors`. Every command, the config and
 the sampling API check sizes against these numbers, so an absurd value (``model.width=2000000``,
-``--num
-1000000000000``, ``--loops 100000000``) is one line naming the value, the estimate and the limit
-instead of an out-of-memory traceback or a run that never ends.
+``--num 1000000000000``, ``--loops 100000000``) is one line naming the value, the estimate and the
+limit instead of an out-of-memory traceback or a run that never ends.
 
 Ceilings (each one far above every shipped config and study, and far below what would hang):
 

@@ -59,7 +59,8 @@ class ShapeTokenizer(nn.Module):
 def build_on_meta(cfg: DictConfig) -> nn.Module:
     """The recipe's generator with every parameter on the meta device (shapes only). The pretrained
     VQ tokenizer / VAE are not loaded: their output shapes come from the config (VQ:
-    ``tokenizer.downsample``, VAE: the SD-VAE's 8× downsampling to 4 channels)."""
+    ``tokenizer.downsample``,
+    VAE: the SD-VAE's 8× downsampling to 4 channels)."""
     with META:
         if cfg.paradigm == "masked":
             from elt.masked.model import MaskedGenerator

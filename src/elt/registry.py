@@ -4,12 +4,11 @@ and sampling reach them only through it, so the lower layers never import a para
 A paradigm is one package that calls :func:`register_paradigm` when imported, naming
 
   * its config section (a dataclass; the section is named after the paradigm, e.g. ``masked:``),
-  * its task module (imported only when a model is built), which provides
-      - ``build_generator(cfg) -> LoopedGenerator`` — the architecture alone (used to load
-        checkpoints);
-      - ``prepare_data(cfg, generator, run_dir, progress=True) -> torch.utils.data.Dataset`` —
-        training items that ``generator.training_loss`` accepts once collated (may train and cache a
-        tokenizer first, with progress bars unless ``progress`` is false).
+  * its task module (imported only when a model is built), which provides - ``build_generator(cfg)
+      -> LoopedGenerator`` — the architecture alone (used to load checkpoints); -
+      ``prepare_data(cfg, generator, run_dir, progress=True) -> torch.utils.data.Dataset`` —
+      training items that ``generator.training_loss`` accepts once collated (may train and cache a
+      tokenizer first, with progress bars unless ``progress`` is false).
 
 The built-in paradigms (``elt.masked``, ``elt.diffusion``) are found by package name; other packages
 are found through the ``elt.paradigms`` entry-point group (value: the package that registers

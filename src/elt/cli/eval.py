@@ -1,12 +1,14 @@
 """``elt eval``: the quality-vs-compute sweep, and the classifier behind the Fashion-MNIST metrics.
 
-    elt eval --ckpt A [--ckpt B ...] --loops 1-5 --num 1000 --out DIR     sweep → eval.json,
-    eval.csv, eval.png elt eval --samples DIR [--ckpt A] --loops 1-5 --out DIR               metrics
-    of existing 'elt sample' output elt eval train-classifier
-    (re)train the shipped classifier elt eval floor
-    real-vs-real floor of the domain metrics elt eval merge DIR_OR_JSON [...] --out DIR
-    one table/plot from several sweeps elt eval video --samples DIR --real-data moving_fmnist
-    video metrics (elt.eval.video)
+    elt eval --ckpt A [--ckpt B ...] --loops 1-5 --num 1000 --out DIR
+        the sweep → eval.json, eval.csv, eval.png
+    elt eval --samples DIR [--ckpt A] --loops 1-5 --out DIR
+        metrics of existing 'elt sample' output
+    elt eval train-classifier                      (re)train the shipped classifier
+    elt eval floor                                 real-vs-real floor of the domain metrics
+    elt eval merge DIR_OR_JSON [...] --out DIR     one table/plot from several sweeps
+    elt eval video --samples DIR --real-data moving_fmnist
+        video metrics (elt.eval.video)
 
 The argparse glue and input checks; the metrics, sweeps and suites live in :mod:`elt.eval`.
 """

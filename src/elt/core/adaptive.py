@@ -51,12 +51,15 @@ def run_adaptive(
     """Loop ``h`` (``branches``·B rows: branch 0 rows 0..B-1, branch 1 rows B..2B-1, prefix tokens
     included) until every sample exits.
 
-    Args: readout: ``(state rows of the active samples, their cond rows, active sample indices) →
-    prediction`` A×… (branches combined). change: ``(previous summary, new summary, active sample
-    indices) → A`` change scores. rule: threshold, min and max loops (``max_loops`` must be set: see
-    :meth:`AdaptiveExit.resolved`). summarise: ``(prediction, active sample indices) → summary``
-    (A×…), what ``change`` compares; kept from one loop to the next instead of the prediction, so it
-    is computed once per loop (default: the prediction itself).
+    Args:
+        readout: ``(state rows of the active samples, their cond rows, active sample indices) →
+            prediction`` A×… (branches combined).
+        change: ``(previous summary, new summary, active sample indices) → A`` change scores.
+        rule: threshold, min and max loops (``max_loops`` must be set: see
+            :meth:`AdaptiveExit.resolved`).
+        summarise: ``(prediction, active sample indices) → summary`` (A×…), what ``change``
+            compares; kept from one loop to the next instead of the prediction, so it is computed
+            once per loop (default: the prediction itself).
 
     Returns the prediction of every sample at its exit (B×…) and the loops it used (B, int64).
     """

@@ -9,8 +9,9 @@ supplies the combination, the λ schedule and the seeded draw of L_int.
 Training modes (``ILSDConfig.mode``):
   * ``ilsd``    — the objective above (default).
   * ``vanilla`` — teacher ground-truth loss only: the paper's "vanilla looping" baseline.
-  * ``unique``  — a non-looped stack of N·L unique layers (built by the model factory), teacher loss
-    only."""
+  * ``unique``  — a non-looped stack of N·L unique layers (built by the model factory), teacher
+    loss only.
+"""
 
 from __future__ import annotations
 
@@ -57,11 +58,14 @@ def ilsd_loss(
 ) -> ILSDTerms:
     """Combine the ILSD terms.
 
-    Args: teacher: head output after L_max loops (receives gradient only from its own ground-truth
-    loss). student: head output after L_int loops, or ``None`` for the vanilla / unique modes.
-    gt_loss: ``prediction → scalar`` loss against the ground truth. distill_loss: ``(student,
-    teacher_detached) → scalar`` distillation loss. lam: weight of the student's ground-truth term;
-    the distillation term gets ``1 − lam``."""
+    Args:
+        teacher: head output after L_max loops (receives gradient only from its own ground-truth
+            loss).
+        student: head output after L_int loops, or ``None`` for the vanilla / unique modes.
+        gt_loss: ``prediction → scalar`` loss against the ground truth.
+        distill_loss: ``(student, teacher_detached) → scalar`` distillation loss.
+        lam: weight of the student's ground-truth term; the distillation term gets ``1 − lam``.
+    """
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lambda must lie in [0, 1], got {lam}")
     teacher_gt = gt_loss(teacher)

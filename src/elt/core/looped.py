@@ -30,20 +30,27 @@ class LoopedTransformer(nn.Module):
     """``unique_layers`` blocks looped ``loops`` times (the trained L_max; any L ≥ 1 works at
     inference).
 
-    Args: dim: token width. unique_layers: N, the number of blocks with their own weights. loops:
-    L_max, the loop count used by default and for training. heads: attention heads. mlp_ratio: MLP
-    hidden width / ``dim``. cond_dim: width of an adaLN conditioning vector (diffusion: timestep +
-    class). ``None`` gives plain pre-norm blocks, conditioned by prefix tokens instead (masked
-    models: a class token). loop_embedding: add a sinusoidal code of the loop index to the state at
-    the start of each loop (not in the paper; off by default). loop_norm: LayerNorm the state
-    between loops (not in the paper; off by default). input_injection: add a learned projection of
-    the loop's input ``x`` to the state at the start of every loop, as recurrent-depth models
-    re-inject their input embedding (not in the paper; off by default; zero-initialised, so training
-    starts from the plain loop). checkpoint_loops: recompute each loop in the backward pass instead
-    of storing its activations, so training memory stays flat in L. dropout: training-time dropout
-    of each block's residual branches (:class:`~elt.core.blocks.Block`; 0 by default, the paper
-    states none). attention_dropout: training-time dropout of the attention probabilities (0 by
-    default)."""
+    Args:
+        dim: token width.
+        unique_layers: N, the number of blocks with their own weights.
+        loops: L_max, the loop count used by default and for training.
+        heads: attention heads.
+        mlp_ratio: MLP hidden width / ``dim``.
+        cond_dim: width of an adaLN conditioning vector (diffusion: timestep + class). ``None``
+            gives plain pre-norm blocks, conditioned by prefix tokens instead (masked models: a
+            class token).
+        loop_embedding: add a sinusoidal code of the loop index to the state at the start of each
+            loop (not in the paper; off by default).
+        loop_norm: LayerNorm the state between loops (not in the paper; off by default).
+        input_injection: add a learned projection of the loop's input ``x`` to the state at the
+            start of every loop, as recurrent-depth models re-inject their input embedding (not in
+            the paper; off by default; zero-initialised, so training starts from the plain loop).
+        checkpoint_loops: recompute each loop in the backward pass instead of storing its
+            activations, so training memory stays flat in L.
+        dropout: training-time dropout of each block's residual branches
+            (:class:`~elt.core.blocks.Block`; 0 by default, the paper states none).
+        attention_dropout: training-time dropout of the attention probabilities (0 by default).
+    """
 
     def __init__(
         self,

@@ -4,8 +4,9 @@ Looked for in an explicit ``root`` if one is given, else in ``$ELT_DATA`` (the f
 ``$ELT_DATA/fashion-mnist``) if that is set, else in Debian's ``dataset-fashion-mnist`` package
 (/usr/share/datasets/fashion-mnist); then torchvision's download when torchvision is installed and
 the machine is online. A ``root`` or ``$ELT_DATA`` that does not exist, or holds no Fashion-MNIST
-files, is an error: never a silent fall-back to another copy. Nothing found → one error saying where
-it looked and how to get the files."""
+files, is an
+error: never a silent fall-back to another copy. Nothing found → one error saying where it looked
+and how to get the files."""
 
 from __future__ import annotations
 

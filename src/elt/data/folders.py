@@ -95,11 +95,15 @@ def find_classes(root: Path) -> list[str]:
 class ImageFolder(Dataset):
     """Labelled images from ``root/<class>/**/<file>``; classes are the sorted subfolder names.
 
-    Args: root: the folder holding class subfolders, or one holding ``train/`` and ``val/`` (then
-    ``split`` picks one). image_size: output side length (square, ADM centre crop). channels: 1
-    (greyscale) or 3 (RGB). split: ``train``/``val``/``test`` when ``root`` has such subfolders;
-    ``train`` uses ``root`` itself when it has no ``train/`` subfolder, any other split needs its
-    subfolder. limit: keep only the first ``limit`` files (sorted order), for quick runs."""
+    Args:
+        root: the folder holding class subfolders, or one holding ``train/`` and ``val/`` (then
+            ``split`` picks one).
+        image_size: output side length (square, ADM centre crop).
+        channels: 1 (greyscale) or 3 (RGB).
+        split: ``train``/``val``/``test`` when ``root`` has such subfolders; ``train`` uses ``root``
+            itself when it has no ``train/`` subfolder, any other split needs its subfolder.
+        limit: keep only the first ``limit`` files (sorted order), for quick runs.
+    """
 
     def __init__(
         self,

@@ -1,9 +1,10 @@
 """``elt prepare CONFIG``: encode a training set (image folder, UCF-101, ...) into the latent/token
 cache the trainer reads, with several processes under torchrun, resumable after a kill.
 
-    elt prepare imagenet256_masked_elt_l_8x3 data.root=/data/imagenet/train
-    tokenizer.pretrained_path=/models/vq torchrun --standalone --nproc_per_node 8 -m elt.cli prepare
-    imagenet256_diffusion_elt_8x4 data.root=...
+    elt prepare imagenet256_masked_elt_l_8x3 data.root=/data/imagenet/train \\
+        tokenizer.pretrained_path=/models/vq
+    torchrun --standalone --nproc_per_node 8 -m elt.cli prepare imagenet256_diffusion_elt_8x4 \\
+        data.root=...
 
 The cache is cut into shards of ``--shard-size`` items; process r of W encodes shards r, r+W, r+2W,
 ... Each finished shard is written under a temporary name and renamed into ``NAME.shards/``, so a

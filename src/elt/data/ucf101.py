@@ -75,11 +75,17 @@ def clip_indices(length: int, frames: int, stride: int, start: int) -> np.ndarra
 class UCF101(Dataset):
     """Clips of the official UCF-101 train/test split ``fold`` (1..3); see the module docstring.
 
-    Args: root: folder holding ``ucfTrainTestlist/`` and the videos (``UCF-101/<Class>/`` or
-    ``<Class>/``). split: ``train`` or ``test``. fold: official split 1, 2 or 3. frames: frames per
-    clip. image_size: output side (short side resize + centre crop). frame_stride: take every k-th
-    frame. limit: keep only the first ``limit`` videos of the split list. seed: selects the training
-    clips' start positions."""
+    Args:
+        root: folder holding ``ucfTrainTestlist/`` and the videos (``UCF-101/<Class>/`` or
+            ``<Class>/``).
+        split: ``train`` or ``test``.
+        fold: official split 1, 2 or 3.
+        frames: frames per clip.
+        image_size: output side (short side resize + centre crop).
+        frame_stride: take every k-th frame.
+        limit: keep only the first ``limit`` videos of the split list.
+        seed: selects the training clips' start positions.
+    """
 
     def __init__(
         self,

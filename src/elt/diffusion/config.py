@@ -6,7 +6,8 @@ Two processes share one structure (path / prediction target / weighting / sample
   schedule, x0-prediction and the sigmoid loss weighting of "Simpler Diffusion" (Hoogeboom et al.).
 * ``process: flow`` — rectified flow (linear path x_t = (1−t)·x0 + t·ε), usually with ``prediction:
   v`` (the velocity ε − x0) and ``weighting: v`` (plain velocity MSE). Deterministic sampling is
-  Euler."""
+  Euler.
+"""
 
 from __future__ import annotations
 

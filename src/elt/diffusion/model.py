@@ -1,7 +1,7 @@
 """The diffusion generator: a DiT whose adaLN-Zero blocks are the looped core.
 
     z_t ──patchify──► linear ──+pos──► [ N adaLN-Zero blocks ] × L ──► final layer ──unpatchify──►
-    prediction ▲ cond = timestep embedding + class embedding
+                                            prediction ▲ cond = timestep embedding + class embedding
 
 Embedding happens once, the shared final layer reads the state after any loop count, so the teacher
 (L_max loops) and the ILSD student (L_int loops) come from one forward pass. The network is
@@ -90,12 +90,17 @@ class FinalLayer(nn.Module):
 class DiffusionGenerator(LoopedGenerator):
     """Class-conditional DiT-style ELT over images (pixel or VAE-latent space).
 
-    Args: cfg (DictConfig): the full run config (``model``, ``data``, ``diffusion`` sections are
-    read). backbone: the looped core, built with ``cond_dim = width`` (adaLN-Zero blocks). process:
-    the diffusion process (path, prediction target, weighting). data_shape: C×H×W of what the
-    network denoises (pixels, or latents in latent space), or C×T×H×W for video (pixel space; 3D
-    patches of ``temporal_patch_size × patch_size × patch_size``). vae (PretrainedVAE | None): a
-    :class:`elt.tokenizers.vae.PretrainedVAE` for latent space (decodes samples), else ``None``."""
+    Args:
+        cfg (DictConfig): the full run config (``model``, ``data``, ``diffusion`` sections are
+            read).
+        backbone: the looped core, built with ``cond_dim = width`` (adaLN-Zero blocks).
+        process: the diffusion process (path, prediction target, weighting).
+        data_shape: C×H×W of what the network denoises (pixels, or latents in latent space), or
+            C×T×H×W for video (pixel space; 3D patches of ``temporal_patch_size × patch_size ×
+            patch_size``).
+        vae (PretrainedVAE | None): a :class:`elt.tokenizers.vae.PretrainedVAE` for latent space
+            (decodes samples), else ``None``.
+    """
 
     def __init__(
         self,

@@ -13,7 +13,9 @@ samples at ``batch_size`` and records
   warm-up).
 
 A point is on the front when no other point is at least as good in FD_cls and at least as cheap
-(GFLOPs; separately: latency), and strictly better in one."""
+(GFLOPs;
+separately: latency), and strictly better in one.
+"""
 
 from __future__ import annotations
 

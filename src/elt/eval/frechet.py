@@ -6,10 +6,8 @@ function).
 computed in float64 with two symmetric eigendecompositions: S1^½ from ``eigh(S1)``, then the
 eigenvalues of the symmetric PSD matrix S1^½ S2 S1^½, whose square roots sum to the trace term.
 Unlike ``scipy.linalg.sqrtm(S1 @ S2)`` (a non-symmetric product, whose ``disp=False`` form was
-removed in SciPy
-1.18), this never produces complex parts or NaNs for singular covariances (N < D): tiny negative
-eigenvalues from round-off are clipped to zero.
-"""
+removed in SciPy 1.18), this never produces complex parts or NaNs for singular covariances (N < D):
+tiny negative eigenvalues from round-off are clipped to zero."""
 
 from __future__ import annotations
 

@@ -3,22 +3,21 @@
 The preferred file is StyleGAN-V's ``i3d_torchscript.pt`` (Kinetics-400 I3D, bit-compatible with the
 TF-hub model of the original FVD code). Its contract, which we follow:
 
-    module(videos, rescale=True, resize=True, return_features=True) -> N×400 videos: float N×3×T×H×W
-    with values in [0, 255]; ``rescale`` maps them to [-1, 1], ``resize`` to 224².
+    module(videos, rescale=True, resize=True, return_features=True) -> N×400
+    videos: float N×3×T×H×W with values in [0, 255]; ``rescale`` maps them to [-1, 1], ``resize`` to
+        224².
 
 A TorchScript module whose ``forward`` takes only the videos is called with float N×3×T×H×W in [-1,
 1] (I3D's native range) at the size given. FVD is the Fréchet distance between Gaussians fitted to
-these
-400-d outputs (logits before the softmax). The weights path comes from ``--i3d`` or
+these 400-d outputs (logits before the softmax). The weights path comes from ``--i3d`` or
 ``$ELT_I3D_WEIGHTS``; nothing is downloaded. The file's full SHA-256 must be :data:`I3D_SHA256`
 (StyleGAN-V's file, 51,235,320 bytes) before it is loaded; another TorchScript file is accepted only
 when ``$ELT_I3D_SHA256`` names its SHA-256 (a deliberate choice, recorded in the results'
 provenance).
 
 Protocol we recommend stating with any FVD: real clips from the UCF-101 train split, 16 frames at
-stride 1,
-128×128 (resized to 224 inside I3D), 2048 generated vs 2048 real clips (StyleGAN-V's protocol).
-"""
+stride 1, 128×128 (resized to 224 inside I3D), 2048 generated vs 2048 real clips (StyleGAN-V's
+protocol)."""
 
 from __future__ import annotations
 

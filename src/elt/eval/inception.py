@@ -8,8 +8,8 @@ evaluators (ADM's ``evaluator.py``) closely. We never let it download: the weigh
   1. an explicit path (``--inception-weights`` / ``weights=``),
   2. else ``$ELT_INCEPTION_WEIGHTS``,
   3. else the torch.hub cache file
-  ``<torch.hub.get_dir()>/checkpoints/weights-inception-2015-12-05-6726825d.pth`` (where
-  torch-fidelity itself would have put it),
+     ``<torch.hub.get_dir()>/checkpoints/weights-inception-2015-12-05-6726825d.pth`` (where
+     torch-fidelity itself would have put it),
 
 and their full SHA-256 must be :data:`INCEPTION_SHA256` (its first 8 digits are the ``6726825d``
 torch.hub encodes in the file name) before torch-fidelity unpickles them. A missing file is one

@@ -95,11 +95,13 @@ def prdc(
     k-NN balls.
 
     precision: share of fakes inside some real k-NN ball; recall: share of reals inside some fake
-    k-NN ball; density: fakes' count of real balls containing them / k, averaged (≈1 when fake ~
-    real, can exceed 1); coverage: share of real balls that contain at least one fake. Balls are
-    closed (distance ≤ radius). With k=3 precision/recall are the standard (ADM) ones.
-    ``real_radii`` (``knn_radii(real, k)``) may be passed in when one real set is compared with many
-    fake sets: it is a third of the work at equal sizes."""
+        k-NN ball;
+    density: fakes' count of real balls containing them / k, averaged (≈1 when fake ~ real, can
+        exceed 1);
+    coverage: share of real balls that contain at least one fake. Balls are closed (distance ≤
+    radius). With k=3 precision/recall are the standard (ADM) ones. ``real_radii``
+    (``knn_radii(real, k)``) may be passed in when one real set is compared with many fake sets: it
+    is a third of the work at equal sizes."""
     x, y = _tensor(real, dtype), _tensor(fake, dtype)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"feature sizes differ: {x.shape[1]} vs {y.shape[1]}")
@@ -143,7 +145,8 @@ def class_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def inception_score(logits: np.ndarray, split_size: int = 5000) -> tuple[float, float]:
     """Inception Score exp(E_x KL(p(y|x) ‖ p(y))) over consecutive splits of ``split_size`` samples
-    (ADM's protocol: 50k samples → 10 splits of 5000). Returns (mean, std over splits)."""
+    (ADM's
+    protocol: 50k samples → 10 splits of 5000). Returns (mean, std over splits)."""
     logits = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
     if logits.ndim != 2 or len(logits) == 0:
         raise ValueError(f"expected N×C logits, got shape {tuple(logits.shape)}")

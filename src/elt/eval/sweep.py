@@ -102,7 +102,8 @@ def _kernel_peak_bytes() -> int | None:
 
 class PeakMemory:
     """Peak memory of the code inside ``with``, in MiB: CUDA allocator peak, or CPU RSS growth (None
-    where the RSS did not grow: not measured).
+    where the
+    RSS did not grow: not measured).
 
     On Linux the CPU peak is the kernel's own high-water mark (reset on entry through
     ``/proc/self/clear_refs``), so no allocation is missed however short it lives. Elsewhere a

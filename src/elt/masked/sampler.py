@@ -52,12 +52,16 @@ def iterative_decode(
     """Decode ``batch`` token sequences of length ``seq_len``; returns B×T token ids (none equal to
     ``mask_id``).
 
-    Args: logits_fn: ``(tokens B×T with mask_id at masked positions, step) → logits B×T×V`` over the
-    codebook. generator: all randomness (token draws, Gumbel noise) comes from it: same seed, same
-    tokens. A list of generators (one per sample, :mod:`elt.core.rng`) makes each sample independent
-    of the batch. token_temperature: softmax temperature of the token draws (1 = the model's
-    distribution). on_step: called as ``on_step(step, tokens_before, tokens_after)`` (for tests and
-    visualisation)."""
+    Args:
+        logits_fn: ``(tokens B×T with mask_id at masked positions, step) → logits B×T×V`` over the
+            codebook.
+        generator: all randomness (token draws, Gumbel noise) comes from it: same seed, same tokens.
+            A list of generators (one per sample, :mod:`elt.core.rng`) makes each sample independent
+            of the batch.
+        token_temperature: softmax temperature of the token draws (1 = the model's distribution).
+        on_step: called as ``on_step(step, tokens_before, tokens_after)`` (for tests and
+            visualisation).
+    """
     device = torch.device(device)
     counts = masked_counts(seq_len, steps)
     tokens = torch.full((batch, seq_len), mask_id, dtype=torch.long, device=device)

@@ -142,12 +142,16 @@ def _log2_exact(value: int, key: str) -> int:
 class VideoFSQTokenizer(FSQCodec):
     """Clips (B×C×T×S×S in [-1, 1]) ↔ token grids (B×t×h×w, ints < codebook_size).
 
-    Args: frames: clip length T (divisible by ``temporal_downsample``). image_size: frame side S
-    (divisible by ``downsample``). image_channels: C (1 grey, 3 RGB). levels: FSQ levels per latent
-    channel (``[8, 5, 5, 5]`` → 1000 codes). downsample: spatial reduction, a power of two.
-    temporal_downsample: temporal reduction, a power of two no larger than ``downsample`` (time is
-    reduced in the first stages of the spatial pyramid). channels: width at the token grid (halved
-    per stage towards full resolution, at least 16)."""
+    Args:
+        frames: clip length T (divisible by ``temporal_downsample``).
+        image_size: frame side S (divisible by ``downsample``).
+        image_channels: C (1 grey, 3 RGB).
+        levels: FSQ levels per latent channel (``[8, 5, 5, 5]`` → 1000 codes).
+        downsample: spatial reduction, a power of two.
+        temporal_downsample: temporal reduction, a power of two no larger than ``downsample`` (time
+            is reduced in the first stages of the spatial pyramid).
+        channels: width at the token grid (halved per stage towards full resolution, at least 16).
+    """
 
     kind = "fsq3d"
 

@@ -4,7 +4,8 @@
   a data limit below the number of classes;
 * while training (:class:`DivergenceWatch`): the loss grows past :data:`DIVERGENCE_FACTOR` times its
   value at the first step of this process (e.g. ``train.lr=1e9``: 1.4 → 2e21); one line naming the
-  step, once."""
+  step, once.
+"""
 
 from __future__ import annotations
 

@@ -1,9 +1,12 @@
 """Checkpoints: one directory per save, written atomically.
 
-    RUN/checkpoints/step_0001000/ config.yaml         the full run config: the checkpoint knows its
-    architecture model.safetensors   raw weights ema.safetensors     EMA weights (sampling uses
-    these by default) state.pt            optimizer, schedules, step, data position, RNG states
-    (weights_only=True) manifest.json       byte size of every file above, written last
+    RUN/checkpoints/step_0001000/
+        config.yaml         the full run config: the checkpoint knows its architecture
+        model.safetensors   raw weights
+        ema.safetensors     EMA weights (sampling uses these by default)
+        state.pt            optimizer, schedules, step, data position, RNG states
+                            (weights_only=True)
+        manifest.json       byte size of every file above, written last
     RUN/checkpoints/latest  name of the newest complete checkpoint
 
 A checkpoint is written to a temporary sibling directory (``.tmp_step_*``), flushed to disk and

@@ -4,7 +4,8 @@ reads the environment it sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``train.distributed=fsdp``).
 
 No process management of our own: a run started without torchrun is a single process, a run started
-by torchrun is one process per device. See docs/distributed.md for the launch commands.
+    by
+torchrun is one process per device. See docs/distributed.md for the launch commands.
 
 Global-batch semantics: ``train.batch_size`` is the batch of one optimizer step summed over all
 ranks; each rank loads ``batch_size / world_size`` items. :class:`ShardedSampler` deals every rank
@@ -318,7 +319,8 @@ def wrap_for_training(
 
     ``param_dtype`` (e.g. bf16): the looped units' weights are gathered in that dtype; see
     :func:`mixed_precision_policies` (inputs and targets are never cast). Parameters become DTensors
-    in place: build the optimizer after this call.
+    in
+    place: build the optimizer after this call.
 
     Meta-device initialisation: when ``generator`` holds meta tensors (its backbone built under
     ``registry.backbone_on("meta")``), they get storage for this rank's shards only after sharding,

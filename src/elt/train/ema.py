@@ -51,11 +51,11 @@ class EMA:
     """Keeps the ``decay``-weighted running averages of ``model``'s weights.
 
     One process or DDP (``keep_shadow=True``): ``shadow`` is a frozen full copy of the model holding
-    them. FSDP (``keep_shadow=False``, then :meth:`track_sharded` after ``fully_shard``): the
-    averages are DTensors sharded exactly like the parameters — 1/world of the model per rank — and
-    no full copy exists; :meth:`materialize` gathers a full ``shadow`` on demand (grids) and
-    :meth:`release` frees it again. Checkpoints save and load the sharded averages directly
-    (:meth:`averages`)."""
+    them.
+    FSDP (``keep_shadow=False``, then :meth:`track_sharded` after ``fully_shard``): the averages are
+    DTensors sharded exactly like the parameters — 1/world of the model per rank — and no full copy
+    exists; :meth:`materialize` gathers a full ``shadow`` on demand (grids) and :meth:`release`
+    frees it again. Checkpoints save and load the sharded averages directly (:meth:`averages`)."""
 
     def __init__(self, model: nn.Module, decay: float = 0.999, keep_shadow: bool = True):
         if not 0.0 <= decay < 1.0:

@@ -2,10 +2,11 @@
 CONFIG ...``.
 
 Exactly ``torch.distributed.run`` (same options, same environment for the workers), except for how a
-stop ends: when the launcher itself gets SIGTERM/SIGINT (a scheduler ending the job), it exits with
-128 + signal number after the workers stopped (rank 0 prints the one stop message), and when every
-failed worker stopped on such a signal after writing its checkpoint (exit 128 + signal), it prints
-one line; never torchrun's tracebacks for a stop. Any other failure is torchrun's own report."""
+stop
+ends: when the launcher itself gets SIGTERM/SIGINT (a scheduler ending the job), it exits with 128 +
+signal number after the workers stopped (rank 0 prints the one stop message), and when every failed
+worker stopped on such a signal after writing its checkpoint (exit 128 + signal), it prints one
+line; never torchrun's tracebacks for a stop. Any other failure is torchrun's own report."""
 
 from __future__ import annotations
 

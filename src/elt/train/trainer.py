@@ -513,8 +513,9 @@ class Trainer:
 
     def save(self) -> Path:
         """Checkpoint the current step (every rank calls it; rank 0 writes). Non-finite weights are
-        never written: every rank stops with :class:`NonFiniteWeightsError`. With DCP (the default
-        under FSDP) every rank also writes its shards of the weights, optimizer state and EMA
+        never
+        written: every rank stops with :class:`NonFiniteWeightsError`. With DCP (the default under
+        FSDP) every rank also writes its shards of the weights, optimizer state and EMA
         (``sharded/``).
 
         Under FSDP nothing is gathered whole: ``model.safetensors`` and ``ema.safetensors`` (what
