@@ -216,12 +216,11 @@ def test_tutorial_paper_row_at_tiny_size_on_cpu(tmp_path, monkeypatch):
     """prepare, train and sample run on a CPU (paths to generated data, tiny sizes appended); the
     FID command is parsed only: it needs torch-fidelity, the Inception weights and ADM's reference
     batch."""
-    pytest.importorskip("diffusers")
     from elt.cli import build_parser
+    from test_maskgit_vq import tiny_maskgit_folder
     from test_prepare import write_images
-    from test_tokenizer import tiny_vq_folder
 
-    _, vq = tiny_vq_folder(tmp_path)
+    vq = tiny_maskgit_folder(tmp_path / "maskgit")
     write_images(tmp_path / "images", per_class=4, broken=0, size=40)
     monkeypatch.chdir(tmp_path)
     tiny = [

@@ -1,7 +1,7 @@
 """Every paper-scale recipe trains 5 steps on a CPU at tiny width, through its real data path: a
-generated image folder with a (random-weight) diffusers VQ model or VAE for ImageNet, generated
-videos with an fsq3d tokenizer for UCF-101. Only sizes are overridden; the recipe's paradigm, ILSD
-mode, N×L, schedule and losses are its own."""
+generated image folder with a (random-weight, reduced-depth) MaskGIT VQGAN or diffusers VAE for
+ImageNet, generated videos with an fsq3d tokenizer for UCF-101. Only sizes are overridden; the
+recipe's paradigm, ILSD mode, N×L, schedule and losses are its own."""
 
 import json
 
@@ -34,12 +34,12 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    from test_tokenizer import tiny_vq_folder
+    from test_maskgit_vq import tiny_maskgit_folder
     from test_vae import save_random_vae
 
     root = tmp_path_factory.mktemp("recipe_assets")
     write_images(root / "images", per_class=6, broken=1, size=40)
-    _, vq = tiny_vq_folder(root)
+    vq = tiny_maskgit_folder(root / "maskgit")
     vae = save_random_vae(root / "vae")
     return root, vq, vae
 

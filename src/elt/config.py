@@ -174,7 +174,8 @@ class TrainConfig:
 
 @dataclass
 class TokenizerConfig:
-    # fsq (trainable here) | fsq3d (videos, trainable here) | pretrained_vq (diffusers VQModel)
+    # fsq (trainable here) | fsq3d (videos, trainable here) | pretrained_vq (diffusers VQModel) |
+    # maskgit_vq (MaskGIT's VQGAN, a folder written by `elt tokenizer convert-maskgit`)
     kind: str = "fsq"
     levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # FSQ levels: 1000 codes
     downsample: int = 4  # 32×32 images → 8×8 tokens
@@ -191,12 +192,14 @@ class TokenizerConfig:
         None  # where the trained tokenizer is saved / looked for (None: RUN/tokenizer)
     )
     pretrained_path: str | None = (
-        None  # kind=pretrained_vq: local diffusers VQModel folder (config.json + weights)
+        None  # pretrained_vq: local diffusers VQModel folder; maskgit_vq: converted MaskGIT folder
     )
     encode_batch_size: int = 256  # images per batch when encoding the dataset into the token cache
 
 
-TOKENIZER_KINDS = ("fsq", "fsq3d", "pretrained_vq")
+TOKENIZER_KINDS = ("fsq", "fsq3d", "pretrained_vq", "maskgit_vq")
+# kinds loaded from tokenizer.pretrained_path (never trained by elt)
+PRETRAINED_TOKENIZER_KINDS = ("pretrained_vq", "maskgit_vq")
 
 
 @dataclass
@@ -738,7 +741,7 @@ def _validate_video(cfg: DictConfig) -> None:
             )
     elif (
         data.frames > 0
-        and cfg.tokenizer.kind in ("fsq", "pretrained_vq")
+        and cfg.tokenizer.kind in ("fsq", *PRETRAINED_TOKENIZER_KINDS)
         and cfg.paradigm == "masked"
     ):
         raise ConfigError(

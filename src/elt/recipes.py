@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from elt.config import CONFIG_DIR, load_config
+from elt.config import CONFIG_DIR, PRETRAINED_TOKENIZER_KINDS, load_config
 from elt.registry import build_backbone
 
 RECIPE_PREFIXES = ("imagenet256_", "ucf101_")
@@ -48,7 +48,7 @@ class ShapeTokenizer(nn.Module):
         self.token_grid = (side, side)
         self.codebook_size = (
             MASKGIT_VQ_CODES
-            if cfg.tokenizer.kind == "pretrained_vq"
+            if cfg.tokenizer.kind in PRETRAINED_TOKENIZER_KINDS
             else math.prod(cfg.tokenizer.levels)
         )
 
@@ -65,7 +65,7 @@ def build_on_meta(cfg: DictConfig) -> nn.Module:
         if cfg.paradigm == "masked":
             from elt.masked.model import MaskedGenerator
 
-            if cfg.tokenizer.kind == "pretrained_vq":
+            if cfg.tokenizer.kind in PRETRAINED_TOKENIZER_KINDS:
                 tokenizer = ShapeTokenizer(cfg)
             else:
                 from elt.masked.task import build_tokenizer

@@ -189,13 +189,14 @@ class StubTokenizer(nn.Module):
 
 
 def build_elt_masked(cfg, device: torch.device):
+    from elt.config import PRETRAINED_TOKENIZER_KINDS
     from elt.masked.model import MaskedGenerator
 
     t = cfg.tokenizer
     size = int(cfg.data.image_size)
     downsample = int(t.downsample)
     codebook = (
-        math.prod(int(v) for v in t.levels) if t.kind != "pretrained_vq" else 1024
+        math.prod(int(v) for v in t.levels) if t.kind not in PRETRAINED_TOKENIZER_KINDS else 1024
     )  # MaskGIT's VQGAN
     grid = (size // downsample, size // downsample)
     torch.manual_seed(0)

@@ -1,4 +1,6 @@
-"""``elt tokenizer train CONFIG [key=value ...]``: train the image or video tokenizer on its own.
+"""``elt tokenizer train CONFIG [key=value ...]``: train the image or video tokenizer on its own;
+``elt tokenizer convert-maskgit CHECKPOINT OUT``: convert MaskGIT's VQGAN for
+``tokenizer.kind=maskgit_vq``.
 
 ``elt train`` trains the tokenizer itself when it finds none, so this command is for training one
 shared tokenizer ahead of several runs (point each run's ``tokenizer.path`` at it) or for tuning it.
@@ -37,7 +39,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     if cfg.tokenizer.kind not in TRAINABLE_KINDS:
         raise UserError(
             f"tokenizer.kind={cfg.tokenizer.kind} is not trainable here; only "
-            f"{' and '.join(TRAINABLE_KINDS)} are (pretrained_vq loads from "
+            f"{' and '.join(TRAINABLE_KINDS)} are (pretrained_vq and maskgit_vq load from "
             "tokenizer.pretrained_path)"
         )
     out = tokenizer_dir(cfg, args.out)
@@ -72,11 +74,35 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokenizer_convert_maskgit(args: argparse.Namespace) -> int:
+    from elt.fileio import check_output_dir
+    from elt.tokenizers.maskgit_vq import convert_maskgit
+
+    out = Path(args.out)
+    check_output_dir(out, "tokenizer output folder")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise UserError(f"{out} already exists and is not empty; pass --force to replace it")
+    try:
+        convert_maskgit(args.checkpoint, out, replace=args.force)
+    except ImportError as exc:
+        raise UserError(str(exc).splitlines()[0]) from exc
+    from elt.tokenizers.maskgit_vq import read_folder_config
+
+    config = read_folder_config(out)
+    print(
+        f"MaskGIT VQ tokenizer: {config.codebook_size} codes of {config.embedding_dim} dims, "
+        f"{config.downsample}x downsampling; saved to {out}"
+    )
+    print(f"use it with: tokenizer.kind=maskgit_vq tokenizer.pretrained_path={out}")
+    return 0
+
+
 def add_parsers(sub) -> None:
     tokenizer = sub.add_parser(
         "tokenizer",
-        help="train an image or video tokenizer",
-        description="Tokenizer commands (images: tokenizer.kind=fsq; video: fsq3d).",
+        help="train an image or video tokenizer, or convert a pretrained one",
+        description="Tokenizer commands (train: images tokenizer.kind=fsq, video fsq3d; "
+        "convert-maskgit: MaskGIT's VQGAN for tokenizer.kind=maskgit_vq).",
     )
     commands = tokenizer.add_subparsers(dest="tokenizer_command", metavar="COMMAND")
     p = commands.add_parser(
@@ -97,4 +123,18 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_tokenizer_train)
+    p = commands.add_parser(
+        "convert-maskgit",
+        help="convert MaskGIT's VQGAN checkpoint (Flax, or the PyTorch port) for tokenizer.kind="
+        "maskgit_vq",
+        description="Convert MaskGIT's ImageNet VQGAN tokenizer into a folder elt loads with "
+        "tokenizer.kind=maskgit_vq tokenizer.pretrained_path=OUT. CHECKPOINT is either the "
+        "released Flax checkpoint (tokenizer_imagenet256_checkpoint; needs msgpack: pip install "
+        "'elt-looped[pretrained]') or the PyTorch port's state dict "
+        "(maskgit-vqgan-imagenet-f16-256.bin); the format is read from the file.",
+    )
+    p.add_argument("checkpoint", help="the Flax msgpack checkpoint or the PyTorch state dict")
+    p.add_argument("out", help="output folder (config.json + model.safetensors)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it already holds files")
+    p.set_defaults(func=cmd_tokenizer_convert_maskgit)
     tokenizer.set_defaults(func=lambda args: tokenizer.print_help() or 0)

@@ -23,6 +23,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset, default_collate
 
+from elt.config import PRETRAINED_TOKENIZER_KINDS
 from elt.data.cache import CacheSpec, build_cache, state_dict_hash
 from elt.data.datasets import build_dataset
 from elt.data.folders import ImageFolder
@@ -71,14 +72,10 @@ def load_tokenizer_weights(
     saved)."""
     from elt.tokenizers import fsq
 
-    if cfg.tokenizer.kind == "pretrained_vq":
-        from elt.tokenizers.pretrained_vq import PretrainedVQTokenizer
-
-        source = PretrainedVQTokenizer.from_folder(
-            cfg.tokenizer.pretrained_path, cfg.data.image_size
-        )
+    if cfg.tokenizer.kind in PRETRAINED_TOKENIZER_KINDS:
+        source = build_tokenizer(cfg, weights=True)
         tokenizer.load_state_dict(source.state_dict())
-        return {"kind": "pretrained_vq", "path": cfg.tokenizer.pretrained_path}
+        return {"kind": cfg.tokenizer.kind, "path": cfg.tokenizer.pretrained_path}
     folder = tokenizer_dir(cfg, run_dir)
     if not fsq.is_saved(folder):
         from elt.data.cache import check_solo_build
@@ -266,7 +263,9 @@ def prepare_builds_first(cfg, run_dir: str | Path) -> bool:
     time."""
     from elt.tokenizers import fsq
 
-    return cfg.tokenizer.kind != "pretrained_vq" and not fsq.is_saved(tokenizer_dir(cfg, run_dir))
+    return cfg.tokenizer.kind not in PRETRAINED_TOKENIZER_KINDS and not fsq.is_saved(
+        tokenizer_dir(cfg, run_dir)
+    )
 
 
 def prepare_spec(

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from torch import nn
 
-from elt.config import TOKENIZER_KINDS
+from elt.config import PRETRAINED_TOKENIZER_KINDS, TOKENIZER_KINDS
 
 TRAINABLE_KINDS = ("fsq", "fsq3d")
 
 
-def build_tokenizer(cfg) -> nn.Module:
-    """``fsq`` (images), ``fsq3d`` (clips of ``data.frames`` frames) or ``pretrained_vq`` (a local
-    diffusers VQModel folder; architecture only)."""
+def build_tokenizer(cfg, weights: bool = False) -> nn.Module:
+    """``fsq`` (images), ``fsq3d`` (clips of ``data.frames`` frames), ``pretrained_vq`` (a local
+    diffusers VQModel folder) or ``maskgit_vq`` (a folder ``elt tokenizer convert-maskgit`` wrote).
+    The pretrained kinds come with the folder's weights when ``weights`` is true, otherwise (and
+    the trainable kinds always) with random weights of the same layout."""
     kind, t = cfg.tokenizer.kind, cfg.tokenizer
     if kind != "fsq3d" and cfg.data.frames > 0:
         raise ValueError(
@@ -54,15 +56,31 @@ def build_tokenizer(cfg) -> nn.Module:
                 "(a local diffusers VQModel folder)"
             )
         tokenizer = PretrainedVQTokenizer.from_folder(
-            t.pretrained_path, cfg.data.image_size, weights=False
+            t.pretrained_path, cfg.data.image_size, weights=weights
         )
-        if tokenizer.image_channels != cfg.data.channels:
+        return _check_channels(tokenizer, cfg)
+    if kind == "maskgit_vq":
+        from elt.tokenizers.maskgit_vq import MaskGITVQTokenizer
+
+        if not t.pretrained_path:
             raise ValueError(
-                f"the VQ model takes {tokenizer.image_channels}-channel images but data.channels="
-                f"{cfg.data.channels}"
+                "tokenizer.kind=maskgit_vq needs tokenizer.pretrained_path=FOLDER (written by "
+                "elt tokenizer convert-maskgit CHECKPOINT FOLDER)"
             )
-        return tokenizer
+        tokenizer = MaskGITVQTokenizer.from_folder(
+            t.pretrained_path, cfg.data.image_size, weights=weights
+        )
+        return _check_channels(tokenizer, cfg)
     raise ValueError(f"unknown tokenizer.kind {kind!r}; allowed: {', '.join(TOKENIZER_KINDS)}")
+
+
+def _check_channels(tokenizer: nn.Module, cfg) -> nn.Module:
+    if tokenizer.image_channels != cfg.data.channels:
+        raise ValueError(
+            f"the {cfg.tokenizer.kind} model takes {tokenizer.image_channels}-channel images but "
+            f"data.channels={cfg.data.channels}"
+        )
+    return tokenizer
 
 
 def build_trainable_tokenizer(cfg) -> nn.Module:
@@ -70,6 +88,7 @@ def build_trainable_tokenizer(cfg) -> nn.Module:
     if cfg.tokenizer.kind not in TRAINABLE_KINDS:
         raise ValueError(
             f"tokenizer.kind={cfg.tokenizer.kind!r} is not trainable here (trainable: "
-            f"{', '.join(TRAINABLE_KINDS)}); pretrained_vq loads from tokenizer.pretrained_path"
+            f"{', '.join(TRAINABLE_KINDS)}); {' and '.join(PRETRAINED_TOKENIZER_KINDS)} load from "
+            "tokenizer.pretrained_path"
         )
     return build_tokenizer(cfg)
