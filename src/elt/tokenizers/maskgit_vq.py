@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -300,15 +299,16 @@ class MaskGITVQTokenizer(nn.Module):
 # ---- the two published weight layouts ---------------------------------------------------------
 
 
-def _resblock_names(prefix_elt: str, prefix_src: str, flax: bool) -> Iterator[tuple[str, str]]:
-    parts = (
-        [("norm1", "GroupNorm_0"), ("conv1", "Conv_0"), ("norm2", "GroupNorm_1")]
-        + [("conv2", "Conv_1"), ("shortcut", "Conv_2")]
-        if flax
-        else [(n, n) for n in ("norm1", "conv1", "norm2", "conv2")] + [("shortcut", "nin_shortcut")]
-    )
-    for ours, theirs in parts:
-        yield f"{prefix_elt}.{ours}", f"{prefix_src}/{theirs}" if flax else f"{prefix_src}.{theirs}"
+# a residual block's parts: elt name → Flax auto-name / PyTorch-port attribute
+_FLAX_BLOCK = {
+    "norm1": "GroupNorm_0",
+    "conv1": "Conv_0",
+    "norm2": "GroupNorm_1",
+    "conv2": "Conv_1",
+    "shortcut": "Conv_2",
+}
+_PORT_BLOCK = {"norm1": "norm1", "conv1": "conv1", "norm2": "norm2", "conv2": "conv2"}
+_PORT_BLOCK["shortcut"] = "nin_shortcut"
 
 
 def _module_names(config: MaskGITVQConfig, flax: bool) -> dict[str, str]:
@@ -323,8 +323,8 @@ def _module_names(config: MaskGITVQConfig, flax: bool) -> dict[str, str]:
     names = {}
 
     def blocks(ours: str, theirs: str):
-        for elt_name, src_name in _resblock_names(ours, theirs, flax):
-            names[elt_name] = src_name
+        for part, source_part in (_FLAX_BLOCK if flax else _PORT_BLOCK).items():
+            names[f"{ours}.{part}"] = f"{theirs}{sep}{source_part}"
 
     if flax:
         names["encoder.conv_in"] = "encoder/Conv_0"
