@@ -471,7 +471,11 @@ def test_the_masked_paradigm_trains_and_samples_on_it(sources, tmp_path):
     samples = generator.generate([0, 1], seed=0)
     assert samples.shape == (2, SIZE, SIZE, 3)
     assert generator.tokenizer.decode_gflops() > 0
-    with pytest.raises(Exception, match="convert-maskgit"):
-        build_generator(
-            load_config("fmnist_masked", [*overrides[:-2], "tokenizer.pretrained_path=/nope"])
-        )
+    for wrong, says in (("/nope", "no MaskGIT VQ folder"), (sources[1], "is a file; convert")):
+        with pytest.raises(Exception, match=says) as info:
+            build_generator(
+                load_config(
+                    "fmnist_masked", [*overrides[:-2], f"tokenizer.pretrained_path={wrong}"]
+                )
+            )
+        assert "elt tokenizer convert-maskgit" in str(info.value)
