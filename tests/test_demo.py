@@ -14,7 +14,7 @@ from elt.cli import main
 from elt.config import load_config
 from elt.demo import demo_names, draw_video_grid, shipped_models
 from elt.sampling import sample_to_disk
-from elt.train.checkpoint import export_inference
+from elt.inference.checkpoints import export_inference
 from elt.train.trainer import train
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import elt
 from elt.cli import main
-from elt.train.checkpoint import demo_models, resolve_checkpoint
+from elt.inference.checkpoints import demo_models, resolve_checkpoint
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

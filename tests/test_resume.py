@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 import elt
 from conftest import TOY_OVERRIDES
 from elt.config import load_config
-from elt.train.checkpoint import (
+from elt.inference.checkpoints import (
     MANIFEST_FILE,
     STATE_FILE,
     is_complete,
@@ -167,7 +167,7 @@ sys.path.insert(0, {tests!r})
 import dist_worker
 dist_worker.register()
 import torch
-import elt.train.checkpoint as checkpoint
+import elt.inference.checkpoints as checkpoint
 from elt.config import load_config
 from elt.train.trainer import train
 

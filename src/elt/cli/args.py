@@ -179,7 +179,7 @@ def check_sampling_request(
     from elt.core.schedule import max_loops, point_label
     from elt.limits import check_loops, check_memory
     from elt.registry import backbone_shape
-    from elt.train.checkpoint import load_config_of, resolve_checkpoint
+    from elt.inference.checkpoints import load_config_of, resolve_checkpoint
 
     cfg = load_config_of(resolve_checkpoint(ckpt))
     trained = backbone_shape(cfg)[1]

@@ -220,7 +220,7 @@ def add_sample(sub) -> None:
 
 # -- info ------------------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
-    from elt.train.checkpoint import (
+    from elt.inference.checkpoints import (
         load_config_of,
         load_generator,
         resolve_checkpoint,
@@ -264,7 +264,7 @@ def add_info(sub) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from elt.train.checkpoint import export_inference
+    from elt.inference.checkpoints import export_inference
 
     here = Path.cwd().resolve()
     if Path(args.out).resolve() == here and not any(

@@ -43,7 +43,7 @@ from elt.runtime import autocast_context, seed_everything, set_threads, uses_bf1
 from elt.sampling import grid_classes, sample_grid_rows
 from elt.train import advice
 from elt.train import distributed as dist_lib
-from elt.train.checkpoint import (
+from elt.inference.checkpoints import (
     EMA_FILE,
     MODEL_FILE,
     CheckpointError,
@@ -793,7 +793,7 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     refused (one line naming ``--resume auto`` and a new ``train.out_dir``): one run's checkpoints
     are never replaced by another's. Under torchrun this initialises the process group (NCCL on
     CUDA, gloo on CPU) and tears it down at the end."""
-    from elt.train import checkpoint as ckpt_lib
+    from elt.inference import checkpoints as ckpt_lib
 
     ckpt_lib.refuse_environment_reads(cfg)
     timeout = OmegaConf.select(cfg, "train.dist_timeout_s", default=None)
