@@ -27,7 +27,8 @@ from elt.cli import main
 from elt.config import load_config
 from elt.errors import CheckpointError, UserError
 from elt.fileio import LockedError, OutputError, atomic_write, exclusive_lock, save_npz
-from elt.inference.checkpoints import NonFiniteWeightsError, resolve_checkpoint
+from elt.inference.checkpoints import resolve_checkpoint
+from elt.train.checkpoint import NonFiniteWeightsError
 from elt.train.trainer import Trainer, train
 
 SRC = Path(__file__).parent.parent / "src"
@@ -229,7 +230,7 @@ def enospc_after(real, fail: list[int]):
 def test_disk_full_during_checkpoint_is_one_line_and_resume_works(
     toy_paradigm, tmp_path, capsys, monkeypatch
 ):
-    from elt.inference import checkpoints as ckpt_mod
+    from elt.train import checkpoint as ckpt_mod
 
     run = tmp_path / "run"
     args = [

@@ -465,7 +465,7 @@ def test_checkpoint_writer_never_replaces_another_runs_step(toy_run, tmp_path):
     run, and re-saves a step of its own run (or of the run it resumed)."""
     from elt.config import load_config
     from elt.errors import CheckpointError
-    from elt.inference import checkpoints as ckpt_lib
+    from elt.train import checkpoint as ckpt_lib
 
     __import__("elt.registry", fromlist=["x"]).register_paradigm("toy", "toy_task")
     run = copy_run(toy_run, tmp_path)
@@ -488,7 +488,7 @@ def test_checkpoint_writer_never_replaces_another_runs_step(toy_run, tmp_path):
 
 def test_calibrate_of_a_shipped_model_writes_under_the_current_directory(tmp_path, monkeypatch):
     from elt.cli.calibrate import default_output
-    from elt.inference.checkpoints import demo_models
+    from elt.inference.demo_models import demo_models
 
     if "masked" not in demo_models():
         pytest.skip("no shipped demo:masked in this install")

@@ -160,7 +160,7 @@ def test_sharded_checkpoint_resumes_exactly_in_one_process(toy_paradigm, tmp_pat
     Trainer(cfg, progress=False).fit(until=4)
     ckpt = tmp_path / "b" / "checkpoints" / "step_0000004"
     assert (ckpt / "sharded" / ".metadata").is_file()
-    from elt.inference.checkpoints import load_training_state
+    from elt.train.checkpoint import load_training_state
 
     assert load_training_state(ckpt)["optimizer"] is None  # not gathered: it lives in sharded/
     resumed = Trainer(cfg, progress=False)

@@ -16,14 +16,9 @@ from safetensors.torch import load_file
 import elt
 from conftest import TOY_OVERRIDES
 from elt.config import load_config
-from elt.inference.checkpoints import (
-    MANIFEST_FILE,
-    STATE_FILE,
-    is_complete,
-    load_training_state,
-    resolve_checkpoint,
-    save_checkpoint,
-)
+from elt.inference.checkpoints import is_complete, resolve_checkpoint
+from elt.inference.files import MANIFEST_FILE, STATE_FILE
+from elt.train.checkpoint import load_training_state, save_checkpoint
 from elt.train.trainer import Trainer, train
 
 TESTS = Path(__file__).parent
@@ -167,7 +162,7 @@ sys.path.insert(0, {tests!r})
 import dist_worker
 dist_worker.register()
 import torch
-import elt.inference.checkpoints as checkpoint
+import elt.train.checkpoint as checkpoint
 from elt.config import load_config
 from elt.train.trainer import train
 

@@ -37,7 +37,7 @@ VIDEO_PER_CLASS = (
 
 def shipped_models() -> dict[str, Path]:
     """Shipped demo models by name (``masked``, ``masked-vanilla``, ...)."""
-    from elt.inference.checkpoints import demo_models
+    from elt.inference.demo_models import demo_models
 
     return demo_models()
 

@@ -29,7 +29,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from elt.tokenizers.train import train_tokenizer
 
     cfg = load_config(args.config, args.overrides)
-    from elt.inference.checkpoints import refuse_environment_reads
+    from elt.train.checkpoint import refuse_environment_reads
 
     refuse_environment_reads(
         cfg

@@ -264,7 +264,7 @@ def add_info(sub) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from elt.inference.checkpoints import export_inference
+    from elt.inference.export import export_inference
 
     here = Path.cwd().resolve()
     if Path(args.out).resolve() == here and not any(

@@ -1,96 +1,38 @@
-"""Checkpoints: one directory per save, written atomically.
+"""Reading checkpoints: which folder a path means, whether it is complete, its config, its weights,
+and the generator it describes.
 
-    RUN/checkpoints/step_0001000/
-        config.yaml         the full run config: the checkpoint knows its architecture
-        model.safetensors   raw weights
-        ema.safetensors     EMA weights (sampling uses these by default)
-        state.pt            optimizer, schedules, step, data position, RNG states
-                            (weights_only=True)
-        manifest.json       byte size of every file above, written last
-    RUN/checkpoints/latest  name of the newest complete checkpoint
-
-A checkpoint is written to a temporary sibling directory (``.tmp_step_*``), flushed to disk and
-renamed into place, so a write killed at any point (even ``kill -9``) never leaves a half-written
-checkpoint under a valid name: the previous one stays the newest valid checkpoint. A write that
-fails (disk full, file-size limit) removes its temporary directory and is one line.
-``resolve_checkpoint`` skips directories whose files do not match their manifest, with a warning
-naming the damaged step and the one used; stale temporary directories are removed by the next save.
-
-Every manifest records the run that wrote it (a random id, kept across resumes): a save never
-replaces a step folder of another run (a fresh start in a finished run's folder), and symbolic links
-inside a run (step folders, checkpoint files) are never followed."""
+A path is a checkpoint directory, a run directory (→ the checkpoint ``latest`` names, else the
+highest-numbered complete one), a shipped model's name (``demo:masked``) or an inference export.
+:func:`resolve_checkpoint` skips checkpoints whose files do not match their manifest, with a warning
+naming the damaged step and the one used; symbolic links inside a run (step folders, checkpoint
+files, ``latest``) are never followed. Writing checkpoints is :mod:`elt.train.checkpoint`'s job."""
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from elt import config as config_lib
 from elt.core.generator import LoopedGenerator
-from elt.errors import CheckpointError, UserError
-from elt.fileio import (
-    OutputError,
-    atomic_dir,
-    check_not_in_package,
-    fsync_dir,
-    write_failure,
-    write_text,
+from elt.errors import CheckpointError
+from elt.inference.demo_models import DEMO_SCHEME, demo_checkpoint
+from elt.inference.files import (
+    CHECKPOINT_FILES,
+    CONFIG_FILE,
+    EMA_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    STEP_NAME,
 )
 
-CONFIG_FILE = "config.yaml"
-MODEL_FILE = "model.safetensors"
-EMA_FILE = "ema.safetensors"
-STATE_FILE = "state.pt"
-MANIFEST_FILE = "manifest.json"
-TMP_PREFIX = ".tmp_step_"
-DEMO_SCHEME = "demo:"
-DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
-
-
-def demo_models() -> dict[str, Path]:
-    """The models shipped in the package, by name: ``demo:NAME`` is accepted wherever a checkpoint
-    is."""
-    if not DEMO_DIR.is_dir():
-        return {}
-    return {
-        p.name: p
-        for p in sorted(DEMO_DIR.iterdir())
-        if (p / CONFIG_FILE).is_file() and (p / MODEL_FILE).is_file()
-    }
-
-
-def demo_checkpoint(name: str) -> Path:
-    """``demo:masked`` → the shipped model's directory; an unknown name lists the shipped ones."""
-    models = demo_models()
-    key = name[len(DEMO_SCHEME) :] if name.startswith(DEMO_SCHEME) else name
-    if key not in models:
-        shipped = ", ".join(DEMO_SCHEME + n for n in models) or "none in this install"
-        raise CheckpointError(f"unknown demo model {name!r}; shipped: {shipped}")
-    return models[key]
-
-
-def ordinary_mode(path: str | Path) -> None:
-    """Give a file the mode ``open()`` would (0666 less the umask): safetensors writes 0600, which
-    hides checkpoints from the other users of a shared run directory."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
-STEP_NAME = re.compile(r"step_\d{7,}")
-
-
-class NonFiniteWeightsError(UserError):
-    """Weights hold NaN/Inf: never written as a checkpoint, never loaded as one."""
+_WARNED: set[str] = set()
 
 
 def first_non_finite(state: dict[str, torch.Tensor]) -> str | None:
@@ -106,235 +48,10 @@ def first_non_finite(state: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
-# -- which run wrote a checkpoint ------------------------------------------------------------------
-_RUN_IDS: dict[
-    str, str
-] = {}  # resolved run directory -> the id of the run this process writes there
-_WARNED: set[str] = set()
-
-
-def _run_key(run_dir: str | Path) -> str:
-    return str(Path(run_dir).resolve())
-
-
-def start_run(run_dir: str | Path) -> str:
-    """A fresh run in ``run_dir``: a new id, recorded in every checkpoint this process saves
-    there."""
-    import uuid
-
-    run_id = uuid.uuid4().hex[:16]
-    _RUN_IDS[_run_key(run_dir)] = run_id
-    return run_id
-
-
-def continue_run(run_dir: str | Path, ckpt: str | Path) -> str:
-    """Saves into ``run_dir`` continue the run that wrote ``ckpt`` (its id; ``""`` for a checkpoint
-    of a version that recorded none)."""
-    run_id = run_id_of(ckpt)
-    _RUN_IDS[_run_key(run_dir)] = run_id
-    return run_id
-
-
-def run_id_of(ckpt: str | Path) -> str:
-    """The id of the run that wrote ``ckpt`` (from its manifest); ``""`` when it has none or it is
-    unreadable."""
-    try:
-        value = json.loads((Path(ckpt) / MANIFEST_FILE).read_text()).get("run", "")
-    except (OSError, ValueError, AttributeError):
-        return ""
-    return value if isinstance(value, str) else ""
-
-
-def environment_reads(cfg: DictConfig) -> str | None:
-    """The first config key whose value reads an environment variable (``${oc.env:...}``), or
-    ``None``. elt never resolves such a value into a run's stored config (a secret would end up in
-    every checkpoint)."""
-    from omegaconf import OmegaConf
-
-    def scan(data: Any, prefix: str) -> str | None:
-        if isinstance(data, dict):
-            items = data.items()
-        elif isinstance(data, list):
-            items = enumerate(data)
-        else:
-            return (
-                prefix.rstrip(".")
-                if isinstance(data, str) and "oc.env" in data and "${" in data
-                else None
-            )
-        for key, value in items:
-            found = scan(value, f"{prefix}{key}.")
-            if found:
-                return found
-        return None
-
-    return scan(OmegaConf.to_container(cfg, resolve=False), "")
-
-
-def refuse_environment_reads(cfg: DictConfig) -> None:
-    key = environment_reads(cfg)
-    if key:
-        raise UserError(
-            f"config key {key!r} reads an environment variable (${{oc.env:...}}); elt does not "
-            "resolve "
-            "environment variables into a run's saved config: give the value itself (e.g. "
-            f'{key}="$VARIABLE" expanded by the shell)'
-        )
-
-
-def _contiguous_state(module: torch.nn.Module | dict) -> dict[str, torch.Tensor]:
-    state = module if isinstance(module, dict) else module.state_dict()
-    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
-
-
-def save_checkpoint(
-    run_dir: str | Path,
-    step: int,
-    cfg: DictConfig,
-    model: torch.nn.Module | dict | Path,
-    ema: torch.nn.Module | dict | Path | None = None,
-    state: dict[str, Any] | None = None,
-    keep: int = 3,
-    extra_dirs: dict[str, Path] | None = None,
-) -> Path:
-    """Write ``RUN/checkpoints/step_<step>`` atomically and point ``latest`` at it. ``extra_dirs``
-    (name → finished directory, e.g. DCP shards) are moved into the checkpoint before its manifest
-    is written.
-
-    ``model``/``ema`` are modules, already-gathered state dicts, or safetensors files already
-    written (and checked finite) elsewhere on the same filesystem, which are moved in (FSDP streams
-    them from the shards); ``keep`` > 0 keeps that many newest."""
-    written = {
-        name: source
-        for name, source in ((MODEL_FILE, model), (EMA_FILE, ema))
-        if isinstance(source, Path)
-    }
-    model_state = _contiguous_state(model) if MODEL_FILE not in written else {}
-    ema_state = _contiguous_state(ema) if ema is not None and EMA_FILE not in written else None
-    for label, weights in (("weights", model_state), ("EMA weights", ema_state or {})):
-        bad = first_non_finite(weights)
-        if bad is not None:
-            raise NonFiniteWeightsError(
-                f"the {label} hold NaN/Inf at step {step} ({bad}); no checkpoint was "
-                "written (lower train.lr or train.grad_clip, or check the data; resume "
-                "with --resume auto from the last finite checkpoint)"
-            )
-    refuse_environment_reads(cfg)
-    root = Path(run_dir) / "checkpoints"
-    check_not_in_package(root)
-    final = root / f"step_{step:07d}"
-    tmp = root / f"{TMP_PREFIX}{step:07d}_{os.getpid()}"
-    run_id = _RUN_IDS.get(_run_key(run_dir)) or start_run(run_dir)
-    if final.is_symlink() or final.exists():
-        owner = run_id_of(final)
-        if final.is_symlink() or owner != run_id:
-            shown = (
-                owner
-                if re.fullmatch(r"[0-9a-f]{1,32}", owner)
-                else "of an earlier version"
-                if not owner
-                else "with an unreadable id"
-            )
-            raise CheckpointError(
-                f"{str(final)!r} belongs to another run (run {shown}); "
-                "it is not replaced: continue that run with --resume auto, or choose a new "
-                "train.out_dir"
-            )
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        _remove_stale_tmp(root)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        (tmp / CONFIG_FILE).write_text(config_lib.to_yaml(cfg))
-        for name, source in written.items():
-            os.replace(source, tmp / name)
-        if MODEL_FILE not in written:
-            save_file(model_state, str(tmp / MODEL_FILE), metadata={"step": str(step)})
-        if ema_state is not None:
-            save_file(ema_state, str(tmp / EMA_FILE), metadata={"step": str(step)})
-        if state is not None:
-            torch.save(state, tmp / STATE_FILE)
-        for name, folder in (extra_dirs or {}).items():
-            os.replace(folder, tmp / name)
-        for item in tmp.rglob("*"):
-            if item.is_file():
-                ordinary_mode(item)
-        sizes = {
-            str(item.relative_to(tmp)): item.stat().st_size
-            for item in sorted(tmp.rglob("*"))
-            if item.is_file()
-        }
-        (tmp / MANIFEST_FILE).write_text(
-            json.dumps({"step": step, "run": run_id, "files": sizes}, indent=1)
-        )
-        _fsync_dir(tmp)
-        old = None
-        if (
-            final.exists()
-        ):  # a re-save of this run's step: swapped out once the new folder is in place
-            old = root / f".old_{final.name}_{os.getpid()}"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        write_text(root / "latest", final.name)
-        fsync_dir(root)
-    except (
-        Exception
-    ) as exc:  # disk full, ...: nothing under a final name, the previous checkpoint stays newest
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OutputError):
-            raise
-        reason = write_failure(exc)
-        if reason is None:
-            raise
-        kept = (
-            "the previous checkpoint is kept (continue with --resume auto)"
-            if read_latest(root) is not None
-            else "no checkpoint was written"
-        )
-        raise OutputError(
-            f"cannot write the checkpoint of step {step} to {str(final)!r}: {reason}; {kept}"
-        ) from exc
-    _prune(root, keep, final)
-    return final
-
-
-def _fsync_dir(path: Path) -> None:
-    for item in path.iterdir():
-        if item.is_dir():
-            _fsync_dir(item)
-            continue
-        with open(item, "rb") as handle:
-            os.fsync(handle.fileno())
-    fsync_dir(path)
-
-
-def _remove_stale_tmp(root: Path) -> None:
-    """Temporary directories of writes that were killed (any process) are garbage."""
-    for stale in [*root.glob(f"{TMP_PREFIX}*"), *root.glob(".old_step_*")]:
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _prune(root: Path, keep: int, current: Path) -> None:
-    """Keep ``current`` and the ``keep - 1`` newest before it. Higher-numbered checkpoints (left by
-    a run that was resumed from an earlier one) are never deleted automatically."""
-    if keep <= 0:
-        return
-    older = sorted(p for p in root.glob("step_*") if p.name < current.name and is_complete(p))
-    for old in older[: max(0, len(older) - (keep - 1))]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def is_complete(path: Path) -> bool:
     """A finished checkpoint: config and weights present and, when it has a manifest (every
     checkpoint written by this version), every listed file present with the recorded size."""
     return damage_of(path) is None
-
-
-CHECKPOINT_FILES = (CONFIG_FILE, MODEL_FILE, EMA_FILE, STATE_FILE, MANIFEST_FILE)
 
 
 def damage_of(path: Path) -> str | None:
@@ -572,101 +289,9 @@ def load_generator(
     return generator.to(device).eval()
 
 
-def is_export(path: Path) -> bool:
-    """A folder written by :func:`export_inference` (config + weights, no training state)."""
-    if not ((path / CONFIG_FILE).is_file() and (path / MODEL_FILE).is_file()):
-        return False
-    if (path / STATE_FILE).exists() or (path / MANIFEST_FILE).exists():
-        return False
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path / MODEL_FILE), "pt") as handle:
-            return "exported_from" in (handle.metadata() or {})
-    except Exception:
-        return False
-
-
-def check_export_target(ckpt: Path, out: Path) -> None:
-    """Export never writes into its source, into another checkpoint or run, or over a non-empty
-    folder (a previous export may be replaced)."""
-    source, target = ckpt.resolve(), out.resolve()
-    run = source.parent.parent if source.parent.name == "checkpoints" else source
-    if (
-        target == source
-        or source.is_relative_to(target)
-        or target.is_relative_to(source)
-        or target.is_relative_to(run / "checkpoints")
-    ):
-        raise CheckpointError(
-            f"--out {str(out)!r} is the checkpoint being exported (or inside/around it); "
-            "export writes a new folder: choose another --out"
-        )
-    if out.exists() and not out.is_dir():
-        raise OutputError(
-            f"--out {str(out)!r} is an existing file, not a directory; choose another path"
-        )
-    if out.is_dir() and any(out.iterdir()) and not is_export(out):
-        kind = (
-            "a checkpoint"
-            if is_complete(out) or (out / "checkpoints").is_dir() or (out / STATE_FILE).exists()
-            else "a folder that is not empty"
-        )
-        raise CheckpointError(
-            f"--out {str(out)!r} is {kind}; export only writes a new folder or replaces an "
-            "earlier export: choose another --out"
-        )
-
-
-def export_inference(
-    path: str | Path,
-    out_dir: str | Path,
-    half: bool = True,
-    sampling_overrides: list[str] | tuple[str, ...] = (),
-) -> Path:
-    """Write an inference-only checkpoint: ``config.yaml`` and the EMA weights (fp16 when ``half``)
-    as ``model.safetensors`` — what ``elt.load`` needs, at a fraction of a training checkpoint's
-    size. ``sampling_overrides`` (``"sampling.guidance=2"``, ...; :data:`elt.config.SAMPLING_KEYS`
-    only) become the export's default sampling settings.
-
-    The folder is built under a temporary name and renamed; ``out_dir`` must not be the source
-    checkpoint, another checkpoint or a non-empty folder (an earlier export is replaced)."""
-    from elt.fileio import check_output_dir
-
-    ckpt = resolve_checkpoint(path)
-    out = Path(out_dir)
-    check_export_target(ckpt, out)
-    check_output_dir(out, "--out")
-    cfg = config_lib.from_yaml_file(
-        ckpt / CONFIG_FILE, sampling_overrides
-    )  # valid, plain (no interpolations)
-    weights = ckpt / EMA_FILE if (ckpt / EMA_FILE).is_file() else ckpt / MODEL_FILE
-    state = load_weights(weights)
-    bad = first_non_finite(state)
-    if bad is not None:
-        raise CheckpointError(
-            f"{str(weights)!r} holds NaN/Inf weights ({bad}); export an earlier checkpoint"
-        )
-    if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    config_text = (
-        config_lib.to_yaml(cfg) if sampling_overrides else (ckpt / CONFIG_FILE).read_text()
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(out, replace=True) as tmp:
-        (tmp / CONFIG_FILE).write_text(config_text)
-        save_file(
-            state,
-            str(tmp / MODEL_FILE),
-            metadata={"exported_from": str(ckpt), "weights": weights.name},
-        )
-        ordinary_mode(tmp / MODEL_FILE)
-    return out
-
-
-def load_training_state(ckpt: str | Path) -> dict[str, Any] | None:
-    """``state.pt`` loaded with ``weights_only=True``; a damaged or foreign file is a one-line error
-    (never the advice to load it unsafely)."""
+def read_training_state(ckpt: str | Path) -> dict[str, Any] | None:
+    """``state.pt`` loaded with ``weights_only=True`` (``None`` when the checkpoint has none); a
+    damaged or foreign file is a one-line error (never the advice to load it unsafely)."""
     state = Path(ckpt) / STATE_FILE
     if not state.is_file():
         return None
@@ -675,17 +300,12 @@ def load_training_state(ckpt: str | Path) -> dict[str, Any] | None:
             f"{str(state)!r} is a symbolic link; elt does not follow links inside a checkpoint"
         )
     try:
-        loaded = torch.load(state, map_location="cpu", weights_only=True)
+        return torch.load(state, map_location="cpu", weights_only=True)
     except Exception as exc:
         kind = "empty" if state.stat().st_size == 0 else "damaged or not an elt training state"
         raise CheckpointError(
             f"{str(state)!r} is {kind} ({type(exc).__name__}); resume from another checkpoint"
         ) from None
-    if (
-        Path(ckpt).parent.name == "checkpoints"
-    ):  # saves into that run continue the run that wrote it
-        continue_run(Path(ckpt).parent.parent, ckpt)
-    return loaded
 
 
 def verify_checkpoint(ckpt: str | Path) -> None:
@@ -701,4 +321,4 @@ def verify_checkpoint(ckpt: str | Path) -> None:
     for name in (MODEL_FILE, EMA_FILE):
         if (ckpt / name).is_file():
             load_weights(ckpt / name)
-    load_training_state(ckpt)
+    read_training_state(ckpt)
