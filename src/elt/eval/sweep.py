@@ -43,7 +43,6 @@ from elt.sampling import (
     balanced_labels,
     generate_batched,
     generate_features,
-    sampling_settings,
     shard_info,
 )
 from elt.version import __version__
@@ -298,7 +297,7 @@ def run_sweep(
         gen = model.generator
         label = k if isinstance(k, int) else point_label(k)
         used_steps, used_guidance = (
-            sampling_settings(gen, step, guidance) if gen is not None else (step, guidance)
+            gen.sampling_settings(step, guidance) if gen is not None else (step, guidance)
         )
         row = {
             "model": model.name,
