@@ -261,7 +261,8 @@ def configured_steps(generator: LoopedGenerator | None) -> int | None:
     the paradigm's default), if the generator says."""
     settings = getattr(generator, "sampling_settings", None)
     if callable(settings):
-        return int(settings(None, None)[0])
+        steps = settings(None, None)[0]
+        return int(steps) if steps is not None else None
     cfg = getattr(generator, "config", None)
     value = cfg.get("sampling", {}).get("steps") if cfg is not None else None
     return int(value) if value is not None else None
