@@ -67,8 +67,7 @@ def one_point_request(
             loops, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size
         )
     resolved = generator.resolve_request(request)
-    resolved.plan  # one operating point  # noqa: B018
-    return needs_seed(resolved)
+    return needs_seed(resolved.one_point())
 
 
 def needs_seed(request: ResolvedRequest) -> ResolvedRequest:

@@ -135,8 +135,7 @@ class LoopedGenerator(nn.Module, ABC):
                 f"request must be a ResolvedRequest (generator.resolve_request), got "
                 f"{type(request).__name__}"
             )
-        request.plan  # one operating point  # noqa: B018
-        return request
+        return request.one_point()
 
     def sampling_settings(
         self, steps: int | None = None, guidance: float | None = None
@@ -145,11 +144,6 @@ class LoopedGenerator(nn.Module, ABC):
         config's ``sampling.*``, else the paradigm's defaults (what records should say)."""
         resolved = self.resolve_request(SampleRequest.one(None, steps=steps, guidance=guidance))
         return resolved.steps, resolved.guidance
-
-    def resolve_loops(self, loops: LoopSchedule, steps: int):
-        """Per-step loop counts, or the adaptive rule with its maximum filled in (``None``: the
-        config's ``sampling.loops``, else L_max); at most the loop ceiling per step."""
-        return self.resolve_request(SampleRequest.one(loops, steps=steps)).plan
 
     @abstractmethod
     def gflops_per_sample(

@@ -113,6 +113,11 @@ class ResolvedRequest:
         """The same request with another seed (batch b of many uses ``seed + b``)."""
         return dataclasses.replace(self, seed=seed)
 
+    def one_point(self) -> ResolvedRequest:
+        """This request, which must hold one operating point (a one-line error otherwise)."""
+        self._only(self.points)
+        return self
+
     @property
     def loops(self) -> LoopSchedule:
         """The operating point of a one-point request."""

@@ -1,6 +1,7 @@
 """Inference: what a user needs to load and run a trained model, below the application layer
 (training, sampling to disk, evaluation, the demo, the app) and above the paradigms.
 
+- :mod:`elt.inference.files`: the files of a checkpoint folder (names, step folders, modes).
 - :mod:`elt.inference.checkpoints`: find a checkpoint (run directory, checkpoint directory,
   ``demo:NAME``, the latest complete one past damaged ones), read its config, load its weights,
   :func:`~elt.inference.checkpoints.load_generator`, verify its files.
