@@ -44,7 +44,7 @@ def main() -> None:
 
     import elt
     from elt.demo import shipped_models
-    from elt.train.checkpoint import load_generator
+    from elt.inference.checkpoints import load_generator
 
     rows = []
     for paradigm in ("diffusion", "masked"):

@@ -68,7 +68,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from elt.demo import shipped_models
-    from elt.train.checkpoint import load_generator
+    from elt.inference.checkpoints import load_generator
 
     models = shipped_models()
     paradigms = ("diffusion", "masked") if args.paradigm == "both" else (args.paradigm,)

@@ -29,7 +29,7 @@ def demo_models():
 
     import torch
 
-    from elt.train.checkpoint import load_generator
+    from elt.inference.checkpoints import load_generator
 
     torch.set_num_threads(1)
     root = Path(__file__).resolve().parent.parent

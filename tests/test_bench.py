@@ -230,7 +230,8 @@ def test_masked_memory_growth_benchmark_smoke(tmp_path):
 def test_bench_sampling_describes_the_checkpoint_not_the_cli_defaults(tmp_path, capsys):
     import yaml
 
-    from elt.train.checkpoint import CONFIG_FILE, resolve_checkpoint
+    from elt.inference.checkpoints import resolve_checkpoint
+    from elt.inference.files import CONFIG_FILE
 
     assert (
         main(

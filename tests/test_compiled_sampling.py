@@ -122,29 +122,24 @@ def test_compiled_masked_tokens_equal_eager(masked):
         with_compile(masked, False)
 
 
-def test_sample_compile_flag_sets_the_config_key(monkeypatch, tmp_path):
-    """``elt sample --compile`` loads the checkpoint with sampling.compile=true."""
-    import elt
+def test_sample_compile_flag_asks_for_compiled_steps(monkeypatch, tmp_path):
+    """``elt sample --compile``: its sampling request asks for compiled steps, and resolves so
+    against a checkpoint whose config leaves sampling.compile false."""
+    import elt.sampling
     from elt.cli import main
 
     seen = {}
 
-    def fake_load(path, ema=True, device="cpu", overrides=()):
-        seen["overrides"] = list(overrides)
+    def fake_write(generator, request, num, out, progress=True):
+        seen["config"] = bool(generator.config.sampling.compile)
+        seen["resolved"] = generator.resolve_request(request).compile
         raise SystemExit(0)
 
-    monkeypatch.setattr(elt, "load", fake_load)
+    monkeypatch.setattr(elt.sampling, "write_samples", fake_write)
+    argv = ["sample", "--ckpt", "demo:diffusion", "--out", str(tmp_path / "s"), "--num", "1"]
     with pytest.raises(SystemExit):
-        main(
-            [
-                "sample",
-                "--ckpt",
-                "demo:diffusion",
-                "--out",
-                str(tmp_path / "s"),
-                "--compile",
-                "--num",
-                "1",
-            ]
-        )
-    assert seen["overrides"] == ["sampling.compile=true"]
+        main([*argv, "--compile"])
+    assert seen == {"config": False, "resolved": True}
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert seen == {"config": False, "resolved": False}

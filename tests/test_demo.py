@@ -13,8 +13,8 @@ from conftest import TOY_OVERRIDES
 from elt.cli import main
 from elt.config import load_config
 from elt.demo import demo_names, draw_video_grid, shipped_models
+from elt.inference.export import export_inference
 from elt.sampling import sample_to_disk
-from elt.train.checkpoint import export_inference
 from elt.train.trainer import train
 
 

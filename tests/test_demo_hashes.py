@@ -47,7 +47,7 @@ def sample_hash(paradigm, loops, guidance):
     import torch
 
     from elt.demo import ASSETS
-    from elt.train.checkpoint import load_generator
+    from elt.inference.checkpoints import load_generator
 
     generator = load_generator(ASSETS / paradigm)
     steps = 4 if paradigm == "diffusion" else None  # a few denoising steps keep the test fast

@@ -27,7 +27,8 @@ from elt.cli import main
 from elt.config import load_config
 from elt.errors import CheckpointError, UserError
 from elt.fileio import LockedError, OutputError, atomic_write, exclusive_lock, save_npz
-from elt.train.checkpoint import NonFiniteWeightsError, resolve_checkpoint
+from elt.inference.checkpoints import resolve_checkpoint
+from elt.train.checkpoint import NonFiniteWeightsError
 from elt.train.trainer import Trainer, train
 
 SRC = Path(__file__).parent.parent / "src"

@@ -488,7 +488,7 @@ def test_checkpoint_writer_never_replaces_another_runs_step(toy_run, tmp_path):
 
 def test_calibrate_of_a_shipped_model_writes_under_the_current_directory(tmp_path, monkeypatch):
     from elt.cli.calibrate import default_output
-    from elt.train.checkpoint import demo_models
+    from elt.inference.demo_models import demo_models
 
     if "masked" not in demo_models():
         pytest.skip("no shipped demo:masked in this install")
@@ -548,7 +548,7 @@ def no_temporaries(root: Path) -> list[str]:
 
 # (id, build(toy_run, where) -> argv, byte limit, check(where) after the refusal)
 def checkpoints_kept(where):
-    from elt.train.checkpoint import is_complete, resolve_checkpoint
+    from elt.inference.checkpoints import is_complete, resolve_checkpoint
 
     run = where / "run"
     assert resolve_checkpoint(run).name == "step_0000004" and is_complete(

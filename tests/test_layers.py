@@ -10,8 +10,10 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = SRC / "elt"
 
-# (layer name, module prefixes), bottom first. A module belongs to the layer of its longest matching
-# prefix.
+# (layer name, module prefixes), bottom first. A module belongs to the layer of its longest
+# matching prefix; ``elt`` itself (the api layer) is matched exactly, so a new module under src/elt
+# that is not listed here belongs to no layer and fails test_every_module_has_a_layer.
+# docs/architecture.md draws the same table.
 LAYERS = [
     (
         "foundation",
@@ -30,13 +32,24 @@ LAYERS = [
     ("data", ["elt.data"]),
     ("tokenizers", ["elt.tokenizers"]),
     ("paradigms", ["elt.masked", "elt.diffusion"]),
+    ("inference", ["elt.inference"]),
     (
         "application",
-        ["elt.sampling", "elt.train", "elt.eval", "elt.bench", "elt.demo", "elt.recipes"],
+        [
+            "elt.sampling",
+            "elt.train",
+            "elt.eval",
+            "elt.bench",
+            "elt.demo",
+            "elt.recipes",
+            "elt.anytime",
+            "elt.app",
+        ],
     ),
     ("api", ["elt"]),  # the package itself: elt.load
     ("cli", ["elt.cli"]),
 ]
+EXACT = {"elt"}  # prefixes that name one module only (not the modules under it)
 PARADIGMS = ("elt.masked", "elt.diffusion")
 
 
@@ -57,7 +70,8 @@ def layer_of(module: str) -> int:
     best, rank = -1, None
     for index, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+            below = module.startswith(prefix + ".") and prefix not in EXACT
+            if (module == prefix or below) and len(prefix) > best:
                 best, rank = len(prefix), index
     if rank is None:
         raise AssertionError(
@@ -148,6 +162,31 @@ def find_cycle(graph) -> list[str] | None:
 def test_every_module_has_a_layer():
     for module in all_modules():
         layer_of(module)
+
+
+def test_a_module_missing_from_the_table_has_no_layer():
+    """The package's own layer (api) is ``elt`` alone: a module nobody placed is not silently put
+    there."""
+    assert LAYERS[layer_of("elt")][0] == "api"
+    assert LAYERS[layer_of("elt.inference.checkpoints")][0] == "inference"
+    with pytest.raises(AssertionError, match="elt.newthing belongs to no layer"):
+        layer_of("elt.newthing")
+    with pytest.raises(AssertionError, match="belongs to no layer"):
+        layer_of("elt.newpackage.module")
+
+
+def test_the_architecture_page_lists_every_layer_and_top_level_module():
+    """docs/architecture.md's layer diagram names every layer of the table and every module or
+    package directly under src/elt."""
+    page = (SRC.parent / "docs" / "architecture.md").read_text()
+    diagram = page.split("## Layers", 1)[1].split("```")[1]
+    for name, _ in LAYERS:
+        assert f" {name} " in f" {diagram} ".replace("\n", " "), f"layer {name} not in the diagram"
+    top = {m.split(".")[1] for m in all_modules() if m.count(".") >= 1}
+    for name in sorted(top - {"__main__"}):
+        assert f"elt.{name}" in diagram, (
+            f"elt.{name} is not in the layer diagram of architecture.md"
+        )
 
 
 def test_no_module_imports_a_layer_above_it():

@@ -10,7 +10,8 @@ import pytest
 
 import elt
 from elt.cli import main
-from elt.train.checkpoint import demo_models, resolve_checkpoint
+from elt.inference.checkpoints import resolve_checkpoint
+from elt.inference.demo_models import demo_models
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -16,14 +16,9 @@ from safetensors.torch import load_file
 import elt
 from conftest import TOY_OVERRIDES
 from elt.config import load_config
-from elt.train.checkpoint import (
-    MANIFEST_FILE,
-    STATE_FILE,
-    is_complete,
-    load_training_state,
-    resolve_checkpoint,
-    save_checkpoint,
-)
+from elt.inference.checkpoints import is_complete, resolve_checkpoint
+from elt.inference.files import MANIFEST_FILE, STATE_FILE
+from elt.train.checkpoint import load_training_state, save_checkpoint
 from elt.train.trainer import Trainer, train
 
 TESTS = Path(__file__).parent

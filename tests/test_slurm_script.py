@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TOY_OVERRIDES
-from elt.train.checkpoint import resolve_checkpoint
+from elt.inference.checkpoints import resolve_checkpoint
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent

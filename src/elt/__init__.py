@@ -20,6 +20,6 @@ def load(path, ema: bool = True, device: str = "cpu", overrides=()):
     shipped model by name (``demo:masked``, ``demo:diffusion``, ``demo:masked-vanilla``,
     ``demo:diffusion-vanilla``); ``overrides`` (e.g. ``["masked.temperature_base=4.5"]``) change its
     sampling settings."""
-    from elt.train.checkpoint import load_generator
+    from elt.inference.checkpoints import load_generator
 
     return load_generator(path, ema=ema, device=device, overrides=overrides)

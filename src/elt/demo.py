@@ -37,7 +37,7 @@ VIDEO_PER_CLASS = (
 
 def shipped_models() -> dict[str, Path]:
     """Shipped demo models by name (``masked``, ``masked-vanilla``, ...)."""
-    from elt.train.checkpoint import demo_models
+    from elt.inference.demo_models import demo_models
 
     return demo_models()
 
@@ -197,7 +197,7 @@ def sample_models(
     from tqdm.auto import tqdm
 
     from elt.eval.classifier import load_classifier
-    from elt.train.checkpoint import load_generator
+    from elt.inference.checkpoints import load_generator
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)

@@ -126,9 +126,9 @@ def load_models(
 ) -> dict[str, Model]:
     """Load every checkpoint once (the shipped demo models when ``specs`` is empty); a missing or
     broken one is a :class:`CheckpointError` naming it, raised before anything is served."""
-    import elt
+    from elt.inference.checkpoints import load_generator
 
-    loader = loader or elt.load
+    loader = loader or load_generator
     shipped = shipped_checkpoints()
     if specs:
         named = []

@@ -129,7 +129,7 @@ def checkpoint_model(generator, path: str) -> dict[str, Any]:
 def bench_sampling(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     generator = None
     if args.ckpt:
-        from elt.train.checkpoint import load_generator
+        from elt.inference.checkpoints import load_generator
 
         generator = load_generator(args.ckpt, device=device)
         described = checkpoint_model(generator, args.ckpt)

@@ -177,9 +177,9 @@ def check_sampling_request(
     point within the model's loop ceiling (:func:`elt.limits.loop_ceiling`), and ``num`` samples of
     its image shape in memory (kept as uint8, one batch as float32)."""
     from elt.core.schedule import max_loops, point_label
+    from elt.inference.checkpoints import load_config_of, resolve_checkpoint
     from elt.limits import check_loops, check_memory
     from elt.registry import backbone_shape
-    from elt.train.checkpoint import load_config_of, resolve_checkpoint
 
     cfg = load_config_of(resolve_checkpoint(ckpt))
     trained = backbone_shape(cfg)[1]

@@ -38,7 +38,7 @@ def default_output(ckpt: str, out: str | None) -> tuple[Path, str | None]:
     checkpoint inside the installed package gets ``./calibration-NAME`` instead (nothing is written
     into the package)."""
     from elt.fileio import PACKAGE_DIR, check_output_dir
-    from elt.train.checkpoint import resolve_checkpoint
+    from elt.inference.checkpoints import resolve_checkpoint
 
     if out is None:
         source = resolve_checkpoint(ckpt).resolve()

@@ -118,7 +118,7 @@ def build_suite(args: argparse.Namespace):
 
 def model_name(ckpt: str) -> str:
     """``<run dir> [<mode>]`` so that ELT / vanilla / unique runs stay apart on one plot."""
-    from elt.train.checkpoint import load_config_of, resolve_checkpoint
+    from elt.inference.checkpoints import load_config_of, resolve_checkpoint
 
     path = resolve_checkpoint(ckpt)
     run = path.parent.parent if path.parent.name == "checkpoints" else path
@@ -140,7 +140,7 @@ def check_model_args(args: argparse.Namespace) -> None:
         )
     if not ckpts and not args.loops:
         raise UserError("--loops is required when only --samples folders are given")
-    from elt.train.checkpoint import resolve_checkpoint
+    from elt.inference.checkpoints import resolve_checkpoint
 
     for ckpt in ckpts:
         resolve_checkpoint(ckpt)  # a CheckpointError (one line, exit 2) before any slow setup

@@ -65,21 +65,26 @@ def add_train(sub) -> None:
 
 # -- sample ----------------------------------------------------------------------------------------
 def cmd_sample(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import elt
     from elt.fileio import check_output_dir
-    from elt.sampling import check_sampling_args, sample_to_disk
+    from elt.sampling import check_sampling_args, write_samples
     from elt.train.distributed import distributed_session
 
     if args.loops is not None and (args.budget_ms is not None or args.quality is not None):
         raise UserError("give either --loops or a target (--budget-ms / --quality), not both")
-    check_sampling_args(
+    # the one sampling request of this command, checked now and resolved once the model is loaded
+    request = check_sampling_args(
         num=args.num,
         seed=args.seed,
         steps=args.steps,
         guidance=args.guidance,
         batch_size=args.batch_size,
-        loop_counts=args.loops or [1],
+        loop_counts=args.loops or [None],
     )
+    if args.compile:
+        request = dataclasses.replace(request, compile=True)
     check_output_dir(args.out, "--out")
     check_sampling_request(
         args.ckpt, args.num, args.batch_size, args.loops
@@ -95,9 +100,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         )
         check_sampling_request(args.ckpt, args.num, args.batch_size, [point["loops"]])
     with distributed_session(args.device) as env:  # under torchrun: sampling sharded across ranks
-        overrides = [*args.overrides, *(["sampling.compile=true"] if args.compile else [])]
         generator = elt.load(
-            args.ckpt, ema=not args.raw_weights, device=env.device, overrides=overrides
+            args.ckpt, ema=not args.raw_weights, device=env.device, overrides=args.overrides
         )
         if point is not None:
             if env.is_main:
@@ -111,17 +115,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
                     f"{num('gflops', '.3g')} GFLOPs/sample (from {point['calibration']})"
                 )
             loops = [point["loops"]]
-        loops = loops or list(range(1, generator.trained_loops + 1))
-        record = sample_to_disk(
-            generator,
-            loops,
-            args.num,
-            args.out,
-            seed=args.seed,
-            steps=args.steps,
-            guidance=args.guidance,
-            batch_size=args.batch_size,
-            progress=not args.no_progress,
+        points = loops or list(range(1, generator.trained_loops + 1))
+        request = dataclasses.replace(request, points=tuple(points))
+        record = write_samples(
+            generator, request, args.num, args.out, progress=not args.no_progress
         )
     if env.is_main:
         grids = ", ".join([record["grid"], *record.get("animations", [])])
@@ -220,7 +217,7 @@ def add_sample(sub) -> None:
 
 # -- info ------------------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
-    from elt.train.checkpoint import (
+    from elt.inference.checkpoints import (
         load_config_of,
         load_generator,
         resolve_checkpoint,
@@ -264,7 +261,7 @@ def add_info(sub) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from elt.train.checkpoint import export_inference
+    from elt.inference.export import export_inference
 
     here = Path.cwd().resolve()
     if Path(args.out).resolve() == here and not any(

@@ -7,19 +7,23 @@ import functools
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from elt.core import request as request_lib
 from elt.core.ilsd import ILSDTerms
 from elt.core.looped import LoopedTransformer
-from elt.core.schedule import AdaptiveExit, LoopSchedule, check_ceiling, loops_per_step, resolve
+from elt.core.request import ResolvedRequest, SampleRequest
+from elt.core.schedule import AdaptiveExit, LoopSchedule, loops_per_step, resolve
 
 __all__ = [
     "LoopSchedule",
     "LoopedGenerator",
+    "ResolvedRequest",
+    "SampleRequest",
     "labels_tensor",
     "loop_counts",
     "loops_per_step",
@@ -37,6 +41,8 @@ class LoopedGenerator(nn.Module, ABC):
 
     backbone: LoopedTransformer
     num_classes: int
+    # the sampling settings this generator has besides steps/guidance/loops/seed (SampleRequest)
+    sampling_options: ClassVar[tuple[str, ...]] = ("precision", "compile")
 
     @property
     def trained_loops(self) -> int:
@@ -60,6 +66,7 @@ class LoopedGenerator(nn.Module, ABC):
         *,
         seeds: Sequence[int] | None = None,
         return_loops: bool = False,
+        request: ResolvedRequest | None = None,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Sample one image per label; returns uint8 N×H×W×C (video: N×T×H×W×C).
 
@@ -73,20 +80,70 @@ class LoopedGenerator(nn.Module, ABC):
         seed, same arguments → same images), and ``seed=None`` draws a fresh seed from OS entropy
         and records it in ``self.last_seed``. ``seeds`` (one per sample) gives every sample its own
         random stream, so it is the same image in any batch. ``return_loops`` also returns the loops
-        each sample used at each step (int N×steps)."""
+        each sample used at each step (int N×steps).
 
-    def default_loops(self) -> LoopSchedule:
-        """The config's ``sampling.loops`` when set, else None (L_max)."""
-        sampling = getattr(getattr(self, "config", None), "sampling", None)
-        return None if sampling is None else sampling.get("loops")
+        ``request``: a request already resolved (:meth:`resolve_request`, one operating point) in
+        place of ``loops``/``steps``/``guidance``/``seed``, which then stay unset; without it those
+        arguments are built into a request and resolved once."""
 
-    def resolve_loops(self, loops: LoopSchedule, steps: int):
-        """Per-step loop counts, or the adaptive rule with its maximum filled in; at most the loop
-        ceiling (:func:`elt.limits.loop_ceiling`: 4·L_max, at least 8) per step."""
-        point = self.default_loops() if loops is None else loops
-        plan = resolve(point, steps, self.trained_loops)
-        check_ceiling(plan, self.trained_loops, point)
-        return plan
+    # -- sampling requests -------------------------------------------------------------------------
+    def sampling_defaults(self) -> dict[str, Any]:
+        """The paradigm's sampling settings where the config's ``sampling:`` section leaves them
+        null (``steps``, ``guidance``, ``precision``, ...); none for a generator that decides them
+        in its own ``generate``."""
+        return {}
+
+    def resolve_request(self, request: SampleRequest | ResolvedRequest) -> ResolvedRequest:
+        """Every setting of ``request`` decided once against this model (the request, else the
+        config's ``sampling:`` section, else :meth:`sampling_defaults`), every operating point
+        resolved into per-step loops within the loop ceiling (:func:`elt.limits.loop_ceiling`:
+        4·L_max, at least 8). A request already resolved is returned as it is."""
+        if isinstance(request, ResolvedRequest):
+            return request
+        return request_lib.resolve_request(
+            request,
+            getattr(self, "config", None),
+            self.sampling_defaults(),
+            self.trained_loops,
+            self.sampling_options,
+        )
+
+    def request_for(
+        self,
+        request: ResolvedRequest | None,
+        loops: LoopSchedule = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        seed: int | None = None,
+        **settings: Any,
+    ) -> ResolvedRequest:
+        """What ``generate`` runs: ``request`` when given (the other arguments must then be unset),
+        else a one-point request of the arguments, resolved once."""
+        if request is None:
+            return self.resolve_request(
+                SampleRequest.one(loops, steps=steps, guidance=guidance, seed=seed, **settings)
+            )
+        given = {"loops": loops, "steps": steps, "guidance": guidance, "seed": seed, **settings}
+        clash = [name for name, value in given.items() if value is not None]
+        if clash:
+            raise ValueError(
+                f"give either a resolved request or {', '.join(clash)}, not both (the request "
+                "already holds them)"
+            )
+        if not isinstance(request, ResolvedRequest):
+            raise TypeError(
+                f"request must be a ResolvedRequest (generator.resolve_request), got "
+                f"{type(request).__name__}"
+            )
+        return request.one_point()
+
+    def sampling_settings(
+        self, steps: int | None = None, guidance: float | None = None
+    ) -> tuple[int | None, float | None]:
+        """(steps, guidance s) that sampling runs with these arguments: the arguments, else the
+        config's ``sampling.*``, else the paradigm's defaults (what records should say)."""
+        resolved = self.resolve_request(SampleRequest.one(None, steps=steps, guidance=guidance))
+        return resolved.steps, resolved.guidance
 
     @abstractmethod
     def gflops_per_sample(
@@ -102,11 +159,6 @@ class LoopedGenerator(nn.Module, ABC):
         return next(self.parameters()).device
 
     # -- compiled sampling -------------------------------------------------------------------------
-    def sampling_compiled(self) -> bool:
-        """Whether fixed-loop sampling steps run compiled (``sampling.compile``, default false)."""
-        sampling = getattr(getattr(self, "config", None), "sampling", None)
-        return bool(sampling.get("compile", False)) if sampling is not None else False
-
     def compiled_step(self, name: str, function: Callable, **constants: Any) -> Callable:
         """``function(*tensors, **constants)`` compiled with ``torch.compile``, once per (name,
         constants) and input shapes, cached on the generator and reused by every sampling step (see
@@ -164,15 +216,6 @@ def resolve_seed(seed: int | None) -> int:
     return int.from_bytes(os.urandom(8), "little") >> 2 if seed is None else int(seed)
 
 
-def sampling_setting(config: Any, name: str, value: Any, defaults: dict[str, Any]) -> Any:
-    """``value`` if given, else the config's ``sampling.<name>``, else the paradigm's default."""
-    if value is not None:
-        return value
-    section = getattr(config, "sampling", None) if config is not None else None
-    configured = section.get(name) if section is not None else None
-    return defaults.get(name) if configured is None else configured
-
-
 def labels_tensor(
     class_labels: Sequence[int] | torch.Tensor, num_classes: int, device: torch.device
 ) -> torch.Tensor:
@@ -208,3 +251,44 @@ def loop_counts(
             "generate(..., return_loops=True)"
         )
     return np.asarray([plan], dtype=np.float64)
+
+
+def accepts_requests(generator: Any) -> bool:
+    """Whether ``generator.generate`` takes a resolved ``request=`` (the built-in paradigms do; a
+    plug-in's own ``generate`` may not)."""
+    import inspect
+
+    try:
+        return "request" in inspect.signature(generator.generate).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def generate_request(
+    generator: Any, class_labels: Any, request: ResolvedRequest, **options: Any
+) -> Any:
+    """``generator.generate`` for a resolved one-point request: passed as it is where the generator
+    takes requests, else as the ``loops``/``steps``/``guidance``/``seed`` arguments of the
+    contract."""
+    if accepts_requests(generator):
+        return generator.generate(class_labels, request=request, **options)
+    return generator.generate(
+        class_labels,
+        loops=request.loops,
+        steps=request.steps,
+        guidance=request.guidance,
+        seed=request.seed,
+        **options,
+    )
+
+
+def gflops_of_request(
+    generator: Any, request: ResolvedRequest, loops_used: np.ndarray | None = None
+) -> float:
+    """``generator.gflops_per_sample`` for a resolved one-point request (see
+    :func:`generate_request`)."""
+    if accepts_requests(generator):
+        return generator.gflops_per_sample(loops_used=loops_used, request=request)
+    return generator.gflops_per_sample(
+        request.loops, request.steps, request.guidance, loops_used=loops_used
+    )

@@ -23,10 +23,10 @@ from elt.core.blocks import LabelEmbedder, TimestepEmbedder, modulate, sincos_em
 from elt.core.generator import (
     LoopedGenerator,
     LoopSchedule,
+    ResolvedRequest,
     labels_tensor,
     loop_counts,
     resolve_seed,
-    sampling_setting,
     to_uint8,
 )
 from elt.core.ilsd import ILSDTerms, ilsd_loss
@@ -101,6 +101,8 @@ class DiffusionGenerator(LoopedGenerator):
         vae (PretrainedVAE | None): a :class:`elt.tokenizers.vae.PretrainedVAE` for latent space
             (decodes samples), else ``None``.
     """
+
+    sampling_options = ("precision", "compile", "sampler")
 
     def __init__(
         self,
@@ -276,14 +278,16 @@ class DiffusionGenerator(LoopedGenerator):
             student_loops=student_loops,
         )
 
-    def sampling_settings(self, steps: int | None, guidance: float | None) -> tuple[int, float]:
-        """(steps, guidance s): the arguments, else ``sampling.*``, else
-        :data:`SAMPLING_DEFAULTS`."""
-        steps = int(sampling_setting(self.config, "steps", steps, SAMPLING_DEFAULTS))
-        guidance = float(sampling_setting(self.config, "guidance", guidance, SAMPLING_DEFAULTS))
-        if steps < 1:
-            raise ValueError(f"sampling steps must be >= 1, got {steps}")
-        return steps, guidance
+    def sampling_defaults(self) -> dict:
+        """:data:`~elt.diffusion.config.SAMPLING_DEFAULTS` (50 steps, s = 2); the network samples
+        in the precision it was trained in (``train.precision``: bf16 on CUDA by default) and with
+        the config's solver (``diffusion.sampler``); the sampler's arithmetic stays float32."""
+        precision = SAMPLING_DEFAULTS["precision"] or self.config.train.precision
+        return {
+            **SAMPLING_DEFAULTS,
+            "precision": precision,
+            "sampler": self.config.diffusion.sampler,
+        }
 
     @torch.no_grad()
     def sample_latents(
@@ -298,21 +302,23 @@ class DiffusionGenerator(LoopedGenerator):
         *,
         seeds: Sequence[int] | None = None,
         return_loops: bool = False,
+        request: ResolvedRequest | None = None,
     ):
         """Samples in the space the network works in (pixels in [-1, 1], or scaled VAE latents);
-        with ``return_loops`` also the loops each sample used at each step (int N×steps)."""
-        steps, guidance = self.sampling_settings(steps, guidance)
-        plan = self.resolve_loops(loops, steps)
+        with ``return_loops`` also the loops each sample used at each step (int N×steps).
+        ``request``: see :meth:`LoopedGenerator.generate`."""
+        request = self.request_for(request, loops, steps, guidance, seed, sampler=sampler)
+        steps, guidance, plan = request.steps, request.guidance, request.plan
         labels = labels_tensor(class_labels, self.num_classes, self.device)
-        self.last_seed = resolve_seed(seed)
+        self.last_seed = resolve_seed(request.seed)
         generator = rng.make_streams(self.last_seed, seeds, len(labels), self.device)
         noise = rng.randn((len(labels), *self.data_shape), generator, self.device)
         d = self.config.diffusion
-        integrator = build_sampler(sampler or d.sampler, float(d.ddim_eta))
+        integrator = build_sampler(request.sampler, float(d.ddim_eta))
         clip = (-1.0, 1.0) if d.clip_denoised and self.vae is None else None
         used = torch.zeros((len(labels), steps), dtype=torch.long)
         calls = []
-        compiled = self.sampling_compiled()
+        compiled = request.compile
 
         def denoise(z: torch.Tensor, t: torch.Tensor, k: int) -> torch.Tensor:
             step = len(calls)
@@ -332,7 +338,7 @@ class DiffusionGenerator(LoopedGenerator):
         was_training = self.training
         self.eval()
         try:
-            with self._autocast():
+            with autocast_context(self.device, request.precision):
                 out = sample(
                     denoise,
                     noise,
@@ -347,12 +353,6 @@ class DiffusionGenerator(LoopedGenerator):
             self.train(was_training)
         return (out, used.numpy()) if return_loops else out
 
-    def _autocast(self):
-        """The network runs in ``sampling.precision``, by default the precision it was trained in
-        (``train.precision``: bf16 on CUDA by default); the sampler's arithmetic stays float32."""
-        precision = sampling_setting(self.config, "precision", None, SAMPLING_DEFAULTS)
-        return autocast_context(self.device, str(precision or self.config.train.precision))
-
     @torch.no_grad()
     def generate(
         self,
@@ -366,20 +366,14 @@ class DiffusionGenerator(LoopedGenerator):
         *,
         seeds: Sequence[int] | None = None,
         return_loops: bool = False,
+        request: ResolvedRequest | None = None,
     ):
         """See :meth:`LoopedGenerator.generate`; ``sampler`` (ddim | ddpm | euler) overrides
         ``diffusion.sampler``, e.g. ``sampler="ddpm", steps=512`` for the paper's ancestral
         sampling."""
+        request = self.request_for(request, loops, steps, guidance, seed, sampler=sampler)
         samples, used = self.sample_latents(
-            class_labels,
-            loops,
-            steps,
-            guidance,
-            seed,
-            progress,
-            sampler,
-            seeds=seeds,
-            return_loops=True,
+            class_labels, progress=progress, seeds=seeds, return_loops=True, request=request
         )
         if self.vae is not None:
             samples = self.vae.decode(samples, channels=self.output_channels)
@@ -392,13 +386,16 @@ class DiffusionGenerator(LoopedGenerator):
         steps: int | None = None,
         guidance: float | None = None,
         loops_used: np.ndarray | None = None,
+        *,
+        request: ResolvedRequest | None = None,
     ) -> float:
         """Transformer GFLOPs (matmuls, 2·MACs) per sample over all sampling steps, CFG counted
         twice (the VAE decode, once per sample in latent space, is not included). An adaptive exit
         needs ``loops_used`` (N×steps from ``generate(..., return_loops=True)``): the mean over its
-        samples, with the final layer read after every loop it ran."""
-        steps, guidance = self.sampling_settings(steps, guidance)
-        plan = self.resolve_loops(loops, steps)
+        samples, with the final layer read after every loop it ran. ``request``: a resolved
+        one-point request in place of ``loops``, ``steps`` and ``guidance``."""
+        request = self.request_for(request, loops, steps, guidance)
+        steps, guidance, plan = request.steps, request.guidance, request.plan
         adaptive = isinstance(plan, AdaptiveExit)
         counts = loop_counts(plan, loops_used, steps)
         width, tokens = self.backbone.dim, self.tokens

@@ -316,7 +316,7 @@ def plot_front(record: dict, path: Path, title: str | None = None) -> Path:
 
 def output_dir(ckpt: str, out: str | None) -> tuple[Path, str | None]:
     """--out, else the run directory when writable (else ./calibration-<run name>, with a note)."""
-    from elt.train.checkpoint import resolve_checkpoint
+    from elt.inference.checkpoints import resolve_checkpoint
 
     if out:
         return Path(out), None

@@ -43,7 +43,6 @@ from elt.sampling import (
     balanced_labels,
     generate_batched,
     generate_features,
-    sampling_settings,
     shard_info,
 )
 from elt.version import __version__
@@ -262,7 +261,8 @@ def configured_steps(generator: LoopedGenerator | None) -> int | None:
     the paradigm's default), if the generator says."""
     settings = getattr(generator, "sampling_settings", None)
     if callable(settings):
-        return int(settings(None, None)[0])
+        steps = settings(None, None)[0]
+        return int(steps) if steps is not None else None
     cfg = getattr(generator, "config", None)
     value = cfg.get("sampling", {}).get("steps") if cfg is not None else None
     return int(value) if value is not None else None
@@ -298,7 +298,7 @@ def run_sweep(
         gen = model.generator
         label = k if isinstance(k, int) else point_label(k)
         used_steps, used_guidance = (
-            sampling_settings(gen, step, guidance) if gen is not None else (step, guidance)
+            gen.sampling_settings(step, guidance) if gen is not None else (step, guidance)
         )
         row = {
             "model": model.name,

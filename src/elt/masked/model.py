@@ -31,10 +31,10 @@ from elt.core.blocks import LabelEmbedder, sincos_embedding
 from elt.core.generator import (
     LoopedGenerator,
     LoopSchedule,
+    ResolvedRequest,
     labels_tensor,
     loop_counts,
     resolve_seed,
-    sampling_setting,
     to_uint8,
 )
 from elt.core.ilsd import ILSDTerms, ilsd_loss
@@ -227,12 +227,9 @@ class MaskedGenerator(LoopedGenerator):
         cond, uncond = both.chunk(2)
         return cond + (guidance - 1) * (cond - uncond)
 
-    def sampling_settings(self, steps: int | None, guidance: float | None) -> tuple[int, float]:
-        """(steps, guidance s): the arguments, else ``sampling.*``, else
-        :data:`SAMPLING_DEFAULTS`."""
-        steps = int(sampling_setting(self.config, "steps", steps or None, SAMPLING_DEFAULTS))
-        guidance = float(sampling_setting(self.config, "guidance", guidance, SAMPLING_DEFAULTS))
-        return steps, guidance
+    def sampling_defaults(self) -> dict:
+        """:data:`~elt.masked.config.SAMPLING_DEFAULTS`: 12 decoding steps, s = 1, fp32."""
+        return dict(SAMPLING_DEFAULTS)
 
     def adaptive_logits(
         self, tokens: torch.Tensor, labels: torch.Tensor, rule: AdaptiveExit, guidance: float
@@ -295,20 +292,20 @@ class MaskedGenerator(LoopedGenerator):
         *,
         seeds: Sequence[int] | None = None,
         return_loops: bool = False,
+        request: ResolvedRequest | None = None,
     ):
         """Token grids B×h×w (video: B×t×h×w) by iterative decoding (see
         :func:`elt.masked.sampler.iterative_decode`); with ``return_loops`` also the loops used
-        (B×steps)."""
+        (B×steps). ``request``: see :meth:`LoopedGenerator.generate`."""
         cfg = self.config.masked
-        steps, guidance = self.sampling_settings(steps, guidance)
-        plan = self.resolve_loops(loops, steps)
+        request = self.request_for(request, loops, steps, guidance, seed)
+        steps, guidance, plan = request.steps, request.guidance, request.plan
         labels = labels_tensor(class_labels, self.num_classes, self.device)
-        self.last_seed = resolve_seed(seed)
+        self.last_seed = resolve_seed(request.seed)
         generator = rng.make_streams(self.last_seed, seeds, len(labels), self.device)
         used = torch.zeros((len(labels), steps), dtype=torch.long)
-        precision = sampling_setting(self.config, "precision", None, SAMPLING_DEFAULTS)
-        autocast = autocast_context(self.device, str(precision))
-        compiled = self.sampling_compiled()
+        autocast = autocast_context(self.device, request.precision)
+        compiled = request.compile
 
         def logits_fn(tokens: torch.Tensor, step: int) -> torch.Tensor:
             with autocast:
@@ -352,12 +349,14 @@ class MaskedGenerator(LoopedGenerator):
         *,
         seeds: Sequence[int] | None = None,
         return_loops: bool = False,
+        request: ResolvedRequest | None = None,
     ):
+        request = self.request_for(request, loops, steps, guidance, seed)
         was_training = self.training
         self.eval()
         try:
             tokens, used = self.generate_tokens(
-                class_labels, loops, steps, guidance, seed, progress, seeds=seeds, return_loops=True
+                class_labels, progress=progress, seeds=seeds, return_loops=True, request=request
             )
             if tokens.shape[0] == 0:
                 images = np.zeros((0, *self.sample_shape()), np.uint8)
@@ -373,15 +372,18 @@ class MaskedGenerator(LoopedGenerator):
         steps: int | None = None,
         guidance: float | None = None,
         loops_used: np.ndarray | None = None,
+        *,
+        request: ResolvedRequest | None = None,
     ) -> float:
         """Transformer + head per decoding step (×2 with guidance s ≠ 1), plus one tokenizer decode.
         An adaptive exit needs ``loops_used`` (N×steps, from ``generate(..., return_loops=True)``):
         the mean over its samples, with the head read after every loop it ran, on the positions
-        still masked at that step."""
-        steps, guidance = self.sampling_settings(steps, guidance)
+        still masked at that step. ``request``: a resolved one-point request in place of ``loops``,
+        ``steps`` and ``guidance``."""
+        request = self.request_for(request, loops, steps, guidance)
+        steps, guidance, plan = request.steps, request.guidance, request.plan
         tokens = self.seq_len + 1  # + the class token
         head_per_position = 2 * self.head[1].in_features * self.codebook_size
-        plan = self.resolve_loops(loops, steps)
         counts = loop_counts(plan, loops_used, steps)
         per_sample = counts.sum(1) * self.backbone.flops_per_token(tokens, 1) * tokens
         if isinstance(plan, AdaptiveExit):

@@ -37,25 +37,21 @@ from elt import config as config_lib
 from elt import registry
 from elt.core import batch_random
 from elt.core.ilsd import StudentLoopDraw, ilsd_lambda
-from elt.errors import UserError
+from elt.errors import CheckpointError, UserError
 from elt.fileio import check_output_dir, exclusive_lock, refuse_symlink, write_text
+from elt.inference.checkpoints import (
+    checkpoints_newest_first,
+    first_non_finite,
+    load_weights,
+    resolve_checkpoint,
+    warn,
+)
+from elt.inference.files import EMA_FILE, MODEL_FILE
 from elt.runtime import autocast_context, seed_everything, set_threads, uses_bf16
 from elt.sampling import grid_classes, sample_grid_rows
 from elt.train import advice
 from elt.train import distributed as dist_lib
-from elt.train.checkpoint import (
-    EMA_FILE,
-    MODEL_FILE,
-    CheckpointError,
-    NonFiniteWeightsError,
-    checkpoints_newest_first,
-    first_non_finite,
-    load_training_state,
-    load_weights,
-    resolve_checkpoint,
-    save_checkpoint,
-    warn,
-)
+from elt.train.checkpoint import NonFiniteWeightsError, load_training_state, save_checkpoint
 from elt.train.distributed import DistEnv, ShardedSampler
 from elt.train.ema import EMA
 from elt.train.logger import RunLogger
