@@ -1,0 +1,147 @@
+"""``elt bench scaling``: the cost fit recovers known costs, the smoke run measures every axis of
+both paradigms and writes its JSON and plots whole, bad options are one-line errors."""
+
+import json
+import random
+
+import pytest
+
+from elt.bench import scaling
+from elt.bench.scaling import AXES, fit_cost
+from elt.cli import main
+
+
+def test_fit_recovers_fixed_and_per_unit_costs_of_exact_timings():
+    xs = [1.0, 2.0, 3.0, 4.0, 6.0, 8.0]
+    ys = [12.5 + 3.25 * x for x in xs]
+    for relative in (False, True):
+        fit = fit_cost(xs, ys, relative=relative)
+        assert fit["fixed_ms"] == pytest.approx(12.5) and fit["ms_per_unit"] == pytest.approx(3.25)
+        assert fit["predicted_ms"] == pytest.approx(ys)
+        assert fit["max_abs_relative_residual"] == pytest.approx(0, abs=1e-12)
+        assert "note" not in fit
+
+
+def test_fit_reproduces_noisy_timings_within_their_noise():
+    """Timings with ±3 % multiplicative noise: every fitted value within 6 % of its measured point,
+    and the costs within 10 % of the true ones."""
+    rng = random.Random(0)
+    xs = [1.0, 4.0, 16.0, 64.0, 256.0]
+    truth = [40.0 + 7.0 * x for x in xs]
+    ys = [y * (1 + rng.uniform(-0.03, 0.03)) for y in truth]
+    fit = fit_cost(xs, ys, relative=True)
+    assert fit["max_abs_relative_residual"] < 0.06
+    assert all(abs(p - y) / y < 0.06 for p, y in zip(fit["predicted_ms"], ys, strict=True))
+    assert fit["fixed_ms"] == pytest.approx(40.0, rel=0.1)
+    assert fit["ms_per_unit"] == pytest.approx(7.0, rel=0.1)
+
+
+def test_relative_fit_keeps_the_small_points_on_a_x4_spaced_axis():
+    """Why batch and tokens are fitted relatively: 5 % off at the largest point moves the ordinary
+    line's fixed cost far off (the batch-1 point misfitted by over 10 %); the relative fit stays
+    within a few % everywhere."""
+    xs = [1.0, 4.0, 16.0, 64.0, 256.0]
+    ys = [10.0 + 2.0 * x for x in xs]
+    ys[-1] *= 1.05
+    ordinary, relative = fit_cost(xs, ys), fit_cost(xs, ys, relative=True)
+    assert abs(ordinary["relative_residuals"][0]) > 0.1
+    assert relative["max_abs_relative_residual"] < 0.05
+
+
+def test_a_negative_cost_gets_a_note_not_a_silent_number():
+    fit = fit_cost([1.0, 2.0, 3.0], [1.0, 5.0, 6.0])
+    assert fit["fixed_ms"] < 0 and fit["note"] == scaling.NEGATIVE_FIXED
+    fit = fit_cost([1.0, 2.0], [5.0, 4.0])
+    assert fit["ms_per_unit"] < 0 and fit["note"] == scaling.NEGATIVE_SLOPE
+    with pytest.raises(ValueError, match="at least 2 points"):
+        fit_cost([1.0], [2.0])
+
+
+@pytest.mark.slow
+def test_scaling_smoke_measures_every_axis_of_both_paradigms(tmp_path, capsys):
+    assert main(["bench", "scaling", "--smoke", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "scaling.json").read_text())
+    assert sorted(result["paradigms"]) == ["diffusion", "masked"]
+    assert result["config"]["precision"] == "bf16"  # auto: the demo models' sampling precision
+    assert "--smoke" in result["command"] and "elt bench scaling" in result["command"]
+    for paradigm, entry in result["paradigms"].items():
+        base = entry["base"]
+        assert list(entry["axes"]) == list(AXES)
+        assert base["loops"] == entry["model"]["max_loops"] == 2  # the smoke model's L_max
+        axes = entry["axes"]
+        assert axes["batch"]["values"] == [1, 4] and axes["loops"]["values"] == [1, 2, 3]
+        assert axes["steps"]["values"] == [1, 2, 3]
+        assert axes["tokens"]["values"] == sorted({4, 8, entry["model"]["demo_grid"]})
+        assert axes["tokens"]["x"] == [v * v for v in axes["tokens"]["values"]]
+        for axis, row in axes.items():
+            assert len(row["ms"]) == len(row["values"]) and all(ms > 0 for ms in row["ms"])
+            fit = row["fit"]  # the recorded fit is the line through the recorded points
+            assert fit["predicted_ms"] == pytest.approx(
+                [fit["fixed_ms"] + fit["ms_per_unit"] * x for x in row["x"]]
+            )
+            refit = fit_cost(row["x"], row["ms"], relative=scaling.RELATIVE_FIT[axis])
+            assert refit["ms_per_unit"] == pytest.approx(fit["ms_per_unit"])
+            assert f"{paradigm} — {axis}:" in out
+        # the work timed grows as the analytical account says: GFLOPs ∝ batch, affine in loops
+        # and steps (per step: L loops + the head), more per token at a larger grid
+        gflop = axes["batch"]["gflop"]
+        assert gflop[1] == pytest.approx(4 * gflop[0])
+        steps = axes["steps"]["gflop"]
+        assert steps[1] - steps[0] == pytest.approx(steps[2] - steps[1]) and steps[1] > steps[0]
+        loops = axes["loops"]["gflop"]
+        assert loops[1] - loops[0] == pytest.approx(loops[2] - loops[1]) and loops[1] > loops[0]
+        assert axes["tokens"]["gflop"] == sorted(axes["tokens"]["gflop"])
+    plots = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert plots == ["scaling_diffusion.png", "scaling_masked.png"]
+    assert result["plots"] == [str(tmp_path / name) for name in plots]
+    for name in plots:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*plots, "scaling.json"])
+
+
+def test_a_failing_run_leaves_the_previous_json_whole(tmp_path, monkeypatch):
+    """The JSON is written once, atomically, after every axis: a run that fails half-way leaves
+    the previous file as it was and no partial one."""
+    previous = tmp_path / "scaling.json"
+    previous.write_text('{"previous": true}\n')
+    calls = []
+
+    def failing(fns, device, warmup, repeats):
+        calls.append(len(fns))
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return {name: 0.001 for name in fns}
+
+    monkeypatch.setattr(scaling, "time_interleaved", failing)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        main(["bench", "scaling", "--smoke", "--paradigms", "diffusion", "--out", str(tmp_path)])
+    assert calls == [2, 3]  # the batch axis (1, 4), then the loops axis (1, 2, 3) failed
+    assert previous.read_text() == '{"previous": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scaling.json"]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--paradigms", "video"], "--paradigms: 'video' is not one of diffusion, masked"),
+        (["--loops-list", "exit:0.1"], "--loops-list: scaling takes loop counts"),
+        (["--grids", "8"], "--grids: a line fit needs at least 2 different values"),
+    ],
+)
+def test_bad_scaling_options_are_one_line_errors(tmp_path, capsys, options, message):
+    assert main(["bench", "scaling", *options, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_sampling_keeps_its_own_loop_default(tmp_path, monkeypatch):
+    """--loops-list has no parser default any more (scaling's is 1..2·L_max): sampling still gets
+    1-4."""
+    from elt.bench import suites
+
+    seen = {}
+    monkeypatch.setattr(suites, "run_benchmark", lambda name, args: seen.update(vars(args)))
+    assert main(["bench", "sampling", "--out", str(tmp_path)]) == 0
+    assert seen["loops_list"] == [1, 2, 3, 4] and seen["batches"] == [1, 8, 32]
