@@ -97,6 +97,7 @@ def test_scaling_smoke_measures_every_axis_of_both_paradigms(tmp_path, capsys):
     assert result["plots"] == [str(tmp_path / name) for name in plots]
     for name in plots:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # nothing else (no temporaries)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*plots, "scaling.json"])
 
 
@@ -136,12 +137,19 @@ def test_bad_scaling_options_are_one_line_errors(tmp_path, capsys, options, mess
     assert not list(tmp_path.iterdir())
 
 
-def test_sampling_keeps_its_own_loop_default(tmp_path, monkeypatch):
-    """--loops-list has no parser default any more (scaling's is 1..2·L_max): sampling still gets
-    1-4."""
+def test_each_benchmark_keeps_its_own_defaults(tmp_path, monkeypatch):
+    """--loops-list, --warmup and --repeats have no parser default any more (scaling's differ):
+    sampling still gets loops 1-4, 3 warm-up and 10 timed calls; scaling 1 and 5 and its axes."""
     from elt.bench import suites
 
     seen = {}
-    monkeypatch.setattr(suites, "run_benchmark", lambda name, args: seen.update(vars(args)))
+    monkeypatch.setattr(
+        suites, "run_benchmark", lambda name, args: seen.update({name: dict(vars(args))})
+    )
     assert main(["bench", "sampling", "--out", str(tmp_path)]) == 0
-    assert seen["loops_list"] == [1, 2, 3, 4] and seen["batches"] == [1, 8, 32]
+    assert main(["bench", "scaling", "--out", str(tmp_path)]) == 0
+    sampling, scaled = seen["sampling"], seen["scaling"]
+    assert sampling["loops_list"] == [1, 2, 3, 4] and sampling["batches"] == [1, 8, 32]
+    assert (sampling["warmup"], sampling["repeats"], sampling["precision"]) == (3, 10, "fp32")
+    assert (scaled["warmup"], scaled["repeats"], scaled["precision"]) == (1, 5, "bf16")
+    assert scaled["loops_list"] is None and scaled["batches"] is None  # its own axes

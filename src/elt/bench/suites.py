@@ -783,6 +783,11 @@ def run(args: argparse.Namespace) -> int:
     if args.smoke:
         for key, value in SMOKE.items():
             setattr(args, key, value)
+    scaling = args.benchmark == "scaling"  # many points of slow sampling runs: fewer calls each
+    if args.warmup is None:
+        args.warmup = 1 if scaling else 3
+    if args.repeats is None:
+        args.repeats = 5 if scaling else 10
     if args.benchmark == "suite":
         from elt.fileio import check_output_dir
 

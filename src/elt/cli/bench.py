@@ -150,12 +150,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ckpt", default=None, help="sampling: time this trained generator's sampler instead"
     )
-    p.add_argument("--warmup", type=bounded_int(0, 10_000), default=3)
+    p.add_argument(
+        "--warmup",
+        type=bounded_int(0, 10_000),
+        default=None,
+        help="untimed calls per variant first (default 3; scaling 1)",
+    )
     p.add_argument(
         "--repeats",
         type=bounded_int(1, 10_000),
-        default=10,
-        help="timed calls per variant (trainer: timed steps, after as many warm-up steps)",
+        default=None,
+        help="timed calls per variant (default 10; scaling 5; trainer: timed steps, after as many "
+        "warm-up steps)",
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="benchmarks/results", help="folder for the JSON files")
