@@ -22,7 +22,8 @@
 #     sampling.json          sampling time vs loop count and vs batch size; the cost of one loop
 #     scaling.json           sampling time of both paradigms (the demo shapes) against batch (1-256), loops
 #                            (1-2·L_max), tokens (8×8-32×32 grids) and steps, fixed and per-unit costs fitted
-#                            (elt bench scaling; + scaling_diffusion.png, scaling_masked.png with matplotlib)
+#                            (elt bench scaling; + scaling_diffusion.png, scaling_masked.png with matplotlib;
+#                            without it: python -m elt.bench.scaling OUT_DIR/scaling.json draws them later)
 #     memory.json            training memory of looped vs unique (and with per-loop activation checkpointing)
 #     trainer.json           the real Trainer (bf16, TF32, fused AdamW) on synthetic data: samples/s, MFU
 #     trainer_compiled.json  the same with train.compile=true

@@ -99,6 +99,11 @@ def test_scaling_smoke_measures_every_axis_of_both_paradigms(tmp_path, capsys):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # nothing else (no temporaries)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*plots, "scaling.json"])
+    # the plots can be drawn again from the JSON alone (where matplotlib was missing)
+    for name in plots:
+        (tmp_path / name).unlink()
+    assert scaling.replot(str(tmp_path / "scaling.json")) == result["plots"]
+    assert all((tmp_path / name).read_bytes()[:4] == b"\x89PNG" for name in plots)
 
 
 def test_a_failing_run_leaves_the_previous_json_whole(tmp_path, monkeypatch):
@@ -153,3 +158,28 @@ def test_each_benchmark_keeps_its_own_defaults(tmp_path, monkeypatch):
     assert (sampling["warmup"], sampling["repeats"], sampling["precision"]) == (3, 10, "fp32")
     assert (scaled["warmup"], scaled["repeats"], scaled["precision"]) == (1, 5, "bf16")
     assert scaled["loops_list"] is None and scaled["batches"] is None  # its own axes
+
+
+def test_python_m_elt_bench_sets_threads_as_elt_does(tmp_path, monkeypatch):
+    """``python -m elt.bench`` (the GPU suite's entry) applies the thread default of ``elt``: half
+    the CPUs, not PyTorch's one thread per core (threads that wait for each other on a busy
+    CPU); ``--threads N`` sets N."""
+    import torch
+
+    from elt import runtime
+    from elt.bench import suites
+    from elt.cli.bench import main as bench_main
+
+    for name in ("OMP_NUM_THREADS", runtime.THREADS_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 4)
+    seen = []
+    monkeypatch.setattr(suites, "run", lambda args: seen.append(torch.get_num_threads()) or 0)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        assert bench_main(["scaling", "--out", str(tmp_path)]) == 0
+        assert bench_main(["scaling", "--threads", "1", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [2, 1]

@@ -364,3 +364,23 @@ def check_scaling_args(args: argparse.Namespace) -> None:
     ):
         if values is not None and len(set(values)) < 2:
             raise UserError(f"{option}: a line fit needs at least 2 different values, got {values}")
+
+
+def replot(path: str) -> list[str]:
+    """Draw the PNGs of a ``scaling.json`` again (e.g. one written where matplotlib was missing),
+    next to it: ``python -m elt.bench.scaling results/benchmarks/scaling.json``."""
+    import json
+
+    json_path = Path(path)
+    result = json.loads(json_path.read_text())
+    tag = json_path.stem[len("scaling_") :] if json_path.stem.startswith("scaling_") else ""
+    return write_plots(result, json_path.parent, tag)
+
+
+if __name__ == "__main__":
+    import sys
+
+    for written in replot(sys.argv[1]) if len(sys.argv) == 2 else []:
+        print(f"wrote {written}")
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m elt.bench.scaling SCALING.json")

@@ -215,8 +215,19 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
+    parser.add_argument(
+        "--threads",
+        dest="global_threads",
+        type=bounded_int(1, 4096),
+        default=None,
+        help="CPU threads for PyTorch (default: as `elt`: $ELT_THREADS, else half the CPUs)",
+    )
     try:
-        return run(parser.parse_args(argv))
+        args = parser.parse_args(argv)
+        from elt.cli import apply_threads  # as `elt bench` does (threads waiting on a busy CPU)
+
+        apply_threads(args)
+        return run(args)
     except UserError as exc:
         print(f"elt: error: {exc}", file=sys.stderr)
         return 2
