@@ -92,6 +92,13 @@ def test_scaling_smoke_measures_every_axis_of_both_paradigms(tmp_path, capsys):
         loops = axes["loops"]["gflop"]
         assert loops[1] - loops[0] == pytest.approx(loops[2] - loops[1]) and loops[1] > loops[0]
         assert axes["tokens"]["gflop"] == sorted(axes["tokens"]["gflop"])
+        # the base point (batch 4, L 2, 2 steps, the demo grid) lies on every axis: its time in each
+        spread = entry["base_ms_by_axis"]
+        assert spread["loops"] == axes["loops"]["ms"][axes["loops"]["values"].index(2)]
+        assert (
+            spread["tokens"] == axes["tokens"]["ms"][axes["tokens"]["values"].index(base["grid"])]
+        )
+        assert set(spread) == {"batch", "loops", "tokens", "steps"}
     plots = sorted(p.name for p in tmp_path.glob("*.png"))
     assert plots == ["scaling_diffusion.png", "scaling_masked.png"]
     assert result["plots"] == [str(tmp_path / name) for name in plots]

@@ -207,6 +207,7 @@ def bench_scaling(args: argparse.Namespace, device: torch.device) -> dict[str, A
             row = bench_axis(paradigm, axis, values[axis], base, generator, args, device)
             results[paradigm]["axes"][axis] = row
             print_axis(paradigm, row, flush=True)
+        results[paradigm]["base_ms_by_axis"] = base_times(results[paradigm])
         del generator
     from elt.bench.peers import load_average
 
@@ -217,6 +218,17 @@ def bench_scaling(args: argparse.Namespace, device: torch.device) -> dict[str, A
         "per call of the whole batch; fit: ms = fixed_ms + ms_per_unit · x (tokens: x = grid "
         "cells)",
     }
+
+
+def base_times(entry: dict[str, Any]) -> dict[str, float]:
+    """The base point's time in each axis that holds it: the axes are timed one after the other, so
+    their spread is the drift of the machine between axes (within an axis, points interleave)."""
+    base, times = entry["base"], {}
+    for axis, row in entry["axes"].items():
+        key = base["grid" if axis == "tokens" else axis]
+        if key in row["values"]:
+            times[axis] = row["ms"][row["values"].index(key)]
+    return times
 
 
 # -- output ----------------------------------------------------------------------------------------
@@ -264,6 +276,14 @@ def print_scaling(result: dict[str, Any]) -> None:
                 f"{paradigm:<10} {axis:<7} {base:<28} {fit['fixed_ms']:>9.2f} "
                 f"{fit['ms_per_unit']:>9.4g} ms/{row['unit']:<5} "
                 f"{fit['max_abs_relative_residual']:>7.0%}"
+            )
+    for paradigm, entry in result["paradigms"].items():
+        times = base_times(entry)
+        if len(times) > 1:
+            shown = ", ".join(f"{axis} {ms:.1f}" for axis, ms in times.items())
+            print(
+                f"{paradigm}: the base point in each axis (ms): {shown} — spread "
+                f"{max(times.values()) / min(times.values()):.2f}x (drift between axes)"
             )
 
 
