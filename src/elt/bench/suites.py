@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from elt import registry
 from elt.bench.models import MODES, BenchModel, SyntheticParadigm, build_model, make_train_step
 from elt.bench.peers import bench_peers, print_peers
+from elt.bench.scaling import BASE_STEPS as SCALING_BASE_STEPS
 from elt.bench.scaling import bench_scaling, check_scaling_args, print_scaling, write_plots
 from elt.bench.timing import fit_line, memory_row, time_interleaved
 from elt.errors import UserError
@@ -375,7 +376,7 @@ def command_line(name: str, args: argparse.Namespace) -> str:
             "--base-batch",
             args.base_batch,
             "--sample-steps",
-            args.sample_steps,
+            args.sample_steps or SCALING_BASE_STEPS,
             "--precision",
             args.precision,
             "--device",

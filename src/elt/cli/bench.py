@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import elt.bench as bench_lib
@@ -11,6 +12,7 @@ from elt.bench import peers, suites
 from elt.cli.args import DeprecatedFlag, batch_size, bounded_int, int_list, parse_loops
 from elt.errors import UserError
 from elt.limits import MAX_BATCH, MAX_LOOPS, MAX_SAMPLING_STEPS, MAX_WIDTH
+from elt.runtime import THREADS_ENV, set_threads
 
 LOOPS_TYPE = bounded_int(1, MAX_LOOPS)
 
@@ -224,9 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args = parser.parse_args(argv)
-        from elt.cli import apply_threads  # as `elt bench` does (threads waiting on a busy CPU)
-
-        apply_threads(args)
+        # as `elt` does for every command (elt.cli.apply_threads): --threads becomes $ELT_THREADS,
+        # else half the CPUs, not PyTorch's thread per core (threads wait on a busy CPU)
+        if args.global_threads:
+            os.environ[THREADS_ENV] = str(args.global_threads)
+        set_threads()
         return run(args)
     except UserError as exc:
         print(f"elt: error: {exc}", file=sys.stderr)
