@@ -1,6 +1,7 @@
 """``elt bench scaling``: the cost fit recovers known costs, the smoke run measures every axis of
 both paradigms and writes its JSON and plots whole, bad options are one-line errors."""
 
+import argparse
 import json
 import random
 
@@ -190,3 +191,29 @@ def test_python_m_elt_bench_sets_threads_as_elt_does(tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert seen == [2, 1]
+
+
+def test_the_gpu_suite_runs_scaling_and_peers_at_their_real_sizes(tmp_path, monkeypatch):
+    """The suite's own (non-smoke) arguments, as the first GPU run will get them: scaling at the
+    documented axes (bf16, 2 warm-up and 10 timed calls), peers on the ImageNet recipes' configs."""
+    from elt.bench import suites
+
+    seen = {}
+    monkeypatch.setattr(
+        suites, "run_benchmark", lambda name, args: seen.setdefault(name, dict(vars(args)))
+    )
+    assert main(["bench", "suite", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    scaled, peers = seen["scaling"], seen["peers"]
+    assert (scaled["precision"], scaled["warmup"], scaled["repeats"]) == ("bf16", 2, 10)
+    assert scaled["batches"] is None and scaled["loops_list"] is None and not scaled["smoke"]
+    values = scaling.axis_values(argparse.Namespace(**scaled), trained_loops=4, demo_side=4)
+    assert values == {
+        "batch": [1, 4, 16, 64, 256],
+        "loops": [1, 2, 3, 4, 5, 6, 7, 8],
+        "tokens": [4, 8, 16, 32],
+        "steps": [1, 2, 4, 8, 16],
+    }
+    assert peers["peer_configs"] == list(suites.SUITE_PEER_CONFIGS)
+    assert peers["batches"] == [1, 8, 64] and peers["modes"] == ["eager", "compiled"]
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["card"].startswith("no GPU (CPU: ")
