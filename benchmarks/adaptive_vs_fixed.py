@@ -14,7 +14,6 @@ alternating calls. Target: adaptive ≤ 1.15× the matched fixed run. Prints a t
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from elt.fileio import write_json
 
 DEFAULT_POINTS = {"masked": "exit:0.2", "diffusion": "exit:0.05"}
 
@@ -175,13 +176,8 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            record,
-            indent=2,
-            default=lambda v: None if isinstance(v, float) and math.isnan(v) else str(v),
-        )
-        + "\n"
+    write_json(  # atomic: no half-written file under its name
+        out, record, default=lambda v: None if isinstance(v, float) and math.isnan(v) else str(v)
     )
     print(f"wrote {out}")
 

@@ -13,7 +13,6 @@ cost does not depend on where the images come from). Prints a table and writes J
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from elt.fileio import write_json
 
 
 def timed(results: dict, name: str, fn):
@@ -118,7 +119,7 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(out, record)  # atomic: no half-written file under its name
     print(f"wrote {out}")
 
 

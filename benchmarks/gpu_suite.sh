@@ -20,16 +20,22 @@
 #     train.json             ILSD vs vanilla vs unique stack (24×1) of equal FLOPs: step time, tokens/s, MFU, memory
 #     train_compiled.json    the same with each block torch.compiled
 #     sampling.json          sampling time vs loop count and vs batch size; the cost of one loop
+#     scaling.json           sampling time of both paradigms (the demo shapes) against batch (1-256), loops
+#                            (1-2·L_max), tokens (8×8-32×32 grids) and steps, fixed and per-unit costs fitted
+#                            (elt bench scaling; + scaling_diffusion.png, scaling_masked.png with matplotlib;
+#                            without it: python -m elt.bench.scaling OUT_DIR/scaling.json draws them later)
 #     memory.json            training memory of looped vs unique (and with per-loop activation checkpointing)
 #     trainer.json           the real Trainer (bf16, TF32, fused AdamW) on synthetic data: samples/s, MFU
 #     trainer_compiled.json  the same with train.compile=true
 #     peers.json             elt vs diffusers' DiTTransformer2DModel and a plain nn.TransformerEncoder with copied
 #                            weights at the ImageNet recipes' widths (elt bench peers): time ratios, % of torch.mm
-#                            (without diffusers the DiT rows are skipped)
+#                            (without diffusers the DiT rows are skipped; --smoke: the same two configs at
+#                            width 32 and 64-pixel images)
 #   recipes  benchmarks/recipe_throughput.py: every shipped ImageNet/UCF recipe at real width on synthetic data
 #            (step time, tokens/s, MFU, peak memory) and ELT vs its iso-FLOP baseline at batch 8 (inference),
 #            both within the stage's budget (recipes.json lists what did not fit as skipped)
-# and gpu_suite.json: each stage's status (ok, failed, timed out, skipped), seconds, and the budget.
+# and gpu_suite.json: the card, each stage's status (ok, failed, timed out, skipped), seconds, and the budget.
+# The card (torch.cuda.get_device_name; "no GPU (CPU: ...)" elsewhere) is printed first and last.
 # Exit status: 0 when every stage finished, 124 when the deadline cut one, else the first failure's status.
 #
 # Needs python3 with a CUDA PyTorch. The other imports (omegaconf, antlr4-python3-runtime, PyYAML, numpy,
@@ -80,10 +86,28 @@ mkdir -p "$OUT_DIR"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 STATUS_LINES=()
 record() { STATUS_LINES+=("{\"stage\": \"$1\", \"status\": \"$2\", \"seconds\": $3}"); }
+card() {  # the GPU's name (as torch sees it), else the CPU's: what every figure of this run ran on
+  "$PY" - <<'EOF' 2>/dev/null || echo "unknown (torch not importable)"
+import platform
+import torch
+if torch.cuda.is_available():
+    print(torch.cuda.get_device_name())
+else:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print(f"no GPU (CPU: {cpu})")
+EOF
+}
+CARD="$(card)"
+echo "gpu_suite: card $CARD"
 write_status() {
   local IFS=,
-  printf '{"budget_s": %s, "seconds": %s, "smoke": %s, "stages": [%s]}\n' "$BUDGET" "$SECONDS" \
-    "$([ -n "$SMOKE" ] && echo true || echo false)" "${STATUS_LINES[*]}" > "$OUT_DIR/gpu_suite.json"
+  printf '{"card": "%s", "budget_s": %s, "seconds": %s, "smoke": %s, "stages": [%s]}\n' \
+    "${CARD//\"/}" "$BUDGET" "$SECONDS" "$([ -n "$SMOKE" ] && echo true || echo false)" \
+    "${STATUS_LINES[*]}" > "$OUT_DIR/gpu_suite.json"
 }
 
 # -- what the suite imports: installed from the carried wheels when missing ------------------------------------
@@ -182,5 +206,5 @@ ALLOWED=$(left)
 run_stage recipes "$ALLOWED" "$PY" benchmarks/recipe_throughput.py --out "$OUT_DIR" \
   --budget-s "$(( ALLOWED > 20 ? ALLOWED - 10 : ALLOWED / 2 ))" $SMOKE
 write_status
-echo "gpu_suite: $SECONDS s of the ${BUDGET} s budget; stages: ${STATUS_LINES[*]}"
+echo "gpu_suite: card $CARD; $SECONDS s of the ${BUDGET} s budget; stages: ${STATUS_LINES[*]}"
 exit "$RESULT"

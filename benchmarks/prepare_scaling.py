@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from elt.config import load_config
+from elt.fileio import write_json
 from elt.tokenizers import fsq
 from elt.tokenizers.factory import build_tokenizer as build_fsq
 
@@ -195,7 +196,7 @@ def main(argv=None) -> dict:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
+    write_json(out, record)  # atomic: no half-written file under its name
     print(f"wrote {out}")
     shutil.rmtree(work, ignore_errors=True)
     return record

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Copy the regenerated pictures that the docs show from results/ into docs/assets/ (results/ holds the data:
-# JSON, CSV and tables; docs/ holds only what its pages link to). Run after scripts/fmnist_study.sh or
-# `elt eval ... --out results/eval/...`; a picture that was not regenerated is left as it is.
+# JSON, CSV and tables; docs/ holds only what its pages link to). Run after scripts/fmnist_study.sh,
+# `elt eval ... --out results/eval/...` or `elt bench scaling --out results/benchmarks`; a picture that
+# was not regenerated is left as it is.
 #
 #   scripts/docs_assets.sh
 set -euo pipefail
@@ -18,4 +19,6 @@ results/ablations/masked/guided/eval.png ablations_masked_guided_eval.png
 results/ablations/masked/long2/eval.png ablations_masked_long2_eval.png
 results/eval/masked/eval.png eval_masked.png
 results/eval/diffusion/eval.png eval_diffusion.png
+results/benchmarks/scaling_diffusion.png scaling_diffusion.png
+results/benchmarks/scaling_masked.png scaling_masked.png
 MAP

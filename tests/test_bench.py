@@ -135,6 +135,9 @@ def test_gpu_suite_smoke_runs_on_cpu(tmp_path):
         "peers.json",
         "recipes.json",
         "sampling.json",
+        "scaling.json",
+        "scaling_diffusion.png",
+        "scaling_masked.png",
         "train.json",
         "train_compiled.json",
         "trainer.json",
@@ -145,6 +148,26 @@ def test_gpu_suite_smoke_runs_on_cpu(tmp_path):
         ("suite", "ok"),
         ("recipes", "ok"),
     ]
+    # the card is named in the status file, env.json and the output (first and last line)
+    card = json.loads((tmp_path / "env.json").read_text())["card"]
+    assert card.startswith("no GPU (CPU: ") and status["card"] == card
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == f"gpu_suite: card {card}" and lines[-1].startswith(
+        f"gpu_suite: card {card};"
+    )
+    # the peer benchmark ran the ImageNet recipes' configs (at smoke widths): the real run's path
+    peers = json.loads((tmp_path / "peers.json").read_text())
+    assert [m["config"] for m in peers["models"]] == [
+        "imagenet256_diffusion_elt_8x4",
+        "imagenet256_masked_elt_l_8x3",
+    ]
+    assert {r["config"] for r in peers["rows"]} == {m["config"] for m in peers["models"]}
+    scaling = json.loads((tmp_path / "scaling.json").read_text())
+    assert sorted(scaling["paradigms"]) == ["diffusion", "masked"]
+    assert all(
+        list(p["axes"]) == ["batch", "loops", "tokens", "steps"]
+        for p in scaling["paradigms"].values()
+    )
     recipes = json.loads((tmp_path / "recipes.json").read_text())
     assert len(recipes["train"]) == 6 and all(
         r["steps"] == 2 and r["tokens_per_s"] > 0 for r in recipes["train"]

@@ -10,6 +10,8 @@
     elt bench peers      elt against diffusers' DiT and a plain nn.TransformerEncoder with copied
                          weights (same function, checked): forward, sampling, training step; % of
                          the torch.mm roofline
+    elt bench scaling    sampling time of both paradigms (demo shapes) against batch, loops,
+                         tokens and steps; fixed and per-unit costs fitted; JSON + PNG plots
     elt bench all        train, sampling and memory, one JSON file each in --out
     elt bench suite      the GPU suite (benchmarks/gpu_suite.sh): environment + all of the above at
                          the sizes of docs/benchmarks.md, eager and compiled, 7 JSON files

@@ -53,6 +53,7 @@ SMOKE_OVERRIDES = [
     "model.loops=2",
     "tokenizer.levels=[5,5,5]",
 ]
+SMOKE_IMAGE_SIZE = 64  # --smoke: larger images (the ImageNet recipes' 256) are made this size
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -562,6 +563,8 @@ def bench_peers(args: argparse.Namespace, device: torch.device) -> dict[str, Any
     gemm_records: dict = {}
     for name in args.peer_configs:
         cfg = load_peer_config(name, overrides)
+        if args.smoke and int(cfg.data.image_size) > SMOKE_IMAGE_SIZE:  # a few tokens (ImageNet)
+            cfg = load_peer_config(name, [*overrides, f"data.image_size={SMOKE_IMAGE_SIZE}"])
         paradigm = cfg.paradigm
         if paradigm == "diffusion" and importlib.util.find_spec("diffusers") is None:
             skipped.append(

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from elt import registry
 from elt.bench.models import MODES, BenchModel, SyntheticParadigm, build_model, make_train_step
 from elt.bench.peers import bench_peers, print_peers
+from elt.bench.scaling import BASE_STEPS as SCALING_BASE_STEPS
+from elt.bench.scaling import bench_scaling, check_scaling_args, print_scaling, write_plots
 from elt.bench.timing import fit_line, memory_row, time_interleaved
 from elt.errors import UserError
 from elt.fileio import write_json
@@ -360,6 +362,33 @@ def command_line(name: str, args: argparse.Namespace) -> str:
             args.repeats,
         ] + (["--smoke"] if args.smoke else [])
         return " ".join(str(p) for p in parts)
+    if name == "scaling":
+        parts += ["--paradigms", ",".join(args.paradigms)]
+        for option, values in (
+            ("--batches", args.batches),
+            ("--loops-list", args.loops_list),
+            ("--grids", args.grids),
+            ("--steps-list", args.steps_list),
+        ):
+            if values:
+                parts += [option, ",".join(map(str, values))]
+        parts += [
+            "--base-batch",
+            args.base_batch,
+            "--sample-steps",
+            args.sample_steps or SCALING_BASE_STEPS,
+            "--precision",
+            args.precision,
+            "--device",
+            args.device,
+            "--threads",
+            torch.get_num_threads(),
+            "--warmup",
+            args.warmup,
+            "--repeats",
+            args.repeats,
+        ] + (["--smoke"] if args.smoke else [])
+        return " ".join(str(p) for p in parts)
     if not (
         name == "sampling" and args.ckpt
     ):  # with a checkpoint, it is the model: no synthetic model's flags
@@ -505,6 +534,7 @@ BENCHMARKS = {
     "memory": (bench_memory, print_memory),
     "trainer": (bench_trainer, print_trainer),
     "peers": (bench_peers, print_peers),
+    "scaling": (bench_scaling, print_scaling),
 }
 ALL = ("train", "sampling", "memory")
 
@@ -518,6 +548,10 @@ def run_benchmark(name: str, args: argparse.Namespace) -> dict[str, Any]:
     printer(result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if name == "scaling":
+        result["plots"] = write_plots(result, out, args.tag)
+        for plot in result["plots"]:
+            print(f"wrote {plot}")
     path = out / f"{name}{('_' + args.tag) if args.tag else ''}.json"
     write_json(path, result)
     print(f"wrote {path}\n")
@@ -535,6 +569,9 @@ SUITE_MODEL = {
     "batch": 64,
     "kind": "masked",
 }
+# the ImageNet recipes whose real widths the peer benchmark compares (--smoke: the same configs,
+# tiny widths and 64-pixel images, so that the first GPU run takes the path the smoke run took)
+SUITE_PEER_CONFIGS = ("imagenet256_diffusion_elt_8x4", "imagenet256_masked_elt_l_8x3")
 SUITE = (  # (benchmark, tag, options)
     ("train", "", {"warmup": 5, "repeats": 20}),
     ("train", "compiled", {"warmup": 5, "repeats": 20, "compile": True}),
@@ -550,6 +587,9 @@ SUITE = (  # (benchmark, tag, options)
             "repeats": 5,
         },
     ),
+    # sampling time of both paradigms (the demo shapes) against batch, loops, tokens and steps,
+    # costs fitted, as in docs/benchmarks.md (scaling.json, scaling_diffusion/masked.png)
+    ("scaling", "", {"warmup": 2, "repeats": 10}),
     ("memory", "", {}),
     ("trainer", "", {"repeats": 20}),
     ("trainer", "compiled", {"repeats": 20, "compile": True}),
@@ -559,7 +599,7 @@ SUITE = (  # (benchmark, tag, options)
         "peers",
         "",
         {
-            "peer_configs": ["imagenet256_diffusion_elt_8x4", "imagenet256_masked_elt_l_8x3"],
+            "peer_configs": list(SUITE_PEER_CONFIGS),
             "batches": [1, 8, 64],
             "precisions": ["bf16"],
             "modes": ["eager", "compiled"],
@@ -569,6 +609,17 @@ SUITE = (  # (benchmark, tag, options)
         },
     ),
 )
+
+
+def cpu_model() -> str:
+    """The processor's model name (/proc/cpuinfo), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def environment_info(device: torch.device) -> dict[str, Any]:
@@ -582,7 +633,9 @@ def environment_info(device: torch.device) -> dict[str, Any]:
         "device": device_name(device),
         "device_type": device.type,
         "threads": torch.get_num_threads(),
+        "cpu": cpu_model(),
     }
+    info["card"] = device_name(device) if device.type == "cuda" else f"no GPU (CPU: {info['cpu']})"
     if device.type != "cuda":
         return info
     info["memory_gib"] = torch.cuda.get_device_properties(device).total_memory / 2**30
@@ -649,6 +702,7 @@ def run_suite(args: argparse.Namespace) -> int:
     info = environment_info(device)
     write_json(out / "env.json", info)
     print(json.dumps(info, indent=2))
+    print(f"suite: card {info['card']}, torch {info['torch']}\n", flush=True)
     failed, skipped, deadline = [], [], suite_deadline()
     for name, tag, options in SUITE:
         if deadline is not None and time.time() >= deadline:
@@ -660,7 +714,10 @@ def run_suite(args: argparse.Namespace) -> int:
             vars(run_args).update(options)
         else:
             run_args.compile = options.get("compile", False)
-            if name == "peers":  # tiny fmnist shapes, eager only: checks that it runs
+            if (
+                name == "peers"
+            ):  # the ImageNet configs at tiny sizes, eager only: checks that it runs
+                run_args.peer_configs = list(SUITE_PEER_CONFIGS)
                 run_args.modes, run_args.precisions = ["eager"], ["fp32"]
         if name == "peers" and run_args.batches is None:
             run_args.batches = [1, 8, 64]
@@ -674,7 +731,8 @@ def run_suite(args: argparse.Namespace) -> int:
             failed.append(f"{name}{'_' + tag if tag else ''}")
         print(f"   ({time.perf_counter() - started:.0f} s)\n")
     print(
-        f"suite: {len(SUITE) + 1 - len(failed) - len(skipped)} JSON files in {out}; failed: "
+        f"suite on {info['card']}: {len(SUITE) + 1 - len(failed) - len(skipped)} JSON files in "
+        f"{out}; failed: "
         f"{', '.join(failed) or 'none'}; skipped at the deadline: {', '.join(skipped) or 'none'}"
     )
     return 1 if failed else (124 if skipped else 0)
@@ -726,6 +784,11 @@ def run(args: argparse.Namespace) -> int:
     if args.smoke:
         for key, value in SMOKE.items():
             setattr(args, key, value)
+    scaling = args.benchmark == "scaling"  # many points of slow sampling runs: fewer calls each
+    if args.warmup is None:
+        args.warmup = 1 if scaling else 3
+    if args.repeats is None:
+        args.repeats = 5 if scaling else 10
     if args.benchmark == "suite":
         from elt.fileio import check_output_dir
 
@@ -734,10 +797,16 @@ def run(args: argparse.Namespace) -> int:
         if args.device == "auto":
             args.device = "cuda" if torch.cuda.is_available() else "cpu"
         return run_suite(args)
-    if args.batches is None:
+    if args.batches is None and args.benchmark != "scaling":  # scaling: its own axes
         args.batches = [1, 8, 64] if args.benchmark == "peers" else [1, 8, 32]
+    if args.loops_list is None and args.benchmark != "scaling":
+        args.loops_list = [1, 2, 3, 4]
     if args.benchmark == "peers":
         check_peer_args(args)
+    if args.benchmark == "scaling":
+        check_scaling_args(args)
+        if args.precision == "auto":  # the precision the demo models sample in
+            args.precision = "bf16"
     prepare_args(args)
     names = list(ALL) if args.benchmark == "all" else [args.benchmark]
     for name in names:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import elt.bench as bench_lib
@@ -11,6 +12,7 @@ from elt.bench import peers, suites
 from elt.cli.args import DeprecatedFlag, batch_size, bounded_int, int_list, parse_loops
 from elt.errors import UserError
 from elt.limits import MAX_BATCH, MAX_LOOPS, MAX_SAMPLING_STEPS, MAX_WIDTH
+from elt.runtime import THREADS_ENV, set_threads
 
 LOOPS_TYPE = bounded_int(1, MAX_LOOPS)
 
@@ -67,7 +69,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--batch", type=batch_size, default=32, help="train, memory, trainer (sampling: --batches)"
     )
     p.add_argument(
-        "--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 on CUDA"
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: bf16 on CUDA (scaling: bf16 everywhere, as the demo models sample)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile each block")
     p.add_argument(
@@ -81,8 +86,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--loops-list",
         type=parse_loops,
-        default=[1, 2, 3, 4],
-        help="sampling: loop counts used for sampling (1-4, 1,2,4)",
+        default=None,
+        help="sampling: loop counts used for sampling (1-4, 1,2,4; default 1-4); scaling: the "
+        "loops axis (default 1 to 2·L_max)",
     )
     p.add_argument(
         "--batches",
@@ -90,7 +96,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="sampling: batch sizes (every loop count of --loops-list is timed at each; default "
         "1,8,32); "
-        "peers: default 1,8,64",
+        "peers: default 1,8,64; scaling: the batch axis (default 1,4,16,64,256)",
+    )
+    p.add_argument(
+        "--paradigms",
+        type=comma_list,
+        default=["diffusion", "masked"],
+        help="scaling: diffusion,masked (default both; the demo configs' shapes)",
+    )
+    p.add_argument(
+        "--grids",
+        type=int_list(256, "grid sides"),
+        default=None,
+        help="scaling: token grid sides of the tokens axis, besides the demo's (default 8,16,32: "
+        "8×8, 16×16, 32×32 tokens)",
+    )
+    p.add_argument(
+        "--steps-list",
+        type=int_list(MAX_SAMPLING_STEPS, "step counts"),
+        default=None,
+        help="scaling: sampling step counts of the steps axis (default 1,2,4,8,16)",
+    )
+    p.add_argument(
+        "--base-batch",
+        type=batch_size,
+        default=4,
+        help="scaling: the batch size of the loops, tokens and steps axes (default 4)",
     )
     p.add_argument(
         "--peer-configs",
@@ -115,17 +146,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--sample-steps",
         type=bounded_int(0, MAX_SAMPLING_STEPS),
         default=0,
-        help="sampling steps (synthetic default 8; with --ckpt the config's)",
+        help="sampling steps (synthetic default 8; with --ckpt the config's; scaling: of the "
+        "batch, loops and tokens axes, default 4)",
     )
     p.add_argument(
         "--ckpt", default=None, help="sampling: time this trained generator's sampler instead"
     )
-    p.add_argument("--warmup", type=bounded_int(0, 10_000), default=3)
+    p.add_argument(
+        "--warmup",
+        type=bounded_int(0, 10_000),
+        default=None,
+        help="untimed calls per variant first (default 3; scaling 1)",
+    )
     p.add_argument(
         "--repeats",
         type=bounded_int(1, 10_000),
-        default=10,
-        help="timed calls per variant (trainer: timed steps, after as many warm-up steps)",
+        default=None,
+        help="timed calls per variant (default 10; scaling 5; trainer: timed steps, after as many "
+        "warm-up steps)",
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="benchmarks/results", help="folder for the JSON files")
@@ -149,7 +187,11 @@ def check_sizes(args: argparse.Namespace) -> None:
     memory."""
     from elt.limits import check_memory, transformer_parameters
 
-    if args.smoke or args.benchmark == "suite" or (args.benchmark == "sampling" and args.ckpt):
+    if (
+        args.smoke
+        or args.benchmark in ("suite", "scaling")  # scaling: the demo configs' sizes
+        or (args.benchmark == "sampling" and args.ckpt)
+    ):
         return
     layers = (
         args.unique_layers * args.loops
@@ -175,8 +217,21 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
+    parser.add_argument(
+        "--threads",
+        dest="global_threads",
+        type=bounded_int(1, 4096),
+        default=None,
+        help="CPU threads for PyTorch (default: as `elt`: $ELT_THREADS, else half the CPUs)",
+    )
     try:
-        return run(parser.parse_args(argv))
+        args = parser.parse_args(argv)
+        # as `elt` does for every command (elt.cli.apply_threads): --threads becomes $ELT_THREADS,
+        # else half the CPUs, not PyTorch's thread per core (threads wait on a busy CPU)
+        if args.global_threads:
+            os.environ[THREADS_ENV] = str(args.global_threads)
+        set_threads()
+        return run(args)
     except UserError as exc:
         print(f"elt: error: {exc}", file=sys.stderr)
         return 2
