@@ -30,9 +30,18 @@ LAYERS = [
     ("data", ["elt.data"]),
     ("tokenizers", ["elt.tokenizers"]),
     ("paradigms", ["elt.masked", "elt.diffusion"]),
+    ("inference", ["elt.inference"]),  # checkpoint resolution, Hub folders: training imports it
     (
         "application",
-        ["elt.sampling", "elt.train", "elt.eval", "elt.bench", "elt.demo", "elt.recipes"],
+        [
+            "elt.sampling",
+            "elt.train",
+            "elt.eval",
+            "elt.bench",
+            "elt.demo",
+            "elt.recipes",
+            "elt.pipelines",
+        ],
     ),
     ("api", ["elt"]),  # the package itself: elt.load
     ("cli", ["elt.cli"]),

@@ -45,6 +45,7 @@ from elt.fileio import (
     write_failure,
     write_text,
 )
+from elt.inference import hub
 
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.safetensors"
@@ -342,6 +343,8 @@ def damage_of(path: Path) -> str | None:
     missing, a size that differs from its manifest, an unreadable manifest, a symbolic link among
     its files."""
     path = Path(path)
+    if hub.is_hub_folder(path):
+        return hub.damage_of(path)
     for name in CHECKPOINT_FILES:
         if (path / name).is_symlink():
             return f"{name} is a symbolic link"
@@ -405,6 +408,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     :class:`CheckpointError`."""
     if isinstance(path, str) and path.startswith(DEMO_SCHEME):
         return demo_checkpoint(path)
+    hub_folder = hub.local_folder(path)  # a Hub folder, or a Hub repo id through the HF cache
+    if hub_folder is not None:
+        return hub_folder
     path = Path(path)
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     links: list[Path] = []
@@ -488,8 +494,17 @@ def warn(message: str) -> None:
     print(f"elt: warning: {message}", file=sys.stderr)
 
 
+def config_file(ckpt: Path) -> Path:
+    """The config of a resolved checkpoint: ``config.yaml``, or a Hub folder's ``config.json``
+    (:mod:`elt.inference.hub`; JSON is YAML, so both read the same way)."""
+    ckpt = Path(ckpt)
+    if not (ckpt / CONFIG_FILE).is_file() and hub.is_hub_folder(ckpt):
+        return ckpt / hub.CONFIG_JSON
+    return ckpt / CONFIG_FILE
+
+
 def load_config_of(path: str | Path) -> DictConfig:
-    return config_lib.from_yaml_file(resolve_checkpoint(path) / CONFIG_FILE)
+    return config_lib.from_yaml_file(config_file(resolve_checkpoint(path)))
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -552,7 +567,7 @@ def load_generator(
     from elt import registry  # the registry imports paradigms lazily
 
     ckpt = resolve_checkpoint(path)
-    cfg = config_lib.from_yaml_file(ckpt / CONFIG_FILE, sampling_overrides=overrides)
+    cfg = config_lib.from_yaml_file(config_file(ckpt), sampling_overrides=overrides)
     generator = registry.build_generator(cfg)
     weights = ckpt / EMA_FILE if ema and (ckpt / EMA_FILE).is_file() else ckpt / MODEL_FILE
     state = load_weights(weights)
@@ -562,7 +577,7 @@ def load_generator(
             f"{str(weights)!r} holds NaN/Inf weights ({bad}); sampling from it would give blank "
             "images: use an earlier checkpoint of the run"
         )
-    load_state_into(generator, state, weights, ckpt / CONFIG_FILE)
+    load_state_into(generator, state, weights, config_file(ckpt))
     if not isinstance(device, torch.device):
         from elt.runtime import resolve_device
 
@@ -574,6 +589,8 @@ def load_generator(
 
 def is_export(path: Path) -> bool:
     """A folder written by :func:`export_inference` (config + weights, no training state)."""
+    if hub.is_hub_folder(path):
+        return True
     if not ((path / CONFIG_FILE).is_file() and (path / MODEL_FILE).is_file()):
         return False
     if (path / STATE_FILE).exists() or (path / MANIFEST_FILE).exists():
@@ -618,28 +635,50 @@ def check_export_target(ckpt: Path, out: Path) -> None:
         )
 
 
+EXPORT_FORMATS = ("elt", "hub")
+
+
 def export_inference(
     path: str | Path,
     out_dir: str | Path,
     half: bool = True,
     sampling_overrides: list[str] | tuple[str, ...] = (),
+    format: str = "elt",
+    *,
+    eval_path: str | Path | None = None,
+    license: str | None = None,
+    name: str | None = None,
 ) -> Path:
     """Write an inference-only checkpoint: ``config.yaml`` and the EMA weights (fp16 when ``half``)
     as ``model.safetensors`` — what ``elt.load`` needs, at a fraction of a training checkpoint's
     size. ``sampling_overrides`` (``"sampling.guidance=2"``, ...; :data:`elt.config.SAMPLING_KEYS`
     only) become the export's default sampling settings.
 
+    ``format="hub"`` writes a Hub folder instead (:mod:`elt.inference.hub`: ``config.json``,
+    ``model.safetensors``, ``references.json`` and a ``README.md`` model card with ``license``, the
+    GFLOPs per loop count and the rows of ``eval_path`` — default: an ``eval.json`` next to the
+    checkpoint or in its run — under the title ``name``, e.g. the repository id).
+
     The folder is built under a temporary name and renamed; ``out_dir`` must not be the source
     checkpoint, another checkpoint or a non-empty folder (an earlier export is replaced)."""
     from elt.fileio import check_output_dir
 
+    if format not in EXPORT_FORMATS:
+        raise UserError(
+            f"export format {format!r} is not known; allowed: {', '.join(EXPORT_FORMATS)}"
+        )
     ckpt = resolve_checkpoint(path)
     out = Path(out_dir)
     check_export_target(ckpt, out)
     check_output_dir(out, "--out")
     cfg = config_lib.from_yaml_file(
-        ckpt / CONFIG_FILE, sampling_overrides
+        config_file(ckpt), sampling_overrides
     )  # valid, plain (no interpolations)
+    evaluation = (
+        hub.eval_rows(eval_path if eval_path is not None else hub.find_eval(ckpt), source=str(path))
+        if format == "hub"
+        else []
+    )
     weights = ckpt / EMA_FILE if (ckpt / EMA_FILE).is_file() else ckpt / MODEL_FILE
     state = load_weights(weights)
     bad = first_non_finite(state)
@@ -649,17 +688,26 @@ def export_inference(
         )
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    config_text = (
-        config_lib.to_yaml(cfg) if sampling_overrides else (ckpt / CONFIG_FILE).read_text()
-    )
+    metadata = {"exported_from": str(ckpt), "weights": weights.name}
     out.parent.mkdir(parents=True, exist_ok=True)
+    if format == "hub":
+        return hub.write_folder(
+            out,
+            cfg,
+            state,
+            metadata=metadata,
+            name=name,
+            evaluation=evaluation,
+            license=license or hub.DEFAULT_LICENSE,
+        )
+    config_text = (
+        config_lib.to_yaml(cfg)
+        if sampling_overrides or config_file(ckpt).name != CONFIG_FILE
+        else (ckpt / CONFIG_FILE).read_text()
+    )
     with atomic_dir(out, replace=True) as tmp:
         (tmp / CONFIG_FILE).write_text(config_text)
-        save_file(
-            state,
-            str(tmp / MODEL_FILE),
-            metadata={"exported_from": str(ckpt), "weights": weights.name},
-        )
+        save_file(state, str(tmp / MODEL_FILE), metadata=metadata)
         ordinary_mode(tmp / MODEL_FILE)
     return out
 

@@ -1,0 +1,1 @@
+"""Inference: loading trained generators, exporting them and sharing them (Hub folders)."""
