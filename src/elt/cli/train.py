@@ -278,8 +278,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     hub_only = [f"--{k}" for k in ("eval", "license", "name") if getattr(args, k) is not None]
     if hub_only and args.format != "hub":
         raise UserError(
-            f"{', '.join(hub_only)} only apply to --format hub (the model card); allowed with "
-            "--format elt: --fp32 and key=value sampling settings"
+            f"{', '.join(hub_only)}: only with --format hub (they shape the model card); "
+            "allowed with --format elt: --fp32 and key=value sampling settings"
         )
     out = export_inference(
         args.ckpt,
