@@ -304,3 +304,19 @@ def test_latent_model_pipeline_has_an_autoencoderkl_and_round_trips(tmp_path):
     loaded.vae = None
     with pytest.raises(UserError, match="needs its vae component"):
         loaded([0])
+
+
+def test_the_docs_page_python_snippets_run(tmp_path, monkeypatch):
+    """docs/pipelines.md's ```python blocks run as written, in order (the push example is a ```py
+    block: it needs the network)."""
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "pipelines.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    assert len(blocks) >= 5 and not any("push_to_hub(" in b for b in blocks)
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), {"__name__": "docs_pipelines"})
+    assert (tmp_path / "masked_L2.png").is_file() and (tmp_path / "clip.gif").is_file()
+    assert (tmp_path / "elt-diffusion" / "README.md").is_file()
