@@ -157,6 +157,13 @@ def test_save_pretrained_from_pretrained_round_trip(tmp_path, name):
     assert type(load_pipeline(tmp_path / "pipe")) is cls
 
 
+def test_elt_sources_take_elts_load_options_only():
+    pipe = ELTMaskedPipeline.from_pretrained("demo:masked", overrides=["sampling.steps=3"])
+    assert pipe([0], generator=0).steps == 3
+    with pytest.raises(UserError, match="torch_dtype not allowed; allowed: device, ema, overrides"):
+        ELTMaskedPipeline.from_pretrained("demo:masked", torch_dtype=torch.float16)
+
+
 def test_wrong_pipeline_class_is_one_line(tmp_path):
     with pytest.raises(UserError, match="masked model.*ELTMaskedPipeline"):
         ELTDiffusionPipeline.from_pretrained("demo:masked")

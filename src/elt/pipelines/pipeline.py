@@ -101,6 +101,12 @@ class _ELTPipeline(DiffusionPipeline):
         source = pretrained_model_name_or_path
         folder = _pipeline_folder(source)
         if folder is None:
+            unknown = sorted(set(kwargs) - {"device", "ema", "overrides"})
+            if unknown:
+                raise UserError(
+                    f"from_pretrained({str(source)!r}) loads an elt model: {', '.join(unknown)} "
+                    "not allowed; allowed: device, ema, overrides (then pipe.to(...) as usual)"
+                )
             return cls.from_elt(source, **kwargs)
         kwargs.setdefault("low_cpu_mem_usage", False)  # (without accelerate, diffusers' default)
         pipe = super().from_pretrained(str(folder), **kwargs)
