@@ -178,6 +178,22 @@ def test_repo_ids_never_shadow_local_paths(tmp_path, monkeypatch):
         resolve_checkpoint("runs/missing")
 
 
+def test_a_latent_model_hub_folder_references_its_vae(tmp_path):
+    from test_pipelines import latent_checkpoint
+
+    ckpt = latent_checkpoint(tmp_path)
+    folder = export_inference(ckpt, tmp_path / "hub", format="hub", half=False)
+    refs = json.loads((folder / "references.json").read_text())
+    assert refs["vae"]["class"] == "diffusers.AutoencoderKL"
+    assert refs["vae"]["path"] == str(tmp_path / "vae") and refs["vae"]["scaling_factor"] is None
+    assert json.loads((folder / "config.json").read_text())["train"]["lr"] == 1e-5
+    card = (folder / "README.md").read_text()
+    assert f"VAE: diffusers AutoencoderKL from `{tmp_path / 'vae'}` (not included)" in card
+    np.testing.assert_array_equal(
+        elt.load(folder).generate([1, 2], 2, seed=3), elt.load(ckpt).generate([1, 2], 2, seed=3)
+    )
+
+
 def test_push_to_hub_checks_its_arguments_before_any_network(masked_hub, tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(UserError, match="repository id 'not a repo' is not valid"):
