@@ -131,7 +131,8 @@ class _ELTPipeline(DiffusionPipeline):
 
     @classmethod
     def from_generator(cls, generator):
-        """Wrap a loaded elt generator (shared, not copied)."""
+        """Wrap a loaded elt generator (shared, not copied: a diffusion pipeline writes its
+        scheduler's solver settings into the generator's ``diffusion:`` config before sampling)."""
         paradigm = str(generator.config.paradigm)
         if paradigm != cls.paradigm:
             raise UserError(_wrong_paradigm(cls, paradigm, "this model"))
