@@ -194,6 +194,19 @@ def test_a_latent_model_hub_folder_references_its_vae(tmp_path):
     )
 
 
+def test_the_card_takes_the_eval_json_of_the_run(tmp_path):
+    step = tmp_path / "run" / "checkpoints" / "step_0000001"
+    step.mkdir(parents=True)
+    for name in ("config.yaml", "model.safetensors"):
+        shutil.copy(resolve_checkpoint("demo:masked") / name, step / name)
+    shutil.copy(SHIPPED_EVAL, tmp_path / "run" / "eval.json")
+    card = export_inference(tmp_path / "run", tmp_path / "hub", format="hub") / "README.md"
+    text = card.read_text()
+    rows = [r for r in json.loads(SHIPPED_EVAL.read_text())["rows"] if r.get("loops") != "–"]
+    assert "## Evaluation" in text and text.count("\n| 1 | 12 |") == 2  # the run's rows, all
+    assert f"{rows[-1]['fd_cls']:.3g}" in text
+
+
 def test_push_to_hub_checks_its_arguments_before_any_network(masked_hub, tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(UserError, match="repository id 'not a repo' is not valid"):
