@@ -218,6 +218,7 @@ def test_push_to_hub_checks_its_arguments_before_any_network(masked_hub, tmp_pat
         hub.push_to_hub(masked_hub, "me/elt-masked")
 
 
+@pytest.mark.slow
 def test_a_fresh_process_loads_a_repo_id_with_the_cli(masked_hub, tmp_path):
     """HF_HUB_OFFLINE and HF_HUB_CACHE as a user sets them, read by a new interpreter."""
     cache = tmp_path / "cache"

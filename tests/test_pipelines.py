@@ -314,6 +314,7 @@ def test_latent_model_pipeline_has_an_autoencoderkl_and_round_trips(tmp_path):
         loaded([0])
 
 
+@pytest.mark.slow
 def test_the_docs_page_python_snippets_run(tmp_path, monkeypatch):
     """docs/pipelines.md's ```python blocks run as written, in order (the push example is a ```py
     block: it needs the network)."""
