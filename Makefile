@@ -10,7 +10,7 @@
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 INCEPTION_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-TEST_EXTRAS ?= dev,latent,pretrained,video,logging,app,docs
+TEST_EXTRAS ?= dev,latent,pretrained,diffusers,video,logging,app,docs
 # extras as variables: a literal comma would split the arguments of $(call install,...)
 INCEPTION_EXTRAS ?= dev,metrics
 FMNIST := /usr/share/datasets/fashion-mnist

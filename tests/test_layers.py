@@ -44,6 +44,7 @@ LAYERS = [
             "elt.recipes",
             "elt.anytime",
             "elt.app",
+            "elt.pipelines",
         ],
     ),
     ("api", ["elt"]),  # the package itself: elt.load

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from elt.version import __version__
 
-__all__ = ["__version__", "load"]
+__all__ = ["__version__", "export", "load"]
 
 
 def load(path, ema: bool = True, device: str = "cpu", overrides=()):
@@ -23,3 +23,17 @@ def load(path, ema: bool = True, device: str = "cpu", overrides=()):
     from elt.inference.checkpoints import load_generator
 
     return load_generator(path, ema=ema, device=device, overrides=overrides)
+
+
+def export(path, out_dir, format: str = "elt", half: bool = True, overrides=(), **card):
+    """Write an inference-only copy of a checkpoint (``elt export``): ``format="elt"`` gives
+    ``config.yaml`` + ``model.safetensors``; ``format="hub"`` a Hugging Face Hub folder
+    (``config.json``, ``model.safetensors``, ``references.json``, a ``README.md`` model card;
+    ``card`` takes ``eval_path``, ``license``, ``name``), which ``elt.load`` and the pipelines
+    load, locally or as a Hub repo id. ``half``: fp16 weights; ``overrides``: the export's sampling
+    defaults."""
+    from elt.inference.export import export_inference
+
+    return export_inference(
+        path, out_dir, half=half, sampling_overrides=overrides, format=format, **card
+    )

@@ -272,11 +272,25 @@ def cmd_export(args: argparse.Namespace) -> int:
             "new "
             "name, e.g. --out exported"
         )
+    hub_only = [f"--{k}" for k in ("eval", "license", "name") if getattr(args, k) is not None]
+    if hub_only and args.format != "hub":
+        raise UserError(
+            f"{', '.join(hub_only)}: only with --format hub (they shape the model card); "
+            "allowed with --format elt: --fp32 and key=value sampling settings"
+        )
     out = export_inference(
-        args.ckpt, args.out, half=not args.fp32, sampling_overrides=args.overrides
+        args.ckpt,
+        args.out,
+        half=not args.fp32,
+        sampling_overrides=args.overrides,
+        format=args.format,
+        eval_path=args.eval,
+        license=args.license,
+        name=args.name,
     )
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
-    print(f"wrote inference checkpoint {out} ({size:.1f} MiB); load it with elt.load({str(out)!r})")
+    kind = "Hub folder" if args.format == "hub" else "inference checkpoint"
+    print(f"wrote {kind} {out} ({size:.1f} MiB); load it with elt.load({str(out)!r})")
     return 0
 
 
@@ -286,7 +300,8 @@ def add_export(sub) -> None:
         help="write an inference-only checkpoint (EMA weights, fp16)",
         description="Write config.yaml + EMA weights (fp16 unless --fp32) to OUT: what elt.load, "
         "elt sample and elt eval need, without optimizer state; key=value sampling "
-        "settings become the export's defaults.",
+        "settings become the export's defaults. --format hub writes a Hugging Face Hub folder "
+        "with a model card instead (elt.load and --ckpt take it, or its Hub repo id).",
     )
     p.add_argument(
         "--ckpt",
@@ -295,6 +310,28 @@ def add_export(sub) -> None:
     )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    p.add_argument(
+        "--format",
+        choices=["elt", "hub"],
+        default="elt",
+        help="elt: config.yaml + model.safetensors; hub: a Hugging Face Hub folder "
+        "(config.json, model.safetensors, references.json, README.md model card)",
+    )
+    p.add_argument(
+        "--eval",
+        default=None,
+        metavar="EVAL_JSON",
+        help="--format hub: the 'elt eval' result whose table goes into the model card (default: "
+        "an eval.json next to the checkpoint or in its run directory)",
+    )
+    p.add_argument(
+        "--license", default=None, help="--format hub: the card's license (default apache-2.0)"
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="--format hub: the card's title and load snippets, e.g. the Hub repo id OWNER/NAME",
+    )
     p.add_argument(
         "overrides",
         nargs="*",

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from elt import config as config_lib
 from elt.core.generator import LoopedGenerator
 from elt.errors import CheckpointError
+from elt.inference import hub
 from elt.inference.demo_models import DEMO_SCHEME, demo_checkpoint
 from elt.inference.files import (
     CHECKPOINT_FILES,
@@ -58,6 +59,8 @@ def damage_of(path: Path) -> str | None:
     """What is wrong with a checkpoint folder (one phrase), or ``None`` when it is complete: a file
     missing, a size that differs from its manifest, an unreadable manifest, a symbolic link among
     its files."""
+    if hub.is_hub_folder(Path(path)):
+        return hub.damage_of(Path(path))
     path = Path(path)
     for name in CHECKPOINT_FILES:
         if (path / name).is_symlink():
@@ -122,6 +125,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     :class:`CheckpointError`."""
     if isinstance(path, str) and path.startswith(DEMO_SCHEME):
         return demo_checkpoint(path)
+    hub_folder = hub.local_folder(path)  # a Hub folder, or a Hub repo id through the HF cache
+    if hub_folder is not None:
+        return hub_folder
     path = Path(path)
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     links: list[Path] = []
@@ -205,8 +211,17 @@ def warn(message: str) -> None:
     print(f"elt: warning: {message}", file=sys.stderr)
 
 
+def config_file(ckpt: Path) -> Path:
+    """The config of a resolved checkpoint: ``config.yaml``, or a Hub folder's ``config.json``
+    (:mod:`elt.inference.hub`; JSON is YAML, so both read the same way)."""
+    ckpt = Path(ckpt)
+    if not (ckpt / CONFIG_FILE).is_file() and hub.is_hub_folder(ckpt):
+        return ckpt / hub.CONFIG_JSON
+    return ckpt / CONFIG_FILE
+
+
 def load_config_of(path: str | Path) -> DictConfig:
-    return config_lib.from_yaml_file(resolve_checkpoint(path) / CONFIG_FILE)
+    return config_lib.from_yaml_file(config_file(resolve_checkpoint(path)))
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -269,7 +284,7 @@ def load_generator(
     from elt import registry  # the registry imports paradigms lazily
 
     ckpt = resolve_checkpoint(path)
-    cfg = config_lib.from_yaml_file(ckpt / CONFIG_FILE, sampling_overrides=overrides)
+    cfg = config_lib.from_yaml_file(config_file(ckpt), sampling_overrides=overrides)
     generator = registry.build_generator(cfg)
     weights = ckpt / EMA_FILE if ema and (ckpt / EMA_FILE).is_file() else ckpt / MODEL_FILE
     state = load_weights(weights)
@@ -279,7 +294,7 @@ def load_generator(
             f"{str(weights)!r} holds NaN/Inf weights ({bad}); sampling from it would give blank "
             "images: use an earlier checkpoint of the run"
         )
-    load_state_into(generator, state, weights, ckpt / CONFIG_FILE)
+    load_state_into(generator, state, weights, config_file(ckpt))
     if not isinstance(device, torch.device):
         from elt.runtime import resolve_device
 

@@ -8,9 +8,11 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from elt import config as config_lib
-from elt.errors import CheckpointError
+from elt.errors import CheckpointError, UserError
 from elt.fileio import OutputError, atomic_dir
+from elt.inference import hub
 from elt.inference.checkpoints import (
+    config_file,
     first_non_finite,
     is_complete,
     load_weights,
@@ -25,9 +27,13 @@ from elt.inference.files import (
     ordinary_mode,
 )
 
+EXPORT_FORMATS = ("elt", "hub")
+
 
 def is_export(path: Path) -> bool:
     """A folder written by :func:`export_inference` (config + weights, no training state)."""
+    if hub.is_hub_folder(path):
+        return True
     if not ((path / CONFIG_FILE).is_file() and (path / MODEL_FILE).is_file()):
         return False
     if (path / STATE_FILE).exists() or (path / MANIFEST_FILE).exists():
@@ -77,23 +83,42 @@ def export_inference(
     out_dir: str | Path,
     half: bool = True,
     sampling_overrides: list[str] | tuple[str, ...] = (),
+    format: str = "elt",
+    *,
+    eval_path: str | Path | None = None,
+    license: str | None = None,
+    name: str | None = None,
 ) -> Path:
     """Write an inference-only checkpoint: ``config.yaml`` and the EMA weights (fp16 when ``half``)
     as ``model.safetensors`` — what ``elt.load`` needs, at a fraction of a training checkpoint's
     size. ``sampling_overrides`` (``"sampling.guidance=2"``, ...; :data:`elt.config.SAMPLING_KEYS`
     only) become the export's default sampling settings.
 
+    ``format="hub"`` writes a Hub folder instead (:mod:`elt.inference.hub`: ``config.json``,
+    ``model.safetensors``, ``references.json`` and a ``README.md`` model card with ``license``, the
+    GFLOPs per loop count and the rows of ``eval_path`` — default: an ``eval.json`` next to the
+    checkpoint or in its run — under the title ``name``, e.g. the repository id).
+
     The folder is built under a temporary name and renamed; ``out_dir`` must not be the source
     checkpoint, another checkpoint or a non-empty folder (an earlier export is replaced)."""
     from elt.fileio import check_output_dir
 
+    if format not in EXPORT_FORMATS:
+        raise UserError(
+            f"export format {format!r} is not known; allowed: {', '.join(EXPORT_FORMATS)}"
+        )
     ckpt = resolve_checkpoint(path)
     out = Path(out_dir)
     check_export_target(ckpt, out)
     check_output_dir(out, "--out")
     cfg = config_lib.from_yaml_file(
-        ckpt / CONFIG_FILE, sampling_overrides
+        config_file(ckpt), sampling_overrides
     )  # valid, plain (no interpolations)
+    evaluation = (
+        hub.eval_rows(eval_path if eval_path is not None else hub.find_eval(ckpt), source=str(path))
+        if format == "hub"
+        else []
+    )
     weights = ckpt / EMA_FILE if (ckpt / EMA_FILE).is_file() else ckpt / MODEL_FILE
     state = load_weights(weights)
     bad = first_non_finite(state)
@@ -103,16 +128,25 @@ def export_inference(
         )
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    config_text = (
-        config_lib.to_yaml(cfg) if sampling_overrides else (ckpt / CONFIG_FILE).read_text()
-    )
+    metadata = {"exported_from": str(ckpt), "weights": weights.name}
     out.parent.mkdir(parents=True, exist_ok=True)
+    if format == "hub":
+        return hub.write_folder(
+            out,
+            cfg,
+            state,
+            metadata=metadata,
+            name=name,
+            evaluation=evaluation,
+            license=license or hub.DEFAULT_LICENSE,
+        )
+    config_text = (
+        config_lib.to_yaml(cfg)
+        if sampling_overrides or config_file(ckpt).name != CONFIG_FILE
+        else (ckpt / CONFIG_FILE).read_text()
+    )
     with atomic_dir(out, replace=True) as tmp:
         (tmp / CONFIG_FILE).write_text(config_text)
-        save_file(
-            state,
-            str(tmp / MODEL_FILE),
-            metadata={"exported_from": str(ckpt), "weights": weights.name},
-        )
+        save_file(state, str(tmp / MODEL_FILE), metadata=metadata)
         ordinary_mode(tmp / MODEL_FILE)
     return out
