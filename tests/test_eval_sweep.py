@@ -308,7 +308,7 @@ def test_unmeasured_peak_memory_is_n_a_in_the_table_and_null_in_json(tmp_path, c
 
 
 def test_elt_eval_cli_end_to_end(toy_runs, toy_paradigm, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("elt.cli.eval.build_suite", lambda args: toy_suite())
+    monkeypatch.setattr("elt.eval.run.build_suite", lambda request: toy_suite())
     code = main(
         [
             "eval",
