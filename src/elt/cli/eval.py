@@ -345,6 +345,16 @@ def _add_video(actions) -> None:
     v.add_argument(
         "--samples", required=True, help="folder written by 'elt sample' (samples_L<L>.npz)"
     )
+    _add_video_reference_options(v)
+    _add_video_metric_options(v)
+    v.add_argument("--out", default="eval_video", help="output directory (default ./eval_video)")
+    v.add_argument("--device", default="cpu")
+    v.add_argument("--no-progress", action="store_true")
+    v.set_defaults(func=cmd_video)
+
+
+def _add_video_reference_options(v) -> None:
+    """The real clips ``elt eval video`` compares with."""
     v.add_argument(
         "--real",
         default=None,
@@ -377,6 +387,10 @@ def _add_video(actions) -> None:
         help="--real-data sprite side (default: the samples' training data, else 28)",
     )
     v.add_argument("--data-root", default=None, help="Fashion-MNIST folder for --real-data")
+
+
+def _add_video_metric_options(v) -> None:
+    """Which loop counts and which video metrics."""
     v.add_argument(
         "--loops",
         type=parse_loops,
@@ -405,7 +419,3 @@ def _add_video(actions) -> None:
         action="store_true",
         help="also score static and frame-shuffled real clips (what no / wrong motion scores)",
     )
-    v.add_argument("--out", default="eval_video", help="output directory (default ./eval_video)")
-    v.add_argument("--device", default="cpu")
-    v.add_argument("--no-progress", action="store_true")
-    v.set_defaults(func=cmd_video)
