@@ -12,11 +12,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 def main() -> None:
     import dist_worker
-    import elt.cli.eval
+    import elt.eval.run
     from test_eval_sweep import toy_suite
 
     dist_worker.register()
-    elt.cli.eval.build_suite = lambda args: toy_suite()
+    elt.eval.run.build_suite = lambda request: toy_suite()
     from elt.cli import main as cli_main
 
     ckpt, out = sys.argv[1], sys.argv[2]

@@ -307,8 +307,37 @@ def test_unmeasured_peak_memory_is_n_a_in_the_table_and_null_in_json(tmp_path, c
     assert json.loads((tmp_path / "eval.json").read_text())["rows"][0]["peak_mem_mib"] is None
 
 
+QUALITY_KEYS = ("fd_cls", "kid", "precision", "recall", "density", "coverage", "class_acc")
+
+
+def test_the_python_api_sweep_is_what_the_cli_writes(toy_runs, toy_paradigm, tmp_path, monkeypatch):
+    """elt.eval.run.evaluate called directly (no CLI) gives the rows ``elt eval`` writes for the
+    same models, loops, seed and suite; the API also writes the same files."""
+    from elt.eval.run import SweepRequest, evaluate
+
+    ckpts = [str(toy_runs / "ilsd"), str(toy_runs / "vanilla")]
+    request = SweepRequest(
+        ckpts=ckpts, loops="1-3", num=32, batch_size=16, seed=3, latency=False, progress=False
+    )
+    result = evaluate(request, out=tmp_path / "api", suite=toy_suite())
+    monkeypatch.setattr("elt.eval.run.build_suite", lambda request: toy_suite())
+    argv = ["eval", "--ckpt", ckpts[0], "--ckpt", ckpts[1], "--loops", "1-3", "--num", "32"]
+    argv += ["--batch-size", "16", "--seed", "3", "--no-latency", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    written = json.loads((tmp_path / "cli" / "eval.json").read_text())
+    assert [(r["model"], r["loops"]) for r in result["rows"]] == [
+        (r["model"], r["loops"]) for r in written["rows"]
+    ] and len(result["rows"]) == 6
+    for api_row, cli_row in zip(result["rows"], written["rows"], strict=True):
+        for key in (*QUALITY_KEYS, "gflops"):
+            assert api_row[key] == pytest.approx(cli_row[key], rel=1e-9, abs=1e-12), key
+    on_disk = json.loads((tmp_path / "api" / "eval.json").read_text())
+    assert [r["fd_cls"] for r in on_disk["rows"]] == [r["fd_cls"] for r in result["rows"]]
+    assert (tmp_path / "api" / "eval.png").is_file() and (tmp_path / "api" / "eval.csv").is_file()
+
+
 def test_elt_eval_cli_end_to_end(toy_runs, toy_paradigm, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("elt.cli.eval.build_suite", lambda args: toy_suite())
+    monkeypatch.setattr("elt.eval.run.build_suite", lambda request: toy_suite())
     code = main(
         [
             "eval",

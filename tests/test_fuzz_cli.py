@@ -315,13 +315,13 @@ EVAL_FLAGS = {
 @fuzz(EXAMPLES["eval"])
 @given(argv=flags(EVAL_FLAGS, {"--out": "e", "--loops": "1", "--num": "6"}))
 def test_fuzz_eval_flags(toy_run, argv, monkeypatch):
-    import elt.cli.eval as eval_cli
+    import elt.eval.run as eval_run
 
-    def accepted(args):
+    def accepted(*args):
         raise Accepted
 
     monkeypatch.setattr(
-        eval_cli, "_sweep", accepted
+        eval_run, "sweep", accepted
     )  # past every argument check: the sweep itself is not fuzzed
     with isolated_case() as where:
         (where / "garbage.safetensors").write_bytes(os.urandom(512))

@@ -487,13 +487,13 @@ def test_checkpoint_writer_never_replaces_another_runs_step(toy_run, tmp_path):
 
 
 def test_calibrate_of_a_shipped_model_writes_under_the_current_directory(tmp_path, monkeypatch):
-    from elt.cli.calibrate import default_output
+    from elt.eval.calibrate import output_dir
     from elt.inference.demo_models import demo_models
 
     if "masked" not in demo_models():
         pytest.skip("no shipped demo:masked in this install")
     monkeypatch.chdir(tmp_path)
-    out, note = default_output("demo:masked", None)
+    out, note = output_dir("demo:masked", None)
     assert not out.resolve().is_relative_to(PACKAGE_DIR) and out.resolve().parent == tmp_path
     assert str(out.resolve()) in note
     assert list(tmp_path.iterdir()) == []  # nothing written before the work

@@ -133,7 +133,7 @@ def test_non_integer_loops_are_a_value_error_naming_them(bad):
 def test_eval_samples_checks_files_and_counts_before_any_feature_work(
     tmp_path, monkeypatch, capsys
 ):
-    from elt.cli import eval as eval_cli
+    from elt.eval import run as eval_run
 
     out = tmp_path / "samples"
     assert (
@@ -156,7 +156,7 @@ def test_eval_samples_checks_files_and_counts_before_any_feature_work(
         == 0
     )
     monkeypatch.setattr(
-        eval_cli, "build_suite", lambda args: pytest.fail("feature work before the input checks")
+        eval_run, "build_suite", lambda request: pytest.fail("feature work before the input checks")
     )
     for extra, message in (
         (["--num", "5", "--loops", "1"], "fewer than --num 5"),

@@ -286,6 +286,26 @@ def check_num(num: int) -> None:
         raise ConfigError(f"num must be >= 1, got {num}")
 
 
+def check_sampling_request(
+    ckpt: str, num: int, batch: int, points=None, what: str = "--num"
+) -> None:
+    """From the checkpoint's config.yaml alone (before the weights are loaded): every operating
+    point within the model's loop ceiling (:func:`elt.limits.loop_ceiling`), and ``num`` samples of
+    its image shape in memory (kept as uint8, one batch as float32)."""
+    from elt.core.schedule import max_loops, point_label
+    from elt.inference.checkpoints import load_config_of, resolve_checkpoint
+    from elt.limits import check_loops, check_memory
+    from elt.registry import backbone_shape
+
+    cfg = load_config_of(resolve_checkpoint(ckpt))
+    trained = backbone_shape(cfg)[1]
+    for point in points or ():
+        check_loops(max_loops(point), trained, f"--loops {point_label(point)}")
+    pixels = cfg.data.image_size**2 * cfg.data.channels * max(1, cfg.data.frames)
+    estimate = num * pixels + min(batch, num) * pixels * 4
+    check_memory(what, num, estimate, needs=f"for {num} samples of {pixels} values each")
+
+
 def video_data_fields(generator: LoopedGenerator) -> dict:
     """The training clips' geometry (what ``elt eval video --real-data`` must rebuild to compare
     against)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from elt.core.schedule import LOOPS_HELP  # noqa: F401  (the --loops grammar, documented once)
 from elt.limits import MAX_BATCH, MAX_INT, MAX_POINTS, MAX_SAMPLING_STEPS, MAX_SEED
+from elt.sampling import check_sampling_request  # noqa: F401  (checked before loading)
 
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 
@@ -167,24 +168,3 @@ def parse_steps(text: str) -> list[int]:
             f"most {MAX_SAMPLING_STEPS}"
         )
     return values
-
-
-# -- a sampling request against the checkpoint, before its weights are loaded ----------------------
-def check_sampling_request(
-    ckpt: str, num: int, batch: int, points=None, what: str = "--num"
-) -> None:
-    """From the checkpoint's config.yaml alone (before the weights are loaded): every operating
-    point within the model's loop ceiling (:func:`elt.limits.loop_ceiling`), and ``num`` samples of
-    its image shape in memory (kept as uint8, one batch as float32)."""
-    from elt.core.schedule import max_loops, point_label
-    from elt.inference.checkpoints import load_config_of, resolve_checkpoint
-    from elt.limits import check_loops, check_memory
-    from elt.registry import backbone_shape
-
-    cfg = load_config_of(resolve_checkpoint(ckpt))
-    trained = backbone_shape(cfg)[1]
-    for point in points or ():
-        check_loops(max_loops(point), trained, f"--loops {point_label(point)}")
-    pixels = cfg.data.image_size**2 * cfg.data.channels * max(1, cfg.data.frames)
-    estimate = num * pixels + min(batch, num) * pixels * 4
-    check_memory(what, num, estimate, needs=f"for {num} samples of {pixels} values each")

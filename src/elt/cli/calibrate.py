@@ -3,97 +3,39 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from elt.cli.args import (
     LOOPS_HELP,
     batch_size,
     bounded_int,
-    check_sampling_request,
     count,
     finite_float,
     parse_loops,
     seed,
     steps_int,
 )
-from elt.errors import UserError
 from elt.eval import calibrate as calibrate_lib
-from elt.fileio import run_dir_lock, write_json
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    points = args.loops
-    check_sampling_request(
-        args.ckpt, args.num, args.batch_size, points
-    )  # config.yaml: before the weights
-    out, note = default_output(args.ckpt, args.out)
-    if note:
-        print(f"elt calibrate: {note}")
-    with run_dir_lock(out):  # calibrating into a run directory: never while a training holds it
-        return _calibrate(args, out, points)
-
-
-def default_output(ckpt: str, out: str | None) -> tuple[Path, str | None]:
-    """``--out``, else the run directory when writable; a shipped model (``demo:NAME``) or any
-    checkpoint inside the installed package gets ``./calibration-NAME`` instead (nothing is written
-    into the package)."""
-    from elt.fileio import PACKAGE_DIR, check_output_dir
-    from elt.inference.checkpoints import resolve_checkpoint
-
-    if out is None:
-        source = resolve_checkpoint(ckpt).resolve()
-        if source.is_relative_to(PACKAGE_DIR):
-            folder = Path(f"calibration-{source.name}")
-            check_output_dir(folder, "--out")
-            return folder, (
-                f"{ckpt} is a model shipped inside the elt package, which is never written to: "
-                f"writing to {folder.resolve()} (choose another folder with --out)"
-            )
-    folder, note = calibrate_lib.output_dir(ckpt, out)
-    check_output_dir(folder, "--out")
-    return folder, note
-
-
-def _calibrate(args: argparse.Namespace, out: Path, points) -> int:
-    import elt
-    from elt.sampling import check_points
-
-    generator = elt.load(args.ckpt, device=args.device)
-    points = points or calibrate_lib.default_points(generator)
-    steps = args.steps
-    check_points(
-        generator, points, steps
-    )  # every schedule must fit the steps before minutes of sampling
-    from elt.cli.eval import _user_errors
-
-    partial = out / calibrate_lib.PARTIAL_FILE
-
-    def keep(rows: list[dict]) -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(partial, {"checkpoint": str(args.ckpt), "points": rows})
-
-    try:
-        probe = calibrate_lib.QualityProbe(args.data_root, device=args.device)
-        record = calibrate_lib.calibrate(
-            generator,
-            points,
-            probe,
-            num=args.num,
-            seed=args.seed,
-            steps=steps,
-            guidance=args.guidance,
-            batch_size=args.batch_size,
-            latency_batch=args.latency_batch,
-            latency_repeats=args.latency_repeats,
-            measure_latency=not args.no_latency,
-            progress=not args.no_progress,
-            on_point=keep,
-        )
-    except _user_errors() as exc:
-        raise UserError(str(exc)) from exc
-    paths = calibrate_lib.write_calibration(record, out, str(args.ckpt))
-    partial.unlink(missing_ok=True)
-    calibrate_lib.print_points(record)
+    record, paths = calibrate_lib.calibrate_checkpoint(
+        args.ckpt,
+        args.out,
+        points=args.loops,
+        num=args.num,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        latency_batch=args.latency_batch,
+        latency_repeats=args.latency_repeats,
+        measure_latency=not args.no_latency,
+        data_root=args.data_root,
+        device=args.device,
+        progress=not args.no_progress,
+        on_note=lambda note: print(f"elt calibrate: {note}"),
+    )
+    print(calibrate_lib.format_points(record))
     print(
         f"wrote {paths['calibration']}, {paths['json'].name}, {paths['csv'].name} and "
         f"{paths['png'].name}"
@@ -102,7 +44,6 @@ def _calibrate(args: argparse.Namespace, out: Path, points) -> int:
 
 
 def add_parsers(sub) -> None:
-
     p = sub.add_parser(
         "calibrate",
         help="measure operating points (fixed L, schedules, adaptive exits): "

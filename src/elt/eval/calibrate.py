@@ -315,20 +315,98 @@ def plot_front(record: dict, path: Path, title: str | None = None) -> Path:
 
 
 def output_dir(ckpt: str, out: str | None) -> tuple[Path, str | None]:
-    """--out, else the run directory when writable (else ./calibration-<run name>, with a note)."""
+    """``out``, else the run directory when writable (else ./calibration-<run name>, with a note); a
+    shipped model (``demo:NAME``) or any checkpoint inside the installed package gets
+    ``./calibration-NAME`` (nothing is written into the package). The folder is checked to be
+    writable (one line naming ``--out``) before any work."""
+    from elt.fileio import PACKAGE_DIR, check_output_dir
     from elt.inference.checkpoints import resolve_checkpoint
 
+    if out is None:
+        source = resolve_checkpoint(ckpt).resolve()
+        if source.is_relative_to(PACKAGE_DIR):
+            folder = Path(f"calibration-{source.name}")
+            check_output_dir(folder, "--out")
+            return folder, (
+                f"{ckpt} is a model shipped inside the elt package, which is never written to: "
+                f"writing to {folder.resolve()} (choose another folder with --out)"
+            )
     if out:
-        return Path(out), None
-    path = resolve_checkpoint(ckpt)
-    run = path.parent.parent if path.parent.name == "checkpoints" else path
-    if os.access(run, os.W_OK):
-        return run, None
-    fallback = Path(f"calibration-{run.name}")
-    return fallback, f"{run} is not writable: writing to {fallback.resolve()}"
+        folder, note = Path(out), None
+    else:
+        path = resolve_checkpoint(ckpt)
+        run = path.parent.parent if path.parent.name == "checkpoints" else path
+        folder, note = run, None
+        if not os.access(run, os.W_OK):
+            folder = Path(f"calibration-{run.name}")
+            note = f"{run} is not writable: writing to {folder.resolve()}"
+    check_output_dir(folder, "--out")
+    return folder, note
 
 
-def print_points(record: dict) -> None:
+def calibrate_checkpoint(
+    ckpt: str,
+    out: str | Path | None = None,
+    points: list | None = None,
+    num: int = 200,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    latency_batch: int = 1,
+    latency_repeats: int = 3,
+    measure_latency: bool = True,
+    data_root: str | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    on_note=None,
+) -> tuple[dict, dict[str, Path]]:
+    """``elt calibrate`` as a call: check the request against the checkpoint's config, choose the
+    output folder (:func:`output_dir`; ``on_note(line)`` hears where it went when not ``out``),
+    measure ``points`` (default: :func:`default_points`) while holding the run directory's lock, and
+    write calibration.json, the Pareto table and plot. Returns (record, paths written)."""
+    from elt.eval.inputs import user_errors
+    from elt.fileio import run_dir_lock
+    from elt.inference.checkpoints import load_generator
+    from elt.sampling import check_points, check_sampling_request
+
+    check_sampling_request(ckpt, num, batch_size, points)  # config.yaml: before the weights
+    out, note = output_dir(ckpt, None if out is None else str(out))
+    if note and on_note is not None:
+        on_note(note)
+    with run_dir_lock(out):  # calibrating into a run directory: never while a training holds it
+        generator = load_generator(ckpt, device=device)
+        points = points or default_points(generator)
+        check_points(generator, points, steps)  # every schedule fits the steps before sampling
+        partial = out / PARTIAL_FILE
+
+        def keep(rows: list[dict]) -> None:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(partial, {"checkpoint": str(ckpt), "points": rows})
+
+        with user_errors():
+            record = calibrate(
+                generator,
+                points,
+                QualityProbe(data_root, device=device),
+                num=num,
+                seed=seed,
+                steps=steps,
+                guidance=guidance,
+                batch_size=batch_size,
+                latency_batch=latency_batch,
+                latency_repeats=latency_repeats,
+                measure_latency=measure_latency,
+                progress=progress,
+                on_point=keep,
+            )
+        paths = write_calibration(record, out, str(ckpt))
+        partial.unlink(missing_ok=True)
+    return record, paths
+
+
+def format_points(record: dict) -> str:
+    """The measured points as a text table (``*``: on the GFLOPs front)."""
     head = ["loops", "GFLOPs", "mean L", "latency ms", "ms/sample", "FD_cls", "class acc", "front"]
     lines = [head]
     for p in record["points"]:
@@ -345,5 +423,4 @@ def print_points(record: dict) -> None:
             ]
         )
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
-    for r in lines:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in lines)

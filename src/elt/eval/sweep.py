@@ -476,19 +476,19 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def output_paths(out_dir: str | Path, stem: str = "eval") -> dict[str, Path]:
+    """The files :func:`write_outputs` writes into ``out_dir``."""
+    out = Path(out_dir)
+    return {kind: out / f"{stem}.{kind}" for kind in ("json", "csv", "md", "png")}
+
+
 def write_outputs(result: dict, out_dir: str | Path, stem: str = "eval") -> dict[str, Path]:
     """``eval.json`` (everything), ``eval.csv`` (one row per model × steps × loops), ``eval.md``
     (the same table for a README) and ``eval.png``."""
     from elt.eval.plots import plot_sweep
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "json": out / f"{stem}.json",
-        "csv": out / f"{stem}.csv",
-        "md": out / f"{stem}.md",
-        "png": out / f"{stem}.png",
-    }
+    paths = output_paths(out_dir, stem)
+    paths["json"].parent.mkdir(parents=True, exist_ok=True)
     write_json(paths["json"], result, default=_json_default)
     columns: list[str] = []
     for row in result["rows"]:
@@ -545,6 +545,37 @@ def markdown_table(result: dict) -> str:
     lines = ["| " + " | ".join(t for _, t in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(k, r.get(k)) for k, _ in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def format_table(result: dict) -> str:
+    """The rows as a plain-text table for a terminal (the real-data floor last; a column measured in
+    some row but not in this one reads ``n/a``, one never attempted ``-``)."""
+    keys = [k for k, _ in result["plot_metrics"]]
+    extra = [
+        k for k in ("kid", "precision", "recall", "density", "coverage", "is") if k not in keys
+    ]
+    columns = ["model", "steps", "loops", "gflops", "latency_ms", "peak_mem_mib", *keys, *extra]
+    measured = {"peak_mem_mib": "peak_mem_kind"}  # attempted in a row but not measured there: n/a
+    columns = [
+        c
+        for c in columns
+        if any(r.get(c) is not None or measured.get(c) in r for r in result["rows"])
+    ]
+
+    def fmt(row, c):
+        v = row.get(c)
+        if v is None:
+            return "n/a" if measured.get(c) in row else "-"
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    rows = result["rows"] + (
+        [{"model": "real data", **result["floor"]}] if result.get("floor") else []
+    )
+    table = [columns] + [[fmt(r, c) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in table
+    )
 
 
 def check_result_shape(result) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 from elt.errors import UserError
 from elt.eval.classifier import ImageFormatError
 from elt.eval.frechet import frechet_distance_features
-from elt.fileio import load_npz, write_json
+from elt.fileio import check_output_dir, load_npz, write_json
 
 CROP_SIZE = 32
 MASS_THRESHOLD = 0.1  # intensity (0..1) below which a pixel is background for the centre of mass
@@ -474,12 +474,17 @@ def plot_video_eval(result: dict, path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
+def video_output_paths(out_dir: str | Path) -> dict[str, Path]:
+    """The files :func:`write_video_eval` writes into ``out_dir``."""
+    return {kind: Path(out_dir) / f"video_eval.{kind}" for kind in ("json", "png")}
+
+
 def write_video_eval(result: dict, out_dir: str | Path) -> dict[str, Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "video_eval.json"
-    write_json(json_path, result, ensure_ascii=False)
-    return {"json": json_path, "png": plot_video_eval(result, out / "video_eval.png")}
+    paths = video_output_paths(out_dir)
+    paths["json"].parent.mkdir(parents=True, exist_ok=True)
+    write_json(paths["json"], result, ensure_ascii=False)
+    plot_video_eval(result, paths["png"])
+    return paths
 
 
 def real_data_geometry(
@@ -497,3 +502,107 @@ def real_data_geometry(
     motion = motion or recorded.get("motion") or "bounce"
     sprite_size = sprite_size or recorded.get("sprite_size") or 28
     return motion, int(sprite_size)
+
+
+def evaluate_videos(
+    samples: str | Path,
+    real: str | Path | None = None,
+    real_data: str | None = None,
+    out: str | Path | None = None,
+    loops: list[int] | None = None,
+    real_num: int = 1000,
+    motion: str | None = None,
+    sprite_size: int | None = None,
+    data_root: str | None = None,
+    classifier: str | Path | None = None,
+    use_classifier: bool = True,
+    i3d: str | Path | None = None,
+    frame_stride: int = 1,
+    controls: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """``elt eval video`` as a call: the ``samples_L<L>.npz`` videos in ``samples`` against real
+    clips, either an ``.npz`` (``real``) or made here (``real_data="moving_fmnist"``, at the
+    samples' shape and recorded geometry); FVD when ``i3d`` (or ``$ELT_I3D_WEIGHTS``) names I3D
+    weights. Returns the record (rows per loop count, real floor, provenance), written to ``out``
+    as ``video_eval.json`` and ``video_eval.png`` when given."""
+    import os
+
+    from elt.eval.inputs import load_classifier, user_errors
+
+    if out is not None:
+        check_output_dir(out, "--out")
+    if (real is None) == (real_data is None):
+        raise UserError(
+            "give exactly one real reference: --real FILE.npz or --real-data moving_fmnist"
+        )
+    with user_errors():  # a missing file: one line
+        files = sample_files(samples, loops)
+        shape = load_videos(next(iter(files.values())))[0].shape
+        if real:
+            real_videos, real_labels = load_videos(real)
+        else:
+            try:
+                motion, sprite_size = real_data_geometry(samples, motion, sprite_size)
+                real_videos, real_labels = moving_fmnist_reference(
+                    real_num, shape[1], shape[2], motion, sprite_size, root=data_root
+                )
+            except ImportError as exc:
+                raise UserError(
+                    f"--real-data moving_fmnist needs elt.data.moving_fmnist ({exc})"
+                ) from exc
+        extractor = load_classifier(classifier, device=device) if use_classifier else None
+        features = None
+        if i3d or os.environ.get("ELT_I3D_WEIGHTS"):
+            from elt.eval.i3d import I3DFeatures
+
+            features = I3DFeatures(i3d, device=device)
+        suite = VideoSuite(
+            real_videos, extractor, features, frame_stride=frame_stride, progress=progress
+        )
+        result = evaluate_folder(
+            suite, samples, list(files), real_labels, controls=controls, progress=progress
+        )
+    result["real"] = (
+        str(real)
+        if real
+        else (
+            f"moving_fmnist test split, {len(real_videos)} clips ({motion}, {sprite_size}-px "
+            "garments)"
+        )
+    )
+    result["provenance"] = {
+        "classifier": extractor.provenance() if extractor else None,
+        "i3d": features.provenance() if features else None,
+        "frame_stride": frame_stride,
+        "crop": CROP_SIZE,
+        "mass_threshold": MASS_THRESHOLD,
+    }
+    if out is not None:
+        write_video_eval(result, out)
+    return result
+
+
+TABLE_KEYS = ["loops", "fd_cls", "video_acc", "consistency", "motion_fd", "fvd", "mean_speed"]
+
+
+def format_table(result: dict) -> str:
+    """The rows, the real floor and the controls of :func:`evaluate_videos` as a text table."""
+    rows = [
+        *result["rows"],
+        {"loops": "real", **result["floor"]},
+        *({"loops": name, **vals} for name, vals in result.get("controls", {}).items()),
+    ]
+    keys = [k for k in TABLE_KEYS if any(r.get(k) is not None for r in rows)]
+    lines = ["  ".join(f"{k:>11}" for k in keys)]
+    for row in rows:
+        lines.append(
+            "  ".join(
+                f"{row.get(k):>11.4g}"
+                if isinstance(row.get(k), float)
+                else f"{row.get(k, '-')!s:>11}"
+                for k in keys
+            )
+        )
+    return "\n".join(lines)
