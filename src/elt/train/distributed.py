@@ -77,10 +77,16 @@ def distributed_session(
         device = resolve_device(device_name, int(os.environ.get("LOCAL_RANK", "0")))
         init_process_group(device, timeout_s)
         created = True
+    clean = False
     try:
         yield current_env(device_name)
+        clean = True
     finally:
         if created and dist.is_initialized():
+            if clean:
+                # every rank leaves together: a gloo peer torn down while another rank still
+                # holds its connection can abort that rank at exit (SIGABRT in gloo's thread)
+                dist.barrier()
             dist.destroy_process_group()
 
 
