@@ -8,8 +8,8 @@ from elt.registry import backbone_shape
 
 
 def test_defaults_and_overrides():
-    cfg = load_config(None, ["model.loops=6", "train.lr=0.001", "paradigm=diffusion"])
-    assert cfg.model.loops == 6 and cfg.train.lr == 0.001 and cfg.paradigm == "diffusion"
+    cfg = load_config(None, ["model.loops=6", "optimizer.lr=0.001", "paradigm=diffusion"])
+    assert cfg.model.loops == 6 and cfg.optimizer.lr == 0.001 and cfg.paradigm == "diffusion"
 
 
 def test_preset_sets_shape_and_explicit_keys_win():
@@ -146,3 +146,87 @@ def test_a_checkpoint_config_with_old_keys_is_migrated_silently(tmp_path, capsys
     # an old key given as a sampling override is accepted with the deprecation line
     assert from_yaml_file(tmp_path / "config.yaml", ["masked.guidance=0"]).sampling.guidance == 1.0
     assert "deprecated; use 'sampling.guidance'" in capsys.readouterr().err
+
+
+def _flat_train_config(cfg) -> str:
+    """``cfg`` saved the way versions before the config sections saved it: optimizer, schedule,
+    distributed, checkpoint and logging keys flat in ``train:``."""
+    from omegaconf import OmegaConf
+
+    from elt.config import RENAMED_KEYS
+
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for old, (new, _) in RENAMED_KEYS.items():
+        section, key = new.split(".")
+        data["train"][old.split(".")[1]] = data[section].pop(key)
+    for section in ("optimizer", "lr_schedule", "distributed", "checkpoint", "logging"):
+        assert data.pop(section) == {}, section  # every key of the new sections has an old name
+    return OmegaConf.to_yaml(OmegaConf.create(data))
+
+
+def test_a_checkpoint_config_with_flat_train_keys_loads_into_the_sections(tmp_path):
+    """Checkpoints saved before the split (the shipped demo models among them) still load: each
+    old ``train.*`` key lands on its new key with its value."""
+    from elt.config import from_yaml_file
+
+    overrides = [
+        "optimizer.lr=0.002",
+        "optimizer.weight_decay=0.03",
+        "optimizer.betas=[0.8,0.95]",
+        "optimizer.weight_decay_exempt=[bias,norm]",
+        "optimizer.grad_clip=0.5",
+        "lr_schedule.warmup_steps=7",
+        "lr_schedule.kind=cosine",
+        "lr_schedule.min_ratio=0.1",
+        "distributed.strategy=fsdp",
+        "distributed.fsdp_unit=backbone",
+        "distributed.fsdp_reshard_after_forward=false",
+        "distributed.find_unused_parameters=true",
+        "distributed.timeout_s=90",
+        "checkpoint.every=11",
+        "checkpoint.format=dcp",
+        "checkpoint.keep=5",
+        "checkpoint.handle_signals=false",
+        "logging.every=13",
+        "logging.sample_every=17",
+        "logging.sample_loops=[1,3]",
+        "logging.samples_per_class=2",
+        "logging.grid_classes=4",
+        "logging.tensorboard=false",
+        "logging.wandb=true",
+        "logging.wandb_project=p",
+        "logging.peak_tflops=123.0",
+    ]
+    cfg = load_config("fmnist_masked", overrides)
+    text = _flat_train_config(cfg)
+    assert "\noptimizer:" not in text and "  checkpoint_every: 11\n" in text
+    (tmp_path / "config.yaml").write_text(text)
+    assert from_yaml_file(tmp_path / "config.yaml") == cfg
+    # every old key of the demo checkpoints (saved before the split) has a new home
+    from pathlib import Path
+
+    import elt
+
+    demo = Path(elt.__file__).parent / "assets" / "demo" / "diffusion" / "config.yaml"
+    assert "  lr: 0.001\n" in demo.read_text() and "\noptimizer:" not in demo.read_text()
+    loaded = from_yaml_file(demo)
+    assert (loaded.optimizer.lr, loaded.logging.sample_loops, loaded.checkpoint.every) == (
+        0.001,
+        [1, 2, 3, 4, 5],
+        1000,
+    )
+
+
+@pytest.mark.parametrize(
+    "override,new",
+    [("train.lr=0.1", "optimizer.lr"), ("train.lr_schedule=cosine", "lr_schedule.kind")],
+)
+def test_an_old_train_key_from_a_user_is_an_unknown_key_naming_the_new_one(tmp_path, override, new):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    old = override.split("=")[0]
+    assert str(err.value) == f"unknown config key {old!r} (renamed: use {new!r})"
+    path = tmp_path / "old.yaml"
+    path.write_text(f"train:\n  {old.split('.')[1]}: x\n")
+    with pytest.raises(ConfigError, match=f"unknown config key '{old}'"):
+        load_config(path)

@@ -3,11 +3,13 @@
 Precedence (later wins): dataclass defaults ← ``model.preset`` ← YAML file ← ``key=value``
 overrides. Unknown keys are errors that name the key and the closest valid one.
 
-This module owns the sections every paradigm shares (``model``, ``ilsd``, ``data``, ``train``,
-``tokenizer``, ``sampling``); each paradigm adds its own section (``masked:``, ``diffusion:``, ...)
-by registering it in :mod:`elt.registry`, so the config knows no paradigm by name. Keys renamed in a
-release keep working for one more, with a one-line deprecation message naming the new key
-(:data:`DEPRECATED_KEYS`); configs stored in checkpoints are migrated silently."""
+This module owns the sections every paradigm shares: ``model``, ``ilsd``, ``data``, ``tokenizer``,
+``sampling``, and for training ``train`` (the run), ``optimizer``, ``lr_schedule``, ``distributed``,
+``checkpoint`` and ``logging``. Each paradigm adds its own section (``masked:``, ``diffusion:``,
+...) by registering it in :mod:`elt.registry`, so the config knows no paradigm by name. Keys
+renamed in a release keep working for one more, with a one-line deprecation message naming the new
+key (:data:`DEPRECATED_KEYS`); configs stored in checkpoints are migrated silently
+(:data:`RENAMED_KEYS`)."""
 
 from __future__ import annotations
 
@@ -51,8 +53,13 @@ from elt.presets import parse_preset
 from elt.runtime import PRECISIONS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-LR_SCHEDULES = ("constant", "cosine", "linear")
-WEIGHT_DECAY_GROUPS = ("bias", "norm", "embedding")  # train.weight_decay_exempt (elt.train.optim)
+LR_SCHEDULES = ("constant", "cosine", "linear")  # lr_schedule.kind
+CHECKPOINT_FORMATS = ("auto", "full", "dcp")  # checkpoint.format
+WEIGHT_DECAY_GROUPS = (
+    "bias",
+    "norm",
+    "embedding",
+)  # optimizer.weight_decay_exempt (elt.train.optim)
 
 
 @dataclass
@@ -108,68 +115,90 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
+    """The run: how long, how large a batch, where and with what numerics."""
+
     steps: int = 2000
-    batch_size: int = (
-        128  # the global batch: all processes together (each loads batch_size / world_size)
-    )
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
-    warmup_steps: int = 100
-    # after warm-up: constant | cosine | linear (decay to min_lr_ratio·lr at train.steps)
-    lr_schedule: str = "constant"
-    min_lr_ratio: float = 0.0  # floor of the cosine/linear decay, as a fraction of train.lr
-    grad_accum_steps: int = (
-        1  # micro-batches per optimizer step (each rank loads batch_size / world / this)
-    )
-    micro_batch_size: int = (
-        0  # per-rank micro-batch; > 0 derives grad_accum_steps = batch_size / (world · this)
-    )
-    weight_decay_exempt: list[str] = field(
-        default_factory=list
-    )  # of bias | norm | embedding: no decay (MAGVIT)
-    grad_clip: float = 1.0
+    # the global batch: all processes together (each loads batch_size / world_size)
+    batch_size: int = 128
+    # micro-batches per optimizer step (each rank loads batch_size / world / this)
+    grad_accum_steps: int = 1
+    # per-rank micro-batch; > 0 derives grad_accum_steps = batch_size / (world · this)
+    micro_batch_size: int = 0
     ema_decay: float = 0.999
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16
     compile: bool = False  # torch.compile each looped block once (reused by every loop)
     tf32: bool = True  # TF32 matmuls/convolutions for fp32 work on CUDA
-    distributed: str = "ddp"  # under torchrun: ddp | fsdp (FSDP2 fully_shard, for large widths)
-    fsdp_unit: str = (
-        "block"  # fsdp: block (each unique block its own unit) | backbone (the looped core as one)
-    )
-    fsdp_reshard_after_forward: bool = (
-        True  # fsdp blocks: free each gather after every loop (False: reuse it)
-    )
-    find_unused_parameters: bool = False  # DDP: set if some parameters get no gradient in a step
+    threads: int = 0  # torch CPU threads (0: the global setting, see elt.runtime.set_threads)
     out_dir: str = "runs/default"
-    log_every: int = 50
-    sample_every: int = 0  # 0: only at the end
-    checkpoint_every: int = 0  # 0: only at the end
-    sample_loops: list[int] = field(
-        default_factory=list
-    )  # loop counts in the periodic grids ([] = 1..L_max)
-    samples_per_class: int = 1
-    grid_classes: int = (
-        16  # classes in the periodic grids, evenly spaced (0: all; every rank draws a share)
-    )
-    dist_timeout_s: float = (
-        600.0  # under torchrun: how long a collective may wait before the run fails
-    )
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW (:mod:`elt.train.optim`)."""
+
+    lr: float = 3e-4  # the peak learning rate (after warm-up)
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    # of bias | norm | embedding: parameters of these kinds get no weight decay (MAGVIT)
+    weight_decay_exempt: list[str] = field(default_factory=list)
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
+
+
+@dataclass
+class LRScheduleConfig:
+    """The learning rate over the steps: a linear warm-up, then ``kind``."""
+
+    warmup_steps: int = 100
+    # after warm-up: constant | cosine | linear (decay to min_ratio·optimizer.lr at train.steps)
+    kind: str = "constant"
+    min_ratio: float = 0.0  # floor of the cosine/linear decay, as a fraction of optimizer.lr
+
+
+@dataclass
+class DistributedConfig:
+    """Under torchrun: how the model is spread over the processes."""
+
+    strategy: str = "ddp"  # ddp | fsdp (FSDP2 fully_shard, for large widths)
+    # fsdp: block (each unique block its own unit) | backbone (the looped core as one)
+    fsdp_unit: str = "block"
+    # fsdp blocks: free each gather after every loop (False: reuse it)
+    fsdp_reshard_after_forward: bool = True
+    find_unused_parameters: bool = False  # DDP: set if some parameters get no gradient in a step
+    timeout_s: float = 600.0  # how long a collective may wait before the run fails
+
+
+@dataclass
+class CheckpointConfig:
+    """When and how a run saves itself (RUN/checkpoints/)."""
+
+    every: int = 0  # steps between checkpoints (0: only at the end)
     # auto: dcp under FSDP, full otherwise | full (gathered optimizer in state.pt) | dcp (every rank
     # writes its shards of weights, optimizer, EMA to sharded/ via torch.distributed.checkpoint;
     # resumes on any process count)
-    checkpoint_format: str = "auto"
-    keep_checkpoints: int = 3  # newest checkpoints kept (0: all)
+    format: str = "auto"
+    keep: int = 3  # newest checkpoints kept (0: all)
     handle_signals: bool = True  # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop
-    tensorboard: bool = (
-        True  # RUN/tensorboard if tensorboard is installed (else skipped); RUN/log.jsonl always
-    )
+
+
+@dataclass
+class LoggingConfig:
+    """What a run reports while it trains: metrics and periodic sample grids."""
+
+    every: int = 50  # steps between metric lines
+    sample_every: int = 0  # steps between sample grids (0: only at the end)
+    sample_loops: list[int] = field(
+        default_factory=list
+    )  # loop counts in the grids ([] = 1..L_max)
+    samples_per_class: int = 1
+    # classes in the grids, evenly spaced (0: all; every rank draws a share)
+    grid_classes: int = 16
+    # RUN/tensorboard if tensorboard is installed (else skipped); RUN/log.jsonl always
+    tensorboard: bool = True
     wandb: bool = False  # also log to Weights & Biases (if installed)
     wandb_project: str = "elt"
     peak_tflops: float = 0.0  # device peak for the MFU estimate (0: built-in table; n/a if unknown)
-    threads: int = 0  # torch CPU threads (0: the global setting, see elt.runtime.set_threads)
 
 
 @dataclass
@@ -228,6 +257,11 @@ class BaseConfig:
     ilsd: ILSDConfig = field(default_factory=ILSDConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
@@ -276,42 +310,42 @@ RULES = {
     "data.video_seed": Int(0),
     "train.steps": Int(1, MAX_TRAIN_STEPS),
     "train.batch_size": Int(1, MAX_BATCH),
-    "train.lr": Range(0, lo_open=True),
-    "train.weight_decay": Range(0),
-    "train.betas": Floats(2, 0.0, 1.0),
-    "train.warmup_steps": Int(0, MAX_TRAIN_STEPS),
-    "train.lr_schedule": Choice(*LR_SCHEDULES),
-    "train.min_lr_ratio": Range(0, 1),
     "train.grad_accum_steps": Int(1, MAX_BATCH),
     "train.micro_batch_size": Int(0, MAX_BATCH),
-    "train.grad_clip": Range(0),
-    "train.weight_decay_exempt": Any_("validate: any of bias, norm, embedding"),
     "train.ema_decay": Range(0, 1, hi_open=True),
     "train.seed": Any_("check_seed"),
     "train.device": Any_("validate: auto, cpu, cuda, cuda:N or mps"),
     "train.precision": Choice("auto", "fp32", "bf16"),
     "train.compile": Flag(),
     "train.tf32": Flag(),
-    "train.distributed": Choice("ddp", "fsdp"),
-    "train.fsdp_unit": Choice("block", "backbone"),
-    "train.fsdp_reshard_after_forward": Flag(),
-    "train.find_unused_parameters": Flag(),
-    "train.out_dir": Text(),
-    "train.log_every": Int(1, MAX_TRAIN_STEPS),
-    "train.sample_every": Int(0, MAX_TRAIN_STEPS),
-    "train.checkpoint_every": Int(0, MAX_TRAIN_STEPS),
-    "train.sample_loops": Any_("validate: 1..the loop ceiling of model.loops"),
-    "train.samples_per_class": Int(1, 1000),
-    "train.grid_classes": Int(0, MAX_CLASSES),
-    "train.dist_timeout_s": Range(0, 7 * 24 * 3600, lo_open=True),
-    "train.checkpoint_format": Choice("auto", "full", "dcp"),
-    "train.keep_checkpoints": Int(0, 1_000_000),
-    "train.handle_signals": Flag(),
-    "train.tensorboard": Flag(),
-    "train.wandb": Flag(),
-    "train.wandb_project": Text(),
-    "train.peak_tflops": Range(0),
     "train.threads": Int(0, 4096),
+    "train.out_dir": Text(),
+    "optimizer.lr": Range(0, lo_open=True),
+    "optimizer.weight_decay": Range(0),
+    "optimizer.betas": Floats(2, 0.0, 1.0),
+    "optimizer.weight_decay_exempt": Any_("validate: any of bias, norm, embedding"),
+    "optimizer.grad_clip": Range(0),
+    "lr_schedule.warmup_steps": Int(0, MAX_TRAIN_STEPS),
+    "lr_schedule.kind": Choice(*LR_SCHEDULES),
+    "lr_schedule.min_ratio": Range(0, 1),
+    "distributed.strategy": Choice("ddp", "fsdp"),
+    "distributed.fsdp_unit": Choice("block", "backbone"),
+    "distributed.fsdp_reshard_after_forward": Flag(),
+    "distributed.find_unused_parameters": Flag(),
+    "distributed.timeout_s": Range(0, 7 * 24 * 3600, lo_open=True),
+    "checkpoint.every": Int(0, MAX_TRAIN_STEPS),
+    "checkpoint.format": Choice(*CHECKPOINT_FORMATS),
+    "checkpoint.keep": Int(0, 1_000_000),
+    "checkpoint.handle_signals": Flag(),
+    "logging.every": Int(1, MAX_TRAIN_STEPS),
+    "logging.sample_every": Int(0, MAX_TRAIN_STEPS),
+    "logging.sample_loops": Any_("validate: 1..the loop ceiling of model.loops"),
+    "logging.samples_per_class": Int(1, 1000),
+    "logging.grid_classes": Int(0, MAX_CLASSES),
+    "logging.tensorboard": Flag(),
+    "logging.wandb": Flag(),
+    "logging.wandb_project": Text(),
+    "logging.peak_tflops": Range(0),
     "tokenizer.kind": Choice(*TOKENIZER_KINDS),
     "tokenizer.levels": Ints(2, 2**16, min_len=1, max_len=16),
     "tokenizer.downsample": Int(1, MAX_IMAGE_SIZE),
@@ -346,13 +380,10 @@ def config_rules() -> dict:
 _SCHEMAS: dict[tuple, type] = {}
 
 
-CHECKPOINT_FORMATS = ("auto", "full", "dcp")
-
-
 def resolved_checkpoint_format(cfg: DictConfig, sharded: bool) -> str:
-    """``train.checkpoint_format`` with ``auto`` decided: ``dcp`` for a sharded (FSDP) run, else
+    """``checkpoint.format`` with ``auto`` decided: ``dcp`` for a sharded (FSDP) run, else
     ``full``."""
-    chosen = str(OmegaConf.select(cfg, "train.checkpoint_format", default="auto"))
+    chosen = str(OmegaConf.select(cfg, "checkpoint.format", default="auto"))
     return ("dcp" if sharded else "full") if chosen == "auto" else chosen
 
 
@@ -379,6 +410,75 @@ def _structured(schema: type) -> DictConfig:
     if schema not in _STRUCTURED:
         _STRUCTURED[schema] = OmegaConf.structured(schema)
     return _STRUCTURED[schema]
+
+
+# Where the keys of configs saved by earlier versions live now: old dotted key -> (new dotted key,
+# conversion of the value or None). A checkpoint's config.yaml is migrated when it is read
+# (:func:`migrate_saved_config`); in a user's YAML or override an old key is an unknown key (its
+# message names the new one). A paradigm adds its own section's renames (``RENAMED_KEYS`` of its
+# config class, keys without the section name).
+RENAMED_KEYS: dict[str, tuple[str, Any]] = {
+    f"train.{old}": (new, None)
+    for old, new in {
+        "lr": "optimizer.lr",
+        "weight_decay": "optimizer.weight_decay",
+        "betas": "optimizer.betas",
+        "weight_decay_exempt": "optimizer.weight_decay_exempt",
+        "grad_clip": "optimizer.grad_clip",
+        "warmup_steps": "lr_schedule.warmup_steps",
+        "lr_schedule": "lr_schedule.kind",
+        "min_lr_ratio": "lr_schedule.min_ratio",
+        "distributed": "distributed.strategy",
+        "fsdp_unit": "distributed.fsdp_unit",
+        "fsdp_reshard_after_forward": "distributed.fsdp_reshard_after_forward",
+        "find_unused_parameters": "distributed.find_unused_parameters",
+        "dist_timeout_s": "distributed.timeout_s",
+        "checkpoint_every": "checkpoint.every",
+        "checkpoint_format": "checkpoint.format",
+        "keep_checkpoints": "checkpoint.keep",
+        "handle_signals": "checkpoint.handle_signals",
+        "log_every": "logging.every",
+        "sample_every": "logging.sample_every",
+        "sample_loops": "logging.sample_loops",
+        "samples_per_class": "logging.samples_per_class",
+        "grid_classes": "logging.grid_classes",
+        "tensorboard": "logging.tensorboard",
+        "wandb": "logging.wandb",
+        "wandb_project": "logging.wandb_project",
+        "peak_tflops": "logging.peak_tflops",
+    }.items()
+}
+
+
+def renamed_keys() -> dict[str, tuple[str, Any, str | None]]:
+    """Every renamed key: old -> (new, conversion or None, the paradigm whose section held it or
+    None); the shared sections' :data:`RENAMED_KEYS` and each registered paradigm's."""
+    renames = {old: (new, convert, None) for old, (new, convert) in RENAMED_KEYS.items()}
+    for name, paradigm in registry.paradigms().items():
+        for key, (new, convert) in (getattr(paradigm.config, "RENAMED_KEYS", None) or {}).items():
+            renames[f"{name}.{key}"] = (new, convert, name)
+    return renames
+
+
+def migrate_saved_config(data: dict) -> dict:
+    """A config saved by an earlier version (a plain dict, changed in place and returned) with its
+    renamed keys moved to their new places. A paradigm's old keys move only when it is the config's
+    paradigm (a saved config holds every paradigm's section); the others are dropped. A new key
+    already set wins over its old name."""
+    paradigm = data.get("paradigm", BaseConfig.paradigm)
+    for old, (new, convert, owner) in renamed_keys().items():
+        section, key = old.split(".")
+        values = data.get(section)
+        if not isinstance(values, dict) or key not in values:
+            continue
+        value = values.pop(key)
+        if owner is not None and owner != paradigm:
+            continue
+        new_section, new_key = new.split(".")
+        target = data.setdefault(new_section, {})
+        if isinstance(target, dict) and target.get(new_key) is None and value is not None:
+            target[new_key] = convert(value) if convert else value
+    return data
 
 
 # Renamed keys: old key -> (new key, conversion of the value or None). The old keys work for one
@@ -563,16 +663,16 @@ def validate(cfg: DictConfig) -> None:
         )
     ceiling = loop_ceiling(cfg.model.loops)
     bad_loops = [
-        v for v in cfg.train.sample_loops if not isinstance(v, int) or not 1 <= v <= ceiling
+        v for v in cfg.logging.sample_loops if not isinstance(v, int) or not 1 <= v <= ceiling
     ]
     if bad_loops:
         raise ConfigError(
-            f"config key 'train.sample_loops' holds {bad_loops[:8]}; loop counts are integers in "
+            f"config key 'logging.sample_loops' holds {bad_loops[:8]}; loop counts are integers in "
             f"1..{ceiling} (4·model.loops, at least 8; [] = 1..model.loops)"
         )
     _validate_sampling_loops(cfg)
-    for group in cfg.train.weight_decay_exempt:
-        _choice("train.weight_decay_exempt", group, WEIGHT_DECAY_GROUPS)
+    for group in cfg.optimizer.weight_decay_exempt:
+        _choice("optimizer.weight_decay_exempt", group, WEIGHT_DECAY_GROUPS)
     _validate_video(cfg)
     check_model_memory(cfg)
 
@@ -805,7 +905,7 @@ def from_yaml_file(
             f"{str(path)!r} sets {interpolated} with an interpolation ('${{...}}'); a checkpoint's "
             "config must hold plain values (interpolations are not resolved)"
         )
-    data = migrate_layers([data], warn=False)[0]
+    data = migrate_layers([migrate_saved_config(data)], warn=False)[0]
     try:
         _check_keys(data, schema, "")
     except ConfigError as exc:
@@ -882,6 +982,9 @@ def _check_keys(data: Any, schema: type, prefix: str) -> None:
             candidates = [f"{prefix}{name}" for name in valid] + list(_all_keys(schema, prefix))
             close = difflib.get_close_matches(full, candidates, n=1, cutoff=0.5)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
+            renamed = renamed_keys().get(full)
+            if renamed:
+                hint = f" (renamed: use {renamed[0]!r})"
             raise ConfigError(f"unknown config key {full!r}{hint}")
         field_type = _dataclass_type(valid[key])
         if field_type is not None:
