@@ -230,3 +230,43 @@ def test_an_old_train_key_from_a_user_is_an_unknown_key_naming_the_new_one(tmp_p
     path.write_text(f"train:\n  {old.split('.')[1]}: x\n")
     with pytest.raises(ConfigError, match=f"unknown config key '{old}'"):
         load_config(path)
+
+
+def test_a_paradigm_owns_its_checks_and_sampling_keys(tmp_path, monkeypatch):
+    """A registered paradigm's config class brings its relations (``validate``) and the keys a
+    checkpoint may be sampled with (``SAMPLING_KEYS``)."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from elt import registry
+    from elt.config import from_yaml_file, to_yaml
+    from elt.limits import Range
+
+    @dataclass
+    class ToyConfig:
+        sharpness: float = 1.0
+        RULES: ClassVar[dict] = {"sharpness": Range(0, 10)}
+        SAMPLING_KEYS: ClassVar[tuple] = ("sharpness",)
+
+        @classmethod
+        def validate(cls, cfg):
+            if cfg.toyown.sharpness > cfg.model.loops:
+                raise ConfigError(f"toyown.sharpness={cfg.toyown.sharpness} > model.loops")
+
+    monkeypatch.setattr(registry, "_PARADIGMS", {**registry.paradigms()})
+    registry.register_paradigm("toyown", "toy_task", ToyConfig)
+    with pytest.raises(ConfigError, match=r"^toyown.sharpness=5.0 > model.loops$"):
+        load_config(None, ["paradigm=toyown", "toyown.sharpness=5"])
+    load_config(None, ["toyown.sharpness=5"])  # another paradigm's config: not its business
+    path = tmp_path / "config.yaml"
+    path.write_text(to_yaml(load_config(None, ["paradigm=toyown"])))
+    assert from_yaml_file(path, ["toyown.sharpness=2"]).toyown.sharpness == 2.0
+    with pytest.raises(ConfigError, match="toyown.sharpness=4.0 > model.loops"):  # checked anew
+        from_yaml_file(path, ["toyown.sharpness=4"])
+
+
+def test_masked_video_needs_the_video_tokenizer_diffusion_does_not():
+    with pytest.raises(ConfigError, match="video data .* needs tokenizer.kind=fsq3d"):
+        load_config("fmnist_video_masked", ["tokenizer.kind=fsq"])
+    cfg = load_config("fmnist_video_masked", ["paradigm=diffusion", "tokenizer.kind=fsq"])
+    assert cfg.tokenizer.kind == "fsq" and cfg.data.frames > 0

@@ -5,8 +5,9 @@ overrides. Unknown keys are errors that name the key and the closest valid one.
 
 This module owns the sections every paradigm shares: ``model``, ``ilsd``, ``data``, ``tokenizer``,
 ``sampling``, and for training ``train`` (the run), ``optimizer``, ``lr_schedule``, ``distributed``,
-``checkpoint`` and ``logging``. Each paradigm adds its own section (``masked:``, ``diffusion:``,
-...) by registering it in :mod:`elt.registry`, so the config knows no paradigm by name. Keys
+``checkpoint`` and ``logging``. Each paradigm adds its own section, named after it, by registering
+it in :mod:`elt.registry` with the section's keys, checks and choices, so the config knows no
+paradigm by name. Keys
 renamed in a release keep working for one more, with a one-line deprecation message naming the new
 key (:data:`DEPRECATED_KEYS`); configs stored in checkpoints are migrated silently
 (:data:`RENAMED_KEYS`)."""
@@ -231,17 +232,13 @@ TOKENIZER_KINDS = ("fsq", "fsq3d", "pretrained_vq")
 @dataclass
 class SamplingConfig:
     """How a trained model samples, the same words in every paradigm (``null``: the paradigm's
-    default)."""
+    default, ``SAMPLING_DEFAULTS`` of its config class)."""
 
-    steps: int | None = (
-        None  # sampling steps (masked: decoding steps, default 12; diffusion: denoising, 50)
-    )
+    steps: int | None = None  # sampling steps (decoding or denoising steps)
     # classifier-free guidance scale s: output = uncond + s·(cond − uncond); 1 = conditional only
-    # (no unconditional pass), 0 = unconditional (defaults: masked 1.0, diffusion 2.0)
+    # (no unconditional pass), 0 = unconditional
     guidance: float | None = None
-    precision: str | None = (
-        None  # fp32 | bf16 | auto (bf16 on CUDA); null: masked fp32, diffusion train.precision
-    )
+    precision: str | None = None  # fp32 | bf16 | auto (bf16 on CUDA)
     compile: bool = (
         False  # torch.compile each fixed-loop sampling step, once per batch and loop count
     )
@@ -252,7 +249,7 @@ class SamplingConfig:
 
 @dataclass
 class BaseConfig:
-    paradigm: str = "masked"  # a registered paradigm: masked | diffusion | ...
+    paradigm: str = registry.DEFAULT_PARADIGM  # a registered paradigm (elt.registry.paradigms)
     model: ModelConfig = field(default_factory=ModelConfig)
     ilsd: ILSDConfig = field(default_factory=ILSDConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -674,6 +671,7 @@ def validate(cfg: DictConfig) -> None:
     for group in cfg.optimizer.weight_decay_exempt:
         _choice("optimizer.weight_decay_exempt", group, WEIGHT_DECAY_GROUPS)
     _validate_video(cfg)
+    registry.get_paradigm(cfg.paradigm).validate(cfg)
     check_model_memory(cfg)
 
 
@@ -836,15 +834,6 @@ def _validate_video(cfg: DictConfig) -> None:
                 f"data.frames={data.frames} is not divisible by tokenizer.temporal_downsample="
                 f"{cfg.tokenizer.temporal_downsample}"
             )
-    elif (
-        data.frames > 0
-        and cfg.tokenizer.kind in ("fsq", "pretrained_vq")
-        and cfg.paradigm == "masked"
-    ):
-        raise ConfigError(
-            f"tokenizer.kind={cfg.tokenizer.kind} encodes images; video data (data.frames="
-            f"{data.frames}) needs tokenizer.kind=fsq3d"
-        )
 
 
 def to_yaml(cfg: DictConfig) -> str:
@@ -854,27 +843,24 @@ def to_yaml(cfg: DictConfig) -> str:
 
 
 # Keys a trained checkpoint may be sampled with differently from how it was configured (nothing here
-# changes the architecture or the weights).
-SAMPLING_KEYS = (
-    "sampling.steps",
-    "sampling.guidance",
-    "sampling.precision",
-    "sampling.loops",
-    "sampling.compile",
-    "masked.temperature_base",
-    "masked.temperature_range",
-    "masked.token_temperature",
-    "diffusion.sampler",
-    "diffusion.ddim_eta",
-    "diffusion.clip_denoised",
-)
+# changes the architecture or the weights): the shared ``sampling:`` section's, and each paradigm's
+# (``SAMPLING_KEYS`` of its config class), together :func:`sampling_keys`.
+SAMPLING_KEYS = tuple(f"sampling.{f.name}" for f in fields(SamplingConfig))
+
+
+def sampling_keys() -> tuple[str, ...]:
+    """Every key a checkpoint may be sampled with: :data:`SAMPLING_KEYS` and the paradigms'."""
+    keys = list(SAMPLING_KEYS)
+    for name, paradigm in registry.paradigms().items():
+        keys += [f"{name}.{key}" for key in getattr(paradigm.config, "SAMPLING_KEYS", ())]
+    return tuple(keys)
 
 
 def from_yaml_file(
     path: str | Path, sampling_overrides: list[str] | tuple[str, ...] = ()
 ) -> DictConfig:
     """Load a config saved by :func:`to_yaml` (e.g. a checkpoint's ``config.yaml``), validated, with
-    optional ``key=value`` overrides of the sampling settings (:data:`SAMPLING_KEYS`). Keys renamed
+    optional ``key=value`` overrides of the sampling settings (:func:`sampling_keys`). Keys renamed
     since the file was written are migrated silently (:data:`DEPRECATED_KEYS`).
 
     A checkpoint may come from anyone: its config must be plain values. Interpolations
@@ -921,10 +907,10 @@ def from_yaml_file(
     if sampling_overrides:
         for item in sampling_overrides:
             key = item.split("=", 1)[0]
-            if "=" not in item or (key not in SAMPLING_KEYS and key not in DEPRECATED_KEYS):
+            if "=" not in item or (key not in sampling_keys() and key not in DEPRECATED_KEYS):
                 raise ConfigError(
                     f"cannot set {item!r} when sampling; allowed: key=value with key one of "
-                    f"{', '.join(SAMPLING_KEYS)}"
+                    f"{', '.join(sampling_keys())}"
                 )
         try:
             override = OmegaConf.to_container(_from_dotlist(sampling_overrides), resolve=False)
