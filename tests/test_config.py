@@ -102,24 +102,31 @@ def test_a_saved_config_takes_sampling_overrides_only(tmp_path):
         )  # the paradigm checks its values
 
 
-def test_renamed_sampling_keys_still_work_with_one_deprecation_line(tmp_path, capsys):
-    # masked.guidance was g in cond + g·(cond − uncond); sampling.guidance is s = g + 1 (same
-    # logits)
-    cfg = load_config(
-        "fmnist_masked",
-        ["masked.guidance=0.5", "masked.sample_steps=7", "masked.sample_precision=fp32"],
-    )
-    assert (cfg.sampling.guidance, cfg.sampling.steps, cfg.sampling.precision) == (1.5, 7, "fp32")
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and any(
-        "'masked.guidance' is deprecated; use 'sampling.guidance'" in line for line in err
-    )
-    cfg = load_config("fmnist_diffusion", ["diffusion.guidance=3.0", "diffusion.sample_steps=9"])
-    assert (cfg.sampling.guidance, cfg.sampling.steps) == (3.0, 9)  # diffusion already used s
-    assert "'diffusion.sample_steps' is deprecated; use 'sampling.steps'" in capsys.readouterr().err
-    old = tmp_path / "old.yaml"
-    old.write_text("paradigm: masked\nmasked:\n  guidance: 1.0\n  sample_steps: 8\n")
-    assert load_config(old).sampling.guidance == 2.0
+@pytest.mark.parametrize(
+    "override,new",
+    [
+        ("masked.guidance=0.5", "sampling.guidance"),
+        ("masked.sample_steps=7", "sampling.steps"),
+        ("masked.sample_precision=fp32", "sampling.precision"),
+        ("diffusion.guidance=3.0", "sampling.guidance"),
+        ("diffusion.sample_steps=9", "sampling.steps"),
+    ],
+)
+def test_an_old_sampling_key_from_a_user_is_an_unknown_key_naming_the_new_one(
+    tmp_path, capsys, override, new
+):
+    """Renamed keys are read from checkpoints only: in a user's override or YAML an old key is one
+    line naming its new key, and nothing is printed besides."""
+    old = override.split("=")[0]
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value) == f"unknown config key {old!r} (renamed: use {new!r})"
+    section, key = old.split(".")
+    path = tmp_path / "old.yaml"
+    path.write_text(f"paradigm: {section}\n{section}:\n  {key}: {override.split('=')[1]}\n")
+    with pytest.raises(ConfigError, match=f"unknown config key '{old}'"):
+        load_config(path)
+    assert capsys.readouterr().err == ""
 
 
 def test_a_checkpoint_config_with_old_keys_is_migrated_silently(tmp_path, capsys):
@@ -143,9 +150,22 @@ def test_a_checkpoint_config_with_old_keys_is_migrated_silently(tmp_path, capsys
         "bf16",
     )
     assert capsys.readouterr().err == ""
-    # an old key given as a sampling override is accepted with the deprecation line
-    assert from_yaml_file(tmp_path / "config.yaml", ["masked.guidance=0"]).sampling.guidance == 1.0
-    assert "deprecated; use 'sampling.guidance'" in capsys.readouterr().err
+    # a diffusion checkpoint's config also holds a masked section: its old keys are dropped, the
+    # diffusion section's old keys move (diffusion's guidance kept its meaning: no + 1)
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(load_config("fmnist_diffusion"))
+    data["sampling"].update(steps=None, guidance=None)
+    data["diffusion"].update(guidance=3.0, sample_steps=9)
+    data["masked"].update(guidance=0.5, sample_steps=4)
+    diffusion = OmegaConf.to_yaml(OmegaConf.create(data))
+    (tmp_path / "config.yaml").write_text(diffusion)
+    migrated = from_yaml_file(tmp_path / "config.yaml")
+    assert (migrated.sampling.steps, migrated.sampling.guidance) == (9, 3.0)
+    assert "guidance" not in migrated.masked
+    # an old key given as a sampling override is refused like any key that is not a sampling key
+    with pytest.raises(ConfigError, match="cannot set 'masked.guidance=0' when sampling"):
+        from_yaml_file(tmp_path / "config.yaml", ["masked.guidance=0"])
 
 
 def _flat_train_config(cfg) -> str:
@@ -265,8 +285,31 @@ def test_a_paradigm_owns_its_checks_and_sampling_keys(tmp_path, monkeypatch):
         from_yaml_file(path, ["toyown.sharpness=4"])
 
 
+def test_the_config_module_names_no_paradigm():
+    """Each paradigm's keys, checks and choices live in its own config class (issue 31)."""
+    import inspect
+    import re
+
+    import elt.config
+    from elt import registry
+
+    source = inspect.getsource(elt.config)
+    for name in registry.paradigms():
+        assert not re.search(rf"\b{name}\b", source), name
+
+
 def test_masked_video_needs_the_video_tokenizer_diffusion_does_not():
     with pytest.raises(ConfigError, match="video data .* needs tokenizer.kind=fsq3d"):
         load_config("fmnist_video_masked", ["tokenizer.kind=fsq"])
     cfg = load_config("fmnist_video_masked", ["paradigm=diffusion", "tokenizer.kind=fsq"])
     assert cfg.tokenizer.kind == "fsq" and cfg.data.frames > 0
+
+
+def test_the_old_bench_loops_flag_is_refused(capsys):
+    """``elt bench --loops`` (renamed ``--max-loops``) is an unknown option, not a warning."""
+    from elt.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "train", "--loops", "4"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --loops 4" in capsys.readouterr().err

@@ -30,8 +30,9 @@ DET = [
 def det_paradigm(monkeypatch):
     from elt import registry
 
-    monkeypatch.setitem(registry.TASK_MODULES, "toy", "toy_task")
-    monkeypatch.setitem(registry.TASK_MODULES, "toy_det", "dist_worker")
+    monkeypatch.setattr(registry, "_PARADIGMS", {**registry.paradigms()})  # restored afterwards
+    registry.register_paradigm("toy", "toy_task")
+    registry.register_paradigm("toy_det", "dist_worker")
 
 
 def schedule_cfg(*extra):

@@ -7,17 +7,15 @@ This module owns the sections every paradigm shares: ``model``, ``ilsd``, ``data
 ``sampling``, and for training ``train`` (the run), ``optimizer``, ``lr_schedule``, ``distributed``,
 ``checkpoint`` and ``logging``. Each paradigm adds its own section, named after it, by registering
 it in :mod:`elt.registry` with the section's keys, checks and choices, so the config knows no
-paradigm by name. Keys
-renamed in a release keep working for one more, with a one-line deprecation message naming the new
-key (:data:`DEPRECATED_KEYS`); configs stored in checkpoints are migrated silently
-(:data:`RENAMED_KEYS`)."""
+paradigm by name. A config saved in a checkpoint by an earlier version is read with its renamed
+keys moved to their new places (:data:`RENAMED_KEYS`); in a user's YAML or override an old key is an
+unknown key whose message names the new one."""
 
 from __future__ import annotations
 
 import difflib
 import math
 import re
-import sys
 from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from pathlib import Path
 from typing import Any
@@ -478,65 +476,9 @@ def migrate_saved_config(data: dict) -> dict:
     return data
 
 
-# Renamed keys: old key -> (new key, conversion of the value or None). The old keys work for one
-# release. masked.guidance was g in logits = cond + g·(cond − uncond); sampling.guidance is s = g +
-# 1 (same images).
-DEPRECATED_KEYS = {
-    "masked.sample_steps": ("sampling.steps", None),
-    "masked.guidance": ("sampling.guidance", lambda g: float(g) + 1.0),
-    "masked.sample_precision": ("sampling.precision", None),
-    "diffusion.sample_steps": ("sampling.steps", None),
-    "diffusion.guidance": ("sampling.guidance", None),
-}
-
-
-def _deprecation_note(old: str, new: str) -> str:
-    extra = (
-        " (value + 1: guidance now means uncond + s·(cond − uncond))"
-        if old == "masked.guidance"
-        else ""
-    )
-    return f"elt: warning: config key {old!r} is deprecated; use {new!r}{extra}"
-
-
-def _paradigm_of(layers: list[dict]) -> str:
-    paradigm = "masked"
-    for layer in layers:
-        if isinstance(layer, dict) and "paradigm" in layer:
-            paradigm = str(layer["paradigm"])
-    return paradigm
-
-
-def migrate_layers(layers: list[dict], warn: bool) -> list[dict]:
-    """Move deprecated keys of plain-dict config layers to their new names (in place, returned).
-
-    Only the active paradigm's old keys move (a full config dump holds every paradigm's section);
-    the others are dropped. A new key set in the same layer wins over its old name. ``warn`` prints
-    one line per old key (user YAML files and overrides); configs stored in checkpoints are migrated
-    silently."""
-    paradigm = _paradigm_of(layers)
-    for layer in layers:
-        if not isinstance(layer, dict):
-            continue
-        for old, (new, convert) in DEPRECATED_KEYS.items():
-            section, key = old.split(".")
-            values = layer.get(section)
-            if not isinstance(values, dict) or key not in values:
-                continue
-            value = values.pop(key)
-            if warn:
-                print(_deprecation_note(old, new), file=sys.stderr)
-            if section != paradigm:
-                continue
-            new_section, new_key = new.split(".")
-            target = layer.setdefault(new_section, {})
-            if target.get(new_key) is None and value is not None:
-                target[new_key] = convert(value) if convert else value
-    return layers
-
-
 def resolve_config_path(path: str | Path) -> Path:
-    """A YAML path, or the bare name of a shipped preset (``fmnist_masked``)."""
+    """A YAML path, or the bare name of a shipped config (a file of :data:`CONFIG_DIR`, with or
+    without ``.yaml``)."""
     candidate = Path(path)
     if candidate.is_file():
         return candidate
@@ -580,12 +522,8 @@ def load_config(
                 f"cannot parse overrides {list(overrides)}: {exc}".splitlines()[0]
             ) from exc
     schema = config_schema()
-    plain = migrate_layers(
-        [OmegaConf.to_container(layer, resolve=False) for layer in layers], warn=True
-    )
-    layers = [OmegaConf.create(layer) for layer in plain]
-    for layer in plain:
-        _check_keys(layer, schema, "")
+    for layer in layers:
+        _check_keys(OmegaConf.to_container(layer, resolve=False), schema, "")
     preset_name = None
     for layer in layers:
         preset_name = OmegaConf.select(layer, "model.preset", default=preset_name)
@@ -861,7 +799,7 @@ def from_yaml_file(
 ) -> DictConfig:
     """Load a config saved by :func:`to_yaml` (e.g. a checkpoint's ``config.yaml``), validated, with
     optional ``key=value`` overrides of the sampling settings (:func:`sampling_keys`). Keys renamed
-    since the file was written are migrated silently (:data:`DEPRECATED_KEYS`).
+    since the file was written are moved to their new places (:func:`migrate_saved_config`).
 
     A checkpoint may come from anyone: its config must be plain values. Interpolations
     (``${oc.env:...}``, ``${other.key}``) are refused, never resolved, and every error is one line
@@ -891,7 +829,7 @@ def from_yaml_file(
             f"{str(path)!r} sets {interpolated} with an interpolation ('${{...}}'); a checkpoint's "
             "config must hold plain values (interpolations are not resolved)"
         )
-    data = migrate_layers([migrate_saved_config(data)], warn=False)[0]
+    data = migrate_saved_config(data)
     try:
         _check_keys(data, schema, "")
     except ConfigError as exc:
@@ -907,7 +845,7 @@ def from_yaml_file(
     if sampling_overrides:
         for item in sampling_overrides:
             key = item.split("=", 1)[0]
-            if "=" not in item or (key not in sampling_keys() and key not in DEPRECATED_KEYS):
+            if "=" not in item or key not in sampling_keys():
                 raise ConfigError(
                     f"cannot set {item!r} when sampling; allowed: key=value with key one of "
                     f"{', '.join(sampling_keys())}"
@@ -918,8 +856,7 @@ def from_yaml_file(
                 raise ConfigError(
                     f"sampling overrides {list(sampling_overrides)} must be plain values"
                 )
-            override.setdefault("paradigm", data.get("paradigm", "masked"))
-            cfg = OmegaConf.merge(cfg, OmegaConf.create(migrate_layers([override], warn=True)[0]))
+            cfg = OmegaConf.merge(cfg, OmegaConf.create(override))
         except OmegaConfBaseException as exc:
             raise ConfigError(
                 f"bad sampling override {list(sampling_overrides)}: {exc}".splitlines()[0]

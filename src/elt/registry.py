@@ -24,7 +24,7 @@ itself), or by calling :func:`register_paradigm` directly."""
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -120,32 +120,6 @@ def build_generator(cfg: DictConfig) -> LoopedGenerator:
 
 def prepare_data(cfg: DictConfig, generator: LoopedGenerator, run_dir: Path, progress: bool = True):
     return task_module(cfg.paradigm).prepare_data(cfg, generator, run_dir, progress=progress)
-
-
-class _TaskModules(MutableMapping):
-    """``TASK_MODULES[name] = "module"``: the registry's earlier interface (name → task module
-    path), kept for one release as a view over :func:`register_paradigm` /
-    :func:`unregister_paradigm`; use those instead."""
-
-    def __getitem__(self, name: str):
-        return paradigms()[name].task
-
-    def __setitem__(self, name: str, task) -> None:
-        register_paradigm(name, task, _PARADIGMS[name].config if name in _PARADIGMS else None)
-
-    def __delitem__(self, name: str) -> None:
-        if name not in _PARADIGMS:
-            raise KeyError(name)
-        unregister_paradigm(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(paradigms())
-
-    def __len__(self) -> int:
-        return len(paradigms())
-
-
-TASK_MODULES = _TaskModules()
 
 
 def backbone_shape(cfg: DictConfig) -> tuple[int, int]:

@@ -72,6 +72,11 @@ class DiffusionConfig:
     }
     # the fields a checkpoint may be sampled with differently (elt.config.sampling_keys)
     SAMPLING_KEYS: ClassVar[tuple] = ("sampler", "ddim_eta", "clip_denoised")
+    # fields of checkpoints saved by earlier versions: old field -> (new key, conversion)
+    RENAMED_KEYS: ClassVar[dict] = {
+        "sample_steps": ("sampling.steps", None),
+        "guidance": ("sampling.guidance", None),
+    }
 
     @classmethod
     def validate(cls, cfg) -> None:

@@ -34,6 +34,13 @@ class MaskedConfig:
     }
     # the fields a checkpoint may be sampled with differently (elt.config.sampling_keys)
     SAMPLING_KEYS: ClassVar[tuple] = ("temperature_base", "temperature_range", "token_temperature")
+    # fields of checkpoints saved by earlier versions: old field -> (new key, conversion). The old
+    # guidance g gave cond + g·(cond − uncond); sampling.guidance is s = g + 1 (the same logits).
+    RENAMED_KEYS: ClassVar[dict] = {
+        "sample_steps": ("sampling.steps", None),
+        "guidance": ("sampling.guidance", lambda g: float(g) + 1.0),
+        "sample_precision": ("sampling.precision", None),
+    }
 
     @classmethod
     def validate(cls, cfg) -> None:
