@@ -22,6 +22,17 @@ from elt.diffusion.process import process_from_config
 from elt.registry import build_backbone
 
 
+def check_buildable(cfg: DictConfig) -> None:
+    """The config's relations (:meth:`DiffusionConfig.validate`) and, in latent space, the VAE
+    folder that building the model needs."""
+    DiffusionConfig.validate(cfg)
+    if cfg.diffusion.space == "latent" and not cfg.diffusion.vae_path:
+        raise ConfigError(
+            "diffusion.space=latent needs diffusion.vae_path (a local diffusers AutoencoderKL "
+            "folder)"
+        )
+
+
 def load_vae(cfg: DictConfig):
     from elt.tokenizers.vae import PretrainedVAE, VAEError
 
@@ -52,7 +63,7 @@ def check_patch(cfg: DictConfig, data_shape, what: str) -> None:
 
 
 def build_generator(cfg: DictConfig) -> DiffusionGenerator:
-    DiffusionConfig.validate(cfg)
+    check_buildable(cfg)
     vae = None
     if cfg.diffusion.space == "latent":
         vae = load_vae(cfg)
@@ -246,7 +257,7 @@ def prepare_spec(
 ):
     """For ``elt prepare``: the latent cache's spec with only the VAE loaded (no transformer), on
     ``device``."""
-    DiffusionConfig.validate(cfg)
+    check_buildable(cfg)
     if cfg.diffusion.space != "latent":
         raise ConfigError(
             "elt prepare encodes latents: diffusion.space=pixel trains on the images themselves"
