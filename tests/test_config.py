@@ -303,6 +303,11 @@ def test_masked_video_needs_the_video_tokenizer_diffusion_does_not():
         load_config("fmnist_video_masked", ["tokenizer.kind=fsq"])
     cfg = load_config("fmnist_video_masked", ["paradigm=diffusion", "tokenizer.kind=fsq"])
     assert cfg.tokenizer.kind == "fsq" and cfg.data.frames > 0
+    # the diffusion config's relations are checked when the config loads (not first at build)
+    with pytest.raises(ConfigError, match="temporal_patch_size=3 must divide data.frames="):
+        load_config(
+            "fmnist_video_masked", ["paradigm=diffusion", "diffusion.temporal_patch_size=3"]
+        )
 
 
 def test_the_old_bench_loops_flag_is_refused(capsys):
