@@ -5,7 +5,7 @@ EMA and AdamW state sharded, a sharded (DCP) checkpoint saved and loaded.
 
 Runs the same ~200 M-parameter looped model (a regression toy: 16 unique blocks of width 1024, 2
 loops, 16 tokens) twice, one after the other: as 1 process (its default checkpoint format, full),
-then under ``torchrun --nproc_per_node RANKS`` with ``train.distributed=fsdp`` (checkpoint format
+then under ``torchrun --nproc_per_node RANKS`` with ``distributed.strategy=fsdp`` (checkpoint format
 auto = dcp). Each run builds its Trainer, trains 2 steps, saves a checkpoint, drops the Trainer,
 builds a new one and resumes from that checkpoint. Every process reports its peak resident set
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) after each phase; the table gives them, and the
@@ -135,15 +135,15 @@ def overrides(smoke: bool, run_dir: Path, fsdp: bool) -> list[str]:
         "data.limit=16",
         "train.batch_size=4",
         "train.steps=3",
-        "train.log_every=1",
-        "train.sample_every=0",
-        "train.checkpoint_every=0",
+        "logging.every=1",
+        "logging.sample_every=0",
+        "checkpoint.every=0",
         "train.device=cpu",
         "train.threads=1",
-        "train.tensorboard=false",
+        "logging.tensorboard=false",
         "train.precision=fp32",
         f"train.out_dir={run_dir}",
-        *(["train.distributed=fsdp"] if fsdp else []),
+        *(["distributed.strategy=fsdp"] if fsdp else []),
     ]
 
 

@@ -77,7 +77,7 @@ def main() -> None:
         cfg = load_recipe(name)
         generator = build_on_meta(cfg)
         micro = cfg.train.batch_size // world
-        unit = "block" if cfg.train.distributed == "fsdp" else "ddp"
+        unit = "block" if cfg.distributed.strategy == "fsdp" else "ddp"
         plain = fsdp_account(generator, world, unit, micro_batch=micro)
         ckpt = fsdp_account(generator, world, unit, micro_batch=micro, checkpoint_loops=True)
         one = fsdp_account(generator, world, "backbone", micro_batch=micro)

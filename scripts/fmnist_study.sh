@@ -35,7 +35,7 @@ declare -A OVERRIDES=(
   # ablations of the looped model (docs/results.md, "What closes the gap"): one change each
   [inject]="model.input_injection=true"                  # re-inject the input embedding at every loop
   [loopemb]="model.loop_embedding=true"                  # loop-index code added at every loop
-  [cosine]="train.lr_schedule=cosine train.min_lr_ratio=0.1"  # LR decay after warm-up
+  [cosine]="lr_schedule.kind=cosine lr_schedule.min_ratio=0.1"  # LR decay after warm-up
   [long2]="train.steps=@2xSTEPS@"                        # twice the config's training steps
   [inject_long2]="model.input_injection=true train.steps=@2xSTEPS@"  # the shipped setting, twice the steps
   [unique12_long2]="ilsd.mode=unique train.steps=@2xSTEPS@"

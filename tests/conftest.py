@@ -24,9 +24,9 @@ TOY_OVERRIDES = [
     "model.loops=3",
     "data.num_classes=4",
     "train.batch_size=16",
-    "train.lr=0.003",
-    "train.warmup_steps=1",
-    "train.log_every=5",
+    "optimizer.lr=0.003",
+    "lr_schedule.warmup_steps=1",
+    "logging.every=5",
     "train.ema_decay=0.9",
 ]
 

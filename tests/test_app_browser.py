@@ -124,11 +124,11 @@ def video_run(tmp_path_factory):
                 "train.threads=1",
                 "train.precision=fp32",
                 "train.steps=30",
-                "train.lr=3e-3",
-                "train.warmup_steps=3",
+                "optimizer.lr=3e-3",
+                "lr_schedule.warmup_steps=3",
                 "train.batch_size=8",
-                "train.sample_every=0",
-                "train.log_every=10",
+                "logging.sample_every=0",
+                "logging.every=10",
                 f"train.out_dir={run}",
             ]
         )

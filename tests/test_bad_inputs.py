@@ -41,7 +41,7 @@ def toy_run(tmp_path_factory):
     train(
         load_config(
             None,
-            [*TOY_OVERRIDES, "train.steps=4", "train.tensorboard=false", f"train.out_dir={run}"],
+            [*TOY_OVERRIDES, "train.steps=4", "logging.tensorboard=false", f"train.out_dir={run}"],
         ),
         progress=False,
     )
@@ -112,7 +112,7 @@ def train_args(where, *overrides):
         "--no-progress",
         *TOY_OVERRIDES,
         "train.steps=2",
-        "train.tensorboard=false",
+        "logging.tensorboard=false",
         *overrides,
     ]
 
@@ -127,13 +127,13 @@ CASES = [
     # -- train: values out of range, checked when the config is built ------------------------------
     (
         "train-checkpoint-every-negative",
-        lambda r, w: train_args(w, "train.checkpoint_every=-1"),
-        "train.checkpoint_every",
+        lambda r, w: train_args(w, "checkpoint.every=-1"),
+        "checkpoint.every",
     ),
     (
         "train-sample-every-negative",
-        lambda r, w: train_args(w, "train.sample_every=-5"),
-        "train.sample_every",
+        lambda r, w: train_args(w, "logging.sample_every=-5"),
+        "logging.sample_every",
     ),
     ("train-data-limit-zero", lambda r, w: train_args(w, "data.limit=0"), "data.limit"),
     ("train-data-limit-negative", lambda r, w: train_args(w, "data.limit=-3"), "data.limit"),
@@ -144,27 +144,27 @@ CASES = [
     ),
     (
         "train-grad-clip-negative",
-        lambda r, w: train_args(w, "train.grad_clip=-1"),
-        "train.grad_clip",
+        lambda r, w: train_args(w, "optimizer.grad_clip=-1"),
+        "optimizer.grad_clip",
     ),
     (
         "train-weight-decay-exempt-unknown",
-        lambda r, w: train_args(w, "train.weight_decay_exempt=[bias,oops]"),
-        "train.weight_decay_exempt",
+        lambda r, w: train_args(w, "optimizer.weight_decay_exempt=[bias,oops]"),
+        "optimizer.weight_decay_exempt",
     ),
     (
         "train-warmup-negative",
-        lambda r, w: train_args(w, "train.warmup_steps=-2"),
-        "train.warmup_steps",
+        lambda r, w: train_args(w, "lr_schedule.warmup_steps=-2"),
+        "lr_schedule.warmup_steps",
     ),
     ("train-threads-negative", lambda r, w: train_args(w, "train.threads=-1"), "train.threads"),
     (
         "train-keep-negative",
-        lambda r, w: train_args(w, "train.keep_checkpoints=-1"),
-        "train.keep_checkpoints",
+        lambda r, w: train_args(w, "checkpoint.keep=-1"),
+        "checkpoint.keep",
     ),
-    ("train-log-every-zero", lambda r, w: train_args(w, "train.log_every=0"), "train.log_every"),
-    ("train-lr-nan", lambda r, w: train_args(w, "train.lr=nan"), "train.lr"),
+    ("train-log-every-zero", lambda r, w: train_args(w, "logging.every=0"), "logging.every"),
+    ("train-lr-nan", lambda r, w: train_args(w, "optimizer.lr=nan"), "optimizer.lr"),
     (
         "train-guidance-nan",
         lambda r, w: train_args(w, "sampling.guidance=nan"),
@@ -177,8 +177,8 @@ CASES = [
     ),
     (
         "train-sample-loops-zero",
-        lambda r, w: train_args(w, "train.sample_loops=[0,2]"),
-        "train.sample_loops",
+        lambda r, w: train_args(w, "logging.sample_loops=[0,2]"),
+        "logging.sample_loops",
     ),
     ("train-seed-too-large", lambda r, w: train_args(w, f"train.seed={2**64}"), "train.seed"),
     ("train-seed-negative", lambda r, w: train_args(w, "train.seed=-1"), "train.seed"),
@@ -760,8 +760,8 @@ SIZE_CASES = [
     ),
     (
         "train-sample-loops-past-ceiling",
-        lambda r, w: train_args(w, "train.sample_loops=[1,100]"),
-        "train.sample_loops",
+        lambda r, w: train_args(w, "logging.sample_loops=[1,100]"),
+        "logging.sample_loops",
     ),
     (
         "train-batch-2e30",
@@ -815,7 +815,15 @@ def field_yaml(key: str, value):
         toy = [o for o in TOY_OVERRIDES if not o.startswith(f"{key}=")]
         out = [] if key == "train.out_dir" else [f"train.out_dir={where / 'run'}"]
         steps = [] if key == "train.steps" else ["train.steps=2"]
-        return ["train", str(path), "--no-progress", *toy, *steps, "train.tensorboard=false", *out]
+        return [
+            "train",
+            str(path),
+            "--no-progress",
+            *toy,
+            *steps,
+            "logging.tensorboard=false",
+            *out,
+        ]
 
     return build
 
@@ -842,13 +850,17 @@ CONFIG_CASES = [
     *_config_field_cases(),
     ("config-top-level-list", yaml_text("- 1\n- 2\n"), "mapping of sections"),
     ("config-top-level-scalar", yaml_text("hello\n"), "unknown config key"),
-    ("config-betas-one-value", lambda r, w: train_args(w, "train.betas=[0.9]"), "train.betas"),
+    (
+        "config-betas-one-value",
+        lambda r, w: train_args(w, "optimizer.betas=[0.9]"),
+        "optimizer.betas",
+    ),
     (
         "config-betas-three-values",
-        lambda r, w: train_args(w, "train.betas=[0.9,0.9,0.9]"),
-        "train.betas",
+        lambda r, w: train_args(w, "optimizer.betas=[0.9,0.9,0.9]"),
+        "optimizer.betas",
     ),
-    ("config-betas-text", lambda r, w: train_args(w, "train.betas=[a,b]"), "train.betas"),
+    ("config-betas-text", lambda r, w: train_args(w, "optimizer.betas=[a,b]"), "optimizer.betas"),
     (
         "config-lambda-start-negative",
         lambda r, w: train_args(w, "ilsd.lambda_start=-0.5"),
@@ -1174,9 +1186,9 @@ def test_every_config_field_has_a_rule_and_a_bad_value_case():
         "model.preset",
         "train.seed",
         "train.device",
-        "train.sample_loops",
+        "logging.sample_loops",
         "sampling.loops",
-        "train.weight_decay_exempt",
+        "optimizer.weight_decay_exempt",
     }
     generated = {
         case[2] for case in CONFIG_CASES if case[0].startswith("config-") and case[2] in rules
@@ -1191,13 +1203,13 @@ def toy_train(where: Path, *overrides) -> list[str]:
 @pytest.mark.parametrize(
     "overrides,expected",
     [
-        (["train.warmup_steps=50"], "train.warmup_steps=50 is longer than the run"),
+        (["lr_schedule.warmup_steps=50"], "lr_schedule.warmup_steps=50 is longer than the run"),
         (
-            ["data.limit=8", "train.warmup_steps=0"],
+            ["data.limit=8", "lr_schedule.warmup_steps=0"],
             "train.batch_size=16 is larger than the data (8 items)",
         ),
         (
-            ["data.limit=1", "train.batch_size=1", "train.warmup_steps=0"],
+            ["data.limit=1", "train.batch_size=1", "lr_schedule.warmup_steps=0"],
             "data.limit=1 keeps fewer training items",
         ),
     ],
@@ -1216,23 +1228,23 @@ def test_advice_is_one_warning_line_and_the_run_goes_on(overrides, expected, tmp
 def test_a_sound_run_gets_no_advice(tmp_path, capsys):
     __import__("elt.registry", fromlist=["x"]).register_paradigm("toy", "toy_task")
     capsys.readouterr()
-    assert main(toy_train(tmp_path, "train.warmup_steps=1", "train.steps=6")) == 0
+    assert main(toy_train(tmp_path, "lr_schedule.warmup_steps=1", "train.steps=6")) == 0
     assert "warning" not in capsys.readouterr().err
 
 
 def test_a_diverging_run_is_warned_once_naming_the_step(tmp_path, capsys):
-    """train.lr=30 on the toy task: the loss jumps from 1.4 to ~1e7 at step 2 and stays there (no
-    NaN, exit 0 before): one warning naming that step, and the run goes on."""
+    """optimizer.lr=30 on the toy task: the loss jumps from 1.4 to ~1e7 at step 2 and stays there
+    (no NaN, exit 0 before): one warning naming that step, and the run goes on."""
     __import__("elt.registry", fromlist=["x"]).register_paradigm("toy", "toy_task")
     capsys.readouterr()
     status = main(
         toy_train(
             tmp_path,
-            "train.lr=30",
-            "train.warmup_steps=0",
-            "train.grad_clip=0",
+            "optimizer.lr=30",
+            "lr_schedule.warmup_steps=0",
+            "optimizer.grad_clip=0",
             "train.steps=6",
-            "train.log_every=1",
+            "logging.every=1",
         )
     )
     err = [line for line in capsys.readouterr().err.splitlines() if "diverging" in line]
@@ -1242,7 +1254,7 @@ def test_a_diverging_run_is_warned_once_naming_the_step(tmp_path, capsys):
     ]
     assert status == 0
     first_past = next(i for i, loss in enumerate(losses, start=1) if loss > 100 * losses[0])
-    assert len(err) == 1 and f"at step {first_past} " in err[0] and "train.lr" in err[0], err
+    assert len(err) == 1 and f"at step {first_past} " in err[0] and "optimizer.lr" in err[0], err
 
 
 def test_divergence_watch_bound_and_once():

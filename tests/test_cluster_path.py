@@ -151,8 +151,8 @@ def test_the_process_group_timeout_is_configurable(monkeypatch):
     with pytest.raises(ConfigError, match="ELT_DIST_TIMEOUT_S='soon'|ELT_DIST_TIMEOUT_S=soon"):
         dist_timeout_seconds(None)
     monkeypatch.delenv("ELT_DIST_TIMEOUT_S")
-    with pytest.raises(ConfigError, match="train.dist_timeout_s"):
-        load_config("fmnist_masked", ["train.dist_timeout_s=0"])
+    with pytest.raises(ConfigError, match="distributed.timeout_s"):
+        load_config("fmnist_masked", ["distributed.timeout_s=0"])
 
 
 # -- two gloo processes ----------------------------------------------------------------------------

@@ -19,12 +19,12 @@ TINY = [
     "model.unique_layers=2",
     "model.loops=3",
     "train.batch_size=32",
-    "train.warmup_steps=10",
-    "train.lr=2e-3",
-    "train.log_every=5",
+    "lr_schedule.warmup_steps=10",
+    "optimizer.lr=2e-3",
+    "logging.every=5",
     "train.threads=1",
     "train.ema_decay=0.9",
-    "train.sample_loops=[1,3]",
+    "logging.sample_loops=[1,3]",
     "data.limit=256",
     "sampling.steps=3",
 ]
@@ -136,7 +136,7 @@ def latent_overrides(tmp_path, vae_dir):
         "model.heads=2",
         "model.unique_layers=1",
         "model.loops=2",
-        "train.sample_loops=[1]",
+        "logging.sample_loops=[1]",
         "train.threads=1",
     ]
 

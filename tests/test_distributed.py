@@ -27,12 +27,12 @@ DET_OVERRIDES = [
     *TOY_OVERRIDES,
     "paradigm=toy_det",
     "train.steps=8",
-    "train.log_every=1",
+    "logging.every=1",
     "data.limit=40",
     "train.device=cpu",
     "train.threads=1",
-    "train.tensorboard=false",
-    "train.samples_per_class=1",
+    "logging.tensorboard=false",
+    "logging.samples_per_class=1",
 ]
 
 
@@ -170,7 +170,7 @@ def test_two_gloo_processes_match_one_process_ddp(det_paradigm, tmp_path):
 @pytest.mark.slow
 def test_two_gloo_processes_fsdp_with_resume(det_paradigm, tmp_path):
     """FSDP2 (fully_shard) on gloo: same curve as one process, and a checkpoint written at step 4 in
-    the gathered format (train.checkpoint_format=full; the FSDP default, dcp, is tested below)
+    the gathered format (checkpoint.format=full; the FSDP default, dcp, is tested below)
     resumes to the same end point."""
     one = tmp_path / "one"
     single_process_run(one)
@@ -181,8 +181,8 @@ def test_two_gloo_processes_fsdp_with_resume(det_paradigm, tmp_path):
             "--resume-at",
             "4",
             *DET_OVERRIDES,
-            "train.distributed=fsdp",
-            "train.checkpoint_format=full",
+            "distributed.strategy=fsdp",
+            "checkpoint.format=full",
         ]
     )
     assert_same_training(one, two)
@@ -205,8 +205,8 @@ def test_two_gloo_processes_fsdp_with_resume(det_paradigm, tmp_path):
 @pytest.mark.parametrize(
     "extra",
     [
-        ["train.fsdp_reshard_after_forward=false", "train.grad_accum_steps=2"],
-        ["train.fsdp_unit=backbone", "train.micro_batch_size=4"],
+        ["distributed.fsdp_reshard_after_forward=false", "train.grad_accum_steps=2"],
+        ["distributed.fsdp_unit=backbone", "train.micro_batch_size=4"],
     ],
 )
 def test_fsdp_units_with_gradient_accumulation_match_one_process(det_paradigm, tmp_path, extra):
@@ -216,11 +216,11 @@ def test_fsdp_units_with_gradient_accumulation_match_one_process(det_paradigm, t
     one = tmp_path / "one"
     single_process_run(one)
     two = tmp_path / "two"
-    torchrun([str(two), *DET_OVERRIDES, "train.distributed=fsdp", *extra])
+    torchrun([str(two), *DET_OVERRIDES, "distributed.strategy=fsdp", *extra])
     assert_same_training(one, two)
     info = json.loads((two / "rank1.json").read_text())
     assert info["accum"] == 2 and info["per_rank_batch"] == 4
-    units = 3 if "train.fsdp_unit=backbone" not in extra else 2
+    units = 3 if "distributed.fsdp_unit=backbone" not in extra else 2
     assert len(info["fsdp_units"]) == units, info["fsdp_units"]
 
 
@@ -235,7 +235,7 @@ def test_ddp_with_gradient_accumulation_matches_one_process(det_paradigm, tmp_pa
 
 @pytest.mark.slow
 def test_sharded_dcp_checkpoint_from_two_processes_resumes_in_one(det_paradigm, tmp_path):
-    """FSDP per block, train.checkpoint_format=dcp: 2 gloo processes write their shards at step 4
+    """FSDP per block, checkpoint.format=dcp: 2 gloo processes write their shards at step 4
     (and resume from them); one process then resumes the same checkpoint (re-sharded on load) and
     ends where an uninterrupted 1-process run ends."""
     one = tmp_path / "one"
@@ -247,17 +247,15 @@ def test_sharded_dcp_checkpoint_from_two_processes_resumes_in_one(det_paradigm, 
             "--resume-at",
             "4",
             *DET_OVERRIDES,
-            "train.distributed=fsdp",
-            "train.checkpoint_format=dcp",
+            "distributed.strategy=fsdp",
+            "checkpoint.format=dcp",
         ]
     )
     assert_same_training(one, two)
     ckpt = two / "checkpoints" / "step_0000004"
     assert len(list((ckpt / "sharded").glob("*.distcp"))) == 2  # one shard file per rank
     three = tmp_path / "three"
-    cfg = load_config(
-        None, [*DET_OVERRIDES, f"train.out_dir={three}", "train.checkpoint_format=dcp"]
-    )
+    cfg = load_config(None, [*DET_OVERRIDES, f"train.out_dir={three}", "checkpoint.format=dcp"])
     trainer = Trainer(cfg, progress=False)
     trainer.resume_from(ckpt)
     assert trainer.step == 4
@@ -340,8 +338,8 @@ PARADIGM_OVERRIDES = {
         "diffusion.patch_size=8",
         "data.limit=64",
         "train.batch_size=16",
-        "train.lr=0.001",
-        "train.warmup_steps=2",
+        "optimizer.lr=0.001",
+        "lr_schedule.warmup_steps=2",
     ],
     # masked tokens (tokenizer trained once by the 1-process run and shared): masks and label
     # dropout
@@ -357,18 +355,18 @@ PARADIGM_OVERRIDES = {
         "tokenizer.eval_items=0",
         "tokenizer.channels=16",
         "train.batch_size=16",
-        "train.lr=0.001",
-        "train.warmup_steps=2",
+        "optimizer.lr=0.001",
+        "lr_schedule.warmup_steps=2",
     ],
 }
 COMMON = [
     "train.steps=6",
-    "train.log_every=1",
+    "logging.every=1",
     "train.device=cpu",
     "train.threads=1",
-    "train.tensorboard=false",
-    "train.samples_per_class=1",
-    "train.sample_loops=[1]",
+    "logging.tensorboard=false",
+    "logging.samples_per_class=1",
+    "logging.sample_loops=[1]",
     "model.class_dropout=0.25",
 ]
 

@@ -36,7 +36,7 @@ SRC = Path(__file__).parent.parent / "src"
 
 def toy_cfg(run, *extra):
     return load_config(
-        None, [*TOY_OVERRIDES, f"train.out_dir={run}", "train.tensorboard=false", *extra]
+        None, [*TOY_OVERRIDES, f"train.out_dir={run}", "logging.tensorboard=false", *extra]
     )
 
 
@@ -87,7 +87,7 @@ def poison_after(trainer, bad_step):
 
 def test_nan_weights_are_never_checkpointed_and_resume_falls_back(toy_paradigm, tmp_path, capsys):
     run = tmp_path / "run"
-    cfg = toy_cfg(run, "train.steps=8", "train.checkpoint_every=2")
+    cfg = toy_cfg(run, "train.steps=8", "checkpoint.every=2")
     trainer = Trainer(cfg, progress=False)
     poison_after(trainer, 4)
     with pytest.raises(NonFiniteWeightsError, match="after step 4"):
@@ -137,7 +137,7 @@ def test_nan_weights_stop_the_cli_with_one_line(toy_paradigm, tmp_path, capsys, 
             "--no-progress",
             *TOY_OVERRIDES,
             "train.steps=3",
-            "train.tensorboard=false",
+            "logging.tensorboard=false",
             f"train.out_dir={tmp_path / 'run'}",
         ]
     )
@@ -239,8 +239,8 @@ def test_disk_full_during_checkpoint_is_one_line_and_resume_works(
         "--no-progress",
         *TOY_OVERRIDES,
         "train.steps=6",
-        "train.checkpoint_every=2",
-        "train.tensorboard=false",
+        "checkpoint.every=2",
+        "logging.tensorboard=false",
         f"train.out_dir={run}",
     ]
     # save_file is called twice per checkpoint (raw, EMA): fail the EMA write of the step-4
@@ -329,7 +329,7 @@ def test_fresh_start_rotates_the_log_and_partial_lines_do_not_break_resume(
     toy_paradigm, tmp_path, capsys
 ):
     run = tmp_path / "run"
-    cfg = toy_cfg(run, "train.steps=4", "train.log_every=1", "train.checkpoint_every=2")
+    cfg = toy_cfg(run, "train.steps=4", "logging.every=1", "checkpoint.every=2")
     (run).mkdir()
     (run / "log.jsonl").write_text(
         '{"step": 9}\n'
@@ -351,7 +351,7 @@ def test_fresh_start_rotates_the_log_and_partial_lines_do_not_break_resume(
         train(cfg, progress=False)
     with open(run / "log.jsonl", "a") as handle:  # killed in the middle of a log write
         handle.write('{"step": 5, "loss": 0.')
-    cfg8 = toy_cfg(run, "train.steps=6", "train.log_every=1", "train.checkpoint_every=2")
+    cfg8 = toy_cfg(run, "train.steps=6", "logging.every=1", "checkpoint.every=2")
     train(cfg8, resume="auto", progress=False)
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
@@ -386,9 +386,9 @@ def test_checkpoint_configs_are_not_interpolated_and_latest_stays_inside(
     # environment variables are never resolved into a run's saved config: refused before any file is
     # written
     cfg = toy_cfg(
-        tmp_path / "run2", "train.steps=1", "train.wandb_project=${oc.env:ELT_TEST_SECRET}"
+        tmp_path / "run2", "train.steps=1", "logging.wandb_project=${oc.env:ELT_TEST_SECRET}"
     )
-    with pytest.raises(UserError, match="train.wandb_project") as info:
+    with pytest.raises(UserError, match="logging.wandb_project") as info:
         train(cfg, progress=False)
     assert "hunter2" not in str(info.value) and not (tmp_path / "run2").exists()
 

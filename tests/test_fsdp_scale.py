@@ -19,7 +19,7 @@ from elt.train.ema import EMA
 from test_distributed import DET_OVERRIDES, read_log, torchrun
 from test_distributed import det_paradigm as det_paradigm  # noqa: F401  (the fixture)
 
-BF16 = ["train.precision=bf16", "train.steps=20", "train.sample_every=0"]
+BF16 = ["train.precision=bf16", "train.steps=20", "logging.sample_every=0"]
 
 
 def rank_info(run_dir, rank):
@@ -34,7 +34,7 @@ def test_bf16_fsdp_follows_bf16_ddp_and_keeps_targets_and_loss_fp32(det_paradigm
         bf16."""
     ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
     torchrun([str(ddp), *DET_OVERRIDES, *BF16], timeout=300)
-    torchrun([str(fsdp), *DET_OVERRIDES, *BF16, "train.distributed=fsdp"], timeout=300)
+    torchrun([str(fsdp), *DET_OVERRIDES, *BF16, "distributed.strategy=fsdp"], timeout=300)
     for run in (ddp, fsdp):
         for rank in (0, 1):
             info = rank_info(run, rank)
@@ -57,7 +57,12 @@ def test_fsdp_meta_init_matches_one_process_build_and_shards_the_ema(det_paradig
     shards."""
     run, dump = tmp_path / "run", tmp_path / "dump"
     dump.mkdir()
-    overrides = [*DET_OVERRIDES, "train.distributed=fsdp", "train.steps=2", "train.sample_every=0"]
+    overrides = [
+        *DET_OVERRIDES,
+        "distributed.strategy=fsdp",
+        "train.steps=2",
+        "logging.sample_every=0",
+    ]
     torchrun([str(run), "--dump-init", str(dump), *overrides])
     cfg = load_config(None, [*overrides, f"train.out_dir={tmp_path / 'one'}"])
     seed_everything(cfg.train.seed)
@@ -142,11 +147,11 @@ def test_ema_without_a_shadow_materialises_what_the_full_shadow_holds():
 
 def test_checkpoint_format_auto_is_dcp_under_fsdp_only():
     cfg = load_config(None, ["paradigm=masked"])
-    assert cfg.train.checkpoint_format == "auto"
+    assert cfg.checkpoint.format == "auto"
     assert resolved_checkpoint_format(cfg, sharded=True) == "dcp"
     assert resolved_checkpoint_format(cfg, sharded=False) == "full"
     for explicit in ("full", "dcp"):
-        cfg = load_config(None, ["paradigm=masked", f"train.checkpoint_format={explicit}"])
+        cfg = load_config(None, ["paradigm=masked", f"checkpoint.format={explicit}"])
         assert (
             resolved_checkpoint_format(cfg, sharded=True)
             == resolved_checkpoint_format(cfg, False)

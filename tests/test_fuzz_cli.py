@@ -101,12 +101,12 @@ def _fuzz_keys() -> list[str]:
     slow = {
         "train.compile",
         "train.steps",
-        "train.wandb",
+        "logging.wandb",
         "model.preset",
         "data.num_workers",
         "train.threads",
         "train.device",
-        "train.distributed",
+        "distributed.strategy",
     }  # minutes, network or process-wide settings when valid
     return sorted(k for k in config_rules() if k not in slow)
 
@@ -189,7 +189,7 @@ def toy_run(tmp_path_factory):
     train(
         load_config(
             None,
-            [*TOY_OVERRIDES, "train.steps=2", "train.tensorboard=false", f"train.out_dir={run}"],
+            [*TOY_OVERRIDES, "train.steps=2", "logging.tensorboard=false", f"train.out_dir={run}"],
         ),
         progress=False,
     )
@@ -213,7 +213,7 @@ def test_fuzz_train_overrides(toy_run, items, steps):
             "toy.yaml",
             "--no-progress",
             *TOY_OVERRIDES,
-            "train.tensorboard=false",
+            "logging.tensorboard=false",
             "train.out_dir=run",
             f"train.steps={steps}",
             *items,

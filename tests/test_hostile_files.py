@@ -58,8 +58,8 @@ def toy_run(tmp_path_factory):
             [
                 *TOY_OVERRIDES,
                 "train.steps=4",
-                "train.checkpoint_every=2",
-                "train.tensorboard=false",
+                "checkpoint.every=2",
+                "logging.tensorboard=false",
                 f"train.out_dir={run}",
             ],
         ),
@@ -108,7 +108,7 @@ def train_args(where: Path, *overrides: str) -> list[str]:
         str(yaml),
         "--no-progress",
         *TOY_OVERRIDES,
-        "train.tensorboard=false",
+        "logging.tensorboard=false",
         *overrides,
     ]
 
@@ -402,7 +402,7 @@ DATA_LOSS = [
         "resume-another-runs-checkpoint-over-this-run",
         lambda r, w, o: [
             *train_args(
-                w, "train.steps=4", "train.checkpoint_every=2", f"train.out_dir={copy_run(r, w)}"
+                w, "train.steps=4", "checkpoint.every=2", f"train.out_dir={copy_run(r, w)}"
             ),
             "--resume",
             str(other_run(r, w) / "checkpoints" / "step_0000002"),
@@ -579,7 +579,7 @@ DISK_FULL = [
         "checkpoint-of-a-resumed-run",
         lambda r, w: [
             *train_args(
-                w, "train.steps=6", "train.checkpoint_every=2", f"train.out_dir={copy_run(r, w)}"
+                w, "train.steps=6", "checkpoint.every=2", f"train.out_dir={copy_run(r, w)}"
             ),
             "--resume",
             "auto",
@@ -723,11 +723,11 @@ PLANTED = [
         lambda r, w, o: train_args(
             w,
             "train.steps=1",
-            "train.wandb_project=${oc.env:ELT_TEST_SECRET}",
+            "logging.wandb_project=${oc.env:ELT_TEST_SECRET}",
             f"train.out_dir={w / 'new'}",
         ),
         2,
-        ["train.wandb_project", "environment"],
+        ["logging.wandb_project", "environment"],
         1,
         None,
     ),

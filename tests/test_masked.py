@@ -260,11 +260,11 @@ def test_tiny_end_to_end_train_then_sample(shared_tokenizer, tmp_path, capsys):
         f"train.out_dir={run}",
         "train.steps=120",
         "train.batch_size=32",
-        "train.log_every=10",
-        "train.warmup_steps=10",
-        "train.lr=0.002",
-        "train.sample_every=0",
-        "train.sample_loops=[1,3]",
+        "logging.every=10",
+        "lr_schedule.warmup_steps=10",
+        "optimizer.lr=0.002",
+        "logging.sample_every=0",
+        "logging.sample_loops=[1,3]",
         "--no-progress",
     ]
     assert main(args) == 0

@@ -285,7 +285,7 @@ def latent_checkpoint(tmp_path):
             "diffusion.space=latent",
             f"diffusion.vae_path={tmp_path / 'vae'}",
             "sampling.steps=3",
-            "train.lr=1e-5",  # (a float JSON writes in exponent form: the Hub config reads it)
+            "optimizer.lr=1e-5",  # (a float JSON writes in exponent form: the Hub config reads it)
         ],
     )
     generator = build_generator(cfg)

@@ -40,8 +40,10 @@ CONFIG = """
 paradigm: toyplug
 model: {width: 32, heads: 2, unique_layers: 2, loops: 3}
 data: {num_classes: 4}
-train: {steps: 300, batch_size: 16, lr: 0.003, warmup_steps: 5, log_every: 50, ema_decay: 0.9,
-        threads: 1, tensorboard: false, samples_per_class: 1}
+train: {steps: 300, batch_size: 16, ema_decay: 0.9, threads: 1}
+optimizer: {lr: 0.003}
+lr_schedule: {warmup_steps: 5}
+logging: {every: 50, tensorboard: false, samples_per_class: 1}
 toyplug: {data_items: 64}
 sampling: {steps: 1}
 """

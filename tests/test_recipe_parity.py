@@ -20,8 +20,8 @@ DET = [
     "paradigm=toy_det",
     "data.limit=40",
     "train.threads=1",
-    "train.tensorboard=false",
-    "train.log_every=1",
+    "logging.tensorboard=false",
+    "logging.every=1",
     "train.device=cpu",
 ]
 
@@ -30,12 +30,15 @@ DET = [
 def det_paradigm(monkeypatch):
     from elt import registry
 
-    monkeypatch.setitem(registry.TASK_MODULES, "toy", "toy_task")
-    monkeypatch.setitem(registry.TASK_MODULES, "toy_det", "dist_worker")
+    monkeypatch.setattr(registry, "_PARADIGMS", {**registry.paradigms()})  # restored afterwards
+    registry.register_paradigm("toy", "toy_task")
+    registry.register_paradigm("toy_det", "dist_worker")
 
 
 def schedule_cfg(*extra):
-    return load_config(None, ["train.lr=1.0", "train.warmup_steps=2", "train.steps=6", *extra])
+    return load_config(
+        None, ["optimizer.lr=1.0", "lr_schedule.warmup_steps=2", "train.steps=6", *extra]
+    )
 
 
 def test_lr_curves_match_a_hand_computation():
@@ -51,28 +54,29 @@ def test_lr_curves_match_a_hand_computation():
     # cosine from step 2 (end of warm-up) to step 5 (the last) with floor 0.1: progress 0, 1/3, 2/3,
     # 1
     cosine = [
-        lr_at(s, schedule_cfg("train.lr_schedule=cosine", "train.min_lr_ratio=0.1"))
+        lr_at(s, schedule_cfg("lr_schedule.kind=cosine", "lr_schedule.min_ratio=0.1"))
         for s in range(6)
     ]
     hand = [0.5, 1.0, 1.0, 0.1 + 0.9 * 0.75, 0.1 + 0.9 * 0.25, 0.1]
     assert cosine == pytest.approx(hand, abs=1e-12)
-    linear = [lr_at(s, schedule_cfg("train.lr_schedule=linear")) for s in range(6)]
+    linear = [lr_at(s, schedule_cfg("lr_schedule.kind=linear")) for s in range(6)]
     assert linear == pytest.approx([0.5, 1.0, 1.0, 2 / 3, 1 / 3, 0.0], abs=1e-12)
     # no warm-up: the decay starts at step 0
     nowarm = [
-        lr_at(s, schedule_cfg("train.lr_schedule=cosine", "train.warmup_steps=0")) for s in range(6)
+        lr_at(s, schedule_cfg("lr_schedule.kind=cosine", "lr_schedule.warmup_steps=0"))
+        for s in range(6)
     ]
     assert nowarm == pytest.approx(
         [0.5 * (1 + math.cos(math.pi * s / 5)) for s in range(6)], abs=1e-12
     )
     with pytest.raises(ConfigError, match="lr_schedule"):
-        schedule_cfg("train.lr_schedule=step")
-    with pytest.raises(ConfigError, match="min_lr_ratio"):
-        schedule_cfg("train.min_lr_ratio=1.5")
+        schedule_cfg("lr_schedule.kind=step")
+    with pytest.raises(ConfigError, match="lr_schedule.min_ratio"):
+        schedule_cfg("lr_schedule.min_ratio=1.5")
 
 
 def test_cosine_schedule_resumes_exactly(toy_paradigm, tmp_path):
-    extra = ("train.steps=10", "train.lr_schedule=cosine", "train.min_lr_ratio=0.05")
+    extra = ("train.steps=10", "lr_schedule.kind=cosine", "lr_schedule.min_ratio=0.05")
     straight = train(cfg_for(tmp_path / "a", *extra), progress=False)
     cfg = cfg_for(tmp_path / "b", *extra)
     Trainer(cfg, progress=False).fit(until=5)
@@ -151,10 +155,10 @@ def test_label_dropout_is_per_sample_as_in_cfg_training():
 
 
 def test_sharded_checkpoint_resumes_exactly_in_one_process(toy_paradigm, tmp_path):
-    """train.checkpoint_format=dcp: weights, optimizer and EMA written by
+    """checkpoint.format=dcp: weights, optimizer and EMA written by
     torch.distributed.checkpoint (sharded/), the rest in state.pt; resuming gives the uninterrupted
     run bit for bit."""
-    extra = ("train.steps=8", "train.lr_schedule=cosine", "train.checkpoint_format=dcp")
+    extra = ("train.steps=8", "lr_schedule.kind=cosine", "checkpoint.format=dcp")
     straight = train(cfg_for(tmp_path / "a", *extra), progress=False)
     cfg = cfg_for(tmp_path / "b", *extra)
     Trainer(cfg, progress=False).fit(until=4)
@@ -204,8 +208,8 @@ def test_accumulation_keeps_each_items_noise(toy_paradigm, tmp_path):
                 *TOY_OVERRIDES,
                 "data.limit=40",
                 "train.threads=1",
-                "train.tensorboard=false",
-                "train.log_every=1",
+                "logging.tensorboard=false",
+                "logging.every=1",
                 "train.steps=4",
                 f"train.out_dir={tmp_path / name}",
                 *extra,
@@ -239,9 +243,9 @@ def test_weight_decay_exemption_spares_biases_norms_and_embeddings():
     exempt = {"bias", "norm", "embedding"}
     for groups in ([], ["bias"], sorted(exempt)):
         cfg = tiny_masked(
-            f"train.lr={lr}",
-            f"train.weight_decay={wd}",
-            f"train.weight_decay_exempt=[{','.join(groups)}]",
+            f"optimizer.lr={lr}",
+            f"optimizer.weight_decay={wd}",
+            f"optimizer.weight_decay_exempt=[{','.join(groups)}]",
         )
         torch.manual_seed(0)
         generator = registry.build_generator(cfg)
@@ -278,7 +282,7 @@ def test_weight_decay_exemption_spares_biases_norms_and_embeddings():
                 after[name].detach(), before[name] * (1 - lr * wd), rtol=0, atol=0, msg=name
             )
     with pytest.raises(ConfigError, match="weight_decay_exempt"):
-        tiny_masked("train.weight_decay_exempt=[weights]")
+        tiny_masked("optimizer.weight_decay_exempt=[weights]")
 
 
 def test_trainer_resumes_exactly_with_dropout_and_exemptions(toy_paradigm, tmp_path):
@@ -288,8 +292,8 @@ def test_trainer_resumes_exactly_with_dropout_and_exemptions(toy_paradigm, tmp_p
         "train.steps=10",
         "model.dropout=0.2",
         "model.attention_dropout=0.2",
-        "train.weight_decay=0.1",
-        "train.weight_decay_exempt=[bias,norm,embedding]",
+        "optimizer.weight_decay=0.1",
+        "optimizer.weight_decay_exempt=[bias,norm,embedding]",
     )
     straight = train(cfg_for(tmp_path / "a", *extra), progress=False)
     cfg = cfg_for(tmp_path / "b", *extra)
@@ -369,12 +373,12 @@ def test_weight_decay_groups_under_two_fsdp_processes_match_one_process(det_para
     from test_distributed import DET_OVERRIDES as DIST
     from test_distributed import assert_same_training, single_process_run, torchrun
 
-    extra = ["train.weight_decay=0.5", "train.weight_decay_exempt=[bias,norm,embedding]"]
+    extra = ["optimizer.weight_decay=0.5", "optimizer.weight_decay_exempt=[bias,norm,embedding]"]
     single_process_run(tmp_path / "one", *extra)
-    torchrun([str(tmp_path / "two"), *DIST, "train.distributed=fsdp", *extra])
+    torchrun([str(tmp_path / "two"), *DIST, "distributed.strategy=fsdp", *extra])
     assert_same_training(tmp_path / "one", tmp_path / "two")
     # and the exemption matters here: the same run with decay on everything ends elsewhere
-    single_process_run(tmp_path / "all", "train.weight_decay=0.5")
+    single_process_run(tmp_path / "all", "optimizer.weight_decay=0.5")
     assert read_log(tmp_path / "all")[-1]["loss"] != read_log(tmp_path / "one")[-1]["loss"]
 
 

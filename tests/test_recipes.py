@@ -33,12 +33,12 @@ LOGISTICS = {
     "diffusion.vae_path",
     "diffusion.latent_cache",
     "train.out_dir",
-    "train.log_every",
-    "train.sample_every",
-    "train.checkpoint_every",
-    "train.keep_checkpoints",
-    "train.sample_loops",
-    "train.distributed",
+    "logging.every",
+    "logging.sample_every",
+    "checkpoint.every",
+    "checkpoint.keep",
+    "logging.sample_loops",
+    "distributed.strategy",
     # elt's own fsq3d tokenizer training (no anchor: MAGVIT's tokenizer is not loadable; a table row
     # says so)
     "tokenizer.channels",
@@ -52,7 +52,7 @@ ALWAYS_IN_TABLE = (
     "model.mlp_ratio",
     "model.dropout",
     "model.attention_dropout",
-    "train.weight_decay_exempt",
+    "optimizer.weight_decay_exempt",
 )
 
 # The paper's parameter counts (docs: shared/docs/paper.md §4), as printed, and the unit of the last
@@ -191,34 +191,34 @@ def test_anchor_settings_in_the_recipes():
     """The settings the anchors' own files give (docs/recipes.md has the file of each)."""
     for name in recipe_names():
         cfg = load_recipe(name)
-        t, m = cfg.train, cfg.model
+        t, m, o, s = cfg.train, cfg.model, cfg.optimizer, cfg.lr_schedule
         if (
             "diffusion" in name
         ):  # DiT train.py: constant lr 1e-4, no warm-up, no clipping, EMA 0.9999, no dropout
-            assert (t.lr_schedule, t.warmup_steps, t.grad_clip, t.ema_decay) == (
+            assert (s.kind, s.warmup_steps, o.grad_clip, t.ema_decay) == (
                 "constant",
                 0,
                 0.0,
                 0.9999,
             ), name
-            assert (m.dropout, m.attention_dropout, t.weight_decay) == (0.0, 0.0, 0.0), name
+            assert (m.dropout, m.attention_dropout, o.weight_decay) == (0.0, 0.0, 0.0), name
         elif name.startswith(
             "ucf101"
         ):  # MAGVIT maskgvt_ucf101_config.py, maskgvt_train_lib.py, maskgvt_trainer.py
-            assert (t.lr_schedule, t.min_lr_ratio, t.warmup_steps, t.grad_clip) == (
+            assert (s.kind, s.min_ratio, s.warmup_steps, o.grad_clip) == (
                 "cosine",
                 0.0,
                 5000,
                 1.0,
             ), name
             assert t.steps == 2000 * (9_537 // t.batch_size) and t.ema_decay == 0.0, name
-            assert list(t.weight_decay_exempt) == ["bias", "norm", "embedding"], name
+            assert list(o.weight_decay_exempt) == ["bias", "norm", "embedding"], name
             assert cfg.masked.label_smoothing == pytest.approx(1e-4) and (
                 m.dropout,
                 m.attention_dropout,
             ) == (0.1, 0.1)
         else:  # MaskGIT maskgit_class_cond_config.py / base_config.py
-            assert (t.lr_schedule, t.warmup_steps, t.ema_decay) == ("constant", 5000, 0.999), name
+            assert (s.kind, s.warmup_steps, t.ema_decay) == ("constant", 5000, 0.999), name
             assert cfg.masked.label_smoothing == pytest.approx(0.1) and (
                 m.dropout,
                 m.attention_dropout,

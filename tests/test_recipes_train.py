@@ -20,15 +20,15 @@ TINY = [
     "model.heads=2",
     "train.steps=5",
     "train.batch_size=4",
-    "train.warmup_steps=1",
+    "lr_schedule.warmup_steps=1",
     "train.device=cpu",
     "train.precision=fp32",
     "train.threads=1",
-    "train.tensorboard=false",
-    "train.log_every=1",
-    "train.samples_per_class=1",
+    "logging.tensorboard=false",
+    "logging.every=1",
+    "logging.samples_per_class=1",
     "data.num_workers=0",
-    "train.distributed=ddp",
+    "distributed.strategy=ddp",
 ]
 
 
@@ -92,9 +92,9 @@ def test_recipe_trains_five_steps_on_cpu(name, assets, ucf_root, tmp_path):  # n
     assert all(r["loss"] == r["loss"] and r["loss"] < 1e4 for r in log)  # finite
     assert [r["lr"] for r in log] == pytest.approx([lr_at(s, cfg) for s in range(5)])
     floor = (
-        1.0 if cfg.train.lr_schedule == "constant" else cfg.train.min_lr_ratio
+        1.0 if cfg.lr_schedule.kind == "constant" else cfg.lr_schedule.min_ratio
     )  # MaskGIT/DiT: constant
     assert log[-1]["lr"] == pytest.approx(
-        cfg.train.lr * floor
+        cfg.optimizer.lr * floor
     )  # the recipe's schedule reaches its end
     assert ("student_loops" in log[0]) == (cfg.ilsd.mode == "ilsd")

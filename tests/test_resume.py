@@ -28,8 +28,8 @@ RESUME_OVERRIDES = [
     *TOY_OVERRIDES,
     "data.limit=40",
     "train.threads=1",
-    "train.tensorboard=false",
-    "train.log_every=1",
+    "logging.tensorboard=false",
+    "logging.every=1",
 ]
 
 
@@ -82,7 +82,7 @@ def test_resume_mid_epoch_is_bit_exact(toy_paradigm, tmp_path):
 
 def test_checkpoint_holds_the_whole_training_state(toy_paradigm, tmp_path):
     final = train(
-        cfg_for(tmp_path / "r", "train.steps=3", "train.warmup_steps=5"), progress=False
+        cfg_for(tmp_path / "r", "train.steps=3", "lr_schedule.warmup_steps=5"), progress=False
     )  # mid warm-up
     state = torch.load(
         final / STATE_FILE, map_location="cpu", weights_only=True
@@ -120,7 +120,7 @@ def test_checkpoint_holds_the_whole_training_state(toy_paradigm, tmp_path):
 
 
 def test_resume_auto_skips_a_damaged_newest_checkpoint(toy_paradigm, tmp_path, capsys):
-    cfg = cfg_for(tmp_path / "r", "train.steps=12", "train.checkpoint_every=4")
+    cfg = cfg_for(tmp_path / "r", "train.steps=12", "checkpoint.every=4")
     Trainer(cfg, progress=False).fit(until=8)
     root = tmp_path / "r" / "checkpoints"
     # a truncated file no longer matches the manifest: not a complete checkpoint
@@ -187,7 +187,7 @@ def test_kill_9_during_checkpoint_write_keeps_the_previous_one(toy_paradigm, tmp
     overrides = [
         *RESUME_OVERRIDES,
         "train.steps=12",
-        "train.checkpoint_every=4",
+        "checkpoint.every=4",
         f"train.out_dir={tmp_path / 'b'}",
     ]
     marker = tmp_path / "marker"
@@ -219,7 +219,7 @@ def test_kill_9_during_checkpoint_write_keeps_the_previous_one(toy_paradigm, tmp
     final = train(load_config(None, overrides), resume="auto", progress=False)
     assert not [p for p in root.iterdir() if p.name.startswith(".tmp")]  # stale write cleaned up
     straight = train(
-        cfg_for(tmp_path / "a", "train.steps=12", "train.checkpoint_every=4"), progress=False
+        cfg_for(tmp_path / "a", "train.steps=12", "checkpoint.every=4"), progress=False
     )
     assert_same_files(straight, final)
     assert_same_optimizer(straight, final)

@@ -25,8 +25,8 @@ OVERRIDES = [
     *TOY_OVERRIDES,
     "data.limit=40",
     "train.threads=1",
-    "train.tensorboard=false",
-    "train.log_every=1",
+    "logging.tensorboard=false",
+    "logging.every=1",
     "train.steps=5000",
 ]
 

@@ -50,12 +50,12 @@ def test_sigterm_to_the_batch_shell_reaches_the_workers(tmp_path):
         *TOY_OVERRIDES,
         "data.limit=40",
         "train.threads=1",
-        "train.tensorboard=false",
-        "train.log_every=1",
+        "logging.tensorboard=false",
+        "logging.every=1",
         "train.steps=5000",
         "train.device=cpu",
         f"train.out_dir={run}",
-        "train.dist_timeout_s=60",
+        "distributed.timeout_s=60",
     ]
     env = {
         **os.environ,

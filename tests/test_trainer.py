@@ -188,9 +188,9 @@ def test_log_has_throughput_mfu_memory_and_tensorboard(toy_paradigm, tmp_path, c
     cfg = toy_cfg(
         tmp_path,
         "train.steps=4",
-        "train.log_every=2",
-        "train.peak_tflops=0.001",
-        "train.wandb=true",
+        "logging.every=2",
+        "logging.peak_tflops=0.001",
+        "logging.wandb=true",
     )
     trainer = Trainer(cfg, progress=False)
     trainer.fit()

@@ -86,11 +86,11 @@ def test_tiny_video_diffusion_train_then_sample(tmp_path):
                 *VIDEO,
                 "train.steps=60",
                 "train.batch_size=16",
-                "train.warmup_steps=5",
-                "train.lr=2e-3",
-                "train.log_every=1",
-                "train.sample_every=0",
-                "train.sample_loops=[1,3]",
+                "lr_schedule.warmup_steps=5",
+                "optimizer.lr=2e-3",
+                "logging.every=1",
+                "logging.sample_every=0",
+                "logging.sample_loops=[1,3]",
                 f"train.out_dir={run}",
             ]
         )

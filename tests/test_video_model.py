@@ -227,13 +227,13 @@ def test_tiny_video_train_then_sample(stubbed, tmp_path):
         f"train.out_dir={run}",
         "train.steps=150",
         "train.batch_size=16",
-        "train.log_every=1",
-        "train.warmup_steps=10",
-        "train.lr=0.003",
-        "train.sample_every=75",
-        "train.checkpoint_every=0",
-        "train.sample_loops=[1,3]",
-        "train.samples_per_class=2",
+        "logging.every=1",
+        "lr_schedule.warmup_steps=10",
+        "optimizer.lr=0.003",
+        "logging.sample_every=75",
+        "checkpoint.every=0",
+        "logging.sample_loops=[1,3]",
+        "logging.samples_per_class=2",
     )
     from elt.train.trainer import train
 

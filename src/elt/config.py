@@ -3,18 +3,19 @@
 Precedence (later wins): dataclass defaults ← ``model.preset`` ← YAML file ← ``key=value``
 overrides. Unknown keys are errors that name the key and the closest valid one.
 
-This module owns the sections every paradigm shares (``model``, ``ilsd``, ``data``, ``train``,
-``tokenizer``, ``sampling``); each paradigm adds its own section (``masked:``, ``diffusion:``, ...)
-by registering it in :mod:`elt.registry`, so the config knows no paradigm by name. Keys renamed in a
-release keep working for one more, with a one-line deprecation message naming the new key
-(:data:`DEPRECATED_KEYS`); configs stored in checkpoints are migrated silently."""
+This module owns the sections every paradigm shares: ``model``, ``ilsd``, ``data``, ``tokenizer``,
+``sampling``, and for training ``train`` (the run), ``optimizer``, ``lr_schedule``, ``distributed``,
+``checkpoint`` and ``logging``. Each paradigm adds its own section, named after it, by registering
+it in :mod:`elt.registry` with the section's keys, checks and choices, so the config knows no
+paradigm by name. A config saved in a checkpoint by an earlier version is read with its renamed
+keys moved to their new places (:data:`RENAMED_KEYS`); in a user's YAML or override an old key is an
+unknown key whose message names the new one."""
 
 from __future__ import annotations
 
 import difflib
 import math
 import re
-import sys
 from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,13 @@ from elt.presets import parse_preset
 from elt.runtime import PRECISIONS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-LR_SCHEDULES = ("constant", "cosine", "linear")
-WEIGHT_DECAY_GROUPS = ("bias", "norm", "embedding")  # train.weight_decay_exempt (elt.train.optim)
+LR_SCHEDULES = ("constant", "cosine", "linear")  # lr_schedule.kind
+CHECKPOINT_FORMATS = ("auto", "full", "dcp")  # checkpoint.format
+WEIGHT_DECAY_GROUPS = (
+    "bias",
+    "norm",
+    "embedding",
+)  # optimizer.weight_decay_exempt (elt.train.optim)
 
 
 @dataclass
@@ -108,68 +114,90 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
+    """The run: how long, how large a batch, where and with what numerics."""
+
     steps: int = 2000
-    batch_size: int = (
-        128  # the global batch: all processes together (each loads batch_size / world_size)
-    )
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
-    warmup_steps: int = 100
-    # after warm-up: constant | cosine | linear (decay to min_lr_ratio·lr at train.steps)
-    lr_schedule: str = "constant"
-    min_lr_ratio: float = 0.0  # floor of the cosine/linear decay, as a fraction of train.lr
-    grad_accum_steps: int = (
-        1  # micro-batches per optimizer step (each rank loads batch_size / world / this)
-    )
-    micro_batch_size: int = (
-        0  # per-rank micro-batch; > 0 derives grad_accum_steps = batch_size / (world · this)
-    )
-    weight_decay_exempt: list[str] = field(
-        default_factory=list
-    )  # of bias | norm | embedding: no decay (MAGVIT)
-    grad_clip: float = 1.0
+    # the global batch: all processes together (each loads batch_size / world_size)
+    batch_size: int = 128
+    # micro-batches per optimizer step (each rank loads batch_size / world / this)
+    grad_accum_steps: int = 1
+    # per-rank micro-batch; > 0 derives grad_accum_steps = batch_size / (world · this)
+    micro_batch_size: int = 0
     ema_decay: float = 0.999
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16
     compile: bool = False  # torch.compile each looped block once (reused by every loop)
     tf32: bool = True  # TF32 matmuls/convolutions for fp32 work on CUDA
-    distributed: str = "ddp"  # under torchrun: ddp | fsdp (FSDP2 fully_shard, for large widths)
-    fsdp_unit: str = (
-        "block"  # fsdp: block (each unique block its own unit) | backbone (the looped core as one)
-    )
-    fsdp_reshard_after_forward: bool = (
-        True  # fsdp blocks: free each gather after every loop (False: reuse it)
-    )
-    find_unused_parameters: bool = False  # DDP: set if some parameters get no gradient in a step
+    threads: int = 0  # torch CPU threads (0: the global setting, see elt.runtime.set_threads)
     out_dir: str = "runs/default"
-    log_every: int = 50
-    sample_every: int = 0  # 0: only at the end
-    checkpoint_every: int = 0  # 0: only at the end
-    sample_loops: list[int] = field(
-        default_factory=list
-    )  # loop counts in the periodic grids ([] = 1..L_max)
-    samples_per_class: int = 1
-    grid_classes: int = (
-        16  # classes in the periodic grids, evenly spaced (0: all; every rank draws a share)
-    )
-    dist_timeout_s: float = (
-        600.0  # under torchrun: how long a collective may wait before the run fails
-    )
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW (:mod:`elt.train.optim`)."""
+
+    lr: float = 3e-4  # the peak learning rate (after warm-up)
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    # of bias | norm | embedding: parameters of these kinds get no weight decay (MAGVIT)
+    weight_decay_exempt: list[str] = field(default_factory=list)
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
+
+
+@dataclass
+class LRScheduleConfig:
+    """The learning rate over the steps: a linear warm-up, then ``kind``."""
+
+    warmup_steps: int = 100
+    # after warm-up: constant | cosine | linear (decay to min_ratio·optimizer.lr at train.steps)
+    kind: str = "constant"
+    min_ratio: float = 0.0  # floor of the cosine/linear decay, as a fraction of optimizer.lr
+
+
+@dataclass
+class DistributedConfig:
+    """Under torchrun: how the model is spread over the processes."""
+
+    strategy: str = "ddp"  # ddp | fsdp (FSDP2 fully_shard, for large widths)
+    # fsdp: block (each unique block its own unit) | backbone (the looped core as one)
+    fsdp_unit: str = "block"
+    # fsdp blocks: free each gather after every loop (False: reuse it)
+    fsdp_reshard_after_forward: bool = True
+    find_unused_parameters: bool = False  # DDP: set if some parameters get no gradient in a step
+    timeout_s: float = 600.0  # how long a collective may wait before the run fails
+
+
+@dataclass
+class CheckpointConfig:
+    """When and how a run saves itself (RUN/checkpoints/)."""
+
+    every: int = 0  # steps between checkpoints (0: only at the end)
     # auto: dcp under FSDP, full otherwise | full (gathered optimizer in state.pt) | dcp (every rank
     # writes its shards of weights, optimizer, EMA to sharded/ via torch.distributed.checkpoint;
     # resumes on any process count)
-    checkpoint_format: str = "auto"
-    keep_checkpoints: int = 3  # newest checkpoints kept (0: all)
+    format: str = "auto"
+    keep: int = 3  # newest checkpoints kept (0: all)
     handle_signals: bool = True  # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop
-    tensorboard: bool = (
-        True  # RUN/tensorboard if tensorboard is installed (else skipped); RUN/log.jsonl always
-    )
+
+
+@dataclass
+class LoggingConfig:
+    """What a run reports while it trains: metrics and periodic sample grids."""
+
+    every: int = 50  # steps between metric lines
+    sample_every: int = 0  # steps between sample grids (0: only at the end)
+    sample_loops: list[int] = field(
+        default_factory=list
+    )  # loop counts in the grids ([] = 1..L_max)
+    samples_per_class: int = 1
+    # classes in the grids, evenly spaced (0: all; every rank draws a share)
+    grid_classes: int = 16
+    # RUN/tensorboard if tensorboard is installed (else skipped); RUN/log.jsonl always
+    tensorboard: bool = True
     wandb: bool = False  # also log to Weights & Biases (if installed)
     wandb_project: str = "elt"
     peak_tflops: float = 0.0  # device peak for the MFU estimate (0: built-in table; n/a if unknown)
-    threads: int = 0  # torch CPU threads (0: the global setting, see elt.runtime.set_threads)
 
 
 @dataclass
@@ -205,17 +233,13 @@ PRETRAINED_TOKENIZER_KINDS = ("pretrained_vq", "maskgit_vq")
 @dataclass
 class SamplingConfig:
     """How a trained model samples, the same words in every paradigm (``null``: the paradigm's
-    default)."""
+    default, ``SAMPLING_DEFAULTS`` of its config class)."""
 
-    steps: int | None = (
-        None  # sampling steps (masked: decoding steps, default 12; diffusion: denoising, 50)
-    )
+    steps: int | None = None  # sampling steps (decoding or denoising steps)
     # classifier-free guidance scale s: output = uncond + s·(cond − uncond); 1 = conditional only
-    # (no unconditional pass), 0 = unconditional (defaults: masked 1.0, diffusion 2.0)
+    # (no unconditional pass), 0 = unconditional
     guidance: float | None = None
-    precision: str | None = (
-        None  # fp32 | bf16 | auto (bf16 on CUDA); null: masked fp32, diffusion train.precision
-    )
+    precision: str | None = None  # fp32 | bf16 | auto (bf16 on CUDA)
     compile: bool = (
         False  # torch.compile each fixed-loop sampling step, once per batch and loop count
     )
@@ -226,11 +250,16 @@ class SamplingConfig:
 
 @dataclass
 class BaseConfig:
-    paradigm: str = "masked"  # a registered paradigm: masked | diffusion | ...
+    paradigm: str = registry.DEFAULT_PARADIGM  # a registered paradigm (elt.registry.paradigms)
     model: ModelConfig = field(default_factory=ModelConfig)
     ilsd: ILSDConfig = field(default_factory=ILSDConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
@@ -279,42 +308,42 @@ RULES = {
     "data.video_seed": Int(0),
     "train.steps": Int(1, MAX_TRAIN_STEPS),
     "train.batch_size": Int(1, MAX_BATCH),
-    "train.lr": Range(0, lo_open=True),
-    "train.weight_decay": Range(0),
-    "train.betas": Floats(2, 0.0, 1.0),
-    "train.warmup_steps": Int(0, MAX_TRAIN_STEPS),
-    "train.lr_schedule": Choice(*LR_SCHEDULES),
-    "train.min_lr_ratio": Range(0, 1),
     "train.grad_accum_steps": Int(1, MAX_BATCH),
     "train.micro_batch_size": Int(0, MAX_BATCH),
-    "train.grad_clip": Range(0),
-    "train.weight_decay_exempt": Any_("validate: any of bias, norm, embedding"),
     "train.ema_decay": Range(0, 1, hi_open=True),
     "train.seed": Any_("check_seed"),
     "train.device": Any_("validate: auto, cpu, cuda, cuda:N or mps"),
     "train.precision": Choice("auto", "fp32", "bf16"),
     "train.compile": Flag(),
     "train.tf32": Flag(),
-    "train.distributed": Choice("ddp", "fsdp"),
-    "train.fsdp_unit": Choice("block", "backbone"),
-    "train.fsdp_reshard_after_forward": Flag(),
-    "train.find_unused_parameters": Flag(),
-    "train.out_dir": Text(),
-    "train.log_every": Int(1, MAX_TRAIN_STEPS),
-    "train.sample_every": Int(0, MAX_TRAIN_STEPS),
-    "train.checkpoint_every": Int(0, MAX_TRAIN_STEPS),
-    "train.sample_loops": Any_("validate: 1..the loop ceiling of model.loops"),
-    "train.samples_per_class": Int(1, 1000),
-    "train.grid_classes": Int(0, MAX_CLASSES),
-    "train.dist_timeout_s": Range(0, 7 * 24 * 3600, lo_open=True),
-    "train.checkpoint_format": Choice("auto", "full", "dcp"),
-    "train.keep_checkpoints": Int(0, 1_000_000),
-    "train.handle_signals": Flag(),
-    "train.tensorboard": Flag(),
-    "train.wandb": Flag(),
-    "train.wandb_project": Text(),
-    "train.peak_tflops": Range(0),
     "train.threads": Int(0, 4096),
+    "train.out_dir": Text(),
+    "optimizer.lr": Range(0, lo_open=True),
+    "optimizer.weight_decay": Range(0),
+    "optimizer.betas": Floats(2, 0.0, 1.0),
+    "optimizer.weight_decay_exempt": Any_("validate: any of bias, norm, embedding"),
+    "optimizer.grad_clip": Range(0),
+    "lr_schedule.warmup_steps": Int(0, MAX_TRAIN_STEPS),
+    "lr_schedule.kind": Choice(*LR_SCHEDULES),
+    "lr_schedule.min_ratio": Range(0, 1),
+    "distributed.strategy": Choice("ddp", "fsdp"),
+    "distributed.fsdp_unit": Choice("block", "backbone"),
+    "distributed.fsdp_reshard_after_forward": Flag(),
+    "distributed.find_unused_parameters": Flag(),
+    "distributed.timeout_s": Range(0, 7 * 24 * 3600, lo_open=True),
+    "checkpoint.every": Int(0, MAX_TRAIN_STEPS),
+    "checkpoint.format": Choice(*CHECKPOINT_FORMATS),
+    "checkpoint.keep": Int(0, 1_000_000),
+    "checkpoint.handle_signals": Flag(),
+    "logging.every": Int(1, MAX_TRAIN_STEPS),
+    "logging.sample_every": Int(0, MAX_TRAIN_STEPS),
+    "logging.sample_loops": Any_("validate: 1..the loop ceiling of model.loops"),
+    "logging.samples_per_class": Int(1, 1000),
+    "logging.grid_classes": Int(0, MAX_CLASSES),
+    "logging.tensorboard": Flag(),
+    "logging.wandb": Flag(),
+    "logging.wandb_project": Text(),
+    "logging.peak_tflops": Range(0),
     "tokenizer.kind": Choice(*TOKENIZER_KINDS),
     "tokenizer.levels": Ints(2, 2**16, min_len=1, max_len=16),
     "tokenizer.downsample": Int(1, MAX_IMAGE_SIZE),
@@ -349,13 +378,10 @@ def config_rules() -> dict:
 _SCHEMAS: dict[tuple, type] = {}
 
 
-CHECKPOINT_FORMATS = ("auto", "full", "dcp")
-
-
 def resolved_checkpoint_format(cfg: DictConfig, sharded: bool) -> str:
-    """``train.checkpoint_format`` with ``auto`` decided: ``dcp`` for a sharded (FSDP) run, else
+    """``checkpoint.format`` with ``auto`` decided: ``dcp`` for a sharded (FSDP) run, else
     ``full``."""
-    chosen = str(OmegaConf.select(cfg, "train.checkpoint_format", default="auto"))
+    chosen = str(OmegaConf.select(cfg, "checkpoint.format", default="auto"))
     return ("dcp" if sharded else "full") if chosen == "auto" else chosen
 
 
@@ -384,65 +410,78 @@ def _structured(schema: type) -> DictConfig:
     return _STRUCTURED[schema]
 
 
-# Renamed keys: old key -> (new key, conversion of the value or None). The old keys work for one
-# release. masked.guidance was g in logits = cond + g·(cond − uncond); sampling.guidance is s = g +
-# 1 (same images).
-DEPRECATED_KEYS = {
-    "masked.sample_steps": ("sampling.steps", None),
-    "masked.guidance": ("sampling.guidance", lambda g: float(g) + 1.0),
-    "masked.sample_precision": ("sampling.precision", None),
-    "diffusion.sample_steps": ("sampling.steps", None),
-    "diffusion.guidance": ("sampling.guidance", None),
+# Where the keys of configs saved by earlier versions live now: old dotted key -> (new dotted key,
+# conversion of the value or None). A checkpoint's config.yaml is migrated when it is read
+# (:func:`migrate_saved_config`); in a user's YAML or override an old key is an unknown key (its
+# message names the new one). A paradigm adds its own section's renames (``RENAMED_KEYS`` of its
+# config class, keys without the section name).
+RENAMED_KEYS: dict[str, tuple[str, Any]] = {
+    f"train.{old}": (new, None)
+    for old, new in {
+        "lr": "optimizer.lr",
+        "weight_decay": "optimizer.weight_decay",
+        "betas": "optimizer.betas",
+        "weight_decay_exempt": "optimizer.weight_decay_exempt",
+        "grad_clip": "optimizer.grad_clip",
+        "warmup_steps": "lr_schedule.warmup_steps",
+        "lr_schedule": "lr_schedule.kind",
+        "min_lr_ratio": "lr_schedule.min_ratio",
+        "distributed": "distributed.strategy",
+        "fsdp_unit": "distributed.fsdp_unit",
+        "fsdp_reshard_after_forward": "distributed.fsdp_reshard_after_forward",
+        "find_unused_parameters": "distributed.find_unused_parameters",
+        "dist_timeout_s": "distributed.timeout_s",
+        "checkpoint_every": "checkpoint.every",
+        "checkpoint_format": "checkpoint.format",
+        "keep_checkpoints": "checkpoint.keep",
+        "handle_signals": "checkpoint.handle_signals",
+        "log_every": "logging.every",
+        "sample_every": "logging.sample_every",
+        "sample_loops": "logging.sample_loops",
+        "samples_per_class": "logging.samples_per_class",
+        "grid_classes": "logging.grid_classes",
+        "tensorboard": "logging.tensorboard",
+        "wandb": "logging.wandb",
+        "wandb_project": "logging.wandb_project",
+        "peak_tflops": "logging.peak_tflops",
+    }.items()
 }
 
 
-def _deprecation_note(old: str, new: str) -> str:
-    extra = (
-        " (value + 1: guidance now means uncond + s·(cond − uncond))"
-        if old == "masked.guidance"
-        else ""
-    )
-    return f"elt: warning: config key {old!r} is deprecated; use {new!r}{extra}"
+def renamed_keys() -> dict[str, tuple[str, Any, str | None]]:
+    """Every renamed key: old -> (new, conversion or None, the paradigm whose section held it or
+    None); the shared sections' :data:`RENAMED_KEYS` and each registered paradigm's."""
+    renames = {old: (new, convert, None) for old, (new, convert) in RENAMED_KEYS.items()}
+    for name, paradigm in registry.paradigms().items():
+        for key, (new, convert) in (getattr(paradigm.config, "RENAMED_KEYS", None) or {}).items():
+            renames[f"{name}.{key}"] = (new, convert, name)
+    return renames
 
 
-def _paradigm_of(layers: list[dict]) -> str:
-    paradigm = "masked"
-    for layer in layers:
-        if isinstance(layer, dict) and "paradigm" in layer:
-            paradigm = str(layer["paradigm"])
-    return paradigm
-
-
-def migrate_layers(layers: list[dict], warn: bool) -> list[dict]:
-    """Move deprecated keys of plain-dict config layers to their new names (in place, returned).
-
-    Only the active paradigm's old keys move (a full config dump holds every paradigm's section);
-    the others are dropped. A new key set in the same layer wins over its old name. ``warn`` prints
-    one line per old key (user YAML files and overrides); configs stored in checkpoints are migrated
-    silently."""
-    paradigm = _paradigm_of(layers)
-    for layer in layers:
-        if not isinstance(layer, dict):
+def migrate_saved_config(data: dict) -> dict:
+    """A config saved by an earlier version (a plain dict, changed in place and returned) with its
+    renamed keys moved to their new places. A paradigm's old keys move only when it is the config's
+    paradigm (a saved config holds every paradigm's section); the others are dropped. A new key
+    already set wins over its old name."""
+    paradigm = data.get("paradigm", BaseConfig.paradigm)
+    for old, (new, convert, owner) in renamed_keys().items():
+        section, key = old.split(".")
+        values = data.get(section)
+        if not isinstance(values, dict) or key not in values:
             continue
-        for old, (new, convert) in DEPRECATED_KEYS.items():
-            section, key = old.split(".")
-            values = layer.get(section)
-            if not isinstance(values, dict) or key not in values:
-                continue
-            value = values.pop(key)
-            if warn:
-                print(_deprecation_note(old, new), file=sys.stderr)
-            if section != paradigm:
-                continue
-            new_section, new_key = new.split(".")
-            target = layer.setdefault(new_section, {})
-            if target.get(new_key) is None and value is not None:
-                target[new_key] = convert(value) if convert else value
-    return layers
+        value = values.pop(key)
+        if owner is not None and owner != paradigm:
+            continue
+        new_section, new_key = new.split(".")
+        target = data.setdefault(new_section, {})
+        if isinstance(target, dict) and target.get(new_key) is None and value is not None:
+            target[new_key] = convert(value) if convert else value
+    return data
 
 
 def resolve_config_path(path: str | Path) -> Path:
-    """A YAML path, or the bare name of a shipped preset (``fmnist_masked``)."""
+    """A YAML path, or the bare name of a shipped config (a file of :data:`CONFIG_DIR`, with or
+    without ``.yaml``)."""
     candidate = Path(path)
     if candidate.is_file():
         return candidate
@@ -486,12 +525,8 @@ def load_config(
                 f"cannot parse overrides {list(overrides)}: {exc}".splitlines()[0]
             ) from exc
     schema = config_schema()
-    plain = migrate_layers(
-        [OmegaConf.to_container(layer, resolve=False) for layer in layers], warn=True
-    )
-    layers = [OmegaConf.create(layer) for layer in plain]
-    for layer in plain:
-        _check_keys(layer, schema, "")
+    for layer in layers:
+        _check_keys(OmegaConf.to_container(layer, resolve=False), schema, "")
     preset_name = None
     for layer in layers:
         preset_name = OmegaConf.select(layer, "model.preset", default=preset_name)
@@ -566,17 +601,18 @@ def validate(cfg: DictConfig) -> None:
         )
     ceiling = loop_ceiling(cfg.model.loops)
     bad_loops = [
-        v for v in cfg.train.sample_loops if not isinstance(v, int) or not 1 <= v <= ceiling
+        v for v in cfg.logging.sample_loops if not isinstance(v, int) or not 1 <= v <= ceiling
     ]
     if bad_loops:
         raise ConfigError(
-            f"config key 'train.sample_loops' holds {bad_loops[:8]}; loop counts are integers in "
+            f"config key 'logging.sample_loops' holds {bad_loops[:8]}; loop counts are integers in "
             f"1..{ceiling} (4·model.loops, at least 8; [] = 1..model.loops)"
         )
     _validate_sampling_loops(cfg)
-    for group in cfg.train.weight_decay_exempt:
-        _choice("train.weight_decay_exempt", group, WEIGHT_DECAY_GROUPS)
+    for group in cfg.optimizer.weight_decay_exempt:
+        _choice("optimizer.weight_decay_exempt", group, WEIGHT_DECAY_GROUPS)
     _validate_video(cfg)
+    registry.get_paradigm(cfg.paradigm).validate(cfg)
     check_model_memory(cfg)
 
 
@@ -739,15 +775,6 @@ def _validate_video(cfg: DictConfig) -> None:
                 f"data.frames={data.frames} is not divisible by tokenizer.temporal_downsample="
                 f"{cfg.tokenizer.temporal_downsample}"
             )
-    elif (
-        data.frames > 0
-        and cfg.tokenizer.kind in ("fsq", *PRETRAINED_TOKENIZER_KINDS)
-        and cfg.paradigm == "masked"
-    ):
-        raise ConfigError(
-            f"tokenizer.kind={cfg.tokenizer.kind} encodes images; video data (data.frames="
-            f"{data.frames}) needs tokenizer.kind=fsq3d"
-        )
 
 
 def to_yaml(cfg: DictConfig) -> str:
@@ -757,28 +784,25 @@ def to_yaml(cfg: DictConfig) -> str:
 
 
 # Keys a trained checkpoint may be sampled with differently from how it was configured (nothing here
-# changes the architecture or the weights).
-SAMPLING_KEYS = (
-    "sampling.steps",
-    "sampling.guidance",
-    "sampling.precision",
-    "sampling.loops",
-    "sampling.compile",
-    "masked.temperature_base",
-    "masked.temperature_range",
-    "masked.token_temperature",
-    "diffusion.sampler",
-    "diffusion.ddim_eta",
-    "diffusion.clip_denoised",
-)
+# changes the architecture or the weights): the shared ``sampling:`` section's, and each paradigm's
+# (``SAMPLING_KEYS`` of its config class), together :func:`sampling_keys`.
+SAMPLING_KEYS = tuple(f"sampling.{f.name}" for f in fields(SamplingConfig))
+
+
+def sampling_keys() -> tuple[str, ...]:
+    """Every key a checkpoint may be sampled with: :data:`SAMPLING_KEYS` and the paradigms'."""
+    keys = list(SAMPLING_KEYS)
+    for name, paradigm in registry.paradigms().items():
+        keys += [f"{name}.{key}" for key in getattr(paradigm.config, "SAMPLING_KEYS", ())]
+    return tuple(keys)
 
 
 def from_yaml_file(
     path: str | Path, sampling_overrides: list[str] | tuple[str, ...] = ()
 ) -> DictConfig:
     """Load a config saved by :func:`to_yaml` (e.g. a checkpoint's ``config.yaml``), validated, with
-    optional ``key=value`` overrides of the sampling settings (:data:`SAMPLING_KEYS`). Keys renamed
-    since the file was written are migrated silently (:data:`DEPRECATED_KEYS`).
+    optional ``key=value`` overrides of the sampling settings (:func:`sampling_keys`). Keys renamed
+    since the file was written are moved to their new places (:func:`migrate_saved_config`).
 
     A checkpoint may come from anyone: its config must be plain values. Interpolations
     (``${oc.env:...}``, ``${other.key}``) are refused, never resolved, and every error is one line
@@ -808,7 +832,7 @@ def from_yaml_file(
             f"{str(path)!r} sets {interpolated} with an interpolation ('${{...}}'); a checkpoint's "
             "config must hold plain values (interpolations are not resolved)"
         )
-    data = migrate_layers([data], warn=False)[0]
+    data = migrate_saved_config(data)
     try:
         _check_keys(data, schema, "")
     except ConfigError as exc:
@@ -824,10 +848,10 @@ def from_yaml_file(
     if sampling_overrides:
         for item in sampling_overrides:
             key = item.split("=", 1)[0]
-            if "=" not in item or (key not in SAMPLING_KEYS and key not in DEPRECATED_KEYS):
+            if "=" not in item or key not in sampling_keys():
                 raise ConfigError(
                     f"cannot set {item!r} when sampling; allowed: key=value with key one of "
-                    f"{', '.join(SAMPLING_KEYS)}"
+                    f"{', '.join(sampling_keys())}"
                 )
         try:
             override = OmegaConf.to_container(_from_dotlist(sampling_overrides), resolve=False)
@@ -835,8 +859,7 @@ def from_yaml_file(
                 raise ConfigError(
                     f"sampling overrides {list(sampling_overrides)} must be plain values"
                 )
-            override.setdefault("paradigm", data.get("paradigm", "masked"))
-            cfg = OmegaConf.merge(cfg, OmegaConf.create(migrate_layers([override], warn=True)[0]))
+            cfg = OmegaConf.merge(cfg, OmegaConf.create(override))
         except OmegaConfBaseException as exc:
             raise ConfigError(
                 f"bad sampling override {list(sampling_overrides)}: {exc}".splitlines()[0]
@@ -885,6 +908,9 @@ def _check_keys(data: Any, schema: type, prefix: str) -> None:
             candidates = [f"{prefix}{name}" for name in valid] + list(_all_keys(schema, prefix))
             close = difflib.get_close_matches(full, candidates, n=1, cutoff=0.5)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
+            renamed = renamed_keys().get(full)
+            if renamed:
+                hint = f" (renamed: use {renamed[0]!r})"
             raise ConfigError(f"unknown config key {full!r}{hint}")
         field_type = _dataclass_type(valid[key])
         if field_type is not None:

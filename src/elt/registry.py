@@ -4,6 +4,13 @@ and sampling reach them only through it, so the lower layers never import a para
 A paradigm is one package that calls :func:`register_paradigm` when imported, naming
 
   * its config section (a dataclass; the section is named after the paradigm, e.g. ``masked:``),
+    which owns the paradigm's keys, checks and choices through optional class attributes:
+    ``RULES`` (one :mod:`elt.limits` rule per field), ``validate(cfg)`` (a classmethod: relations
+    between its keys and the shared ones, run by :func:`elt.config.validate` when the paradigm is
+    the config's), ``SAMPLING_KEYS`` (its fields a checkpoint may be sampled with differently),
+    ``SAMPLING_DEFAULTS`` (its values of the ``sampling:`` keys left null) and ``RENAMED_KEYS``
+    (old field -> (new dotted key, conversion or None): how its checkpoints saved by earlier
+    versions are read);
   * its task module (imported only when a model is built), which provides - ``build_generator(cfg)
       -> LoopedGenerator`` — the architecture alone (used to load checkpoints); -
       ``prepare_data(cfg, generator, run_dir, progress=True) -> torch.utils.data.Dataset`` —
@@ -17,7 +24,7 @@ itself), or by calling :func:`register_paradigm` directly."""
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -34,6 +41,7 @@ from elt.core.looped import LoopedTransformer
 from elt.errors import ConfigError
 
 BUILTIN_PACKAGES = ("elt.masked", "elt.diffusion")
+DEFAULT_PARADIGM = BUILTIN_PACKAGES[0].rpartition(".")[2]  # a config that names none
 ENTRY_POINT_GROUP = "elt.paradigms"
 
 
@@ -47,6 +55,12 @@ class Paradigm:
 
     def task_module(self):
         return importlib.import_module(self.task) if isinstance(self.task, str) else self.task
+
+    def validate(self, cfg: DictConfig) -> None:
+        """The paradigm's own checks of a whole config (its config class's ``validate``, if any)."""
+        check = getattr(self.config, "validate", None)
+        if check is not None:
+            check(cfg)
 
 
 _PARADIGMS: dict[str, Paradigm] = {}
@@ -106,32 +120,6 @@ def build_generator(cfg: DictConfig) -> LoopedGenerator:
 
 def prepare_data(cfg: DictConfig, generator: LoopedGenerator, run_dir: Path, progress: bool = True):
     return task_module(cfg.paradigm).prepare_data(cfg, generator, run_dir, progress=progress)
-
-
-class _TaskModules(MutableMapping):
-    """``TASK_MODULES[name] = "module"``: the registry's earlier interface (name → task module
-    path), kept for one release as a view over :func:`register_paradigm` /
-    :func:`unregister_paradigm`; use those instead."""
-
-    def __getitem__(self, name: str):
-        return paradigms()[name].task
-
-    def __setitem__(self, name: str, task) -> None:
-        register_paradigm(name, task, _PARADIGMS[name].config if name in _PARADIGMS else None)
-
-    def __delitem__(self, name: str) -> None:
-        if name not in _PARADIGMS:
-            raise KeyError(name)
-        unregister_paradigm(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(paradigms())
-
-    def __len__(self) -> int:
-        return len(paradigms())
-
-
-TASK_MODULES = _TaskModules()
 
 
 def backbone_shape(cfg: DictConfig) -> tuple[int, int]:

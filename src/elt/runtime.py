@@ -155,12 +155,12 @@ TIMED_COLLECTIVES = (
 
 def dist_timeout_seconds(configured: float | None = None) -> float:
     """The process-group timeout: ``ELT_DIST_TIMEOUT_S`` if set, else ``configured``
-    (``train.dist_timeout_s``), else 600 s. A collective that waits longer fails the run (every
+    (``distributed.timeout_s``), else 600 s. A collective that waits longer fails the run (every
     rank) instead of hanging it."""
     import math
 
     raw = os.environ.get(DIST_TIMEOUT_ENV)
-    source = DIST_TIMEOUT_ENV if raw else "train.dist_timeout_s"
+    source = DIST_TIMEOUT_ENV if raw else "distributed.timeout_s"
     try:
         value = (
             float(raw)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 from elt.core.schedule import LOOPS_HELP  # noqa: F401  (the --loops grammar, documented once)
@@ -135,20 +134,6 @@ def int_list(hi: int, what: str = "values"):
 
     parse.__name__ = what
     return parse
-
-
-class DeprecatedFlag(argparse.Action):
-    """A renamed option still accepted for one release: stores its value and prints one line naming
-    the new option (``p.add_argument("--old", action=DeprecatedFlag, new="--new", dest="new",
-    ...)``)."""
-
-    def __init__(self, option_strings, dest, new: str, **kwargs):
-        self.new = new
-        super().__init__(option_strings, dest, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(f"elt: warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
 
 
 def parse_steps(text: str) -> list[int]:

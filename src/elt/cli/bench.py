@@ -9,7 +9,7 @@ import sys
 
 import elt.bench as bench_lib
 from elt.bench import peers, suites
-from elt.cli.args import DeprecatedFlag, batch_size, bounded_int, int_list, parse_loops
+from elt.cli.args import batch_size, bounded_int, int_list, parse_loops
 from elt.errors import UserError
 from elt.limits import MAX_BATCH, MAX_LOOPS, MAX_SAMPLING_STEPS, MAX_WIDTH
 from elt.runtime import THREADS_ENV, set_threads
@@ -47,14 +47,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=LOOPS_TYPE,
         default=4,
         help="L_max, the trained loop count (the unique stack has N·L layers, 1 loop)",
-    )
-    p.add_argument(
-        "--loops",
-        dest="loops",
-        type=LOOPS_TYPE,
-        action=DeprecatedFlag,
-        new="--max-loops",
-        help=argparse.SUPPRESS,
     )
     p.add_argument(
         "--tokens",
@@ -177,6 +169,7 @@ def add_parsers(subparsers) -> None:
         help="throughput, MFU and memory benchmarks",
         description=bench_lib.__doc__.split("\n\n")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # whole option names: --loops (--max-loops before 0.x) ≠ --loops-list
     )
     add_arguments(p)
     p.set_defaults(func=run)
@@ -215,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m elt.bench",
         description=bench_lib.__doc__.split("\n\n")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     add_arguments(parser)
     parser.add_argument(

@@ -265,7 +265,7 @@ def _process_group(device_name: str, timeout_s: float | None = None) -> Iterator
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         init_process_group(
             device, timeout_s
-        )  # ELT_DIST_TIMEOUT_S / train.dist_timeout_s; collective timing
+        )  # ELT_DIST_TIMEOUT_S / distributed.timeout_s; collective timing
         created = True
     try:
         if dist.is_initialized():
@@ -356,7 +356,7 @@ def prepare(
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     run_dir = Path(run_dir or cfg.train.out_dir)
     with _process_group(
-        cfg.train.device, OmegaConf.select(cfg, "train.dist_timeout_s", default=None)
+        cfg.train.device, OmegaConf.select(cfg, "distributed.timeout_s", default=None)
     ) as ranks:
         module = registry.task_module(cfg.paradigm)
         if not hasattr(module, "prepare_spec") and not hasattr(module, "cache_spec"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from elt.errors import ConfigError
 from elt.limits import MAX_FRAMES, MAX_IMAGE_SIZE, Choice, Flag, Int, Range, Text
 
 PROCESSES = ("ddpm", "flow")
@@ -52,8 +53,7 @@ class DiffusionConfig:
     latent_scale: float | None = None  # None: the VAE config's scaling_factor (SD-VAE: 0.18215)
     latent_cache: str | None = None  # folder of the encoded-dataset cache (None: RUN/cache)
 
-    # one check per field, run when a config is loaded (elt.config.validate); relations in
-    # task.validate
+    # one check per field, run when a config is loaded (elt.config.validate); relations: validate
     RULES: ClassVar[dict] = {
         "space": Choice(*SPACES),
         "patch_size": Int(1, MAX_IMAGE_SIZE),
@@ -70,3 +70,32 @@ class DiffusionConfig:
         "latent_scale": Range(0, 1e6, lo_open=True),
         "latent_cache": Text(),
     }
+    # the fields a checkpoint may be sampled with differently (elt.config.sampling_keys)
+    SAMPLING_KEYS: ClassVar[tuple] = ("sampler", "ddim_eta", "clip_denoised")
+    # fields of checkpoints saved by earlier versions: old field -> (new key, conversion)
+    RENAMED_KEYS: ClassVar[dict] = {
+        "sample_steps": ("sampling.steps", None),
+        "guidance": ("sampling.guidance", None),
+    }
+
+    @classmethod
+    def validate(cls, cfg) -> None:
+        """Relations between the fields and with the shared sections, checked when a diffusion
+        config is loaded (each field's own range: :attr:`RULES`; the VAE folder a latent model
+        needs is asked for when it is built, so a shipped config loads without one)."""
+        d, frames = cfg.diffusion, cfg.data.frames
+        if frames and d.space != "pixel":
+            raise ConfigError(
+                f"video (data.frames={frames}) is denoised in pixel space: set "
+                f"diffusion.space=pixel (got {d.space}; the image VAEs do not encode clips)"
+            )
+        if frames and frames % d.temporal_patch_size:
+            raise ConfigError(
+                f"diffusion.temporal_patch_size={d.temporal_patch_size} must divide "
+                f"data.frames={frames}"
+            )
+        if d.space == "latent" and cfg.data.hflip:
+            raise ConfigError(
+                "data.hflip is not supported with diffusion.space=latent (latents are cached "
+                "unflipped)"
+            )

@@ -16,51 +16,20 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from elt.config import ConfigError
-from elt.diffusion.config import PREDICTIONS, PROCESSES, SAMPLERS, SPACES, WEIGHTINGS
+from elt.diffusion.config import DiffusionConfig
 from elt.diffusion.model import DiffusionGenerator
 from elt.diffusion.process import process_from_config
 from elt.registry import build_backbone
 
 
-def _choice(key: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"config key {key!r} is {value!r}; allowed: {', '.join(allowed)}")
-
-
-def validate(cfg: DictConfig) -> None:
-    d = cfg.diffusion
-    _choice("diffusion.space", d.space, SPACES)
-    _choice("diffusion.process", d.process, PROCESSES)
-    _choice("diffusion.prediction", d.prediction, PREDICTIONS)
-    _choice("diffusion.weighting", d.weighting, WEIGHTINGS)
-    _choice("diffusion.sampler", d.sampler, SAMPLERS)
-    if d.patch_size < 1:
-        raise ConfigError(f"config key 'diffusion.patch_size' must be >= 1, got {d.patch_size}")
-    if d.temporal_patch_size < 1:
-        raise ConfigError(
-            f"config key 'diffusion.temporal_patch_size' must be >= 1, got {d.temporal_patch_size}"
-        )
-    frames = cfg.data.frames
-    if frames and d.space != "pixel":
-        raise ConfigError(
-            f"video (data.frames={frames}) is denoised in pixel space: set diffusion.space=pixel "
-            f"(got {d.space}; the image VAEs do not encode clips)"
-        )
-    if frames and frames % d.temporal_patch_size:
-        raise ConfigError(
-            f"diffusion.temporal_patch_size={d.temporal_patch_size} must divide "
-            f"data.frames={frames}"
-        )
-    if not 0.0 <= d.ddim_eta <= 1.0:
-        raise ConfigError(f"config key 'diffusion.ddim_eta' must lie in [0, 1], got {d.ddim_eta}")
-    if d.space == "latent" and not d.vae_path:
+def check_buildable(cfg: DictConfig) -> None:
+    """The config's relations (:meth:`DiffusionConfig.validate`) and, in latent space, the VAE
+    folder that building the model needs."""
+    DiffusionConfig.validate(cfg)
+    if cfg.diffusion.space == "latent" and not cfg.diffusion.vae_path:
         raise ConfigError(
             "diffusion.space=latent needs diffusion.vae_path (a local diffusers AutoencoderKL "
             "folder)"
-        )
-    if d.space == "latent" and cfg.data.hflip:
-        raise ConfigError(
-            "data.hflip is not supported with diffusion.space=latent (latents are cached unflipped)"
         )
 
 
@@ -94,7 +63,7 @@ def check_patch(cfg: DictConfig, data_shape, what: str) -> None:
 
 
 def build_generator(cfg: DictConfig) -> DiffusionGenerator:
-    validate(cfg)
+    check_buildable(cfg)
     vae = None
     if cfg.diffusion.space == "latent":
         vae = load_vae(cfg)
@@ -288,7 +257,7 @@ def prepare_spec(
 ):
     """For ``elt prepare``: the latent cache's spec with only the VAE loaded (no transformer), on
     ``device``."""
-    validate(cfg)
+    check_buildable(cfg)
     if cfg.diffusion.space != "latent":
         raise ConfigError(
             "elt prepare encodes latents: diffusion.space=pixel trains on the images themselves"

@@ -279,7 +279,7 @@ def load_generator(
 ) -> LoopedGenerator:
     """Rebuild the generator a checkpoint describes and load its (EMA by default) weights; eval
     mode. ``overrides`` (``"masked.temperature_base=4.5"``, ...) change sampling settings only
-    (:data:`elt.config.SAMPLING_KEYS`). Damaged, mis-sized or non-finite weights are a one-line
+    (:func:`elt.config.sampling_keys`). Damaged, mis-sized or non-finite weights are a one-line
     error."""
     from elt import registry  # the registry imports paradigms lazily
 

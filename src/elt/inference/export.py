@@ -91,7 +91,7 @@ def export_inference(
 ) -> Path:
     """Write an inference-only checkpoint: ``config.yaml`` and the EMA weights (fp16 when ``half``)
     as ``model.safetensors`` — what ``elt.load`` needs, at a fraction of a training checkpoint's
-    size. ``sampling_overrides`` (``"sampling.guidance=2"``, ...; :data:`elt.config.SAMPLING_KEYS`
+    size. ``sampling_overrides`` (``"sampling.guidance=2"``, ...; :func:`elt.config.sampling_keys`
     only) become the export's default sampling settings.
 
     ``format="hub"`` writes a Hub folder instead (:mod:`elt.inference.hub`: ``config.json``,

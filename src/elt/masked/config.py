@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from elt.errors import ConfigError
 from elt.limits import Range
 
 # sampling.* defaults for masked models: K = 12 decoding steps (the paper: 24 for ImageNet images,
@@ -31,3 +32,22 @@ class MaskedConfig:
         "token_temperature": Range(0, 1000, lo_open=True),
         "label_smoothing": Range(0, 1, hi_open=True),
     }
+    # the fields a checkpoint may be sampled with differently (elt.config.sampling_keys)
+    SAMPLING_KEYS: ClassVar[tuple] = ("temperature_base", "temperature_range", "token_temperature")
+    # fields of checkpoints saved by earlier versions: old field -> (new key, conversion). The old
+    # guidance g gave cond + g·(cond − uncond); sampling.guidance is s = g + 1 (the same logits).
+    RENAMED_KEYS: ClassVar[dict] = {
+        "sample_steps": ("sampling.steps", None),
+        "guidance": ("sampling.guidance", lambda g: float(g) + 1.0),
+        "sample_precision": ("sampling.precision", None),
+    }
+
+    @classmethod
+    def validate(cls, cfg) -> None:
+        """Relations with the shared sections, checked when a masked config is loaded."""
+        frames, kind = cfg.data.frames, cfg.tokenizer.kind
+        if frames > 0 and kind != "fsq3d":
+            raise ConfigError(
+                f"tokenizer.kind={kind} encodes images; video data (data.frames={frames}) needs "
+                "tokenizer.kind=fsq3d"
+            )

@@ -3,8 +3,8 @@
 * before training (:func:`before_fit`): a warm-up longer than the run, a batch larger than the data,
   a data limit below the number of classes;
 * while training (:class:`DivergenceWatch`): the loss grows past :data:`DIVERGENCE_FACTOR` times its
-  value at the first step of this process (e.g. ``train.lr=1e9``: 1.4 → 2e21); one line naming the
-  step, once.
+  value at the first step of this process (e.g. ``optimizer.lr=1e9``: 1.4 → 2e21); one line naming
+  the step, once.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ def warn(message: str) -> None:
 def fit_advice(cfg, data_items: int | None, global_batch: int | None, step: int = 0) -> list[str]:
     """The warnings for a run about to train from ``step`` (empty: nothing looks wrong)."""
     lines = []
-    train = cfg.train
-    if train.warmup_steps > train.steps and step < train.steps:
+    train, warmup = cfg.train, cfg.lr_schedule.warmup_steps
+    if warmup > train.steps and step < train.steps:
         lines.append(
-            f"train.warmup_steps={train.warmup_steps} is longer than the run "
+            f"lr_schedule.warmup_steps={warmup} is longer than the run "
             f"(train.steps={train.steps}): "
-            f"the learning rate never reaches train.lr={train.lr:g}"
+            f"the learning rate never reaches optimizer.lr={cfg.optimizer.lr:g}"
         )
     if data_items is not None and train.batch_size > data_items:
         lines.append(
@@ -92,9 +92,9 @@ class DivergenceWatch:
         message = (
             f"the loss grew past {self.bound():.3g} ({self.factor:g}x its {first_loss:.3g} at step "
             f"{first_step}) at step {step} (loss {float(loss):.3g}): the run is diverging; lower "
-            "train.lr"
+            "optimizer.lr"
             + (f" (now {lr:g})" if lr is not None else "")
-            + " or lengthen train.warmup_steps"
+            + " or lengthen lr_schedule.warmup_steps"
         )
         warn(message)
         return message

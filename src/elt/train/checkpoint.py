@@ -164,7 +164,7 @@ def save_checkpoint(
         if bad is not None:
             raise NonFiniteWeightsError(
                 f"the {label} hold NaN/Inf at step {step} ({bad}); no checkpoint was "
-                "written (lower train.lr or train.grad_clip, or check the data; resume "
+                "written (lower optimizer.lr or optimizer.grad_clip, or check the data; resume "
                 "with --resume auto from the last finite checkpoint)"
             )
     refuse_environment_reads(cfg)

@@ -1,5 +1,5 @@
 """Sharded training state with ``torch.distributed.checkpoint`` (DCP;
-``train.checkpoint_format=dcp``, the default under FSDP).
+``checkpoint.format=dcp``, the default under FSDP).
 
 Every rank writes its own shards of the weights, the optimizer state and the EMA in parallel
 (nothing is gathered), and a checkpoint loads onto any number of processes: DCP re-shards on load (a

@@ -1,7 +1,7 @@
 """Multi-process training on PyTorch's own engine: ``torchrun`` starts the processes, this module
 reads the environment it sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR``/``MASTER_PORT``) and wraps the model in DDP (default) or FSDP2 (``fully_shard``,
-``train.distributed=fsdp``).
+``distributed.strategy=fsdp``).
 
 No process management of our own: a run started without torchrun is a single process, a run started
     by
@@ -69,7 +69,7 @@ def distributed_session(
 ) -> Iterator[DistEnv]:
     """Initialise the process group when launched by torchrun (NCCL on CUDA, gloo on CPU) and tear
     it down on exit; a no-op for a single process or when the caller already initialised a group.
-    ``timeout_s``: how long any collective may wait (``train.dist_timeout_s``;
+    ``timeout_s``: how long any collective may wait (``distributed.timeout_s``;
     ``ELT_DIST_TIMEOUT_S`` overrides; default 600 s), so a rank that never arrives fails the run
     instead of hanging it."""
     created = False
@@ -334,9 +334,9 @@ def wrap_for_training(
     fills them tensor by tensor. Without meta tensors every rank's full weights are overwritten by
     rank 0's first."""
     if strategy not in STRATEGIES:
-        raise ValueError(f"train.distributed={strategy!r}; allowed: {', '.join(STRATEGIES)}")
+        raise ValueError(f"distributed.strategy={strategy!r}; allowed: {', '.join(STRATEGIES)}")
     if fsdp_unit not in FSDP_UNITS:
-        raise ValueError(f"train.fsdp_unit={fsdp_unit!r}; allowed: {', '.join(FSDP_UNITS)}")
+        raise ValueError(f"distributed.fsdp_unit={fsdp_unit!r}; allowed: {', '.join(FSDP_UNITS)}")
     model = TrainingForward(generator)
     if not env.enabled:
         return model

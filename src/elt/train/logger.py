@@ -47,7 +47,7 @@ class RunLogger:
         else:
             self._rotate()
         self._file = open_no_follow(self.path, "a", "run log")
-        if cfg.train.tensorboard:
+        if cfg.logging.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except (
@@ -56,7 +56,7 @@ class RunLogger:
                 pass
             else:
                 self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=resume_step)
-        if cfg.train.wandb:
+        if cfg.logging.wandb:
             self._wandb = _start_wandb(self.run_dir, cfg)
 
     def _rotate(self) -> None:
@@ -166,7 +166,7 @@ def _start_wandb(run_dir: Path, cfg: DictConfig):
         import wandb
     except ImportError:
         print(
-            "elt: warning: train.wandb=true but wandb is not installed (pip install wandb); "
+            "elt: warning: logging.wandb=true but wandb is not installed (pip install wandb); "
             "skipping W&B",
             file=sys.stderr,
         )
@@ -176,7 +176,7 @@ def _start_wandb(run_dir: Path, cfg: DictConfig):
     run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
     write_text(id_file, run_id)
     return wandb.init(
-        project=cfg.train.wandb_project,
+        project=cfg.logging.wandb_project,
         dir=str(run_dir),
         id=run_id,
         resume="allow",

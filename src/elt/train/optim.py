@@ -1,6 +1,6 @@
 """The training optimizer: AdamW, with optional weight-decay exemptions by parameter kind.
 
-``train.weight_decay_exempt`` lists the kinds of parameters that get no weight decay:
+``optimizer.weight_decay_exempt`` lists the kinds of parameters that get no weight decay:
 
 * ``bias`` — every parameter named ``bias`` (linear, convolution and normalisation biases);
 * ``norm`` — the parameters of normalisation layers (LayerNorm, GroupNorm, RMSNorm, BatchNorm
@@ -69,14 +69,15 @@ def param_groups(
 def build_optimizer(
     model: nn.Module, params: Iterable[nn.Parameter], cfg: DictConfig, device: torch.device
 ) -> torch.optim.AdamW:
-    """AdamW over ``params`` of ``model`` with ``train.lr``, ``train.betas``, ``train.weight_decay``
-    (minus the exempt kinds of ``train.weight_decay_exempt``); fused on CUDA."""
-    t = cfg.train
-    groups = param_groups(model, params, t.weight_decay, t.get("weight_decay_exempt") or ())
+    """AdamW over ``params`` of ``model`` with ``optimizer.lr``, ``optimizer.betas``,
+    ``optimizer.weight_decay`` (minus the exempt kinds of ``optimizer.weight_decay_exempt``); fused
+    on CUDA."""
+    o = cfg.optimizer
+    groups = param_groups(model, params, o.weight_decay, o.get("weight_decay_exempt") or ())
     return torch.optim.AdamW(
         groups,
-        lr=t.lr,
-        betas=tuple(t.betas),
-        weight_decay=t.weight_decay,
+        lr=o.lr,
+        betas=tuple(o.betas),
+        weight_decay=o.weight_decay,
         **({"fused": True} if device.type == "cuda" else {}),
     )

@@ -5,7 +5,7 @@ MFU = achieved model FLOP/s ÷ the device's dense peak. Model FLOPs are the back
 the implementation recomputes (activation checkpointing does not raise MFU), as in the PaLM/nanoGPT
 convention. Embeddings, heads and ILSD's extra head application are left out: they are small next to
 N·L blocks, so MFU is a slight underestimate. Devices without a known peak report ``None`` ("n/a")
-rather than a guessed number; ``train.peak_tflops`` supplies one."""
+rather than a guessed number; ``logging.peak_tflops`` supplies one."""
 
 from __future__ import annotations
 

@@ -97,22 +97,23 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 def lr_at(step: int, cfg: DictConfig) -> float:
     """Learning rate of optimizer step ``step`` (counted from 0): linear warm-up over
-    ``train.warmup_steps``, then ``train.lr_schedule``: constant (the default, and what configs
-    saved without the key get), or a cosine / linear decay that reaches ``train.min_lr_ratio ·
-    train.lr`` at the last step (``train.steps − 1``). A function of the step alone, so a resumed
-    run follows the same curve exactly."""
-    t = cfg.train
-    warmup = t.warmup_steps
+    ``lr_schedule.warmup_steps``, then ``lr_schedule.kind``: constant (the default), or a cosine /
+    linear decay that reaches ``lr_schedule.min_ratio · optimizer.lr`` at the last step
+    (``train.steps − 1``). A function of the step alone, so a resumed run follows the same curve
+    exactly."""
+    lr, schedule = cfg.optimizer.lr, cfg.lr_schedule
+    warmup = schedule.warmup_steps
     if warmup > 0 and step < warmup:
-        return t.lr * (step + 1) / warmup
-    schedule = OmegaConf.select(cfg, "train.lr_schedule", default="constant")
-    if schedule == "constant":
-        return float(t.lr)
-    floor = t.lr * OmegaConf.select(cfg, "train.min_lr_ratio", default=0.0)
-    span = max(1, t.steps - 1 - max(warmup, 0))
+        return lr * (step + 1) / warmup
+    if schedule.kind == "constant":
+        return float(lr)
+    floor = lr * schedule.min_ratio
+    span = max(1, cfg.train.steps - 1 - max(warmup, 0))
     progress = min(max((step - max(warmup, 0)) / span, 0.0), 1.0)
-    weight = 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
-    return float(floor + (t.lr - floor) * weight)
+    weight = (
+        0.5 * (1.0 + math.cos(math.pi * progress)) if schedule.kind == "cosine" else 1.0 - progress
+    )
+    return float(floor + (lr - floor) * weight)
 
 
 def accumulation_steps(cfg: DictConfig, world_size: int) -> int:
@@ -193,7 +194,7 @@ class Trainer:
                 f"be divisible by the number of processes ({world}) × "
                 f"train.grad_accum_steps ({self.accum})"
             )
-        self.sharded = self.env.enabled and cfg.train.distributed == "fsdp"
+        self.sharded = self.env.enabled and cfg.distributed.strategy == "fsdp"
         seed_everything(cfg.train.seed)  # the same initial weights on every rank
         # FSDP: only rank 0 builds the looped core in full (host memory, the seeded weights one
         # process starts from); the other ranks build it on the meta device, and every rank
@@ -223,10 +224,10 @@ class Trainer:
         self.model = dist_lib.wrap_for_training(
             self.generator,
             self.env,
-            cfg.train.distributed,
-            cfg.train.find_unused_parameters,
-            fsdp_unit=cfg.train.fsdp_unit,
-            reshard_after_forward=cfg.train.fsdp_reshard_after_forward,
+            cfg.distributed.strategy,
+            cfg.distributed.find_unused_parameters,
+            fsdp_unit=cfg.distributed.fsdp_unit,
+            reshard_after_forward=cfg.distributed.fsdp_reshard_after_forward,
             param_dtype=torch.bfloat16 if uses_bf16(self.device, cfg.train.precision) else None,
             full_state=full_state,
         )
@@ -265,7 +266,7 @@ class Trainer:
         self.flops_per_sample: float | None = None
         self.tokens_per_sample: int | None = None
         self.peak = peak_flops(
-            self.device, uses_bf16(self.device, cfg.train.precision), cfg.train.peak_tflops
+            self.device, uses_bf16(self.device, cfg.train.precision), cfg.logging.peak_tflops
         )
 
     # -- data --------------------------------------------------------------------------------------
@@ -368,7 +369,7 @@ class Trainer:
 
     @property
     def dcp(self) -> bool:
-        """Sharded checkpoints: ``train.checkpoint_format=dcp``, or ``auto`` (the default) under
+        """Sharded checkpoints: ``checkpoint.format=dcp``, or ``auto`` (the default) under
         FSDP."""
         return self.checkpoint_format == "dcp"
 
@@ -549,7 +550,7 @@ class Trainer:
                 model,
                 ema,
                 state,
-                keep=self.cfg.train.keep_checkpoints,
+                keep=self.cfg.checkpoint.keep,
                 extra_dirs=extra,
             )
             if self.sharded:
@@ -561,7 +562,7 @@ class Trainer:
         if bad is not None:
             raise NonFiniteWeightsError(
                 f"the {label} hold NaN/Inf after step {self.step} ({bad}); no "
-                "checkpoint was written (lower train.lr or train.grad_clip, or check "
+                "checkpoint was written (lower optimizer.lr or optimizer.grad_clip, or check "
                 "the data; --resume auto continues from the last finite checkpoint)"
             )
 
@@ -644,14 +645,14 @@ class Trainer:
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(
-                f"loss is {loss_value} at step {self.step}; stopping (lower train.lr, "
+                f"loss is {loss_value} at step {self.step}; stopping (lower optimizer.lr, "
                 "or check the data)"
             )
         self._stop_agreed = stops > 0
         grad_norm = float("nan")
-        if cfg.train.grad_clip > 0:
+        if cfg.optimizer.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(
-                self.generator.trainable_parameters(), cfg.train.grad_clip
+                self.generator.trainable_parameters(), cfg.optimizer.grad_clip
             )
             grad_norm = float(norm.full_tensor() if dist_lib.is_sharded(norm) else norm)
         self.optimizer.step()
@@ -669,22 +670,22 @@ class Trainer:
 
     # -- outputs -----------------------------------------------------------------------------------
     def sample_loops(self) -> list[int]:
-        loops = list(self.cfg.train.sample_loops)
+        loops = list(self.cfg.logging.sample_loops)
         return loops or list(range(1, self.generator.trained_loops + 1))
 
     def write_grid(self) -> Path | None:
-        """A grid of EMA samples, one row per loop count, over ``train.grid_classes`` evenly spaced
-        classes (0: all). Every rank draws its share of the samples (each has its own seed, so the
-        grid does not depend on the process count); rank 0 writes it."""
+        """A grid of EMA samples, one row per loop count, over ``logging.grid_classes`` evenly
+        spaced classes (0: all). Every rank draws its share of the samples (each has its own seed,
+        so the grid does not depend on the process count); rank 0 writes it."""
         shadow = self.ema.materialize()
         try:
             classes = grid_classes(
-                shadow.num_classes, OmegaConf.select(self.cfg, "train.grid_classes", default=0)
+                shadow.num_classes, OmegaConf.select(self.cfg, "logging.grid_classes", default=0)
             )
             rows = sample_grid_rows(
                 shadow,
                 self.sample_loops(),
-                self.cfg.train.samples_per_class,
+                self.cfg.logging.samples_per_class,
                 seed=self.cfg.train.seed,
                 classes=classes,
             )
@@ -739,11 +740,11 @@ class Trainer:
         window_start, window_steps = time.perf_counter(), 0
         advice.before_fit(self)  # legal but surely mistaken settings: one warning line each
         watch = advice.DivergenceWatch(enabled=self.env.is_main)
-        with GracefulStop(cfg.train.handle_signals) as stopper, logger:
+        with GracefulStop(cfg.checkpoint.handle_signals) as stopper, logger:
             while self.step < stop:
                 micro_batches = [next(batches) for _ in range(self.accum)]
                 record = self.accumulated_step(micro_batches, stop_requested=stopper.requested)
-                watch.update(self.step, record["loss"], cfg.train.lr)
+                watch.update(self.step, record["loss"], cfg.optimizer.lr)
                 if (
                     self._flops is not None
                 ):  # counted on the first step only (all its micro-batches)
@@ -754,7 +755,7 @@ class Trainer:
                 window_steps += 1
                 bar.update(1)
                 if (
-                    self.step % cfg.train.log_every == 0
+                    self.step % cfg.logging.every == 0
                     or self.step == cfg.train.steps
                     or self._stop_agreed
                 ):
@@ -770,9 +771,9 @@ class Trainer:
                     raise TrainingInterrupted(
                         stopper.signum or 15, self.step, checkpoint, announce=self.env.is_main
                     )
-                if cfg.train.sample_every and self.step % cfg.train.sample_every == 0:
+                if cfg.logging.sample_every and self.step % cfg.logging.sample_every == 0:
                     self.write_grid()
-                if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
+                if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0:
                     self.save()
             bar.close()
             final = self.save()
@@ -792,7 +793,7 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     from elt.train import checkpoint as ckpt_lib
 
     ckpt_lib.refuse_environment_reads(cfg)
-    timeout = OmegaConf.select(cfg, "train.dist_timeout_s", default=None)
+    timeout = OmegaConf.select(cfg, "distributed.timeout_s", default=None)
     with dist_lib.distributed_session(cfg.train.device, timeout_s=timeout) as env:
         run_dir = Path(cfg.train.out_dir)
         if env.is_main:
