@@ -187,7 +187,7 @@ def test_a_latent_model_hub_folder_references_its_vae(tmp_path):
     refs = json.loads((folder / "references.json").read_text())
     assert refs["vae"]["class"] == "diffusers.AutoencoderKL"
     assert refs["vae"]["path"] == str(tmp_path / "vae") and refs["vae"]["scaling_factor"] is None
-    assert json.loads((folder / "config.json").read_text())["train"]["lr"] == 1e-5
+    assert json.loads((folder / "config.json").read_text())["optimizer"]["lr"] == 1e-5
     card = (folder / "README.md").read_text()
     assert f"VAE: diffusers AutoencoderKL from `{tmp_path / 'vae'}` (not included)" in card
     np.testing.assert_array_equal(
