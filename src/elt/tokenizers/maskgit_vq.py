@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from elt.fileio import InputFileError
+from elt.tokenizers.vq_common import VQTokenizerBase, nearest_codes
 
 FOLDER_FORMAT = "elt-maskgit-vq"
 CONFIG_FILE = "config.json"
@@ -203,16 +204,7 @@ class MaskGITVQ(nn.Module):
 
     def nearest_codes(self, features: torch.Tensor) -> torch.Tensor:
         """B×D×h×w encoder features → B×h×w indices of the nearest codebook vectors (in fp32)."""
-        b, d, h, w = features.shape
-        with torch.autocast(features.device.type, enabled=False):
-            flat = features.permute(0, 2, 3, 1).reshape(-1, d).float()
-            codebook = self.codebook.float()
-            distances = (
-                flat.pow(2).sum(1, keepdim=True)
-                - 2 * flat @ codebook.t()
-                + codebook.pow(2).sum(1)[None]
-            )
-            return distances.argmin(dim=1).view(b, h, w)
+        return nearest_codes(features, self.codebook)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.nearest_codes(self.encoder(pixels))
@@ -222,25 +214,18 @@ class MaskGITVQ(nn.Module):
         return self.decoder(self.codebook[indices].permute(0, 3, 1, 2))
 
 
-class MaskGITVQTokenizer(nn.Module):
+class MaskGITVQTokenizer(VQTokenizerBase):
     """MaskGIT's VQGAN behind elt's tokenizer interface: images B×C×S×S in [-1, 1] ↔ token grids
     B×(S/16)×(S/16) of ints below ``codebook_size``."""
 
     kind = "maskgit_vq"
 
     def __init__(self, config: MaskGITVQConfig | None = None, image_size: int = 256):
-        super().__init__()
-        self.vq = MaskGITVQ(config)
-        config = self.vq.config
-        self.image_size = int(image_size)
-        self.image_channels = config.image_channels
-        self.downsample = config.downsample
-        if self.image_size % self.downsample:
-            raise ValueError(
-                f"data.image_size={image_size} is not divisible by the MaskGIT VQ model's "
-                f"downsampling factor {self.downsample}"
-            )
-        self._decode_gflops: float | None = None
+        vq = MaskGITVQ(config)
+        super().__init__(
+            image_size, vq.config.image_channels, vq.config.downsample, "MaskGIT VQ model"
+        )
+        self.vq = vq
 
     @classmethod
     def from_folder(
@@ -265,35 +250,23 @@ class MaskGITVQTokenizer(nn.Module):
     def codebook_size(self) -> int:
         return self.vq.config.codebook_size
 
-    @property
-    def token_grid(self) -> tuple[int, int]:
-        side = self.image_size // self.downsample
-        return side, side
-
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images B×C×S×S in [-1, 1] → nearest-codebook indices B×h×w."""
-        if images.ndim != 4 or images.shape[1] != self.image_channels:
-            raise ValueError(
-                f"the MaskGIT VQ model expects B×{self.image_channels}×H×W images, got "
-                f"{tuple(images.shape)}"
-            )
+        self.check_images(images)
         return self.vq.encode((images + 1) / 2)
 
     @torch.no_grad()
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """Indices B×h×w → images B×C×S×S in [-1, 1] (MaskGIT's [0, 1] output, clamped)."""
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
-            raise ValueError(f"token indices must lie in 0..{self.codebook_size - 1}")
+        self.check_indices(indices)
         return self.vq.decode(indices).clamp(0, 1) * 2 - 1
 
-    def decode_gflops(self) -> float:
-        if self._decode_gflops is None:
-            from elt.tokenizers.fsq import count_gflops
+    def _count_decode_gflops(self) -> float:
+        from elt.tokenizers.fsq import count_gflops
 
-            features = torch.zeros(1, self.vq.config.embedding_dim, *self.token_grid)
-            self._decode_gflops = count_gflops(self.vq.decoder, features)
-        return self._decode_gflops
+        features = torch.zeros(1, self.vq.config.embedding_dim, *self.token_grid)
+        return count_gflops(self.vq.decoder, features)
 
 
 # ---- the two published weight layouts ---------------------------------------------------------

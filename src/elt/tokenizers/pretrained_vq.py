@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from elt.tokenizers.vq_common import VQTokenizerBase, nearest_codes
+
 
 def _vq_model_class():
     try:
@@ -38,7 +40,7 @@ def _config_file(path: str | Path) -> Path:
     return config
 
 
-class PretrainedVQTokenizer(nn.Module):
+class PretrainedVQTokenizer(VQTokenizerBase):
     """A diffusers ``VQModel`` seen as an image ↔ token-grid tokenizer.
 
     Build the architecture with :meth:`from_folder` (``weights=False`` gives random weights of the
@@ -48,18 +50,10 @@ class PretrainedVQTokenizer(nn.Module):
     kind = "pretrained_vq"
 
     def __init__(self, vq_model: nn.Module, image_size: int):
-        super().__init__()
         config = vq_model.config
+        downsample = 2 ** (len(config.block_out_channels) - 1)
+        super().__init__(image_size, config.in_channels, downsample, "VQ model")
         self.vq = vq_model
-        self.image_size = image_size
-        self.image_channels = int(config.in_channels)
-        self.downsample = 2 ** (len(config.block_out_channels) - 1)
-        if image_size % self.downsample:
-            raise ValueError(
-                f"data.image_size={image_size} is not divisible by the VQ model's downsampling "
-                f"factor {self.downsample}"
-            )
-        self._decode_gflops: float | None = None
 
     @classmethod
     def from_folder(
@@ -81,36 +75,15 @@ class PretrainedVQTokenizer(nn.Module):
     def codebook_size(self) -> int:
         return int(self.codebook.shape[0])
 
-    @property
-    def token_grid(self) -> tuple[int, int]:
-        side = self.image_size // self.downsample
-        return side, side
-
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images B×C×S×S in [-1, 1] → nearest-codebook indices B×h×w."""
-        if images.ndim != 4 or images.shape[1] != self.image_channels:
-            raise ValueError(
-                f"the VQ model expects B×{self.image_channels}×H×W images, got "
-                f"{tuple(images.shape)}"
-            )
+        self.check_images(images)
         latents = self.vq.encode(images).latents  # B×D×h×w, after quant_conv (bf16 under autocast)
-        b, d, h, w = latents.shape
-        with torch.autocast(
-            latents.device.type, enabled=False
-        ):  # the nearest code: distances in fp32
-            flat = latents.permute(0, 2, 3, 1).reshape(-1, d).float()
-            codebook = self.codebook.float()
-            distances = (
-                flat.pow(2).sum(1, keepdim=True)
-                - 2 * flat @ codebook.t()
-                + codebook.pow(2).sum(1)[None]
-            )
-            return distances.argmin(dim=1).view(b, h, w)
+        return nearest_codes(latents, self.codebook)
 
     def quantized(self, indices: torch.Tensor) -> torch.Tensor:
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
-            raise ValueError(f"token indices must lie in 0..{self.codebook_size - 1}")
+        self.check_indices(indices)
         return self.codebook[indices].permute(0, 3, 1, 2)
 
     @torch.no_grad()
@@ -120,21 +93,17 @@ class PretrainedVQTokenizer(nn.Module):
         spatial = quant if self.vq.config.norm_type == "spatial" else None
         return self.vq.decoder(self.vq.post_quant_conv(quant), spatial).clamp(-1, 1)
 
-    def decode_gflops(self) -> float:
-        if self._decode_gflops is None:
-            from elt.tokenizers.fsq import count_gflops
+    def _count_decode_gflops(self) -> float:
+        from elt.tokenizers.fsq import count_gflops
 
-            h, w = self.token_grid
+        h, w = self.token_grid
 
-            class _Decode(nn.Module):
-                def __init__(self, tokenizer):
-                    super().__init__()
-                    self.tokenizer = tokenizer
+        class _Decode(nn.Module):
+            def __init__(self, tokenizer):
+                super().__init__()
+                self.tokenizer = tokenizer
 
-                def forward(self, indices):
-                    return self.tokenizer.decode(indices)
+            def forward(self, indices):
+                return self.tokenizer.decode(indices)
 
-            self._decode_gflops = count_gflops(
-                _Decode(self), torch.zeros(1, h, w, dtype=torch.long)
-            )
-        return self._decode_gflops
+        return count_gflops(_Decode(self), torch.zeros(1, h, w, dtype=torch.long))
