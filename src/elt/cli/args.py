@@ -12,7 +12,6 @@ from pathlib import Path
 
 from elt.core.schedule import LOOPS_HELP  # noqa: F401  (the --loops grammar, documented once)
 from elt.limits import MAX_BATCH, MAX_INT, MAX_POINTS, MAX_SAMPLING_STEPS, MAX_SEED
-from elt.sampling import check_sampling_request  # noqa: F401  (checked before loading)
 
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 

@@ -10,7 +10,6 @@ import sys
 from elt.cli.args import (
     LOOPS_HELP,
     batch_size,
-    check_sampling_request,
     count,
     finite_float,
     parse_loops,
@@ -18,6 +17,7 @@ from elt.cli.args import (
     steps_int,
 )
 from elt.errors import UserError
+from elt.sampling import check_sampling_request
 
 
 # -- train -----------------------------------------------------------------------------------------
