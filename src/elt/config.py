@@ -96,9 +96,11 @@ class ILSDConfig:
 class DataConfig:
     name: str = "fashion_mnist"  # fashion_mnist | folder | moving_fmnist | ucf101
     root: str | None = None  # None: $ELT_DATA, then the Debian dataset path
-    image_size: int = 32
-    channels: int = 1
-    num_classes: int = 10
+    # null: inferred by elt.data.shape.resolve_data_config (data.name=folder: from the images)
+    image_size: int | None = 32
+    channels: int | None = 1
+    num_classes: int | None = 10
+    class_names: list[str] | None = None  # label order; null: the folder names / dataset's names
     hflip: bool = False
     num_workers: int = 0
     limit: int | None = None  # use only the first N training items (quick runs, tests)
@@ -297,6 +299,7 @@ RULES = {
     "data.image_size": Int(1, MAX_IMAGE_SIZE),
     "data.channels": Int(1, 16),
     "data.num_classes": Int(2, MAX_CLASSES),
+    "data.class_names": Any_("validate: distinct non-empty names, one per class"),
     "data.hflip": Flag(),
     "data.num_workers": Int(0, 1024),
     "data.limit": Int(1),
@@ -612,8 +615,35 @@ def validate(cfg: DictConfig) -> None:
     for group in cfg.optimizer.weight_decay_exempt:
         _choice("optimizer.weight_decay_exempt", group, WEIGHT_DECAY_GROUPS)
     _validate_video(cfg)
+    _validate_class_names(cfg)
     registry.get_paradigm(cfg.paradigm).validate(cfg)
-    check_model_memory(cfg)
+    if all(cfg.data[key] is not None for key in DATA_SHAPE_KEYS):
+        check_model_memory(cfg)  # else checked once elt.data.shape.resolve_data_config filled them
+
+
+DATA_SHAPE_KEYS = ("image_size", "channels", "num_classes")
+
+
+def _validate_class_names(cfg: DictConfig) -> None:
+    names = OmegaConf.select(cfg, "data.class_names", default=None)
+    if names is None:
+        return
+    names = list(names)
+    if (
+        not names
+        or not all(isinstance(n, str) and n.strip() and n.isprintable() for n in names)
+        or len(set(names)) != len(names)
+    ):
+        raise ConfigError(
+            f"config key 'data.class_names' holds {names[:8]}; allowed: distinct non-empty "
+            "names, one per class (or null)"
+        )
+    count = cfg.data.num_classes
+    if count is not None and len(names) != count:
+        raise ConfigError(
+            f"data.class_names has {len(names)} names but data.num_classes={count}; give one "
+            "name per class or leave it null"
+        )
 
 
 def model_parameters_estimate(cfg: DictConfig) -> int:
@@ -752,7 +782,11 @@ def _validate_video(cfg: DictConfig) -> None:
     if data.frame_stride < 1:
         raise ConfigError(f"config key 'data.frame_stride' must be >= 1, got {data.frame_stride}")
     _choice("data.motion", data.motion, ("bounce", "linear"))
-    if data.name == "moving_fmnist" and not 1 <= data.sprite_size <= data.image_size:
+    if (
+        data.name == "moving_fmnist"
+        and data.image_size is not None
+        and not 1 <= data.sprite_size <= data.image_size
+    ):
         raise ConfigError(
             f"data.sprite_size={data.sprite_size} must lie in 1..data.image_size={data.image_size}"
         )

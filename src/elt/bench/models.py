@@ -211,7 +211,9 @@ class SyntheticGenerator(LoopedGenerator):
     ):
         """One forward pass drawn as a square grey image of the tokens' mean output (a stand-in)."""
         data = self.model.make_batch(len(class_labels), self.device, seed=seed or 0)
-        data["labels"] = labels_tensor(class_labels, self.num_classes, self.device)
+        data["labels"] = labels_tensor(
+            class_labels, self.num_classes, self.device, self.class_names
+        )
         values = (
             self.model.head(
                 self.model.states(data, loops=loops_per_step(loops, 1, self.trained_loops)[0]).final

@@ -21,8 +21,9 @@ def non_negative_int(text: str) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from elt.config import load_config
     from elt.data.prepare import prepare
+    from elt.data.shape import resolve_data_config
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = resolve_data_config(load_config(args.config, args.overrides))
     result = prepare(
         cfg,
         shard_size=args.shard_size,

@@ -26,11 +26,12 @@ def tokenizer_dir(cfg, out: str | None = None) -> Path:
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from elt.config import load_config
+    from elt.data.shape import resolve_data_config
     from elt.tokenizers.factory import TRAINABLE_KINDS
     from elt.tokenizers.fsq import is_saved
     from elt.tokenizers.train import train_tokenizer
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = resolve_data_config(load_config(args.config, args.overrides))
     from elt.train.checkpoint import refuse_environment_reads
 
     refuse_environment_reads(

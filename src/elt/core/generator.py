@@ -45,6 +45,18 @@ class LoopedGenerator(nn.Module, ABC):
     sampling_options: ClassVar[tuple[str, ...]] = ("precision", "compile")
 
     @property
+    def class_names(self) -> list[str] | None:
+        """The class names in label order (``data.class_names`` of the config the model was
+        trained with); None for data without names and checkpoints saved before they were
+        stored."""
+        config = getattr(self, "config", None)
+        names = None
+        if config is not None:
+            data = getattr(config, "data", None)
+            names = getattr(data, "class_names", None) if data is not None else None
+        return [str(n) for n in names] if names else None
+
+    @property
     def trained_loops(self) -> int:
         """L_max: the loop count the model was trained with (the default when sampling)."""
         return self.backbone.loops
@@ -217,12 +229,45 @@ def resolve_seed(seed: int | None) -> int:
 
 
 def labels_tensor(
-    class_labels: Sequence[int] | torch.Tensor, num_classes: int, device: torch.device
+    class_labels: Sequence[int | str] | torch.Tensor,
+    num_classes: int,
+    device: torch.device,
+    class_names: Sequence[str] | None = None,
 ) -> torch.Tensor:
+    """Class labels as a long tensor; a label may be a class name (``"circle"``) where the model
+    knows its class names (:attr:`LoopedGenerator.class_names`)."""
+    if isinstance(class_labels, (str, int)):
+        class_labels = [class_labels]
+    if not isinstance(class_labels, torch.Tensor):
+        class_labels = [label_index(label, class_names) for label in class_labels]
     labels = torch.as_tensor(class_labels, dtype=torch.long, device=device).reshape(-1)
     if labels.numel() and (labels.min() < -1 or labels.max() >= num_classes):
         raise ValueError(f"class labels must lie in 0..{num_classes - 1} (or -1 for unconditional)")
     return labels
+
+
+def label_index(label: Any, class_names: Sequence[str] | None) -> Any:
+    """A class name's label (its index in ``class_names``); any other value as it is. An unknown
+    name is a one-line :class:`~elt.errors.UserError` listing the known ones."""
+    if not isinstance(label, str):
+        return label
+    from elt.errors import UserError
+
+    names = list(class_names or [])
+    if label in names:
+        return names.index(label)
+    if label.strip().lstrip("-").isdigit():
+        return int(label)
+    shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+    raise UserError(
+        f"unknown class name {label[:60]!r}; "
+        + (
+            f"allowed: {shown} (or 0..{len(names) - 1})"
+            if names
+            else "this model has no class "
+            "names (checkpoints store them from data.class_names): give class numbers"
+        )
+    )
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -309,7 +309,7 @@ class DiffusionGenerator(LoopedGenerator):
         ``request``: see :meth:`LoopedGenerator.generate`."""
         request = self.request_for(request, loops, steps, guidance, seed, sampler=sampler)
         steps, guidance, plan = request.steps, request.guidance, request.plan
-        labels = labels_tensor(class_labels, self.num_classes, self.device)
+        labels = labels_tensor(class_labels, self.num_classes, self.device, self.class_names)
         self.last_seed = resolve_seed(request.seed)
         generator = rng.make_streams(self.last_seed, seeds, len(labels), self.device)
         noise = rng.randn((len(labels), *self.data_shape), generator, self.device)

@@ -300,7 +300,7 @@ class MaskedGenerator(LoopedGenerator):
         cfg = self.config.masked
         request = self.request_for(request, loops, steps, guidance, seed)
         steps, guidance, plan = request.steps, request.guidance, request.plan
-        labels = labels_tensor(class_labels, self.num_classes, self.device)
+        labels = labels_tensor(class_labels, self.num_classes, self.device, self.class_names)
         self.last_seed = resolve_seed(request.seed)
         generator = rng.make_streams(self.last_seed, seeds, len(labels), self.device)
         used = torch.zeros((len(labels), steps), dtype=torch.long)

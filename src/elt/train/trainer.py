@@ -793,6 +793,9 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     from elt.train import checkpoint as ckpt_lib
 
     ckpt_lib.refuse_environment_reads(cfg)
+    from elt.data.shape import resolve_data_config
+
+    resolve_data_config(cfg)  # null data shape keys from the data; one warning per conversion
     timeout = OmegaConf.select(cfg, "distributed.timeout_s", default=None)
     with dist_lib.distributed_session(cfg.train.device, timeout_s=timeout) as env:
         run_dir = Path(cfg.train.out_dir)
