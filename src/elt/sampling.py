@@ -26,9 +26,10 @@ import numpy as np
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from elt.core.generator import LoopedGenerator, generate_request, gflops_of_request
+from elt.core.generator import LoopedGenerator, generate_request, gflops_of_request, label_index
 from elt.core.request import DEFAULT_BATCH_SIZE, ResolvedRequest, SampleRequest
 from elt.core.schedule import LoopSchedule, file_token, point_label
+from elt.errors import UserError
 from elt.fileio import (
     check_output_dir,
     remove_stale_temporaries,
@@ -202,6 +203,14 @@ def generate_features(
     return _concat_features([chunks[b][0] for b in order]), used
 
 
+def class_labels_of(generator: LoopedGenerator, labels: Sequence[int]) -> list[str] | None:
+    """The class name of each label, for a grid's columns; None for a model without names."""
+    names = getattr(generator, "class_names", None)
+    if not names:
+        return None
+    return [names[int(label)] if 0 <= int(label) < len(names) else "" for label in labels]
+
+
 def grid_classes(num_classes: int, limit: int = 0) -> np.ndarray:
     """The classes a training grid shows: all of them when ``limit`` is 0 or at least
     ``num_classes``, else ``limit`` evenly spaced ones (always class 0 and the last), so a
@@ -369,11 +378,13 @@ def write_samples(
     num: int,
     out_dir: str | Path,
     progress: bool = True,
+    classes: Sequence[int | str] | None = None,
 ) -> dict:
     """Write ``samples_L{point}.npz`` (``arr_0`` uint8 images N×H×W×C or videos N×T×H×W×C, ``arr_1``
     labels, ``loops`` the loops each sample used at each step, N×steps) per operating point of
     ``request`` (a loop count, a schedule or an adaptive exit; ``:`` in its label becomes ``_`` in
-    the file name), a grid PNG with one row per point (video: also ``grid.gif`` / ``grid.mp4``), and
+    the file name), cycling over ``classes`` (numbers or class names; default: every class), a grid
+    PNG with one row per point (video: also ``grid.gif`` / ``grid.mp4``), and
     ``samples.json`` describing what was written: the resolved steps and guidance, and the mean
     loops used per point (``loops_used``).
 
@@ -382,6 +393,7 @@ def write_samples(
     and rank 0 writes. Every file is written under a temporary name and renamed (a full disk leaves
     no truncated file); ``out_dir`` is checked before any sampling."""
     check_num(num)
+    chosen = chosen_classes(generator, classes)
     resolved = needs_seed(generator.resolve_request(request))
     rank, world = shard_info()
     out = Path(out_dir)
@@ -390,8 +402,30 @@ def write_samples(
         with run_dir_lock(out):  # into a run directory: never while a training holds it
             out.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(out)  # .samples_L1.npz.tmp-PID of a killed earlier run
-            return _sample_to_disk(generator, resolved, num, out, progress)
-    return _sample_to_disk(generator, resolved, num, out, progress)
+            return _sample_to_disk(generator, resolved, num, out, progress, chosen)
+    return _sample_to_disk(generator, resolved, num, out, progress, chosen)
+
+
+def chosen_classes(
+    generator: LoopedGenerator, classes: Sequence[int | str] | None
+) -> np.ndarray | None:
+    """``classes`` (numbers or class names) as label numbers, checked against the model (one
+    line naming a bad one and what is allowed); None: every class."""
+    if classes is None:
+        return None
+
+    labels = [label_index(c, getattr(generator, "class_names", None)) for c in classes]
+    bad = [c for c in labels if not isinstance(c, int) or not 0 <= c < generator.num_classes]
+    if not labels or bad:
+        raise UserError(
+            f"--classes {bad[:1] or 'is empty'}: classes are 0..{generator.num_classes - 1}"
+            + (
+                f" or names {', '.join(generator.class_names[:20])}"
+                if generator.class_names
+                else ""
+            )
+        )
+    return np.asarray(labels, dtype=np.int64)
 
 
 def _sample_to_disk(
@@ -400,23 +434,27 @@ def _sample_to_disk(
     num: int,
     out: Path,
     progress: bool,
+    chosen: np.ndarray | None = None,
 ) -> dict:
     rank, world = shard_info()
-    labels = balanced_labels(num, generator.num_classes)
+    if chosen is None:
+        labels = balanced_labels(num, generator.num_classes)
+    else:
+        labels = chosen[np.arange(num) % len(chosen)]
     seed = request.seed
     record = {
         "num": num,
         "seed": seed,
         "steps": request.steps,
         "guidance": request.guidance,
-        "label_policy": "balanced",
+        "label_policy": "balanced" if chosen is None else "chosen",
         "files": {},
         "seconds": {},
         "loops_used": {},
         "gflops": {},
         "processes": world,
     }
-    grid_rows = []
+    grid_rows, grid_names = [], None
     for index, loops in enumerate(
         tqdm(request.points, desc="loop counts", disable=not progress or rank != 0)
     ):
@@ -440,9 +478,10 @@ def _sample_to_disk(
         record["gflops"][label] = float(gflops_of_request(generator, point, loops_used=used))
         path = out / record["files"][label]
         save_npz(path, images, labels.astype(np.int64), loops=used.astype(np.int16))
-        per_row = min(len(images), 2 * generator.num_classes)
+        per_row = min(len(images), 2 * (generator.num_classes if chosen is None else len(chosen)))
         order = np.argsort(labels[:per_row], kind="stable")
         grid_rows.append(images[:per_row][order])
+        grid_names = class_labels_of(generator, labels[:per_row][order])
     record["grid"] = "grid.png"
     if rank == 0:
         row_labels = [f"L={point_label(loops)}" for loops in request.points]
@@ -454,7 +493,13 @@ def _sample_to_disk(
             record["sample_shape"] = list(grid_rows[0].shape[1:])
             record["data"] = video_data_fields(generator)
         elif grid_rows:
-            save_grid(out / "grid.png", grid_rows, row_labels, title="rows: loop count")
+            save_grid(
+                out / "grid.png",
+                grid_rows,
+                row_labels,
+                title="rows: loop count" + (", columns: class" if grid_names else ""),
+                col_labels=grid_names,
+            )
         write_json(out / "samples.json", record)
     if world > 1:
         dist.barrier()  # the files exist for every rank once this returns

@@ -22,8 +22,10 @@ def grid_image(
     scale: int = 0,
     pad: int = 2,
     title: str | None = None,
+    col_labels: Sequence[str] | None = None,
 ) -> Image.Image:
-    """Tile uint8 batches (each n×H×W×C) into one picture, one batch per row, labels on the left.
+    """Tile uint8 batches (each n×H×W×C) into one picture, one batch per row, labels on the left
+    and ``col_labels`` (e.g. class names) above the columns, each cut to its column's width.
 
     ``scale`` upsamples small images (nearest) so 28-px samples stay legible; 0 picks it
     automatically."""
@@ -40,14 +42,18 @@ def grid_image(
             int(ImageDraw.Draw(Image.new("L", (1, 1))).textlength(t, font=font)) for t in row_labels
         )
         label_w += 8
-    title_h = 14 if title else 0
     cell_h, cell_w = h * scale + pad, w * scale + pad
+    col_h = 12 if col_labels else 0
+    title_h = (14 if title else 0) + col_h
     canvas = Image.new(
         "RGB", (label_w + cols * cell_w + pad, title_h + len(rows) * cell_h + pad), "white"
     )
     draw = ImageDraw.Draw(canvas)
     if title:
         draw.text((pad, 1), title, fill="black", font=font)
+    for j, text in enumerate(list(col_labels or [])[:cols]):
+        text = fit_text(draw, str(text), cell_w - pad, font)
+        draw.text((label_w + pad + j * cell_w, title_h - col_h), text, fill="black", font=font)
     for i, row in enumerate(rows):
         y = title_h + pad + i * cell_h
         if row_labels:
@@ -60,6 +66,15 @@ def grid_image(
                 tile = tile.resize((w * scale, h * scale), Image.NEAREST)
             canvas.paste(tile, (label_w + pad + j * cell_w, y))
     return canvas
+
+
+def fit_text(draw: ImageDraw.ImageDraw, text: str, width: int, font) -> str:
+    """``text``, cut (ending in ``.``) to fit ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + ".", font=font) > width:
+        text = text[:-1]
+    return text + "." if text else ""
 
 
 def is_video_rows(rows: Sequence[np.ndarray]) -> bool:
@@ -202,6 +217,7 @@ def save_grid(
     row_labels: Sequence[str] | None = None,
     title: str | None = None,
     scale: int = 0,
+    col_labels: Sequence[str] | None = None,
 ) -> Path:
     """Save an image grid as ``path``; for video rows also the animation next to it
     (``save_video_grid``), so the trainer's periodic grids work for both without knowing which it
@@ -210,4 +226,6 @@ def save_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     if is_video_rows(rows):
         return save_video_grid(path, rows, row_labels, title=title, scale=scale)[0]
-    return write_via(path, grid_image(rows, row_labels, scale=scale, title=title).save)
+    return write_via(
+        path, grid_image(rows, row_labels, scale=scale, title=title, col_labels=col_labels).save
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from elt.cli.args import (
     LOOPS_HELP,
@@ -118,7 +119,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
         points = loops or list(range(1, generator.trained_loops + 1))
         request = dataclasses.replace(request, points=tuple(points))
         record = write_samples(
-            generator, request, args.num, args.out, progress=not args.no_progress
+            generator,
+            request,
+            args.num,
+            args.out,
+            progress=not args.no_progress,
+            classes=args.classes,
         )
     if env.is_main:
         grids = ", ".join([record["grid"], *record.get("animations", [])])
@@ -130,6 +136,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
                     f"{record['gflops'][label]:.3g} GFLOPs/sample"
                 )
     return 0
+
+
+def class_list(text: str) -> list[int | str]:
+    """``--classes``: comma-separated class names or numbers (names are checked once the model is
+    loaded)."""
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} holds an empty name; give class names or numbers separated by commas"
+        )
+    return [int(item) if item.isdigit() else item for item in items]
 
 
 def add_sample(sub) -> None:
@@ -169,6 +186,14 @@ def add_sample(sub) -> None:
         help="calibration.json or the folder holding it (default: the run directory of --ckpt)",
     )
     p.add_argument("--num", type=count, default=100, help="samples per loop count (default 100)")
+    p.add_argument(
+        "--classes",
+        type=class_list,
+        default=None,
+        metavar="NAMES",
+        help="sample only these classes, in turn: class names or numbers, comma-separated "
+        "(e.g. circle,square; default: every class)",
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument(
         "--steps",
@@ -242,9 +267,38 @@ def cmd_info(args: argparse.Namespace) -> int:
             str(k): float(f"{generator.gflops_per_sample(loops=k):.6g}")
             for k in range(1, backbone.loops + 1)
         },
+        **data_info(cfg, ckpt, generator),
     }
     print(json.dumps(info, indent=2))
     return 0
+
+
+def data_info(cfg, ckpt, generator) -> dict:
+    """The data a checkpoint was trained on (name, root, image size, channels, classes with their
+    names) and its training steps (done: the step folder's number, total: train.steps)."""
+    import re
+
+    from omegaconf import OmegaConf
+
+    def key(name):
+        return OmegaConf.select(cfg, f"data.{name}", default=None)
+
+    done = re.fullmatch(r"step_(\d+)", Path(ckpt).name)
+    return {
+        "data": {
+            "name": key("name"),
+            "root": key("root"),
+            "image_size": key("image_size"),
+            "channels": key("channels"),
+            "frames": key("frames") or None,
+            "num_classes": getattr(generator, "num_classes", key("num_classes")),
+            "class_names": getattr(generator, "class_names", None),
+        },
+        "train_steps": {
+            "done": int(done.group(1)) if done else None,
+            "total": OmegaConf.select(cfg, "train.steps", default=None),
+        },
+    }
 
 
 def add_info(sub) -> None:

@@ -33,6 +33,7 @@ ALPHA_MODES = ("RGBA", "LA", "La", "RGBa", "PA")
 FASHION_MNIST_SIZE = 28
 
 _shown: set[str] = set()  # warnings already printed by this process
+_resolved: set[tuple] = set()  # data sections this process resolved (as they were after it)
 
 
 @dataclass
@@ -191,21 +192,24 @@ def resolve_folder(data: DictConfig) -> FolderShape:
             )
     else:
         target = int(data.image_size)
+        keep = (
+            f"(set data.image_size={common} or leave it null to keep their size)"
+            if target != common
+            else f"(resize them to {target} px yourself to choose how)"
+        )
         smaller = sum(c for s, c in sides.items() if s < target)
         larger = sum(c for s, c in sides.items() if s > target)
         if larger:
             seen = max(s for s in sides if s > target)
             warn(
                 f"data.image_size={target} but {_of(larger, shape)} images in {where} are larger "
-                f"(up to {seen} px): training on {target} px downscaled images (set "
-                f"data.image_size={common} or leave it null to keep their size)"
+                f"(up to {seen} px): training on {target} px downscaled images {keep}"
             )
         if smaller:
             seen = min(s for s in sides if s < target)
             warn(
                 f"data.image_size={target} but {_of(smaller, shape)} images in {where} are smaller "
-                f"(down to {seen} px): training on {target} px upscaled images (set "
-                f"data.image_size={common} or leave it null to keep their size)"
+                f"(down to {seen} px): training on {target} px upscaled images {keep}"
             )
     oblong = [(size, count) for size, count in shape.sizes.items() if size[0] != size[1]]
     if oblong:
@@ -255,6 +259,8 @@ def resolve_data_section(data: DictConfig) -> None:
     with open_dict(data):
         if "class_names" not in data:
             data.class_names = None
+        if _signature(data) in _resolved:
+            return  # resolved before in this command (its warnings were printed then)
         if data.name == "folder":
             resolve_folder(data)
         else:
@@ -285,6 +291,17 @@ def resolve_data_section(data: DictConfig) -> None:
                     f"data.class_names has {len(names)} names but data.num_classes="
                     f"{data.num_classes}; give one name per class or leave it null"
                 )
+        _resolved.add(_signature(data))
+
+
+def _signature(data: DictConfig) -> tuple:
+    names = data.get("class_names")
+    return (
+        data.name,
+        str(data.root),
+        *(data.get(key) for key in SHAPE_KEYS),
+        tuple(names) if names is not None else None,
+    )
 
 
 def resolve_data_config(cfg: DictConfig) -> DictConfig:

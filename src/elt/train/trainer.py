@@ -48,7 +48,7 @@ from elt.inference.checkpoints import (
 )
 from elt.inference.files import EMA_FILE, MODEL_FILE
 from elt.runtime import autocast_context, seed_everything, set_threads, uses_bf16
-from elt.sampling import grid_classes, sample_grid_rows
+from elt.sampling import class_labels_of, grid_classes, sample_grid_rows
 from elt.train import advice
 from elt.train import distributed as dist_lib
 from elt.train.checkpoint import NonFiniteWeightsError, load_training_state, save_checkpoint
@@ -693,11 +693,13 @@ class Trainer:
             self.ema.release()  # FSDP: the gathered full EMA is freed now, not at the next update
         if rows is None:  # not rank 0
             return None
+        per_class = self.cfg.logging.samples_per_class
         return save_grid(
             self.run_dir / "samples" / f"step_{self.step:07d}.png",
             rows,
             [f"L={loops}" for loops in self.sample_loops()],
             title=f"step {self.step}, rows: loop count",
+            col_labels=class_labels_of(shadow, np.repeat(classes, per_class)),
         )
 
     def _perf_record(self, steps: int, elapsed: float) -> dict[str, float]:

@@ -1,0 +1,316 @@
+"""Folder data: shape inferred from the images (null keys), one warning line per conversion made,
+one-line errors (exit 2) for contradictions, class names stored in the run and used by ``elt
+info``, ``generate`` and ``elt sample --classes``."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from elt.cli import main
+from elt.config import load_config
+from elt.data import shape as shape_lib
+from elt.data.shape import inspect_folder, resolve_data_config
+from elt.errors import ConfigError
+
+CLASSES = ("circle", "square", "triangle")
+
+
+def write_folder(root, size=(64, 64), mode="RGB", per_class=3, classes=CLASSES, sizes=None):
+    """``root/<class>/<i>.png`` of random pixels; ``sizes`` (one per image, cycled) overrides
+    ``size``."""
+    rng = np.random.default_rng(0)
+    index = 0
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            width, height = sizes[index % len(sizes)] if sizes else size
+            index += 1
+            bands = {"L": 1, "RGB": 3, "RGBA": 4, "I;16": 1}[mode]
+            if mode == "I;16":
+                pixels = rng.integers(0, 65535, (height, width), dtype=np.uint16)
+                image = Image.fromarray(pixels)  # I;16
+            else:
+                pixels = rng.integers(0, 255, (height, width, bands), dtype=np.uint8)
+                image = Image.fromarray(pixels[..., 0] if bands == 1 else pixels, mode)
+            image.save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings():
+    shape_lib._shown.clear()
+    shape_lib._resolved.clear()
+    yield
+    shape_lib._shown.clear()
+    shape_lib._resolved.clear()
+
+
+def folder_cfg(root, *overrides):
+    return load_config(
+        None,
+        [
+            "data.name=folder",
+            f"data.root={root}",
+            "data.image_size=null",
+            "data.channels=null",
+            "data.num_classes=null",
+            *overrides,
+        ],
+    )
+
+
+def warnings_of(capsys) -> list[str]:
+    err = capsys.readouterr().err
+    return [line for line in err.splitlines() if line.startswith("elt: warning:")]
+
+
+def test_inspect_folder_counts_and_headers(tmp_path):
+    root = write_folder(tmp_path / "d", sizes=[(64, 64), (48, 64)], mode="RGBA")
+    found = inspect_folder(root)
+    assert found.classes == list(CLASSES) and found.images == 9
+    assert found.class_counts == {name: 3 for name in CLASSES}
+    assert found.headers == 9 and found.sizes == {(64, 64): 5, (48, 64): 4}
+    assert found.has_alpha and found.has_colour
+    sampled = inspect_folder(root, max_headers=4)
+    assert sampled.images == 9 and sampled.headers == 4
+
+
+def test_rgb_64_folder_is_inferred_without_warnings(tmp_path, capsys):
+    cfg = resolve_data_config(folder_cfg(write_folder(tmp_path / "d")))
+    assert (cfg.data.image_size, cfg.data.channels, cfg.data.num_classes) == (64, 3, 3)
+    assert list(cfg.data.class_names) == list(CLASSES)
+    assert warnings_of(capsys) == []
+
+
+def test_grey_folder_is_one_channel(tmp_path, capsys):
+    cfg = resolve_data_config(folder_cfg(write_folder(tmp_path / "d", mode="L", size=(32, 32))))
+    assert (cfg.data.image_size, cfg.data.channels) == (32, 1)
+    assert warnings_of(capsys) == []
+
+
+@pytest.mark.parametrize(
+    "overrides, kwargs, expected",
+    [
+        (
+            ["data.channels=1"],
+            {},
+            "data.channels=1 but the images in {root}/ are RGB: training on greyscale "
+            "(set data.channels=3 to keep colour)",
+        ),
+        (
+            ["data.channels=3"],
+            {"mode": "L"},
+            "data.channels=3 but the images in {root}/ are greyscale: each is repeated in 3 "
+            "channels (set data.channels=1 to train on 1 channel)",
+        ),
+        (
+            ["data.image_size=32"],
+            {},
+            "data.image_size=32 but all images in {root}/ are larger (up to 64 px): training on "
+            "32 px downscaled images (set data.image_size=64 or leave it null to keep their size)",
+        ),
+        (
+            [],
+            {"sizes": [(64, 64), (64, 64), (32, 32)]},
+            "the images in {root}/ have 2 sizes: data.image_size=64 (the most common short side), "
+            "3 of 9 others are resized to it (set data.image_size to choose)",
+        ),
+        (
+            [],
+            {"sizes": [(64, 64), (64, 64), (80, 64)]},
+            "3 of 9 images in {root}/ are not square (e.g. 80x64): centre-cropped to squares "
+            "(crop them yourself to keep other parts)",
+        ),
+        (
+            [],
+            {"mode": "RGBA"},
+            "all images in {root}/ have an alpha channel: it is dropped, transparent pixels keep "
+            "the colour stored under them (often black; flatten them onto a background yourself "
+            "to choose it)",
+        ),
+        (
+            [],
+            {"mode": "I;16"},
+            "all images in {root}/ have more than 8 bits (I;16): scaled to 8 bits (save them as "
+            "8-bit images to choose the scaling)",
+        ),
+    ],
+    ids=["rgb-to-grey", "grey-to-rgb", "downscale", "mixed-sizes", "non-square", "alpha", "16bit"],
+)
+def test_each_conversion_is_one_warning_line(tmp_path, capsys, overrides, kwargs, expected):
+    root = write_folder(tmp_path / "d", **kwargs)
+    cfg = resolve_data_config(folder_cfg(root, *overrides))
+    assert warnings_of(capsys) == [f"elt: warning: {expected.format(root=root)}"]
+    resolve_data_config(cfg)  # a second entry point in the same command: not repeated
+    assert warnings_of(capsys) == []
+
+
+@pytest.mark.parametrize(
+    "make, overrides, message",
+    [
+        (
+            lambda root: write_folder(root),
+            ["data.num_classes=10"],
+            "data.num_classes=10 but {root}/ has 3 class folders (circle, square, triangle); "
+            "set data.num_classes=3 or leave it null",
+        ),
+        (
+            lambda root: write_folder(root),
+            ["data.class_names=[circle,square,star]"],
+            "data.class_names ['circle', 'square', 'star'] do not match the class folders of "
+            "{root}/ ['circle', 'square', 'triangle']",
+        ),
+        (
+            lambda root: (write_folder(root), (root / "empty").mkdir()),
+            [],
+            "class folder '{root}/empty' holds no image files",
+        ),
+        (
+            lambda root: root.mkdir(),
+            [],
+            "data.root '{root}' has no class subfolders; put each class's images in "
+            "ROOT/<class name>/",
+        ),
+    ],
+    ids=["num-classes", "class-names", "empty-class", "no-classes"],
+)
+def test_contradictions_are_one_line_exit_2(tmp_path, capsys, make, overrides, message):
+    root = tmp_path / "d"
+    make(root)
+    args = [
+        "prepare",
+        "fmnist_masked",
+        "data.name=folder",
+        f"data.root={root}",
+        "data.image_size=null",
+        "data.channels=null",
+        "data.num_classes=null",
+        f"train.out_dir={tmp_path / 'run'}",
+        *overrides,
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert message.format(root=root) in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_num_classes_mismatch_in_build_dataset_is_a_config_error(tmp_path):
+    from elt.data.datasets import build_dataset
+
+    root = write_folder(tmp_path / "d")
+    cfg = load_config(None, ["data.name=folder", f"data.root={root}", "data.num_classes=10"])
+    with pytest.raises(ConfigError, match="has 3 class folders but data.num_classes=10; set"):
+        build_dataset(cfg.data)
+
+
+def test_other_datasets_fill_what_they_know(tmp_path):
+    cfg = resolve_data_config(load_config(None, ["data.channels=null", "data.num_classes=null"]))
+    assert (cfg.data.channels, cfg.data.num_classes) == (1, 10)
+    assert cfg.data.class_names[0] == "T-shirt/top" and cfg.data.class_names[9] == "Ankle boot"
+    with pytest.raises(ConfigError, match="data.image_size=null is inferred only for"):
+        resolve_data_config(
+            load_config(
+                None,
+                [
+                    "paradigm=masked",
+                    "data.name=moving_fmnist",
+                    "data.frames=4",
+                    "tokenizer.kind=fsq3d",
+                    "data.image_size=null",
+                ],
+            )
+        )
+    with pytest.raises(ConfigError, match="data.class_names has 2 names but data.num_classes=10"):
+        load_config(None, ["data.class_names=[a,b]"])
+
+
+TINY = [
+    "model.width=32",
+    "model.heads=2",
+    "model.unique_layers=1",
+    "model.loops=2",
+    "train.batch_size=4",
+    "train.steps=2",
+    "lr_schedule.warmup_steps=0",
+    "logging.sample_loops=[1]",
+    "train.threads=1",
+    "sampling.steps=2",
+    "diffusion.patch_size=4",
+]
+
+
+@pytest.fixture(scope="module")
+def named_run(tmp_path_factory):
+    """A 2-step diffusion run on a 16 px RGB folder of 3 classes, shape keys left null."""
+    tmp = tmp_path_factory.mktemp("named")
+    root = write_folder(tmp / "shapes", size=(16, 16))
+    run = tmp / "run"
+    args = [
+        "train",
+        "fmnist_diffusion",
+        "--no-progress",
+        "data.name=folder",
+        f"data.root={root}",
+        "data.image_size=null",
+        "data.channels=null",
+        "data.num_classes=null",
+        *TINY,
+        f"train.out_dir={run}",
+    ]
+    assert main(args) == 0
+    return run
+
+
+@pytest.mark.slow
+def test_class_names_round_trip_to_info_and_generate(named_run, capsys):
+    import elt
+
+    saved = load_config(named_run / "config.yaml")
+    assert (saved.data.image_size, saved.data.channels, saved.data.num_classes) == (16, 3, 3)
+    capsys.readouterr()
+    assert main(["info", str(named_run)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["data"]["class_names"] == list(CLASSES)
+    assert info["data"]["image_size"] == 16 and info["data"]["channels"] == 3
+    assert info["train_steps"] == {"done": 2, "total": 2}
+    generator = elt.load(named_run)
+    assert generator.class_names == list(CLASSES)
+    by_name = generator.generate(["circle", "triangle"], seed=3, steps=2)
+    by_number = generator.generate([0, 2], seed=3, steps=2)
+    assert np.array_equal(by_name, by_number)
+    from elt.errors import UserError
+
+    with pytest.raises(UserError, match="unknown class name 'star'; allowed: circle, square"):
+        generator.generate(["star"], seed=0, steps=2)
+
+
+@pytest.mark.slow
+def test_sample_classes_by_name(named_run, tmp_path, capsys):
+    out = tmp_path / "samples"
+    args = ["sample", "--ckpt", str(named_run), "--loops", "1", "--num", "4", "--steps", "2"]
+    assert main([*args, "--classes", "square,triangle", "--out", str(out), "--no-progress"]) == 0
+    labels = np.load(out / "samples_L1.npz")["arr_1"]
+    assert labels.tolist() == [1, 2, 1, 2]
+    capsys.readouterr()
+    assert main([*args, "--classes", "star", "--out", str(tmp_path / "s2"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'star'" in err and "circle, square, triangle" in err
+
+
+def test_old_generators_have_no_class_names():
+    from omegaconf import OmegaConf
+
+    from elt.core.generator import LoopedGenerator, labels_tensor
+
+    class Old:
+        config = OmegaConf.create({"data": {"num_classes": 3}})
+
+    assert LoopedGenerator.class_names.fget(Old()) is None
+    assert labels_tensor([0, 2], 3, "cpu").tolist() == [0, 2]
+    from elt.errors import UserError
+
+    with pytest.raises(UserError, match="this model has no class names"):
+        labels_tensor(["circle"], 3, "cpu")
