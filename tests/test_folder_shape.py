@@ -314,3 +314,30 @@ def test_old_generators_have_no_class_names():
 
     with pytest.raises(UserError, match="this model has no class names"):
         labels_tensor(["circle"], 3, "cpu")
+
+
+@pytest.mark.slow
+def test_exports_and_pipelines_carry_class_names(named_run, tmp_path):
+    import elt
+
+    pytest.importorskip("diffusers")
+    from elt.errors import UserError
+    from elt.pipelines import ELTDiffusionPipeline
+
+    for fmt in ("elt", "hub"):
+        out = tmp_path / fmt
+        elt.export(named_run, out, format=fmt, half=False)
+        assert elt.load(out).class_names == list(CLASSES)
+    pipe = ELTDiffusionPipeline.from_pretrained(str(tmp_path / "hub"))
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.id2label == dict(enumerate(CLASSES))
+    assert pipe.labels == {"circle": 0, "square": 1, "triangle": 2}
+    assert pipe.get_label_ids(["triangle", "circle"]) == [2, 0]
+    by_name = pipe(["triangle", "circle"], num_inference_steps=2, generator=5, output_type="np")
+    by_id = pipe([2, 0], num_inference_steps=2, generator=5, output_type="np")
+    assert np.array_equal(by_name.images, by_id.images)
+    with pytest.raises(UserError, match="unknown class name 'star'; allowed: circle, square"):
+        pipe(["star"], num_inference_steps=2)
+    pipe.save_pretrained(tmp_path / "pipe")
+    again = ELTDiffusionPipeline.from_pretrained(str(tmp_path / "pipe"))
+    assert again.id2label == dict(enumerate(CLASSES))

@@ -157,9 +157,36 @@ class _ELTPipeline(DiffusionPipeline):
     def _prepare(self) -> None:
         """Bring the generator in line with the pipeline's other components before sampling."""
 
+    @property
+    def id2label(self) -> dict[int, str]:
+        """Class number -> class name, as diffusers' DiTPipeline has it (empty for a model
+        without stored class names)."""
+        return dict(enumerate(self.elt_generator.class_names or []))
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """Class name -> class number, sorted by name (DiTPipeline's ``labels``)."""
+        return dict(sorted((name, i) for i, name in self.id2label.items()))
+
+    def get_label_ids(self, label: str | list[str]) -> list[int]:
+        """The class numbers of class names (DiTPipeline's ``get_label_ids``); an unknown name
+        is one line listing the known ones."""
+        from elt.core.generator import label_index
+
+        names = [label] if isinstance(label, str) else list(label)
+        for name in names:
+            if not isinstance(name, str):
+                raise UserError(f"get_label_ids takes class names, got {name!r}")
+        return [int(label_index(n, self.elt_generator.class_names)) for n in names]
+
     def _labels(self, class_labels) -> list[int]:
         count = int(self.elt_generator.num_classes)
-        allowed = f"allowed: integers 0..{count - 1} (or -1 for unconditional), one per image"
+        names = self.elt_generator.class_names
+        allowed = (
+            f"allowed: integers 0..{count - 1} (or -1 for unconditional)"
+            + (f" or class names ({', '.join(names[:20])})" if names else "")
+            + ", one per image"
+        )
         if isinstance(class_labels, torch.Tensor):
             class_labels = class_labels.tolist()
         elif isinstance(class_labels, np.ndarray):
@@ -167,6 +194,7 @@ class _ELTPipeline(DiffusionPipeline):
         items = [class_labels] if not isinstance(class_labels, (list, tuple)) else class_labels
         if not items:
             raise UserError(f"class_labels is empty; {allowed}")
+        items = [self.get_label_ids(i)[0] if isinstance(i, str) else i for i in items]
         for item in items:
             ok = isinstance(item, (int, np.integer)) and not isinstance(item, bool)
             if not ok or not -1 <= int(item) < count:
@@ -176,7 +204,7 @@ class _ELTPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        class_labels: int | list[int] | torch.Tensor,
+        class_labels: int | str | list[int | str] | torch.Tensor,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         generator: torch.Generator | int | list | None = None,
@@ -188,7 +216,8 @@ class _ELTPipeline(DiffusionPipeline):
         """Sample one image (video: one clip) per class label.
 
         Args:
-            class_labels: an int or a list of ints in 0..num_classes-1 (-1: unconditional).
+            class_labels: an int or a list of ints in 0..num_classes-1 (-1: unconditional), or
+                class names where the model has them (:attr:`id2label`).
             num_inference_steps: sampling steps (masked decoding steps, diffusion steps); None:
                 the model's ``sampling.steps``, else the paradigm's default.
             guidance_scale: classifier-free guidance s in uncond + s·(cond − uncond) (1: the
