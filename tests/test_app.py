@@ -297,3 +297,16 @@ def test_without_gradio_the_command_says_which_extra_to_install(monkeypatch, cap
     assert main(["app", "--ckpt", "demo:masked"]) == 2
     err = capsys.readouterr().err
     assert "pip install 'elt-looped[app]'" in err and err.count("elt: error:") == 1
+
+
+def test_class_picker_shows_the_stored_class_names(tmp_path):
+    class Named(FakeGenerator):
+        class_names = ["circle", "square", "triangle"]
+
+    models = load_models([str(tmp_path)], loader=lambda path, device: Named())
+    model = models[str(tmp_path)]
+    assert model.class_names == ["0: circle", "1: square", "2: triangle"]
+    for choice in ("2: triangle", "triangle", "2"):
+        assert check_request(models, str(tmp_path), choice, "0", 1, "", "").label == 2
+    # a model without names (checkpoints from before they were stored) keeps "class N"
+    assert fake_models(tmp_path)[str(tmp_path)].class_names == ["class 0", "class 1", "class 2"]

@@ -90,15 +90,19 @@ def shipped_checkpoints() -> dict[str, Path]:
 
 
 def class_names_for(generator) -> list[str]:
-    """Readable class names where the data set is known (Fashion-MNIST and its moving variant)."""
+    """The class picker's entries ("0: circle"): the names the checkpoint stores
+    (``generator.class_names``), else Fashion-MNIST's for its data sets (checkpoints saved before
+    names were stored), else "class N"."""
     config = getattr(generator, "config", None)
     data_name = str(getattr(getattr(config, "data", None), "name", "") or "")
     count = int(generator.num_classes)
-    if data_name in ("fashion_mnist", "moving_fmnist"):
+    names = getattr(generator, "class_names", None)
+    if not names and data_name in ("fashion_mnist", "moving_fmnist"):
         from elt.data.fashion_mnist import CLASSES
 
-        if len(CLASSES) == count:
-            return [f"{i}: {name}" for i, name in enumerate(CLASSES)]
+        names = list(CLASSES)
+    if names and len(names) == count:
+        return [f"{i}: {name}" for i, name in enumerate(names)]
     return [f"class {i}" for i in range(count)]
 
 
@@ -303,8 +307,11 @@ def check_request(
     if model_name not in models:
         raise InputError(f"unknown model {model_name!r}; choose one of: {', '.join(models)}")
     model = models[model_name]
+    bare = [name.split(": ", 1)[-1] for name in model.class_names]  # "0: circle" -> "circle"
     if class_choice in model.class_names:
         label = model.class_names.index(class_choice)
+    elif isinstance(class_choice, str) and class_choice.strip() in bare:
+        label = bare.index(class_choice.strip())
     else:
         label = parse_int(class_choice, "class", 0, len(model.class_names) - 1, default=0)
     seed = parse_int(seed, "seed", 0, MAX_SEED, default=0)
