@@ -341,3 +341,31 @@ def test_exports_and_pipelines_carry_class_names(named_run, tmp_path):
     pipe.save_pretrained(tmp_path / "pipe")
     again = ELTDiffusionPipeline.from_pretrained(str(tmp_path / "pipe"))
     assert again.id2label == dict(enumerate(CLASSES))
+
+
+def test_grid_columns_carry_class_names():
+    from elt.visual import grid_image
+
+    rows = [np.zeros((3, 16, 16, 3), dtype=np.uint8)]
+    plain = np.asarray(grid_image(rows, ["L=1"], scale=4))
+    named = np.asarray(grid_image(rows, ["L=1"], scale=4, col_labels=list(CLASSES)))
+    assert named.shape[0] == plain.shape[0] + 12 and named.shape[1] == plain.shape[1]
+    header = named[:12]
+    assert (header < 128).any()  # the names are drawn above the columns
+    assert np.array_equal(named[12:], plain)  # the images themselves are unchanged
+
+
+@pytest.mark.slow
+def test_sample_grid_labels_columns_with_names(named_run, tmp_path):
+    import json as json_lib
+
+    from PIL import Image as PILImage
+
+    out = tmp_path / "s"
+    args = ["sample", "--ckpt", str(named_run), "--loops", "1", "--num", "6", "--steps", "2"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    grid = np.asarray(PILImage.open(out / "grid.png"))
+    assert json_lib.loads((out / "samples.json").read_text())["label_policy"] == "balanced"
+    # title (14 px), the class-name line (12 px), one row of 16 px tiles at scale 4, padding
+    assert grid.shape[0] == 14 + 12 + (16 * 4 + 2) + 2
+    assert (grid[14:26] < 128).any()

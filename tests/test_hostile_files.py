@@ -171,7 +171,8 @@ def image_folder(where: Path, name: str, corrupt: bool) -> Path:
                     b"not a png" + bytes(rng.integers(0, 255, 64, dtype=np.uint8))
                 )
             else:
-                Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).save(
+                # data.image_size's default: no resizing warning (elt.data.shape)
+                Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(
                     folder / f"{index}.png"
                 )
     return where / name

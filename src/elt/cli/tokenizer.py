@@ -31,12 +31,13 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from elt.tokenizers.fsq import is_saved
     from elt.tokenizers.train import train_tokenizer
 
-    cfg = resolve_data_config(load_config(args.config, args.overrides))
+    cfg = load_config(args.config, args.overrides)
     from elt.train.checkpoint import refuse_environment_reads
 
     refuse_environment_reads(
         cfg
     )  # tokenizer.json stores the data settings: no environment value ends up there
+    resolve_data_config(cfg)  # null data shape keys from the data; one warning per conversion
     if cfg.tokenizer.kind not in TRAINABLE_KINDS:
         raise UserError(
             f"tokenizer.kind={cfg.tokenizer.kind} is not trainable here; only "
