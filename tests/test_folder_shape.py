@@ -369,3 +369,30 @@ def test_sample_grid_labels_columns_with_names(named_run, tmp_path):
     # title (14 px), the class-name line (12 px), one row of 16 px tiles at scale 4, padding
     assert grid.shape[0] == 14 + 12 + (16 * 4 + 2) + 2
     assert (grid[14:26] < 128).any()
+
+
+def test_tokenizer_train_infers_the_folder_shape(tmp_path, capsys):
+    root = write_folder(tmp_path / "d", size=(16, 16))
+    args = [
+        "tokenizer",
+        "train",
+        "fmnist_masked",
+        "data.name=folder",
+        f"data.root={root}",
+        "data.image_size=null",
+        "data.channels=null",
+        "data.num_classes=null",
+        "tokenizer.levels=[4,4]",
+        "tokenizer.channels=8",
+        "tokenizer.steps=2",
+        "tokenizer.batch_size=4",
+        "tokenizer.eval_items=0",
+        "--out",
+        str(tmp_path / "tok"),
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    assert warnings_of(capsys) == []
+    info = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    assert info["data"]["image_size"] == 16 and info["data"]["name"] == "folder"
+    assert (info["architecture"]["image_size"], info["architecture"]["image_channels"]) == (16, 3)
