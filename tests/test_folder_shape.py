@@ -223,6 +223,17 @@ def test_other_datasets_fill_what_they_know(tmp_path):
                 ],
             )
         )
+    lists = tmp_path / "ucf" / "ucfTrainTestlist"
+    lists.mkdir(parents=True)
+    lists.joinpath("classInd.txt").write_text("".join(f"{i} Action{i}\n" for i in range(1, 102)))
+    video = ["paradigm=masked", "data.frames=4", "tokenizer.kind=fsq3d", "data.channels=3"]
+    ucf = resolve_data_config(
+        load_config(
+            None,
+            [*video, "data.name=ucf101", f"data.root={tmp_path / 'ucf'}", "data.num_classes=null"],
+        )
+    )
+    assert ucf.data.num_classes == 101 and ucf.data.class_names[100] == "Action101"
     with pytest.raises(ConfigError, match="data.class_names has 2 names but data.num_classes=10"):
         load_config(None, ["data.class_names=[a,b]"])
 
@@ -396,3 +407,14 @@ def test_tokenizer_train_infers_the_folder_shape(tmp_path, capsys):
     info = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
     assert info["data"]["image_size"] == 16 and info["data"]["name"] == "folder"
     assert (info["architecture"]["image_size"], info["architecture"]["image_channels"]) == (16, 3)
+
+
+def test_warnings_only_on_rank_0(tmp_path, capsys, monkeypatch):
+    root = write_folder(tmp_path / "d")
+    monkeypatch.setenv("RANK", "1")
+    resolve_data_config(folder_cfg(root, "data.channels=1"))
+    assert warnings_of(capsys) == []
+    monkeypatch.setenv("RANK", "0")
+    shape_lib._resolved.clear()
+    resolve_data_config(folder_cfg(root, "data.channels=1"))
+    assert len(warnings_of(capsys)) == 1
