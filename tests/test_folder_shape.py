@@ -418,3 +418,12 @@ def test_warnings_only_on_rank_0(tmp_path, capsys, monkeypatch):
     shape_lib._resolved.clear()
     resolve_data_config(folder_cfg(root, "data.channels=1"))
     assert len(warnings_of(capsys)) == 1
+
+
+def test_building_a_model_with_null_shape_keys_is_one_line(tmp_path):
+    from elt.registry import build_generator
+
+    cfg = folder_cfg(write_folder(tmp_path / "d"), "paradigm=diffusion")
+    with pytest.raises(ConfigError, match="data.image_size is null .*; set data.image_size"):
+        build_generator(cfg)
+    assert build_generator(resolve_data_config(cfg)).class_names == list(CLASSES)

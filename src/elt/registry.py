@@ -34,7 +34,7 @@ from types import ModuleType
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from elt.core.generator import LoopedGenerator
 from elt.core.looped import LoopedTransformer
@@ -115,6 +115,16 @@ def task_module(paradigm: str):
 
 
 def build_generator(cfg: DictConfig) -> LoopedGenerator:
+    unresolved = [
+        key
+        for key in ("image_size", "channels", "num_classes")
+        if OmegaConf.select(cfg, f"data.{key}", default=0) is None
+    ]
+    if unresolved:  # a folder config's null keys: filled from the data by the training commands
+        raise ConfigError(
+            f"data.{unresolved[0]} is null (taken from the data by elt train, elt prepare and elt "
+            f"tokenizer train); set data.{unresolved[0]} to build a model without reading the data"
+        )
     return task_module(cfg.paradigm).build_generator(cfg)
 
 
