@@ -187,8 +187,8 @@ def resolve_folder(data: DictConfig) -> FolderShape:
         if others:
             warn(
                 f"the images in {where} have {len(sides)} sizes: data.image_size={common} (the "
-                f"most common short side), {_of(others, shape)} others are resized to it "
-                "(set data.image_size to choose)"
+                f"most common short side); {others} of {shape.headers} have another size and are "
+                "resized to it (set data.image_size to choose)"
             )
     else:
         target = int(data.image_size)
