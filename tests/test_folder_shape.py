@@ -114,7 +114,7 @@ def test_grey_folder_is_one_channel(tmp_path, capsys):
         (
             [],
             {"sizes": [(64, 64), (64, 64), (32, 32)]},
-            "the images in {root}/ have 2 sizes: data.image_size=64 (the most common short side), "
+            "the images in {root}/ have 2 sizes: data.image_size=64 (the most common short side); "
             "3 of 9 have another size and are resized to it (set data.image_size to choose)",
         ),
         (
