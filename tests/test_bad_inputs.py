@@ -874,6 +874,16 @@ CONFIG_CASES = [
     ),
     ("config-one-class", lambda r, w: train_args(w, "data.num_classes=1"), "data.num_classes"),
     (
+        "config-class-names-repeated",
+        lambda r, w: train_args(w, "data.num_classes=2", "data.class_names=[cat,cat]"),
+        "data.class_names",
+    ),
+    (
+        "config-class-names-count",
+        lambda r, w: train_args(w, "data.class_names=[cat,dog]"),
+        "data.class_names has 2 names but data.num_classes=",
+    ),
+    (
         "config-tokenizer-kind-unknown",
         lambda r, w: train_args(w, "tokenizer.kind=vqgan"),
         "tokenizer.kind",
@@ -1189,6 +1199,7 @@ def test_every_config_field_has_a_rule_and_a_bad_value_case():
         "logging.sample_loops",
         "sampling.loops",
         "optimizer.weight_decay_exempt",
+        "data.class_names",
     }
     generated = {
         case[2] for case in CONFIG_CASES if case[0].startswith("config-") and case[2] in rules
