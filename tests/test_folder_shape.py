@@ -287,6 +287,11 @@ def test_class_names_round_trip_to_info_and_generate(named_run, capsys):
     assert info["data"]["class_names"] == list(CLASSES)
     assert info["data"]["image_size"] == 16 and info["data"]["channels"] == 3
     assert info["train_steps"] == {"done": 2, "total": 2}
+    # the trainer's grid: title, a line of class names above the columns, one row of 16 px tiles
+    from PIL import Image as PILImage
+
+    grid = PILImage.open(named_run / "samples" / "step_0000002.png")
+    assert grid.size[1] == 14 + 12 + (16 * 4 + 2) + 2
     generator = elt.load(named_run)
     assert generator.class_names == list(CLASSES)
     by_name = generator.generate(["circle", "triangle"], seed=3, steps=2)
