@@ -125,7 +125,9 @@ def check_fits_classifier(cfg, record: dict, model: str, option: str = "--classi
     names, frames = get("class_names"), get("frames") or 0
     want = (record["image_size"], record["channels"], record["num_classes"])
     theirs = (size, channels, classes)
-    mismatch = frames > 0 or any(a is not None and a != b for a, b in zip(theirs, want, strict=True))
+    mismatch = frames > 0 or any(
+        a is not None and a != b for a, b in zip(theirs, want, strict=True)
+    )
     if not mismatch and names and record.get("class_names"):
         mismatch = list(names) != list(record["class_names"])
     if not mismatch:

@@ -22,6 +22,7 @@ from elt.config import check_options
 from elt.core.schedule import parse_loops
 from elt.errors import UserError
 from elt.eval import classifier as classifier_lib
+from elt.eval.folder_classifier import FolderClassifierFeatures
 from elt.eval.inputs import (
     check_ckpts_fit_classifier,
     check_domain_inputs,
@@ -30,7 +31,6 @@ from elt.eval.inputs import (
     load_classifier,
     user_errors,
 )
-from elt.eval.folder_classifier import FolderClassifierFeatures
 from elt.eval.suites import DomainSuite, FVDSuite, InceptionSuite, load_reference
 from elt.eval.sweep import (
     SweepInputError,
@@ -167,7 +167,10 @@ def sweep(request: SweepRequest, suite=None) -> dict:
     returns the record :func:`elt.eval.sweep.write_outputs` saves."""
     with user_errors():
         models = build_models(request)
-        if request.metrics == "domain" and check_ckpts_fit_classifier([], request.classifier) is None:
+        if (
+            request.metrics == "domain"
+            and check_ckpts_fit_classifier([], request.classifier) is None
+        ):
             check_domain_inputs(models)  # the Fashion-MNIST classifier: grey 28/32 px
         loops = request.loops or list(
             range(1, max(m.generator.trained_loops for m in models if m.generator) + 1)

@@ -253,9 +253,7 @@ class DomainSuite(MetricSuite):
             pick = np.sort(rng.choice(len(self.floor_features.features), count, replace=False))
             values = self.compare(Features(self.floor_features.features[pick]), None)
             if self.floor_labels is not None and self.floor_features.logits is not None:
-                values["class_acc"] = class_accuracy(
-                    self.floor_features.logits, self.floor_labels
-                )
+                values["class_acc"] = class_accuracy(self.floor_features.logits, self.floor_labels)
             values["n"] = int(count)
             return values
         if self.floor_images is None:
