@@ -100,8 +100,9 @@ def one_line_exit_2(capsys, argv, *words) -> str:
 
 # -- the classifier --------------------------------------------------------------------------------
 def test_folder_classifier_learns_and_writes_its_record(classifier_dir, shapes):
-    from elt.eval.classifier import file_sha256, load_classifier
+    from elt.eval.classifier import file_sha256
     from elt.eval.folder_classifier import FolderClassifierFeatures
+    from elt.eval.inputs import load_classifier
 
     record = json.loads((classifier_dir / "classifier.json").read_text())
     # an easy task: far above chance (1/3) on the 12 held-out images (4 per class)
@@ -137,7 +138,7 @@ def test_folder_shape_is_inferred(tmp_path):
 
 
 def test_fd_in_the_folder_classifier_space_separates_real_from_noise(classifier_dir, shapes):
-    from elt.eval.classifier import load_classifier
+    from elt.eval.inputs import load_classifier
     from elt.eval.suites import DomainSuite
 
     suite = DomainSuite.from_folder_classifier(load_classifier(classifier_dir))

@@ -417,11 +417,11 @@ def calibrate_checkpoint(
     from elt.sampling import check_points, check_sampling_request
 
     check_sampling_request(ckpt, num, batch_size, points)  # config.yaml: before the weights
-    check_quality_source(ckpt, classifier, latency_only, measure_latency)
     out, note = output_dir(ckpt, None if out is None else str(out))
     if note and on_note is not None:
         on_note(note)
     with run_dir_lock(out):  # calibrating into a run directory: never while a training holds it
+        check_quality_source(ckpt, classifier, latency_only, measure_latency)  # before the weights
         generator = load_generator(ckpt, device=device)
         points = points or default_points(generator)
         check_points(generator, points, steps)  # every schedule fits the steps before sampling

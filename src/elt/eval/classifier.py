@@ -181,16 +181,11 @@ class ClassifierFeatures:
 def load_classifier(
     path: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> ClassifierFeatures:
-    """The shipped classifier (or weights at ``path``) as a feature extractor; a folder written by
-    ``elt eval train-classifier --data DIR`` loads that folder's classifier
-    (:func:`elt.eval.folder_classifier.load_folder_classifier`)."""
-    if path and Path(path).is_dir():
-        from elt.eval.folder_classifier import RECORD_FILE, load_folder_classifier
-
-        if (Path(path) / RECORD_FILE).is_file():
-            return load_folder_classifier(path, device=device)
-        if (Path(path) / WEIGHTS_NAME).is_file():  # a folder of 'elt eval train-classifier'
-            path = Path(path) / WEIGHTS_NAME
+    """The shipped classifier (or weights at ``path``, or the folder 'elt eval train-classifier'
+    wrote them to) as a feature extractor. (:func:`elt.eval.inputs.load_classifier` also loads
+    the classifiers of ``elt eval train-classifier --data DIR``.)"""
+    if path and Path(path).is_dir() and (Path(path) / WEIGHTS_NAME).is_file():
+        path = Path(path) / WEIGHTS_NAME
     weights = Path(path) if path else ASSETS / WEIGHTS_NAME
     if not weights.is_file():
         raise ClassifierMissingError(

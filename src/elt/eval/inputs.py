@@ -31,8 +31,14 @@ def user_errors() -> Iterator[None]:
 
 def load_classifier(path=None, device="cpu", option: str = "--classifier"):
     """:func:`elt.eval.classifier.load_classifier`, with a file that is not the classifier's weights
-    (damaged, another format, other tensors) as one line naming it and ``option``."""
+    (damaged, another format, other tensors) as one line naming it and ``option``. A folder
+    written by ``elt eval train-classifier --data DIR`` loads that folder's classifier
+    (:func:`elt.eval.folder_classifier.load_folder_classifier`)."""
+    from elt.eval import folder_classifier
+
     try:
+        if path is not None and (Path(path) / folder_classifier.RECORD_FILE).is_file():
+            return folder_classifier.load_folder_classifier(path, device=device)
         return classifier.load_classifier(path, device=device)
     except classifier.ClassifierMissingError:
         raise
