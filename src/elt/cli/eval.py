@@ -110,7 +110,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
 
     record = run.train_classifier(
         args.out or "fmnist-classifier",
-        epochs=args.epochs or 5,
+        epochs=args.epochs,
         seed=args.seed,
         threads=args.threads,
         data_root=args.data_root,
@@ -130,7 +130,7 @@ def train_folder_classifier(args: argparse.Namespace) -> int:
         args.data,
         out,
         image_size=args.image_size,
-        epochs=args.epochs or 8,
+        epochs=args.epochs,
         holdout=0.15 if args.holdout is None else args.holdout,
         seed=args.seed,
         threads=args.threads,
@@ -343,8 +343,8 @@ def _add_train_classifier(actions) -> None:
     t.add_argument(
         "--epochs",
         type=bounded_int(1, 1000),
-        default=None,
-        help="training epochs (default 5; with --data 8)",
+        default=5,
+        help="training epochs (default 5)",
     )
     t.add_argument("--seed", type=seed, default=0)
     t.add_argument(

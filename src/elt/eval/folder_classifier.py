@@ -231,7 +231,7 @@ def train_folder_classifier(
     out_dir: str | Path,
     image_size: int | None = None,
     channels: int | None = None,
-    epochs: int = 8,
+    epochs: int = 5,
     batch_size: int | None = None,
     lr: float = 3e-3,
     holdout: float = 0.15,

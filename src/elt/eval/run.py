@@ -312,7 +312,7 @@ def train_folder_classifier(
     data: str | Path,
     out: str | Path,
     image_size: int | None = None,
-    epochs: int = 8,
+    epochs: int = 5,
     holdout: float = 0.15,
     seed: int = 0,
     threads: int = 1,
