@@ -307,3 +307,22 @@ def test_budget_on_latency_only_record_and_pointer_errors(tmp_path):
     elsewhere.unlink()
     with pytest.raises(TargetError, match="which is gone"):
         choose_point(run, budget_ms=25)
+
+
+def test_fashion_mnist_classifier_is_unchanged_at_32_px():
+    """The adaptive pool that lets the folder classifiers take 64 px is the identity at 32 px: the
+    shipped weights load with the same keys and give the features of the three stages as before."""
+    from elt.eval.classifier import ASSETS, WEIGHTS_NAME, FMNISTClassifier
+    from elt.fileio import load_safetensors
+
+    model = FMNISTClassifier()
+    model.load_state_dict(load_safetensors(ASSETS / WEIGHTS_NAME))
+    model.eval()
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(model.features(x), model.embed(model.body(x)), rtol=0, atol=0)
+    wide = FMNISTClassifier(num_classes=3, channels=3)
+    with torch.no_grad():
+        for size in (32, 64):
+            h, z = wide(torch.zeros(2, 3, size, size))
+            assert h.shape == (2, 128) and z.shape == (2, 3)
