@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 
 from elt.errors import UserError
-from elt.eval.calibrate import CALIBRATION_FILE
+from elt.eval.calibrate import CALIBRATION_FILE, POINTER_FILE
 
 
 class TargetError(UserError):
@@ -25,21 +25,42 @@ class TargetError(UserError):
 
 
 def calibration_path(source: str | Path) -> Path:
-    """``calibration.json`` itself, a folder holding it, or a checkpoint directory of a run that
-    holds it."""
+    """``calibration.json`` itself, a folder holding it, or a run (or one of its checkpoint
+    directories) that holds it or records where ``elt calibrate --out DIR`` wrote it
+    (``calibration.pointer.json``, which wins: it is written by the newest calibration)."""
     path = Path(source)
     if path.is_file():
         return path
-    candidates = [path / CALIBRATION_FILE]
+    folders = [path]
     if path.parent.name == "checkpoints":  # RUN/checkpoints/step_N → RUN
-        candidates.append(path.parent.parent / CALIBRATION_FILE)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+        folders.append(path.parent.parent)
+    for folder in folders:
+        pointed = pointed_calibration(folder / POINTER_FILE)
+        if pointed is not None:
+            return pointed
+        if (folder / CALIBRATION_FILE).is_file():
+            return folder / CALIBRATION_FILE
     raise TargetError(
         f"no {CALIBRATION_FILE} at {source}; run 'elt calibrate --ckpt {source}' first (or pass "
         "--calibration PATH)"
     )
+
+
+def pointed_calibration(pointer: Path) -> Path | None:
+    """The calibration a run's pointer file names (``None``: no pointer); a pointer to a file that
+    is gone or unreadable is one line."""
+    if not pointer.is_file():
+        return None
+    try:
+        target = Path(json.loads(pointer.read_text())["calibration"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise TargetError(f"cannot read {pointer}: {exc}".splitlines()[0]) from None
+    if not target.is_file():
+        raise TargetError(
+            f"{pointer} points to {target}, which is gone; recalibrate (elt calibrate) or pass "
+            "--calibration PATH"
+        )
+    return target
 
 
 def load_calibration(source: str | Path) -> dict:
@@ -95,13 +116,56 @@ def check_record(record, path) -> None:
 
 def _describe(point: dict) -> str:
     latency = point.get("latency_ms")
+    quality = (
+        "no quality measured"
+        if point.get("fd_cls") is None
+        else f"FD_cls {point['fd_cls']:.3g}"
+        + (
+            f", class acc {100 * point['class_acc']:.1f}%"
+            if point.get("class_acc") is not None
+            else ""
+        )
+    )
+    gflops = point.get("gflops")
     return (
-        f"loops {point['loops']} (FD_cls {point.get('fd_cls', float('nan')):.3g}, class acc "
-        f"{100 * point.get('class_acc', float('nan')):.1f}%, "
-        f"{point.get('gflops', float('nan')):.3g} GFLOPs, "
+        f"loops {point['loops']} ({quality}, "
+        + (f"{gflops:.3g} GFLOPs, " if gflops is not None else "")
         + (f"{latency:.0f} ms" if latency is not None else "latency not measured")
         + ")"
     )
+
+
+def latency_only(record: dict) -> bool:
+    """A calibration without quality figures (``elt calibrate --latency-only``)."""
+    return bool(record.get("points")) and all(p.get("fd_cls") is None for p in record["points"])
+
+
+def choose_latency_only(record: dict, budget_ms: float | None, fd_cls: float | None) -> dict:
+    """``--budget-ms`` on a latency-only calibration: the point with the most mean loops within the
+    budget (ties: the faster); ``--quality`` cannot be answered (one line)."""
+    where = record.get("path", "the calibration")
+    if fd_cls is not None:
+        raise TargetError(
+            f"{where} is a latency-only calibration (no FD_cls): --quality needs one measured "
+            "with a classifier; recalibrate with 'elt calibrate --classifier CLS_DIR' (or use "
+            "--budget-ms)"
+        )
+    points = [p for p in record["points"] if p.get("latency_ms") is not None]
+    if not points:
+        raise TargetError(f"{where} has no latency figures; recalibrate with --latency-only")
+    within = [p for p in points if p["latency_ms"] <= budget_ms]
+    if not within:
+        fastest = min(points, key=lambda p: p["latency_ms"])
+        raise TargetError(
+            f"no calibrated point runs within {budget_ms:g} ms; the fastest is "
+            f"{_describe(fastest)} ({where})"
+        )
+
+    def loops(p: dict) -> float:
+        return p.get("mean_loops") if p.get("mean_loops") is not None else -math.inf
+
+    chosen = max(within, key=lambda p: (loops(p), -p["latency_ms"]))
+    return {**chosen, "calibration": where}
 
 
 def choose_point(
@@ -109,14 +173,17 @@ def choose_point(
 ) -> dict:
     """The calibrated point for a target: with ``fd_cls`` alone the cheapest (lowest latency, then
     GFLOPs) point whose FD_cls is at most it; with ``budget_ms`` alone the best-quality point whose
-    latency fits; with both the cheapest point meeting both. Raises :class:`TargetError` (one line
-    naming the best available point)."""
+    latency fits; with both the cheapest point meeting both. A latency-only calibration (no FD_cls
+    anywhere) answers ``budget_ms`` with the point of most mean loops within it, and refuses
+    ``fd_cls``. Raises :class:`TargetError` (one line naming the best available point)."""
     record = source if isinstance(source, dict) else load_calibration(source)
     for name, value in (("--budget-ms", budget_ms), ("--quality", fd_cls)):
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise TargetError(f"{name} must be a positive number, got {value}")
     if budget_ms is None and fd_cls is None:
         raise TargetError("give a target: budget_ms (latency) and/or fd_cls (quality)")
+    if latency_only(record):
+        return choose_latency_only(record, budget_ms, fd_cls)
     points = [p for p in record["points"] if p.get("fd_cls") is not None]
     if not points:
         raise TargetError(

@@ -16,13 +16,15 @@ from elt.cli.args import (
 )
 from elt.eval import calibrate as calibrate_lib
 
+LATENCY_ONLY_NUM = 32  # samples per point that give the mean loops (and GFLOPs) of adaptive exits
+
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     record, paths = calibrate_lib.calibrate_checkpoint(
         args.ckpt,
         args.out,
         points=args.loops,
-        num=args.num,
+        num=args.num or (LATENCY_ONLY_NUM if args.latency_only else 200),
         steps=args.steps,
         guidance=args.guidance,
         seed=args.seed,
@@ -34,6 +36,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
         on_note=lambda note: print(f"elt calibrate: {note}"),
+        classifier=args.classifier,
+        latency_only=args.latency_only,
     )
     print(calibrate_lib.format_points(record))
     print(
@@ -56,7 +60,8 @@ def add_parsers(sub) -> None:
         "--out",
         default=None,
         help="output folder (default: the run directory when writable; for a "
-        "shipped demo:NAME model ./calibration-NAME)",
+        "shipped demo:NAME model ./calibration-NAME); the run records where it went, for "
+        "'elt sample --budget-ms'",
     )
     p.add_argument(
         "--loops",
@@ -65,7 +70,24 @@ def add_parsers(sub) -> None:
         help=LOOPS_HELP + " (default: 1..L_max, L_max:1, 1:L_max and three adaptive thresholds)",
     )
     p.add_argument(
-        "--num", type=count, default=200, help="samples per point for quality (default 200)"
+        "--num",
+        type=count,
+        default=None,
+        help="samples per point for quality (default 200; with --latency-only 32, for the mean "
+        "loops of adaptive exits)",
+    )
+    p.add_argument(
+        "--classifier",
+        default=None,
+        help="quality in this classifier's features: CLS_DIR from 'elt eval train-classifier "
+        "--data DIR' (needed for a model that is not Fashion-MNIST-shaped; default: the shipped "
+        "Fashion-MNIST classifier)",
+    )
+    p.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="measure latency and GFLOPs only (no classifier: fd_cls/class_acc null); front by "
+        "mean loops for the cost; --budget-ms then picks the most loops within the budget",
     )
     p.add_argument(
         "--steps", type=steps_int, default=None, help="sampling steps (default: the config's)"

@@ -31,6 +31,7 @@ from elt.cli.args import (
     parse_steps,
     seed,
 )
+from elt.errors import UserError
 from elt.eval import run, video
 from elt.eval.sweep import format_table, output_paths
 
@@ -94,6 +95,12 @@ def print_written(out: str) -> None:
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
+    if args.data is not None:
+        return train_folder_classifier(args)
+    for option, value in (("--image-size", args.image_size), ("--holdout", args.holdout)):
+        if value is not None:
+            raise UserError(f"{option} goes with --data DIR (a classifier for an image folder)")
+
     def trained(record: dict) -> None:
         weights = Path(args.out or "fmnist-classifier") / record["weights"]
         print(
@@ -113,6 +120,30 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     )
     if not args.no_floor:
         print("real-vs-real floor:", json.dumps(record["floor"]))
+    return 0
+
+
+def train_folder_classifier(args: argparse.Namespace) -> int:
+    """``elt eval train-classifier --data DIR``: a classifier for the user's image folder."""
+    out = args.out or f"classifier-{Path(args.data).resolve().name}"
+    record = run.train_folder_classifier(
+        args.data,
+        out,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        holdout=0.15 if args.holdout is None else args.holdout,
+        seed=args.seed,
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
+    print(
+        f"held-out accuracy {record['heldout_accuracy']:.4f} on {record['heldout_images']} images "
+        f"({record['num_classes']} classes: {', '.join(record['class_names'])}; "
+        f"{record['image_size']}×{record['image_size']}×{record['channels']}; trained on "
+        f"{record['train_images']} in {record['train_seconds']:.0f} s); wrote {out} "
+        f"(sha256 {record['sha256'][:12]}…)"
+    )
+    print("real-vs-real floor:", json.dumps(record["floor"]))
     return 0
 
 
@@ -171,7 +202,7 @@ def _add_sweep_parser(sub) -> argparse.ArgumentParser:
         "(quality vs GFLOPs and vs latency, real-data floor dashed). Example: elt eval --ckpt "
         "runs/elt --ckpt runs/vanilla --loops 1-5 --num 1000 --out eval/",
         epilog="Actions: 'elt eval train-classifier' retrains the shipped Fashion-MNIST "
-        "classifier; "
+        "classifier (--data DIR: trains one for your image folder); "
         "'elt eval floor' prints the real-vs-real floor; 'elt eval video' evaluates video samples.",
     )
     _add_model_options(p)
@@ -230,7 +261,10 @@ def _add_metric_options(p) -> None:
         help="real reference: .npz (mu/sigma and/or arr_0) or image folder",
     )
     p.add_argument(
-        "--classifier", default=None, help="classifier weights (default: the shipped ones)"
+        "--classifier",
+        default=None,
+        help="classifier weights (default: the shipped Fashion-MNIST ones), or CLS_DIR from "
+        "'elt eval train-classifier --data DIR' (metrics against that folder's images)",
     )
     p.add_argument(
         "--inception-weights",
@@ -271,18 +305,47 @@ def _add_train_classifier(actions) -> None:
     """``elt eval train-classifier``."""
     t = actions.add_parser(
         "train-classifier",
-        help="train the Fashion-MNIST feature classifier",
+        help="train the domain feature classifier (Fashion-MNIST, or --data DIR: your folder)",
         description="Train the domain classifier on the Fashion-MNIST training split "
         "(seeded, reproducible), record its test accuracy and the real-vs-real "
-        "floor next to the weights (default: the package's assets folder).",
+        "floor next to the weights (default: the package's assets folder). With --data DIR "
+        "(one subfolder per class): train one on that folder (size and channels taken from "
+        "it), score it on a seeded stratified held-out split, and write weights, "
+        "classifier.json and the real reference features to --out, for 'elt eval "
+        "--classifier CLS_DIR' and 'elt calibrate --classifier CLS_DIR'.",
+    )
+    t.add_argument(
+        "--data",
+        default=None,
+        help="an image folder (class subfolders): train a classifier for it instead of "
+        "Fashion-MNIST",
+    )
+    t.add_argument(
+        "--image-size",
+        type=bounded_int(8, 1024),
+        default=None,
+        help="with --data: input side in px (default: the folder's; use your model's "
+        "data.image_size)",
+    )
+    t.add_argument(
+        "--holdout",
+        type=finite_float,
+        default=None,
+        help="with --data: held-out fraction per class (default 0.15)",
     )
     t.add_argument(
         "--out",
         default=None,
-        help="output folder (default ./fmnist-classifier; the shipped copy in "
+        help="output folder (default ./fmnist-classifier, with --data ./classifier-<folder>; "
+        "the shipped copy in "
         "the package is replaced only by scripts that set ELT_ALLOW_PACKAGE_WRITES=1)",
     )
-    t.add_argument("--epochs", type=bounded_int(1, 1000), default=5)
+    t.add_argument(
+        "--epochs",
+        type=bounded_int(1, 1000),
+        default=5,
+        help="training epochs (default 5)",
+    )
     t.add_argument("--seed", type=seed, default=0)
     t.add_argument(
         "--threads",
@@ -306,7 +369,12 @@ def _add_floor(actions) -> None:
         "classifier's test accuracy.",
     )
     f.add_argument("--num", type=bounded_int(1, FMNIST_TRAIN, FMNIST_WHY), default=10000)
-    f.add_argument("--classifier", default=None)
+    f.add_argument(
+        "--classifier",
+        default=None,
+        help="classifier weights, or a folder from 'elt eval train-classifier --data DIR' (its "
+        "held-out images vs its training split)",
+    )
     f.add_argument("--data-root", default=None)
     f.add_argument("--no-progress", action="store_true")
     f.set_defaults(func=cmd_floor)

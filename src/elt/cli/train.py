@@ -183,7 +183,8 @@ def add_sample(sub) -> None:
     p.add_argument(
         "--calibration",
         default=None,
-        help="calibration.json or the folder holding it (default: the run directory of --ckpt)",
+        help="calibration.json or the folder holding it (default: the run directory of --ckpt, "
+        "or where 'elt calibrate --out DIR' last wrote for it)",
     )
     p.add_argument("--num", type=count, default=100, help="samples per loop count (default 100)")
     p.add_argument(

@@ -15,6 +15,15 @@ samples at ``batch_size`` and records
 A point is on the front when no other point is at least as good in FD_cls and at least as cheap
 (GFLOPs;
 separately: latency), and strictly better in one.
+
+Quality needs a domain classifier that takes the model's images: the shipped Fashion-MNIST one
+(default), or ``--classifier CLS_DIR`` trained on the model's image folder (``elt eval
+train-classifier --data DIR``). ``--latency-only`` measures cost alone (quality columns null); its
+front is by compute bought: a point is on it when no other point runs at least as many mean loops
+for at most the cost, and ``--budget-ms`` then picks the point with the most loops within the
+budget. The model's image shape is checked against the classifier before anything is sampled.
+When ``--out`` is not the run directory, the run gets a pointer to it (``calibration.pointer.json``)
+so that ``elt sample --ckpt RUN --budget-ms X`` finds it.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import numpy as np
 from elt.fileio import write_json, write_text
 
 CALIBRATION_FILE = "calibration.json"  # what elt.anytime.choose_point reads
+POINTER_FILE = "calibration.pointer.json"  # in a run: where its latest calibration was written
 FRONT_STEM = "pareto"
 PARTIAL_FILE = "calibration.partial.json"  # the points measured so far, while a calibration runs
 
@@ -44,8 +54,12 @@ def default_points(generator) -> list[str]:
     return points
 
 
-def pareto(points: list[dict], cost: str, quality: str = "fd_cls") -> list[bool]:
-    """Flags: not dominated in (``cost`` lower, ``quality`` lower)."""
+def pareto(
+    points: list[dict], cost: str, quality: str = "fd_cls", higher_is_better: bool = False
+) -> list[bool]:
+    """Flags: not dominated in (``cost`` lower, ``quality`` lower; higher with
+    ``higher_is_better``)."""
+    sign = -1.0 if higher_is_better else 1.0
     flags = []
     for p in points:
         if p.get(cost) is None or p.get(quality) is None:
@@ -56,8 +70,8 @@ def pareto(points: list[dict], cost: str, quality: str = "fd_cls") -> list[bool]
             and q.get(cost) is not None
             and q.get(quality) is not None
             and q[cost] <= p[cost]
-            and q[quality] <= p[quality]
-            and (q[cost] < p[cost] or q[quality] < p[quality])
+            and sign * q[quality] <= sign * p[quality]
+            and (q[cost] < p[cost] or sign * q[quality] < sign * p[quality])
             for q in points
         )
         flags.append(not dominated)
@@ -65,14 +79,20 @@ def pareto(points: list[dict], cost: str, quality: str = "fd_cls") -> list[bool]
 
 
 class QualityProbe:
-    """FD_cls and class accuracy in the shipped classifier's features; reference = Fashion-MNIST
-    test set."""
+    """FD_cls and class accuracy in a domain classifier's features: the shipped one against the
+    Fashion-MNIST test set, or ``classifier`` (weights, or a folder from ``elt eval
+    train-classifier --data DIR``: against that folder's training split)."""
 
-    def __init__(self, data_root=None, device="cpu"):
-        from elt.eval.classifier import load_classifier
+    def __init__(self, data_root=None, device="cpu", classifier=None):
+        from elt.eval.folder_classifier import FolderClassifierFeatures
+        from elt.eval.inputs import load_classifier
         from elt.eval.suites import DomainSuite
 
-        self.suite = DomainSuite.fashion_mnist(load_classifier(device=device), data_root=data_root)
+        extractor = load_classifier(classifier, device=device)
+        if isinstance(extractor, FolderClassifierFeatures):
+            self.suite = DomainSuite.from_folder_classifier(extractor)
+        else:
+            self.suite = DomainSuite.fashion_mnist(extractor, data_root=data_root)
         self.suite.reference_stats()
 
     def __call__(self, images: np.ndarray, labels: np.ndarray) -> dict:
@@ -91,7 +111,7 @@ class QualityProbe:
 def calibrate(
     generator,
     points: list,
-    probe,
+    probe=None,
     num: int = 200,
     seed: int = 0,
     steps: int | None = None,
@@ -103,9 +123,10 @@ def calibrate(
     progress: bool = True,
     on_point=None,
 ) -> dict:
-    """Measure every point; returns the record written to ``calibration.json``. ``on_point(rows)``
-    is called after each point (``elt calibrate`` keeps a ``calibration.partial.json`` with it, so
-    an interrupted calibration keeps what it measured)."""
+    """Measure every point; returns the record written to ``calibration.json``. ``probe=None``:
+    latency and GFLOPs only (``fd_cls``/``class_acc`` null, front by mean loops bought).
+    ``on_point(rows)`` is called after each point (``elt calibrate`` keeps a
+    ``calibration.partial.json`` with it, so an interrupted calibration keeps what it measured)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -143,7 +164,7 @@ def calibrate(
             "samples_per_s": num / seconds,
             "batch_size": batch_size,
         }
-        row.update(probe(images, labels))
+        row.update(probe(images, labels) if probe is not None else NO_QUALITY)
         if measure_latency:
             timing = latency_of(
                 generator,
@@ -162,8 +183,9 @@ def calibrate(
         rows.append(row)
         if on_point is not None:
             on_point(rows)
+    quality = ("fd_cls", False) if probe is not None else ("mean_loops", True)
     for key, flag in (("gflops", "pareto_gflops"), ("latency_ms", "pareto_latency")):
-        for row, on in zip(rows, pareto(rows, key), strict=True):
+        for row, on in zip(rows, pareto(rows, key, *quality), strict=True):
             row[flag] = on
     cfg = generator.config
     import platform
@@ -171,7 +193,7 @@ def calibrate(
     from elt.version import __version__
 
     provenance = {
-        **probe.provenance(),
+        **(probe.provenance() if probe is not None else LATENCY_ONLY),
         "n": num,
         "seed": seed,
         "steps": steps,
@@ -194,6 +216,13 @@ def calibrate(
     }
     return {"provenance": provenance, "points": rows}
 
+
+NO_QUALITY = {"fd_cls": None, "class_acc": None}
+LATENCY_ONLY = {
+    "suite": None,
+    "latency_only": True,
+    "front": "no other point runs at least as many mean loops for at most the cost",
+}
 
 CSV_COLUMNS = [
     "loops",
@@ -262,6 +291,10 @@ def plot_front(record: dict, path: Path, title: str | None = None) -> Path:
             )
         )
     metrics = [("fd_cls", "FD_cls (lower is better)"), ("class_acc", "class accuracy")]
+    front_label = "Pareto front (FD_cls)"
+    if all(p.get("fd_cls") is None for p in points):  # --latency-only
+        metrics = [("mean_loops", "mean loops per sample-step")]
+        front_label = "front (most loops for the cost)"
     fig, axes = plt.subplots(
         len(metrics), len(axes_x), figsize=(5.4 * len(axes_x), 3.8 * len(metrics)), squeeze=False
     )
@@ -271,7 +304,11 @@ def plot_front(record: dict, path: Path, title: str | None = None) -> Path:
             ax = axes[i][j]
             for kind, (marker, color) in style.items():
                 pts = [
-                    p for p in points if point_kind(p["loops"]) == kind and p.get(x_key) is not None
+                    p
+                    for p in points
+                    if point_kind(p["loops"]) == kind
+                    and p.get(x_key) is not None
+                    and p.get(key) is not None
                 ]
                 if pts:
                     ax.scatter(
@@ -290,7 +327,10 @@ def plot_front(record: dict, path: Path, title: str | None = None) -> Path:
                             fontsize=7,
                             color=color,
                         )
-            front = sorted((p for p in points if p.get(flag)), key=lambda p: p[x_key])
+            front = sorted(
+                (p for p in points if p.get(flag) and p.get(key) is not None),
+                key=lambda p: p[x_key],
+            )
             if front:
                 ax.plot(
                     [p[x_key] for p in front],
@@ -298,7 +338,7 @@ def plot_front(record: dict, path: Path, title: str | None = None) -> Path:
                     "-",
                     color="0.5",
                     lw=1,
-                    label="Pareto front (FD_cls)",
+                    label=front_label,
                 )
             ax.set(xlabel=xlabel, ylabel=ylabel)
             ax.grid(alpha=0.3)
@@ -360,11 +400,17 @@ def calibrate_checkpoint(
     device: str = "cpu",
     progress: bool = True,
     on_note=None,
+    classifier: str | Path | None = None,
+    latency_only: bool = False,
 ) -> tuple[dict, dict[str, Path]]:
     """``elt calibrate`` as a call: check the request against the checkpoint's config, choose the
     output folder (:func:`output_dir`; ``on_note(line)`` hears where it went when not ``out``),
     measure ``points`` (default: :func:`default_points`) while holding the run directory's lock, and
-    write calibration.json, the Pareto table and plot. Returns (record, paths written)."""
+    write calibration.json, the Pareto table and plot. Returns (record, paths written).
+    ``classifier`` scores quality in that classifier's space (``elt eval train-classifier --data
+    DIR``); ``latency_only`` measures cost alone. The model's image shape is checked against the
+    classifier from its config.yaml, before the weights are loaded. When ``out`` is not the run
+    directory, a pointer to it is left in the run (:data:`POINTER_FILE`)."""
     from elt.eval.inputs import user_errors
     from elt.fileio import run_dir_lock
     from elt.inference.checkpoints import load_generator
@@ -375,6 +421,7 @@ def calibrate_checkpoint(
     if note and on_note is not None:
         on_note(note)
     with run_dir_lock(out):  # calibrating into a run directory: never while a training holds it
+        check_quality_source(ckpt, classifier, latency_only, measure_latency)  # before the weights
         generator = load_generator(ckpt, device=device)
         points = points or default_points(generator)
         check_points(generator, points, steps)  # every schedule fits the steps before sampling
@@ -385,10 +432,11 @@ def calibrate_checkpoint(
             write_json(partial, {"checkpoint": str(ckpt), "points": rows})
 
         with user_errors():
+            probe = None if latency_only else QualityProbe(data_root, device, classifier)
             record = calibrate(
                 generator,
                 points,
-                QualityProbe(data_root, device=device),
+                probe,
                 num=num,
                 seed=seed,
                 steps=steps,
@@ -402,7 +450,93 @@ def calibrate_checkpoint(
             )
         paths = write_calibration(record, out, str(ckpt))
         partial.unlink(missing_ok=True)
+    pointer = record_in_run(ckpt, paths["calibration"])
+    if pointer is not None and on_note is not None:
+        on_note(pointer)
     return record, paths
+
+
+FMNIST_SHAPE = "grey 28 or 32 px images in 10 classes"
+
+
+def check_quality_source(ckpt: str, classifier, latency_only: bool, measure_latency: bool) -> None:
+    """Before any weights are loaded: a classifier that takes the model's images (the folder
+    classifier's shape, or Fashion-MNIST's by default), or latency only — one line otherwise."""
+    from omegaconf import OmegaConf
+
+    from elt.errors import UserError
+    from elt.eval.inputs import check_ckpts_fit_classifier
+    from elt.inference.checkpoints import load_config_of
+
+    if latency_only:
+        if classifier is not None:
+            raise UserError("give --classifier CLS_DIR or --latency-only, not both")
+        if not measure_latency:
+            raise UserError("--latency-only measures latency: drop --no-latency")
+        return
+    if check_ckpts_fit_classifier([ckpt], classifier) is not None:
+        return  # a folder classifier that takes this model's images
+    cfg = load_config_of(ckpt)
+    size, channels, classes, frames = (
+        OmegaConf.select(cfg, f"data.{key}", default=None)
+        for key in ("image_size", "channels", "num_classes", "frames")
+    )
+    if (
+        (frames or 0) > 0
+        or size not in (None, 28, 32)
+        or channels not in (None, 1)
+        or classes not in (None, 10)
+    ):
+        made = (
+            f"videos of {frames} frames"
+            if frames
+            else (f"{size}×{size}×{channels} images in {classes} classes")
+        )
+        raise UserError(
+            f"{ckpt} makes {made}, not the Fashion-MNIST classifier's {FMNIST_SHAPE}: pass "
+            "--classifier CLS_DIR (train one with 'elt eval train-classifier --data DIR') or "
+            "--latency-only"
+        )
+
+
+def run_of(ckpt: str) -> Path | None:
+    """The run directory of a checkpoint, or ``None`` for a shipped model (never written to)."""
+    from elt.fileio import PACKAGE_DIR
+    from elt.inference.checkpoints import resolve_checkpoint
+
+    path = resolve_checkpoint(ckpt)
+    if path.resolve().is_relative_to(PACKAGE_DIR):
+        return None
+    return path.parent.parent if path.parent.name == "checkpoints" else path
+
+
+def record_in_run(ckpt: str, calibration: Path) -> str | None:
+    """Point the run at ``calibration`` (``RUN/calibration.pointer.json``, written atomically) when
+    it lies outside the run, or drop a stale pointer when it is the run's own; returns a note when
+    the run could not be told."""
+    from elt.fileio import write_json
+
+    run = run_of(ckpt)
+    if run is None:
+        return None
+    pointer = run / POINTER_FILE
+    try:
+        if calibration.resolve().parent == run.resolve():
+            pointer.unlink(missing_ok=True)
+            return None
+        write_json(
+            pointer,
+            {
+                "calibration": str(calibration.resolve()),
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
+    except OSError as exc:  # a read-only run, or one a training holds: the flag still works
+        return (
+            f"could not record the calibration in {run} ({str(exc).splitlines()[0][:120]}); "
+            f"pass --calibration {calibration.parent} to 'elt sample'"
+        )
+    return None
 
 
 def format_points(record: dict) -> str:
@@ -417,8 +551,8 @@ def format_points(record: dict) -> str:
                 f"{p['mean_loops']:.2f}",
                 "-" if p.get("latency_ms") is None else f"{p['latency_ms']:.0f}",
                 f"{p['ms_per_sample']:.1f}",
-                f"{p['fd_cls']:.3g}",
-                f"{100 * p['class_acc']:.1f}%",
+                "-" if p.get("fd_cls") is None else f"{p['fd_cls']:.3g}",
+                "-" if p.get("class_acc") is None else f"{100 * p['class_acc']:.1f}%",
                 "*" if p.get("pareto_gflops") else "",
             ]
         )

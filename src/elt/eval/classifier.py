@@ -47,10 +47,18 @@ class ImageFormatError(UserError, ValueError):
 
 class FMNISTClassifier(nn.Module):
     """Three conv stages (32→16→8→4 px) and a 128-d embedding; ``features`` is the embedding
-    (post-ReLU, like Inception's pool3), ``head`` maps it to 10 logits."""
+    (post-ReLU, like Inception's pool3), ``head`` maps it to 10 logits.
+
+    ``channels`` and larger inputs serve the classifiers trained on an image folder
+    (:mod:`elt.eval.folder_classifier`): an adaptive average pool brings the last stage to 4×4
+    (the identity at 32 px, so the Fashion-MNIST weights and outputs are unchanged)."""
 
     def __init__(
-        self, width: int = 32, feature_dim: int = FEATURE_DIM, num_classes: int = NUM_CLASSES
+        self,
+        width: int = 32,
+        feature_dim: int = FEATURE_DIM,
+        num_classes: int = NUM_CLASSES,
+        channels: int = 1,
     ):
         super().__init__()
 
@@ -63,8 +71,9 @@ class FMNISTClassifier(nn.Module):
             )
 
         self.body = nn.Sequential(
-            stage(1, width), stage(width, 2 * width), stage(2 * width, 4 * width)
+            stage(channels, width), stage(width, 2 * width), stage(2 * width, 4 * width)
         )
+        self.pool = nn.AdaptiveAvgPool2d(4)  # parameter-free: the state dict keys are unchanged
         self.embed = nn.Sequential(
             nn.Flatten(), nn.Linear(4 * width * 4 * 4, feature_dim), nn.ReLU(inplace=True)
         )
@@ -72,7 +81,7 @@ class FMNISTClassifier(nn.Module):
         self.head = nn.Linear(feature_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embed(self.body(x))
+        return self.embed(self.pool(self.body(x)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(features N×128, logits N×10) for images N×1×32×32 in [-1, 1]."""
@@ -136,8 +145,10 @@ class ClassifierFeatures:
         name: str = "fmnist-classifier",
         batch_size: int = 1000,
         device: str | torch.device = "cpu",
+        prepare=None,
     ):
         self.model = model.to(device).eval()
+        self.prepare = prepare or to_model_input  # uint8 images -> the model's float input
         self.digest = digest
         self.name = name
         self.batch_size = batch_size
@@ -152,13 +163,14 @@ class ClassifierFeatures:
             disable=not progress,
             leave=False,
         ):
-            x = to_model_input(images[start : start + self.batch_size]).to(self.device)
+            x = self.prepare(images[start : start + self.batch_size]).to(self.device)
             h, z = self.model(x)
             feats.append(h.cpu())
             logits.append(z.cpu())
         if not feats:
+            classes = self.model.head.out_features
             return Features(
-                np.zeros((0, FEATURE_DIM), np.float32), np.zeros((0, NUM_CLASSES), np.float32)
+                np.zeros((0, FEATURE_DIM), np.float32), np.zeros((0, classes), np.float32)
             )
         return Features(torch.cat(feats).numpy(), torch.cat(logits).numpy())
 
@@ -169,7 +181,11 @@ class ClassifierFeatures:
 def load_classifier(
     path: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> ClassifierFeatures:
-    """The shipped classifier (or weights at ``path``) as a feature extractor."""
+    """The shipped classifier (or weights at ``path``, or the folder 'elt eval train-classifier'
+    wrote them to) as a feature extractor. (:func:`elt.eval.inputs.load_classifier` also loads
+    the classifiers of ``elt eval train-classifier --data DIR``.)"""
+    if path and Path(path).is_dir() and (Path(path) / WEIGHTS_NAME).is_file():
+        path = Path(path) / WEIGHTS_NAME
     weights = Path(path) if path else ASSETS / WEIGHTS_NAME
     if not weights.is_file():
         raise ClassifierMissingError(

@@ -31,8 +31,14 @@ def user_errors() -> Iterator[None]:
 
 def load_classifier(path=None, device="cpu", option: str = "--classifier"):
     """:func:`elt.eval.classifier.load_classifier`, with a file that is not the classifier's weights
-    (damaged, another format, other tensors) as one line naming it and ``option``."""
+    (damaged, another format, other tensors) as one line naming it and ``option``. A folder
+    written by ``elt eval train-classifier --data DIR`` loads that folder's classifier
+    (:func:`elt.eval.folder_classifier.load_folder_classifier`)."""
+    from elt.eval import folder_classifier
+
     try:
+        if path is not None and (Path(path) / folder_classifier.RECORD_FILE).is_file():
+            return folder_classifier.load_folder_classifier(path, device=device)
         return classifier.load_classifier(path, device=device)
     except classifier.ClassifierMissingError:
         raise
@@ -98,6 +104,62 @@ def check_domain_inputs(models) -> None:
         if (size is not None and size not in (28, 32)) or (channels is not None and channels != 1):
             raise UserError(
                 f"--metrics domain uses the Fashion-MNIST classifier (grey 28 or 32 px), but "
-                f"{model.name} makes {size}×{size}×{channels} images; use --metrics inception "
-                "--reference REF (or fvd for video)"
+                f"{model.name} makes {size}×{size}×{channels} images; use --classifier CLS_DIR "
+                "(train one on your folder: elt eval train-classifier --data DIR), or --metrics "
+                "inception --reference REF (or fvd for video)"
             )
+
+
+def folder_classifier_record(path) -> dict | None:
+    """The record of a classifier written by ``elt eval train-classifier --data DIR`` when ``path``
+    is its folder (read from its JSON, no weights loaded), else ``None``."""
+    from elt.eval.folder_classifier import RECORD_FILE, read_record
+
+    if path is None or not (Path(path) / RECORD_FILE).is_file():
+        return None
+    return read_record(path)
+
+
+def check_fits_classifier(cfg, record: dict, model: str, option: str = "--classifier") -> None:
+    """One line, before any sampling, when a model's images (size, channels, classes, and class
+    names when both record them) are not what the folder classifier ``record`` takes."""
+
+    def get(key):
+        return OmegaConf.select(cfg, f"data.{key}", default=None)
+
+    size, channels, classes = get("image_size"), get("channels"), get("num_classes")
+    names, frames = get("class_names"), get("frames") or 0
+    want = (record["image_size"], record["channels"], record["num_classes"])
+    theirs = (size, channels, classes)
+    mismatch = frames > 0 or any(
+        a is not None and a != b for a, b in zip(theirs, want, strict=True)
+    )
+    if not mismatch and names and record.get("class_names"):
+        mismatch = list(names) != list(record["class_names"])
+    if not mismatch:
+        return
+    shown = ", ".join(record.get("class_names") or [])
+    made = f"{size}×{size}×{channels} images in {classes} classes" + (
+        f" ({', '.join(names)})" if names else ""
+    )
+    if frames:
+        made = f"videos of {frames} frames"
+    raise UserError(
+        f"{option} {record.get('_dir', '')} takes {want[0]}×{want[0]}×{want[1]} images in "
+        f"{want[2]} classes ({shown}), but {model} makes {made}; train one on the model's data "
+        f"with 'elt eval train-classifier --data DIR --image-size {size} --out CLS_DIR'"
+    )
+
+
+def check_ckpts_fit_classifier(ckpts, classifier, option: str = "--classifier") -> dict | None:
+    """:func:`check_fits_classifier` for every checkpoint's saved config (config.yaml only, no
+    weights); returns the folder classifier's record (``None``: not a folder classifier)."""
+    from elt.inference.checkpoints import load_config_of
+
+    record = folder_classifier_record(classifier)
+    if record is None:
+        return None
+    record = {**record, "_dir": str(classifier)}
+    for ckpt in ckpts:
+        check_fits_classifier(load_config_of(ckpt), record, str(ckpt), option)
+    return record

@@ -22,7 +22,9 @@ from elt.config import check_options
 from elt.core.schedule import parse_loops
 from elt.errors import UserError
 from elt.eval import classifier as classifier_lib
+from elt.eval.folder_classifier import FolderClassifierFeatures
 from elt.eval.inputs import (
+    check_ckpts_fit_classifier,
     check_domain_inputs,
     check_models,
     check_num,
@@ -93,6 +95,8 @@ def check_request(request: SweepRequest, out: str | Path | None = None) -> None:
     if out is not None:  # before any sampling: a bad folder fails now, not after the sweep
         check_output_dir(out, "--out")
     check_models(request.ckpts, request.samples, request.names, request.loops)
+    if request.metrics == "domain":  # a folder classifier: each model's shape, from config.yaml
+        check_ckpts_fit_classifier(request.ckpts, request.classifier)
     if not request.samples:  # with samples: after their files and counts are checked (sweep)
         check_num(request.num, request.metrics)
         for ckpt in request.ckpts:
@@ -102,8 +106,13 @@ def check_request(request: SweepRequest, out: str | Path | None = None) -> None:
 def build_suite(request: SweepRequest):
     """The metric suite of ``request.metrics`` (its weights and reference data loaded)."""
     if request.metrics == "domain":
+        extractor = load_classifier(request.classifier, device=request.device)
+        if isinstance(extractor, FolderClassifierFeatures):
+            return DomainSuite.from_folder_classifier(
+                extractor, progress=request.progress, seed=request.seed
+            )
         return DomainSuite.fashion_mnist(
-            load_classifier(request.classifier, device=request.device),
+            extractor,
             data_root=request.data_root,
             progress=request.progress,
             seed=request.seed,
@@ -158,8 +167,11 @@ def sweep(request: SweepRequest, suite=None) -> dict:
     returns the record :func:`elt.eval.sweep.write_outputs` saves."""
     with user_errors():
         models = build_models(request)
-        if request.metrics == "domain":
-            check_domain_inputs(models)
+        if (
+            request.metrics == "domain"
+            and check_ckpts_fit_classifier([], request.classifier) is None
+        ):
+            check_domain_inputs(models)  # the Fashion-MNIST classifier: grey 28/32 px
         loops = request.loops or list(
             range(1, max(m.generator.trained_loops for m in models if m.generator) + 1)
         )
@@ -241,10 +253,19 @@ def floor(
     extractor=None,
 ) -> dict:
     """FD_cls, KID and PRDC of ``num`` Fashion-MNIST training images against the test set, and the
-    classifier's test accuracy (the best a generator can score in the domain metrics)."""
+    classifier's test accuracy (the best a generator can score in the domain metrics). With a
+    folder classifier (``elt eval train-classifier --data DIR``): its held-out images against its
+    training split, and its held-out accuracy."""
     check_num(num)
     with user_errors():
         extractor = extractor or load_classifier(classifier)
+        if isinstance(extractor, FolderClassifierFeatures):
+            result = DomainSuite.from_folder_classifier(extractor, progress=progress).floor(num)
+            result["description"] = (
+                f"{result['n']} held-out real images of {extractor.record.get('data_root')} vs "
+                "the classifier's training split; class_acc = held-out accuracy"
+            )
+            return result
         suite = DomainSuite.fashion_mnist(extractor, data_root=data_root, progress=progress)
         result = suite.floor(num)
     result["description"] = (
@@ -284,4 +305,43 @@ def train_classifier(
                 floor_num, data_root=data_root, progress=progress, extractor=extractor
             )
             write_json(out / classifier_lib.RECORD_NAME, record, ensure_ascii=False)
+    return record
+
+
+def train_folder_classifier(
+    data: str | Path,
+    out: str | Path,
+    image_size: int | None = None,
+    epochs: int = 5,
+    holdout: float = 0.15,
+    seed: int = 0,
+    threads: int = 1,
+    progress: bool = True,
+) -> dict:
+    """A classifier for an image folder (``elt eval train-classifier --data DIR``; see
+    :mod:`elt.eval.folder_classifier`) written to ``out``, with its real-vs-real floor (held-out
+    images vs the training split) recorded in ``classifier.json``."""
+    from elt.eval import folder_classifier
+
+    check_options(not_negative={"--threads": threads}, seeds={"--seed": seed})
+    if not Path(data).is_dir():
+        raise UserError(f"--data {data}: no such folder (give a folder of class subfolders)")
+    out = Path(out)
+    check_output_dir(out, "--out")
+    with user_errors():
+        record = folder_classifier.train_folder_classifier(
+            data,
+            out,
+            image_size=image_size,
+            epochs=epochs,
+            holdout=holdout,
+            seed=seed,
+            threads=threads,
+            progress=progress,
+        )
+        extractor = folder_classifier.load_folder_classifier(out)
+        record["floor"] = DomainSuite.from_folder_classifier(extractor).floor(
+            record["heldout_images"]
+        )
+        write_json(out / folder_classifier.RECORD_FILE, record, ensure_ascii=False)
     return record

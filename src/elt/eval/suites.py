@@ -159,15 +159,21 @@ class DomainSuite(MetricSuite):
         reference: Reference,
         floor_images: np.ndarray | None = None,
         k: int = 5,
+        reference_features: Features | None = None,
+        floor_features: Features | None = None,
+        floor_labels: np.ndarray | None = None,
         kid_subsets: int = 100,
         kid_subset_size: int = 1000,
         seed: int = 0,
         progress: bool = False,
     ):
         super().__init__(extractor, reference, progress)
-        if reference.images is None:
+        if reference.images is None and reference_features is None:
             raise ValueError("the domain suite needs reference images (not only statistics)")
+        self._ref_features = reference_features
         self.floor_images = floor_images
+        self.floor_features = floor_features
+        self.floor_labels = floor_labels
         self.k = k
         self.kid_subsets = kid_subsets
         self.kid_subset_size = kid_subset_size
@@ -190,6 +196,33 @@ class DomainSuite(MetricSuite):
             "Fashion-MNIST test split (10000 images)", images=test_images, labels=test_labels
         )
         return cls(extractor, reference, floor_images=train_images, progress=progress, **kwargs)
+
+    @classmethod
+    def from_folder_classifier(cls, extractor, progress: bool = False, **kwargs) -> DomainSuite:
+        """The suite of a classifier trained with ``elt eval train-classifier --data DIR``
+        (:mod:`elt.eval.folder_classifier`): reference = the stored features of the folder's
+        training split; floor = its held-out split (features stored, class accuracy = the
+        held-out accuracy)."""
+        data = extractor.reference()
+        heldout = np.asarray(data["heldout"], bool)
+        labels = np.asarray(data["labels"])
+        feats, logits = np.asarray(data["features"]), np.asarray(data["logits"])
+        record = extractor.record
+        reference = Reference(
+            f"folder {record.get('data_root')}: training split of "
+            f"{extractor.folder} ({int((~heldout).sum())} images; floor: "
+            f"{int(heldout.sum())} held-out images)",
+            labels=labels[~heldout],
+        )
+        return cls(
+            extractor,
+            reference,
+            reference_features=Features(feats[~heldout], logits[~heldout]),
+            floor_features=Features(feats[heldout], logits[heldout]),
+            floor_labels=labels[heldout],
+            progress=progress,
+            **kwargs,
+        )
 
     def compare(self, fake: Features, labels: np.ndarray | None) -> dict[str, float]:
         real = self.reference_features()
@@ -214,6 +247,15 @@ class DomainSuite(MetricSuite):
     def floor(self, num: int) -> dict[str, float] | None:
         """``num`` real images from the floor set vs the reference; class accuracy is the
         classifier's on the reference set against its true labels."""
+        if self.floor_features is not None:  # stored real features (a folder classifier)
+            rng = np.random.default_rng(self.seed)
+            count = min(num, len(self.floor_features.features))
+            pick = np.sort(rng.choice(len(self.floor_features.features), count, replace=False))
+            values = self.compare(Features(self.floor_features.features[pick]), None)
+            if self.floor_labels is not None and self.floor_features.logits is not None:
+                values["class_acc"] = class_accuracy(self.floor_features.logits, self.floor_labels)
+            values["n"] = int(count)
+            return values
         if self.floor_images is None:
             return None
         rng = np.random.default_rng(self.seed)
@@ -237,7 +279,10 @@ class DomainSuite(MetricSuite):
                 "kernel": "(x.y/d + 1)^3",
             },
             floor="real training images (seeded subset of the same N) vs the reference; class "
-            "accuracy of the reference set",
+            "accuracy of the reference set"
+            if self.floor_features is None
+            else "the held-out real images (seeded subset of at most N) vs the reference (the "
+            "training split); class accuracy = held-out accuracy",
         )
         return info
 
