@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -54,32 +53,21 @@ WEIGHTS_FILE = "classifier.safetensors"
 RECORD_FILE = "classifier.json"
 REFERENCE_FILE = "reference.npz"
 NAME = "folder-classifier"
-GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
-def infer_folder_shape(root: str | Path, sample: int = 64) -> tuple[int, int]:
-    """(channels, image size) of an image folder: 1 when every looked-at image is grey, else 3;
-    the most common short side. Looks at up to ``sample`` files spread over the classes.
-    (elt.data.shape.resolve_data_config does the same for training configs; kept to this one
-    function so that the two can become one.)"""
-    from PIL import Image
+def infer_folder_shape(root: str | Path) -> tuple[int, int]:
+    """(channels, image size) of an image folder as training infers them
+    (:func:`elt.data.shape.inspect_folder`): 3 when any looked-at image has colour, else 1; the
+    most common short side."""
+    from elt.data.shape import inspect_folder
 
-    from elt.data.folders import LOAD_ERRORS, ImageFolder
-
-    folder = ImageFolder(root, image_size=1, channels=3)
-    step = max(1, len(folder.files) // sample)
-    modes, sides = set(), Counter()
-    for path, _ in folder.files[::step][:sample]:
-        try:
-            with Image.open(path) as handle:
-                modes.add(handle.mode)
-                sides[min(handle.size)] += 1
-        except LOAD_ERRORS:
-            continue
-    if not sides:
+    try:
+        shape = inspect_folder(root)
+    except UserError as exc:  # the same one line, naming this command's flag
+        raise UserError(str(exc).replace("data.root", "--data")) from None
+    if not shape.short_sides:
         raise UserError(f"--data {root}: none of the images looked at could be read")
-    channels = 1 if modes <= GREY_MODES else 3
-    return channels, sides.most_common(1)[0][0]
+    return (3 if shape.has_colour else 1), shape.short_sides.most_common(1)[0][0]
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
