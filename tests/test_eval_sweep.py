@@ -65,28 +65,11 @@ def toy_suite(seed=0):
     )
 
 
-@pytest.fixture(scope="module")
-def toy_runs(tmp_path_factory):
-    """An ILSD and a vanilla toy checkpoint (trained once for the module)."""
-    from elt import registry
-
-    root = tmp_path_factory.mktemp("runs")
-    registry.register_paradigm("toy", "toy_task")
-    try:
-        for mode in ("ilsd", "vanilla"):
-            cfg = load_config(
-                None,
-                [
-                    *TOY_OVERRIDES,
-                    "train.steps=300",
-                    f"ilsd.mode={mode}",
-                    f"train.out_dir={root / mode}",
-                ],
-            )
-            train(cfg, progress=False)
-        yield root
-    finally:
-        registry.unregister_paradigm("toy")
+@pytest.fixture
+def toy_runs(toy_runs_300):
+    """An ILSD and a vanilla toy checkpoint (trained once per session, shared with
+    test_trainer.py: conftest.toy_runs_300)."""
+    return toy_runs_300
 
 
 def test_sweep_writes_json_csv_png_with_provenance(toy_runs, toy_paradigm, tmp_path):
