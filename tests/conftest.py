@@ -39,3 +39,23 @@ def pytest_addoption(parser):
         help="where the browser test saves its screenshot of `elt app` (default: a temporary dir), "
         "e.g. docs/assets/app.png",
     )
+
+
+@pytest.fixture(scope="session")
+def toy_runs_300(tmp_path_factory):
+    """The toy paradigm (TOY_OVERRIDES) trained 300 steps with ILSD (``ilsd/``) and vanilla
+    (``vanilla/``), once per session: test_trainer checks what that training did and
+    test_eval_sweep sweeps the two checkpoints. Tests read these folders, never write them."""
+    from elt import registry
+    from elt.config import load_config
+    from elt.train.trainer import train
+
+    root = tmp_path_factory.mktemp("toy_runs_300")
+    registry.register_paradigm("toy", "toy_task")
+    try:
+        for mode in ("ilsd", "vanilla"):
+            overrides = [*TOY_OVERRIDES, "train.steps=300", f"ilsd.mode={mode}"]
+            train(load_config(None, [*overrides, f"train.out_dir={root / mode}"]), progress=False)
+    finally:
+        registry.unregister_paradigm("toy")
+    return root

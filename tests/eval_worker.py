@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def main() -> None:
+def evaluate(ckpt: str, out: str) -> None:
     import dist_worker
     import elt.eval.run
     from test_eval_sweep import toy_suite
@@ -19,7 +19,6 @@ def main() -> None:
     elt.eval.run.build_suite = lambda request: toy_suite()
     from elt.cli import main as cli_main
 
-    ckpt, out = sys.argv[1], sys.argv[2]
     code = cli_main(
         [
             "eval",
@@ -38,6 +37,10 @@ def main() -> None:
         ]
     )
     assert code == 0, code
+
+
+def main() -> None:
+    evaluate(sys.argv[1], sys.argv[2])
 
 
 if __name__ == "__main__":

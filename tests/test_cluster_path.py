@@ -204,14 +204,67 @@ def _two_ranks(rank, port, tmp, results):
     results[rank] = out
 
 
+def _refuse_then_two_ranks(rank, ports, tmp, overrides, results):
+    """The module's two spawned checks in one pair of processes (one spawn's imports, not two): the
+    refused cache build first (where diffusers is installed; its own process group), then the grid,
+    shared-folder and timeout checks (the timeout leaves the group broken, so it comes last)."""
+    if overrides is not None:
+        refused = {}
+        _train_without_cache(rank, ports[0], tmp / "refuse", overrides, refused)
+        results[("refuse", rank)] = refused[rank]
+    _two_ranks(rank, ports[1], tmp / "ranks", results)
+
+
+def _refuse_overrides(tmp):
+    """The tiny latent-diffusion run whose missing cache the ranks must refuse to build (None
+    without diffusers)."""
+    try:
+        import diffusers  # noqa: F401
+    except ImportError:
+        return None
+    from test_prepare import write_images
+    from test_vae import save_random_vae
+
+    write_images(tmp / "images", per_class=4, size=32)
+    return [
+        "model.width=32",
+        "model.heads=2",
+        "data.num_classes=2",
+        "data.image_size=32",
+        f"data.root={tmp / 'images'}",
+        f"diffusion.vae_path={save_random_vae(tmp / 'vae')}",
+        f"diffusion.latent_cache={tmp / 'latents'}",
+        "train.batch_size=4",
+        "train.device=cpu",
+        f"train.out_dir={tmp / 'run'}",
+        "data.num_workers=0",
+    ]
+
+
+@pytest.fixture(scope="module")
+def spawned(tmp_path_factory):
+    """One mp.spawn of 2 gloo ranks for both tests below: (folder, refuse overrides, results)."""
+    tmp = tmp_path_factory.mktemp("spawned")
+    (tmp / "ranks").mkdir()
+    overrides = _refuse_overrides(tmp / "refuse")
+    ports = [_free_port()]
+    while len(ports) < 2:
+        ports += [p for p in [_free_port()] if p != ports[0]]
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(_refuse_then_two_ranks, args=(ports, tmp, overrides, results), nprocs=2, join=True)
+    results = dict(results)
+    manager.shutdown()
+    return tmp, overrides, results
+
+
 @pytest.mark.slow
-def test_two_gloo_ranks_grid_shared_check_and_timeout(tmp_path):
+def test_two_gloo_ranks_grid_shared_check_and_timeout(spawned):
+    tmp, _, results = spawned
+    tmp_path = tmp / "ranks"
     torch.manual_seed(0)
     generator = registry.build_generator(load_config("fmnist_diffusion", TINY_PIXEL)).eval()
     alone = sample_grid_rows(generator, [1, 2], per_class=1, seed=3, classes=grid_classes(10, 5))
-    manager = mp.Manager()
-    results = manager.dict()
-    mp.spawn(_two_ranks, args=(_free_port(), tmp_path, results), nprocs=2, join=True)
     zero, one = results[0], results[1]
     assert one["rows"] is None and len(zero["rows"]) == 2
     for got, want in zip(zero["rows"], alone, strict=True):
@@ -273,33 +326,16 @@ def _train_without_cache(rank, port, tmp, overrides, results):
 
 
 @pytest.mark.slow
-def test_two_ranks_refuse_to_build_a_missing_cache_and_one_process_builds_it(tmp_path):
+def test_two_ranks_refuse_to_build_a_missing_cache_and_one_process_builds_it(spawned):
     """Under torchrun a missing latent cache used to be encoded by rank 0 alone while the other
     ranks waited in a
     barrier (at ImageNet size far past any timeout): now every rank stops with the same line naming
     elt prepare, and nothing is written; a single process still builds the cache itself."""
-    pytest.importorskip("diffusers")
-    from test_prepare import write_images
-    from test_vae import save_random_vae
-
-    write_images(tmp_path / "images", per_class=4, size=32)
-    overrides = [
-        "model.width=32",
-        "model.heads=2",
-        "data.num_classes=2",
-        "data.image_size=32",
-        f"data.root={tmp_path / 'images'}",
-        f"diffusion.vae_path={save_random_vae(tmp_path / 'vae')}",
-        f"diffusion.latent_cache={tmp_path / 'latents'}",
-        "train.batch_size=4",
-        "train.device=cpu",
-        f"train.out_dir={tmp_path / 'run'}",
-        "data.num_workers=0",
-    ]
-    results = mp.Manager().dict()
-    mp.spawn(
-        _train_without_cache, args=(_free_port(), tmp_path, overrides, results), nprocs=2, join=True
-    )
+    tmp, overrides, spawned_results = spawned
+    if overrides is None:
+        pytest.skip("needs diffusers")
+    tmp_path = tmp / "refuse"
+    results = {rank: spawned_results[("refuse", rank)] for rank in (0, 1)}
     for rank in (0, 1):
         assert (
             results[rank].startswith("SoloBuildRefused") and "elt.cli prepare" in results[rank]

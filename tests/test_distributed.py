@@ -71,6 +71,67 @@ def det_paradigm(monkeypatch):
     registry.unregister_paradigm("toy_det")
 
 
+@pytest.fixture(scope="module")
+def gloo_runs(tmp_path_factory):
+    """Every 2-process run this module checks, launched ONCE: the 1-process references run here
+    in-process, then one torchrun runs the 2-rank jobs one after another in one process group
+    (dist_worker.py --jobs), so the module pays for one launch (a torch import per rank) instead
+    of one per test. Each test below asserts on its own job's run directory."""
+    from elt import registry
+    from elt.data.fashion_mnist import DataNotFoundError, locate
+
+    root = tmp_path_factory.mktemp("gloo")
+    registry.register_paradigm("toy", "toy_task")
+    registry.register_paradigm("toy_det", "dist_worker")
+    try:
+        one = root / "one"
+        single_process_run(one)
+        single_process_run(root / "wd_one", *WEIGHT_DECAY_EXEMPT)
+        single_process_run(root / "wd_all", "optimizer.weight_decay=0.5")
+        try:
+            locate()
+            paradigms = list(PARADIGM_OVERRIDES)
+        except DataNotFoundError:
+            paradigms = ["toy"]
+        for paradigm in paradigms:
+            overrides = [*PARADIGM_OVERRIDES[paradigm], *COMMON]
+            cfg = load_config(None, [*overrides, f"train.out_dir={root / paradigm / 'one'}"])
+            Trainer(cfg, progress=False).fit()
+    finally:
+        registry.unregister_paradigm("toy")
+        registry.unregister_paradigm("toy_det")
+    fsdp = [*DET_OVERRIDES, "distributed.strategy=fsdp"]
+    jobs = {
+        "ddp": [
+            "--sample-ckpt",
+            str(one),
+            "--sample-out",
+            str(root / "samples2"),
+            *DET_OVERRIDES,
+        ],
+        "fsdp_full": ["--resume-at", "4", *fsdp, "checkpoint.format=full"],
+        "fsdp_dcp": ["--resume-at", "4", *fsdp, "checkpoint.format=dcp"],
+        "ddp_accum": [*DET_OVERRIDES, "train.grad_accum_steps=4"],
+        "wd_two": [*fsdp, *WEIGHT_DECAY_EXEMPT],
+        **{f"units{i}": [*fsdp, *extra] for i, extra in enumerate(FSDP_UNIT_EXTRAS)},
+    }
+    argv = [[str(root / name), *args] for name, args in jobs.items()]
+    for paradigm in paradigms:
+        shared = [f"tokenizer.path={root / paradigm / 'one' / 'tokenizer'}"]
+        overrides = [*PARADIGM_OVERRIDES[paradigm], *COMMON, *(shared * (paradigm == "masked"))]
+        argv.append([str(root / paradigm / "two"), *overrides])
+    argv.append(["--eval", str(one), str(root / "eval2")])
+    (root / "jobs.json").write_text(json.dumps(argv))
+    torchrun(["--jobs", str(root / "jobs.json")], timeout=900)
+    return root
+
+
+WEIGHT_DECAY_EXEMPT = [
+    "optimizer.weight_decay=0.5",
+    "optimizer.weight_decay_exempt=[bias,norm,embedding]",
+]
+
+
 def single_process_run(run_dir, *extra):
     cfg = load_config(None, [*DET_OVERRIDES, f"train.out_dir={run_dir}", *extra])
     Trainer(cfg, progress=False).fit()
@@ -133,20 +194,8 @@ def test_sharded_sampler_deals_the_single_process_batches():
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_process_ddp(det_paradigm, tmp_path):
-    one = tmp_path / "one"
-    single_process_run(one)
-    two = tmp_path / "two"
-    torchrun(
-        [
-            str(two),
-            "--sample-ckpt",
-            str(one),
-            "--sample-out",
-            str(tmp_path / "samples2"),
-            *DET_OVERRIDES,
-        ]
-    )
+def test_two_gloo_processes_match_one_process_ddp(gloo_runs, det_paradigm, tmp_path):
+    one, two = gloo_runs / "one", gloo_runs / "ddp"
     assert_same_training(one, two)
     # one log line per step (rank 0 only), one checkpoint directory per save
     assert len(read_log(two)) == 8
@@ -162,29 +211,17 @@ def test_two_gloo_processes_match_one_process_ddp(det_paradigm, tmp_path):
     assert record["processes"] == 1
     for loops in (1, 3):
         a = np.load(tmp_path / "samples1" / f"samples_L{loops}.npz")
-        b = np.load(tmp_path / "samples2" / f"samples_L{loops}.npz")
+        b = np.load(gloo_runs / "samples2" / f"samples_L{loops}.npz")
         assert np.array_equal(a["arr_0"], b["arr_0"]) and np.array_equal(a["arr_1"], b["arr_1"])
-    assert json.loads((tmp_path / "samples2" / "samples.json").read_text())["processes"] == 2
+    assert json.loads((gloo_runs / "samples2" / "samples.json").read_text())["processes"] == 2
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_fsdp_with_resume(det_paradigm, tmp_path):
+def test_two_gloo_processes_fsdp_with_resume(gloo_runs, det_paradigm):
     """FSDP2 (fully_shard) on gloo: same curve as one process, and a checkpoint written at step 4 in
     the gathered format (checkpoint.format=full; the FSDP default, dcp, is tested below)
     resumes to the same end point."""
-    one = tmp_path / "one"
-    single_process_run(one)
-    two = tmp_path / "two"
-    torchrun(
-        [
-            str(two),
-            "--resume-at",
-            "4",
-            *DET_OVERRIDES,
-            "distributed.strategy=fsdp",
-            "checkpoint.format=full",
-        ]
-    )
+    one, two = gloo_runs / "one", gloo_runs / "fsdp_full"
     assert_same_training(one, two)
     for rank in (0, 1):
         info = json.loads((two / f"rank{rank}.json").read_text())
@@ -201,22 +238,19 @@ def test_two_gloo_processes_fsdp_with_resume(det_paradigm, tmp_path):
         ]
 
 
+FSDP_UNIT_EXTRAS = [
+    ["distributed.fsdp_reshard_after_forward=false", "train.grad_accum_steps=2"],
+    ["distributed.fsdp_unit=backbone", "train.micro_batch_size=4"],
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "extra",
-    [
-        ["distributed.fsdp_reshard_after_forward=false", "train.grad_accum_steps=2"],
-        ["distributed.fsdp_unit=backbone", "train.micro_batch_size=4"],
-    ],
-)
-def test_fsdp_units_with_gradient_accumulation_match_one_process(det_paradigm, tmp_path, extra):
+@pytest.mark.parametrize("index", range(len(FSDP_UNIT_EXTRAS)))
+def test_fsdp_units_with_gradient_accumulation_match_one_process(gloo_runs, det_paradigm, index):
     """FSDP2 per block with one gather reused across loops, and the one-unit wrap, each accumulating
     two micro-batches per rank without syncing the first: the 1-process curve (no accumulation),
     step by step."""
-    one = tmp_path / "one"
-    single_process_run(one)
-    two = tmp_path / "two"
-    torchrun([str(two), *DET_OVERRIDES, "distributed.strategy=fsdp", *extra])
+    one, two, extra = gloo_runs / "one", gloo_runs / f"units{index}", FSDP_UNIT_EXTRAS[index]
     assert_same_training(one, two)
     info = json.loads((two / "rank1.json").read_text())
     assert info["accum"] == 2 and info["per_rank_batch"] == 4
@@ -225,32 +259,20 @@ def test_fsdp_units_with_gradient_accumulation_match_one_process(det_paradigm, t
 
 
 @pytest.mark.slow
-def test_ddp_with_gradient_accumulation_matches_one_process(det_paradigm, tmp_path):
-    one = tmp_path / "one"
-    single_process_run(one)
-    two = tmp_path / "two"
-    torchrun([str(two), *DET_OVERRIDES, "train.grad_accum_steps=4"])
+def test_ddp_with_gradient_accumulation_matches_one_process(gloo_runs, det_paradigm):
+    one, two = gloo_runs / "one", gloo_runs / "ddp_accum"
     assert_same_training(one, two)
+    assert json.loads((two / "rank0.json").read_text())["accum"] == 4
 
 
 @pytest.mark.slow
-def test_sharded_dcp_checkpoint_from_two_processes_resumes_in_one(det_paradigm, tmp_path):
+def test_sharded_dcp_checkpoint_from_two_processes_resumes_in_one(
+    gloo_runs, det_paradigm, tmp_path
+):
     """FSDP per block, checkpoint.format=dcp: 2 gloo processes write their shards at step 4
     (and resume from them); one process then resumes the same checkpoint (re-sharded on load) and
     ends where an uninterrupted 1-process run ends."""
-    one = tmp_path / "one"
-    single_process_run(one)
-    two = tmp_path / "two"
-    torchrun(
-        [
-            str(two),
-            "--resume-at",
-            "4",
-            *DET_OVERRIDES,
-            "distributed.strategy=fsdp",
-            "checkpoint.format=dcp",
-        ]
-    )
+    one, two = gloo_runs / "one", gloo_runs / "fsdp_dcp"
     assert_same_training(one, two)
     ckpt = two / "checkpoints" / "step_0000004"
     assert len(list((ckpt / "sharded").glob("*.distcp"))) == 2  # one shard file per rank
@@ -272,37 +294,40 @@ def test_sharded_dcp_checkpoint_from_two_processes_resumes_in_one(det_paradigm, 
 
 
 @pytest.mark.slow
-def test_elt_eval_sharded_over_two_processes_matches_one(det_paradigm, tmp_path):
+def test_elt_eval_sharded_over_two_processes_matches_one(
+    gloo_runs, det_paradigm, tmp_path, monkeypatch
+):
     """`elt eval` under torchrun: the ranks generate their shares, rank 0 scores and writes the
     table one process writes (the same samples: batch b has seed seed + b on whichever rank draws
-    it)."""
-    one = tmp_path / "one"
-    single_process_run(one)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)]),
-        "OMP_NUM_THREADS": "1",
+    it). The 1-process side runs here in-process on one thread (torchrun with one process
+    initialises no group: the same code path)."""
+    import elt.eval.run
+    import eval_worker
+
+    monkeypatch.setattr(elt.eval.run, "build_suite", elt.eval.run.build_suite)  # restored after
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        eval_worker.evaluate(str(gloo_runs / "one"), str(tmp_path / "eval1"))
+    finally:
+        torch.set_num_threads(threads)
+    runs = {
+        n: json.loads((out / "eval.json").read_text())["rows"]
+        for n, out in ((1, tmp_path / "eval1"), (2, gloo_runs / "eval2"))
     }
-    runs = {}
-    for nproc in (1, 2):
-        out = tmp_path / f"eval{nproc}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={nproc}",
-            str(TESTS / "eval_worker.py"),
-            str(one),
-            str(out),
-        ]
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-        assert result.returncode == 0, result.stderr[-3000:]
-        runs[nproc] = json.loads((out / "eval.json").read_text())["rows"]
     assert [r["loops"] for r in runs[2]] == [r["loops"] for r in runs[1]] == [1, 3]
     for a, b in zip(runs[1], runs[2], strict=True):
         for key in ("fd_cls", "class_acc", "kid"):
             assert b[key] == pytest.approx(a[key], rel=1e-9, abs=1e-12), key
+
+
+@pytest.mark.slow
+def test_weight_decay_groups_under_two_fsdp_processes_match_one_process(gloo_runs, det_paradigm):
+    """MAGVIT's exemptions as optimizer groups over FSDP2-sharded parameters: 2 gloo processes train
+    like 1. (Was in test_recipe_parity.py: here its 2-rank run shares the module's one launch.)"""
+    assert_same_training(gloo_runs / "wd_one", gloo_runs / "wd_two")
+    # and the exemption matters here: the same run with decay on everything ends elsewhere
+    assert read_log(gloo_runs / "wd_all")[-1]["loss"] != read_log(gloo_runs / "wd_one")[-1]["loss"]
 
 
 def test_keyed_draws_give_every_global_item_the_same_numbers_on_any_rank_count():
@@ -373,25 +398,13 @@ COMMON = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("paradigm", list(PARADIGM_OVERRIDES))
-def test_two_gloo_processes_reproduce_one_process_with_real_randomness(
-    paradigm, det_paradigm, tmp_path, capsys
-):
+def test_two_gloo_processes_reproduce_one_process_with_real_randomness(paradigm, gloo_runs, capsys):
     """With noise, masks, timesteps and label dropout drawn per global sample index, 2 ranks follow
     the 1-process loss curve up to float reduction order (the figure is printed for
     docs/distributed.md)."""
-    from elt.data.fashion_mnist import DataNotFoundError, locate
-
-    if paradigm != "toy":
-        try:
-            locate()
-        except DataNotFoundError:
-            pytest.skip("needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
-    one, two = tmp_path / "one", tmp_path / "two"
-    overrides = [*PARADIGM_OVERRIDES[paradigm], *COMMON]
-    cfg = load_config(None, [*overrides, f"train.out_dir={one}"])
-    Trainer(cfg, progress=False).fit()
-    shared = [f"tokenizer.path={one / 'tokenizer'}"] if paradigm == "masked" else []
-    torchrun([str(two), *overrides, *shared])
+    if not (gloo_runs / paradigm).exists():
+        pytest.skip("needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+    one, two = gloo_runs / paradigm / "one", gloo_runs / paradigm / "two"
     a, b = read_log(one), read_log(two)
     assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 7))
     worst = 0.0

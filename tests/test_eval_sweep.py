@@ -65,28 +65,11 @@ def toy_suite(seed=0):
     )
 
 
-@pytest.fixture(scope="module")
-def toy_runs(tmp_path_factory):
-    """An ILSD and a vanilla toy checkpoint (trained once for the module)."""
-    from elt import registry
-
-    root = tmp_path_factory.mktemp("runs")
-    registry.register_paradigm("toy", "toy_task")
-    try:
-        for mode in ("ilsd", "vanilla"):
-            cfg = load_config(
-                None,
-                [
-                    *TOY_OVERRIDES,
-                    "train.steps=300",
-                    f"ilsd.mode={mode}",
-                    f"train.out_dir={root / mode}",
-                ],
-            )
-            train(cfg, progress=False)
-        yield root
-    finally:
-        registry.unregister_paradigm("toy")
+@pytest.fixture
+def toy_runs(toy_runs_300):
+    """An ILSD and a vanilla toy checkpoint (trained once per session, shared with
+    test_trainer.py: conftest.toy_runs_300)."""
+    return toy_runs_300
 
 
 def test_sweep_writes_json_csv_png_with_provenance(toy_runs, toy_paradigm, tmp_path):
@@ -606,11 +589,11 @@ def test_elt_eval_on_a_fashion_mnist_checkpoint_with_the_shipped_classifier(
             "model.heads=2",
             "model.unique_layers=2",
             "model.loops=3",
-            "data.limit=2000",
-            "train.steps=80",
+            "data.limit=640",
+            "train.steps=20",
             "train.batch_size=32",
             "optimizer.lr=0.002",
-            "lr_schedule.warmup_steps=20",
+            "lr_schedule.warmup_steps=5",
             "train.ema_decay=0.95",
             "train.threads=1",
             f"train.out_dir={tmp_path / 'run'}",
@@ -642,7 +625,7 @@ def test_elt_eval_on_a_fashion_mnist_checkpoint_with_the_shipped_classifier(
     assert [r["loops"] for r in data["rows"]] == [1, 2, 3]
     for row in data[
         "rows"
-    ]:  # 80 training steps: blurry blobs, far from real data in the classifier's eyes
+    ]:  # 20 training steps: blurry blobs, far from real data in the classifier's eyes
         assert row["fd_cls"] > 10 * floor["fd_cls"] and row["coverage"] < floor["coverage"]
         assert 0 <= row["class_acc"] <= 1 and row["gflops"] > 0 and row["latency_ms"] > 0
     assert (tmp_path / "ev" / "eval.csv").is_file() and (tmp_path / "ev" / "eval.png").is_file()

@@ -20,6 +20,24 @@ from test_distributed import DET_OVERRIDES, read_log, torchrun
 from test_distributed import det_paradigm as det_paradigm  # noqa: F401  (the fixture)
 
 BF16 = ["train.precision=bf16", "train.steps=20", "logging.sample_every=0"]
+META = [*DET_OVERRIDES, "distributed.strategy=fsdp", "train.steps=2", "logging.sample_every=0"]
+
+
+@pytest.fixture(scope="module")
+def fsdp_runs(tmp_path_factory):
+    """The module's three 2-rank runs (bf16 DDP, bf16 FSDP, the meta-init FSDP run with its initial
+    weights dumped) in ONE torchrun launch, one after another in one process group
+    (dist_worker.py --jobs): one torch import per rank instead of three."""
+    root = tmp_path_factory.mktemp("fsdp")
+    (root / "dump").mkdir()
+    jobs = [
+        [str(root / "ddp"), *DET_OVERRIDES, *BF16],
+        [str(root / "fsdp"), *DET_OVERRIDES, *BF16, "distributed.strategy=fsdp"],
+        [str(root / "meta"), "--dump-init", str(root / "dump"), *META],
+    ]
+    (root / "jobs.json").write_text(json.dumps(jobs))
+    torchrun(["--jobs", str(root / "jobs.json")], timeout=600)
+    return root
 
 
 def rank_info(run_dir, rank):
@@ -27,14 +45,12 @@ def rank_info(run_dir, rank):
 
 
 @pytest.mark.slow
-def test_bf16_fsdp_follows_bf16_ddp_and_keeps_targets_and_loss_fp32(det_paradigm, tmp_path):
+def test_bf16_fsdp_follows_bf16_ddp_and_keeps_targets_and_loss_fp32(fsdp_runs):
     """Same seed, 20 steps of bf16 autocast on 2 gloo processes: FSDP (bf16 block gathers) against
     DDP.
     Fails before the fix: FSDP's root unit cast the batch, so the target reached the loss in
         bf16."""
-    ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
-    torchrun([str(ddp), *DET_OVERRIDES, *BF16], timeout=300)
-    torchrun([str(fsdp), *DET_OVERRIDES, *BF16, "distributed.strategy=fsdp"], timeout=300)
+    ddp, fsdp = fsdp_runs / "ddp", fsdp_runs / "fsdp"
     for run in (ddp, fsdp):
         for rank in (0, 1):
             info = rank_info(run, rank)
@@ -51,20 +67,14 @@ def test_bf16_fsdp_follows_bf16_ddp_and_keeps_targets_and_loss_fp32(det_paradigm
 
 
 @pytest.mark.slow
-def test_fsdp_meta_init_matches_one_process_build_and_shards_the_ema(det_paradigm, tmp_path):
+def test_fsdp_meta_init_matches_one_process_build_and_shards_the_ema(
+    fsdp_runs, det_paradigm, tmp_path
+):
     """Rank 1 builds the looped core on the meta device; after materialisation the gathered weights
     equal a normal 1-process build with the same seed, bit for bit; the EMA holds only this rank's
     shards."""
-    run, dump = tmp_path / "run", tmp_path / "dump"
-    dump.mkdir()
-    overrides = [
-        *DET_OVERRIDES,
-        "distributed.strategy=fsdp",
-        "train.steps=2",
-        "logging.sample_every=0",
-    ]
-    torchrun([str(run), "--dump-init", str(dump), *overrides])
-    cfg = load_config(None, [*overrides, f"train.out_dir={tmp_path / 'one'}"])
+    run, dump = fsdp_runs / "meta", fsdp_runs / "dump"
+    cfg = load_config(None, [*META, f"train.out_dir={tmp_path / 'one'}"])
     seed_everything(cfg.train.seed)
     reference = registry.build_generator(cfg).state_dict()
     for name in ("model", "ema"):

@@ -366,22 +366,6 @@ def test_block_dropout_is_training_only_and_zero_is_the_plain_block():
         tiny_masked("model.dropout=1.0")
 
 
-@pytest.mark.slow
-def test_weight_decay_groups_under_two_fsdp_processes_match_one_process(det_paradigm, tmp_path):
-    """MAGVIT's exemptions as optimizer groups over FSDP2-sharded parameters: 2 gloo processes train
-    like 1."""
-    from test_distributed import DET_OVERRIDES as DIST
-    from test_distributed import assert_same_training, single_process_run, torchrun
-
-    extra = ["optimizer.weight_decay=0.5", "optimizer.weight_decay_exempt=[bias,norm,embedding]"]
-    single_process_run(tmp_path / "one", *extra)
-    torchrun([str(tmp_path / "two"), *DIST, "distributed.strategy=fsdp", *extra])
-    assert_same_training(tmp_path / "one", tmp_path / "two")
-    # and the exemption matters here: the same run with decay on everything ends elsewhere
-    single_process_run(tmp_path / "all", "optimizer.weight_decay=0.5")
-    assert read_log(tmp_path / "all")[-1]["loss"] != read_log(tmp_path / "one")[-1]["loss"]
-
-
 def test_ema_decay_zero_samples_the_trained_weights_exactly():
     """MAGVIT keeps no EMA of its transformer (the UCF-101 recipes: train.ema_decay=0): the "EMA"
     weights used for sampling are then the trained weights, bit for bit, after every update."""

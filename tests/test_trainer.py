@@ -12,6 +12,7 @@ import elt
 from conftest import TOY_OVERRIDES
 from elt.cli import main
 from elt.config import load_config
+from elt.inference.checkpoints import resolve_checkpoint
 from elt.train.trainer import NonFiniteLossError, Trainer, train
 
 
@@ -23,19 +24,21 @@ def read_log(run_dir):
     return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
-def test_training_reduces_loss_and_logs_ilsd_parts(toy_paradigm, tmp_path):
-    cfg = toy_cfg(tmp_path, "train.steps=300")
-    final = train(cfg, progress=False)
-    log = read_log(tmp_path / "run")
+def test_training_reduces_loss_and_logs_ilsd_parts(toy_runs_300, toy_paradigm):
+    """300 toy steps with ILSD and vanilla (conftest.toy_runs_300, shared with
+    test_eval_sweep.py)."""
+    run = toy_runs_300 / "ilsd"
+    final = resolve_checkpoint(run)
+    log = read_log(run)
     assert log[-1]["teacher_gt"] < 0.3 * log[0]["teacher_gt"]
     assert {"student_gt", "distill", "lambda", "student_loops"} <= log[0].keys()
     assert all(1 <= r["student_loops"] <= 2 for r in log)
     assert log[0]["lambda"] > log[-1]["lambda"]
     assert (final / "model.safetensors").is_file() and (final / "ema.safetensors").is_file()
-    assert list((tmp_path / "run" / "samples").glob("step_*.png"))
+    assert list((run / "samples").glob("step_*.png"))
     # the trained model reproduces the class templates, at every loop count (ILSD), from the EMA
     # weights
-    generator = elt.load(tmp_path / "run")
+    generator = elt.load(run)
     from toy_task import template_uint8
 
     want = template_uint8(4)
@@ -43,8 +46,7 @@ def test_training_reduces_loss_and_logs_ilsd_parts(toy_paradigm, tmp_path):
         got = generator.generate([0, 1, 2, 3], loops=loops, seed=1).astype(np.int64)
         assert np.abs(got - want).mean() < 25, loops
     # the same model trained vanilla (teacher loss only) is clearly worse at L=1 than at L=L_max
-    train(toy_cfg(tmp_path / "vanilla", "train.steps=300", "ilsd.mode=vanilla"), progress=False)
-    vanilla = elt.load(tmp_path / "vanilla" / "run")
+    vanilla = elt.load(toy_runs_300 / "vanilla")
     errors = {
         k: np.abs(vanilla.generate([0, 1, 2, 3], loops=k, seed=1).astype(np.int64) - want).mean()
         for k in (1, 3)
