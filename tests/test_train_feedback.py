@@ -59,7 +59,7 @@ class FakeClock:
 
 def test_plain_lines_every_n_steps_at_least_every_30_s_and_one_measured_estimate():
     clock, out = FakeClock(), io.StringIO()  # a StringIO is not a terminal
-    progress = Progress("train", 12, every=5, stream=out, clock=clock)
+    progress = Progress("train", 12, every=5, stream=out, clock=clock, enabled=True)
     for step in range(1, 13):
         clock.now += 100.0 if step == 1 else (40.0 if step == 7 else 2.0)  # step 1: warm-up
         progress.update(step, {"loss": 1.0 / step})
@@ -67,13 +67,13 @@ def test_plain_lines_every_n_steps_at_least_every_30_s_and_one_measured_estimate
     lines = out.getvalue().splitlines()
     # the estimate: steps 2-4 timed (2 s each, the 100 s first step left out), for the 12 steps
     assert lines[0] == "elt: train: ~2 s/step (timed over steps 2-4), ~24s for 12 steps"
-    steps = [int(re.match(r"train step (\d+)/12", line).group(1)) for line in lines[1:]]
+    steps = [int(re.match(r"elt: train step (\d+)/12", line).group(1)) for line in lines[1:]]
     assert steps == [5, 7, 10, 12]  # every 5 steps, step 7 after 40 s, and the last one
-    assert lines[1] == "train step 5/12  loss 0.2000  2 s/step  ETA 14s"
+    assert lines[1] == "elt: train step 5/12  loss 0.2000  2 s/step  ETA 14s"
     assert lines[2].endswith(
         "21 s/step  ETA 1m45s"
     )  # 7: (2 + 40) s over 2 steps = 21 s/step, 5 left
-    assert lines[-1] == "train step 12/12  loss 0.0833  2 s/step"
+    assert lines[-1] == "elt: train step 12/12  loss 0.0833  2 s/step"
     assert format_duration(3 * 3600 + 125) == "3h02m"
 
 
@@ -83,7 +83,7 @@ def test_a_terminal_gets_the_bar_and_no_lines():
             return True
 
     out = Terminal()
-    progress = Progress("train", 10, every=1, stream=out, clock=FakeClock())
+    progress = Progress("train", 10, every=1, stream=out, clock=FakeClock(), enabled=True)
     for step in range(1, 11):
         progress.update(step, {"loss": 0.5})
     progress.close()
@@ -122,7 +122,7 @@ def test_tokenizer_ctrl_c_saves_a_state_and_resume_gives_the_same_tokenizer(tmp_
     overrides = [*TINY, "tokenizer.steps=40", "logging.every=5"]
     folder = tmp_path / "tok"
     proc = cli("tokenizer", "train", "fmnist_masked", *overrides, "--out", str(folder))
-    _, err = stop_after(proc, "tokenizer step 5/40", signal.SIGINT)
+    _, err = stop_after(proc, "elt: tokenizer step 5/40", signal.SIGINT)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     stop = re.search(
@@ -165,7 +165,7 @@ def test_elt_train_stopped_in_the_tokenizer_phase_resumes_with_resume_auto(tmp_p
     run = tmp_path / "run"
     overrides = [*TINY, "tokenizer.steps=40", "logging.every=5", f"train.out_dir={run}"]
     proc = cli("train", "fmnist_masked", *overrides)
-    _, err = stop_after(proc, "tokenizer step 5/40", signal.SIGTERM)
+    _, err = stop_after(proc, "elt: tokenizer step 5/40", signal.SIGTERM)
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     assert re.search(r"elt: stopped tokenizer training at step \d+/40; state saved in ", err)
@@ -190,14 +190,14 @@ def test_elt_train_stopped_in_the_tokenizer_phase_resumes_with_resume_auto(tmp_p
     assert summary[3] == "elt:   run: 20 steps x batch 16, fp32, 1 thread, cpu"
     estimates = [m.groups() for m in map(ESTIMATE.match, lines) if m]
     assert ("train", "20") in estimates
-    assert [line.split("  ")[0] for line in lines if line.startswith("train step")] == [
-        "train step 5/20",
-        "train step 10/20",
-        "train step 15/20",
-        "train step 20/20",
+    assert [line.split("  ")[0] for line in lines if line.startswith("elt: train step")] == [
+        "elt: train step 5/20",
+        "elt: train step 10/20",
+        "elt: train step 15/20",
+        "elt: train step 20/20",
     ]
-    assert re.search(r"^train step 10/20  loss \d+\.\d{4}  \S+ s/step  ETA \S+$", err, re.M)
-    assert re.search(r"^tokenizer step 40/40  psnr \d+\.\d\d dB", err, re.M)
+    assert re.search(r"^elt: train step 10/20  loss \d+\.\d{4}  \S+ s/step  ETA \S+$", err, re.M)
+    assert re.search(r"^elt: tokenizer step 40/40  psnr \d+\.\d\d dB", err, re.M)
 
 
 @needs_fmnist

@@ -7,7 +7,7 @@ Progress is a tqdm bar when stderr is a terminal (and the bar is not turned off 
 ``every`` steps (``logging.every``) and at least every :data:`LINE_INTERVAL_S` seconds, and at the
 last step::
 
-    train step 300/1500  loss 0.4123  0.41 s/step  ETA 8m12s
+    elt: train step 300/1500  loss 0.4123  0.41 s/step  ETA 8m12s
 
 The time estimate is measured on the real steps: the first step is left out (it pays one-time
 costs: allocations, kernel selection, compilation), the next :data:`TIMED_STEPS` are timed, and the
@@ -20,11 +20,33 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TextIO
 
 LINE_INTERVAL_S = 30.0  # without a terminal, a line at least this often (and every `every` steps)
 TIMED_STEPS = 3  # steps timed for the estimate, after the first one
+
+# Whether training reports on stderr (summary, estimate, plain progress lines). The training
+# commands (elt train, elt tokenizer train) turn it on; the Python API (elt.train.trainer.train,
+# Trainer.fit, train_tokenizer) stays quiet unless called inside ``reporting()`` (its progress bar
+# is its own ``progress`` argument).
+_REPORTING: ContextVar[bool] = ContextVar("elt_reporting", default=False)
+
+
+@contextmanager
+def reporting(enabled: bool = True) -> Iterator[None]:
+    """Training inside this block prints its start summary, time estimate and progress lines."""
+    token = _REPORTING.set(enabled)
+    try:
+        yield
+    finally:
+        _REPORTING.reset(token)
+
+
+def is_reporting() -> bool:
+    return _REPORTING.get()
 
 
 def format_duration(seconds: float) -> str:
@@ -84,6 +106,8 @@ def data_description(data, items: int | None) -> str:
 def print_summary(title: str, rows: Iterable[tuple[str, str]], stream: TextIO | None = None):
     """The start summary of a phase: a title line, then one indented ``key: value`` line per
     row."""
+    if not is_reporting():
+        return
     stream = stream or sys.stderr
     lines = [f"elt: {title}"] + [f"elt:   {key}: {value}" for key, value in rows]
     print("\n".join(lines), file=stream, flush=True)
@@ -111,7 +135,9 @@ class Progress:
     (``bar=True``), else plain lines; and the one-time estimate after the first timed steps.
 
     Call :meth:`update` after every step with the new step count and the metrics to show (a dict,
-    or a callable giving one: only called when a line or the bar's postfix is written)."""
+    or a callable giving one: only called when a line or the bar's postfix is written). The
+    estimate and the lines are written inside :func:`reporting` only (``enabled=None``), or as
+    ``enabled`` says."""
 
     def __init__(
         self,
@@ -119,17 +145,17 @@ class Progress:
         total: int,
         initial: int = 0,
         bar: bool = True,
-        enabled: bool = True,
+        enabled: bool | None = None,
         every: int = 50,
         stream: TextIO | None = None,
         interval_s: float = LINE_INTERVAL_S,
         clock: Callable[[], float] = time.perf_counter,
     ):
         self.phase, self.total, self.initial = phase, total, initial
-        self.enabled = enabled
+        self.enabled = is_reporting() if enabled is None else enabled
         self.stream = stream or sys.stderr
         self.every, self.interval_s, self.clock = max(1, every), interval_s, clock
-        self.use_bar = enabled and bar and stderr_is_terminal(self.stream)
+        self.use_bar = bar and stderr_is_terminal(self.stream)
         self._bar = None
         if self.use_bar:
             from tqdm.auto import tqdm
@@ -173,7 +199,7 @@ class Progress:
             self._line_time, self._line_step = now, step
 
     def _line(self, step: int, now: float, metrics) -> str:
-        parts = [f"{self.phase} step {step}/{self.total}"]
+        parts = [f"elt: {self.phase} step {step}/{self.total}"]
         parts += [f"{k} {v}" for k, v in _formatted(metrics).items()]
         rate = None
         if self._line_step is not None and step > self._line_step:

@@ -21,15 +21,17 @@ def non_negative_int(text: str) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from elt.config import load_config
     from elt.data.prepare import prepare
+    from elt.progress import reporting
 
     cfg = load_config(args.config, args.overrides)
-    result = prepare(
-        cfg,
-        shard_size=args.shard_size,
-        progress=not args.no_progress,
-        workers=args.workers,
-        precision=args.precision,
-    )
+    with reporting():  # a missing tokenizer is trained first: its summary and progress lines
+        result = prepare(
+            cfg,
+            shard_size=args.shard_size,
+            progress=not args.no_progress,
+            workers=args.workers,
+            precision=args.precision,
+        )
     if int(os.environ.get("RANK", "0")) == 0:
         print(
             f"cache: {result['path']} ({result['count']} items, {result.get('skipped', 0)} "

@@ -27,8 +27,14 @@ def tokenizer_dir(cfg, out: str | None = None) -> Path:
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from elt.progress import reporting
+
+    with reporting():  # the start summary, time estimate and progress lines on stderr
+        return _tokenizer_train(args)
+
+
+def _tokenizer_train(args: argparse.Namespace) -> int:
     from elt.config import load_config
-    from elt.signals import TrainingInterrupted
     from elt.tokenizers.factory import TRAINABLE_KINDS
     from elt.tokenizers.fsq import is_saved
     from elt.tokenizers.train import train_tokenizer
@@ -82,9 +88,6 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
                 resume=args.resume == "auto",
                 restart=args.force,
             )
-        except TrainingInterrupted as stop:  # the state is saved: exit 128 + signal number
-            print(f"elt: {stop}", file=sys.stderr)
-            return 128 + stop.signum
         except (FileNotFoundError, ValueError) as exc:
             raise UserError(str(exc).splitlines()[0]) from exc
     metrics = meta.get("metrics")

@@ -23,6 +23,13 @@ from elt.sampling import check_sampling_request
 
 # -- train -----------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    from elt.progress import reporting
+
+    with reporting():  # the start summary, time estimate and progress lines on stderr
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from elt.config import load_config
     from elt.signals import TrainingInterrupted
     from elt.train.trainer import train

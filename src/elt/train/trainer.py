@@ -745,7 +745,7 @@ class Trainer:
             cfg.train.steps,
             initial=self.step,
             bar=self.progress,
-            enabled=self.env.is_main,
+            enabled=None if self.env.is_main else False,  # rank 0, inside progress.reporting()
             every=cfg.logging.every,
         )
         # a continuation (resumed, or this trainer already trained) keeps the log up to this step; a
