@@ -4,7 +4,12 @@ config's dataset and report its reconstruction quality.
 The objective is plain pixel MSE: FSQ needs no codebook or commitment terms. The learning rate warms
 up linearly, then decays with a cosine to a tenth, which gives a noticeably better final PSNR than a
 constant rate in a short CPU budget. Quality is reported on the test split (PSNR over images scaled
-to [0, 1]; for clips the MSE is taken over all frames)."""
+to [0, 1]; for clips the MSE is taken over all frames).
+
+SIGINT/SIGTERM stop it at the next step with a resumable state (weights, optimizer, step, data
+position, RNG) in ``training_state.pt`` of the tokenizer folder; resuming it ends with the same
+weights as an uninterrupted training. ``elt train --dry-run`` times a few steps
+(:func:`time_tokenizer_steps`)."""
 
 from __future__ import annotations
 
@@ -313,8 +318,9 @@ def train_tokenizer(
     """Train the FSQ tokenizer ``cfg.tokenizer`` describes (``fsq`` or ``fsq3d``) on ``cfg.data``;
     save it in ``out_dir``.
 
-    Prints the start summary (stderr), the measured time estimate after the first steps, and
-    progress (a bar on a terminal, else a line every ``logging.every`` steps). SIGINT/SIGTERM save
+    Inside :func:`elt.progress.reporting` (the training commands) it prints the start summary
+    (stderr), the measured time estimate after the first steps and progress lines when stderr is
+    not a terminal; ``progress``: the bar on a terminal. SIGINT/SIGTERM save
     a resumable state in ``out_dir/training_state.pt`` at the next step and raise
     :class:`TrainingInterrupted`. ``resume`` (default: inside :func:`resuming`): continue such a
     state; an unfinished training is otherwise refused, unless ``restart`` (start over).

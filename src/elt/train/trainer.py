@@ -887,7 +887,7 @@ def dry_run(cfg: DictConfig, resume: str | None = None) -> dict[str, float]:
     parts = " + ".join(f"{name} {format_duration(s)}" for name, s in estimates.items())
     print(
         f"elt: dry run: estimated total ~{format_duration(sum(estimates.values()))} ({parts}; data "
-        "preparation and sample grids not included); nothing was written",
+        "preparation and sample grids not included)",
         file=sys.stderr,
         flush=True,
     )
