@@ -182,6 +182,7 @@ class TokenizerTraining:
         self.log: list[dict] = []
         self.seconds = 0.0  # training time of earlier sessions (resumed runs)
         self._batches = None
+        self._pending = None  # a batch loaded ahead (prefetch)
 
     def summary(self, out_dir: Path | None, resumed: bool = False) -> list[tuple[str, str]]:
         from elt.progress import data_description, parameter_counts
@@ -222,12 +223,20 @@ class TokenizerTraining:
             self.epoch += 1
             self.batch_in_epoch = 0
 
-    def train_step(self) -> float:
-        """One optimizer step; returns the loss (MSE of pixels in [-1, 1])."""
+    def prefetch(self) -> None:
+        """Load the next batch now (before the start summary: data that cannot be read fails in
+        one line, with nothing printed before it)."""
         if self._batches is None:
             self._batches = self.batches()
+        if self._pending is None:
+            self._pending = next(self._batches)
+
+    def train_step(self) -> float:
+        """One optimizer step; returns the loss (MSE of pixels in [-1, 1])."""
+        self.prefetch()
+        batch, self._pending = self._pending, None
         self.tokenizer.train()
-        images = next(self._batches)[0].to(self.device)
+        images = batch[0].to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(
                 self.step, self.steps, self.cfg.tokenizer.lr, self.cfg.tokenizer.warmup_steps
@@ -338,6 +347,7 @@ def train_tokenizer(
     run = TokenizerTraining(cfg)
     if stopped_at is not None:
         run.load_state(state_path)
+    run.prefetch()
     print_summary(
         f"training the {cfg.tokenizer.kind} tokenizer -> {out_dir}",
         run.summary(out_dir, resumed=stopped_at is not None),
