@@ -265,3 +265,21 @@ def test_dry_run_of_a_pixel_diffusion_config_estimates_the_model_phase(tmp_path,
     )
     assert "elt:   tokens per sample: 16" in err  # (8 / 2)²
     assert [m.groups() for m in map(ESTIMATE.match, err.splitlines()) if m] == [("train", "1000")]
+
+
+def test_dry_run_of_a_plugin_paradigm_without_the_hook_uses_a_scratch_folder(
+    toy_paradigm, tmp_path, capsys
+):
+    """A paradigm without ``dry_run_data`` prepares its real data in a temporary folder: the run
+    directory is still never created, and the model phase is timed."""
+    from conftest import TOY_OVERRIDES
+
+    config = tmp_path / "toy.yaml"
+    config.write_text("paradigm: toy\n")
+    run = tmp_path / "run"
+    args = ["train", str(config), *TOY_OVERRIDES, "train.steps=50", f"train.out_dir={run}"]
+    assert main([*args, "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert not run.exists()
+    assert [m.groups() for m in map(ESTIMATE.match, err.splitlines()) if m] == [("train", "50")]
+    assert f"elt: dry run: would train the toy model -> {run}" in err
