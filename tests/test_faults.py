@@ -50,6 +50,15 @@ def files_under(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
+def errors_after_the_report(err: str) -> list[str]:
+    """The stderr of a training command after its report (start summary, time estimate, progress
+    lines: every line ``elt: ...``, none an error), which must end it."""
+    lines = err.strip().splitlines()
+    assert all(line.startswith("elt: ") for line in lines), lines
+    report = [line for line in lines if not line.startswith("elt: error:")]
+    return lines[len(report) :] if lines[: len(report)] == report else lines
+
+
 # -- export ----------------------------------------------------------------------------------------
 def test_export_never_writes_into_its_source(toy_paradigm, tmp_path, capsys):
     final = train(toy_cfg(tmp_path / "run", "train.steps=3"), progress=False)
@@ -141,7 +150,7 @@ def test_nan_weights_stop_the_cli_with_one_line(toy_paradigm, tmp_path, capsys, 
             f"train.out_dir={tmp_path / 'run'}",
         ]
     )
-    err = capsys.readouterr().err.strip().splitlines()
+    err = errors_after_the_report(capsys.readouterr().err)
     assert status == 2 and len(err) == 1 and "step 3" in err[0] and "NaN/Inf" in err[0]
     assert not (tmp_path / "run" / "checkpoints").exists() or not list(
         (tmp_path / "run" / "checkpoints").glob("step_*")
@@ -247,7 +256,7 @@ def test_disk_full_during_checkpoint_is_one_line_and_resume_works(
     # checkpoint
     monkeypatch.setattr(ckpt_mod, "save_file", enospc_after(ckpt_mod.save_file, fail=[4]))
     assert main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = errors_after_the_report(capsys.readouterr().err)
     assert len(err) == 1 and "step 4" in err[0] and "no space left" in err[0], err
     root = run / "checkpoints"
     assert sorted(p.name for p in root.iterdir()) == [

@@ -25,6 +25,8 @@ LAYERS = [
             "elt.visual",
             "elt.fileio",
             "elt.limits",
+            "elt.signals",
+            "elt.progress",
         ],
     ),
     ("core", ["elt.core"]),

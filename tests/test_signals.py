@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from conftest import TOY_OVERRIDES
 from elt.config import load_config
 from elt.inference.checkpoints import resolve_checkpoint
-from elt.train.signals import GracefulStop
+from elt.signals import GracefulStop
 from elt.train.trainer import Trainer
 
 TESTS = Path(__file__).parent

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 from contextlib import nullcontext
+from typing import Any
 
 import numpy as np
 import torch
@@ -151,6 +152,28 @@ TIMED_COLLECTIVES = (
     "reduce_scatter",
     "scatter_object_list",
 )
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's global RNG states, in types ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "cpu": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def dist_timeout_seconds(configured: float | None = None) -> float:

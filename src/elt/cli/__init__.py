@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from elt.cli import app, bench, calibrate, demo, eval, prepare, tokenizer, train
 from elt.cli.args import bounded_int, out_dir, parse_loops, positive_int
 from elt.errors import UserError
+from elt.signals import TrainingInterrupted
 from elt.version import __version__
 
 EPILOG = (
@@ -136,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"elt: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stop:  # a training stopped on a signal, its state saved
+        if stop.announce:
+            print(f"elt: {stop}", file=sys.stderr)
+        return 128 + stop.signum
     except (
         BrokenPipeError
     ):  # the reader went away (elt info RUN | head): stop quietly, as a shell tool would

@@ -14,6 +14,10 @@ from elt.core.schedule import LOOPS_HELP  # noqa: F401  (the --loops grammar, do
 from elt.limits import MAX_BATCH, MAX_INT, MAX_POINTS, MAX_SAMPLING_STEPS, MAX_SEED
 
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
+NO_PROGRESS_HELP = (
+    "no progress bar: progress comes as plain lines (step, loss or PSNR, s/step, ETA) every "
+    "logging.every steps and at least every 30 s, as it does whenever stderr is not a terminal"
+)
 
 
 def parse_loops(text: str):

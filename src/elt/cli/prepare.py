@@ -22,15 +22,17 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from elt.config import load_config
     from elt.data.prepare import prepare
     from elt.data.shape import resolve_data_config
+    from elt.progress import reporting
 
     cfg = resolve_data_config(load_config(args.config, args.overrides))
-    result = prepare(
-        cfg,
-        shard_size=args.shard_size,
-        progress=not args.no_progress,
-        workers=args.workers,
-        precision=args.precision,
-    )
+    with reporting():  # a missing tokenizer is trained first: its summary and progress lines
+        result = prepare(
+            cfg,
+            shard_size=args.shard_size,
+            progress=not args.no_progress,
+            workers=args.workers,
+            precision=args.precision,
+        )
     if int(os.environ.get("RANK", "0")) == 0:
         print(
             f"cache: {result['path']} ({result['count']} items, {result.get('skipped', 0)} "

@@ -9,8 +9,10 @@ shared tokenizer ahead of several runs (point each run's ``tokenizer.path`` at i
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from elt.cli.args import NO_PROGRESS_HELP
 from elt.errors import UserError
 
 
@@ -25,6 +27,13 @@ def tokenizer_dir(cfg, out: str | None = None) -> Path:
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from elt.progress import reporting
+
+    with reporting():  # the start summary, time estimate and progress lines on stderr
+        return _tokenizer_train(args)
+
+
+def _tokenizer_train(args: argparse.Namespace) -> int:
     from elt.config import load_config
     from elt.data.shape import resolve_data_config
     from elt.tokenizers.factory import TRAINABLE_KINDS
@@ -57,13 +66,30 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
         if out == Path(cfg.train.out_dir) / "tokenizer"
         else enclosing_run(out)
     )
+    if args.dry_run:  # the refusals of a real run, then the timing; no lock, nothing written
+        if is_saved(out) and not args.force:
+            raise UserError(
+                f"a tokenizer already exists in {out}; pass --force to retrain it or --out DIR"
+            )
+        return dry_run_tokenizer(cfg, out)
     with exclusive_lock(run, ".lock", what="run directory") if run is not None else nullcontext():
         if is_saved(out) and not args.force:
             raise UserError(
                 f"a tokenizer already exists in {out}; pass --force to retrain it or --out DIR"
             )
+        if args.resume not in (None, "auto"):
+            raise UserError(
+                f"--resume {args.resume}: a tokenizer training resumes from its own folder; "
+                "use --resume auto"
+            )
         try:
-            meta = train_tokenizer(cfg, out, progress=not args.no_progress)
+            meta = train_tokenizer(
+                cfg,
+                out,
+                progress=not args.no_progress,
+                resume=args.resume == "auto",
+                restart=args.force,
+            )
         except (FileNotFoundError, ValueError) as exc:
             raise UserError(str(exc).splitlines()[0]) from exc
     metrics = meta.get("metrics")
@@ -73,6 +99,28 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
             f"MSE {metrics['mse']:.5f} (pixels in [0,1], {metrics['items']} items)"
         )
     print(f"saved to {out}")
+    return 0
+
+
+def dry_run_tokenizer(cfg, out: Path) -> int:
+    """``--dry-run``: the summary and the measured time of the training, nothing written."""
+    from elt.progress import TIMED_STEPS, estimate_line, print_summary
+    from elt.tokenizers.train import time_tokenizer_steps
+
+    try:
+        step_s, run = time_tokenizer_steps(cfg, TIMED_STEPS)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc).splitlines()[0]) from exc
+    print_summary(
+        f"dry run: would train the {cfg.tokenizer.kind} tokenizer -> {out}", run.summary(out)
+    )
+    print(
+        estimate_line(
+            "tokenizer", step_s, run.steps, f"timed over {TIMED_STEPS} steps after a warm-up step"
+        ),
+        file=sys.stderr,
+    )
+    print(f"dry run: nothing written; the tokenizer would be saved to {out}")
     return 0
 
 
@@ -123,7 +171,20 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--force", action="store_true", help="retrain even if a tokenizer is already saved there"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="auto",
+        help="continue a tokenizer training stopped by Ctrl-C/SIGTERM (its state is saved in the "
+        "output folder)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="build the training, time a few steps, print the summary and the estimated time; "
+        "write nothing",
+    )
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     p.set_defaults(func=cmd_tokenizer_train)
     p = commands.add_parser(
         "convert-maskgit",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from elt.cli.args import (
     LOOPS_HELP,
+    NO_PROGRESS_HELP,
     batch_size,
     count,
     finite_float,
@@ -23,11 +24,27 @@ from elt.sampling import check_sampling_request
 
 # -- train -----------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    from elt.progress import reporting
+
+    with reporting():  # the start summary, time estimate and progress lines on stderr
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from elt.config import load_config
-    from elt.train.signals import TrainingInterrupted
+    from elt.signals import TrainingInterrupted
     from elt.train.trainer import train
 
     cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        from elt.train.trainer import dry_run
+
+        try:
+            dry_run(cfg, resume=args.resume)
+        except (FileNotFoundError, ValueError) as exc:  # data not found, shapes: one line
+            raise UserError(str(exc).splitlines()[0]) from exc
+        print(f"dry run: nothing written; a real run would write to {cfg.train.out_dir}")
+        return 0
     try:
         final = train(cfg, resume=args.resume, progress=not args.no_progress)
     except (
@@ -57,10 +74,15 @@ def add_train(sub) -> None:
         default=None,
         metavar="auto|PATH",
         help="resume: 'auto' = newest valid checkpoint of the run directory (fresh start if none), "
-        "or a "
-        "checkpoint path",
+        "or a checkpoint path; a tokenizer training stopped by Ctrl-C/SIGTERM continues too",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="build the run (config, data, model, tokenizer found or not), time a few steps of "
+        "every phase it would run, print the start summary and the estimated time; write nothing",
+    )
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     p.set_defaults(func=cmd_train)
 
 

@@ -281,3 +281,26 @@ def encode_latents(
 
     latents = build_cache(latent_cache_spec(cfg, generator, images, run_dir), progress=progress)
     return LatentDataset(latents, dataset_labels(images))
+
+
+# -- dry run (elt train --dry-run): what a run would train, timed without writing anything --------
+class _RandomLatents(Dataset):
+    def __init__(self, size: int, shape: tuple[int, ...], num_classes: int):
+        self.size, self.shape, self.num_classes = size, shape, num_classes
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int):
+        latent = torch.randn(self.shape, generator=torch.Generator().manual_seed(i))
+        return latent, torch.tensor(i % self.num_classes)
+
+
+def dry_run_data(cfg: DictConfig, generator: DiffusionGenerator, run_dir: str | Path) -> Dataset:
+    """The dataset a dry run times the model on: the images themselves in pixel space (nothing is
+    written); in latent space random latents of the VAE's shape, as many as the images (the real
+    ones need an encoding pass that writes the latent cache)."""
+    images = image_dataset(cfg)
+    if cfg.diffusion.space == "pixel":
+        return prepare_data(cfg, generator, run_dir, progress=False)
+    return _RandomLatents(len(images), tuple(generator.data_shape), cfg.data.num_classes)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,13 +86,12 @@ def load_tokenizer_weights(
 
         print(
             f"elt: no tokenizer in {folder}: training the {cfg.tokenizer.kind} tokenizer first "
-            f"({cfg.tokenizer.steps} steps of batch {cfg.tokenizer.batch_size}; the shipped "
-            "Fashion-MNIST one took "
-            "27 min for 2000 steps on one core of a 2-core AMD EPYC CPU, a GPU is far faster). It "
-            "is saved there "
-            "and reused by every run whose tokenizer.path points at that folder; to skip this, set "
-            "tokenizer.path=FOLDER of a trained one (elt tokenizer train CONFIG "
-            "tokenizer.path=FOLDER).",
+            f"({cfg.tokenizer.steps} steps of batch {cfg.tokenizer.batch_size}; its time per step "
+            "is measured and printed after the first steps, and elt train --dry-run estimates "
+            "it without training). It is saved there and reused by every run whose "
+            "tokenizer.path points at that folder; to skip this, set tokenizer.path=FOLDER of a "
+            "trained one (elt tokenizer train CONFIG tokenizer.path=FOLDER).",
+            file=sys.stderr,
             flush=True,
         )
         meta = train_tokenizer(cfg, folder, progress=progress)
@@ -294,3 +294,41 @@ def prepare_data(
             cfg, generator.tokenizer, tokenizer_dir(cfg, run_dir) / "cache", progress=progress
         )
     return TokenDataset(cache)
+
+
+# -- dry run (elt train --dry-run): what a run would train, timed without writing anything --------
+def tokenizer_to_train(cfg, run_dir: str | Path) -> Path | None:
+    """The folder a run would train its FSQ tokenizer into first (None: it has one, or loads a
+    pretrained one)."""
+    from elt.tokenizers import fsq
+
+    if cfg.tokenizer.kind in PRETRAINED_TOKENIZER_KINDS:
+        return None
+    folder = tokenizer_dir(cfg, run_dir)
+    return None if fsq.is_saved(folder) else folder
+
+
+class RandomTokens(Dataset):
+    """``size`` items of random token ids and labels, shaped like the token cache's: the model
+    phase of a dry run is timed on them (the time of a step does not depend on the ids)."""
+
+    def __init__(self, size: int, seq_len: int, codebook_size: int, num_classes: int):
+        self.size, self.seq_len = size, seq_len
+        self.codebook_size, self.num_classes = codebook_size, num_classes
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(i)
+        tokens = torch.randint(self.codebook_size, (self.seq_len,), generator=g)
+        return tokens, torch.tensor(i % self.num_classes)
+
+
+def dry_run_data(cfg, generator: MaskedGenerator, run_dir: str | Path) -> Dataset:
+    """The dataset a dry run times the model on: random token ids, as many items as the training
+    split has (the real tokens need a trained tokenizer and an encoding pass, which write files)."""
+    items = len(build_dataset(cfg.data, "train"))
+    return RandomTokens(
+        items, generator.seq_len, generator.tokenizer.codebook_size, cfg.data.num_classes
+    )

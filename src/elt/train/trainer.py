@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import shutil
 import sys
 import time
@@ -31,12 +30,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from elt import config as config_lib
 from elt import registry
 from elt.core import batch_random
 from elt.core.ilsd import StudentLoopDraw, ilsd_lambda
+from elt.data.shape import resolve_data_config
 from elt.errors import CheckpointError, UserError
 from elt.fileio import check_output_dir, exclusive_lock, refuse_symlink, write_text
 from elt.inference.checkpoints import (
@@ -47,8 +46,17 @@ from elt.inference.checkpoints import (
     warn,
 )
 from elt.inference.files import EMA_FILE, MODEL_FILE
-from elt.runtime import autocast_context, seed_everything, set_threads, uses_bf16
+from elt.progress import Progress, data_description, parameter_counts, print_summary
+from elt.runtime import (
+    autocast_context,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    set_threads,
+    uses_bf16,
+)
 from elt.sampling import class_labels_of, grid_classes, sample_grid_rows
+from elt.signals import GracefulStop, TrainingInterrupted
 from elt.train import advice
 from elt.train import distributed as dist_lib
 from elt.train.checkpoint import NonFiniteWeightsError, load_training_state, save_checkpoint
@@ -57,7 +65,6 @@ from elt.train.ema import EMA
 from elt.train.logger import RunLogger
 from elt.train.optim import build_optimizer
 from elt.train.perf import FlopCounter, memory_record, mfu, peak_flops
-from elt.train.signals import GracefulStop, TrainingInterrupted
 from elt.visual import save_grid
 
 STATE_FORMAT = 2
@@ -130,28 +137,6 @@ def accumulation_steps(cfg: DictConfig, world_size: int) -> int:
             )
         return t.batch_size // (world_size * micro)
     return int(OmegaConf.select(cfg, "train.grad_accum_steps", default=1) or 1)
-
-
-def rng_state(device: torch.device) -> dict[str, Any]:
-    """This process's global RNG states, in types ``torch.load(weights_only=True)`` accepts."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "cpu": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    random.setstate(state["python"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def compile_blocks(generator: torch.nn.Module, backend: str = "inductor") -> None:
@@ -713,6 +698,35 @@ class Trainer:
         record.update(memory_record(self.device))
         return record
 
+    def summary_title(self) -> str:
+        resumed = f" (resuming at step {self.step})" if self.step else ""
+        return f"training the {self.cfg.paradigm} model -> {self.run_dir}{resumed}"
+
+    def summary_rows(self) -> list[tuple[str, str]]:
+        """The start summary (rank 0 prints it before the first step): data, tokens, parameters,
+        precision, threads, device, steps × batch."""
+        cfg, model = self.cfg, self.cfg.model
+        grid = getattr(self.generator, "grid", None)
+        precision = "bf16 autocast" if uses_bf16(self.device, cfg.train.precision) else "fp32"
+        threads = torch.get_num_threads()
+        processes = f", {self.env.world_size} processes" if self.env.world_size > 1 else ""
+        accum = f" ({self.accum} micro-batches)" if self.accum > 1 else ""
+        params = parameter_counts(self.generator, self.generator.trainable_parameters())
+        return [
+            ("data", data_description(cfg.data, len(self.dataset))),
+            ("tokens per sample", str(math.prod(grid)) if grid else "n/a"),
+            (
+                "model",
+                f"{model.unique_layers} blocks x {model.loops} loops, width {model.width}, "
+                f"{params}",
+            ),
+            (
+                "run",
+                f"{cfg.train.steps} steps x batch {self.global_batch}{accum}, {precision}, "
+                f"{threads} thread{'s' if threads != 1 else ''}, {self.device}{processes}",
+            ),
+        ]
+
     def fit(self, until: int | None = None) -> Path:
         """Train to ``train.steps`` (or stop early at step ``until``, e.g. to test resuming);
         returns the checkpoint written at the end. Raises :class:`TrainingInterrupted` after
@@ -728,12 +742,15 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text(self.run_dir / "config.yaml", config_lib.to_yaml(cfg))
         batches = self._batches()
-        bar = tqdm(
-            total=cfg.train.steps,
+        if self.env.is_main:
+            print_summary(self.summary_title(), self.summary_rows())
+        bar = Progress(
+            "train",
+            cfg.train.steps,
             initial=self.step,
-            desc="train",
-            disable=not self.progress,
-            dynamic_ncols=True,
+            bar=self.progress,
+            enabled=None if self.env.is_main else False,  # rank 0, inside progress.reporting()
+            every=cfg.logging.every,
         )
         # a continuation (resumed, or this trainer already trained) keeps the log up to this step; a
         # fresh start never appends to an earlier run's log (RunLogger rotates it)
@@ -755,7 +772,6 @@ class Trainer:
                     self._flops.detach()
                     self._flops = None
                 window_steps += 1
-                bar.update(1)
                 if (
                     self.step % cfg.logging.every == 0
                     or self.step == cfg.train.steps
@@ -766,7 +782,7 @@ class Trainer:
                     )
                     window_start, window_steps = time.perf_counter(), 0
                     logger.log(record)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", lam=f"{record['lambda']:.2f}")
+                bar.update(self.step, {"loss": record["loss"]})
                 if self._stop_agreed:
                     bar.close()
                     checkpoint = self.save()
@@ -784,6 +800,105 @@ class Trainer:
         return final
 
 
+def earlier_checkpoints(run_dir: Path, resume: str | None) -> list[Path]:
+    """The run directory's checkpoints, newest first; a fresh start (no ``resume``) among them is
+    refused."""
+    earlier = (
+        sorted((run_dir / "checkpoints").glob("step_*"), reverse=True)
+        if (run_dir / "checkpoints").is_dir()
+        else []
+    )
+    if not resume and earlier:
+        raise UserError(
+            f"train.out_dir {str(run_dir)!r} already holds the checkpoints of a run (up to "
+            f"{earlier[0].name}); continue it with --resume auto, or start a new run in "
+            "another train.out_dir"
+        )
+    return earlier
+
+
+class _DryRunTrainer(Trainer):
+    """A trainer whose data is the paradigm's ``dry_run_data`` (shaped like the real data, built
+    without writing anything); without that hook, the real data prepared in a temporary
+    directory."""
+
+    def prepare_data(self):
+        task = registry.task_module(self.cfg.paradigm)
+        hook = getattr(task, "dry_run_data", None)
+        if hook is not None:
+            return hook(self.cfg, self.generator, self.run_dir)
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="elt-dry-run-") as scratch:
+            dataset = registry.prepare_data(self.cfg, self.generator, Path(scratch), progress=False)
+            return [dataset[i] for i in range(len(dataset))]  # read before the folder goes
+
+
+def dry_run(cfg: DictConfig, resume: str | None = None) -> dict[str, float]:
+    """``elt train --dry-run``: build what the run would (config, data, model, tokenizer found or
+    not), time a few steps of every phase it would run (the tokenizer's when none is trained, then
+    the model's), print the start summaries and the estimated times; write nothing. The refusals
+    of a real run (a config error, checkpoints without ``--resume``) still happen. Returns the
+    estimated seconds per phase."""
+    from elt.progress import TIMED_STEPS, estimate_line, format_duration
+    from elt.train import checkpoint as ckpt_lib
+
+    ckpt_lib.refuse_environment_reads(cfg)
+    resolve_data_config(cfg)  # as a real run: the inferred shape, and its warnings
+    if dist_lib.launched_by_torchrun():
+        raise UserError("--dry-run runs in one process: start it without torchrun")
+    run_dir = Path(cfg.train.out_dir)
+    check_output_dir(run_dir, "train.out_dir")
+    earlier_checkpoints(run_dir, resume)
+    how = f"timed over {TIMED_STEPS} steps after a warm-up step"
+    estimates: dict[str, float] = {}
+    task = registry.task_module(cfg.paradigm)
+    tokenizer_folder = getattr(task, "tokenizer_to_train", lambda *a: None)(cfg, run_dir)
+    if tokenizer_folder is not None:
+        from elt.tokenizers.train import check_unfinished, time_tokenizer_steps
+
+        done = check_unfinished(tokenizer_folder, cfg.tokenizer.steps, bool(resume))
+        step_s, run = time_tokenizer_steps(cfg, TIMED_STEPS)
+        left = run.steps - max(done or 0, 0)
+        print_summary(
+            f"dry run: would train the {cfg.tokenizer.kind} tokenizer first -> "
+            f"{tokenizer_folder}" + (f" (resuming at step {done})" if done else ""),
+            run.summary(tokenizer_folder),
+        )
+        print(estimate_line("tokenizer", step_s, left, how), file=sys.stderr, flush=True)
+        estimates["tokenizer"] = step_s * left
+    trainer = _DryRunTrainer(cfg, progress=False)
+    if resume:
+        try:
+            trainer.step = load_training_state(
+                resolve_checkpoint(run_dir if resume == "auto" else Path(resume))
+            )["step"]
+        except Exception:  # nothing to resume from: a fresh start, as a real run does
+            trainer.step = 0
+    print_summary(
+        "dry run: " + trainer.summary_title().replace("training", "would train", 1),
+        trainer.summary_rows(),
+    )
+    batches = trainer._batches()
+    step, start = trainer.step, 0.0
+    for index in range(TIMED_STEPS + 1):
+        if index == 1:
+            start = time.perf_counter()
+        trainer.accumulated_step([next(batches) for _ in range(trainer.accum)])
+    step_s = (time.perf_counter() - start) / TIMED_STEPS
+    left = cfg.train.steps - step
+    print(estimate_line("train", step_s, left, how), file=sys.stderr, flush=True)
+    estimates["train"] = step_s * left
+    parts = " + ".join(f"{name} {format_duration(s)}" for name, s in estimates.items())
+    print(
+        f"elt: dry run: estimated total ~{format_duration(sum(estimates.values()))} ({parts}; data "
+        "preparation and sample grids not included)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return estimates
+
+
 def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> Path:
     """Train a run as ``cfg`` describes; returns the final checkpoint directory.
 
@@ -795,8 +910,6 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     from elt.train import checkpoint as ckpt_lib
 
     ckpt_lib.refuse_environment_reads(cfg)
-    from elt.data.shape import resolve_data_config
-
     resolve_data_config(cfg)  # null data shape keys from the data; one warning per conversion
     timeout = OmegaConf.select(cfg, "distributed.timeout_s", default=None)
     with dist_lib.distributed_session(cfg.train.device, timeout_s=timeout) as env:
@@ -816,18 +929,11 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
                 refuse_symlink(
                     run_dir / name, "run file"
                 )  # planted links are refused before any work
-            earlier = (
-                sorted((run_dir / "checkpoints").glob("step_*"), reverse=True)
-                if (run_dir / "checkpoints").is_dir()
-                else []
-            )
-            if not resume and earlier:
-                raise UserError(
-                    f"train.out_dir {str(run_dir)!r} already holds the checkpoints of a run (up to "
-                    f"{earlier[0].name}); continue it with --resume auto, or start a new run in "
-                    "another train.out_dir"
-                )
-            trainer = Trainer(cfg, progress=progress, env=env)
+            earlier = earlier_checkpoints(run_dir, resume)
+            from elt.tokenizers.train import resuming
+
+            with resuming(bool(resume)):  # a tokenizer training stopped earlier goes on
+                trainer = Trainer(cfg, progress=progress, env=env)
             if resume == "auto":
                 if checkpoints_newest_first(trainer.run_dir):
                     ckpt = trainer.resume_from(trainer.run_dir)

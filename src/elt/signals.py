@@ -18,14 +18,19 @@ class TrainingInterrupted(Exception):
     """Training stopped early on a signal, after writing a checkpoint at ``step``; resume with
     ``--resume auto``. The CLI turns it into exit status 128 + signal number (143 for SIGTERM)."""
 
-    def __init__(self, signum: int, step: int, checkpoint, announce: bool = True):
+    def __init__(
+        self, signum: int, step: int, checkpoint, announce: bool = True, message: str | None = None
+    ):
+        """``message``: the stop line, when the default (a model checkpoint) does not fit (the
+        tokenizer trainer names its saved state)."""
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
         self.announce = (
             announce  # False on ranks other than 0: one stop message per run, not per process
         )
         name = signal.Signals(signum).name
         super().__init__(
-            f"stopped by {name} at step {step}; checkpoint {checkpoint} "
+            message
+            or f"stopped by {name} at step {step}; checkpoint {checkpoint} "
             "(continue with --resume auto)"
         )
 
