@@ -230,13 +230,15 @@ class DomainSuite(MetricSuite):
             real.features, fake.features, self.kid_subsets, self.kid_subset_size, self.seed
         )
         values = {"fd_cls": self.frechet(fake.features), "kid": kid_mean, "kid_std": kid_std}
-        if (
-            self._real_radii is None
-        ):  # the reference's k-NN radii are the same for every evaluated set
-            self._real_radii = knn_radii(
-                torch.as_tensor(real.features, dtype=torch.float64), self.k
-            )
-        values.update(prdc(real.features, fake.features, k=self.k, real_radii=self._real_radii))
+        if min(len(real.features), len(fake.features)) <= self.k:
+            # k-NN balls need more than k points on each side (a tiny folder or --num): not computed
+            values.update(dict.fromkeys(("precision", "recall", "density", "coverage")))
+        else:
+            if self._real_radii is None:  # the reference's radii: the same for every evaluated set
+                self._real_radii = knn_radii(
+                    torch.as_tensor(real.features, dtype=torch.float64), self.k
+                )
+            values.update(prdc(real.features, fake.features, k=self.k, real_radii=self._real_radii))
         if labels is not None and fake.logits is not None:
             values["class_acc"] = class_accuracy(fake.logits, labels)
         return values
