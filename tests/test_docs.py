@@ -127,47 +127,10 @@ def test_shell_commands_join_continuations_and_drop_comments():
     assert elt_argv(shell_commands(body)[1]) == ["prepare", "x"]
 
 
-# -- tutorial (a): your own image folder -----------------------------------------------------------
-TINY_DIFFUSION = [
-    "model.width=32",
-    "model.heads=2",
-    "model.unique_layers=2",
-    "model.loops=4",
-    "train.steps=4",
-    "train.batch_size=8",
-    "lr_schedule.warmup_steps=1",
-    "train.threads=1",
-    "logging.every=1",
-    "logging.tensorboard=false",
-    "sampling.steps=2",
-]
+# (the image-folder tutorial, docs/custom_data.md, runs in tests/test_tutorial_custom_data.py)
 
 
-@pytest.mark.slow
-def test_tutorial_image_folder(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-    def extra(args):
-        if args[0] == "train":
-            return [*TINY_DIFFUSION, "--no-progress"]
-        if args[0] == "sample":
-            return ["--steps", "2", "--no-progress"]
-        return []
-
-    namespace: dict = {}
-    ran = run_tutorial(TUTORIALS / "image-folder.md", extra, namespace)
-    assert [args[0] for args in ran] == ["train", "info", "sample"]
-    assert len(list((tmp_path / "my-images").rglob("*.png"))) == 64
-    for loops in (1, 2, 4):
-        data = np.load(tmp_path / "runs/my-elt/samples" / f"samples_L{loops}.npz")
-        assert data["arr_0"].shape == (16, 32, 32, 3) and sorted(set(data["arr_1"].tolist())) == [
-            0,
-            1,
-        ]
-    assert namespace["images"].shape == (2, 32, 32, 3) and namespace["generator"].trained_loops == 4
-
-
-# -- tutorial (b): any-time inference in a service -------------------------------------------------
+# -- tutorial: any-time inference in a service -------------------------------------------------
 @pytest.mark.slow
 def test_tutorial_anytime_service(tmp_path, monkeypatch):
     from elt.data.fashion_mnist import DataNotFoundError, locate
@@ -210,7 +173,7 @@ def test_tutorial_anytime_service(tmp_path, monkeypatch):
     assert namespace["fast"] in points and namespace["best"] in points
 
 
-# -- tutorial (c): a paper row on a GPU node -------------------------------------------------------
+# -- tutorial: a paper row on a GPU node ----------------------------------------------------------
 @pytest.mark.slow
 def test_tutorial_paper_row_at_tiny_size_on_cpu(tmp_path, monkeypatch):
     """prepare, train and sample run on a CPU (paths to generated data, tiny sizes appended); the
