@@ -130,7 +130,7 @@ def test_sample_compile_flag_asks_for_compiled_steps(monkeypatch, tmp_path):
 
     seen = {}
 
-    def fake_write(generator, request, num, out, progress=True):
+    def fake_write(generator, request, num, out, progress=True, classes=None):
         seen["config"] = bool(generator.config.sampling.compile)
         seen["resolved"] = generator.resolve_request(request).compile
         raise SystemExit(0)
