@@ -212,6 +212,48 @@ def shipped_record() -> dict | None:
 
 
 # -- training --------------------------------------------------------------------------------------
+def fit_classifier(
+    model: FMNISTClassifier,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    shift: int,
+    progress: bool = True,
+) -> list[float]:
+    """Train ``model`` on ``images`` (N×C×S×S in [-1, 1]) and ``labels``; returns the batch losses.
+    AdamW (weight decay 0.05) with a one-cycle learning rate, batches in a seeded order, a random
+    roll of up to ±``shift`` px per batch as the only augmentation, label smoothing 0.05."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    total = epochs * ((len(images) + batch_size - 1) // batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=total, pct_start=0.15
+    )
+    order_rng = torch.Generator().manual_seed(seed)
+    bar = tqdm(total=total, desc="train classifier", disable=not progress)
+    losses = []
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(len(images), generator=order_rng)
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            shifts = torch.randint(-shift, shift + 1, (2,), generator=order_rng).tolist()
+            x = torch.roll(images[index], shifts=shifts, dims=(2, 3))
+            _, logits = model(x)
+            loss = F.cross_entropy(logits, labels[index], label_smoothing=0.05)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+    bar.close()
+    return losses
+
+
 @torch.no_grad()
 def evaluate_accuracy(
     model: FMNISTClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
@@ -253,34 +295,10 @@ def train_classifier(
     train_set = FashionMNIST(data_root, "train", image_size=IMAGE_SIZE, limit=limit)
     test_set = FashionMNIST(data_root, "test", image_size=IMAGE_SIZE, limit=test_limit)
     model = FMNISTClassifier()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    steps_per_epoch = (len(train_set) + batch_size - 1) // batch_size
-    total = epochs * steps_per_epoch
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=total, pct_start=0.15
-    )
-    order_rng = torch.Generator().manual_seed(seed)
     start_time = time.perf_counter()
-    bar = tqdm(total=total, desc="train classifier", disable=not progress)
-    losses = []
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(len(train_set), generator=order_rng)
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            x, y = train_set.images[index], train_set.labels[index]
-            shifts = torch.randint(-2, 3, (2,), generator=order_rng).tolist()
-            x = torch.roll(x, shifts=shifts, dims=(2, 3))
-            _, logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=0.05)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-    bar.close()
+    losses = fit_classifier(
+        model, train_set.images, train_set.labels, epochs, batch_size, lr, seed, 2, progress
+    )
     seconds = time.perf_counter() - start_time
     test_accuracy = evaluate_accuracy(model, test_set.images, test_set.labels)
     out = Path(out_dir)

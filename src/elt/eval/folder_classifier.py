@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
@@ -39,6 +38,7 @@ from elt.eval.classifier import (
     ImageFormatError,
     evaluate_accuracy,
     file_sha256,
+    fit_classifier,
 )
 from elt.fileio import (
     InputFileError,
@@ -257,33 +257,8 @@ def train_folder_classifier(
     train_x, train_y = images[~heldout], labels[~heldout]
     batch_size = batch_size or min(64, max(8, len(train_x) // 10))  # ≥ 10 steps per epoch
     model = FMNISTClassifier(num_classes=len(classes), channels=channels)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    steps_per_epoch = (len(train_x) + batch_size - 1) // batch_size
-    total = epochs * steps_per_epoch
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=total, pct_start=0.15
-    )
-    order_rng = torch.Generator().manual_seed(seed)
     shift = max(1, image_size // 16)
-    bar = tqdm(total=total, desc="train classifier", disable=not progress)
-    losses = []
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(len(train_x), generator=order_rng)
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            shifts = torch.randint(-shift, shift + 1, (2,), generator=order_rng).tolist()
-            x = torch.roll(train_x[index], shifts=shifts, dims=(2, 3))
-            _, logits = model(x)
-            loss = F.cross_entropy(logits, train_y[index], label_smoothing=0.05)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-    bar.close()
+    losses = fit_classifier(model, train_x, train_y, epochs, batch_size, lr, seed, shift, progress)
     accuracy = evaluate_accuracy(model, images[heldout], labels[heldout])
     real = features_of(model, images)
     seconds = time.perf_counter() - start_time
