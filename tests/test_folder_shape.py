@@ -432,3 +432,13 @@ def test_building_a_model_with_null_shape_keys_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="data.image_size is null .*; set data.image_size"):
         build_generator(cfg)
     assert build_generator(resolve_data_config(cfg)).class_names == list(CLASSES)
+
+
+def test_a_folder_of_images_given_as_the_config_names_the_folder_configs(tmp_path, capsys):
+    """``elt train shapes/``: one line saying it is a folder and how to train on it (it said
+    'config file not found')."""
+    root = write_folder(tmp_path / "shapes")
+    assert main(["train", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a folder, not a config" in err[0], err
+    assert f"elt train folder_diffusion data.root={root}" in err[0]

@@ -491,6 +491,12 @@ def resolve_config_path(path: str | Path) -> Path:
     for name in (candidate.name, f"{candidate.name}.yaml"):
         if (CONFIG_DIR / name).is_file():
             return CONFIG_DIR / name
+    if candidate.is_dir():  # a folder of images given where the config goes
+        raise ConfigError(
+            f"{str(path)!r} is a folder, not a config: to train on a folder of images, give a "
+            f"config and the folder, e.g. elt train folder_diffusion data.root={path} (or "
+            "folder_masked)"
+        )
     shipped_names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
     raise ConfigError(
         f"config file {str(path)!r} not found; shipped configs: {', '.join(shipped_names)}"
