@@ -59,17 +59,6 @@ def recognition(work: Path) -> dict[str, dict[str, float]]:
     return found
 
 
-def cpu_name() -> str:
-    """The processor's model name (Linux), else the architecture."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", required=True, help="an empty or new folder to run the page in")
@@ -77,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--page", default=str(PAGE))
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
+    from elt.bench.suites import cpu_model
     from elt.fileio import write_json
 
     work = Path(args.work)
@@ -116,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "page": str(Path(args.page).relative_to(ROOT))
         if ROOT in Path(args.page).resolve().parents
         else args.page,
-        "machine": f"{cpu_name()}, {os.cpu_count()} CPUs",
+        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs",
         "python": platform.python_version(),
         "total_seconds": round(total, 1),
         "total_minutes": round(total / 60, 2),
