@@ -178,6 +178,20 @@ class ClassifierFeatures:
         return {"extractor": self.name, "sha256": self.digest, "feature_dim": FEATURE_DIM}
 
 
+def load_weights(model: FMNISTClassifier, weights: Path, fits: str, hint: str = ""):
+    """``model`` with the safetensors ``weights`` loaded; weights that do not fit it are one
+    :class:`InputFileError` line (``… do not fit <fits> (<why>)<hint>``)."""
+    state = load_safetensors(weights, "classifier weights")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputFileError(
+            f"classifier weights {str(weights)!r} do not fit {fits} "
+            f"({str(exc).splitlines()[0][:160]}){hint}"
+        ) from None
+    return model
+
+
 def load_classifier(
     path: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> ClassifierFeatures:
@@ -192,15 +206,12 @@ def load_classifier(
             f"classifier weights {weights} not found; recreate them with "
             "'elt eval train-classifier' (a few minutes on a CPU)"
         )
-    model = FMNISTClassifier()
-    state = load_safetensors(weights, "classifier weights")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise InputFileError(
-            f"classifier weights {str(weights)!r} do not fit the Fashion-MNIST classifier "
-            f"({str(exc).splitlines()[0][:160]}); use weights from 'elt eval train-classifier'"
-        ) from None
+    model = load_weights(
+        FMNISTClassifier(),
+        weights,
+        "the Fashion-MNIST classifier",
+        "; use weights from 'elt eval train-classifier'",
+    )
     return ClassifierFeatures(model, file_sha256(weights), device=device)
 
 

@@ -39,11 +39,11 @@ from elt.eval.classifier import (
     evaluate_accuracy,
     file_sha256,
     fit_classifier,
+    load_weights,
 )
 from elt.fileio import (
     InputFileError,
     load_npz,
-    load_safetensors,
     save_npz,
     write_json,
     write_via,
@@ -164,15 +164,11 @@ def load_folder_classifier(
     folder = Path(folder)
     record = read_record(folder)
     weights = folder / record["weights"]
-    model = FMNISTClassifier(num_classes=record["num_classes"], channels=record["channels"])
-    state = load_safetensors(weights, "classifier weights")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise InputFileError(
-            f"classifier weights {str(weights)!r} do not fit {folder / RECORD_FILE} "
-            f"({str(exc).splitlines()[0][:160]})"
-        ) from None
+    model = load_weights(
+        FMNISTClassifier(num_classes=record["num_classes"], channels=record["channels"]),
+        weights,
+        str(folder / RECORD_FILE),
+    )
     return FolderClassifierFeatures(model, record, folder, file_sha256(weights), device=device)
 
 
