@@ -73,8 +73,9 @@ def run_adaptive(
     previous: torch.Tensor | None = None
     always = math.isinf(rule.threshold)
     x0 = h if backbone.inject is not None else None  # the loop input, re-injected by such models
+    memos = backbone.modulation_memos(cond)  # adaLN terms of the current rows, once per row set
     for k in range(1, rule.max_loops + 1):
-        h = backbone.loop_once(h, cond, k - 1, x0)
+        h = backbone.loop_once(h, cond, k - 1, x0, memos)
         last = k == rule.max_loops or (k >= rule.min_loops and always)
         if (
             k < rule.min_loops - 1 and not last
@@ -104,6 +105,7 @@ def run_adaptive(
             h = h[rows]
             x0 = x0[rows] if x0 is not None else None
             cond = cond[rows] if cond is not None else None
+            memos = backbone.modulation_memos(cond)
             summary = summary[keep]
         previous = summary
     return out, used

@@ -72,7 +72,23 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        return self.fc2(gelu_tanh(self.fc1(x)))
+
+
+_GELU_C = 2.0 * math.sqrt(2.0 / math.pi)  # 0.5·(1 + tanh(u)) = sigmoid(2u)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU, tanh approximation: ``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))``.
+
+    Eager PyTorch runs ATen's kernel (``F.gelu(approximate="tanh")``). Under ``torch.compile`` the
+    same function is written ``x·sigmoid(2√(2/π)·(x + 0.044715·x³))`` (the identity 0.5·(1 + tanh u)
+    = sigmoid(2u)): inductor's CPU code vectorises that form 2-5× faster than its tanh, the MLP's
+    largest non-matmul cost. Compiled and eager outputs then differ by float rounding only
+    (≤ 5e-7 absolute on unit-scale fp32 inputs)."""
+    if torch.compiler.is_compiling():
+        return x * torch.sigmoid(x * (_GELU_C + (_GELU_C * 0.044715) * (x * x)))
+    return F.gelu(x, approximate="tanh")
 
 
 class Block(nn.Module):
@@ -120,17 +136,30 @@ class Block(nn.Module):
             else branch
         )
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def modulation(self, cond: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """adaLN-Zero's (shift, 1 + scale, gate) of the attention and MLP branches, each B×1×D."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(cond).unsqueeze(1).chunk(6, dim=-1)
+        return shift1, 1 + scale1, gate1, shift2, 1 + scale2, gate2
+
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor | None = None, memo: dict | None = None
+    ) -> torch.Tensor:
+        """``memo``: a dict kept by the caller for one condition (one forward pass of the loop):
+        the first call stores this block's modulation in it and later loops reuse it, the same
+        values without the conditioning matmul (see :meth:`LoopedTransformer.forward`)."""
         if not self.adaptive:
             x = x + self._drop(self.attn(self.norm1(x)))
             return x + self._drop(self.mlp(self.norm2(x)))
         if cond is None:
             raise ValueError("an adaLN block needs a conditioning vector")
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(cond).chunk(6, dim=-1)
-        x = x + gate1.unsqueeze(1) * self._drop(self.attn(modulate(self.norm1(x), shift1, scale1)))
-        return x + gate2.unsqueeze(1) * self._drop(
-            self.mlp(modulate(self.norm2(x), shift2, scale2))
-        )
+        terms = memo.get("modulation") if memo is not None else None
+        if terms is None:
+            terms = self.modulation(cond)
+            if memo is not None:
+                memo["modulation"] = terms
+        shift1, scale1, gate1, shift2, scale2, gate2 = terms
+        x = x + gate1 * self._drop(self.attn(self.norm1(x) * scale1 + shift1))
+        return x + gate2 * self._drop(self.mlp(self.norm2(x) * scale2 + shift2))
 
 
 class TimestepEmbedder(nn.Module):

@@ -200,6 +200,9 @@ COMPILE_RECOMPILE_LIMIT = (
 )
 
 
+CPU_COMPILE_OPTIONS = {"freezing": True, "cpp_wrapper": True}
+
+
 def compile_step(function: Callable, device: torch.device) -> Callable:
     """One sampling step compiled for ``device``: on CUDA ``mode="reduce-overhead"`` (CUDA graphs:
     the step's launches replayed as one graph; outputs are cloned, since the next replay overwrites
@@ -211,7 +214,7 @@ def compile_step(function: Callable, device: torch.device) -> Callable:
     if device.type == "cuda":
         compiled = torch.compile(function, mode="reduce-overhead", dynamic=False)
     else:
-        compiled = torch.compile(function, dynamic=False, options={"freezing": True})
+        compiled = torch.compile(function, dynamic=False, options=CPU_COMPILE_OPTIONS)
 
     def run(*args: torch.Tensor) -> torch.Tensor:
         limit = max(torch._dynamo.config.recompile_limit, COMPILE_RECOMPILE_LIMIT)

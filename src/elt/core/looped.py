@@ -100,13 +100,29 @@ class LoopedTransformer(nn.Module):
                 nn.init.zeros_(extra.bias)
         self.apply(_init_linear)
 
+    def modulation_memos(self, cond: torch.Tensor | None) -> list[dict] | None:
+        """One empty memo per block for the loops of one forward pass with condition ``cond``
+        (:meth:`Block.forward`), or ``None`` where nothing is worth keeping: without adaLN blocks,
+        and wherever gradients are recorded (training recomputes the modulation at every loop, so
+        autograd, activation checkpointing and FSDP's per-block gathering see the plain block).
+        A caller that changes ``cond``'s rows (the adaptive exit) takes new memos."""
+        if cond is None or torch.is_grad_enabled() or not self.blocks[0].adaptive:
+            return None
+        return [{} for _ in self.blocks]
+
     def loop_once(
-        self, h: torch.Tensor, cond: torch.Tensor | None, index: int, x: torch.Tensor | None = None
+        self,
+        h: torch.Tensor,
+        cond: torch.Tensor | None,
+        index: int,
+        x: torch.Tensor | None = None,
+        memos: list[dict] | None = None,
     ) -> torch.Tensor:
         """One application of the block stack g (loop number ``index``, counted from 0).
 
         ``x`` is the input of loop 0 (prefix tokens included, rows matching ``h``); it is needed,
-        and only used, when the model re-injects its input (``input_injection``)."""
+        and only used, when the model re-injects its input (``input_injection``). ``memos``: from
+        :meth:`modulation_memos` for this ``cond``, shared by the loops of one pass."""
         if self.inject is not None:
             if x is None:
                 raise ValueError(
@@ -116,8 +132,8 @@ class LoopedTransformer(nn.Module):
         if self.loop_embed is not None:
             code = sinusoidal_features(torch.full((1,), float(index), device=h.device), self.dim)
             h = h + self.loop_embed(code.to(h.dtype)).unsqueeze(1)
-        for block in self.blocks:
-            h = block(h, cond)
+        for i, block in enumerate(self.blocks):
+            h = block(h, cond, memos[i] if memos is not None else None)
         if self.loop_norm is not None:
             h = self.loop_norm(h)
         return h
@@ -148,11 +164,12 @@ class LoopedTransformer(nn.Module):
             h = torch.cat([prefix, x], dim=1)
         exits: dict[int, torch.Tensor] = {}
         x0 = h if self.inject is not None else None
+        memos = self.modulation_memos(cond)  # sampling: each block's adaLN terms once, not L times
         for index in range(loops):
             if self.checkpoint_loops and self.training and torch.is_grad_enabled():
                 h = checkpoint(self.loop_once, h, cond, index, x0, use_reentrant=False)
             else:
-                h = self.loop_once(h, cond, index, x0)
+                h = self.loop_once(h, cond, index, x0, memos)
             if index + 1 in wanted:
                 exits[index + 1] = h[:, n_prefix:]
         return LoopOutput(final=h[:, n_prefix:], exits=exits)
