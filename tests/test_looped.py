@@ -159,3 +159,37 @@ def test_input_injection_starts_as_the_plain_loop_and_feeds_the_input_to_every_l
     with pytest.raises(ValueError, match="re-injects its input"):
         inj.loop_once(x, None, 0)
     assert inj.flops_per_token(5, 2) == pytest.approx(base.flops_per_token(5, 2) + 2 * 2 * 32 * 32)
+
+
+def test_sampling_computes_each_blocks_adaln_terms_once_per_pass_with_the_same_bits():
+    """Without gradients (sampling) each block's conditioning matmul runs once per forward pass, not
+    once per loop, and the output is bit-identical to the pass that recomputes it every loop (what
+    training does, so autograd and FSDP see the plain block)."""
+    model = make(cond_dim=16)
+    x = torch.randn(3, 5, 32, dtype=torch.float64)
+    cond = torch.randn(3, 16, dtype=torch.float64)
+    calls = []
+    for block in model.blocks:
+        block.ada.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        cached = model(x, cond, loops=4, exit_loops=[2]).final
+    assert len(calls) == model.unique_layers
+    calls.clear()
+    recomputed = model(x, cond, loops=4, exit_loops=[2]).final  # gradients on: every loop
+    assert len(calls) == model.unique_layers * 4
+    assert torch.equal(cached, recomputed.detach())
+
+
+def test_compiled_gelu_is_the_tanh_approximation():
+    """Under torch.compile the MLP's GELU is written with a sigmoid (inductor vectorises it); it is
+    the same function as ATen's tanh approximation up to float rounding."""
+    import torch.nn.functional as F
+
+    from elt.core.blocks import gelu_tanh
+
+    x = torch.linspace(-8, 8, 4001)
+    compiled = torch.compile(gelu_tanh, dynamic=False)(x)
+    reference = F.gelu(x, approximate="tanh")
+    assert torch.equal(gelu_tanh(x), reference)  # eager: ATen's kernel itself
+    assert (compiled - reference).abs().max() < 2e-6
+    assert (compiled - F.gelu(x)).abs().max() > 1e-4  # and not the exact (erf) GELU

@@ -200,17 +200,18 @@ COMPILE_RECOMPILE_LIMIT = (
 )
 
 
-CPU_COMPILE_OPTIONS = {"freezing": True, "cpp_wrapper": True}
+CPU_COMPILE_OPTIONS = {"freezing": True, "cpp_wrapper": True}  # inductor on a CPU: compile_step
 
 
 def compile_step(function: Callable, device: torch.device) -> Callable:
     """One sampling step compiled for ``device``: on CUDA ``mode="reduce-overhead"`` (CUDA graphs:
     the step's launches replayed as one graph; outputs are cloned, since the next replay overwrites
     them), elsewhere inductor with the weights frozen into the code (``freezing``: constant-folded,
-    matmul weights pre-packed), which is what makes small batches faster on a CPU. Shapes are
-    static: each (batch, loops) compiles once. Dynamo's limit of recompilations per function is
-    raised to :data:`COMPILE_RECOMPILE_LIMIT` while it compiles (every loop count and batch shape is
-    one entry of the same code)."""
+    matmul weights pre-packed) and its C++ wrapper (``cpp_wrapper``: the compiled graph's kernels
+    called from C++, not one Python call each), which is what makes small batches faster on a
+    CPU. Shapes are static: each (batch, loops) compiles once. Dynamo's limit of recompilations
+    per function is raised to :data:`COMPILE_RECOMPILE_LIMIT` while it compiles (every loop count
+    and batch shape is one entry of the same code)."""
     if device.type == "cuda":
         compiled = torch.compile(function, mode="reduce-overhead", dynamic=False)
     else:
