@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from elt.fileio import write_json
+
 
 def load_runs(root: Path, paradigm: str) -> dict[int, list[dict]]:
     runs = {}
@@ -206,7 +208,7 @@ def main() -> None:
         plot(summary, Path(args.png))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(args.out, summary)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from elt.fileio import write_json
+
 # re-measures one point in a fresh interpreter, exactly as elt calibrate measures latency
 FRESH = """
 import json, sys
@@ -159,9 +161,7 @@ def main() -> None:
         "rows": rows,
         "worst_fresh_over_budget": worst,
     }
-    tmp_out = out.with_name(f".{out.name}.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp_out, out)
+    write_json(out, result)
     print(f"wrote {out}")
 
 

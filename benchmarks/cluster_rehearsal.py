@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from elt.fileio import write_json, write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 FAMILIES = {
@@ -118,8 +120,8 @@ def write_ucf(root: Path, per_class: int = 4, frames: int = 12) -> Path:
 
     lists, videos = root / "ucfTrainTestlist", root / "UCF-101"
     lists.mkdir(parents=True, exist_ok=True)
-    (lists / "classInd.txt").write_text(
-        "".join(f"{i + 1} {name}\n" for i, name in enumerate(UCF_CLASSES))
+    write_text(
+        lists / "classInd.txt", "".join(f"{i + 1} {name}\n" for i, name in enumerate(UCF_CLASSES))
     )
     train, test = [], []
     for c, name in enumerate(UCF_CLASSES):
@@ -140,8 +142,8 @@ def write_ucf(root: Path, per_class: int = 4, frames: int = 12) -> Path:
                 for packet in stream.encode():
                     container.mux(packet)
             (test if g == per_class else train).append((rel, c + 1))
-    (lists / "trainlist01.txt").write_text("".join(f"{rel} {c}\n" for rel, c in train))
-    (lists / "testlist01.txt").write_text("".join(f"{rel}\n" for rel, _ in test))
+    write_text(lists / "trainlist01.txt", "".join(f"{rel} {c}\n" for rel, c in train))
+    write_text(lists / "testlist01.txt", "".join(f"{rel}\n" for rel, _ in test))
     return root
 
 
@@ -591,9 +593,7 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, out)
+    write_json(out, record, indent=1)
     print_table(results, args.timeout)
     print(
         f"all pass: {record['all_pass']}; longest collective wait {worst:.3f} s "

@@ -11,7 +11,6 @@ the machine, the CPU count and the load average at the start of each case."""
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from elt.fileio import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,16 +123,14 @@ def main() -> None:
             )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "machine": platform.platform(),
-                "cpus": cpus(),
-                "python": platform.python_version(),
-                "rows": rows,
-            },
-            indent=2,
-        )
+    write_json(
+        out,
+        {
+            "machine": platform.platform(),
+            "cpus": cpus(),
+            "python": platform.python_version(),
+            "rows": rows,
+        },
     )
     print(f"wrote {out}")
 

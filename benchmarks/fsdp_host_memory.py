@@ -37,6 +37,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from elt.fileio import write_json
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PARADIGM = "hostmem"
@@ -187,7 +189,7 @@ def worker(args) -> None:
             "peak_mib": peak_rss_mib(),
             "resumed_step": resumed.step,
         }
-    Path(args.run_dir, f"memory_rank{record['rank']}.json").write_text(json.dumps(record))
+    write_json(Path(args.run_dir, f"memory_rank{record['rank']}.json"), record)
 
 
 MMAP_THRESHOLD = "1048576"
@@ -297,9 +299,7 @@ def main() -> None:
         "machine": os.uname().machine,
         "cpus": os.cpu_count(),
     }
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out)
+    write_json(out, result)
     print(f"wrote {out}")
 
 

@@ -11,9 +11,9 @@ Prints two tables and writes JSON. Figures are estimates (see the module docstri
 elt.train.memory)."""
 
 import argparse
-import json
 from pathlib import Path
 
+from elt.fileio import write_json
 from elt.recipes import build_on_meta, load_recipe, recipe_names
 from elt.train.memory import fsdp_account
 
@@ -97,9 +97,7 @@ def main() -> None:
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"world": world, "elt_xl_7x4": rows, "recipes": recipes}, indent=2))
-    tmp.replace(out)
+    write_json(out, {"world": world, "elt_xl_7x4": rows, "recipes": recipes})
     print(f"\nwrote {out}")
 
 

@@ -12,7 +12,6 @@ equal step time.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -24,6 +23,7 @@ from torch import nn
 
 from elt.core.ilsd import StudentLoopSampler, ilsd_lambda, ilsd_loss
 from elt.core.looped import LoopedTransformer
+from elt.fileio import write_json
 
 
 class TokenModel(nn.Module):
@@ -128,17 +128,15 @@ def main():
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "config": vars(args),
-                "device": device_name,
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-                "rows": rows,
-            },
-            indent=2,
-        )
+    write_json(
+        out,
+        {
+            "config": vars(args),
+            "device": device_name,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "rows": rows,
+        },
     )
     print(f"wrote {out}")
 

@@ -17,7 +17,6 @@ Meaningful on Linux, where the current RSS is read (elsewhere ``rss_bytes`` give
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 
 from elt.config import load_config
 from elt.eval.sweep import rss_bytes
+from elt.fileio import write_json
 from elt.registry import build_generator
 
 
@@ -86,7 +86,7 @@ def main(argv=None) -> dict:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     return result
 
 

@@ -19,7 +19,6 @@ Prints a table and writes JSON::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -33,6 +32,7 @@ from pathlib import Path
 import torch
 
 import elt
+from elt.fileio import write_json
 from elt.pipelines import load_pipeline
 
 COLD_PIPELINE = """
@@ -211,7 +211,7 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
+    write_json(out, record, indent=1)
     print(f"wrote {out}")
 
 

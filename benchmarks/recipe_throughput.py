@@ -16,12 +16,12 @@ tiny widths, 2 steps, runs on a CPU."""
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 
+from elt.fileio import write_json
 from elt.recipes import build_on_meta, forward_flops, load_recipe, recipe_names
 from elt.runtime import autocast_context
 from elt.train.perf import device_name, peak_flops
@@ -288,7 +288,7 @@ def main() -> int:
         "comparison": comparison,
         "seconds": time.perf_counter() - started,
     }
-    (out / "recipes.json").write_text(json.dumps(record, indent=2))
+    write_json(out / "recipes.json", record)
     print(f"wrote {out / 'recipes.json'} ({record['seconds']:.0f} s)")
     return 0
 
