@@ -404,6 +404,15 @@ def diffusion_train_step(
     return step
 
 
+def compile_options(device: torch.device) -> dict | None:
+    """What elt's compiled sampling uses on this device (:func:`elt.core.generator.compile_step`),
+    for both sides of a compiled forward: inductor with frozen weights, plus its C++ wrapper on a
+    CPU."""
+    from elt.core.generator import CPU_COMPILE_OPTIONS
+
+    return dict(CPU_COMPILE_OPTIONS) if device.type == "cpu" else {"freezing": True}
+
+
 def diffusion_workloads(
     generator,
     dit: nn.Module,
@@ -417,8 +426,8 @@ def diffusion_workloads(
     from elt.diffusion.sampler import DDIMSampler, sample
 
     z, t, labels = diffusion_inputs(generator, batch)
-    elt_net = torch.compile(generator, options={"freezing": True}) if compiled else generator
-    dit_net = torch.compile(dit, options={"freezing": True}) if compiled else dit
+    elt_net = torch.compile(generator, options=compile_options(device)) if compiled else generator
+    dit_net = torch.compile(dit, options=compile_options(device)) if compiled else dit
     null = torch.full_like(labels, generator.label_embed.null_class)
 
     @torch.no_grad()
@@ -497,11 +506,11 @@ def masked_workloads(
 
     tokens, labels = masked_inputs(generator, batch)
     elt_net = (
-        torch.compile(generator.logits, options={"freezing": True})
+        torch.compile(generator.logits, options=compile_options(device))
         if compiled
         else generator.logits
     )
-    peer_net = torch.compile(peer, options={"freezing": True}) if compiled else peer
+    peer_net = torch.compile(peer, options=compile_options(device)) if compiled else peer
 
     @torch.no_grad()
     def elt_forward():
