@@ -194,7 +194,8 @@ class DiffusionGenerator(LoopedGenerator):
     @staticmethod
     def _combine(both: torch.Tensor, guidance: float) -> torch.Tensor:
         cond, uncond = both.chunk(2)
-        return uncond + guidance * (cond - uncond)
+        # uncond + s·(cond − uncond), bit for bit, in one buffer instead of three
+        return (cond - uncond).mul_(guidance).add_(uncond)
 
     def adaptive(
         self,
@@ -229,10 +230,11 @@ class DiffusionGenerator(LoopedGenerator):
             if (
                 modulation[0] is not rows_cond
             ):  # new rows only when samples left: computed once per set
-                modulation[0], modulation[1] = rows_cond, final.ada(rows_cond).chunk(2, dim=-1)
+                shift, scale = final.ada(rows_cond).unsqueeze(1).chunk(2, dim=-1)
+                modulation[0], modulation[1] = rows_cond, (shift, 1 + scale)
             shift, scale = modulation[1]
             patches = final.linear(
-                modulate(final.norm(state), shift, scale)
+                final.norm(state) * scale + shift
             )  # = self.head(state, rows_cond)
             out = unpatchify(patches, self.patch, self.grid, self.data_shape[0])
             return out if branches == 1 else self._combine(out, guidance)
