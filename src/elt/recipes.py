@@ -119,11 +119,16 @@ def sequence_length(generator: nn.Module) -> int:
 
 def forward_flops(generator: nn.Module, loops: int | None = None, batch: int = 1) -> float:
     """FLOPs of one network evaluation per sample, counted by ``torch.utils.flop_counter`` on the
-    meta device (matmuls and attention; 2 FLOPs per multiply-add)."""
+    meta device (matmuls and attention; 2 FLOPs per multiply-add).
+
+    Counted as a training forward computes it (gradients on; meta tensors cost no memory): every
+    loop maps the conditioning through each block's adaLN, the architecture's FLOPs, which the
+    iso-FLOP comparisons of the recipes are about. Sampling computes those terms once per pass
+    instead (:meth:`elt.core.looped.LoopedTransformer.modulation_memos`), a little less."""
     from torch.utils.flop_counter import FlopCounterMode
 
     generator.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.enable_grad(), FlopCounterMode(display=False) as counter:
         labels = torch.zeros(batch, dtype=torch.long, device=META)
         if hasattr(generator, "seq_len"):
             tokens = torch.zeros(batch, generator.seq_len, dtype=torch.long, device=META)
