@@ -283,3 +283,35 @@ def test_dry_run_of_a_plugin_paradigm_without_the_hook_uses_a_scratch_folder(
     assert not run.exists()
     assert [m.groups() for m in map(ESTIMATE.match, err.splitlines()) if m] == [("train", "50")]
     assert f"elt: dry run: would train the toy model -> {run}" in err
+
+
+@needs_fmnist
+@pytest.mark.parametrize("new_steps", [12, 4])
+def test_resuming_a_tokenizer_with_other_steps_says_what_it_does(tmp_path, capsys, new_steps):
+    """An interrupted tokenizer training resumed with another tokenizer.steps names both counts and
+    what happens: it trains on to the new count, or, already past it, is saved as it is (and
+    tokenizer.json says how many steps it had)."""
+    from elt.tokenizers.train import TokenizerTraining
+
+    cfg = load_config("fmnist_masked", [*TINY, "tokenizer.steps=8"])
+    run = TokenizerTraining(cfg)
+    for _ in range(6):
+        run.train_step()
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    torch.save(run.state(1.0), folder / STATE_FILE)
+    capsys.readouterr()
+    resumed = load_config("fmnist_masked", [*TINY, f"tokenizer.steps={new_steps}"])
+    info = train_tokenizer(resumed, folder, progress=False, resume=True)
+    err = capsys.readouterr().err
+    said = (
+        "it trains to step 12, with the learning-rate schedule of 12 steps from here on"
+        if new_steps == 12
+        else "it is past that already and is saved as it is, after 6 steps"
+    )
+    assert (
+        "elt: warning: resuming the tokenizer training saved at step 6/8 with "
+        f"tokenizer.steps={new_steps}: {said}"
+    ) in err
+    assert info["steps"] == max(new_steps, 6) and fsq.is_saved(folder)
+    assert not (folder / STATE_FILE).exists()

@@ -295,6 +295,19 @@ class TokenizerTraining:
                 f"resuming the tokenizer with batch {self.batch_size} (saved: "
                 f"{state['batch_size']}); the data position is kept in batches"
             )
+        saved_steps = int(state.get("steps", self.steps))
+        if saved_steps != self.steps:
+            stopped = int(state["step"])
+            warn(
+                f"resuming the tokenizer training saved at step {stopped}/{saved_steps} with "
+                f"tokenizer.steps={self.steps}: "
+                + (
+                    f"it is past that already and is saved as it is, after {stopped} steps"
+                    if stopped >= self.steps
+                    else f"it trains to step {self.steps}, with the learning-rate schedule of "
+                    f"{self.steps} steps from here on"
+                )
+            )
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.log = json.loads(state["log"])
@@ -375,7 +388,7 @@ def train_tokenizer(
     tokenizer = run.tokenizer.eval()
     info: dict = {
         "train_seconds": seconds,
-        "steps": steps,
+        "steps": max(steps, run.step),  # a resumed training may already be past tokenizer.steps
         "batch_size": run.batch_size,
         "data": {
             "name": cfg.data.name,
