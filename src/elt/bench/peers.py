@@ -560,6 +560,25 @@ def masked_workloads(
     }
 
 
+def paradigm_workloads(
+    paradigm: str,
+    generator,
+    peer: nn.Module,
+    batch: int,
+    precision: str,
+    device: torch.device,
+    steps: int,
+    guidance: float,
+    compiled: bool,
+) -> dict[str, dict[str, Callable]]:
+    """:func:`diffusion_workloads` or :func:`masked_workloads`, by paradigm."""
+    if paradigm == "diffusion":
+        return diffusion_workloads(
+            generator, peer, batch, precision, compiled, device, steps, guidance
+        )
+    return masked_workloads(generator, peer, batch, precision, compiled, device, steps)
+
+
 # -- the benchmark ---------------------------------------------------------------------------------
 def bench_peers(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     overrides = list(SMOKE_OVERRIDES) if args.smoke else []
@@ -636,14 +655,8 @@ def bench_peers(args: argparse.Namespace, device: torch.device) -> dict[str, Any
                 for batch in batches:
                     compiled = mode == "compiled"
                     torch._dynamo.reset() if compiled else None
-                    if paradigm == "diffusion":
-                        work = diffusion_workloads(
-                            generator, peer, batch, precision, compiled, device, steps, guidance
-                        )
-                    else:
-                        work = masked_workloads(
-                            generator, peer, batch, precision, compiled, device, steps
-                        )
+                    setting = (paradigm, generator, peer, batch, precision, device, steps, guidance)
+                    work = paradigm_workloads(*setting, compiled=compiled)
                     eager_work = None  # compiled rows: their GEMMs are recorded from eager code
                     for workload, pair in work.items():
                         started = time.perf_counter()
@@ -655,22 +668,7 @@ def bench_peers(args: argparse.Namespace, device: torch.device) -> dict[str, Any
                         key = (name, workload, batch, precision)  # compiled: the eager GEMMs
                         if key not in gemm_records:
                             if compiled and eager_work is None:
-                                eager_work = (
-                                    diffusion_workloads(
-                                        generator,
-                                        peer,
-                                        batch,
-                                        precision,
-                                        False,
-                                        device,
-                                        steps,
-                                        guidance,
-                                    )
-                                    if paradigm == "diffusion"
-                                    else masked_workloads(
-                                        generator, peer, batch, precision, False, device, steps
-                                    )
-                                )
+                                eager_work = paradigm_workloads(*setting, compiled=False)
                             source = eager_work[workload] if compiled else pair
                             gemm_records[key] = {
                                 side: record_gemms(fn) for side, fn in source.items()

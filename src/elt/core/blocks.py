@@ -16,11 +16,6 @@ from torch import nn
 from elt.core import batch_random
 
 
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN modulation: per-sample shift/scale broadcast over the token axis."""
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
-
-
 class LayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` whose affine parameters follow the input's dtype: under FSDP's bf16
     parameter policy the weights arrive in bf16 while the residual stream stays fp32, as in the

@@ -19,7 +19,7 @@ from torch import nn
 
 from elt.core import batch_random, rng
 from elt.core.adaptive import per_active, relative_change, run_adaptive
-from elt.core.blocks import LabelEmbedder, TimestepEmbedder, modulate, sincos_embedding
+from elt.core.blocks import LabelEmbedder, TimestepEmbedder, sincos_embedding
 from elt.core.generator import (
     LoopedGenerator,
     LoopSchedule,
@@ -82,9 +82,21 @@ class FinalLayer(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.ada(cond).chunk(2, dim=-1)
-        return self.linear(modulate(self.norm(h), shift, scale))
+    def modulation(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """adaLN's (shift, 1 + scale), each B×1×D."""
+        shift, scale = self.ada(cond).unsqueeze(1).chunk(2, dim=-1)
+        return shift, 1 + scale
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        cond: torch.Tensor,
+        terms: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``terms``: :meth:`modulation` of ``cond`` computed beforehand (the adaptive exit reads
+        the head after every loop; the rows change only when samples leave)."""
+        shift, scale = self.modulation(cond) if terms is None else terms
+        return self.linear(self.norm(h) * scale + shift)
 
 
 class DiffusionGenerator(LoopedGenerator):
@@ -230,12 +242,8 @@ class DiffusionGenerator(LoopedGenerator):
             if (
                 modulation[0] is not rows_cond
             ):  # new rows only when samples left: computed once per set
-                shift, scale = final.ada(rows_cond).unsqueeze(1).chunk(2, dim=-1)
-                modulation[0], modulation[1] = rows_cond, (shift, 1 + scale)
-            shift, scale = modulation[1]
-            patches = final.linear(
-                final.norm(state) * scale + shift
-            )  # = self.head(state, rows_cond)
+                modulation[0], modulation[1] = rows_cond, final.modulation(rows_cond)
+            patches = final(state, rows_cond, modulation[1])  # = self.head(state, rows_cond)
             out = unpatchify(patches, self.patch, self.grid, self.data_shape[0])
             return out if branches == 1 else self._combine(out, guidance)
 
