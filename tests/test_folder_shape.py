@@ -47,18 +47,19 @@ def fresh_warnings():
     shape_lib._resolved.clear()
 
 
+def inferred_folder(root) -> list[str]:
+    """Overrides for a folder dataset whose shape keys are all left to inference."""
+    return [
+        "data.name=folder",
+        f"data.root={root}",
+        "data.image_size=null",
+        "data.channels=null",
+        "data.num_classes=null",
+    ]
+
+
 def folder_cfg(root, *overrides):
-    return load_config(
-        None,
-        [
-            "data.name=folder",
-            f"data.root={root}",
-            "data.image_size=null",
-            "data.channels=null",
-            "data.num_classes=null",
-            *overrides,
-        ],
-    )
+    return load_config(None, [*inferred_folder(root), *overrides])
 
 
 def warnings_of(capsys) -> list[str]:
@@ -182,11 +183,7 @@ def test_contradictions_are_one_line_exit_2(tmp_path, capsys, make, overrides, m
     args = [
         "prepare",
         "fmnist_masked",
-        "data.name=folder",
-        f"data.root={root}",
-        "data.image_size=null",
-        "data.channels=null",
-        "data.num_classes=null",
+        *inferred_folder(root),
         f"train.out_dir={tmp_path / 'run'}",
         *overrides,
     ]
@@ -263,11 +260,7 @@ def named_run(tmp_path_factory):
         "train",
         "fmnist_diffusion",
         "--no-progress",
-        "data.name=folder",
-        f"data.root={root}",
-        "data.image_size=null",
-        "data.channels=null",
-        "data.num_classes=null",
+        *inferred_folder(root),
         *TINY,
         f"train.out_dir={run}",
     ]
@@ -393,11 +386,7 @@ def test_tokenizer_train_infers_the_folder_shape(tmp_path, capsys):
         "tokenizer",
         "train",
         "fmnist_masked",
-        "data.name=folder",
-        f"data.root={root}",
-        "data.image_size=null",
-        "data.channels=null",
-        "data.num_classes=null",
+        *inferred_folder(root),
         "tokenizer.levels=[4,4]",
         "tokenizer.channels=8",
         "tokenizer.steps=2",
