@@ -102,6 +102,26 @@ def test_compiled_sampling_follows_weight_changes(diffusion):
     assert (after - eager_after).abs().max() < 1e-3
 
 
+def test_compiled_step_has_the_weights_frozen_into_its_code(diffusion):
+    """Freezing is in effect (Dynamo reads it from the global inductor config when it traces, so
+    ``torch.compile(options=...)`` alone leaves every weight a graph input): a weight change that
+    the parameter's version counter does not see (through ``.data``) reaches the eager network but
+    not the compiled step, whose weights are constants of the code."""
+    import copy
+
+    from elt.core.generator import compile_step
+
+    g = copy.deepcopy(diffusion)
+    z, t, labels = torch.randn(2, *g.data_shape), torch.full((2,), 0.5), torch.tensor([0, 1])
+    with torch.no_grad():
+        step = compile_step(lambda a, b, c: g(a, b, c, 2)[0], torch.device("cpu"))
+        before = step(z, t, labels)
+        assert (before - g(z, t, labels, 2)[0]).abs().max() < 1e-4
+        g.final.linear.bias.data.add_(0.5)
+        assert (g(z, t, labels, 2)[0] - before).abs().max() > 0.1  # the eager network sees it
+        assert torch.equal(step(z, t, labels), before)  # the compiled code does not
+
+
 def test_compiled_masked_tokens_equal_eager(masked):
     labels = [0, 1, 2, 3]
     kw = dict(steps=4, guidance=2.0, seed=5)

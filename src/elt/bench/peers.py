@@ -404,13 +404,13 @@ def diffusion_train_step(
     return step
 
 
-def compile_options(device: torch.device) -> dict | None:
-    """What elt's compiled sampling uses on this device (:func:`elt.core.generator.compile_step`),
-    for both sides of a compiled forward: inductor with frozen weights, plus its C++ wrapper on a
-    CPU."""
-    from elt.core.generator import CPU_COMPILE_OPTIONS
+def compiled_forward(function: Callable, device: torch.device) -> Callable:
+    """``function`` compiled the way elt's compiled sampling compiles a step
+    (:func:`elt.core.generator.compile_step`: frozen weights and the C++ wrapper on a CPU, CUDA
+    graphs on a GPU), for both sides of a compiled forward."""
+    from elt.core.generator import compile_step
 
-    return dict(CPU_COMPILE_OPTIONS) if device.type == "cpu" else {"freezing": True}
+    return compile_step(function, device)
 
 
 def diffusion_workloads(
@@ -426,8 +426,8 @@ def diffusion_workloads(
     from elt.diffusion.sampler import DDIMSampler, sample
 
     z, t, labels = diffusion_inputs(generator, batch)
-    elt_net = torch.compile(generator, options=compile_options(device)) if compiled else generator
-    dit_net = torch.compile(dit, options=compile_options(device)) if compiled else dit
+    elt_net = compiled_forward(generator, device) if compiled else generator
+    dit_net = compiled_forward(dit, device) if compiled else dit
     null = torch.full_like(labels, generator.label_embed.null_class)
 
     @torch.no_grad()
@@ -505,12 +505,8 @@ def masked_workloads(
     from elt.masked.sampler import iterative_decode
 
     tokens, labels = masked_inputs(generator, batch)
-    elt_net = (
-        torch.compile(generator.logits, options=compile_options(device))
-        if compiled
-        else generator.logits
-    )
-    peer_net = torch.compile(peer, options=compile_options(device)) if compiled else peer
+    elt_net = compiled_forward(generator.logits, device) if compiled else generator.logits
+    peer_net = compiled_forward(peer, device) if compiled else peer
 
     @torch.no_grad()
     def elt_forward():
