@@ -82,33 +82,55 @@ def run_adaptive(
         ):  # no exit yet, and the next loop does not compare with this one
             continue
         prediction = readout(h, cond, active)
+        if last:
+            return _finish(out, used, active, prediction, k)
+        summary = prediction if summarise is None else summarise(prediction, active)
+        if k < rule.min_loops:  # no exit yet: only the next loop's comparison needs this one
+            previous = summary
+            continue
+        done = change(previous, summary, active) < rule.threshold
+        if not bool(done.any()):
+            previous = summary
+            continue
+        if bool(done.all()):  # the rest leave together (at batch 1, the only sample)
+            return _finish(out, used, active, prediction, k)
         if out is None:
             out = prediction.new_empty((batch, *prediction.shape[1:]))
-        summary = (
-            prediction if summarise is None or last else summarise(prediction, active)
-        )  # unused after last
-        if last:
-            done = torch.ones(len(active), dtype=torch.bool, device=device)
-        elif k >= rule.min_loops:
-            done = change(previous, summary, active) < rule.threshold
-        else:
-            done = torch.zeros(len(active), dtype=torch.bool, device=device)
-        if bool(done.any()):
-            finished = active[done]
-            out[finished] = prediction[done]
-            used[finished] = k
-            keep = ~done
-            if not bool(keep.any()):
-                break
-            active = active[keep]
-            rows = keep.repeat(branches)
-            h = h[rows]
-            x0 = x0[rows] if x0 is not None else None
-            cond = cond[rows] if cond is not None else None
-            memos = backbone.modulation_memos(cond)
-            summary = summary[keep]
-        previous = summary
+        finished = active[done]
+        out[finished] = prediction[done]
+        used[finished] = k
+        keep = ~done
+        active = active[keep]
+        rows = keep.repeat(branches)
+        h = h[rows]
+        x0 = x0[rows] if x0 is not None else None
+        cond = cond[rows] if cond is not None else None
+        memos = backbone.modulation_memos(cond)
+        previous = summary[keep]
+    raise AssertionError("unreachable: the last loop returns")
+
+
+def _finish(
+    out: torch.Tensor | None,
+    used: torch.Tensor,
+    active: torch.Tensor,
+    prediction: torch.Tensor,
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every sample still active exits at loop ``k``: while none left earlier (``out`` not yet
+    made) the prediction is the whole result, without a copy."""
+    if out is None:
+        return prediction, used.fill_(k)
+    out[active] = prediction
+    used[active] = k
     return out, used
+
+
+def active_rows(values: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """``values[active]``: the rows of the active samples, ``values`` itself while every sample is
+    active (``active`` is always an increasing subset of ``0..B-1``, so equal length means all;
+    no copy at batch 1, where the only sample is active until it leaves)."""
+    return values if len(active) == len(values) else values[active]
 
 
 def per_active(compute: Callable[[torch.Tensor], Any]) -> Callable[[torch.Tensor], Any]:
@@ -137,7 +159,7 @@ def token_change(masked: torch.Tensor) -> Change:
 
     @per_active
     def rows(active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        where = masked[active]
+        where = active_rows(masked, active)
         return where, where.sum(1).clamp(min=1).float()
 
     def change(previous: torch.Tensor, new: torch.Tensor, active: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from elt.core import batch_random, rng
-from elt.core.adaptive import per_active, relative_change, run_adaptive
+from elt.core.adaptive import active_rows, per_active, relative_change, run_adaptive
 from elt.core.blocks import LabelEmbedder, TimestepEmbedder, sincos_embedding
 from elt.core.generator import (
     LoopedGenerator,
@@ -249,7 +249,7 @@ class DiffusionGenerator(LoopedGenerator):
 
         @per_active
         def coefficients(active: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return z[active], self.process._coefficients(t[active], z)
+            return active_rows(z, active), self.process._coefficients(active_rows(t, active), z)
 
         def to_x0(prediction: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
             rows, (alpha, sigma, a, b) = coefficients(active)

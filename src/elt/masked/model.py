@@ -26,7 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from elt.core import batch_random, rng
-from elt.core.adaptive import argmax_tokens, per_active, run_adaptive, token_change
+from elt.core.adaptive import (
+    active_rows,
+    argmax_tokens,
+    per_active,
+    run_adaptive,
+    token_change,
+)
 from elt.core.blocks import LabelEmbedder, sincos_embedding
 from elt.core.generator import (
     LoopedGenerator,
@@ -259,7 +265,12 @@ class MaskedGenerator(LoopedGenerator):
 
         @per_active
         def positions(active: torch.Tensor) -> torch.Tensor:  # once per set of active samples
-            return order[active].repeat(branches, 1).unsqueeze(-1).expand(-1, -1, h.shape[-1])
+            return (
+                active_rows(order, active)
+                .repeat(branches, 1)
+                .unsqueeze(-1)
+                .expand(-1, -1, h.shape[-1])
+            )
 
         def readout(state: torch.Tensor, cond, active: torch.Tensor) -> torch.Tensor:
             picked = state[:, 1:].gather(1, positions(active))
