@@ -201,15 +201,18 @@ COMPILE_RECOMPILE_LIMIT = (
 )
 
 
-CPU_COMPILE_OPTIONS = {"cpp_wrapper": True}  # inductor's options on a CPU: compile_step
+# inductor's options on a CPU (compile_step): the C++ wrapper, and frozen weights left in ATen's
+# layout (constant-folded, transposed once) rather than pre-packed for oneDNN/MKL, whose linear op
+# was slower at every demo shape measured (batch 1 and 64, fp32 and bf16: docs/benchmarks.md)
+CPU_COMPILE_OPTIONS = {"cpp_wrapper": True, "cpp.weight_prepack": False}
 
 
 def compile_step(function: Callable, device: torch.device) -> Callable:
     """One sampling step compiled for ``device``: on CUDA ``mode="reduce-overhead"`` (CUDA graphs:
     the step's launches replayed as one graph; outputs are cloned, since the next replay overwrites
     them), elsewhere inductor with the weights frozen into the code (freezing: constant-folded, so
-    bf16 autocast's weight casts happen once, and the linear layers' weights pre-packed for
-    oneDNN/MKL with their bias fused) and its C++ wrapper (``cpp_wrapper``: the compiled graph's
+    bf16 autocast's weight casts and the linear layers' weight transposes happen once, at compile
+    time) and its C++ wrapper (``cpp_wrapper``: the compiled graph's
     kernels called from C++, not one Python call each), which is what makes small batches faster on
     a CPU. Shapes are static: each (batch, loops) compiles once. Dynamo's limit of recompilations
     per function is raised to :data:`COMPILE_RECOMPILE_LIMIT` while it compiles (every loop count
