@@ -196,3 +196,31 @@ def test_compiled_gelu_is_the_tanh_approximation(monkeypatch):
     assert not torch.equal(sigmoid_form, reference)  # the other branch ran
     assert (sigmoid_form - reference).abs().max() < 2e-6
     assert (sigmoid_form - F.gelu(x)).abs().max() > 1e-4  # and not the exact (erf) GELU
+
+
+def test_compiled_linear_adds_the_bias_after_the_matmul(monkeypatch):
+    """Under torch.compile an fp32 linear layer is a matmul followed by the bias addition (inductor
+    then fuses the addition into the next kernel instead of ATen's addmm copying the bias first):
+    the same map up to float rounding; eager, bf16 autocast and bias-free layers keep the layer."""
+    import torch.nn.functional as F
+
+    from elt.core.blocks import linear
+
+    torch.manual_seed(0)
+    layer, bare = torch.nn.Linear(192, 768), torch.nn.Linear(192, 768, bias=False)
+    x = torch.randn(130, 192)
+    calls = []
+    real = F.linear
+    monkeypatch.setattr(F, "linear", lambda *a: calls.append(len(a)) or real(*a))
+    assert torch.equal(linear(layer, x), layer(x))
+    assert calls == [3, 3]  # eager: the layer's own call, weight and bias together
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    calls.clear()
+    split = linear(layer, x)
+    assert calls == [2]  # the matmul alone; the bias added after
+    assert (split - layer(x)).abs().max() < 1e-5
+    calls.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert linear(layer, x).dtype == torch.bfloat16
+    assert torch.equal(linear(bare, x), bare(x))
+    assert calls == [3, 3, 3]  # bf16 autocast and no bias: the layer itself

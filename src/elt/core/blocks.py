@@ -52,12 +52,14 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = (
+            linear(self.qkv, x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        )
         if self.dropout and self.training:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout)
         else:
             out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+        return linear(self.proj, out.transpose(1, 2).reshape(b, n, d))
 
 
 class MLP(nn.Module):
@@ -67,7 +69,25 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(gelu_tanh(self.fc1(x)))
+        return linear(self.fc2, gelu_tanh(linear(self.fc1, x)))
+
+
+def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)``. Under ``torch.compile``, in fp32 outside autocast, the matmul and the bias
+    addition are written as two operations: inductor then adds the bias inside the fused kernel that
+    follows, where ATen's ``addmm`` (what it calls for a linear layer with a bias on a CPU) first
+    copies the broadcast bias into the output, at the demo shapes as long as the matmul's own
+    epilogue. Eager PyTorch runs the layer itself (outputs unchanged bit for bit); compiled outputs
+    differ by float rounding. In bf16 the fused ``addmm`` stays: a bf16 matmul output rounded before
+    the bias is added would lose precision."""
+    if (
+        layer.bias is not None
+        and torch.compiler.is_compiling()
+        and x.dtype == torch.float32
+        and not torch.is_autocast_enabled(x.device.type)
+    ):
+        return F.linear(x, layer.weight) + layer.bias
+    return layer(x)
 
 
 _GELU_C = 2.0 * math.sqrt(2.0 / math.pi)  # 0.5·(1 + tanh(u)) = sigmoid(2u)
