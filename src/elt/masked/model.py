@@ -33,7 +33,7 @@ from elt.core.adaptive import (
     run_adaptive,
     token_change,
 )
-from elt.core.blocks import LabelEmbedder, sincos_embedding
+from elt.core.blocks import LabelEmbedder, linear, sincos_embedding
 from elt.core.generator import (
     LoopedGenerator,
     LoopSchedule,
@@ -165,7 +165,8 @@ class MaskedGenerator(LoopedGenerator):
         out = self.backbone(
             self.embed(tokens), loops=loops, prefix=self.class_token(labels, allow_dropout=False)
         )
-        return self.head(out.final)
+        norm, projection = self.head
+        return linear(projection, norm(out.final))  # = self.head(out.final)
 
     # -- training ----------------------------------------------------------------------------------
     def training_loss(self, batch, student_loops: int | None, lam: float) -> ILSDTerms:
