@@ -72,7 +72,9 @@ def iterative_decode(
             raise ValueError(
                 f"logits_fn returned shape {tuple(logits.shape)}, expected ({batch}, {seq_len}, V)"
             )
-        log_probs = torch.log_softmax(logits / max(token_temperature, 1e-6), dim=-1)
+        if token_temperature != 1.0:  # x / 1 is x: at the default the division is skipped
+            logits = logits / max(token_temperature, 1e-6)
+        log_probs = torch.log_softmax(logits, dim=-1)
         drawn = rng.multinomial(log_probs.exp(), generator)
         drawn = torch.where(masked, drawn, tokens)
         confidence = log_probs.gather(-1, drawn.unsqueeze(-1)).squeeze(-1)
