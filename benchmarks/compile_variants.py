@@ -54,10 +54,15 @@ def step_and_inputs(generator, paradigm: str, batch: int):
 
 
 def compiled_variant(step, inputs, freezing: bool, prepack: bool):
+    """``step(*inputs)`` compiled with freezing and weight pre-packing as given: elt's own
+    :func:`~elt.core.generator.compile_step` for the variant it uses, its recipe with the two
+    switches changed for the others."""
     import torch._inductor.config as inductor
 
-    from elt.core.generator import CPU_COMPILE_OPTIONS, _own_entry
+    from elt.core.generator import CPU_COMPILE_OPTIONS, _own_entry, compile_step
 
+    if (freezing, prepack) == VARIANTS["frozen"]:
+        return functools.partial(compile_step(step, torch.device("cpu")), *inputs)
     options = {**CPU_COMPILE_OPTIONS, "cpp.weight_prepack": prepack}
     compiled = torch.compile(_own_entry(step), fullgraph=True, dynamic=False, options=options)
 

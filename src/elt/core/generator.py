@@ -203,7 +203,7 @@ COMPILE_RECOMPILE_LIMIT = (
 
 # inductor's options on a CPU (compile_step): the C++ wrapper, and frozen weights left in ATen's
 # layout (constant-folded, transposed once) rather than pre-packed for oneDNN/MKL, whose linear op
-# was slower at every demo shape measured (batch 1 and 64, fp32 and bf16: docs/benchmarks.md)
+# was up to 7 % slower and at most 0.2 % faster at the demo shapes (benchmarks/compile_variants.py)
 CPU_COMPILE_OPTIONS = {"cpp_wrapper": True, "cpp.weight_prepack": False}
 
 
@@ -212,11 +212,11 @@ def compile_step(function: Callable, device: torch.device) -> Callable:
     the step's launches replayed as one graph; outputs are cloned, since the next replay overwrites
     them), elsewhere inductor with the weights frozen into the code (freezing: constant-folded, so
     bf16 autocast's weight casts and the linear layers' weight transposes happen once, at compile
-    time) and its C++ wrapper (``cpp_wrapper``: the compiled graph's
-    kernels called from C++, not one Python call each), which is what makes small batches faster on
-    a CPU. Shapes are static: each (batch, loops) compiles once. Dynamo's limit of recompilations
-    per function is raised to :data:`COMPILE_RECOMPILE_LIMIT` while it compiles (every loop count
-    and batch shape is one entry of the same code).
+    time) and its C++ wrapper (``cpp_wrapper``: the compiled graph's kernels called from C++, not
+    one Python call each), which is what makes small batches faster on a CPU. Shapes are static:
+    each (batch, loops) compiles once. Dynamo's limit of recompilations per function is raised to
+    :data:`COMPILE_RECOMPILE_LIMIT` while it compiles (every loop count and batch shape is one entry
+    of the same code).
 
     Freezing is switched on around each call, not through ``torch.compile(options=...)``: Dynamo
     decides whether parameters become constants from the global ``torch._inductor.config.freezing``
